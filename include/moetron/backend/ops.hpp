@@ -1,0 +1,143 @@
+// Ops: the operator set the model's forward is written against. CpuOps (float32 reference) and
+// CudaOps (kernels/ + cuBLAS) implement it; the forward in src/model/ is written once.
+//
+// Conventions
+// - Activations have the backend's activation dtype (F32 on the CPU, BF16 on CUDA) and are
+//   2-D [rows, cols] unless stated. Weights are whatever upload_weight produced.
+// - Linear weights are stored as Hugging Face stores them: W[out, in]; y = x W^T (+ b).
+// - Temporaries come from temp(), a per-step arena: reset_temps() at the start of every step
+//   frees them all at once, and the same sequence of calls gives the same addresses (so a CUDA
+//   graph recorded over one step replays over the next).
+// - Every call may run asynchronously; to_host() and sync() are the only points where the host
+//   waits for the device.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moetron/core/tensor.hpp"
+
+namespace moetron {
+
+// Where each token of a step goes in the paged KV cache and which tokens each sequence attends
+// to. Built on the host by the engine, uploaded once per step by Ops::upload_batch.
+struct BatchLayout {
+  int64_t num_tokens = 0;
+  int64_t num_seqs = 0;
+  int64_t max_blocks_per_seq = 0;   // row width of block_tables
+  int64_t block_size = 0;           // tokens per KV-cache block
+  std::vector<int32_t> token_ids;   // [T]
+  std::vector<int32_t> positions;   // [T] position of each token in its sequence
+  std::vector<int32_t> slot_mapping;  // [T] block * block_size + offset where its K/V go
+  std::vector<int32_t> query_start;   // [S + 1] the step's tokens of sequence s: [qs[s], qs[s+1])
+  std::vector<int32_t> kv_lens;       // [S] tokens in the cache for s after this step
+  std::vector<int32_t> block_tables;  // [S * max_blocks_per_seq]
+  std::vector<int32_t> logit_rows;    // [L] token rows whose logits are wanted (last of a seq)
+};
+
+// The same, in backend memory (I32 tensors), as Ops kernels read it.
+struct BatchTensors {
+  int64_t num_tokens = 0, num_seqs = 0, max_blocks_per_seq = 0, block_size = 0;
+  int64_t max_kv_len = 0;  // host-known bound, for kernels that size their work by it
+  Tensor token_ids, positions, slot_mapping, query_start, kv_lens, block_tables, logit_rows;
+};
+
+// One layer's paged KV cache: [num_blocks, block_size, kv_heads, head_dim] each.
+struct KvCache {
+  Tensor k, v;
+};
+
+// Per-layer routed experts held by this rank: a contiguous range of experts, each possibly
+// a shard (a slice of its intermediate dimension).
+struct ExpertWeights {
+  int64_t first_expert = 0;   // global index of local expert 0
+  int64_t num_local = 0;
+  Tensor gate_up;             // [num_local, 2 * I_shard, H]: gate rows, then up rows
+  Tensor down;                // [num_local, H, I_shard]
+};
+
+struct SamplingParams {
+  float temperature = 0.0f;  // 0: greedy
+  int top_k = 0;             // 0: off
+  float top_p = 1.0f;        // 1: off
+  uint64_t seed = 0;
+};
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+  virtual Device device() const = 0;
+  virtual DType activation_dtype() const = 0;
+  virtual std::string name() const = 0;
+
+  // ---- memory ----
+  // Converts a host tensor (F32/F16/BF16, read-only) into the backend's weight format.
+  virtual Tensor upload_weight(const Tensor& host) = 0;
+  virtual Tensor alloc(DType dtype, std::vector<int64_t> shape) = 0;  // lives until freed
+  virtual Tensor temp(DType dtype, std::vector<int64_t> shape) = 0;   // lives until reset_temps
+  virtual void reset_temps() = 0;
+  virtual void copy_from_host(Tensor& dst, const void* src) = 0;      // dst.nbytes() bytes
+  virtual void to_host(const Tensor& src, void* dst) = 0;             // waits for the device
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;              // same size, same dtype
+  virtual void fill_zero(Tensor& t) = 0;
+  virtual void sync() = 0;
+  BatchTensors upload_batch(const BatchLayout& b);                     // temp() + copy_from_host
+
+  // ---- dense math ----
+  // out[t] = table[ids[t]]; ids are I32 [T]; out [T, H].
+  virtual void embed(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
+  // out = rmsnorm(x) * w over the last dimension (x may be viewed as [R, C] with C = w size).
+  virtual void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
+  // residual += delta; out = rmsnorm(residual) * w. Fused: one pass over the residual stream.
+  virtual void add_rmsnorm(Tensor& residual, const Tensor& delta, const Tensor& w, float eps,
+                           Tensor& out) = 0;
+  // sumsq[r] = sum_c x[r, c]^2 (F32 [R]); used when a norm spans tensor-parallel shards.
+  virtual void row_sumsq(const Tensor& x, Tensor& sumsq) = 0;
+  // out = x * rsqrt(sumsq / total_cols + eps) * w, w being this shard's slice of the weight.
+  virtual void rmsnorm_with_sumsq(const Tensor& x, const Tensor& sumsq, int64_t total_cols,
+                                  const Tensor& w, float eps, Tensor& out) = 0;
+  // out [T, N] = x [T, K] W[N, K]^T (+ bias[N] when defined).
+  virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) = 0;
+  virtual void add_inplace(Tensor& acc, const Tensor& x) = 0;  // acc += x
+  virtual void clamp_inplace(Tensor& x, float limit) = 0;      // x = clamp(x, -limit, limit)
+  // Rotary embedding (rotate-half / NeoX layout) on q [T, nq * hd] and k [T, nk * hd] in place.
+  virtual void rope(Tensor& q, Tensor& k, const Tensor& positions, int64_t head_dim,
+                    double theta) = 0;
+
+  // ---- attention over the paged cache ----
+  // Writes k, v [T, nk * hd] into the cache at slot_mapping.
+  virtual void kv_append(const Tensor& k, const Tensor& v, KvCache& cache,
+                         const BatchTensors& batch) = 0;
+  // Causal attention of each sequence's new queries over its cached keys/values (GQA: query
+  // head h reads kv head h / (nq / nk)). q [T, nq * hd], out [T, nq * hd].
+  virtual void attention(const Tensor& q, const KvCache& cache, const BatchTensors& batch,
+                         int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
+                         float scale, Tensor& out) = 0;
+
+  // ---- mixture of experts ----
+  // Softmax over E router logits [T, E] (in float32), top-k, optional renormalisation.
+  // ids I32 [T, k], weights F32 [T, k], in descending weight order.
+  virtual void router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
+                           Tensor& weights) = 0;
+  // out [T, H] = sum over slots (t, j) whose expert is local of
+  //   weights[t, j] * down_e(silu(gate_e x_t) * up_e x_t); other slots contribute nothing.
+  // The grouped path: count per expert, permute, grouped GEMMs, weighted un-permute.
+  virtual void moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                           const ExpertWeights& experts, Tensor& out) = 0;
+  // out [T, H] = down(silu(gate x) * up x) with gate_up [2I, H], down [H, I] (dense MLP,
+  // shared expert).
+  virtual void swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
+                          Tensor& out) = 0;
+  // acc [T, H] += sigmoid(x [T, H] . gate_w [1, H]) * y [T, H]   (qwen2_moe shared expert)
+  virtual void add_sigmoid_gated(Tensor& acc, const Tensor& x, const Tensor& gate_w,
+                                 const Tensor& y) = 0;
+  // out[i] = x[rows[i]] (rows I32 [n]).
+  virtual void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) = 0;
+  // acc[rows[i]] += scale[i] * x[i] (rows I32 [n], scale F32 [n]); rows may repeat.
+  virtual void scatter_add_rows(Tensor& acc, const Tensor& x, const Tensor& rows,
+                                const Tensor& scale) = 0;
+  // Converts activations to F32 (logits for sampling, results files). out F32, same shape.
+  virtual void to_float(const Tensor& x, Tensor& out) = 0;
+};
+
+}  // namespace moetron

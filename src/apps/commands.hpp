@@ -1,0 +1,12 @@
+// The subcommands of `moetron`. Each takes the arguments after its name and returns the exit
+// code; errors are thrown as moetron::Error and reported by main.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace moetron::apps {
+
+int run_command(const std::vector<std::string>& args);         // moetron run
+int model_command(const std::vector<std::string>& args);       // moetron model make|info
+
+}  // namespace moetron::apps
