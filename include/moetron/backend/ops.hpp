@@ -76,6 +76,10 @@ class Ops {
   virtual Tensor alloc(DType dtype, std::vector<int64_t> shape) = 0;  // lives until freed
   virtual Tensor temp(DType dtype, std::vector<int64_t> shape) = 0;   // lives until reset_temps
   virtual void reset_temps() = 0;
+  // Temporaries made after temp_mark() may be released together with temp_release(mark), so
+  // one layer's scratch is reused by the next. Backends without it keep them until reset.
+  virtual size_t temp_mark() { return 0; }
+  virtual void temp_release(size_t /*mark*/) {}
   virtual void copy_from_host(Tensor& dst, const void* src) = 0;      // dst.nbytes() bytes
   virtual void to_host(const Tensor& src, void* dst) = 0;             // waits for the device
   virtual void copy(const Tensor& src, Tensor& dst) = 0;              // same size, same dtype
@@ -138,6 +142,10 @@ class Ops {
                                 const Tensor& scale) = 0;
   // Converts activations to F32 (logits for sampling, results files). out F32, same shape.
   virtual void to_float(const Tensor& x, Tensor& out) = 0;
+  // counts I64 [E] += number of slots in ids (I32 [T, k]) routed to each expert. The default
+  // goes through the host; a backend may count on the device (it must not sync the host, so
+  // that a CUDA graph can record it).
+  virtual void accumulate_expert_counts(const Tensor& ids, Tensor& counts);
 };
 
 }  // namespace moetron

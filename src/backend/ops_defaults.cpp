@@ -1,0 +1,23 @@
+// Default implementations of Ops members that every backend may share.
+#include <vector>
+
+#include "moetron/backend/ops.hpp"
+#include "moetron/core/error.hpp"
+
+namespace moetron {
+
+void Ops::accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
+  MOETRON_ASSERT(ids.dtype == DType::I32 && counts.dtype == DType::I64);
+  if (ids.numel() == 0) return;
+  std::vector<int32_t> host_ids(static_cast<size_t>(ids.numel()));
+  std::vector<int64_t> host_counts(static_cast<size_t>(counts.numel()));
+  to_host(ids, host_ids.data());
+  to_host(counts, host_counts.data());
+  for (int32_t e : host_ids) {
+    MOETRON_ASSERT(e >= 0 && e < static_cast<int32_t>(host_counts.size()));
+    ++host_counts[static_cast<size_t>(e)];
+  }
+  copy_from_host(counts, host_counts.data());
+}
+
+}  // namespace moetron
