@@ -85,6 +85,8 @@ class Ops {
   virtual void copy(const Tensor& src, Tensor& dst) = 0;              // same size, same dtype
   virtual void fill_zero(Tensor& t) = 0;
   virtual void sync() = 0;
+  // Device memory still free for the KV cache, or -1 where the backend does not know (CPU).
+  virtual int64_t free_memory_bytes() { return -1; }
   BatchTensors upload_batch(const BatchLayout& b);                     // temp() + copy_from_host
 
   // ---- dense math ----

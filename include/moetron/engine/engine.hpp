@@ -1,0 +1,61 @@
+// The step loop: schedule, run the forward (as micro-batches through the pipeline stages),
+// sample, record. Every rank runs it; which parts a rank executes follows from its place in
+// the plan (first/last stage, tp rank, replica).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moetron/comm/communicator.hpp"
+#include "moetron/engine/scheduler.hpp"
+#include "moetron/io/results.hpp"  // StepRecord
+#include "moetron/model/forward.hpp"
+
+namespace moetron {
+
+// This rank's groups and coordinates (see parallel/plan.hpp for how they are built).
+struct EngineGroups {
+  Communicator* world = nullptr;
+  Communicator* tp = nullptr;        // same stage and replica
+  Communicator* replica = nullptr;   // every rank of this data-parallel replica
+  Communicator* pipeline = nullptr;  // same replica and tp rank, one rank per stage (pp order)
+  int pp_rank = 0, pp_size = 1, dp_rank = 0, dp_size = 1, tp_rank = 0;
+  int replica_root = 0;  // rank, in `replica`, of the last stage's tp rank 0 (holds the tokens)
+  // World ranks of each replica's reporter (last stage, tp 0), by replica index.
+  std::vector<int> reporters;
+};
+
+struct EngineOptions {
+  SchedulerLimits limits;
+  int64_t kv_blocks = 0;  // per replica (each rank holds its layers' and heads' share)
+  bool save_logits = false;
+  int64_t progress_every_s = 2;
+};
+
+struct EngineReport {
+  std::vector<StepRecord> steps;
+  double total_seconds = 0;
+};
+
+class Engine {
+ public:
+  Engine(const ModelConfig& config, Ops& ops, ModelForward& forward, const EngineGroups& groups,
+         const EngineOptions& options);
+  // Runs this replica's sequences to completion, in lockstep with the other replicas.
+  // `sequences` are this replica's share, in prompts-file order.
+  EngineReport run(std::vector<Sequence>& sequences);
+
+ private:
+  // One micro-batch through this rank's stage; returns sampled tokens on the last stage.
+  void run_micro_batch(const std::vector<ScheduledSeq>& group, std::vector<int32_t>& tokens,
+                       std::vector<float>& logits);
+
+  const ModelConfig& config_;
+  Ops& ops_;
+  ModelForward& forward_;
+  EngineGroups groups_;
+  EngineOptions options_;
+};
+
+}  // namespace moetron

@@ -1,0 +1,95 @@
+// Continuous batching over a paged KV cache, for one data-parallel replica.
+//
+// Every rank of a replica runs the same scheduler on the same inputs (SPMD), so the only thing
+// that crosses ranks is the sampled tokens; every decision here is deterministic.
+//
+// Policy: first come, first served. A request is admitted when the cache has blocks for its
+// whole prompt plus all tokens it may generate (so a running request never has to be evicted)
+// and the step's token budget allows its prompt; otherwise it waits. Every running request
+// decodes one token per step; a request leaves at max_new_tokens or EOS and frees its blocks.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moetron/backend/ops.hpp"
+
+namespace moetron {
+
+struct Sequence {
+  int64_t index = 0;  // position in the prompts file
+  std::vector<int32_t> prompt;
+  int64_t max_new_tokens = 0;
+  bool ignore_eos = false;
+  SamplingParams sampling;
+
+  enum class State { Waiting, Running, Finished } state = State::Waiting;
+  std::vector<int32_t> output;
+  std::vector<double> token_times_s;  // from arrival to each output token
+  std::vector<float> logits;          // [output tokens, vocab] with --save-logits
+  std::vector<int32_t> blocks;        // KV-cache blocks, in order
+  int64_t cached_tokens = 0;          // tokens whose K/V are in the cache
+  std::string finish_reason;
+
+  int64_t total_tokens() const { return static_cast<int64_t>(prompt.size()) + max_new_tokens; }
+};
+
+class BlockPool {
+ public:
+  explicit BlockPool(int64_t num_blocks);
+  int64_t free_blocks() const { return static_cast<int64_t>(free_.size()); }
+  int64_t num_blocks() const { return num_blocks_; }
+  std::vector<int32_t> take(int64_t n);  // n <= free_blocks()
+  void give_back(std::vector<int32_t>& blocks);
+
+ private:
+  int64_t num_blocks_;
+  std::vector<int32_t> free_;  // a stack: the lowest ids are handed out first
+};
+
+struct SchedulerLimits {
+  int64_t block_size = 16;
+  int64_t max_batch_seqs = 256;     // sequences in one step
+  int64_t max_batch_tokens = 8192;  // tokens in one step (prefill budget)
+};
+
+// One sequence's share of a step: `count` new tokens starting at position `start`.
+struct ScheduledSeq {
+  Sequence* seq = nullptr;
+  int64_t start = 0;
+  int64_t count = 0;
+  bool prefill() const { return start == 0; }
+};
+
+class Scheduler {
+ public:
+  Scheduler(std::vector<Sequence*> sequences, int64_t num_blocks, const SchedulerLimits& limits);
+
+  bool done() const;
+  // The next step: every running sequence decodes one token, then waiting ones are admitted.
+  std::vector<ScheduledSeq> next_step();
+  // Records the token sampled for each scheduled sequence (same order) at time `now_s`.
+  void complete_step(const std::vector<ScheduledSeq>& step, const std::vector<int32_t>& tokens,
+                     const std::vector<const float*>& logits_rows, int64_t vocab, double now_s,
+                     const std::vector<int64_t>& eos_ids);
+  int64_t running() const;
+  int64_t waiting() const;
+  int64_t blocks_needed(const Sequence& s) const;
+  const SchedulerLimits& limits() const { return limits_; }
+
+ private:
+  std::vector<Sequence*> seqs_;  // in arrival (prompts-file) order
+  BlockPool pool_;
+  SchedulerLimits limits_;
+};
+
+// Lays out a group of scheduled sequences as one forward batch (token ids, positions, cache
+// slots, block tables, the rows whose logits are wanted).
+BatchLayout build_batch_layout(const std::vector<ScheduledSeq>& group, int64_t block_size);
+
+// Splits a step into `parts` micro-batches of consecutive sequences with balanced token counts
+// (for pipeline parallelism); some parts may be empty.
+std::vector<std::vector<ScheduledSeq>> split_micro_batches(const std::vector<ScheduledSeq>& step,
+                                                           int64_t parts);
+
+}  // namespace moetron

@@ -1,0 +1,60 @@
+// The MoE transformer's forward pass, written once against Ops (math) and Communicator (data
+// movement): one rank or many, CPU or CUDA, MPI or NCCL all run this code.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "moetron/backend/ops.hpp"
+#include "moetron/comm/communicator.hpp"
+#include "moetron/model/config.hpp"
+#include "moetron/model/weights.hpp"
+
+namespace moetron {
+
+struct ForwardContext {
+  const ModelConfig* config = nullptr;
+  Ops* ops = nullptr;
+  const ShardSpec* shard = nullptr;
+  const ModelWeights* weights = nullptr;
+  Communicator* tp = nullptr;  // tensor-parallel group (a group of one when tp = 1)
+  // Expert dispatch between data-parallel replicas. When the stage has one replica every rank
+  // already holds every token, so experts run locally and the tp all-reduce combines them;
+  // with several replicas tokens go to the ranks owning their experts (all-to-all) and back.
+  Communicator* stage = nullptr;  // the tp x dp ranks of this stage; nullptr: no dispatch
+  int64_t expert_set_size = 0;    // experts per expert-parallel set (E / ep)
+  int64_t expert_shards = 1;      // ranks sharing one set, each holding a column slice
+  bool count_experts = true;      // accumulate routed-token counts (one tp rank per replica)
+};
+
+class ModelForward {
+ public:
+  ModelForward(const ForwardContext& ctx, int64_t kv_blocks, int64_t block_size);
+
+  // First stage: the token embeddings of the batch, [T, H].
+  Tensor embed(const BatchTensors& batch);
+  // This stage's layers on the residual stream `hidden` [T, H], in place.
+  void run_layers(Tensor& hidden, const BatchTensors& batch);
+  // Last stage: final norm and LM head for batch.logit_rows, gathered over the tp group:
+  // float32 [L * vocab] on the host, row-major.
+  std::vector<float> logits(const Tensor& hidden, const BatchTensors& batch);
+
+  // Routed token-slots per (local layer, expert), counted so far: [local layers * E].
+  std::vector<int64_t> expert_counts();
+  size_t kv_cache_bytes() const { return kv_bytes_; }
+
+ private:
+  void attention_block(const LayerWeights& w, size_t local_layer, const Tensor& h,
+                       const BatchTensors& batch, Tensor& out);
+  void qk_norm(Tensor& x, const Tensor& w, int64_t total_cols, int64_t replication);
+  void mlp_block(const LayerWeights& w, size_t local_layer, const Tensor& h, Tensor& out);
+  void dispatch_experts(const LayerWeights& w, const Tensor& h, const Tensor& ids,
+                        const Tensor& weights, Tensor& out);
+  void allreduce_tp(Tensor& t);
+
+  ForwardContext ctx_;
+  std::vector<KvCache> caches_;  // one per local layer
+  std::vector<Tensor> expert_counts_tensor_;  // I64 [E] per local layer, in backend memory
+  size_t kv_bytes_ = 0;
+};
+
+}  // namespace moetron

@@ -1,0 +1,77 @@
+// The weights one rank holds: its pipeline stage's layers, its tensor-parallel slices of them,
+// and its experts, already uploaded to the backend (Ops::upload_weight).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moetron/backend/ops.hpp"
+#include "moetron/model/config.hpp"
+
+namespace moetron {
+
+// What slice of the model a rank holds. Filled from the parallel plan; the single-rank case is
+// full_shard(config).
+struct ShardSpec {
+  int64_t layer_begin = 0, layer_end = 0;      // [begin, end) of global layer indices
+  int64_t q_head_begin = 0, q_head_count = 0;  // attention heads
+  int64_t kv_head_begin = 0, kv_head_count = 0;
+  int64_t kv_replication = 1;                  // tp ranks holding each kv head (tp > kv heads)
+  int64_t mlp_col_begin = 0, mlp_col_count = 0;        // dense MLP intermediate columns
+  int64_t shared_col_begin = 0, shared_col_count = 0;  // shared expert intermediate columns
+  int64_t expert_begin = 0, expert_count = 0;          // routed experts held
+  int64_t expert_col_begin = 0, expert_col_count = 0;  // their intermediate columns
+  int64_t vocab_begin = 0, vocab_count = 0;            // LM-head rows
+  bool first_stage = true, last_stage = true;
+  bool holds_o_bias = true;  // row-parallel biases are added by one tp rank only
+};
+ShardSpec full_shard(const ModelConfig& config);
+
+// Reads a rectangular slice [row_begin, +row_count) x [col_begin, +col_count) of a named
+// tensor, viewed as 2-D (a 1-D tensor is one row), into an owned host tensor of the source's
+// dtype. `full_shape` is what the engine expects; a source whose tensor differs says so,
+// naming the tensor. Implemented over safetensors checkpoints and over random ("dummy") weights.
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual Tensor read(const std::string& name, const std::vector<int64_t>& full_shape,
+                      int64_t row_begin, int64_t row_count, int64_t col_begin,
+                      int64_t col_count) = 0;
+  Tensor read_all(const std::string& name, const std::vector<int64_t>& full_shape);
+};
+
+struct AttentionWeights {
+  Tensor q, k, v, o;                      // [q_local, H], [kv_local, H] x2, [H, q_local]
+  Tensor q_bias, k_bias, v_bias, o_bias;  // undefined when the family has none
+  Tensor q_norm, k_norm;                  // QK-norm weights (whole-projection slice or per head)
+};
+
+struct MlpWeights {
+  Tensor gate_up;  // [2 * I_local, H]
+  Tensor down;     // [H, I_local]
+};
+
+struct LayerWeights {
+  int64_t index = 0;  // global layer index
+  Tensor input_norm, post_attention_norm;
+  AttentionWeights attn;
+  bool is_moe = false;
+  Tensor router;        // [E, H] (replicated)
+  ExpertWeights experts;
+  MlpWeights shared;    // shared expert (qwen2_moe), undefined otherwise
+  Tensor shared_gate;   // [1, H]
+  MlpWeights dense;     // non-MoE layers
+};
+
+struct ModelWeights {
+  Tensor embed;       // [V, H] on the first stage
+  Tensor final_norm;  // on the last stage
+  Tensor lm_head;     // [vocab_count, H] on the last stage (the embedding's rows when tied)
+  std::vector<LayerWeights> layers;
+  size_t bytes = 0;   // as held by the backend
+};
+
+ModelWeights load_weights(WeightSource& source, const ModelConfig& config, const ShardSpec& shard,
+                          Ops& ops);
+
+}  // namespace moetron

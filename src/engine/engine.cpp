@@ -1,0 +1,118 @@
+#include "moetron/engine/engine.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <sstream>
+
+#include "moetron/core/error.hpp"
+#include "moetron/core/log.hpp"
+#include "moetron/engine/sampling.hpp"
+
+namespace moetron {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+Engine::Engine(const ModelConfig& config, Ops& ops, ModelForward& forward,
+               const EngineGroups& groups, const EngineOptions& options)
+    : config_(config), ops_(ops), forward_(forward), groups_(groups), options_(options) {}
+
+void Engine::run_micro_batch(const std::vector<ScheduledSeq>& group, std::vector<int32_t>& tokens,
+                             std::vector<float>& logits) {
+  const bool first = groups_.pp_rank == 0, last = groups_.pp_rank == groups_.pp_size - 1;
+  ops_.reset_temps();
+  const BatchLayout layout = build_batch_layout(group, options_.limits.block_size);
+  const BatchTensors batch = ops_.upload_batch(layout);
+  Tensor hidden;
+  if (first) {
+    hidden = forward_.embed(batch);
+  } else {
+    hidden = ops_.temp(ops_.activation_dtype(), {layout.num_tokens, config_.hidden_size});
+    groups_.pipeline->recv(hidden, groups_.pp_rank - 1, /*tag=*/1);
+  }
+  forward_.run_layers(hidden, batch);
+  if (!last) {
+    groups_.pipeline->send(hidden, groups_.pp_rank + 1, /*tag=*/1);
+    return;
+  }
+  std::vector<float> rows = forward_.logits(hidden, batch);
+  const int64_t V = config_.vocab_size;
+  for (size_t i = 0; i < group.size(); ++i) {
+    const Sequence& s = *group[i].seq;
+    const float* row = &rows[i * static_cast<size_t>(V)];
+    tokens.push_back(sample_token(row, V, s.sampling, static_cast<uint64_t>(s.output.size())));
+    if (options_.save_logits) logits.insert(logits.end(), row, row + V);
+  }
+}
+
+EngineReport Engine::run(std::vector<Sequence>& sequences) {
+  std::vector<Sequence*> mine;
+  for (Sequence& s : sequences) mine.push_back(&s);
+  Scheduler scheduler(mine, options_.kv_blocks, options_.limits);
+  const bool last = groups_.pp_rank == groups_.pp_size - 1;
+  const int64_t V = config_.vocab_size;
+  EngineReport report;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto last_progress = t0;
+  int64_t generated = 0;
+
+  while (true) {
+    // Replicas step in lockstep (they meet in the experts' all-to-all): go on while any has
+    // work, and count the step's totals on the way.
+    std::vector<ScheduledSeq> step = scheduler.next_step();
+    int64_t step_tokens = 0;
+    for (const ScheduledSeq& s : step) step_tokens += s.count;
+    const bool prefill =
+        std::any_of(step.begin(), step.end(), [](const ScheduledSeq& s) { return s.prefill(); });
+    std::vector<int64_t> totals = {static_cast<int64_t>(step.size()), step_tokens, prefill ? 1 : 0};
+    groups_.world->allreduce_host(totals, /*max_instead_of_sum=*/false);
+    // Each replica's numbers were counted by each of its pp * tp ranks.
+    const int64_t per_replica = groups_.world->size() / groups_.dp_size;
+    if (totals[0] == 0) break;
+    const auto step_start = std::chrono::steady_clock::now();
+
+    std::vector<int32_t> tokens;
+    std::vector<float> logits;
+    const auto parts = split_micro_batches(step, groups_.pp_size);
+    for (const auto& part : parts) {
+      // Without other replicas an empty micro-batch has no one to meet: skip it.
+      if (part.empty() && groups_.dp_size == 1) continue;
+      run_micro_batch(part, tokens, logits);
+    }
+    // The last stage's tp rank 0 has the tokens; every rank of the replica needs them to keep
+    // its scheduler in step.
+    std::vector<int64_t> shared(tokens.begin(), tokens.end());
+    shared.resize(step.size());
+    groups_.replica->broadcast_host(shared, groups_.replica_root);
+    tokens.assign(shared.begin(), shared.end());
+    std::vector<const float*> logit_rows;
+    if (options_.save_logits && last)
+      for (size_t i = 0; i < step.size(); ++i) logit_rows.push_back(&logits[i * static_cast<size_t>(V)]);
+    const double now = seconds_since(t0);
+    scheduler.complete_step(step, tokens, logit_rows, V, now, config_.eos_token_ids);
+    generated += totals[0] / per_replica;
+
+    StepRecord rec;
+    rec.batch_size = static_cast<int32_t>(totals[0] / per_replica);
+    rec.num_tokens = static_cast<int32_t>(totals[1] / per_replica);
+    rec.is_prefill = totals[2] > 0;
+    rec.seconds = seconds_since(step_start);
+    report.steps.push_back(rec);
+    if (seconds_since(last_progress) >= static_cast<double>(options_.progress_every_s)) {
+      last_progress = std::chrono::steady_clock::now();
+      std::ostringstream os;
+      os << "step " << report.steps.size() << ": " << rec.batch_size << " sequences, "
+         << scheduler.waiting() << " waiting here, " << generated << " tokens generated, "
+         << static_cast<int64_t>(static_cast<double>(generated) / now) << " tok/s";
+      log_progress(os.str());
+    }
+  }
+  report.total_seconds = seconds_since(t0);
+  return report;
+}
+
+}  // namespace moetron

@@ -1,0 +1,109 @@
+#include "moetron/engine/gather.hpp"
+
+#include <algorithm>
+
+#include "moetron/core/error.hpp"
+
+namespace moetron {
+namespace {
+
+enum Tag : int { kTagCount = 100, kTagHeader, kTagTokens, kTagTimes, kTagLogits };
+constexpr size_t kHeaderFields = 4;  // index, output tokens, finished by eos, logits floats
+
+// A host tensor over a vector's memory. Doubles travel as I64 (the same 8 bytes, unchanged).
+template <class T>
+Tensor view_of(std::vector<T>& v, DType dtype) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "4- or 8-byte elements");
+  Tensor t;
+  t.data = v.data();
+  t.dtype = dtype;
+  t.shape = {static_cast<int64_t>(v.size())};
+  return t;
+}
+
+struct Packed {
+  std::vector<int64_t> header;
+  std::vector<int32_t> tokens;
+  std::vector<double> times;
+  std::vector<float> logits;
+};
+
+Packed pack(const std::vector<Sequence>& seqs) {
+  Packed p;
+  for (const Sequence& s : seqs) {
+    p.header.insert(p.header.end(), {s.index, static_cast<int64_t>(s.output.size()),
+                                     s.finish_reason == "eos" ? 1 : 0,
+                                     static_cast<int64_t>(s.logits.size())});
+    p.tokens.insert(p.tokens.end(), s.output.begin(), s.output.end());
+    p.times.insert(p.times.end(), s.token_times_s.begin(), s.token_times_s.end());
+    p.logits.insert(p.logits.end(), s.logits.begin(), s.logits.end());
+  }
+  return p;
+}
+
+// Fills in the outputs of sequences whose inputs (prompt, limits) rank 0 already knows.
+void unpack(const Packed& p, std::vector<Sequence>& out) {
+  size_t tok = 0, lg = 0;
+  for (size_t i = 0; i + kHeaderFields <= p.header.size(); i += kHeaderFields) {
+    Sequence s;
+    s.index = p.header[i];
+    const size_t n = static_cast<size_t>(p.header[i + 1]);
+    const size_t nl = static_cast<size_t>(p.header[i + 3]);
+    s.finish_reason = p.header[i + 2] ? "eos" : "length";
+    s.output.assign(p.tokens.begin() + tok, p.tokens.begin() + tok + n);
+    s.token_times_s.assign(p.times.begin() + tok, p.times.begin() + tok + n);
+    s.logits.assign(p.logits.begin() + lg, p.logits.begin() + lg + nl);
+    s.state = Sequence::State::Finished;
+    tok += n;
+    lg += nl;
+    out.push_back(std::move(s));
+  }
+}
+
+}  // namespace
+
+std::vector<Sequence> gather_sequences(Communicator& world, const std::vector<int>& reporters,
+                                       std::vector<Sequence>& mine) {
+  const int rank = world.rank();
+  const bool reporter = std::find(reporters.begin(), reporters.end(), rank) != reporters.end();
+  std::vector<Sequence> all;
+  if (rank != 0) {
+    if (!reporter) return all;
+    Packed p = pack(mine);
+    std::vector<int64_t> sizes = {static_cast<int64_t>(p.header.size()),
+                                  static_cast<int64_t>(p.tokens.size()),
+                                  static_cast<int64_t>(p.logits.size())};
+    world.send(view_of(sizes, DType::I64), 0, kTagCount);
+    world.send(view_of(p.header, DType::I64), 0, kTagHeader);
+    world.send(view_of(p.tokens, DType::I32), 0, kTagTokens);
+    world.send(view_of(p.times, DType::I64), 0, kTagTimes);
+    world.send(view_of(p.logits, DType::F32), 0, kTagLogits);
+    return all;
+  }
+  for (int source : reporters) {
+    if (source == 0) {
+      for (Sequence& s : mine) all.push_back(s);
+      continue;
+    }
+    std::vector<int64_t> sizes(3);
+    Tensor sizes_t = view_of(sizes, DType::I64);
+    world.recv(sizes_t, source, kTagCount);
+    Packed p;
+    p.header.resize(static_cast<size_t>(sizes[0]));
+    p.tokens.resize(static_cast<size_t>(sizes[1]));
+    p.times.resize(static_cast<size_t>(sizes[1]));
+    p.logits.resize(static_cast<size_t>(sizes[2]));
+    Tensor h = view_of(p.header, DType::I64), t = view_of(p.tokens, DType::I32),
+           d = view_of(p.times, DType::I64), l = view_of(p.logits, DType::F32);
+    world.recv(h, source, kTagHeader);
+    world.recv(t, source, kTagTokens);
+    world.recv(d, source, kTagTimes);
+    world.recv(l, source, kTagLogits);
+    unpack(p, all);
+  }
+  std::sort(all.begin(), all.end(),
+            [](const Sequence& a, const Sequence& b) { return a.index < b.index; });
+  return all;
+}
+
+}  // namespace moetron

@@ -1,0 +1,153 @@
+#include "moetron/engine/scheduler.hpp"
+
+#include <algorithm>
+
+#include "moetron/core/error.hpp"
+
+namespace moetron {
+
+BlockPool::BlockPool(int64_t num_blocks) : num_blocks_(num_blocks) {
+  for (int64_t b = num_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
+}
+
+std::vector<int32_t> BlockPool::take(int64_t n) {
+  MOETRON_ASSERT(n <= free_blocks());
+  std::vector<int32_t> out(free_.end() - n, free_.end());
+  std::reverse(out.begin(), out.end());
+  free_.resize(free_.size() - static_cast<size_t>(n));
+  return out;
+}
+
+void BlockPool::give_back(std::vector<int32_t>& blocks) {
+  for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) free_.push_back(*it);
+  blocks.clear();
+}
+
+Scheduler::Scheduler(std::vector<Sequence*> sequences, int64_t num_blocks,
+                     const SchedulerLimits& limits)
+    : seqs_(std::move(sequences)), pool_(num_blocks), limits_(limits) {
+  for (const Sequence* s : seqs_) {
+    MOETRON_CHECK(blocks_needed(*s) <= num_blocks,
+                  "request " << s->index << " needs " << s->total_tokens()
+                             << " tokens of KV cache but the cache holds only "
+                             << num_blocks * limits_.block_size
+                             << " per replica (raise --kv-cache-tokens or lower its length)");
+  }
+}
+
+int64_t Scheduler::blocks_needed(const Sequence& s) const {
+  return (s.total_tokens() + limits_.block_size - 1) / limits_.block_size;
+}
+
+bool Scheduler::done() const {
+  for (const Sequence* s : seqs_)
+    if (s->state != Sequence::State::Finished) return false;
+  return true;
+}
+
+int64_t Scheduler::running() const {
+  return std::count_if(seqs_.begin(), seqs_.end(),
+                       [](const Sequence* s) { return s->state == Sequence::State::Running; });
+}
+
+int64_t Scheduler::waiting() const {
+  return std::count_if(seqs_.begin(), seqs_.end(),
+                       [](const Sequence* s) { return s->state == Sequence::State::Waiting; });
+}
+
+std::vector<ScheduledSeq> Scheduler::next_step() {
+  std::vector<ScheduledSeq> step;
+  int64_t tokens = 0;
+  for (Sequence* s : seqs_) {
+    if (s->state != Sequence::State::Running) continue;
+    step.push_back({s, s->cached_tokens, 1});
+    ++tokens;
+  }
+  for (Sequence* s : seqs_) {
+    if (s->state != Sequence::State::Waiting) continue;
+    const int64_t prompt = static_cast<int64_t>(s->prompt.size());
+    const bool fits_budget = tokens + prompt <= limits_.max_batch_tokens || step.empty();
+    if (static_cast<int64_t>(step.size()) >= limits_.max_batch_seqs || !fits_budget ||
+        blocks_needed(*s) > pool_.free_blocks()) {
+      break;  // first come, first served: nobody overtakes a waiting request
+    }
+    s->blocks = pool_.take(blocks_needed(*s));
+    s->state = Sequence::State::Running;
+    step.push_back({s, 0, prompt});
+    tokens += prompt;
+  }
+  return step;
+}
+
+void Scheduler::complete_step(const std::vector<ScheduledSeq>& step,
+                              const std::vector<int32_t>& tokens,
+                              const std::vector<const float*>& logits_rows, int64_t vocab,
+                              double now_s, const std::vector<int64_t>& eos_ids) {
+  MOETRON_ASSERT(tokens.size() == step.size());
+  for (size_t i = 0; i < step.size(); ++i) {
+    Sequence& s = *step[i].seq;
+    s.cached_tokens = step[i].start + step[i].count;
+    s.output.push_back(tokens[i]);
+    s.token_times_s.push_back(now_s);
+    if (i < logits_rows.size() && logits_rows[i] != nullptr)
+      s.logits.insert(s.logits.end(), logits_rows[i], logits_rows[i] + vocab);
+    const bool eos = !s.ignore_eos &&
+                     std::find(eos_ids.begin(), eos_ids.end(), tokens[i]) != eos_ids.end();
+    if (eos || static_cast<int64_t>(s.output.size()) >= s.max_new_tokens) {
+      s.finish_reason = eos ? "eos" : "length";
+      s.state = Sequence::State::Finished;
+      pool_.give_back(s.blocks);
+    }
+  }
+}
+
+BatchLayout build_batch_layout(const std::vector<ScheduledSeq>& group, int64_t block_size) {
+  BatchLayout b;
+  b.block_size = block_size;
+  b.num_seqs = static_cast<int64_t>(group.size());
+  for (const ScheduledSeq& g : group)
+    b.max_blocks_per_seq = std::max<int64_t>(b.max_blocks_per_seq,
+                                             static_cast<int64_t>(g.seq->blocks.size()));
+  b.query_start.push_back(0);
+  b.block_tables.assign(static_cast<size_t>(b.num_seqs * b.max_blocks_per_seq), 0);
+  for (size_t i = 0; i < group.size(); ++i) {
+    const Sequence& s = *group[i].seq;
+    for (int64_t p = group[i].start; p < group[i].start + group[i].count; ++p) {
+      // Position p holds prompt token p, or (decoding) the last token produced.
+      const int64_t prompt = static_cast<int64_t>(s.prompt.size());
+      b.token_ids.push_back(p < prompt ? s.prompt[static_cast<size_t>(p)]
+                                       : s.output[static_cast<size_t>(p - prompt)]);
+      b.positions.push_back(static_cast<int32_t>(p));
+      b.slot_mapping.push_back(s.blocks[static_cast<size_t>(p / block_size)] *
+                                   static_cast<int32_t>(block_size) +
+                               static_cast<int32_t>(p % block_size));
+    }
+    b.query_start.push_back(static_cast<int32_t>(b.token_ids.size()));
+    b.kv_lens.push_back(static_cast<int32_t>(group[i].start + group[i].count));
+    std::copy(s.blocks.begin(), s.blocks.end(),
+              b.block_tables.begin() + static_cast<std::ptrdiff_t>(i * b.max_blocks_per_seq));
+    b.logit_rows.push_back(static_cast<int32_t>(b.token_ids.size()) - 1);
+  }
+  b.num_tokens = static_cast<int64_t>(b.token_ids.size());
+  return b;
+}
+
+std::vector<std::vector<ScheduledSeq>> split_micro_batches(const std::vector<ScheduledSeq>& step,
+                                                           int64_t parts) {
+  std::vector<std::vector<ScheduledSeq>> out(static_cast<size_t>(parts));
+  int64_t total = 0;
+  for (const ScheduledSeq& s : step) total += s.count;
+  // Greedy contiguous split: part p takes sequences until it holds ~total * (p+1) / parts.
+  int64_t seen = 0;
+  size_t part = 0;
+  for (const ScheduledSeq& s : step) {
+    while (part + 1 < out.size() && !out[part].empty() &&
+           seen >= total * static_cast<int64_t>(part + 1) / parts)
+      ++part;
+    out[part].push_back(s);
+    seen += s.count;
+  }
+  return out;
+}
+
+}  // namespace moetron

@@ -1,0 +1,284 @@
+#include "moetron/model/forward.hpp"
+
+#include <cmath>
+
+#include "moetron/core/error.hpp"
+
+namespace moetron {
+
+
+ModelForward::ModelForward(const ForwardContext& ctx, int64_t kv_blocks, int64_t block_size)
+    : ctx_(ctx) {
+  MOETRON_ASSERT(ctx.config && ctx.ops && ctx.shard && ctx.weights && ctx.tp);
+  const ModelConfig& c = *ctx.config;
+  Ops& ops = *ctx.ops;
+  for (size_t i = 0; i < ctx.weights->layers.size(); ++i) {
+    KvCache cache;
+    std::vector<int64_t> shape = {kv_blocks, block_size, ctx.shard->kv_head_count, c.head_dim};
+    cache.k = ops.alloc(ops.activation_dtype(), shape);
+    cache.v = ops.alloc(ops.activation_dtype(), shape);
+    // Unwritten slots are never read, but zeros keep a stray read from turning into NaN.
+    ops.fill_zero(cache.k);
+    ops.fill_zero(cache.v);
+    kv_bytes_ += cache.k.nbytes() + cache.v.nbytes();
+    caches_.push_back(std::move(cache));
+  }
+  expert_counts_tensor_.clear();
+  for (size_t i = 0; i < ctx.weights->layers.size(); ++i) {
+    Tensor counts = ops.alloc(DType::I64, {std::max<int64_t>(c.num_experts, 1)});
+    ops.fill_zero(counts);
+    expert_counts_tensor_.push_back(std::move(counts));
+  }
+}
+
+Tensor ModelForward::embed(const BatchTensors& batch) {
+  Ops& ops = *ctx_.ops;
+  Tensor out = ops.temp(ops.activation_dtype(), {batch.num_tokens, ctx_.config->hidden_size});
+  ops.embed(batch.token_ids, ctx_.weights->embed, out);
+  return out;
+}
+
+void ModelForward::allreduce_tp(Tensor& t) {
+  if (ctx_.tp->size() > 1) ctx_.tp->allreduce_sum(t);
+}
+
+void ModelForward::run_layers(Tensor& hidden, const BatchTensors& batch) {
+  const ModelConfig& c = *ctx_.config;
+  Ops& ops = *ctx_.ops;
+  const auto& layers = ctx_.weights->layers;
+  if (layers.empty()) return;
+  const int64_t T = batch.num_tokens, H = c.hidden_size;
+  const DType act = ops.activation_dtype();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  Tensor h = ops.temp(act, {T, H});
+  Tensor delta = ops.temp(act, {T, H});
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LayerWeights& w = layers[i];
+    const size_t mark = ops.temp_mark();  // this layer's scratch is reused by the next
+    // The residual add of the previous block is fused into this norm.
+    if (i == 0) {
+      ops.rmsnorm(hidden, w.input_norm, eps, h);
+    } else {
+      ops.add_rmsnorm(hidden, delta, w.input_norm, eps, h);
+    }
+    attention_block(w, i, h, batch, delta);
+    ops.add_rmsnorm(hidden, delta, w.post_attention_norm, eps, h);
+    mlp_block(w, i, h, delta);
+    ops.temp_release(mark);
+  }
+  ops.add_inplace(hidden, delta);
+}
+
+void ModelForward::qk_norm(Tensor& x, const Tensor& w, int64_t total_cols, int64_t replication) {
+  const ModelConfig& c = *ctx_.config;
+  Ops& ops = *ctx_.ops;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  Tensor out = ops.temp(x.dtype, x.shape);
+  if (c.qk_norm == QkNorm::PerHead) {
+    Tensor per_head = x.reshape({x.numel() / c.head_dim, c.head_dim});
+    Tensor per_head_out = out.reshape(per_head.shape);
+    ops.rmsnorm(per_head, w, eps, per_head_out);
+  } else if (ctx_.tp->size() == 1) {
+    ops.rmsnorm(x, w, eps, out);
+  } else {
+    // The norm spans every head, held by several tp ranks: sum the squares over the group.
+    // A kv head replicated on r ranks is counted r times, so the width is scaled to match.
+    Tensor sumsq = ops.temp(DType::F32, {x.rows()});
+    ops.row_sumsq(x, sumsq);
+    ctx_.tp->allreduce_sum(sumsq);
+    ops.rmsnorm_with_sumsq(x, sumsq, total_cols * replication, w, eps, out);
+  }
+  x = out;
+}
+
+void ModelForward::attention_block(const LayerWeights& w, size_t local_layer, const Tensor& h,
+                                   const BatchTensors& batch, Tensor& out) {
+  const ModelConfig& c = *ctx_.config;
+  const ShardSpec& s = *ctx_.shard;
+  Ops& ops = *ctx_.ops;
+  const int64_t T = batch.num_tokens;
+  const DType act = ops.activation_dtype();
+  const int64_t q_cols = s.q_head_count * c.head_dim, kv_cols = s.kv_head_count * c.head_dim;
+  const AttentionWeights& a = w.attn;
+  auto bias = [](const Tensor& b) { return b.defined() ? &b : nullptr; };
+
+  Tensor q = ops.temp(act, {T, q_cols});
+  Tensor k = ops.temp(act, {T, kv_cols});
+  Tensor v = ops.temp(act, {T, kv_cols});
+  ops.linear(h, a.q, bias(a.q_bias), q);
+  ops.linear(h, a.k, bias(a.k_bias), k);
+  ops.linear(h, a.v, bias(a.v_bias), v);
+  if (c.clip_qkv > 0) {
+    const float clip = static_cast<float>(c.clip_qkv);
+    ops.clamp_inplace(q, clip);
+    ops.clamp_inplace(k, clip);
+    ops.clamp_inplace(v, clip);
+  }
+  if (c.qk_norm != QkNorm::None) {
+    qk_norm(q, a.q_norm, c.q_width(), 1);
+    qk_norm(k, a.k_norm, c.kv_width(), s.kv_replication);
+  }
+  ops.rope(q, k, batch.positions, c.head_dim, c.rope_theta);
+  ops.kv_append(k, v, caches_[local_layer], batch);
+  Tensor o = ops.temp(act, {T, q_cols});
+  ops.attention(q, caches_[local_layer], batch, s.q_head_count, s.kv_head_count, c.head_dim,
+                static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim))), o);
+  // Row-parallel: each tp rank holds a slice of o's columns; one rank adds the bias.
+  ops.linear(o, a.o, s.holds_o_bias ? bias(a.o_bias) : nullptr, out);
+  allreduce_tp(out);
+}
+
+void ModelForward::mlp_block(const LayerWeights& w, size_t local_layer, const Tensor& h,
+                             Tensor& out) {
+  const ModelConfig& c = *ctx_.config;
+  Ops& ops = *ctx_.ops;
+  const int64_t T = h.rows();
+  const DType act = ops.activation_dtype();
+  if (!w.is_moe) {
+    ops.swiglu_mlp(h, w.dense.gate_up, w.dense.down, out);
+    allreduce_tp(out);
+    return;
+  }
+  Tensor logits = ops.temp(act, {T, c.num_experts});
+  ops.linear(h, w.router, nullptr, logits);
+  Tensor ids = ops.temp(DType::I32, {T, c.top_k});
+  Tensor weights = ops.temp(DType::F32, {T, c.top_k});
+  ops.router_topk(logits, c.top_k, c.norm_topk_prob, ids, weights);
+  if (ctx_.count_experts) ops.accumulate_expert_counts(ids, expert_counts_tensor_[local_layer]);
+  if (ctx_.stage != nullptr) {
+    dispatch_experts(w, h, ids, weights, out);
+  } else {
+    ops.moe_experts(h, ids, weights, w.experts, out);
+  }
+  if (w.shared.gate_up.defined()) {
+    Tensor shared = ops.temp(act, {T, c.hidden_size});
+    ops.swiglu_mlp(h, w.shared.gate_up, w.shared.down, shared);
+    if (w.shared_gate.defined()) {
+      ops.add_sigmoid_gated(out, h, w.shared_gate, shared);
+    } else {
+      ops.add_inplace(out, shared);
+    }
+  }
+  allreduce_tp(out);
+}
+
+// Several data-parallel replicas share this stage's experts. Each tp rank of a replica sends
+// its share of the replica's tokens to every rank holding (a slice of) each chosen expert, the
+// owners run their experts on what arrives, and the results travel back to be weighted and
+// summed. Rows of tokens this rank did not send stay zero: the tp all-reduce that follows
+// completes them from the replica's other tp ranks.
+void ModelForward::dispatch_experts(const LayerWeights& w, const Tensor& h, const Tensor& ids,
+                                    const Tensor& weights, Tensor& out) {
+  const ModelConfig& c = *ctx_.config;
+  Ops& ops = *ctx_.ops;
+  Communicator& stage = *ctx_.stage;
+  const int64_t T = h.rows(), K = c.top_k, H = c.hidden_size;
+  const int group = stage.size();
+  const int64_t tp_rank = ctx_.tp->rank(), tp_size = ctx_.tp->size();
+  const int64_t first = T * tp_rank / tp_size, last = T * (tp_rank + 1) / tp_size;
+
+  std::vector<int32_t> host_ids(static_cast<size_t>(T * K));
+  std::vector<float> host_w(static_cast<size_t>(T * K));
+  if (T > 0) {
+    ops.to_host(ids, host_ids.data());
+    ops.to_host(weights, host_w.data());
+  }
+  // Per destination: token rows, their global expert ids and routing weights.
+  std::vector<std::vector<int32_t>> rows(group), experts(group);
+  std::vector<std::vector<float>> scales(group);
+  for (int64_t t = first; t < last; ++t) {
+    for (int64_t j = 0; j < K; ++j) {
+      const int32_t e = host_ids[static_cast<size_t>(t * K + j)];
+      const int64_t set = e / ctx_.expert_set_size;
+      for (int64_t shard = 0; shard < ctx_.expert_shards; ++shard) {
+        const size_t dest = static_cast<size_t>(set * ctx_.expert_shards + shard);
+        rows[dest].push_back(static_cast<int32_t>(t));
+        experts[dest].push_back(e);
+        scales[dest].push_back(host_w[static_cast<size_t>(t * K + j)]);
+      }
+    }
+  }
+  std::vector<int64_t> send_counts(group);
+  std::vector<int32_t> send_rows, send_experts;
+  std::vector<float> send_scales;
+  for (int d = 0; d < group; ++d) {
+    send_counts[d] = static_cast<int64_t>(rows[d].size());
+    send_rows.insert(send_rows.end(), rows[d].begin(), rows[d].end());
+    send_experts.insert(send_experts.end(), experts[d].begin(), experts[d].end());
+    send_scales.insert(send_scales.end(), scales[d].begin(), scales[d].end());
+  }
+  const std::vector<int64_t> recv_counts = stage.alltoall_host(send_counts);
+  int64_t n_send = static_cast<int64_t>(send_rows.size()), n_recv = 0;
+  for (int64_t r : recv_counts) n_recv += r;
+
+  auto upload = [&ops](DType dtype, std::vector<int64_t> shape, const void* data) {
+    Tensor t = ops.temp(dtype, std::move(shape));
+    if (t.numel() > 0) ops.copy_from_host(t, data);
+    return t;
+  };
+  Tensor row_index = upload(DType::I32, {n_send}, send_rows.data());
+  Tensor row_scale = upload(DType::F32, {n_send}, send_scales.data());
+  Tensor send_e = upload(DType::I32, {n_send, 1}, send_experts.data());
+  Tensor send_x = ops.temp(ops.activation_dtype(), {n_send, H});
+  ops.gather_rows(h, row_index, send_x);
+
+  Tensor recv_x = ops.temp(ops.activation_dtype(), {n_recv, H});
+  Tensor recv_e = ops.temp(DType::I32, {n_recv, 1});
+  stage.alltoallv(send_x, send_counts, recv_x, recv_counts);
+  stage.alltoallv(send_e, send_counts, recv_e, recv_counts);
+
+  // Each received row is one (token, expert) pair: weight 1 here, the routing weight is
+  // applied where the token lives.
+  std::vector<float> ones(static_cast<size_t>(n_recv), 1.0f);
+  Tensor recv_w = upload(DType::F32, {n_recv, 1}, ones.data());
+  Tensor recv_y = ops.temp(ops.activation_dtype(), {n_recv, H});
+  ops.moe_experts(recv_x, recv_e, recv_w, w.experts, recv_y);
+
+  Tensor back = ops.temp(ops.activation_dtype(), {n_send, H});
+  stage.alltoallv(recv_y, recv_counts, back, send_counts);
+  ops.fill_zero(out);
+  ops.scatter_add_rows(out, back, row_index, row_scale);
+}
+
+std::vector<float> ModelForward::logits(const Tensor& hidden, const BatchTensors& batch) {
+  const ModelConfig& c = *ctx_.config;
+  Ops& ops = *ctx_.ops;
+  const int64_t L = batch.logit_rows.numel();
+  if (L == 0) return {};
+  const DType act = ops.activation_dtype();
+  Tensor x = ops.temp(act, {L, c.hidden_size});
+  ops.gather_rows(hidden, batch.logit_rows, x);
+  Tensor normed = ops.temp(act, {L, c.hidden_size});
+  ops.rmsnorm(x, ctx_.weights->final_norm, static_cast<float>(c.rms_norm_eps), normed);
+  const int64_t shard_vocab = ctx_.weights->lm_head.dim(0);
+  Tensor local = ops.temp(act, {L, shard_vocab});
+  ops.linear(normed, ctx_.weights->lm_head, nullptr, local);
+  Tensor local_f = ops.temp(DType::F32, {L, shard_vocab});
+  ops.to_float(local, local_f);
+  std::vector<float> result(static_cast<size_t>(L * c.vocab_size));
+  const int64_t tp = ctx_.tp->size();
+  if (tp == 1) {
+    ops.to_host(local_f, result.data());
+    return result;
+  }
+  // Vocab-parallel head: gather the [L, V/tp] slices and interleave them into [L, V].
+  Tensor gathered = ops.temp(DType::F32, {tp * L, shard_vocab});
+  ctx_.tp->allgather(local_f, gathered);
+  std::vector<float> slices(static_cast<size_t>(tp * L * shard_vocab));
+  ops.to_host(gathered, slices.data());
+  for (int64_t r = 0; r < tp; ++r)
+    for (int64_t l = 0; l < L; ++l)
+      std::copy_n(&slices[static_cast<size_t>((r * L + l) * shard_vocab)], shard_vocab,
+                  &result[static_cast<size_t>(l * c.vocab_size + r * shard_vocab)]);
+  return result;
+}
+
+std::vector<int64_t> ModelForward::expert_counts() {
+  const int64_t E = std::max<int64_t>(ctx_.config->num_experts, 1);
+  std::vector<int64_t> all(expert_counts_tensor_.size() * static_cast<size_t>(E));
+  for (size_t i = 0; i < expert_counts_tensor_.size(); ++i)
+    ctx_.ops->to_host(expert_counts_tensor_[i], &all[i * static_cast<size_t>(E)]);
+  return all;
+}
+
+}  // namespace moetron

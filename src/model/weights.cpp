@@ -1,0 +1,162 @@
+#include "moetron/model/weights.hpp"
+
+#include <cstring>
+
+#include "moetron/core/error.hpp"
+#include "moetron/model/weight_names.hpp"
+
+namespace moetron {
+
+ShardSpec full_shard(const ModelConfig& c) {
+  ShardSpec s;
+  s.layer_begin = 0;
+  s.layer_end = c.num_layers;
+  s.q_head_count = c.num_heads;
+  s.kv_head_count = c.num_kv_heads;
+  s.mlp_col_count = c.intermediate_size;
+  s.shared_col_count = c.shared_expert_intermediate_size;
+  s.expert_count = c.num_experts;
+  s.expert_col_count = c.moe_intermediate_size;
+  s.vocab_count = c.vocab_size;
+  return s;
+}
+
+Tensor WeightSource::read_all(const std::string& name, const std::vector<int64_t>& full_shape) {
+  return read(name, full_shape, 0, -1, 0, -1);
+}
+
+namespace {
+
+// Concatenates host tensors of one dtype along dim 0 (rows).
+Tensor concat_rows(const std::vector<Tensor>& parts, std::vector<int64_t> shape) {
+  Tensor out = host_tensor(parts.at(0).dtype, std::move(shape));
+  size_t offset = 0;
+  for (const Tensor& p : parts) {
+    MOETRON_ASSERT(p.dtype == out.dtype);
+    std::memcpy(static_cast<char*>(out.data) + offset, p.data, p.nbytes());
+    offset += p.nbytes();
+  }
+  MOETRON_ASSERT(offset == out.nbytes());
+  return out;
+}
+
+class Loader {
+ public:
+  Loader(WeightSource& src, const ModelConfig& c, const ShardSpec& s, Ops& ops)
+      : src_(src), c_(c), s_(s), ops_(ops), names_(c) {}
+
+  ModelWeights load() {
+    ModelWeights w;
+    const int64_t V = c_.vocab_size, H = c_.hidden_size;
+    if (s_.first_stage) w.embed = up(src_.read_all(names_.embed(), {V, H}));
+    if (s_.last_stage) {
+      w.final_norm = up(src_.read_all(names_.final_norm(), {H}));
+      const std::string head = c_.tie_word_embeddings ? names_.embed() : names_.lm_head();
+      w.lm_head = up(src_.read(head, {V, H}, s_.vocab_begin, s_.vocab_count, 0, H));
+    }
+    for (int64_t l = s_.layer_begin; l < s_.layer_end; ++l) w.layers.push_back(layer(l));
+    w.bytes = bytes_;
+    return w;
+  }
+
+ private:
+  Tensor up(const Tensor& host) {
+    Tensor t = ops_.upload_weight(host);
+    bytes_ += t.nbytes();
+    return t;
+  }
+  // Rows [begin, begin + count) of a [rows, cols] tensor.
+  Tensor rows(const std::string& name, int64_t nrows, int64_t ncols, int64_t begin, int64_t count) {
+    return src_.read(name, {nrows, ncols}, begin, count, 0, ncols);
+  }
+  // Columns [begin, begin + count) of a [rows, cols] tensor.
+  Tensor cols(const std::string& name, int64_t nrows, int64_t ncols, int64_t begin, int64_t count) {
+    return src_.read(name, {nrows, ncols}, 0, nrows, begin, count);
+  }
+  Tensor vec(const std::string& name, int64_t n, int64_t begin, int64_t count) {
+    return src_.read(name, {n}, 0, 1, begin, count);
+  }
+
+  // A SwiGLU MLP's column slice: [gate rows; up rows] and down's matching columns.
+  MlpWeights mlp(const std::string& gate, const std::string& upn, const std::string& down,
+                 int64_t width, int64_t begin, int64_t count) {
+    const int64_t H = c_.hidden_size;
+    MlpWeights m;
+    m.gate_up = up(concat_rows({rows(gate, width, H, begin, count), rows(upn, width, H, begin, count)},
+                               {2 * count, H}));
+    m.down = up(cols(down, H, width, begin, count));
+    return m;
+  }
+
+  LayerWeights layer(int64_t l) {
+    const int64_t H = c_.hidden_size, hd = c_.head_dim;
+    const int64_t q_rows = c_.q_width(), kv_rows = c_.kv_width();
+    const int64_t q0 = s_.q_head_begin * hd, qn = s_.q_head_count * hd;
+    const int64_t k0 = s_.kv_head_begin * hd, kn = s_.kv_head_count * hd;
+    LayerWeights w;
+    w.index = l;
+    w.input_norm = up(src_.read_all(names_.input_norm(l), {H}));
+    w.post_attention_norm = up(src_.read_all(names_.post_attention_norm(l), {H}));
+    AttentionWeights& a = w.attn;
+    a.q = up(rows(names_.q_proj(l), q_rows, H, q0, qn));
+    a.k = up(rows(names_.k_proj(l), kv_rows, H, k0, kn));
+    a.v = up(rows(names_.v_proj(l), kv_rows, H, k0, kn));
+    a.o = up(cols(names_.o_proj(l), H, q_rows, q0, qn));
+    if (c_.qkv_bias) {
+      a.q_bias = up(vec(names_.q_bias(l), q_rows, q0, qn));
+      a.k_bias = up(vec(names_.k_bias(l), kv_rows, k0, kn));
+      a.v_bias = up(vec(names_.v_bias(l), kv_rows, k0, kn));
+    }
+    if (c_.o_bias) a.o_bias = up(src_.read_all(names_.o_bias(l), {H}));
+    if (c_.qk_norm == QkNorm::PerHead) {
+      a.q_norm = up(src_.read_all(names_.q_norm(l), {hd}));
+      a.k_norm = up(src_.read_all(names_.k_norm(l), {hd}));
+    } else if (c_.qk_norm == QkNorm::WholeProjection) {
+      a.q_norm = up(vec(names_.q_norm(l), q_rows, q0, qn));
+      a.k_norm = up(vec(names_.k_norm(l), kv_rows, k0, kn));
+    }
+    w.is_moe = c_.layer_is_moe.at(static_cast<size_t>(l));
+    if (!w.is_moe) {
+      w.dense = mlp(names_.mlp_gate(l), names_.mlp_up(l), names_.mlp_down(l), c_.intermediate_size,
+                    s_.mlp_col_begin, s_.mlp_col_count);
+      return w;
+    }
+    w.router = up(src_.read_all(names_.router(l), {c_.num_experts, H}));
+    // This rank's experts, stacked: gate_up [E_local, 2 I_shard, H], down [E_local, H, I_shard].
+    const int64_t I = c_.moe_intermediate_size, i0 = s_.expert_col_begin, in = s_.expert_col_count;
+    std::vector<Tensor> gate_up, down;
+    for (int64_t e = s_.expert_begin; e < s_.expert_begin + s_.expert_count; ++e) {
+      gate_up.push_back(rows(names_.expert_gate(l, e), I, H, i0, in));
+      gate_up.push_back(rows(names_.expert_up(l, e), I, H, i0, in));
+      down.push_back(cols(names_.expert_down(l, e), H, I, i0, in));
+    }
+    w.experts.first_expert = s_.expert_begin;
+    w.experts.num_local = s_.expert_count;
+    if (s_.expert_count > 0) {
+      w.experts.gate_up = up(concat_rows(gate_up, {s_.expert_count, 2 * in, H}));
+      w.experts.down = up(concat_rows(down, {s_.expert_count, H, in}));
+    }
+    if (c_.shared_expert_intermediate_size > 0) {
+      w.shared = mlp(names_.shared_gate_proj(l), names_.shared_up_proj(l), names_.shared_down_proj(l),
+                     c_.shared_expert_intermediate_size, s_.shared_col_begin, s_.shared_col_count);
+      if (c_.shared_expert_gate) w.shared_gate = up(src_.read_all(names_.shared_expert_gate(l), {1, H}));
+    }
+    return w;
+  }
+
+  WeightSource& src_;
+  const ModelConfig& c_;
+  const ShardSpec& s_;
+  Ops& ops_;
+  WeightNames names_;
+  size_t bytes_ = 0;
+};
+
+}  // namespace
+
+ModelWeights load_weights(WeightSource& source, const ModelConfig& config, const ShardSpec& shard,
+                          Ops& ops) {
+  return Loader(source, config, shard, ops).load();
+}
+
+}  // namespace moetron
