@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "moetron/core/error.hpp"
@@ -13,6 +15,17 @@ namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Fault injection for the failure tests: MOETRON_INJECT_FAULT=RANK:STEP makes world rank RANK
+// throw at the start of step STEP, as a real error in the middle of a run would.
+void maybe_inject_fault(int world_rank, size_t step) {
+  static const char* spec = std::getenv("MOETRON_INJECT_FAULT");
+  if (spec == nullptr) return;
+  int rank = -1;
+  size_t at = 0;
+  if (std::sscanf(spec, "%d:%zu", &rank, &at) == 2 && rank == world_rank && at == step)
+    MOETRON_FAIL("injected fault at step " << step << " (MOETRON_INJECT_FAULT=" << spec << ")");
 }
 
 }  // namespace
@@ -63,6 +76,7 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
   while (true) {
     // Replicas step in lockstep (they meet in the experts' all-to-all): go on while any has
     // work, and count the step's totals on the way.
+    maybe_inject_fault(groups_.world->rank(), report.steps.size());
     std::vector<ScheduledSeq> step = scheduler.next_step();
     int64_t step_tokens = 0;
     for (const ScheduledSeq& s : step) step_tokens += s.count;

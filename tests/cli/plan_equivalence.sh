@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every listed parallel plan, on 1, 2, 4 and 8 MPI ranks (CPU backend, MPI transport), gives the
+# same greedy tokens as one rank and logits within 1e-5 relative.
+source "$(dirname "$0")/common.bash"
+MODELS=(qwen2_moe olmoe)  # shared expert + qkv bias + a dense layer; whole-projection QK-norm
+PLANS=(
+  "2 tp=2" "2 pp=2" "2 dp=2" "2 tp=2,ep=2" "2 dp=2,ep=2"
+  "4 tp=4" "4 pp=4" "4 pp=2,tp=2" "4 pp=2,tp=2,ep=2" "4 dp=2,tp=2" "4 dp=4,ep=4"
+  "4 tp=2,dp=2,ep=4" "4 pp=2,dp=2,ep=2" "4 dp=4"
+  "8 pp=2,tp=2,dp=2,ep=4" "8 dp=8,ep=8" "8 pp=2,tp=4" "8 pp=4,tp=2" "8 pp=2,dp=4,ep=4"
+)
+# Uneven prompt lengths, more requests than replicas, some with sampling (seeded per request).
+cat >"$WORK/prompts.jsonl" <<'JSONL'
+{"prompt_tokens": [7], "max_new_tokens": 6}
+{"prompt_tokens": [3, 17, 42, 99, 5], "max_new_tokens": 5}
+{"prompt_tokens": [11, 200, 13, 77, 31, 9, 150, 64, 3, 250, 128, 45, 8, 19, 230, 101, 66], "max_new_tokens": 4}
+{"prompt_tokens": [5, 6, 7, 8], "max_new_tokens": 7, "temperature": 0.8, "top_k": 20, "seed": 5}
+{"prompt_tokens": [90, 91], "max_new_tokens": 3, "temperature": 1.0, "top_p": 0.9}
+JSONL
+for model in "${MODELS[@]}"; do
+  run_args=(run --model "$FIXTURES/$model" --prompts "$WORK/prompts.jsonl" --backend cpu
+            --ignore-eos --save-logits --log-level warn --kv-cache-tokens 512 --block-size 4)
+  "$MOETRON" "${run_args[@]}" --out "$WORK/$model-single.h5"
+  for entry in "${PLANS[@]}"; do
+    read -r ranks plan <<<"$entry"
+    out="$WORK/$model-${plan//[=,]/_}.h5"
+    echo "== $model: $plan on $ranks ranks"
+    mpi "$ranks" "$MOETRON" "${run_args[@]}" --plan "$plan" --out "$out" || fail "$model $plan failed"
+    "$COMPARE_RESULTS" "$out" "$WORK/$model-single.h5" --rtol 1e-5 || fail "$model $plan differs from one rank"
+  done
+done
+echo "${#PLANS[@]} plans x ${#MODELS[@]} models match one rank"
