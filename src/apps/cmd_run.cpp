@@ -233,6 +233,10 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   fc.expert_set_size = config.num_experts / plan.ep;
   fc.expert_shards = plan.expert_shards();
   fc.count_experts = groups.coords.tp == 0;
+  // A step holds at most --max-batch-tokens tokens, or one prompt longer than that alone.
+  fc.max_tokens = o.max_batch_tokens;
+  for (const RequestSpec& r : specs)
+    fc.max_tokens = std::max<int64_t>(fc.max_tokens, static_cast<int64_t>(r.prompt_tokens.size()));
   ModelForward forward(fc, eo.kv_blocks, o.block_size);
   LOG_INFO("KV cache: " << eo.kv_blocks * o.block_size << " tokens per replica ("
                         << forward.kv_cache_bytes() / 1e6 << " MB on rank 0)");

@@ -48,6 +48,7 @@ void Engine::run_micro_batch(const std::vector<ScheduledSeq>& group, std::vector
     groups_.pipeline->recv(hidden, groups_.pp_rank - 1, /*tag=*/1);
   }
   forward_.run_layers(hidden, batch);
+  forward_.count_routing(layout.num_tokens);
   if (!last) {
     groups_.pipeline->send(hidden, groups_.pp_rank + 1, /*tag=*/1);
     return;

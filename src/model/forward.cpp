@@ -23,11 +23,21 @@ ModelForward::ModelForward(const ForwardContext& ctx, int64_t kv_blocks, int64_t
     kv_bytes_ += cache.k.nbytes() + cache.v.nbytes();
     caches_.push_back(std::move(cache));
   }
-  expert_counts_tensor_.clear();
   for (size_t i = 0; i < ctx.weights->layers.size(); ++i) {
     Tensor counts = ops.alloc(DType::I64, {std::max<int64_t>(c.num_experts, 1)});
     ops.fill_zero(counts);
     expert_counts_tensor_.push_back(std::move(counts));
+    // Each step's routing is recorded here and counted after the step, over the real tokens
+    // only (a CUDA graph replays padded batches).
+    routing_.push_back(ops.alloc(DType::I32, {std::max<int64_t>(ctx.max_tokens, 1), std::max<int64_t>(c.top_k, 1)}));
+  }
+}
+
+void ModelForward::count_routing(int64_t num_tokens) {
+  if (!ctx_.count_experts || num_tokens == 0) return;
+  for (size_t i = 0; i < routing_.size(); ++i) {
+    if (!ctx_.weights->layers[i].is_moe) continue;
+    ctx_.ops->accumulate_expert_counts(routing_[i].slice_rows(0, num_tokens), expert_counts_tensor_[i]);
   }
 }
 
@@ -144,7 +154,11 @@ void ModelForward::mlp_block(const LayerWeights& w, size_t local_layer, const Te
   Tensor ids = ops.temp(DType::I32, {T, c.top_k});
   Tensor weights = ops.temp(DType::F32, {T, c.top_k});
   ops.router_topk(logits, c.top_k, c.norm_topk_prob, ids, weights);
-  if (ctx_.count_experts) ops.accumulate_expert_counts(ids, expert_counts_tensor_[local_layer]);
+  if (ctx_.count_experts) {
+    MOETRON_ASSERT(T <= routing_[local_layer].dim(0));
+    Tensor record = routing_[local_layer].slice_rows(0, T);
+    ops.copy(ids, record);
+  }
   if (ctx_.stage != nullptr) {
     dispatch_experts(w, h, ids, weights, out);
   } else {

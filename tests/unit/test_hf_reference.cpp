@@ -71,6 +71,7 @@ class HfReference : public ::testing::TestWithParam<std::string> {
     ctx.shard = &shard_;
     ctx.weights = &weights_;
     ctx.tp = tp_.get();
+    ctx.max_tokens = 64;
     ModelForward forward(ctx, /*kv_blocks=*/64, kBlockSize);
     std::vector<Sequence> seqs(which.size());
     int32_t next_block = 63;  // hand out blocks from the top, out of order

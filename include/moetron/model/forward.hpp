@@ -24,6 +24,7 @@ struct ForwardContext {
   int64_t expert_set_size = 0;    // experts per expert-parallel set (E / ep)
   int64_t expert_shards = 1;      // ranks sharing one set, each holding a column slice
   bool count_experts = true;      // accumulate routed-token counts (one tp rank per replica)
+  int64_t max_tokens = 0;         // most tokens in one forward (sizes the routing record)
 };
 
 class ModelForward {
@@ -38,6 +39,9 @@ class ModelForward {
   // float32 [L * vocab] on the host, row-major.
   std::vector<float> logits(const Tensor& hidden, const BatchTensors& batch);
 
+  // Adds the last forward's routing of its first num_tokens tokens (the real ones) to the
+  // per-expert counts. Enqueued on the backend; never waits for it.
+  void count_routing(int64_t num_tokens);
   // Routed token-slots per (local layer, expert), counted so far: [local layers * E].
   std::vector<int64_t> expert_counts();
   size_t kv_cache_bytes() const { return kv_bytes_; }
@@ -54,6 +58,7 @@ class ModelForward {
   ForwardContext ctx_;
   std::vector<KvCache> caches_;  // one per local layer
   std::vector<Tensor> expert_counts_tensor_;  // I64 [E] per local layer, in backend memory
+  std::vector<Tensor> routing_;               // I32 [max_tokens, k] per local layer
   size_t kv_bytes_ = 0;
 };
 
