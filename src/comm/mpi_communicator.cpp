@@ -12,19 +12,23 @@ namespace {
 
 MPI_Datatype element_type(DType t) {
   switch (t) {
-    case DType::F32: return MPI_FLOAT;
+    case DType::F32:
+      return MPI_FLOAT;
     case DType::F16:
-    case DType::BF16: return MPI_UINT16_T;  // moved as bits; reductions convert first
-    case DType::I32: return MPI_INT32_T;
-    case DType::I64: return MPI_INT64_T;
+    case DType::BF16:
+      return MPI_UINT16_T;  // moved as bits; reductions convert first
+    case DType::I32:
+      return MPI_INT32_T;
+    case DType::I64:
+      return MPI_INT64_T;
   }
   MOETRON_FAIL("MPI communicator: unsupported dtype " << static_cast<int>(t));
 }
 
 // MPI counts are int: refuse (rather than wrap) a message too large for one call.
 int mpi_count(int64_t n, const char* op) {
-  MOETRON_CHECK(n >= 0 && n <= INT_MAX, op << ": " << n
-                << " elements exceed what one MPI call can move (2^31 - 1)");
+  MOETRON_CHECK(n >= 0 && n <= INT_MAX,
+                op << ": " << n << " elements exceed what one MPI call can move (2^31 - 1)");
   return static_cast<int>(n);
 }
 
@@ -35,8 +39,8 @@ void require_host(const Tensor& t, const char* op) {
 }
 
 void require_peer(int peer, int size, const char* op) {
-  MOETRON_CHECK(peer >= 0 && peer < size, op << ": rank " << peer << " is outside the group of "
-                                             << size);
+  MOETRON_CHECK(peer >= 0 && peer < size,
+                op << ": rank " << peer << " is outside the group of " << size);
 }
 
 // Element offsets of consecutive blocks of `rows[p]` rows of `cols` elements.
@@ -149,9 +153,9 @@ void MpiCommunicator::alltoallv(const Tensor& send, const std::vector<int64_t>& 
 void MpiCommunicator::send(const Tensor& t, int peer, int tag) {
   require_host(t, "send");
   require_peer(peer, size_, "send");
-  check_mpi(MPI_Send(t.data, mpi_count(t.numel(), "MPI_Send"), element_type(t.dtype), peer, tag,
-                     comm_),
-            "MPI_Send");
+  check_mpi(
+      MPI_Send(t.data, mpi_count(t.numel(), "MPI_Send"), element_type(t.dtype), peer, tag, comm_),
+      "MPI_Send");
   count(t.nbytes(), 0);
 }
 

@@ -26,7 +26,8 @@ void check_mpi(int rc, const char* what) {
   if (rc == MPI_SUCCESS) return;
   char text[MPI_MAX_ERROR_STRING];
   int len = 0;
-  if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = std::snprintf(text, sizeof text, "MPI error code %d", rc);
+  if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS)
+    len = std::snprintf(text, sizeof text, "MPI error code %d", rc);
   MOETRON_FAIL(what << " failed: " << std::string(text, len));
 }
 
@@ -38,8 +39,8 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
     check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
     owns_ = true;
     MOETRON_CHECK(provided >= MPI_THREAD_FUNNELED,
-                  "MPI_Init_thread: this MPI provides thread level " << provided
-                  << ", below MPI_THREAD_FUNNELED");
+                  "MPI_Init_thread: this MPI provides thread level "
+                      << provided << ", below MPI_THREAD_FUNNELED");
   }
   check_mpi(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "MPI_Comm_rank");

@@ -28,9 +28,8 @@ class SelfCommunicator : public Communicator {
     MOETRON_CHECK(send_rows.size() == 1 && recv_rows.size() == 1 && send_rows[0] == recv_rows[0],
                   "alltoallv: a group of one sends its rows to itself: expected one equal send "
                   "and receive count");
-    MOETRON_CHECK(send.dtype == recv.dtype && send.cols() == recv.cols() &&
-                      send_rows[0] >= 0 && send_rows[0] <= send.rows() &&
-                      send_rows[0] <= recv.rows(),
+    MOETRON_CHECK(send.dtype == recv.dtype && send.cols() == recv.cols() && send_rows[0] >= 0 &&
+                      send_rows[0] <= send.rows() && send_rows[0] <= recv.rows(),
                   "alltoallv: " << send_rows[0] << " rows from " << send.describe() << " into "
                                 << recv.describe());
     if (send_rows[0] > 0) {
@@ -66,8 +65,8 @@ class SelfCommunicator : public Communicator {
   void allreduce_host(std::vector<int64_t>&, bool) override {}
 
   std::vector<int64_t> alltoall_host(const std::vector<int64_t>& counts) override {
-    MOETRON_CHECK(counts.size() == 1, "alltoall_host: " << counts.size()
-                                                        << " counts for a group of one");
+    MOETRON_CHECK(counts.size() == 1,
+                  "alltoall_host: " << counts.size() << " counts for a group of one");
     return counts;
   }
 

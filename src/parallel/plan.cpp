@@ -22,10 +22,11 @@ std::string trim(const std::string& s) {
 
 // Digits only, at most 9 of them, so the product of four factors cannot overflow int64.
 int parse_factor(const std::string& token, const std::string& value) {
-  bool digits = !value.empty() && value.size() <= 9 &&
-                std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; });
-  MOETRON_CHECK(digits, "--plan: '" << token << "' is not a positive integer factor (" << kPlanForm
-                                    << ")");
+  bool digits =
+      !value.empty() && value.size() <= 9 &&
+      std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; });
+  MOETRON_CHECK(digits,
+                "--plan: '" << token << "' is not a positive integer factor (" << kPlanForm << ")");
   int v = std::stoi(value);
   MOETRON_CHECK(v > 0, "--plan: '" << token << "' must be positive");
   return v;
@@ -80,8 +81,11 @@ Plan parse_plan(const std::string& text) {
     MOETRON_CHECK(eq != std::string::npos,
                   "--plan: '" << token << "' is not key=value (" << kPlanForm << ")");
     std::string key = trim(token.substr(0, eq));
-    int* slot = key == "pp" ? &plan.pp : key == "tp" ? &plan.tp : key == "dp" ? &plan.dp
-              : key == "ep" ? &plan.ep : nullptr;
+    int* slot = key == "pp"   ? &plan.pp
+                : key == "tp" ? &plan.tp
+                : key == "dp" ? &plan.dp
+                : key == "ep" ? &plan.ep
+                              : nullptr;
     MOETRON_CHECK(slot, "--plan: unknown factor '" << key << "' in '" << token
                                                    << "' (expected pp, tp, dp or ep)");
     auto [prev, fresh] = seen.emplace(key, token);
@@ -158,9 +162,9 @@ std::string plan_problem(const Plan& p, const ModelConfig& c) {
 ShardLayout layout_for(const Plan& plan, const ModelConfig& c, int rank) {
   std::string problem = plan_problem(plan, c);
   MOETRON_CHECK(problem.empty(), problem);
-  MOETRON_CHECK(rank >= 0 && rank < plan.world_size(),
-                "--plan " << plan.to_string() << ": rank " << rank << " is outside its "
-                          << plan.world_size() << " ranks");
+  MOETRON_CHECK(rank >= 0 && rank < plan.world_size(), "--plan " << plan.to_string() << ": rank "
+                                                                 << rank << " is outside its "
+                                                                 << plan.world_size() << " ranks");
   ShardLayout l;
   l.coords = coords_of(plan, rank);
   l.stage_index = stage_index(plan, l.coords);
@@ -195,7 +199,7 @@ int64_t weight_shard_bytes(const ModelConfig& c, const ShardLayout& l) {
   const int64_t q = l.q_heads.size() * c.head_dim, kv = l.kv_heads.size() * c.head_dim;
   int64_t params = 0;
   for (int64_t layer = l.layers.begin; layer < l.layers.end; ++layer) {
-    params += 2 * h;                // input and post-attention norms
+    params += 2 * h;                   // input and post-attention norms
     params += 2 * h * q + 2 * h * kv;  // q, o and k, v projections
     if (c.qkv_bias) params += q + 2 * kv;
     if (c.o_bias) params += h;
@@ -210,8 +214,8 @@ int64_t weight_shard_bytes(const ModelConfig& c, const ShardLayout& l) {
       params += 3 * h * l.dense_columns.size();
     }
   }
-  if (l.first_stage) params += c.vocab_size * h;         // embedding, whole
-  if (l.last_stage) params += h + l.vocab.size() * h;    // final norm, LM head shard
+  if (l.first_stage) params += c.vocab_size * h;       // embedding, whole
+  if (l.last_stage) params += h + l.vocab.size() * h;  // final norm, LM head shard
   return params * 2;
 }
 
@@ -249,7 +253,8 @@ std::string describe(const Plan& plan, const ShardLayout& l, int rank) {
     os << ", experts " << l.experts << " columns " << l.expert_columns << " (shard "
        << l.expert_shard << " of " << l.expert_shards << ")";
   if (l.dense_columns.size() > 0) os << ", dense columns " << l.dense_columns;
-  if (l.shared_expert_columns.size() > 0) os << ", shared expert columns " << l.shared_expert_columns;
+  if (l.shared_expert_columns.size() > 0)
+    os << ", shared expert columns " << l.shared_expert_columns;
   if (l.first_stage) os << ", embedding";
   if (l.last_stage) os << ", LM head vocab " << l.vocab;
   return os.str();
@@ -272,9 +277,9 @@ Plan choose_auto_plan(const ModelConfig& config, int world_size, int64_t memory_
   std::vector<Plan> plans = enumerate_plans(config, world_size);
   if (plans.empty()) {
     Plan simplest{1, 1, world_size, 1};
-    MOETRON_FAIL("--plan auto: no plan can shard the model over " << world_size
-                 << " ranks; the simplest, " << simplest.to_string() << ", fails: "
-                 << plan_problem(simplest, config));
+    MOETRON_FAIL("--plan auto: no plan can shard the model over "
+                 << world_size << " ranks; the simplest, " << simplest.to_string()
+                 << ", fails: " << plan_problem(simplest, config));
   }
   if (ranks_per_node <= 0) ranks_per_node = world_size;
   const Plan* best = nullptr;
@@ -289,9 +294,10 @@ Plan choose_auto_plan(const ModelConfig& config, int world_size, int64_t memory_
     if (memory_bytes_per_rank > 0 && need > memory_bytes_per_rank) continue;
     if (!best || preference(p) < preference(*best)) best = &p;
   }
-  MOETRON_CHECK(best, "--plan auto: no plan fits the weights in " << gib(memory_bytes_per_rank)
-                      << " per rank on " << world_size << " ranks; the smallest shard, of "
-                      << smallest->to_string() << ", needs " << gib(smallest_need));
+  MOETRON_CHECK(best, "--plan auto: no plan fits the weights in "
+                          << gib(memory_bytes_per_rank) << " per rank on " << world_size
+                          << " ranks; the smallest shard, of " << smallest->to_string()
+                          << ", needs " << gib(smallest_need));
   return *best;
 }
 

@@ -6,7 +6,9 @@
 set -euo pipefail
 
 say() { echo "slurm.sh: $*"; }
-if [ "$(id -u)" != 0 ]; then say "needs root to install and run the Slurm daemons; skipping"; exit 77; fi
+if [ "$(id -u)" != 0 ]; then
+  say "needs root to install and run the Slurm daemons; skipping"; exit 77
+fi
 if [ -z "${MOETRON:-}" ] || [ ! -x "$MOETRON" ]; then
   say "no moetron binary (MOETRON='${MOETRON:-}'); skipping"; exit 77
 fi

@@ -32,11 +32,21 @@ Tensor tensor_of(DType dtype, std::vector<int64_t> shape, const std::vector<floa
   EXPECT_EQ(t.numel(), static_cast<int64_t>(values.size()));
   for (size_t i = 0; i < values.size(); ++i) {
     switch (dtype) {
-      case DType::F32: t.as<float>()[i] = values[i]; break;
-      case DType::BF16: t.as<uint16_t>()[i] = float_to_bf16(values[i]); break;
-      case DType::F16: t.as<uint16_t>()[i] = float_to_f16(values[i]); break;
-      case DType::I32: t.as<int32_t>()[i] = static_cast<int32_t>(values[i]); break;
-      case DType::I64: t.as<int64_t>()[i] = static_cast<int64_t>(values[i]); break;
+      case DType::F32:
+        t.as<float>()[i] = values[i];
+        break;
+      case DType::BF16:
+        t.as<uint16_t>()[i] = float_to_bf16(values[i]);
+        break;
+      case DType::F16:
+        t.as<uint16_t>()[i] = float_to_f16(values[i]);
+        break;
+      case DType::I32:
+        t.as<int32_t>()[i] = static_cast<int32_t>(values[i]);
+        break;
+      case DType::I64:
+        t.as<int64_t>()[i] = static_cast<int64_t>(values[i]);
+        break;
     }
   }
   return t;
@@ -44,9 +54,12 @@ Tensor tensor_of(DType dtype, std::vector<int64_t> shape, const std::vector<floa
 
 double element(const Tensor& t, int64_t i) {
   switch (t.dtype) {
-    case DType::I32: return t.as<int32_t>()[i];
-    case DType::I64: return static_cast<double>(t.as<int64_t>()[i]);
-    default: return load_as_float(t.data, t.dtype, i);
+    case DType::I32:
+      return t.as<int32_t>()[i];
+    case DType::I64:
+      return static_cast<double>(t.as<int64_t>()[i]);
+    default:
+      return load_as_float(t.data, t.dtype, i);
   }
 }
 
@@ -67,7 +80,9 @@ class CommunicatorTest : public ::testing::TestWithParam<Group> {
  protected:
   void SetUp() override {
     switch (GetParam()) {
-      case Group::World: mpi_ = make_mpi_communicator(MPI_COMM_WORLD); break;
+      case Group::World:
+        mpi_ = make_mpi_communicator(MPI_COMM_WORLD);
+        break;
       case Group::EveryOther: {
         int world_rank = 0;
         check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank), "MPI_Comm_rank");
@@ -78,7 +93,9 @@ class CommunicatorTest : public ::testing::TestWithParam<Group> {
         mpi_ = std::make_unique<MpiCommunicator>(half);
         break;
       }
-      case Group::Self: self_ = make_self_communicator(); break;
+      case Group::Self:
+        self_ = make_self_communicator();
+        break;
     }
   }
   Communicator& comm() { return mpi_ ? *mpi_ : *self_; }
@@ -158,7 +175,8 @@ TEST_P(CommunicatorTest, AlltoallvMovesUnevenBlocksIncludingEmptyOnes) {
     send_values.resize((send_total + 1) * cols, 55.0f);
     expected.resize((recv_total + 1) * cols, -7.0f);
     Tensor send = tensor_of(dtype, {send_total + 1, cols}, send_values);
-    Tensor recv = tensor_of(dtype, {recv_total + 1, cols}, std::vector<float>(expected.size(), -7.0f));
+    Tensor recv =
+        tensor_of(dtype, {recv_total + 1, cols}, std::vector<float>(expected.size(), -7.0f));
     comm().alltoallv(send, send_rows, recv, recv_rows);
     expect_tensor_eq(recv, tensor_of(dtype, {recv_total + 1, cols}, expected), dtype_name(dtype));
     const int64_t row_bytes = cols * static_cast<int64_t>(dtype_size(dtype));
@@ -268,9 +286,12 @@ INSTANTIATE_TEST_SUITE_P(Groups, CommunicatorTest,
                          ::testing::Values(Group::World, Group::EveryOther, Group::Self),
                          [](const ::testing::TestParamInfo<Group>& info) {
                            switch (info.param) {
-                             case Group::World: return std::string("World");
-                             case Group::EveryOther: return std::string("EveryOther");
-                             case Group::Self: return std::string("Self");
+                             case Group::World:
+                               return std::string("World");
+                             case Group::EveryOther:
+                               return std::string("EveryOther");
+                             case Group::Self:
+                               return std::string("Self");
                            }
                            return std::string("?");
                          });

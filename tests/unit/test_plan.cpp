@@ -59,8 +59,8 @@ struct NamedConfig {
   ModelConfig config;
 };
 std::vector<NamedConfig> small_configs() {
-  return {{"olmoe-like", olmoe_like()}, {"qwen2-like", qwen2_like()},
-          {"mixtral-like", mixtral_like()}};
+  return {
+      {"olmoe-like", olmoe_like()}, {"qwen2-like", qwen2_like()}, {"mixtral-like", mixtral_like()}};
 }
 
 std::string error_of(const std::function<void()>& f) {
@@ -322,7 +322,7 @@ TEST(PlanEnumerate, MatchesBruteForce) {
         EXPECT_TRUE(got.insert(p.to_string()).second) << "listed twice: " << p.to_string();
         EXPECT_NO_THROW(validate_plan(p, c, world, 0)) << p.to_string();
       }
-      EXPECT_EQ(got, expected)  << name << " on " << world << " ranks";
+      EXPECT_EQ(got, expected) << name << " on " << world << " ranks";
     }
   }
   std::vector<Plan> eight = enumerate_plans(olmoe_like(), 8);

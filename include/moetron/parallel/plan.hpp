@@ -54,8 +54,8 @@ Range split_range(int64_t total, int64_t parts, int64_t index);
 // What one rank holds of the model.
 struct ShardLayout {
   Coords coords;
-  int stage_index = 0;          // g
-  Range layers;                 // this stage's layers
+  int stage_index = 0;  // g
+  Range layers;         // this stage's layers
   Range q_heads;
   Range kv_heads;
   bool kv_replicated = false;   // tp > kv heads: tp / kv_heads ranks hold the same kv head
