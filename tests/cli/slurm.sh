@@ -24,10 +24,20 @@ work=$(mktemp -d /tmp/moetron-slurm.XXXXXX)
 started=()  # pid files of the daemons this script started
 stop_daemons() {
   local rc=$?
+  local pids=() pid
   for pidfile in "${started[@]}"; do
-    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
   done
-  sleep 1
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # They are daemons, not children: poll until they have gone, so their ports and files are
+  # free when this returns; force the ones that do not stop within 20 s.
+  for _ in $(seq 20); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 1
+  done
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then
     for log in "$work"/*.log "$work"/job-*.out; do
       [ -f "$log" ] && { echo "---- $log"; tail -n 30 "$log"; }
