@@ -1,0 +1,211 @@
+#include "moetron/comm/mpi_communicator.hpp"
+
+#include <climits>
+#include <numeric>
+
+#include "moetron/comm/mpi_runtime.hpp"
+#include "moetron/core/error.hpp"
+
+namespace moetron {
+
+namespace {
+
+MPI_Datatype element_type(DType t) {
+  switch (t) {
+    case DType::F32:
+      return MPI_FLOAT;
+    case DType::F16:
+    case DType::BF16:
+      return MPI_UINT16_T;  // moved as bits; reductions convert first
+    case DType::I32:
+      return MPI_INT32_T;
+    case DType::I64:
+      return MPI_INT64_T;
+  }
+  MOETRON_FAIL("MPI communicator: unsupported dtype " << static_cast<int>(t));
+}
+
+// MPI counts are int: refuse (rather than wrap) a message too large for one call.
+int mpi_count(int64_t n, const char* op) {
+  MOETRON_CHECK(n >= 0 && n <= INT_MAX,
+                op << ": " << n << " elements exceed what one MPI call can move (2^31 - 1)");
+  return static_cast<int>(n);
+}
+
+void require_host(const Tensor& t, const char* op) {
+  MOETRON_CHECK(t.device == Device::Cpu,
+                op << ": the MPI communicator moves host tensors only, got " << t.describe());
+  MOETRON_CHECK(t.numel() == 0 || t.data, op << ": tensor " << t.describe() << " has no memory");
+}
+
+void require_peer(int peer, int size, const char* op) {
+  MOETRON_CHECK(peer >= 0 && peer < size,
+                op << ": rank " << peer << " is outside the group of " << size);
+}
+
+// Element offsets of consecutive blocks of `rows[p]` rows of `cols` elements.
+void row_blocks(const std::vector<int64_t>& rows, int64_t cols, const char* op,
+                std::vector<int>& counts, std::vector<int>& displs) {
+  counts.resize(rows.size());
+  displs.resize(rows.size());
+  int64_t offset = 0;
+  for (size_t p = 0; p < rows.size(); ++p) {
+    MOETRON_CHECK(rows[p] >= 0, op << ": negative row count " << rows[p] << " for rank " << p);
+    counts[p] = mpi_count(rows[p] * cols, op);
+    displs[p] = mpi_count(offset, op);
+    offset += rows[p] * cols;
+  }
+}
+
+int64_t sum_except(const std::vector<int64_t>& v, int skip) {
+  int64_t s = std::accumulate(v.begin(), v.end(), int64_t{0});
+  return s - v[skip];
+}
+
+void reduce_in_place(void* data, int64_t n, MPI_Datatype type, MPI_Op op, MPI_Comm comm) {
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, mpi_count(n, "MPI_Allreduce"), type, op, comm),
+            "MPI_Allreduce");
+}
+
+void broadcast_raw(void* data, int64_t n, MPI_Datatype type, int root, MPI_Comm comm) {
+  check_mpi(MPI_Bcast(data, mpi_count(n, "MPI_Bcast"), type, root, comm), "MPI_Bcast");
+}
+
+}  // namespace
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+  check_mpi(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+  check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+  check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  // After MPI_Finalize every handle is gone already; a failing free cannot be reported here.
+  if (!finalized && comm_ != MPI_COMM_NULL && comm_ != MPI_COMM_WORLD) MPI_Comm_free(&comm_);
+}
+
+std::unique_ptr<MpiCommunicator> make_mpi_communicator(MPI_Comm comm) {
+  MPI_Comm dup;
+  check_mpi(MPI_Comm_dup(comm, &dup), "MPI_Comm_dup");
+  return std::make_unique<MpiCommunicator>(dup);
+}
+
+void MpiCommunicator::allreduce_sum(Tensor& t) {
+  require_host(t, "allreduce_sum");
+  const int64_t n = t.numel();
+  if (t.dtype == DType::BF16 || t.dtype == DType::F16) {
+    std::vector<float> wide(static_cast<size_t>(n));
+    convert_to_float(t.data, t.dtype, wide.data(), wide.size());
+    reduce_in_place(wide.data(), n, MPI_FLOAT, MPI_SUM, comm_);
+    auto* bits = t.as<uint16_t>();
+    for (int64_t i = 0; i < n; ++i)
+      bits[i] = t.dtype == DType::BF16 ? float_to_bf16(wide[i]) : float_to_f16(wide[i]);
+  } else {
+    reduce_in_place(t.data, n, element_type(t.dtype), MPI_SUM, comm_);
+  }
+  count_allreduce(static_cast<int64_t>(t.nbytes()));
+}
+
+void MpiCommunicator::allgather(const Tensor& in, Tensor& out) {
+  require_host(in, "allgather");
+  require_host(out, "allgather");
+  MOETRON_CHECK(out.dtype == in.dtype && out.numel() == in.numel() * size_ &&
+                    out.ndim() == in.ndim() && out.dim(0) == in.dim(0) * size_,
+                "allgather: output " << out.describe() << " is not " << size_ << " x input "
+                                     << in.describe() << " along dimension 0");
+  const int n = mpi_count(in.numel(), "MPI_Allgather");
+  MPI_Datatype type = element_type(in.dtype);
+  check_mpi(MPI_Allgather(in.data, n, type, out.data, n, type, comm_), "MPI_Allgather");
+  int64_t moved = (size_ - 1) * static_cast<int64_t>(in.nbytes());
+  count(moved, moved);
+}
+
+void MpiCommunicator::alltoallv(const Tensor& send, const std::vector<int64_t>& send_rows,
+                                Tensor& recv, const std::vector<int64_t>& recv_rows) {
+  require_host(send, "alltoallv");
+  require_host(recv, "alltoallv");
+  MOETRON_CHECK(send_rows.size() == static_cast<size_t>(size_) &&
+                    recv_rows.size() == static_cast<size_t>(size_),
+                "alltoallv: " << send_rows.size() << " send and " << recv_rows.size()
+                              << " receive counts for a group of " << size_);
+  MOETRON_CHECK(send.dtype == recv.dtype && send.cols() == recv.cols(),
+                "alltoallv: send " << send.describe() << " and receive " << recv.describe()
+                                   << " differ in dtype or row width");
+  const int64_t cols = send.cols();
+  std::vector<int> scounts, sdispls, rcounts, rdispls;
+  row_blocks(send_rows, cols, "alltoallv", scounts, sdispls);
+  row_blocks(recv_rows, cols, "alltoallv", rcounts, rdispls);
+  int64_t total_send = std::accumulate(send_rows.begin(), send_rows.end(), int64_t{0});
+  int64_t total_recv = std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0});
+  MOETRON_CHECK(total_send <= send.rows() && total_recv <= recv.rows(),
+                "alltoallv: " << total_send << " rows to send from " << send.describe() << ", "
+                              << total_recv << " to receive into " << recv.describe());
+  MPI_Datatype type = element_type(send.dtype);
+  check_mpi(MPI_Alltoallv(send.data, scounts.data(), sdispls.data(), type, recv.data,
+                          rcounts.data(), rdispls.data(), type, comm_),
+            "MPI_Alltoallv");
+  const int64_t row_bytes = cols * static_cast<int64_t>(dtype_size(send.dtype));
+  count(sum_except(send_rows, rank_) * row_bytes, sum_except(recv_rows, rank_) * row_bytes);
+}
+
+void MpiCommunicator::send(const Tensor& t, int peer, int tag) {
+  require_host(t, "send");
+  require_peer(peer, size_, "send");
+  check_mpi(
+      MPI_Send(t.data, mpi_count(t.numel(), "MPI_Send"), element_type(t.dtype), peer, tag, comm_),
+      "MPI_Send");
+  count(t.nbytes(), 0);
+}
+
+void MpiCommunicator::recv(Tensor& t, int peer, int tag) {
+  require_host(t, "recv");
+  require_peer(peer, size_, "recv");
+  MPI_Status status;
+  const int n = mpi_count(t.numel(), "MPI_Recv");
+  check_mpi(MPI_Recv(t.data, n, element_type(t.dtype), peer, tag, comm_, &status), "MPI_Recv");
+  int got = 0;
+  check_mpi(MPI_Get_count(&status, element_type(t.dtype), &got), "MPI_Get_count");
+  MOETRON_CHECK(got == n, "recv: expected " << n << " elements from rank " << peer << " (tag "
+                                            << tag << "), got " << got);
+  count(0, t.nbytes());
+}
+
+void MpiCommunicator::broadcast(Tensor& t, int root) {
+  require_host(t, "broadcast");
+  require_peer(root, size_, "broadcast");
+  broadcast_raw(t.data, t.numel(), element_type(t.dtype), root, comm_);
+  count_broadcast(root, static_cast<int64_t>(t.nbytes()));
+}
+
+void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(comm_), "MPI_Barrier"); }
+
+void MpiCommunicator::allreduce_host(std::vector<int64_t>& values, bool max_instead_of_sum) {
+  reduce_in_place(values.data(), static_cast<int64_t>(values.size()), MPI_INT64_T,
+                  max_instead_of_sum ? MPI_MAX : MPI_SUM, comm_);
+  count_allreduce(static_cast<int64_t>(values.size() * sizeof(int64_t)));
+}
+
+std::vector<int64_t> MpiCommunicator::alltoall_host(const std::vector<int64_t>& counts) {
+  MOETRON_CHECK(counts.size() == static_cast<size_t>(size_),
+                "alltoall_host: " << counts.size() << " counts for a group of " << size_);
+  std::vector<int64_t> received(counts.size());
+  check_mpi(MPI_Alltoall(counts.data(), 1, MPI_INT64_T, received.data(), 1, MPI_INT64_T, comm_),
+            "MPI_Alltoall");
+  int64_t moved = (size_ - 1) * static_cast<int64_t>(sizeof(int64_t));
+  count(moved, moved);
+  return received;
+}
+
+void MpiCommunicator::broadcast_host(std::vector<int64_t>& values, int root) {
+  require_peer(root, size_, "broadcast_host");
+  // The length goes first: only the root need know how many values there are.
+  int64_t n = static_cast<int64_t>(values.size());
+  broadcast_raw(&n, 1, MPI_INT64_T, root, comm_);
+  values.resize(static_cast<size_t>(n));
+  broadcast_raw(values.data(), n, MPI_INT64_T, root, comm_);
+  count_broadcast(root, (n + 1) * static_cast<int64_t>(sizeof(int64_t)));
+}
+
+}  // namespace moetron
