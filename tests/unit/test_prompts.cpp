@@ -6,22 +6,14 @@
 
 #include <gtest/gtest.h>
 
+#include "error_of.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/io/prompts.hpp"
 
 namespace moetron {
 namespace {
 
-// The Error message `body` raises, or "" when it does not throw.
-template <class F>
-std::string error_of(F body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 std::string parse_error(const std::string& text) {
   return error_of([&] { parse_prompts(text, "p.jsonl"); });

@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "error_of.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/io/hdf5.hpp"
 #include "moetron/io/results.hpp"
@@ -21,15 +22,7 @@
 namespace moetron {
 namespace {
 
-template <class F>
-std::string error_of(F body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 bool file_exists(const std::string& path) {
   struct stat st {};
