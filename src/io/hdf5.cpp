@@ -195,18 +195,19 @@ Handle::Handle(Handle&& o) noexcept : id_(o.id_), closer_(o.closer_) { o.id_ = -
 
 Handle& Handle::operator=(Handle&& o) noexcept {
   if (this != &o) {
-    if (valid()) closer_(id_);
+    release_quietly();
     id_ = std::exchange(o.id_, -1);
     closer_ = o.closer_;
   }
   return *this;
 }
 
-Handle::~Handle() {
-  if (valid()) {
-    QuietErrors quiet;
-    closer_(id_);
-  }
+Handle::~Handle() { release_quietly(); }
+
+void Handle::release_quietly() noexcept {
+  if (!valid()) return;
+  QuietErrors quiet;
+  closer_(std::exchange(id_, -1));
 }
 
 void Handle::close(const std::string& what) {

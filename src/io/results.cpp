@@ -76,6 +76,7 @@ std::vector<std::pair<std::string, std::string>> root_attributes(const RunMetada
 
 // Results the engine assembled wrongly are a bug, but one that must not reach a file quietly.
 void check_consistent(const RunResults& r, const std::string& path) {
+  MOETRON_CHECK(r.logits_vocab_size >= 0, path << ": logits_vocab_size is negative");
   std::set<std::string> ids;
   for (const RequestResult& q : r.requests) {
     std::string who = path + ": request '" + q.id + "'";

@@ -40,6 +40,7 @@ class Handle {
   void close(const std::string& what);  // throws Error (with `what`) when HDF5 fails to close
 
  private:
+  void release_quietly() noexcept;
   Id id_ = -1;
   Closer closer_ = nullptr;
 };
