@@ -1,0 +1,98 @@
+// The results file of `moetron run`: one HDF5 file holding the run's provenance, every request's
+// tokens and timings, every engine step, expert load, a summary and (parallel runs) what each
+// rank did. docs/results-schema.md is the contract: dataset and attribute names are stable.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "moetron/io/output_file.hpp"  // check_output_writable: call it before the run
+#include "moetron/version.hpp"
+
+namespace moetron {
+
+// Root attributes. model_config is JSON text (ModelConfig::to_json().dump()).
+struct RunMetadata {
+  std::string moetron_version = kVersion;
+  std::string git_commit = kGitCommit;
+  std::string command_line, host, device, backend, plan, model_config;
+  std::string created_utc;  // ISO 8601 "YYYY-MM-DDTHH:MM:SSZ"; stamped at write time if empty
+  std::map<std::string, std::string> extra;  // more string attributes; names must not clash
+};
+
+enum class FinishReason { Length, Eos };
+const char* finish_reason_name(FinishReason r);  // "length", "eos"
+
+struct RequestResult {
+  std::string id;
+  std::vector<int32_t> prompt_tokens;
+  std::vector<int32_t> output_tokens;
+  std::vector<double> token_times_s;  // one per output token: seconds since the request arrived
+  double ttft_s = 0;                  // arrival to first output token
+  double e2e_s = 0;                   // arrival to completion
+  FinishReason finish_reason = FinishReason::Length;
+  // Empty, or the logits that chose each output token: [output_tokens.size(), logits_vocab_size]
+  // row-major. Either every request keeps logits or none does.
+  std::vector<float> logits;
+};
+
+struct StepRecord {
+  int32_t batch_size = 0;   // sequences in the step
+  int32_t num_tokens = 0;   // tokens processed (prompt tokens + one per decoding sequence)
+  bool is_prefill = false;  // the step held prefill tokens
+  double seconds = 0;
+};
+
+// What one MPI rank held and moved. Ranges are half-open [begin, end).
+struct RankRecord {
+  int64_t pp_rank = 0, dp_rank = 0, tp_rank = 0;
+  int64_t layer_begin = 0, layer_end = 0;
+  int64_t expert_begin = 0, expert_end = 0;
+  int64_t q_head_begin = 0, q_head_end = 0;
+  int64_t bytes_sent = 0, bytes_received = 0;
+  std::string description;
+};
+
+struct RunResults {
+  RunMetadata meta;
+  std::vector<RequestResult> requests;  // in prompts-file order
+  std::vector<StepRecord> steps;
+  // [layers][experts]: routed token-slots per layer and expert; rows of dense layers are zero.
+  std::vector<std::vector<int64_t>> expert_tokens;
+  int64_t logits_vocab_size = 0;  // width of RequestResult::logits rows; 0 when none are kept
+  double total_seconds = 0;       // wall time of the generation (the summary's denominator)
+  std::vector<RankRecord> ranks;  // one per MPI rank, in rank order; empty for a single process
+};
+
+// The /summary attributes, derived from RunResults so they can never disagree with the data.
+struct RunSummary {
+  double total_seconds = 0;
+  int64_t requests = 0;
+  int64_t output_tokens = 0;
+  double output_tokens_per_s = 0;
+  double total_tokens_per_s = 0;  // (prompt + output tokens) / total_seconds
+};
+RunSummary summarize(const RunResults& r);
+
+// Writes the file (one rank calls this). It goes to `path.tmp.<pid>`, is flushed to disk, and
+// only then renamed to `path`; on failure the temporary file is removed and an Error names
+// `path`. Inconsistent results (e.g. times not matching tokens) are an Error too.
+void write_results(const std::string& path, const RunResults& results);
+
+// A small reader for tests and tools. The stored type must match exactly.
+std::vector<int32_t> read_int32(const std::string& path, const std::string& dataset);
+std::vector<int64_t> read_int64(const std::string& path, const std::string& dataset);
+std::vector<double> read_float64(const std::string& path, const std::string& dataset);
+std::vector<float> read_float32(const std::string& path, const std::string& dataset,
+                                std::vector<int64_t>* dims = nullptr);
+std::vector<std::string> read_strings(const std::string& path, const std::string& dataset);
+std::vector<int64_t> read_dims(const std::string& path, const std::string& dataset);
+std::string read_string_attribute(const std::string& path, const std::string& object,
+                                  const std::string& name);
+double read_float64_attribute(const std::string& path, const std::string& object,
+                              const std::string& name);
+int64_t read_int64_attribute(const std::string& path, const std::string& object,
+                             const std::string& name);
+
+}  // namespace moetron
