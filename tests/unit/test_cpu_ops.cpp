@@ -162,6 +162,22 @@ TEST_F(CpuOpsTest, AllocCopyAndTemps) {
   EXPECT_EQ(empty.numel(), 0);
 }
 
+TEST_F(CpuOpsTest, TempReleaseKeepsTemporariesBeforeTheMark) {
+  const Vec v = normal(16);
+  Tensor kept = ops->temp(DType::F32, {16});
+  ops->copy_from_host(kept, v.data());
+  const size_t mark = ops->temp_mark();
+  for (int layer = 0; layer < 3; ++layer) {
+    Tensor scratch = ops->temp(DType::F32, {1024});
+    ops->fill_zero(scratch);
+    EXPECT_EQ(ops->temp_mark(), mark + 1);
+    ops->temp_release(mark);
+    EXPECT_EQ(ops->temp_mark(), mark);
+  }
+  EXPECT_EQ(download(kept), v);
+  EXPECT_THROW(ops->temp_release(mark + 1), Error);
+}
+
 TEST_F(CpuOpsTest, UploadBatchCopiesEveryVector) {
   BatchLayout b;
   b.num_tokens = 4;
@@ -209,10 +225,16 @@ TEST_F(CpuOpsTest, EmbedCopiesRowsAndRejectsBadIds) {
 }
 
 TEST_F(CpuOpsTest, RmsNormMatchesReference) {
-  const float eps = 1e-6f;
-  // A plain [rows, cols] norm, and a per-head norm (x viewed as [tokens * heads, head_dim]).
-  for (auto [rows, cols, width] : {std::tuple<int64_t, int64_t, int64_t>{5, 48, 48}, {3, 64, 16}}) {
-    const Vec x = normal(rows * cols, 3.0f), w = normal(width);
+  // A plain [rows, cols] norm, a per-head norm (x viewed as [tokens * heads, head_dim]), and
+  // inputs small enough for eps to matter.
+  struct Case {
+    int64_t rows, cols, width;
+    float stddev, eps;
+  };
+  for (const Case& c : {Case{5, 48, 48, 3.0f, 1e-6f}, Case{3, 64, 16, 1.0f, 1e-6f}, Case{4, 32, 32, 2e-3f, 1e-5f}}) {
+    const int64_t rows = c.rows, cols = c.cols, width = c.width;
+    const float eps = c.eps;
+    const Vec x = normal(rows * cols, c.stddev), w = normal(width);
     Tensor out = zeros({rows, cols});
     ops->rmsnorm(upload(x, {rows, cols}), upload(w, {width}), eps, out);
     expect_close(download(out), ref_rmsnorm(to_ref(x), w, eps), 1e-5);

@@ -36,6 +36,11 @@ Tensor CpuOps::temp(DType dtype, std::vector<int64_t> shape) {
 
 void CpuOps::reset_temps() { temp_blocks_.clear(); }
 
+void CpuOps::temp_release(size_t mark) {
+  MOETRON_ASSERT(mark <= temp_blocks_.size());
+  temp_blocks_.resize(mark);  // frees the blocks handed out since the mark
+}
+
 void CpuOps::copy_from_host(Tensor& dst, const void* src) {
   MOETRON_ASSERT(dst.device == Device::Cpu);
   copy_bytes(dst.data, src, dst.nbytes());

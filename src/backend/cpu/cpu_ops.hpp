@@ -33,6 +33,8 @@ class CpuOps final : public Ops {
   Tensor alloc(DType dtype, std::vector<int64_t> shape) override;
   Tensor temp(DType dtype, std::vector<int64_t> shape) override;
   void reset_temps() override;
+  size_t temp_mark() override { return temp_blocks_.size(); }
+  void temp_release(size_t mark) override;
   void copy_from_host(Tensor& dst, const void* src) override;
   void to_host(const Tensor& src, void* dst) override;
   void copy(const Tensor& src, Tensor& dst) override;
