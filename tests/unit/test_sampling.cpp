@@ -150,6 +150,38 @@ TEST(Sampling, FrequenciesMatchFilteredSoftmax) {
   }
 }
 
+// The algorithm the header documents, written plainly: sort the whole vocabulary, then walk.
+int32_t documented_draw(const std::vector<float>& logits, const SamplingParams& p, uint64_t step) {
+  std::vector<int> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
+  if (p.top_k > 0) order.resize(std::min<size_t>(p.top_k, order.size()));
+  std::vector<double> c;
+  double sum = 0.0;
+  for (int t : order) c.push_back(sum += std::exp((logits[t] - logits[order[0]]) / p.temperature));
+  size_t n = c.size() - 1;
+  if (p.top_p < 1.0f)
+    for (n = 0; n + 1 < c.size() && c[n] < p.top_p * sum; ++n) {
+    }
+  const double target = uniform_from_counter(p.seed, step) * c[n];
+  size_t i = 0;
+  while (i < n && !(c[i] > target)) ++i;
+  return order[i];
+}
+
+TEST(Sampling, DrawsFollowTheDocumentedAlgorithm) {
+  // A vocabulary large enough that nuclei of hundreds to thousands of tokens are sorted in
+  // several lazy extensions.
+  const auto logits = random_logits(5000, 1.0f, 16);
+  for (const SamplingParams& p : {params(1.0f, 0, 1.0f, 5), params(0.8f, 0, 0.95f, 6),
+                                  params(1.2f, 300, 0.9f, 7), params(0.5f, 2000, 1.0f, 8)}) {
+    SCOPED_TRACE("temperature " + std::to_string(p.temperature) + " top_k " + std::to_string(p.top_k) +
+                 " top_p " + std::to_string(p.top_p));
+    for (uint64_t step = 0; step < 300; ++step)
+      ASSERT_EQ(sample_token(logits.data(), 5000, p, step), documented_draw(logits, p, step)) << "step " << step;
+  }
+}
+
 TEST(Sampling, RejectsOutOfRangeSettings) {
   EXPECT_NO_THROW(check_sampling_params(params(0.8f, 40, 0.95f), "request 0"));
   EXPECT_THROW(check_sampling_params(params(-0.1f, 0, 1.0f), "--temperature"), Error);

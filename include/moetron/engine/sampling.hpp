@@ -6,12 +6,16 @@
 //      top_k > 0 keeps the first top_k candidates (exactly k, even across ties).
 //   3. Candidate weights w_i = expf((logit_i - logit_max) / temperature) in float32, i.e. the
 //      softmax of logits / temperature, unnormalised; subtracting the maximum first keeps tiny
-//      temperatures finite. Cumulative sums c_i = w_0 + ... + w_i are taken in double, in
-//      candidate order.
-//   4. top_p < 1 keeps the shortest prefix 0..n whose mass reaches top_p: n is the first index
-//      with c_n >= top_p * c_last (at least one token always remains).
-//   5. Draw u = uniform_from_counter(seed, step) and return the first candidate i (of the kept
-//      prefix) with c_i > u * c_n (computed in double).
+//      temperatures finite. W = the sum of the kept candidates' weights, in double (in any
+//      order); cumulative sums c_i = w_0 + ... + w_i in double, in candidate order.
+//   4. The nucleus: with top_p < 1, candidates 0..n for the first n with c_n >= top_p * W, and
+//      M = c_n (at least one token always remains); with top_p == 1, all kept candidates and
+//      M = W.
+//   5. Draw u = uniform_from_counter(seed, step) and return the first candidate i of the
+//      nucleus with c_i > u * M (in double; the nucleus' last one if rounding leaves none).
+// Another implementation (the CUDA sampler) draws the same u bit for bit; as it may sum in
+// another order, it can pick a different token only when u * M lies within double rounding
+// (~1e-16 relative) of a boundary c_i.
 //
 // The random number: Philox4x32-10 (Salmon et al., SC'11) with
 //   key     = { low 32 bits of seed, high 32 bits of seed }
