@@ -480,6 +480,21 @@ TEST_F(CpuOpsTest, PagedAttentionMatchesReference) {
     }
 }
 
+TEST_F(CpuOpsTest, AttentionReportsBadLayoutFromWorkerThreads) {
+  // One 64-token prefill: enough work to run on several threads; the last query claims a
+  // position beyond the cache, which an internal check must report as an Error, not a crash.
+  const int64_t nq = 4, nk = 4, hd = 64;
+  PagedStep step({{0, 64}}, 16, rng);
+  step.layout.positions.back() = 64;
+  const BatchLayout& b = step.layout;
+  KvCache cache{upload(normal(step.num_blocks * 16 * nk * hd), {step.num_blocks, 16, nk, hd}),
+                upload(normal(step.num_blocks * 16 * nk * hd), {step.num_blocks, 16, nk, hd})};
+  Tensor out = zeros({b.num_tokens, nq * hd});
+  EXPECT_THROW(ops->attention(upload(normal(b.num_tokens * nq * hd), {b.num_tokens, nq * hd}), cache,
+                              ops->upload_batch(b), nq, nk, hd, 0.125f, out),
+               Error);
+}
+
 // ---- mixture of experts ----
 
 TEST_F(CpuOpsTest, RouterTopkMatchesReference) {

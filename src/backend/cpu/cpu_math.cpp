@@ -1,6 +1,8 @@
 #include "cpu_math.hpp"
 
 #include <algorithm>
+#include <exception>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -27,13 +29,29 @@ void parallel_for(int64_t n, int64_t work_per_item,
     return;
   }
   int64_t chunk = (n + threads - 1) / threads;
+  // An exception (an internal assert) in a worker is carried back and rethrown here, as if the
+  // loop had run on the caller's thread.
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
+  auto run = [&](int64_t begin, size_t worker) {
+    try {
+      body(begin, std::min(n, begin + chunk));
+    } catch (...) {
+      errors[worker] = std::current_exception();
+    }
+  };
   std::vector<std::thread> workers;
   workers.reserve(threads - 1);
-  // The caller's thread takes the first range; the others take the rest.
-  for (int64_t begin = chunk; begin < n; begin += chunk)
-    workers.emplace_back(body, begin, std::min(n, begin + chunk));
-  body(0, std::min(n, chunk));
+  for (int64_t begin = chunk, worker = 1; begin < n; begin += chunk, ++worker) {
+    try {
+      workers.emplace_back(run, begin, worker);
+    } catch (const std::system_error&) {
+      run(begin, worker);  // no thread to be had: do its share here
+    }
+  }
+  run(0, 0);
   for (auto& w : workers) w.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
 }
 
 float dot(const float* a, const float* b, int64_t n) {
