@@ -1,0 +1,65 @@
+// CpuOps memory: host heap tensors; "device" copies are memcpy.
+#include <cstring>
+
+#include "cpu_ops.hpp"
+#include "moetron/backend/cpu_ops.hpp"
+
+namespace moetron {
+
+std::unique_ptr<Ops> make_cpu_ops() { return std::make_unique<CpuOps>(); }
+
+namespace {
+void copy_bytes(void* dst, const void* src, size_t n) {
+  if (n) std::memcpy(dst, src, n);  // memcpy with a null pointer is undefined even for 0 bytes
+}
+}  // namespace
+
+Tensor CpuOps::upload_weight(const Tensor& host) {
+  MOETRON_CHECK(host.dtype == DType::F32 || host.dtype == DType::F16 || host.dtype == DType::BF16,
+                "cannot use a " << host.describe() << " tensor as a weight (expected F32, F16 or BF16)");
+  MOETRON_ASSERT(host.device == Device::Cpu);
+  Tensor out = host_tensor(DType::F32, host.shape);
+  if (out.numel()) convert_to_float(host.data, host.dtype, out.as<float>(), out.numel());
+  return out;
+}
+
+Tensor CpuOps::alloc(DType dtype, std::vector<int64_t> shape) {
+  return host_tensor(dtype, std::move(shape));
+}
+
+Tensor CpuOps::temp(DType dtype, std::vector<int64_t> shape) {
+  Tensor block = host_tensor(dtype, std::move(shape));
+  temp_blocks_.push_back(block.owner);
+  block.owner.reset();
+  return block;
+}
+
+void CpuOps::reset_temps() { temp_blocks_.clear(); }
+
+void CpuOps::temp_release(size_t mark) {
+  MOETRON_ASSERT(mark <= temp_blocks_.size());
+  temp_blocks_.resize(mark);  // frees the blocks handed out since the mark
+}
+
+void CpuOps::copy_from_host(Tensor& dst, const void* src) {
+  MOETRON_ASSERT(dst.device == Device::Cpu);
+  copy_bytes(dst.data, src, dst.nbytes());
+}
+
+void CpuOps::to_host(const Tensor& src, void* dst) {
+  MOETRON_ASSERT(src.device == Device::Cpu);
+  copy_bytes(dst, src.data, src.nbytes());
+}
+
+void CpuOps::copy(const Tensor& src, Tensor& dst) {
+  MOETRON_ASSERT(src.dtype == dst.dtype && src.numel() == dst.numel());
+  MOETRON_ASSERT(src.device == Device::Cpu && dst.device == Device::Cpu);
+  if (src.data != dst.data) std::memmove(dst.data, src.data, src.nbytes());
+}
+
+void CpuOps::fill_zero(Tensor& t) {
+  MOETRON_ASSERT(t.device == Device::Cpu);
+  if (t.nbytes()) std::memset(t.data, 0, t.nbytes());
+}
+
+}  // namespace moetron

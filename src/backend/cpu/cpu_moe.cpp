@@ -1,0 +1,90 @@
+// CpuOps mixture of experts: router softmax + top-k, and the routed experts computed expert by
+// expert over the tokens routed to each (gather, SwiGLU MLP, weighted scatter-add).
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "cpu_math.hpp"
+#include "cpu_ops.hpp"
+
+namespace moetron {
+
+using cpu::f32;
+using cpu::i32;
+
+void CpuOps::router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
+                         Tensor& weights) {
+  const int64_t tokens = logits.rows(), experts = logits.cols();
+  MOETRON_ASSERT(k >= 1 && k <= experts);
+  MOETRON_ASSERT(ids.rows() == tokens && ids.cols() == k);
+  MOETRON_ASSERT(weights.rows() == tokens && weights.cols() == k);
+  std::vector<float> probs(experts);
+  std::vector<int32_t> order(experts);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* z = f32(logits) + t * experts;
+    const float max_z = *std::max_element(z, z + experts);
+    float sum = 0.0f;
+    for (int64_t e = 0; e < experts; ++e) sum += probs[e] = std::exp(z[e] - max_z);
+    for (int64_t e = 0; e < experts; ++e) probs[e] /= sum;
+
+    // Top-k by probability; equal probabilities keep the lower expert index first.
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+      return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+    });
+    float kept = 0.0f;
+    for (int64_t j = 0; j < k; ++j) kept += probs[order[j]];
+    int32_t* id = i32(ids) + t * k;
+    float* w = f32(weights) + t * k;
+    for (int64_t j = 0; j < k; ++j) {
+      id[j] = order[j];
+      w[j] = renormalize ? probs[order[j]] / kept : probs[order[j]];
+    }
+  }
+}
+
+void CpuOps::moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                         const ExpertWeights& experts, Tensor& out) {
+  const int64_t tokens = x.rows(), h = x.cols(), k = ids.cols();
+  const int64_t local = experts.num_local, inter = experts.down.cols();
+  MOETRON_ASSERT(ids.rows() == tokens && weights.rows() == tokens && weights.cols() == k);
+  MOETRON_ASSERT(out.rows() == tokens && out.cols() == h);
+  MOETRON_ASSERT(experts.gate_up.ndim() == 3 && experts.gate_up.dim(0) == local &&
+                 experts.gate_up.dim(1) == 2 * inter && experts.gate_up.dim(2) == h);
+  MOETRON_ASSERT(experts.down.ndim() == 3 && experts.down.dim(0) == local &&
+                 experts.down.dim(1) == h);
+  fill_zero(out);
+  const int32_t* id = i32(ids);
+  const float* w = f32(weights);
+  const float* xv = f32(x);
+  float* o = f32(out);
+
+  // Expert by expert, in index order, so each token sums its experts' outputs in the order
+  // Hugging Face's loop over experts does.
+  std::vector<int64_t> routed_tokens;
+  std::vector<float> routed_weights, expert_in, expert_out;
+  for (int64_t e = 0; e < local; ++e) {
+    const int64_t global = experts.first_expert + e;
+    routed_tokens.clear();
+    routed_weights.clear();
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t j = 0; j < k; ++j)
+        if (id[t * k + j] == global) {
+          routed_tokens.push_back(t);
+          routed_weights.push_back(w[t * k + j]);
+        }
+    const int64_t n = static_cast<int64_t>(routed_tokens.size());
+    if (n == 0) continue;
+    expert_in.resize(n * h);
+    expert_out.resize(n * h);
+    for (int64_t i = 0; i < n; ++i)
+      std::copy(xv + routed_tokens[i] * h, xv + (routed_tokens[i] + 1) * h, &expert_in[i * h]);
+    cpu::swiglu_mlp_rows(expert_in.data(), n, h, f32(experts.gate_up) + e * 2 * inter * h,
+                         f32(experts.down) + e * h * inter, inter, expert_out.data());
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < h; ++c) o[routed_tokens[i] * h + c] += expert_out[i * h + c] * routed_weights[i];
+  }
+}
+
+}  // namespace moetron
