@@ -160,6 +160,23 @@ TEST(RandomCheckpoint, BadConfigWritesNothing) {
   EXPECT_TRUE(std::filesystem::is_empty(dir.str()));
 }
 
+// The parameter count of ModelConfig and the tensor list agree, for every preset.
+TEST(WeightNames, TensorListAddsUpToParameterCount) {
+  for (Family f : kFamilies) {
+    for (const std::string& p : preset_names(f)) {
+      SCOPED_TRACE(p);
+      ModelConfig c = parse_model_config(hf_preset_json(f, p), p);
+      int64_t sum = 0;
+      for (const TensorSpec& t : expected_tensors(c)) {
+        int64_t n = 1;
+        for (int64_t d : t.shape) n *= d;
+        sum += n;
+      }
+      EXPECT_EQ(sum, c.total_params());
+    }
+  }
+}
+
 TEST(CheckCheckpoint, ReportsFirstMissingOrMisshapedTensor) {
   Checkpoint hf = Checkpoint::open(fixture_dir("qwen2_moe"));
   ModelConfig c = load_model_config(fixture_dir("qwen2_moe") + "/config.json");
