@@ -101,7 +101,7 @@ size_t bytes_per_param(const std::string& torch_dtype) {
 int make_command(const std::vector<std::string>& args) {
   std::string family, preset, out, dtype_text, max_shard_text;
   std::vector<std::string> sets;
-  uint64_t seed = 0;
+  int64_t seed = 0;
   po::options_description options("moetron model make: write a deterministic random-weight checkpoint");
   options.add_options()
       ("help,h", "show this help")
@@ -118,13 +118,14 @@ int make_command(const std::vector<std::string>& args) {
   po::variables_map vm;
   if (!parse_options("model make", args, options, vm)) return 0;
 
+  MOETRON_CHECK(seed >= 0, "--seed must not be negative, got " << seed);
   Family f = parse_family(family, "--family");
   DType dtype = parse_weight_dtype(dtype_text, "--dtype");
   uint64_t max_shard = parse_byte_size(max_shard_text, "--max-shard-size");
   nlohmann::json config = hf_preset_json(f, preset);
   apply_config_overrides(config, sets);
 
-  RandomCheckpointResult r = write_random_checkpoint(config, out, seed, dtype, max_shard);
+  RandomCheckpointResult r = write_random_checkpoint(config, out, static_cast<uint64_t>(seed), dtype, max_shard);
   std::cout << "wrote " << out << ": " << family_name(f) << " (" << preset << (sets.empty() ? "" : " + --set")
             << "), " << human_count(r.config.total_params()) << " parameters, " << human_bytes(r.data_bytes) << " in "
             << r.files.size() - 1 << " file(s), seed " << seed << ", " << torch_dtype_name(dtype) << "\n";

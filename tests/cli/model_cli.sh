@@ -56,6 +56,7 @@ expect_failure "--out" model make --family olmoe
 expect_failure "--family" model make --out "$work/x"
 expect_failure "llama" model make --family llama --out "$work/x"
 expect_failure "unknown preset" model make --family olmoe --preset mixtral-8x7b --out "$work/x"
+expect_failure "--seed" model make --family olmoe --seed -3 --out "$work/x"
 expect_failure "--dtype" model make --family olmoe --dtype int8 --out "$work/x"
 expect_failure "--max-shard-size" model make --family olmoe --max-shard-size lots --out "$work/x"
 expect_failure "num_key_value_heads" model make --family olmoe --set num_key_value_heads=3 --out "$work/x"

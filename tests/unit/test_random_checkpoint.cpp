@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -40,6 +41,26 @@ TEST(RandomWeights, DeterministicPerSeedNameAndIndex) {
   }
   EXPECT_LT(same_seed, 4);
   EXPECT_LT(same_name, 4);
+}
+
+uint32_t float_bits(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, 4);
+  return b;
+}
+
+// The generator is exactly the function random_checkpoint.hpp documents: these values were
+// computed from that description by an independent (Python) implementation, so a device port
+// can be checked against them too.
+TEST(RandomWeights, MatchesTheDocumentedFunction) {
+  RandomFill q = random_fill_for({"model.layers.0.self_attn.q_proj.weight", {64, 64}, WeightKind::Linear}, 1234);
+  EXPECT_EQ(q.key, 0x3a23b0050bcbf8bbull);
+  EXPECT_EQ(float_bits(random_fill_value(q, 0)), 0xbd561216u);
+  EXPECT_EQ(float_bits(random_fill_value(q, 1)), 0x3d41f9e5u);
+  EXPECT_EQ(float_bits(random_fill_value(q, 4095)), 0x3e506d8eu);
+  EXPECT_EQ(float_bits(random_fill_value(q, 1000000007)), 0x3ad95f54u);
+  RandomFill norm = random_fill_for({"model.norm.weight", {64}, WeightKind::Norm}, 1234);
+  EXPECT_EQ(float_bits(random_fill_value(norm, 5)), 0x3face63cu);
 }
 
 // Mean and standard deviation of n values of a tensor of this kind and shape.

@@ -72,7 +72,11 @@ MOETRON_HOST_DEVICE inline float random_fill_value(const RandomFill& fill, uint6
 #if defined(__CUDA_ARCH__)
   return __fadd_rn(fill.offset, __fmul_rn(centered, fill.multiplier));  // no FMA contraction
 #else
-  return fill.offset + centered * fill.multiplier;  // ISO C++ mode: GCC does not contract this
+  // Each step in double, then rounded once to float: the product of two floats is exact in
+  // double and a double sum of two floats rounds to the correctly rounded float sum, so this
+  // equals the two rounded float operations above whatever contraction flags the host uses.
+  float product = static_cast<float>(static_cast<double>(centered) * static_cast<double>(fill.multiplier));
+  return static_cast<float>(static_cast<double>(fill.offset) + static_cast<double>(product));
 #endif
 }
 
