@@ -3,7 +3,6 @@
 #include <cstring>
 
 #include "moetron/core/error.hpp"
-#include "moetron/model/weight_names.hpp"
 
 namespace moetron {
 
@@ -21,8 +20,24 @@ ShardSpec full_shard(const ModelConfig& c) {
   return s;
 }
 
-Tensor WeightSource::read_all(const std::string& name, const std::vector<int64_t>& full_shape) {
-  return read(name, full_shape, 0, -1, 0, -1);
+Matrix2d as_matrix(const std::vector<int64_t>& shape) {
+  Matrix2d m;
+  m.rows = shape.size() == 1 ? 1 : (shape.empty() ? 0 : shape[0]);
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  m.cols = m.rows == 0 ? 0 : n / m.rows;
+  return m;
+}
+
+std::vector<int64_t> slice_shape(const std::vector<int64_t>& full, int64_t& row_begin,
+                                 int64_t& row_count, int64_t& col_begin, int64_t& col_count) {
+  const Matrix2d m = as_matrix(full);
+  if (row_count < 0) row_count = m.rows - row_begin;
+  if (col_count < 0) col_count = m.cols - col_begin;
+  MOETRON_ASSERT(row_begin >= 0 && row_begin + row_count <= m.rows);
+  MOETRON_ASSERT(col_begin >= 0 && col_begin + col_count <= m.cols);
+  if (full.size() == 1) return {col_count};
+  return {row_count, col_count};
 }
 
 namespace {
@@ -47,12 +62,12 @@ class Loader {
 
   ModelWeights load() {
     ModelWeights w;
-    const int64_t V = c_.vocab_size, H = c_.hidden_size;
-    if (s_.first_stage) w.embed = up(src_.read_all(names_.embed(), {V, H}));
+    const int64_t H = c_.hidden_size;
+    if (s_.first_stage) w.embed = up(src_.read_all(names_.embed()));
     if (s_.last_stage) {
-      w.final_norm = up(src_.read_all(names_.final_norm(), {H}));
-      const std::string head = c_.tie_word_embeddings ? names_.embed() : names_.lm_head();
-      w.lm_head = up(src_.read(head, {V, H}, s_.vocab_begin, s_.vocab_count, 0, H));
+      w.final_norm = up(src_.read_all(names_.final_norm()));
+      const TensorSpec head = c_.tie_word_embeddings ? names_.embed() : names_.lm_head();
+      w.lm_head = up(src_.read(head, s_.vocab_begin, s_.vocab_count, 0, H));
     }
     for (int64_t l = s_.layer_begin; l < s_.layer_end; ++l) w.layers.push_back(layer(l));
     w.bytes = bytes_;
@@ -65,70 +80,60 @@ class Loader {
     bytes_ += t.nbytes();
     return t;
   }
-  // Rows [begin, begin + count) of a [rows, cols] tensor.
-  Tensor rows(const std::string& name, int64_t nrows, int64_t ncols, int64_t begin, int64_t count) {
-    return src_.read(name, {nrows, ncols}, begin, count, 0, ncols);
-  }
-  // Columns [begin, begin + count) of a [rows, cols] tensor.
-  Tensor cols(const std::string& name, int64_t nrows, int64_t ncols, int64_t begin, int64_t count) {
-    return src_.read(name, {nrows, ncols}, 0, nrows, begin, count);
-  }
-  Tensor vec(const std::string& name, int64_t n, int64_t begin, int64_t count) {
-    return src_.read(name, {n}, 0, 1, begin, count);
-  }
+  // Rows [begin, begin + count) of a matrix.
+  Tensor rows(const TensorSpec& t, int64_t begin, int64_t count) { return src_.read(t, begin, count, 0, -1); }
+  // Columns [begin, begin + count) of a matrix, or elements of a vector.
+  Tensor cols(const TensorSpec& t, int64_t begin, int64_t count) { return src_.read(t, 0, -1, begin, count); }
 
   // A SwiGLU MLP's column slice: [gate rows; up rows] and down's matching columns.
-  MlpWeights mlp(const std::string& gate, const std::string& upn, const std::string& down,
-                 int64_t width, int64_t begin, int64_t count) {
-    const int64_t H = c_.hidden_size;
+  MlpWeights mlp(const TensorSpec& gate, const TensorSpec& upn, const TensorSpec& down,
+                 int64_t begin, int64_t count) {
     MlpWeights m;
-    m.gate_up = up(concat_rows({rows(gate, width, H, begin, count), rows(upn, width, H, begin, count)},
-                               {2 * count, H}));
-    m.down = up(cols(down, H, width, begin, count));
+    m.gate_up = up(concat_rows({rows(gate, begin, count), rows(upn, begin, count)}, {2 * count, c_.hidden_size}));
+    m.down = up(cols(down, begin, count));
     return m;
   }
 
   LayerWeights layer(int64_t l) {
     const int64_t H = c_.hidden_size, hd = c_.head_dim;
-    const int64_t q_rows = c_.q_width(), kv_rows = c_.kv_width();
     const int64_t q0 = s_.q_head_begin * hd, qn = s_.q_head_count * hd;
     const int64_t k0 = s_.kv_head_begin * hd, kn = s_.kv_head_count * hd;
     LayerWeights w;
     w.index = l;
-    w.input_norm = up(src_.read_all(names_.input_norm(l), {H}));
-    w.post_attention_norm = up(src_.read_all(names_.post_attention_norm(l), {H}));
+    w.input_norm = up(src_.read_all(names_.input_norm(l)));
+    w.post_attention_norm = up(src_.read_all(names_.post_attention_norm(l)));
     AttentionWeights& a = w.attn;
-    a.q = up(rows(names_.q_proj(l), q_rows, H, q0, qn));
-    a.k = up(rows(names_.k_proj(l), kv_rows, H, k0, kn));
-    a.v = up(rows(names_.v_proj(l), kv_rows, H, k0, kn));
-    a.o = up(cols(names_.o_proj(l), H, q_rows, q0, qn));
+    a.q = up(rows(names_.q_proj(l), q0, qn));
+    a.k = up(rows(names_.k_proj(l), k0, kn));
+    a.v = up(rows(names_.v_proj(l), k0, kn));
+    a.o = up(cols(names_.o_proj(l), q0, qn));
     if (c_.qkv_bias) {
-      a.q_bias = up(vec(names_.q_bias(l), q_rows, q0, qn));
-      a.k_bias = up(vec(names_.k_bias(l), kv_rows, k0, kn));
-      a.v_bias = up(vec(names_.v_bias(l), kv_rows, k0, kn));
+      a.q_bias = up(cols(names_.q_bias(l), q0, qn));
+      a.k_bias = up(cols(names_.k_bias(l), k0, kn));
+      a.v_bias = up(cols(names_.v_bias(l), k0, kn));
     }
-    if (c_.o_bias) a.o_bias = up(src_.read_all(names_.o_bias(l), {H}));
+    if (c_.o_bias) a.o_bias = up(src_.read_all(names_.o_bias(l)));
     if (c_.qk_norm == QkNorm::PerHead) {
-      a.q_norm = up(src_.read_all(names_.q_norm(l), {hd}));
-      a.k_norm = up(src_.read_all(names_.k_norm(l), {hd}));
+      a.q_norm = up(src_.read_all(names_.q_norm(l)));
+      a.k_norm = up(src_.read_all(names_.k_norm(l)));
     } else if (c_.qk_norm == QkNorm::WholeProjection) {
-      a.q_norm = up(vec(names_.q_norm(l), q_rows, q0, qn));
-      a.k_norm = up(vec(names_.k_norm(l), kv_rows, k0, kn));
+      a.q_norm = up(cols(names_.q_norm(l), q0, qn));
+      a.k_norm = up(cols(names_.k_norm(l), k0, kn));
     }
     w.is_moe = c_.layer_is_moe.at(static_cast<size_t>(l));
     if (!w.is_moe) {
-      w.dense = mlp(names_.mlp_gate(l), names_.mlp_up(l), names_.mlp_down(l), c_.intermediate_size,
-                    s_.mlp_col_begin, s_.mlp_col_count);
+      w.dense = mlp(names_.dense_gate(l), names_.dense_up(l), names_.dense_down(l), s_.mlp_col_begin,
+                    s_.mlp_col_count);
       return w;
     }
-    w.router = up(src_.read_all(names_.router(l), {c_.num_experts, H}));
+    w.router = up(src_.read_all(names_.router(l)));
     // This rank's experts, stacked: gate_up [E_local, 2 I_shard, H], down [E_local, H, I_shard].
-    const int64_t I = c_.moe_intermediate_size, i0 = s_.expert_col_begin, in = s_.expert_col_count;
+    const int64_t i0 = s_.expert_col_begin, in = s_.expert_col_count;
     std::vector<Tensor> gate_up, down;
     for (int64_t e = s_.expert_begin; e < s_.expert_begin + s_.expert_count; ++e) {
-      gate_up.push_back(rows(names_.expert_gate(l, e), I, H, i0, in));
-      gate_up.push_back(rows(names_.expert_up(l, e), I, H, i0, in));
-      down.push_back(cols(names_.expert_down(l, e), H, I, i0, in));
+      gate_up.push_back(rows(names_.expert_gate(l, e), i0, in));
+      gate_up.push_back(rows(names_.expert_up(l, e), i0, in));
+      down.push_back(cols(names_.expert_down(l, e), i0, in));
     }
     w.experts.first_expert = s_.expert_begin;
     w.experts.num_local = s_.expert_count;
@@ -137,9 +142,9 @@ class Loader {
       w.experts.down = up(concat_rows(down, {s_.expert_count, H, in}));
     }
     if (c_.shared_expert_intermediate_size > 0) {
-      w.shared = mlp(names_.shared_gate_proj(l), names_.shared_up_proj(l), names_.shared_down_proj(l),
-                     c_.shared_expert_intermediate_size, s_.shared_col_begin, s_.shared_col_count);
-      if (c_.shared_expert_gate) w.shared_gate = up(src_.read_all(names_.shared_expert_gate(l), {1, H}));
+      w.shared = mlp(names_.shared_expert_gate_proj(l), names_.shared_expert_up(l),
+                     names_.shared_expert_down(l), s_.shared_col_begin, s_.shared_col_count);
+      if (c_.shared_expert_gate) w.shared_gate = up(src_.read_all(names_.shared_expert_gate(l)));
     }
     return w;
   }

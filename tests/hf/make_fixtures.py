@@ -85,8 +85,14 @@ def main():
         d = os.path.join(args.out, family)
         os.makedirs(d, exist_ok=True)
         model.save_pretrained(d, safe_serialization=True)
-        # The reference: exactly the saved bf16 weights, upcast, math in float32.
-        ref = model.to(torch.float32).eval()
+        # The reference: the saved checkpoint loaded the way a user loads it, in float32 (the
+        # bf16 weights upcast exactly). Reloading matters: casting the in-memory model to bf16
+        # and back would also round the rotary inv_freq buffer to bf16, which HF never does
+        # when it loads a checkpoint.
+        ref = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
+        for name, buf in ref.named_buffers():
+            if name.endswith("inv_freq"):
+                assert buf.dtype == torch.float32, name
         prompts = []
         for prompt in PROMPTS:
             ids = list(prompt)

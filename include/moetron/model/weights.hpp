@@ -7,6 +7,7 @@
 
 #include "moetron/backend/ops.hpp"
 #include "moetron/model/config.hpp"
+#include "moetron/model/weight_names.hpp"
 
 namespace moetron {
 
@@ -27,18 +28,28 @@ struct ShardSpec {
 };
 ShardSpec full_shard(const ModelConfig& config);
 
-// Reads a rectangular slice [row_begin, +row_count) x [col_begin, +col_count) of a named
-// tensor, viewed as 2-D (a 1-D tensor is one row), into an owned host tensor of the source's
-// dtype. `full_shape` is what the engine expects; a source whose tensor differs says so,
-// naming the tensor. Implemented over safetensors checkpoints and over random ("dummy") weights.
+// Reads a rectangular slice [row_begin, +row_count) x [col_begin, +col_count) of a tensor,
+// viewed as 2-D (a 1-D tensor is one row), into an owned host tensor of the source's dtype.
+// The spec (from WeightNames) gives the name and the shape the engine expects; a source whose
+// tensor differs says so, naming it. Implemented over safetensors checkpoints and over
+// deterministic random ("dummy") weights.
 class WeightSource {
  public:
   virtual ~WeightSource() = default;
-  virtual Tensor read(const std::string& name, const std::vector<int64_t>& full_shape,
-                      int64_t row_begin, int64_t row_count, int64_t col_begin,
-                      int64_t col_count) = 0;
-  Tensor read_all(const std::string& name, const std::vector<int64_t>& full_shape);
+  virtual Tensor read(const TensorSpec& spec, int64_t row_begin, int64_t row_count,
+                      int64_t col_begin, int64_t col_count) = 0;
+  Tensor read_all(const TensorSpec& spec) { return read(spec, 0, -1, 0, -1); }
 };
+
+// The 2-D reading of a tensor shape: a 1-D tensor is one row.
+struct Matrix2d {
+  int64_t rows = 0, cols = 0;
+};
+Matrix2d as_matrix(const std::vector<int64_t>& shape);
+// Resolves -1 counts to "the rest" and checks the slice lies inside; returns its shape (1-D
+// for 1-D tensors).
+std::vector<int64_t> slice_shape(const std::vector<int64_t>& full, int64_t& row_begin,
+                                 int64_t& row_count, int64_t& col_begin, int64_t& col_count);
 
 struct AttentionWeights {
   Tensor q, k, v, o;                      // [q_local, H], [kv_local, H] x2, [H, q_local]

@@ -1,0 +1,105 @@
+// CudaOps: the Ops backend on one NVIDIA GPU. Activations are bf16, weights are uploaded as
+// bf16, every operator runs on the one stream this object owns (kernels/ + cuBLAS), and only
+// to_host() and sync() make the host wait. Temporaries come from one preallocated device arena,
+// so a step's sequence of temp() calls gives the same addresses every step: a CUDA graph
+// captured over one step (on stream()) replays over the next.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "moetron/backend/ops.hpp"
+
+struct cublasContext;  // cublas_v2.h's handle type, kept out of this header
+
+namespace moetron {
+
+// True when the CUDA runtime sees at least one device.
+bool cuda_device_available();
+
+class CudaOps final : public Ops {
+ public:
+  // Binds the calling thread to `device` and reserves arena_bytes of device memory for temp().
+  CudaOps(int device, size_t arena_bytes);
+  ~CudaOps() override;
+  CudaOps(const CudaOps&) = delete;
+  CudaOps& operator=(const CudaOps&) = delete;
+
+  Device device() const override { return Device::Cuda; }
+  DType activation_dtype() const override { return DType::BF16; }
+  std::string name() const override;
+
+  Tensor upload_weight(const Tensor& host) override;
+  Tensor alloc(DType dtype, std::vector<int64_t> shape) override;
+  Tensor temp(DType dtype, std::vector<int64_t> shape) override;
+  void reset_temps() override;
+  size_t temp_mark() override { return arena_used_; }
+  void temp_release(size_t mark) override;
+  void copy_from_host(Tensor& dst, const void* src) override;
+  void to_host(const Tensor& src, void* dst) override;
+  void copy(const Tensor& src, Tensor& dst) override;
+  void fill_zero(Tensor& t) override;
+  void sync() override;
+  int64_t free_memory_bytes() override;
+
+  void embed(const Tensor& ids, const Tensor& table, Tensor& out) override;
+  void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
+  void add_rmsnorm(Tensor& residual, const Tensor& delta, const Tensor& w, float eps,
+                   Tensor& out) override;
+  void row_sumsq(const Tensor& x, Tensor& sumsq) override;
+  void rmsnorm_with_sumsq(const Tensor& x, const Tensor& sumsq, int64_t total_cols,
+                          const Tensor& w, float eps, Tensor& out) override;
+  void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override;
+  void add_inplace(Tensor& acc, const Tensor& x) override;
+  void clamp_inplace(Tensor& x, float limit) override;
+  void rope(Tensor& q, Tensor& k, const Tensor& positions, int64_t head_dim,
+            double theta) override;
+
+  void kv_append(const Tensor& k, const Tensor& v, KvCache& cache,
+                 const BatchTensors& batch) override;
+  void attention(const Tensor& q, const KvCache& cache, const BatchTensors& batch,
+                 int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
+                 Tensor& out) override;
+
+  void router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
+                   Tensor& weights) override;
+  void moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                   const ExpertWeights& experts, Tensor& out) override;
+  void swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
+                  Tensor& out) override;
+  void add_sigmoid_gated(Tensor& acc, const Tensor& x, const Tensor& gate_w,
+                         const Tensor& y) override;
+  void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) override;
+  void scatter_add_rows(Tensor& acc, const Tensor& x, const Tensor& rows,
+                        const Tensor& scale) override;
+  void to_float(const Tensor& x, Tensor& out) override;
+  void accumulate_expert_counts(const Tensor& ids, Tensor& counts) override;
+
+  // ---- beyond Ops ----
+  // Greedy sampling: ids[r] = argmax_c logits[r, c] (ties: lowest index); logits F32 or BF16
+  // [R, V], ids I32 [R].
+  void argmax(const Tensor& logits, Tensor& ids);
+  // The stream every operator runs on (for graph capture and for NCCL).
+  cudaStream_t stream() const { return stream_; }
+  int device_index() const { return device_; }
+  size_t arena_capacity() const { return arena_bytes_; }
+  size_t arena_used() const { return arena_used_; }
+
+ private:
+  int device_ = 0;
+  int num_sms_ = 0;
+  std::string device_name_;
+  cudaStream_t stream_ = nullptr;
+  cublasContext* cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+  void* arena_ = nullptr;
+  size_t arena_bytes_ = 0;
+  size_t arena_used_ = 0;
+};
+
+// The CUDA backend on `device` with arena_bytes of temporaries per step.
+std::unique_ptr<Ops> make_cuda_ops(int device, size_t arena_bytes);
+
+}  // namespace moetron

@@ -1,0 +1,176 @@
+// Launchers of the CUDA kernels in kernels/*.cu (one operator family per file, each launcher
+// beside its kernel). They take raw device pointers and a stream, enqueue work and return: no
+// host synchronisation, no allocation. Shapes are checked by the caller (CudaOps); launchers
+// check only what the kernels themselves rely on. Activations are bf16; accumulation is fp32.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace moetron {
+namespace kernels {
+
+using bf16 = __nv_bfloat16;
+
+// Throws moetron::Error "CUDA error <what> in <call> at <file>:<line>".
+[[noreturn]] void throw_cuda_error(const char* call, const char* what, const char* file, int line);
+
+}  // namespace kernels
+}  // namespace moetron
+
+// CUDA_CHECK(cudaMalloc(...)): any status but cudaSuccess becomes a moetron::Error naming the
+// call, the file and the line.
+#define CUDA_CHECK(call)                                                                      \
+  do {                                                                                        \
+    cudaError_t cuda_check_status_ = (call);                                                  \
+    if (cuda_check_status_ != cudaSuccess)                                                    \
+      ::moetron::kernels::throw_cuda_error(#call, cudaGetErrorString(cuda_check_status_),     \
+                                           __FILE__, __LINE__);                               \
+  } while (0)
+// After every kernel launch: reports a bad launch configuration at the launch that made it.
+#define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+namespace moetron {
+namespace kernels {
+
+// ---- embedding.cu: row gathers and scatters -------------------------------------------------
+// out[i, :] = table[rows[i], :] for i < n (rows outside [0, table_rows) give a zero row; the
+// engine validates token ids before they reach the device).
+void gather_rows(const bf16* table, int64_t table_rows, int64_t cols, const int32_t* rows,
+                 int64_t n, bf16* out, cudaStream_t stream);
+// acc[rows[i], :] += scale[i] * x[i, :] for i < n; rows may repeat (atomic adds; rows outside
+// [0, acc_rows) are skipped).
+void scatter_add_rows(bf16* acc, int64_t acc_rows, int64_t cols, const bf16* x,
+                      const int32_t* rows, const float* scale, int64_t n, cudaStream_t stream);
+
+// ---- rmsnorm.cu ------------------------------------------------------------------------------
+// out = x * rsqrt(mean(x^2) + eps) * w, row by row ([rows, cols]).
+void rmsnorm(const bf16* x, const bf16* w, int64_t rows, int64_t cols, float eps, bf16* out,
+             cudaStream_t stream);
+// residual += delta (rounded to bf16, as the model stores it), then out = rmsnorm(residual) * w.
+void add_rmsnorm(bf16* residual, const bf16* delta, const bf16* w, int64_t rows, int64_t cols,
+                 float eps, bf16* out, cudaStream_t stream);
+// sumsq[r] = sum_c x[r, c]^2 in fp32.
+void row_sumsq(const bf16* x, int64_t rows, int64_t cols, float* sumsq, cudaStream_t stream);
+// out = x * rsqrt(sumsq[r] / total_cols + eps) * w.
+void rmsnorm_with_sumsq(const bf16* x, const float* sumsq, int64_t rows, int64_t cols,
+                        int64_t total_cols, const bf16* w, float eps, bf16* out,
+                        cudaStream_t stream);
+
+// ---- rope.cu ---------------------------------------------------------------------------------
+// Rotate-half rotary embedding in place on q [T, nq * hd] and k [T, nk * hd]: for i < hd / 2,
+// inv_freq = 1 / theta^(2i / hd), angle = position * inv_freq, all in fp32 as Hugging Face does.
+void rope(bf16* q, bf16* k, const int32_t* positions, int64_t num_tokens, int64_t num_q_heads,
+          int64_t num_kv_heads, int64_t head_dim, float theta, cudaStream_t stream);
+
+// ---- attention.cu ----------------------------------------------------------------------------
+// k, v [T, kv_width] are written to cache rows slot_mapping[t] ([slots, kv_width]); slot < 0
+// (padding) is skipped.
+void kv_append(const bf16* k, const bf16* v, const int32_t* slot_mapping, int64_t num_tokens,
+               int64_t kv_width, bf16* k_cache, bf16* v_cache, cudaStream_t stream);
+
+// Causal attention of each sequence's new queries over its paged cache: the query of token t
+// attends the keys at positions [0, positions[t]] of its sequence (positions[t] < kv_len).
+struct PagedAttentionArgs {
+  const bf16* q = nullptr;        // [T, nq * hd]
+  const int32_t* positions = nullptr;     // [T]
+  const bf16* k_cache = nullptr;  // [num_blocks, block_size, nk, hd]
+  const bf16* v_cache = nullptr;
+  const int32_t* query_start = nullptr;   // [S + 1]
+  const int32_t* kv_lens = nullptr;       // [S]
+  const int32_t* block_tables = nullptr;  // [S, max_blocks_per_seq]
+  int num_tokens = 0, num_seqs = 0;
+  int num_q_heads = 0, num_kv_heads = 0, head_dim = 0;
+  int block_size = 0, max_blocks_per_seq = 0;
+  int max_kv_len = 0;  // bound on kv_lens, sizes the split along the KV length
+  float scale = 1.0f;
+  bf16* out = nullptr;  // [T, nq * hd]
+};
+// Which kernel runs and how the work splits along the KV length: one pass when the grid already
+// fills the GPU, more splits (then a reduction) for few long sequences, as in decode.
+struct AttentionPlan {
+  bool decode = false;  // one query per sequence: the CUDA-core kernel; else the tensor-core one
+  int rows_per_block = 0;  // query rows (token x head of a KV group) per block
+  int num_splits = 1;
+  int split_len = 0;  // keys per split, a multiple of the key tile
+  size_t workspace_bytes = 0;  // fp32 partial outputs, needed when num_splits > 1
+};
+bool attention_head_dim_supported(int head_dim);  // 64 and 128
+AttentionPlan plan_attention(const PagedAttentionArgs& args, int num_sms);
+// workspace: plan.workspace_bytes of device memory (may be null when that is 0).
+void paged_attention(const PagedAttentionArgs& args, const AttentionPlan& plan, void* workspace,
+                     cudaStream_t stream);
+
+// ---- router.cu -------------------------------------------------------------------------------
+// Per token: softmax over E logits (fp32), top-k in descending probability (ties: lower expert
+// index), optionally renormalised to sum 1. logits are bf16 or fp32 ([T, E], E <= 256).
+constexpr int kRouterMaxExperts = 256;
+void router_topk(const void* logits, bool logits_bf16, int64_t num_tokens, int64_t num_experts,
+                 int64_t k, bool renormalize, int32_t* ids, float* weights, cudaStream_t stream);
+
+// ---- moe_permute.cu: expert-contiguous order, built on the device ----------------------------
+// The permutation of one MoE layer's (token, slot) pairs into expert-contiguous rows. Every
+// array lives on the device and is sized by host-known bounds, so the whole pipeline can be
+// captured in a CUDA graph.
+struct MoeRouting {
+  int32_t* counts = nullptr;        // [num_local] tokens routed to each local expert
+  int32_t* offsets = nullptr;       // [num_local + 1] first permuted row of each expert
+  int32_t* tile_offsets = nullptr;  // [num_local + 1] first GEMM row tile of each expert
+  int32_t* slot_rank = nullptr;     // [T * k] rank of a slot among its expert's slots
+  int32_t* row_of_slot = nullptr;   // [T * k] permuted row of a slot, -1 if not local
+};
+// counts, ranks, offsets and tile offsets (tiles of tile_rows rows) from ids [T, k].
+void moe_route(const int32_t* ids, int64_t num_tokens, int64_t k, int64_t first_expert,
+               int64_t num_local, int tile_rows, const MoeRouting& routing, cudaStream_t stream);
+// x_perm[row_of_slot[s]] = x[s / k] for local slots.
+void moe_permute(const bf16* x, const int32_t* ids, int64_t num_tokens, int64_t k,
+                 int64_t hidden, int64_t first_expert, const MoeRouting& routing, bf16* x_perm,
+                 cudaStream_t stream);
+// out[t] = sum over local slots j of weights[t, j] * y_perm[row_of_slot[t * k + j]] (fp32 sum;
+// tokens without a local slot get zeros).
+void moe_unpermute_combine(const bf16* y_perm, const int32_t* row_of_slot, const float* weights,
+                           int64_t num_tokens, int64_t k, int64_t hidden, bf16* out,
+                           cudaStream_t stream);
+
+// counts[e] += number of ids equal to e, for e < num_experts (routing statistics; ids outside
+// the range are not counted).
+void accumulate_expert_counts(const int32_t* ids, int64_t n, int64_t num_experts,
+                              int64_t* counts, cudaStream_t stream);
+
+// ---- grouped_gemm.cu: per-expert GEMMs on tensor cores ---------------------------------------
+// Rows of one expert's tile; MoeRouting::tile_offsets is counted in tiles of this many rows.
+constexpr int kGroupedGemmTileRows = 64;
+// act[r, :] = silu(x[r] . G_e^T) * (x[r] . U_e^T) for each permuted row r of expert e, with
+// gate_up [num_local, 2 * inter, hidden] (gate rows, then up rows). max_rows bounds the
+// permuted rows (T * k); hidden and inter must be multiples of 8.
+void grouped_gemm_swiglu(const bf16* x_perm, const bf16* gate_up, const MoeRouting& routing,
+                         int64_t num_local, int64_t max_rows, int64_t hidden, int64_t inter,
+                         bf16* act, cudaStream_t stream);
+// y[r, :] = act[r] . D_e^T with down [num_local, hidden, inter].
+void grouped_gemm_down(const bf16* act, const bf16* down, const MoeRouting& routing,
+                       int64_t num_local, int64_t max_rows, int64_t inter, int64_t hidden,
+                       bf16* y, cudaStream_t stream);
+
+// ---- elementwise.cu --------------------------------------------------------------------------
+void add_inplace(bf16* acc, const bf16* x, int64_t n, cudaStream_t stream);  // acc += x
+void clamp_inplace(bf16* x, int64_t n, float limit, cudaStream_t stream);
+void bf16_to_float(const bf16* x, int64_t n, float* out, cudaStream_t stream);
+void float_to_bf16(const float* x, int64_t n, bf16* out, cudaStream_t stream);
+void half_to_bf16(const __half* x, int64_t n, bf16* out, cudaStream_t stream);
+// out[t, :] += bias (out [rows, cols]).
+void add_bias_rows(bf16* out, const bf16* bias, int64_t rows, int64_t cols, cudaStream_t stream);
+// out[t, i] = silu(gate_up[t, i]) * gate_up[t, inter + i]; gate_up [rows, 2 * inter].
+void silu_mul(const bf16* gate_up, int64_t rows, int64_t inter, bf16* out, cudaStream_t stream);
+// acc[t, :] += sigmoid(x[t, :] . gate_w) * y[t, :]   ([rows, cols]).
+void add_sigmoid_gated(bf16* acc, const bf16* x, const bf16* gate_w, const bf16* y, int64_t rows,
+                       int64_t cols, cudaStream_t stream);
+
+// ---- sampling.cu -----------------------------------------------------------------------------
+// ids[r] = argmax_c logits[r, c] (ties: lowest index); logits bf16 or fp32 [rows, cols].
+void argmax_rows(const void* logits, bool logits_bf16, int64_t rows, int64_t cols, int32_t* ids,
+                 cudaStream_t stream);
+
+}  // namespace kernels
+}  // namespace moetron
