@@ -1,0 +1,583 @@
+// Attention over the paged KV cache, and the cache append.
+//
+// Work is cut the same way for both kernels: a block takes a tile of "query rows" of one
+// sequence and one KV head, the rows being (token, query head of that KV head's group) pairs,
+// so the K/V tiles it stages in shared memory serve the whole GQA group. It walks its range of
+// keys tile by tile with an online softmax (fp32, base-2 exponents). For few long sequences the
+// key range is split over blocks (grid z) and a second kernel merges the partial results.
+//
+// - Prefill (and chunked prefill, mixed batches): 64 rows per block, 16 per warp, on tensor
+//   cores (mma.sync m16n8k16 bf16 -> fp32, FlashAttention-2 style: S and O stay in registers;
+//   P is rounded to bf16 for P.V). K/V tiles of 64 keys stream in through cp.async, two deep.
+// - Decode (one query per sequence): 32 rows per block on CUDA cores, where the few rows of a
+//   GQA group would leave tensor cores idle; throughput comes from the split along the keys.
+#include <algorithm>
+#include <cmath>
+
+#include "common.cuh"
+#include "moetron/core/error.hpp"
+
+namespace moetron {
+namespace kernels {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kMaxSplits = 32;
+constexpr int kMinKeysPerSplit = 128;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---- shared by both kernels ------------------------------------------------------------------
+
+// What one block works on.
+struct BlockWork {
+  int seq = 0, q0 = 0, qn = 0;   // the sequence and its tokens [q0, q0 + qn)
+  int rows = 0;                  // qn * group
+  int group = 1;                 // query heads per KV head
+  int kv_head = 0, split = 0;
+  int key_begin = 0, key_end = 0;  // keys of this split that some row of the tile may see
+};
+
+// Finds the block's (sequence, token range): each sequence's new tokens are cut into tiles of
+// rows_per_block / group tokens, numbered across sequences. False for the spare tiles at the end
+// of the grid (the grid is sized by a host-known bound).
+__device__ bool find_work(const PagedAttentionArgs& a, int rows_per_block, int num_splits,
+                          int split_len, BlockWork& w) {
+  w.group = a.num_q_heads / a.num_kv_heads;
+  const int tokens_per_tile = rows_per_block / w.group;
+  int work = blockIdx.x;
+  w.seq = -1;
+  for (int s = 0; s < a.num_seqs; ++s) {
+    const int qs = a.query_start[s], qe = a.query_start[s + 1];
+    const int tiles = (qe - qs + tokens_per_tile - 1) / tokens_per_tile;
+    if (work < tiles) {
+      w.seq = s;
+      w.q0 = qs + work * tokens_per_tile;
+      w.qn = min(tokens_per_tile, qe - w.q0);
+      break;
+    }
+    work -= tiles;
+  }
+  if (w.seq < 0) return false;
+  w.rows = w.qn * w.group;
+  w.kv_head = blockIdx.y;
+  w.split = blockIdx.z;
+  const int kv_len = a.kv_lens[w.seq];
+  int last_pos = 0;  // the furthest key any token of the tile sees
+  for (int i = 0; i < w.qn; ++i) last_pos = max(last_pos, a.positions[w.q0 + i]);
+  w.key_begin = w.split * split_len;
+  w.key_end = w.split == num_splits - 1 ? kv_len : min(kv_len, w.key_begin + split_len);
+  w.key_end = min(w.key_end, last_pos + 1);
+  return true;
+}
+
+// The last key row r of the tile may see (causal), or -1 for a row past the tile.
+__device__ __forceinline__ int row_limit(const PagedAttentionArgs& a, const BlockWork& w, int r) {
+  return r < w.rows ? a.positions[w.q0 + r / w.group] : -1;
+}
+
+// Index of row r in the [T * nq] rows of q and out.
+__device__ __forceinline__ int64_t global_row(const PagedAttentionArgs& a, const BlockWork& w,
+                                              int r) {
+  return static_cast<int64_t>(w.q0 + r / w.group) * a.num_q_heads + w.kv_head * w.group +
+         r % w.group;
+}
+
+// Where a split's results go: the output itself (normalised) when there is one split, else
+// the fp32 partial sums and the row's (max, sum) for the merge kernel.
+struct ResultSink {
+  bf16* out;
+  float* part_o;
+  float* part_ml;
+  int64_t rows_total;
+  int num_splits;
+
+  template <int HD>
+  __device__ void pair(const BlockWork& w, int64_t row, int col, float o0, float o1,
+                       float l) const {
+    if (num_splits == 1) {
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      *reinterpret_cast<__nv_bfloat162*>(out + row * HD + col) =
+          __floats2bfloat162_rn(o0 * inv, o1 * inv);
+    } else {
+      const int64_t part = w.split * rows_total + row;
+      *reinterpret_cast<float2*>(part_o + part * HD + col) = make_float2(o0, o1);
+    }
+  }
+  __device__ void stats(const BlockWork& w, int64_t row, float m, float l) const {
+    if (num_splits == 1) return;
+    const int64_t part = w.split * rows_total + row;
+    part_ml[2 * part] = m;
+    part_ml[2 * part + 1] = l;
+  }
+};
+
+// Byte offset of key `key`'s row for KV head kv_head in the paged cache.
+__device__ __forceinline__ int64_t cache_offset(const PagedAttentionArgs& a, const int32_t* table,
+                                                int key, int kv_head, int head_dim) {
+  const int64_t slot =
+      static_cast<int64_t>(table[key / a.block_size]) * a.block_size + key % a.block_size;
+  return (slot * a.num_kv_heads + kv_head) * head_dim;
+}
+
+// Online-softmax rescale: the factor for the old sums when the running max moves to m_new.
+__device__ __forceinline__ float rescale_factor(float m_old, float m_new) {
+  return m_new == -INFINITY ? 1.0f : exp2f(m_old - m_new);
+}
+
+// ---- prefill: tensor cores -------------------------------------------------------------------
+
+constexpr int kTcRows = 64;  // 4 warps x 16 rows
+constexpr int kTcKeys = 64;
+
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Four 8x8 bf16 matrices from shared memory, transposed: the B operands of two n8 tiles.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
+               "r"(valid ? 16 : 0));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+template <int HD>
+struct TcSmem {
+  static constexpr int kPitch = HD + 8;  // 16-byte aligned rows, conflict-free fragment loads
+  bf16 k[2][kTcKeys][kPitch];
+  bf16 v[2][kTcKeys][kPitch];
+};
+
+// Fragment layouts (PTX ISA, mma.m16n8k16): with g = lane / 4 and t = lane % 4, A holds rows g
+// and g + 8 at columns 2t, 2t + 1 (+ 8); B holds column g at rows 2t, 2t + 1 (+ 8); C holds rows
+// g and g + 8 at columns 2t, 2t + 1. So a warp's S tile in C layout is, pair by pair, the A
+// operand of P.V, with no trip through shared memory.
+template <int HD>
+__global__ void __launch_bounds__(kThreads)
+    prefill_attention_kernel(PagedAttentionArgs a, int num_splits, int split_len,
+                             ResultSink sink) {
+  constexpr int kKSteps = HD / 16;  // k16 steps of Q.K^T
+  constexpr int kNTiles = HD / 8;   // n8 tiles of O
+  constexpr int kChunks = HD / 8;   // 16-byte chunks per cache row
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  TcSmem<HD>& sm = *reinterpret_cast<TcSmem<HD>*>(smem_raw);
+
+  BlockWork w;
+  if (!find_work(a, kTcRows, num_splits, split_len, w)) return;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int r0 = warp * 16 + g, r1 = r0 + 8;  // this lane's two rows
+  const bool warp_active = warp * 16 < w.rows;
+  const int lim0 = row_limit(a, w, r0), lim1 = row_limit(a, w, r1);
+
+  // Q fragments stay in registers for the whole key loop.
+  uint32_t qf[kKSteps][4];
+  {
+    const bf16* q0 = a.q + (r0 < w.rows ? global_row(a, w, r0) * HD : 0);
+    const bf16* q1 = a.q + (r1 < w.rows ? global_row(a, w, r1) * HD : 0);
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ++ks) {
+      const int c = ks * 16 + 2 * t;
+      qf[ks][0] = r0 < w.rows ? *reinterpret_cast<const uint32_t*>(q0 + c) : 0u;
+      qf[ks][1] = r1 < w.rows ? *reinterpret_cast<const uint32_t*>(q1 + c) : 0u;
+      qf[ks][2] = r0 < w.rows ? *reinterpret_cast<const uint32_t*>(q0 + c + 8) : 0u;
+      qf[ks][3] = r1 < w.rows ? *reinterpret_cast<const uint32_t*>(q1 + c + 8) : 0u;
+    }
+  }
+  float o[kNTiles][4];
+#pragma unroll
+  for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+  const float scale = a.scale * kLog2e;
+  const int32_t* table = a.block_tables + static_cast<int64_t>(w.seq) * a.max_blocks_per_seq;
+
+  auto load_tile = [&](int stage, int kt) {
+    for (int i = threadIdx.x; i < kTcKeys * kChunks; i += kThreads) {
+      const int j = i / kChunks, c = (i % kChunks) * 8;
+      const int key = kt + j;
+      const bool valid = key < w.key_end;
+      const int64_t off = valid ? cache_offset(a, table, key, w.kv_head, HD) + c : 0;
+      cp_async_16(&sm.k[stage][j][c], a.k_cache + off, valid);
+      cp_async_16(&sm.v[stage][j][c], a.v_cache + off, valid);
+    }
+    asm volatile("cp.async.commit_group;\n");
+  };
+
+  const int num_tiles = w.key_end > w.key_begin ? (w.key_end - w.key_begin + kTcKeys - 1) / kTcKeys : 0;
+  if (num_tiles > 0) load_tile(0, w.key_begin);
+  for (int it = 0; it < num_tiles; ++it) {
+    const int kt = w.key_begin + it * kTcKeys, st = it & 1;
+    if (it + 1 < num_tiles) {
+      load_tile(st ^ 1, kt + kTcKeys);
+      asm volatile("cp.async.wait_group 1;\n");
+    } else {
+      asm volatile("cp.async.wait_group 0;\n");
+    }
+    __syncthreads();
+    if (warp_active) {
+      // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
+      float s[kTcKeys / 8][4];
+#pragma unroll
+      for (int j = 0; j < kTcKeys / 8; ++j) {
+        s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+        const bf16* krow = &sm.k[st][j * 8 + g][2 * t];
+#pragma unroll
+        for (int ks = 0; ks < kKSteps; ++ks)
+          mma_16816(s[j], qf[ks], *reinterpret_cast<const uint32_t*>(krow + ks * 16),
+                    *reinterpret_cast<const uint32_t*>(krow + ks * 16 + 8));
+      }
+      // Causal mask, scale, running max over the quad of lanes that share a row.
+      float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < kTcKeys / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = kt + j * 8 + 2 * t + (e & 1);
+          const int lim = e < 2 ? lim0 : lim1;
+          s[j][e] = key <= lim && key < w.key_end ? s[j][e] * scale : -INFINITY;
+        }
+        mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
+        mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
+      }
+#pragma unroll
+      for (int off = 1; off < 4; off <<= 1) {
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+      }
+      const float new0 = fmaxf(m0, mx0), new1 = fmaxf(m1, mx1);
+      const float alpha0 = rescale_factor(m0, new0), alpha1 = rescale_factor(m1, new1);
+      const float base0 = new0 == -INFINITY ? 0.0f : new0, base1 = new1 == -INFINITY ? 0.0f : new1;
+      m0 = new0;
+      m1 = new1;
+      float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kTcKeys / 8; ++j) {
+        s[j][0] = exp2f(s[j][0] - base0);
+        s[j][1] = exp2f(s[j][1] - base0);
+        s[j][2] = exp2f(s[j][2] - base1);
+        s[j][3] = exp2f(s[j][3] - base1);
+        sum0 += s[j][0] + s[j][1];
+        sum1 += s[j][2] + s[j][3];
+      }
+#pragma unroll
+      for (int off = 1; off < 4; off <<= 1) {
+        sum0 += __shfl_xor_sync(0xffffffffu, sum0, off);
+        sum1 += __shfl_xor_sync(0xffffffffu, sum1, off);
+      }
+      l0 = l0 * alpha0 + sum0;
+      l1 = l1 * alpha1 + sum1;
+#pragma unroll
+      for (int n = 0; n < kNTiles; ++n) {
+        o[n][0] *= alpha0;
+        o[n][1] *= alpha0;
+        o[n][2] *= alpha1;
+        o[n][3] *= alpha1;
+      }
+      // O += P V, 16 keys at a time.
+#pragma unroll
+      for (int kk = 0; kk < kTcKeys / 16; ++kk) {
+        const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
+                                pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                                pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        const bf16* vrow = &sm.v[st][kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][(lane >> 4) * 8];
+#pragma unroll
+        for (int np = 0; np < HD / 16; ++np) {
+          uint32_t b[4];
+          ldmatrix_x4_trans(b, vrow + np * 16);
+          mma_16816(o[2 * np], pa, b[0], b[1]);
+          mma_16816(o[2 * np + 1], pa, b[2], b[3]);
+        }
+      }
+    }
+    __syncthreads();  // the next prefetch overwrites this stage
+  }
+
+  if (r0 < w.rows) {
+    const int64_t row = global_row(a, w, r0);
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n) sink.pair<HD>(w, row, n * 8 + 2 * t, o[n][0], o[n][1], l0);
+    if (t == 0) sink.stats(w, row, m0, l0);
+  }
+  if (r1 < w.rows) {
+    const int64_t row = global_row(a, w, r1);
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n) sink.pair<HD>(w, row, n * 8 + 2 * t, o[n][2], o[n][3], l1);
+    if (t == 0) sink.stats(w, row, m1, l1);
+  }
+}
+
+// ---- decode: CUDA cores ----------------------------------------------------------------------
+
+constexpr int kDecRows = 32;  // warp w owns rows w, w + 4, ...: scores, softmax and P.V
+constexpr int kDecKeys = 32;  // lane j of a warp scores key j of the tile
+constexpr int kRowsPerWarp = kDecRows / kWarps;
+
+template <int HD>
+struct DecodeSmem {
+  float q[kDecRows][HD];     // pre-scaled by scale * log2(e); read as broadcasts
+  bf16 k[kDecKeys][HD + 8];  // padded: lane j reads row j, conflict-free in 16-byte accesses
+  bf16 v[kDecKeys][HD];      // read along a row: consecutive lanes, consecutive columns
+  float p[kDecRows][kDecKeys];  // this tile's probabilities, for P.V
+};
+
+template <int HD>
+__global__ void __launch_bounds__(kThreads)
+    decode_attention_kernel(PagedAttentionArgs a, int num_splits, int split_len,
+                            ResultSink sink) {
+  constexpr int kDimsPerLane = HD / 32;
+  constexpr int kChunks = HD / 8;
+  __shared__ __align__(16) DecodeSmem<HD> sm;
+
+  BlockWork w;
+  if (!find_work(a, kDecRows, num_splits, split_len, w)) return;
+  const float qscale = a.scale * kLog2e;
+  for (int i = threadIdx.x; i < kDecRows * kChunks; i += kThreads) {
+    const int r = i / kChunks, c = (i % kChunks) * 8;
+    float f[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (r < w.rows) load_bf16<8>(a.q + global_row(a, w, r) * HD + c, f);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sm.q[r][c + j] = f[j] * qscale;
+  }
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  // Rows of this warp that hold a query (decode tiles have few): the others skip the math.
+  const int warp_rows = w.rows > warp ? (w.rows - warp + kWarps - 1) / kWarps : 0;
+  float acc[kRowsPerWarp][kDimsPerLane];
+  float m[kRowsPerWarp], l[kRowsPerWarp];
+  int lim[kRowsPerWarp];
+#pragma unroll
+  for (int i = 0; i < kRowsPerWarp; ++i) {
+    m[i] = -INFINITY;
+    l[i] = 0.0f;
+    lim[i] = row_limit(a, w, warp + kWarps * i);
+#pragma unroll
+    for (int d = 0; d < kDimsPerLane; ++d) acc[i][d] = 0.0f;
+  }
+  const int32_t* table = a.block_tables + static_cast<int64_t>(w.seq) * a.max_blocks_per_seq;
+
+  for (int kt = w.key_begin; kt < w.key_end; kt += kDecKeys) {
+    __syncthreads();  // the previous tile's K/V are consumed (and q is staged, first time)
+    for (int i = threadIdx.x; i < kDecKeys * kChunks; i += kThreads) {
+      const int j = i / kChunks, c = (i % kChunks) * 8;
+      const int key = kt + j;
+      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+      if (key < w.key_end) {
+        const int64_t off = cache_offset(a, table, key, w.kv_head, HD) + c;
+        kv = *reinterpret_cast<const uint4*>(a.k_cache + off);
+        vv = *reinterpret_cast<const uint4*>(a.v_cache + off);
+      }
+      *reinterpret_cast<uint4*>(&sm.k[j][c]) = kv;
+      *reinterpret_cast<uint4*>(&sm.v[j][c]) = vv;
+    }
+    __syncthreads();
+    if (warp_rows == 0) continue;
+
+    // Scores of key kt + lane against this warp's rows.
+    float s[kRowsPerWarp];
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) s[i] = 0.0f;
+#pragma unroll 4
+    for (int c = 0; c < HD; c += 8) {
+      float kf[8];
+      load_bf16<8>(&sm.k[lane][c], kf);
+#pragma unroll
+      for (int i = 0; i < kRowsPerWarp; ++i) {
+        if (i >= warp_rows) break;
+        const float4 a0 = *reinterpret_cast<const float4*>(&sm.q[warp + kWarps * i][c]);
+        const float4 a1 = *reinterpret_cast<const float4*>(&sm.q[warp + kWarps * i][c + 4]);
+        s[i] += a0.x * kf[0] + a0.y * kf[1] + a0.z * kf[2] + a0.w * kf[3] + a1.x * kf[4] +
+                a1.y * kf[5] + a1.z * kf[6] + a1.w * kf[7];
+      }
+    }
+
+    // Online softmax, one row at a time across the warp's lanes.
+    const int key = kt + lane;
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+      const int r = warp + kWarps * i;
+      const bool visible = key < w.key_end && key <= lim[i];
+      const float sc = visible ? s[i] : -INFINITY;
+      const float m_new = fmaxf(m[i], warp_max(sc));
+      const float p = visible ? exp2f(sc - m_new) : 0.0f;
+      const float alpha = rescale_factor(m[i], m_new);
+      l[i] = l[i] * alpha + warp_sum(p);
+      m[i] = m_new;
+#pragma unroll
+      for (int d = 0; d < kDimsPerLane; ++d) acc[i][d] *= alpha;
+      sm.p[r][lane] = p;
+    }
+    __syncwarp();
+
+    // acc += P . V, this lane's kDimsPerLane columns.
+#pragma unroll 2
+    for (int j = 0; j < kDecKeys; j += 4) {
+      float vf[4][kDimsPerLane];
+#pragma unroll
+      for (int jj = 0; jj < 4; ++jj)
+        load_bf16<kDimsPerLane>(&sm.v[j + jj][lane * kDimsPerLane], vf[jj]);
+#pragma unroll
+      for (int i = 0; i < kRowsPerWarp; ++i) {
+        if (i >= warp_rows) break;
+        const float4 p4 = *reinterpret_cast<const float4*>(&sm.p[warp + kWarps * i][j]);
+#pragma unroll
+        for (int d = 0; d < kDimsPerLane; ++d)
+          acc[i][d] += p4.x * vf[0][d] + p4.y * vf[1][d] + p4.z * vf[2][d] + p4.w * vf[3][d];
+      }
+    }
+  }
+
+#pragma unroll
+  for (int i = 0; i < kRowsPerWarp; ++i) {
+    const int r = warp + kWarps * i;
+    if (r >= w.rows) continue;
+    const int64_t row = global_row(a, w, r);
+#pragma unroll
+    for (int d = 0; d < kDimsPerLane; d += 2)
+      sink.pair<HD>(w, row, lane * kDimsPerLane + d, acc[i][d], acc[i][d + 1], l[i]);
+    if (lane == 0) sink.stats(w, row, m[i], l[i]);
+  }
+}
+
+// ---- the merge of splits ---------------------------------------------------------------------
+
+// Merges the splits' partial softmax results of one (token, head) row: thread d owns column d.
+__global__ void merge_splits_kernel(const float* __restrict__ part_o,
+                                    const float* __restrict__ part_ml, int num_splits,
+                                    int64_t rows_total, int head_dim, bf16* out) {
+  const int64_t row = blockIdx.x;
+  const int d = threadIdx.x;
+  float m_max = -INFINITY;
+  for (int z = 0; z < num_splits; ++z) m_max = fmaxf(m_max, part_ml[2 * (z * rows_total + row)]);
+  float l_sum = 0.0f, o = 0.0f;
+  if (m_max != -INFINITY) {
+    for (int z = 0; z < num_splits; ++z) {
+      const int64_t part = z * rows_total + row;
+      const float w = exp2f(part_ml[2 * part] - m_max);  // 0 for an empty split
+      l_sum += w * part_ml[2 * part + 1];
+      o += w * part_o[part * head_dim + d];
+    }
+  }
+  out[row * head_dim + d] = __float2bfloat16(l_sum > 0.0f ? o / l_sum : 0.0f);
+}
+
+template <int VEC>
+__global__ void kv_append_kernel(const bf16* __restrict__ k, const bf16* __restrict__ v,
+                                 const int32_t* __restrict__ slot_mapping, int64_t width,
+                                 bf16* k_cache, bf16* v_cache) {
+  const int64_t t = blockIdx.x;
+  const int64_t slot = slot_mapping[t];
+  if (slot < 0) return;
+  for (int64_t c = threadIdx.x * VEC; c < width; c += blockDim.x * VEC) {
+    float f[VEC];
+    load_bf16<VEC>(k + t * width + c, f);
+    store_bf16<VEC>(k_cache + slot * width + c, f);
+    load_bf16<VEC>(v + t * width + c, f);
+    store_bf16<VEC>(v_cache + slot * width + c, f);
+  }
+}
+
+template <int HD>
+void launch_attention(const PagedAttentionArgs& a, const AttentionPlan& plan, void* workspace,
+                      cudaStream_t stream) {
+  const int group = a.num_q_heads / a.num_kv_heads;
+  const int tokens_per_tile = plan.rows_per_block / group;
+  // Tiles of all sequences together never exceed ceil(T / tokens_per_tile) + S.
+  const dim3 grid(static_cast<unsigned>(ceil_div(a.num_tokens, tokens_per_tile) + a.num_seqs),
+                  static_cast<unsigned>(a.num_kv_heads), static_cast<unsigned>(plan.num_splits));
+  ResultSink sink;
+  sink.out = a.out;
+  sink.rows_total = static_cast<int64_t>(a.num_tokens) * a.num_q_heads;
+  sink.num_splits = plan.num_splits;
+  sink.part_o = static_cast<float*>(workspace);
+  sink.part_ml = sink.part_o ? sink.part_o + plan.num_splits * sink.rows_total * HD : nullptr;
+  if (plan.decode) {
+    decode_attention_kernel<HD><<<grid, kThreads, 0, stream>>>(a, plan.num_splits,
+                                                               plan.split_len, sink);
+  } else {
+    const size_t smem = sizeof(TcSmem<HD>);
+    CUDA_CHECK(cudaFuncSetAttribute(prefill_attention_kernel<HD>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(smem)));
+    prefill_attention_kernel<HD><<<grid, kThreads, smem, stream>>>(a, plan.num_splits,
+                                                                   plan.split_len, sink);
+  }
+  CUDA_CHECK_LAUNCH();
+  if (plan.num_splits > 1) {
+    merge_splits_kernel<<<sink.rows_total, HD, 0, stream>>>(sink.part_o, sink.part_ml,
+                                                            plan.num_splits, sink.rows_total,
+                                                            HD, a.out);
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
+}  // namespace
+
+bool attention_head_dim_supported(int head_dim) { return head_dim == 64 || head_dim == 128; }
+
+AttentionPlan plan_attention(const PagedAttentionArgs& a, int num_sms) {
+  AttentionPlan plan;
+  plan.decode = a.num_tokens == a.num_seqs;
+  plan.rows_per_block = plan.decode ? kDecRows : kTcRows;
+  const int group = a.num_q_heads / a.num_kv_heads;
+  const int64_t max_kv = a.max_kv_len > 0 ? a.max_kv_len : 1;
+  const int64_t busy_blocks =
+      std::max<int64_t>(a.num_seqs, ceil_div(a.num_tokens, plan.rows_per_block / group)) *
+      a.num_kv_heads;
+  int64_t splits = ceil_div(2 * static_cast<int64_t>(num_sms), std::max<int64_t>(busy_blocks, 1));
+  splits = std::min<int64_t>(splits, ceil_div(max_kv, kMinKeysPerSplit));
+  splits = std::max<int64_t>(1, std::min<int64_t>(splits, kMaxSplits));
+  plan.split_len = static_cast<int>(ceil_div(ceil_div(max_kv, splits), kTcKeys) * kTcKeys);
+  plan.num_splits = static_cast<int>(ceil_div(max_kv, plan.split_len));
+  if (plan.num_splits > 1) {
+    const int64_t rows_total = static_cast<int64_t>(a.num_tokens) * a.num_q_heads;
+    plan.workspace_bytes =
+        static_cast<size_t>(plan.num_splits * rows_total * (a.head_dim + 2)) * sizeof(float);
+  }
+  return plan;
+}
+
+void paged_attention(const PagedAttentionArgs& a, const AttentionPlan& plan, void* workspace,
+                     cudaStream_t stream) {
+  if (a.num_tokens == 0) return;
+  switch (a.head_dim) {
+    case 64: launch_attention<64>(a, plan, workspace, stream); break;
+    case 128: launch_attention<128>(a, plan, workspace, stream); break;
+    default: MOETRON_ASSERT(attention_head_dim_supported(a.head_dim));
+  }
+}
+
+void kv_append(const bf16* k, const bf16* v, const int32_t* slot_mapping, int64_t num_tokens,
+               int64_t kv_width, bf16* k_cache, bf16* v_cache, cudaStream_t stream) {
+  if (num_tokens == 0) return;
+  if (kv_width % 8 == 0 && aligned16(k) && aligned16(v) && aligned16(k_cache) &&
+      aligned16(v_cache)) {
+    const int threads = static_cast<int>(std::min<int64_t>(256, ceil_div(kv_width / 8, 32) * 32));
+    kv_append_kernel<8><<<num_tokens, threads, 0, stream>>>(k, v, slot_mapping, kv_width,
+                                                            k_cache, v_cache);
+  } else {
+    kv_append_kernel<1><<<num_tokens, 256, 0, stream>>>(k, v, slot_mapping, kv_width, k_cache,
+                                                        v_cache);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace kernels
+}  // namespace moetron

@@ -1,0 +1,175 @@
+// Expert permutation on the device: count the slots of each local expert, prefix-sum the counts
+// into row and tile offsets, scatter token rows into expert-contiguous order, and after the
+// expert GEMMs gather them back with the routing weights. No step needs the host to know how
+// many tokens an expert got.
+#include "common.cuh"
+
+namespace moetron {
+namespace kernels {
+namespace {
+
+constexpr int kScanThreads = 1024;
+
+__global__ void count_slots_kernel(const int32_t* __restrict__ ids, int64_t num_slots,
+                                   int64_t first_expert, int64_t num_local, int32_t* counts,
+                                   int32_t* slot_rank) {
+  for (int64_t s = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; s < num_slots;
+       s += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t e = ids[s] - first_expert;
+    slot_rank[s] = (e >= 0 && e < num_local) ? atomicAdd(&counts[e], 1) : -1;
+  }
+}
+
+// Exclusive prefix sums of the counts (rows) and of their tile counts, in one block: a
+// Hillis-Steele scan over each chunk of kScanThreads experts, carried across chunks.
+__global__ void scan_offsets_kernel(const int32_t* __restrict__ counts, int num_local,
+                                    int tile_rows, int32_t* offsets, int32_t* tile_offsets) {
+  __shared__ int rows_s[kScanThreads], tiles_s[kScanThreads];
+  int row_carry = 0, tile_carry = 0;
+  for (int base = 0; base < num_local; base += kScanThreads) {
+    const int e = base + threadIdx.x;
+    const int c = e < num_local ? counts[e] : 0;
+    rows_s[threadIdx.x] = c;
+    tiles_s[threadIdx.x] = (c + tile_rows - 1) / tile_rows;
+    __syncthreads();
+    for (int step = 1; step < kScanThreads; step <<= 1) {
+      int r = 0, t = 0;
+      if (threadIdx.x >= step) {
+        r = rows_s[threadIdx.x - step];
+        t = tiles_s[threadIdx.x - step];
+      }
+      __syncthreads();
+      rows_s[threadIdx.x] += r;
+      tiles_s[threadIdx.x] += t;
+      __syncthreads();
+    }
+    // Inclusive sums: expert e ends where e + 1 begins.
+    if (e < num_local) {
+      offsets[e + 1] = row_carry + rows_s[threadIdx.x];
+      tile_offsets[e + 1] = tile_carry + tiles_s[threadIdx.x];
+    }
+    row_carry += rows_s[kScanThreads - 1];
+    tile_carry += tiles_s[kScanThreads - 1];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    offsets[0] = 0;
+    tile_offsets[0] = 0;
+  }
+}
+
+// One block per slot: records the slot's permuted row and copies its token's row there.
+template <int VEC>
+__global__ void permute_rows_kernel(const bf16* __restrict__ x, const int32_t* __restrict__ ids,
+                                    int64_t k, int64_t hidden, int64_t first_expert,
+                                    const int32_t* __restrict__ offsets,
+                                    const int32_t* __restrict__ slot_rank,
+                                    int32_t* __restrict__ row_of_slot, bf16* __restrict__ x_perm) {
+  const int64_t s = blockIdx.x;
+  const int rank = slot_rank[s];
+  const int64_t row = rank < 0 ? -1 : offsets[ids[s] - first_expert] + rank;
+  if (threadIdx.x == 0) row_of_slot[s] = static_cast<int32_t>(row);
+  if (row < 0) return;
+  const bf16* src = x + (s / k) * hidden;
+  bf16* dst = x_perm + row * hidden;
+  for (int64_t c = threadIdx.x * VEC; c < hidden; c += blockDim.x * VEC) {
+    float f[VEC];
+    load_bf16<VEC>(src + c, f);
+    store_bf16<VEC>(dst + c, f);
+  }
+}
+
+// One block per token: the weighted sum of its local slots' expert outputs, in fp32.
+template <int VEC>
+__global__ void unpermute_combine_kernel(const bf16* __restrict__ y_perm,
+                                         const int32_t* __restrict__ row_of_slot,
+                                         const float* __restrict__ weights, int64_t k,
+                                         int64_t hidden, bf16* __restrict__ out) {
+  const int64_t t = blockIdx.x;
+  for (int64_t c = threadIdx.x * VEC; c < hidden; c += blockDim.x * VEC) {
+    float acc[VEC] = {};
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t row = row_of_slot[t * k + j];
+      if (row < 0) continue;
+      const float w = weights[t * k + j];
+      float y[VEC];
+      load_bf16<VEC>(y_perm + row * hidden + c, y);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) acc[i] += w * y[i];
+    }
+    store_bf16<VEC>(out + t * hidden + c, acc);
+  }
+}
+
+__global__ void accumulate_counts_kernel(const int32_t* __restrict__ ids, int64_t n,
+                                         int64_t num_experts, unsigned long long* counts) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t e = ids[i];
+    if (e >= 0 && e < num_experts) atomicAdd(&counts[e], 1ull);
+  }
+}
+
+int row_copy_threads(int64_t cols, int vec) {
+  const int64_t t = ceil_div(ceil_div(cols, vec), 32) * 32;
+  return static_cast<int>(t < 32 ? 32 : (t > 256 ? 256 : t));
+}
+
+}  // namespace
+
+void moe_route(const int32_t* ids, int64_t num_tokens, int64_t k, int64_t first_expert,
+               int64_t num_local, int tile_rows, const MoeRouting& routing, cudaStream_t stream) {
+  CUDA_CHECK(cudaMemsetAsync(routing.counts, 0, num_local * sizeof(int32_t), stream));
+  const int64_t slots = num_tokens * k;
+  if (slots > 0) {
+    count_slots_kernel<<<grid_for(slots, 256), 256, 0, stream>>>(ids, slots, first_expert,
+                                                                 num_local, routing.counts,
+                                                                 routing.slot_rank);
+    CUDA_CHECK_LAUNCH();
+  }
+  scan_offsets_kernel<<<1, kScanThreads, 0, stream>>>(routing.counts, static_cast<int>(num_local),
+                                                      tile_rows, routing.offsets,
+                                                      routing.tile_offsets);
+  CUDA_CHECK_LAUNCH();
+}
+
+void accumulate_expert_counts(const int32_t* ids, int64_t n, int64_t num_experts,
+                              int64_t* counts, cudaStream_t stream) {
+  if (n == 0) return;
+  static_assert(sizeof(unsigned long long) == sizeof(int64_t), "64-bit counters");
+  accumulate_counts_kernel<<<grid_for(n, 256), 256, 0, stream>>>(
+      ids, n, num_experts, reinterpret_cast<unsigned long long*>(counts));
+  CUDA_CHECK_LAUNCH();
+}
+
+void moe_permute(const bf16* x, const int32_t* ids, int64_t num_tokens, int64_t k,
+                 int64_t hidden, int64_t first_expert, const MoeRouting& routing, bf16* x_perm,
+                 cudaStream_t stream) {
+  const int64_t slots = num_tokens * k;
+  if (slots == 0) return;
+  if (hidden % 8 == 0 && aligned16(x) && aligned16(x_perm))
+    permute_rows_kernel<8><<<slots, row_copy_threads(hidden, 8), 0, stream>>>(
+        x, ids, k, hidden, first_expert, routing.offsets, routing.slot_rank, routing.row_of_slot,
+        x_perm);
+  else
+    permute_rows_kernel<1><<<slots, row_copy_threads(hidden, 1), 0, stream>>>(
+        x, ids, k, hidden, first_expert, routing.offsets, routing.slot_rank, routing.row_of_slot,
+        x_perm);
+  CUDA_CHECK_LAUNCH();
+}
+
+void moe_unpermute_combine(const bf16* y_perm, const int32_t* row_of_slot, const float* weights,
+                           int64_t num_tokens, int64_t k, int64_t hidden, bf16* out,
+                           cudaStream_t stream) {
+  if (num_tokens == 0) return;
+  if (hidden % 8 == 0 && aligned16(y_perm) && aligned16(out))
+    unpermute_combine_kernel<8><<<num_tokens, row_copy_threads(hidden, 8), 0, stream>>>(
+        y_perm, row_of_slot, weights, k, hidden, out);
+  else
+    unpermute_combine_kernel<1><<<num_tokens, row_copy_threads(hidden, 1), 0, stream>>>(
+        y_perm, row_of_slot, weights, k, hidden, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace kernels
+}  // namespace moetron
