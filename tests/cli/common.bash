@@ -12,7 +12,7 @@ MPIEXEC=${MPIEXEC:-mpiexec}
 mpi() {
   local n=$1
   shift
-  bash "$MOETRON_SOURCE_DIR/tests/mpi/run_mpi.sh" "$MPIEXEC" "$n" "$@"
+  bash "$MOETRON_SOURCE_DIR/tests/mpi/run_mpi.sh" "$MPIEXEC" -n "$n" "$@"
 }
 
 fail() {

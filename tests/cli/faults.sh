@@ -33,7 +33,7 @@ expect_failure bad-file "rank 3: error:.*model.safetensors" \
 
 # Rank 2 throws at step 3 while the others are inside the step's collectives.
 expect_failure mid-step "rank 2: error: injected fault at step 3" \
-  env MOETRON_INJECT_FAULT=2:3 bash "$MOETRON_SOURCE_DIR/tests/mpi/run_mpi.sh" "$MPIEXEC" 4 \
+  env MOETRON_INJECT_FAULT=2:3 bash "$MOETRON_SOURCE_DIR/tests/mpi/run_mpi.sh" "$MPIEXEC" -n 4 \
   "$MOETRON" "${args[@]}" --model "$good" --plan tp=2,dp=2,ep=2 --out "$WORK/b.h5"
 [ ! -e "$WORK/b.h5" ] || fail "a failed run left a results file"
 echo "faults end every rank with the failing rank's message"
