@@ -22,8 +22,12 @@
 #include "moetron/model/weight_source.hpp"
 #include "moetron/parallel/groups.hpp"
 #include "moetron/version.hpp"
+#include "moetron/comm/staged_communicator.hpp"
 #ifdef MOETRON_HAVE_CUDA
+#include <cuda_runtime.h>
+
 #include "moetron/backend/cuda_ops.hpp"
+#include "moetron/comm/nccl_communicator.hpp"
 #endif
 
 namespace po = boost::program_options;
@@ -151,13 +155,63 @@ ShardSpec shard_from_layout(const ShardLayout& l, const ModelConfig& c, const Pl
   return s;
 }
 
-std::unique_ptr<Ops> make_ops(const std::string& backend, int local_rank) {
+// Device memory for one step's temporaries (CudaOps reserves it once): the largest layer's
+// scratch for max_tokens tokens (attention, router, the permuted expert rows and their
+// intermediate activations, the shared expert) plus the logits of max_seqs rows, with slack.
+size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, int64_t max_tokens, int64_t max_seqs) {
+  const int64_t hd = c.head_dim, k = std::max<int64_t>(c.top_k, 1);
+  const int64_t q = s.q_head_count * hd, kv = s.kv_head_count * hd;
+  const int64_t per_token_elems =
+      4 * c.hidden_size + 3 * q + 3 * kv + c.num_experts + 4 * k +
+      k * (2 * c.hidden_size + 3 * std::max(s.expert_col_count, int64_t{1})) +
+      3 * std::max(s.shared_col_count, s.mlp_col_count) + c.hidden_size;
+  const int64_t logits_bytes = max_seqs * (c.hidden_size * 4 + s.vocab_count * 10 + c.vocab_size * 4);
+  const double bytes = static_cast<double>(max_tokens * per_token_elems * 2 + logits_bytes) * 1.25;
+  return static_cast<size_t>(bytes) + (64u << 20);
+}
+
+std::unique_ptr<Ops> make_ops(const std::string& backend, int local_rank, size_t arena_bytes) {
   if (backend == "cpu") return make_cpu_ops();
 #ifdef MOETRON_HAVE_CUDA
-  return make_cuda_ops(local_rank, /*arena_bytes=*/0);
+  int devices = 0;
+  MOETRON_CHECK(cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0, "no CUDA device");
+  return make_cuda_ops(local_rank % devices, arena_bytes);
 #else
   (void)local_rank;
+  (void)arena_bytes;
   MOETRON_FAIL("no CUDA backend in this build");
+#endif
+}
+
+// Groups that carry device tensors (tp, stage, pipeline) get a device transport: NCCL when
+// every rank on this node has a GPU of its own, else MPI through host buffers (NCCL refuses
+// two ranks on one GPU). The world and replica groups carry only host data and stay on MPI.
+void use_device_transport(ParallelGroups& g, Ops& ops, int ranks_on_node) {
+  if (ops.device() != Device::Cuda) return;
+#ifdef MOETRON_HAVE_CUDA
+  int devices = 0;
+  MOETRON_CHECK(cudaGetDeviceCount(&devices) == cudaSuccess, "cudaGetDeviceCount failed");
+  // Every rank must choose the same transport, so the node with the most ranks per GPU decides.
+  std::vector<int64_t> shares_gpu = {ranks_on_node > devices ? 1 : 0};
+  g.world->allreduce_host(shares_gpu, /*max_instead_of_sum=*/true);
+  const bool nccl = shares_gpu[0] == 0;
+  if (!nccl)
+    LOG_INFO(ranks_on_node << " ranks share " << devices
+                           << " GPU(s) on this node: NCCL refuses that, so the MPI transport carries "
+                              "device tensors through host memory");
+  auto* cuda = dynamic_cast<CudaOps*>(&ops);
+  for (std::shared_ptr<Communicator>* group : {&g.tp, &g.stage, &g.pipeline}) {
+    auto mpi = std::dynamic_pointer_cast<MpiCommunicator>(*group);
+    if (!mpi) continue;  // a group of one moves nothing
+    if (nccl) {
+      *group = make_nccl_communicator(mpi, cuda->stream());
+    } else {
+      *group = make_staged_communicator(mpi, ops);
+    }
+  }
+#else
+  (void)g;
+  (void)ranks_on_node;
 #endif
 }
 
@@ -188,8 +242,15 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     for (int r = 0; r < world_size; ++r)
       LOG_INFO(describe(plan, layout_for(plan, config, r), r));
 
-  std::unique_ptr<Ops> ops = make_ops(backend, local_rank);
   const ShardSpec shard = shard_from_layout(groups.layout, config, plan);
+  int64_t longest_prompt = 0;
+  for (const RequestSpec& r : specs)
+    longest_prompt = std::max<int64_t>(longest_prompt, static_cast<int64_t>(r.prompt_tokens.size()));
+  // A step holds at most --max-batch-tokens tokens, or one prompt longer than that alone.
+  const int64_t max_step_tokens = std::max<int64_t>(o.max_batch_tokens, longest_prompt);
+  std::unique_ptr<Ops> ops =
+      make_ops(backend, local_rank, step_arena_bytes(config, shard, max_step_tokens, o.max_batch));
+  use_device_transport(groups, *ops, ranks_on_node);
   std::unique_ptr<WeightSource> source =
       o.load_format == "dummy" ? make_random_source(o.seed, DType::BF16) : open_checkpoint_source(o.model);
   const ModelWeights weights = load_weights(*source, config, shard, *ops);
@@ -233,10 +294,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   fc.expert_set_size = config.num_experts / plan.ep;
   fc.expert_shards = plan.expert_shards();
   fc.count_experts = groups.coords.tp == 0;
-  // A step holds at most --max-batch-tokens tokens, or one prompt longer than that alone.
-  fc.max_tokens = o.max_batch_tokens;
-  for (const RequestSpec& r : specs)
-    fc.max_tokens = std::max<int64_t>(fc.max_tokens, static_cast<int64_t>(r.prompt_tokens.size()));
+  fc.max_tokens = max_step_tokens;
   ModelForward forward(fc, eo.kv_blocks, o.block_size);
   LOG_INFO("KV cache: " << eo.kv_blocks * o.block_size << " tokens per replica ("
                         << forward.kv_cache_bytes() / 1e6 << " MB on rank 0)");

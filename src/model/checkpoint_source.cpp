@@ -1,4 +1,6 @@
+#include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include "moetron/core/error.hpp"
 #include "moetron/model/random_checkpoint.hpp"
@@ -43,9 +45,18 @@ class RandomSource : public WeightSource {
     Tensor out = host_tensor(dtype_, slice_shape(spec.shape, row_begin, row_count, col_begin, col_count));
     const RandomFill fill = random_fill_for(spec, seed_);
     const size_t row_bytes = static_cast<size_t>(col_count) * dtype_size(dtype_);
-    for (int64_t r = 0; r < row_count; ++r)
-      fill_random(fill, dtype_, (row_begin + r) * ncols + col_begin, col_count,
-                  static_cast<char*>(out.data) + static_cast<size_t>(r) * row_bytes);
+    // Real shapes hold billions of values: generate rows on every core.
+    const int64_t threads = std::clamp<int64_t>(row_count * col_count / (1 << 20), 1,
+                                                std::max(1u, std::thread::hardware_concurrency()));
+    std::vector<std::thread> pool;
+    for (int64_t t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        for (int64_t r = row_count * t / threads; r < row_count * (t + 1) / threads; ++r)
+          fill_random(fill, dtype_, (row_begin + r) * ncols + col_begin, col_count,
+                      static_cast<char*>(out.data) + static_cast<size_t>(r) * row_bytes);
+      });
+    }
+    for (std::thread& th : pool) th.join();
     return out;
   }
 
