@@ -14,6 +14,7 @@
 #include "moetron/comm/mpi_runtime.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/core/log.hpp"
+#include "moetron/engine/decode_graphs.hpp"
 #include "moetron/engine/engine.hpp"
 #include "moetron/engine/gather.hpp"
 #include "moetron/io/prompts.hpp"
@@ -295,7 +296,9 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   fc.expert_shards = plan.expert_shards();
   fc.count_experts = groups.coords.tp == 0;
   fc.max_tokens = max_step_tokens;
-  ModelForward forward(fc, eo.kv_blocks, o.block_size);
+  // One block more than the scheduler hands out: the scratch block that padded rows of a
+  // recorded decode step write into.
+  ModelForward forward(fc, eo.kv_blocks + 1, o.block_size);
   LOG_INFO("KV cache: " << eo.kv_blocks * o.block_size << " tokens per replica ("
                         << forward.kv_cache_bytes() / 1e6 << " MB on rank 0)");
 
@@ -328,7 +331,21 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   eg.tp_rank = groups.coords.tp;
   eg.replica_root = (plan.pp - 1) * plan.tp;
   for (int d = 0; d < plan.dp; ++d) eg.reporters.push_back(rank_of(plan, {plan.pp - 1, d, 0}));
-  Engine engine(config, *ops, forward, eg, eo);
+  // Decode steps are recorded (CUDA graphs) where nothing in a step waits for the host: one
+  // stage, one replica, and a device transport that can be recorded (NCCL or none).
+  std::unique_ptr<DecodeGraphs> graphs;
+  const bool recordable_transport = groups.tp->transport() == "self" || groups.tp->transport() == "nccl";
+  if (!o.no_graphs && ops->can_record() && plan.pp == 1 && plan.dp == 1 && recordable_transport) {
+    int64_t longest = 0;
+    for (const Sequence& s : mine) longest = std::max(longest, s.total_tokens());
+    const int64_t max_blocks = std::max<int64_t>((longest + o.block_size - 1) / o.block_size, 1);
+    graphs = std::make_unique<DecodeGraphs>(*ops, forward, std::min<int64_t>(o.max_batch, std::max<int64_t>(static_cast<int64_t>(mine.size()), 1)),
+                                            max_blocks, o.block_size, static_cast<int32_t>(eo.kv_blocks));
+    graphs->capture();
+  } else if (backend == "cuda") {
+    LOG_INFO("decode steps run eagerly (" << (o.no_graphs ? "--no-graphs" : "not recordable with this plan or transport") << ")");
+  }
+  Engine engine(config, *ops, forward, eg, eo, graphs.get());
   const EngineReport report = engine.run(mine);
 
   // Expert load: each layer counted once per replica (by its tp rank 0), summed over all.

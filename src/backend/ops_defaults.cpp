@@ -1,4 +1,5 @@
 // Default implementations of Ops members that every backend may share.
+#include <algorithm>
 #include <vector>
 
 #include "moetron/backend/ops.hpp"
@@ -18,6 +19,20 @@ void Ops::accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
     ++host_counts[static_cast<size_t>(e)];
   }
   copy_from_host(counts, host_counts.data());
+}
+
+void Ops::argmax_rows(const Tensor& logits, Tensor& ids) {
+  MOETRON_ASSERT(logits.dtype == DType::F32 && ids.dtype == DType::I32 && ids.numel() == logits.rows());
+  if (logits.numel() == 0) return;
+  const int64_t rows = logits.rows(), cols = logits.cols();
+  std::vector<float> host(static_cast<size_t>(logits.numel()));
+  std::vector<int32_t> best(static_cast<size_t>(rows));
+  to_host(logits, host.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = &host[static_cast<size_t>(r * cols)];
+    best[static_cast<size_t>(r)] = static_cast<int32_t>(std::max_element(row, row + cols) - row);
+  }
+  copy_from_host(ids, best.data());
 }
 
 }  // namespace moetron

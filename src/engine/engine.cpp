@@ -31,11 +31,19 @@ void maybe_inject_fault(int world_rank, size_t step) {
 }  // namespace
 
 Engine::Engine(const ModelConfig& config, Ops& ops, ModelForward& forward,
-               const EngineGroups& groups, const EngineOptions& options)
-    : config_(config), ops_(ops), forward_(forward), groups_(groups), options_(options) {}
+               const EngineGroups& groups, const EngineOptions& options, DecodeGraphs* graphs)
+    : config_(config), ops_(ops), forward_(forward), groups_(groups), options_(options), graphs_(graphs) {
+  greedy_ids_ = ops_.alloc(DType::I32, {std::max<int64_t>(options.limits.max_batch_seqs, 1)});
+}
 
 void Engine::run_micro_batch(const std::vector<ScheduledSeq>& group, std::vector<int32_t>& tokens,
                              std::vector<float>& logits) {
+  if (graphs_ != nullptr && graphs_->fits(group)) {  // one stage: first and last
+    const Tensor step_logits = graphs_->run(group);
+    forward_.count_routing(static_cast<int64_t>(group.size()));
+    sample(group, step_logits, tokens, logits);
+    return;
+  }
   const bool first = groups_.pp_rank == 0, last = groups_.pp_rank == groups_.pp_size - 1;
   ops_.reset_temps();
   const BatchLayout layout = build_batch_layout(group, options_.limits.block_size);
@@ -53,11 +61,29 @@ void Engine::run_micro_batch(const std::vector<ScheduledSeq>& group, std::vector
     groups_.pipeline->send(hidden, groups_.pp_rank + 1, /*tag=*/1);
     return;
   }
-  std::vector<float> rows = forward_.logits(hidden, batch);
-  const int64_t V = config_.vocab_size;
-  for (size_t i = 0; i < group.size(); ++i) {
-    const Sequence& s = *group[i].seq;
-    const float* row = &rows[i * static_cast<size_t>(V)];
+  if (group.empty()) return;  // an idle replica's share of a lockstep step
+  sample(group, forward_.logits_device(hidden, batch), tokens, logits);
+}
+
+void Engine::sample(const std::vector<ScheduledSeq>& group, const Tensor& step_logits,
+                    std::vector<int32_t>& tokens, std::vector<float>& logits) {
+  const int64_t n = static_cast<int64_t>(group.size()), V = config_.vocab_size;
+  const bool greedy = std::all_of(group.begin(), group.end(), [](const ScheduledSeq& s) {
+    return s.seq->sampling.temperature == 0.0f;
+  });
+  if (greedy && !options_.save_logits && forward_.tp_size() == 1) {
+    // Only the token ids cross to the host, not [n, V] logits.
+    Tensor ids = greedy_ids_.slice_rows(0, n);
+    ops_.argmax_rows(step_logits.slice_rows(0, n), ids);
+    std::vector<int32_t> host(static_cast<size_t>(n));
+    ops_.to_host(ids, host.data());
+    tokens.insert(tokens.end(), host.begin(), host.end());
+    return;
+  }
+  const std::vector<float> rows = forward_.logits_to_host(step_logits, n);
+  for (int64_t i = 0; i < n; ++i) {
+    const Sequence& s = *group[static_cast<size_t>(i)].seq;
+    const float* row = &rows[static_cast<size_t>(i * V)];
     tokens.push_back(sample_token(row, V, s.sampling, static_cast<uint64_t>(s.output.size())));
     if (options_.save_logits) logits.insert(logits.end(), row, row + V);
   }

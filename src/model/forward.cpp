@@ -254,11 +254,10 @@ void ModelForward::dispatch_experts(const LayerWeights& w, const Tensor& h, cons
   ops.scatter_add_rows(out, back, row_index, row_scale);
 }
 
-std::vector<float> ModelForward::logits(const Tensor& hidden, const BatchTensors& batch) {
+Tensor ModelForward::logits_device(const Tensor& hidden, const BatchTensors& batch) {
   const ModelConfig& c = *ctx_.config;
   Ops& ops = *ctx_.ops;
   const int64_t L = batch.logit_rows.numel();
-  if (L == 0) return {};
   const DType act = ops.activation_dtype();
   Tensor x = ops.temp(act, {L, c.hidden_size});
   ops.gather_rows(hidden, batch.logit_rows, x);
@@ -269,21 +268,30 @@ std::vector<float> ModelForward::logits(const Tensor& hidden, const BatchTensors
   ops.linear(normed, ctx_.weights->lm_head, nullptr, local);
   Tensor local_f = ops.temp(DType::F32, {L, shard_vocab});
   ops.to_float(local, local_f);
-  std::vector<float> result(static_cast<size_t>(L * c.vocab_size));
   const int64_t tp = ctx_.tp->size();
-  if (tp == 1) {
-    ops.to_host(local_f, result.data());
-    return result;
-  }
-  // Vocab-parallel head: gather the [L, V/tp] slices and interleave them into [L, V].
+  if (tp == 1) return local_f;
+  // Vocab-parallel head: every rank gathers every slice.
   Tensor gathered = ops.temp(DType::F32, {tp * L, shard_vocab});
   ctx_.tp->allgather(local_f, gathered);
-  std::vector<float> slices(static_cast<size_t>(tp * L * shard_vocab));
-  ops.to_host(gathered, slices.data());
+  return gathered;
+}
+
+std::vector<float> ModelForward::logits_to_host(const Tensor& gathered, int64_t rows) {
+  const int64_t V = ctx_.config->vocab_size, tp = ctx_.tp->size();
+  const int64_t L = gathered.rows() / tp, shard_vocab = gathered.cols();
+  MOETRON_ASSERT(rows <= L && shard_vocab * tp == V);
+  std::vector<float> slices(static_cast<size_t>(gathered.numel()));
+  if (gathered.numel() > 0) ctx_.ops->to_host(gathered, slices.data());
+  if (tp == 1) {
+    slices.resize(static_cast<size_t>(rows * V));
+    return slices;
+  }
+  // [tp, L, V/tp] -> [rows, V]
+  std::vector<float> result(static_cast<size_t>(rows * V));
   for (int64_t r = 0; r < tp; ++r)
-    for (int64_t l = 0; l < L; ++l)
+    for (int64_t l = 0; l < rows; ++l)
       std::copy_n(&slices[static_cast<size_t>((r * L + l) * shard_vocab)], shard_vocab,
-                  &result[static_cast<size_t>(l * c.vocab_size + r * shard_vocab)]);
+                  &result[static_cast<size_t>(l * V + r * shard_vocab)]);
   return result;
 }
 

@@ -144,6 +144,19 @@ class Ops {
                                 const Tensor& scale) = 0;
   // Converts activations to F32 (logits for sampling, results files). out F32, same shape.
   virtual void to_float(const Tensor& x, Tensor& out) = 0;
+  // ids I32 [R] = argmax over each row of logits F32 [R, V] (ties: the lowest index). The
+  // default goes through the host; a backend may keep it on the device (greedy decoding).
+  virtual void argmax_rows(const Tensor& logits, Tensor& ids);
+
+  // ---- recording (CUDA graphs) ----
+  // A backend that can record the work enqueued between begin_recording() and end_recording()
+  // and replay it says so here. Nothing recorded may wait for the host. Recordings keep the
+  // addresses they saw: inputs are changed by writing into the same tensors before replay().
+  virtual bool can_record() const { return false; }
+  virtual void begin_recording() {}
+  virtual int end_recording() { return -1; }  // an id for replay()
+  virtual void replay(int /*recording*/) {}
+
   // counts I64 [E] += number of slots in ids (I32 [T, k]) routed to each expert. The default
   // goes through the host; a backend may count on the device (it must not sync the host, so
   // that a CUDA graph can record it).

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "moetron/comm/communicator.hpp"
+#include "moetron/engine/decode_graphs.hpp"
 #include "moetron/engine/scheduler.hpp"
 #include "moetron/io/results.hpp"  // StepRecord
 #include "moetron/model/forward.hpp"
@@ -40,8 +41,9 @@ struct EngineReport {
 
 class Engine {
  public:
+  // `graphs` (may be null: every step eager) replays recorded decode steps.
   Engine(const ModelConfig& config, Ops& ops, ModelForward& forward, const EngineGroups& groups,
-         const EngineOptions& options);
+         const EngineOptions& options, DecodeGraphs* graphs = nullptr);
   // Runs this replica's sequences to completion, in lockstep with the other replicas.
   // `sequences` are this replica's share, in prompts-file order.
   EngineReport run(std::vector<Sequence>& sequences);
@@ -50,12 +52,17 @@ class Engine {
   // One micro-batch through this rank's stage; returns sampled tokens on the last stage.
   void run_micro_batch(const std::vector<ScheduledSeq>& group, std::vector<int32_t>& tokens,
                        std::vector<float>& logits);
+  // Picks each sequence's next token from the step's logits (ModelForward::logits_device).
+  void sample(const std::vector<ScheduledSeq>& group, const Tensor& step_logits,
+              std::vector<int32_t>& tokens, std::vector<float>& logits);
 
   const ModelConfig& config_;
   Ops& ops_;
   ModelForward& forward_;
   EngineGroups groups_;
   EngineOptions options_;
+  DecodeGraphs* graphs_;
+  Tensor greedy_ids_;  // device-side argmax output, one per sequence of a step
 };
 
 }  // namespace moetron

@@ -1,0 +1,104 @@
+#include "moetron/engine/decode_graphs.hpp"
+
+#include <algorithm>
+
+#include "moetron/core/error.hpp"
+#include "moetron/core/log.hpp"
+
+namespace moetron {
+
+DecodeGraphs::DecodeGraphs(Ops& ops, ModelForward& forward, int64_t max_batch,
+                           int64_t max_blocks_per_seq, int64_t block_size, int32_t scratch_block)
+    : ops_(ops),
+      forward_(forward),
+      max_blocks_per_seq_(max_blocks_per_seq),
+      block_size_(block_size),
+      scratch_block_(scratch_block) {
+  for (int64_t b = 1; b < max_batch; b *= 2) buckets_.push_back(b);
+  buckets_.push_back(max_batch);
+}
+
+void DecodeGraphs::write_inputs(Bucket& b, const std::vector<ScheduledSeq>& group) {
+  const int64_t B = b.size, n = static_cast<int64_t>(group.size());
+  MOETRON_ASSERT(n <= B);
+  std::vector<int32_t> ids(B, 0), pos(B, 0), slots(B, scratch_block_ * static_cast<int32_t>(block_size_)),
+      qs(B + 1), lens(B, 1), rows(B), tables(static_cast<size_t>(B * max_blocks_per_seq_), scratch_block_);
+  const BatchLayout real = build_batch_layout(group, block_size_);
+  for (int64_t i = 0; i < B; ++i) {
+    qs[i] = static_cast<int32_t>(i);
+    rows[i] = static_cast<int32_t>(i);
+  }
+  qs[B] = static_cast<int32_t>(B);
+  for (int64_t i = 0; i < n; ++i) {
+    ids[i] = real.token_ids[i];
+    pos[i] = real.positions[i];
+    slots[i] = real.slot_mapping[i];
+    lens[i] = real.kv_lens[i];
+    std::copy_n(&real.block_tables[static_cast<size_t>(i * real.max_blocks_per_seq)],
+                real.max_blocks_per_seq, &tables[static_cast<size_t>(i * max_blocks_per_seq_)]);
+  }
+  BatchTensors& in = b.inputs;
+  ops_.copy_from_host(in.token_ids, ids.data());
+  ops_.copy_from_host(in.positions, pos.data());
+  ops_.copy_from_host(in.slot_mapping, slots.data());
+  ops_.copy_from_host(in.query_start, qs.data());
+  ops_.copy_from_host(in.kv_lens, lens.data());
+  ops_.copy_from_host(in.block_tables, tables.data());
+  ops_.copy_from_host(in.logit_rows, rows.data());
+}
+
+void DecodeGraphs::capture() {
+  MOETRON_ASSERT(ops_.can_record());
+  for (int64_t size : buckets_) {
+    Bucket b;
+    b.size = size;
+    BatchTensors& in = b.inputs;
+    in.num_tokens = in.num_seqs = size;
+    in.max_blocks_per_seq = max_blocks_per_seq_;
+    in.block_size = block_size_;
+    in.max_kv_len = max_blocks_per_seq_ * block_size_;
+    in.token_ids = ops_.alloc(DType::I32, {size});
+    in.positions = ops_.alloc(DType::I32, {size});
+    in.slot_mapping = ops_.alloc(DType::I32, {size});
+    in.query_start = ops_.alloc(DType::I32, {size + 1});
+    in.kv_lens = ops_.alloc(DType::I32, {size});
+    in.block_tables = ops_.alloc(DType::I32, {size, max_blocks_per_seq_});
+    in.logit_rows = ops_.alloc(DType::I32, {size});
+    write_inputs(b, {});  // all padding: valid inputs, writing only the scratch block
+    // One eager run first: lazy module loading and library workspaces must not happen while
+    // recording.
+    ops_.reset_temps();
+    Tensor warm = forward_.embed(in);
+    forward_.run_layers(warm, in);
+    forward_.logits_device(warm, in);
+    ops_.sync();
+    ops_.reset_temps();
+    ops_.begin_recording();
+    Tensor hidden = forward_.embed(in);
+    forward_.run_layers(hidden, in);
+    b.logits = forward_.logits_device(hidden, in);
+    b.recording = ops_.end_recording();
+    recorded_.push_back(std::move(b));
+  }
+  LOG_INFO("recorded the decode step for batch sizes 1.." << buckets_.back() << " ("
+                                                          << buckets_.size() << " graphs)");
+}
+
+bool DecodeGraphs::fits(const std::vector<ScheduledSeq>& group) const {
+  if (group.empty() || recorded_.empty() || static_cast<int64_t>(group.size()) > buckets_.back()) return false;
+  return std::all_of(group.begin(), group.end(), [this](const ScheduledSeq& s) {
+    return s.count == 1 && s.start > 0 &&
+           static_cast<int64_t>(s.seq->blocks.size()) <= max_blocks_per_seq_;
+  });
+}
+
+Tensor DecodeGraphs::run(const std::vector<ScheduledSeq>& group) {
+  const int64_t n = static_cast<int64_t>(group.size());
+  auto it = std::find_if(recorded_.begin(), recorded_.end(), [n](const Bucket& b) { return b.size >= n; });
+  MOETRON_ASSERT(it != recorded_.end());
+  write_inputs(*it, group);
+  ops_.replay(it->recording);
+  return it->logits;
+}
+
+}  // namespace moetron
