@@ -77,6 +77,14 @@ class CudaOps final : public Ops {
   void to_float(const Tensor& x, Tensor& out) override;
   void accumulate_expert_counts(const Tensor& ids, Tensor& counts) override;
 
+  void argmax_rows(const Tensor& logits, Tensor& ids) override { argmax(logits, ids); }
+
+  // Recording is stream capture into a CUDA graph (src/backend/cuda/cuda_recording.cpp).
+  bool can_record() const override { return true; }
+  void begin_recording() override;
+  int end_recording() override;
+  void replay(int recording) override;
+
   // ---- beyond Ops ----
   // Greedy sampling: ids[r] = argmax_c logits[r, c] (ties: lowest index); logits F32 or BF16
   // [R, V], ids I32 [R].
@@ -97,6 +105,8 @@ class CudaOps final : public Ops {
   void* arena_ = nullptr;
   size_t arena_bytes_ = 0;
   size_t arena_used_ = 0;
+  struct Recordings;                        // instantiated graphs, destroyed with this object
+  std::shared_ptr<Recordings> recordings_;  // shared_ptr: its deleter is bound where it is made
 };
 
 // The CUDA backend on `device` with arena_bytes of temporaries per step.
