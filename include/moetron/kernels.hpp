@@ -88,16 +88,16 @@ struct PagedAttentionArgs {
   float scale = 1.0f;
   bf16* out = nullptr;  // [T, nq * hd]
 };
-// Which kernel runs and how the work splits along the KV length: one pass when the grid already
-// fills the GPU, more splits (then a reduction) for few long sequences, as in decode.
+// How the work splits along the KV length: one pass when the grid already fills the GPU, more
+// splits (then a reduction) for few long sequences, as in decode.
 struct AttentionPlan {
-  bool decode = false;  // one query per sequence: the CUDA-core kernel; else the tensor-core one
-  int rows_per_block = 0;  // query rows (token x head of a KV group) per block
   int num_splits = 1;
   int split_len = 0;  // keys per split, a multiple of the key tile
   size_t workspace_bytes = 0;  // fp32 partial outputs, needed when num_splits > 1
 };
 bool attention_head_dim_supported(int head_dim);  // 64 and 128
+// Query heads per KV head the kernel handles (a block holds 64 rows: tokens x group).
+constexpr int kAttentionMaxGroup = 64;
 AttentionPlan plan_attention(const PagedAttentionArgs& args, int num_sms);
 // workspace: plan.workspace_bytes of device memory (may be null when that is 0).
 void paged_attention(const PagedAttentionArgs& args, const AttentionPlan& plan, void* workspace,
@@ -140,18 +140,22 @@ void accumulate_expert_counts(const int32_t* ids, int64_t n, int64_t num_experts
                               int64_t* counts, cudaStream_t stream);
 
 // ---- grouped_gemm.cu: per-expert GEMMs on tensor cores ---------------------------------------
-// Rows of one expert's tile; MoeRouting::tile_offsets is counted in tiles of this many rows.
-constexpr int kGroupedGemmTileRows = 64;
+// Row tiles are kSmallTileRows or kLargeTileRows rows; grouped_gemm_tile_rows picks one from the
+// bound on permuted rows (T * k) and the number of local experts. moe_route must count tiles of
+// the same size (MoeRouting::tile_offsets) as the two GEMMs then use.
+constexpr int kSmallTileRows = 64;
+constexpr int kLargeTileRows = 128;
+int grouped_gemm_tile_rows(int64_t max_rows, int64_t num_local);
 // act[r, :] = silu(x[r] . G_e^T) * (x[r] . U_e^T) for each permuted row r of expert e, with
 // gate_up [num_local, 2 * inter, hidden] (gate rows, then up rows). max_rows bounds the
 // permuted rows (T * k); hidden and inter must be multiples of 8.
-void grouped_gemm_swiglu(const bf16* x_perm, const bf16* gate_up, const MoeRouting& routing,
-                         int64_t num_local, int64_t max_rows, int64_t hidden, int64_t inter,
-                         bf16* act, cudaStream_t stream);
+void grouped_gemm_swiglu(int tile_rows, const bf16* x_perm, const bf16* gate_up,
+                         const MoeRouting& routing, int64_t num_local, int64_t max_rows,
+                         int64_t hidden, int64_t inter, bf16* act, cudaStream_t stream);
 // y[r, :] = act[r] . D_e^T with down [num_local, hidden, inter].
-void grouped_gemm_down(const bf16* act, const bf16* down, const MoeRouting& routing,
-                       int64_t num_local, int64_t max_rows, int64_t inter, int64_t hidden,
-                       bf16* y, cudaStream_t stream);
+void grouped_gemm_down(int tile_rows, const bf16* act, const bf16* down,
+                       const MoeRouting& routing, int64_t num_local, int64_t max_rows,
+                       int64_t inter, int64_t hidden, bf16* y, cudaStream_t stream);
 
 // ---- elementwise.cu --------------------------------------------------------------------------
 void add_inplace(bf16* acc, const bf16* x, int64_t n, cudaStream_t stream);  // acc += x

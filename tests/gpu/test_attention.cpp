@@ -38,6 +38,7 @@ TEST_F(CudaAttention, PagedAttentionMatchesReference) {
       {32, 1, 128, 8, {{3, 3}, {2, 70}}},                          // group of 32
       {8, 8, 128, 16, {{2, 5000}, {7, 7}}},                        // tensor cores + splits
       {16, 4, 64, 16, {{70, 200}, {1, 64}, {65, 65}}},             // mixed, partial tiles
+      {64, 1, 64, 16, {{1, 100}, {2, 2}, {1, 1}}},                 // group of 64, one token a tile
   };
   for (const AttentionCase& c : cases) {
     SCOPED_TRACE(describe(c));

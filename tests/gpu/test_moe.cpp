@@ -53,6 +53,8 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       {17, 64, 8, 64, 32, 0, 64},    {129, 16, 4, 256, 96, 0, 16},
       {129, 64, 8, 2048, 64, 16, 16},  // expert parallel: a slice of the experts
       {200, 60, 4, 128, 64, 0, 60},  {64, 32, 2, 512, 512, 16, 8},
+      // Many rows per expert: the large-tile GEMMs.
+      {1100, 8, 2, 128, 96, 0, 8},   {1500, 16, 4, 96, 64, 4, 8},
   };
   for (const MoeCase& c : cases) {
     const std::string name = "T=" + std::to_string(c.tokens) + " E=" + std::to_string(c.experts) +

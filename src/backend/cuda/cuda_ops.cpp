@@ -322,9 +322,10 @@ void CudaOps::attention(const Tensor& q, const KvCache& cache, const BatchTensor
   MOETRON_CHECK(kernels::attention_head_dim_supported(static_cast<int>(head_dim)),
                 "attention: head_dim " << head_dim << " is not supported on CUDA (64 or 128)");
   MOETRON_CHECK(num_kv_heads > 0 && num_q_heads % num_kv_heads == 0 &&
-                    num_q_heads / num_kv_heads <= 32,
+                    num_q_heads / num_kv_heads <= kernels::kAttentionMaxGroup,
                 "attention: " << num_q_heads << " query heads over " << num_kv_heads
-                              << " KV heads: need a whole group of at most 32");
+                              << " KV heads: need a whole group of at most "
+                              << kernels::kAttentionMaxGroup);
   MOETRON_CHECK(q.cols() == num_q_heads * head_dim && q.rows() == batch.num_tokens,
                 "attention: q " << q.describe() << " is not [" << batch.num_tokens << ", "
                                 << num_q_heads * head_dim << "]");
@@ -425,14 +426,15 @@ void CudaOps::moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weig
   Tensor act = temp(DType::BF16, {slots, inter});
   Tensor y_perm = temp(DType::BF16, {slots, hidden});
 
-  kernels::moe_route(i32(ids), tokens, k, experts.first_expert, local,
-                     kernels::kGroupedGemmTileRows, routing, stream_);
+  const int tile_rows = kernels::grouped_gemm_tile_rows(slots, local);
+  kernels::moe_route(i32(ids), tokens, k, experts.first_expert, local, tile_rows, routing,
+                     stream_);
   kernels::moe_permute(bf(x), i32(ids), tokens, k, hidden, experts.first_expert, routing,
                        bf(x_perm), stream_);
-  kernels::grouped_gemm_swiglu(bf(x_perm), bf(experts.gate_up), routing, local, slots, hidden,
-                               inter, bf(act), stream_);
-  kernels::grouped_gemm_down(bf(act), bf(experts.down), routing, local, slots, inter, hidden,
-                             bf(y_perm), stream_);
+  kernels::grouped_gemm_swiglu(tile_rows, bf(x_perm), bf(experts.gate_up), routing, local, slots,
+                               hidden, inter, bf(act), stream_);
+  kernels::grouped_gemm_down(tile_rows, bf(act), bf(experts.down), routing, local, slots, inter,
+                             hidden, bf(y_perm), stream_);
   kernels::moe_unpermute_combine(bf(y_perm), routing.row_of_slot, f32(weights), tokens, k,
                                  hidden, bf(out), stream_);
 }
