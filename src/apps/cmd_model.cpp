@@ -100,6 +100,7 @@ size_t bytes_per_param(const std::string& torch_dtype) {
 
 int make_command(const std::vector<std::string>& args) {
   std::string family, preset, out, dtype_text, max_shard_text;
+  bool config_only = false;
   std::vector<std::string> sets;
   int64_t seed = 0;
   po::options_description options("moetron model make: write a deterministic random-weight checkpoint");
@@ -114,7 +115,9 @@ int make_command(const std::vector<std::string>& args) {
       ("seed", po::value(&seed)->default_value(0), "random seed; equal seeds give identical weights")
       ("dtype", po::value(&dtype_text)->default_value("bf16"), "weight dtype: bf16, f16 or f32")
       ("max-shard-size", po::value(&max_shard_text)->default_value("5GB"),
-       "largest safetensors file before sharding (bytes, or with a unit: 500MB, 2GiB)");
+       "largest safetensors file before sharding (bytes, or with a unit: 500MB, 2GiB)")
+      ("config-only", po::bool_switch(&config_only),
+       "write only config.json (for `moetron run --load-format dummy`: shapes whose weights would not fit the disk)");
   po::variables_map vm;
   if (!parse_options("model make", args, options, vm)) return 0;
 
@@ -125,6 +128,16 @@ int make_command(const std::vector<std::string>& args) {
   nlohmann::json config = hf_preset_json(f, preset);
   apply_config_overrides(config, sets);
 
+  if (config_only) {
+    const ModelConfig parsed = parse_model_config(config, "--preset " + preset);  // validates
+    std::filesystem::create_directories(out);
+    nlohmann::json written = config;
+    written["torch_dtype"] = torch_dtype_name(dtype);
+    write_text_file_atomically((std::filesystem::path(out) / "config.json").string(), written.dump(2) + "\n");
+    std::cout << "wrote " << out << "/config.json: " << family_name(f) << " (" << preset << "), "
+              << human_count(parsed.total_params()) << " parameters (no weights)\n";
+    return 0;
+  }
   RandomCheckpointResult r = write_random_checkpoint(config, out, static_cast<uint64_t>(seed), dtype, max_shard);
   std::cout << "wrote " << out << ": " << family_name(f) << " (" << preset << (sets.empty() ? "" : " + --set")
             << "), " << human_count(r.config.total_params()) << " parameters, " << human_bytes(r.data_bytes) << " in "

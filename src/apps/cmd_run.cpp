@@ -223,6 +223,31 @@ std::string host_name() {
 }
 
 
+// One line on how the steps went: prefill rate and the median decode step at its batch size.
+void log_step_summary(const std::vector<StepRecord>& steps) {
+  double prefill_s = 0;
+  int64_t prefill_tokens = 0;
+  std::vector<std::pair<double, int32_t>> decode;  // (seconds, batch)
+  for (const StepRecord& st : steps) {
+    if (st.is_prefill) {
+      prefill_s += st.seconds;
+      prefill_tokens += st.num_tokens;
+    } else {
+      decode.emplace_back(st.seconds, st.batch_size);
+    }
+  }
+  std::ostringstream os;
+  os << "steps: " << steps.size();
+  if (prefill_tokens > 0) os << "; prefill " << static_cast<int64_t>(prefill_tokens / prefill_s) << " tok/s";
+  if (!decode.empty()) {
+    std::nth_element(decode.begin(), decode.begin() + decode.size() / 2, decode.end());
+    const auto& mid = decode[decode.size() / 2];
+    os << "; decode median step " << mid.first * 1e3 << " ms at batch " << mid.second << " ("
+       << static_cast<int64_t>(mid.second / mid.first) << " tok/s)";
+  }
+  LOG_INFO(os.str());
+}
+
 int run(const RunOptions& o, int world_rank, int world_size) {
   const ModelConfig config = load_model_config(o.model + "/config.json");
   if (world_rank == 0) check_output_writable(o.out);
@@ -419,6 +444,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   LOG_INFO("done: " << sum.requests << " requests, " << sum.output_tokens << " tokens in "
                     << sum.total_seconds << " s (" << sum.output_tokens_per_s
                     << " output tok/s); results in " << o.out);
+  log_step_summary(report.steps);
   return 0;
 }
 
