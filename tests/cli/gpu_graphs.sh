@@ -23,17 +23,7 @@ grep -q "recorded the decode step" "$WORK/graphs.log" || fail "no decode graphs 
 "$COMPARE_RESULTS" "$WORK/graphs.h5" "$WORK/eager.h5" --no-logits || fail "graph replay differs from eager"
 "$MOETRON" run --model "$model" --prompts "$WORK/prompts.jsonl" --backend cpu --ignore-eos \
   --log-level warn --out "$WORK/cpu.h5"
-# bf16 on the GPU against float32 on the CPU: report agreement, require most tokens equal.
-python3 - "$WORK" <<'PY'
-import subprocess, sys
-def tokens(path):
-    out = subprocess.run(["h5dump", "-d", "/requests/output_tokens", "-y", "-w", "0", "-m", "%d", path],
-                         capture_output=True, text=True, check=True).stdout
-    body = out[out.index("DATA {") + 6: out.index("}")]
-    return [int(x) for x in body.replace(",", " ").split() if x.strip().lstrip("-").isdigit()]
-gpu, cpu = tokens(sys.argv[1] + "/graphs.h5"), tokens(sys.argv[1] + "/cpu.h5")
-same = sum(a == b for a, b in zip(gpu, cpu))
-print(f"cuda vs cpu greedy tokens: {same} of {len(cpu)} equal")
-sys.exit(0 if same >= 0.5 * len(cpu) else 1)
-PY
+# bf16 on the GPU against float32 on the CPU, free-running greedy (one flip changes the rest of
+# that request): most tokens must still agree.
+"$COMPARE_RESULTS" "$WORK/graphs.h5" "$WORK/cpu.h5" --min-agreement 0.5 || fail "cuda and cpu disagree"
 echo "graph replay equals eager"
