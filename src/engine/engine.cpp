@@ -115,6 +115,7 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
     const int64_t per_replica = groups_.world->size() / groups_.dp_size;
     if (totals[0] == 0) break;
     const auto step_start = std::chrono::steady_clock::now();
+    if (options_.observer != nullptr) options_.observer->step_begin(!prefill);
 
     std::vector<int32_t> tokens;
     std::vector<float> logits;
@@ -133,6 +134,7 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
     std::vector<const float*> logit_rows;
     if (options_.save_logits && last)
       for (size_t i = 0; i < step.size(); ++i) logit_rows.push_back(&logits[i * static_cast<size_t>(V)]);
+    if (options_.observer != nullptr) options_.observer->step_end();
     const double now = seconds_since(t0);
     scheduler.complete_step(step, tokens, logit_rows, V, now, config_.eos_token_ids);
     generated += totals[0] / per_replica;

@@ -27,11 +27,21 @@ struct EngineGroups {
   std::vector<int> reporters;
 };
 
+// Told when each step starts and ends (the end is when its tokens are on the host); for
+// measurements such as GPU idle time within steps.
+class StepObserver {
+ public:
+  virtual ~StepObserver() = default;
+  virtual void step_begin(bool decode_only) = 0;
+  virtual void step_end() = 0;
+};
+
 struct EngineOptions {
   SchedulerLimits limits;
   int64_t kv_blocks = 0;  // per replica (each rank holds its layers' and heads' share)
   bool save_logits = false;
   int64_t progress_every_s = 2;
+  StepObserver* observer = nullptr;  // optional
 };
 
 struct EngineReport {
