@@ -390,7 +390,12 @@ void launch_attention(const PagedAttentionArgs& a, const AttentionPlan& plan, vo
 
 }  // namespace
 
-bool attention_head_dim_supported(int head_dim) { return head_dim == 64 || head_dim == 128; }
+bool attention_head_dim_supported(int head_dim) {
+  switch (head_dim) {
+    case 16: case 32: case 64: case 96: case 128: return true;
+    default: return false;
+  }
+}
 
 AttentionPlan plan_attention(const PagedAttentionArgs& a, int num_sms) {
   AttentionPlan plan;
@@ -419,7 +424,10 @@ void paged_attention(const PagedAttentionArgs& a, const AttentionPlan& plan, voi
                      cudaStream_t stream) {
   if (a.num_tokens == 0) return;
   switch (a.head_dim) {
+    case 16: launch_attention<16>(a, plan, workspace, stream); break;
+    case 32: launch_attention<32>(a, plan, workspace, stream); break;
     case 64: launch_attention<64>(a, plan, workspace, stream); break;
+    case 96: launch_attention<96>(a, plan, workspace, stream); break;
     case 128: launch_attention<128>(a, plan, workspace, stream); break;
     default: MOETRON_ASSERT(attention_head_dim_supported(a.head_dim));
   }

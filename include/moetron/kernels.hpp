@@ -95,7 +95,7 @@ struct AttentionPlan {
   int split_len = 0;  // keys per split, a multiple of the key tile
   size_t workspace_bytes = 0;  // fp32 partial outputs, needed when num_splits > 1
 };
-bool attention_head_dim_supported(int head_dim);  // 64 and 128
+bool attention_head_dim_supported(int head_dim);  // 16, 32, 64, 96, 128
 // Query heads per KV head the kernel handles (a block holds 64 rows: tokens x group).
 constexpr int kAttentionMaxGroup = 64;
 AttentionPlan plan_attention(const PagedAttentionArgs& args, int num_sms);

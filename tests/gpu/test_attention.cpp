@@ -39,6 +39,9 @@ TEST_F(CudaAttention, PagedAttentionMatchesReference) {
       {8, 8, 128, 16, {{2, 5000}, {7, 7}}},                        // tensor cores + splits
       {16, 4, 64, 16, {{70, 200}, {1, 64}, {65, 65}}},             // mixed, partial tiles
       {64, 1, 64, 16, {{1, 100}, {2, 2}, {1, 1}}},                 // group of 64, one token a tile
+      {4, 2, 16, 4, {{9, 9}, {1, 30}}},                            // the tiny fixtures' heads
+      {8, 4, 32, 16, {{5, 70}, {1, 1}}},
+      {12, 4, 96, 16, {{33, 40}, {1, 500}}},
   };
   for (const AttentionCase& c : cases) {
     SCOPED_TRACE(describe(c));

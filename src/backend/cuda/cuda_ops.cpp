@@ -320,7 +320,7 @@ void CudaOps::attention(const Tensor& q, const KvCache& cache, const BatchTensor
   expect(cache.k, DType::BF16, "attention", "cache.k");
   expect(cache.v, DType::BF16, "attention", "cache.v");
   MOETRON_CHECK(kernels::attention_head_dim_supported(static_cast<int>(head_dim)),
-                "attention: head_dim " << head_dim << " is not supported on CUDA (64 or 128)");
+                "attention: head_dim " << head_dim << " is not supported on CUDA (16, 32, 64, 96 or 128)");
   MOETRON_CHECK(num_kv_heads > 0 && num_q_heads % num_kv_heads == 0 &&
                     num_q_heads / num_kv_heads <= kernels::kAttentionMaxGroup,
                 "attention: " << num_q_heads << " query heads over " << num_kv_heads
