@@ -96,6 +96,7 @@ DecodeIdleSummary summarize_decode_idle(const std::vector<StepWindow>& steps,
 }
 
 std::string format_decode_idle(const DecodeIdleSummary& s) {
+  if (s.decode_steps == 0) return "GPU idle within decode steps: no decode step was measured";
   char buf[200];
   std::snprintf(buf, sizeof buf,
                 "GPU idle within decode steps: median %.1f%% (p90 %.1f%%); whole step incl. host: "
@@ -103,6 +104,20 @@ std::string format_decode_idle(const DecodeIdleSummary& s) {
                 s.within_median * 100, s.within_p90 * 100, s.step_median * 100,
                 static_cast<long long>(s.kernels_median));
   return buf;
+}
+
+std::map<std::string, std::string> decode_idle_attributes(const DecodeIdleSummary& s) {
+  if (s.decode_steps == 0) return {};
+  const auto percent = [](double fraction) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f", fraction * 100);
+    return std::string(buf);
+  };
+  return {{"gpu_idle_within_decode_step_median", percent(s.within_median)},
+          {"gpu_idle_within_decode_step_p90", percent(s.within_p90)},
+          {"gpu_idle_decode_step_median", percent(s.step_median)},
+          {"gpu_idle_decode_step_p90", percent(s.step_p90)},
+          {"kernels_per_decode_step", std::to_string(s.kernels_median)}};
 }
 
 }  // namespace moetron

@@ -79,6 +79,7 @@ TEST(GpuIdleMath, SummaryCoversDecodeStepsWithActivityOnly) {
 
 TEST(GpuIdleMath, LogLineKeepsTheFormatBenchParses) {
   DecodeIdleSummary s;
+  s.decode_steps = 3;
   s.within_median = 0.012;
   s.within_p90 = 0.02;
   s.step_median = 0.085;
@@ -86,6 +87,28 @@ TEST(GpuIdleMath, LogLineKeepsTheFormatBenchParses) {
   EXPECT_EQ(format_decode_idle(s),
             "GPU idle within decode steps: median 1.2% (p90 2.0%); whole step incl. host: median "
             "8.5%; 412 kernels/step");
+}
+
+TEST(GpuIdleMath, NothingMeasuredGivesNoNumbers) {
+  const DecodeIdleSummary s = summarize_decode_idle({{0, 100, false}}, {StepIdle{}});
+  EXPECT_EQ(s.decode_steps, 0);
+  EXPECT_EQ(format_decode_idle(s), "GPU idle within decode steps: no decode step was measured");
+  EXPECT_TRUE(decode_idle_attributes(s).empty());
+}
+
+TEST(GpuIdleMath, ResultsAttributesAreInPercent) {
+  DecodeIdleSummary s;
+  s.decode_steps = 2;
+  s.within_median = 0.0125;
+  s.within_p90 = 0.5;
+  s.step_median = 0.085;
+  s.step_p90 = 1;
+  s.kernels_median = 7;
+  const std::map<std::string, std::string> expected = {
+      {"gpu_idle_within_decode_step_median", "1.250"}, {"gpu_idle_within_decode_step_p90", "50.000"},
+      {"gpu_idle_decode_step_median", "8.500"},        {"gpu_idle_decode_step_p90", "100.000"},
+      {"kernels_per_decode_step", "7"}};
+  EXPECT_EQ(decode_idle_attributes(s), expected);
 }
 
 }  // namespace

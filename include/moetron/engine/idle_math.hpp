@@ -3,6 +3,7 @@
 // it lives in backend/gpu_activity.hpp.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -48,7 +49,13 @@ DecodeIdleSummary summarize_decode_idle(const std::vector<StepWindow>& steps,
 double percentile(std::vector<double> values, double q);
 
 // "GPU idle within decode steps: median X% (p90 Y%); whole step incl. host: median Z%;
-// N kernels/step" — perf/bench.py parses this line: keep it as it is.
+// N kernels/step" — perf/bench.py parses this line: keep it as it is. Without a measured
+// decode step it says so instead (and bench finds no numbers rather than zeros).
 std::string format_decode_idle(const DecodeIdleSummary& s);
+
+// The results file's root attributes for `s`: gpu_idle_within_decode_step_{median,p90},
+// gpu_idle_decode_step_{median,p90} in percent, and kernels_per_decode_step (the median), as
+// text. Empty without a measured decode step.
+std::map<std::string, std::string> decode_idle_attributes(const DecodeIdleSummary& s);
 
 }  // namespace moetron
