@@ -77,14 +77,21 @@ TEST(GpuIdleMath, SummaryCoversDecodeStepsWithActivityOnly) {
   EXPECT_EQ(s.kernels_median, 2);
 }
 
-TEST(GpuIdleMath, LogLineKeepsTheFormatBenchParses) {
+// A summary of two measured decode steps with these numbers.
+DecodeIdleSummary summary_of(double within_median, double within_p90, double step_median,
+                             double step_p90, int64_t kernels) {
   DecodeIdleSummary s;
-  s.decode_steps = 3;
-  s.within_median = 0.012;
-  s.within_p90 = 0.02;
-  s.step_median = 0.085;
-  s.kernels_median = 412;
-  EXPECT_EQ(format_decode_idle(s),
+  s.decode_steps = 2;
+  s.within_median = within_median;
+  s.within_p90 = within_p90;
+  s.step_median = step_median;
+  s.step_p90 = step_p90;
+  s.kernels_median = kernels;
+  return s;
+}
+
+TEST(GpuIdleMath, LogLineKeepsTheFormatBenchParses) {
+  EXPECT_EQ(format_decode_idle(summary_of(0.012, 0.02, 0.085, 0.1, 412)),
             "GPU idle within decode steps: median 1.2% (p90 2.0%); whole step incl. host: median "
             "8.5%; 412 kernels/step");
 }
@@ -97,13 +104,7 @@ TEST(GpuIdleMath, NothingMeasuredGivesNoNumbers) {
 }
 
 TEST(GpuIdleMath, ResultsAttributesAreInPercent) {
-  DecodeIdleSummary s;
-  s.decode_steps = 2;
-  s.within_median = 0.0125;
-  s.within_p90 = 0.5;
-  s.step_median = 0.085;
-  s.step_p90 = 1;
-  s.kernels_median = 7;
+  const DecodeIdleSummary s = summary_of(0.0125, 0.5, 0.085, 1, 7);
   const std::map<std::string, std::string> expected = {
       {"gpu_idle_within_decode_step_median", "1.250"}, {"gpu_idle_within_decode_step_p90", "50.000"},
       {"gpu_idle_decode_step_median", "8.500"},        {"gpu_idle_decode_step_p90", "100.000"},
