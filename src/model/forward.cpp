@@ -149,7 +149,8 @@ void ModelForward::mlp_block(const LayerWeights& w, size_t local_layer, const Te
     allreduce_tp(out);
     return;
   }
-  Tensor logits = ops.temp(act, {T, c.num_experts});
+  // Router logits in float32: rounding them to bf16 can swap near-equal experts.
+  Tensor logits = ops.temp(DType::F32, {T, c.num_experts});
   ops.linear(h, w.router, nullptr, logits);
   Tensor ids = ops.temp(DType::I32, {T, c.top_k});
   Tensor weights = ops.temp(DType::F32, {T, c.top_k});
