@@ -28,6 +28,7 @@
 #include <cuda_runtime.h>
 
 #include "moetron/backend/cuda_ops.hpp"
+#include "moetron/backend/gpu_activity.hpp"
 #include "moetron/comm/nccl_communicator.hpp"
 #endif
 
@@ -40,7 +41,7 @@ struct RunOptions {
   std::string model, prompts, out, backend = "auto", plan = "auto", load_format = "auto";
   std::string log_level = "info";
   int64_t max_new_tokens = 64;
-  bool ignore_eos = false, save_logits = false, no_graphs = false;
+  bool ignore_eos = false, save_logits = false, no_graphs = false, measure_gpu_idle = false;
   float temperature = 0.0f, top_p = 1.0f;
   int top_k = 0;
   uint64_t seed = 0;
@@ -82,6 +83,8 @@ po::options_description run_options(RunOptions& o) {
       ("load-format", po::value(&o.load_format)->default_value(o.load_format),
        "auto|safetensors: read the checkpoint; dummy: only config.json, deterministic random weights")
       ("no-graphs", po::bool_switch(&o.no_graphs), "run the decode step eagerly (no CUDA graphs)")
+      ("measure-gpu-idle", po::bool_switch(&o.measure_gpu_idle),
+       "trace rank 0's GPU with CUPTI and report how long it idles within decode steps (cuda backend)")
       ("log-level", po::value(&o.log_level)->default_value(o.log_level), "debug, info, warn, error or off");
   return d;
 }
@@ -256,6 +259,8 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     if (r.max_new_tokens < 0) r.max_new_tokens = o.max_new_tokens;
   validate_requests(specs, config.vocab_size, config.max_position_embeddings, o.prompts);
   const std::string backend = resolve_backend(o.backend);
+  MOETRON_CHECK(!o.measure_gpu_idle || backend == "cuda",
+                "--measure-gpu-idle needs the cuda backend (this run uses " << backend << ")");
 
   int ranks_on_node = 1;
   const int local_rank = node_local_rank(&ranks_on_node);
@@ -356,6 +361,12 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   eg.tp_rank = groups.coords.tp;
   eg.replica_root = (plan.pp - 1) * plan.tp;
   for (int d = 0; d < plan.dp; ++d) eg.reporters.push_back(rank_of(plan, {plan.pp - 1, d, 0}));
+#ifdef MOETRON_HAVE_CUDA
+  // Tracing starts before the decode graphs are instantiated, so their kernels are seen too.
+  std::unique_ptr<GpuIdleObserver> idle_observer;
+  if (o.measure_gpu_idle && world_rank == 0) idle_observer = std::make_unique<GpuIdleObserver>();
+  eo.observer = idle_observer.get();
+#endif
   // Decode steps are recorded (CUDA graphs) where nothing in a step waits for the host: one
   // stage, one replica, and a device transport that can be recorded (NCCL or none).
   std::unique_ptr<DecodeGraphs> graphs;
@@ -439,6 +450,13 @@ int run(const RunOptions& o, int world_rank, int world_size) {
       results.ranks.push_back(std::move(rec));
     }
   }
+#ifdef MOETRON_HAVE_CUDA
+  if (idle_observer) {
+    const DecodeIdleSummary idle = idle_observer->summarize();
+    LOG_INFO(format_decode_idle(idle));
+    for (const auto& [name, value] : decode_idle_attributes(idle)) results.meta.extra[name] = value;
+  }
+#endif
   write_results(o.out, results);
   const RunSummary sum = summarize(results);
   LOG_INFO("done: " << sum.requests << " requests, " << sum.output_tokens << " tokens in "
