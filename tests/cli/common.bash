@@ -31,3 +31,29 @@ with open(sys.argv[2], "w") as f:
                             "max_new_tokens": len(p["greedy_tokens"])}) + "\n")
 PY
 }
+
+# GPU tests: skip (77) without a GPU.
+require_gpu() {
+  command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 || { echo "skip: no GPU"; exit 77; }
+}
+
+# make_gpu_model DIR: a small random OLMoE with head_dim 64 (512 / 8), a width every CUDA
+# attention kernel takes, and 4 layers for pipeline plans.
+make_gpu_model() {
+  "$MOETRON" model make --family olmoe --preset tiny --set hidden_size=512 --set num_attention_heads=8 \
+    --set num_key_value_heads=4 --set intermediate_size=256 --set vocab_size=1024 --out "$1" --seed 3
+}
+
+# random_prompts FILE N SEED MAX_NEW_TOKENS_FORMULA: N requests of 1..39 random tokens below 1024;
+# request i asks for eval(formula) new tokens.
+random_prompts() {
+  python3 - "$@" <<'PY'
+import json, random, sys
+path, n, seed, formula = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+rng = random.Random(seed)
+with open(path, "w") as f:
+    for i in range(n):
+        f.write(json.dumps({"prompt_tokens": [rng.randrange(3, 1024) for _ in range(rng.randrange(1, 40))],
+                            "max_new_tokens": eval(formula, {"i": i})}) + "\n")
+PY
+}

@@ -5,19 +5,11 @@
 # bf16 on every path, but reductions run in a different order per plan, so a near-tie may
 # flip a greedy token and change the rest of that request: most tokens must agree.
 source "$(dirname "$0")/common.bash"
-command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 || { echo "skip: no GPU"; exit 77; }
+require_gpu
 gpus=$(nvidia-smi -L | wc -l)
 model=$WORK/olmoe-h512
-"$MOETRON" model make --family olmoe --preset tiny --set hidden_size=512 --set num_attention_heads=8 \
-  --set num_key_value_heads=4 --set intermediate_size=256 --set vocab_size=1024 --out "$model" --seed 3
-python3 - "$WORK/prompts.jsonl" <<'PY'
-import json, random, sys
-random.seed(2)
-with open(sys.argv[1], "w") as f:
-    for i in range(12):
-        f.write(json.dumps({"prompt_tokens": [random.randrange(3, 1024) for _ in range(random.randrange(1, 30))],
-                            "max_new_tokens": 6}) + "\n")
-PY
+make_gpu_model "$model"
+random_prompts "$WORK/prompts.jsonl" 12 2 "6"
 args=(run --model "$model" --prompts "$WORK/prompts.jsonl" --backend cuda --ignore-eos --kv-cache-tokens 4096)
 "$MOETRON" "${args[@]}" --log-level warn --out "$WORK/single.h5"
 check() {  # check RANKS PLAN [EXPECTED LOG TEXT]
