@@ -72,7 +72,7 @@ def step_cost(c, batch, context):
     return bytes_, flops
 
 
-def run_moetron(binary, model, batch, prompt, new, graphs, out):
+def run_moetron(binary, model, batch, prompt, new, graphs, out, measure_idle=False):
     prompts = os.path.join(out, f"prompts-{batch}.jsonl")
     subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "make_prompts.py"), prompts,
                     str(batch), str(prompt), str(new), "30000"], check=True)
@@ -82,9 +82,18 @@ def run_moetron(binary, model, batch, prompt, new, graphs, out):
            "--kv-cache-tokens", str(batch * (prompt + new) + 4096)]
     if not graphs:
         cmd.append("--no-graphs")
+    if measure_idle:
+        cmd.append("--measure-gpu-idle")
     log = subprocess.run(cmd, capture_output=True, text=True)
     if log.returncode != 0:
         return dict(error=log.stderr[-2000:])
+    if measure_idle:  # tracing slows kernels down: only the idle shares count from this run
+        m = re.search(r"GPU idle within decode steps: median ([\d.]+)% \(p90 ([\d.]+)%\); "
+                      r"whole step incl. host: median ([\d.]+)%; (\d+) kernels/step", log.stderr)
+        if not m:
+            return dict(error="no idle line in the log:\n" + log.stderr[-2000:])
+        return dict(idle_within_step=float(m.group(1)) / 100, idle_within_step_p90=float(m.group(2)) / 100,
+                    idle_whole_step=float(m.group(3)) / 100, kernels_per_step=int(m.group(4)))
     m = re.search(r"prefill (\d+) tok/s; decode median step ([\d.e+-]+) ms at batch (\d+)", log.stderr)
     if not m:
         return dict(error="no step summary in the log:\n" + log.stderr[-2000:])
@@ -130,6 +139,12 @@ def main():
                     r["fraction_of_roofline"] = floor / r["decode_step_s"]
                 print(json.dumps(r), flush=True)
                 records.append(r)
+                if str(b) in args.eager_batches.split(","):
+                    idle = run_moetron(args.moetron, model, b, args.prompt, args.new_tokens, graphs, args.out,
+                                       measure_idle=True)
+                    idle.update(engine=("idle-graphs" if graphs else "idle-eager"), model=preset, batch=b)
+                    print(json.dumps(idle), flush=True)
+                    records.append(idle)
         hf = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "hf_bench.py"),
                              "--model", model, "--batches", args.hf_batches, "--prompt", str(args.prompt),
                              "--new-tokens", str(args.new_tokens)], capture_output=True, text=True)
@@ -165,14 +180,14 @@ def write_table(meta, records, path):
     lines = [f"Device: {meta['device']}, {meta['date']}. Measured HBM {meta['hbm_bytes_per_s'] / 1e12:.2f} TB/s "
              f"(copy, read + write), bf16 GEMM {meta['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s. Prompts of "
              f"{meta['prompt']} tokens, {meta['new_tokens']} new tokens, random bf16 weights.", "",
-             "| model | batch | moetron decode tok/s (step ms) | roofline tok/s | fraction | eager step ms | prefill tok/s | HF decode tok/s | speedup vs HF |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| model | batch | moetron decode tok/s (step ms) | roofline tok/s | fraction | eager step ms | GPU idle in step: graphs / eager | prefill tok/s | HF decode tok/s | speedup vs HF |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     by = {(r["engine"], r["model"], r["batch"]): r for r in records}
     for (engine, model, b), r in sorted(by.items(), key=lambda x: (x[0][1], x[0][2])):
         if engine != "moetron":
             continue
         if "error" in r:
-            lines.append(f"| {model} | {b} | error | | | | | | |")
+            lines.append(f"| {model} | {b} | error | | | | | | | |")
             continue
         eager = by.get(("moetron-eager", model, b), {})
         hf = by.get(("hf", model, b), {})
@@ -181,9 +196,12 @@ def write_table(meta, records, path):
         hf_text = f"{hf_rate:.0f}" if hf_rate else "-"
         speedup = f"{rate / hf_rate:.1f}x" if hf_rate else "-"
         eager_ms = eager.get("decode_step_s", float("nan")) * 1e3
+        ig, ie = by.get(("idle-graphs", model, b), {}), by.get(("idle-eager", model, b), {})
+        idle = (f"{ig['idle_within_step']:.1%} / {ie['idle_within_step']:.1%}"
+                if "idle_within_step" in ig and "idle_within_step" in ie else "-")
         lines.append(
             f"| {model} | {b} | {rate:.0f} ({r['decode_step_s'] * 1e3:.2f}) | {r['roofline_tok_s']:.0f} | "
-            f"{r['fraction_of_roofline']:.0%} | {eager_ms:.2f} | {r['prefill_tok_s']:.0f} | {hf_text} | {speedup} |")
+            f"{r['fraction_of_roofline']:.0%} | {eager_ms:.2f} | {idle} | {r['prefill_tok_s']:.0f} | {hf_text} | {speedup} |")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 

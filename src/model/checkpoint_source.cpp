@@ -46,8 +46,8 @@ class RandomSource : public WeightSource {
     const RandomFill fill = random_fill_for(spec, seed_);
     const size_t row_bytes = static_cast<size_t>(col_count) * dtype_size(dtype_);
     // Real shapes hold billions of values: generate rows on every core.
-    const int64_t threads = std::clamp<int64_t>(row_count * col_count / (1 << 20), 1,
-                                                std::max(1u, std::thread::hardware_concurrency()));
+    const int64_t threads = std::clamp<int64_t>(row_count * col_count / (1 << 16), 1,
+                                                std::min<int64_t>(row_count, std::max(1u, std::thread::hardware_concurrency())));
     std::vector<std::thread> pool;
     for (int64_t t = 0; t < threads; ++t) {
       pool.emplace_back([&, t] {
