@@ -72,33 +72,37 @@ def step_cost(c, batch, context):
     return bytes_, flops
 
 
-def run_moetron(binary, model, batch, prompt, new, graphs, out, measure_idle=False):
-    prompts = os.path.join(out, f"prompts-{batch}.jsonl")
-    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "make_prompts.py"), prompts,
-                    str(batch), str(prompt), str(new), "30000"], check=True)
+def run_moetron(binary, model, prompts, max_batch, out_name, extra, out):
+    """One moetron run; returns its log (stderr) or raises with it."""
     cmd = [binary, "run", "--model", model, "--load-format", "dummy", "--prompts", prompts,
-           "--out", os.path.join(out, f"moetron-{batch}.h5"), "--ignore-eos", "--backend", "cuda",
-           "--max-batch", str(max(batch, 1)), "--max-batch-tokens", "16384",
-           "--kv-cache-tokens", str(batch * (prompt + new) + 4096)]
-    if not graphs:
-        cmd.append("--no-graphs")
-    if measure_idle:
-        cmd.append("--measure-gpu-idle")
+           "--out", os.path.join(out, out_name), "--ignore-eos", "--backend", "cuda",
+           "--max-batch", str(max_batch), "--max-batch-tokens", "16384"] + extra
+    t = time.time()
     log = subprocess.run(cmd, capture_output=True, text=True)
+    print(f"  {' '.join(extra) or 'graphs'}: {time.time() - t:.0f} s", flush=True)
     if log.returncode != 0:
-        return dict(error=log.stderr[-2000:])
-    if measure_idle:  # tracing slows kernels down: only the idle shares count from this run
-        m = re.search(r"GPU idle within decode steps: median ([\d.]+)% \(p90 ([\d.]+)%\); "
-                      r"whole step incl. host: median ([\d.]+)%; (\d+) kernels/step", log.stderr)
-        if not m:
-            return dict(error="no idle line in the log:\n" + log.stderr[-2000:])
-        return dict(idle_within_step=float(m.group(1)) / 100, idle_within_step_p90=float(m.group(2)) / 100,
-                    idle_whole_step=float(m.group(3)) / 100, kernels_per_step=int(m.group(4)))
-    m = re.search(r"prefill (\d+) tok/s; decode median step ([\d.e+-]+) ms at batch (\d+)", log.stderr)
+        raise RuntimeError(log.stderr[-3000:])
+    return log.stderr
+
+
+def decode_medians(log):
+    """{batch: step seconds} from the 'decode step median by batch' log line."""
+    line = next(l for l in log.splitlines() if "decode step median by batch:" in l)
+    return {int(b): float(ms) / 1e3 for b, ms in re.findall(r" (\d+): ([\d.e+-]+) ms", line)}
+
+
+def prefill_rate(log):
+    m = re.search(r"prefill: \d+ tokens at (\d+) tok/s", log)
+    return float(m.group(1)) if m else float("nan")
+
+
+def idle_shares(log):
+    m = re.search(r"GPU idle within decode steps: median ([\d.]+)% \(p90 ([\d.]+)%\); "
+                  r"whole step incl. host: median ([\d.]+)%; (\d+) kernels/step", log)
     if not m:
-        return dict(error="no step summary in the log:\n" + log.stderr[-2000:])
-    return dict(prefill_tok_s=float(m.group(1)), decode_step_s=float(m.group(2)) / 1e3,
-                decode_batch=int(m.group(3)))
+        raise RuntimeError("no idle line in the log:\n" + log[-2000:])
+    return dict(idle_within_step=float(m.group(1)) / 100, idle_within_step_p90=float(m.group(2)) / 100,
+                idle_whole_step=float(m.group(3)) / 100, kernels_per_step=int(m.group(4)))
 
 
 def main():
@@ -107,7 +111,9 @@ def main():
     ap.add_argument("--models", default="olmoe-1b-7b,qwen1.5-moe-a2.7b")
     ap.add_argument("--batches", default="1,8,32,64,128,256")
     ap.add_argument("--hf-batches", default="1,8,32,64")
-    ap.add_argument("--eager-batches", default="1,64")
+    ap.add_argument("--idle-batches", default="1,64", help="batch sizes for the GPU-idle runs")
+    ap.add_argument("--steps", type=int, default=8, help="decode steps measured at each batch size")
+    ap.add_argument("--no-eager", dest="eager", action="store_false", help="skip the --no-graphs run")
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--out", required=True)
@@ -122,29 +128,49 @@ def main():
         subprocess.run([args.moetron, "model", "make", "--family", FAMILY[preset], "--preset", preset,
                         "--config-only", "--out", model], check=True, capture_output=True)
         cfg = load_config(model)
-        context = args.prompt + args.new_tokens // 2
-        for b in [int(x) for x in args.batches.split(",")]:
+        batches = [int(x) for x in args.batches.split(",")]
+        # One run measures every batch size: requests finish in waves (make_prompts --phases).
+        phased = os.path.join(args.out, "phased.jsonl")
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "make_prompts.py"), phased,
+                        "--phases", ",".join(str(b) for b in sorted(batches, reverse=True)),
+                        "--steps", str(args.steps), "--prompt", str(args.prompt)], check=True)
+        context = args.prompt + len(batches) * args.steps // 2
+        try:
+            graphs_log = run_moetron(args.moetron, model, phased, max(batches), f"{preset}.h5", [], args.out)
+            eager_log = (run_moetron(args.moetron, model, phased, max(batches), f"{preset}-eager.h5",
+                                     ["--no-graphs"], args.out) if args.eager else None)
+            graph_steps, eager_steps = decode_medians(graphs_log), decode_medians(eager_log) if eager_log else {}
+            prefill = prefill_rate(graphs_log)
+        except (RuntimeError, StopIteration) as e:
+            print(json.dumps(dict(engine="moetron", model=preset, error=str(e)[-2000:])), flush=True)
+            continue
+        for b in batches:
+            bytes_, flops = step_cost(cfg, b, context)
+            # The copy's bytes read + written per second is the HBM's total rate, which reads
+            # alone can use (the issue's roofline: ~2.6 GB at 3.02 TB/s = ~1,100 tok/s).
+            floor = max(bytes_ / bw, flops / peak)
+            r = dict(engine="moetron", model=preset, batch=b, context=context, step_bytes=bytes_,
+                     step_flops=flops, roofline_step_s=floor, roofline_tok_s=b / floor, prefill_tok_s=prefill)
+            if b in graph_steps:
+                r.update(decode_step_s=graph_steps[b], decode_tok_s=b / graph_steps[b],
+                         fraction_of_roofline=floor / graph_steps[b])
+            if b in eager_steps:
+                records.append(dict(engine="moetron-eager", model=preset, batch=b, decode_step_s=eager_steps[b]))
+            print(json.dumps(r), flush=True)
+            records.append(r)
+        for b in [int(x) for x in args.idle_batches.split(",") if x]:
+            prompts = os.path.join(args.out, f"idle-{b}.jsonl")
+            subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "make_prompts.py"), prompts,
+                            str(b), str(args.prompt), str(args.steps + 1), "30000"], check=True)
             for graphs in (True, False):
-                if not graphs and str(b) not in args.eager_batches.split(","):
-                    continue
-                t = time.time()
-                r = run_moetron(args.moetron, model, b, args.prompt, args.new_tokens, graphs, args.out)
-                bytes_, flops = step_cost(cfg, b, context)
-                floor = max(bytes_ / (bw / 2), flops / peak)  # bw/2: a copy counts read + write
-                r.update(engine="moetron" if graphs else "moetron-eager", model=preset, batch=b,
-                         step_bytes=bytes_, step_flops=flops, roofline_step_s=floor,
-                         roofline_tok_s=b / floor, wall_s=time.time() - t)
-                if "decode_step_s" in r:
-                    r["decode_tok_s"] = b / r["decode_step_s"]
-                    r["fraction_of_roofline"] = floor / r["decode_step_s"]
+                extra = ["--measure-gpu-idle"] + ([] if graphs else ["--no-graphs"])
+                try:
+                    r = idle_shares(run_moetron(args.moetron, model, prompts, b, f"idle-{b}.h5", extra, args.out))
+                except RuntimeError as e:
+                    r = dict(error=str(e)[-2000:])
+                r.update(engine="idle-graphs" if graphs else "idle-eager", model=preset, batch=b)
                 print(json.dumps(r), flush=True)
                 records.append(r)
-                if str(b) in args.eager_batches.split(","):
-                    idle = run_moetron(args.moetron, model, b, args.prompt, args.new_tokens, graphs, args.out,
-                                       measure_idle=True)
-                    idle.update(engine=("idle-graphs" if graphs else "idle-eager"), model=preset, batch=b)
-                    print(json.dumps(idle), flush=True)
-                    records.append(idle)
         hf = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "hf_bench.py"),
                              "--model", model, "--batches", args.hf_batches, "--prompt", str(args.prompt),
                              "--new-tokens", str(args.new_tokens)], capture_output=True, text=True)
@@ -157,7 +183,8 @@ def main():
         if hf.returncode != 0:
             print("hf_bench failed:", hf.stderr[-2000:], flush=True)
     meta = dict(device=device, date=datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
-                hbm_bytes_per_s=bw, bf16_flops_per_s=peak, prompt=args.prompt, new_tokens=args.new_tokens)
+                hbm_bytes_per_s=bw, bf16_flops_per_s=peak, prompt=args.prompt, new_tokens=args.new_tokens,
+                steps=args.steps)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(dict(meta=meta, records=records), f, indent=1)
     write_table(meta, records, os.path.join(args.out, "RESULTS.md"))
@@ -179,15 +206,18 @@ def main():
 def write_table(meta, records, path):
     lines = [f"Device: {meta['device']}, {meta['date']}. Measured HBM {meta['hbm_bytes_per_s'] / 1e12:.2f} TB/s "
              f"(copy, read + write), bf16 GEMM {meta['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s. Prompts of "
-             f"{meta['prompt']} tokens, {meta['new_tokens']} new tokens, random bf16 weights.", "",
+             f"{meta['prompt']} tokens; median decode step over {meta['steps']} steps at each batch size "
+             f"(context about {meta['prompt']}-{meta['prompt'] + meta['new_tokens']}); random bf16 weights. "
+             f"HF: transformers generate(), bf16, {meta['new_tokens']} new tokens minus 1.", "",
              "| model | batch | moetron decode tok/s (step ms) | roofline tok/s | fraction | eager step ms | GPU idle in step: graphs / eager | prefill tok/s | HF decode tok/s | speedup vs HF |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    by = {(r["engine"], r["model"], r["batch"]): r for r in records}
+    by = {(r["engine"], r["model"], r.get("batch")): r for r in records}
+    by = {k: v for k, v in by.items() if k[2] is not None}
     for (engine, model, b), r in sorted(by.items(), key=lambda x: (x[0][1], x[0][2])):
         if engine != "moetron":
             continue
-        if "error" in r:
-            lines.append(f"| {model} | {b} | error | | | | | | | |")
+        if "decode_step_s" not in r:
+            lines.append(f"| {model} | {b} | not measured | | | | | | | |")
             continue
         eager = by.get(("moetron-eager", model, b), {})
         hf = by.get(("hf", model, b), {})
