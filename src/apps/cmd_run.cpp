@@ -4,6 +4,7 @@
 
 #include <boost/program_options.hpp>
 #include <cmath>
+#include <map>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -226,27 +227,31 @@ std::string host_name() {
 }
 
 
-// One line on how the steps went: prefill rate and the median decode step at its batch size.
+// How the steps went, in two lines: the prefill rate, and the median decode step at each batch
+// size that ran (perf/bench.py reads the second line).
 void log_step_summary(const std::vector<StepRecord>& steps) {
   double prefill_s = 0;
   int64_t prefill_tokens = 0;
-  std::vector<std::pair<double, int32_t>> decode;  // (seconds, batch)
+  std::map<int32_t, std::vector<double>> decode;  // batch size -> step seconds
   for (const StepRecord& st : steps) {
     if (st.is_prefill) {
       prefill_s += st.seconds;
       prefill_tokens += st.num_tokens;
     } else {
-      decode.emplace_back(st.seconds, st.batch_size);
+      decode[st.batch_size].push_back(st.seconds);
     }
   }
+  if (prefill_tokens > 0)
+    LOG_INFO("prefill: " << prefill_tokens << " tokens at " << static_cast<int64_t>(prefill_tokens / prefill_s)
+                         << " tok/s");
+  if (decode.empty()) return;
   std::ostringstream os;
-  os << "steps: " << steps.size();
-  if (prefill_tokens > 0) os << "; prefill " << static_cast<int64_t>(prefill_tokens / prefill_s) << " tok/s";
-  if (!decode.empty()) {
-    std::nth_element(decode.begin(), decode.begin() + decode.size() / 2, decode.end());
-    const auto& mid = decode[decode.size() / 2];
-    os << "; decode median step " << mid.first * 1e3 << " ms at batch " << mid.second << " ("
-       << static_cast<int64_t>(mid.second / mid.first) << " tok/s)";
+  os << "decode step median by batch:";
+  for (auto& [batch, seconds] : decode) {
+    std::nth_element(seconds.begin(), seconds.begin() + seconds.size() / 2, seconds.end());
+    const double median = seconds[seconds.size() / 2];
+    os << " " << batch << ": " << median * 1e3 << " ms (" << static_cast<int64_t>(batch / median) << " tok/s, "
+       << seconds.size() << " steps);";
   }
   LOG_INFO(os.str());
 }
