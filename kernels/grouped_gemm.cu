@@ -1,15 +1,22 @@
-// Grouped expert GEMMs on tensor cores (WMMA bf16 x bf16 -> fp32, portable to sm_80/89/90).
+// Grouped expert GEMMs: per-expert GEMVs on CUDA cores for decode-sized loads, and tiled
+// GEMMs on tensor cores (WMMA bf16 x bf16 -> fp32, portable to sm_80/89/90) for the rest.
 //
 // The rows are the permuted tokens, expert after expert; expert e owns rows
 // [offsets[e], offsets[e+1]) and row tiles [tile_offsets[e], tile_offsets[e+1]), both read from
 // device memory (moe_route writes them), so the launch needs only host-known bounds and can be
-// captured in a CUDA graph. Each block computes one output tile of one expert (64 x 64, or
-// 128 x 128 when experts get many rows): grid x walks row tiles (a block past the last tile
-// returns at once), grid y the output columns. Operands stream through shared memory in a
+// captured in a CUDA graph. A block past the last tile returns at once.
+//
+// Tensor cores: each block computes one output tile of one expert (16, 64 or 128 rows): grid x
+// walks row tiles, grid y the output columns. Operands stream through shared memory in a
 // three-stage cp.async pipeline.
 //
-// kSwiGLU: the weight holds gate rows then up rows; the block computes the gate and the up tile
-// of the same columns and writes silu(gate) * up. Otherwise it writes the plain product.
+// GEMV (a tile is at most kGemvMaxRows rows): there the weights are the whole cost and a
+// tensor-core tile would idle on padding rows, so each warp streams two weight rows with 16-byte
+// loads, several in flight per lane, and dots them with the tile's few activation rows (read
+// through L1, shared by the block's warps). Grid x walks column blocks, grid y row tiles.
+//
+// kSwiGLU: the weight holds gate rows then up rows; gate and up of the same columns are computed
+// together and silu(gate) * up is written. Otherwise the plain product.
 #include <mma.h>
 
 #include <algorithm>
@@ -177,17 +184,127 @@ __global__ void __launch_bounds__(GemmShape<BM, BN, WM, WN, kSwiGLU>::kThreads)
   }
 }
 
+
+// ---- GEMV path ----------------------------------------------------------------------------------
+
+constexpr int kGemvWarps = 8;   // warps per block
+constexpr int kGemvUnroll = 4;  // 16-byte weight loads in flight per lane and weight row
+constexpr int kGemvChunk = 32 * 8;  // bf16 of a weight row that one warp load covers
+
+__device__ __forceinline__ void bf16x8_to_float(const uint4& raw, float (&f)[8]) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 v = __bfloat1622float2(h[i]);
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
+  }
+}
+
+// One warp: the dot products of weight rows w0 and w1 with the tile's activation rows
+// (R at most, `rows` valid), summed over the warp: every lane ends with all of them.
+template <int R>
+__device__ __forceinline__ void warp_dot2(const bf16* __restrict__ w0, const bf16* __restrict__ w1,
+                                          const bf16* __restrict__ a, int rows, int k_dim,
+                                          float (&d0)[R], float (&d1)[R]) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int r = 0; r < R; ++r) d0[r] = d1[r] = 0.0f;
+  for (int k0 = lane * 8; k0 < k_dim; k0 += kGemvChunk * kGemvUnroll) {
+    uint4 raw0[kGemvUnroll], raw1[kGemvUnroll];
+    // All loads first: kGemvUnroll x 2 x 16 bytes per lane in flight before any math.
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int k = k0 + u * kGemvChunk;
+      const bool in = k < k_dim;
+      raw0[u] = in ? __ldcs(reinterpret_cast<const uint4*>(w0 + k)) : make_uint4(0, 0, 0, 0);
+      raw1[u] = in ? __ldcs(reinterpret_cast<const uint4*>(w1 + k)) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int k = k0 + u * kGemvChunk;
+      if (k >= k_dim) break;
+      float f0[8], f1[8];
+      bf16x8_to_float(raw0[u], f0);
+      bf16x8_to_float(raw1[u], f1);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (r >= rows) break;
+        const bf16* xr = a + static_cast<int64_t>(r) * k_dim + k;
+        float x[8];
+        bf16x8_to_float(__ldg(reinterpret_cast<const uint4*>(xr)), x);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          d0[r] = fmaf(f0[i], x[i], d0[r]);
+          d1[r] = fmaf(f1[i], x[i], d1[r]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    d0[r] = warp_sum(d0[r]);
+    d1[r] = warp_sum(d1[r]);
+  }
+}
+
+// Each warp owns one output column (SwiGLU: gate row n and up row n_dim + n) or two (plain:
+// rows n and n + 1; n_dim is even).
+template <int R, bool kSwiGLU>
+__global__ void __launch_bounds__(32 * kGemvWarps)
+    grouped_gemv_kernel(const bf16* __restrict__ a, const bf16* __restrict__ w,
+                        const int32_t* __restrict__ offsets,
+                        const int32_t* __restrict__ tile_offsets, int num_local, int k_dim,
+                        int n_dim, int64_t w_expert_stride, bf16* __restrict__ c) {
+  constexpr int kColsPerWarp = kSwiGLU ? 1 : 2;
+  const int tile = blockIdx.y;
+  if (tile >= tile_offsets[num_local]) return;
+  const int n = (blockIdx.x * kGemvWarps + (threadIdx.x >> 5)) * kColsPerWarp;
+  if (n >= n_dim) return;
+  const int e = expert_of_tile(tile_offsets, num_local, tile);
+  const int row0 = offsets[e] + (tile - tile_offsets[e]) * R;
+  const int rows = min(R, offsets[e + 1] - row0);
+  const bf16* w0 = w + e * w_expert_stride + static_cast<int64_t>(n) * k_dim;
+  const bf16* w1 = kSwiGLU ? w0 + static_cast<int64_t>(n_dim) * k_dim : w0 + k_dim;
+  float d0[R], d1[R];
+  warp_dot2<R>(w0, w1, a + static_cast<int64_t>(row0) * k_dim, rows, k_dim, d0, d1);
+  // Lane r writes row r (the sums are in every lane; the unrolled test keeps them in registers).
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (lane != r || r >= rows) continue;
+    bf16* out = c + static_cast<int64_t>(row0 + r) * n_dim + n;
+    if constexpr (kSwiGLU)
+      *out = __float2bfloat16(silu(d0[r]) * d1[r]);
+    else
+      *reinterpret_cast<__nv_bfloat162*>(out) = __floats2bfloat162_rn(d0[r], d1[r]);
+  }
+}
+
+template <int R, bool kSwiGLU>
+void launch_gemv(const bf16* a, const bf16* w, const MoeRouting& routing, int64_t num_local,
+                 int64_t max_tiles, int64_t k_dim, int64_t n_dim, int64_t w_expert_stride,
+                 bf16* c, cudaStream_t stream) {
+  constexpr int kColsPerBlock = kGemvWarps * (kSwiGLU ? 1 : 2);
+  const dim3 grid(static_cast<unsigned>(ceil_div(n_dim, kColsPerBlock)),
+                  static_cast<unsigned>(max_tiles));
+  grouped_gemv_kernel<R, kSwiGLU><<<grid, 32 * kGemvWarps, 0, stream>>>(
+      a, w, routing.offsets, routing.tile_offsets, static_cast<int>(num_local),
+      static_cast<int>(k_dim), static_cast<int>(n_dim), w_expert_stride, c);
+  CUDA_CHECK_LAUNCH();
+}
+
+// ---- tensor-core path ---------------------------------------------------------------------------
+
 template <int BM, int BN, int WM, int WN, bool kSwiGLU>
 void launch_shape(const bf16* a, const bf16* w, const MoeRouting& routing, int64_t num_local,
-                  int64_t max_rows, int64_t k_dim, int64_t n_dim, int64_t w_expert_stride,
+                  int64_t max_tiles, int64_t k_dim, int64_t n_dim, int64_t w_expert_stride,
                   bf16* c, cudaStream_t stream) {
   using Shape = GemmShape<BM, BN, WM, WN, kSwiGLU>;
   auto kernel = grouped_gemm_kernel<BM, BN, WM, WN, kSwiGLU>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(Shape::kSmemBytes)));
-  // Each expert's last tile may be partial, so tiles <= ceil(max_rows / BM) + num_local.
-  const dim3 grid(static_cast<unsigned>(ceil_div(max_rows, BM) + num_local),
-                  static_cast<unsigned>(ceil_div(n_dim, BN)));
+  const dim3 grid(static_cast<unsigned>(max_tiles), static_cast<unsigned>(ceil_div(n_dim, BN)));
   kernel<<<grid, Shape::kThreads, Shape::kSmemBytes, stream>>>(
       a, w, routing.offsets, routing.tile_offsets, static_cast<int>(num_local),
       static_cast<int>(k_dim), static_cast<int>(n_dim), w_expert_stride, c);
@@ -195,7 +312,7 @@ void launch_shape(const bf16* a, const bf16* w, const MoeRouting& routing, int64
 }
 
 // Large tiles reuse each loaded operand twice as often; small ones waste fewer rows on experts
-// that got few tokens (decode).
+// that got few tokens; GEMVs waste none where every expert has a handful.
 template <bool kSwiGLU>
 void launch_grouped_gemm(int tile_rows, const bf16* a, const bf16* w, const MoeRouting& routing,
                          int64_t num_local, int64_t max_rows, int64_t k_dim, int64_t n_dim,
@@ -203,21 +320,51 @@ void launch_grouped_gemm(int tile_rows, const bf16* a, const bf16* w, const MoeR
   if (num_local == 0 || max_rows == 0 || n_dim == 0) return;
   MOETRON_ASSERT(k_dim % 8 == 0 && n_dim % 8 == 0 && aligned16(a) && aligned16(w) &&
                  aligned16(c));
-  // Large: 4 warps of 64 x 64 (SwiGLU: 64 x 32 of gate and of up, the same accumulators).
-  constexpr int kLargeN = kSwiGLU ? 64 : 128, kLargeWarpN = kSwiGLU ? 32 : 64;
-  if (tile_rows == kLargeTileRows)
-    launch_shape<kLargeTileRows, kLargeN, 64, kLargeWarpN, kSwiGLU>(
-        a, w, routing, num_local, max_rows, k_dim, n_dim, w_expert_stride, c, stream);
-  else
-    launch_shape<kSmallTileRows, 64, 32, 32, kSwiGLU>(a, w, routing, num_local, max_rows, k_dim,
-                                                      n_dim, w_expert_stride, c, stream);
+  // Each expert's last tile may be partial, and no tile is empty.
+  const int64_t max_tiles = std::min(ceil_div(max_rows, tile_rows) + num_local, max_rows);
+  switch (tile_rows) {
+    case 1:
+      return launch_gemv<1, kSwiGLU>(a, w, routing, num_local, max_tiles, k_dim, n_dim,
+                                     w_expert_stride, c, stream);
+    case 2:
+      return launch_gemv<2, kSwiGLU>(a, w, routing, num_local, max_tiles, k_dim, n_dim,
+                                     w_expert_stride, c, stream);
+    case 4:
+      return launch_gemv<4, kSwiGLU>(a, w, routing, num_local, max_tiles, k_dim, n_dim,
+                                     w_expert_stride, c, stream);
+    case kGemvMaxRows:
+      return launch_gemv<kGemvMaxRows, kSwiGLU>(a, w, routing, num_local, max_tiles, k_dim,
+                                                n_dim, w_expert_stride, c, stream);
+    case kTinyTileRows:
+      // 4 warps side by side, each 16 rows (SwiGLU: 16 columns of gate and of up).
+      return launch_shape<kTinyTileRows, kSwiGLU ? 64 : 128, 16, kSwiGLU ? 16 : 32, kSwiGLU>(
+          a, w, routing, num_local, max_tiles, k_dim, n_dim, w_expert_stride, c, stream);
+    case kSmallTileRows:
+      return launch_shape<kSmallTileRows, 64, 32, 32, kSwiGLU>(
+          a, w, routing, num_local, max_tiles, k_dim, n_dim, w_expert_stride, c, stream);
+    case kLargeTileRows: {
+      // 4 warps of 64 x 64 (SwiGLU: 64 x 32 of gate and of up, the same accumulators).
+      constexpr int kLargeN = kSwiGLU ? 64 : 128, kLargeWarpN = kSwiGLU ? 32 : 64;
+      return launch_shape<kLargeTileRows, kLargeN, 64, kLargeWarpN, kSwiGLU>(
+          a, w, routing, num_local, max_tiles, k_dim, n_dim, w_expert_stride, c, stream);
+    }
+    default:
+      MOETRON_FAIL("grouped GEMM: no kernel for tiles of " << tile_rows << " rows");
+  }
 }
 
 }  // namespace
 
-int grouped_gemm_tile_rows(int64_t max_rows, int64_t num_local) {
-  return max_rows >= 2 * kLargeTileRows * std::max<int64_t>(num_local, 1) ? kLargeTileRows
-                                                                          : kSmallTileRows;
+int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local) {
+  // A token picks k distinct experts, so no expert gets more rows than there are tokens.
+  if (num_tokens <= kGemvMaxRows) {
+    int rows = 1;
+    while (rows < num_tokens) rows *= 2;
+    return rows;
+  }
+  const int64_t rows_per_expert = num_tokens * k / std::max<int64_t>(num_local, 1);
+  if (rows_per_expert <= 2 * kTinyTileRows) return kTinyTileRows;
+  return rows_per_expert >= 2 * kLargeTileRows ? kLargeTileRows : kSmallTileRows;
 }
 
 void grouped_gemm_swiglu(int tile_rows, const bf16* x_perm, const bf16* gate_up,

@@ -20,42 +20,72 @@ __global__ void count_slots_kernel(const int32_t* __restrict__ ids, int64_t num_
   }
 }
 
-// Exclusive prefix sums of the counts (rows) and of their tile counts, in one block: a
-// Hillis-Steele scan over each chunk of kScanThreads experts, carried across chunks.
-__global__ void scan_offsets_kernel(const int32_t* __restrict__ counts, int num_local,
-                                    int tile_rows, int32_t* offsets, int32_t* tile_offsets) {
+// Offsets of one chunk of kScanThreads experts (thread i: expert base + i, with `count` rows):
+// a Hillis-Steele scan of rows and tiles in shared memory, carried across chunks. Every thread
+// of the block calls it.
+__device__ void scan_offsets_chunk(int count, int base, int num_local, int tile_rows,
+                                   int& row_carry, int& tile_carry, int32_t* offsets,
+                                   int32_t* tile_offsets) {
   __shared__ int rows_s[kScanThreads], tiles_s[kScanThreads];
-  int row_carry = 0, tile_carry = 0;
-  for (int base = 0; base < num_local; base += kScanThreads) {
-    const int e = base + threadIdx.x;
-    const int c = e < num_local ? counts[e] : 0;
-    rows_s[threadIdx.x] = c;
-    tiles_s[threadIdx.x] = (c + tile_rows - 1) / tile_rows;
+  const int e = base + threadIdx.x;
+  rows_s[threadIdx.x] = count;
+  tiles_s[threadIdx.x] = (count + tile_rows - 1) / tile_rows;
+  __syncthreads();
+  for (int step = 1; step < kScanThreads; step <<= 1) {
+    int r = 0, t = 0;
+    if (threadIdx.x >= step) {
+      r = rows_s[threadIdx.x - step];
+      t = tiles_s[threadIdx.x - step];
+    }
     __syncthreads();
-    for (int step = 1; step < kScanThreads; step <<= 1) {
-      int r = 0, t = 0;
-      if (threadIdx.x >= step) {
-        r = rows_s[threadIdx.x - step];
-        t = tiles_s[threadIdx.x - step];
-      }
-      __syncthreads();
-      rows_s[threadIdx.x] += r;
-      tiles_s[threadIdx.x] += t;
-      __syncthreads();
-    }
-    // Inclusive sums: expert e ends where e + 1 begins.
-    if (e < num_local) {
-      offsets[e + 1] = row_carry + rows_s[threadIdx.x];
-      tile_offsets[e + 1] = tile_carry + tiles_s[threadIdx.x];
-    }
-    row_carry += rows_s[kScanThreads - 1];
-    tile_carry += tiles_s[kScanThreads - 1];
+    rows_s[threadIdx.x] += r;
+    tiles_s[threadIdx.x] += t;
     __syncthreads();
   }
-  if (threadIdx.x == 0) {
+  // Inclusive sums: expert e ends where e + 1 begins.
+  if (e < num_local) {
+    offsets[e + 1] = row_carry + rows_s[threadIdx.x];
+    tile_offsets[e + 1] = tile_carry + tiles_s[threadIdx.x];
+  }
+  if (base == 0 && threadIdx.x == 0) {
     offsets[0] = 0;
     tile_offsets[0] = 0;
   }
+  row_carry += rows_s[kScanThreads - 1];
+  tile_carry += tiles_s[kScanThreads - 1];
+  __syncthreads();  // the shared sums are read above before the next chunk overwrites them
+}
+
+// Exclusive prefix sums of the counts (rows) and of their tile counts, in one block.
+__global__ void scan_offsets_kernel(const int32_t* __restrict__ counts, int num_local,
+                                    int tile_rows, int32_t* offsets, int32_t* tile_offsets) {
+  int row_carry = 0, tile_carry = 0;
+  for (int base = 0; base < num_local; base += kScanThreads) {
+    const int e = base + threadIdx.x;
+    scan_offsets_chunk(e < num_local ? counts[e] : 0, base, num_local, tile_rows, row_carry,
+                       tile_carry, offsets, tile_offsets);
+  }
+}
+
+// The whole routing in one block, for up to kScanThreads local experts and few slots (decode):
+// counts and ranks with shared-memory atomics, then the scan. Saves the memset and a launch.
+__global__ void route_one_block_kernel(const int32_t* __restrict__ ids, int64_t num_slots,
+                                       int64_t first_expert, int num_local, int tile_rows,
+                                       int32_t* counts, int32_t* slot_rank, int32_t* offsets,
+                                       int32_t* tile_offsets) {
+  __shared__ int counts_s[kScanThreads];
+  counts_s[threadIdx.x] = 0;
+  __syncthreads();
+  for (int64_t s = threadIdx.x; s < num_slots; s += kScanThreads) {
+    const int64_t e = ids[s] - first_expert;
+    slot_rank[s] = (e >= 0 && e < num_local) ? atomicAdd(&counts_s[e], 1) : -1;
+  }
+  __syncthreads();
+  const int count = threadIdx.x < num_local ? counts_s[threadIdx.x] : 0;
+  if (threadIdx.x < num_local) counts[threadIdx.x] = count;
+  int row_carry = 0, tile_carry = 0;
+  scan_offsets_chunk(count, 0, num_local, tile_rows, row_carry, tile_carry, offsets,
+                     tile_offsets);
 }
 
 // One block per slot: records the slot's permuted row and copies its token's row there.
@@ -117,10 +147,20 @@ int row_copy_threads(int64_t cols, int vec) {
 
 }  // namespace
 
+// Up to this many slots one block routes them all (shared atomics); beyond, a grid counts them.
+constexpr int64_t kOneBlockRouteMaxSlots = 8192;
+
 void moe_route(const int32_t* ids, int64_t num_tokens, int64_t k, int64_t first_expert,
                int64_t num_local, int tile_rows, const MoeRouting& routing, cudaStream_t stream) {
-  CUDA_CHECK(cudaMemsetAsync(routing.counts, 0, num_local * sizeof(int32_t), stream));
   const int64_t slots = num_tokens * k;
+  if (num_local <= kScanThreads && slots <= kOneBlockRouteMaxSlots) {
+    route_one_block_kernel<<<1, kScanThreads, 0, stream>>>(
+        ids, slots, first_expert, static_cast<int>(num_local), tile_rows, routing.counts,
+        routing.slot_rank, routing.offsets, routing.tile_offsets);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
+  CUDA_CHECK(cudaMemsetAsync(routing.counts, 0, num_local * sizeof(int32_t), stream));
   if (slots > 0) {
     count_slots_kernel<<<grid_for(slots, 256), 256, 0, stream>>>(ids, slots, first_expert,
                                                                  num_local, routing.counts,

@@ -139,13 +139,18 @@ void moe_unpermute_combine(const bf16* y_perm, const int32_t* row_of_slot, const
 void accumulate_expert_counts(const int32_t* ids, int64_t n, int64_t num_experts,
                               int64_t* counts, cudaStream_t stream);
 
-// ---- grouped_gemm.cu: per-expert GEMMs on tensor cores ---------------------------------------
-// Row tiles are kSmallTileRows or kLargeTileRows rows; grouped_gemm_tile_rows picks one from the
-// bound on permuted rows (T * k) and the number of local experts. moe_route must count tiles of
-// the same size (MoeRouting::tile_offsets) as the two GEMMs then use.
+// ---- grouped_gemm.cu: per-expert GEMMs ------------------------------------------------------
+// Row tiles of 1, 2, 4 or kGemvMaxRows rows run as GEMVs on CUDA cores (decode: every expert has
+// a handful of rows and the weights are the cost); kTinyTileRows, kSmallTileRows and
+// kLargeTileRows rows run on tensor cores. grouped_gemm_tile_rows picks one from the step's
+// token count, top-k and number of local experts; moe_route must count tiles of the same size
+// (MoeRouting::tile_offsets) as the two GEMMs then use. Any tile size is correct for any
+// routing (an expert with more rows than a tile gets several tiles).
+constexpr int kGemvMaxRows = 8;
+constexpr int kTinyTileRows = 16;
 constexpr int kSmallTileRows = 64;
 constexpr int kLargeTileRows = 128;
-int grouped_gemm_tile_rows(int64_t max_rows, int64_t num_local);
+int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local);
 // act[r, :] = silu(x[r] . G_e^T) * (x[r] . U_e^T) for each permuted row r of expert e, with
 // gate_up [num_local, 2 * inter, hidden] (gate rows, then up rows). max_rows bounds the
 // permuted rows (T * k); hidden and inter must be multiples of 8.

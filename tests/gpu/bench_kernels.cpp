@@ -82,6 +82,11 @@ TEST_F(CudaBench, Dense) {
   Tensor next = gpu().alloc(DType::I32, {64});
   ms = time_ms([&] { gpu().argmax(logits, next); });
   report("argmax", "[64, 151936] f32", ms, 64.0 * 151936 * 4, 0);
+  Tensor one_row = gpu().alloc(DType::F32, {1, 50304});
+  gpu().fill_zero(one_row);
+  Tensor first = next.slice_rows(0, 1);
+  ms = time_ms([&] { gpu().argmax(one_row, first); });
+  report("argmax", "[1, 50304] f32 (OLMoE decode)", ms, 50304.0 * 4, 0);
 
   for (int64_t rows : {int64_t{64}, int64_t{4096}}) {
     Tensor x = random_gpu({rows, 2048}), wq = random_gpu({6144, 2048}, 0.02f);
@@ -94,10 +99,14 @@ TEST_F(CudaBench, Dense) {
 
 TEST_F(CudaBench, MoeAndRouter) {
   struct Case { const char* name; int64_t tokens, experts, k, hidden, inter; };
-  for (Case c : {Case{"qwen3-30b-a3b prefill", 4096, 128, 8, 2048, 768},
+  // Decode first: the prefill cases' weights take long to draw on the host.
+  for (Case c : {Case{"olmoe decode T=1", 1, 64, 8, 2048, 1024},
+                 Case{"olmoe decode T=8", 8, 64, 8, 2048, 1024},
+                 Case{"olmoe decode T=64", 64, 64, 8, 2048, 1024},
                  Case{"qwen3-30b-a3b decode", 64, 128, 8, 2048, 768},
-                 Case{"mixtral prefill", 4096, 8, 2, 4096, 14336},
-                 Case{"olmoe prefill", 4096, 64, 8, 2048, 1024}}) {
+                 Case{"olmoe prefill", 4096, 64, 8, 2048, 1024},
+                 Case{"qwen3-30b-a3b prefill", 4096, 128, 8, 2048, 768},
+                 Case{"mixtral prefill", 4096, 8, 2, 4096, 14336}}) {
     gpu().reset_temps();
     Tensor logits = random_gpu({c.tokens, c.experts}, 3.0f);
     Tensor ids = gpu().alloc(DType::I32, {c.tokens, c.k});
@@ -118,7 +127,11 @@ TEST_F(CudaBench, MoeAndRouter) {
       gpu().moe_experts(x, ids, weights, ew, out);
     });
     const double flops = 2.0 * c.tokens * c.k * 3.0 * c.hidden * c.inter;
-    const double weight_bytes = 3.0 * c.experts * c.hidden * c.inter * 2;
+    // Only the experts some token chose are read.
+    std::vector<int32_t> chosen = read_ints(gpu(), ids);
+    std::sort(chosen.begin(), chosen.end());
+    const auto active = std::unique(chosen.begin(), chosen.end()) - chosen.begin();
+    const double weight_bytes = 3.0 * active * c.hidden * c.inter * 2;
     report("moe_experts", c.name, ms, weight_bytes + 2.0 * c.tokens * c.hidden * 2, flops);
   }
 }

@@ -175,13 +175,17 @@ TEST_F(CudaDense, RopeMatchesReference) {
 
 TEST_F(CudaDense, ArgmaxPicksTheLargestLogit) {
   for (int64_t rows : kRows) {
-    for (int64_t vocab : {int64_t{50}, int64_t{1000}, int64_t{32000}}) {
+    // Odd widths: rows that start off a 16-byte boundary (scalar head and tail of the row).
+    for (int64_t vocab : {int64_t{50}, int64_t{1000}, int64_t{32000}, int64_t{50257}}) {
       std::vector<float> logits = random_values(rows * vocab, 10.0f);
       std::vector<int32_t> expect(rows);
       for (int64_t r = 0; r < rows; ++r) {
-        // A clear winner in each row, at a random place.
+        // A clear winner in each row, at a random place, tied by a later copy: the lower wins.
         const int64_t winner = random_ints(1, 0, static_cast<int32_t>(vocab - 1))[0];
         logits[r * vocab + winner] = 20.0f;
+        const int64_t later = random_ints(1, static_cast<int32_t>(winner),
+                                          static_cast<int32_t>(vocab - 1))[0];
+        logits[r * vocab + later] = 20.0f;
         expect[r] = static_cast<int32_t>(winner);
       }
       for (DType dt : {DType::F32, DType::BF16}) {

@@ -55,6 +55,12 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       {200, 60, 4, 128, 64, 0, 60},  {64, 32, 2, 512, 512, 16, 8},
       // Many rows per expert: the large-tile GEMMs.
       {1100, 8, 2, 128, 96, 0, 8},   {1500, 16, 4, 96, 64, 4, 8},
+      // Decode: GEMV tiles of 1, 2, 4 and 8 rows (OLMoE-like routing, widths under one warp
+      // load, over one and not a multiple of it), then 16-row tensor-core tiles.
+      {1, 64, 8, 2048, 1024, 0, 64}, {2, 64, 8, 96, 40, 0, 64},
+      {3, 64, 8, 264, 136, 0, 64},   {8, 60, 4, 512, 72, 0, 60},
+      {5, 64, 8, 1032, 264, 8, 16},  {17, 64, 8, 256, 128, 0, 64},
+      {64, 64, 8, 2048, 256, 0, 64},
   };
   for (const MoeCase& c : cases) {
     const std::string name = "T=" + std::to_string(c.tokens) + " E=" + std::to_string(c.experts) +
@@ -91,6 +97,31 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
     Pair out = output(DType::BF16, {c.tokens, c.hidden});
     cpu().moe_experts(x.cpu, id.cpu, w.cpu, ew_cpu, out.cpu);
     gpu().moe_experts(x.gpu, id.gpu, w.gpu, ew_gpu, out.gpu);
+    expect_close(read(gpu(), out.gpu), read(cpu(), out.cpu), kBf16Tolerance, "moe_experts");
+    gpu().reset_temps();
+    cpu().reset_temps();
+  }
+}
+
+// Ids need not be distinct within a token (a caller may repeat an expert): an expert then gets
+// more rows than there are tokens, more than one GEMV tile.
+TEST_F(CudaMoe, RepeatedExpertsOverflowOneTile) {
+  const int64_t hidden = 256, inter = 64, local = 4;
+  for (int64_t tokens : {1, 3, 8}) {
+    SCOPED_TRACE("T=" + std::to_string(tokens));
+    const int64_t k = 4;
+    std::vector<int32_t> ids(static_cast<size_t>(tokens * k), 2);  // every slot: expert 2
+    ids[0] = 0;
+    Pair x = random_activation({tokens, hidden});
+    Pair id = ints(ids, {tokens, k});
+    Pair w = floats(random_values(tokens * k), {tokens, k});
+    Pair gate_up = random_weight({local, 2 * inter, hidden}, 1.0f / std::sqrt(float(hidden)));
+    Pair down = random_weight({local, hidden, inter}, 1.0f / std::sqrt(float(inter)));
+    Pair out = output(DType::BF16, {tokens, hidden});
+    cpu().moe_experts(x.cpu, id.cpu, w.cpu, ExpertWeights{0, local, gate_up.cpu, down.cpu},
+                      out.cpu);
+    gpu().moe_experts(x.gpu, id.gpu, w.gpu, ExpertWeights{0, local, gate_up.gpu, down.gpu},
+                      out.gpu);
     expect_close(read(gpu(), out.gpu), read(cpu(), out.cpu), kBf16Tolerance, "moe_experts");
     gpu().reset_temps();
     cpu().reset_temps();

@@ -426,7 +426,7 @@ void CudaOps::moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weig
   Tensor act = temp(DType::BF16, {slots, inter});
   Tensor y_perm = temp(DType::BF16, {slots, hidden});
 
-  const int tile_rows = kernels::grouped_gemm_tile_rows(slots, local);
+  const int tile_rows = kernels::grouped_gemm_tile_rows(tokens, k, local);
   kernels::moe_route(i32(ids), tokens, k, experts.first_expert, local, tile_rows, routing,
                      stream_);
   kernels::moe_permute(bf(x), i32(ids), tokens, k, hidden, experts.first_expert, routing,
