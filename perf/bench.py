@@ -16,6 +16,8 @@ import argparse, datetime, json, os, re, subprocess, sys, time
 
 import torch
 
+from bench_table import write_table
+
 FAMILY = {"olmoe-1b-7b": "olmoe", "qwen1.5-moe-a2.7b": "qwen2_moe", "mixtral-8x7b": "mixtral",
           "qwen3-30b-a3b": "qwen3_moe"}
 
@@ -173,7 +175,7 @@ def main():
                 records.append(r)
         hf = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "hf_bench.py"),
                              "--model", model, "--batches", args.hf_batches, "--prompt", str(args.prompt),
-                             "--new-tokens", str(args.new_tokens)], capture_output=True, text=True)
+                             "--new-tokens", str(args.new_tokens), "--reps", "2"], capture_output=True, text=True)
         for line in hf.stdout.splitlines():
             if line.startswith("{"):
                 r = json.loads(line)
@@ -201,39 +203,6 @@ def main():
         os.replace(os.path.join(args.out, "bench.h5.tmp"), os.path.join(args.out, "bench.h5"))
     except ImportError:
         print("h5py not available: bench.h5 not written (bench.json holds everything)")
-
-
-def write_table(meta, records, path):
-    lines = [f"Device: {meta['device']}, {meta['date']}. Measured HBM {meta['hbm_bytes_per_s'] / 1e12:.2f} TB/s "
-             f"(copy, read + write), bf16 GEMM {meta['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s. Prompts of "
-             f"{meta['prompt']} tokens; median decode step over {meta['steps']} steps at each batch size "
-             f"(context about {meta['prompt']}-{meta['prompt'] + meta['new_tokens']}); random bf16 weights. "
-             f"HF: transformers generate(), bf16, {meta['new_tokens']} new tokens minus 1.", "",
-             "| model | batch | moetron decode tok/s (step ms) | roofline tok/s | fraction | eager step ms | GPU idle in step: graphs / eager | prefill tok/s | HF decode tok/s | speedup vs HF |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    by = {(r["engine"], r["model"], r.get("batch")): r for r in records}
-    by = {k: v for k, v in by.items() if k[2] is not None}
-    for (engine, model, b), r in sorted(by.items(), key=lambda x: (x[0][1], x[0][2])):
-        if engine != "moetron":
-            continue
-        if "decode_step_s" not in r:
-            lines.append(f"| {model} | {b} | not measured | | | | | | | |")
-            continue
-        eager = by.get(("moetron-eager", model, b), {})
-        hf = by.get(("hf", model, b), {})
-        hf_rate = hf.get("decode_tok_s")
-        rate = r["decode_tok_s"]
-        hf_text = f"{hf_rate:.0f}" if hf_rate else "-"
-        speedup = f"{rate / hf_rate:.1f}x" if hf_rate else "-"
-        eager_ms = eager.get("decode_step_s", float("nan")) * 1e3
-        ig, ie = by.get(("idle-graphs", model, b), {}), by.get(("idle-eager", model, b), {})
-        idle = (f"{ig['idle_within_step']:.1%} / {ie['idle_within_step']:.1%}"
-                if "idle_within_step" in ig and "idle_within_step" in ie else "-")
-        lines.append(
-            f"| {model} | {b} | {rate:.0f} ({r['decode_step_s'] * 1e3:.2f}) | {r['roofline_tok_s']:.0f} | "
-            f"{r['fraction_of_roofline']:.0%} | {eager_ms:.2f} | {idle} | {r['prefill_tok_s']:.0f} | {hf_text} | {speedup} |")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
