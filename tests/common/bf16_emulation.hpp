@@ -3,7 +3,11 @@
 // far from Hugging Face's float32 outputs bf16 storage alone moves a model, which is what a
 // bf16 GPU backend may be held to.
 #pragma once
+#include <algorithm>
+#include <cmath>
+#include <functional>
 #include <memory>
+#include <vector>
 
 #include "moetron/backend/cpu_ops.hpp"
 
@@ -19,7 +23,10 @@ class Bf16StorageOps : public Ops {
   Tensor upload_weight(const Tensor& host) override { return cpu_->upload_weight(host); }
   Tensor alloc(DType d, std::vector<int64_t> s) override { return cpu_->alloc(d, std::move(s)); }
   Tensor temp(DType d, std::vector<int64_t> s) override { return cpu_->temp(d, std::move(s)); }
-  void reset_temps() override { cpu_->reset_temps(); }
+  void reset_temps() override {
+    cpu_->reset_temps();
+    router_gaps_.clear();
+  }
   size_t temp_mark() override { return cpu_->temp_mark(); }
   void temp_release(size_t m) override { cpu_->temp_release(m); }
   void copy_from_host(Tensor& d, const void* s) override { cpu_->copy_from_host(d, s); }
@@ -71,7 +78,12 @@ class Bf16StorageOps : public Ops {
   }
   void router_topk(const Tensor& l, int64_t k, bool r, Tensor& ids, Tensor& w) override {
     cpu_->router_topk(l, k, r, ids, w);
+    record_router_gaps(l, k);
   }
+  // Per token of the current step (since reset_temps): the smallest gap, over every layer,
+  // between the router logits of the k-th and (k+1)-th expert. A gap near bf16's resolution is
+  // a routing near-tie: a rounding difference anywhere upstream may pick the other expert.
+  const std::vector<float>& router_gaps() const { return router_gaps_; }
   void moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w, const ExpertWeights& e,
                    Tensor& out) override {
     cpu_->moe_experts(x, ids, w, e, out);
@@ -93,12 +105,26 @@ class Bf16StorageOps : public Ops {
   void to_float(const Tensor& x, Tensor& out) override { cpu_->to_float(x, out); }
 
  private:
+  void record_router_gaps(const Tensor& logits, int64_t k) {
+    const int64_t T = logits.rows(), E = logits.cols();
+    if (k >= E) return;  // every expert chosen: no decision to flip
+    router_gaps_.resize(static_cast<size_t>(T), INFINITY);
+    const float* p = logits.as<float>();
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<float> row(p + t * E, p + (t + 1) * E);
+      std::nth_element(row.begin(), row.begin() + k, row.end(), std::greater<float>());
+      const float kth_plus_one = row[static_cast<size_t>(k)];
+      const float kth = *std::min_element(row.begin(), row.begin() + k);
+      router_gaps_[static_cast<size_t>(t)] = std::min(router_gaps_[static_cast<size_t>(t)], kth - kth_plus_one);
+    }
+  }
   static void round(Tensor& t) {
     if (t.dtype != DType::F32) return;
     float* p = t.as<float>();
     for (int64_t i = 0; i < t.numel(); ++i) p[i] = bf16_to_float(float_to_bf16(p[i]));
   }
   std::unique_ptr<Ops> cpu_;
+  std::vector<float> router_gaps_;
 };
 
 }  // namespace moetron::test

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "bf16_emulation.hpp"
 #include "moetron/comm/communicator.hpp"
 #include "moetron/engine/scheduler.hpp"
 #include "moetron/model/forward.hpp"
@@ -70,9 +71,11 @@ inline double top2_margin(const std::vector<float>& logits) {
 
 // Runs the fixture's prompts `which` as one batch through prefill and then decode, feeding HF's
 // greedy tokens back (teacher forcing, so one early difference cannot change every later
-// step). Returns logits[i][step] for prompt which[i].
+// step). Returns logits[i][step] for prompt which[i]. With `router_gaps` and ops that record
+// them (Bf16StorageOps), also the smallest router gap of each prompt's tokens at each step.
 inline std::vector<std::vector<std::vector<float>>> run_teacher_forced(
-    Ops& ops, const HfFixture& fx, const std::vector<size_t>& which, int64_t block_size = 4) {
+    Ops& ops, const HfFixture& fx, const std::vector<size_t>& which, int64_t block_size = 4,
+    std::vector<std::vector<float>>* router_gaps = nullptr) {
   const ShardSpec shard = full_shard(fx.config);
   auto source = open_checkpoint_source(fx.dir);
   const ModelWeights weights = load_weights(*source, fx.config, shard, ops);
@@ -95,6 +98,8 @@ inline std::vector<std::vector<std::vector<float>>> run_teacher_forced(
     for (int64_t b = 0; b < (tokens + block_size - 1) / block_size; ++b) seqs[i].blocks.push_back(next_block--);
   }
   std::vector<std::vector<std::vector<float>>> out(which.size());
+  if (router_gaps != nullptr) router_gaps->assign(which.size(), {});
+  auto* recorder = dynamic_cast<Bf16StorageOps*>(&ops);
   const size_t steps = fx.prompts[which[0]].greedy.size();
   for (size_t step = 0; step < steps; ++step) {
     std::vector<ScheduledSeq> group;
@@ -104,7 +109,8 @@ inline std::vector<std::vector<std::vector<float>>> run_teacher_forced(
                        step == 0 ? prompt : 1});
     }
     ops.reset_temps();
-    const BatchTensors batch = ops.upload_batch(build_batch_layout(group, block_size));
+    const BatchLayout layout = build_batch_layout(group, block_size);
+    const BatchTensors batch = ops.upload_batch(layout);
     Tensor hidden = forward.embed(batch);
     forward.run_layers(hidden, batch);
     const std::vector<float> logits = forward.logits(hidden, batch);
@@ -113,6 +119,13 @@ inline std::vector<std::vector<std::vector<float>>> run_teacher_forced(
       out[i].emplace_back(logits.begin() + static_cast<std::ptrdiff_t>(i * V),
                           logits.begin() + static_cast<std::ptrdiff_t>((i + 1) * V));
       seqs[i].output.push_back(fx.prompts[which[i]].greedy[step]);
+      if (router_gaps != nullptr && recorder != nullptr) {
+        const auto& gaps = recorder->router_gaps();
+        float gap = INFINITY;
+        for (int32_t r = layout.query_start[i]; r < layout.query_start[i + 1] && !gaps.empty(); ++r)
+          gap = std::min(gap, gaps[static_cast<size_t>(r)]);
+        (*router_gaps)[i].push_back(gap);
+      }
     }
   }
   return out;
