@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "error_of.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/model/safetensors.hpp"
 
@@ -26,18 +27,17 @@ inline std::vector<uint8_t> bytes_of(const TensorView& v) {
 // Succeeds when `f` throws moetron::Error and its message contains every fragment.
 template <class F>
 ::testing::AssertionResult throws_error(F&& f, std::initializer_list<std::string> fragments) {
+  std::string msg;
   try {
-    f();
-  } catch (const Error& e) {
-    std::string msg = e.what();
-    for (const std::string& frag : fragments)
-      if (msg.find(frag) == std::string::npos)
-        return ::testing::AssertionFailure() << "message lacks '" << frag << "': " << msg;
-    return ::testing::AssertionSuccess();
+    msg = test::error_of(f);  // "" when nothing was thrown
   } catch (const std::exception& e) {
     return ::testing::AssertionFailure() << "threw a non-moetron exception: " << e.what();
   }
-  return ::testing::AssertionFailure() << "did not throw";
+  if (msg.empty()) return ::testing::AssertionFailure() << "did not throw";
+  for (const std::string& frag : fragments)
+    if (msg.find(frag) == std::string::npos)
+      return ::testing::AssertionFailure() << "message lacks '" << frag << "': " << msg;
+  return ::testing::AssertionSuccess();
 }
 
 // A fresh directory under the system temp folder, removed with everything in it at scope end.
