@@ -11,6 +11,7 @@
 
 #include "commands.hpp"
 #include "moetron/core/error.hpp"
+#include "moetron/core/format.hpp"
 #include "moetron/model/config.hpp"
 #include "moetron/model/random_checkpoint.hpp"
 #include "moetron/model/safetensors.hpp"
@@ -68,17 +69,6 @@ uint64_t parse_byte_size(const std::string& text, const std::string& option) {
   MOETRON_FAIL(option << ": '" << text << "' has an unknown unit (use B, kB, MB, GB, KiB, MiB or GiB)");
 }
 
-std::string human_bytes(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 4) {
-    bytes /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f %s", bytes, units[u]);
-  return buf;
-}
 
 std::string human_count(int64_t n) {
   char buf[32];

@@ -48,6 +48,7 @@ struct RunOptions {
   uint64_t seed = 0;
   int64_t max_batch = 256, max_batch_tokens = 8192, kv_cache_tokens = 0, block_size = 16;
   double gpu_memory_fraction = 0.9;
+  int64_t memory_per_rank = 0;
   std::string command_line;
 };
 
@@ -79,6 +80,9 @@ po::options_description run_options(RunOptions& o) {
       ("kv-cache-tokens", po::value(&o.kv_cache_tokens)->default_value(o.kv_cache_tokens),
        "KV-cache capacity in tokens per replica (0: sized from free memory, or from the requests on the CPU)")
       ("block-size", po::value(&o.block_size)->default_value(o.block_size), "tokens per KV-cache block")
+      ("memory-per-rank", po::value(&o.memory_per_rank)->default_value(o.memory_per_rank),
+       "bytes of memory each rank may fill with weights (0: the GPU's free memory, or the host's "
+       "memory shared by the node's ranks); plans whose weights do not fit are refused")
       ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(o.gpu_memory_fraction),
        "share of free GPU memory the KV cache may take")
       ("load-format", po::value(&o.load_format)->default_value(o.load_format),
@@ -102,6 +106,7 @@ void check_options(const RunOptions& o) {
   MOETRON_CHECK(o.max_batch >= 1, "--max-batch must be at least 1");
   MOETRON_CHECK(o.max_batch_tokens >= 1, "--max-batch-tokens must be at least 1");
   MOETRON_CHECK(o.kv_cache_tokens >= 0, "--kv-cache-tokens must be >= 0");
+  MOETRON_CHECK(o.memory_per_rank >= 0, "--memory-per-rank must be >= 0");
   MOETRON_CHECK(o.block_size >= 1 && o.block_size <= 1024, "--block-size must be in [1, 1024]");
   MOETRON_CHECK(o.gpu_memory_fraction > 0 && o.gpu_memory_fraction <= 1,
                 "--gpu-memory-fraction must be in (0, 1]");
@@ -133,6 +138,31 @@ int node_local_rank(int* ranks_on_node) {
   check_mpi(MPI_Comm_size(local, ranks_on_node), "MPI_Comm_size");
   check_mpi(MPI_Comm_free(&local), "MPI_Comm_free");
   return rank;
+}
+
+// What one rank's weights may take, for refusing plans that cannot fit before anything is
+// loaded: --memory-per-rank, else the GPU's free memory, else the host's memory over the
+// node's ranks. Every rank must refuse the same plans, so the smallest value over all ranks
+// would be ideal; plans are validated per rank and a refusal on any rank ends the job.
+int64_t memory_per_rank(const RunOptions& o, const std::string& backend, int local_rank, int ranks_on_node) {
+  if (o.memory_per_rank > 0) return o.memory_per_rank;
+#ifdef MOETRON_HAVE_CUDA
+  if (backend == "cuda") {
+    int devices = 0;
+    size_t free_bytes = 0, total = 0;
+    MOETRON_CHECK(cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0, "no CUDA device");
+    MOETRON_CHECK(cudaSetDevice(local_rank % devices) == cudaSuccess &&
+                      cudaMemGetInfo(&free_bytes, &total) == cudaSuccess,
+                  "cannot read the memory of CUDA device " << local_rank % devices);
+    // Ranks sharing a GPU share its memory.
+    const int sharing = std::max(1, (ranks_on_node + devices - 1) / devices);
+    return static_cast<int64_t>(free_bytes) / sharing;
+  }
+#endif
+  (void)backend;
+  (void)local_rank;
+  const int64_t host = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  return host / std::max(1, ranks_on_node);
 }
 
 ShardSpec shard_from_layout(const ShardLayout& l, const ModelConfig& c, const Plan& plan) {
@@ -269,7 +299,8 @@ int run(const RunOptions& o, int world_rank, int world_size) {
 
   int ranks_on_node = 1;
   const int local_rank = node_local_rank(&ranks_on_node);
-  const Plan plan = resolve_plan(o.plan, config, world_size, /*memory_bytes_per_rank=*/0, ranks_on_node);
+  const Plan plan = resolve_plan(o.plan, config, world_size,
+                                 memory_per_rank(o, backend, local_rank, ranks_on_node), ranks_on_node);
   ParallelGroups groups = build_groups(plan, config, MPI_COMM_WORLD);
   LOG_INFO("model " << family_name(config.family) << " from " << o.model << ", " << specs.size()
                     << " requests, backend " << backend << ", plan " << plan.to_string() << " on "

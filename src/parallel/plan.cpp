@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "moetron/core/error.hpp"
+#include "moetron/core/format.hpp"
 
 namespace moetron {
 
@@ -50,11 +51,6 @@ std::vector<int> divisors(int n) {
   return d;
 }
 
-std::string gib(int64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(bytes) / (1024.0 * 1024 * 1024));
-  return buf;
-}
 
 std::ostream& operator<<(std::ostream& os, const Range& r) {
   return os << "[" << r.begin << ", " << r.end << ")";
@@ -238,8 +234,8 @@ void validate_plan(const Plan& plan, const ModelConfig& config, int world_size,
   if (memory_bytes_per_rank > 0) {
     int64_t need = max_weight_shard_bytes(plan, config);
     MOETRON_CHECK(need <= memory_bytes_per_rank,
-                  "--plan " << plan.to_string() << ": the largest weight shard needs " << gib(need)
-                            << " but a rank has " << gib(memory_bytes_per_rank)
+                  "--plan " << plan.to_string() << ": the largest weight shard needs " << human_bytes(static_cast<double>(need))
+                            << " but a rank has " << human_bytes(static_cast<double>(memory_bytes_per_rank))
                             << "; use more pipeline stages or ranks");
   }
 }
@@ -295,9 +291,9 @@ Plan choose_auto_plan(const ModelConfig& config, int world_size, int64_t memory_
     if (!best || preference(p) < preference(*best)) best = &p;
   }
   MOETRON_CHECK(best, "--plan auto: no plan fits the weights in "
-                          << gib(memory_bytes_per_rank) << " per rank on " << world_size
+                          << human_bytes(static_cast<double>(memory_bytes_per_rank)) << " per rank on " << world_size
                           << " ranks; the smallest shard, of " << smallest->to_string()
-                          << ", needs " << gib(smallest_need));
+                          << ", needs " << human_bytes(static_cast<double>(smallest_need)));
   return *best;
 }
 

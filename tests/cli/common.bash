@@ -8,11 +8,11 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/moetron-test.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 MPIEXEC=${MPIEXEC:-mpiexec}
 
-# mpi N ARGS...: runs ARGS on N ranks (oversubscribed; as root where CI runs as root).
+# mpi N ARGS... (or "${MPI_RUN[@]}" N ARGS... where a function cannot go, e.g. after timeout):
+# runs ARGS on N ranks (oversubscribed; as root where CI runs as root).
+MPI_RUN=(bash "$MOETRON_SOURCE_DIR/tests/mpi/run_mpi.sh" "$MPIEXEC" -n)
 mpi() {
-  local n=$1
-  shift
-  bash "$MOETRON_SOURCE_DIR/tests/mpi/run_mpi.sh" "$MPIEXEC" -n "$n" "$@"
+  "${MPI_RUN[@]}" "$@"
 }
 
 fail() {
