@@ -1,0 +1,69 @@
+#include "run_options.hpp"
+
+#include "moetron/core/error.hpp"
+
+namespace po = boost::program_options;
+
+namespace moetron::apps {
+
+po::options_description run_options(RunOptions& o) {
+  po::options_description d("moetron run [options]");
+  d.add_options()
+      ("help,h", "describe the options")
+      ("model", po::value(&o.model)->required(), "checkpoint directory (config.json + *.safetensors)")
+      ("prompts", po::value(&o.prompts)->required(), "JSON Lines file, one request a line")
+      ("out", po::value(&o.out)->required(), "results file (HDF5), written atomically")
+      ("max-new-tokens", po::value(&o.max_new_tokens)->default_value(o.max_new_tokens),
+       "tokens to generate for requests that give no max_new_tokens")
+      ("ignore-eos", po::bool_switch(&o.ignore_eos), "do not stop at the EOS token")
+      ("save-logits", po::bool_switch(&o.save_logits),
+       "store the logits that chose each generated token (/requests/logits)")
+      ("backend", po::value(&o.backend)->default_value(o.backend),
+       "cpu, cuda, or auto (cuda where a GPU is present, else cpu)")
+      ("plan", po::value(&o.plan)->default_value(o.plan),
+       "parallel plan: auto, or pp=P,tp=T,dp=D,ep=E (omitted factors are 1)")
+      ("temperature", po::value(&o.temperature)->default_value(o.temperature), "0: greedy")
+      ("top-k", po::value(&o.top_k)->default_value(o.top_k), "0: off")
+      ("top-p", po::value(&o.top_p)->default_value(o.top_p), "1: off")
+      ("seed", po::value(&o.seed)->default_value(o.seed),
+       "sampling seed; request i uses seed + i unless it gives its own")
+      ("max-batch", po::value(&o.max_batch)->default_value(o.max_batch),
+       "most sequences in one step")
+      ("max-batch-tokens", po::value(&o.max_batch_tokens)->default_value(o.max_batch_tokens),
+       "most tokens in one step (prompt tokens count here)")
+      ("kv-cache-tokens", po::value(&o.kv_cache_tokens)->default_value(o.kv_cache_tokens),
+       "KV-cache capacity in tokens per replica (0: sized from free memory, or from the requests on the CPU)")
+      ("block-size", po::value(&o.block_size)->default_value(o.block_size), "tokens per KV-cache block")
+      ("memory-per-rank", po::value(&o.memory_per_rank)->default_value(o.memory_per_rank),
+       "bytes of memory each rank may fill with weights (0: the GPU's free memory, or the host's "
+       "memory shared by the node's ranks); plans whose weights do not fit are refused")
+      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(o.gpu_memory_fraction),
+       "share of free GPU memory the KV cache may take")
+      ("load-format", po::value(&o.load_format)->default_value(o.load_format),
+       "auto|safetensors: read the checkpoint; dummy: only config.json, deterministic random weights")
+      ("no-graphs", po::bool_switch(&o.no_graphs), "run the decode step eagerly (no CUDA graphs)")
+      ("measure-gpu-idle", po::bool_switch(&o.measure_gpu_idle),
+       "trace rank 0's GPU with CUPTI and report how long it idles within decode steps (cuda backend)")
+      ("log-level", po::value(&o.log_level)->default_value(o.log_level), "debug, info, warn, error or off");
+  return d;
+}
+
+void check_options(const RunOptions& o) {
+  MOETRON_CHECK(o.backend == "auto" || o.backend == "cpu" || o.backend == "cuda",
+                "--backend: unknown backend '" << o.backend << "' (expected cpu, cuda or auto)");
+  MOETRON_CHECK(o.load_format == "auto" || o.load_format == "safetensors" || o.load_format == "dummy",
+                "--load-format: unknown format '" << o.load_format << "' (expected auto, safetensors or dummy)");
+  MOETRON_CHECK(o.max_new_tokens >= 1, "--max-new-tokens must be at least 1");
+  MOETRON_CHECK(o.temperature >= 0, "--temperature must be >= 0");
+  MOETRON_CHECK(o.top_p > 0 && o.top_p <= 1, "--top-p must be in (0, 1]");
+  MOETRON_CHECK(o.top_k >= 0, "--top-k must be >= 0");
+  MOETRON_CHECK(o.max_batch >= 1, "--max-batch must be at least 1");
+  MOETRON_CHECK(o.max_batch_tokens >= 1, "--max-batch-tokens must be at least 1");
+  MOETRON_CHECK(o.kv_cache_tokens >= 0, "--kv-cache-tokens must be >= 0");
+  MOETRON_CHECK(o.memory_per_rank >= 0, "--memory-per-rank must be >= 0");
+  MOETRON_CHECK(o.block_size >= 1 && o.block_size <= 1024, "--block-size must be in [1, 1024]");
+  MOETRON_CHECK(o.gpu_memory_fraction > 0 && o.gpu_memory_fraction <= 1,
+                "--gpu-memory-fraction must be in (0, 1]");
+}
+
+}  // namespace moetron::apps

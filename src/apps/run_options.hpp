@@ -1,0 +1,27 @@
+// The options of `moetron run`, parsed with Boost.Program_options and checked.
+#pragma once
+#include <boost/program_options.hpp>
+#include <cstdint>
+#include <string>
+
+namespace moetron::apps {
+
+struct RunOptions {
+  std::string model, prompts, out, backend = "auto", plan = "auto", load_format = "auto";
+  std::string log_level = "info";
+  int64_t max_new_tokens = 64;
+  bool ignore_eos = false, save_logits = false, no_graphs = false, measure_gpu_idle = false;
+  float temperature = 0.0f, top_p = 1.0f;
+  int top_k = 0;
+  uint64_t seed = 0;
+  int64_t max_batch = 256, max_batch_tokens = 8192, kv_cache_tokens = 0, block_size = 16;
+  double gpu_memory_fraction = 0.9;
+  int64_t memory_per_rank = 0;
+  std::string command_line;
+};
+
+boost::program_options::options_description run_options(RunOptions& o);
+// Throws Error naming the option for a value out of range.
+void check_options(const RunOptions& o);
+
+}  // namespace moetron::apps
