@@ -137,12 +137,13 @@ std::vector<std::vector<ScheduledSeq>> split_micro_batches(const std::vector<Sch
   std::vector<std::vector<ScheduledSeq>> out(static_cast<size_t>(parts));
   int64_t total = 0;
   for (const ScheduledSeq& s : step) total += s.count;
-  // Greedy contiguous split: part p takes sequences until it holds ~total * (p+1) / parts.
+  // Contiguous split: a sequence goes to the next part when its midpoint lies past this part's
+  // share of the tokens (total * (p+1) / parts).
   int64_t seen = 0;
   size_t part = 0;
   for (const ScheduledSeq& s : step) {
     while (part + 1 < out.size() && !out[part].empty() &&
-           seen >= total * static_cast<int64_t>(part + 1) / parts)
+           2 * seen + s.count > 2 * (total * static_cast<int64_t>(part + 1) / parts))
       ++part;
     out[part].push_back(s);
     seen += s.count;

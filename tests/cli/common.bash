@@ -44,16 +44,17 @@ make_gpu_model() {
     --set num_key_value_heads=4 --set intermediate_size=256 --set vocab_size=1024 --out "$1" --seed 3
 }
 
-# random_prompts FILE N SEED MAX_NEW_TOKENS_FORMULA: N requests of 1..39 random tokens below 1024;
-# request i asks for eval(formula) new tokens.
+# random_prompts FILE N SEED MAX_NEW_TOKENS_FORMULA [VOCAB]: N requests of 1..39 random tokens
+# below VOCAB (default 1024); request i asks for eval(formula) new tokens.
 random_prompts() {
   python3 - "$@" <<'PY'
 import json, random, sys
 path, n, seed, formula = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+vocab = int(sys.argv[5]) if len(sys.argv) > 5 else 1024
 rng = random.Random(seed)
 with open(path, "w") as f:
     for i in range(n):
-        f.write(json.dumps({"prompt_tokens": [rng.randrange(3, 1024) for _ in range(rng.randrange(1, 40))],
+        f.write(json.dumps({"prompt_tokens": [rng.randrange(3, vocab) for _ in range(rng.randrange(1, 40))],
                             "max_new_tokens": eval(formula, {"i": i})}) + "\n")
 PY
 }
