@@ -1,3 +1,6 @@
+# How the 2026-11-24 measurements were taken on the lent GPU machines: binaries built on a
+# machine with the build dependencies, copied into build-carry/ (moetron, tests/...), this
+# script run from the repository root there, with $OUT the folder whose files come back.
 set -o pipefail
 export PATH=$PWD/build-carry:$PATH
 bash tests/gpu/run_gpu_tests.sh build-carry > $OUT/gpu_tests.log 2>&1; echo "gpu tests exit $?"

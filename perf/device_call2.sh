@@ -1,3 +1,6 @@
+# How the 2026-11-24 measurements were taken on the lent GPU machines: binaries built on a
+# machine with the build dependencies, copied into build-carry/ (moetron, tests/...), this
+# script run from the repository root there, with $OUT the folder whose files come back.
 # H200: the GPU model test (diagnostic) and the Mixtral-8x7B benchmark.
 export PATH=$PWD/build-carry:$PATH
 build-carry/tests/moetron_gpu_tests --gtest_filter='*GpuModel*' > $OUT/gpu_model.log 2>&1
