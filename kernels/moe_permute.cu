@@ -140,6 +140,39 @@ __global__ void accumulate_counts_kernel(const int32_t* __restrict__ ids, int64_
   }
 }
 
+// One warp per destination: the warp walks the slots of tokens [first, last) 32 at a time, in
+// (t, j) order, and a ballot gives each slot bound for its destination its place. Entries come
+// out in the order the host's packing gives, with no atomics (the combine is deterministic).
+__global__ void pack_dispatch_kernel(const int32_t* __restrict__ ids,
+                                     const float* __restrict__ weights, int64_t k, int64_t first,
+                                     int64_t last, int64_t set_size, int64_t shards,
+                                     int64_t capacity, int64_t destinations, int32_t* rows,
+                                     int32_t* experts, float* scales) {
+  const int64_t d = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const unsigned lane = threadIdx.x & 31u;
+  if (d >= destinations) return;  // warp-uniform: blocks hold whole warps
+  const int64_t set = d / shards, base = d * capacity, end = last * k;
+  int64_t filled = 0;
+  for (int64_t s0 = first * k; s0 < end; s0 += 32) {
+    const int64_t s = s0 + lane;
+    const int32_t e = s < end ? ids[s] : -1;
+    const bool mine = e >= 0 && e / set_size == set;
+    const unsigned ballot = __ballot_sync(0xffffffffu, mine);
+    const int64_t at = filled + __popc(ballot & ((1u << lane) - 1u));
+    if (mine && at < capacity) {
+      rows[base + at] = static_cast<int32_t>(s / k);
+      experts[base + at] = e;
+      scales[base + at] = weights[s];
+    }
+    filled += __popc(ballot);
+  }
+  for (int64_t i = filled + lane; i < capacity; i += 32) {
+    rows[base + i] = -1;
+    experts[base + i] = -1;
+    scales[base + i] = 0.0f;
+  }
+}
+
 int row_copy_threads(int64_t cols, int vec) {
   const int64_t t = ceil_div(ceil_div(cols, vec), 32) * 32;
   return static_cast<int>(t < 32 ? 32 : (t > 256 ? 256 : t));
@@ -208,6 +241,19 @@ void moe_unpermute_combine(const bf16* y_perm, const int32_t* row_of_slot, const
   else
     unpermute_combine_kernel<1><<<num_tokens, row_copy_threads(hidden, 1), 0, stream>>>(
         y_perm, row_of_slot, weights, k, hidden, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+void pack_dispatch(const int32_t* ids, const float* weights, int64_t k, int64_t first,
+                   int64_t last, int64_t set_size, int64_t shards, int64_t capacity,
+                   int64_t destinations, int32_t* rows, int32_t* experts, float* scales,
+                   cudaStream_t stream) {
+  if (destinations == 0 || capacity == 0) return;
+  constexpr int kThreads = 256;  // 8 warps, one destination each
+  const int64_t blocks = ceil_div(destinations * 32, static_cast<int64_t>(kThreads));
+  pack_dispatch_kernel<<<blocks, kThreads, 0, stream>>>(ids, weights, k, first, last, set_size,
+                                                        shards, capacity, destinations, rows,
+                                                        experts, scales);
   CUDA_CHECK_LAUNCH();
 }
 

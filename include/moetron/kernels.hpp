@@ -138,6 +138,13 @@ void moe_unpermute_combine(const bf16* y_perm, const int32_t* row_of_slot, const
 // the range are not counted).
 void accumulate_expert_counts(const int32_t* ids, int64_t n, int64_t num_experts,
                               int64_t* counts, cudaStream_t stream);
+// Expert dispatch into fixed-capacity buffers (Ops::pack_dispatch): slots of tokens
+// [first, last) of ids/weights [*, k] to destination (ids / set_size) * shards + shard, each
+// with `capacity` entries of rows, experts and scales (-1, -1, 0 past its count).
+void pack_dispatch(const int32_t* ids, const float* weights, int64_t k, int64_t first,
+                   int64_t last, int64_t set_size, int64_t shards, int64_t capacity,
+                   int64_t destinations, int32_t* rows, int32_t* experts, float* scales,
+                   cudaStream_t stream);
 
 // ---- grouped_gemm.cu: per-expert GEMMs ------------------------------------------------------
 // Row tiles of 1, 2, 4 or kGemvMaxRows rows run as GEMVs on CUDA cores (decode: every expert has

@@ -56,7 +56,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   // A step holds at most --max-batch-tokens tokens, or one prompt longer than that alone.
   const int64_t max_step_tokens = std::max<int64_t>(o.max_batch_tokens, longest_prompt);
   std::unique_ptr<Ops> ops =
-      make_ops(backend, local_rank, step_arena_bytes(config, shard, max_step_tokens, o.max_batch));
+      make_ops(backend, local_rank, step_arena_bytes(config, shard, plan, max_step_tokens, o.max_batch));
   use_device_transport(groups, *ops, ranks_on_node);
   std::unique_ptr<WeightSource> source =
       o.load_format == "dummy" ? make_random_source(o.seed, DType::BF16) : open_checkpoint_source(o.model);
@@ -144,15 +144,22 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   eo.observer = idle_observer.get();
 #endif
   // Decode steps are recorded (CUDA graphs) where nothing in a step waits for the host: one
-  // stage, one replica, and a device transport that can be recorded (NCCL or none).
+  // stage, and device transports that can be recorded (NCCL or none) for the tp group and,
+  // with several replicas, for the experts' all-to-all between them.
   std::unique_ptr<DecodeGraphs> graphs;
-  const bool recordable_transport = groups.tp->transport() == "self" || groups.tp->transport() == "nccl";
-  if (!o.no_graphs && ops->can_record() && plan.pp == 1 && plan.dp == 1 && recordable_transport) {
-    int64_t longest = 0;
-    for (const Sequence& s : mine) longest = std::max(longest, s.total_tokens());
-    const int64_t max_blocks = std::max<int64_t>((longest + o.block_size - 1) / o.block_size, 1);
-    graphs = std::make_unique<DecodeGraphs>(*ops, forward, std::min<int64_t>(o.max_batch, std::max<int64_t>(static_cast<int64_t>(mine.size()), 1)),
-                                            max_blocks, o.block_size, static_cast<int32_t>(eo.kv_blocks));
+  const auto recordable = [](const Communicator* c) {
+    return c == nullptr || c->transport() == "self" || c->transport() == "nccl";
+  };
+  if (!o.no_graphs && ops->can_record() && plan.pp == 1 && recordable(groups.tp.get()) &&
+      recordable(fc.stage)) {
+    // Replicas record the same buckets: the largest batch and the longest sequence of any.
+    std::vector<int64_t> bounds = {static_cast<int64_t>(mine.size()), 0};
+    for (const Sequence& s : mine) bounds[1] = std::max(bounds[1], s.total_tokens());
+    groups.world->allreduce_host(bounds, /*max_instead_of_sum=*/true);
+    const int64_t max_blocks = std::max<int64_t>((bounds[1] + o.block_size - 1) / o.block_size, 1);
+    graphs = std::make_unique<DecodeGraphs>(*ops, forward, std::min<int64_t>(o.max_batch, std::max<int64_t>(bounds[0], 1)),
+                                            max_blocks, o.block_size, static_cast<int32_t>(eo.kv_blocks),
+                                            /*replicas_meet=*/plan.dp > 1);
     graphs->capture();
   } else if (backend == "cuda") {
     LOG_INFO("decode steps run eagerly (" << (o.no_graphs ? "--no-graphs" : "not recordable with this plan or transport") << ")");

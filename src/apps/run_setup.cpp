@@ -102,7 +102,10 @@ ShardSpec shard_from_layout(const ShardLayout& l, const ModelConfig& c, const Pl
 // Device memory for one step's temporaries (CudaOps reserves it once): the largest layer's
 // scratch for max_tokens tokens (attention, router, the permuted expert rows and their
 // intermediate activations, the shared expert) plus the logits of max_seqs rows, with slack.
-size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, int64_t max_tokens, int64_t max_seqs) {
+// With several replicas, a decode step's fixed-capacity expert dispatch of max_seqs tokens
+// (ModelForward::dispatch_capacity) sends, receives and runs experts on padded entries too.
+size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& plan,
+                        int64_t max_tokens, int64_t max_seqs) {
   const int64_t hd = c.head_dim, k = std::max<int64_t>(c.top_k, 1);
   const int64_t q = s.q_head_count * hd, kv = s.kv_head_count * hd;
   const int64_t per_token_elems =
@@ -110,7 +113,15 @@ size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, int64_t max_to
       k * (2 * c.hidden_size + 3 * std::max(s.expert_col_count, int64_t{1})) +
       3 * std::max(s.shared_col_count, s.mlp_col_count) + c.hidden_size;
   const int64_t logits_bytes = max_seqs * (c.hidden_size * 4 + s.vocab_count * 10 + c.vocab_size * 4);
-  const double bytes = static_cast<double>(max_tokens * per_token_elems * 2 + logits_bytes) * 1.25;
+  int64_t dispatch_bytes = 0;
+  if (plan.dp > 1) {
+    const int64_t entries = static_cast<int64_t>(plan.tp) * plan.dp * ((max_seqs + plan.tp - 1) / plan.tp) *
+                            std::min<int64_t>(k, c.num_experts / plan.ep);
+    // send, received, expert output and returned rows, the permuted copies, ids and weights
+    dispatch_bytes = entries * ((6 * c.hidden_size + 2 * std::max(s.expert_col_count, int64_t{1})) * 2 + 32);
+  }
+  const double bytes =
+      static_cast<double>(max_tokens * per_token_elems * 2 + logits_bytes + dispatch_bytes) * 1.25;
   return static_cast<size_t>(bytes) + (64u << 20);
 }
 

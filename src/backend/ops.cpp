@@ -26,6 +26,7 @@ BatchTensors Ops::upload_batch(const BatchLayout& b) {
   t.num_seqs = b.num_seqs;
   t.max_blocks_per_seq = b.max_blocks_per_seq;
   t.block_size = b.block_size;
+  t.dispatch_tokens = b.dispatch_tokens;
   t.max_kv_len = b.kv_lens.empty() ? 0 : *std::max_element(b.kv_lens.begin(), b.kv_lens.end());
   t.token_ids = upload_i32(*this, b.token_ids);
   t.positions = upload_i32(*this, b.positions);

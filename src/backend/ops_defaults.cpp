@@ -35,4 +35,43 @@ void Ops::argmax_rows(const Tensor& logits, Tensor& ids) {
   copy_from_host(ids, best.data());
 }
 
+void Ops::pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first, int64_t last,
+                        int64_t expert_set_size, int64_t expert_shards, int64_t capacity,
+                        Tensor& rows, Tensor& experts, Tensor& scales) {
+  MOETRON_ASSERT(ids.dtype == DType::I32 && weights.dtype == DType::F32 && ids.numel() == weights.numel());
+  MOETRON_ASSERT(rows.dtype == DType::I32 && experts.dtype == DType::I32 && scales.dtype == DType::F32);
+  MOETRON_ASSERT(expert_set_size > 0 && expert_shards > 0 && capacity >= 0);
+  const int64_t entries = rows.numel(), k = ids.numel() > 0 ? ids.cols() : 1;
+  MOETRON_ASSERT(experts.numel() == entries && scales.numel() == entries &&
+                 (capacity == 0 ? entries == 0 : entries % capacity == 0));
+  MOETRON_ASSERT(0 <= first && first <= last && last * k <= ids.numel());
+  std::vector<int32_t> host_ids(static_cast<size_t>(ids.numel()));
+  std::vector<float> host_w(static_cast<size_t>(weights.numel()));
+  if (ids.numel() > 0) {
+    to_host(ids, host_ids.data());
+    to_host(weights, host_w.data());
+  }
+  std::vector<int32_t> out_rows(static_cast<size_t>(entries), -1), out_experts(static_cast<size_t>(entries), -1);
+  std::vector<float> out_scales(static_cast<size_t>(entries), 0.0f);
+  const int64_t destinations = capacity == 0 ? 0 : entries / capacity;
+  std::vector<int64_t> filled(static_cast<size_t>(destinations), 0);
+  for (int64_t slot = first * k; slot < last * k; ++slot) {
+    const int32_t e = host_ids[static_cast<size_t>(slot)];
+    for (int64_t shard = 0; shard < expert_shards; ++shard) {
+      const int64_t d = (e / expert_set_size) * expert_shards + shard;
+      MOETRON_ASSERT(d < destinations);
+      const int64_t n = filled[static_cast<size_t>(d)]++;
+      MOETRON_CHECK(n < capacity, "pack_dispatch: more than " << capacity << " slots for destination " << d);
+      const size_t at = static_cast<size_t>(d * capacity + n);
+      out_rows[at] = static_cast<int32_t>(slot / k);
+      out_experts[at] = e;
+      out_scales[at] = host_w[static_cast<size_t>(slot)];
+    }
+  }
+  if (entries == 0) return;
+  copy_from_host(rows, out_rows.data());
+  copy_from_host(experts, out_experts.data());
+  copy_from_host(scales, out_scales.data());
+}
+
 }  // namespace moetron

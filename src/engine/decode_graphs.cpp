@@ -8,12 +8,14 @@
 namespace moetron {
 
 DecodeGraphs::DecodeGraphs(Ops& ops, ModelForward& forward, int64_t max_batch,
-                           int64_t max_blocks_per_seq, int64_t block_size, int32_t scratch_block)
+                           int64_t max_blocks_per_seq, int64_t block_size, int32_t scratch_block,
+                           bool replicas_meet)
     : ops_(ops),
       forward_(forward),
       max_blocks_per_seq_(max_blocks_per_seq),
       block_size_(block_size),
-      scratch_block_(scratch_block) {
+      scratch_block_(scratch_block),
+      replicas_meet_(replicas_meet) {
   for (int64_t b = 1; b < max_batch; b *= 2) buckets_.push_back(b);
   buckets_.push_back(max_batch);
 }
@@ -57,6 +59,7 @@ void DecodeGraphs::capture() {
     in.max_blocks_per_seq = max_blocks_per_seq_;
     in.block_size = block_size_;
     in.max_kv_len = max_blocks_per_seq_ * block_size_;
+    in.dispatch_tokens = replicas_meet_ ? size : 0;  // the dispatch buffers fit the bucket
     in.token_ids = ops_.alloc(DType::I32, {size});
     in.positions = ops_.alloc(DType::I32, {size});
     in.slot_mapping = ops_.alloc(DType::I32, {size});
@@ -84,16 +87,25 @@ void DecodeGraphs::capture() {
                                                           << buckets_.size() << " graphs)");
 }
 
-bool DecodeGraphs::fits(const std::vector<ScheduledSeq>& group) const {
-  if (group.empty() || recorded_.empty() || static_cast<int64_t>(group.size()) > buckets_.back()) return false;
-  return std::all_of(group.begin(), group.end(), [this](const ScheduledSeq& s) {
+bool DecodeGraphs::fits(const std::vector<ScheduledSeq>& group, int64_t dispatch_tokens) const {
+  const auto decodes = [this](const ScheduledSeq& s) {
     return s.count == 1 && s.start > 0 &&
            static_cast<int64_t>(s.seq->blocks.size()) <= max_blocks_per_seq_;
-  });
+  };
+  if (recorded_.empty()) return false;
+  if (replicas_meet_) {
+    // dispatch_tokens > 0 only in decode-only steps; the agreed bounds hold every sequence.
+    if (dispatch_tokens == 0 || dispatch_tokens > buckets_.back()) return false;
+    MOETRON_CHECK(std::all_of(group.begin(), group.end(), decodes),
+                  "decode graphs: a sequence of a decode-only step does not fit the recording");
+    return true;
+  }
+  if (group.empty() || static_cast<int64_t>(group.size()) > buckets_.back()) return false;
+  return std::all_of(group.begin(), group.end(), decodes);
 }
 
-Tensor DecodeGraphs::run(const std::vector<ScheduledSeq>& group) {
-  const int64_t n = static_cast<int64_t>(group.size());
+Tensor DecodeGraphs::run(const std::vector<ScheduledSeq>& group, int64_t dispatch_tokens) {
+  const int64_t n = std::max(static_cast<int64_t>(group.size()), dispatch_tokens);
   auto it = std::find_if(recorded_.begin(), recorded_.end(), [n](const Bucket& b) { return b.size >= n; });
   MOETRON_ASSERT(it != recorded_.end());
   write_inputs(*it, group);

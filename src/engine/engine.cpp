@@ -36,17 +36,18 @@ Engine::Engine(const ModelConfig& config, Ops& ops, ModelForward& forward,
   greedy_ids_ = ops_.alloc(DType::I32, {std::max<int64_t>(options.limits.max_batch_seqs, 1)});
 }
 
-void Engine::run_micro_batch(const std::vector<ScheduledSeq>& group, std::vector<int32_t>& tokens,
-                             std::vector<float>& logits) {
-  if (graphs_ != nullptr && graphs_->fits(group)) {  // one stage: first and last
-    const Tensor step_logits = graphs_->run(group);
+void Engine::run_micro_batch(const std::vector<ScheduledSeq>& group, int64_t dispatch_tokens,
+                             std::vector<int32_t>& tokens, std::vector<float>& logits) {
+  if (graphs_ != nullptr && graphs_->fits(group, dispatch_tokens)) {  // one stage: first and last
+    const Tensor step_logits = graphs_->run(group, dispatch_tokens);
     forward_.count_routing(static_cast<int64_t>(group.size()));
     sample(group, step_logits, tokens, logits);
     return;
   }
   const bool first = groups_.pp_rank == 0, last = groups_.pp_rank == groups_.pp_size - 1;
   ops_.reset_temps();
-  const BatchLayout layout = build_batch_layout(group, options_.limits.block_size);
+  BatchLayout layout = build_batch_layout(group, options_.limits.block_size);
+  layout.dispatch_tokens = dispatch_tokens;
   const BatchTensors batch = ops_.upload_batch(layout);
   Tensor hidden;
   if (first) {
@@ -68,6 +69,7 @@ void Engine::run_micro_batch(const std::vector<ScheduledSeq>& group, std::vector
 void Engine::sample(const std::vector<ScheduledSeq>& group, const Tensor& step_logits,
                     std::vector<int32_t>& tokens, std::vector<float>& logits) {
   const int64_t n = static_cast<int64_t>(group.size()), V = config_.vocab_size;
+  if (n == 0) return;  // an idle replica's share of a lockstep step
   const bool greedy = std::all_of(group.begin(), group.end(), [](const ScheduledSeq& s) {
     return s.seq->sampling.temperature == 0.0f;
   });
@@ -87,6 +89,19 @@ void Engine::sample(const std::vector<ScheduledSeq>& group, const Tensor& step_l
     tokens.push_back(sample_token(row, V, s.sampling, static_cast<uint64_t>(s.output.size())));
     if (options_.save_logits) logits.insert(logits.end(), row, row + V);
   }
+}
+
+std::vector<int64_t> Engine::agree_dispatch_tokens(
+    const std::vector<std::vector<ScheduledSeq>>& parts, bool any_prefill) {
+  std::vector<int64_t> most(parts.size(), 0);
+  // Prefill steps exchange counts instead: a worst-case buffer for a prompt would be large.
+  if (groups_.dp_size == 1 || any_prefill) return most;
+  for (size_t i = 0; i < parts.size(); ++i)
+    for (const ScheduledSeq& s : parts[i]) most[i] += s.count;
+  groups_.world->allreduce_host(most, /*max_instead_of_sum=*/true);
+  LOG_DEBUG("decode step: expert dispatch between replicas in fixed-capacity buffers for "
+            << *std::max_element(most.begin(), most.end()) << " tokens per replica");
+  return most;
 }
 
 EngineReport Engine::run(std::vector<Sequence>& sequences) {
@@ -120,10 +135,11 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
     std::vector<int32_t> tokens;
     std::vector<float> logits;
     const auto parts = split_micro_batches(step, groups_.pp_size);
-    for (const auto& part : parts) {
+    const std::vector<int64_t> dispatch_tokens = agree_dispatch_tokens(parts, totals[2] > 0);
+    for (size_t i = 0; i < parts.size(); ++i) {
       // Without other replicas an empty micro-batch has no one to meet: skip it.
-      if (part.empty() && groups_.dp_size == 1) continue;
-      run_micro_batch(part, tokens, logits);
+      if (parts[i].empty() && groups_.dp_size == 1) continue;
+      run_micro_batch(parts[i], dispatch_tokens[i], tokens, logits);
     }
     // The last stage's tp rank 0 has the tokens; every rank of the replica needs them to keep
     // its scheduler in step.

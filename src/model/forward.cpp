@@ -1,6 +1,8 @@
 #include "moetron/model/forward.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "moetron/core/error.hpp"
 
@@ -30,6 +32,14 @@ ModelForward::ModelForward(const ForwardContext& ctx, int64_t kv_blocks, int64_t
     // Each step's routing is recorded here and counted after the step, over the real tokens
     // only (a CUDA graph replays padded batches).
     routing_.push_back(ops.alloc(DType::I32, {std::max<int64_t>(ctx.max_tokens, 1), std::max<int64_t>(c.top_k, 1)}));
+  }
+  if (ctx.stage != nullptr) {
+    // The weights of every entry a fixed-capacity dispatch can receive (ones: the routing
+    // weight is applied where the token lives), made once so that a recording can read them.
+    const int64_t entries = ctx.stage->size() * dispatch_capacity(std::max<int64_t>(ctx.max_tokens, 1));
+    std::vector<float> ones(static_cast<size_t>(entries), 1.0f);
+    ones_ = ops.alloc(DType::F32, {entries});
+    ops.copy_from_host(ones_, ones.data());
   }
 }
 
@@ -73,7 +83,7 @@ void ModelForward::run_layers(Tensor& hidden, const BatchTensors& batch) {
     }
     attention_block(w, i, h, batch, delta);
     ops.add_rmsnorm(hidden, delta, w.post_attention_norm, eps, h);
-    mlp_block(w, i, h, delta);
+    mlp_block(w, i, h, batch.dispatch_tokens, delta);
     ops.temp_release(mark);
   }
   ops.add_inplace(hidden, delta);
@@ -139,7 +149,7 @@ void ModelForward::attention_block(const LayerWeights& w, size_t local_layer, co
 }
 
 void ModelForward::mlp_block(const LayerWeights& w, size_t local_layer, const Tensor& h,
-                             Tensor& out) {
+                             int64_t dispatch_tokens, Tensor& out) {
   const ModelConfig& c = *ctx_.config;
   Ops& ops = *ctx_.ops;
   const int64_t T = h.rows();
@@ -161,7 +171,7 @@ void ModelForward::mlp_block(const LayerWeights& w, size_t local_layer, const Te
     ops.copy(ids, record);
   }
   if (ctx_.stage != nullptr) {
-    dispatch_experts(w, h, ids, weights, out);
+    dispatch_experts(w, h, ids, weights, dispatch_tokens, out);
   } else {
     ops.moe_experts(h, ids, weights, w.experts, out);
   }
@@ -181,16 +191,36 @@ void ModelForward::mlp_block(const LayerWeights& w, size_t local_layer, const Te
 // its share of the replica's tokens to every rank holding (a slice of) each chosen expert, the
 // owners run their experts on what arrives, and the results travel back to be weighted and
 // summed. Rows of tokens this rank did not send stay zero: the tp all-reduce that follows
-// completes them from the replica's other tp ranks.
+// completes them from the replica's other tp ranks. Where the step's tokens per replica are
+// agreed (batch.dispatch_tokens), the buffers have a fixed capacity and nothing waits for the
+// host; otherwise the routing goes through the host and the counts are exchanged first.
 void ModelForward::dispatch_experts(const LayerWeights& w, const Tensor& h, const Tensor& ids,
-                                    const Tensor& weights, Tensor& out) {
+                                    const Tensor& weights, int64_t dispatch_tokens, Tensor& out) {
+  const ExpertRoute route = dispatch_tokens > 0 ? route_fixed(ids, weights, dispatch_tokens)
+                                                : route_with_counts(ids, weights);
+  exchange_with_experts(w, h, route, out);
+}
+
+// This tp rank's share [first, last) of the replica's T tokens.
+std::pair<int64_t, int64_t> ModelForward::dispatch_share(int64_t tokens) const {
+  const int64_t tp_rank = ctx_.tp->rank(), tp_size = ctx_.tp->size();
+  return {tokens * tp_rank / tp_size, tokens * (tp_rank + 1) / tp_size};
+}
+
+// Entries per destination that hold any routing of `tokens` tokens per replica: a tp rank
+// sends at most ceil(tokens / tp) tokens, each to one destination at most min(k, set size)
+// times (a token's top-k experts are distinct).
+int64_t ModelForward::dispatch_capacity(int64_t tokens) const {
+  const int64_t tp = ctx_.tp->size();
+  return (tokens + tp - 1) / tp * std::min<int64_t>(ctx_.config->top_k, ctx_.expert_set_size);
+}
+
+ModelForward::ExpertRoute ModelForward::route_with_counts(const Tensor& ids, const Tensor& weights) {
   const ModelConfig& c = *ctx_.config;
   Ops& ops = *ctx_.ops;
-  Communicator& stage = *ctx_.stage;
-  const int64_t T = h.rows(), K = c.top_k, H = c.hidden_size;
-  const int group = stage.size();
-  const int64_t tp_rank = ctx_.tp->rank(), tp_size = ctx_.tp->size();
-  const int64_t first = T * tp_rank / tp_size, last = T * (tp_rank + 1) / tp_size;
+  const int64_t T = ids.rows(), K = c.top_k;
+  const int group = ctx_.stage->size();
+  const auto [first, last] = dispatch_share(T);
 
   std::vector<int32_t> host_ids(static_cast<size_t>(T * K));
   std::vector<float> host_w(static_cast<size_t>(T * K));
@@ -213,46 +243,78 @@ void ModelForward::dispatch_experts(const LayerWeights& w, const Tensor& h, cons
       }
     }
   }
-  std::vector<int64_t> send_counts(group);
+  ExpertRoute route;
+  route.send_counts.resize(group);
   std::vector<int32_t> send_rows, send_experts;
   std::vector<float> send_scales;
   for (int d = 0; d < group; ++d) {
-    send_counts[d] = static_cast<int64_t>(rows[d].size());
+    route.send_counts[d] = static_cast<int64_t>(rows[d].size());
     send_rows.insert(send_rows.end(), rows[d].begin(), rows[d].end());
     send_experts.insert(send_experts.end(), experts[d].begin(), experts[d].end());
     send_scales.insert(send_scales.end(), scales[d].begin(), scales[d].end());
   }
-  const std::vector<int64_t> recv_counts = stage.alltoall_host(send_counts);
-  int64_t n_send = static_cast<int64_t>(send_rows.size()), n_recv = 0;
-  for (int64_t r : recv_counts) n_recv += r;
+  route.recv_counts = ctx_.stage->alltoall_host(route.send_counts);
+  const int64_t n_send = static_cast<int64_t>(send_rows.size());
+  int64_t n_recv = 0;
+  for (int64_t r : route.recv_counts) n_recv += r;
 
   auto upload = [&ops](DType dtype, std::vector<int64_t> shape, const void* data) {
     Tensor t = ops.temp(dtype, std::move(shape));
     if (t.numel() > 0) ops.copy_from_host(t, data);
     return t;
   };
-  Tensor row_index = upload(DType::I32, {n_send}, send_rows.data());
-  Tensor row_scale = upload(DType::F32, {n_send}, send_scales.data());
-  Tensor send_e = upload(DType::I32, {n_send, 1}, send_experts.data());
-  Tensor send_x = ops.temp(ops.activation_dtype(), {n_send, H});
-  ops.gather_rows(h, row_index, send_x);
+  route.rows = upload(DType::I32, {n_send}, send_rows.data());
+  route.scales = upload(DType::F32, {n_send}, send_scales.data());
+  route.experts = upload(DType::I32, {n_send, 1}, send_experts.data());
+  const std::vector<float> ones(static_cast<size_t>(n_recv), 1.0f);
+  route.recv_weights = upload(DType::F32, {n_recv, 1}, ones.data());
+  return route;
+}
 
-  Tensor recv_x = ops.temp(ops.activation_dtype(), {n_recv, H});
+ModelForward::ExpertRoute ModelForward::route_fixed(const Tensor& ids, const Tensor& weights,
+                                                    int64_t dispatch_tokens) {
+  Ops& ops = *ctx_.ops;
+  const int64_t group = ctx_.stage->size(), capacity = dispatch_capacity(dispatch_tokens);
+  const int64_t entries = group * capacity;
+  MOETRON_CHECK(ids.rows() <= dispatch_tokens && entries <= ones_.numel(),
+                "expert dispatch: " << ids.rows() << " tokens, capacity for " << dispatch_tokens
+                                    << " (" << entries << " entries, " << ones_.numel() << " sized)");
+  const auto [first, last] = dispatch_share(ids.rows());
+  ExpertRoute route;
+  route.rows = ops.temp(DType::I32, {entries});
+  route.experts = ops.temp(DType::I32, {entries, 1});
+  route.scales = ops.temp(DType::F32, {entries});
+  ops.pack_dispatch(ids, weights, first, last, ctx_.expert_set_size, ctx_.expert_shards, capacity,
+                    route.rows, route.experts, route.scales);
+  route.send_counts.assign(static_cast<size_t>(group), capacity);
+  route.recv_counts = route.send_counts;
+  route.recv_weights = ones_.slice_rows(0, entries).reshape({entries, 1});
+  return route;
+}
+
+void ModelForward::exchange_with_experts(const LayerWeights& w, const Tensor& h,
+                                         const ExpertRoute& route, Tensor& out) {
+  Ops& ops = *ctx_.ops;
+  Communicator& stage = *ctx_.stage;
+  const int64_t H = ctx_.config->hidden_size, n_send = route.rows.numel();
+  const int64_t n_recv = route.recv_weights.numel();
+  const DType act = ops.activation_dtype();
+  Tensor send_x = ops.temp(act, {n_send, H});
+  ops.gather_rows(h, route.rows, send_x);
+  Tensor recv_x = ops.temp(act, {n_recv, H});
   Tensor recv_e = ops.temp(DType::I32, {n_recv, 1});
-  stage.alltoallv(send_x, send_counts, recv_x, recv_counts);
-  stage.alltoallv(send_e, send_counts, recv_e, recv_counts);
+  stage.alltoallv(send_x, route.send_counts, recv_x, route.recv_counts);
+  stage.alltoallv(route.experts, route.send_counts, recv_e, route.recv_counts);
 
-  // Each received row is one (token, expert) pair: weight 1 here, the routing weight is
-  // applied where the token lives.
-  std::vector<float> ones(static_cast<size_t>(n_recv), 1.0f);
-  Tensor recv_w = upload(DType::F32, {n_recv, 1}, ones.data());
-  Tensor recv_y = ops.temp(ops.activation_dtype(), {n_recv, H});
-  ops.moe_experts(recv_x, recv_e, recv_w, w.experts, recv_y);
+  // Each received row is one (token, expert) pair, or padding (expert -1, which no rank owns):
+  // weight 1 here, the routing weight is applied where the token lives.
+  Tensor recv_y = ops.temp(act, {n_recv, H});
+  ops.moe_experts(recv_x, recv_e, route.recv_weights, w.experts, recv_y);
 
-  Tensor back = ops.temp(ops.activation_dtype(), {n_send, H});
-  stage.alltoallv(recv_y, recv_counts, back, send_counts);
+  Tensor back = ops.temp(act, {n_send, H});
+  stage.alltoallv(recv_y, route.recv_counts, back, route.send_counts);
   ops.fill_zero(out);
-  ops.scatter_add_rows(out, back, row_index, row_scale);
+  ops.scatter_add_rows(out, back, route.rows, route.scales);
 }
 
 Tensor ModelForward::logits_device(const Tensor& hidden, const BatchTensors& batch) {

@@ -29,4 +29,11 @@ for model in "${MODELS[@]}"; do
     "$COMPARE_RESULTS" "$out" "$WORK/$model-single.h5" --rtol 1e-5 || fail "$model $plan differs from one rank"
   done
 done
+# Replicas' decode steps dispatch to the experts through fixed-capacity buffers (prefill
+# exchanges counts): the plans above ran both; check the fixed path is the one decode took.
+mpi 2 "$MOETRON" run --model "$FIXTURES/olmoe" --prompts "$WORK/prompts.jsonl" --backend cpu \
+  --ignore-eos --kv-cache-tokens 512 --block-size 4 --plan dp=2,ep=2 --log-level debug \
+  --out "$WORK/fixed.h5" >"$WORK/fixed.log" 2>&1 || fail "dp=2,ep=2 with debug logging failed"
+grep -q "expert dispatch between replicas in fixed-capacity buffers" "$WORK/fixed.log" ||
+  fail "decode steps of dp=2,ep=2 did not use the fixed-capacity dispatch: $(tail -5 "$WORK/fixed.log")"
 echo "${#PLANS[@]} plans x ${#MODELS[@]} models match one rank"

@@ -155,6 +155,48 @@ TEST_F(CudaMoe, ExpertCountsAccumulateOnTheDevice) {
   EXPECT_EQ(got, expect);
 }
 
+// The fixed-capacity expert dispatch (a decode step's all-to-all between replicas) against the
+// host packing: the same entries in the same order, padding included, for several expert-set
+// layouts, tp shares of the tokens, and batch sizes.
+TEST_F(CudaMoe, PackDispatchMatchesHostPacking) {
+  struct Layout { int64_t experts, k, sets, shards, tp; };
+  for (const Layout& l : {Layout{8, 2, 2, 1, 1}, Layout{64, 8, 8, 1, 1}, Layout{64, 8, 4, 2, 2},
+                          Layout{60, 4, 3, 4, 4}, Layout{8, 2, 1, 8, 2}}) {
+    const int64_t set_size = l.experts / l.sets, destinations = l.sets * l.shards;
+    for (int64_t tokens : {1, 5, 33, 256}) {
+      // Distinct experts per token, as top-k gives.
+      std::vector<int32_t> ids(static_cast<size_t>(tokens * l.k)), order(static_cast<size_t>(l.experts));
+      for (int64_t t = 0; t < tokens; ++t) {
+        std::iota(order.begin(), order.end(), 0);
+        std::shuffle(order.begin(), order.end(), rng_);
+        std::copy_n(order.begin(), l.k, ids.begin() + t * l.k);
+      }
+      Pair id = ints(ids, {tokens, l.k});
+      Pair w = floats(random_values(tokens * l.k), {tokens, l.k});
+      const int64_t capacity = (tokens + l.tp - 1) / l.tp * std::min(l.k, set_size);
+      const int64_t entries = destinations * capacity;
+      for (int64_t share = 0; share < l.tp; ++share) {
+        const int64_t first = tokens * share / l.tp, last = tokens * (share + 1) / l.tp;
+        // Outputs start as values no entry holds, so an entry the kernel skips shows up.
+        Pair rows = ints(std::vector<int32_t>(entries, 7777), {entries});
+        Pair experts = ints(std::vector<int32_t>(entries, 7777), {entries, 1});
+        Pair scales = floats(std::vector<float>(entries, 7777.0f), {entries});
+        cpu().pack_dispatch(id.cpu, w.cpu, first, last, set_size, l.shards, capacity, rows.cpu,
+                            experts.cpu, scales.cpu);
+        gpu().pack_dispatch(id.gpu, w.gpu, first, last, set_size, l.shards, capacity, rows.gpu,
+                            experts.gpu, scales.gpu);
+        const std::string name = std::to_string(l.experts) + " experts in " +
+                                 std::to_string(l.sets) + " sets x " + std::to_string(l.shards) +
+                                 " shards, tokens [" + std::to_string(first) + ", " +
+                                 std::to_string(last) + ") of " + std::to_string(tokens);
+        EXPECT_EQ(read_ints(gpu(), rows.gpu), read_ints(cpu(), rows.cpu)) << "rows, " << name;
+        EXPECT_EQ(read_ints(gpu(), experts.gpu), read_ints(cpu(), experts.cpu)) << "experts, " << name;
+        EXPECT_EQ(read(gpu(), scales.gpu), read(cpu(), scales.cpu)) << "scales, " << name;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace gputest
 }  // namespace moetron

@@ -591,20 +591,58 @@ TEST_F(CpuOpsTest, AddSigmoidGatedMatchesReference) {
 TEST_F(CpuOpsTest, GatherAndScatterAddRows) {
   const int64_t rows = 6, cols = 5;
   const Vec x = normal(rows * cols);
-  const Ids picks = {4, 0, 4, 2};
-  Tensor gathered = zeros({4, cols});
-  ops->gather_rows(upload(x, {rows, cols}), upload(picks, {4}), gathered);
+  const Ids picks = {4, 0, 4, 2, -1};  // -1: a zero row, and nothing added back
+  Tensor gathered = zeros({5, cols});
+  ops->gather_rows(upload(x, {rows, cols}), upload(picks, {5}), gathered);
   const Vec g = download(gathered);
   for (size_t i = 0; i < picks.size(); ++i)
-    for (int64_t c = 0; c < cols; ++c) EXPECT_EQ(g[i * cols + c], x[picks[i] * cols + c]);
+    for (int64_t c = 0; c < cols; ++c)
+      EXPECT_EQ(g[i * cols + c], picks[i] < 0 ? 0.0f : x[picks[i] * cols + c]);
 
-  const Vec acc0 = normal(rows * cols), scale = {0.5f, -1.5f, 2.0f, 0.25f};
+  Vec moved = normal(5 * cols);
+  const Vec acc0 = normal(rows * cols), scale = {0.5f, -1.5f, 2.0f, 0.25f, 3.0f};
   Tensor acc = upload(acc0, {rows, cols});
-  ops->scatter_add_rows(acc, gathered, upload(picks, {4}), upload(scale, {4}));  // row 4 twice
+  ops->scatter_add_rows(acc, upload(moved, {5, cols}), upload(picks, {5}), upload(scale, {5}));  // row 4 twice
   Ref want = to_ref(acc0);
-  for (size_t i = 0; i < picks.size(); ++i)
-    for (int64_t c = 0; c < cols; ++c) want[picks[i] * cols + c] += scale[i] * g[i * cols + c];
+  for (size_t i = 0; i + 1 < picks.size(); ++i)
+    for (int64_t c = 0; c < cols; ++c) want[picks[i] * cols + c] += scale[i] * moved[i * cols + c];
   expect_close(download(acc), want, 1e-6);
+}
+
+// The fixed-capacity expert dispatch: 4 experts in 2 sets of 2, each set held by 2 shards, so 4
+// destinations (set * 2 + shard); tokens [1, 3) of 4, top-2, 3 entries per destination.
+TEST_F(CpuOpsTest, PackDispatchFillsEachDestinationInSlotOrder) {
+  const Ids ids = {0, 1, /*t1*/ 3, 0, /*t2*/ 2, 3, /*t3*/ 1, 2};
+  const Vec w = {0.9f, 0.1f, 0.6f, 0.4f, 0.7f, 0.3f, 0.8f, 0.2f};
+  const int64_t capacity = 3, entries = 4 * capacity;
+  Tensor rows = zeros({entries}, DType::I32), experts = zeros({entries, 1}, DType::I32);
+  Tensor scales = zeros({entries});
+  ops->pack_dispatch(upload(ids, {4, 2}), upload(w, {4, 2}), 1, 3, 2, 2, capacity, rows, experts,
+                     scales);
+  // Set 0 (experts 0, 1) gets slot (1, 1); set 1 (experts 2, 3) gets (1, 0), (2, 0), (2, 1).
+  const Ids set0_rows = {1, -1, -1}, set0_experts = {0, -1, -1};
+  const Ids set1_rows = {1, 2, 2}, set1_experts = {3, 2, 3};
+  const Vec set0_scales = {0.4f, 0.0f, 0.0f}, set1_scales = {0.6f, 0.7f, 0.3f};
+  Ids want_rows, want_experts;
+  Vec want_scales;
+  for (int shard = 0; shard < 2; ++shard) {  // destinations 0, 1: set 0
+    want_rows.insert(want_rows.end(), set0_rows.begin(), set0_rows.end());
+    want_experts.insert(want_experts.end(), set0_experts.begin(), set0_experts.end());
+    want_scales.insert(want_scales.end(), set0_scales.begin(), set0_scales.end());
+  }
+  for (int shard = 0; shard < 2; ++shard) {  // destinations 2, 3: set 1
+    want_rows.insert(want_rows.end(), set1_rows.begin(), set1_rows.end());
+    want_experts.insert(want_experts.end(), set1_experts.begin(), set1_experts.end());
+    want_scales.insert(want_scales.end(), set1_scales.begin(), set1_scales.end());
+  }
+  EXPECT_EQ(download_ids(rows), want_rows);
+  EXPECT_EQ(download_ids(experts), want_experts);
+  EXPECT_EQ(download(scales), want_scales);
+
+  // A capacity too small for the slots is an error, not a silent drop.
+  Tensor r2 = zeros({8}, DType::I32), e2 = zeros({8, 1}, DType::I32), s2 = zeros({8});
+  EXPECT_THROW(ops->pack_dispatch(upload(ids, {4, 2}), upload(w, {4, 2}), 1, 3, 2, 2, 2, r2, e2, s2),
+               Error);
 }
 
 TEST_F(CpuOpsTest, ToFloatCopiesActivations) {

@@ -76,6 +76,9 @@ class CudaOps final : public Ops {
                         const Tensor& scale) override;
   void to_float(const Tensor& x, Tensor& out) override;
   void accumulate_expert_counts(const Tensor& ids, Tensor& counts) override;
+  void pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first, int64_t last,
+                     int64_t expert_set_size, int64_t expert_shards, int64_t capacity,
+                     Tensor& rows, Tensor& experts, Tensor& scales) override;
 
   void argmax_rows(const Tensor& logits, Tensor& ids) override { argmax(logits, ids); }
 

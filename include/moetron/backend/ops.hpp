@@ -33,12 +33,18 @@ struct BatchLayout {
   std::vector<int32_t> kv_lens;       // [S] tokens in the cache for s after this step
   std::vector<int32_t> block_tables;  // [S * max_blocks_per_seq]
   std::vector<int32_t> logit_rows;    // [L] token rows whose logits are wanted (last of a seq)
+  // Expert dispatch between replicas (dp > 1) with fixed-capacity buffers, sized for this many
+  // tokens per replica: the most any replica of the stage has in this forward, agreed by all of
+  // them. Nothing then waits for the host, so a recorded decode step can hold the dispatch.
+  // 0: exchange the per-peer counts first (prefill, where a worst-case buffer would be large).
+  int64_t dispatch_tokens = 0;
 };
 
 // The same, in backend memory (I32 tensors), as Ops kernels read it.
 struct BatchTensors {
   int64_t num_tokens = 0, num_seqs = 0, max_blocks_per_seq = 0, block_size = 0;
   int64_t max_kv_len = 0;  // host-known bound, for kernels that size their work by it
+  int64_t dispatch_tokens = 0;  // see BatchLayout
   Tensor token_ids, positions, slot_mapping, query_start, kv_lens, block_tables, logit_rows;
 };
 
@@ -137,11 +143,23 @@ class Ops {
   // acc [T, H] += sigmoid(x [T, H] . gate_w [1, H]) * y [T, H]   (qwen2_moe shared expert)
   virtual void add_sigmoid_gated(Tensor& acc, const Tensor& x, const Tensor& gate_w,
                                  const Tensor& y) = 0;
-  // out[i] = x[rows[i]] (rows I32 [n]).
+  // out[i] = x[rows[i]] (rows I32 [n]); rows[i] = -1 gives a zero row.
   virtual void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) = 0;
-  // acc[rows[i]] += scale[i] * x[i] (rows I32 [n], scale F32 [n]); rows may repeat.
+  // acc[rows[i]] += scale[i] * x[i] (rows I32 [n], scale F32 [n]); rows may repeat; rows[i] = -1
+  // adds nothing.
   virtual void scatter_add_rows(Tensor& acc, const Tensor& x, const Tensor& rows,
                                 const Tensor& scale) = 0;
+  // Expert dispatch into fixed-capacity buffers, on the device. The slots (t, j) of tokens t in
+  // [first, last) of ids/weights [T, k] go, in (t, j) order, to every destination
+  // d = (ids[t, j] / expert_set_size) * expert_shards + shard (shard < expert_shards); each of
+  // the D destinations gets `capacity` entries of rows I32 [D * capacity] (the token row),
+  // experts I32 [D * capacity, 1] (the global expert) and scales F32 [D * capacity] (the
+  // routing weight). Entries past a destination's count are -1, -1 and 0. The caller sizes
+  // capacity so that nothing overflows (top-k experts are distinct). The default goes through
+  // the host; a backend may keep it on the device (a CUDA graph can then record it).
+  virtual void pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first, int64_t last,
+                             int64_t expert_set_size, int64_t expert_shards, int64_t capacity,
+                             Tensor& rows, Tensor& experts, Tensor& scales);
   // Converts activations to F32 (logits for sampling, results files). out F32, same shape.
   virtual void to_float(const Tensor& x, Tensor& out) = 0;
   // ids I32 [R] = argmax over each row of logits F32 [R, V] (ties: the lowest index). The

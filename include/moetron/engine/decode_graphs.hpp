@@ -14,17 +14,22 @@ namespace moetron {
 class DecodeGraphs {
  public:
   // `max_blocks_per_seq` bounds any sequence's block table; `scratch_block` is a KV-cache
-  // block the scheduler never hands out.
+  // block the scheduler never hands out. With `replicas_meet` (several replicas, which meet in
+  // the experts' all-to-all) every replica records the same buckets and replays the same one
+  // in each decode step, so max_batch and max_blocks_per_seq must be agreed by all of them.
   DecodeGraphs(Ops& ops, ModelForward& forward, int64_t max_batch, int64_t max_blocks_per_seq,
-               int64_t block_size, int32_t scratch_block);
+               int64_t block_size, int32_t scratch_block, bool replicas_meet = false);
 
-  // Records every bucket (1, 2, 4, ... up to max_batch). Call once the KV cache exists.
+  // Records every bucket (1, 2, 4, ... up to max_batch). Call once the KV cache exists (with
+  // replicas_meet: on every replica at once, as recording runs the forward once eagerly).
   void capture();
-  // True when every sequence decodes one token and the batch fits a bucket.
-  bool fits(const std::vector<ScheduledSeq>& group) const;
-  // Replays the group's bucket; returns its logits (see ModelForward::logits_device), whose
-  // first group.size() rows are the group's.
-  Tensor run(const std::vector<ScheduledSeq>& group);
+  // True when every sequence decodes one token and the batch fits a bucket. With
+  // replicas_meet the answer depends only on the agreed dispatch_tokens (see BatchLayout), so
+  // that every replica takes the same path; an idle replica's empty group replays too.
+  bool fits(const std::vector<ScheduledSeq>& group, int64_t dispatch_tokens = 0) const;
+  // Replays the bucket for the group (with replicas_meet: for dispatch_tokens); returns its
+  // logits (see ModelForward::logits_device), whose first group.size() rows are the group's.
+  Tensor run(const std::vector<ScheduledSeq>& group, int64_t dispatch_tokens = 0);
   const std::vector<int64_t>& buckets() const { return buckets_; }
 
  private:
@@ -40,6 +45,7 @@ class DecodeGraphs {
   ModelForward& forward_;
   int64_t max_blocks_per_seq_, block_size_;
   int32_t scratch_block_;
+  bool replicas_meet_;
   std::vector<int64_t> buckets_;
   std::vector<Bucket> recorded_;
 };

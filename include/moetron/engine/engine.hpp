@@ -60,8 +60,14 @@ class Engine {
 
  private:
   // One micro-batch through this rank's stage; returns sampled tokens on the last stage.
-  void run_micro_batch(const std::vector<ScheduledSeq>& group, std::vector<int32_t>& tokens,
-                       std::vector<float>& logits);
+  // dispatch_tokens: see BatchLayout (0 unless the replicas agreed on it).
+  void run_micro_batch(const std::vector<ScheduledSeq>& group, int64_t dispatch_tokens,
+                       std::vector<int32_t>& tokens, std::vector<float>& logits);
+  // In a decode-only step with several replicas: the most tokens any replica has in each
+  // micro-batch (they meet in the experts' all-to-all, which can then use buffers of that
+  // fixed size). Zeros otherwise.
+  std::vector<int64_t> agree_dispatch_tokens(const std::vector<std::vector<ScheduledSeq>>& parts,
+                                             bool any_prefill);
   // Picks each sequence's next token from the step's logits (ModelForward::logits_device).
   void sample(const std::vector<ScheduledSeq>& group, const Tensor& step_logits,
               std::vector<int32_t>& tokens, std::vector<float>& logits);

@@ -2,6 +2,7 @@
 // movement): one rank or many, CPU or CUDA, MPI or NCCL all run this code.
 #pragma once
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "moetron/backend/ops.hpp"
@@ -56,15 +57,33 @@ class ModelForward {
   void attention_block(const LayerWeights& w, size_t local_layer, const Tensor& h,
                        const BatchTensors& batch, Tensor& out);
   void qk_norm(Tensor& x, const Tensor& w, int64_t total_cols, int64_t replication);
-  void mlp_block(const LayerWeights& w, size_t local_layer, const Tensor& h, Tensor& out);
+  void mlp_block(const LayerWeights& w, size_t local_layer, const Tensor& h,
+                 int64_t dispatch_tokens, Tensor& out);
+
+  // Expert dispatch between replicas: where each entry this rank sends goes, and what comes
+  // back (see dispatch_experts).
+  struct ExpertRoute {
+    Tensor rows;     // I32 [n_send]: the token row of each sent entry (-1: padding)
+    Tensor experts;  // I32 [n_send, 1]: its global expert (-1: padding)
+    Tensor scales;   // F32 [n_send]: its routing weight
+    std::vector<int64_t> send_counts, recv_counts;  // entries per peer
+    Tensor recv_weights;  // F32 [n_recv, 1]: ones
+  };
   void dispatch_experts(const LayerWeights& w, const Tensor& h, const Tensor& ids,
-                        const Tensor& weights, Tensor& out);
+                        const Tensor& weights, int64_t dispatch_tokens, Tensor& out);
+  std::pair<int64_t, int64_t> dispatch_share(int64_t tokens) const;
+  int64_t dispatch_capacity(int64_t tokens) const;
+  ExpertRoute route_with_counts(const Tensor& ids, const Tensor& weights);
+  ExpertRoute route_fixed(const Tensor& ids, const Tensor& weights, int64_t dispatch_tokens);
+  void exchange_with_experts(const LayerWeights& w, const Tensor& h, const ExpertRoute& route,
+                             Tensor& out);
   void allreduce_tp(Tensor& t);
 
   ForwardContext ctx_;
   std::vector<KvCache> caches_;  // one per local layer
   std::vector<Tensor> expert_counts_tensor_;  // I64 [E] per local layer, in backend memory
   std::vector<Tensor> routing_;               // I32 [max_tokens, k] per local layer
+  Tensor ones_;  // F32: weights of the entries a fixed-capacity dispatch receives
   size_t kv_bytes_ = 0;
 };
 

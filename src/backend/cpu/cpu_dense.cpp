@@ -185,8 +185,12 @@ void CpuOps::gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) {
   const float* src = f32(x);
   float* dst = f32(out);
   for (int64_t i = 0; i < n; ++i) {
-    MOETRON_ASSERT(idx[i] >= 0 && idx[i] < x.rows());
-    std::memcpy(dst + i * cols, src + static_cast<int64_t>(idx[i]) * cols, cols * sizeof(float));
+    MOETRON_ASSERT(idx[i] >= -1 && idx[i] < x.rows());
+    if (idx[i] < 0) {
+      std::fill_n(dst + i * cols, cols, 0.0f);
+    } else {
+      std::memcpy(dst + i * cols, src + static_cast<int64_t>(idx[i]) * cols, cols * sizeof(float));
+    }
   }
 }
 
@@ -199,7 +203,8 @@ void CpuOps::scatter_add_rows(Tensor& acc, const Tensor& x, const Tensor& rows,
   const float* src = f32(x);
   float* dst = f32(acc);
   for (int64_t i = 0; i < n; ++i) {
-    MOETRON_ASSERT(idx[i] >= 0 && idx[i] < acc.rows());
+    MOETRON_ASSERT(idx[i] >= -1 && idx[i] < acc.rows());
+    if (idx[i] < 0) continue;
     float* d = dst + static_cast<int64_t>(idx[i]) * cols;
     for (int64_t c = 0; c < cols; ++c) d[c] += s[i] * src[i * cols + c];
   }

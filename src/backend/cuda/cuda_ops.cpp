@@ -507,6 +507,29 @@ void CudaOps::accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
                                     static_cast<int64_t*>(counts.data), stream_);
 }
 
+void CudaOps::pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first,
+                            int64_t last, int64_t expert_set_size, int64_t expert_shards,
+                            int64_t capacity, Tensor& rows, Tensor& experts, Tensor& scales) {
+  expect(ids, DType::I32, "pack_dispatch", "ids");
+  expect(weights, DType::F32, "pack_dispatch", "weights");
+  expect(rows, DType::I32, "pack_dispatch", "rows");
+  expect(experts, DType::I32, "pack_dispatch", "experts");
+  expect(scales, DType::F32, "pack_dispatch", "scales");
+  expect_same_shape(ids, weights, "pack_dispatch");
+  const int64_t entries = rows.numel(), k = ids.numel() > 0 ? ids.cols() : 1;
+  expect_numel(experts, entries, "pack_dispatch", "experts");
+  expect_numel(scales, entries, "pack_dispatch", "scales");
+  MOETRON_CHECK(expert_set_size > 0 && expert_shards > 0 && capacity > 0 && entries % capacity == 0,
+                "pack_dispatch: " << entries << " entries are not whole destinations of capacity "
+                                  << capacity);
+  MOETRON_CHECK(0 <= first && first <= last && last * k <= ids.numel(),
+                "pack_dispatch: tokens [" << first << ", " << last << ") outside ids "
+                                          << ids.describe());
+  kernels::pack_dispatch(i32(ids), f32(weights), k, first, last, expert_set_size, expert_shards,
+                         capacity, entries / capacity, i32(rows), i32(experts), f32(scales),
+                         stream_);
+}
+
 void CudaOps::argmax(const Tensor& logits, Tensor& ids) {
   MOETRON_CHECK(logits.device == Device::Cuda &&
                     (logits.dtype == DType::BF16 || logits.dtype == DType::F32),
