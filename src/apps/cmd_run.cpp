@@ -193,6 +193,12 @@ int run(const RunOptions& o, int world_rank, int world_size) {
                     << sum.total_seconds << " s (" << sum.output_tokens_per_s
                     << " output tok/s); results in " << o.out);
   log_step_summary(report.steps);
+  int64_t preemptions = 0;
+  for (const Sequence& s : all) preemptions += s.preemptions;
+  if (preemptions > 0)
+    LOG_INFO("KV cache ran short: " << preemptions << " preemption(s), each request recomputed "
+                                    << "when readmitted (/requests/preemptions; a larger "
+                                    << "--kv-cache-tokens avoids them)");
   return 0;
 }
 

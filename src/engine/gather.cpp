@@ -8,7 +8,7 @@ namespace moetron {
 namespace {
 
 enum Tag : int { kTagCount = 100, kTagHeader, kTagTokens, kTagTimes, kTagLogits };
-constexpr size_t kHeaderFields = 4;  // index, output tokens, finished by eos, logits floats
+constexpr size_t kHeaderFields = 5;  // index, output tokens, finished by eos, logits floats, preemptions
 
 // A host tensor over a vector's memory. Doubles travel as I64 (the same 8 bytes, unchanged).
 template <class T>
@@ -33,7 +33,7 @@ Packed pack(const std::vector<Sequence>& seqs) {
   for (const Sequence& s : seqs) {
     p.header.insert(p.header.end(), {s.index, static_cast<int64_t>(s.output.size()),
                                      s.finish_reason == "eos" ? 1 : 0,
-                                     static_cast<int64_t>(s.logits.size())});
+                                     static_cast<int64_t>(s.logits.size()), s.preemptions});
     p.tokens.insert(p.tokens.end(), s.output.begin(), s.output.end());
     p.times.insert(p.times.end(), s.token_times_s.begin(), s.token_times_s.end());
     p.logits.insert(p.logits.end(), s.logits.begin(), s.logits.end());
@@ -50,6 +50,7 @@ void unpack(const Packed& p, std::vector<Sequence>& out) {
     const size_t n = static_cast<size_t>(p.header[i + 1]);
     const size_t nl = static_cast<size_t>(p.header[i + 3]);
     s.finish_reason = p.header[i + 2] ? "eos" : "length";
+    s.preemptions = p.header[i + 4];
     s.output.assign(p.tokens.begin() + tok, p.tokens.begin() + tok + n);
     s.token_times_s.assign(p.times.begin() + tok, p.times.begin() + tok + n);
     s.logits.assign(p.logits.begin() + lg, p.logits.begin() + lg + nl);

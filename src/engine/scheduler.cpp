@@ -35,8 +35,14 @@ Scheduler::Scheduler(std::vector<Sequence*> sequences, int64_t num_blocks,
   }
 }
 
-int64_t Scheduler::blocks_needed(const Sequence& s) const {
-  return (s.total_tokens() + limits_.block_size - 1) / limits_.block_size;
+int64_t Scheduler::blocks_for(int64_t tokens) const {
+  return (tokens + limits_.block_size - 1) / limits_.block_size;
+}
+
+int64_t Scheduler::blocks_needed(const Sequence& s) const { return blocks_for(s.total_tokens()); }
+
+bool Scheduler::needs_block(const Sequence& s) const {
+  return s.cached_tokens >= static_cast<int64_t>(s.blocks.size()) * limits_.block_size;
 }
 
 bool Scheduler::done() const {
@@ -45,36 +51,60 @@ bool Scheduler::done() const {
   return true;
 }
 
-int64_t Scheduler::running() const {
-  return std::count_if(seqs_.begin(), seqs_.end(),
-                       [](const Sequence* s) { return s->state == Sequence::State::Running; });
-}
+int64_t Scheduler::running() const { return static_cast<int64_t>(running_.size()); }
 
 int64_t Scheduler::waiting() const {
   return std::count_if(seqs_.begin(), seqs_.end(),
                        [](const Sequence* s) { return s->state == Sequence::State::Waiting; });
 }
 
+void Scheduler::preempt(Sequence* s) {
+  pool_.give_back(s->blocks);
+  s->cached_tokens = 0;
+  s->state = Sequence::State::Waiting;
+  ++s->preemptions;
+  running_.erase(std::find(running_.begin(), running_.end(), s));
+}
+
 std::vector<ScheduledSeq> Scheduler::next_step() {
   std::vector<ScheduledSeq> step;
   int64_t tokens = 0;
-  for (Sequence* s : seqs_) {
-    if (s->state != Sequence::State::Running) continue;
+  // Running sequences decode, in admission order; one whose token starts a block takes one,
+  // preempting the latest admitted (itself, if it is the latest) while none is free.
+  for (size_t i = 0; i < running_.size(); ++i) {
+    Sequence* s = running_[i];
+    if (needs_block(*s)) {
+      while (pool_.free_blocks() == 0 && running_.back() != s) preempt(running_.back());
+      if (pool_.free_blocks() == 0) {
+        preempt(s);
+        break;  // s was the latest: nobody after it runs this step
+      }
+      const std::vector<int32_t> block = pool_.take(1);
+      s->blocks.push_back(block[0]);
+    }
     step.push_back({s, s->cached_tokens, 1});
     ++tokens;
   }
+  // The blocks the running sequences take in the next step stay free for them: admitting into
+  // them would only preempt the newcomer again.
+  int64_t reserved = 0;
+  for (const Sequence* s : running_)
+    if ((s->cached_tokens + 1) % limits_.block_size == 0) ++reserved;
   for (Sequence* s : seqs_) {
     if (s->state != Sequence::State::Waiting) continue;
-    const int64_t prompt = static_cast<int64_t>(s->prompt.size());
-    const bool fits_budget = tokens + prompt <= limits_.max_batch_tokens || step.empty();
+    const int64_t prefill = s->prefill_tokens();
+    const int64_t blocks = blocks_for(prefill);
+    const bool fits_budget = tokens + prefill <= limits_.max_batch_tokens || step.empty();
     if (static_cast<int64_t>(step.size()) >= limits_.max_batch_seqs || !fits_budget ||
-        blocks_needed(*s) > pool_.free_blocks()) {
+        blocks + reserved > pool_.free_blocks()) {
       break;  // first come, first served: nobody overtakes a waiting request
     }
-    s->blocks = pool_.take(blocks_needed(*s));
+    s->blocks = pool_.take(blocks);
     s->state = Sequence::State::Running;
-    step.push_back({s, 0, prompt});
-    tokens += prompt;
+    running_.push_back(s);
+    step.push_back({s, 0, prefill});
+    tokens += prefill;
+    if (prefill % limits_.block_size == 0) ++reserved;  // its first decode starts a block
   }
   return step;
 }
@@ -97,6 +127,7 @@ void Scheduler::complete_step(const std::vector<ScheduledSeq>& step,
       s.finish_reason = eos ? "eos" : "length";
       s.state = Sequence::State::Finished;
       pool_.give_back(s.blocks);
+      running_.erase(std::find(running_.begin(), running_.end(), &s));
     }
   }
 }

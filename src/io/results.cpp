@@ -118,6 +118,8 @@ void write_requests(h5::File& f, const RunResults& r) {
   f.write("/requests/ttft_s", column<double>(rs, [](const RequestResult& q) { return q.ttft_s; }));
   f.write("/requests/e2e_s", column<double>(rs, [](const RequestResult& q) { return q.e2e_s; }));
   f.write_strings("/requests/ids", column<std::string>(rs, [](const RequestResult& q) { return q.id; }));
+  f.write("/requests/preemptions",
+          column<int32_t>(rs, [](const RequestResult& q) { return q.preemptions; }));
   f.write_strings("/requests/finish_reason", column<std::string>(rs, [](const RequestResult& q) {
                     return finish_reason_name(q.finish_reason);
                   }));

@@ -5,9 +5,16 @@
 source "$(dirname "$0")/common.bash"
 random_prompts "$WORK/prompts.jsonl" 9 4 "2 + i % 5" 256
 args=(run --model "$FIXTURES/qwen2_moe" --prompts "$WORK/prompts.jsonl" --backend cpu --ignore-eos
-      --save-logits --log-level warn)
-"$MOETRON" "${args[@]}" --out "$WORK/roomy.h5"
-"$MOETRON" "${args[@]}" --out "$WORK/tight.h5" --kv-cache-tokens 96 --block-size 4 --max-batch 2 \
+      --save-logits)
+"$MOETRON" "${args[@]}" --log-level warn --out "$WORK/roomy.h5"
+"$MOETRON" "${args[@]}" --log-level warn --out "$WORK/tight.h5" --kv-cache-tokens 96 --block-size 4 --max-batch 2 \
   --max-batch-tokens 24
 "$COMPARE_RESULTS" "$WORK/tight.h5" "$WORK/roomy.h5" --rtol 1e-5 || fail "batching changed the results"
-echo "batching does not change results"
+# A cache that holds the longest request alone, with four running at once: running requests
+# outgrow it, the latest admitted is preempted and later recomputed, and nothing changes.
+"$MOETRON" "${args[@]}" --out "$WORK/preempted.h5" --kv-cache-tokens 48 --block-size 4 --max-batch 4 \
+  --log-level info >"$WORK/preempted.log" 2>&1 || fail "the preempting run failed: $(tail -3 "$WORK/preempted.log")"
+grep -q "KV cache ran short: [1-9][0-9]* preemption" "$WORK/preempted.log" ||
+  fail "no request was preempted: $(tail -3 "$WORK/preempted.log")"
+"$COMPARE_RESULTS" "$WORK/preempted.h5" "$WORK/roomy.h5" --rtol 1e-5 || fail "preemption changed the results"
+echo "batching and preemption do not change results"

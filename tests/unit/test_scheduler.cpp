@@ -65,6 +65,50 @@ TEST(Scheduler, RequestsWaitForCacheAndRunFirstComeFirstServed) {
   EXPECT_EQ(sizes.back(), 1u);
 }
 
+// Two requests of 3 + 9 tokens (3 blocks of 4 each) in a 4-block cache: both start, and when the
+// first needs its third block the second, admitted last, is preempted; it is recomputed (prompt
+// and its 6 tokens as one prefill) once the first has finished, and both complete.
+TEST(Scheduler, PreemptsTheLatestAdmittedAndRecomputesIt) {
+  std::vector<Sequence> seqs = {make_seq(0, 3, 9), make_seq(1, 3, 9)};
+  SchedulerLimits limits;
+  limits.block_size = 4;
+  Scheduler sched({&seqs[0], &seqs[1]}, 4, limits);
+  std::vector<ScheduledSeq> recompute;
+  int steps = 0;
+  while (!sched.done() && ++steps < 100) {
+    const auto step = sched.next_step();
+    ASSERT_FALSE(step.empty()) << "no progress";
+    for (const ScheduledSeq& s : step)
+      if (s.prefill() && !s.seq->output.empty()) recompute.push_back(s);
+    sched.complete_step(step, std::vector<int32_t>(step.size(), 5), {}, 0, 0.0, {});
+  }
+  ASSERT_TRUE(sched.done());
+  for (const Sequence& s : seqs) {
+    EXPECT_EQ(s.output.size(), 9u);
+    EXPECT_TRUE(s.blocks.empty());
+  }
+  EXPECT_EQ(seqs[0].preemptions, 0);
+  EXPECT_EQ(seqs[1].preemptions, 1);
+  ASSERT_EQ(recompute.size(), 1u);
+  EXPECT_EQ(recompute[0].seq, &seqs[1]);
+  EXPECT_EQ(recompute[0].count, 3 + 6);  // the prompt and the 6 tokens made before preemption
+}
+
+// A request is admitted only if the blocks the running ones take next step stay free.
+TEST(Scheduler, KeepsTheNextStepsBlocksForRunningRequests) {
+  // Prompts of 4 end on a block boundary: each one's first decode needs a new block.
+  std::vector<Sequence> seqs = {make_seq(0, 4, 2), make_seq(1, 4, 2), make_seq(2, 4, 2)};
+  SchedulerLimits limits;
+  limits.block_size = 4;
+  Scheduler sched({&seqs[0], &seqs[1], &seqs[2]}, 4, limits);
+  const auto first = sched.next_step();  // 1 + 1 kept, 1 + 1 kept: the third would take a kept one
+  EXPECT_EQ(first.size(), 2u);
+  sched.complete_step(first, {5, 5}, {}, 0, 0.0, {});
+  const auto second = sched.next_step();
+  EXPECT_EQ(second.size(), 2u);
+  for (const Sequence& s : seqs) EXPECT_EQ(s.preemptions, 0);
+}
+
 TEST(Scheduler, HonoursBatchLimits) {
   std::vector<Sequence> seqs;
   for (int i = 0; i < 5; ++i) seqs.push_back(make_seq(i, 6, 2));

@@ -4,9 +4,13 @@
 // that crosses ranks is the sampled tokens; every decision here is deterministic.
 //
 // Policy: first come, first served. A request is admitted when the cache has blocks for its
-// whole prompt plus all tokens it may generate (so a running request never has to be evicted)
-// and the step's token budget allows its prompt; otherwise it waits. Every running request
-// decodes one token per step; a request leaves at max_new_tokens or EOS and frees its blocks.
+// prompt (and for the next step's new blocks of the requests already running) and the step's
+// token budget allows the prompt; otherwise it waits, and nobody overtakes it. Every running
+// request decodes one token per step and takes a block when its next token starts one; when
+// none is free, the request admitted last is preempted: its blocks are freed and it waits
+// again, to be recomputed (prompt and the tokens it has produced, as one prefill) when it is
+// admitted again. Tokens do not change: sampling is counted per request and token. A request
+// leaves at max_new_tokens or EOS and frees its blocks.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -29,9 +33,12 @@ struct Sequence {
   std::vector<float> logits;          // [output tokens, vocab] with --save-logits
   std::vector<int32_t> blocks;        // KV-cache blocks, in order
   int64_t cached_tokens = 0;          // tokens whose K/V are in the cache
+  int64_t preemptions = 0;            // times its cache was freed for others (recomputed)
   std::string finish_reason;
 
   int64_t total_tokens() const { return static_cast<int64_t>(prompt.size()) + max_new_tokens; }
+  // Tokens a (re)admission computes in one prefill: the prompt and what it has produced.
+  int64_t prefill_tokens() const { return static_cast<int64_t>(prompt.size() + output.size()); }
 };
 
 class BlockPool {
@@ -78,7 +85,13 @@ class Scheduler {
   const SchedulerLimits& limits() const { return limits_; }
 
  private:
-  std::vector<Sequence*> seqs_;  // in arrival (prompts-file) order
+  int64_t blocks_for(int64_t tokens) const;
+  // True when the sequence's next decoded token (at position cached_tokens) starts a block.
+  bool needs_block(const Sequence& s) const;
+  void preempt(Sequence* s);
+
+  std::vector<Sequence*> seqs_;     // in arrival (prompts-file) order
+  std::vector<Sequence*> running_;  // in admission order: the last is preempted first
   BlockPool pool_;
   SchedulerLimits limits_;
 };

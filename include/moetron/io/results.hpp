@@ -32,6 +32,7 @@ struct RequestResult {
   double ttft_s = 0;                  // arrival to first output token
   double e2e_s = 0;                   // arrival to completion
   FinishReason finish_reason = FinishReason::Length;
+  int32_t preemptions = 0;  // times its KV cache was freed for others and recomputed
   // Empty, or the logits that chose each output token: [output_tokens.size(), logits_vocab_size]
   // row-major. Either every request keeps logits or none does.
   std::vector<float> logits;
