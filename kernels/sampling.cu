@@ -1,7 +1,11 @@
-// Greedy sampling: the argmax of each row of logits, one block per row. Decode has few rows,
-// so each block must stream its row fast on its own: 1024 threads, 16-byte loads, several in
-// flight per thread.
+// Sampling, one block per row of logits, entirely on the device.
+// - Greedy: the argmax. Decode has few rows, so each block must stream its row fast on its own:
+//   1024 threads, 16-byte loads, several in flight per thread.
+// - Temperature / top-k / top-p: radix::sample_row (moetron/engine/radix_sampling.hpp, shared
+//   with the CPU tests) over BlockRow below: a handful of strided passes over the row (it stays
+//   in L2 between them), 256-bin shared-memory histograms, no sort and no host sync.
 #include "common.cuh"
+#include "moetron/engine/radix_sampling.hpp"
 
 namespace moetron {
 namespace kernels {
@@ -70,7 +74,92 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+constexpr int kSampleThreads = 512;
+
+struct SampleShared {
+  radix::Histogram hist;
+};
+
+struct MaxOp {
+  __device__ __forceinline__ unsigned long long operator()(unsigned long long a,
+                                                           unsigned long long b) const {
+    return a > b ? a : b;
+  }
+};
+
+// radix::sample_row's view of one row, for the whole block. Every pass gives every thread the
+// same answer: integer atomics and fixed-order reductions only, so a row samples the same token
+// on every run.
+class BlockRow {
+ public:
+  __device__ BlockRow(const float* row, int64_t vocab, SampleShared& shared)
+      : row_(row), vocab_(vocab), shared_(shared) {}
+
+  __device__ int64_t vocab() const { return vocab_; }
+
+  __device__ uint64_t max_key(const radix::Range& r) {
+    unsigned long long best = 0;
+    for (int64_t i = threadIdx.x; i < vocab_; i += kSampleThreads) {
+      const uint64_t key = radix::key_of(row_[i], i);
+      if (radix::in_range(key, r) && key > best) best = key;
+    }
+    return block_reduce(best, MaxOp{}, 0ull);
+  }
+
+  __device__ double mass(uint64_t lo, const radix::Weights& w) {
+    double sum = 0.0;  // each thread adds its own tokens in order, then a fixed tree
+    for (int64_t i = threadIdx.x; i < vocab_; i += kSampleThreads) {
+      const float logit = row_[i];
+      if (radix::key_of(logit, i) >= lo) sum += static_cast<double>(w(logit));
+    }
+    return block_reduce(sum, SumOp{}, 0.0);
+  }
+
+  __device__ const radix::Histogram& histogram(const radix::Range& r, const radix::Weights* w,
+                                               double per_unit) {
+    radix::Histogram& h = shared_.hist;
+    __syncthreads();  // every thread is done reading the previous histogram
+    for (int b = threadIdx.x; b < radix::kBins; b += kSampleThreads) {
+      h.count[b] = 0;
+      h.mass[b] = 0;
+    }
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < vocab_; i += kSampleThreads) {
+      const float logit = row_[i];
+      const uint64_t key = radix::key_of(logit, i);
+      if (!radix::in_range(key, r)) continue;
+      const int d = radix::digit_of(key, r.level);
+      atomicAdd(&h.count[d], 1u);
+      if (w != nullptr) atomicAdd(&h.mass[d], radix::fixed_point((*w)(logit), per_unit));
+    }
+    __syncthreads();
+    return h;
+  }
+
+ private:
+  const float* row_;
+  int64_t vocab_;
+  SampleShared& shared_;
+};
+
+__global__ void __launch_bounds__(kSampleThreads)
+    sample_rows_kernel(const float* __restrict__ logits, int64_t cols,
+                       const radix::RowParams* __restrict__ params, int32_t* ids) {
+  __shared__ SampleShared shared;
+  BlockRow row(logits + static_cast<int64_t>(blockIdx.x) * cols, cols, shared);
+  const radix::RowParams p = params[blockIdx.x];
+  const int32_t id = radix::sample_row(row, p);
+  if (threadIdx.x == 0) ids[blockIdx.x] = id;
+}
+
 }  // namespace
+
+void sample_rows(const float* logits, int64_t rows, int64_t cols,
+                 const radix::RowParams* params, int32_t* ids, cudaStream_t stream) {
+  if (rows == 0) return;
+  sample_rows_kernel<<<rows, kSampleThreads, 0, stream>>>(logits, cols, params, ids);
+  CUDA_CHECK_LAUNCH();
+}
 
 void argmax_rows(const void* logits, bool logits_bf16, int64_t rows, int64_t cols, int32_t* ids,
                  cudaStream_t stream) {

@@ -4,6 +4,7 @@
 
 #include "moetron/backend/ops.hpp"
 #include "moetron/core/error.hpp"
+#include "moetron/engine/sampling.hpp"
 
 namespace moetron {
 
@@ -72,6 +73,21 @@ void Ops::pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first,
   copy_from_host(rows, out_rows.data());
   copy_from_host(experts, out_experts.data());
   copy_from_host(scales, out_scales.data());
+}
+
+void Ops::sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
+                      const std::vector<uint64_t>& steps, Tensor& ids) {
+  const int64_t rows = logits.rows(), cols = logits.cols();
+  MOETRON_ASSERT(logits.dtype == DType::F32 && ids.dtype == DType::I32 && ids.numel() == rows &&
+                 static_cast<int64_t>(params.size()) == rows &&
+                 static_cast<int64_t>(steps.size()) == rows);
+  if (logits.numel() == 0) return;
+  std::vector<float> host(static_cast<size_t>(logits.numel()));
+  std::vector<int32_t> tokens(static_cast<size_t>(rows));
+  to_host(logits, host.data());
+  for (size_t r = 0; r < tokens.size(); ++r)
+    tokens[r] = sample_token(&host[r * static_cast<size_t>(cols)], cols, params[r], steps[r]);
+  copy_from_host(ids, tokens.data());
 }
 
 }  // namespace moetron

@@ -33,7 +33,7 @@ void maybe_inject_fault(int world_rank, size_t step) {
 Engine::Engine(const ModelConfig& config, Ops& ops, ModelForward& forward,
                const EngineGroups& groups, const EngineOptions& options, DecodeGraphs* graphs)
     : config_(config), ops_(ops), forward_(forward), groups_(groups), options_(options), graphs_(graphs) {
-  greedy_ids_ = ops_.alloc(DType::I32, {std::max<int64_t>(options.limits.max_batch_seqs, 1)});
+  sampled_ids_ = ops_.alloc(DType::I32, {std::max<int64_t>(options.limits.max_batch_seqs, 1)});
 }
 
 void Engine::run_micro_batch(const std::vector<ScheduledSeq>& group, int64_t dispatch_tokens,
@@ -70,13 +70,10 @@ void Engine::sample(const std::vector<ScheduledSeq>& group, const Tensor& step_l
                     std::vector<int32_t>& tokens, std::vector<float>& logits) {
   const int64_t n = static_cast<int64_t>(group.size()), V = config_.vocab_size;
   if (n == 0) return;  // an idle replica's share of a lockstep step
-  const bool greedy = std::all_of(group.begin(), group.end(), [](const ScheduledSeq& s) {
-    return s.seq->sampling.temperature == 0.0f;
-  });
-  if (greedy && !options_.save_logits && forward_.tp_size() == 1) {
+  if (!options_.save_logits && forward_.tp_size() == 1) {
     // Only the token ids cross to the host, not [n, V] logits.
-    Tensor ids = greedy_ids_.slice_rows(0, n);
-    ops_.argmax_rows(step_logits.slice_rows(0, n), ids);
+    Tensor ids = sampled_ids_.slice_rows(0, n);
+    sample_on_backend(group, step_logits.slice_rows(0, n), ids);
     std::vector<int32_t> host(static_cast<size_t>(n));
     ops_.to_host(ids, host.data());
     tokens.insert(tokens.end(), host.begin(), host.end());
@@ -102,6 +99,24 @@ std::vector<int64_t> Engine::agree_dispatch_tokens(
   LOG_DEBUG("decode step: expert dispatch between replicas in fixed-capacity buffers for "
             << *std::max_element(most.begin(), most.end()) << " tokens per replica");
   return most;
+}
+
+void Engine::sample_on_backend(const std::vector<ScheduledSeq>& group, const Tensor& step_logits,
+                               Tensor& ids) {
+  const bool greedy = std::all_of(group.begin(), group.end(), [](const ScheduledSeq& s) {
+    return s.seq->sampling.temperature == 0.0f;
+  });
+  if (greedy) {  // the argmax kernel streams a row faster than the sampler's passes
+    ops_.argmax_rows(step_logits, ids);
+    return;
+  }
+  std::vector<SamplingParams> params;
+  std::vector<uint64_t> steps;  // the counter: tokens the request has generated so far
+  for (const ScheduledSeq& s : group) {
+    params.push_back(s.seq->sampling);
+    steps.push_back(static_cast<uint64_t>(s.seq->output.size()));
+  }
+  ops_.sample_rows(step_logits, params, steps, ids);
 }
 
 EngineReport Engine::run(std::vector<Sequence>& sequences) {

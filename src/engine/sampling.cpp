@@ -6,32 +6,17 @@
 #include <vector>
 
 #include "moetron/core/error.hpp"
+#include "moetron/engine/philox.hpp"
 
 namespace moetron {
 
 std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> ctr, std::array<uint32_t, 2> key) {
-  constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;    // round multipliers
-  constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;  // key schedule increments
-  for (int round = 0; round < 10; ++round) {
-    if (round > 0) {
-      key[0] += kWeyl0;
-      key[1] += kWeyl1;
-    }
-    const uint64_t p0 = static_cast<uint64_t>(kMul0) * ctr[0];
-    const uint64_t p1 = static_cast<uint64_t>(kMul1) * ctr[2];
-    const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
-    const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
-    ctr = {hi1 ^ ctr[1] ^ key[0], lo1, hi0 ^ ctr[3] ^ key[1], lo0};
-  }
-  return ctr;
+  const philox::Words4 out = philox::philox4x32_10(philox::Words4{{ctr[0], ctr[1], ctr[2], ctr[3]}},
+                                                   key[0], key[1]);
+  return {out.w[0], out.w[1], out.w[2], out.w[3]};
 }
 
-float uniform_from_counter(uint64_t seed, uint64_t counter) {
-  const auto bits = philox4x32_10(
-      {static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0u, 0u},
-      {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)});
-  return static_cast<float>(bits[0] >> 8) * 0x1p-24f;
-}
+float uniform_from_counter(uint64_t seed, uint64_t counter) { return philox::uniform(seed, counter); }
 
 void check_sampling_params(const SamplingParams& p, const std::string& where) {
   MOETRON_CHECK(std::isfinite(p.temperature) && p.temperature >= 0.0f,

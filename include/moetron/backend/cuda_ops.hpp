@@ -81,6 +81,9 @@ class CudaOps final : public Ops {
                      Tensor& rows, Tensor& experts, Tensor& scales) override;
 
   void argmax_rows(const Tensor& logits, Tensor& ids) override { argmax(logits, ids); }
+  // On the device (kernels::sample_rows): only the rows' settings go up, nothing comes back.
+  void sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
+                   const std::vector<uint64_t>& steps, Tensor& ids) override;
 
   // Recording is stream capture into a CUDA graph (src/backend/cuda/cuda_recording.cpp).
   bool can_record() const override { return true; }
@@ -108,6 +111,9 @@ class CudaOps final : public Ops {
   void* arena_ = nullptr;
   size_t arena_bytes_ = 0;
   size_t arena_used_ = 0;
+  // sample_rows' per-row settings: a buffer of its own, grown as needed, not a temp(): after a
+  // graph replay the arena's next temporary may lie on the replayed step's logits.
+  Tensor sampling_params_;
   struct Recordings;                        // instantiated graphs, destroyed with this object
   std::shared_ptr<Recordings> recordings_;  // shared_ptr: its deleter is bound where it is made
 };

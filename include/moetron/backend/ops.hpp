@@ -165,6 +165,11 @@ class Ops {
   // ids I32 [R] = argmax over each row of logits F32 [R, V] (ties: the lowest index). The
   // default goes through the host; a backend may keep it on the device (greedy decoding).
   virtual void argmax_rows(const Tensor& logits, Tensor& ids);
+  // ids I32 [R] = sample_token(row r of logits F32 [R, V], params[r], steps[r]) (engine/
+  // sampling.hpp; temperature 0 is the argmax, as argmax_rows). The default goes through the
+  // host; a backend may sample on the device so that only the ids cross to the host.
+  virtual void sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
+                           const std::vector<uint64_t>& steps, Tensor& ids);
 
   // ---- recording (CUDA graphs) ----
   // A backend that can record the work enqueued between begin_recording() and end_recording()

@@ -71,6 +71,10 @@ class Engine {
   // Picks each sequence's next token from the step's logits (ModelForward::logits_device).
   void sample(const std::vector<ScheduledSeq>& group, const Tensor& step_logits,
               std::vector<int32_t>& tokens, std::vector<float>& logits);
+  // ids [n] for logits [n, V] on the backend (one tp rank, no saved logits): argmax when every
+  // sequence is greedy, else Ops::sample_rows; nothing but ids comes back to the host.
+  void sample_on_backend(const std::vector<ScheduledSeq>& group, const Tensor& step_logits,
+                         Tensor& ids);
 
   const ModelConfig& config_;
   Ops& ops_;
@@ -78,7 +82,7 @@ class Engine {
   EngineGroups groups_;
   EngineOptions options_;
   DecodeGraphs* graphs_;
-  Tensor greedy_ids_;  // device-side argmax output, one per sequence of a step
+  Tensor sampled_ids_;  // device-side sampler output, one per sequence of a step
 };
 
 }  // namespace moetron

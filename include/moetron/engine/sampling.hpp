@@ -13,16 +13,17 @@
 //      M = W.
 //   5. Draw u = uniform_from_counter(seed, step) and return the first candidate i of the
 //      nucleus with c_i > u * M (in double; the nucleus' last one if rounding leaves none).
-// Another implementation (the CUDA sampler) draws the same u bit for bit; as it may sum in
-// another order, it can pick a different token only when u * M lies within double rounding
-// (~1e-16 relative) of a boundary c_i.
+// Another implementation (the CUDA sampler, engine/radix_sampling.hpp) draws the same u bit for
+// bit (engine/philox.hpp). Its expf may differ from the host's by an ulp or two and it sums in
+// another order, so it can pick a different token only when u * M or top_p * W lies within
+// ~1e-6 relative of a boundary c_i (tests/gpu/test_sampling.cpp holds it to that).
 //
 // The random number: Philox4x32-10 (Salmon et al., SC'11) with
 //   key     = { low 32 bits of seed, high 32 bits of seed }
 //   counter = { low 32 bits of counter, high 32 bits of counter, 0, 0 }
 //   u       = (output word 0 >> 8) * 2^-24, a float in [0, 1) with 24 random bits.
-// The CUDA sampler reproduces this bit for bit; `step` is the caller's counter (e.g. the
-// number of tokens the request has generated so far), so a token never depends on batching.
+// The CUDA sampler draws the same u; `step` is the caller's counter (e.g. the number of tokens
+// the request has generated so far), so a token never depends on batching.
 #pragma once
 #include <array>
 #include <cstdint>

@@ -28,14 +28,9 @@
 #include <nlohmann/json.hpp>
 
 #include "moetron/core/dtype.hpp"
+#include "moetron/core/host_device.hpp"
 #include "moetron/model/config.hpp"
 #include "moetron/model/weight_names.hpp"
-
-#if defined(__CUDACC__)
-#define MOETRON_HOST_DEVICE __host__ __device__
-#else
-#define MOETRON_HOST_DEVICE
-#endif
 
 namespace moetron {
 

@@ -3,10 +3,12 @@
 
 #include <cublas_v2.h>
 
+#include <limits>
 #include <sstream>
 
 #include "cublas_gemm.hpp"
 #include "moetron/core/error.hpp"
+#include "moetron/engine/radix_sampling.hpp"
 #include "moetron/kernels.hpp"
 
 namespace moetron {
@@ -538,6 +540,40 @@ void CudaOps::argmax(const Tensor& logits, Tensor& ids) {
   expect_numel(ids, logits.rows(), "argmax", "ids");
   kernels::argmax_rows(logits.data, logits.dtype == DType::BF16, logits.rows(), logits.cols(),
                        i32(ids), stream_);
+}
+
+void CudaOps::sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
+                          const std::vector<uint64_t>& steps, Tensor& ids) {
+  expect(logits, DType::F32, "sample_rows", "logits");
+  expect(ids, DType::I32, "sample_rows", "ids");
+  const int64_t rows = logits.rows(), vocab = logits.cols();
+  expect_numel(ids, rows, "sample_rows", "ids");
+  MOETRON_CHECK(static_cast<int64_t>(params.size()) == rows &&
+                    static_cast<int64_t>(steps.size()) == rows,
+                "sample_rows: " << params.size() << " settings and " << steps.size()
+                                << " steps for logits " << logits.describe());
+  MOETRON_CHECK(vocab <= std::numeric_limits<int32_t>::max(),
+                "sample_rows: " << vocab << " tokens do not fit I32 ids");
+  if (rows == 0 || vocab == 0) return;
+  std::vector<radix::RowParams> packed(static_cast<size_t>(rows));
+  for (size_t r = 0; r < packed.size(); ++r) {
+    packed[r].temperature = params[r].temperature;
+    packed[r].top_k = params[r].top_k;
+    packed[r].top_p = params[r].top_p;
+    packed[r].seed = params[r].seed;
+    packed[r].step = steps[r];
+  }
+  // I64 rows of 4: one RowParams each.
+  static_assert(sizeof(radix::RowParams) == 4 * sizeof(int64_t), "RowParams is 32 bytes");
+  if (!sampling_params_.defined() || sampling_params_.rows() < rows) {
+    sync();  // a launch in flight may still read the buffer being replaced
+    sampling_params_ = alloc(DType::I64, {rows, 4});
+  }
+  Tensor device_params = sampling_params_.slice_rows(0, rows);
+  copy_from_host(device_params, packed.data());
+  kernels::sample_rows(f32(logits), rows, vocab,
+                       static_cast<const radix::RowParams*>(device_params.data), i32(ids),
+                       stream_);
 }
 
 std::unique_ptr<Ops> make_cuda_ops(int device, size_t arena_bytes) {

@@ -1,0 +1,229 @@
+// The device sampler's algorithm (kernels/sampling.cu), written once for the host and the device
+// so that the CPU tests can run the very code the kernel runs (tests/unit/test_radix_sampling.cpp
+// drives it with a sequential Row). It draws what sample_token (sampling.hpp) draws, without
+// sorting the vocabulary:
+//
+// Each token is a 64-bit key = (order-preserving bits of its logit << 32) | (0xFFFFFFFF - id),
+// so key descending is exactly the candidate order (logit descending, lower id first), and every
+// key is unique. A set of candidates "keys >= lo" is then a prefix of that order, and both
+// questions the sampler asks are answered by a radix descent over the key, 8 bits a level:
+//   - top-k: which key is the k-th? (counts per digit);
+//   - top-p and the draw: at which candidate does the cumulative weight reach a mass? (weights
+//     per digit; the candidates before a bin are exactly those in the bins above it).
+// A descent stops early once its bin holds one key (or, for top-k, only kept keys).
+//
+// Weights per digit are summed as fixed-point integers (2^52 units of an upper bound of the
+// bin's mass) so that device atomics give the same sums in any order, run after run. A unit
+// lost per candidate moves a cumulative sum by < 2^-52 of its bin's mass: the draw can differ
+// from the host's only where u * M lies that close to a boundary, far inside the expf ulps that
+// already separate the device's weights from the host's.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "moetron/core/host_device.hpp"
+#include "moetron/engine/philox.hpp"
+
+namespace moetron {
+namespace radix {
+
+// One row's sampling settings as the device reads them (one packed array per call).
+struct RowParams {
+  float temperature = 0.0f;  // 0: greedy
+  int32_t top_k = 0;         // 0: off
+  float top_p = 1.0f;        // 1: off
+  uint32_t unused = 0;
+  uint64_t seed = 0;
+  uint64_t step = 0;  // the Philox counter
+};
+
+constexpr int kDigitBits = 8, kBins = 1 << kDigitBits, kLevels = 64 / kDigitBits;
+
+// ---- keys ---------------------------------------------------------------------------------------
+
+// Order-preserving bits: NaN below everything (-inf included; it is never chosen unless all is
+// NaN), and -0 as +0 since the host's comparisons treat them as equal.
+MOETRON_HOST_DEVICE inline uint32_t ordered_bits(float logit) {
+  if (logit != logit) return 0u;
+  if (logit == 0.0f) return 0x80000000u;
+  uint32_t bits;
+  memcpy(&bits, &logit, sizeof bits);
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+MOETRON_HOST_DEVICE inline uint64_t key_of(float logit, int64_t token) {
+  return (static_cast<uint64_t>(ordered_bits(logit)) << 32) |
+         (0xFFFFFFFFu - static_cast<uint32_t>(token));
+}
+
+MOETRON_HOST_DEVICE inline int32_t token_of(uint64_t key) {
+  return static_cast<int32_t>(0xFFFFFFFFu - static_cast<uint32_t>(key));
+}
+
+MOETRON_HOST_DEVICE inline float logit_of(uint64_t key) {
+  const uint32_t o = static_cast<uint32_t>(key >> 32);
+  const uint32_t bits = (o & 0x80000000u) ? (o & 0x7FFFFFFFu) : ~o;  // 0 (NaN) -> a NaN
+  float logit;
+  memcpy(&logit, &bits, sizeof logit);
+  return logit;
+}
+
+// The softmax numerator of logit / temperature with the maximum subtracted, as sample_token
+// computes it (float32 expf). NaN weighs nothing; a logit equal to the maximum weighs 1 also
+// when the maximum is infinite, where the subtraction would give NaN.
+struct Weights {
+  float max_logit, temperature;
+  MOETRON_HOST_DEVICE float operator()(float logit) const {
+    if (logit != logit) return 0.0f;
+    if (logit == max_logit) return 1.0f;
+    return expf((logit - max_logit) / temperature);
+  }
+};
+
+// The keys >= lo whose top `level` digits equal prefix.
+struct Range {
+  uint64_t lo = 0;
+  int level = 0;
+  uint64_t prefix = 0;
+};
+
+MOETRON_HOST_DEVICE inline bool in_range(uint64_t key, const Range& r) {
+  return key >= r.lo && (r.level == 0 || (key >> (64 - kDigitBits * r.level)) == r.prefix);
+}
+
+MOETRON_HOST_DEVICE inline int digit_of(uint64_t key, int level) {
+  return static_cast<int>((key >> (64 - kDigitBits * (level + 1))) & (kBins - 1));
+}
+
+MOETRON_HOST_DEVICE inline Range narrowed(Range r, int digit) {
+  r.prefix = (r.prefix << kDigitBits) | static_cast<uint64_t>(digit);
+  ++r.level;
+  return r;
+}
+
+// ---- histograms -----------------------------------------------------------------------------
+
+// Per digit of one level: how many keys of the range, and their weights in fixed point.
+struct Histogram {
+  uint32_t count[kBins];
+  unsigned long long mass[kBins];
+};
+
+// A weight in units of 1 / per_unit, rounded down; per_unit = 2^52 / (a bound of the range's
+// mass), so a bin's sum stays below 2^53.
+MOETRON_HOST_DEVICE inline unsigned long long fixed_point(float weight, double per_unit) {
+  return static_cast<unsigned long long>(static_cast<double>(weight) * per_unit);
+}
+
+struct Pick {
+  int digit = -1;
+  uint32_t count_before = 0;  // keys in the bins before it
+  double mass_before = 0.0;   // cumulative weight before it (the descent's base included)
+};
+
+// The bin holding the k-th key (1-based) in candidate order; k <= the range's size.
+MOETRON_HOST_DEVICE inline Pick pick_kth(const Histogram& h, uint32_t k) {
+  Pick p;
+  for (int d = kBins - 1; d >= 0; --d) {
+    p.digit = d;
+    if (p.count_before + h.count[d] >= k) break;
+    p.count_before += h.count[d];
+  }
+  return p;
+}
+
+// The first nonempty bin whose cumulative weight reaches target (> when strict, else >=),
+// counting from base; the last nonempty bin when rounding leaves none (digit -1: empty range).
+MOETRON_HOST_DEVICE inline Pick pick_reaching(const Histogram& h, double unit, double base,
+                                              double target, bool strict) {
+  Pick last;
+  double c = base;
+  for (int d = kBins - 1; d >= 0; --d) {
+    if (h.count[d] == 0) continue;
+    const double next = c + static_cast<double>(h.mass[d]) * unit;
+    last.digit = d;
+    last.mass_before = c;
+    if (strict ? next > target : next >= target) break;
+    c = next;
+  }
+  return last;
+}
+
+// ---- the descents -------------------------------------------------------------------------------
+// Row is one row of logits seen by the whole block: every member is called by every thread
+// with the same arguments and gives every thread the same answer.
+//   int64_t vocab() const;
+//   uint64_t max_key(const Range& r);                  // 0 when r is empty
+//   double mass(uint64_t lo, const Weights& w);        // sum of weights of keys >= lo
+//   const Histogram& histogram(const Range& r, const Weights* w, double per_unit);
+//     (valid until the next call; w == nullptr: counts only)
+
+// The smallest lo such that exactly k keys are >= lo (1 <= k < vocab).
+template <class Row>
+MOETRON_HOST_DEVICE uint64_t kth_key_bound(Row& row, uint32_t k) {
+  Range r;
+  for (;;) {
+    const Histogram& h = row.histogram(r, nullptr, 0.0);
+    const Pick p = pick_kth(h, k);
+    k -= p.count_before;
+    const bool all_kept = h.count[p.digit] == k;  // always so at the last level: keys are unique
+    r = narrowed(r, p.digit);
+    if (all_kept || r.level == kLevels) return r.prefix << (64 - kDigitBits * r.level);
+  }
+}
+
+// A candidate and its cumulative weight c_i.
+struct Found {
+  uint64_t key = 0;
+  double cumulative = 0.0;
+};
+
+// The first candidate among the keys >= lo whose cumulative weight reaches target (> when
+// strict), or the last of them when rounding leaves none. `bound` is at least their total weight
+// (it scales the fixed-point bins) and > 0.
+template <class Row>
+MOETRON_HOST_DEVICE Found first_reaching(Row& row, const Weights& w, uint64_t lo, double bound,
+                                         double target, bool strict) {
+  Range r;
+  r.lo = lo;
+  double base = 0.0;
+  for (;;) {
+    const double unit = bound * 0x1p-52;
+    const Histogram& h = row.histogram(r, &w, 1.0 / unit);
+    const Pick p = pick_reaching(h, unit, base, target, strict);
+    if (p.digit < 0) return Found{lo, base};  // not reached: the range is never empty
+    const uint32_t n = h.count[p.digit];
+    // Each key lost less than one unit, so this bounds the bin's weight from above.
+    bound = static_cast<double>(h.mass[p.digit] + n) * unit;
+    base = p.mass_before;
+    r = narrowed(r, p.digit);
+    if (n == 1 || r.level == kLevels) {
+      const uint64_t key = r.level == kLevels ? r.prefix : row.max_key(r);
+      return Found{key, base + static_cast<double>(w(logit_of(key)))};
+    }
+  }
+}
+
+// The token sample_token(logits, vocab, p, p.step) picks; see sampling.hpp for the steps.
+template <class Row>
+MOETRON_HOST_DEVICE int32_t sample_row(Row& row, const RowParams& p) {
+  const uint64_t first = row.max_key(Range{});  // the first candidate: greedy's answer
+  if (p.temperature == 0.0f) return token_of(first);
+  const Weights w{logit_of(first), p.temperature};
+  const bool top_k = p.top_k > 0 && p.top_k < row.vocab();
+  const uint64_t lo = top_k ? kth_key_bound(row, static_cast<uint32_t>(p.top_k)) : 0;
+  const double total = row.mass(lo, w);  // W
+  if (!(total > 0.0)) return token_of(first);  // every logit is NaN
+  Found nucleus{lo, total};                    // top_p == 1: all kept, M = W
+  if (p.top_p < 1.0f)
+    nucleus = first_reaching(row, w, lo, total, static_cast<double>(p.top_p) * total, false);
+  const double target =
+      static_cast<double>(philox::uniform(p.seed, p.step)) * nucleus.cumulative;
+  const int32_t token =
+      token_of(first_reaching(row, w, nucleus.key, nucleus.cumulative, target, true).key);
+  return token >= 0 && token < row.vocab() ? token : token_of(first);  // never an invalid id
+}
+
+}  // namespace radix
+}  // namespace moetron

@@ -1,0 +1,198 @@
+// Ops::sample_rows and the device sampler's algorithm on the host: the default sample_rows is
+// sample_token row by row, and radix::sample_row (the code kernels/sampling.cu runs) driven by a
+// sequential Row draws what sample_token draws.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include "../common/sampling_reference.hpp"
+#include "moetron/backend/cpu_ops.hpp"
+#include "moetron/engine/radix_sampling.hpp"
+#include "moetron/engine/sampling.hpp"
+
+namespace moetron {
+namespace {
+
+using sampling_test::LogitKind;
+
+constexpr LogitKind kKinds[] = {LogitKind::Normal, LogitKind::Ties, LogitKind::NegInf};
+
+TEST(SampleRows, DefaultIsSampleTokenRowByRow) {
+  std::unique_ptr<Ops> ops = make_cpu_ops();
+  std::mt19937_64 rng(31);
+  for (int64_t vocab : {50, 1000, 5000}) {
+    const int64_t rows = 24;
+    std::vector<float> values;
+    std::vector<SamplingParams> params;
+    std::vector<uint64_t> steps;
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto row = sampling_test::make_logits(vocab, kKinds[r % 3], rng);
+      values.insert(values.end(), row.begin(), row.end());
+      params.push_back(sampling_test::random_params(rng, vocab));
+      steps.push_back(rng() % 1000);
+    }
+    Tensor logits = ops->alloc(DType::F32, {rows, vocab});
+    ops->copy_from_host(logits, values.data());
+    Tensor ids = ops->alloc(DType::I32, {rows});
+    ops->sample_rows(logits, params, steps, ids);
+    std::vector<int32_t> got(static_cast<size_t>(rows));
+    ops->to_host(ids, got.data());
+    for (int64_t r = 0; r < rows; ++r)
+      EXPECT_EQ(got[r], sample_token(&values[r * vocab], vocab, params[r], steps[r]))
+          << "vocab " << vocab << " row " << r;
+  }
+}
+
+// The Row radix::sample_row needs, one plain loop per pass; counts its passes over the row.
+class SequentialRow {
+ public:
+  SequentialRow(const float* logits, int64_t vocab) : logits_(logits), vocab_(vocab) {}
+  int64_t vocab() const { return vocab_; }
+  int passes() const { return passes_; }
+
+  uint64_t max_key(const radix::Range& r) {
+    ++passes_;
+    uint64_t best = 0;
+    for (int64_t i = 0; i < vocab_; ++i) {
+      const uint64_t key = radix::key_of(logits_[i], i);
+      if (radix::in_range(key, r) && key > best) best = key;
+    }
+    return best;
+  }
+
+  double mass(uint64_t lo, const radix::Weights& w) {
+    ++passes_;
+    double sum = 0.0;
+    for (int64_t i = 0; i < vocab_; ++i)
+      if (radix::key_of(logits_[i], i) >= lo) sum += w(logits_[i]);
+    return sum;
+  }
+
+  const radix::Histogram& histogram(const radix::Range& r, const radix::Weights* w, double per_unit) {
+    ++passes_;
+    hist_ = radix::Histogram{};
+    for (int64_t i = 0; i < vocab_; ++i) {
+      const uint64_t key = radix::key_of(logits_[i], i);
+      if (!radix::in_range(key, r)) continue;
+      const int d = radix::digit_of(key, r.level);
+      ++hist_.count[d];
+      if (w != nullptr) hist_.mass[d] += radix::fixed_point((*w)(logits_[i]), per_unit);
+    }
+    return hist_;
+  }
+
+ private:
+  const float* logits_;
+  int64_t vocab_;
+  int passes_ = 0;
+  radix::Histogram hist_{};
+};
+
+int32_t radix_draw(const std::vector<float>& logits, const SamplingParams& p, uint64_t step,
+                   int* passes = nullptr) {
+  SequentialRow row(logits.data(), static_cast<int64_t>(logits.size()));
+  radix::RowParams rp;
+  rp.temperature = p.temperature;
+  rp.top_k = p.top_k;
+  rp.top_p = p.top_p;
+  rp.seed = p.seed;
+  rp.step = step;
+  const int32_t token = radix::sample_row(row, rp);
+  if (passes) *passes = row.passes();
+  return token;
+}
+
+std::string describe(const SamplingParams& p, uint64_t step) {
+  std::ostringstream os;
+  os << "temperature " << p.temperature << " top_k " << p.top_k << " top_p " << p.top_p
+     << " seed " << p.seed << " step " << step;
+  return os.str();
+}
+
+TEST(RadixSampling, KeysFollowTheCandidateOrder) {
+  const float inf = std::numeric_limits<float>::infinity();
+  // Ascending candidate order: NaN, -inf, ..., -0 == +0, ..., +inf.
+  const float ascending[] = {-inf, -3e38f, -2.5f, -1e-40f, 0.0f, 1e-40f, 1.0f, 3e38f, inf};
+  for (size_t i = 0; i + 1 < std::size(ascending); ++i)
+    EXPECT_LT(radix::key_of(ascending[i], 0), radix::key_of(ascending[i + 1], 0)) << i;
+  EXPECT_LT(radix::key_of(std::nanf(""), 0), radix::key_of(-inf, 5));
+  EXPECT_EQ(radix::key_of(-0.0f, 3), radix::key_of(0.0f, 3));
+  EXPECT_GT(radix::key_of(1.0f, 3), radix::key_of(1.0f, 4));  // equal logits: lower id first
+  for (float x : ascending) {
+    EXPECT_EQ(radix::logit_of(radix::key_of(x, 77)), x == 0.0f ? 0.0f : x);
+    EXPECT_EQ(radix::token_of(radix::key_of(x, 77)), 77);
+  }
+}
+
+TEST(RadixSampling, DrawsWhatSampleTokenDraws) {
+  // Same expf as the host: only the order of summation and the fixed-point bins differ, so a
+  // different token is allowed only within 1e-9 of a boundary (and expected almost never).
+  std::mt19937_64 rng(32);
+  int64_t draws = 0, mismatches = 0;
+  for (int64_t vocab : {1, 2, 50, 1000, 50304}) {
+    const int samples = vocab > 10000 ? 150 : 600;
+    for (int i = 0; i < samples; ++i) {
+      const auto logits = sampling_test::make_logits(vocab, kKinds[i % 3], rng);
+      const SamplingParams p = sampling_test::random_params(rng, vocab);
+      const uint64_t step = rng() % 100000;
+      const int32_t want = sample_token(logits.data(), vocab, p, step);
+      const int32_t got = radix_draw(logits, p, step);
+      ++draws;
+      if (got == want) continue;
+      ++mismatches;
+      EXPECT_TRUE(sampling_test::near_tie(sampling_test::lay_out(logits.data(), vocab, p, step), 1e-9))
+          << "vocab " << vocab << " " << describe(p, step) << ": radix " << got << ", host " << want;
+    }
+  }
+  EXPECT_LE(mismatches, draws / 1000) << mismatches << " of " << draws;
+}
+
+TEST(RadixSampling, EdgeRowsGiveValidTokens) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_p = 0.9f;
+  p.seed = 5;
+  const std::vector<float> one_finite = {-inf, -inf, 2.0f, -inf};
+  for (int k : {0, 1, 3, 9}) {
+    p.top_k = k;
+    for (uint64_t step = 0; step < 50; ++step) EXPECT_EQ(radix_draw(one_finite, p, step), 2);
+  }
+  // Where the host's arithmetic breaks down (NaN, infinities, all -inf), still a token of the row,
+  // never a NaN while anything else is there, and an infinite logit takes all the mass.
+  EXPECT_EQ(radix_draw({nan, 1.0f, nan}, p, 3), 1);
+  EXPECT_EQ(radix_draw({0.5f, inf, 3.0f}, p, 3), 1);
+  for (uint64_t step = 0; step < 20; ++step) {
+    const int32_t all_nan = radix_draw({nan, nan, nan}, p, step);
+    EXPECT_TRUE(all_nan >= 0 && all_nan < 3) << all_nan;
+    const int32_t all_neg_inf = radix_draw({-inf, -inf}, p, step);
+    EXPECT_TRUE(all_neg_inf >= 0 && all_neg_inf < 2) << all_neg_inf;
+  }
+  p.temperature = 0.0f;  // greedy: -0 and +0 tie, the lower id wins
+  EXPECT_EQ(radix_draw({-1.0f, -0.0f, 0.0f}, p, 0), 1);
+}
+
+TEST(RadixSampling, StopsDescendingEarly) {
+  // A nucleus descent ends once its bin holds one key: a random row of 50k tokens needs a few
+  // levels per descent, not all 8 (1 + 8 + 1 + 9 + 9 = 28 passes at most).
+  std::mt19937_64 rng(33);
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 1000;
+  p.top_p = 0.9f;
+  int total = 0;
+  for (uint64_t step = 0; step < 20; ++step) {
+    const auto logits = sampling_test::make_logits(50304, LogitKind::Normal, rng);
+    int passes = 0;
+    radix_draw(logits, p, step, &passes);
+    total += passes;
+  }
+  EXPECT_LE(total / 20, 16);  // 13 when this was written
+}
+
+}  // namespace
+}  // namespace moetron
