@@ -81,6 +81,7 @@ void DecodeGraphs::capture() {
     forward_.run_layers(hidden, in);
     b.logits = forward_.logits_device(hidden, in);
     b.recording = ops_.end_recording();
+    b.temps_end = ops_.temp_mark();
     recorded_.push_back(std::move(b));
   }
   LOG_INFO("recorded the decode step for batch sizes 1.." << buckets_.back() << " ("
@@ -110,6 +111,7 @@ Tensor DecodeGraphs::run(const std::vector<ScheduledSeq>& group, int64_t dispatc
   MOETRON_ASSERT(it != recorded_.end());
   write_inputs(*it, group);
   ops_.replay(it->recording);
+  ops_.temp_resume(it->temps_end);  // what the step does next must not overwrite the logits
   return it->logits;
 }
 

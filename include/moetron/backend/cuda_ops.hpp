@@ -37,6 +37,7 @@ class CudaOps final : public Ops {
   void reset_temps() override;
   size_t temp_mark() override { return arena_used_; }
   void temp_release(size_t mark) override;
+  void temp_resume(size_t mark) override;
   void copy_from_host(Tensor& dst, const void* src) override;
   void to_host(const Tensor& src, void* dst) override;
   void copy(const Tensor& src, Tensor& dst) override;

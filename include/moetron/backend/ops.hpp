@@ -86,6 +86,10 @@ class Ops {
   // one layer's scratch is reused by the next. Backends without it keep them until reset.
   virtual size_t temp_mark() { return 0; }
   virtual void temp_release(size_t /*mark*/) {}
+  // Resumes the arena at `mark` (a temp_mark() taken when a recording ended) after replay():
+  // the recording's temporaries below it hold its outputs (the logits), so temporaries made
+  // next must come after them. Backends that do not record ignore it.
+  virtual void temp_resume(size_t /*mark*/) {}
   virtual void copy_from_host(Tensor& dst, const void* src) = 0;      // dst.nbytes() bytes
   virtual void to_host(const Tensor& src, void* dst) = 0;             // waits for the device
   virtual void copy(const Tensor& src, Tensor& dst) = 0;              // same size, same dtype

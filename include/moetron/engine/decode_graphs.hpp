@@ -38,6 +38,7 @@ class DecodeGraphs {
     BatchTensors inputs;  // persistent: written before each replay
     Tensor logits;        // where the recording leaves them
     int recording = -1;
+    size_t temps_end = 0;  // where the recording's temporaries end (its logits lie below)
   };
   void write_inputs(Bucket& b, const std::vector<ScheduledSeq>& group);
 

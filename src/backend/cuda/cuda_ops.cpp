@@ -121,6 +121,11 @@ Tensor CudaOps::temp(DType dtype, std::vector<int64_t> shape) {
 
 void CudaOps::reset_temps() { arena_used_ = 0; }
 
+void CudaOps::temp_resume(size_t mark) {
+  MOETRON_ASSERT(mark <= arena_bytes_);
+  arena_used_ = mark;
+}
+
 void CudaOps::temp_release(size_t mark) {
   MOETRON_ASSERT(mark <= arena_used_);
   arena_used_ = mark;
