@@ -1,5 +1,5 @@
 // The device sampler's algorithm (kernels/sampling.cu), written once for the host and the device
-// so that the CPU tests can run the very code the kernel runs (tests/unit/test_radix_sampling.cpp
+// so that the CPU tests can run the very code the kernel runs (tests/unit/test_sample_rows.cpp
 // drives it with a sequential Row). It draws what sample_token (sampling.hpp) draws, without
 // sorting the vocabulary:
 //
