@@ -70,7 +70,7 @@ void Engine::sample(const std::vector<ScheduledSeq>& group, const Tensor& step_l
                     std::vector<int32_t>& tokens, std::vector<float>& logits) {
   const int64_t n = static_cast<int64_t>(group.size()), V = config_.vocab_size;
   if (n == 0) return;  // an idle replica's share of a lockstep step
-  if (!options_.save_logits && forward_.tp_size() == 1) {
+  if (!options_.save_logits) {
     // Only the token ids cross to the host, not [n, V] logits.
     Tensor ids = sampled_ids_.slice_rows(0, n);
     sample_on_backend(group, step_logits.slice_rows(0, n), ids);
@@ -84,7 +84,7 @@ void Engine::sample(const std::vector<ScheduledSeq>& group, const Tensor& step_l
     const Sequence& s = *group[static_cast<size_t>(i)].seq;
     const float* row = &rows[static_cast<size_t>(i * V)];
     tokens.push_back(sample_token(row, V, s.sampling, static_cast<uint64_t>(s.output.size())));
-    if (options_.save_logits) logits.insert(logits.end(), row, row + V);
+    logits.insert(logits.end(), row, row + V);  // kept for the results file
   }
 }
 

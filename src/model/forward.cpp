@@ -333,29 +333,21 @@ Tensor ModelForward::logits_device(const Tensor& hidden, const BatchTensors& bat
   ops.to_float(local, local_f);
   const int64_t tp = ctx_.tp->size();
   if (tp == 1) return local_f;
-  // Vocab-parallel head: every rank gathers every slice.
+  // Vocab-parallel head: every rank gathers every slice ([tp, L, V / tp]) and lays them side by
+  // side, so that the rows are whole on the device (sampling needs no host copy of them).
   Tensor gathered = ops.temp(DType::F32, {tp * L, shard_vocab});
   ctx_.tp->allgather(local_f, gathered);
-  return gathered;
+  Tensor rows = ops.temp(DType::F32, {L, tp * shard_vocab});
+  for (int64_t r = 0; r < tp; ++r)
+    ops.copy_columns(gathered.slice_rows(r * L, L), rows, r * shard_vocab);
+  return rows;
 }
 
-std::vector<float> ModelForward::logits_to_host(const Tensor& gathered, int64_t rows) {
-  const int64_t V = ctx_.config->vocab_size, tp = ctx_.tp->size();
-  const int64_t L = gathered.rows() / tp, shard_vocab = gathered.cols();
-  MOETRON_ASSERT(rows <= L && shard_vocab * tp == V);
-  std::vector<float> slices(static_cast<size_t>(gathered.numel()));
-  if (gathered.numel() > 0) ctx_.ops->to_host(gathered, slices.data());
-  if (tp == 1) {
-    slices.resize(static_cast<size_t>(rows * V));
-    return slices;
-  }
-  // [tp, L, V/tp] -> [rows, V]
-  std::vector<float> result(static_cast<size_t>(rows * V));
-  for (int64_t r = 0; r < tp; ++r)
-    for (int64_t l = 0; l < rows; ++l)
-      std::copy_n(&slices[static_cast<size_t>((r * L + l) * shard_vocab)], shard_vocab,
-                  &result[static_cast<size_t>(l * V + r * shard_vocab)]);
-  return result;
+std::vector<float> ModelForward::logits_to_host(const Tensor& logits, int64_t rows) {
+  MOETRON_ASSERT(rows <= logits.rows() && logits.cols() == ctx_.config->vocab_size);
+  std::vector<float> host(static_cast<size_t>(rows * logits.cols()));
+  if (!host.empty()) ctx_.ops->to_host(logits.slice_rows(0, rows), host.data());
+  return host;
 }
 
 std::vector<int64_t> ModelForward::expert_counts() {

@@ -162,6 +162,17 @@ TEST_F(CpuOpsTest, AllocCopyAndTemps) {
   EXPECT_EQ(empty.numel(), 0);
 }
 
+TEST_F(CpuOpsTest, CopyColumnsPlacesABlockOfAWiderMatrix) {
+  const int64_t rows = 3, width = 4, total = 10, col = 5;
+  const Vec block = normal(rows * width), before = normal(rows * total);
+  Tensor dst = upload(before, {rows, total});
+  ops->copy_columns(upload(block, {rows, width}), dst, col);
+  Vec want = before;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < width; ++c) want[r * total + col + c] = block[r * width + c];
+  EXPECT_EQ(download(dst), want);
+}
+
 TEST_F(CpuOpsTest, TempReleaseKeepsTemporariesBeforeTheMark) {
   const Vec v = normal(16);
   Tensor kept = ops->temp(DType::F32, {16});

@@ -93,6 +93,9 @@ class Ops {
   virtual void copy_from_host(Tensor& dst, const void* src) = 0;      // dst.nbytes() bytes
   virtual void to_host(const Tensor& src, void* dst) = 0;             // waits for the device
   virtual void copy(const Tensor& src, Tensor& dst) = 0;              // same size, same dtype
+  // dst[r, col : col + src.cols()] = src[r, :] for every row r: a column block of a wider
+  // matrix (same dtype and rows; e.g. a tp rank's vocabulary slice of the logits).
+  virtual void copy_columns(const Tensor& src, Tensor& dst, int64_t col) = 0;
   virtual void fill_zero(Tensor& t) = 0;
   virtual void sync() = 0;
   // Device memory still free for the KV cache, or -1 where the backend does not know (CPU).

@@ -37,14 +37,13 @@ class ModelForward {
   // This stage's layers on the residual stream `hidden` [T, H], in place.
   void run_layers(Tensor& hidden, const BatchTensors& batch);
   // Last stage: final norm and LM head for batch.logit_rows, gathered over the tp group, in
-  // backend memory: F32 [tp * L, vocab / tp], each tp rank's vocabulary slice in turn.
+  // backend memory: F32 [L, vocab].
   Tensor logits_device(const Tensor& hidden, const BatchTensors& batch);
   // The first `rows` rows of such a tensor as float32 [rows * vocab] on the host, row-major.
-  std::vector<float> logits_to_host(const Tensor& gathered, int64_t rows);
+  std::vector<float> logits_to_host(const Tensor& logits, int64_t rows);
   std::vector<float> logits(const Tensor& hidden, const BatchTensors& batch) {
     return logits_to_host(logits_device(hidden, batch), batch.logit_rows.numel());
   }
-  int64_t tp_size() const { return ctx_.tp->size(); }
 
   // Adds the last forward's routing of its first num_tokens tokens (the real ones) to the
   // per-expert counts. Enqueued on the backend; never waits for it.

@@ -57,6 +57,17 @@ void CpuOps::copy(const Tensor& src, Tensor& dst) {
   if (src.data != dst.data) std::memmove(dst.data, src.data, src.nbytes());
 }
 
+void CpuOps::copy_columns(const Tensor& src, Tensor& dst, int64_t col) {
+  MOETRON_ASSERT(src.dtype == dst.dtype && src.rows() == dst.rows());
+  MOETRON_ASSERT(col >= 0 && col + src.cols() <= dst.cols());
+  const size_t elem = dtype_size(src.dtype), width = static_cast<size_t>(src.cols()) * elem;
+  const char* from = static_cast<const char*>(src.data);
+  char* to = static_cast<char*>(dst.data);
+  for (int64_t r = 0; r < src.rows(); ++r)
+    std::memcpy(to + (static_cast<size_t>(r * dst.cols() + col)) * elem,
+                from + static_cast<size_t>(r) * width, width);
+}
+
 void CpuOps::fill_zero(Tensor& t) {
   MOETRON_ASSERT(t.device == Device::Cpu);
   if (t.nbytes()) std::memset(t.data, 0, t.nbytes());
