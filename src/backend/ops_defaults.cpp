@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "moetron/backend/expert_dispatch.hpp"
 #include "moetron/backend/ops.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/engine/sampling.hpp"
@@ -55,19 +56,17 @@ void Ops::pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first,
   std::vector<int32_t> out_rows(static_cast<size_t>(entries), -1), out_experts(static_cast<size_t>(entries), -1);
   std::vector<float> out_scales(static_cast<size_t>(entries), 0.0f);
   const int64_t destinations = capacity == 0 ? 0 : entries / capacity;
-  std::vector<int64_t> filled(static_cast<size_t>(destinations), 0);
-  for (int64_t slot = first * k; slot < last * k; ++slot) {
-    const int32_t e = host_ids[static_cast<size_t>(slot)];
-    for (int64_t shard = 0; shard < expert_shards; ++shard) {
-      const int64_t d = (e / expert_set_size) * expert_shards + shard;
-      MOETRON_ASSERT(d < destinations);
-      const int64_t n = filled[static_cast<size_t>(d)]++;
-      MOETRON_CHECK(n < capacity, "pack_dispatch: more than " << capacity << " slots for destination " << d);
-      const size_t at = static_cast<size_t>(d * capacity + n);
-      out_rows[at] = static_cast<int32_t>(slot / k);
-      out_experts[at] = e;
-      out_scales[at] = host_w[static_cast<size_t>(slot)];
-    }
+  const std::vector<DispatchEntries> to = entries_by_destination(
+      host_ids.data(), host_w.data(), k, first, last, expert_set_size, expert_shards, destinations);
+  for (int64_t d = 0; d < destinations; ++d) {
+    const DispatchEntries& mine = to[static_cast<size_t>(d)];
+    MOETRON_CHECK(static_cast<int64_t>(mine.rows.size()) <= capacity,
+                  "pack_dispatch: " << mine.rows.size() << " slots for destination " << d
+                                    << ", more than its capacity " << capacity);
+    const auto at = static_cast<std::ptrdiff_t>(d * capacity);
+    std::copy(mine.rows.begin(), mine.rows.end(), out_rows.begin() + at);
+    std::copy(mine.experts.begin(), mine.experts.end(), out_experts.begin() + at);
+    std::copy(mine.scales.begin(), mine.scales.end(), out_scales.begin() + at);
   }
   if (entries == 0) return;
   copy_from_host(rows, out_rows.data());

@@ -106,7 +106,7 @@ void Engine::sample_on_backend(const std::vector<ScheduledSeq>& group, const Ten
   const bool greedy = std::all_of(group.begin(), group.end(), [](const ScheduledSeq& s) {
     return s.seq->sampling.temperature == 0.0f;
   });
-  if (greedy) {  // the argmax kernel streams a row faster than the sampler's passes
+  if (greedy) {  // one pass over each row, where the sampler makes several
     ops_.argmax_rows(step_logits, ids);
     return;
   }

@@ -41,9 +41,7 @@ int64_t Scheduler::blocks_for(int64_t tokens) const {
 
 int64_t Scheduler::blocks_needed(const Sequence& s) const { return blocks_for(s.total_tokens()); }
 
-bool Scheduler::needs_block(const Sequence& s) const {
-  return s.cached_tokens >= static_cast<int64_t>(s.blocks.size()) * limits_.block_size;
-}
+bool Scheduler::starts_block(int64_t position) const { return position % limits_.block_size == 0; }
 
 bool Scheduler::done() const {
   for (const Sequence* s : seqs_)
@@ -73,7 +71,7 @@ std::vector<ScheduledSeq> Scheduler::next_step() {
   // preempting the latest admitted (itself, if it is the latest) while none is free.
   for (size_t i = 0; i < running_.size(); ++i) {
     Sequence* s = running_[i];
-    if (needs_block(*s)) {
+    if (starts_block(s->cached_tokens)) {  // its blocks hold exactly the cached tokens
       while (pool_.free_blocks() == 0 && running_.back() != s) preempt(running_.back());
       if (pool_.free_blocks() == 0) {
         preempt(s);
@@ -89,7 +87,7 @@ std::vector<ScheduledSeq> Scheduler::next_step() {
   // them would only preempt the newcomer again.
   int64_t reserved = 0;
   for (const Sequence* s : running_)
-    if ((s->cached_tokens + 1) % limits_.block_size == 0) ++reserved;
+    if (starts_block(s->cached_tokens + 1)) ++reserved;
   for (Sequence* s : seqs_) {
     if (s->state != Sequence::State::Waiting) continue;
     const int64_t prefill = s->prefill_tokens();
@@ -104,7 +102,7 @@ std::vector<ScheduledSeq> Scheduler::next_step() {
     running_.push_back(s);
     step.push_back({s, 0, prefill});
     tokens += prefill;
-    if (prefill % limits_.block_size == 0) ++reserved;  // its first decode starts a block
+    if (starts_block(prefill)) ++reserved;  // its first decode starts a block
   }
   return step;
 }

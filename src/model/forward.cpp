@@ -4,6 +4,7 @@
 #include <cmath>
 #include <utility>
 
+#include "moetron/backend/expert_dispatch.hpp"
 #include "moetron/core/error.hpp"
 
 namespace moetron {
@@ -34,8 +35,8 @@ ModelForward::ModelForward(const ForwardContext& ctx, int64_t kv_blocks, int64_t
     routing_.push_back(ops.alloc(DType::I32, {std::max<int64_t>(ctx.max_tokens, 1), std::max<int64_t>(c.top_k, 1)}));
   }
   if (ctx.stage != nullptr) {
-    // The weights of every entry a fixed-capacity dispatch can receive (ones: the routing
-    // weight is applied where the token lives), made once so that a recording can read them.
+    // The weights of every entry a dispatch can receive (ones: the routing weight is applied
+    // where the token lives), made once so that a recording can read them.
     const int64_t entries = ctx.stage->size() * dispatch_capacity(std::max<int64_t>(ctx.max_tokens, 1));
     std::vector<float> ones(static_cast<size_t>(entries), 1.0f);
     ones_ = ops.alloc(DType::F32, {entries});
@@ -228,30 +229,17 @@ ModelForward::ExpertRoute ModelForward::route_with_counts(const Tensor& ids, con
     ops.to_host(ids, host_ids.data());
     ops.to_host(weights, host_w.data());
   }
-  // Per destination: token rows, their global expert ids and routing weights.
-  std::vector<std::vector<int32_t>> rows(group), experts(group);
-  std::vector<std::vector<float>> scales(group);
-  for (int64_t t = first; t < last; ++t) {
-    for (int64_t j = 0; j < K; ++j) {
-      const int32_t e = host_ids[static_cast<size_t>(t * K + j)];
-      const int64_t set = e / ctx_.expert_set_size;
-      for (int64_t shard = 0; shard < ctx_.expert_shards; ++shard) {
-        const size_t dest = static_cast<size_t>(set * ctx_.expert_shards + shard);
-        rows[dest].push_back(static_cast<int32_t>(t));
-        experts[dest].push_back(e);
-        scales[dest].push_back(host_w[static_cast<size_t>(t * K + j)]);
-      }
-    }
-  }
+  const std::vector<DispatchEntries> to = entries_by_destination(
+      host_ids.data(), host_w.data(), K, first, last, ctx_.expert_set_size, ctx_.expert_shards, group);
   ExpertRoute route;
   route.send_counts.resize(group);
   std::vector<int32_t> send_rows, send_experts;
   std::vector<float> send_scales;
   for (int d = 0; d < group; ++d) {
-    route.send_counts[d] = static_cast<int64_t>(rows[d].size());
-    send_rows.insert(send_rows.end(), rows[d].begin(), rows[d].end());
-    send_experts.insert(send_experts.end(), experts[d].begin(), experts[d].end());
-    send_scales.insert(send_scales.end(), scales[d].begin(), scales[d].end());
+    route.send_counts[d] = static_cast<int64_t>(to[d].rows.size());
+    send_rows.insert(send_rows.end(), to[d].rows.begin(), to[d].rows.end());
+    send_experts.insert(send_experts.end(), to[d].experts.begin(), to[d].experts.end());
+    send_scales.insert(send_scales.end(), to[d].scales.begin(), to[d].scales.end());
   }
   route.recv_counts = ctx_.stage->alltoall_host(route.send_counts);
   const int64_t n_send = static_cast<int64_t>(send_rows.size());
@@ -266,8 +254,7 @@ ModelForward::ExpertRoute ModelForward::route_with_counts(const Tensor& ids, con
   route.rows = upload(DType::I32, {n_send}, send_rows.data());
   route.scales = upload(DType::F32, {n_send}, send_scales.data());
   route.experts = upload(DType::I32, {n_send, 1}, send_experts.data());
-  const std::vector<float> ones(static_cast<size_t>(n_recv), 1.0f);
-  route.recv_weights = upload(DType::F32, {n_recv, 1}, ones.data());
+  route.recv_weights = ones_for(n_recv);
   return route;
 }
 
@@ -276,9 +263,8 @@ ModelForward::ExpertRoute ModelForward::route_fixed(const Tensor& ids, const Ten
   Ops& ops = *ctx_.ops;
   const int64_t group = ctx_.stage->size(), capacity = dispatch_capacity(dispatch_tokens);
   const int64_t entries = group * capacity;
-  MOETRON_CHECK(ids.rows() <= dispatch_tokens && entries <= ones_.numel(),
-                "expert dispatch: " << ids.rows() << " tokens, capacity for " << dispatch_tokens
-                                    << " (" << entries << " entries, " << ones_.numel() << " sized)");
+  MOETRON_CHECK(ids.rows() <= dispatch_tokens,
+                "expert dispatch: " << ids.rows() << " tokens, capacity for " << dispatch_tokens);
   const auto [first, last] = dispatch_share(ids.rows());
   ExpertRoute route;
   route.rows = ops.temp(DType::I32, {entries});
@@ -288,8 +274,16 @@ ModelForward::ExpertRoute ModelForward::route_fixed(const Tensor& ids, const Ten
                     route.rows, route.experts, route.scales);
   route.send_counts.assign(static_cast<size_t>(group), capacity);
   route.recv_counts = route.send_counts;
-  route.recv_weights = ones_.slice_rows(0, entries).reshape({entries, 1});
+  route.recv_weights = ones_for(entries);
   return route;
+}
+
+// Weights [n, 1] for n received entries. No peer sends more than dispatch_capacity(tokens) of a
+// forward's tokens, which ones_ is sized for, so neither path uploads anything per layer.
+Tensor ModelForward::ones_for(int64_t n) const {
+  MOETRON_CHECK(n <= ones_.numel(), "expert dispatch: " << n << " entries received, at most "
+                                                        << ones_.numel() << " expected");
+  return ones_.slice_rows(0, n).reshape({n, 1});
 }
 
 void ModelForward::exchange_with_experts(const LayerWeights& w, const Tensor& h,

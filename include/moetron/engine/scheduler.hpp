@@ -86,8 +86,9 @@ class Scheduler {
 
  private:
   int64_t blocks_for(int64_t tokens) const;
-  // True when the sequence's next decoded token (at position cached_tokens) starts a block.
-  bool needs_block(const Sequence& s) const;
+  // True when a token at `position` is the first of a block. A running sequence holds the
+  // blocks of its cached tokens and no more, so its next token needs a new block exactly then.
+  bool starts_block(int64_t position) const;
   void preempt(Sequence* s);
 
   std::vector<Sequence*> seqs_;     // in arrival (prompts-file) order

@@ -66,7 +66,7 @@ class ModelForward {
     Tensor experts;  // I32 [n_send, 1]: its global expert (-1: padding)
     Tensor scales;   // F32 [n_send]: its routing weight
     std::vector<int64_t> send_counts, recv_counts;  // entries per peer
-    Tensor recv_weights;  // F32 [n_recv, 1]: ones
+    Tensor recv_weights;  // F32 [n_recv, 1]: ones (a view of ones_)
   };
   void dispatch_experts(const LayerWeights& w, const Tensor& h, const Tensor& ids,
                         const Tensor& weights, int64_t dispatch_tokens, Tensor& out);
@@ -76,13 +76,14 @@ class ModelForward {
   ExpertRoute route_fixed(const Tensor& ids, const Tensor& weights, int64_t dispatch_tokens);
   void exchange_with_experts(const LayerWeights& w, const Tensor& h, const ExpertRoute& route,
                              Tensor& out);
+  Tensor ones_for(int64_t n) const;
   void allreduce_tp(Tensor& t);
 
   ForwardContext ctx_;
   std::vector<KvCache> caches_;  // one per local layer
   std::vector<Tensor> expert_counts_tensor_;  // I64 [E] per local layer, in backend memory
   std::vector<Tensor> routing_;               // I32 [max_tokens, k] per local layer
-  Tensor ones_;  // F32: weights of the entries a fixed-capacity dispatch receives
+  Tensor ones_;  // F32: weights of the entries an expert dispatch receives
   size_t kv_bytes_ = 0;
 };
 

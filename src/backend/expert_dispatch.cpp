@@ -1,0 +1,27 @@
+#include "moetron/backend/expert_dispatch.hpp"
+
+#include "moetron/core/error.hpp"
+
+namespace moetron {
+
+std::vector<DispatchEntries> entries_by_destination(const int32_t* ids, const float* weights,
+                                                    int64_t k, int64_t first, int64_t last,
+                                                    int64_t expert_set_size,
+                                                    int64_t expert_shards, int64_t destinations) {
+  MOETRON_ASSERT(expert_set_size > 0 && expert_shards > 0 && 0 <= first && first <= last);
+  std::vector<DispatchEntries> out(static_cast<size_t>(destinations));
+  for (int64_t slot = first * k; slot < last * k; ++slot) {
+    const int32_t e = ids[slot];
+    for (int64_t shard = 0; shard < expert_shards; ++shard) {
+      const int64_t d = (e / expert_set_size) * expert_shards + shard;
+      MOETRON_ASSERT(e >= 0 && d < destinations);
+      DispatchEntries& to = out[static_cast<size_t>(d)];
+      to.rows.push_back(static_cast<int32_t>(slot / k));
+      to.experts.push_back(e);
+      to.scales.push_back(weights[slot]);
+    }
+  }
+  return out;
+}
+
+}  // namespace moetron
