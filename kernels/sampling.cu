@@ -1,11 +1,11 @@
 // Sampling, one block per row of logits, entirely on the device.
 // - Greedy: the argmax. Decode has few rows, so each block must stream its row fast on its own:
 //   1024 threads, 16-byte loads, several in flight per thread.
-// - Temperature / top-k / top-p: radix::sample_row (moetron/engine/radix_sampling.hpp, shared
+// - Temperature / top-k / top-p: radix::sample_row (moetron/sampling/radix_sampling.hpp, shared
 //   with the CPU tests) over BlockRow below: a handful of strided passes over the row (it stays
 //   in L2 between them), 256-bin shared-memory histograms, no sort and no host sync.
 #include "common.cuh"
-#include "moetron/engine/radix_sampling.hpp"
+#include "moetron/sampling/radix_sampling.hpp"
 
 namespace moetron {
 namespace kernels {

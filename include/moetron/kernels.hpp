@@ -11,7 +11,7 @@
 
 namespace moetron {
 namespace radix {
-struct RowParams;  // moetron/engine/radix_sampling.hpp
+struct RowParams;  // moetron/sampling/radix_sampling.hpp
 }  // namespace radix
 namespace kernels {
 
@@ -190,7 +190,7 @@ void add_sigmoid_gated(bf16* acc, const bf16* x, const bf16* gate_w, const bf16*
 // ids[r] = argmax_c logits[r, c] (ties: lowest index); logits bf16 or fp32 [rows, cols].
 void argmax_rows(const void* logits, bool logits_bf16, int64_t rows, int64_t cols, int32_t* ids,
                  cudaStream_t stream);
-// ids[r] = the token sample_token (moetron/engine/sampling.hpp) draws from logits [rows, cols]
+// ids[r] = the token sample_token (moetron/sampling/sampling.hpp) draws from logits [rows, cols]
 // (fp32) with params[r] (device memory, [rows]): radix::sample_row, one block per row.
 void sample_rows(const float* logits, int64_t rows, int64_t cols, const radix::RowParams* params,
                  int32_t* ids, cudaStream_t stream);

@@ -7,13 +7,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/core/log.hpp"
+#include "moetron/engine/gather.hpp"  // kRankFields
 
 namespace moetron::apps {
 namespace {
 
-constexpr size_t kRankFields = 2;  // bytes sent, bytes received
 
 std::string host_name() {
   char buf[256] = {0};
@@ -48,31 +47,6 @@ void log_step_summary(const std::vector<StepRecord>& steps) {
        << seconds.size() << " steps);";
   }
   LOG_INFO(os.str());
-}
-
-std::vector<int64_t> gather_expert_tokens(ParallelGroups& groups, ModelForward& forward, const ShardSpec& shard,
-                                          const ModelConfig& config, bool counted_here) {
-  const int64_t E = std::max<int64_t>(config.num_experts, 1);
-  std::vector<int64_t> expert_tokens(static_cast<size_t>(config.num_layers * E), 0);
-  const std::vector<int64_t> local_counts = forward.expert_counts();
-  if (counted_here)
-    std::copy(local_counts.begin(), local_counts.end(),
-              expert_tokens.begin() + static_cast<std::ptrdiff_t>(shard.layer_begin * E));
-  groups.world->allreduce_host(expert_tokens, false);
-  return expert_tokens;
-}
-
-std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size) {
-  std::vector<int64_t> traffic(static_cast<size_t>(world_size) * kRankFields, 0);
-  const size_t me = static_cast<size_t>(groups.world_rank) * kRankFields;
-  for (const auto& comm : {groups.tp, groups.stage, groups.replica, groups.pipeline, groups.world}) {
-    if (auto* mpi = dynamic_cast<MpiCommunicator*>(comm.get())) {
-      traffic[me] += mpi->bytes_sent();
-      traffic[me + 1] += mpi->bytes_received();
-    }
-  }
-  groups.world->allreduce_host(traffic, false);
-  return traffic;
 }
 
 RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>& specs,
@@ -111,16 +85,17 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
   if (world_size > 1) {
     for (int r = 0; r < world_size; ++r) {
       const ShardLayout l = layout_for(plan, config, r);
+      const ShardSpec& s = l.shard;
       RankRecord rec;
       rec.pp_rank = l.coords.pp;
       rec.dp_rank = l.coords.dp;
       rec.tp_rank = l.coords.tp;
-      rec.layer_begin = l.layers.begin;
-      rec.layer_end = l.layers.end;
-      rec.expert_begin = l.experts.begin;
-      rec.expert_end = l.experts.end;
-      rec.q_head_begin = l.q_heads.begin;
-      rec.q_head_end = l.q_heads.end;
+      rec.layer_begin = s.layer_begin;
+      rec.layer_end = s.layer_end;
+      rec.expert_begin = s.expert_begin;
+      rec.expert_end = s.experts().end;
+      rec.q_head_begin = s.q_head_begin;
+      rec.q_head_end = s.q_heads().end;
       rec.bytes_sent = traffic[static_cast<size_t>(r) * kRankFields];
       rec.bytes_received = traffic[static_cast<size_t>(r) * kRankFields + 1];
       rec.description = describe(plan, l, r);

@@ -13,13 +13,6 @@
 
 namespace moetron::apps {
 
-// Routed token-slots per (layer, expert) over the whole job, [layers * E] (collective: each
-// layer is counted once per replica, by its tp rank 0).
-std::vector<int64_t> gather_expert_tokens(ParallelGroups& groups, ModelForward& forward, const ShardSpec& shard,
-                                          const ModelConfig& config, bool counted_here);
-// Bytes each rank sent and received, [world * 2] (collective).
-std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size);
-
 struct RunFacts {
   const RunOptions* options = nullptr;
   const ModelConfig* config = nullptr;

@@ -5,7 +5,7 @@
 #include "moetron/backend/expert_dispatch.hpp"
 #include "moetron/backend/ops.hpp"
 #include "moetron/core/error.hpp"
-#include "moetron/engine/sampling.hpp"
+#include "moetron/sampling/sampling.hpp"
 
 namespace moetron {
 

@@ -8,7 +8,7 @@
 
 #include "moetron/core/error.hpp"
 #include "moetron/core/log.hpp"
-#include "moetron/engine/sampling.hpp"
+#include "moetron/sampling/sampling.hpp"
 
 namespace moetron {
 namespace {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/core/error.hpp"
 
 namespace moetron {
@@ -105,6 +106,31 @@ std::vector<Sequence> gather_sequences(Communicator& world, const std::vector<in
   std::sort(all.begin(), all.end(),
             [](const Sequence& a, const Sequence& b) { return a.index < b.index; });
   return all;
+}
+
+std::vector<int64_t> gather_expert_tokens(ParallelGroups& groups, ModelForward& forward, const ShardSpec& shard,
+                                          const ModelConfig& config, bool counted_here) {
+  const int64_t E = std::max<int64_t>(config.num_experts, 1);
+  std::vector<int64_t> expert_tokens(static_cast<size_t>(config.num_layers * E), 0);
+  const std::vector<int64_t> local_counts = forward.expert_counts();
+  if (counted_here)
+    std::copy(local_counts.begin(), local_counts.end(),
+              expert_tokens.begin() + static_cast<std::ptrdiff_t>(shard.layer_begin * E));
+  groups.world->allreduce_host(expert_tokens, false);
+  return expert_tokens;
+}
+
+std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size) {
+  std::vector<int64_t> traffic(static_cast<size_t>(world_size) * kRankFields, 0);
+  const size_t me = static_cast<size_t>(groups.world_rank) * kRankFields;
+  for (const auto& comm : {groups.tp, groups.stage, groups.replica, groups.pipeline, groups.world}) {
+    if (auto* mpi = dynamic_cast<MpiCommunicator*>(comm.get())) {
+      traffic[me] += mpi->bytes_sent();
+      traffic[me + 1] += mpi->bytes_received();
+    }
+  }
+  groups.world->allreduce_host(traffic, false);
+  return traffic;
 }
 
 }  // namespace moetron

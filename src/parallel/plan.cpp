@@ -164,37 +164,44 @@ ShardLayout layout_for(const Plan& plan, const ModelConfig& c, int rank) {
   ShardLayout l;
   l.coords = coords_of(plan, rank);
   l.stage_index = stage_index(plan, l.coords);
-  l.layers = split_range(c.num_layers, plan.pp, l.coords.pp);
-  l.first_stage = l.coords.pp == 0;
-  l.last_stage = l.coords.pp == plan.pp - 1;
+  ShardSpec& s = l.shard;
+  const auto set = [](int64_t& begin, int64_t& count, Range r) { begin = r.begin, count = r.size(); };
+  const Range layers = split_range(c.num_layers, plan.pp, l.coords.pp);
+  s.layer_begin = layers.begin;
+  s.layer_end = layers.end;
+  s.first_stage = l.coords.pp == 0;
+  s.last_stage = l.coords.pp == plan.pp - 1;
 
-  l.q_heads = split_range(c.num_heads, plan.tp, l.coords.tp);
-  l.kv_replicated = plan.tp > c.num_kv_heads;
-  if (l.kv_replicated) {
+  set(s.q_head_begin, s.q_head_count, split_range(c.num_heads, plan.tp, l.coords.tp));
+  if (plan.tp > c.num_kv_heads) {
     // tp / kv ranks in a row use the same kv head; it is the one their q heads map to.
-    int64_t kv = l.coords.tp / (plan.tp / c.num_kv_heads);
-    l.kv_heads = {kv, kv + 1};
+    s.kv_replication = plan.tp / c.num_kv_heads;
+    set(s.kv_head_begin, s.kv_head_count, {l.coords.tp / s.kv_replication, l.coords.tp / s.kv_replication + 1});
   } else {
-    l.kv_heads = split_range(c.num_kv_heads, plan.tp, l.coords.tp);
+    set(s.kv_head_begin, s.kv_head_count, split_range(c.num_kv_heads, plan.tp, l.coords.tp));
   }
-  if (has_dense_layers(c)) l.dense_columns = split_range(c.intermediate_size, plan.tp, l.coords.tp);
-  l.shared_expert_columns = split_range(c.shared_expert_intermediate_size, plan.tp, l.coords.tp);
+  if (has_dense_layers(c))
+    set(s.mlp_col_begin, s.mlp_col_count, split_range(c.intermediate_size, plan.tp, l.coords.tp));
+  set(s.shared_col_begin, s.shared_col_count,
+      split_range(c.shared_expert_intermediate_size, plan.tp, l.coords.tp));
 
   l.expert_shards = plan.expert_shards();
   l.expert_set = l.stage_index / l.expert_shards;
   l.expert_shard = l.stage_index % l.expert_shards;
-  l.experts = split_range(c.num_experts, plan.ep, l.expert_set);
+  set(s.expert_begin, s.expert_count, split_range(c.num_experts, plan.ep, l.expert_set));
   if (c.num_experts > 0)
-    l.expert_columns = split_range(c.moe_intermediate_size, l.expert_shards, l.expert_shard);
-  l.vocab = split_range(c.vocab_size, plan.tp, l.coords.tp);
+    set(s.expert_col_begin, s.expert_col_count,
+        split_range(c.moe_intermediate_size, l.expert_shards, l.expert_shard));
+  set(s.vocab_begin, s.vocab_count, split_range(c.vocab_size, plan.tp, l.coords.tp));
+  s.holds_o_bias = l.coords.tp == 0;
   return l;
 }
 
-int64_t weight_shard_bytes(const ModelConfig& c, const ShardLayout& l) {
+int64_t weight_shard_bytes(const ModelConfig& c, const ShardSpec& s) {
   const int64_t h = c.hidden_size;
-  const int64_t q = l.q_heads.size() * c.head_dim, kv = l.kv_heads.size() * c.head_dim;
+  const int64_t q = s.q_head_count * c.head_dim, kv = s.kv_head_count * c.head_dim;
   int64_t params = 0;
-  for (int64_t layer = l.layers.begin; layer < l.layers.end; ++layer) {
+  for (int64_t layer = s.layer_begin; layer < s.layer_end; ++layer) {
     params += 2 * h;                   // input and post-attention norms
     params += 2 * h * q + 2 * h * kv;  // q, o and k, v projections
     if (c.qkv_bias) params += q + 2 * kv;
@@ -203,22 +210,22 @@ int64_t weight_shard_bytes(const ModelConfig& c, const ShardLayout& l) {
     if (c.qk_norm == QkNorm::PerHead) params += 2 * c.head_dim;
     if (is_moe_layer(c, layer)) {
       params += c.num_experts * h;  // router, replicated
-      params += l.experts.size() * 3 * h * l.expert_columns.size();
-      params += 3 * h * l.shared_expert_columns.size();
+      params += s.expert_count * 3 * h * s.expert_col_count;
+      params += 3 * h * s.shared_col_count;
       if (c.shared_expert_gate) params += h;
     } else {
-      params += 3 * h * l.dense_columns.size();
+      params += 3 * h * s.mlp_col_count;
     }
   }
-  if (l.first_stage) params += c.vocab_size * h;       // embedding, whole
-  if (l.last_stage) params += h + l.vocab.size() * h;  // final norm, LM head shard
+  if (s.first_stage) params += c.vocab_size * h;       // embedding, whole
+  if (s.last_stage) params += h + s.vocab_count * h;  // final norm, LM head shard
   return params * 2;
 }
 
 int64_t max_weight_shard_bytes(const Plan& plan, const ModelConfig& config) {
   int64_t most = 0;
   for (int r = 0; r < plan.world_size(); ++r)
-    most = std::max(most, weight_shard_bytes(config, layout_for(plan, config, r)));
+    most = std::max(most, weight_shard_bytes(config, layout_for(plan, config, r).shard));
   return most;
 }
 
@@ -241,18 +248,19 @@ void validate_plan(const Plan& plan, const ModelConfig& config, int world_size,
 }
 
 std::string describe(const Plan& plan, const ShardLayout& l, int rank) {
+  const ShardSpec& s = l.shard;
   std::ostringstream os;
   os << "rank " << rank << " (stage " << l.coords.pp << ", replica " << l.coords.dp << ", tp "
-     << l.coords.tp << ") of " << plan.to_string() << ": layers " << l.layers << ", q heads "
-     << l.q_heads << ", kv heads " << l.kv_heads << (l.kv_replicated ? " (replicated)" : "");
-  if (l.experts.size() > 0)
-    os << ", experts " << l.experts << " columns " << l.expert_columns << " (shard "
+     << l.coords.tp << ") of " << plan.to_string() << ": layers " << s.layers() << ", q heads "
+     << s.q_heads() << ", kv heads " << s.kv_heads() << (s.kv_replicated() ? " (replicated)" : "");
+  if (s.experts().size() > 0)
+    os << ", experts " << s.experts() << " columns " << s.expert_columns() << " (shard "
        << l.expert_shard << " of " << l.expert_shards << ")";
-  if (l.dense_columns.size() > 0) os << ", dense columns " << l.dense_columns;
-  if (l.shared_expert_columns.size() > 0)
-    os << ", shared expert columns " << l.shared_expert_columns;
-  if (l.first_stage) os << ", embedding";
-  if (l.last_stage) os << ", LM head vocab " << l.vocab;
+  if (s.dense_columns().size() > 0) os << ", dense columns " << s.dense_columns();
+  if (s.shared_expert_columns().size() > 0)
+    os << ", shared expert columns " << s.shared_expert_columns();
+  if (s.first_stage) os << ", embedding";
+  if (s.last_stage) os << ", LM head vocab " << s.vocab();
   return os.str();
 }
 

@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include "moetron/engine/sampling.hpp"
+#include "moetron/sampling/sampling.hpp"
 
 namespace moetron {
 namespace sampling_test {

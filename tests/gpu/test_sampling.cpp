@@ -14,7 +14,7 @@
 
 #include "../common/sampling_reference.hpp"
 #include "gpu_test_util.hpp"
-#include "moetron/engine/sampling.hpp"
+#include "moetron/sampling/sampling.hpp"
 
 namespace moetron {
 namespace gputest {

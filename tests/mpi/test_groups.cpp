@@ -84,7 +84,7 @@ TEST(Groups, EveryValidPlanGetsTheGroupsItsDefinitionsGive) {
     EXPECT_EQ(g.plan, plan);
     EXPECT_EQ(g.world_rank, world_rank);
     EXPECT_EQ(g.coords, c) << what;
-    EXPECT_EQ(g.layout.experts, layout_for(plan, config, world_rank).experts) << what;
+    EXPECT_EQ(g.layout.shard.experts(), layout_for(plan, config, world_rank).shard.experts()) << what;
     std::vector<int> everyone(world_size);
     for (int r = 0; r < world_size; ++r) everyone[r] = r;
     expect_group(*g.world, everyone, world_rank, what + " world");

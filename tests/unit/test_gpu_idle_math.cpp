@@ -2,7 +2,7 @@
 // the union of overlapping intervals, and the decode-step summary and its log line.
 #include <gtest/gtest.h>
 
-#include "moetron/engine/idle_math.hpp"
+#include "moetron/backend/idle_math.hpp"
 
 namespace moetron {
 namespace {

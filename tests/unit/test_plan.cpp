@@ -156,10 +156,10 @@ TEST(PlanLayout, ShardsCoverEverythingForEveryValidPlan) {
         std::vector<Range> layers;
         for (int s = 0; s < p.pp; ++s) {
           ShardLayout first = ls[rank_of(p, {s, 0, 0})];
-          layers.push_back(first.layers);
-          EXPECT_LE(std::abs(first.layers.size() - c.num_layers / p.pp), 1) << what;
-          EXPECT_EQ(first.first_stage, s == 0) << what;
-          EXPECT_EQ(first.last_stage, s == p.pp - 1) << what;
+          layers.push_back(first.shard.layers());
+          EXPECT_LE(std::abs(first.shard.layers().size() - c.num_layers / p.pp), 1) << what;
+          EXPECT_EQ(first.shard.first_stage, s == 0) << what;
+          EXPECT_EQ(first.shard.last_stage, s == p.pp - 1) << what;
         }
         expect_partition(layers, c.num_layers, what + " layers");
 
@@ -169,17 +169,17 @@ TEST(PlanLayout, ShardsCoverEverythingForEveryValidPlan) {
             std::vector<Range> q, kv, dense, shared, vocab;
             for (int t = 0; t < p.tp; ++t) {
               const ShardLayout& l = ls[rank_of(p, {s, d, t})];
-              EXPECT_EQ(l.layers, ls[rank_of(p, {s, 0, 0})].layers) << what;
-              q.push_back(l.q_heads);
-              kv.push_back(l.kv_heads);
-              dense.push_back(l.dense_columns);
-              shared.push_back(l.shared_expert_columns);
-              vocab.push_back(l.vocab);
+              EXPECT_EQ(l.shard.layers(), ls[rank_of(p, {s, 0, 0})].shard.layers()) << what;
+              q.push_back(l.shard.q_heads());
+              kv.push_back(l.shard.kv_heads());
+              dense.push_back(l.shard.dense_columns());
+              shared.push_back(l.shard.shared_expert_columns());
+              vocab.push_back(l.shard.vocab());
               // Each q head's kv head (HF's grouping) is one this rank holds.
               const int64_t group = c.num_heads / c.num_kv_heads;
-              for (int64_t h = l.q_heads.begin; h < l.q_heads.end; ++h)
-                EXPECT_TRUE(l.kv_heads.contains(h / group)) << what << " q head " << h;
-              EXPECT_EQ(l.kv_replicated, p.tp > c.num_kv_heads) << what;
+              for (int64_t h = l.shard.q_heads().begin; h < l.shard.q_heads().end; ++h)
+                EXPECT_TRUE(l.shard.kv_heads().contains(h / group)) << what << " q head " << h;
+              EXPECT_EQ(l.shard.kv_replicated(), p.tp > c.num_kv_heads) << what;
             }
             expect_partition(q, c.num_heads, what + " q heads");
             if (p.tp <= c.num_kv_heads) {
@@ -206,9 +206,9 @@ TEST(PlanLayout, ShardsCoverEverythingForEveryValidPlan) {
             EXPECT_EQ(l.stage_index, g) << what;
             EXPECT_EQ(l.expert_set, g / m) << what;
             EXPECT_EQ(l.expert_shard, g % m) << what;
-            EXPECT_EQ(l.experts.size(), c.num_experts / p.ep) << what;
-            for (int64_t e = l.experts.begin; e < l.experts.end; ++e)
-              columns[e].push_back(l.expert_columns);
+            EXPECT_EQ(l.shard.experts().size(), c.num_experts / p.ep) << what;
+            for (int64_t e = l.shard.experts().begin; e < l.shard.experts().end; ++e)
+              columns[e].push_back(l.shard.expert_columns());
           }
           for (int64_t e = 0; e < c.num_experts; ++e) {
             EXPECT_EQ(static_cast<int>(columns[e].size()), m) << what << " expert " << e;
@@ -226,17 +226,21 @@ TEST(PlanLayout, ExampleFromTheIssue) {
   // whole experts 2 and 3 of 8.
   ShardLayout l = layout_for(Plan{2, 2, 2, 4}, olmoe_like(), 5);
   EXPECT_EQ(l.coords, (Coords{1, 0, 1}));
-  EXPECT_EQ(l.layers, (Range{2, 4}));
-  EXPECT_EQ(l.q_heads, (Range{2, 4}));
-  EXPECT_EQ(l.kv_heads, (Range{1, 2}));
-  EXPECT_EQ(l.experts, (Range{2, 4}));
-  EXPECT_EQ(l.expert_columns, (Range{0, 32}));
-  EXPECT_EQ(l.vocab, (Range{128, 256}));
+  EXPECT_EQ(l.shard.layers(), (Range{2, 4}));
+  EXPECT_EQ(l.shard.q_heads(), (Range{2, 4}));
+  EXPECT_EQ(l.shard.kv_heads(), (Range{1, 2}));
+  EXPECT_EQ(l.shard.experts(), (Range{2, 4}));
+  EXPECT_EQ(l.shard.expert_columns(), (Range{0, 32}));
+  EXPECT_EQ(l.shard.vocab(), (Range{128, 256}));
+  EXPECT_FALSE(l.shard.holds_o_bias);  // tp rank 1: rank 0 adds the row-parallel biases
+  EXPECT_TRUE(layout_for(Plan{2, 2, 2, 4}, olmoe_like(), 4).shard.holds_o_bias);
+  EXPECT_FALSE(l.shard.first_stage);
+  EXPECT_TRUE(l.shard.last_stage);
   // dp=8,ep=8 on 8 ranks: one whole expert each; ep=2: 4 ranks share a set, 8 columns each.
-  EXPECT_EQ(layout_for(Plan{1, 1, 8, 8}, olmoe_like(), 6).experts, (Range{6, 7}));
+  EXPECT_EQ(layout_for(Plan{1, 1, 8, 8}, olmoe_like(), 6).shard.experts(), (Range{6, 7}));
   ShardLayout shared = layout_for(Plan{1, 1, 8, 2}, olmoe_like(), 6);
-  EXPECT_EQ(shared.experts, (Range{4, 8}));
-  EXPECT_EQ(shared.expert_columns, (Range{16, 24}));
+  EXPECT_EQ(shared.shard.experts(), (Range{4, 8}));
+  EXPECT_EQ(shared.shard.expert_columns(), (Range{16, 24}));
 }
 
 TEST(PlanLayout, ReplicatedKvHeadFollowsItsQueryHeads) {
@@ -246,8 +250,9 @@ TEST(PlanLayout, ReplicatedKvHeadFollowsItsQueryHeads) {
   c.num_kv_heads = 2;
   for (int t = 0; t < 4; ++t) {
     ShardLayout l = layout_for(Plan{1, 4, 1, 1}, c, t);
-    EXPECT_TRUE(l.kv_replicated);
-    EXPECT_EQ(l.kv_heads, (Range{t / 2, t / 2 + 1}));
+    EXPECT_TRUE(l.shard.kv_replicated());
+    EXPECT_EQ(l.shard.kv_replication, 2);
+    EXPECT_EQ(l.shard.kv_heads(), (Range{t / 2, t / 2 + 1}));
   }
 }
 
@@ -335,13 +340,13 @@ TEST(PlanMemory, ShardBytesAddUpToTheWholeModel) {
   const int64_t h = 64, attn = 2 * h * 64 + 2 * h * 32, norms = 2 * h, qk = 64 + 32;
   const int64_t per_layer = norms + attn + qk + 8 * h + 8 * 3 * h * 32;
   const int64_t whole = 2 * (4 * per_layer + 256 * h + h + 256 * h);
-  EXPECT_EQ(weight_shard_bytes(c, layout_for(Plan{}, c, 0)), whole);
+  EXPECT_EQ(weight_shard_bytes(c, layout_for(Plan{}, c, 0).shard), whole);
   // Experts split without loss: the expert bytes of a stage add up to the model's.
   for (const Plan& p : enumerate_plans(c, 8)) {
     int64_t expert_params = 0;
     for (int r = 0; r < p.stage_size(); ++r) {
       ShardLayout l = layout_for(p, c, r);
-      expert_params += l.experts.size() * l.expert_columns.size();
+      expert_params += l.shard.experts().size() * l.shard.expert_columns().size();
     }
     EXPECT_EQ(expert_params, 8 * 32) << p.to_string();
   }

@@ -11,8 +11,8 @@
 
 #include "../common/sampling_reference.hpp"
 #include "moetron/backend/cpu_ops.hpp"
-#include "moetron/engine/radix_sampling.hpp"
-#include "moetron/engine/sampling.hpp"
+#include "moetron/sampling/radix_sampling.hpp"
+#include "moetron/sampling/sampling.hpp"
 
 namespace moetron {
 namespace {

@@ -1,6 +1,6 @@
 // Sampling: the Philox generator against published known answers, greedy and filtered sampling,
 // determinism in (seed, step), and empirical frequencies against the filtered softmax.
-#include "moetron/engine/sampling.hpp"
+#include "moetron/sampling/sampling.hpp"
 
 #include <gtest/gtest.h>
 

@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "moetron/engine/engine.hpp"
-#include "moetron/engine/idle_math.hpp"
+#include "moetron/backend/idle_math.hpp"
+#include "moetron/core/step_observer.hpp"
 
 namespace moetron {
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "moetron/core/tensor.hpp"
+#include "moetron/sampling/sampling.hpp"  // SamplingParams
 
 namespace moetron {
 
@@ -60,13 +61,6 @@ struct ExpertWeights {
   int64_t num_local = 0;
   Tensor gate_up;             // [num_local, 2 * I_shard, H]: gate rows, then up rows
   Tensor down;                // [num_local, H, I_shard]
-};
-
-struct SamplingParams {
-  float temperature = 0.0f;  // 0: greedy
-  int top_k = 0;             // 0: off
-  float top_p = 1.0f;        // 1: off
-  uint64_t seed = 0;
 };
 
 class Ops {
@@ -172,7 +166,7 @@ class Ops {
   // ids I32 [R] = argmax over each row of logits F32 [R, V] (ties: the lowest index). The
   // default goes through the host; a backend may keep it on the device (greedy decoding).
   virtual void argmax_rows(const Tensor& logits, Tensor& ids);
-  // ids I32 [R] = sample_token(row r of logits F32 [R, V], params[r], steps[r]) (engine/
+  // ids I32 [R] = sample_token(row r of logits F32 [R, V], params[r], steps[r]) (sampling/
   // sampling.hpp; temperature 0 is the argmax, as argmax_rows). The default goes through the
   // host; a backend may sample on the device so that only the ids cross to the host.
   virtual void sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "moetron/comm/communicator.hpp"
+#include "moetron/core/step_observer.hpp"
 #include "moetron/engine/decode_graphs.hpp"
 #include "moetron/engine/scheduler.hpp"
 #include "moetron/io/results.hpp"  // StepRecord
@@ -27,21 +28,14 @@ struct EngineGroups {
   std::vector<int> reporters;
 };
 
-// Told when each step starts and ends (the end is when its tokens are on the host); for
-// measurements such as GPU idle time within steps.
-class StepObserver {
- public:
-  virtual ~StepObserver() = default;
-  virtual void step_begin(bool decode_only) = 0;
-  virtual void step_end() = 0;
-};
-
 struct EngineOptions {
   SchedulerLimits limits;
   int64_t kv_blocks = 0;  // per replica (each rank holds its layers' and heads' share)
   bool save_logits = false;
   int64_t progress_every_s = 2;
-  StepObserver* observer = nullptr;  // optional
+  // Told when each step starts and ends (the end is when its tokens are on the host); for
+  // measurements such as GPU idle time within steps. Optional.
+  StepObserver* observer = nullptr;
 };
 
 struct EngineReport {

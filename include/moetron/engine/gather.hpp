@@ -1,9 +1,11 @@
-// Brings every replica's finished sequences to world rank 0, which writes the results file.
+// Brings what the ranks counted together after a run: every replica's finished sequences to world rank 0, which writes the results file.
 #pragma once
 #include <vector>
 
 #include "moetron/comm/communicator.hpp"
 #include "moetron/engine/scheduler.hpp"
+#include "moetron/model/forward.hpp"
+#include "moetron/parallel/groups.hpp"
 
 namespace moetron {
 
@@ -12,5 +14,13 @@ namespace moetron {
 // sequences sorted by prompts-file index; elsewhere an empty vector.
 std::vector<Sequence> gather_sequences(Communicator& world, const std::vector<int>& reporters,
                                        std::vector<Sequence>& mine);
+
+// Routed token-slots per (layer, expert) over the whole job, [layers * E] (collective: each
+// layer is counted once per replica, by its tp rank 0).
+std::vector<int64_t> gather_expert_tokens(ParallelGroups& groups, ModelForward& forward, const ShardSpec& shard,
+                                          const ModelConfig& config, bool counted_here);
+// Bytes each rank sent and received, [world * kRankFields] (collective).
+constexpr size_t kRankFields = 2;  // bytes sent, bytes received
+std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size);
 
 }  // namespace moetron

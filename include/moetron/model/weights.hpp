@@ -6,13 +6,14 @@
 #include <vector>
 
 #include "moetron/backend/ops.hpp"
+#include "moetron/core/range.hpp"
 #include "moetron/model/config.hpp"
 #include "moetron/model/weight_names.hpp"
 
 namespace moetron {
 
-// What slice of the model a rank holds. Filled from the parallel plan; the single-rank case is
-// full_shard(config).
+// What slice of the model a rank holds: the one description of a shard. layout_for (parallel/
+// plan.hpp) fills it for a rank of a plan; the single-rank case is full_shard(config).
 struct ShardSpec {
   int64_t layer_begin = 0, layer_end = 0;      // [begin, end) of global layer indices
   int64_t q_head_begin = 0, q_head_count = 0;  // attention heads
@@ -25,6 +26,17 @@ struct ShardSpec {
   int64_t vocab_begin = 0, vocab_count = 0;            // LM-head rows
   bool first_stage = true, last_stage = true;
   bool holds_o_bias = true;  // row-parallel biases are added by one tp rank only
+
+  // The same ranges as Range values.
+  Range layers() const { return {layer_begin, layer_end}; }
+  Range q_heads() const { return {q_head_begin, q_head_begin + q_head_count}; }
+  Range kv_heads() const { return {kv_head_begin, kv_head_begin + kv_head_count}; }
+  Range dense_columns() const { return {mlp_col_begin, mlp_col_begin + mlp_col_count}; }
+  Range shared_expert_columns() const { return {shared_col_begin, shared_col_begin + shared_col_count}; }
+  Range experts() const { return {expert_begin, expert_begin + expert_count}; }
+  Range expert_columns() const { return {expert_col_begin, expert_col_begin + expert_col_count}; }
+  Range vocab() const { return {vocab_begin, vocab_begin + vocab_count}; }
+  bool kv_replicated() const { return kv_replication > 1; }
 };
 ShardSpec full_shard(const ModelConfig& config);
 

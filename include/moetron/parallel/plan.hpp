@@ -10,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "moetron/core/range.hpp"
 #include "moetron/model/config.hpp"
+#include "moetron/model/weights.hpp"  // ShardSpec
 
 namespace moetron {
 
@@ -40,35 +42,19 @@ int rank_of(const Plan& plan, const Coords& c);
 // g: this rank's position among the tp*dp ranks of its stage (dp_idx * tp + tp_idx).
 inline int stage_index(const Plan& plan, const Coords& c) { return c.dp * plan.tp + c.tp; }
 
-// A half-open range [begin, end) of indices.
-struct Range {
-  int64_t begin = 0, end = 0;
-  int64_t size() const { return end - begin; }
-  bool contains(int64_t i) const { return i >= begin && i < end; }
-  bool operator==(const Range& o) const { return begin == o.begin && end == o.end; }
-};
 // Part `index` of `total` items split into `parts` contiguous pieces; when parts does not divide
 // total, the first total % parts pieces get one more.
 Range split_range(int64_t total, int64_t parts, int64_t index);
 
-// What one rank holds of the model.
+// One rank's place in the plan, and what it holds of the model (its ShardSpec, the one
+// description of a shard that the loader and the forward read).
 struct ShardLayout {
   Coords coords;
-  int stage_index = 0;  // g
-  Range layers;         // this stage's layers
-  Range q_heads;
-  Range kv_heads;
-  bool kv_replicated = false;   // tp > kv heads: tp / kv_heads ranks hold the same kv head
-  Range dense_columns;          // dense-MLP intermediate columns (tp-way)
-  Range shared_expert_columns;  // shared-expert intermediate columns (tp-way); empty if none
-  int expert_set = 0;           // s = g / m
-  Range experts;                // [s*E/ep, (s+1)*E/ep)
-  int expert_shard = 0;         // j = g % m
-  int expert_shards = 1;        // m
-  Range expert_columns;         // [j*I/m, (j+1)*I/m) of each held expert
-  Range vocab;                  // vocab-parallel LM head rows (tp-way)
-  bool first_stage = false;     // holds the embedding
-  bool last_stage = false;      // holds the final norm and the LM head
+  int stage_index = 0;   // g
+  int expert_set = 0;    // s = g / m: experts [s*E/ep, (s+1)*E/ep)
+  int expert_shard = 0;  // j = g % m: columns [j*I/m, (j+1)*I/m) of each held expert
+  int expert_shards = 1; // m
+  ShardSpec shard;
 };
 
 // The first reason `plan` cannot shard `config` (world size aside), or "" when it can.
@@ -76,8 +62,8 @@ std::string plan_problem(const Plan& plan, const ModelConfig& config);
 // Throws Error with the reason when the plan cannot shard the config.
 ShardLayout layout_for(const Plan& plan, const ModelConfig& config, int rank);
 
-// bf16 bytes of the weights a rank with this layout holds (what the loader will upload).
-int64_t weight_shard_bytes(const ModelConfig& config, const ShardLayout& layout);
+// bf16 bytes of the weights a rank with this shard holds (what the loader will upload).
+int64_t weight_shard_bytes(const ModelConfig& config, const ShardSpec& shard);
 // The largest weight_shard_bytes over all ranks of the plan.
 int64_t max_weight_shard_bytes(const Plan& plan, const ModelConfig& config);
 

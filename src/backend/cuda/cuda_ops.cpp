@@ -8,7 +8,7 @@
 
 #include "cublas_gemm.hpp"
 #include "moetron/core/error.hpp"
-#include "moetron/engine/radix_sampling.hpp"
+#include "moetron/sampling/radix_sampling.hpp"
 #include "moetron/kernels.hpp"
 
 namespace moetron {

@@ -23,7 +23,7 @@
 #include <cstring>
 
 #include "moetron/core/host_device.hpp"
-#include "moetron/engine/philox.hpp"
+#include "moetron/sampling/philox.hpp"
 
 namespace moetron {
 namespace radix {

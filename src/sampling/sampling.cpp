@@ -1,4 +1,4 @@
-#include "moetron/engine/sampling.hpp"
+#include "moetron/sampling/sampling.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "moetron/core/error.hpp"
-#include "moetron/engine/philox.hpp"
+#include "moetron/sampling/philox.hpp"
 
 namespace moetron {
 

@@ -1,4 +1,4 @@
-#include "moetron/engine/idle_math.hpp"
+#include "moetron/backend/idle_math.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -13,8 +13,8 @@
 //      M = W.
 //   5. Draw u = uniform_from_counter(seed, step) and return the first candidate i of the
 //      nucleus with c_i > u * M (in double; the nucleus' last one if rounding leaves none).
-// Another implementation (the CUDA sampler, engine/radix_sampling.hpp) draws the same u bit for
-// bit (engine/philox.hpp). Its expf may differ from the host's by an ulp or two and it sums in
+// Another implementation (the CUDA sampler, sampling/radix_sampling.hpp) draws the same u bit for
+// bit (sampling/philox.hpp). Its expf may differ from the host's by an ulp or two and it sums in
 // another order, so it can pick a different token only when u * M or top_p * W lies within
 // ~1e-6 relative of a boundary c_i (tests/gpu/test_sampling.cpp holds it to that).
 //
@@ -29,9 +29,15 @@
 #include <cstdint>
 #include <string>
 
-#include "moetron/backend/ops.hpp"
-
 namespace moetron {
+
+// One request's sampling settings.
+struct SamplingParams {
+  float temperature = 0.0f;  // 0: greedy
+  int top_k = 0;             // 0: off
+  float top_p = 1.0f;        // 1: off
+  uint64_t seed = 0;
+};
 
 // One Philox4x32 block with 10 rounds: the raw generator, exposed for known-answer tests.
 std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key);

@@ -1,0 +1,119 @@
+// RunSession: one rank's whole `moetron run` after the options are parsed. It sets up, in this
+// order, the parallel groups, the backend, the weights, the KV cache, the forward and the decode
+// graphs, hands this replica its requests, runs the engine and brings together what the results
+// file needs. The policies it applies are small pure functions below, tested on their own.
+#pragma once
+#include <mpi.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moetron/backend/ops.hpp"
+#include "moetron/core/step_observer.hpp"
+#include "moetron/engine/decode_graphs.hpp"
+#include "moetron/engine/engine.hpp"
+#include "moetron/io/prompts.hpp"
+#include "moetron/model/config.hpp"
+#include "moetron/model/weights.hpp"
+#include "moetron/parallel/groups.hpp"
+
+namespace moetron {
+
+// ---- the policies ----
+
+// Bytes of K and V one token takes on this rank: its layers times its kv heads.
+int64_t kv_bytes_per_token(int64_t layers, int64_t kv_heads, int64_t head_dim, DType dtype);
+
+struct KvSizing {
+  int64_t requested_tokens = 0;   // --kv-cache-tokens; 0: decide
+  int64_t free_bytes = -1;        // Ops::free_memory_bytes(); -1: unknown (CPU)
+  double memory_fraction = 0.9;   // --gpu-memory-fraction of free_bytes
+  int64_t bytes_per_token = 0;    // kv_bytes_per_token
+  int64_t block_size = 16;
+};
+// This rank's KV-cache tokens before the world agrees on the minimum: the request, else the
+// fraction of free device memory, else (memory unknown) room for every request at full length
+// plus one block each.
+int64_t kv_cache_tokens(const KvSizing& s, const std::vector<RequestSpec>& requests);
+
+// Whether decode steps may be recorded as graphs: only where nothing in a step waits for the
+// host: graphs not turned off, a backend that records, one pipeline stage, and the tp group and
+// (several replicas) the stage group on a recordable transport ("" for a group the forward does
+// not use). `why_not` gets the reason for the log when the answer is no.
+bool can_record_decode(bool graphs_off, bool backend_records, int pp, const std::string& tp_transport,
+                       const std::string& stage_transport, std::string* why_not);
+
+// What a request leaves unset takes these (the command line's) values.
+struct RequestDefaults {
+  bool ignore_eos = false;
+  SamplingParams sampling;  // seed: request i uses seed + i
+};
+// Replica `replica` of `replicas` serves every replicas-th request, in file order.
+std::vector<Sequence> requests_for_replica(const std::vector<RequestSpec>& requests, int replicas,
+                                           int replica, const RequestDefaults& defaults);
+
+// Device memory for one step's temporaries (CudaOps reserves it once).
+size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& plan,
+                        int64_t max_tokens, int64_t max_seqs);
+
+// ---- the session ----
+
+struct RunSettings {
+  std::string model_dir;
+  bool dummy_weights = false;  // --load-format dummy: random weights from weights_seed
+  uint64_t weights_seed = 0;
+  Plan plan;
+  int64_t max_batch = 256, max_batch_tokens = 8192, block_size = 16;
+  int64_t kv_cache_tokens = 0;  // 0: from free memory
+  double gpu_memory_fraction = 0.9;
+  bool save_logits = false, no_graphs = false;
+  RequestDefaults defaults;
+  StepObserver* observer = nullptr;  // optional, on this rank
+};
+
+// How this rank reaches its device: the backend to make once the step arena's size is known,
+// and the device transports to put under the groups that carry device tensors.
+struct DeviceBinding {
+  std::function<std::unique_ptr<Ops>(size_t arena_bytes)> make_ops;
+  std::function<void(ParallelGroups& groups, Ops& ops)> bind_transports;
+};
+
+struct RunOutcome {
+  EngineReport report;
+  std::vector<Sequence> finished;      // every replica's, on world rank 0; empty elsewhere
+  std::vector<int64_t> expert_tokens;  // [layers * E], see gather_expert_tokens
+  std::vector<int64_t> traffic;        // [world * 2], see gather_traffic
+  std::string device;                  // Ops::name()
+};
+
+class RunSession {
+ public:
+  // Sets everything up (collective over `world`); requests must be valid for config.
+  RunSession(const ModelConfig& config, const std::vector<RequestSpec>& requests,
+             const RunSettings& settings, const DeviceBinding& binding, MPI_Comm world);
+  ~RunSession();
+  // Generates for this replica's requests and gathers the results (collective).
+  RunOutcome run();
+
+ private:
+  void set_up_kv_cache();
+  void set_up_graphs();
+
+  const ModelConfig& config_;
+  const std::vector<RequestSpec>& requests_;
+  RunSettings settings_;
+  ParallelGroups groups_;
+  std::unique_ptr<Ops> ops_;
+  ModelWeights weights_;
+  int64_t max_step_tokens_ = 0;
+  int64_t kv_blocks_ = 0;
+  ForwardContext forward_context_;
+  std::unique_ptr<ModelForward> forward_;
+  std::vector<Sequence> mine_;
+  std::unique_ptr<DecodeGraphs> graphs_;
+};
+
+}  // namespace moetron

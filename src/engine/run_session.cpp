@@ -1,0 +1,213 @@
+#include "moetron/engine/run_session.hpp"
+
+#include <algorithm>
+
+#include "moetron/core/error.hpp"
+#include "moetron/core/log.hpp"
+#include "moetron/engine/gather.hpp"
+#include "moetron/model/weight_source.hpp"
+
+namespace moetron {
+
+int64_t kv_bytes_per_token(int64_t layers, int64_t kv_heads, int64_t head_dim, DType dtype) {
+  return layers * 2 * kv_heads * head_dim * static_cast<int64_t>(dtype_size(dtype));
+}
+
+int64_t kv_cache_tokens(const KvSizing& s, const std::vector<RequestSpec>& requests) {
+  if (s.requested_tokens > 0) return s.requested_tokens;
+  if (s.free_bytes >= 0) {
+    if (s.bytes_per_token <= 0) return 0;
+    return static_cast<int64_t>(static_cast<double>(s.free_bytes) * s.memory_fraction) / s.bytes_per_token;
+  }
+  int64_t tokens = 0;
+  for (const RequestSpec& r : requests)
+    tokens += static_cast<int64_t>(r.prompt_tokens.size()) + r.max_new_tokens + s.block_size;
+  return tokens;
+}
+
+bool can_record_decode(bool graphs_off, bool backend_records, int pp, const std::string& tp_transport,
+                       const std::string& stage_transport, std::string* why_not) {
+  const auto recordable = [](const std::string& t) { return t.empty() || t == "self" || t == "nccl"; };
+  std::string reason;
+  if (graphs_off)
+    reason = "--no-graphs";
+  else if (!backend_records)
+    reason = "the backend cannot record";
+  else if (pp > 1)
+    reason = "pipeline stages wait for each other on the host";
+  else if (!recordable(tp_transport))
+    reason = "the tp group's " + tp_transport + " transport cannot be recorded";
+  else if (!recordable(stage_transport))
+    reason = "the expert dispatch's " + stage_transport + " transport cannot be recorded";
+  if (why_not) *why_not = reason;
+  return reason.empty();
+}
+
+std::vector<Sequence> requests_for_replica(const std::vector<RequestSpec>& requests, int replicas,
+                                           int replica, const RequestDefaults& d) {
+  MOETRON_CHECK(replicas > 0 && replica >= 0 && replica < replicas,
+                "replica " << replica << " of " << replicas << " does not exist");
+  std::vector<Sequence> mine;
+  for (size_t i = static_cast<size_t>(replica); i < requests.size(); i += static_cast<size_t>(replicas)) {
+    const RequestSpec& r = requests[i];
+    Sequence s;
+    s.index = static_cast<int64_t>(i);
+    s.prompt = r.prompt_tokens;
+    s.max_new_tokens = r.max_new_tokens;
+    s.ignore_eos = r.ignore_eos.value_or(d.ignore_eos);
+    s.sampling.temperature = r.temperature.value_or(d.sampling.temperature);
+    s.sampling.top_k = r.top_k.value_or(d.sampling.top_k);
+    s.sampling.top_p = r.top_p.value_or(d.sampling.top_p);
+    s.sampling.seed = r.seed.value_or(d.sampling.seed + i);
+    mine.push_back(std::move(s));
+  }
+  return mine;
+}
+
+// Device memory for one step's temporaries (CudaOps reserves it once): the largest layer's
+// scratch for max_tokens tokens (attention, router, the permuted expert rows and their
+// intermediate activations, the shared expert) plus the logits of max_seqs rows, with slack.
+// With several replicas, a decode step's fixed-capacity expert dispatch of max_seqs tokens
+// (ModelForward::dispatch_capacity) sends, receives and runs experts on padded entries too.
+size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& plan,
+                        int64_t max_tokens, int64_t max_seqs) {
+  const int64_t hd = c.head_dim, k = std::max<int64_t>(c.top_k, 1);
+  const int64_t q = s.q_head_count * hd, kv = s.kv_head_count * hd;
+  const int64_t per_token_elems =
+      4 * c.hidden_size + 3 * q + 3 * kv + c.num_experts + 4 * k +
+      k * (2 * c.hidden_size + 3 * std::max(s.expert_col_count, int64_t{1})) +
+      3 * std::max(s.shared_col_count, s.mlp_col_count) + c.hidden_size;
+  const int64_t logits_bytes = max_seqs * (c.hidden_size * 4 + s.vocab_count * 10 + c.vocab_size * 4);
+  int64_t dispatch_bytes = 0;
+  if (plan.dp > 1) {
+    const int64_t entries = static_cast<int64_t>(plan.tp) * plan.dp * ((max_seqs + plan.tp - 1) / plan.tp) *
+                            std::min<int64_t>(k, c.num_experts / plan.ep);
+    // send, received, expert output and returned rows, the permuted copies, ids and weights
+    dispatch_bytes = entries * ((6 * c.hidden_size + 2 * std::max(s.expert_col_count, int64_t{1})) * 2 + 32);
+  }
+  const double bytes =
+      static_cast<double>(max_tokens * per_token_elems * 2 + logits_bytes + dispatch_bytes) * 1.25;
+  return static_cast<size_t>(bytes) + (64u << 20);
+}
+
+RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>& requests,
+                       const RunSettings& settings, const DeviceBinding& binding, MPI_Comm world)
+    : config_(config), requests_(requests), settings_(settings) {
+  const Plan& plan = settings_.plan;
+  groups_ = build_groups(plan, config_, world);
+  const ShardSpec& shard = groups_.layout.shard;
+
+  int64_t longest_prompt = 0;
+  for (const RequestSpec& r : requests_)
+    longest_prompt = std::max<int64_t>(longest_prompt, static_cast<int64_t>(r.prompt_tokens.size()));
+  // A step holds at most --max-batch-tokens tokens, or one prompt longer than that alone.
+  max_step_tokens_ = std::max<int64_t>(settings_.max_batch_tokens, longest_prompt);
+  ops_ = binding.make_ops(step_arena_bytes(config_, shard, plan, max_step_tokens_, settings_.max_batch));
+  binding.bind_transports(groups_, *ops_);
+
+  {
+    std::unique_ptr<WeightSource> source = settings_.dummy_weights
+                                               ? make_random_source(settings_.weights_seed, DType::BF16)
+                                               : open_checkpoint_source(settings_.model_dir);
+    weights_ = load_weights(*source, config_, shard, *ops_);
+  }
+  LOG_INFO("weights loaded: " << weights_.bytes / 1e6 << " MB on rank 0");
+
+  set_up_kv_cache();
+
+  forward_context_.config = &config_;
+  forward_context_.ops = ops_.get();
+  forward_context_.shard = &groups_.layout.shard;
+  forward_context_.weights = &weights_;
+  forward_context_.tp = groups_.tp.get();
+  forward_context_.stage = plan.dp > 1 ? groups_.stage.get() : nullptr;
+  forward_context_.expert_set_size = config_.num_experts / plan.ep;
+  forward_context_.expert_shards = plan.expert_shards();
+  forward_context_.count_experts = groups_.coords.tp == 0;
+  forward_context_.max_tokens = max_step_tokens_;
+  // One block more than the scheduler hands out: the scratch block that padded rows of a
+  // recorded decode step write into.
+  forward_ = std::make_unique<ModelForward>(forward_context_, kv_blocks_ + 1, settings_.block_size);
+  LOG_INFO("KV cache: " << kv_blocks_ * settings_.block_size << " tokens per replica ("
+                        << forward_->kv_cache_bytes() / 1e6 << " MB on rank 0)");
+
+  mine_ = requests_for_replica(requests_, plan.dp, groups_.coords.dp, settings_.defaults);
+  set_up_graphs();
+}
+
+RunSession::~RunSession() = default;
+
+// Blocks per replica. Every rank of a replica holds its layers' and heads' share of the same
+// block ids, so all must agree on the count: the minimum over the world.
+void RunSession::set_up_kv_cache() {
+  KvSizing sizing;
+  sizing.requested_tokens = settings_.kv_cache_tokens;
+  sizing.free_bytes = settings_.kv_cache_tokens > 0 ? -1 : ops_->free_memory_bytes();
+  sizing.memory_fraction = settings_.gpu_memory_fraction;
+  sizing.bytes_per_token = kv_bytes_per_token(static_cast<int64_t>(weights_.layers.size()),
+                                              groups_.layout.shard.kv_head_count, config_.head_dim,
+                                              ops_->activation_dtype());
+  sizing.block_size = settings_.block_size;
+  std::vector<int64_t> agreed = {-kv_cache_tokens(sizing, requests_)};
+  groups_.world->allreduce_host(agreed, /*max_instead_of_sum=*/true);
+  const int64_t kv_tokens = -agreed[0];
+  kv_blocks_ = kv_tokens / settings_.block_size;
+  MOETRON_CHECK(kv_blocks_ > 0, "no memory left for the KV cache (" << kv_tokens << " tokens)");
+}
+
+void RunSession::set_up_graphs() {
+  const Plan& plan = settings_.plan;
+  const auto transport = [](const Communicator* c) { return c ? c->transport() : std::string(); };
+  std::string why_not;
+  if (!can_record_decode(settings_.no_graphs, ops_->can_record(), plan.pp, transport(forward_context_.tp),
+                         transport(forward_context_.stage), &why_not)) {
+    if (ops_->device() == Device::Cuda) LOG_INFO("decode steps run eagerly (" << why_not << ")");
+    return;
+  }
+  // Replicas record the same buckets: the largest batch and the longest sequence of any.
+  std::vector<int64_t> bounds = {static_cast<int64_t>(mine_.size()), 0};
+  for (const Sequence& s : mine_) bounds[1] = std::max(bounds[1], s.total_tokens());
+  groups_.world->allreduce_host(bounds, /*max_instead_of_sum=*/true);
+  const int64_t block = settings_.block_size;
+  const int64_t max_blocks = std::max<int64_t>((bounds[1] + block - 1) / block, 1);
+  const int64_t max_batch = std::min<int64_t>(settings_.max_batch, std::max<int64_t>(bounds[0], 1));
+  graphs_ = std::make_unique<DecodeGraphs>(*ops_, *forward_, max_batch, max_blocks, block,
+                                           static_cast<int32_t>(kv_blocks_), /*replicas_meet=*/plan.dp > 1);
+  graphs_->capture();
+}
+
+RunOutcome RunSession::run() {
+  const Plan& plan = settings_.plan;
+  EngineGroups eg;
+  eg.world = groups_.world.get();
+  eg.tp = groups_.tp.get();
+  eg.replica = groups_.replica.get();
+  eg.pipeline = groups_.pipeline.get();
+  eg.pp_rank = groups_.coords.pp;
+  eg.pp_size = plan.pp;
+  eg.dp_rank = groups_.coords.dp;
+  eg.dp_size = plan.dp;
+  eg.tp_rank = groups_.coords.tp;
+  eg.replica_root = (plan.pp - 1) * plan.tp;
+  for (int d = 0; d < plan.dp; ++d) eg.reporters.push_back(rank_of(plan, {plan.pp - 1, d, 0}));
+
+  EngineOptions eo;
+  eo.limits.block_size = settings_.block_size;
+  eo.limits.max_batch_seqs = settings_.max_batch;
+  eo.limits.max_batch_tokens = settings_.max_batch_tokens;
+  eo.kv_blocks = kv_blocks_;
+  eo.save_logits = settings_.save_logits;
+  eo.observer = settings_.observer;
+
+  RunOutcome out;
+  Engine engine(config_, *ops_, *forward_, eg, eo, graphs_.get());
+  out.report = engine.run(mine_);
+  out.expert_tokens = gather_expert_tokens(groups_, *forward_, groups_.layout.shard, config_,
+                                           forward_context_.count_experts);
+  out.traffic = gather_traffic(groups_, plan.world_size());
+  out.finished = gather_sequences(*groups_.world, eg.reporters, mine_);
+  out.device = ops_->name();
+  return out;
+}
+
+}  // namespace moetron

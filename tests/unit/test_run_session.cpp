@@ -1,0 +1,93 @@
+// The policies RunSession applies: KV-cache sizing, whether decode steps are recorded, and which
+// replica serves which request.
+#include <gtest/gtest.h>
+
+#include "moetron/core/error.hpp"
+#include "moetron/engine/run_session.hpp"
+
+namespace moetron {
+namespace {
+
+RequestSpec request(int prompt_tokens, int64_t max_new) {
+  RequestSpec r;
+  r.prompt_tokens.assign(static_cast<size_t>(prompt_tokens), 1);
+  r.max_new_tokens = max_new;
+  return r;
+}
+
+TEST(KvCacheSizing, BytesPerTokenCountKAndVOfEveryLayerAndHead) {
+  EXPECT_EQ(kv_bytes_per_token(4, 2, 64, DType::BF16), 4 * 2 * 2 * 64 * 2);
+  EXPECT_EQ(kv_bytes_per_token(3, 1, 8, DType::F32), 3 * 2 * 1 * 8 * 4);
+}
+
+TEST(KvCacheSizing, AnExplicitSizeWins) {
+  KvSizing s;
+  s.requested_tokens = 1234;
+  s.free_bytes = 1 << 30;
+  s.bytes_per_token = 100;
+  EXPECT_EQ(kv_cache_tokens(s, {request(10, 5)}), 1234);
+}
+
+TEST(KvCacheSizing, KnownFreeMemoryGivesItsFraction) {
+  KvSizing s;
+  s.free_bytes = 1000000;
+  s.memory_fraction = 0.5;
+  s.bytes_per_token = 1000;
+  EXPECT_EQ(kv_cache_tokens(s, {request(10, 5)}), 500);
+  s.bytes_per_token = 0;  // a shard without layers needs no cache
+  EXPECT_EQ(kv_cache_tokens(s, {}), 0);
+}
+
+TEST(KvCacheSizing, UnknownMemoryHoldsEveryRequestAtFullLengthPlusABlock) {
+  KvSizing s;
+  s.free_bytes = -1;
+  s.block_size = 16;
+  EXPECT_EQ(kv_cache_tokens(s, {request(10, 5), request(3, 20)}), (10 + 5 + 16) + (3 + 20 + 16));
+}
+
+TEST(DecodeRecording, RecordsOnlyWhereNothingWaitsForTheHost) {
+  std::string why;
+  EXPECT_TRUE(can_record_decode(false, true, 1, "self", "", &why));
+  EXPECT_EQ(why, "");
+  EXPECT_TRUE(can_record_decode(false, true, 1, "nccl", "nccl", &why));
+  EXPECT_FALSE(can_record_decode(true, true, 1, "self", "", &why));
+  EXPECT_EQ(why, "--no-graphs");
+  EXPECT_FALSE(can_record_decode(false, false, 1, "self", "", &why));
+  EXPECT_EQ(why, "the backend cannot record");
+  EXPECT_FALSE(can_record_decode(false, true, 2, "self", "", &why));
+  EXPECT_NE(why.find("pipeline"), std::string::npos);
+  EXPECT_FALSE(can_record_decode(false, true, 1, "mpi", "", &why));
+  EXPECT_NE(why.find("tp group's mpi"), std::string::npos) << why;
+  EXPECT_FALSE(can_record_decode(false, true, 1, "nccl", "mpi", &why));
+  EXPECT_NE(why.find("dispatch's mpi"), std::string::npos) << why;
+}
+
+TEST(RequestAssignment, EveryDpThRequestInFileOrderWithDefaultsFilledIn) {
+  std::vector<RequestSpec> specs;
+  for (int i = 0; i < 5; ++i) specs.push_back(request(i + 1, 4));
+  specs[3].temperature = 0.7f;
+  specs[3].seed = 99;
+  specs[3].ignore_eos = true;
+  RequestDefaults d;
+  d.sampling.temperature = 0.0f;
+  d.sampling.top_k = 5;
+  d.sampling.top_p = 0.9f;
+  d.sampling.seed = 1000;
+  const std::vector<Sequence> second = requests_for_replica(specs, 2, 1, d);
+  ASSERT_EQ(second.size(), 2u);
+  EXPECT_EQ(second[0].index, 1);
+  EXPECT_EQ(second[0].prompt.size(), 2u);
+  EXPECT_EQ(second[0].sampling.seed, 1001u);  // seed + file index
+  EXPECT_EQ(second[0].sampling.top_k, 5);
+  EXPECT_FALSE(second[0].ignore_eos);
+  EXPECT_EQ(second[1].index, 3);
+  EXPECT_FLOAT_EQ(second[1].sampling.temperature, 0.7f);
+  EXPECT_EQ(second[1].sampling.seed, 99u);
+  EXPECT_TRUE(second[1].ignore_eos);
+  EXPECT_EQ(requests_for_replica(specs, 2, 0, d).size(), 3u);
+  EXPECT_EQ(requests_for_replica(specs, 1, 0, d).size(), 5u);
+  EXPECT_THROW(requests_for_replica(specs, 2, 2, d), Error);
+}
+
+}  // namespace
+}  // namespace moetron
