@@ -24,7 +24,7 @@
 # Exits non-zero when any section fails.
 set -uo pipefail
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 fail() { echo "gpu_check.sh: $*" >&2; exit 2; }
 
 src=$(cd "$(dirname "$0")/.." && pwd)

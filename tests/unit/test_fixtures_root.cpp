@@ -45,7 +45,11 @@ class FixturesRoot : public ::testing::Test {
     fs::current_path(old_cwd_);
     fs::remove_all(dir_);
     fixtures_option().clear();
-    if (had_env_) setenv("MOETRON_FIXTURES", old_env_.c_str(), 1);
+    if (had_env_) {
+      setenv("MOETRON_FIXTURES", old_env_.c_str(), 1);
+    } else {
+      unsetenv("MOETRON_FIXTURES");
+    }
   }
   fs::path old_cwd_, dir_;
   std::string old_env_;
