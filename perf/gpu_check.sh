@@ -21,7 +21,9 @@
 # Everything is written under $OUT/gpu_check/ (OUT defaults to ./gpu-check-out), then packed
 # into $OUT/gpu_check.tar.gz, because the lent machines return only a few files; the summary
 # (one line per section with its exit status) is also printed and kept as $OUT/summary.txt.
-# Exits non-zero when any section fails.
+# Exits non-zero when any section fails. On a lent machine, where one command may run 10
+# minutes, give `bench` a call of its own (e.g. `perf/gpu_check.sh build-carry tests kernels
+# sanitize sampling`, then `perf/gpu_check.sh build-carry bench`; OUT differs per call there).
 set -uo pipefail
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
