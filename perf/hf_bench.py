@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Hugging Face transformers' decode and prefill rates for a model shape, for comparison with
-Moetron in the same run (perf/run_bench.sh).
+Moetron in the same run (perf/bench.py runs it).
 
 The model is the checkpoint's config.json with random bf16 weights made on the GPU (both engines
 read the same shape; for checkpoints on disk pass --weights to load them). Decode rate follows

@@ -75,7 +75,7 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
     r.token_times_s = s.token_times_s;
     r.ttft_s = s.token_times_s.empty() ? 0 : s.token_times_s.front();
     r.e2e_s = s.token_times_s.empty() ? 0 : s.token_times_s.back();
-    r.finish_reason = s.finish_reason == "eos" ? FinishReason::Eos : FinishReason::Length;
+    r.finish_reason = s.finish_reason;
     r.preemptions = static_cast<int32_t>(s.preemptions);
     r.logits = s.logits;
     results.requests.push_back(std::move(r));

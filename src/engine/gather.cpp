@@ -33,7 +33,7 @@ Packed pack(const std::vector<Sequence>& seqs) {
   Packed p;
   for (const Sequence& s : seqs) {
     p.header.insert(p.header.end(), {s.index, static_cast<int64_t>(s.output.size()),
-                                     s.finish_reason == "eos" ? 1 : 0,
+                                     static_cast<int64_t>(s.finish_reason),
                                      static_cast<int64_t>(s.logits.size()), s.preemptions});
     p.tokens.insert(p.tokens.end(), s.output.begin(), s.output.end());
     p.times.insert(p.times.end(), s.token_times_s.begin(), s.token_times_s.end());
@@ -50,7 +50,7 @@ void unpack(const Packed& p, std::vector<Sequence>& out) {
     s.index = p.header[i];
     const size_t n = static_cast<size_t>(p.header[i + 1]);
     const size_t nl = static_cast<size_t>(p.header[i + 3]);
-    s.finish_reason = p.header[i + 2] ? "eos" : "length";
+    s.finish_reason = static_cast<FinishReason>(p.header[i + 2]);
     s.preemptions = p.header[i + 4];
     s.output.assign(p.tokens.begin() + tok, p.tokens.begin() + tok + n);
     s.token_times_s.assign(p.times.begin() + tok, p.times.begin() + tok + n);

@@ -122,7 +122,7 @@ void Scheduler::complete_step(const std::vector<ScheduledSeq>& step,
     const bool eos = !s.ignore_eos &&
                      std::find(eos_ids.begin(), eos_ids.end(), tokens[i]) != eos_ids.end();
     if (eos || static_cast<int64_t>(s.output.size()) >= s.max_new_tokens) {
-      s.finish_reason = eos ? "eos" : "length";
+      s.finish_reason = eos ? FinishReason::Eos : FinishReason::Length;
       s.state = Sequence::State::Finished;
       pool_.give_back(s.blocks);
       running_.erase(std::find(running_.begin(), running_.end(), &s));

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 
 #include "moetron/core/error.hpp"
@@ -19,20 +18,7 @@ std::string parent_directory(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
-std::string temp_name(const std::string& path, const char* kind) {
-  return path + "." + kind + "." + std::to_string(getpid());
-}
-
-// Pushes a written file's data to the storage device, so the rename that follows never
-// publishes a file whose contents a crash could still lose.
-void sync_to_disk(const std::string& file) {
-  int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  MOETRON_CHECK(fd >= 0, file << ": cannot reopen to sync: " << std::strerror(errno));
-  int rc = fsync(fd);
-  int fsync_errno = errno;
-  close(fd);
-  MOETRON_CHECK(rc == 0, file << ": cannot sync to disk: " << std::strerror(fsync_errno));
-}
+std::string probe_name(const std::string& path) { return path + ".probe." + std::to_string(getpid()); }
 
 }  // namespace
 
@@ -47,27 +33,13 @@ void check_output_writable(const std::string& path) {
   MOETRON_CHECK(!(stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)),
                 path << ": output path is a directory, not a file");
 
-  std::string probe = temp_name(path, "probe");
+  std::string probe = probe_name(path);
   int fd = open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   MOETRON_CHECK(fd >= 0, path << ": cannot create files in directory " << dir << ": "
                               << std::strerror(errno));
   close(fd);
   MOETRON_CHECK(unlink(probe.c_str()) == 0,
                 probe << ": cannot remove probe file: " << std::strerror(errno));
-}
-
-void write_atomically(const std::string& path,
-                      const std::function<void(const std::string&)>& write) {
-  std::string tmp = temp_name(path, "tmp");
-  try {
-    write(tmp);
-    sync_to_disk(tmp);
-    MOETRON_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0,
-                  "cannot rename " << tmp << " to " << path << ": " << std::strerror(errno));
-  } catch (const std::exception& e) {
-    std::remove(tmp.c_str());  // may not exist yet; nothing else to do if removal fails
-    MOETRON_FAIL("cannot write " << path << ": " << e.what());
-  }
 }
 
 }  // namespace moetron

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "moetron/core/atomic_file.hpp"
 #include "moetron/core/error.hpp"
 
 namespace moetron {
@@ -300,56 +301,6 @@ uint64_t Checkpoint::data_bytes() const {
 uint64_t TensorSource::nbytes() const { return byte_size(dtype, shape, "tensor '" + name + "'"); }
 
 namespace {
-
-// Writes to `path.tmp.<pid>`; commit() makes it durable and renames it over `path`. Destroyed
-// without commit (an error on the way), it removes the temp file, so `path` is whole or absent.
-class AtomicFileWriter {
- public:
-  explicit AtomicFileWriter(std::string path) : path_(std::move(path)) {
-    tmp_ = path_ + ".tmp." + std::to_string(getpid());
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    MOETRON_CHECK(fd_ >= 0, tmp_ << ": cannot create: " << errno_text());
-  }
-  ~AtomicFileWriter() {
-    if (fd_ >= 0) close(fd_);
-    if (!committed_) unlink(tmp_.c_str());
-  }
-  AtomicFileWriter(const AtomicFileWriter&) = delete;
-  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
-
-  void write(const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      ssize_t w = ::write(fd_, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      MOETRON_CHECK(w > 0, tmp_ << ": write failed: " << errno_text());
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-  }
-
-  void commit() {
-    MOETRON_CHECK(fsync(fd_) == 0, tmp_ << ": fsync failed: " << errno_text());
-    int rc = close(fd_);
-    fd_ = -1;
-    MOETRON_CHECK(rc == 0, tmp_ << ": close failed: " << errno_text());
-    MOETRON_CHECK(std::rename(tmp_.c_str(), path_.c_str()) == 0,
-                  "cannot rename " << tmp_ << " to " << path_ << ": " << errno_text());
-    committed_ = true;
-    // The rename is durable only once the directory entry is.
-    std::string dir = fs::path(path_).parent_path().string();
-    int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    MOETRON_CHECK(dfd >= 0, dir << ": cannot open directory to fsync: " << errno_text());
-    rc = fsync(dfd);
-    close(dfd);
-    MOETRON_CHECK(rc == 0, dir << ": fsync of directory failed: " << errno_text());
-  }
-
- private:
-  std::string path_, tmp_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
 
 constexpr size_t kChunkBytes = 8u << 20;
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # jobs/moetron-1node.sbatch under a real Slurm: starts munged, slurmctld and slurmd for this
-# one host (private sockets, ports and state under a temp dir), submits the job with 2 tasks
-# on the CPU backend and the fixture tests/fixtures/olmoe, and checks its HDF5 output. Needs
+# one host (private sockets, ports and state under a temp dir), submits the job with 2 tasks,
+# no GPUs (--gpus-per-node=0), the CPU backend and the fixture tests/fixtures/olmoe, and checks
+# its HDF5 output, named after the job id; then checks that a cuda job without GPUs is refused. Needs
 # root (it installs slurm-wlm and munge when missing and runs the daemons); else skips (77).
 set -euo pipefail
 
@@ -109,19 +110,34 @@ fi
 
 printf '%s\n' '{"prompt_tokens": [1, 5, 9, 3], "max_new_tokens": 4}' \
               '{"prompt_tokens": [7, 2], "max_new_tokens": 3}' > "$work/prompts.jsonl"
-out=$work/results/out.h5
 cd "$src"
-# sbatch --wait exits with the job's status; any failure is this test's failure (never 77).
-if ! MOETRON_BIN=$MOETRON MODEL=$src/tests/fixtures/olmoe PROMPTS=$work/prompts.jsonl OUT=$out \
-     PLAN=auto BACKEND=cpu SRUN_MPI=$srun_mpi MOETRON_JOBS_DIR=$src/jobs \
-     sbatch --wait --ntasks=2 --ntasks-per-node=2 --output="$work/job-%j.out" \
-     --chdir="$work" jobs/moetron-1node.sbatch; then
+# The same script the GPU clusters run; --gpus-per-node=0 on the command line overrides its
+# #SBATCH GPU request (this node has none). MODEL, PROMPTS and PLAN go as the script's arguments;
+# the results file must be named after the job id. sbatch --wait exits with the job's status;
+# any failure is this test's failure (never 77).
+if ! jobid=$(MOETRON_BIN=$MOETRON RESULTS_DIR=$work/results BACKEND=cpu SRUN_MPI=$srun_mpi \
+     MOETRON_JOBS_DIR=$src/jobs \
+     sbatch --parsable --wait --gpus-per-node=0 --ntasks=2 --ntasks-per-node=2 \
+     --output="$work/job-%j.out" --chdir="$work" jobs/moetron-1node.sbatch \
+     "$src/tests/fixtures/olmoe" "$work/prompts.jsonl" auto); then
   say "the job failed"
   exit 1
 fi
+jobid=${jobid%%;*}
 
 cat "$work"/job-*.out
-[ -f "$out" ] || { say "the job wrote no $out"; exit 1; }
+out=$work/results/moetron-$jobid.h5
+[ -f "$out" ] || { say "job $jobid wrote no $out"; ls -R "$work/results" || true; exit 1; }
 h5dump -H -d /requests/output_tokens "$out" >/dev/null ||
   { say "$out has no /requests/output_tokens"; exit 1; }
-say "ok: 2-task job on the CPU backend wrote $out with /requests/output_tokens"
+say "ok: 2-task job $jobid on the CPU backend wrote $out with /requests/output_tokens"
+
+# The CUDA backend (the default) in a job that holds no GPUs is refused before any rank starts.
+if MOETRON_BIN=$MOETRON MOETRON_JOBS_DIR=$src/jobs sbatch --wait --gpus-per-node=0 --ntasks=1 \
+     --ntasks-per-node=1 --output="$work/nogpu-%j.out" --chdir="$work" jobs/moetron-1node.sbatch \
+     "$src/tests/fixtures/olmoe" "$work/prompts.jsonl" >/dev/null; then
+  say "a cuda job without GPUs was not refused"; exit 1
+fi
+grep -q "BACKEND=cuda but the job holds no GPUs" "$work"/nogpu-*.out ||
+  { say "the cuda job without GPUs failed without saying why:"; cat "$work"/nogpu-*.out; exit 1; }
+say "ok: a cuda job without GPUs is refused with its reason"

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bf16_emulation.hpp"
+#include "fixtures_root.hpp"
 #include "moetron/comm/communicator.hpp"
 #include "moetron/engine/scheduler.hpp"
 #include "moetron/model/forward.hpp"
@@ -29,7 +30,7 @@ struct HfFixture {
 
   static HfFixture load(const std::string& family) {
     HfFixture f;
-    f.dir = std::string(MOETRON_SOURCE_DIR) + "/tests/fixtures/" + family;
+    f.dir = fixture_dir(family);
     f.config = load_model_config(f.dir + "/config.json");
     std::ifstream in(f.dir + "/reference.json");
     const nlohmann::json j = nlohmann::json::parse(in);

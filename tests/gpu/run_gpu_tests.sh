@@ -9,7 +9,7 @@ build=${1:-$src/build}
 export MOETRON=$build/moetron MOETRON_SOURCE_DIR=$src COMPARE_RESULTS=$build/tests/compare_results
 export MPIEXEC=${MPIEXEC:-mpiexec}
 status=0
-"$build/tests/moetron_gpu_tests" || status=1
+"$build/tests/moetron_gpu_tests" --fixtures "$src/tests/fixtures" || status=1
 for t in "$src"/tests/cli/gpu_*.sh; do
   echo "== $(basename "$t")"
   bash "$t" || status=1

@@ -8,15 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "../common/fixtures_root.hpp"
 #include "error_of.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/model/safetensors.hpp"
 
 namespace moetron::testing {
 
-inline std::string fixture_dir(const std::string& family) {
-  return std::string(MOETRON_SOURCE_DIR) + "/tests/fixtures/" + family;
-}
+inline std::string fixture_dir(const std::string& family) { return test::fixture_dir(family); }
 
 // A copy of a tensor's bytes, for comparing tensors of two files.
 inline std::vector<uint8_t> bytes_of(const TensorView& v) {

@@ -138,7 +138,9 @@ TEST(PlanCoords, RankAndCoordinatesRoundTripWithTensorRanksAdjacent) {
         Coords c = coords_of(p, r);
         EXPECT_EQ(rank_of(p, c), r) << p.to_string();
         EXPECT_EQ(r, (c.pp * p.dp + c.dp) * p.tp + c.tp) << p.to_string();
-        if (c.tp > 0) EXPECT_EQ(coords_of(p, r - 1).tp, c.tp - 1) << p.to_string();
+        if (c.tp > 0) {
+          EXPECT_EQ(coords_of(p, r - 1).tp, c.tp - 1) << p.to_string();
+        }
       }
     }
   }

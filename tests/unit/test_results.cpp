@@ -24,11 +24,6 @@ namespace {
 
 using test::error_of;
 
-bool file_exists(const std::string& path) {
-  struct stat st {};
-  return stat(path.c_str(), &st) == 0;
-}
-
 // A fresh, empty directory per test, removed (with whatever is left in it) afterwards.
 class ResultsTest : public ::testing::Test {
  protected:

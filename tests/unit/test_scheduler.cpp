@@ -57,7 +57,7 @@ TEST(Scheduler, RequestsWaitForCacheAndRunFirstComeFirstServed) {
   const auto sizes = drive(sched);
   for (const Sequence& s : seqs) {
     EXPECT_EQ(s.output.size(), 4u);
-    EXPECT_EQ(s.finish_reason, "length");
+    EXPECT_EQ(s.finish_reason, FinishReason::Length);
     EXPECT_TRUE(s.blocks.empty());
   }
   // The third request ran only after the first two finished.
@@ -132,9 +132,9 @@ TEST(Scheduler, StopsAtEosUnlessIgnored) {
   Scheduler sched({&seqs[0], &seqs[1]}, 16, SchedulerLimits{});
   drive(sched, /*eos=*/{5});
   EXPECT_EQ(seqs[0].output.size(), 1u);
-  EXPECT_EQ(seqs[0].finish_reason, "eos");
+  EXPECT_EQ(seqs[0].finish_reason, FinishReason::Eos);
   EXPECT_EQ(seqs[1].output.size(), 8u);
-  EXPECT_EQ(seqs[1].finish_reason, "length");
+  EXPECT_EQ(seqs[1].finish_reason, FinishReason::Length);
 }
 
 TEST(Scheduler, RefusesARequestTheCacheCanNeverHold) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "moetron/backend/ops.hpp"
+#include "moetron/engine/finish_reason.hpp"
 
 namespace moetron {
 
@@ -34,7 +35,7 @@ struct Sequence {
   std::vector<int32_t> blocks;        // KV-cache blocks, in order
   int64_t cached_tokens = 0;          // tokens whose K/V are in the cache
   int64_t preemptions = 0;            // times its cache was freed for others (recomputed)
-  std::string finish_reason;
+  FinishReason finish_reason = FinishReason::Length;  // meaningful once Finished
 
   int64_t total_tokens() const { return static_cast<int64_t>(prompt.size()) + max_new_tokens; }
   // Tokens a (re)admission computes in one prefill: the prompt and what it has produced.

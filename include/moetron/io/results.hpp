@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "moetron/engine/finish_reason.hpp"
 #include "moetron/io/output_file.hpp"  // check_output_writable: call it before the run
 #include "moetron/version.hpp"
 
@@ -21,7 +22,6 @@ struct RunMetadata {
   std::map<std::string, std::string> extra;  // more string attributes; names must not clash
 };
 
-enum class FinishReason { Length, Eos };
 const char* finish_reason_name(FinishReason r);  // "length", "eos"
 
 struct RequestResult {

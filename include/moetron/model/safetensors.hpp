@@ -126,7 +126,8 @@ struct TensorSource {
 
 using SafetensorsMetadata = std::map<std::string, std::string>;
 
-// Writes one safetensors file atomically: `path.tmp.<pid>`, fsync, rename over `path`.
+// Writes one safetensors file atomically (moetron/core/atomic_file.hpp: temp file, fsync, rename
+// over `path`, fsync of the directory).
 // The data is streamed in chunks; peak memory is one chunk, whatever the file size.
 void write_safetensors(const std::string& path, const std::vector<TensorSource>& tensors,
                        const SafetensorsMetadata& metadata = {{"format", "pt"}});
@@ -139,7 +140,7 @@ std::vector<std::string> write_sharded_safetensors(const std::string& dir, const
                                                    uint64_t max_shard_bytes,
                                                    const SafetensorsMetadata& metadata = {{"format", "pt"}});
 
-// Writes a small text file atomically (temp file, fsync, rename), e.g. config.json.
+// Writes a small text file atomically (as write_safetensors), e.g. config.json.
 void write_text_file_atomically(const std::string& path, const std::string& text);
 
 }  // namespace moetron

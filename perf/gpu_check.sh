@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The GPU tests and benchmarks, in one command, on a GPU machine that has only binaries built
+# elsewhere (a "carried" build folder: moetron, tests/moetron_gpu_tests, tests/compare_results):
+#
+#   perf/gpu_check.sh BUILD_DIR [SECTION...]      (run from anywhere; default: every section
+#                                                  but `plans`, which needs two GPUs)
+#
+# Sections:
+#   tests     every gpu-labelled test: tests/gpu/run_gpu_tests.sh (kernels against the CPU
+#             reference, the model against the HF fixtures, CUDA graphs, tests/cli/gpu_*.sh)
+#   kernels   the kernel tests last written without a GPU (device sampler, dispatch packing),
+#             alone, and the model test against the HF fixtures (its per-step diagnostics)
+#   sanitize  compute-sanitizer on a small OLMoE-shaped model: memcheck of a sampled run,
+#             racecheck of an eager run, memcheck of 2 ranks sharing the GPU with dp=2, ep=2
+#   sampling  what sampling costs on the device: OLMoE-1B-7B shape (dummy weights), batch 64,
+#             greedy against temperature 0.8 / top-p 0.9, decode step medians
+#   bench     the benchmark table, perf/bench.py (models: BENCH_MODELS, default olmoe-1b-7b;
+#             further options: BENCH_ARGS, e.g. "--idle-batches 64 --no-eager")
+#   plans     two GPUs: tests/cli/gpu_plans.sh (TP2, EP2, PP2, DP2 over NCCL against one GPU)
+#
+# Everything is written under $OUT/gpu_check/ (OUT defaults to ./gpu-check-out), then packed
+# into $OUT/gpu_check.tar.gz, because the lent machines return only a few files; the summary
+# (one line per section with its exit status) is also printed and kept as $OUT/summary.txt.
+# Exits non-zero when any section fails. On a lent machine, where one command may run 10
+# minutes, give `bench` a call of its own (e.g. `perf/gpu_check.sh build-carry tests kernels
+# sanitize sampling`, then `perf/gpu_check.sh build-carry bench`; OUT differs per call there).
+set -uo pipefail
+
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
+fail() { echo "gpu_check.sh: $*" >&2; exit 2; }
+
+src=$(cd "$(dirname "$0")/.." && pwd)
+[ $# -ge 1 ] || { usage >&2; fail "missing BUILD_DIR (a folder holding moetron and tests/)"; }
+case "$1" in -h|--help) usage; exit 0 ;; esac
+build=$(cd "$1" 2>/dev/null && pwd) || fail "BUILD_DIR '$1' is not a folder"
+shift
+moetron=$build/moetron
+gpu_tests=$build/tests/moetron_gpu_tests
+[ -x "$moetron" ] || fail "BUILD_DIR '$build' has no executable moetron"
+[ -x "$gpu_tests" ] || fail "BUILD_DIR '$build' has no executable tests/moetron_gpu_tests"
+fixtures=$src/tests/fixtures
+
+all_sections=(tests kernels sanitize sampling bench plans)
+sections=("$@")
+[ ${#sections[@]} -gt 0 ] || sections=(tests kernels sanitize sampling bench)
+for s in "${sections[@]}"; do
+  [[ " ${all_sections[*]} " == *" $s "* ]] || fail "unknown section '$s' (known: ${all_sections[*]})"
+done
+
+out_root=${OUT:-$PWD/gpu-check-out}
+logs=$out_root/gpu_check
+mkdir -p "$logs" || fail "cannot create $logs"
+work=$(mktemp -d /tmp/gpu_check.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+export PATH=$build:$PATH
+
+# A small OLMoE-shaped model and prompts for the sanitizer runs (fast under the sanitizers).
+small_model() {
+  [ -f "$work/small/config.json" ] && return 0
+  "$moetron" model make --family olmoe --preset tiny --set hidden_size=512 \
+    --set num_attention_heads=8 --set num_key_value_heads=4 --set intermediate_size=256 \
+    --set vocab_size=1024 --out "$work/small" --seed 3 >/dev/null &&
+  python3 "$src/perf/make_prompts.py" "$work/small.jsonl" 6 20 6 1000
+}
+
+section_tests() {
+  bash "$src/tests/gpu/run_gpu_tests.sh" "$build"
+}
+
+section_kernels() {
+  local status=0
+  "$gpu_tests" --fixtures "$fixtures" --gtest_filter='CudaSampling*:*PackDispatch*' || status=1
+  "$gpu_tests" --fixtures "$fixtures" --gtest_filter='*GpuModel*' || status=1
+  return $status
+}
+
+section_sanitize() {
+  small_model || return 1
+  local status=0 run=("$moetron" run --model "$work/small" --prompts "$work/small.jsonl"
+                      --ignore-eos --kv-cache-tokens 2048 --log-level warn)
+  echo "== memcheck, sampled (the device sampler)"
+  timeout 150 compute-sanitizer --tool memcheck --leak-check no --error-exitcode 1 \
+    "${run[@]}" --out "$work/s1.h5" --temperature 0.8 --top-k 50 --top-p 0.9 || status=1
+  echo "== racecheck, eager"
+  timeout 150 compute-sanitizer --tool racecheck --error-exitcode 1 \
+    "${run[@]}" --out "$work/s2.h5" --no-graphs || status=1
+  echo "== memcheck, 2 ranks on one GPU, dp=2 (the dispatch packing)"
+  timeout 150 mpirun --allow-run-as-root --oversubscribe -np 2 \
+    compute-sanitizer --tool memcheck --leak-check no --error-exitcode 1 \
+    "${run[@]}" --out "$work/s3.h5" --plan dp=2,ep=2 || status=1
+  return $status
+}
+
+section_sampling() {
+  "$moetron" model make --family olmoe --preset olmoe-1b-7b --config-only \
+    --out "$work/olmoe" >/dev/null || return 1
+  python3 "$src/perf/make_prompts.py" "$work/p.jsonl" 64 512 64 50000 || return 1
+  local status=0 mode
+  for mode in "" "--temperature 0.8 --top-p 0.9"; do
+    echo "== decode, batch 64, ${mode:-greedy}"
+    # shellcheck disable=SC2086  # mode is a list of options
+    "$moetron" run --model "$work/olmoe" --load-format dummy --prompts "$work/p.jsonl" \
+      --out "$work/o.h5" --ignore-eos $mode || status=1
+  done
+  return $status
+}
+
+section_bench() {
+  # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
+  timeout 540 python3 "$src/perf/bench.py" --moetron "$moetron" \
+    --models "${BENCH_MODELS:-olmoe-1b-7b}" ${BENCH_ARGS:-} --out "$logs/bench"
+}
+
+section_plans() {
+  # NVLink multicast (NVLS) stays off: the lent multi-GPU machines do not support it.
+  NCCL_NVLS_ENABLE=0 MOETRON=$moetron MOETRON_SOURCE_DIR=$src \
+    COMPARE_RESULTS=$build/tests/compare_results MPIEXEC=${MPIEXEC:-mpiexec} \
+    bash "$src/tests/cli/gpu_plans.sh"
+}
+
+status=0
+: > "$logs/summary.txt"
+for s in "${sections[@]}"; do
+  echo "== section $s (log: gpu_check/$s.log)"
+  start=$(date +%s)
+  "section_$s" > "$logs/$s.log" 2>&1
+  rc=$?
+  line="$s: exit $rc, $(( $(date +%s) - start )) s"
+  echo "$line" | tee -a "$logs/summary.txt"
+  # The lines that say how it went, so the console shows the outcome without the log.
+  grep -E '^\[  (PASSED|FAILED|SKIPPED)|ERROR SUMMARY|RACECHECK SUMMARY|decode step median|done:|FAIL|ok:' \
+    "$logs/$s.log" | head -n 20
+  [ "$rc" = 0 ] || status=1
+done
+
+cp "$logs/summary.txt" "$out_root/summary.txt"
+tar -czf "$out_root/gpu_check.tar.gz" -C "$out_root" gpu_check && rm -rf "$logs"
+echo "gpu_check.sh: logs in $out_root/gpu_check.tar.gz"
+exit $status
