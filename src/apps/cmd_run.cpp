@@ -115,6 +115,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     const RequestSpec& r = specs[i];
     Sequence s;
     s.index = static_cast<int64_t>(i);
+    s.id = r.id;
     s.prompt = r.prompt_tokens;
     s.max_new_tokens = r.max_new_tokens;
     s.ignore_eos = r.ignore_eos.value_or(o.ignore_eos);

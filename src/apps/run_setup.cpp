@@ -93,6 +93,7 @@ ShardSpec shard_from_layout(const ShardLayout& l, const ModelConfig& c, const Pl
   s.expert_col_count = l.expert_columns.size();
   s.vocab_begin = l.vocab.begin;
   s.vocab_count = l.vocab.size();
+  s.vocab_rows = l.vocab_rows;
   s.first_stage = l.first_stage;
   s.last_stage = l.last_stage;
   s.holds_o_bias = l.coords.tp == 0;
@@ -112,7 +113,9 @@ size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& pl
       4 * c.hidden_size + 3 * q + 3 * kv + c.num_experts + 4 * k +
       k * (2 * c.hidden_size + 3 * std::max(s.expert_col_count, int64_t{1})) +
       3 * std::max(s.shared_col_count, s.mlp_col_count) + c.hidden_size;
-  const int64_t logits_bytes = max_seqs * (c.hidden_size * 4 + s.vocab_count * 10 + c.vocab_size * 4);
+  // Per row: the hidden state, the LM head's bf16 and f32 slices, their tp-way gather, the row.
+  const int64_t logits_bytes =
+      max_seqs * (c.hidden_size * 4 + s.vocab_rows * 6 + (plan.tp * s.vocab_rows + c.vocab_size) * 4);
   int64_t dispatch_bytes = 0;
   if (plan.dp > 1) {
     const int64_t entries = static_cast<int64_t>(plan.tp) * plan.dp * ((max_seqs + plan.tp - 1) / plan.tp) *

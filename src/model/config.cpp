@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moetron/core/error.hpp"
+#include "moetron/core/log.hpp"
 
 namespace moetron {
 
@@ -158,15 +159,22 @@ std::vector<int64_t> parse_eos(const ConfigFields& f) {
 }
 
 // Qwen: layer i is MoE iff not listed in mlp_only_layers and (i + 1) % decoder_sparse_step == 0.
-std::vector<bool> parse_moe_layers(const ConfigFields& f, Family family, int64_t layers, int64_t experts) {
+// transformers only asks whether a layer is listed, so a listed layer the model does not have is
+// ignored there and here (with a warning).
+std::vector<bool> parse_moe_layers(const ConfigFields& f, Family family, int64_t layers, int64_t experts,
+                                   std::vector<std::string>& warnings) {
   std::vector<bool> moe(static_cast<size_t>(std::max<int64_t>(layers, 0)), true);
   if (!is_qwen(family)) return moe;
   int64_t step = f.integer_or("decoder_sparse_step", 1);
   MOETRON_CHECK(step >= 1, f.path() << ": field 'decoder_sparse_step' must be >= 1, got " << step);
   std::set<int64_t> dense;
   for (int64_t i : f.integer_list_or_empty("mlp_only_layers")) {
-    MOETRON_CHECK(i >= 0 && i < layers, f.path() << ": field 'mlp_only_layers' lists layer " << i
-                                                 << ", outside [0, " << layers << ")");
+    if (i < 0 || i >= layers) {
+      std::ostringstream os;
+      os << f.path() << ": field 'mlp_only_layers' lists layer " << i << ", outside [0, " << layers
+         << "): ignored, as transformers does";
+      warnings.push_back(os.str());
+    }
     dense.insert(i);
   }
   for (int64_t i = 0; i < layers; ++i) moe[i] = !dense.count(i) && experts > 0 && (i + 1) % step == 0;
@@ -204,7 +212,20 @@ void parse_mlp_options(const ConfigFields& f, ModelConfig& c) {
     c.shared_expert_intermediate_size = f.integer("shared_expert_intermediate_size");
     c.shared_expert_gate = c.shared_expert_intermediate_size > 0;
   }
-  c.layer_is_moe = parse_moe_layers(f, c.family, c.num_layers, c.num_experts);
+  c.layer_is_moe = parse_moe_layers(f, c.family, c.num_layers, c.num_experts, c.warnings);
+}
+
+// transformers loads and runs a model whose EOS ids lie outside its vocabulary (tiny test
+// checkpoints keep their family's real EOS with a small vocabulary): such an EOS can never be
+// sampled, so generation simply runs to max_new_tokens.
+void warn_eos_outside_vocabulary(const std::string& path, ModelConfig& c) {
+  for (int64_t t : c.eos_token_ids) {
+    if (t >= 0 && t < c.vocab_size) continue;
+    std::ostringstream os;
+    os << path << ": field 'eos_token_id' has " << t << ", outside the vocabulary [0, " << c.vocab_size
+       << "): that EOS can never be generated";
+    c.warnings.push_back(os.str());
+  }
 }
 
 }  // namespace
@@ -241,6 +262,9 @@ ModelConfig parse_model_config(const json& j, const std::string& path) {
   parse_attention_options(f, c);
   parse_mlp_options(f, c);
   c.validate(path);
+  warn_eos_outside_vocabulary(path, c);
+  if (log_rank() == 0)  // every rank parses the same file: one warning per job
+    for (const std::string& w : c.warnings) LOG_WARN(w);
   return c;
 }
 
@@ -291,9 +315,6 @@ void ModelConfig::validate(const std::string& where) const {
   MOETRON_CHECK(clip_qkv >= 0, where << ": field 'clip_qkv' must not be negative, got " << clip_qkv);
   MOETRON_CHECK(static_cast<int64_t>(layer_is_moe.size()) == num_layers,
                 where << ": " << layer_is_moe.size() << " layer kinds for " << num_layers << " layers");
-  for (int64_t t : eos_token_ids)
-    MOETRON_CHECK(t >= 0 && t < vocab_size,
-                  where << ": field 'eos_token_id' has " << t << ", outside the vocabulary [0, " << vocab_size << ")");
 }
 
 namespace {

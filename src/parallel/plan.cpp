@@ -117,6 +117,17 @@ Range split_range(int64_t total, int64_t parts, int64_t index) {
   return {begin, begin + base + (index < extra ? 1 : 0)};
 }
 
+int64_t vocab_shard_rows(int64_t vocab_size, int64_t tp) {
+  MOETRON_ASSERT(vocab_size >= 0 && tp > 0);
+  return (vocab_size + tp - 1) / tp;
+}
+
+Range vocab_shard(int64_t vocab_size, int64_t tp, int64_t index) {
+  MOETRON_ASSERT(index >= 0 && index < tp);
+  const int64_t rows = vocab_shard_rows(vocab_size, tp);
+  return {std::min(index * rows, vocab_size), std::min((index + 1) * rows, vocab_size)};
+}
+
 std::string plan_problem(const Plan& p, const ModelConfig& c) {
   std::ostringstream os;
   os << "--plan " << p.to_string() << ": ";
@@ -146,9 +157,6 @@ std::string plan_problem(const Plan& p, const ModelConfig& c) {
   } else if (c.shared_expert_intermediate_size % p.tp != 0) {
     os << "the shared expert intermediate size " << c.shared_expert_intermediate_size
        << " does not split evenly over tp=" << p.tp;
-  } else if (c.vocab_size % p.tp != 0) {
-    os << "the vocabulary of " << c.vocab_size << " does not split evenly over tp=" << p.tp
-       << " for the vocab-parallel LM head";
   } else {
     return "";
   }
@@ -186,7 +194,8 @@ ShardLayout layout_for(const Plan& plan, const ModelConfig& c, int rank) {
   l.experts = split_range(c.num_experts, plan.ep, l.expert_set);
   if (c.num_experts > 0)
     l.expert_columns = split_range(c.moe_intermediate_size, l.expert_shards, l.expert_shard);
-  l.vocab = split_range(c.vocab_size, plan.tp, l.coords.tp);
+  l.vocab = vocab_shard(c.vocab_size, plan.tp, l.coords.tp);
+  l.vocab_rows = vocab_shard_rows(c.vocab_size, plan.tp);
   return l;
 }
 
@@ -211,7 +220,7 @@ int64_t weight_shard_bytes(const ModelConfig& c, const ShardLayout& l) {
     }
   }
   if (l.first_stage) params += c.vocab_size * h;       // embedding, whole
-  if (l.last_stage) params += h + l.vocab.size() * h;  // final norm, LM head shard
+  if (l.last_stage) params += h + l.vocab_rows * h;  // final norm, LM head shard (padded)
   return params * 2;
 }
 
@@ -252,7 +261,10 @@ std::string describe(const Plan& plan, const ShardLayout& l, int rank) {
   if (l.shared_expert_columns.size() > 0)
     os << ", shared expert columns " << l.shared_expert_columns;
   if (l.first_stage) os << ", embedding";
-  if (l.last_stage) os << ", LM head vocab " << l.vocab;
+  if (l.last_stage) {
+    os << ", LM head vocab " << l.vocab;
+    if (l.vocab_rows > l.vocab.size()) os << " (+" << l.vocab_rows - l.vocab.size() << " padding rows)";
+  }
   return os.str();
 }
 

@@ -51,6 +51,15 @@ struct Range {
 // total, the first total % parts pieces get one more.
 Range split_range(int64_t total, int64_t parts, int64_t index);
 
+// The vocab-parallel LM head pads the vocabulary to tp * vocab_shard_rows(vocab, tp) rows, as
+// production engines do, so that any vocabulary splits over any tp: every tp rank holds
+// ceil(vocab / tp) rows (the all-gather of its logits needs equal slices), and rank `index`'s
+// real tokens are vocab_shard(vocab, tp, index) = [index * rows, (index + 1) * rows) cut at vocab:
+// fewer on the last ranks, possibly none. The rows past them are zero and their logits are
+// never gathered into a row (ModelForward::logits_device).
+int64_t vocab_shard_rows(int64_t vocab_size, int64_t tp);
+Range vocab_shard(int64_t vocab_size, int64_t tp, int64_t index);
+
 // What one rank holds of the model.
 struct ShardLayout {
   Coords coords;
@@ -66,7 +75,8 @@ struct ShardLayout {
   int expert_shard = 0;         // j = g % m
   int expert_shards = 1;        // m
   Range expert_columns;         // [j*I/m, (j+1)*I/m) of each held expert
-  Range vocab;                  // vocab-parallel LM head rows (tp-way)
+  Range vocab;                  // vocab-parallel LM head: the real tokens held (vocab_shard)
+  int64_t vocab_rows = 0;       // LM head rows held, padding included (vocab_shard_rows)
   bool first_stage = false;     // holds the embedding
   bool last_stage = false;      // holds the final norm and the LM head
 };
