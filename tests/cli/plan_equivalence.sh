@@ -39,18 +39,20 @@ done
   --seed 4 --out "$WORK/vocab997" >/dev/null
 ODD_PLANS=("2 tp=2" "4 tp=4" "4 pp=2,tp=2")
 for model in vocab1001 vocab997; do
-  for logits in --save-logits --ignore-eos; do  # the second: no saved logits
+  for logits in saved none; do
     run_args=(run --model "$WORK/$model" --prompts "$WORK/prompts.jsonl" --backend cpu --ignore-eos
-              "$logits" --log-level warn --kv-cache-tokens 512 --block-size 4)
+              --log-level warn --kv-cache-tokens 512 --block-size 4)
+    compare_args=(--rtol 1e-5)
+    if [[ $logits == saved ]]; then run_args+=(--save-logits); else compare_args=(--no-logits); fi
     "$MOETRON" "${run_args[@]}" --out "$WORK/$model-single.h5"
     for entry in "${ODD_PLANS[@]}"; do
       read -r ranks plan <<<"$entry"
       out="$WORK/$model-${plan//[=,]/_}.h5"
-      echo "== $model ($logits): $plan on $ranks ranks"
+      echo "== $model (logits $logits): $plan on $ranks ranks"
       mpi "$ranks" "$MOETRON" "${run_args[@]}" --plan "$plan" --out "$out" || fail "$model $plan failed"
-      "$COMPARE_RESULTS" "$out" "$WORK/$model-single.h5" --rtol 1e-5 ||
-        fail "$model $plan ($logits) differs from one rank"
-      if [[ $logits == --save-logits ]]; then
+      "$COMPARE_RESULTS" "$out" "$WORK/$model-single.h5" "${compare_args[@]}" ||
+        fail "$model $plan (logits $logits) differs from one rank"
+      if [[ $logits == saved ]]; then
         vocab=${model#vocab}
         h5dump -H -d /requests/logits "$out" | grep -Eq "\( [0-9]+, $vocab \) /" ||
           fail "$model $plan: /requests/logits is not $vocab wide: $(h5dump -H -d /requests/logits "$out")"
