@@ -116,10 +116,22 @@ int64_t parse_num_experts(const ConfigFields& f) {
   return n;
 }
 
+// A 4.x rope_scaling of type "default" is plain RoPE in transformers; any other is not supported.
+void reject_rope_scaling(const ConfigFields& f) {
+  if (!f.has("rope_scaling")) return;
+  const json& v = f.raw("rope_scaling");
+  bool plain = false;
+  if (v.is_object()) {
+    ConfigFields rs(v, f.path() + ": rope_scaling");
+    plain = rs.string_or("rope_type", rs.string_or("type", "")) == "default";
+  }
+  MOETRON_CHECK(plain, f.path() << ": field 'rope_scaling' is " << v.dump()
+                                << ": RoPE scaling is not supported (only plain RoPE)");
+}
+
 // rope_theta at top level (4.x) or in rope_parameters (5.x); only plain RoPE is supported.
 double parse_rope_theta(const ConfigFields& f) {
-  MOETRON_CHECK(!f.has("rope_scaling"), f.path() << ": field 'rope_scaling' is " << f.raw("rope_scaling").dump()
-                                                 << ": RoPE scaling is not supported (only plain RoPE)");
+  reject_rope_scaling(f);
   bool top = f.has("rope_theta");
   double theta = top ? f.number("rope_theta") : 0.0;
   if (f.has("rope_parameters")) {
@@ -138,16 +150,45 @@ double parse_rope_theta(const ConfigFields& f) {
   return theta;
 }
 
-void reject_sliding_window(const ConfigFields& f, Family family, int64_t max_positions) {
-  if (family == Family::Mixtral) {
-    // A window at least as long as the context never slides, so it is plain attention.
-    MOETRON_CHECK(!f.has("sliding_window") || f.integer("sliding_window") >= max_positions,
-                  f.path() << ": field 'sliding_window' is " << f.integer("sliding_window")
-                           << " (< max_position_embeddings " << max_positions
-                           << "): sliding-window attention is not supported");
-  } else if (is_qwen(family)) {
-    MOETRON_CHECK(!f.boolean_or("use_sliding_window", false),
-                  f.path() << ": field 'use_sliding_window' is true: sliding-window attention is not supported");
+// Qwen: which layers transformers gives the window. 5.x lists them in layer_types; 4.x (and
+// 5.x's default for layer_types) slides layers >= max_window_layers when use_sliding_window.
+std::vector<bool> qwen_sliding_layers(const ConfigFields& f, int64_t layers) {
+  std::vector<bool> slides(static_cast<size_t>(std::max<int64_t>(layers, 0)), false);
+  if (f.has("layer_types")) {
+    const json& types = f.raw("layer_types");
+    MOETRON_CHECK(types.is_array() && static_cast<int64_t>(types.size()) == layers,
+                  f.path() << ": field 'layer_types' must list one string per layer (" << layers << "), got "
+                           << types.dump());
+    for (int64_t i = 0; i < layers; ++i) slides[i] = f.as_string(types[i], "layer_types") == "sliding_attention";
+    return slides;
+  }
+  if (!f.boolean_or("use_sliding_window", false)) return slides;
+  const int64_t first = f.integer_or("max_window_layers", 28);  // transformers' default
+  for (int64_t i = std::max<int64_t>(first, 0); i < layers; ++i) slides[i] = true;
+  return slides;
+}
+
+// Sliding-window attention is not supported; a window that never slides is plain attention:
+// one at least as long as the context, none at all, or one no layer uses.
+void reject_sliding_window(const ConfigFields& f, ModelConfig& c) {
+  const int64_t max_positions = c.max_position_embeddings;
+  const bool window = f.has("sliding_window") && f.integer("sliding_window") < max_positions;
+  if (c.family == Family::Mixtral) {
+    MOETRON_CHECK(!window, f.path() << ": field 'sliding_window' is " << f.integer("sliding_window")
+                                    << " (< max_position_embeddings " << max_positions
+                                    << "): sliding-window attention is not supported");
+  } else if (is_qwen(c.family)) {
+    const std::vector<bool> slides = qwen_sliding_layers(f, c.num_layers);
+    const auto first = std::find(slides.begin(), slides.end(), true);
+    MOETRON_CHECK(!window || first == slides.end(),
+                  f.path() << ": layer " << (first - slides.begin()) << " has a sliding window of "
+                           << f.integer("sliding_window") << " (field 'sliding_window', < max_position_embeddings "
+                           << max_positions << "; fields 'use_sliding_window', 'max_window_layers', "
+                           << "'layer_types'): sliding-window attention is not supported");
+    if (f.boolean_or("use_sliding_window", false))
+      c.warnings.push_back(f.path() + ": field 'use_sliding_window' is true, but no layer has a window shorter "
+                                      "than the context (fields 'sliding_window', 'max_window_layers', "
+                                      "'layer_types'): plain attention, as in transformers");
   }
 }
 
@@ -253,7 +294,7 @@ ModelConfig parse_model_config(const json& j, const std::string& path) {
   c.max_position_embeddings = f.integer("max_position_embeddings");
   c.rms_norm_eps = f.number("rms_norm_eps");
   c.rope_theta = parse_rope_theta(f);
-  reject_sliding_window(f, c.family, c.max_position_embeddings);
+  reject_sliding_window(f, c);
   c.tie_word_embeddings = f.boolean_or("tie_word_embeddings", false);
   c.eos_token_ids = parse_eos(f);
   // 5.x writes `dtype`, 4.x `torch_dtype`.

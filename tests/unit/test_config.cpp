@@ -148,6 +148,13 @@ TEST(Config, RopeThetaSources) {
   EXPECT_TRUE(rejects("qwen3_moe", [](json& j) { j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}}; },
                       {"rope_scaling", "not supported"}));
   EXPECT_DOUBLE_EQ(parse_edited("qwen3_moe", [](json& j) { j["rope_scaling"] = nullptr; }).rope_theta, 1e4);
+  // transformers runs plain RoPE for a "default" rope_scaling, in either spelling.
+  EXPECT_DOUBLE_EQ(parse_edited("qwen3_moe", [](json& j) { j["rope_scaling"] = {{"rope_type", "default"}}; }).rope_theta,
+                   1e4);
+  EXPECT_DOUBLE_EQ(parse_edited("mixtral", [](json& j) { j["rope_scaling"] = {{"type", "default"}}; }).rope_theta, 1e6);
+  EXPECT_TRUE(rejects("mixtral", [](json& j) { j["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}}; },
+                      {"rope_scaling", "dynamic", "not supported"}));
+  EXPECT_TRUE(rejects("mixtral", [](json& j) { j["rope_scaling"] = 2.0; }, {"rope_scaling", "not supported"}));
 }
 
 TEST(Config, UnsupportedFeatures) {
@@ -155,8 +162,23 @@ TEST(Config, UnsupportedFeatures) {
   EXPECT_TRUE(rejects("mixtral", [](json& j) { j["sliding_window"] = 128; }, {"sliding_window", "not supported"}));
   // A window as long as the context never slides.
   EXPECT_NO_THROW(parse_edited("mixtral", [](json& j) { j["sliding_window"] = 256; }));
-  EXPECT_TRUE(rejects("qwen2_moe", [](json& j) { j["use_sliding_window"] = true; },
-                      {"use_sliding_window", "not supported"}));
+  // Qwen: the window applies to the layers >= max_window_layers (4.x) or those layer_types names.
+  EXPECT_TRUE(rejects("qwen2_moe",
+                      [](json& j) {
+                        j.erase("layer_types");
+                        j["use_sliding_window"] = true;
+                        j["sliding_window"] = 64;
+                        j["max_window_layers"] = 2;
+                      },
+                      {"layer 2", "sliding_window", "max_window_layers", "not supported"}));
+  EXPECT_TRUE(rejects("qwen3_moe",
+                      [](json& j) {
+                        j["sliding_window"] = 64;
+                        j["layer_types"] = {"full_attention", "sliding_attention", "full_attention",
+                                            "full_attention"};
+                      },
+                      {"layer 1", "sliding_window", "not supported"}));
+  EXPECT_TRUE(rejects("qwen3_moe", [](json& j) { j["layer_types"] = {"full_attention"}; }, {"layer_types"}));
   EXPECT_TRUE(rejects("olmoe", [](json& j) { j["model_type"] = "llama"; }, {"model_type", "llama"}));
 }
 
@@ -233,6 +255,16 @@ TEST(Config, WhatTransformersRunsLoadsWithAWarning) {
   EXPECT_TRUE(big_eos.is_eos(2));
   EXPECT_TRUE(warns_once(big_eos, {"mixtral/config.json", "eos_token_id", "151645", "[0, 256)"}));
   EXPECT_TRUE(warns_once(parse_edited("olmoe", [](json& j) { j["eos_token_id"] = -1; }), {"eos_token_id", "-1"}));
+  // use_sliding_window where no layer slides: max_window_layers (transformers' default 28) past
+  // the last layer, no window, or one as long as the context.
+  for (const auto& edit : std::vector<std::function<void(json&)>>{
+           [](json& j) { j.erase("layer_types"); j["sliding_window"] = 64; j.erase("max_window_layers"); },
+           [](json& j) { j.erase("layer_types"); j["sliding_window"] = nullptr; j["max_window_layers"] = 0; },
+           [](json& j) { j.erase("layer_types"); j["sliding_window"] = 256; j["max_window_layers"] = 0; },
+           [](json& j) { j["sliding_window"] = 64; }}) {  // the fixture's layer_types: all full
+    EXPECT_TRUE(warns_once(parse_edited("qwen2_moe", [&](json& j) { edit(j); j["use_sliding_window"] = true; }),
+                           {"qwen2_moe/config.json", "use_sliding_window", "plain attention"}));
+  }
   ModelConfig extra_dense = parse_edited("qwen2_moe", [](json& j) { j["mlp_only_layers"] = {7}; });
   EXPECT_TRUE(warns_once(extra_dense, {"qwen2_moe/config.json", "mlp_only_layers", "7"}));
   EXPECT_EQ(extra_dense.num_moe_layers(), extra_dense.num_layers);  // nothing changed
