@@ -21,7 +21,8 @@ struct Vec16 {
   T v[kElems];
 };
 
-// NaN never wins (every comparison with it is false).
+// NaN never wins (every comparison with it is false); a row holding a NaN or +Inf gives
+// kNonFiniteToken instead of a token (one comparison per logit, one block-wide OR).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     argmax_rows_kernel(const T* __restrict__ logits, int64_t cols, int32_t* ids) {
@@ -29,12 +30,17 @@ __global__ void __launch_bounds__(kThreads)
   const T* row = logits + blockIdx.x * cols;
   float best = -INFINITY;
   int best_i = kInvalid;
+  bool non_finite = false;
+  auto take = [&](float logit, int i) {
+    non_finite |= breaks_sampling(logit);
+    argmax_merge(best, best_i, logit, i);
+  };
   // Scalar head up to a 16-byte boundary, vector body, scalar tail.
   int64_t head = ((16 - (reinterpret_cast<uintptr_t>(row) & 15)) & 15) / sizeof(T);
   if (head > cols) head = cols;
   const int64_t body = (cols - head) / kVec;  // whole vectors
   for (int64_t c = threadIdx.x; c < head; c += kThreads)
-    argmax_merge(best, best_i, as_float(row[c]), static_cast<int>(c));
+    take(as_float(row[c]), static_cast<int>(c));
   const Vec16<T>* vec = reinterpret_cast<const Vec16<T>*>(row + head);
   for (int64_t v0 = threadIdx.x; v0 < body; v0 += static_cast<int64_t>(kThreads) * kUnroll) {
     Vec16<T> chunk[kUnroll];
@@ -49,12 +55,11 @@ __global__ void __launch_bounds__(kThreads)
       if (v >= body) break;
 #pragma unroll
       for (int i = 0; i < kVec; ++i)
-        argmax_merge(best, best_i, as_float(chunk[u].v[i]),
-                     static_cast<int>(head + v * kVec + i));
+        take(as_float(chunk[u].v[i]), static_cast<int>(head + v * kVec + i));
     }
   }
   for (int64_t c = head + body * kVec + threadIdx.x; c < cols; c += kThreads)
-    argmax_merge(best, best_i, as_float(row[c]), static_cast<int>(c));
+    take(as_float(row[c]), static_cast<int>(c));
 
   warp_argmax(best, best_i);
   __shared__ float vals[32];
@@ -64,13 +69,13 @@ __global__ void __launch_bounds__(kThreads)
     vals[warp] = best;
     idxs[warp] = best_i;
   }
-  __syncthreads();
+  const bool row_non_finite = __syncthreads_or(non_finite);  // also the barrier for vals/idxs
   if (warp == 0) {
     best = vals[lane];  // kThreads / 32 == 32 warps
     best_i = idxs[lane];
     warp_argmax(best, best_i);
-    // A row of -inf or NaN only still names a valid token.
-    if (lane == 0) ids[blockIdx.x] = best_i == kInvalid ? 0 : best_i;
+    // A row of -inf only still names a valid token.
+    if (lane == 0) ids[blockIdx.x] = row_non_finite ? kNonFiniteToken : best_i == kInvalid ? 0 : best_i;
   }
 }
 

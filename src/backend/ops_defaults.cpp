@@ -30,10 +30,8 @@ void Ops::argmax_rows(const Tensor& logits, Tensor& ids) {
   std::vector<float> host(static_cast<size_t>(logits.numel()));
   std::vector<int32_t> best(static_cast<size_t>(rows));
   to_host(logits, host.data());
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = &host[static_cast<size_t>(r * cols)];
-    best[static_cast<size_t>(r)] = static_cast<int32_t>(std::max_element(row, row + cols) - row);
-  }
+  for (int64_t r = 0; r < rows; ++r)
+    best[static_cast<size_t>(r)] = argmax_token(&host[static_cast<size_t>(r * cols)], cols);
   copy_from_host(ids, best.data());
 }
 

@@ -76,15 +76,29 @@ void Engine::sample(const std::vector<ScheduledSeq>& group, const Tensor& step_l
     sample_on_backend(group, step_logits.slice_rows(0, n), ids);
     std::vector<int32_t> host(static_cast<size_t>(n));
     ops_.to_host(ids, host.data());
+    check_sampled(group, host.data());
     tokens.insert(tokens.end(), host.begin(), host.end());
     return;
   }
   const std::vector<float> rows = forward_.logits_to_host(step_logits, n);
+  std::vector<int32_t> chosen;
   for (int64_t i = 0; i < n; ++i) {
     const Sequence& s = *group[static_cast<size_t>(i)].seq;
     const float* row = &rows[static_cast<size_t>(i * V)];
-    tokens.push_back(sample_token(row, V, s.sampling, static_cast<uint64_t>(s.output.size())));
+    chosen.push_back(sample_token(row, V, s.sampling, static_cast<uint64_t>(s.output.size())));
     logits.insert(logits.end(), row, row + V);  // kept for the results file
+  }
+  check_sampled(group, chosen.data());
+  tokens.insert(tokens.end(), chosen.begin(), chosen.end());
+}
+
+void Engine::check_sampled(const std::vector<ScheduledSeq>& group, const int32_t* ids) const {
+  for (size_t i = 0; i < group.size(); ++i) {
+    if (ids[i] != kNonFiniteToken) continue;
+    const Sequence& s = *group[i].seq;
+    MOETRON_FAIL("request '" << s.id << "' (prompts line " << s.index + 1 << "): its logits hold NaN or +Inf at step "
+                             << step_ << " (its output token " << s.output.size()
+                             << "); the checkpoint's weights or the arithmetic are broken");
   }
 }
 
@@ -133,7 +147,8 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
   while (true) {
     // Replicas step in lockstep (they meet in the experts' all-to-all): go on while any has
     // work, and count the step's totals on the way.
-    maybe_inject_fault(groups_.world->rank(), report.steps.size());
+    step_ = report.steps.size();
+    maybe_inject_fault(groups_.world->rank(), step_);
     std::vector<ScheduledSeq> step = scheduler.next_step();
     int64_t step_tokens = 0;
     for (const ScheduledSeq& s : step) step_tokens += s.count;

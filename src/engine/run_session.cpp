@@ -52,6 +52,7 @@ std::vector<Sequence> requests_for_replica(const std::vector<RequestSpec>& reque
     const RequestSpec& r = requests[i];
     Sequence s;
     s.index = static_cast<int64_t>(i);
+    s.id = r.id;
     s.prompt = r.prompt_tokens;
     s.max_new_tokens = r.max_new_tokens;
     s.ignore_eos = r.ignore_eos.value_or(d.ignore_eos);
@@ -77,7 +78,9 @@ size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& pl
       4 * c.hidden_size + 3 * q + 3 * kv + c.num_experts + 4 * k +
       k * (2 * c.hidden_size + 3 * std::max(s.expert_col_count, int64_t{1})) +
       3 * std::max(s.shared_col_count, s.mlp_col_count) + c.hidden_size;
-  const int64_t logits_bytes = max_seqs * (c.hidden_size * 4 + s.vocab_count * 10 + c.vocab_size * 4);
+  // Per row: the hidden state, the LM head's bf16 and f32 slices, their tp-way gather, the row.
+  const int64_t logits_bytes =
+      max_seqs * (c.hidden_size * 4 + s.vocab_rows * 6 + (plan.tp * s.vocab_rows + c.vocab_size) * 4);
   int64_t dispatch_bytes = 0;
   if (plan.dp > 1) {
     const int64_t entries = static_cast<int64_t>(plan.tp) * plan.dp * ((max_seqs + plan.tp - 1) / plan.tp) *

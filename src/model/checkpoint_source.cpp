@@ -43,6 +43,7 @@ class RandomSource : public WeightSource {
               int64_t col_count) override {
     const int64_t ncols = as_matrix(spec.shape).cols;
     Tensor out = host_tensor(dtype_, slice_shape(spec.shape, row_begin, row_count, col_begin, col_count));
+    if (out.numel() == 0) return out;  // e.g. a tp rank's LM head that holds padding only
     const RandomFill fill = random_fill_for(spec, seed_);
     const size_t row_bytes = static_cast<size_t>(col_count) * dtype_size(dtype_);
     // Real shapes hold billions of values: generate rows on every core.

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moetron/core/error.hpp"
+#include "moetron/core/log.hpp"
 
 namespace moetron {
 
@@ -115,10 +116,22 @@ int64_t parse_num_experts(const ConfigFields& f) {
   return n;
 }
 
+// A 4.x rope_scaling of type "default" is plain RoPE in transformers; any other is not supported.
+void reject_rope_scaling(const ConfigFields& f) {
+  if (!f.has("rope_scaling")) return;
+  const json& v = f.raw("rope_scaling");
+  bool plain = false;
+  if (v.is_object()) {
+    ConfigFields rs(v, f.path() + ": rope_scaling");
+    plain = rs.string_or("rope_type", rs.string_or("type", "")) == "default";
+  }
+  MOETRON_CHECK(plain, f.path() << ": field 'rope_scaling' is " << v.dump()
+                                << ": RoPE scaling is not supported (only plain RoPE)");
+}
+
 // rope_theta at top level (4.x) or in rope_parameters (5.x); only plain RoPE is supported.
 double parse_rope_theta(const ConfigFields& f) {
-  MOETRON_CHECK(!f.has("rope_scaling"), f.path() << ": field 'rope_scaling' is " << f.raw("rope_scaling").dump()
-                                                 << ": RoPE scaling is not supported (only plain RoPE)");
+  reject_rope_scaling(f);
   bool top = f.has("rope_theta");
   double theta = top ? f.number("rope_theta") : 0.0;
   if (f.has("rope_parameters")) {
@@ -137,16 +150,45 @@ double parse_rope_theta(const ConfigFields& f) {
   return theta;
 }
 
-void reject_sliding_window(const ConfigFields& f, Family family, int64_t max_positions) {
-  if (family == Family::Mixtral) {
-    // A window at least as long as the context never slides, so it is plain attention.
-    MOETRON_CHECK(!f.has("sliding_window") || f.integer("sliding_window") >= max_positions,
-                  f.path() << ": field 'sliding_window' is " << f.integer("sliding_window")
-                           << " (< max_position_embeddings " << max_positions
-                           << "): sliding-window attention is not supported");
-  } else if (is_qwen(family)) {
-    MOETRON_CHECK(!f.boolean_or("use_sliding_window", false),
-                  f.path() << ": field 'use_sliding_window' is true: sliding-window attention is not supported");
+// Qwen: which layers transformers gives the window. 5.x lists them in layer_types; 4.x (and
+// 5.x's default for layer_types) slides layers >= max_window_layers when use_sliding_window.
+std::vector<bool> qwen_sliding_layers(const ConfigFields& f, int64_t layers) {
+  std::vector<bool> slides(static_cast<size_t>(std::max<int64_t>(layers, 0)), false);
+  if (f.has("layer_types")) {
+    const json& types = f.raw("layer_types");
+    MOETRON_CHECK(types.is_array() && static_cast<int64_t>(types.size()) == layers,
+                  f.path() << ": field 'layer_types' must list one string per layer (" << layers << "), got "
+                           << types.dump());
+    for (int64_t i = 0; i < layers; ++i) slides[i] = f.as_string(types[i], "layer_types") == "sliding_attention";
+    return slides;
+  }
+  if (!f.boolean_or("use_sliding_window", false)) return slides;
+  const int64_t first = f.integer_or("max_window_layers", 28);  // transformers' default
+  for (int64_t i = std::max<int64_t>(first, 0); i < layers; ++i) slides[i] = true;
+  return slides;
+}
+
+// Sliding-window attention is not supported; a window that never slides is plain attention:
+// one at least as long as the context, none at all, or one no layer uses.
+void reject_sliding_window(const ConfigFields& f, ModelConfig& c) {
+  const int64_t max_positions = c.max_position_embeddings;
+  const bool window = f.has("sliding_window") && f.integer("sliding_window") < max_positions;
+  if (c.family == Family::Mixtral) {
+    MOETRON_CHECK(!window, f.path() << ": field 'sliding_window' is " << f.integer("sliding_window")
+                                    << " (< max_position_embeddings " << max_positions
+                                    << "): sliding-window attention is not supported");
+  } else if (is_qwen(c.family)) {
+    const std::vector<bool> slides = qwen_sliding_layers(f, c.num_layers);
+    const auto first = std::find(slides.begin(), slides.end(), true);
+    MOETRON_CHECK(!window || first == slides.end(),
+                  f.path() << ": layer " << (first - slides.begin()) << " has a sliding window of "
+                           << f.integer("sliding_window") << " (field 'sliding_window', < max_position_embeddings "
+                           << max_positions << "; fields 'use_sliding_window', 'max_window_layers', "
+                           << "'layer_types'): sliding-window attention is not supported");
+    if (f.boolean_or("use_sliding_window", false))
+      c.warnings.push_back(f.path() + ": field 'use_sliding_window' is true, but no layer has a window shorter "
+                                      "than the context (fields 'sliding_window', 'max_window_layers', "
+                                      "'layer_types'): plain attention, as in transformers");
   }
 }
 
@@ -158,15 +200,22 @@ std::vector<int64_t> parse_eos(const ConfigFields& f) {
 }
 
 // Qwen: layer i is MoE iff not listed in mlp_only_layers and (i + 1) % decoder_sparse_step == 0.
-std::vector<bool> parse_moe_layers(const ConfigFields& f, Family family, int64_t layers, int64_t experts) {
+// transformers only asks whether a layer is listed, so a listed layer the model does not have is
+// ignored there and here (with a warning).
+std::vector<bool> parse_moe_layers(const ConfigFields& f, Family family, int64_t layers, int64_t experts,
+                                   std::vector<std::string>& warnings) {
   std::vector<bool> moe(static_cast<size_t>(std::max<int64_t>(layers, 0)), true);
   if (!is_qwen(family)) return moe;
   int64_t step = f.integer_or("decoder_sparse_step", 1);
   MOETRON_CHECK(step >= 1, f.path() << ": field 'decoder_sparse_step' must be >= 1, got " << step);
   std::set<int64_t> dense;
   for (int64_t i : f.integer_list_or_empty("mlp_only_layers")) {
-    MOETRON_CHECK(i >= 0 && i < layers, f.path() << ": field 'mlp_only_layers' lists layer " << i
-                                                 << ", outside [0, " << layers << ")");
+    if (i < 0 || i >= layers) {
+      std::ostringstream os;
+      os << f.path() << ": field 'mlp_only_layers' lists layer " << i << ", outside [0, " << layers
+         << "): ignored, as transformers does";
+      warnings.push_back(os.str());
+    }
     dense.insert(i);
   }
   for (int64_t i = 0; i < layers; ++i) moe[i] = !dense.count(i) && experts > 0 && (i + 1) % step == 0;
@@ -204,7 +253,20 @@ void parse_mlp_options(const ConfigFields& f, ModelConfig& c) {
     c.shared_expert_intermediate_size = f.integer("shared_expert_intermediate_size");
     c.shared_expert_gate = c.shared_expert_intermediate_size > 0;
   }
-  c.layer_is_moe = parse_moe_layers(f, c.family, c.num_layers, c.num_experts);
+  c.layer_is_moe = parse_moe_layers(f, c.family, c.num_layers, c.num_experts, c.warnings);
+}
+
+// transformers loads and runs a model whose EOS ids lie outside its vocabulary (tiny test
+// checkpoints keep their family's real EOS with a small vocabulary): such an EOS can never be
+// sampled, so generation simply runs to max_new_tokens.
+void warn_eos_outside_vocabulary(const std::string& path, ModelConfig& c) {
+  for (int64_t t : c.eos_token_ids) {
+    if (t >= 0 && t < c.vocab_size) continue;
+    std::ostringstream os;
+    os << path << ": field 'eos_token_id' has " << t << ", outside the vocabulary [0, " << c.vocab_size
+       << "): that EOS can never be generated";
+    c.warnings.push_back(os.str());
+  }
 }
 
 }  // namespace
@@ -232,7 +294,7 @@ ModelConfig parse_model_config(const json& j, const std::string& path) {
   c.max_position_embeddings = f.integer("max_position_embeddings");
   c.rms_norm_eps = f.number("rms_norm_eps");
   c.rope_theta = parse_rope_theta(f);
-  reject_sliding_window(f, c.family, c.max_position_embeddings);
+  reject_sliding_window(f, c);
   c.tie_word_embeddings = f.boolean_or("tie_word_embeddings", false);
   c.eos_token_ids = parse_eos(f);
   // 5.x writes `dtype`, 4.x `torch_dtype`.
@@ -241,6 +303,9 @@ ModelConfig parse_model_config(const json& j, const std::string& path) {
   parse_attention_options(f, c);
   parse_mlp_options(f, c);
   c.validate(path);
+  warn_eos_outside_vocabulary(path, c);
+  if (log_rank() == 0)  // every rank parses the same file: one warning per job
+    for (const std::string& w : c.warnings) LOG_WARN(w);
   return c;
 }
 
@@ -291,9 +356,6 @@ void ModelConfig::validate(const std::string& where) const {
   MOETRON_CHECK(clip_qkv >= 0, where << ": field 'clip_qkv' must not be negative, got " << clip_qkv);
   MOETRON_CHECK(static_cast<int64_t>(layer_is_moe.size()) == num_layers,
                 where << ": " << layer_is_moe.size() << " layer kinds for " << num_layers << " layers");
-  for (int64_t t : eos_token_ids)
-    MOETRON_CHECK(t >= 0 && t < vocab_size,
-                  where << ": field 'eos_token_id' has " << t << ", outside the vocabulary [0, " << vocab_size << ")");
 }
 
 namespace {

@@ -6,6 +6,7 @@
 
 #include "moetron/backend/expert_dispatch.hpp"
 #include "moetron/core/error.hpp"
+#include "moetron/core/range.hpp"
 
 namespace moetron {
 
@@ -327,13 +328,16 @@ Tensor ModelForward::logits_device(const Tensor& hidden, const BatchTensors& bat
   ops.to_float(local, local_f);
   const int64_t tp = ctx_.tp->size();
   if (tp == 1) return local_f;
-  // Vocab-parallel head: every rank gathers every slice ([tp, L, V / tp]) and lays them side by
-  // side, so that the rows are whole on the device (sampling needs no host copy of them).
+  // Vocab-parallel head: every rank gathers every slice ([tp, L, ceil(V / tp)]) and lays their
+  // real tokens side by side, so that the rows are whole on the device (sampling needs no host
+  // copy of them) and exactly V wide: a padded slice's last columns are left out.
   Tensor gathered = ops.temp(DType::F32, {tp * L, shard_vocab});
   ctx_.tp->allgather(local_f, gathered);
-  Tensor rows = ops.temp(DType::F32, {L, tp * shard_vocab});
-  for (int64_t r = 0; r < tp; ++r)
-    ops.copy_columns(gathered.slice_rows(r * L, L), rows, r * shard_vocab);
+  Tensor rows = ops.temp(DType::F32, {L, c.vocab_size});
+  for (int64_t r = 0; r < tp; ++r) {
+    const Range real = vocab_shard(c.vocab_size, tp, r);
+    ops.copy_columns(gathered.slice_rows(r * L, L), real.size(), rows, real.begin);
+  }
   return rows;
 }
 

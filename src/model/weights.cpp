@@ -17,6 +17,7 @@ ShardSpec full_shard(const ModelConfig& c) {
   s.expert_count = c.num_experts;
   s.expert_col_count = c.moe_intermediate_size;
   s.vocab_count = c.vocab_size;
+  s.vocab_rows = c.vocab_size;
   return s;
 }
 
@@ -48,6 +49,7 @@ Tensor concat_rows(const std::vector<Tensor>& parts, std::vector<int64_t> shape)
   size_t offset = 0;
   for (const Tensor& p : parts) {
     MOETRON_ASSERT(p.dtype == out.dtype);
+    if (p.nbytes() == 0) continue;
     std::memcpy(static_cast<char*>(out.data) + offset, p.data, p.nbytes());
     offset += p.nbytes();
   }
@@ -62,12 +64,11 @@ class Loader {
 
   ModelWeights load() {
     ModelWeights w;
-    const int64_t H = c_.hidden_size;
     if (s_.first_stage) w.embed = up(src_.read_all(names_.embed()));
     if (s_.last_stage) {
       w.final_norm = up(src_.read_all(names_.final_norm()));
       const TensorSpec head = c_.tie_word_embeddings ? names_.embed() : names_.lm_head();
-      w.lm_head = up(src_.read(head, s_.vocab_begin, s_.vocab_count, 0, H));
+      w.lm_head = up(lm_head_rows(head));
     }
     for (int64_t l = s_.layer_begin; l < s_.layer_end; ++l) w.layers.push_back(layer(l));
     w.bytes = bytes_;
@@ -79,6 +80,17 @@ class Loader {
     Tensor t = ops_.upload_weight(host);
     bytes_ += t.nbytes();
     return t;
+  }
+  // The LM head's real rows followed by zero rows up to vocab_rows (a padded vocab-parallel
+  // shard: their logits are computed but never gathered into a row).
+  Tensor lm_head_rows(const TensorSpec& head) {
+    const int64_t H = c_.hidden_size, padding = s_.vocab_rows - s_.vocab_count;
+    MOETRON_ASSERT(s_.vocab_count >= 0 && padding >= 0);
+    Tensor real = rows(head, s_.vocab_begin, s_.vocab_count);  // may be empty: it gives the dtype
+    if (padding == 0) return real;
+    Tensor zeros = host_tensor(real.dtype, {padding, H});
+    std::memset(zeros.data, 0, zeros.nbytes());
+    return concat_rows({real, zeros}, {s_.vocab_rows, H});
   }
   // Rows [begin, begin + count) of a matrix.
   Tensor rows(const TensorSpec& t, int64_t begin, int64_t count) { return src_.read(t, begin, count, 0, -1); }

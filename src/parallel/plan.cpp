@@ -146,9 +146,6 @@ std::string plan_problem(const Plan& p, const ModelConfig& c) {
   } else if (c.shared_expert_intermediate_size % p.tp != 0) {
     os << "the shared expert intermediate size " << c.shared_expert_intermediate_size
        << " does not split evenly over tp=" << p.tp;
-  } else if (c.vocab_size % p.tp != 0) {
-    os << "the vocabulary of " << c.vocab_size << " does not split evenly over tp=" << p.tp
-       << " for the vocab-parallel LM head";
   } else {
     return "";
   }
@@ -192,7 +189,8 @@ ShardLayout layout_for(const Plan& plan, const ModelConfig& c, int rank) {
   if (c.num_experts > 0)
     set(s.expert_col_begin, s.expert_col_count,
         split_range(c.moe_intermediate_size, l.expert_shards, l.expert_shard));
-  set(s.vocab_begin, s.vocab_count, split_range(c.vocab_size, plan.tp, l.coords.tp));
+  set(s.vocab_begin, s.vocab_count, vocab_shard(c.vocab_size, plan.tp, l.coords.tp));
+  s.vocab_rows = vocab_shard_rows(c.vocab_size, plan.tp);
   s.holds_o_bias = l.coords.tp == 0;
   return l;
 }
@@ -217,8 +215,8 @@ int64_t weight_shard_bytes(const ModelConfig& c, const ShardSpec& s) {
       params += 3 * h * s.mlp_col_count;
     }
   }
-  if (s.first_stage) params += c.vocab_size * h;       // embedding, whole
-  if (s.last_stage) params += h + s.vocab_count * h;  // final norm, LM head shard
+  if (s.first_stage) params += c.vocab_size * h;      // embedding, whole
+  if (s.last_stage) params += h + s.vocab_rows * h;  // final norm, LM head shard (padded)
   return params * 2;
 }
 
@@ -260,7 +258,10 @@ std::string describe(const Plan& plan, const ShardLayout& l, int rank) {
   if (s.shared_expert_columns().size() > 0)
     os << ", shared expert columns " << s.shared_expert_columns();
   if (s.first_stage) os << ", embedding";
-  if (s.last_stage) os << ", LM head vocab " << s.vocab();
+  if (s.last_stage) {
+    os << ", LM head vocab " << s.vocab();
+    if (s.vocab_rows > s.vocab_count) os << " (+" << s.vocab_rows - s.vocab_count << " padding rows)";
+  }
   return os.str();
 }
 

@@ -32,6 +32,10 @@ int32_t argmax(const float* logits, int64_t vocab) {
   return static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
 }
 
+bool holds_non_finite(const float* logits, int64_t vocab) {
+  return std::any_of(logits, logits + vocab, breaks_sampling);
+}
+
 // Sampling order: logit descending, lower token id first among equals.
 struct LogitDescending {
   const float* logits;
@@ -97,9 +101,14 @@ class CandidateOrder {
 
 }  // namespace
 
+int32_t argmax_token(const float* logits, int64_t vocab) {
+  MOETRON_ASSERT(vocab > 0);
+  return holds_non_finite(logits, vocab) ? kNonFiniteToken : argmax(logits, vocab);
+}
+
 int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& p, uint64_t step) {
   MOETRON_ASSERT(vocab > 0);
-  if (p.temperature == 0.0f) return argmax(logits, vocab);
+  if (p.temperature == 0.0f || holds_non_finite(logits, vocab)) return argmax_token(logits, vocab);
 
   CandidateOrder candidates(logits, vocab, p);
   int64_t nucleus_end = candidates.size();

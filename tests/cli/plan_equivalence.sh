@@ -29,6 +29,37 @@ for model in "${MODELS[@]}"; do
     "$COMPARE_RESULTS" "$out" "$WORK/$model-single.h5" --rtol 1e-5 || fail "$model $plan differs from one rank"
   done
 done
+# Vocabularies that tp does not divide are padded for the vocab-parallel LM head: the padding
+# never reaches a logit row, a sampled token or the results file (exactly V columns saved).
+# Untied odd vocabulary, and a tied one (the head reads the embedding's rows); with saved
+# logits (host sampling) and without (the backend's argmax_rows / sample_rows).
+"$MOETRON" model make --family qwen2_moe --set vocab_size=1001 --dtype f32 --seed 3 \
+  --out "$WORK/vocab1001" >/dev/null
+"$MOETRON" model make --family olmoe --set vocab_size=997 --set tie_word_embeddings=true --dtype f32 \
+  --seed 4 --out "$WORK/vocab997" >/dev/null
+ODD_PLANS=("2 tp=2" "4 tp=4" "4 pp=2,tp=2")
+for model in vocab1001 vocab997; do
+  for logits in saved none; do
+    run_args=(run --model "$WORK/$model" --prompts "$WORK/prompts.jsonl" --backend cpu --ignore-eos
+              --log-level warn --kv-cache-tokens 512 --block-size 4)
+    compare_args=(--rtol 1e-5)
+    if [[ $logits == saved ]]; then run_args+=(--save-logits); else compare_args=(--no-logits); fi
+    "$MOETRON" "${run_args[@]}" --out "$WORK/$model-single.h5"
+    for entry in "${ODD_PLANS[@]}"; do
+      read -r ranks plan <<<"$entry"
+      out="$WORK/$model-${plan//[=,]/_}.h5"
+      echo "== $model (logits $logits): $plan on $ranks ranks"
+      mpi "$ranks" "$MOETRON" "${run_args[@]}" --plan "$plan" --out "$out" || fail "$model $plan failed"
+      "$COMPARE_RESULTS" "$out" "$WORK/$model-single.h5" "${compare_args[@]}" ||
+        fail "$model $plan (logits $logits) differs from one rank"
+      if [[ $logits == saved ]]; then
+        vocab=${model#vocab}
+        h5dump -H -d /requests/logits "$out" | grep -Eq "\( [0-9]+, $vocab \) /" ||
+          fail "$model $plan: /requests/logits is not $vocab wide: $(h5dump -H -d /requests/logits "$out")"
+      fi
+    done
+  done
+done
 # Replicas' decode steps dispatch to the experts through fixed-capacity buffers (prefill
 # exchanges counts): the plans above ran both; check the fixed path is the one decode took.
 mpi 2 "$MOETRON" run --model "$FIXTURES/olmoe" --prompts "$WORK/prompts.jsonl" --backend cpu \

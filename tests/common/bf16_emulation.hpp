@@ -32,7 +32,9 @@ class Bf16StorageOps : public Ops {
   void copy_from_host(Tensor& d, const void* s) override { cpu_->copy_from_host(d, s); }
   void to_host(const Tensor& s, void* d) override { cpu_->to_host(s, d); }
   void copy(const Tensor& s, Tensor& d) override { cpu_->copy(s, d); }
-  void copy_columns(const Tensor& s, Tensor& d, int64_t col) override { cpu_->copy_columns(s, d, col); }
+  void copy_columns(const Tensor& s, int64_t width, Tensor& d, int64_t col) override {
+    cpu_->copy_columns(s, width, d, col);
+  }
   void fill_zero(Tensor& t) override { cpu_->fill_zero(t); }
   void sync() override {}
 

@@ -80,17 +80,22 @@ TEST_F(CudaMemory, CopyFillAndToFloat) {
   EXPECT_THROW(gpu().copy(a.gpu, mismatched), Error);
 }
 
-// The vocabulary slices of tp ranks laid side by side into whole logit rows (odd widths).
+// The vocabulary slices of tp ranks laid side by side into whole logit rows (odd widths; a
+// padded slice gives only its first columns, its real tokens).
 TEST_F(CudaMemory, CopyColumnsMatchesTheHost) {
   for (int64_t rows : {1, 7}) {
     Pair dst = floats(random_values(rows * 101), {rows, 101});
     Pair block = floats(random_values(rows * 33), {rows, 33});
-    for (int64_t col : {0, 17, 68}) {
-      cpu().copy_columns(block.cpu, dst.cpu, col);
-      gpu().copy_columns(block.gpu, dst.gpu, col);
-      EXPECT_EQ(read(gpu(), dst.gpu), read(cpu(), dst.cpu)) << rows << " rows at column " << col;
+    for (int64_t width : {33, 30, 0}) {
+      for (int64_t col : {0, 17, 68}) {
+        cpu().copy_columns(block.cpu, width, dst.cpu, col);
+        gpu().copy_columns(block.gpu, width, dst.gpu, col);
+        EXPECT_EQ(read(gpu(), dst.gpu), read(cpu(), dst.cpu))
+            << rows << " rows, " << width << " columns at column " << col;
+      }
     }
-    EXPECT_THROW(gpu().copy_columns(block.gpu, dst.gpu, 69), Error);  // past the last column
+    EXPECT_THROW(gpu().copy_columns(block.gpu, 33, dst.gpu, 69), Error);  // past the last column
+    EXPECT_THROW(gpu().copy_columns(block.gpu, 34, dst.gpu, 0), Error);   // wider than the source
   }
 }
 

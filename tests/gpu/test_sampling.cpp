@@ -87,32 +87,76 @@ TEST_F(CudaSampling, SampleRowsDrawsWhatSampleTokenDraws) {
   std::cout << "sample_rows: " << mismatches << " of " << draws << " draws differ (ties)\n";
 }
 
-TEST_F(CudaSampling, EdgeRowsGiveValidTokens) {
+// Rows at the edges: a finite token among -inf, all -inf (a token), and rows holding a NaN or
+// +Inf, which give kNonFiniteToken (-1) instead of a token, as the host's sample_token does.
+TEST_F(CudaSampling, EdgeRowsGiveValidTokensOrTheNonFiniteSentinel) {
   const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
   const int64_t vocab = 5;
-  // A finite token among -inf (any top-k), all NaN, all -inf, NaN among finite, +inf.
+  // A finite token among -inf, all NaN, all -inf, NaN among finite, +inf, a negative NaN.
   const std::vector<float> values = {-inf, -inf, 2.0f, -inf, -inf,  nan,  nan,  nan, nan, nan,
                                      -inf, -inf, -inf, -inf, -inf,  nan,  1.0f, nan, nan, 0.5f,
-                                     0.5f, inf,  3.0f, 1.0f, -1.0f};
+                                     0.5f, inf,  3.0f, 1.0f, -1.0f, 0.5f, 1.0f, 2.0f, -nan, 0.0f};
   const int64_t rows = static_cast<int64_t>(values.size()) / vocab;
   Pair logits = floats(values, {rows, vocab});
-  for (int k : {0, 1, 3, 9}) {
-    SamplingParams p;
-    p.temperature = 1.0f;
-    p.top_k = k;
-    p.top_p = 0.9f;
-    for (uint64_t step = 0; step < 8; ++step) {
-      Pair ids = output(DType::I32, {rows});
-      gpu().sample_rows(logits.gpu, std::vector<SamplingParams>(rows, p),
-                        std::vector<uint64_t>(rows, step), ids.gpu);
-      const std::vector<int32_t> got = read_ints(gpu(), ids.gpu);
-      EXPECT_EQ(got[0], 2) << "top_k " << k;
-      for (int64_t r = 1; r < 3; ++r) EXPECT_TRUE(got[r] >= 0 && got[r] < vocab) << got[r];
-      if (k == 1)
-        EXPECT_EQ(got[3], 1);
-      else
-        EXPECT_TRUE(got[3] == 1 || got[3] == 4) << got[3] << ": NaN is never drawn";
-      EXPECT_EQ(got[4], 1) << "+inf takes all the mass";
+  for (float temperature : {0.0f, 1.0f}) {
+    for (int k : {0, 1, 3, 9}) {
+      SamplingParams p;
+      p.temperature = temperature;
+      p.top_k = k;
+      p.top_p = 0.9f;
+      for (uint64_t step = 0; step < 8; ++step) {
+        Pair ids = output(DType::I32, {rows});
+        gpu().sample_rows(logits.gpu, std::vector<SamplingParams>(rows, p),
+                          std::vector<uint64_t>(rows, step), ids.gpu);
+        const std::vector<int32_t> got = read_ints(gpu(), ids.gpu);
+        EXPECT_EQ(got[0], 2) << "top_k " << k;
+        EXPECT_TRUE(got[2] >= 0 && got[2] < vocab) << got[2];
+        for (int64_t r : {1, 3, 4, 5}) {
+          EXPECT_EQ(got[r], kNonFiniteToken) << "row " << r << " temperature " << temperature;
+          EXPECT_EQ(sample_token(&values[r * vocab], vocab, p, step), kNonFiniteToken) << "host, row " << r;
+        }
+      }
+    }
+  }
+}
+
+// The greedy kernel flags a NaN or +Inf wherever it sits in the row (its scalar head, vector
+// body or tail), in F32 and BF16, and still gives the CPU's argmax for every other row.
+TEST_F(CudaSampling, ArgmaxGivesTheNonFiniteSentinel) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  std::mt19937_64 rng(78);
+  for (int64_t vocab : {7, 1001, 50304}) {
+    const int64_t rows = 8;
+    std::vector<float> values = random_values(rows * vocab, 3.0f);
+    // Row r % 2 == 1 holds one bad value: NaN first, +Inf in the middle, NaN last, -NaN random.
+    const float bad[] = {nan, inf, nan, -nan};
+    for (int64_t r = 1; r < rows; r += 2) {
+      const int64_t at = r == 1 ? 0 : r == 3 ? vocab / 2 : r == 5 ? vocab - 1 : static_cast<int64_t>(rng() % vocab);
+      values[r * vocab + at] = bad[r / 2];
+    }
+    for (int64_t c = 0; c < vocab; c += 3) values[2 * vocab + c] = -inf;  // masked tokens are fine
+    for (DType dt : {DType::F32, DType::BF16}) {
+      Tensor l = gpu().alloc(dt, {rows, vocab});
+      std::vector<float> seen = values;  // what the kernel reads (bf16-rounded)
+      if (dt == DType::F32) {
+        gpu().copy_from_host(l, values.data());
+      } else {
+        std::vector<uint16_t> bits(values.size());
+        for (size_t i = 0; i < bits.size(); ++i) {
+          bits[i] = float_to_bf16(values[i]);
+          seen[i] = bf16_to_float(bits[i]);
+        }
+        gpu().copy_from_host(l, bits.data());
+      }
+      Tensor ids = gpu().alloc(DType::I32, {rows});
+      poison(gpu(), ids);
+      gpu().argmax(l, ids);
+      const std::vector<int32_t> got = read_ints(gpu(), ids);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int32_t want = argmax_token(&seen[r * vocab], vocab);
+        EXPECT_EQ(want == kNonFiniteToken, r % 2 == 1) << "host reference, row " << r;
+        EXPECT_EQ(got[r], want) << "vocab " << vocab << " row " << r << " " << dtype_name(dt);
+      }
     }
   }
 }

@@ -148,6 +148,13 @@ TEST(Config, RopeThetaSources) {
   EXPECT_TRUE(rejects("qwen3_moe", [](json& j) { j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}}; },
                       {"rope_scaling", "not supported"}));
   EXPECT_DOUBLE_EQ(parse_edited("qwen3_moe", [](json& j) { j["rope_scaling"] = nullptr; }).rope_theta, 1e4);
+  // transformers runs plain RoPE for a "default" rope_scaling, in either spelling.
+  EXPECT_DOUBLE_EQ(parse_edited("qwen3_moe", [](json& j) { j["rope_scaling"] = {{"rope_type", "default"}}; }).rope_theta,
+                   1e4);
+  EXPECT_DOUBLE_EQ(parse_edited("mixtral", [](json& j) { j["rope_scaling"] = {{"type", "default"}}; }).rope_theta, 1e6);
+  EXPECT_TRUE(rejects("mixtral", [](json& j) { j["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}}; },
+                      {"rope_scaling", "dynamic", "not supported"}));
+  EXPECT_TRUE(rejects("mixtral", [](json& j) { j["rope_scaling"] = 2.0; }, {"rope_scaling", "not supported"}));
 }
 
 TEST(Config, UnsupportedFeatures) {
@@ -155,8 +162,23 @@ TEST(Config, UnsupportedFeatures) {
   EXPECT_TRUE(rejects("mixtral", [](json& j) { j["sliding_window"] = 128; }, {"sliding_window", "not supported"}));
   // A window as long as the context never slides.
   EXPECT_NO_THROW(parse_edited("mixtral", [](json& j) { j["sliding_window"] = 256; }));
-  EXPECT_TRUE(rejects("qwen2_moe", [](json& j) { j["use_sliding_window"] = true; },
-                      {"use_sliding_window", "not supported"}));
+  // Qwen: the window applies to the layers >= max_window_layers (4.x) or those layer_types names.
+  EXPECT_TRUE(rejects("qwen2_moe",
+                      [](json& j) {
+                        j.erase("layer_types");
+                        j["use_sliding_window"] = true;
+                        j["sliding_window"] = 64;
+                        j["max_window_layers"] = 2;
+                      },
+                      {"layer 2", "sliding_window", "max_window_layers", "not supported"}));
+  EXPECT_TRUE(rejects("qwen3_moe",
+                      [](json& j) {
+                        j["sliding_window"] = 64;
+                        j["layer_types"] = {"full_attention", "sliding_attention", "full_attention",
+                                            "full_attention"};
+                      },
+                      {"layer 1", "sliding_window", "not supported"}));
+  EXPECT_TRUE(rejects("qwen3_moe", [](json& j) { j["layer_types"] = {"full_attention"}; }, {"layer_types"}));
   EXPECT_TRUE(rejects("olmoe", [](json& j) { j["model_type"] = "llama"; }, {"model_type", "llama"}));
 }
 
@@ -175,7 +197,6 @@ TEST(Config, MissingAndMistypedFieldsNameFileAndField) {
   EXPECT_TRUE(rejects("olmoe", [](json& j) { j["rms_norm_eps"] = "small"; }, {"rms_norm_eps", "number"}));
   EXPECT_TRUE(rejects("olmoe", [](json& j) { j["eos_token_id"] = "2"; }, {"eos_token_id"}));
   EXPECT_TRUE(rejects("qwen2_moe", [](json& j) { j["mlp_only_layers"] = 2; }, {"mlp_only_layers"}));
-  EXPECT_TRUE(rejects("qwen2_moe", [](json& j) { j["mlp_only_layers"] = {7}; }, {"mlp_only_layers", "7"}));
   EXPECT_TRUE(throws_error([] { parse_model_config(json::array(), "x.json"); }, {"x.json", "object"}));
   EXPECT_TRUE(throws_error([] { load_model_config("/nonexistent/config.json"); }, {"/nonexistent/config.json"}));
 }
@@ -187,7 +208,6 @@ TEST(Config, ValidationOfImpossibleValues) {
   EXPECT_TRUE(rejects("mixtral", [](json& j) { j["intermediate_size"] = 0; }, {"intermediate_size", "positive"}));
   EXPECT_TRUE(rejects("mixtral", [](json& j) { j["num_hidden_layers"] = -1; }, {"num_hidden_layers", "positive"}));
   EXPECT_TRUE(rejects("mixtral", [](json& j) { j["num_attention_heads"] = 5; }, {"num_attention_heads", "hidden_size"}));
-  EXPECT_TRUE(rejects("mixtral", [](json& j) { j["eos_token_id"] = 999; }, {"eos_token_id", "999"}));
   EXPECT_TRUE(rejects("qwen2_moe", [](json& j) { j["decoder_sparse_step"] = 0; }, {"decoder_sparse_step"}));
 }
 
@@ -216,6 +236,41 @@ TEST(Config, EosForms) {
   EXPECT_EQ(parse_edited("olmoe", [](json& j) { j["eos_token_id"] = {2, 7}; }).eos_token_ids,
             (std::vector<int64_t>{2, 7}));
   EXPECT_TRUE(parse_edited("olmoe", [](json& j) { j["eos_token_id"] = nullptr; }).eos_token_ids.empty());
+}
+
+// True when exactly one warning was made and it holds every fragment.
+::testing::AssertionResult warns_once(const ModelConfig& c, std::initializer_list<std::string> fragments) {
+  if (c.warnings.size() != 1) return ::testing::AssertionFailure() << c.warnings.size() << " warnings";
+  for (const std::string& f : fragments)
+    if (c.warnings[0].find(f) == std::string::npos)
+      return ::testing::AssertionFailure() << "'" << c.warnings[0] << "' lacks '" << f << "'";
+  return ::testing::AssertionSuccess();
+}
+
+// transformers loads and runs these; they are warnings naming the field, not errors.
+TEST(Config, WhatTransformersRunsLoadsWithAWarning) {
+  // A tiny checkpoint keeping its family's real EOS (a list here) with a small vocabulary.
+  ModelConfig big_eos = parse_edited("mixtral", [](json& j) { j["eos_token_id"] = {2, 151645}; });
+  EXPECT_EQ(big_eos.eos_token_ids, (std::vector<int64_t>{2, 151645}));
+  EXPECT_TRUE(big_eos.is_eos(2));
+  EXPECT_TRUE(warns_once(big_eos, {"mixtral/config.json", "eos_token_id", "151645", "[0, 256)"}));
+  EXPECT_TRUE(warns_once(parse_edited("olmoe", [](json& j) { j["eos_token_id"] = -1; }), {"eos_token_id", "-1"}));
+  // use_sliding_window where no layer slides: max_window_layers (transformers' default 28) past
+  // the last layer, no window, or one as long as the context.
+  for (const auto& edit : std::vector<std::function<void(json&)>>{
+           [](json& j) { j.erase("layer_types"); j["sliding_window"] = 64; j.erase("max_window_layers"); },
+           [](json& j) { j.erase("layer_types"); j["sliding_window"] = nullptr; j["max_window_layers"] = 0; },
+           [](json& j) { j.erase("layer_types"); j["sliding_window"] = 256; j["max_window_layers"] = 0; },
+           [](json& j) { j["sliding_window"] = 64; }}) {  // the fixture's layer_types: all full
+    EXPECT_TRUE(warns_once(parse_edited("qwen2_moe", [&](json& j) { edit(j); j["use_sliding_window"] = true; }),
+                           {"qwen2_moe/config.json", "use_sliding_window", "plain attention"}));
+  }
+  ModelConfig extra_dense = parse_edited("qwen2_moe", [](json& j) { j["mlp_only_layers"] = {7}; });
+  EXPECT_TRUE(warns_once(extra_dense, {"qwen2_moe/config.json", "mlp_only_layers", "7"}));
+  EXPECT_EQ(extra_dense.num_moe_layers(), extra_dense.num_layers);  // nothing changed
+  // The fixtures themselves raise no warning.
+  for (const char* family : {"mixtral", "olmoe", "qwen2_moe", "qwen3_moe"})
+    EXPECT_TRUE(parse_edited(family, [](json&) {}).warnings.empty()) << family;
 }
 
 TEST(Config, AttentionOptions) {

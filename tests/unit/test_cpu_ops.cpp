@@ -164,13 +164,15 @@ TEST_F(CpuOpsTest, AllocCopyAndTemps) {
 
 TEST_F(CpuOpsTest, CopyColumnsPlacesABlockOfAWiderMatrix) {
   const int64_t rows = 3, width = 4, total = 10, col = 5;
-  const Vec block = normal(rows * width), before = normal(rows * total);
-  Tensor dst = upload(before, {rows, total});
-  ops->copy_columns(upload(block, {rows, width}), dst, col);
-  Vec want = before;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < width; ++c) want[r * total + col + c] = block[r * width + c];
-  EXPECT_EQ(download(dst), want);
+  for (int64_t copied : {width, width - 1, int64_t{0}}) {  // a padded slice gives its first columns
+    const Vec block = normal(rows * width), before = normal(rows * total);
+    Tensor dst = upload(before, {rows, total});
+    ops->copy_columns(upload(block, {rows, width}), copied, dst, col);
+    Vec want = before;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < copied; ++c) want[r * total + col + c] = block[r * width + c];
+    EXPECT_EQ(download(dst), want) << copied << " columns";
+  }
 }
 
 TEST_F(CpuOpsTest, TempReleaseKeepsTemporariesBeforeTheMark) {

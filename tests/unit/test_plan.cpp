@@ -200,6 +200,7 @@ TEST(PlanLayout, ShardsCoverEverythingForEveryValidPlan) {
             if (dense_layers) expect_partition(dense, c.intermediate_size, what + " dense");
             expect_partition(shared, c.shared_expert_intermediate_size, what + " shared");
             expect_partition(vocab, c.vocab_size, what + " vocab");
+            for (const Range& r : vocab) EXPECT_LE(r.size(), ls[rank_of(p, {s, d, 0})].shard.vocab_rows) << what;
           }
           // Experts: each one's columns covered exactly once across the stage's m holders.
           std::vector<std::vector<Range>> columns(c.num_experts);
@@ -281,8 +282,6 @@ TEST(PlanValidate, RefusesEachImpossibleCaseWithItsReason) {
   dense.intermediate_size = 66;
   ModelConfig shared = qwen2_like();
   shared.shared_expert_intermediate_size = 50;
-  ModelConfig vocab = olmoe_like();
-  vocab.vocab_size = 255;
   const std::vector<Case> cases = {
       {{1, 2, 2, 1}, olmoe_like(), 8, 0, "pp*tp*dp = 4 but the job has 8 ranks"},
       {{1, 4, 1, 1}, odd_heads, 4, 0, "6 attention heads do not split evenly over tp=4"},
@@ -294,7 +293,6 @@ TEST(PlanValidate, RefusesEachImpossibleCaseWithItsReason) {
       {{1, 1, 8, 1}, inter, 8, 0, "expert intermediate size 36 does not split into the 8"},
       {{1, 4, 1, 4}, dense, 4, 0, "dense MLP intermediate size 66"},
       {{1, 4, 1, 4}, shared, 4, 0, "shared expert intermediate size 50"},
-      {{1, 2, 1, 2}, vocab, 2, 0, "vocabulary of 255"},
       {{1, 1, 1, 1}, olmoe_like(), 1, 1000, "the largest weight shard needs"},
       {{0, 1, 1, 1}, olmoe_like(), 0, 0, "every factor must be positive"},
   };
@@ -318,7 +316,7 @@ TEST(PlanEnumerate, MatchesBruteForce) {
         bool ok = c.num_heads % p.tp == 0 && kv_ok && stage % p.ep == 0 &&
                   c.num_experts % p.ep == 0 && c.num_layers >= p.pp &&
                   (stage % p.ep != 0 || c.moe_intermediate_size % (stage / p.ep) == 0) &&
-                  c.shared_expert_intermediate_size % p.tp == 0 && c.vocab_size % p.tp == 0;
+                  c.shared_expert_intermediate_size % p.tp == 0;  // any vocabulary: padded
         bool has_dense = false;
         for (bool moe : c.layer_is_moe) has_dense |= !moe;
         if (has_dense) ok = ok && c.intermediate_size % p.tp == 0;
@@ -384,6 +382,44 @@ TEST(PlanAuto, ResolveTakesAutoOrAnExplicitPlan) {
   EXPECT_EQ(resolve_plan("tp=2,dp=2", c, 4, 0, 4), (Plan{1, 2, 2, 1}));
   std::string msg = error_of([&] { resolve_plan("tp=2", c, 4, 0, 4); });
   EXPECT_NE(msg.find("but the job has 4 ranks"), std::string::npos) << msg;
+}
+
+// Any vocabulary splits over any tp: every rank holds ceil(V / tp) LM-head rows, its real tokens
+// are the next ceil(V / tp) ids cut at V, and the rows past them are padding.
+TEST(PlanVocab, PadsAVocabularyThatTpDoesNotDivide) {
+  EXPECT_EQ(vocab_shard_rows(256, 2), 128);
+  EXPECT_EQ(vocab_shard_rows(1001, 2), 501);
+  EXPECT_EQ(vocab_shard_rows(997, 4), 250);
+  EXPECT_EQ(vocab_shard(1001, 2, 0), (Range{0, 501}));
+  EXPECT_EQ(vocab_shard(1001, 2, 1), (Range{501, 1001}));  // 500 real rows, 1 padding
+  EXPECT_EQ(vocab_shard(997, 4, 3), (Range{750, 997}));    // 247 real rows, 3 padding
+  // More padding than a rank's share: the last rank holds padding only.
+  EXPECT_EQ(vocab_shard_rows(5, 4), 2);
+  EXPECT_EQ(vocab_shard(5, 4, 2), (Range{4, 5}));
+  EXPECT_EQ(vocab_shard(5, 4, 3), (Range{5, 5}));
+  for (int64_t vocab : {1, 5, 255, 997, 1001, 1024})
+    for (int64_t tp : {1, 2, 3, 4, 8}) {
+      std::vector<Range> parts;
+      for (int64_t r = 0; r < tp; ++r) {
+        parts.push_back(vocab_shard(vocab, tp, r));
+        EXPECT_LE(parts.back().size(), vocab_shard_rows(vocab, tp));
+      }
+      expect_partition(parts, vocab, "vocab " + std::to_string(vocab) + " tp " + std::to_string(tp));
+      EXPECT_LT(tp * vocab_shard_rows(vocab, tp) - vocab, tp);  // less than one row a rank
+    }
+
+  ModelConfig odd = olmoe_like();
+  odd.vocab_size = 1001;
+  EXPECT_NO_THROW(validate_plan({1, 2, 1, 1}, odd, 2, 0));
+  const ShardLayout last = layout_for({2, 4, 1, 1}, odd, 7);
+  EXPECT_EQ(last.shard.vocab(), (Range{753, 1001}));
+  EXPECT_EQ(last.shard.vocab_rows, 251);
+  // The padding rows are held, so they count in the bytes (bf16, hidden 64).
+  ShardSpec unpadded = last.shard;
+  unpadded.vocab_rows = last.shard.vocab_count;
+  EXPECT_EQ(weight_shard_bytes(odd, last.shard) - weight_shard_bytes(odd, unpadded), 3 * 64 * 2);
+  std::string line = describe({2, 4, 1, 1}, last, 7);
+  EXPECT_NE(line.find("LM head vocab [753, 1001) (+3 padding rows)"), std::string::npos) << line;
 }
 
 TEST(PlanDescribe, SaysWhatTheRankHolds) {

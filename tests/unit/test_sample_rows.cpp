@@ -47,6 +47,46 @@ TEST(SampleRows, DefaultIsSampleTokenRowByRow) {
   }
 }
 
+// The backend's samplers give kNonFiniteToken for exactly the rows holding a NaN or +Inf.
+TEST(SampleRows, NonFiniteRowsGiveNoToken) {
+  std::unique_ptr<Ops> ops = make_cpu_ops();
+  const float nan = std::nanf(""), inf = std::numeric_limits<float>::infinity();
+  std::mt19937_64 rng(33);
+  const int64_t rows = 6, vocab = 257;
+  std::vector<float> values;
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto row = sampling_test::make_logits(vocab, kKinds[r % 3], rng);
+    values.insert(values.end(), row.begin(), row.end());
+  }
+  values[1 * vocab + 200] = nan;
+  values[3 * vocab + 0] = inf;
+  values[5 * vocab + vocab - 1] = -nan;
+  Tensor logits = ops->alloc(DType::F32, {rows, vocab});
+  ops->copy_from_host(logits, values.data());
+  Tensor ids = ops->alloc(DType::I32, {rows});
+  std::vector<int32_t> got(static_cast<size_t>(rows));
+  SamplingParams sampled;
+  sampled.temperature = 0.7f;
+  sampled.top_k = 40;
+  for (const SamplingParams& p : {SamplingParams{}, sampled}) {
+    if (p.temperature == 0.0f)
+      ops->argmax_rows(logits, ids);
+    else
+      ops->sample_rows(logits, std::vector<SamplingParams>(rows, p), std::vector<uint64_t>(rows, 4), ids);
+    ops->to_host(ids, got.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      if (r % 2 == 1) {
+        EXPECT_EQ(got[r], kNonFiniteToken) << "row " << r << " temperature " << p.temperature;
+      } else {
+        EXPECT_EQ(got[r], sample_token(&values[r * vocab], vocab, p, 4)) << "row " << r;
+      }
+      if (r % 2 == 0) {
+        EXPECT_GE(got[r], 0) << "row " << r;
+      }
+    }
+  }
+}
+
 // The Row radix::sample_row needs, one plain loop per pass; counts its passes over the row.
 class SequentialRow {
  public:
@@ -115,11 +155,13 @@ std::string describe(const SamplingParams& p, uint64_t step) {
 
 TEST(RadixSampling, KeysFollowTheCandidateOrder) {
   const float inf = std::numeric_limits<float>::infinity();
-  // Ascending candidate order: NaN, -inf, ..., -0 == +0, ..., +inf.
+  // Ascending candidate order: -inf, ..., -0 == +0, ..., +inf, NaN (so max_key finds a NaN).
   const float ascending[] = {-inf, -3e38f, -2.5f, -1e-40f, 0.0f, 1e-40f, 1.0f, 3e38f, inf};
   for (size_t i = 0; i + 1 < std::size(ascending); ++i)
     EXPECT_LT(radix::key_of(ascending[i], 0), radix::key_of(ascending[i + 1], 0)) << i;
-  EXPECT_LT(radix::key_of(std::nanf(""), 0), radix::key_of(-inf, 5));
+  EXPECT_GT(radix::key_of(std::nanf(""), 5), radix::key_of(inf, 0));
+  EXPECT_GT(radix::key_of(-std::nanf(""), 5), radix::key_of(inf, 0));
+  EXPECT_TRUE(std::isnan(radix::logit_of(radix::key_of(std::nanf(""), 5))));
   EXPECT_EQ(radix::key_of(-0.0f, 3), radix::key_of(0.0f, 3));
   EXPECT_GT(radix::key_of(1.0f, 3), radix::key_of(1.0f, 4));  // equal logits: lower id first
   for (float x : ascending) {
@@ -162,18 +204,20 @@ TEST(RadixSampling, EdgeRowsGiveValidTokens) {
     p.top_k = k;
     for (uint64_t step = 0; step < 50; ++step) EXPECT_EQ(radix_draw(one_finite, p, step), 2);
   }
-  // Where the host's arithmetic breaks down (NaN, infinities, all -inf), still a token of the row,
-  // never a NaN while anything else is there, and an infinite logit takes all the mass.
-  EXPECT_EQ(radix_draw({nan, 1.0f, nan}, p, 3), 1);
-  EXPECT_EQ(radix_draw({0.5f, inf, 3.0f}, p, 3), 1);
+  // A NaN or +Inf anywhere: no token (as sample_token), greedy or not; all -inf: a token.
   for (uint64_t step = 0; step < 20; ++step) {
-    const int32_t all_nan = radix_draw({nan, nan, nan}, p, step);
-    EXPECT_TRUE(all_nan >= 0 && all_nan < 3) << all_nan;
+    for (const std::vector<float>& bad : std::vector<std::vector<float>>{
+             {nan, 1.0f, nan}, {0.5f, inf, 3.0f}, {nan, nan, nan}, {1.0f, 2.0f, -nan}, {-inf, inf}}) {
+      EXPECT_EQ(radix_draw(bad, p, step), kNonFiniteToken);
+      EXPECT_EQ(sample_token(bad.data(), static_cast<int64_t>(bad.size()), p, step), kNonFiniteToken);
+    }
     const int32_t all_neg_inf = radix_draw({-inf, -inf}, p, step);
     EXPECT_TRUE(all_neg_inf >= 0 && all_neg_inf < 2) << all_neg_inf;
   }
   p.temperature = 0.0f;  // greedy: -0 and +0 tie, the lower id wins
   EXPECT_EQ(radix_draw({-1.0f, -0.0f, 0.0f}, p, 0), 1);
+  EXPECT_EQ(radix_draw({-1.0f, nan, 0.0f}, p, 0), kNonFiniteToken);
+  EXPECT_EQ(radix_draw({inf, -1.0f}, p, 0), kNonFiniteToken);
 }
 
 TEST(RadixSampling, StopsDescendingEarly) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <set>
@@ -73,6 +74,35 @@ TEST(Sampling, GreedyIsArgmaxWithLowestIndexOnTies) {
   const auto big = random_logits(1000, 3.0f, 5);
   const int32_t best = static_cast<int32_t>(std::max_element(big.begin(), big.end()) - big.begin());
   EXPECT_EQ(sample_token(big.data(), 1000, params(0.0f, 50, 0.5f), 3), best);
+}
+
+// A NaN or +Inf anywhere in the row: no token, kNonFiniteToken, whatever the settings; -inf is a
+// masked token and samples as before.
+TEST(Sampling, NonFiniteRowsGiveNoToken) {
+  const float nan = std::nanf(""), inf = std::numeric_limits<float>::infinity();
+  const auto base = random_logits(300, 2.0f, 9);
+  for (float bad : {nan, -nan, inf}) {
+    for (size_t at : {size_t{0}, size_t{137}, base.size() - 1}) {
+      std::vector<float> row = base;
+      row[at] = bad;
+      EXPECT_EQ(argmax_token(row.data(), 300), kNonFiniteToken) << bad << " at " << at;
+      for (const SamplingParams& p : {params(0.0f, 0, 1.0f), params(0.8f, 0, 1.0f), params(1.0f, 20, 1.0f),
+                                      params(1.0f, 0, 0.9f), params(0.5f, 5, 0.5f)})
+        for (uint64_t step = 0; step < 5; ++step)
+          EXPECT_EQ(sample_token(row.data(), 300, p, step), kNonFiniteToken)
+              << bad << " at " << at << ", temperature " << p.temperature << " top_k " << p.top_k;
+    }
+  }
+  std::vector<float> masked = base;
+  for (size_t i = 0; i < masked.size(); i += 2) masked[i] = -inf;
+  const int32_t best = argmax_token(masked.data(), 300);
+  EXPECT_EQ(best, static_cast<int32_t>(std::max_element(masked.begin(), masked.end()) - masked.begin()));
+  for (uint64_t step = 0; step < 20; ++step) {
+    const int32_t t = sample_token(masked.data(), 300, params(1.0f, 0, 1.0f), step);
+    EXPECT_TRUE(t >= 0 && t < 300 && t % 2 == 1) << t;
+  }
+  const std::vector<float> all_masked(7, -inf);
+  EXPECT_EQ(argmax_token(all_masked.data(), 7), 0);
 }
 
 TEST(Sampling, TopKOneIsGreedy) {

@@ -41,7 +41,7 @@ class CudaOps final : public Ops {
   void copy_from_host(Tensor& dst, const void* src) override;
   void to_host(const Tensor& src, void* dst) override;
   void copy(const Tensor& src, Tensor& dst) override;
-  void copy_columns(const Tensor& src, Tensor& dst, int64_t col) override;
+  void copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col) override;
   void fill_zero(Tensor& t) override;
   void sync() override;
   int64_t free_memory_bytes() override;

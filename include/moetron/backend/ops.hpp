@@ -87,9 +87,10 @@ class Ops {
   virtual void copy_from_host(Tensor& dst, const void* src) = 0;      // dst.nbytes() bytes
   virtual void to_host(const Tensor& src, void* dst) = 0;             // waits for the device
   virtual void copy(const Tensor& src, Tensor& dst) = 0;              // same size, same dtype
-  // dst[r, col : col + src.cols()] = src[r, :] for every row r: a column block of a wider
-  // matrix (same dtype and rows; e.g. a tp rank's vocabulary slice of the logits).
-  virtual void copy_columns(const Tensor& src, Tensor& dst, int64_t col) = 0;
+  // dst[r, col : col + width] = src[r, 0 : width] for every row r (width <= src.cols()): a
+  // column block of a wider matrix (same dtype and rows; e.g. the real tokens of a tp rank's
+  // padded vocabulary slice of the logits).
+  virtual void copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col) = 0;
   virtual void fill_zero(Tensor& t) = 0;
   virtual void sync() = 0;
   // Device memory still free for the KV cache, or -1 where the backend does not know (CPU).
@@ -163,11 +164,12 @@ class Ops {
                              Tensor& rows, Tensor& experts, Tensor& scales);
   // Converts activations to F32 (logits for sampling, results files). out F32, same shape.
   virtual void to_float(const Tensor& x, Tensor& out) = 0;
-  // ids I32 [R] = argmax over each row of logits F32 [R, V] (ties: the lowest index). The
+  // ids I32 [R] = argmax over each row of logits F32 [R, V] (ties: the lowest index), or
+  // kNonFiniteToken (-1) for a row holding a NaN or +Inf (sampling/non_finite_logits.hpp). The
   // default goes through the host; a backend may keep it on the device (greedy decoding).
   virtual void argmax_rows(const Tensor& logits, Tensor& ids);
   // ids I32 [R] = sample_token(row r of logits F32 [R, V], params[r], steps[r]) (sampling/
-  // sampling.hpp; temperature 0 is the argmax, as argmax_rows). The default goes through the
+  // sampling.hpp; temperature 0 is the argmax, as argmax_rows; -1 for a NaN or +Inf row). The default goes through the
   // host; a backend may sample on the device so that only the ids cross to the host.
   virtual void sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
                            const std::vector<uint64_t>& steps, Tensor& ids);

@@ -69,6 +69,9 @@ class Engine {
   // sequence is greedy, else Ops::sample_rows; nothing but ids comes back to the host.
   void sample_on_backend(const std::vector<ScheduledSeq>& group, const Tensor& step_logits,
                          Tensor& ids);
+  // Throws Error naming the request and step where a sampler gave kNonFiniteToken (its row of
+  // logits held a NaN or +Inf): never a silently chosen token.
+  void check_sampled(const std::vector<ScheduledSeq>& group, const int32_t* ids) const;
 
   const ModelConfig& config_;
   Ops& ops_;
@@ -77,6 +80,7 @@ class Engine {
   EngineOptions options_;
   DecodeGraphs* graphs_;
   Tensor sampled_ids_;  // device-side sampler output, one per sequence of a step
+  size_t step_ = 0;     // the step run() is in, for messages
 };
 
 }  // namespace moetron

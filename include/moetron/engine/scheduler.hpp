@@ -23,6 +23,7 @@ namespace moetron {
 
 struct Sequence {
   int64_t index = 0;  // position in the prompts file
+  std::string id;     // the request's id (prompts file), for messages
   std::vector<int32_t> prompt;
   int64_t max_new_tokens = 0;
   bool ignore_eos = false;

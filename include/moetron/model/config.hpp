@@ -44,8 +44,12 @@ struct ModelConfig {
   int64_t max_position_embeddings = 0;
   bool tie_word_embeddings = false;
   std::vector<bool> layer_is_moe;       // per layer: routed experts (true) or dense MLP (false)
-  std::vector<int64_t> eos_token_ids;   // may be empty
+  std::vector<int64_t> eos_token_ids;   // may be empty; ids outside the vocabulary never match
   std::string torch_dtype = "bfloat16"; // as declared by the checkpoint (informational)
+  // What parse_model_config accepted, as transformers does, although it has no effect here (an
+  // EOS id outside the vocabulary...): one message per field, naming file and field. Rank 0
+  // logs them when parsing.
+  std::vector<std::string> warnings;
 
   int64_t q_width() const { return num_heads * head_dim; }
   int64_t kv_width() const { return num_kv_heads * head_dim; }
@@ -56,7 +60,8 @@ struct ModelConfig {
   int64_t total_params() const;
   int64_t active_params_per_token() const;  // attention + dense + top_k experts + shared + head
 
-  // Throws Error naming the field when a value is impossible (zero sizes, heads not dividing...).
+  // Throws Error naming the field when a value is impossible (zero sizes, heads not dividing...):
+  // what transformers would fail on too, or what cannot run. Nothing else.
   void validate(const std::string& where) const;
 
   std::string summary() const;     // multi-line, human readable

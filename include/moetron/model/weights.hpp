@@ -23,7 +23,10 @@ struct ShardSpec {
   int64_t shared_col_begin = 0, shared_col_count = 0;  // shared expert intermediate columns
   int64_t expert_begin = 0, expert_count = 0;          // routed experts held
   int64_t expert_col_begin = 0, expert_col_count = 0;  // their intermediate columns
-  int64_t vocab_begin = 0, vocab_count = 0;            // LM-head rows
+  // LM head: the real tokens [vocab_begin, +vocab_count) it holds (vocab_count may be 0 on a
+  // tp rank past the vocabulary's end), in vocab_rows rows; rows past vocab_count are zero
+  // padding, which every tp rank has the same vocab_rows for (core/range.hpp vocab_shard).
+  int64_t vocab_begin = 0, vocab_count = 0, vocab_rows = 0;
   bool first_stage = true, last_stage = true;
   bool holds_o_bias = true;  // row-parallel biases are added by one tp rank only
 
@@ -89,7 +92,7 @@ struct LayerWeights {
 struct ModelWeights {
   Tensor embed;       // [V, H] on the first stage
   Tensor final_norm;  // on the last stage
-  Tensor lm_head;     // [vocab_count, H] on the last stage (the embedding's rows when tied)
+  Tensor lm_head;     // [vocab_rows, H] on the last stage (the embedding's rows when tied)
   std::vector<LayerWeights> layers;
   size_t bytes = 0;   // as held by the backend
 };

@@ -23,6 +23,7 @@
 #include <cstring>
 
 #include "moetron/core/host_device.hpp"
+#include "moetron/sampling/non_finite_logits.hpp"
 #include "moetron/sampling/philox.hpp"
 
 namespace moetron {
@@ -42,10 +43,11 @@ constexpr int kDigitBits = 8, kBins = 1 << kDigitBits, kLevels = 64 / kDigitBits
 
 // ---- keys ---------------------------------------------------------------------------------------
 
-// Order-preserving bits: NaN below everything (-inf included; it is never chosen unless all is
-// NaN), and -0 as +0 since the host's comparisons treat them as equal.
+// Order-preserving bits: NaN above everything (+inf included), so that the first pass over a
+// row (max_key) finds any NaN or +Inf and the sampler gives kNonFiniteToken without another
+// pass; -0 as +0 since the host's comparisons treat them as equal.
 MOETRON_HOST_DEVICE inline uint32_t ordered_bits(float logit) {
-  if (logit != logit) return 0u;
+  if (logit != logit) return 0xFFFFFFFFu;
   if (logit == 0.0f) return 0x80000000u;
   uint32_t bits;
   memcpy(&bits, &logit, sizeof bits);
@@ -63,7 +65,7 @@ MOETRON_HOST_DEVICE inline int32_t token_of(uint64_t key) {
 
 MOETRON_HOST_DEVICE inline float logit_of(uint64_t key) {
   const uint32_t o = static_cast<uint32_t>(key >> 32);
-  const uint32_t bits = (o & 0x80000000u) ? (o & 0x7FFFFFFFu) : ~o;  // 0 (NaN) -> a NaN
+  const uint32_t bits = (o & 0x80000000u) ? (o & 0x7FFFFFFFu) : ~o;  // 0xFFFFFFFF (NaN) -> a NaN
   float logit;
   memcpy(&logit, &bits, sizeof logit);
   return logit;
@@ -205,16 +207,18 @@ MOETRON_HOST_DEVICE Found first_reaching(Row& row, const Weights& w, uint64_t lo
   }
 }
 
-// The token sample_token(logits, vocab, p, p.step) picks; see sampling.hpp for the steps.
+// The token sample_token(logits, vocab, p, p.step) picks (kNonFiniteToken for a row holding a
+// NaN or +Inf: their keys are the largest); see sampling.hpp for the steps.
 template <class Row>
 MOETRON_HOST_DEVICE int32_t sample_row(Row& row, const RowParams& p) {
   const uint64_t first = row.max_key(Range{});  // the first candidate: greedy's answer
+  if (breaks_sampling(logit_of(first))) return kNonFiniteToken;
   if (p.temperature == 0.0f) return token_of(first);
   const Weights w{logit_of(first), p.temperature};
   const bool top_k = p.top_k > 0 && p.top_k < row.vocab();
   const uint64_t lo = top_k ? kth_key_bound(row, static_cast<uint32_t>(p.top_k)) : 0;
   const double total = row.mass(lo, w);  // W
-  if (!(total > 0.0)) return token_of(first);  // every logit is NaN
+  if (!(total > 0.0)) return token_of(first);  // not reached: the first candidate weighs 1
   Found nucleus{lo, total};                    // top_p == 1: all kept, M = W
   if (p.top_p < 1.0f)
     nucleus = first_reaching(row, w, lo, total, static_cast<double>(p.top_p) * total, false);

@@ -29,6 +29,8 @@
 #include <cstdint>
 #include <string>
 
+#include "moetron/sampling/non_finite_logits.hpp"
+
 namespace moetron {
 
 // One request's sampling settings.
@@ -49,7 +51,12 @@ float uniform_from_counter(uint64_t seed, uint64_t counter);
 // range: temperature >= 0, top_k >= 0, 0 < top_p <= 1.
 void check_sampling_params(const SamplingParams& p, const std::string& where);
 
-// Picks the next token from logits[0, vocab) as described above. p must be valid.
+// Picks the next token from logits[0, vocab) as described above, or kNonFiniteToken when the
+// row holds a NaN or +Inf (non_finite_logits.hpp). p must be valid.
 int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& p, uint64_t step);
+
+// Greedy: the argmax of logits[0, vocab) (the lowest index among equal maxima), or
+// kNonFiniteToken when the row holds a NaN or +Inf.
+int32_t argmax_token(const float* logits, int64_t vocab);
 
 }  // namespace moetron

@@ -57,15 +57,17 @@ void CpuOps::copy(const Tensor& src, Tensor& dst) {
   if (src.data != dst.data) std::memmove(dst.data, src.data, src.nbytes());
 }
 
-void CpuOps::copy_columns(const Tensor& src, Tensor& dst, int64_t col) {
+void CpuOps::copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col) {
   MOETRON_ASSERT(src.dtype == dst.dtype && src.rows() == dst.rows());
-  MOETRON_ASSERT(col >= 0 && col + src.cols() <= dst.cols());
-  const size_t elem = dtype_size(src.dtype), width = static_cast<size_t>(src.cols()) * elem;
+  MOETRON_ASSERT(width >= 0 && width <= src.cols() && col >= 0 && col + width <= dst.cols());
+  if (width == 0) return;
+  const size_t elem = dtype_size(src.dtype), bytes = static_cast<size_t>(width) * elem;
+  const size_t src_pitch = static_cast<size_t>(src.cols()) * elem;
   const char* from = static_cast<const char*>(src.data);
   char* to = static_cast<char*>(dst.data);
   for (int64_t r = 0; r < src.rows(); ++r)
     std::memcpy(to + (static_cast<size_t>(r * dst.cols() + col)) * elem,
-                from + static_cast<size_t>(r) * width, width);
+                from + static_cast<size_t>(r) * src_pitch, bytes);
 }
 
 void CpuOps::fill_zero(Tensor& t) {

@@ -180,17 +180,17 @@ void CudaOps::copy(const Tensor& src, Tensor& dst) {
   CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyDefault, stream_));
 }
 
-void CudaOps::copy_columns(const Tensor& src, Tensor& dst, int64_t col) {
-  MOETRON_CHECK(src.dtype == dst.dtype && src.rows() == dst.rows() && col >= 0 &&
-                    col + src.cols() <= dst.cols(),
-                "copy_columns: " << src.describe() << " does not fit " << dst.describe()
-                                 << " at column " << col);
-  if (src.nbytes() == 0) return;
+void CudaOps::copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col) {
+  MOETRON_CHECK(src.dtype == dst.dtype && src.rows() == dst.rows() && width >= 0 &&
+                    width <= src.cols() && col >= 0 && col + width <= dst.cols(),
+                "copy_columns: " << width << " columns of " << src.describe() << " do not fit "
+                                 << dst.describe() << " at column " << col);
+  if (width == 0 || src.rows() == 0) return;
   const size_t elem = dtype_size(src.dtype);
   CUDA_CHECK(cudaMemcpy2DAsync(static_cast<char*>(dst.data) + static_cast<size_t>(col) * elem,
                                static_cast<size_t>(dst.cols()) * elem, src.data,
                                static_cast<size_t>(src.cols()) * elem,
-                               static_cast<size_t>(src.cols()) * elem,
+                               static_cast<size_t>(width) * elem,
                                static_cast<size_t>(src.rows()), cudaMemcpyDeviceToDevice, stream_));
 }
 
