@@ -5,10 +5,12 @@
 #include <memory>
 
 #include "commands.hpp"
+#include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/comm/mpi_runtime.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/core/log.hpp"
 #include "moetron/engine/decode_graphs.hpp"
+#include "moetron/engine/device_setup.hpp"
 #include "moetron/engine/engine.hpp"
 #include "moetron/engine/gather.hpp"
 #include "moetron/io/prompts.hpp"
@@ -16,6 +18,7 @@
 #include "moetron/model/config.hpp"
 #include "moetron/model/weight_source.hpp"
 #include "moetron/parallel/groups.hpp"
+#include "moetron/parallel/plan_agreement.hpp"
 #include "run_options.hpp"
 #include "run_report.hpp"
 #include "run_setup.hpp"
@@ -37,10 +40,9 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   MOETRON_CHECK(!o.measure_gpu_idle || backend == "cuda",
                 "--measure-gpu-idle needs the cuda backend (this run uses " << backend << ")");
 
-  int ranks_on_node = 1;
-  const int local_rank = node_local_rank(&ranks_on_node);
-  const Plan plan = resolve_plan(o.plan, config, world_size,
-                                 memory_per_rank(o, backend, local_rank, ranks_on_node), ranks_on_node);
+  const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
+  const Plan plan = agree_plan(*make_mpi_communicator(MPI_COMM_WORLD), o.plan, config,
+                               memory_per_rank(o.memory_per_rank, backend, binding), binding.ranks_on_node);
   ParallelGroups groups = build_groups(plan, config, MPI_COMM_WORLD);
   LOG_INFO("model " << family_name(config.family) << " from " << o.model << ", " << specs.size()
                     << " requests, backend " << backend << ", plan " << plan.to_string() << " on "
@@ -56,8 +58,8 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   // A step holds at most --max-batch-tokens tokens, or one prompt longer than that alone.
   const int64_t max_step_tokens = std::max<int64_t>(o.max_batch_tokens, longest_prompt);
   std::unique_ptr<Ops> ops =
-      make_ops(backend, local_rank, step_arena_bytes(config, shard, plan, max_step_tokens, o.max_batch));
-  use_device_transport(groups, *ops, ranks_on_node);
+      make_ops(backend, binding, step_arena_bytes(config, shard, plan, max_step_tokens, o.max_batch));
+  use_device_transport(groups, *ops, binding);
   std::unique_ptr<WeightSource> source =
       o.load_format == "dummy" ? make_random_source(o.seed, DType::BF16) : open_checkpoint_source(o.model);
   const ModelWeights weights = load_weights(*source, config, shard, *ops);
@@ -170,6 +172,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   const std::vector<int64_t> expert_tokens = gather_expert_tokens(groups, forward, shard, config, fc.count_experts);
   const std::vector<int64_t> traffic = gather_traffic(groups, world_size);
   std::vector<Sequence> all = gather_sequences(*groups.world, eg.reporters, mine);
+  RankPlaces places = gather_places(ops->name(), binding.uuid);
   if (world_rank != 0) return 0;
 
   RunFacts facts;
@@ -177,7 +180,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   facts.config = &config;
   facts.plan = plan;
   facts.backend = backend;
-  facts.device = ops->name();
+  facts.places = std::move(places);
   facts.world_size = world_size;
   RunResults results = assemble_results(facts, specs, all, report, expert_tokens, traffic);
 #ifdef MOETRON_HAVE_CUDA

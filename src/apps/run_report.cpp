@@ -1,7 +1,5 @@
 #include "run_report.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -9,16 +7,21 @@
 
 #include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/core/log.hpp"
+#include "moetron/engine/device_binding.hpp"
 
 namespace moetron::apps {
 namespace {
 
 constexpr size_t kRankFields = 2;  // bytes sent, bytes received
 
-std::string host_name() {
-  char buf[256] = {0};
-  gethostname(buf, sizeof buf - 1);
-  return buf;
+// The distinct entries, in order of first appearance, joined by ", ".
+std::string distinct(const std::vector<std::string>& all) {
+  std::vector<std::string> seen;
+  for (const std::string& s : all)
+    if (std::find(seen.begin(), seen.end(), s) == seen.end()) seen.push_back(s);
+  std::string out;
+  for (const std::string& s : seen) out += (out.empty() ? "" : ", ") + s;
+  return out;
 }
 
 }  // namespace
@@ -66,13 +69,20 @@ std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size) {
   std::vector<int64_t> traffic(static_cast<size_t>(world_size) * kRankFields, 0);
   const size_t me = static_cast<size_t>(groups.world_rank) * kRankFields;
   for (const auto& comm : {groups.tp, groups.stage, groups.replica, groups.pipeline, groups.world}) {
-    if (auto* mpi = dynamic_cast<MpiCommunicator*>(comm.get())) {
-      traffic[me] += mpi->bytes_sent();
-      traffic[me + 1] += mpi->bytes_received();
-    }
+    if (!comm) continue;
+    const Traffic t = comm->traffic();
+    traffic[me] += t.sent;
+    traffic[me + 1] += t.received;
   }
   groups.world->allreduce_host(traffic, false);
   return traffic;
+}
+
+RankPlaces gather_places(const std::string& device_name, const std::string& gpu_uuid) {
+  RankPlaces p;
+  p.hosts = allgather_strings(host_name(), MPI_COMM_WORLD);
+  p.devices = allgather_strings(gpu_uuid.empty() ? device_name : device_name + " " + gpu_uuid, MPI_COMM_WORLD);
+  return p;
 }
 
 RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>& specs,
@@ -85,8 +95,8 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
   const int64_t E = std::max<int64_t>(config.num_experts, 1);
   RunResults results;
   results.meta.command_line = o.command_line;
-  results.meta.host = host_name();
-  results.meta.device = run.device;
+  results.meta.host = distinct(run.places.hosts);
+  results.meta.device = distinct(run.places.devices);
   results.meta.backend = run.backend;
   results.meta.plan = plan.to_string();
   results.meta.model_config = config.to_json().dump();
@@ -124,6 +134,8 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
       rec.bytes_sent = traffic[static_cast<size_t>(r) * kRankFields];
       rec.bytes_received = traffic[static_cast<size_t>(r) * kRankFields + 1];
       rec.description = describe(plan, l, r);
+      rec.host = run.places.hosts[static_cast<size_t>(r)];
+      rec.device = run.places.devices[static_cast<size_t>(r)];
       results.ranks.push_back(std::move(rec));
     }
   }

@@ -20,11 +20,19 @@ std::vector<int64_t> gather_expert_tokens(ParallelGroups& groups, ModelForward& 
 // Bytes each rank sent and received, [world * 2] (collective).
 std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size);
 
+// Each rank's host and device words (its Ops' name, and its GPU's UUID where it has one), in
+// world rank order (collective).
+struct RankPlaces {
+  std::vector<std::string> hosts, devices;
+};
+RankPlaces gather_places(const std::string& device_name, const std::string& gpu_uuid);
+
 struct RunFacts {
   const RunOptions* options = nullptr;
   const ModelConfig* config = nullptr;
   Plan plan;
-  std::string backend, device;
+  std::string backend;
+  RankPlaces places;
   int world_size = 1;
 };
 RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>& specs,

@@ -1,5 +1,5 @@
-// Setting up one rank of `moetron run`: its backend, memory, shard of the model and the
-// transports of its groups.
+// Setting up one rank of `moetron run`: its shard of the model and its step arena. The backend,
+// GPU binding, memory budget, Ops and transports are in moetron/engine/device_setup.hpp.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -13,15 +13,8 @@
 
 namespace moetron::apps {
 
-// "auto" becomes cuda where a GPU is visible, else cpu; an impossible request is an Error.
-std::string resolve_backend(const std::string& requested);
-// This rank's index among the ranks of its node, and how many they are.
-int node_local_rank(int* ranks_on_node);
-int64_t memory_per_rank(const RunOptions& o, const std::string& backend, int local_rank, int ranks_on_node);
 ShardSpec shard_from_layout(const ShardLayout& l, const ModelConfig& c, const Plan& plan);
 size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& plan,
                         int64_t max_tokens, int64_t max_seqs);
-std::unique_ptr<Ops> make_ops(const std::string& backend, int local_rank, size_t arena_bytes);
-void use_device_transport(ParallelGroups& g, Ops& ops, int ranks_on_node);
 
 }  // namespace moetron::apps
