@@ -96,7 +96,8 @@ std::string resolve_backend(const std::string& requested) {
 DeviceBinding bind_rank_devices(MPI_Comm world, const std::string& backend, std::vector<RankDevices>* all) {
   const int rank = world_rank_of(world);
   RankDevices mine;
-  if (!test_hook_uuids(rank, &mine.uuids)) {
+  const bool hooked = test_hook_uuids(rank, &mine.uuids);
+  if (!hooked) {
 #ifdef MOETRON_HAVE_CUDA
     if (backend == "cuda") mine.uuids = visible_gpu_uuids();
 #endif
@@ -104,7 +105,8 @@ DeviceBinding bind_rank_devices(MPI_Comm world, const std::string& backend, std:
   (void)backend;
   std::vector<RankDevices> ranks = gather_rank_devices(world, mine);
   std::vector<DeviceBinding> bindings = bind_devices(ranks);
-  for (const std::string& line : describe_bindings(ranks, bindings)) LOG_INFO(line);
+  for (const std::string& line : describe_bindings(ranks, bindings))
+    LOG_INFO(line << (hooked ? " [devices from the test hook MOETRON_TEST_GPU_UUIDS]" : ""));
   DeviceBinding me = bindings[static_cast<size_t>(rank)];
   if (all) *all = std::move(ranks);
   return me;

@@ -104,7 +104,7 @@ while IFS='|' read -r _ name type _ present _; do
   grep -q "DATATYPE  *$(h5type "$type")" <<<"$header" || fail "$name is not $type: $header"
   ranks_checked=$((ranks_checked + 1))
 done < <(grep '^| `/ranks' "$MOETRON_SOURCE_DIR/docs/results-schema.md")
-(( ranks_checked >= 16 )) || fail "only $ranks_checked /ranks names found in docs/results-schema.md"
+(( ranks_checked >= 15 )) || fail "only $ranks_checked /ranks names found in docs/results-schema.md"
 out=$pout
 mapfile -t rank_hosts < <(values /ranks/host)
 [[ "${rank_hosts[*]}" == "$host $host" ]] || fail "/ranks/host is '${rank_hosts[*]}', want '$host $host'"
