@@ -44,6 +44,7 @@ class NcclCommunicator : public Communicator {
   int rank() const override { return mpi_->rank(); }
   int size() const override { return mpi_->size(); }
   std::string transport() const override { return "nccl"; }
+  void adjust_traffic(const Traffic& delta) override { counter_.add(delta.sent, delta.received); }
   // Device tensors counted here, host values by the MPI group that carries them.
   Traffic traffic() const override {
     const Traffic device = counter_.total(), host = mpi_->traffic();

@@ -44,6 +44,24 @@ if [ "$gpus" -ge 2 ]; then
   launch both "node $host: ranks 0,1, 2 GPUs ($u0: rank 0; $u1: rank 1), one GPU per rank: device transport nccl" \
     CUDA_VISIBLE_DEVICES=0,1 PER_RANK_GPU=0
   "$COMPARE_RESULTS" "$WORK/own.h5" "$WORK/shared.h5" --min-agreement 0.8 || fail "own GPUs differ from a shared one"
+  # Traffic over NCCL is counted in recorded decode steps too: each replay adds what its
+  # recording moved. 4 requests decode 31 steps at batch 4 (124 rows); recording adds 3 eager
+  # warm-up steps of 1 + 2 + 4 rows (under 6% more). Without the replays counted the graphs run
+  # would count far less than the eager one; with the recording itself counted, about 11% more.
+  random_prompts "$WORK/long.jsonl" 4 7 "32"
+  sum_sent() { h5dump -y -w 0 -d /ranks/bytes_sent "$1" | sed -n '/^ *DATA {/,/^ *}/p' | sed '1d;$d' | tr -d ' ,' |
+    awk '{s += $1} END {print s}'; }
+  for mode in graphs eager; do
+    extra=(); [ "$mode" = eager ] && extra=(--no-graphs)
+    env CUDA_VISIBLE_DEVICES=0,1 PER_RANK_GPU=1 bash "$MOETRON_SOURCE_DIR/tests/mpi/run_mpi.sh" "$MPIEXEC" -n 2 \
+      -x PER_RANK_GPU -x CUDA_VISIBLE_DEVICES bash -c "$LAUNCH" "$MOETRON" run --model "$model" \
+      --prompts "$WORK/long.jsonl" --backend cuda --ignore-eos --kv-cache-tokens 4096 --plan tp=2 "${extra[@]}" \
+      --out "$WORK/traffic-$mode.h5" >"$WORK/traffic-$mode.log" 2>&1 || { cat "$WORK/traffic-$mode.log"; fail "traffic $mode run failed"; }
+  done
+  grep -q "recorded the decode step" "$WORK/traffic-graphs.log" || fail "the NCCL tp=2 run recorded no decode step"
+  graphs=$(sum_sent "$WORK/traffic-graphs.h5"); eager=$(sum_sent "$WORK/traffic-eager.h5")
+  echo "bytes sent: $graphs with CUDA graphs, $eager eager"
+  (( graphs >= eager && graphs * 100 <= eager * 108 )) || fail "NCCL traffic with graphs ($graphs) is not eager's ($eager) plus the warm-up"
 else
   echo "one GPU: the one-GPU-per-rank cases (Slurm's CUDA_VISIBLE_DEVICES per task, NCCL) were not run"
 fi

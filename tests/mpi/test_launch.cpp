@@ -6,7 +6,9 @@
 #include <climits>
 #include <cstdlib>
 
+#include "moetron/backend/cpu_ops.hpp"
 #include "moetron/comm/mpi_communicator.hpp"
+#include "moetron/comm/staged_communicator.hpp"
 #include "moetron/comm/mpi_runtime.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/engine/device_setup.hpp"
@@ -147,14 +149,16 @@ std::vector<Plan> everyones(const Plan& mine) {
 TEST(Launch, EveryRankRunsRankZerosPlanFittingTheSmallestMemory) {
   const ModelConfig c = plan_config();
   const int n = world_size();
+  const std::vector<Plan> plans = enumerate_plans(c, n);
+  if (plans.size() < 2) GTEST_SKIP() << "one plan only on " << n << " ranks: nothing to disagree on";
   int64_t least = INT64_MAX;
-  for (const Plan& p : enumerate_plans(c, n)) least = std::min(least, max_weight_shard_bytes(p, c));
+  for (const Plan& p : plans) least = std::min(least, max_weight_shard_bytes(p, c));
   const int64_t roomy = int64_t{1} << 40;
   const int64_t mine = world_rank() == 0 ? roomy : least;
   auto world = make_mpi_communicator(MPI_COMM_WORLD);
   const Plan agreed = agree_plan(*world, "auto", c, mine, n);
-  const Plan expected = resolve_plan("auto", c, n, n > 1 ? least : roomy, n);
-  if (n > 1) EXPECT_NE(resolve_plan("auto", c, n, roomy, n), expected) << "the ranks would not disagree";
+  const Plan expected = resolve_plan("auto", c, n, least, n);
+  EXPECT_NE(resolve_plan("auto", c, n, roomy, n), expected) << "the ranks would not disagree";
   for (const Plan& p : everyones(agreed)) EXPECT_EQ(p, expected) << p.to_string() << " vs " << expected.to_string();
 }
 
@@ -186,4 +190,22 @@ TEST(Launch, RankZerosErrorReachesEveryRank) {
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()), expected);
   }
+}
+
+// The host-staged transport reports what its MPI group moved for it; only a transport that can
+// be recorded accepts replay corrections.
+TEST(Launch, StagedTransportCountsItsTraffic) {
+  std::shared_ptr<MpiCommunicator> mpi = make_mpi_communicator(MPI_COMM_WORLD);
+  std::unique_ptr<Ops> ops = make_cpu_ops();
+  std::unique_ptr<Communicator> staged = make_staged_communicator(mpi, *ops);
+  Tensor t = host_tensor(DType::F32, {4, 25});
+  for (int64_t i = 0; i < t.numel(); ++i) t.as<float>()[i] = static_cast<float>(i);
+  staged->allreduce_sum(t);
+  const int64_t n = world_size(), moved = 2 * (n - 1) * static_cast<int64_t>(t.nbytes()) / n;
+  EXPECT_EQ(staged->traffic().sent, moved);
+  EXPECT_EQ(staged->traffic().received, moved);
+  EXPECT_EQ(mpi->traffic().sent, moved);
+  EXPECT_THROW(staged->adjust_traffic({1, 0}), Error);
+  staged->adjust_traffic({0, 0});  // nothing recorded: nothing to correct
+  EXPECT_EQ(make_self_communicator()->traffic().sent, 0);
 }

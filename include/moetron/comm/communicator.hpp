@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "moetron/core/error.hpp"
 #include "moetron/core/tensor.hpp"
 
 namespace moetron {
@@ -61,6 +62,13 @@ class Communicator {
   // Everything this rank moved through the group so far, device tensors and host values alike,
   // as TrafficCounter counts it (a group of one moves nothing).
   virtual Traffic traffic() const { return {}; }
+  // Corrections from a recorder of device work (CUDA graphs): the calls made while recording a
+  // step moved nothing then (it subtracts them), and each replay moves them again (it adds
+  // them). Only a transport that can be recorded moves anything in a recorded step.
+  virtual void adjust_traffic(const Traffic& delta) {
+    MOETRON_CHECK(delta.sent == 0 && delta.received == 0,
+                  "the " << transport() << " transport moved data inside a recorded step");
+  }
 
   // In-place sum over the group (F32 or BF16 tensors).
   virtual void allreduce_sum(Tensor& t) = 0;
