@@ -111,7 +111,7 @@ std::vector<std::string> describe_bindings(const std::vector<RankDevices>& ranks
     os << "node " << host << ": rank" << (members.size() > 1 ? "s " : " ") << rank_list(members) << ", ";
     const DeviceBinding& first = bindings[members.front()];
     if (uuids.empty()) {
-      os << "no GPU";
+      os << "no GPU: transport mpi";
       lines.push_back(os.str());
       continue;
     }

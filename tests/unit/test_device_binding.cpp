@@ -191,5 +191,5 @@ TEST(DeviceBinding, DescribeNcclAndNoGpu) {
             (std::vector<std::string>{"node n0: ranks 0-3, 4 GPUs (GPU-a: rank 0; GPU-b: rank 1; GPU-c: rank 2; "
                                       "GPU-d: rank 3), one GPU per rank: device transport nccl"}));
   const std::vector<RankDevices> cpu = {rank_on("n0", 0, {})};
-  EXPECT_EQ(describe_bindings(cpu, bind_devices(cpu)), (std::vector<std::string>{"node n0: rank 0, no GPU"}));
+  EXPECT_EQ(describe_bindings(cpu, bind_devices(cpu)), (std::vector<std::string>{"node n0: rank 0, no GPU: transport mpi"}));
 }

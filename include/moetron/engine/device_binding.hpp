@@ -47,7 +47,7 @@ std::vector<DeviceBinding> bind_devices(const std::vector<RankDevices>& ranks);
 
 // One log line per node: host, its ranks, its devices and who uses them, the transport chosen.
 // E.g. "node gpu01: ranks 0-3, 2 GPUs (GPU-a: ranks 0,1; GPU-b: ranks 2,3), ranks share GPUs:
-// device transport mpi".
+// device transport mpi", or "node n0: rank 0, no GPU: transport mpi".
 std::vector<std::string> describe_bindings(const std::vector<RankDevices>& ranks,
                                            const std::vector<DeviceBinding>& bindings);
 
