@@ -172,7 +172,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   const std::vector<int64_t> expert_tokens = gather_expert_tokens(groups, forward, shard, config, fc.count_experts);
   const std::vector<int64_t> traffic = gather_traffic(groups, world_size);
   std::vector<Sequence> all = gather_sequences(*groups.world, eg.reporters, mine);
-  RankPlaces places = gather_places(ops->name(), binding.uuid);
+  RankPlaces places = gather_places(*ops, binding);
   if (world_rank != 0) return 0;
 
   RunFacts facts;

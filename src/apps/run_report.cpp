@@ -7,7 +7,6 @@
 
 #include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/core/log.hpp"
-#include "moetron/engine/device_binding.hpp"
 
 namespace moetron::apps {
 namespace {
@@ -78,10 +77,11 @@ std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size) {
   return traffic;
 }
 
-RankPlaces gather_places(const std::string& device_name, const std::string& gpu_uuid) {
+RankPlaces gather_places(const Ops& ops, const DeviceBinding& binding) {
+  const bool on_gpu = ops.device() == Device::Cuda && !binding.uuid.empty();
   RankPlaces p;
   p.hosts = allgather_strings(host_name(), MPI_COMM_WORLD);
-  p.devices = allgather_strings(gpu_uuid.empty() ? device_name : device_name + " " + gpu_uuid, MPI_COMM_WORLD);
+  p.devices = allgather_strings(on_gpu ? ops.name() + " " + binding.uuid : ops.name(), MPI_COMM_WORLD);
   return p;
 }
 

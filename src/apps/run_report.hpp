@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "moetron/engine/device_binding.hpp"
 #include "moetron/engine/engine.hpp"
 #include "moetron/io/prompts.hpp"
 #include "moetron/io/results.hpp"
@@ -20,12 +21,12 @@ std::vector<int64_t> gather_expert_tokens(ParallelGroups& groups, ModelForward& 
 // Bytes each rank sent and received, [world * 2] (collective).
 std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size);
 
-// Each rank's host and device words (its Ops' name, and its GPU's UUID where it has one), in
-// world rank order (collective).
+// Each rank's host and device words (its Ops' name, and the bound GPU's UUID where it computes
+// on one), in world rank order (collective).
 struct RankPlaces {
   std::vector<std::string> hosts, devices;
 };
-RankPlaces gather_places(const std::string& device_name, const std::string& gpu_uuid);
+RankPlaces gather_places(const Ops& ops, const DeviceBinding& binding);
 
 struct RunFacts {
   const RunOptions* options = nullptr;

@@ -14,6 +14,8 @@ expect_line() {  # expect_line HOOK RANKS LINE
   env MOETRON_TEST_GPU_UUIDS="$1" "${MPI_RUN[@]}" "$2" "$MOETRON" "${args[@]}" --plan "pp=$2" \
     --out "$WORK/bind.h5" >"$WORK/log" 2>&1 || { cat "$WORK/log"; fail "run with MOETRON_TEST_GPU_UUIDS='$1' failed"; }
   grep -qF "] $3 [devices from the test hook" "$WORK/log" || { cat "$WORK/log"; fail "no line '$3'"; }
+  # The hook's GPUs decide the binding; the cpu backend still computes on the CPU.
+  [[ "$(h5dump -a /device "$WORK/bind.h5" | sed -n 's/^ *(0): "\(.*\)"$/\1/p')" == cpu ]] || fail "/@device is not cpu"
 }
 # Slurm's --gpus-per-task=1: every rank sees one device, its own.
 expect_line "GPU-a;GPU-b;GPU-c;GPU-d" 4 \
