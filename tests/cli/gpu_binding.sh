@@ -16,8 +16,9 @@ host=$(hostname)
 uuid() { nvidia-smi --query-gpu=uuid --format=csv,noheader -i "$1" | tr -d ' '; }
 rank_devices() { h5dump -y -w 0 -d /ranks/device "$1" | sed -n '/^ *DATA {/,/^ *}/p' | grep -o 'GPU-[0-9a-f-]*'; }
 
-# The command each rank runs; PER_RANK_GPU=1 gives rank r only GPU r, as Slurm would.
-LAUNCH='if [ "${PER_RANK_GPU:-0}" = 1 ]; then export CUDA_VISIBLE_DEVICES=$OMPI_COMM_WORLD_LOCAL_RANK; fi; exec "$0" "$@"'
+# The command each rank runs; PER_RANK_GPU=1 gives rank r only GPU r, as Slurm would (the
+# node-local rank from Open MPI, or MPICH's MPI_LOCALRANKID).
+LAUNCH='if [ "${PER_RANK_GPU:-0}" = 1 ]; then export CUDA_VISIBLE_DEVICES=${OMPI_COMM_WORLD_LOCAL_RANK:-$MPI_LOCALRANKID}; fi; exec "$0" "$@"'
 launch() {  # launch NAME EXPECT ENV-ASSIGNMENTS...: 2 ranks of moetron, each through the wrapper
   local name=$1 expect=$2
   shift 2
@@ -49,7 +50,7 @@ if [ "$gpus" -ge 2 ]; then
   # warm-up steps of 1 + 2 + 4 rows (under 6% more). Without the replays counted the graphs run
   # would count far less than the eager one; with the recording itself counted, about 11% more.
   random_prompts "$WORK/long.jsonl" 4 7 "32"
-  sum_sent() { h5dump -y -w 0 -d /ranks/bytes_sent "$1" | sed -n '/^ *DATA {/,/^ *}/p' | sed '1d;$d' | tr -d ' ,' |
+  sum_sent() { h5dump -y -w 0 -d /ranks/bytes_sent "$1" | sed -n '/^ *DATA {/,/^ *}/p' | sed '1d;$d' | tr ',' '\n' |
     awk '{s += $1} END {print s}'; }
   for mode in graphs eager; do
     extra=(); [ "$mode" = eager ] && extra=(--no-graphs)
