@@ -5,16 +5,18 @@
 #include <memory>
 
 #include "commands.hpp"
+#include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/comm/mpi_runtime.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/core/log.hpp"
+#include "moetron/engine/device_setup.hpp"
 #include "moetron/engine/run_session.hpp"
 #include "moetron/io/prompts.hpp"
 #include "moetron/io/results.hpp"
 #include "moetron/model/config.hpp"
+#include "moetron/parallel/plan_agreement.hpp"
 #include "run_options.hpp"
 #include "run_report.hpp"
-#include "run_setup.hpp"
 #ifdef MOETRON_HAVE_CUDA
 #include "moetron/backend/gpu_activity.hpp"
 #endif
@@ -33,10 +35,9 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   MOETRON_CHECK(!o.measure_gpu_idle || backend == "cuda",
                 "--measure-gpu-idle needs the cuda backend (this run uses " << backend << ")");
 
-  int ranks_on_node = 1;
-  const int local_rank = node_local_rank(&ranks_on_node);
-  const Plan plan = resolve_plan(o.plan, config, world_size,
-                                 memory_per_rank(o, backend, local_rank, ranks_on_node), ranks_on_node);
+  const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
+  const Plan plan = agree_plan(*make_mpi_communicator(MPI_COMM_WORLD), o.plan, config,
+                               memory_per_rank(o.memory_per_rank, backend, binding), binding.ranks_on_node);
   LOG_INFO("model " << family_name(config.family) << " from " << o.model << ", " << specs.size()
                     << " requests, backend " << backend << ", plan " << plan.to_string() << " on "
                     << world_size << " rank(s)");
@@ -67,11 +68,12 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   if (o.measure_gpu_idle && world_rank == 0) idle_observer = std::make_unique<GpuIdleObserver>();
   settings.observer = idle_observer.get();
 #endif
-  DeviceBinding binding;
-  binding.make_ops = [&](size_t arena_bytes) { return make_ops(backend, local_rank, arena_bytes); };
-  binding.bind_transports = [&](ParallelGroups& g, Ops& ops) { use_device_transport(g, ops, ranks_on_node); };
+  DeviceAccess device;
+  device.make_ops = [&](size_t arena_bytes) { return make_ops(backend, binding, arena_bytes); };
+  device.bind_transports = [&](ParallelGroups& g, Ops& ops) { use_device_transport(g, ops, binding); };
+  device.gpu_uuid = binding.uuid;
 
-  RunSession session(config, specs, settings, binding, MPI_COMM_WORLD);
+  RunSession session(config, specs, settings, device, MPI_COMM_WORLD);
   const RunOutcome outcome = session.run();
   if (world_rank != 0) return 0;
   const std::vector<Sequence>& all = outcome.finished;
@@ -82,7 +84,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   facts.config = &config;
   facts.plan = plan;
   facts.backend = backend;
-  facts.device = outcome.device;
+  facts.places = outcome.places;
   facts.world_size = world_size;
   RunResults results = assemble_results(facts, specs, all, report, outcome.expert_tokens, outcome.traffic);
 #ifdef MOETRON_HAVE_CUDA

@@ -1,7 +1,5 @@
 #include "run_report.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -14,10 +12,14 @@ namespace moetron::apps {
 namespace {
 
 
-std::string host_name() {
-  char buf[256] = {0};
-  gethostname(buf, sizeof buf - 1);
-  return buf;
+// The distinct entries, in order of first appearance, joined by ", ".
+std::string distinct(const std::vector<std::string>& all) {
+  std::vector<std::string> seen;
+  for (const std::string& s : all)
+    if (std::find(seen.begin(), seen.end(), s) == seen.end()) seen.push_back(s);
+  std::string out;
+  for (const std::string& s : seen) out += (out.empty() ? "" : ", ") + s;
+  return out;
 }
 
 }  // namespace
@@ -59,8 +61,8 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
   const int64_t E = std::max<int64_t>(config.num_experts, 1);
   RunResults results;
   results.meta.command_line = o.command_line;
-  results.meta.host = host_name();
-  results.meta.device = run.device;
+  results.meta.host = distinct(run.places.hosts);
+  results.meta.device = distinct(run.places.devices);
   results.meta.backend = run.backend;
   results.meta.plan = plan.to_string();
   results.meta.model_config = config.to_json().dump();
@@ -99,6 +101,8 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
       rec.bytes_sent = traffic[static_cast<size_t>(r) * kRankFields];
       rec.bytes_received = traffic[static_cast<size_t>(r) * kRankFields + 1];
       rec.description = describe(plan, l, r);
+      rec.host = run.places.hosts[static_cast<size_t>(r)];
+      rec.device = run.places.devices[static_cast<size_t>(r)];
       results.ranks.push_back(std::move(rec));
     }
   }

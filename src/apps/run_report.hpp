@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "moetron/engine/gather.hpp"
 #include "moetron/engine/engine.hpp"
 #include "moetron/io/prompts.hpp"
 #include "moetron/io/results.hpp"
@@ -17,7 +18,8 @@ struct RunFacts {
   const RunOptions* options = nullptr;
   const ModelConfig* config = nullptr;
   Plan plan;
-  std::string backend, device;
+  std::string backend;
+  RankPlaces places;
   int world_size = 1;
 };
 RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>& specs,

@@ -57,11 +57,6 @@ void row_blocks(const std::vector<int64_t>& rows, int64_t cols, const char* op,
   }
 }
 
-int64_t sum_except(const std::vector<int64_t>& v, int skip) {
-  int64_t s = std::accumulate(v.begin(), v.end(), int64_t{0});
-  return s - v[skip];
-}
-
 void reduce_in_place(void* data, int64_t n, MPI_Datatype type, MPI_Op op, MPI_Comm comm) {
   check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, mpi_count(n, "MPI_Allreduce"), type, op, comm),
             "MPI_Allreduce");
@@ -77,6 +72,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm) {
   check_mpi(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  counter_ = TrafficCounter(rank_, size_);
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -105,7 +101,7 @@ void MpiCommunicator::allreduce_sum(Tensor& t) {
   } else {
     reduce_in_place(t.data, n, element_type(t.dtype), MPI_SUM, comm_);
   }
-  count_allreduce(static_cast<int64_t>(t.nbytes()));
+  counter_.allreduce(static_cast<int64_t>(t.nbytes()));
 }
 
 void MpiCommunicator::allgather(const Tensor& in, Tensor& out) {
@@ -118,8 +114,7 @@ void MpiCommunicator::allgather(const Tensor& in, Tensor& out) {
   const int n = mpi_count(in.numel(), "MPI_Allgather");
   MPI_Datatype type = element_type(in.dtype);
   check_mpi(MPI_Allgather(in.data, n, type, out.data, n, type, comm_), "MPI_Allgather");
-  int64_t moved = (size_ - 1) * static_cast<int64_t>(in.nbytes());
-  count(moved, moved);
+  counter_.allgather(static_cast<int64_t>(in.nbytes()));
 }
 
 void MpiCommunicator::alltoallv(const Tensor& send, const std::vector<int64_t>& send_rows,
@@ -147,7 +142,7 @@ void MpiCommunicator::alltoallv(const Tensor& send, const std::vector<int64_t>& 
                           rcounts.data(), rdispls.data(), type, comm_),
             "MPI_Alltoallv");
   const int64_t row_bytes = cols * static_cast<int64_t>(dtype_size(send.dtype));
-  count(sum_except(send_rows, rank_) * row_bytes, sum_except(recv_rows, rank_) * row_bytes);
+  counter_.alltoallv(send_rows, recv_rows, row_bytes);
 }
 
 void MpiCommunicator::send(const Tensor& t, int peer, int tag) {
@@ -156,7 +151,7 @@ void MpiCommunicator::send(const Tensor& t, int peer, int tag) {
   check_mpi(
       MPI_Send(t.data, mpi_count(t.numel(), "MPI_Send"), element_type(t.dtype), peer, tag, comm_),
       "MPI_Send");
-  count(t.nbytes(), 0);
+  counter_.add(static_cast<int64_t>(t.nbytes()), 0);
 }
 
 void MpiCommunicator::recv(Tensor& t, int peer, int tag) {
@@ -169,14 +164,14 @@ void MpiCommunicator::recv(Tensor& t, int peer, int tag) {
   check_mpi(MPI_Get_count(&status, element_type(t.dtype), &got), "MPI_Get_count");
   MOETRON_CHECK(got == n, "recv: expected " << n << " elements from rank " << peer << " (tag "
                                             << tag << "), got " << got);
-  count(0, t.nbytes());
+  counter_.add(0, static_cast<int64_t>(t.nbytes()));
 }
 
 void MpiCommunicator::broadcast(Tensor& t, int root) {
   require_host(t, "broadcast");
   require_peer(root, size_, "broadcast");
   broadcast_raw(t.data, t.numel(), element_type(t.dtype), root, comm_);
-  count_broadcast(root, static_cast<int64_t>(t.nbytes()));
+  counter_.broadcast(root, static_cast<int64_t>(t.nbytes()));
 }
 
 void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(comm_), "MPI_Barrier"); }
@@ -184,7 +179,7 @@ void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(comm_), "MPI_Barrier"); 
 void MpiCommunicator::allreduce_host(std::vector<int64_t>& values, bool max_instead_of_sum) {
   reduce_in_place(values.data(), static_cast<int64_t>(values.size()), MPI_INT64_T,
                   max_instead_of_sum ? MPI_MAX : MPI_SUM, comm_);
-  count_allreduce(static_cast<int64_t>(values.size() * sizeof(int64_t)));
+  counter_.allreduce(static_cast<int64_t>(values.size() * sizeof(int64_t)));
 }
 
 std::vector<int64_t> MpiCommunicator::alltoall_host(const std::vector<int64_t>& counts) {
@@ -193,8 +188,7 @@ std::vector<int64_t> MpiCommunicator::alltoall_host(const std::vector<int64_t>& 
   std::vector<int64_t> received(counts.size());
   check_mpi(MPI_Alltoall(counts.data(), 1, MPI_INT64_T, received.data(), 1, MPI_INT64_T, comm_),
             "MPI_Alltoall");
-  int64_t moved = (size_ - 1) * static_cast<int64_t>(sizeof(int64_t));
-  count(moved, moved);
+  counter_.allgather(static_cast<int64_t>(sizeof(int64_t)));
   return received;
 }
 
@@ -205,7 +199,26 @@ void MpiCommunicator::broadcast_host(std::vector<int64_t>& values, int root) {
   broadcast_raw(&n, 1, MPI_INT64_T, root, comm_);
   values.resize(static_cast<size_t>(n));
   broadcast_raw(values.data(), n, MPI_INT64_T, root, comm_);
-  count_broadcast(root, (n + 1) * static_cast<int64_t>(sizeof(int64_t)));
+  counter_.broadcast(root, (n + 1) * static_cast<int64_t>(sizeof(int64_t)));
+}
+
+std::vector<std::string> allgather_strings(const std::string& mine, MPI_Comm comm) {
+  int size = 1;
+  check_mpi(MPI_Comm_size(comm, &size), "MPI_Comm_size");
+  int length = mpi_count(static_cast<int64_t>(mine.size()), "allgather_strings");
+  std::vector<int> lengths(static_cast<size_t>(size)), offsets(static_cast<size_t>(size));
+  check_mpi(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm), "MPI_Allgather (lengths)");
+  int64_t total = 0;
+  for (int r = 0; r < size; ++r) {
+    offsets[r] = mpi_count(total, "allgather_strings");
+    total += lengths[r];
+  }
+  std::string all(static_cast<size_t>(total), '\0');
+  check_mpi(MPI_Allgatherv(mine.data(), length, MPI_CHAR, &all[0], lengths.data(), offsets.data(), MPI_CHAR, comm),
+            "MPI_Allgatherv (strings)");
+  std::vector<std::string> out;
+  for (int r = 0; r < size; ++r) out.push_back(all.substr(static_cast<size_t>(offsets[r]), static_cast<size_t>(lengths[r])));
+  return out;
 }
 
 }  // namespace moetron

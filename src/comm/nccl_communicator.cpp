@@ -44,15 +44,23 @@ class NcclCommunicator : public Communicator {
   int rank() const override { return mpi_->rank(); }
   int size() const override { return mpi_->size(); }
   std::string transport() const override { return "nccl"; }
+  void adjust_traffic(const Traffic& delta) override { counter_.add(delta.sent, delta.received); }
+  // Device tensors counted here, host values by the MPI group that carries them.
+  Traffic traffic() const override {
+    const Traffic device = counter_.total(), host = mpi_->traffic();
+    return {device.sent + host.sent, device.received + host.received};
+  }
 
   void allreduce_sum(Tensor& t) override {
     NCCL_CHECK(ncclAllReduce(t.data, t.data, static_cast<size_t>(t.numel()), nccl_type(t.dtype), ncclSum,
                              comm_, stream_));
+    counter_.allreduce(static_cast<int64_t>(t.nbytes()));
   }
   void allgather(const Tensor& in, Tensor& out) override {
     MOETRON_ASSERT(out.numel() == in.numel() * size());
     NCCL_CHECK(ncclAllGather(in.data, out.data, static_cast<size_t>(in.numel()), nccl_type(in.dtype),
                              comm_, stream_));
+    counter_.allgather(static_cast<int64_t>(in.nbytes()));
   }
   void alltoallv(const Tensor& send, const std::vector<int64_t>& send_rows, Tensor& recv,
                  const std::vector<int64_t>& recv_rows) override {
@@ -67,15 +75,19 @@ class NcclCommunicator : public Communicator {
       r_off += rb;
     }
     NCCL_CHECK(ncclGroupEnd());
+    counter_.alltoallv(send_rows, recv_rows, static_cast<int64_t>(row));
   }
   void send(const Tensor& t, int peer, int /*tag*/) override {
     NCCL_CHECK(ncclSend(t.data, t.nbytes(), ncclChar, peer, comm_, stream_));
+    counter_.add(static_cast<int64_t>(t.nbytes()), 0);
   }
   void recv(Tensor& t, int peer, int /*tag*/) override {
     NCCL_CHECK(ncclRecv(t.data, t.nbytes(), ncclChar, peer, comm_, stream_));
+    counter_.add(0, static_cast<int64_t>(t.nbytes()));
   }
   void broadcast(Tensor& t, int root) override {
     NCCL_CHECK(ncclBroadcast(t.data, t.data, t.nbytes(), ncclChar, root, comm_, stream_));
+    counter_.broadcast(root, static_cast<int64_t>(t.nbytes()));
   }
   void barrier() override {
     MOETRON_CHECK(cudaStreamSynchronize(stream_) == cudaSuccess, "cudaStreamSynchronize failed");
@@ -93,6 +105,7 @@ class NcclCommunicator : public Communicator {
   std::shared_ptr<MpiCommunicator> mpi_;
   cudaStream_t stream_;
   ncclComm_t comm_ = nullptr;
+  TrafficCounter counter_{mpi_->rank(), mpi_->size()};
 };
 
 }  // namespace

@@ -12,6 +12,8 @@ class StagedCommunicator : public Communicator {
   int rank() const override { return inner_->rank(); }
   int size() const override { return inner_->size(); }
   std::string transport() const override { return inner_->transport() + "+staged"; }
+  // The host transport moves (and counts) everything.
+  Traffic traffic() const override { return inner_->traffic(); }
 
   void allreduce_sum(Tensor& t) override {
     Tensor h = to_host(t);

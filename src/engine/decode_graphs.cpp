@@ -76,16 +76,32 @@ void DecodeGraphs::capture() {
     forward_.logits_device(warm, in);
     ops_.sync();
     ops_.reset_temps();
+    // Traffic: the calls made while recording move nothing now; each replay moves them.
+    const std::vector<Communicator*> groups = peers();
+    std::vector<Traffic> before;
+    for (Communicator* c : groups) before.push_back(c->traffic());
     ops_.begin_recording();
     Tensor hidden = forward_.embed(in);
     forward_.run_layers(hidden, in);
     b.logits = forward_.logits_device(hidden, in);
     b.recording = ops_.end_recording();
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const Traffic after = groups[g]->traffic();
+      b.traffic.push_back({after.sent - before[g].sent, after.received - before[g].received});
+      groups[g]->adjust_traffic({-b.traffic[g].sent, -b.traffic[g].received});
+    }
     b.temps_end = ops_.temp_mark();
     recorded_.push_back(std::move(b));
   }
   LOG_INFO("recorded the decode step for batch sizes 1.." << buckets_.back() << " ("
                                                           << buckets_.size() << " graphs)");
+}
+
+std::vector<Communicator*> DecodeGraphs::peers() const {
+  std::vector<Communicator*> groups;
+  for (Communicator* c : {forward_.context().tp, forward_.context().stage})
+    if (c != nullptr && std::find(groups.begin(), groups.end(), c) == groups.end()) groups.push_back(c);
+  return groups;
 }
 
 bool DecodeGraphs::fits(const std::vector<ScheduledSeq>& group, int64_t dispatch_tokens) const {
@@ -111,6 +127,8 @@ Tensor DecodeGraphs::run(const std::vector<ScheduledSeq>& group, int64_t dispatc
   MOETRON_ASSERT(it != recorded_.end());
   write_inputs(*it, group);
   ops_.replay(it->recording);
+  const std::vector<Communicator*> groups = peers();
+  for (size_t g = 0; g < groups.size(); ++g) groups[g]->adjust_traffic(it->traffic[g]);
   ops_.temp_resume(it->temps_end);  // what the step does next must not overwrite the logits
   return it->logits;
 }

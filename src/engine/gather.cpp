@@ -4,6 +4,7 @@
 
 #include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/core/error.hpp"
+#include "moetron/engine/device_binding.hpp"
 
 namespace moetron {
 namespace {
@@ -124,13 +125,21 @@ std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size) {
   std::vector<int64_t> traffic(static_cast<size_t>(world_size) * kRankFields, 0);
   const size_t me = static_cast<size_t>(groups.world_rank) * kRankFields;
   for (const auto& comm : {groups.tp, groups.stage, groups.replica, groups.pipeline, groups.world}) {
-    if (auto* mpi = dynamic_cast<MpiCommunicator*>(comm.get())) {
-      traffic[me] += mpi->bytes_sent();
-      traffic[me + 1] += mpi->bytes_received();
-    }
+    if (!comm) continue;
+    const Traffic t = comm->traffic();
+    traffic[me] += t.sent;
+    traffic[me + 1] += t.received;
   }
   groups.world->allreduce_host(traffic, false);
   return traffic;
+}
+
+RankPlaces gather_places(const Ops& ops, const std::string& gpu_uuid) {
+  const bool on_gpu = ops.device() == Device::Cuda && !gpu_uuid.empty();
+  RankPlaces p;
+  p.hosts = allgather_strings(host_name(), MPI_COMM_WORLD);
+  p.devices = allgather_strings(on_gpu ? ops.name() + " " + gpu_uuid : ops.name(), MPI_COMM_WORLD);
+  return p;
 }
 
 }  // namespace moetron

@@ -94,8 +94,8 @@ size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& pl
 }
 
 RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>& requests,
-                       const RunSettings& settings, const DeviceBinding& binding, MPI_Comm world)
-    : config_(config), requests_(requests), settings_(settings) {
+                       const RunSettings& settings, const DeviceAccess& device, MPI_Comm world)
+    : config_(config), requests_(requests), settings_(settings), gpu_uuid_(device.gpu_uuid) {
   const Plan& plan = settings_.plan;
   groups_ = build_groups(plan, config_, world);
   const ShardSpec& shard = groups_.layout.shard;
@@ -105,8 +105,8 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
     longest_prompt = std::max<int64_t>(longest_prompt, static_cast<int64_t>(r.prompt_tokens.size()));
   // A step holds at most --max-batch-tokens tokens, or one prompt longer than that alone.
   max_step_tokens_ = std::max<int64_t>(settings_.max_batch_tokens, longest_prompt);
-  ops_ = binding.make_ops(step_arena_bytes(config_, shard, plan, max_step_tokens_, settings_.max_batch));
-  binding.bind_transports(groups_, *ops_);
+  ops_ = device.make_ops(step_arena_bytes(config_, shard, plan, max_step_tokens_, settings_.max_batch));
+  device.bind_transports(groups_, *ops_);
 
   {
     std::unique_ptr<WeightSource> source = settings_.dummy_weights
@@ -209,7 +209,7 @@ RunOutcome RunSession::run() {
                                            forward_context_.count_experts);
   out.traffic = gather_traffic(groups_, plan.world_size());
   out.finished = gather_sequences(*groups_.world, eg.reporters, mine_);
-  out.device = ops_->name();
+  out.places = gather_places(*ops_, gpu_uuid_);
   return out;
 }
 

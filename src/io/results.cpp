@@ -167,6 +167,8 @@ void write_ranks(h5::File& f, const std::vector<RankRecord>& ranks, const std::s
             column<int64_t>(ranks, [member = member](const RankRecord& k) { return k.*member; }));
   f.write_strings("/ranks/description",
                   column<std::string>(ranks, [](const RankRecord& k) { return k.description; }));
+  f.write_strings("/ranks/host", column<std::string>(ranks, [](const RankRecord& k) { return k.host; }));
+  f.write_strings("/ranks/device", column<std::string>(ranks, [](const RankRecord& k) { return k.device; }));
 }
 
 }  // namespace

@@ -80,4 +80,43 @@ times=$(h5dump -H -d /requests/token_times_s "$out" | sed -n 's/.*SIMPLE { ( \([
 mapfile -t reasons < <(values /requests/finish_reason)
 for r in "${reasons[@]}"; do [[ "$r" == length || "$r" == eos ]] || fail "finish_reason '$r'"; done
 
-echo "ok: $checked documented names present; offsets ${output_offsets[*]}"
+host=$(hostname)
+root_attr() { h5dump -a "/$1" "$2" | sed -n 's/^ *(0): "\(.*\)"$/\1/p'; }
+[[ "$(root_attr host "$out")" == "$host" ]] || fail "/@host is '$(root_attr host "$out")', want '$host'"
+[[ "$(root_attr device "$out")" == cpu ]] || fail "/@device is '$(root_attr device "$out")', want 'cpu'"
+
+# ---- a parallel run: every documented /ranks name, with its type, and where each rank ran ---------
+: "${MPIEXEC:=mpiexec}"
+pout="$work/parallel.h5"
+bash "$MOETRON_SOURCE_DIR/tests/mpi/run_mpi.sh" "$MPIEXEC" -n 2 "$MOETRON" run \
+  --model "$MOETRON_SOURCE_DIR/tests/fixtures/olmoe" --prompts "$work/prompts.jsonl" --plan tp=2 \
+  --out "$pout" >"$work/parallel.log" 2>&1 || { cat "$work/parallel.log"; fail "moetron run on 2 ranks failed"; }
+ranks_checked=0
+while IFS='|' read -r _ name type _ present _; do
+  name=$(echo "$name" | tr -d ' `'); type=$(echo "$type" | tr -d ' '); present=$(echo "$present" | xargs)
+  [[ "$present" == "parallel runs" ]] || continue
+  if [[ "$name" == *@* ]]; then
+    header=$(h5dump -H -a "${name%@*}/${name#*@}" "$pout" 2>&1) || fail "attribute $name missing: $header"
+  else
+    header=$(h5dump -H -d "$name" "$pout" 2>&1) || fail "dataset $name missing: $header"
+    grep -q "SIMPLE { ( 2 )" <<<"$header" || fail "$name does not have one entry per rank: $header"
+  fi
+  grep -q "DATATYPE  *$(h5type "$type")" <<<"$header" || fail "$name is not $type: $header"
+  ranks_checked=$((ranks_checked + 1))
+done < <(grep '^| `/ranks' "$MOETRON_SOURCE_DIR/docs/results-schema.md")
+(( ranks_checked >= 15 )) || fail "only $ranks_checked /ranks names found in docs/results-schema.md"
+out=$pout
+mapfile -t rank_hosts < <(values /ranks/host)
+[[ "${rank_hosts[*]}" == "$host $host" ]] || fail "/ranks/host is '${rank_hosts[*]}', want '$host $host'"
+mapfile -t rank_devices < <(values /ranks/device)
+[[ "${rank_devices[*]}" == "cpu cpu" ]] || fail "/ranks/device is '${rank_devices[*]}', want 'cpu cpu'"
+[[ "$(root_attr host "$pout")" == "$host" ]] || fail "/@host of the parallel run is '$(root_attr host "$pout")'"
+mapfile -t sent < <(values /ranks/bytes_sent)
+mapfile -t received < <(values /ranks/bytes_received)
+for r in 0 1; do
+  (( sent[r] > 0 && received[r] > 0 )) || fail "rank $r counted ${sent[r]} bytes sent, ${received[r]} received"
+done
+# tp=2 on two ranks: whatever one sends the other receives.
+(( sent[0] == received[1] && sent[1] == received[0] )) || fail "traffic does not balance: sent ${sent[*]}, received ${received[*]}"
+
+echo "ok: $checked documented names present; $ranks_checked /ranks names; offsets ${output_offsets[*]}"

@@ -84,8 +84,8 @@ RunResults full_results() {
   r.steps = {{3, 6, true, 0.5}, {3, 3, false, 0.25}, {2, 2, false, 0.25}};
   r.expert_tokens = {{1, 2, 3, 4}, {0, 0, 0, 0}, {5, 6, 7, 8}};
   r.total_seconds = 2.0;
-  RankRecord r0{0, 0, 0, 0, 3, 0, 2, 0, 8, 1000, 2000, "pp0 tp0 ep0"};
-  RankRecord r1{0, 0, 1, 0, 3, 2, 4, 8, 16, 3000, 4000, "pp0 tp1 ep1"};
+  RankRecord r0{0, 0, 0, 0, 3, 0, 2, 0, 8, 1000, 2000, "pp0 tp0 ep0", "node01", "cuda:0 (H) GPU-a"};
+  RankRecord r1{0, 0, 1, 0, 3, 2, 4, 8, 16, 3000, 4000, "pp0 tp1 ep1", "node02", "cuda:0 (H) GPU-b"};
   r.ranks = {r0, r1};
   return r;
 }
@@ -163,6 +163,9 @@ TEST_F(ResultsTest, EveryDatasetAndAttributeReadsBack) {
   EXPECT_EQ(read_int64(out, "/ranks/bytes_received"), (std::vector<int64_t>{2000, 4000}));
   EXPECT_EQ(read_strings(out, "/ranks/description"),
             (std::vector<std::string>{"pp0 tp0 ep0", "pp0 tp1 ep1"}));
+  EXPECT_EQ(read_strings(out, "/ranks/host"), (std::vector<std::string>{"node01", "node02"}));
+  EXPECT_EQ(read_strings(out, "/ranks/device"),
+            (std::vector<std::string>{"cuda:0 (H) GPU-a", "cuda:0 (H) GPU-b"}));
 }
 
 TEST_F(ResultsTest, OptionalPartsAreOmittedAndTimestampIsStamped) {

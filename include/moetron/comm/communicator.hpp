@@ -8,16 +8,67 @@
 #include <string>
 #include <vector>
 
+#include "moetron/core/error.hpp"
 #include "moetron/core/tensor.hpp"
 
 namespace moetron {
+
+// Bytes a rank moved to and from other ranks of a group.
+struct Traffic {
+  int64_t sent = 0, received = 0;
+};
+
+// Counts what the bandwidth-optimal algorithm moves, not what a particular library chose, so
+// counts are the same on every MPI and for NCCL: all-reduce as reduce-scatter + all-gather
+// (2(n-1)/n of the buffer each way), all-gather and all-to-all(v) as direct exchange with each
+// peer, broadcast as the root sending to each peer, point-to-point as the message. Data a rank
+// keeps for itself is not counted.
+class TrafficCounter {
+ public:
+  TrafficCounter(int rank, int size) : rank_(rank), size_(size) {}
+  void allreduce(int64_t bytes) {
+    const int64_t moved = 2 * (size_ - 1) * bytes / size_;
+    add(moved, moved);
+  }
+  void allgather(int64_t bytes_per_rank) { add((size_ - 1) * bytes_per_rank, (size_ - 1) * bytes_per_rank); }
+  void alltoallv(const std::vector<int64_t>& send_rows, const std::vector<int64_t>& recv_rows, int64_t row_bytes) {
+    add(others(send_rows) * row_bytes, others(recv_rows) * row_bytes);
+  }
+  void broadcast(int root, int64_t bytes) {
+    add(rank_ == root ? (size_ - 1) * bytes : 0, rank_ == root ? 0 : bytes);
+  }
+  void add(int64_t sent, int64_t received) {
+    total_.sent += sent;
+    total_.received += received;
+  }
+  Traffic total() const { return total_; }
+
+ private:
+  int64_t others(const std::vector<int64_t>& per_peer) const {
+    int64_t s = 0;
+    for (size_t p = 0; p < per_peer.size(); ++p) s += static_cast<int>(p) == rank_ ? 0 : per_peer[p];
+    return s;
+  }
+  int rank_, size_;
+  Traffic total_;
+};
 
 class Communicator {
  public:
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  virtual std::string transport() const = 0;  // "self", "mpi", "nccl"
+  virtual std::string transport() const = 0;  // "self", "mpi", "nccl", "mpi+staged"
+  // Everything this rank moved through the group so far, device tensors and host values alike,
+  // as TrafficCounter counts it (a group of one moves nothing).
+  virtual Traffic traffic() const { return {}; }
+  // Corrections from a recorder of device work (CUDA graphs): the calls made while recording a
+  // step moved nothing then (it subtracts them), and each replay moves them again (it adds
+  // them). Only a transport that can be recorded moves anything in a recorded step.
+  virtual void adjust_traffic(const Traffic& delta) {
+    MOETRON_CHECK(delta.sent == 0 && delta.received == 0,
+                  "the " << transport() << " transport moved data inside a recorded step");
+  }
 
   // In-place sum over the group (F32 or BF16 tensors).
   virtual void allreduce_sum(Tensor& t) = 0;

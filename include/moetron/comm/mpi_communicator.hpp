@@ -1,16 +1,14 @@
 // MpiCommunicator: Communicator over an MPI communicator, for host-memory tensors (F32, F16,
 // BF16, I32, I64). Reductions of 16-bit floats are summed in float32 and rounded once.
 //
-// Traffic counters (for results files) count what the bandwidth-optimal algorithm moves, not
-// what a particular MPI library chose, so they are the same on every MPI and comparable with
-// NCCL: all-reduce as reduce-scatter + all-gather (2(n-1)/n of the buffer each way), all-gather
-// and all-to-all(v) as direct exchange with each peer, broadcast as the root sending to each
-// peer, point-to-point as the message. Data a rank keeps for itself is not counted.
+// Traffic is counted by TrafficCounter (communicator.hpp).
 #pragma once
 #include <mpi.h>
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "moetron/comm/communicator.hpp"
 
@@ -42,30 +40,23 @@ class MpiCommunicator : public Communicator {
   void broadcast_host(std::vector<int64_t>& values, int root) override;
 
   MPI_Comm comm() const { return comm_; }
-  int64_t bytes_sent() const { return bytes_sent_; }
-  int64_t bytes_received() const { return bytes_received_; }
+  Traffic traffic() const override { return counter_.total(); }
+  int64_t bytes_sent() const { return counter_.total().sent; }
+  int64_t bytes_received() const { return counter_.total().received; }
 
  private:
-  void count(int64_t sent, int64_t received) {
-    bytes_sent_ += sent;
-    bytes_received_ += received;
-  }
-  void count_allreduce(int64_t bytes) {
-    int64_t moved = 2 * (size_ - 1) * bytes / size_;
-    count(moved, moved);
-  }
-  void count_broadcast(int root, int64_t bytes) {
-    count(rank_ == root ? (size_ - 1) * bytes : 0, rank_ == root ? 0 : bytes);
-  }
 
   MPI_Comm comm_;
   int rank_ = 0;
   int size_ = 1;
-  int64_t bytes_sent_ = 0;
-  int64_t bytes_received_ = 0;
+  TrafficCounter counter_{0, 1};
 };
 
 // A communicator over a duplicate of `comm` (the caller keeps its own handle).
 std::unique_ptr<MpiCommunicator> make_mpi_communicator(MPI_Comm comm);
+
+// Every rank's string, in rank order (collective over `comm`; for setup and provenance, not
+// counted as traffic).
+std::vector<std::string> allgather_strings(const std::string& mine, MPI_Comm comm);
 
 }  // namespace moetron

@@ -39,7 +39,10 @@ class DecodeGraphs {
     Tensor logits;        // where the recording leaves them
     int recording = -1;
     size_t temps_end = 0;  // where the recording's temporaries end (its logits lie below)
+    std::vector<Traffic> traffic;  // what one replay moves, per group of peers()
   };
+  // The forward's groups that a recorded step moves data over.
+  std::vector<Communicator*> peers() const;
   void write_inputs(Bucket& b, const std::vector<ScheduledSeq>& group);
 
   Ops& ops_;

@@ -1,7 +1,9 @@
 // Brings what the ranks counted together after a run: every replica's finished sequences to world rank 0, which writes the results file.
 #pragma once
+#include <string>
 #include <vector>
 
+#include "moetron/backend/ops.hpp"
 #include "moetron/comm/communicator.hpp"
 #include "moetron/engine/scheduler.hpp"
 #include "moetron/model/forward.hpp"
@@ -22,5 +24,12 @@ std::vector<int64_t> gather_expert_tokens(ParallelGroups& groups, ModelForward& 
 // Bytes each rank sent and received, [world * kRankFields] (collective).
 constexpr size_t kRankFields = 2;  // bytes sent, bytes received
 std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size);
+
+// Each rank's host and device words (its Ops' name, and the bound GPU's UUID where it computes
+// on one), in world rank order (collective over MPI_COMM_WORLD).
+struct RankPlaces {
+  std::vector<std::string> hosts, devices;
+};
+RankPlaces gather_places(const Ops& ops, const std::string& gpu_uuid);
 
 }  // namespace moetron

@@ -74,11 +74,13 @@ struct RunSettings {
   StepObserver* observer = nullptr;  // optional, on this rank
 };
 
-// How this rank reaches its device: the backend to make once the step arena's size is known,
-// and the device transports to put under the groups that carry device tensors.
-struct DeviceBinding {
+// How this rank reaches its device (engine/device_setup.hpp, which needs the CUDA build, fills
+// it): the backend to make once the step arena's size is known, the device transports to put
+// under the groups that carry device tensors, and the bound GPU's UUID (empty on the CPU).
+struct DeviceAccess {
   std::function<std::unique_ptr<Ops>(size_t arena_bytes)> make_ops;
   std::function<void(ParallelGroups& groups, Ops& ops)> bind_transports;
+  std::string gpu_uuid;
 };
 
 struct RunOutcome {
@@ -86,14 +88,14 @@ struct RunOutcome {
   std::vector<Sequence> finished;      // every replica's, on world rank 0; empty elsewhere
   std::vector<int64_t> expert_tokens;  // [layers * E], see gather_expert_tokens
   std::vector<int64_t> traffic;        // [world * 2], see gather_traffic
-  std::string device;                  // Ops::name()
+  RankPlaces places;                   // every rank's host and device, see gather_places
 };
 
 class RunSession {
  public:
   // Sets everything up (collective over `world`); requests must be valid for config.
   RunSession(const ModelConfig& config, const std::vector<RequestSpec>& requests,
-             const RunSettings& settings, const DeviceBinding& binding, MPI_Comm world);
+             const RunSettings& settings, const DeviceAccess& device, MPI_Comm world);
   ~RunSession();
   // Generates for this replica's requests and gathers the results (collective).
   RunOutcome run();
@@ -107,6 +109,7 @@ class RunSession {
   RunSettings settings_;
   ParallelGroups groups_;
   std::unique_ptr<Ops> ops_;
+  std::string gpu_uuid_;
   ModelWeights weights_;
   int64_t max_step_tokens_ = 0;
   int64_t kv_blocks_ = 0;

@@ -53,6 +53,7 @@ struct RankRecord {
   int64_t q_head_begin = 0, q_head_end = 0;
   int64_t bytes_sent = 0, bytes_received = 0;
   std::string description;
+  std::string host, device;  // where the rank ran, and on what (RunMetadata::device's words)
 };
 
 struct RunResults {

@@ -50,6 +50,8 @@ class ModelForward {
   void count_routing(int64_t num_tokens);
   // Routed token-slots per (local layer, expert), counted so far: [local layers * E].
   std::vector<int64_t> expert_counts();
+  // The groups this forward moves data over (DecodeGraphs counts a recorded step's traffic).
+  const ForwardContext& context() const { return ctx_; }
   size_t kv_cache_bytes() const { return kv_bytes_; }
 
  private:

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Launch rules on the CPU, with the test hooks standing in for GPUs and for each rank's memory:
+# rank 0 logs one line per node saying which ranks share which GPU and the transport chosen;
+# ranks that would each choose a different --plan auto all run rank 0's plan; rank 0's failure
+# to resolve a plan ends every rank with its message.
+source "$(dirname "$0")/common.bash"
+model=$FIXTURES/olmoe
+printf '{"prompt_tokens": [1, 2, 3], "max_new_tokens": 3}\n{"prompt_tokens": [4], "max_new_tokens": 3}\n' >"$WORK/prompts.jsonl"
+args=(run --model "$model" --prompts "$WORK/prompts.jsonl" --backend cpu)
+host=$(hostname)
+plan_of() { h5dump -a /plan "$1" | sed -n 's/^ *(0): "\(.*\)"$/\1/p'; }
+
+expect_line() {  # expect_line HOOK RANKS LINE
+  env MOETRON_TEST_GPU_UUIDS="$1" "${MPI_RUN[@]}" "$2" "$MOETRON" "${args[@]}" --plan "pp=$2" \
+    --out "$WORK/bind.h5" >"$WORK/log" 2>&1 || { cat "$WORK/log"; fail "run with MOETRON_TEST_GPU_UUIDS='$1' failed"; }
+  grep -qF "] $3 [devices from the test hook" "$WORK/log" || { cat "$WORK/log"; fail "no line '$3'"; }
+  # The hook's GPUs decide the binding; the cpu backend still computes on the CPU.
+  [[ "$(h5dump -a /device "$WORK/bind.h5" | sed -n 's/^ *(0): "\(.*\)"$/\1/p')" == cpu ]] || fail "/@device is not cpu"
+}
+# Slurm's --gpus-per-task=1: every rank sees one device, its own.
+expect_line "GPU-a;GPU-b;GPU-c;GPU-d" 4 \
+  "node $host: ranks 0-3, 4 GPUs (GPU-a: rank 0; GPU-b: rank 1; GPU-c: rank 2; GPU-d: rank 3), one GPU per rank: device transport nccl"
+expect_line "GPU-a;GPU-a;GPU-b;GPU-b" 4 \
+  "node $host: ranks 0-3, 2 GPUs (GPU-a: ranks 0,1; GPU-b: ranks 2,3), ranks share GPUs: device transport mpi through host memory (NCCL refuses two ranks on one GPU)"
+# mpirun: every rank sees both devices and takes one by its node-local rank.
+expect_line "GPU-a,GPU-b" 2 \
+  "node $host: ranks 0,1, 2 GPUs (GPU-a: rank 0; GPU-b: rank 1), one GPU per rank: device transport nccl"
+
+# A rank without a GPU among ranks with one: every rank stops, naming it.
+if env MOETRON_TEST_GPU_UUIDS="GPU-a;" timeout 60 "${MPI_RUN[@]}" 2 "$MOETRON" "${args[@]}" --plan pp=2 \
+    --out "$WORK/none.h5" >"$WORK/log" 2>&1; then
+  fail "a rank without a GPU was accepted"
+fi
+grep -q "rank 1 on host $host sees no GPU" "$WORK/log" || { cat "$WORK/log"; fail "the error does not name rank 1"; }
+
+# Rank 0 has room for every plan, rank 1 only for pp=2 (its largest shard is 275 KiB): alone,
+# rank 0 would choose dp=2 and rank 1 pp=2. Every rank runs the plan that fits both.
+for memory in "1000000000;290000" "290000;1000000000"; do
+  env MOETRON_TEST_MEMORY_PER_RANK="$memory" timeout 120 "${MPI_RUN[@]}" 2 "$MOETRON" "${args[@]}" --plan auto \
+    --out "$WORK/auto.h5" >"$WORK/log" 2>&1 || { cat "$WORK/log"; fail "--plan auto with memory '$memory' failed"; }
+  [[ "$(plan_of "$WORK/auto.h5")" == "pp=2,tp=1,dp=1,ep=1" ]] || fail "memory '$memory': plan $(plan_of "$WORK/auto.h5")"
+done
+env MOETRON_TEST_MEMORY_PER_RANK="1000000000" "${MPI_RUN[@]}" 2 "$MOETRON" "${args[@]}" --plan auto \
+  --out "$WORK/roomy.h5" >"$WORK/log" 2>&1 || { cat "$WORK/log"; fail "--plan auto with room failed"; }
+[[ "$(plan_of "$WORK/roomy.h5")" == "pp=1,tp=1,dp=2,ep=2" ]] || fail "with room: plan $(plan_of "$WORK/roomy.h5")"
+
+# Nothing fits rank 0: every rank exits non-zero with rank 0's message, within the timeout.
+set +e
+env MOETRON_TEST_MEMORY_PER_RANK="1;1000000000" timeout 60 "${MPI_RUN[@]}" 2 "$MOETRON" "${args[@]}" --plan auto \
+  --out "$WORK/none.h5" >"$WORK/log" 2>&1
+rc=$?
+set -e
+(( rc != 0 && rc != 124 )) || { cat "$WORK/log"; fail "exit status $rc (124: it hung)"; }
+grep -q "error: --plan auto: no plan fits the weights in 1.00 B per rank on 2 ranks" "$WORK/log" ||
+  { cat "$WORK/log"; fail "rank 0's message is missing"; }
+[[ ! -e "$WORK/none.h5" ]] || fail "a results file was written"
+echo "ok: binding lines, one plan for every rank"

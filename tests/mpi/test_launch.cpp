@@ -1,0 +1,211 @@
+// Launch rules on every rank of a real MPI job: the GPU binding gathered over the world (with
+// the MOETRON_TEST_GPU_UUIDS hook standing in for CUDA), and the plan decided once by rank 0.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <climits>
+#include <cstdlib>
+
+#include "moetron/backend/cpu_ops.hpp"
+#include "moetron/comm/mpi_communicator.hpp"
+#include "moetron/comm/staged_communicator.hpp"
+#include "moetron/comm/mpi_runtime.hpp"
+#include "moetron/core/error.hpp"
+#include "moetron/engine/device_setup.hpp"
+#include "moetron/parallel/plan_agreement.hpp"
+
+using namespace moetron;
+
+namespace {
+
+int world_rank() {
+  int r = 0;
+  check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &r), "MPI_Comm_rank");
+  return r;
+}
+int world_size() {
+  int n = 0;
+  check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &n), "MPI_Comm_size");
+  return n;
+}
+
+// Sets an environment variable for the life of a scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) { setenv(name, value.c_str(), 1); }
+  ~ScopedEnv() { unsetenv(name_); }
+
+ private:
+  const char* name_;
+};
+
+// Every rank's binding, as the others saw it (all ranks of this job are on one host).
+std::vector<DeviceBinding> bind_with_hook(const std::string& hook) {
+  ScopedEnv env("MOETRON_TEST_GPU_UUIDS", hook);
+  std::vector<RankDevices> ranks;
+  DeviceBinding me = bind_rank_devices(MPI_COMM_WORLD, "cpu", &ranks);
+  EXPECT_EQ(ranks.size(), static_cast<size_t>(world_size()));
+  std::vector<DeviceBinding> all = bind_devices(ranks);
+  EXPECT_EQ(all[static_cast<size_t>(world_rank())].uuid, me.uuid);
+  EXPECT_EQ(me.ranks_on_node, world_size());
+  EXPECT_EQ(ranks[static_cast<size_t>(world_rank())].host, host_name());
+  return all;
+}
+
+}  // namespace
+
+TEST(Launch, GatheredRecordsHaveDistinctNodeLocalRanks) {
+  std::vector<RankDevices> ranks;
+  bind_rank_devices(MPI_COMM_WORLD, "cpu", &ranks);
+  std::vector<bool> seen(ranks.size(), false);
+  for (const RankDevices& r : ranks) {
+    ASSERT_GE(r.node_local_rank, 0);
+    ASSERT_LT(r.node_local_rank, world_size());
+    EXPECT_FALSE(seen[static_cast<size_t>(r.node_local_rank)]) << r.node_local_rank << " twice";
+    seen[static_cast<size_t>(r.node_local_rank)] = true;
+    EXPECT_TRUE(r.uuids.empty());  // the cpu backend asks CUDA nothing
+  }
+}
+
+// Slurm's --gpus-per-task=1: each rank sees one device, a different one.
+TEST(Launch, OneDistinctGpuPerRankIsNotShared) {
+  std::string hook;
+  for (int r = 0; r < world_size(); ++r) hook += (r ? ";GPU-" : "GPU-") + std::to_string(r);
+  for (const DeviceBinding& b : bind_with_hook(hook)) {
+    EXPECT_EQ(b.device, 0);
+    EXPECT_EQ(b.ranks_sharing_device, 1);
+    EXPECT_EQ(b.transport, "nccl");
+  }
+}
+
+// Every rank sees the same single device.
+TEST(Launch, OneGpuForAllRanksIsShared) {
+  const std::vector<DeviceBinding> all = bind_with_hook("GPU-only");
+  for (const DeviceBinding& b : all) {
+    EXPECT_EQ(b.uuid, "GPU-only");
+    EXPECT_EQ(b.ranks_sharing_device, world_size());
+    EXPECT_EQ(b.transport, world_size() > 1 ? "mpi" : "nccl");
+  }
+}
+
+// Every rank sees two devices: ranks alternate over them.
+TEST(Launch, TwoVisibleGpusAreDealtByNodeLocalRank) {
+  std::vector<RankDevices> ranks;
+  {
+    ScopedEnv env("MOETRON_TEST_GPU_UUIDS", "GPU-x,GPU-y");
+    bind_rank_devices(MPI_COMM_WORLD, "cpu", &ranks);
+  }
+  const std::vector<DeviceBinding> all = bind_with_hook("GPU-x,GPU-y");
+  for (size_t r = 0; r < all.size(); ++r) {
+    EXPECT_EQ(all[r].device, ranks[r].node_local_rank % 2);
+    EXPECT_EQ(all[r].ranks_sharing_device, all[r].device == 0 ? (world_size() + 1) / 2 : world_size() / 2);
+  }
+  EXPECT_EQ(all[0].transport, world_size() > 2 ? "mpi" : "nccl");
+}
+
+TEST(Launch, MemoryHookGivesEachRankItsEntry) {
+  ScopedEnv env("MOETRON_TEST_MEMORY_PER_RANK", "1000;2000");
+  DeviceBinding b;
+  EXPECT_EQ(memory_per_rank(0, "cpu", b), world_rank() % 2 == 0 ? 1000 : 2000);
+  EXPECT_EQ(memory_per_rank(77, "cpu", b), 77);  // --memory-per-rank wins
+}
+
+namespace {
+
+ModelConfig plan_config() {
+  ModelConfig c;
+  c.vocab_size = 64;
+  c.hidden_size = 64;
+  c.num_layers = 8;
+  c.num_heads = 8;
+  c.num_kv_heads = 8;
+  c.head_dim = 8;
+  c.intermediate_size = 64;
+  c.moe_intermediate_size = 64;
+  c.num_experts = 8;
+  c.top_k = 2;
+  c.layer_is_moe.assign(8, true);
+  return c;
+}
+
+// Each rank's plan, as all ranks see it.
+std::vector<Plan> everyones(const Plan& mine) {
+  auto comm = make_mpi_communicator(MPI_COMM_WORLD);
+  std::vector<int64_t> v(static_cast<size_t>(4 * world_size()), 0);
+  const size_t at = static_cast<size_t>(4 * world_rank());
+  v[at] = mine.pp, v[at + 1] = mine.tp, v[at + 2] = mine.dp, v[at + 3] = mine.ep;
+  comm->allreduce_host(v, false);
+  std::vector<Plan> plans;
+  for (int r = 0; r < world_size(); ++r)
+    plans.push_back(Plan{static_cast<int>(v[4 * r]), static_cast<int>(v[4 * r + 1]),
+                         static_cast<int>(v[4 * r + 2]), static_cast<int>(v[4 * r + 3])});
+  return plans;
+}
+
+}  // namespace
+
+// Rank 0 has room for any plan; the others only for the most sharded ones. Deciding alone, they
+// would disagree; agreed, every rank runs the plan that fits the smallest memory.
+TEST(Launch, EveryRankRunsRankZerosPlanFittingTheSmallestMemory) {
+  const ModelConfig c = plan_config();
+  const int n = world_size();
+  const std::vector<Plan> plans = enumerate_plans(c, n);
+  if (plans.size() < 2) GTEST_SKIP() << "one plan only on " << n << " ranks: nothing to disagree on";
+  int64_t least = INT64_MAX;
+  for (const Plan& p : plans) least = std::min(least, max_weight_shard_bytes(p, c));
+  const int64_t roomy = int64_t{1} << 40;
+  const int64_t mine = world_rank() == 0 ? roomy : least;
+  auto world = make_mpi_communicator(MPI_COMM_WORLD);
+  const Plan agreed = agree_plan(*world, "auto", c, mine, n);
+  const Plan expected = resolve_plan("auto", c, n, least, n);
+  EXPECT_NE(resolve_plan("auto", c, n, roomy, n), expected) << "the ranks would not disagree";
+  for (const Plan& p : everyones(agreed)) EXPECT_EQ(p, expected) << p.to_string() << " vs " << expected.to_string();
+}
+
+// Whatever the others were asked, rank 0's --plan is the one run.
+TEST(Launch, OthersTakeRankZerosExplicitPlan) {
+  const ModelConfig c = plan_config();
+  const int n = world_size();
+  auto world = make_mpi_communicator(MPI_COMM_WORLD);
+  const std::string text = world_rank() == 0 ? "pp=" + std::to_string(n) : "auto";
+  const Plan agreed = agree_plan(*world, text, c, 0, n);
+  for (const Plan& p : everyones(agreed)) EXPECT_EQ(p, (Plan{n, 1, 1, 1}));
+}
+
+// Rank 0 cannot resolve its plan: every rank throws rank 0's message, and none waits.
+TEST(Launch, RankZerosErrorReachesEveryRank) {
+  const ModelConfig c = plan_config();
+  auto world = make_mpi_communicator(MPI_COMM_WORLD);
+  const std::string text = world_rank() == 0 ? "tp=999" : "auto";
+  std::string expected;
+  try {
+    resolve_plan("tp=999", c, world_size(), 0, world_size());
+  } catch (const Error& e) {
+    expected = e.what();
+  }
+  ASSERT_FALSE(expected.empty());
+  try {
+    agree_plan(*world, text, c, 0, world_size());
+    ADD_FAILURE() << "rank " << world_rank() << " got a plan";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), expected);
+  }
+}
+
+// The host-staged transport reports what its MPI group moved for it; only a transport that can
+// be recorded accepts replay corrections.
+TEST(Launch, StagedTransportCountsItsTraffic) {
+  std::shared_ptr<MpiCommunicator> mpi = make_mpi_communicator(MPI_COMM_WORLD);
+  std::unique_ptr<Ops> ops = make_cpu_ops();
+  std::unique_ptr<Communicator> staged = make_staged_communicator(mpi, *ops);
+  Tensor t = host_tensor(DType::F32, {4, 25});
+  for (int64_t i = 0; i < t.numel(); ++i) t.as<float>()[i] = static_cast<float>(i);
+  staged->allreduce_sum(t);
+  const int64_t n = world_size(), moved = 2 * (n - 1) * static_cast<int64_t>(t.nbytes()) / n;
+  EXPECT_EQ(staged->traffic().sent, moved);
+  EXPECT_EQ(staged->traffic().received, moved);
+  EXPECT_EQ(mpi->traffic().sent, moved);
+  EXPECT_THROW(staged->adjust_traffic({1, 0}), Error);
+  staged->adjust_traffic({0, 0});  // nothing recorded: nothing to correct
+  EXPECT_EQ(make_self_communicator()->traffic().sent, 0);
+}
