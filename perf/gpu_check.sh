@@ -11,7 +11,8 @@
 #   kernels   the kernel tests last written without a GPU (device sampler, dispatch packing),
 #             alone, and the model test against the HF fixtures (its per-step diagnostics)
 #   sanitize  compute-sanitizer on a small OLMoE-shaped model: memcheck of a sampled run,
-#             racecheck of an eager run, memcheck of 2 ranks sharing the GPU with dp=2, ep=2
+#             racecheck of an eager run, memcheck and racecheck of 2 ranks sharing the GPU
+#             with dp=2, ep=2
 #   sampling  what sampling costs on the device: OLMoE-1B-7B shape (dummy weights), batch 64,
 #             greedy against temperature 0.8 / top-p 0.9, decode step medians
 #   bench     the benchmark table, perf/bench.py (models: BENCH_MODELS, default olmoe-1b-7b;
@@ -88,6 +89,10 @@ section_sanitize() {
   timeout 150 mpirun --allow-run-as-root --oversubscribe -np 2 \
     compute-sanitizer --tool memcheck --leak-check no --error-exitcode 1 \
     "${run[@]}" --out "$work/s3.h5" --plan dp=2,ep=2 || status=1
+  echo "== racecheck, 2 ranks on one GPU, dp=2"
+  timeout 150 mpirun --allow-run-as-root --oversubscribe -np 2 \
+    compute-sanitizer --tool racecheck --error-exitcode 1 \
+    "${run[@]}" --out "$work/s4.h5" --plan dp=2,ep=2 || status=1
   return $status
 }
 

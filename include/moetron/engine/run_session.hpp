@@ -15,6 +15,7 @@
 #include "moetron/core/step_observer.hpp"
 #include "moetron/engine/decode_graphs.hpp"
 #include "moetron/engine/engine.hpp"
+#include "moetron/engine/gather.hpp"
 #include "moetron/io/prompts.hpp"
 #include "moetron/model/config.hpp"
 #include "moetron/model/weights.hpp"
