@@ -14,7 +14,17 @@ random_prompts "$WORK/prompts.jsonl" 4 5 "4"
 args=(run --model "$model" --prompts "$WORK/prompts.jsonl" --backend cuda --ignore-eos --kv-cache-tokens 4096 --plan tp=2)
 host=$(hostname)
 uuid() { nvidia-smi --query-gpu=uuid --format=csv,noheader -i "$1" | tr -d ' '; }
-rank_devices() { h5dump -y -w 0 -d /ranks/device "$1" | sed -n '/^ *DATA {/,/^ *}/p' | grep -o 'GPU-[0-9a-f-]*'; }
+# One value of a dataset per line: h5py where python3 has it (the GPU machines have no h5dump),
+# else h5dump.
+h5_values() {
+  if python3 -c 'import h5py' 2>/dev/null; then
+    python3 -c 'import sys, h5py
+for v in h5py.File(sys.argv[1], "r")[sys.argv[2]][()]: print(v.decode() if isinstance(v, bytes) else v)' "$1" "$2"
+  else
+    h5dump -y -w 0 -d "$2" "$1" | sed -n '/^ *DATA {/,/^ *}/p' | sed '1d;$d' | tr ',' '\n' | sed 's/^ *//; s/"//g'
+  fi
+}
+rank_devices() { h5_values "$1" /ranks/device | grep -o 'GPU-[0-9a-f-]*'; }
 
 # The command each rank runs; PER_RANK_GPU=1 gives rank r only GPU r, as Slurm would (the
 # node-local rank from Open MPI, or MPICH's MPI_LOCALRANKID).
@@ -50,8 +60,7 @@ if [ "$gpus" -ge 2 ]; then
   # warm-up steps of 1 + 2 + 4 rows (under 6% more). Without the replays counted the graphs run
   # would count far less than the eager one; with the recording itself counted, about 11% more.
   random_prompts "$WORK/long.jsonl" 4 7 "32"
-  sum_sent() { h5dump -y -w 0 -d /ranks/bytes_sent "$1" | sed -n '/^ *DATA {/,/^ *}/p' | sed '1d;$d' | tr ',' '\n' |
-    awk '{s += $1} END {print s}'; }
+  sum_sent() { h5_values "$1" /ranks/bytes_sent | awk '{s += $1} END {print s}'; }
   for mode in graphs eager; do
     extra=(); [ "$mode" = eager ] && extra=(--no-graphs)
     env CUDA_VISIBLE_DEVICES=0,1 PER_RANK_GPU=1 bash "$MOETRON_SOURCE_DIR/tests/mpi/run_mpi.sh" "$MPIEXEC" -n 2 \
