@@ -1,6 +1,7 @@
 #include "run_options.hpp"
 
 #include "moetron/core/error.hpp"
+#include "moetron/io/input_files.hpp"
 
 namespace po = boost::program_options;
 
@@ -64,6 +65,12 @@ void check_options(const RunOptions& o) {
   MOETRON_CHECK(o.block_size >= 1 && o.block_size <= 1024, "--block-size must be in [1, 1024]");
   MOETRON_CHECK(o.gpu_memory_fraction > 0 && o.gpu_memory_fraction <= 1,
                 "--gpu-memory-fraction must be in (0, 1]");
+}
+
+std::vector<std::string> run_input_files(const RunOptions& o) {
+  std::vector<std::string> inputs = files_in_directory(o.model);
+  inputs.push_back(o.prompts);
+  return inputs;
 }
 
 }  // namespace moetron::apps

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "moetron/core/error.hpp"
+#include "moetron/io/temp_files.hpp"
 
 namespace moetron {
 namespace {
@@ -59,6 +60,7 @@ void check_output_writable(const std::string& path) {
 void write_atomically(const std::string& path,
                       const std::function<void(const std::string&)>& write) {
   std::string tmp = temp_name(path, "tmp");
+  TempFileGuard remove_on_signal(tmp);
   try {
     write(tmp);
     sync_to_disk(tmp);
