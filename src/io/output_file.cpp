@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 
@@ -20,8 +22,14 @@ std::string parent_directory(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
+// "<path>.<kind>.<pid>", its last component cut to NAME_MAX bytes: a valid 254-byte output
+// name must not fail for the suffix.
 std::string temp_name(const std::string& path, const char* kind) {
-  return path + "." + kind + "." + std::to_string(getpid());
+  const std::string suffix = std::string(".") + kind + "." + std::to_string(getpid());
+  const size_t slash = path.find_last_of('/');
+  const size_t name_begin = slash == std::string::npos ? 0 : slash + 1;
+  const size_t name_max = NAME_MAX - suffix.size();
+  return path.substr(0, name_begin + std::min(path.size() - name_begin, name_max)) + suffix;
 }
 
 // Pushes a written file's data to the storage device, so the rename that follows never

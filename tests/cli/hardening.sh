@@ -45,4 +45,78 @@ else
   [ -z "$(ls -A "$WORK/full")" ] || { ls -la "$WORK/full"; fail "disk-full: left files behind"; }
   echo "disk-full: $(cat "$WORK/full.log")"
 fi
-echo "outputs never destroy inputs; a full disk is a clear error"
+
+# expect NAME PATTERN COMMAND...: exits 1 (no signal, no hang) saying PATTERN.
+expect() {
+  local name=$1 pattern=$2 rc=0
+  shift 2
+  timeout 60 "$@" >"$WORK/$name.log" 2>&1 || rc=$?
+  [ "$rc" -eq 1 ] || { cat "$WORK/$name.log"; fail "$name: exit $rc, expected 1"; }
+  grep -q -- "$pattern" "$WORK/$name.log" || { cat "$WORK/$name.log"; fail "$name: no '$pattern' in the output"; }
+  echo "$name: $(grep -m1 -- "$pattern" "$WORK/$name.log")"
+}
+run=("$MOETRON" run --model "$model" --prompts "$WORK/p.jsonl" --backend cpu --log-level warn)
+expect seed-negative "\-\-seed must be an integer >= 0" "${run[@]}" --out "$WORK/o.h5" --seed -1
+expect kv-below-block "\-\-kv-cache-tokens (8) is less than one KV-cache block" "${run[@]}" --out "$WORK/o.h5" \
+  --kv-cache-tokens 8 --block-size 16
+for spec in 2 x:1 1:x 1:2:3 -1:2 " 1:2"; do
+  expect "fault-spec-$spec" "MOETRON_INJECT_FAULT='$spec': expected RANK:STEP" env MOETRON_INJECT_FAULT="$spec" \
+    "${run[@]}" --out "$WORK/o.h5"
+done
+[ ! -e "$WORK/o.h5" ] || fail "a refused run wrote results"
+
+# A valid 254-byte output name works despite the temporary suffix.
+long=$WORK/$(printf 'r%.0s' $(seq 251)).h5
+"${run[@]}" --out "$long" || fail "254-byte output name: run failed"
+[ -f "$long" ] || fail "254-byte output name: no results file"
+echo "254-byte output name: written"
+
+# Checkpoints rewritten tensor by tensor: one expert tensor stored as F32 (converted on load:
+# the same tokens as the bf16 original), and one weight NaN (refused, naming the tensor).
+rewrite() {
+  python3 - "$FIXTURES/olmoe/model.safetensors" "$1" "$2" <<'PY'
+import json, struct, sys
+src, dst, mode = sys.argv[1:]
+raw = open(src, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header, data = json.loads(raw[8:8 + n]), raw[8 + n:]
+target = "model.layers.0.mlp.experts.1.up_proj.weight"
+out, blobs, offset = {}, [], 0
+for name, e in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0] if kv[0] != "__metadata__" else -1):
+    if name == "__metadata__":
+        out[name] = e
+        continue
+    b = data[e["data_offsets"][0]:e["data_offsets"][1]]
+    if name == target and mode == "f32":
+        halves = struct.unpack("<%dH" % (len(b) // 2), b)
+        b = struct.pack("<%dI" % len(halves), *[h << 16 for h in halves])
+        e = dict(e, dtype="F32")
+    if name == target and mode == "nan":
+        b = b[:6] + struct.pack("<H", 0x7FC0) + b[8:]
+    out[name] = dict(e, data_offsets=[offset, offset + len(b)])
+    blobs.append(b)
+    offset += len(b)
+text = json.dumps(out).encode()
+text += b" " * (-len(text) % 8)
+with open(dst, "wb") as f:
+    f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+PY
+}
+for mode in f32 nan; do
+  mkdir -p "$WORK/$mode"
+  cp "$model/config.json" "$WORK/$mode/"
+  rewrite "$WORK/$mode/model.safetensors" "$mode"
+done
+prompts=$WORK/cmp.jsonl
+printf '%s\n' '{"prompt_tokens": [5, 9, 200, 31], "max_new_tokens": 6}' '{"prompt_tokens": [77, 3], "max_new_tokens": 6}' >"$prompts"
+"$MOETRON" run --model "$model" --prompts "$prompts" --backend cpu --log-level warn --out "$WORK/bf16.h5" --ignore-eos
+"$MOETRON" run --model "$WORK/f32" --prompts "$prompts" --backend cpu --log-level warn --out "$WORK/mixed.h5" --ignore-eos ||
+  fail "mixed dtypes: the run failed"
+tokens() { h5dump -d /requests/output_tokens "$1" | sed -n '/DATA/,$p'; }
+[ -n "$(tokens "$WORK/bf16.h5")" ] || fail "mixed dtypes: no tokens read"
+[ "$(tokens "$WORK/bf16.h5")" = "$(tokens "$WORK/mixed.h5")" ] || fail "mixed dtypes: tokens differ from the bf16 original"
+"$MOETRON" model info --model "$WORK/f32" >/dev/null || fail "mixed dtypes: model info failed"
+echo "mixed dtypes: an F32 expert tensor is converted on load, same tokens"
+expect non-finite-weight "tensor 'model.layers.0.mlp.experts.1.up_proj.weight' holds a non-finite value" \
+  "$MOETRON" run --model "$WORK/nan" --prompts "$WORK/p.jsonl" --backend cpu --log-level warn --out "$WORK/o.h5"
+echo "outputs never destroy inputs; a full disk is a clear error; hostile options and weights are refused clearly"
