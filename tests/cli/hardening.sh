@@ -119,4 +119,9 @@ tokens() { h5dump -d /requests/output_tokens "$1" | sed -n '/DATA/,$p'; }
 echo "mixed dtypes: an F32 expert tensor is converted on load, same tokens"
 expect non-finite-weight "tensor 'model.layers.0.mlp.experts.1.up_proj.weight' holds a non-finite value" \
   "$MOETRON" run --model "$WORK/nan" --prompts "$WORK/p.jsonl" --backend cpu --log-level warn --out "$WORK/o.h5"
+
+# model make: a 4 TiB request is refused before anything is written (no partial shard).
+expect make-too-big "the checkpoint needs [0-9]* bytes but its file system has" \
+  "$MOETRON" model make --family olmoe --preset tiny --set vocab_size=16000000 --set hidden_size=65536 --out "$WORK/huge"
+[ -z "$(ls -A "$WORK/huge" 2>/dev/null)" ] || { ls -la "$WORK/huge"; fail "make-too-big: left files behind"; }
 echo "outputs never destroy inputs; a full disk is a clear error; hostile options and weights are refused clearly"
