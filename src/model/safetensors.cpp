@@ -11,11 +11,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
 #include "moetron/core/error.hpp"
 #include "moetron/io/input_text.hpp"
+#include "moetron/io/temp_files.hpp"
 
 namespace moetron {
 
@@ -313,6 +315,7 @@ class AtomicFileWriter {
  public:
   explicit AtomicFileWriter(std::string path) : path_(std::move(path)) {
     tmp_ = path_ + ".tmp." + std::to_string(getpid());
+    remove_on_signal_.emplace(tmp_);
     fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     MOETRON_CHECK(fd_ >= 0, tmp_ << ": cannot create: " << errno_text());
   }
@@ -353,6 +356,7 @@ class AtomicFileWriter {
 
  private:
   std::string path_, tmp_;
+  std::optional<TempFileGuard> remove_on_signal_;  // SIGTERM/SIGINT while writing remove tmp_
   int fd_ = -1;
   bool committed_ = false;
 };

@@ -14,6 +14,7 @@
 
 #include "moetron/io/output_file.hpp"
 #include "moetron/io/temp_files.hpp"
+#include "moetron/model/safetensors.hpp"
 
 namespace moetron {
 namespace {
@@ -61,6 +62,29 @@ TEST(TempFiles, SigtermDuringWriteRemovesTheTemporaryFile) {
     EXPECT_FALSE(exists(out));
     rmdir(dir.c_str());
   }
+}
+
+// model make's shards: a signal while a shard is written removes its temporary file too.
+TEST(TempFiles, SigtermDuringShardWriteRemovesTheTemporaryFile) {
+  const std::string dir = fresh_dir(), out = dir + "/model.safetensors";
+  pid_t child = fork();
+  if (child == 0) {
+    TensorSource t{"w", DType::F32, {3 << 20}, nullptr, [](int64_t first, int64_t, void*) {
+                     if (first > 0) raise(SIGTERM);  // after the first 8 MiB chunk reached the file
+                   }};
+    try {
+      write_safetensors(out, {t});
+    } catch (...) {
+    }
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(WTERMSIG(status), SIGTERM);
+  EXPECT_FALSE(exists(out + ".tmp." + std::to_string(child)));
+  EXPECT_FALSE(exists(out));
+  rmdir(dir.c_str());
 }
 
 TEST(TempFiles, HandlersAreRestoredAfterTheWrite) {
