@@ -290,7 +290,8 @@ File File::create(const std::string& path) {
   QuietErrors quiet;
   std::string what = path + ": cannot create HDF5 file";
   Handle fapl = file_access(what);
-  checked(H5Pset_fapl_core(fapl.get(), 1 << 20, /*backing_store=*/false), what);
+  // Grows in 16 MiB steps (realloc of large blocks remaps, it does not copy).
+  checked(H5Pset_fapl_core(fapl.get(), 16 << 20, /*backing_store=*/false), what);
   Handle f = own(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose, what);
   return File(path, std::move(f), /*in_memory=*/true);
 }
