@@ -3,7 +3,8 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 DEB_PACKAGES := cmake g++ make libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools \
-                libboost-program-options-dev nlohmann-json3-dev libgtest-dev python3
+                libboost-program-options-dev nlohmann-json3-dev libgtest-dev python3 \
+                clang libclang-rt-14-dev
 PROMPTS ?= inputs/prompts.jsonl
 RUN_OUT ?= $(BUILD_DIR)/results/default.h5
 RUN_MODEL ?= $(BUILD_DIR)/models/tiny-olmoe

@@ -11,6 +11,7 @@
 #include "moetron/core/log.hpp"
 #include "moetron/engine/device_setup.hpp"
 #include "moetron/engine/run_session.hpp"
+#include "moetron/io/input_files.hpp"
 #include "moetron/io/prompts.hpp"
 #include "moetron/io/results.hpp"
 #include "moetron/model/config.hpp"
@@ -27,6 +28,7 @@ namespace {
 int run(const RunOptions& o, int world_rank, int world_size) {
   const ModelConfig config = load_model_config(o.model + "/config.json");
   if (world_rank == 0) check_output_writable(o.out);
+  if (world_rank == 0) check_output_not_input(o.out, run_input_files(o));
   std::vector<RequestSpec> specs = read_prompts(o.prompts);
   for (RequestSpec& r : specs)
     if (r.max_new_tokens < 0) r.max_new_tokens = o.max_new_tokens;

@@ -1,10 +1,27 @@
 #include "run_options.hpp"
 
+#include <cerrno>
+#include <cstdlib>
+
 #include "moetron/core/error.hpp"
+#include "moetron/io/input_files.hpp"
 
 namespace po = boost::program_options;
 
 namespace moetron::apps {
+namespace {
+
+// As a prompt's "seed": an integer in [0, 2^64). Boost would read "-1" as 2^64 - 1.
+uint64_t parse_seed(const std::string& text) {
+  const bool digits = !text.empty() && text.size() <= 20 &&
+                      text.find_first_not_of("0123456789") == std::string::npos;
+  errno = 0;
+  const unsigned long long v = digits ? std::strtoull(text.c_str(), nullptr, 10) : 0;
+  MOETRON_CHECK(digits && errno == 0, "--seed must be an integer >= 0 (below 2^64), got '" << text << "'");
+  return v;
+}
+
+}  // namespace
 
 po::options_description run_options(RunOptions& o) {
   po::options_description d("moetron run [options]");
@@ -25,8 +42,10 @@ po::options_description run_options(RunOptions& o) {
       ("temperature", po::value(&o.temperature)->default_value(o.temperature), "0: greedy")
       ("top-k", po::value(&o.top_k)->default_value(o.top_k), "0: off")
       ("top-p", po::value(&o.top_p)->default_value(o.top_p), "1: off")
-      ("seed", po::value(&o.seed)->default_value(o.seed),
-       "sampling seed; request i uses seed + i unless it gives its own")
+      ("seed", po::value<std::string>()->default_value(std::to_string(o.seed))->notifier([&o](const std::string& s) {
+         o.seed = parse_seed(s);
+       }),
+       "sampling seed (an integer >= 0); request i uses seed + i unless it gives its own")
       ("max-batch", po::value(&o.max_batch)->default_value(o.max_batch),
        "most sequences in one step")
       ("max-batch-tokens", po::value(&o.max_batch_tokens)->default_value(o.max_batch_tokens),
@@ -62,8 +81,17 @@ void check_options(const RunOptions& o) {
   MOETRON_CHECK(o.kv_cache_tokens >= 0, "--kv-cache-tokens must be >= 0");
   MOETRON_CHECK(o.memory_per_rank >= 0, "--memory-per-rank must be >= 0");
   MOETRON_CHECK(o.block_size >= 1 && o.block_size <= 1024, "--block-size must be in [1, 1024]");
+  MOETRON_CHECK(o.kv_cache_tokens == 0 || o.kv_cache_tokens >= o.block_size,
+                "--kv-cache-tokens (" << o.kv_cache_tokens << ") is less than one KV-cache block (--block-size "
+                                      << o.block_size << " tokens)");
   MOETRON_CHECK(o.gpu_memory_fraction > 0 && o.gpu_memory_fraction <= 1,
                 "--gpu-memory-fraction must be in (0, 1]");
+}
+
+std::vector<std::string> run_input_files(const RunOptions& o) {
+  std::vector<std::string> inputs = files_in_directory(o.model);
+  inputs.push_back(o.prompts);
+  return inputs;
 }
 
 }  // namespace moetron::apps

@@ -3,6 +3,7 @@
 #include <boost/program_options.hpp>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace moetron::apps {
 
@@ -23,5 +24,7 @@ struct RunOptions {
 boost::program_options::options_description run_options(RunOptions& o);
 // Throws Error naming the option for a value out of range.
 void check_options(const RunOptions& o);
+// The files a run reads: the prompts file and every file of the checkpoint directory.
+std::vector<std::string> run_input_files(const RunOptions& o);
 
 }  // namespace moetron::apps

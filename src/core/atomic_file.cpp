@@ -3,19 +3,21 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <climits>
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 
 #include "moetron/core/error.hpp"
+#include "moetron/core/temp_files.hpp"
 
 namespace moetron {
 namespace {
 
 std::string errno_text() { return std::strerror(errno); }
 
-std::string temp_name(const std::string& path) { return path + ".tmp." + std::to_string(getpid()); }
 
 std::string parent_directory(const std::string& path) {
   size_t slash = path.find_last_of('/');
@@ -49,7 +51,18 @@ void sync_file(const std::string& file) {
 
 }  // namespace
 
-AtomicFileWriter::AtomicFileWriter(std::string path) : path_(std::move(path)), tmp_(temp_name(path_)) {
+std::string sibling_temp_name(const std::string& path, const std::string& kind) {
+  const std::string suffix = "." + kind + "." + std::to_string(getpid());
+  const size_t slash = path.find_last_of('/');
+  const size_t name_begin = slash == std::string::npos ? 0 : slash + 1;
+  const size_t name_max = NAME_MAX - suffix.size();
+  return path.substr(0, name_begin + std::min(path.size() - name_begin, name_max)) + suffix;
+}
+
+AtomicFileWriter::AtomicFileWriter(std::string path)
+    : path_(std::move(path)),
+      tmp_(sibling_temp_name(path_, "tmp")),
+      remove_on_signal_(std::make_unique<TempFileGuard>(tmp_)) {
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   MOETRON_CHECK(fd_ >= 0, tmp_ << ": cannot create: " << errno_text());
 }
@@ -83,7 +96,8 @@ void AtomicFileWriter::commit() {
 
 void write_atomically(const std::string& path,
                       const std::function<void(const std::string&)>& write) {
-  const std::string tmp = temp_name(path);
+  const std::string tmp = sibling_temp_name(path, "tmp");
+  TempFileGuard remove_on_signal(tmp);
   try {
     write(tmp);
     sync_file(tmp);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
+#include <string>
 
 #include "moetron/core/error.hpp"
 #include "moetron/core/log.hpp"
@@ -22,9 +23,17 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 void maybe_inject_fault(int world_rank, size_t step) {
   static const char* spec = std::getenv("MOETRON_INJECT_FAULT");
   if (spec == nullptr) return;
-  int rank = -1;
-  size_t at = 0;
-  if (std::sscanf(spec, "%d:%zu", &rank, &at) == 2 && rank == world_rank && at == step)
+  // A spec that is not exactly RANK:STEP is refused: a fault test must never pass by injecting nothing.
+  const std::string text = spec;
+  const size_t colon = text.find(':');
+  const auto digits = [&](size_t begin, size_t end) {
+    return end > begin && end - begin <= 9 && text.find_first_not_of("0123456789", begin) >= end;
+  };
+  MOETRON_CHECK(colon != std::string::npos && digits(0, colon) && digits(colon + 1, text.size()),
+                "MOETRON_INJECT_FAULT='" << text << "': expected RANK:STEP (two integers >= 0, e.g. 2:3)");
+  const int rank = std::atoi(text.c_str());
+  const size_t at = static_cast<size_t>(std::atoll(text.c_str() + colon + 1));
+  if (rank == world_rank && at == step)
     MOETRON_FAIL("injected fault at step " << step << " (MOETRON_INJECT_FAULT=" << spec << ")");
 }
 

@@ -1,6 +1,10 @@
 #include "moetron/io/hdf5.hpp"
 
 #include <hdf5.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <cstring>
 #include <functional>
@@ -268,12 +272,44 @@ Handle file_access(const std::string& what) {
 
 }  // namespace
 
+// ---- Fd -------------------------------------------------------------------------------------
+
+Fd& Fd::operator=(Fd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(o.fd_, -1);
+  }
+  return *this;
+}
+
+Fd::~Fd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
 File File::create(const std::string& path) {
   QuietErrors quiet;
   std::string what = path + ": cannot create HDF5 file";
   Handle fapl = file_access(what);
+  // Grows in 16 MiB steps (realloc of large blocks remaps, it does not copy).
+  checked(H5Pset_fapl_core(fapl.get(), 16 << 20, /*backing_store=*/false), what);
   Handle f = own(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose, what);
-  return File(path, std::move(f));
+  return File(path, std::move(f), /*in_memory=*/true);
+}
+
+// Writes the in-memory file's image to path_, every write checked (a full disk is an Error).
+void File::write_image(const std::vector<char>& image) const {
+  Fd out(::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  MOETRON_CHECK(out.get() >= 0, path_ << ": cannot create: " << std::strerror(errno));
+  size_t done = 0;
+  while (done < image.size()) {
+    const ssize_t n = ::write(out.get(), image.data() + done, image.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    MOETRON_CHECK(n > 0, path_ << ": cannot write (" << done << " of " << image.size()
+                               << " bytes written): " << (n < 0 ? std::strerror(errno) : "no progress"));
+    done += static_cast<size_t>(n);
+  }
+  // Checked: some file systems (NFS) report a failed write only at close.
+  MOETRON_CHECK(::close(out.release()) == 0, path_ << ": cannot write: " << std::strerror(errno));
 }
 
 File File::open_read(const std::string& path) {
@@ -288,7 +324,16 @@ void File::close() {
   if (!file_.valid()) return;
   QuietErrors quiet;
   checked(H5Fflush(file_.get(), H5F_SCOPE_LOCAL), path_ + ": cannot flush HDF5 file");
+  std::vector<char> image;
+  if (in_memory_) {
+    const std::string what = path_ + ": cannot take the in-memory HDF5 file's image";
+    const ssize_t size = H5Fget_file_image(file_.get(), nullptr, 0);
+    if (size < 0) fail(what);
+    image.resize(static_cast<size_t>(size));
+    if (H5Fget_file_image(file_.get(), image.data(), image.size()) != size) fail(what);
+  }
   file_.close(path_ + ": cannot close HDF5 file");
+  if (in_memory_) write_image(image);
 }
 
 void File::create_group(const std::string& name) {

@@ -4,10 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "moetron/core/error.hpp"
+#include "moetron/core/temp_files.hpp"
 
 namespace moetron {
 namespace {
@@ -18,7 +20,7 @@ std::string parent_directory(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
-std::string probe_name(const std::string& path) { return path + ".probe." + std::to_string(getpid()); }
+std::string probe_name(const std::string& path) { return sibling_temp_name(path, "probe"); }
 
 }  // namespace
 

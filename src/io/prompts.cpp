@@ -16,11 +16,17 @@
 #include <nlohmann/json.hpp>
 
 #include "moetron/core/error.hpp"
+#include "moetron/io/input_text.hpp"
 
 namespace moetron {
 namespace {
 
 using json = nlohmann::json;
+
+// A request line holds at most a few hundred thousand token ids; JSON parsing takes tens of
+// times a line's size in memory, so longer lines are refused before parsing.
+constexpr size_t kMaxPromptLineBytes = 16u << 20;
+constexpr uint64_t kMaxPromptsFileBytes = 4ull << 30;
 
 const char* const kFields[] = {"id",    "prompt_tokens", "max_new_tokens", "temperature",
                                "top_k", "top_p",         "seed",           "ignore_eos"};
@@ -88,6 +94,9 @@ double finite_number(const json& v, const std::string& field, const Where& at) {
 std::string request_id(const json& v, const Where& at) {
   if (v.is_string()) {
     MOETRON_CHECK(!v.get<std::string>().empty(), at << "field 'id' must not be empty");
+    // The results file stores ids as HDF5 strings, which end at a NUL.
+    MOETRON_CHECK(v.get<std::string>().find('\0') == std::string::npos,
+                  at << "field 'id' contains a NUL byte (\\u0000), which the results file cannot store");
     return v.get<std::string>();
   }
   MOETRON_CHECK(v.is_number_integer(),
@@ -189,8 +198,11 @@ std::vector<RequestSpec> parse_prompts(const std::string& text, const std::strin
   for (int64_t number = 1; std::getline(lines, line); ++number) {
     if (number == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // UTF-8 BOM
     if (!line.empty() && line.back() == '\r') line.pop_back();                 // CRLF files
-    if (is_blank(line)) continue;
     Where at{path, number};
+    MOETRON_CHECK(line.size() <= kMaxPromptLineBytes,
+                  at << "line is " << line.size() << " bytes, more than the " << kMaxPromptLineBytes
+                     << "-byte limit of one request");
+    if (is_blank(line)) continue;
     RequestSpec r = parse_request(parse_line(line, at), specs.size(), at);
     auto [first, inserted] = line_of_id.emplace(r.id, number);
     MOETRON_CHECK(inserted, at << "field 'id': duplicate id \"" << r.id << "\" (first used at line "
@@ -202,16 +214,7 @@ std::vector<RequestSpec> parse_prompts(const std::string& text, const std::strin
 }
 
 std::vector<RequestSpec> read_prompts(const std::string& path) {
-  struct stat st {};
-  MOETRON_CHECK(stat(path.c_str(), &st) == 0,
-                path << ": cannot read prompts file: " << std::strerror(errno));
-  MOETRON_CHECK(!S_ISDIR(st.st_mode), path << ": cannot read prompts file: it is a directory");
-  std::ifstream in(path, std::ios::binary);
-  MOETRON_CHECK(in, path << ": cannot read prompts file: " << std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  MOETRON_CHECK(!in.bad(), path << ": error while reading prompts file");
-  return parse_prompts(text.str(), path);
+  return parse_prompts(read_regular_file(path, "prompts file", kMaxPromptsFileBytes), path);
 }
 
 void validate_requests(const std::vector<RequestSpec>& specs, int64_t vocab_size,

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <thread>
 
 #include "moetron/core/error.hpp"
@@ -10,9 +11,58 @@
 namespace moetron {
 namespace {
 
+bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+// The dtype most of a checkpoint's floating-point tensors have. A stray F32 or F16 tensor in a
+// bf16 checkpoint (an exporter's choice for a router or a norm) is converted to it on load, as
+// other loaders do, so every weight of a layer has one dtype.
+DType prevailing_float_dtype(const Checkpoint& c) {
+  std::map<DType, int64_t> count;
+  for (const std::string& name : c.names()) {
+    const DType t = c.get(name).dtype;
+    if (is_float(t)) ++count[t];
+  }
+  DType best = DType::BF16;
+  for (const auto& [t, n] : count)
+    if (n > count[best]) best = t;
+  return best;
+}
+
+void store_float(float v, DType t, void* data, size_t i) {
+  switch (t) {
+    case DType::F32: static_cast<float*>(data)[i] = v; break;
+    case DType::BF16: static_cast<uint16_t*>(data)[i] = float_to_bf16(v); break;
+    case DType::F16: static_cast<uint16_t*>(data)[i] = float_to_f16(v); break;
+    default: MOETRON_ASSERT(false);
+  }
+}
+
+// Index of the first NaN or infinity among n elements (all exponent bits set), or n.
+size_t first_non_finite(const void* data, DType t, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    switch (t) {
+      case DType::F32: {
+        uint32_t bits;
+        std::memcpy(&bits, static_cast<const char*>(data) + 4 * i, 4);
+        if ((bits & 0x7f800000u) == 0x7f800000u) return i;
+        break;
+      }
+      case DType::BF16:
+        if ((static_cast<const uint16_t*>(data)[i] & 0x7f80u) == 0x7f80u) return i;
+        break;
+      case DType::F16:
+        if ((static_cast<const uint16_t*>(data)[i] & 0x7c00u) == 0x7c00u) return i;
+        break;
+      default: return n;
+    }
+  }
+  return n;
+}
+
 class CheckpointSource : public WeightSource {
  public:
-  explicit CheckpointSource(const std::string& dir) : ckpt_(Checkpoint::open(dir)) {}
+  explicit CheckpointSource(const std::string& dir)
+      : ckpt_(Checkpoint::open(dir)), dtype_(prevailing_float_dtype(ckpt_)) {}
 
   Tensor read(const TensorSpec& spec, int64_t row_begin, int64_t row_count, int64_t col_begin,
               int64_t col_count) override {
@@ -27,11 +77,22 @@ class CheckpointSource : public WeightSource {
                   src + static_cast<size_t>((row_begin + r) * ncols + col_begin) * elem,
                   static_cast<size_t>(col_count) * elem);
     }
-    return out;
+    // NaN or infinite weights would only show as all-zero tokens much later: name the tensor.
+    const size_t n = static_cast<size_t>(out.numel());
+    const size_t bad = first_non_finite(out.data, out.dtype, n);
+    MOETRON_CHECK(bad == n, view.file << ": tensor '" << spec.name << "' holds a non-finite value ("
+                                      << load_as_float(out.data, out.dtype, bad) << ") in the slice read "
+                                      << "(rows from " << row_begin << ", columns from " << col_begin
+                                      << "): damaged checkpoint");
+    if (out.dtype == dtype_ || !is_float(out.dtype)) return out;
+    Tensor converted = host_tensor(dtype_, out.shape);
+    for (size_t i = 0; i < n; ++i) store_float(load_as_float(out.data, out.dtype, i), dtype_, converted.data, i);
+    return converted;
   }
 
  private:
   Checkpoint ckpt_;
+  DType dtype_;  // every floating-point weight is returned in this dtype
 };
 
 // Random weights, generated slice by slice (each element depends only on seed, name, index).

@@ -9,6 +9,7 @@
 
 #include "moetron/core/error.hpp"
 #include "moetron/core/log.hpp"
+#include "moetron/io/input_text.hpp"
 
 namespace moetron {
 
@@ -271,6 +272,27 @@ void warn_eos_outside_vocabulary(const std::string& path, ModelConfig& c) {
 
 }  // namespace
 
+// Sizes far beyond any real model, refused before anything is allocated from them (a config
+// of 10^9 layers or 2^40 experts once took gigabytes before failing).
+static void check_size_bounds(const ConfigFields& f, const std::string& path) {
+  const std::pair<const char*, int64_t> bounds[] = {
+      {"vocab_size", int64_t{1} << 24},          {"hidden_size", int64_t{1} << 18},
+      {"num_hidden_layers", 4096},               {"num_attention_heads", 4096},
+      {"num_key_value_heads", 4096},             {"head_dim", 4096},
+      {"intermediate_size", int64_t{1} << 20},   {"moe_intermediate_size", int64_t{1} << 20},
+      {"shared_expert_intermediate_size", int64_t{1} << 20},
+      {"num_local_experts", 16384},              {"num_experts", 16384},
+      {"num_experts_per_tok", 16384},            {"max_position_embeddings", int64_t{1} << 26},
+  };
+  for (const auto& [field, most] : bounds)
+    if (f.has(field))
+      MOETRON_CHECK(f.integer(field) <= most, path << ": field '" << field << "' is " << f.integer(field)
+                                                   << ", more than the " << most << " Moetron accepts");
+  if (f.has("mlp_only_layers"))
+    MOETRON_CHECK(f.raw("mlp_only_layers").size() <= 4096,
+                  path << ": field 'mlp_only_layers' lists more than 4096 layers");
+}
+
 ModelConfig parse_model_config(const json& j, const std::string& path) {
   ConfigFields f(j, path);
   ModelConfig c;
@@ -301,6 +323,7 @@ ModelConfig parse_model_config(const json& j, const std::string& path) {
   c.torch_dtype = f.string_or("dtype", f.string_or("torch_dtype", "bfloat16"));
 
   parse_attention_options(f, c);
+  check_size_bounds(f, path);
   parse_mlp_options(f, c);
   c.validate(path);
   warn_eos_outside_vocabulary(path, c);
@@ -309,16 +332,11 @@ ModelConfig parse_model_config(const json& j, const std::string& path) {
   return c;
 }
 
+// config.json files are a few kilobytes; anything larger is not one.
+constexpr uint64_t kMaxConfigBytes = 16u << 20;
+
 ModelConfig load_model_config(const std::string& path) {
-  std::ifstream in(path);
-  MOETRON_CHECK(in, path << ": cannot open the model config");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    MOETRON_FAIL(path << ": not valid JSON: " << e.what());
-  }
-  return parse_model_config(j, path);
+  return parse_model_config(parse_json_strict(read_regular_file(path, "the model config", kMaxConfigBytes), path), path);
 }
 
 int64_t ModelConfig::num_moe_layers() const {

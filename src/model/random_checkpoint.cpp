@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "moetron/core/error.hpp"
+#include "moetron/io/disk_space.hpp"
 #include "moetron/model/safetensors.hpp"
 
 namespace moetron {
@@ -212,6 +213,8 @@ RandomCheckpointResult write_random_checkpoint(json config_json, const std::stri
     sources.push_back(std::move(s));
   }
   SafetensorsMetadata metadata{{"format", "pt"}, {"moetron_seed", std::to_string(seed)}};
+  // Headers and the index take a few hundred bytes a tensor beyond the data.
+  check_free_space(dir, result.data_bytes + 1024 * sources.size() + (1u << 20), "the checkpoint");
   result.files = write_sharded_safetensors(dir, sources, max_shard_bytes, metadata);
   write_text_file_atomically(config_path, config_json.dump(2) + "\n");
   result.files.push_back("config.json");

@@ -11,11 +11,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
 #include "moetron/core/atomic_file.hpp"
 #include "moetron/core/error.hpp"
+#include "moetron/io/input_text.hpp"
+#include "moetron/core/temp_files.hpp"
 
 namespace moetron {
 
@@ -104,7 +107,7 @@ std::shared_ptr<const SafetensorsFile> SafetensorsFile::open(const std::string& 
 }
 
 void SafetensorsFile::map_file() {
-  fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  fd_ = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // a FIFO must not block us
   MOETRON_CHECK(fd_ >= 0, path_ << ": cannot open: " << errno_text());
   struct stat st;
   MOETRON_CHECK(fstat(fd_, &st) == 0, path_ << ": cannot stat: " << errno_text());
@@ -127,12 +130,8 @@ void SafetensorsFile::parse_header() {
   data_start_ = 8 + header_len;
   const uint64_t data_size = file_size_ - data_start_;
 
-  json header;
-  try {
-    header = json::parse(base_ + 8, base_ + data_start_);
-  } catch (const json::exception& e) {
-    MOETRON_FAIL(path_ << ": header is not valid JSON: " << e.what());
-  }
+  const char* header_text = reinterpret_cast<const char*>(base_ + 8);
+  const json header = parse_json_strict(header_text, header_text + header_len, path_ + ": header");
   MOETRON_CHECK(header.is_object(), path_ << ": header is not a JSON object");
 
   for (const auto& [name, value] : header.items()) {
@@ -182,6 +181,18 @@ void SafetensorsFile::parse_header() {
                   path_ << ": tensors '" << *by_offset[i - 1].second << "' and '" << *by_offset[i].second
                         << "' overlap in the data region");
   }
+  // The format indexes every byte of the data region: a gap or trailing bytes mean a header
+  // length off by some bytes (shifted, garbage weights) or a damaged file.
+  uint64_t covered = 0;
+  for (const auto& [e, name] : by_offset) {
+    MOETRON_CHECK(e->begin == covered, path_ << ": bytes " << covered << ".." << e->begin
+                                             << " of the data region belong to no tensor (before '" << *name
+                                             << "'): wrong header length or damaged file");
+    covered = e->end;
+  }
+  MOETRON_CHECK(covered == data_size, path_ << ": the data region holds " << data_size << " bytes but its tensors "
+                                            << "cover " << covered << " (trailing bytes: wrong header length or "
+                                            << "damaged file)");
 }
 
 TensorView SafetensorsFile::get(const std::string& name) const {
@@ -212,14 +223,11 @@ namespace {
 const char* kSingleFile = "model.safetensors";
 const char* kIndexFile = "model.safetensors.index.json";
 
+// Shard indexes of the largest checkpoints are a few megabytes.
+constexpr uint64_t kMaxIndexBytes = 256u << 20;
+
 json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  MOETRON_CHECK(in, path << ": cannot open");
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    MOETRON_FAIL(path << ": not valid JSON: " << e.what());
-  }
+  return parse_json_strict(read_regular_file(path, "the shard index", kMaxIndexBytes), path);
 }
 
 }  // namespace

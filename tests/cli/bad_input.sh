@@ -39,13 +39,14 @@ expect impossible-plan "the 4 attention heads do not split evenly over tp=3" "${
 [ "$(grep -c "rank [0-9]: error: --plan" "$WORK/impossible-plan.log")" -ge 1 ] || fail "impossible-plan: no rank said why"
 expect plan-too-big "needs" "${MPI_RUN[@]}" 2 "$MOETRON" "${base[@]}" --model "$good" --out "$WORK/out.h5" --plan dp=2 \
   --memory-per-rank 100000
-# Non-finite logits (a broken checkpoint) end the run naming the request and step, on every
-# sampling path: the backend's argmax and sampler, the host's with saved logits, and tp=2.
-# Token 9's embedding row is NaN; "fine" runs alone first (--max-batch 1), then "broken",
-# whose prompt holds token 9, at step 3. A +Inf final norm breaks the first step of all.
+# Non-finite logits end the run naming the request and step, on every sampling path: the
+# backend's argmax and sampler, the host's with saved logits, and tp=2. Non-finite weights are
+# refused at load (naming the tensor), so the logits must overflow from finite weights: a final
+# norm of 3e38 (finite in f32) makes the normed hidden state overflow to +-Inf, and the LM head
+# sums them into NaN at the first step.
 "$MOETRON" model make --family olmoe --set tie_word_embeddings=false --dtype f32 --seed 5 \
-  --out "$WORK/nan" >/dev/null
-cp -r "$WORK/nan" "$WORK/inf"
+  --out "$WORK/overflow" >/dev/null
+cp -r "$WORK/overflow" "$WORK/nan"
 poke_rows() {  # poke_rows FILE TENSOR ROW VALUE: sets one row of an F32 tensor to VALUE
   python3 - "$@" <<'PY'
 import json, struct, sys
@@ -59,17 +60,17 @@ with open(path, "r+b") as f:
     f.write(struct.pack("<f", value) * cols)
 PY
 }
+poke_rows "$WORK/overflow/model.safetensors" model.norm.weight 0 3e38
 poke_rows "$WORK/nan/model.safetensors" model.embed_tokens.weight 9 nan
-poke_rows "$WORK/inf/model.safetensors" model.norm.weight 0 inf
 printf '%s\n' '{"id": "fine", "prompt_tokens": [1, 2, 3], "max_new_tokens": 3}' \
-  '{"id": "broken", "prompt_tokens": [4, 9, 5], "max_new_tokens": 2}' >"$WORK/nan.jsonl"
+  '{"id": "other", "prompt_tokens": [4, 9, 5], "max_new_tokens": 2}' >"$WORK/nan.jsonl"
 nan_run=("$MOETRON" run --prompts "$WORK/nan.jsonl" --backend cpu --log-level warn --ignore-eos
          --max-batch 1 --out "$WORK/out.h5")
-broken="request 'broken' (prompts line 2): its logits hold NaN or +Inf at step 3 (its output token 0)"
-expect nan-greedy "$broken" "${nan_run[@]}" --model "$WORK/nan"
-expect nan-sampled "$broken" "${nan_run[@]}" --model "$WORK/nan" --temperature 0.8 --top-k 5
-expect nan-saved-logits "$broken" "${nan_run[@]}" --model "$WORK/nan" --save-logits
-expect nan-tp2 "$broken" "${MPI_RUN[@]}" 2 "${nan_run[@]}" --model "$WORK/nan" --plan tp=2
-expect inf-norm "request 'fine' (prompts line 1): its logits hold NaN or +Inf at step 0" \
-  "${nan_run[@]}" --model "$WORK/inf"
+broken="request 'fine' (prompts line 1): its logits hold NaN or +Inf at step 0 (its output token 0)"
+expect overflow-greedy "$broken" "${nan_run[@]}" --model "$WORK/overflow"
+expect overflow-sampled "$broken" "${nan_run[@]}" --model "$WORK/overflow" --temperature 0.8 --top-k 5
+expect overflow-saved-logits "$broken" "${nan_run[@]}" --model "$WORK/overflow" --save-logits
+expect overflow-tp2 "$broken" "${MPI_RUN[@]}" 2 "${nan_run[@]}" --model "$WORK/overflow" --plan tp=2
+expect nan-weight "tensor 'model.embed_tokens.weight' holds a non-finite value" \
+  "${nan_run[@]}" --model "$WORK/nan"
 echo "bad input is refused clearly"

@@ -2,6 +2,10 @@
 // hub checkpoints, and every rejected input.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 
@@ -353,6 +357,31 @@ TEST(Config, SummaryAndJsonMentionTheEssentials) {
   EXPECT_NE(s.find("shared expert"), std::string::npos);
   EXPECT_NE(s.find("3 MoE, 1 dense"), std::string::npos);
   EXPECT_EQ(c.to_json()["total_params"], c.total_params());
+}
+
+// Sizes far beyond any model are refused at once, before anything is allocated from them.
+TEST(Config, AbsurdSizesRefusedBeforeAllocating) {
+  EXPECT_TRUE(rejects("olmoe", [](json& j) { j["num_hidden_layers"] = 1000000000; },
+                      {"olmoe/config.json", "'num_hidden_layers' is 1000000000", "more than"}));
+  EXPECT_TRUE(rejects("olmoe", [](json& j) { j["num_experts"] = int64_t(1) << 40; },
+                      {"'num_experts' is 1099511627776"}));
+  EXPECT_TRUE(rejects("mixtral", [](json& j) { j["num_local_experts"] = int64_t(1) << 40; },
+                      {"'num_local_experts'"}));
+  EXPECT_TRUE(rejects("olmoe", [](json& j) { j["vocab_size"] = int64_t(1) << 40; }, {"'vocab_size'"}));
+}
+
+TEST(Config, FileReadStrictly) {
+  testing::TempDir dir("cfg");
+  std::ofstream(dir.file("config.json")) << R"({"model_type": "olmoe", "model_type": "mixtral"})";
+  EXPECT_TRUE(throws_error([&] { load_model_config(dir.file("config.json")); },
+                           {"config.json", "key 'model_type' appears twice"}));
+  std::remove(dir.file("config.json").c_str());
+  std::filesystem::create_directory(dir.file("config.json"));
+  EXPECT_TRUE(throws_error([&] { load_model_config(dir.file("config.json")); },
+                           {"config.json", "cannot read the model config", "directory"}));
+  std::filesystem::remove(dir.file("config.json"));
+  ASSERT_EQ(mkfifo(dir.file("config.json").c_str(), 0644), 0);  // would block a plain open
+  EXPECT_TRUE(throws_error([&] { load_model_config(dir.file("config.json")); }, {"config.json", "FIFO"}));
 }
 
 }  // namespace

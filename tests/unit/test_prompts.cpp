@@ -1,3 +1,4 @@
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -171,6 +172,25 @@ TEST(Prompts, ValidateAgainstModel) {
   msg = error_of([&] { validate_requests({neg}, 100, 10, "p.jsonl"); });
   EXPECT_NE(msg.find("p.jsonl:9: request 'n': field 'prompt_tokens[0]' = -1"), std::string::npos)
       << msg;
+}
+
+TEST(Prompts, HostileInputRefusedEarly) {
+  // A NUL byte in an id is found with the prompts, naming the line.
+  std::string msg = error_of([] { parse_prompts("{\"prompt_tokens\": [1]}\n{\"id\": \"a\\u0000b\", \"prompt_tokens\": [1]}\n", "p.jsonl"); });
+  EXPECT_NE(msg.find("p.jsonl:2: field 'id' contains a NUL byte"), std::string::npos) << msg;
+  // A line longer than the bound is refused before it is parsed.
+  const std::string huge = "{\"prompt_tokens\": [" + std::string(17u << 20, ' ') + "1]}\n";
+  msg = error_of([&] { parse_prompts(huge, "p.jsonl"); });
+  EXPECT_NE(msg.find("p.jsonl:1: line is"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("-byte limit"), std::string::npos) << msg;
+  // Special files: refused by type, never read (/dev/zero) or waited on (a FIFO).
+  msg = error_of([] { read_prompts("/dev/zero"); });
+  EXPECT_NE(msg.find("/dev/zero: cannot read prompts file: it is a character device"), std::string::npos) << msg;
+  const std::string fifo = ::testing::TempDir() + "/moetron-prompts-fifo-" + std::to_string(getpid());
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  msg = error_of([&] { read_prompts(fifo); });
+  std::remove(fifo.c_str());
+  EXPECT_NE(msg.find("it is a FIFO"), std::string::npos) << msg;
 }
 
 }  // namespace

@@ -230,7 +230,8 @@ TEST_F(ResultsTest, UnwritablePathIsAnError) {
   std::string out = path("missing/r.h5");
   std::string msg = error_of([&] { write_results(out, full_results()); });
   EXPECT_NE(msg.find("cannot write " + out), std::string::npos) << msg;
-  EXPECT_NE(msg.find("HDF5:"), std::string::npos) << msg;
+  // The file is built in memory; the write to disk is ours and says why it failed.
+  EXPECT_NE(msg.find("No such file or directory"), std::string::npos) << msg;
 }
 
 TEST_F(ResultsTest, CheckOutputWritable) {

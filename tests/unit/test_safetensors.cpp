@@ -2,6 +2,8 @@
 // reader must reject with an Error instead of reading out of bounds.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -180,6 +182,15 @@ TEST(Safetensors, RejectsMalformedFiles) {
       {"overlap", "{" + ok_entry + R"(,"u":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12, -1,
        {"'t'", "'u'", "overlap"}},
       {"metadata not strings", R"({"__metadata__":{"k":1}})", 0, -1, {"__metadata__"}},
+      {"repeated tensor", "{" + ok_entry + "," + ok_entry + "}", 8, -1, {"key 't' appears twice"}},
+      {"repeated field", R"({"t":{"dtype":"F32","dtype":"F16","shape":[2],"data_offsets":[0,8]}})", 8, -1,
+       {"key 'dtype' appears twice"}},
+      // The header padded with a space, its length given one short: the data start shifts by one.
+      {"header length one short", "{" + ok_entry + "} ", 8, int64_t(("{" + ok_entry + "}").size()),
+       {"holds 9 bytes", "cover 8", "trailing"}},
+      {"trailing bytes", "{" + ok_entry + "}", 12, -1, {"holds 12 bytes", "cover 8"}},
+      {"gap before a tensor", R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8, -1,
+       {"bytes 0..4", "no tensor", "'t'"}},
   };
   for (const BadFile& c : cases) {
     SCOPED_TRACE(c.what);
@@ -222,6 +233,30 @@ TEST(Safetensors, ZeroSizeTensorsMayShareAnOffset) {
             R"({"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
             8);
   EXPECT_EQ(SafetensorsFile::open(dir.file("z.safetensors"))->names().size(), 2u);
+}
+
+// Special files never block the reader, and a directory where a file belongs is named.
+TEST(Safetensors, RefusesSpecialFilesWithoutBlocking) {
+  TempDir dir("st");
+  ASSERT_EQ(mkfifo(dir.file("model.safetensors").c_str(), 0644), 0);
+  EXPECT_TRUE(throws_error([&] { SafetensorsFile::open(dir.file("model.safetensors")); },
+                           {"model.safetensors", "not a regular file"}));
+  TempDir sharded("st");
+  fs::create_directory(sharded.file("model.safetensors.index.json"));
+  EXPECT_TRUE(throws_error([&] { Checkpoint::open(sharded.str()); },
+                           {"model.safetensors.index.json", "cannot read the shard index", "directory"}));
+  fs::remove(sharded.file("model.safetensors.index.json"));
+  ASSERT_EQ(mkfifo(sharded.file("model.safetensors.index.json").c_str(), 0644), 0);
+  EXPECT_TRUE(throws_error([&] { Checkpoint::open(sharded.str()); },
+                           {"model.safetensors.index.json", "FIFO"}));
+}
+
+TEST(Safetensors, IndexWithRepeatedKeyRefused) {
+  TempDir dir("st");
+  std::ofstream(dir.file("model.safetensors.index.json"))
+      << R"({"weight_map": {"a": "model-00001-of-00001.safetensors", "a": "model-00001-of-00001.safetensors"}})";
+  EXPECT_TRUE(throws_error([&] { Checkpoint::open(dir.str()); },
+                           {"model.safetensors.index.json", "key 'a' appears twice"}));
 }
 
 }  // namespace

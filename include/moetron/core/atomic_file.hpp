@@ -5,9 +5,16 @@
 #pragma once
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace moetron {
+
+class TempFileGuard;
+
+// "<path>.<kind>.<pid>", the last component cut so that the name stays within NAME_MAX: a valid
+// 254-byte output name must not fail for the suffix.
+std::string sibling_temp_name(const std::string& path, const std::string& kind);
 
 // Streams bytes into the temp file; commit() publishes it as `path`. Destroyed without commit
 // (an error on the way), it removes the temp file, so `path` is whole or untouched.
@@ -24,6 +31,7 @@ class AtomicFileWriter {
 
  private:
   std::string path_, tmp_;
+  std::unique_ptr<TempFileGuard> remove_on_signal_;  // SIGTERM/SIGINT while writing remove tmp_
   int fd_ = -1;
   bool committed_ = false;
 };

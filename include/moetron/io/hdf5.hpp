@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace moetron::h5 {
@@ -62,9 +63,30 @@ class RowWriter {
   std::vector<int64_t> dims_;
 };
 
+// An owned file descriptor (closed quietly on destruction), movable.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd& operator=(Fd&& o) noexcept;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd();
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_ = -1;
+};
+
 class File {
  public:
-  static File create(const std::string& path);  // truncates an existing file
+  // Truncates an existing file. The file is built in memory (HDF5 core driver) and written to
+  // `path` by close():
+  // HDF5 1.10 cannot close a file whose flush failed (a full disk left it crashing at exit),
+  // so every disk write is ours, checked, and a failure leaves nothing of HDF5 open.
+  static File create(const std::string& path);
   static File open_read(const std::string& path);
   File(File&&) = default;
   File& operator=(File&&) = default;
@@ -106,7 +128,9 @@ class File {
   void close();
 
  private:
-  File(std::string path, Handle file) : path_(std::move(path)), file_(std::move(file)) {}
+  File(std::string path, Handle file, bool in_memory = false)
+      : path_(std::move(path)), file_(std::move(file)), in_memory_(in_memory) {}
+  void write_image(const std::vector<char>& image) const;
   int64_t element_count(const std::string& name) const;
   void read_raw(const std::string& name, Type type, void* out) const;
   Handle open_dataset(const std::string& name) const;
@@ -117,6 +141,7 @@ class File {
 
   std::string path_;
   Handle file_;
+  bool in_memory_ = false;  // created: built in memory, written to path_ by close()
 };
 
 }  // namespace moetron::h5
