@@ -19,17 +19,17 @@ std::string got(const Tensor& t) { return t.defined() ? t.describe() : "an empty
 // t is a defined tensor of `dtype` on `device`.
 void expect(const Tensor& t, DType dtype, Device device, const char* op, const char* arg) {
   MOETRON_CHECK(t.defined() && t.dtype == dtype && t.device == device,
-                "Ops::" << op << ": " << arg << " must be a " << dtype_name(dtype)
-                        << " tensor on " << device_name(device) << ", got " << got(t));
+                "Ops::" << op << ": " << arg << " must be " << dtype_name(dtype) << " on "
+                        << device_name(device) << ", got " << got(t));
 }
 
-// t is a defined tensor of `a` or `b` on `device`.
+// t is a defined tensor of `a` or `b` (which may be the same) on `device`.
 void expect_either(const Tensor& t, DType a, DType b, Device device, const char* op,
                    const char* arg) {
+  if (a == b) return expect(t, a, device, op, arg);
   MOETRON_CHECK(t.defined() && (t.dtype == a || t.dtype == b) && t.device == device,
-                "Ops::" << op << ": " << arg << " must be a " << dtype_name(a) << " or "
-                        << dtype_name(b) << " tensor on " << device_name(device) << ", got "
-                        << got(t));
+                "Ops::" << op << ": " << arg << " must be " << dtype_name(a) << " or "
+                        << dtype_name(b) << " on " << device_name(device) << ", got " << got(t));
 }
 
 void expect_on(const Tensor& t, Device device, const char* op, const char* arg) {
