@@ -9,8 +9,9 @@
 
 namespace moetron {
 
-void Ops::accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
-  MOETRON_ASSERT(ids.dtype == DType::I32 && counts.dtype == DType::I64);
+// Argument checks are the contract's (ops_contract.cpp); these are the do_ defaults.
+
+void Ops::do_accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
   if (ids.numel() == 0) return;
   std::vector<int32_t> host_ids(static_cast<size_t>(ids.numel()));
   std::vector<int64_t> host_counts(static_cast<size_t>(counts.numel()));
@@ -23,8 +24,7 @@ void Ops::accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
   copy_from_host(counts, host_counts.data());
 }
 
-void Ops::argmax_rows(const Tensor& logits, Tensor& ids) {
-  MOETRON_ASSERT(logits.dtype == DType::F32 && ids.dtype == DType::I32 && ids.numel() == logits.rows());
+void Ops::do_argmax_rows(const Tensor& logits, Tensor& ids) {
   if (logits.numel() == 0) return;
   const int64_t rows = logits.rows(), cols = logits.cols();
   std::vector<float> host(static_cast<size_t>(logits.numel()));
@@ -35,16 +35,10 @@ void Ops::argmax_rows(const Tensor& logits, Tensor& ids) {
   copy_from_host(ids, best.data());
 }
 
-void Ops::pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first, int64_t last,
-                        int64_t expert_set_size, int64_t expert_shards, int64_t capacity,
-                        Tensor& rows, Tensor& experts, Tensor& scales) {
-  MOETRON_ASSERT(ids.dtype == DType::I32 && weights.dtype == DType::F32 && ids.numel() == weights.numel());
-  MOETRON_ASSERT(rows.dtype == DType::I32 && experts.dtype == DType::I32 && scales.dtype == DType::F32);
-  MOETRON_ASSERT(expert_set_size > 0 && expert_shards > 0 && capacity >= 0);
+void Ops::do_pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first, int64_t last,
+                              int64_t expert_set_size, int64_t expert_shards, int64_t capacity,
+                              Tensor& rows, Tensor& experts, Tensor& scales) {
   const int64_t entries = rows.numel(), k = ids.numel() > 0 ? ids.cols() : 1;
-  MOETRON_ASSERT(experts.numel() == entries && scales.numel() == entries &&
-                 (capacity == 0 ? entries == 0 : entries % capacity == 0));
-  MOETRON_ASSERT(0 <= first && first <= last && last * k <= ids.numel());
   std::vector<int32_t> host_ids(static_cast<size_t>(ids.numel()));
   std::vector<float> host_w(static_cast<size_t>(weights.numel()));
   if (ids.numel() > 0) {
@@ -72,12 +66,9 @@ void Ops::pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first,
   copy_from_host(scales, out_scales.data());
 }
 
-void Ops::sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
-                      const std::vector<uint64_t>& steps, Tensor& ids) {
+void Ops::do_sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
+                            const std::vector<uint64_t>& steps, Tensor& ids) {
   const int64_t rows = logits.rows(), cols = logits.cols();
-  MOETRON_ASSERT(logits.dtype == DType::F32 && ids.dtype == DType::I32 && ids.numel() == rows &&
-                 static_cast<int64_t>(params.size()) == rows &&
-                 static_cast<int64_t>(steps.size()) == rows);
   if (logits.numel() == 0) return;
   std::vector<float> host(static_cast<size_t>(logits.numel()));
   std::vector<int32_t> tokens(static_cast<size_t>(rows));

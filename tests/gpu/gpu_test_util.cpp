@@ -115,6 +115,29 @@ std::vector<int32_t> GpuVsCpu::read_ints(Ops& ops, const Tensor& t) {
   return out;
 }
 
+void GpuVsCpu::run_cases(const std::vector<OpCase>& cases) {
+  ASSERT_FALSE(cases.empty());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const OpCase& c = cases[i];
+    SCOPED_TRACE(c.name);
+    const uint64_t seed = 20261124 + i;
+    cpu_->reset_temps();
+    gpu_->reset_temps();
+    CaseInputs on_cpu(*cpu_, seed), on_gpu(*gpu_, seed);
+    const CaseOutputs ref = c.run(on_cpu);
+    const CaseOutputs got = c.run(on_gpu);
+    ASSERT_EQ(got.size(), ref.size());
+    ASSERT_FALSE(ref.empty());
+    for (size_t o = 0; o < ref.size(); ++o) {
+      const std::string what = c.name + ": " + ref[o].name;
+      if (ref[o].tolerance == 0.0)
+        expect_equal(got[o].values, ref[o].values, what);
+      else
+        expect_close(got[o].values, ref[o].values, ref[o].tolerance, what);
+    }
+  }
+}
+
 double relative_l2(const std::vector<float>& out, const std::vector<float>& ref) {
   if (out.size() != ref.size()) return INFINITY;
   double diff = 0.0, norm = 0.0;
@@ -132,6 +155,17 @@ void expect_close(const std::vector<float>& out, const std::vector<float>& ref, 
   const double err = relative_l2(out, ref);
   EXPECT_LE(err, tol) << what << ": relative L2 error " << err << " over " << out.size()
                       << " elements";
+}
+
+void expect_equal(const std::vector<float>& out, const std::vector<float>& ref,
+                  const std::string& what) {
+  ASSERT_EQ(out.size(), ref.size()) << what;
+  size_t differ = 0, first = 0;
+  for (size_t i = 0; i < out.size(); ++i)
+    if (!(out[i] == ref[i]) && differ++ == 0) first = i;
+  EXPECT_EQ(differ, 0u) << what << ": " << differ << " of " << out.size()
+                        << " values differ, the first at " << first << ": "
+                        << (differ ? out[first] : 0.0f) << " vs " << (differ ? ref[first] : 0.0f);
 }
 
 }  // namespace gputest

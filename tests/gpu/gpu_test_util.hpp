@@ -11,6 +11,7 @@
 
 #include "moetron/backend/cpu_ops.hpp"
 #include "moetron/backend/cuda_ops.hpp"
+#include "op_table.hpp"
 
 namespace moetron {
 namespace gputest {
@@ -54,6 +55,10 @@ class GpuVsCpu : public testing::Test {
   static std::vector<float> read(Ops& ops, const Tensor& t);  // F32/BF16 as float
   static std::vector<int32_t> read_ints(Ops& ops, const Tensor& t);
 
+  // Runs every case on the CPU reference and on the GPU from the same seed and compares each
+  // output within its case's tolerance (op_table.hpp).
+  static void run_cases(const std::vector<OpCase>& cases);
+
   std::mt19937_64 rng_{20261124};
 
  private:
@@ -66,6 +71,10 @@ double relative_l2(const std::vector<float>& out, const std::vector<float>& ref)
 
 // EXPECT that out matches ref within tol (relative L2), naming the case.
 void expect_close(const std::vector<float>& out, const std::vector<float>& ref, double tol,
+                  const std::string& what);
+
+// EXPECT that out equals ref value for value (NaN never equals), naming the first difference.
+void expect_equal(const std::vector<float>& out, const std::vector<float>& ref,
                   const std::string& what);
 
 }  // namespace gputest

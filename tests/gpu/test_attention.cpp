@@ -1,6 +1,7 @@
-// Paged-KV attention and the cache append against the CPU reference: prefill, chunked prefill
-// and decode (split along the KV length), GQA groups of 1 to 32, scattered cache blocks, and a
-// cache poisoned with NaN everywhere nothing was written (a kernel that reads a wrong slot fails).
+// Paged-KV attention and the cache append against the CPU reference, as a table (op_table.hpp):
+// prefill, chunked prefill and decode (split along the KV length), GQA groups of 1 to 64, head
+// dims 16 to 128, scattered cache blocks, and a cache poisoned with NaN everywhere nothing was
+// written (a kernel that reads a wrong slot fails).
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -28,8 +29,84 @@ std::string describe(const AttentionCase& c) {
   return s;
 }
 
+// Fills a cache as earlier steps and this one leave it (kv_append of every token of every
+// sequence), then runs attention over it. Outputs: the attention and the appended rows.
+CaseOutputs run_attention(CaseInputs& in, const AttentionCase& c) {
+  Ops& ops = in.ops;
+  const int S = static_cast<int>(c.seqs.size());
+  const int kv_width = c.nk * c.hd;
+  int max_blocks = 0, total_blocks = 0, total_kv = 0, T = 0, max_kv = 0;
+  for (const SeqSpec& s : c.seqs) {
+    const int blocks = (s.kv_len + c.block_size - 1) / c.block_size;
+    max_blocks = std::max(max_blocks, blocks);
+    total_blocks += blocks;
+    total_kv += s.kv_len;
+    T += s.q_len;
+    max_kv = std::max(max_kv, s.kv_len);
+  }
+  const int num_blocks = total_blocks + 3;  // spare blocks stay poisoned
+  std::vector<int32_t> block_ids(num_blocks);
+  std::iota(block_ids.begin(), block_ids.end(), 0);
+  std::shuffle(block_ids.begin(), block_ids.end(), in.rng);
+
+  std::vector<int32_t> tables(static_cast<size_t>(S) * max_blocks, 0), all_slots, query_start{0},
+      kv_lens, positions;
+  int next_block = 0;
+  for (int s = 0; s < S; ++s) {
+    const SeqSpec& q = c.seqs[s];
+    const int blocks = (q.kv_len + c.block_size - 1) / c.block_size;
+    for (int b = 0; b < blocks; ++b) tables[s * max_blocks + b] = block_ids[next_block++];
+    for (int p = 0; p < q.kv_len; ++p)
+      all_slots.push_back(tables[s * max_blocks + p / c.block_size] * c.block_size +
+                          p % c.block_size);
+    query_start.push_back(query_start.back() + q.q_len);
+    for (int j = 0; j < q.q_len; ++j) positions.push_back(q.kv_len - q.q_len + j);
+    kv_lens.push_back(q.kv_len);
+  }
+
+  KvCache cache{in.output_activation({num_blocks, c.block_size, c.nk, c.hd}),
+                in.output_activation({num_blocks, c.block_size, c.nk, c.hd})};
+  Tensor k_all = in.activation({total_kv, kv_width});
+  Tensor v_all = in.activation({total_kv, kv_width});
+  BatchTensors fill;
+  fill.num_tokens = total_kv;
+  fill.block_size = c.block_size;
+  fill.slot_mapping = in.i32(all_slots, {total_kv});
+  ops.kv_append(k_all, v_all, cache, fill);
+
+  BatchTensors batch;
+  batch.num_tokens = T;
+  batch.num_seqs = S;
+  batch.max_blocks_per_seq = max_blocks;
+  batch.block_size = c.block_size;
+  batch.max_kv_len = max_kv;
+  batch.positions = in.i32(positions, {T});
+  batch.query_start = in.i32(query_start, {S + 1});
+  batch.kv_lens = in.i32(kv_lens, {S});
+  batch.block_tables = in.i32(tables, {S, max_blocks});
+  Tensor q = in.activation({T, c.nq * c.hd});
+  Tensor out = in.output_activation({T, c.nq * c.hd});
+  ops.attention(q, cache, batch, c.nq, c.nk, c.hd, 1.0f / std::sqrt(static_cast<float>(c.hd)),
+                out);
+
+  // The appended rows themselves, read back through the block tables (the unwritten slots
+  // hold the poison on both backends).
+  const std::vector<float> k_cache = read_as_float(ops, cache.k), v_cache = read_as_float(ops, cache.v);
+  std::vector<float> k_rows, v_rows;
+  for (int32_t slot : all_slots) {
+    const size_t at = static_cast<size_t>(slot) * kv_width;
+    k_rows.insert(k_rows.end(), k_cache.begin() + at, k_cache.begin() + at + kv_width);
+    v_rows.insert(v_rows.end(), v_cache.begin() + at, v_cache.begin() + at + kv_width);
+  }
+  // Attention: fp32 softmax and accumulation, bf16 inputs and output: kBf16Tolerance.
+  // kv_append copies bf16 values: exact.
+  return {{"attention", read_as_float(ops, out), kBf16Tolerance},
+          {"kv_append k", k_rows, 0.0},
+          {"kv_append v", v_rows, 0.0}};
+}
+
 TEST_F(CudaAttention, PagedAttentionMatchesReference) {
-  const std::vector<AttentionCase> cases = {
+  const std::vector<AttentionCase> shapes = {
       {4, 4, 64, 16, {{5, 5}, {17, 17}, {1, 1}}},                  // prefill, MHA
       {8, 2, 128, 16, {{3, 40}, {33, 33}, {1, 129}}},              // chunked prefill + decode
       {32, 4, 128, 16, {{1, 1}, {1, 17}, {1, 300}, {1, 1000}, {1, 3000}}},  // decode, splits
@@ -43,95 +120,10 @@ TEST_F(CudaAttention, PagedAttentionMatchesReference) {
       {8, 4, 32, 16, {{5, 70}, {1, 1}}},
       {12, 4, 96, 16, {{33, 40}, {1, 500}}},
   };
-  for (const AttentionCase& c : cases) {
-    SCOPED_TRACE(describe(c));
-    const int S = static_cast<int>(c.seqs.size());
-    const int kv_width = c.nk * c.hd;
-    int max_blocks = 0, total_blocks = 0, total_kv = 0, T = 0, max_kv = 0;
-    for (const SeqSpec& s : c.seqs) {
-      const int blocks = (s.kv_len + c.block_size - 1) / c.block_size;
-      max_blocks = std::max(max_blocks, blocks);
-      total_blocks += blocks;
-      total_kv += s.kv_len;
-      T += s.q_len;
-      max_kv = std::max(max_kv, s.kv_len);
-    }
-    const int num_blocks = total_blocks + 3;  // spare blocks stay poisoned
-    std::vector<int32_t> block_ids(num_blocks);
-    std::iota(block_ids.begin(), block_ids.end(), 0);
-    std::shuffle(block_ids.begin(), block_ids.end(), rng_);
-
-    std::vector<int32_t> tables(static_cast<size_t>(S) * max_blocks, 0), all_slots, query_start{0},
-        kv_lens, positions;
-    int next_block = 0;
-    for (int s = 0; s < S; ++s) {
-      const SeqSpec& q = c.seqs[s];
-      const int blocks = (q.kv_len + c.block_size - 1) / c.block_size;
-      for (int b = 0; b < blocks; ++b) tables[s * max_blocks + b] = block_ids[next_block++];
-      for (int p = 0; p < q.kv_len; ++p)
-        all_slots.push_back(tables[s * max_blocks + p / c.block_size] * c.block_size +
-                            p % c.block_size);
-      query_start.push_back(query_start.back() + q.q_len);
-      for (int j = 0; j < q.q_len; ++j) positions.push_back(q.kv_len - q.q_len + j);
-      kv_lens.push_back(q.kv_len);
-    }
-
-    // The cache as earlier steps and this one leave it: every token of every sequence.
-    KvCache cpu_cache{cpu().alloc(DType::F32, {num_blocks, c.block_size, c.nk, c.hd}),
-                      cpu().alloc(DType::F32, {num_blocks, c.block_size, c.nk, c.hd})};
-    KvCache gpu_cache{gpu().alloc(DType::BF16, {num_blocks, c.block_size, c.nk, c.hd}),
-                      gpu().alloc(DType::BF16, {num_blocks, c.block_size, c.nk, c.hd})};
-    for (Tensor* t : {&cpu_cache.k, &cpu_cache.v}) poison(cpu(), *t);
-    for (Tensor* t : {&gpu_cache.k, &gpu_cache.v}) poison(gpu(), *t);
-    Pair k_all = random_activation({total_kv, kv_width});
-    Pair v_all = random_activation({total_kv, kv_width});
-    Pair slots = ints(all_slots, {total_kv});
-    BatchTensors fill_cpu, fill_gpu;
-    fill_cpu.num_tokens = fill_gpu.num_tokens = total_kv;
-    fill_cpu.block_size = fill_gpu.block_size = c.block_size;
-    fill_cpu.slot_mapping = slots.cpu;
-    fill_gpu.slot_mapping = slots.gpu;
-    cpu().kv_append(k_all.cpu, v_all.cpu, cpu_cache, fill_cpu);
-    gpu().kv_append(k_all.gpu, v_all.gpu, gpu_cache, fill_gpu);
-
-    Pair qs = ints(query_start, {S + 1});
-    Pair pos = ints(positions, {T});
-    Pair lens = ints(kv_lens, {S});
-    Pair tbl = ints(tables, {S, max_blocks});
-    BatchTensors b_cpu, b_gpu;
-    for (BatchTensors* b : {&b_cpu, &b_gpu}) {
-      b->num_tokens = T;
-      b->num_seqs = S;
-      b->max_blocks_per_seq = max_blocks;
-      b->block_size = c.block_size;
-      b->max_kv_len = max_kv;
-    }
-    b_cpu.positions = pos.cpu;
-    b_gpu.positions = pos.gpu;
-    b_cpu.query_start = qs.cpu;
-    b_gpu.query_start = qs.gpu;
-    b_cpu.kv_lens = lens.cpu;
-    b_gpu.kv_lens = lens.gpu;
-    b_cpu.block_tables = tbl.cpu;
-    b_gpu.block_tables = tbl.gpu;
-
-    Pair q = random_activation({T, c.nq * c.hd});
-    Pair out = output(DType::BF16, {T, c.nq * c.hd});
-    const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
-    cpu().attention(q.cpu, cpu_cache, b_cpu, c.nq, c.nk, c.hd, scale, out.cpu);
-    gpu().attention(q.gpu, gpu_cache, b_gpu, c.nq, c.nk, c.hd, scale, out.gpu);
-    expect_close(read(gpu(), out.gpu), read(cpu(), out.cpu), kBf16Tolerance, "attention");
-
-    // The appended rows themselves, read back through the block tables.
-    std::vector<float> gk = read(gpu(), gpu_cache.k), ck = read(cpu(), cpu_cache.k);
-    double worst = 0.0;
-    for (int32_t slot : all_slots)
-      for (int i = 0; i < kv_width; ++i)
-        worst = std::max(worst, std::abs(double(gk[size_t(slot) * kv_width + i]) -
-                                         ck[size_t(slot) * kv_width + i]));
-    EXPECT_EQ(worst, 0.0) << "kv_append must copy bf16 values exactly";
-    gpu().reset_temps();
-  }
+  std::vector<OpCase> cases;
+  for (const AttentionCase& c : shapes)
+    cases.push_back({"attention " + describe(c), [c](CaseInputs& in) { return run_attention(in, c); }});
+  run_cases(cases);
 }
 
 }  // namespace

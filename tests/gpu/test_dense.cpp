@@ -1,5 +1,6 @@
-// Dense operators of CudaOps against the CPU reference: gathers, norms, GEMMs, elementwise ops,
-// RoPE, sampling. Odd and small shapes on purpose (vector and scalar kernel paths).
+// Dense operators of CudaOps against the CPU reference, as a table (op_table.hpp): gathers,
+// norms, GEMMs, elementwise ops, RoPE, argmax. Odd and small shapes on purpose (vector and
+// scalar kernel paths).
 #include <cmath>
 
 #include "gpu_test_util.hpp"
@@ -17,188 +18,252 @@ std::string shape_name(int64_t rows, int64_t cols) {
   return "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
 }
 
-TEST_F(CudaDense, EmbedAndGatherRowsCopyExactly) {
-  for (int64_t cols : kCols) {
-    Pair table = random_weight({300, cols});
-    for (int64_t n : kRows) {
-      Pair ids = ints(random_ints(n, 0, 299), {n});
-      Pair out = output(DType::BF16, {n, cols});
-      cpu().embed(ids.cpu, table.cpu, out.cpu);
-      gpu().embed(ids.gpu, table.gpu, out.gpu);
-      EXPECT_EQ(read(gpu(), out.gpu), read(cpu(), out.cpu)) << "embed " << shape_name(n, cols);
-
-      Pair x = random_activation({40, cols});
-      Pair rows = ints(random_ints(n, 0, 39), {n});
-      Pair g = output(DType::BF16, {n, cols});
-      cpu().gather_rows(x.cpu, rows.cpu, g.cpu);
-      gpu().gather_rows(x.gpu, rows.gpu, g.gpu);
-      EXPECT_EQ(read(gpu(), g.gpu), read(cpu(), g.cpu)) << "gather " << shape_name(n, cols);
-    }
-  }
+// Every (rows, cols) of the grids above, one case each.
+template <class MakeCase>
+std::vector<OpCase> over_grid(const MakeCase& make) {
+  std::vector<OpCase> cases;
+  for (int64_t cols : kCols)
+    for (int64_t rows : kRows) cases.push_back(make(rows, cols));
+  return cases;
 }
 
+std::vector<float> host_of(CaseInputs& in, const Tensor& t) { return read_as_float(in.ops, t); }
+
+TEST_F(CudaDense, EmbedAndGatherRowsCopyExactly) {
+  // Gathers copy values: exact.
+  run_cases(over_grid([](int64_t n, int64_t cols) {
+    return OpCase{"embed " + shape_name(n, cols), [n, cols](CaseInputs& in) {
+      Tensor table = in.weight({300, cols});
+      Tensor ids = in.i32(in.ints(n, 0, 299), {n});
+      Tensor out = in.output_activation({n, cols});
+      in.ops.embed(ids, table, out);
+      return CaseOutputs{{"out", host_of(in, out), 0.0}};
+    }};
+  }));
+  run_cases(over_grid([](int64_t n, int64_t cols) {
+    return OpCase{"gather_rows " + shape_name(n, cols), [n, cols](CaseInputs& in) {
+      Tensor x = in.activation({40, cols});
+      Tensor rows = in.i32(in.ints(n, 0, 39), {n});
+      Tensor out = in.output_activation({n, cols});
+      in.ops.gather_rows(x, rows, out);
+      return CaseOutputs{{"out", host_of(in, out), 0.0}};
+    }};
+  }));
+}
+
+constexpr float kEps = 1e-6f;
+
 TEST_F(CudaDense, RmsnormFamilyMatchesReference) {
-  const float eps = 1e-6f;
-  for (int64_t cols : kCols) {
-    Pair w = random_weight({cols}, 2.0f);
-    for (int64_t rows : kRows) {
-      const std::string name = shape_name(rows, cols);
-      Pair x = random_activation({rows, cols}, 3.0f);
-      Pair out = output(DType::BF16, {rows, cols});
-      cpu().rmsnorm(x.cpu, w.cpu, eps, out.cpu);
-      gpu().rmsnorm(x.gpu, w.gpu, eps, out.gpu);
-      expect_close(read(gpu(), out.gpu), read(cpu(), out.cpu), kBf16Tolerance, "rmsnorm " + name);
-
-      Pair residual = random_activation({rows, cols}, 3.0f);
-      Pair delta = random_activation({rows, cols});
-      Pair out2 = output(DType::BF16, {rows, cols});
-      cpu().add_rmsnorm(residual.cpu, delta.cpu, w.cpu, eps, out2.cpu);
-      gpu().add_rmsnorm(residual.gpu, delta.gpu, w.gpu, eps, out2.gpu);
-      expect_close(read(gpu(), out2.gpu), read(cpu(), out2.cpu), kBf16Tolerance,
-                   "add_rmsnorm out " + name);
-      expect_close(read(gpu(), residual.gpu), read(cpu(), residual.cpu), kBf16Tolerance,
-                   "add_rmsnorm residual " + name);
-
-      Pair sumsq = output(DType::F32, {rows});
-      cpu().row_sumsq(x.cpu, sumsq.cpu);
-      gpu().row_sumsq(x.gpu, sumsq.gpu);
-      expect_close(read(gpu(), sumsq.gpu), read(cpu(), sumsq.cpu), 1e-5, "row_sumsq " + name);
-
-      // A shard of a row twice as wide: the sum of squares comes from outside.
-      std::vector<float> sums = read(cpu(), sumsq.cpu);
-      for (float& s : sums) s = 2.0f * s + 1.0f;
-      Pair sums_pair = floats(sums, {rows});
-      Pair out3 = output(DType::BF16, {rows, cols});
-      cpu().rmsnorm_with_sumsq(x.cpu, sums_pair.cpu, 2 * cols, w.cpu, eps, out3.cpu);
-      gpu().rmsnorm_with_sumsq(x.gpu, sums_pair.gpu, 2 * cols, w.gpu, eps, out3.gpu);
-      expect_close(read(gpu(), out3.gpu), read(cpu(), out3.cpu), kBf16Tolerance,
-                   "rmsnorm_with_sumsq " + name);
-    }
-  }
+  // Norms: fp32 math, one bf16 rounding of the output: kBf16Tolerance.
+  run_cases(over_grid([](int64_t rows, int64_t cols) {
+    return OpCase{"rmsnorm " + shape_name(rows, cols), [rows, cols](CaseInputs& in) {
+      Tensor w = in.weight({cols}, 2.0f);
+      Tensor x = in.activation({rows, cols}, 3.0f);
+      Tensor out = in.output_activation({rows, cols});
+      in.ops.rmsnorm(x, w, kEps, out);
+      return CaseOutputs{{"out", host_of(in, out), kBf16Tolerance}};
+    }};
+  }));
+  run_cases(over_grid([](int64_t rows, int64_t cols) {
+    return OpCase{"add_rmsnorm " + shape_name(rows, cols), [rows, cols](CaseInputs& in) {
+      Tensor w = in.weight({cols}, 2.0f);
+      Tensor residual = in.activation({rows, cols}, 3.0f);
+      Tensor delta = in.activation({rows, cols});
+      Tensor out = in.output_activation({rows, cols});
+      in.ops.add_rmsnorm(residual, delta, w, kEps, out);
+      // The residual sum is rounded to bf16 once, as the output is.
+      return CaseOutputs{{"out", host_of(in, out), kBf16Tolerance},
+                         {"residual", host_of(in, residual), kBf16Tolerance}};
+    }};
+  }));
+  run_cases(over_grid([](int64_t rows, int64_t cols) {
+    return OpCase{"row_sumsq " + shape_name(rows, cols), [rows, cols](CaseInputs& in) {
+      Tensor x = in.activation({rows, cols}, 3.0f);
+      Tensor sumsq = in.output(DType::F32, {rows});
+      in.ops.row_sumsq(x, sumsq);
+      // Same bf16-exact inputs, fp32 sums in a different order: only summation rounding.
+      return CaseOutputs{{"sumsq", host_of(in, sumsq), 1e-5}};
+    }};
+  }));
+  run_cases(over_grid([](int64_t rows, int64_t cols) {
+    return OpCase{"rmsnorm_with_sumsq " + shape_name(rows, cols), [rows, cols](CaseInputs& in) {
+      // A shard of a row twice as wide: the sum of squares comes from outside (this shard's
+      // twice, plus one).
+      Tensor w = in.weight({cols}, 2.0f);
+      const std::vector<float> xv = in.values(rows * cols, 3.0f);
+      Tensor x = in.activation(xv, {rows, cols});
+      std::vector<float> sums(static_cast<size_t>(rows), 1.0f);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) sums[r] += 2.0f * xv[r * cols + c] * xv[r * cols + c];
+      Tensor sumsq = in.f32(sums, {rows});
+      Tensor out = in.output_activation({rows, cols});
+      in.ops.rmsnorm_with_sumsq(x, sumsq, 2 * cols, w, kEps, out);
+      return CaseOutputs{{"out", host_of(in, out), kBf16Tolerance}};
+    }};
+  }));
 }
 
 TEST_F(CudaDense, LinearMatchesReference) {
-  struct Case { int64_t rows, k, n; };
-  for (Case c : {Case{1, 64, 96}, Case{3, 96, 64}, Case{17, 2048, 256}, Case{129, 64, 2048},
-                 Case{129, 2048, 1000}}) {
-    const std::string name = std::to_string(c.rows) + "x" + std::to_string(c.k) + "x" +
-                             std::to_string(c.n);
-    Pair x = random_activation({c.rows, c.k});
-    Pair w = random_weight({c.n, c.k}, 0.1f);
-    Pair bias = random_weight({c.n});
-    Pair out = output(DType::BF16, {c.rows, c.n});
-    cpu().linear(x.cpu, w.cpu, &bias.cpu, out.cpu);
-    gpu().linear(x.gpu, w.gpu, &bias.gpu, out.gpu);
-    expect_close(read(gpu(), out.gpu), read(cpu(), out.cpu), kBf16Tolerance, "linear+bias " + name);
-
-    Pair out32 = output(DType::F32, {c.rows, c.n});
-    cpu().linear(x.cpu, w.cpu, nullptr, out32.cpu);
-    gpu().linear(x.gpu, w.gpu, nullptr, out32.gpu);
-    expect_close(read(gpu(), out32.gpu), read(cpu(), out32.cpu), 1e-3, "linear f32 " + name);
+  struct Shape { int64_t rows, k, n; };
+  std::vector<OpCase> cases;
+  for (Shape s : {Shape{1, 64, 96}, Shape{3, 96, 64}, Shape{17, 2048, 256}, Shape{129, 64, 2048},
+                  Shape{129, 2048, 1000}}) {
+    const std::string name = std::to_string(s.rows) + "x" + std::to_string(s.k) + "x" +
+                             std::to_string(s.n);
+    cases.push_back({"linear+bias " + name, [s](CaseInputs& in) {
+      Tensor x = in.activation({s.rows, s.k});
+      Tensor w = in.weight({s.n, s.k}, 0.1f);
+      Tensor bias = in.weight({s.n});
+      Tensor out = in.output_activation({s.rows, s.n});
+      in.ops.linear(x, w, &bias, out);
+      // fp32 accumulation, bf16 output (and bias add): one or two bf16 roundings.
+      return CaseOutputs{{"out", host_of(in, out), kBf16Tolerance}};
+    }});
+    cases.push_back({"linear f32 " + name, [s](CaseInputs& in) {
+      Tensor x = in.activation({s.rows, s.k});
+      Tensor w = in.weight({s.n, s.k}, 0.1f);
+      Tensor out = in.output(DType::F32, {s.rows, s.n});
+      in.ops.linear(x, w, nullptr, out);
+      // F32 output of exact bf16 inputs: only the accumulation order differs.
+      return CaseOutputs{{"out", host_of(in, out), 1e-3}};
+    }});
   }
+  run_cases(cases);
 }
 
 TEST_F(CudaDense, ElementwiseOpsMatchReference) {
-  for (int64_t cols : kCols) {
-    for (int64_t rows : kRows) {
-      const std::string name = shape_name(rows, cols);
-      Pair acc = random_activation({rows, cols}, 4.0f);
-      Pair x = random_activation({rows, cols});
-      cpu().add_inplace(acc.cpu, x.cpu);
-      gpu().add_inplace(acc.gpu, x.gpu);
-      expect_close(read(gpu(), acc.gpu), read(cpu(), acc.cpu), kBf16Tolerance, "add " + name);
-
-      cpu().clamp_inplace(acc.cpu, 1.5f);
-      gpu().clamp_inplace(acc.gpu, 1.5f);
-      expect_close(read(gpu(), acc.gpu), read(cpu(), acc.cpu), kBf16Tolerance, "clamp " + name);
-
-      Pair gate_w = random_weight({1, cols}, 0.2f);
-      Pair y = random_activation({rows, cols});
-      cpu().add_sigmoid_gated(acc.cpu, x.cpu, gate_w.cpu, y.cpu);
-      gpu().add_sigmoid_gated(acc.gpu, x.gpu, gate_w.gpu, y.gpu);
-      expect_close(read(gpu(), acc.gpu), read(cpu(), acc.cpu), kBf16Tolerance,
-                   "add_sigmoid_gated " + name);
-
-      Pair f = output(DType::F32, {rows, cols});
-      cpu().to_float(acc.cpu, f.cpu);
-      gpu().to_float(acc.gpu, f.gpu);
-      expect_close(read(gpu(), f.gpu), read(cpu(), f.cpu), kBf16Tolerance, "to_float " + name);
-    }
-  }
+  // One bf16 rounding of each result: kBf16Tolerance.
+  run_cases(over_grid([](int64_t rows, int64_t cols) {
+    return OpCase{"add_inplace " + shape_name(rows, cols), [rows, cols](CaseInputs& in) {
+      Tensor acc = in.activation({rows, cols}, 4.0f);
+      Tensor x = in.activation({rows, cols});
+      in.ops.add_inplace(acc, x);
+      return CaseOutputs{{"acc", host_of(in, acc), kBf16Tolerance}};
+    }};
+  }));
+  run_cases(over_grid([](int64_t rows, int64_t cols) {
+    return OpCase{"clamp_inplace " + shape_name(rows, cols), [rows, cols](CaseInputs& in) {
+      Tensor x = in.activation({rows, cols}, 4.0f);  // many values beyond the limit
+      in.ops.clamp_inplace(x, 1.5f);
+      return CaseOutputs{{"x", host_of(in, x), kBf16Tolerance}};
+    }};
+  }));
+  run_cases(over_grid([](int64_t rows, int64_t cols) {
+    return OpCase{"add_sigmoid_gated " + shape_name(rows, cols), [rows, cols](CaseInputs& in) {
+      Tensor acc = in.activation({rows, cols}, 4.0f);
+      Tensor x = in.activation({rows, cols});
+      Tensor gate_w = in.weight({1, cols}, 0.2f);
+      Tensor y = in.activation({rows, cols});
+      in.ops.add_sigmoid_gated(acc, x, gate_w, y);
+      return CaseOutputs{{"acc", host_of(in, acc), kBf16Tolerance}};
+    }};
+  }));
+  run_cases(over_grid([](int64_t rows, int64_t cols) {
+    return OpCase{"to_float " + shape_name(rows, cols), [rows, cols](CaseInputs& in) {
+      Tensor x = in.activation({rows, cols}, 4.0f);
+      Tensor out = in.output(DType::F32, {rows, cols});
+      in.ops.to_float(x, out);
+      return CaseOutputs{{"out", host_of(in, out), 0.0}};  // bf16 -> f32 is exact
+    }};
+  }));
 }
 
 TEST_F(CudaDense, ScatterAddRowsWithRepeatedRows) {
-  for (int64_t cols : kCols) {
-    for (int64_t n : kRows) {
-      Pair acc = random_activation({20, cols});
-      Pair x = random_activation({n, cols});
-      Pair rows = ints(random_ints(n, 0, 4), {n});  // few targets: many repeats
-      Pair scale = floats(random_values(n, 1.0f), {n});
-      cpu().scatter_add_rows(acc.cpu, x.cpu, rows.cpu, scale.cpu);
-      gpu().scatter_add_rows(acc.gpu, x.gpu, rows.gpu, scale.gpu);
+  run_cases(over_grid([](int64_t n, int64_t cols) {
+    return OpCase{"scatter_add_rows " + shape_name(n, cols), [n, cols](CaseInputs& in) {
+      Tensor acc = in.activation({20, cols});
+      Tensor x = in.activation({n, cols});
+      Tensor rows = in.i32(in.ints(n, 0, 4), {n});  // few targets: many repeats
+      Tensor scale = in.f32(in.values(n), {n});
+      in.ops.scatter_add_rows(acc, x, rows, scale);
       // Repeated rows accumulate in bf16 on the GPU, one rounding per add.
-      expect_close(read(gpu(), acc.gpu), read(cpu(), acc.cpu), 2 * kBf16Tolerance,
-                   "scatter_add_rows " + shape_name(n, cols));
-    }
-  }
+      return CaseOutputs{{"acc", host_of(in, acc), 2 * kBf16Tolerance}};
+    }};
+  }));
 }
 
 TEST_F(CudaDense, SwigluMlpMatchesReference) {
-  struct Case { int64_t rows, hidden, inter; };
-  for (Case c : {Case{1, 64, 32}, Case{3, 96, 40}, Case{17, 2048, 256}, Case{129, 256, 1024}}) {
-    Pair x = random_activation({c.rows, c.hidden});
-    Pair gate_up = random_weight({2 * c.inter, c.hidden}, 1.0f / std::sqrt(float(c.hidden)));
-    Pair down = random_weight({c.hidden, c.inter}, 1.0f / std::sqrt(float(c.inter)));
-    Pair out = output(DType::BF16, {c.rows, c.hidden});
-    cpu().swiglu_mlp(x.cpu, gate_up.cpu, down.cpu, out.cpu);
-    gpu().swiglu_mlp(x.gpu, gate_up.gpu, down.gpu, out.gpu);
-    expect_close(read(gpu(), out.gpu), read(cpu(), out.cpu), kBf16Tolerance,
-                 "swiglu_mlp " + std::to_string(c.rows) + "x" + std::to_string(c.hidden));
+  struct Shape { int64_t rows, hidden, inter; };
+  std::vector<OpCase> cases;
+  for (Shape s : {Shape{1, 64, 32}, Shape{3, 96, 40}, Shape{17, 2048, 256}, Shape{129, 256, 1024}}) {
+    cases.push_back({"swiglu_mlp " + std::to_string(s.rows) + "x" + std::to_string(s.hidden) +
+                         " I=" + std::to_string(s.inter),
+                     [s](CaseInputs& in) {
+      Tensor x = in.activation({s.rows, s.hidden});
+      Tensor gate_up = in.weight({2 * s.inter, s.hidden}, 1.0f / std::sqrt(float(s.hidden)));
+      Tensor down = in.weight({s.hidden, s.inter}, 1.0f / std::sqrt(float(s.inter)));
+      Tensor out = in.output_activation({s.rows, s.hidden});
+      in.ops.swiglu_mlp(x, gate_up, down, out);
+      // Two GEMMs with a bf16 intermediate: a few bf16 roundings, within kBf16Tolerance.
+      return CaseOutputs{{"out", host_of(in, out), kBf16Tolerance}};
+    }});
   }
+  run_cases(cases);
 }
 
 TEST_F(CudaDense, RopeMatchesReference) {
-  struct Case { int64_t nq, nk, hd; double theta; };
-  for (Case c : {Case{4, 4, 64, 10000.0}, Case{8, 2, 128, 1e6}, Case{32, 4, 128, 10000.0}}) {
+  struct Heads { int64_t nq, nk, hd; double theta; };
+  std::vector<OpCase> cases;
+  for (Heads h : {Heads{4, 4, 64, 10000.0}, Heads{8, 2, 128, 1e6}, Heads{32, 4, 128, 10000.0}}) {
     for (int64_t tokens : kRows) {
-      Pair q = random_activation({tokens, c.nq * c.hd});
-      Pair k = random_activation({tokens, c.nk * c.hd});
-      Pair pos = ints(random_ints(tokens, 0, 8191), {tokens});
-      cpu().rope(q.cpu, k.cpu, pos.cpu, c.hd, c.theta);
-      gpu().rope(q.gpu, k.gpu, pos.gpu, c.hd, c.theta);
-      const std::string name = "T=" + std::to_string(tokens) + " hd=" + std::to_string(c.hd);
-      expect_close(read(gpu(), q.gpu), read(cpu(), q.cpu), kBf16Tolerance, "rope q " + name);
-      expect_close(read(gpu(), k.gpu), read(cpu(), k.cpu), kBf16Tolerance, "rope k " + name);
+      cases.push_back({"rope T=" + std::to_string(tokens) + " nq=" + std::to_string(h.nq) +
+                           " nk=" + std::to_string(h.nk) + " hd=" + std::to_string(h.hd),
+                       [h, tokens](CaseInputs& in) {
+        Tensor q = in.activation({tokens, h.nq * h.hd});
+        Tensor k = in.activation({tokens, h.nk * h.hd});
+        Tensor pos = in.i32(in.ints(tokens, 0, 8191), {tokens});
+        in.ops.rope(q, k, pos, h.hd, h.theta);
+        // fp32 angles and rotation, one bf16 rounding of each result.
+        return CaseOutputs{{"q", host_of(in, q), kBf16Tolerance},
+                           {"k", host_of(in, k), kBf16Tolerance}};
+      }});
     }
   }
+  run_cases(cases);
 }
 
+// Logits with a clear winner in each row at a random place, tied by a later copy: the lower
+// index must win. Odd widths: rows that start off a 16-byte boundary.
+std::vector<float> tied_logits(CaseInputs& in, int64_t rows, int64_t vocab,
+                               std::vector<int32_t>* winners) {
+  std::vector<float> logits = in.values(rows * vocab, 10.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t winner = in.ints(1, 0, static_cast<int32_t>(vocab - 1))[0];
+    const int32_t later = in.ints(1, winner, static_cast<int32_t>(vocab - 1))[0];
+    logits[r * vocab + winner] = logits[r * vocab + later] = 20.0f;
+    if (winners) winners->push_back(winner);
+  }
+  return logits;
+}
+
+const int64_t kVocabs[] = {50, 1000, 32000, 50257};
+
+TEST_F(CudaDense, ArgmaxRowsMatchesReference) {
+  std::vector<OpCase> cases;
+  for (int64_t rows : kRows) {
+    for (int64_t vocab : kVocabs) {
+      cases.push_back({"argmax_rows " + shape_name(rows, vocab), [rows, vocab](CaseInputs& in) {
+        Tensor logits = in.f32(tied_logits(in, rows, vocab, nullptr), {rows, vocab});
+        Tensor ids = in.output(DType::I32, {rows});
+        in.ops.argmax_rows(logits, ids);
+        return CaseOutputs{{"ids", host_of(in, ids), 0.0}};  // an index: exact
+      }});
+    }
+  }
+  run_cases(cases);
+}
+
+// CudaOps::argmax (beyond Ops) also takes bf16 logits; checked against the known winners.
 TEST_F(CudaDense, ArgmaxPicksTheLargestLogit) {
   for (int64_t rows : kRows) {
-    // Odd widths: rows that start off a 16-byte boundary (scalar head and tail of the row).
-    for (int64_t vocab : {int64_t{50}, int64_t{1000}, int64_t{32000}, int64_t{50257}}) {
-      std::vector<float> logits = random_values(rows * vocab, 10.0f);
-      std::vector<int32_t> expect(rows);
-      for (int64_t r = 0; r < rows; ++r) {
-        // A clear winner in each row, at a random place, tied by a later copy: the lower wins.
-        const int64_t winner = random_ints(1, 0, static_cast<int32_t>(vocab - 1))[0];
-        logits[r * vocab + winner] = 20.0f;
-        const int64_t later = random_ints(1, static_cast<int32_t>(winner),
-                                          static_cast<int32_t>(vocab - 1))[0];
-        logits[r * vocab + later] = 20.0f;
-        expect[r] = static_cast<int32_t>(winner);
-      }
+    for (int64_t vocab : kVocabs) {
       for (DType dt : {DType::F32, DType::BF16}) {
-        Tensor l = gpu().alloc(dt, {rows, vocab});
-        if (dt == DType::F32) {
-          gpu().copy_from_host(l, logits.data());
-        } else {
-          std::vector<uint16_t> bits(logits.size());
-          for (size_t i = 0; i < bits.size(); ++i) bits[i] = float_to_bf16(logits[i]);
-          gpu().copy_from_host(l, bits.data());
-        }
-        Tensor ids = gpu().alloc(DType::I32, {rows});
-        poison(gpu(), ids);
+        CaseInputs in(gpu(), 7 + rows * vocab);
+        std::vector<int32_t> expect;
+        const std::vector<float> logits = tied_logits(in, rows, vocab, &expect);
+        Tensor l = dt == DType::F32 ? in.f32(logits, {rows, vocab})
+                                    : in.activation(logits, {rows, vocab});
+        Tensor ids = in.output(DType::I32, {rows});
         gpu().argmax(l, ids);
         EXPECT_EQ(read_ints(gpu(), ids), expect) << rows << "x" << vocab << " " << dtype_name(dt);
       }

@@ -1,4 +1,5 @@
-// CudaOps memory: weight upload conversions, the temporary arena, copies.
+// CudaOps memory: weight upload conversions, the temporary arena, and the copies against the
+// CPU reference (a table, op_table.hpp).
 #include <cstring>
 
 #include "gpu_test_util.hpp"
@@ -64,39 +65,54 @@ TEST_F(CudaMemory, ExhaustedArenaIsAnError) {
   EXPECT_NO_THROW(small.temp(DType::BF16, {2048}));
 }
 
+std::vector<float> host_of(CaseInputs& in, const Tensor& t) { return read_as_float(in.ops, t); }
+
+// Copies move values: every case is exact. (Their wrong-argument errors are in the Ops contract
+// table, tests/common/ops_contract_cases.hpp.)
 TEST_F(CudaMemory, CopyFillAndToFloat) {
-  Pair a = random_activation({3, 64});
-  Tensor b = gpu().alloc(DType::BF16, {3, 64});
-  poison(gpu(), b);
-  gpu().copy(a.gpu, b);
-  EXPECT_EQ(read(gpu(), b), read(gpu(), a.gpu));
-  Tensor f = gpu().alloc(DType::F32, {3, 64});
-  poison(gpu(), f);
-  gpu().to_float(a.gpu, f);
-  EXPECT_EQ(read(gpu(), f), read(cpu(), a.cpu));
-  gpu().fill_zero(b);
-  for (float v : read(gpu(), b)) ASSERT_EQ(v, 0.0f);
-  Tensor mismatched = gpu().alloc(DType::F32, {3, 64});
-  EXPECT_THROW(gpu().copy(a.gpu, mismatched), Error);
+  run_cases({
+      {"copy [3, 64]", [](CaseInputs& in) {
+        Tensor a = in.activation({3, 64});
+        Tensor b = in.output_activation({3, 64});
+        in.ops.copy(a, b);
+        return CaseOutputs{{"dst", host_of(in, b), 0.0}};
+      }},
+      {"to_float [3, 64]", [](CaseInputs& in) {
+        Tensor a = in.activation({3, 64});
+        Tensor f = in.output(DType::F32, {3, 64});
+        in.ops.to_float(a, f);
+        return CaseOutputs{{"out", host_of(in, f), 0.0}};
+      }},
+      {"fill_zero [3, 64]", [](CaseInputs& in) {
+        Tensor b = in.activation({3, 64});
+        in.ops.fill_zero(b);
+        return CaseOutputs{{"t", host_of(in, b), 0.0}};
+      }},
+  });
 }
 
 // The vocabulary slices of tp ranks laid side by side into whole logit rows (odd widths; a
-// padded slice gives only its first columns, its real tokens).
+// padded slice gives only its first columns, its real tokens), one block after another into the
+// same rows.
 TEST_F(CudaMemory, CopyColumnsMatchesTheHost) {
+  std::vector<OpCase> cases;
   for (int64_t rows : {1, 7}) {
-    Pair dst = floats(random_values(rows * 101), {rows, 101});
-    Pair block = floats(random_values(rows * 33), {rows, 33});
-    for (int64_t width : {33, 30, 0}) {
-      for (int64_t col : {0, 17, 68}) {
-        cpu().copy_columns(block.cpu, width, dst.cpu, col);
-        gpu().copy_columns(block.gpu, width, dst.gpu, col);
-        EXPECT_EQ(read(gpu(), dst.gpu), read(cpu(), dst.cpu))
-            << rows << " rows, " << width << " columns at column " << col;
+    cases.push_back({"copy_columns " + std::to_string(rows) + " rows of 33 (widths 33, 30, 0) into 101 at 0, 17, 68",
+                     [rows](CaseInputs& in) {
+      Tensor dst = in.f32(in.values(rows * 101), {rows, 101});
+      Tensor block = in.f32(in.values(rows * 33), {rows, 33});
+      CaseOutputs outputs;
+      for (int64_t width : {33, 30, 0}) {
+        for (int64_t col : {0, 17, 68}) {
+          in.ops.copy_columns(block, width, dst, col);
+          outputs.push_back({"dst after " + std::to_string(width) + " columns at column " + std::to_string(col),
+                             host_of(in, dst), 0.0});
+        }
       }
-    }
-    EXPECT_THROW(gpu().copy_columns(block.gpu, 33, dst.gpu, 69), Error);  // past the last column
-    EXPECT_THROW(gpu().copy_columns(block.gpu, 34, dst.gpu, 0), Error);   // wider than the source
+      return outputs;
+    }});
   }
+  run_cases(cases);
 }
 
 TEST_F(CudaMemory, CudaErrorsNameTheCall) {

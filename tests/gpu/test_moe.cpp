@@ -1,6 +1,7 @@
-// The MoE path of CudaOps against the CPU reference: router top-k and the grouped expert
-// computation (device-side permutation, grouped GEMMs, weighted combine), with uneven expert
-// loads, experts that get no token, and expert-parallel slices of the expert range.
+// The MoE path of CudaOps against the CPU reference, as a table (op_table.hpp): router top-k
+// and the grouped expert computation (device-side permutation, grouped GEMMs, weighted
+// combine), with uneven expert loads, experts that get no token, expert-parallel slices of the
+// expert range, and the device-side expert counts and dispatch packing.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -13,42 +14,71 @@ namespace {
 
 using CudaMoe = GpuVsCpu;
 
+std::vector<float> host_of(CaseInputs& in, const Tensor& t) { return read_as_float(in.ops, t); }
+
 TEST_F(CudaMoe, RouterTopkMatchesReference) {
+  std::vector<OpCase> cases;
   for (int64_t experts : {8, 60, 64, 128, 256}) {
     for (int64_t k : {1, 2, 4, 8}) {
       if (k > experts) continue;
       for (bool renorm : {false, true}) {
         for (int64_t tokens : {1, 3, 17, 129}) {
-          // Distinct logits (multiples of 1/16, exact in bf16), so the top-k is unambiguous.
-          std::vector<float> logits(static_cast<size_t>(tokens * experts));
-          std::vector<int32_t> order(static_cast<size_t>(experts));
-          for (int64_t t = 0; t < tokens; ++t) {
-            std::iota(order.begin(), order.end(), 0);
-            std::shuffle(order.begin(), order.end(), rng_);
-            for (int64_t e = 0; e < experts; ++e)
-              logits[t * experts + e] = (order[e] - experts / 2) / 16.0f;
-          }
-          Pair l = activation(logits, {tokens, experts});
-          Pair ids = output(DType::I32, {tokens, k});
-          Pair w = output(DType::F32, {tokens, k});
-          cpu().router_topk(l.cpu, k, renorm, ids.cpu, w.cpu);
-          gpu().router_topk(l.gpu, k, renorm, ids.gpu, w.gpu);
-          const std::string name = "E=" + std::to_string(experts) + " k=" + std::to_string(k) +
-                                   " T=" + std::to_string(tokens) + (renorm ? " renorm" : "");
-          EXPECT_EQ(read_ints(gpu(), ids.gpu), read_ints(cpu(), ids.cpu)) << name;
-          expect_close(read(gpu(), w.gpu), read(cpu(), w.cpu), 1e-5, "router weights " + name);
+          const std::string name = "router_topk E=" + std::to_string(experts) +
+                                   " k=" + std::to_string(k) + " T=" + std::to_string(tokens) +
+                                   (renorm ? " renorm" : "");
+          cases.push_back({name, [=](CaseInputs& in) {
+            // Distinct logits (multiples of 1/16, exact in bf16), so the top-k is unambiguous.
+            std::vector<float> logits(static_cast<size_t>(tokens * experts));
+            std::vector<int32_t> order(static_cast<size_t>(experts));
+            for (int64_t t = 0; t < tokens; ++t) {
+              std::iota(order.begin(), order.end(), 0);
+              std::shuffle(order.begin(), order.end(), in.rng);
+              for (int64_t e = 0; e < experts; ++e)
+                logits[t * experts + e] = (order[e] - experts / 2) / 16.0f;
+            }
+            Tensor l = in.activation(logits, {tokens, experts});
+            Tensor ids = in.output(DType::I32, {tokens, k});
+            Tensor w = in.output(DType::F32, {tokens, k});
+            in.ops.router_topk(l, k, renorm, ids, w);
+            // Ids: exact (no ties). Weights: an fp32 softmax of the same inputs, only the
+            // order of the exp sums differs.
+            return CaseOutputs{{"ids", host_of(in, ids), 0.0}, {"weights", host_of(in, w), 1e-5}};
+          }});
         }
       }
     }
   }
+  run_cases(cases);
 }
 
-struct MoeCase {
+struct MoeShape {
   int64_t tokens, experts, k, hidden, inter, first_local, num_local;
 };
 
+std::string describe(const MoeShape& c) {
+  return "moe_experts T=" + std::to_string(c.tokens) + " E=" + std::to_string(c.experts) +
+         " k=" + std::to_string(c.k) + " H=" + std::to_string(c.hidden) +
+         " I=" + std::to_string(c.inter) + " local=[" + std::to_string(c.first_local) + ", +" +
+         std::to_string(c.num_local) + ")";
+}
+
+// Runs moe_experts on the given routing with random activations and expert weights.
+CaseOutputs run_experts(CaseInputs& in, const MoeShape& c, const std::vector<int32_t>& ids,
+                        const std::vector<float>& weights) {
+  Tensor x = in.activation({c.tokens, c.hidden});
+  Tensor id = in.i32(ids, {c.tokens, c.k});
+  Tensor w = in.f32(weights, {c.tokens, c.k});
+  Tensor gate_up = in.weight({c.num_local, 2 * c.inter, c.hidden}, 1.0f / std::sqrt(float(c.hidden)));
+  Tensor down = in.weight({c.num_local, c.hidden, c.inter}, 1.0f / std::sqrt(float(c.inter)));
+  Tensor out = in.output_activation({c.tokens, c.hidden});
+  in.ops.moe_experts(x, id, w, ExpertWeights{c.first_local, c.num_local, gate_up, down}, out);
+  // Two grouped GEMMs with a bf16 intermediate and a bf16 weighted combine: a few bf16
+  // roundings, within kBf16Tolerance.
+  return {{"out", host_of(in, out), kBf16Tolerance}};
+}
+
 TEST_F(CudaMoe, GroupedExpertsMatchReference) {
-  const std::vector<MoeCase> cases = {
+  const std::vector<MoeShape> shapes = {
       {1, 8, 2, 64, 32, 0, 8},       {3, 8, 1, 96, 40, 0, 8},
       {17, 64, 8, 64, 32, 0, 64},    {129, 16, 4, 256, 96, 0, 16},
       {129, 64, 8, 2048, 64, 16, 16},  // expert parallel: a slice of the experts
@@ -62,139 +92,116 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       {5, 64, 8, 1032, 264, 8, 16},  {17, 64, 8, 256, 128, 0, 64},
       {64, 64, 8, 2048, 256, 0, 64},
   };
-  for (const MoeCase& c : cases) {
-    const std::string name = "T=" + std::to_string(c.tokens) + " E=" + std::to_string(c.experts) +
-                             " k=" + std::to_string(c.k) + " H=" + std::to_string(c.hidden) +
-                             " I=" + std::to_string(c.inter) + " local=[" +
-                             std::to_string(c.first_local) + ", +" +
-                             std::to_string(c.num_local) + ")";
-    SCOPED_TRACE(name);
-    // Skewed routing: low experts are popular, the top quarter gets nothing.
-    std::vector<int32_t> ids;
-    std::vector<float> weights;
-    std::exponential_distribution<double> skew(4.0 / c.experts);
-    std::uniform_real_distribution<float> wdist(0.05f, 1.0f);
-    const int64_t reachable = std::max<int64_t>(c.k, c.experts * 3 / 4);
-    for (int64_t t = 0; t < c.tokens; ++t) {
-      std::vector<int32_t> chosen;
-      while (static_cast<int64_t>(chosen.size()) < c.k) {
-        const int32_t e = static_cast<int32_t>(std::min<double>(skew(rng_), reachable - 1));
-        if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
+  std::vector<OpCase> cases;
+  for (const MoeShape& c : shapes) {
+    cases.push_back({describe(c), [c](CaseInputs& in) {
+      // Skewed routing: low experts are popular, the top quarter gets nothing.
+      std::vector<int32_t> ids;
+      std::vector<float> weights;
+      std::exponential_distribution<double> skew(4.0 / c.experts);
+      std::uniform_real_distribution<float> wdist(0.05f, 1.0f);
+      const int64_t reachable = std::max<int64_t>(c.k, c.experts * 3 / 4);
+      for (int64_t t = 0; t < c.tokens; ++t) {
+        std::vector<int32_t> chosen;
+        while (static_cast<int64_t>(chosen.size()) < c.k) {
+          const int32_t e = static_cast<int32_t>(std::min<double>(skew(in.rng), reachable - 1));
+          if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
+        }
+        for (int32_t e : chosen) {
+          ids.push_back(e);
+          weights.push_back(wdist(in.rng));
+        }
       }
-      for (int32_t e : chosen) {
-        ids.push_back(e);
-        weights.push_back(wdist(rng_));
-      }
-    }
-    Pair x = random_activation({c.tokens, c.hidden});
-    Pair id = ints(ids, {c.tokens, c.k});
-    Pair w = floats(weights, {c.tokens, c.k});
-    Pair gate_up = random_weight({c.num_local, 2 * c.inter, c.hidden},
-                                 1.0f / std::sqrt(float(c.hidden)));
-    Pair down = random_weight({c.num_local, c.hidden, c.inter}, 1.0f / std::sqrt(float(c.inter)));
-    ExpertWeights ew_cpu{c.first_local, c.num_local, gate_up.cpu, down.cpu};
-    ExpertWeights ew_gpu{c.first_local, c.num_local, gate_up.gpu, down.gpu};
-    Pair out = output(DType::BF16, {c.tokens, c.hidden});
-    cpu().moe_experts(x.cpu, id.cpu, w.cpu, ew_cpu, out.cpu);
-    gpu().moe_experts(x.gpu, id.gpu, w.gpu, ew_gpu, out.gpu);
-    expect_close(read(gpu(), out.gpu), read(cpu(), out.cpu), kBf16Tolerance, "moe_experts");
-    gpu().reset_temps();
-    cpu().reset_temps();
+      return run_experts(in, c, ids, weights);
+    }});
   }
+  run_cases(cases);
 }
 
 // Ids need not be distinct within a token (a caller may repeat an expert): an expert then gets
 // more rows than there are tokens, more than one GEMV tile.
 TEST_F(CudaMoe, RepeatedExpertsOverflowOneTile) {
-  const int64_t hidden = 256, inter = 64, local = 4;
+  std::vector<OpCase> cases;
   for (int64_t tokens : {1, 3, 8}) {
-    SCOPED_TRACE("T=" + std::to_string(tokens));
-    const int64_t k = 4;
-    std::vector<int32_t> ids(static_cast<size_t>(tokens * k), 2);  // every slot: expert 2
-    ids[0] = 0;
-    Pair x = random_activation({tokens, hidden});
-    Pair id = ints(ids, {tokens, k});
-    Pair w = floats(random_values(tokens * k), {tokens, k});
-    Pair gate_up = random_weight({local, 2 * inter, hidden}, 1.0f / std::sqrt(float(hidden)));
-    Pair down = random_weight({local, hidden, inter}, 1.0f / std::sqrt(float(inter)));
-    Pair out = output(DType::BF16, {tokens, hidden});
-    cpu().moe_experts(x.cpu, id.cpu, w.cpu, ExpertWeights{0, local, gate_up.cpu, down.cpu},
-                      out.cpu);
-    gpu().moe_experts(x.gpu, id.gpu, w.gpu, ExpertWeights{0, local, gate_up.gpu, down.gpu},
-                      out.gpu);
-    expect_close(read(gpu(), out.gpu), read(cpu(), out.cpu), kBf16Tolerance, "moe_experts");
-    gpu().reset_temps();
-    cpu().reset_temps();
+    const MoeShape c{tokens, 4, 4, 256, 64, 0, 4};
+    cases.push_back({describe(c) + " every slot expert 2", [c](CaseInputs& in) {
+      std::vector<int32_t> ids(static_cast<size_t>(c.tokens * c.k), 2);
+      ids[0] = 0;
+      return run_experts(in, c, ids, in.values(c.tokens * c.k));
+    }});
   }
+  run_cases(cases);
 }
 
 TEST_F(CudaMoe, NoLocalExpertsGiveZeros) {
-  Pair x = random_activation({5, 64});
-  Pair id = ints(random_ints(10, 0, 7), {5, 2});
-  Pair w = floats(random_values(10), {5, 2});
-  Pair out = output(DType::BF16, {5, 64});
-  ExpertWeights none;
-  gpu().moe_experts(x.gpu, id.gpu, w.gpu, none, out.gpu);
-  for (float v : read(gpu(), out.gpu)) ASSERT_EQ(v, 0.0f);
+  run_cases({{"moe_experts with no local experts", [](CaseInputs& in) {
+    Tensor x = in.activation({5, 64});
+    Tensor id = in.i32(in.ints(10, 0, 7), {5, 2});
+    Tensor w = in.f32(in.values(10), {5, 2});
+    Tensor out = in.output_activation({5, 64});
+    in.ops.moe_experts(x, id, w, ExpertWeights{}, out);
+    return CaseOutputs{{"out", host_of(in, out), 0.0}};  // zeros on both: exact
+  }}});
 }
 
 TEST_F(CudaMoe, ExpertCountsAccumulateOnTheDevice) {
-  const int64_t experts = 60;
-  std::vector<int64_t> start(experts), expect(experts);
-  for (int64_t e = 0; e < experts; ++e) start[e] = expect[e] = e * 3;
-  Tensor counts = gpu().alloc(DType::I64, {experts});
-  gpu().copy_from_host(counts, start.data());
-  for (int64_t tokens : {1, 17, 129}) {
-    std::vector<int32_t> ids = random_ints(tokens * 4, 0, experts - 1);
-    for (int32_t e : ids) ++expect[e];
-    Pair id = ints(ids, {tokens, 4});
-    gpu().accumulate_expert_counts(id.gpu, counts);
-  }
-  std::vector<int64_t> got(experts);
-  gpu().to_host(counts, got.data());
-  EXPECT_EQ(got, expect);
+  run_cases({{"accumulate_expert_counts E=60 k=4 over T=1, 17, 129", [](CaseInputs& in) {
+    const int64_t experts = 60;
+    std::vector<int64_t> start(experts);
+    for (int64_t e = 0; e < experts; ++e) start[e] = e * 3;
+    Tensor counts = in.i64(start, {experts});
+    for (int64_t tokens : {1, 17, 129}) {
+      Tensor id = in.i32(in.ints(tokens * 4, 0, experts - 1), {tokens, 4});
+      in.ops.accumulate_expert_counts(id, counts);
+    }
+    return CaseOutputs{{"counts", host_of(in, counts), 0.0}};  // integer counts: exact
+  }}});
 }
 
-// The fixed-capacity expert dispatch (a decode step's all-to-all between replicas) against the
-// host packing: the same entries in the same order, padding included, for several expert-set
-// layouts, tp shares of the tokens, and batch sizes.
+// The fixed-capacity expert dispatch (a decode step's all-to-all between replicas): the same
+// entries in the same order, padding included, for several expert-set layouts, tp shares of
+// the tokens, and batch sizes.
 TEST_F(CudaMoe, PackDispatchMatchesHostPacking) {
   struct Layout { int64_t experts, k, sets, shards, tp; };
+  std::vector<OpCase> cases;
   for (const Layout& l : {Layout{8, 2, 2, 1, 1}, Layout{64, 8, 8, 1, 1}, Layout{64, 8, 4, 2, 2},
                           Layout{60, 4, 3, 4, 4}, Layout{8, 2, 1, 8, 2}}) {
-    const int64_t set_size = l.experts / l.sets, destinations = l.sets * l.shards;
     for (int64_t tokens : {1, 5, 33, 256}) {
-      // Distinct experts per token, as top-k gives.
-      std::vector<int32_t> ids(static_cast<size_t>(tokens * l.k)), order(static_cast<size_t>(l.experts));
-      for (int64_t t = 0; t < tokens; ++t) {
-        std::iota(order.begin(), order.end(), 0);
-        std::shuffle(order.begin(), order.end(), rng_);
-        std::copy_n(order.begin(), l.k, ids.begin() + t * l.k);
-      }
-      Pair id = ints(ids, {tokens, l.k});
-      Pair w = floats(random_values(tokens * l.k), {tokens, l.k});
-      const int64_t capacity = (tokens + l.tp - 1) / l.tp * std::min(l.k, set_size);
-      const int64_t entries = destinations * capacity;
       for (int64_t share = 0; share < l.tp; ++share) {
         const int64_t first = tokens * share / l.tp, last = tokens * (share + 1) / l.tp;
-        // Outputs start as values no entry holds, so an entry the kernel skips shows up.
-        Pair rows = ints(std::vector<int32_t>(entries, 7777), {entries});
-        Pair experts = ints(std::vector<int32_t>(entries, 7777), {entries, 1});
-        Pair scales = floats(std::vector<float>(entries, 7777.0f), {entries});
-        cpu().pack_dispatch(id.cpu, w.cpu, first, last, set_size, l.shards, capacity, rows.cpu,
-                            experts.cpu, scales.cpu);
-        gpu().pack_dispatch(id.gpu, w.gpu, first, last, set_size, l.shards, capacity, rows.gpu,
-                            experts.gpu, scales.gpu);
-        const std::string name = std::to_string(l.experts) + " experts in " +
+        const std::string name = "pack_dispatch " + std::to_string(l.experts) + " experts in " +
                                  std::to_string(l.sets) + " sets x " + std::to_string(l.shards) +
                                  " shards, tokens [" + std::to_string(first) + ", " +
                                  std::to_string(last) + ") of " + std::to_string(tokens);
-        EXPECT_EQ(read_ints(gpu(), rows.gpu), read_ints(cpu(), rows.cpu)) << "rows, " << name;
-        EXPECT_EQ(read_ints(gpu(), experts.gpu), read_ints(cpu(), experts.cpu)) << "experts, " << name;
-        EXPECT_EQ(read(gpu(), scales.gpu), read(cpu(), scales.cpu)) << "scales, " << name;
+        cases.push_back({name, [=](CaseInputs& in) {
+          const int64_t set_size = l.experts / l.sets, destinations = l.sets * l.shards;
+          // Distinct experts per token, as top-k gives.
+          std::vector<int32_t> ids(static_cast<size_t>(tokens * l.k)),
+              order(static_cast<size_t>(l.experts));
+          for (int64_t t = 0; t < tokens; ++t) {
+            std::iota(order.begin(), order.end(), 0);
+            std::shuffle(order.begin(), order.end(), in.rng);
+            std::copy_n(order.begin(), l.k, ids.begin() + t * l.k);
+          }
+          Tensor id = in.i32(ids, {tokens, l.k});
+          Tensor w = in.f32(in.values(tokens * l.k), {tokens, l.k});
+          const int64_t capacity = (tokens + l.tp - 1) / l.tp * std::min(l.k, set_size);
+          const int64_t entries = destinations * capacity;
+          // Outputs start as values no entry holds, so an entry the kernel skips shows up.
+          Tensor rows = in.i32(std::vector<int32_t>(entries, 7777), {entries});
+          Tensor experts = in.i32(std::vector<int32_t>(entries, 7777), {entries, 1});
+          Tensor scales = in.f32(std::vector<float>(entries, 7777.0f), {entries});
+          in.ops.pack_dispatch(id, w, first, last, set_size, l.shards, capacity, rows, experts,
+                               scales);
+          // Copies of ids and weights: exact.
+          return CaseOutputs{{"rows", host_of(in, rows), 0.0},
+                             {"experts", host_of(in, experts), 0.0},
+                             {"scales", host_of(in, scales), 0.0}};
+        }});
       }
     }
   }
+  run_cases(cases);
 }
 
 }  // namespace

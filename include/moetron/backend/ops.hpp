@@ -63,6 +63,13 @@ struct ExpertWeights {
   Tensor down;                // [num_local, H, I_shard]
 };
 
+// The non-virtual interface: every operator below is a public non-virtual method that checks
+// its arguments against the contract written beside it (shapes, dtypes, devices and the index
+// ranges the host knows; never device memory, never a sync), with messages that name the
+// operator and the argument ("Ops::rmsnorm: w has 512 elements, x has rows of 1024"), the same
+// for every backend; it then calls the backend's protected virtual do_<name>. A backend checks
+// only its own limits (e.g. the head sizes its attention kernel has) in its do_ methods. The
+// checks are a few integer comparisons per call; a message is formatted only on failure.
 class Ops {
  public:
   virtual ~Ops() = default;
@@ -84,73 +91,70 @@ class Ops {
   // the recording's temporaries below it hold its outputs (the logits), so temporaries made
   // next must come after them. Backends that do not record ignore it.
   virtual void temp_resume(size_t /*mark*/) {}
-  virtual void copy_from_host(Tensor& dst, const void* src) = 0;      // dst.nbytes() bytes
-  virtual void to_host(const Tensor& src, void* dst) = 0;             // waits for the device
-  virtual void copy(const Tensor& src, Tensor& dst) = 0;              // same size, same dtype
+  void copy_from_host(Tensor& dst, const void* src);      // dst.nbytes() bytes
+  void to_host(const Tensor& src, void* dst);             // waits for the device
+  void copy(const Tensor& src, Tensor& dst);              // same size, same dtype
   // dst[r, col : col + width] = src[r, 0 : width] for every row r (width <= src.cols()): a
   // column block of a wider matrix (same dtype and rows; e.g. the real tokens of a tp rank's
   // padded vocabulary slice of the logits).
-  virtual void copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col) = 0;
-  virtual void fill_zero(Tensor& t) = 0;
+  void copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col);
+  void fill_zero(Tensor& t);
   virtual void sync() = 0;
   // Device memory still free for the KV cache, or -1 where the backend does not know (CPU).
   virtual int64_t free_memory_bytes() { return -1; }
   BatchTensors upload_batch(const BatchLayout& b);                     // temp() + copy_from_host
 
   // ---- dense math ----
-  // out[t] = table[ids[t]]; ids are I32 [T]; out [T, H].
-  virtual void embed(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
+  // Activations (x, out, residual, ...) and weights have activation_dtype(); all on device().
+  // out[t] = table[ids[t]]; ids are I32 [T]; table [V, H]; out [T, H].
+  void embed(const Tensor& ids, const Tensor& table, Tensor& out);
   // out = rmsnorm(x) * w over the last dimension (x may be viewed as [R, C] with C = w size).
-  virtual void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
+  void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out);
   // residual += delta; out = rmsnorm(residual) * w. Fused: one pass over the residual stream.
-  virtual void add_rmsnorm(Tensor& residual, const Tensor& delta, const Tensor& w, float eps,
-                           Tensor& out) = 0;
+  void add_rmsnorm(Tensor& residual, const Tensor& delta, const Tensor& w, float eps, Tensor& out);
   // sumsq[r] = sum_c x[r, c]^2 (F32 [R]); used when a norm spans tensor-parallel shards.
-  virtual void row_sumsq(const Tensor& x, Tensor& sumsq) = 0;
+  void row_sumsq(const Tensor& x, Tensor& sumsq);
   // out = x * rsqrt(sumsq / total_cols + eps) * w, w being this shard's slice of the weight.
-  virtual void rmsnorm_with_sumsq(const Tensor& x, const Tensor& sumsq, int64_t total_cols,
-                                  const Tensor& w, float eps, Tensor& out) = 0;
-  // out [T, N] = x [T, K] W[N, K]^T (+ bias[N] when defined).
-  virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) = 0;
-  virtual void add_inplace(Tensor& acc, const Tensor& x) = 0;  // acc += x
-  virtual void clamp_inplace(Tensor& x, float limit) = 0;      // x = clamp(x, -limit, limit)
-  // Rotary embedding (rotate-half / NeoX layout) on q [T, nq * hd] and k [T, nk * hd] in place.
-  virtual void rope(Tensor& q, Tensor& k, const Tensor& positions, int64_t head_dim,
-                    double theta) = 0;
+  void rmsnorm_with_sumsq(const Tensor& x, const Tensor& sumsq, int64_t total_cols,
+                          const Tensor& w, float eps, Tensor& out);
+  // out [T, N] = x [T, K] W[N, K]^T (+ bias[N] when defined). out: activation dtype or F32.
+  void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out);
+  void add_inplace(Tensor& acc, const Tensor& x);  // acc += x (same size)
+  void clamp_inplace(Tensor& x, float limit);      // x = clamp(x, -limit, limit)
+  // Rotary embedding (rotate-half / NeoX layout) on q [T, nq * hd] and k [T, nk * hd] in place;
+  // positions I32 [T].
+  void rope(Tensor& q, Tensor& k, const Tensor& positions, int64_t head_dim, double theta);
 
   // ---- attention over the paged cache ----
   // Writes k, v [T, nk * hd] into the cache at slot_mapping.
-  virtual void kv_append(const Tensor& k, const Tensor& v, KvCache& cache,
-                         const BatchTensors& batch) = 0;
+  void kv_append(const Tensor& k, const Tensor& v, KvCache& cache, const BatchTensors& batch);
   // Causal attention of each sequence's new queries over its cached keys/values (GQA: query
   // head h reads kv head h / (nq / nk)). q [T, nq * hd], out [T, nq * hd].
-  virtual void attention(const Tensor& q, const KvCache& cache, const BatchTensors& batch,
-                         int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
-                         float scale, Tensor& out) = 0;
+  void attention(const Tensor& q, const KvCache& cache, const BatchTensors& batch,
+                 int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
+                 Tensor& out);
 
   // ---- mixture of experts ----
-  // Softmax over E router logits [T, E] (in float32), top-k, optional renormalisation.
-  // ids I32 [T, k], weights F32 [T, k], in descending weight order.
-  virtual void router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
-                           Tensor& weights) = 0;
+  // Softmax over E router logits [T, E] (activation dtype or F32; in float32), top-k, optional
+  // renormalisation. ids I32 [T, k], weights F32 [T, k], in descending weight order.
+  void router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
+                   Tensor& weights);
   // out [T, H] = sum over slots (t, j) whose expert is local of
   //   weights[t, j] * down_e(silu(gate_e x_t) * up_e x_t); other slots contribute nothing.
-  // The grouped path: count per expert, permute, grouped GEMMs, weighted un-permute.
-  virtual void moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                           const ExpertWeights& experts, Tensor& out) = 0;
+  // ids I32 and weights F32 [T, k]. The grouped path: count per expert, permute, grouped GEMMs,
+  // weighted un-permute.
+  void moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                   const ExpertWeights& experts, Tensor& out);
   // out [T, H] = down(silu(gate x) * up x) with gate_up [2I, H], down [H, I] (dense MLP,
   // shared expert).
-  virtual void swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
-                          Tensor& out) = 0;
+  void swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down, Tensor& out);
   // acc [T, H] += sigmoid(x [T, H] . gate_w [1, H]) * y [T, H]   (qwen2_moe shared expert)
-  virtual void add_sigmoid_gated(Tensor& acc, const Tensor& x, const Tensor& gate_w,
-                                 const Tensor& y) = 0;
+  void add_sigmoid_gated(Tensor& acc, const Tensor& x, const Tensor& gate_w, const Tensor& y);
   // out[i] = x[rows[i]] (rows I32 [n]); rows[i] = -1 gives a zero row.
-  virtual void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) = 0;
+  void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out);
   // acc[rows[i]] += scale[i] * x[i] (rows I32 [n], scale F32 [n]); rows may repeat; rows[i] = -1
   // adds nothing.
-  virtual void scatter_add_rows(Tensor& acc, const Tensor& x, const Tensor& rows,
-                                const Tensor& scale) = 0;
+  void scatter_add_rows(Tensor& acc, const Tensor& x, const Tensor& rows, const Tensor& scale);
   // Expert dispatch into fixed-capacity buffers, on the device. The slots (t, j) of tokens t in
   // [first, last) of ids/weights [T, k] go, in (t, j) order, to every destination
   // d = (ids[t, j] / expert_set_size) * expert_shards + shard (shard < expert_shards); each of
@@ -159,20 +163,21 @@ class Ops {
   // routing weight). Entries past a destination's count are -1, -1 and 0. The caller sizes
   // capacity so that nothing overflows (top-k experts are distinct). The default goes through
   // the host; a backend may keep it on the device (a CUDA graph can then record it).
-  virtual void pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first, int64_t last,
-                             int64_t expert_set_size, int64_t expert_shards, int64_t capacity,
-                             Tensor& rows, Tensor& experts, Tensor& scales);
-  // Converts activations to F32 (logits for sampling, results files). out F32, same shape.
-  virtual void to_float(const Tensor& x, Tensor& out) = 0;
+  void pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first, int64_t last,
+                     int64_t expert_set_size, int64_t expert_shards, int64_t capacity,
+                     Tensor& rows, Tensor& experts, Tensor& scales);
+  // Converts activations (or F32) to F32 (logits for sampling, results files). out F32, same
+  // size.
+  void to_float(const Tensor& x, Tensor& out);
   // ids I32 [R] = argmax over each row of logits F32 [R, V] (ties: the lowest index), or
   // kNonFiniteToken (-1) for a row holding a NaN or +Inf (sampling/non_finite_logits.hpp). The
   // default goes through the host; a backend may keep it on the device (greedy decoding).
-  virtual void argmax_rows(const Tensor& logits, Tensor& ids);
+  void argmax_rows(const Tensor& logits, Tensor& ids);
   // ids I32 [R] = sample_token(row r of logits F32 [R, V], params[r], steps[r]) (sampling/
   // sampling.hpp; temperature 0 is the argmax, as argmax_rows; -1 for a NaN or +Inf row). The default goes through the
   // host; a backend may sample on the device so that only the ids cross to the host.
-  virtual void sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
-                           const std::vector<uint64_t>& steps, Tensor& ids);
+  void sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
+                   const std::vector<uint64_t>& steps, Tensor& ids);
 
   // ---- recording (CUDA graphs) ----
   // A backend that can record the work enqueued between begin_recording() and end_recording()
@@ -186,7 +191,52 @@ class Ops {
   // counts I64 [E] += number of slots in ids (I32 [T, k]) routed to each expert. The default
   // goes through the host; a backend may count on the device (it must not sync the host, so
   // that a CUDA graph can record it).
-  virtual void accumulate_expert_counts(const Tensor& ids, Tensor& counts);
+  void accumulate_expert_counts(const Tensor& ids, Tensor& counts);
+
+ protected:
+  // The backends' implementations, called after the contract's checks passed (see above).
+  virtual void do_copy_from_host(Tensor& dst, const void* src) = 0;
+  virtual void do_to_host(const Tensor& src, void* dst) = 0;
+  virtual void do_copy(const Tensor& src, Tensor& dst) = 0;
+  virtual void do_copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col) = 0;
+  virtual void do_fill_zero(Tensor& t) = 0;
+  virtual void do_embed(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
+  virtual void do_rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
+  virtual void do_add_rmsnorm(Tensor& residual, const Tensor& delta, const Tensor& w, float eps,
+                              Tensor& out) = 0;
+  virtual void do_row_sumsq(const Tensor& x, Tensor& sumsq) = 0;
+  virtual void do_rmsnorm_with_sumsq(const Tensor& x, const Tensor& sumsq, int64_t total_cols,
+                                     const Tensor& w, float eps, Tensor& out) = 0;
+  virtual void do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) = 0;
+  virtual void do_add_inplace(Tensor& acc, const Tensor& x) = 0;
+  virtual void do_clamp_inplace(Tensor& x, float limit) = 0;
+  virtual void do_rope(Tensor& q, Tensor& k, const Tensor& positions, int64_t head_dim,
+                       double theta) = 0;
+  virtual void do_kv_append(const Tensor& k, const Tensor& v, KvCache& cache,
+                            const BatchTensors& batch) = 0;
+  virtual void do_attention(const Tensor& q, const KvCache& cache, const BatchTensors& batch,
+                            int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
+                            float scale, Tensor& out) = 0;
+  virtual void do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
+                              Tensor& weights) = 0;
+  virtual void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                              const ExpertWeights& experts, Tensor& out) = 0;
+  virtual void do_swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
+                             Tensor& out) = 0;
+  virtual void do_add_sigmoid_gated(Tensor& acc, const Tensor& x, const Tensor& gate_w,
+                                    const Tensor& y) = 0;
+  virtual void do_gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) = 0;
+  virtual void do_scatter_add_rows(Tensor& acc, const Tensor& x, const Tensor& rows,
+                                   const Tensor& scale) = 0;
+  virtual void do_to_float(const Tensor& x, Tensor& out) = 0;
+  // Defaults through the host (ops_defaults.cpp); a backend may override them.
+  virtual void do_pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first,
+                                int64_t last, int64_t expert_set_size, int64_t expert_shards,
+                                int64_t capacity, Tensor& rows, Tensor& experts, Tensor& scales);
+  virtual void do_argmax_rows(const Tensor& logits, Tensor& ids);
+  virtual void do_sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
+                              const std::vector<uint64_t>& steps, Tensor& ids);
+  virtual void do_accumulate_expert_counts(const Tensor& ids, Tensor& counts);
 };
 
 }  // namespace moetron

@@ -21,8 +21,8 @@ struct CacheShape {
   int64_t row_elems() const { return kv_heads * head_dim; }  // one token's K (or V)
 };
 
-CacheShape cache_shape(const Tensor& cache, const BatchTensors& batch) {
-  MOETRON_ASSERT(cache.ndim() == 4 && cache.dim(1) == batch.block_size);
+// The Ops contract (ops_contract.cpp) has checked it is 4-D and matches the batch and heads.
+CacheShape cache_shape(const Tensor& cache) {
   return {cache.dim(0), cache.dim(1), cache.dim(2), cache.dim(3)};
 }
 
@@ -36,12 +36,9 @@ int64_t cache_slot(const int32_t* block_table, int64_t max_blocks, const CacheSh
 
 }  // namespace
 
-void CpuOps::kv_append(const Tensor& k, const Tensor& v, KvCache& cache,
-                       const BatchTensors& batch) {
-  const CacheShape c = cache_shape(cache.k, batch);
-  MOETRON_ASSERT(cache.v.shape == cache.k.shape);
-  MOETRON_ASSERT(k.rows() == batch.num_tokens && k.cols() == c.row_elems());
-  MOETRON_ASSERT(v.rows() == batch.num_tokens && v.cols() == c.row_elems());
+void CpuOps::do_kv_append(const Tensor& k, const Tensor& v, KvCache& cache,
+                          const BatchTensors& batch) {
+  const CacheShape c = cache_shape(cache.k);
   const int32_t* slots = i32(batch.slot_mapping);
   const size_t row_bytes = static_cast<size_t>(c.row_elems()) * sizeof(float);
   for (int64_t t = 0; t < batch.num_tokens; ++t) {
@@ -51,14 +48,10 @@ void CpuOps::kv_append(const Tensor& k, const Tensor& v, KvCache& cache,
   }
 }
 
-void CpuOps::attention(const Tensor& q, const KvCache& cache, const BatchTensors& batch,
-                       int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
-                       Tensor& out) {
-  const CacheShape c = cache_shape(cache.k, batch);
-  MOETRON_ASSERT(c.kv_heads == num_kv_heads && c.head_dim == head_dim);
-  MOETRON_ASSERT(num_kv_heads > 0 && num_q_heads % num_kv_heads == 0);
-  MOETRON_ASSERT(q.rows() == batch.num_tokens && q.cols() == num_q_heads * head_dim);
-  MOETRON_ASSERT(out.rows() == batch.num_tokens && out.cols() == q.cols());
+void CpuOps::do_attention(const Tensor& q, const KvCache& cache, const BatchTensors& batch,
+                          int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
+                          Tensor& out) {
+  const CacheShape c = cache_shape(cache.k);
   const int64_t group = num_q_heads / num_kv_heads;
   const int32_t* query_start = i32(batch.query_start);
   const int32_t* kv_lens = i32(batch.kv_lens);

@@ -41,26 +41,20 @@ void CpuOps::temp_release(size_t mark) {
   temp_blocks_.resize(mark);  // frees the blocks handed out since the mark
 }
 
-void CpuOps::copy_from_host(Tensor& dst, const void* src) {
-  MOETRON_ASSERT(dst.device == Device::Cpu);
+// The Ops contract (ops_contract.cpp) has checked devices, dtypes and sizes of what follows.
+void CpuOps::do_copy_from_host(Tensor& dst, const void* src) {
   copy_bytes(dst.data, src, dst.nbytes());
 }
 
-void CpuOps::to_host(const Tensor& src, void* dst) {
-  MOETRON_ASSERT(src.device == Device::Cpu);
+void CpuOps::do_to_host(const Tensor& src, void* dst) {
   copy_bytes(dst, src.data, src.nbytes());
 }
 
-void CpuOps::copy(const Tensor& src, Tensor& dst) {
-  MOETRON_ASSERT(src.dtype == dst.dtype && src.numel() == dst.numel());
-  MOETRON_ASSERT(src.device == Device::Cpu && dst.device == Device::Cpu);
+void CpuOps::do_copy(const Tensor& src, Tensor& dst) {
   if (src.data != dst.data) std::memmove(dst.data, src.data, src.nbytes());
 }
 
-void CpuOps::copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col) {
-  MOETRON_ASSERT(src.dtype == dst.dtype && src.rows() == dst.rows());
-  MOETRON_ASSERT(width >= 0 && width <= src.cols() && col >= 0 && col + width <= dst.cols());
-  if (width == 0) return;
+void CpuOps::do_copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col) {
   const size_t elem = dtype_size(src.dtype), bytes = static_cast<size_t>(width) * elem;
   const size_t src_pitch = static_cast<size_t>(src.cols()) * elem;
   const char* from = static_cast<const char*>(src.data);
@@ -70,8 +64,7 @@ void CpuOps::copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t
                 from + static_cast<size_t>(r) * src_pitch, bytes);
 }
 
-void CpuOps::fill_zero(Tensor& t) {
-  MOETRON_ASSERT(t.device == Device::Cpu);
+void CpuOps::do_fill_zero(Tensor& t) {
   if (t.nbytes()) std::memset(t.data, 0, t.nbytes());
 }
 

@@ -13,12 +13,9 @@ namespace moetron {
 using cpu::f32;
 using cpu::i32;
 
-void CpuOps::router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
-                         Tensor& weights) {
+void CpuOps::do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
+                            Tensor& weights) {
   const int64_t tokens = logits.rows(), experts = logits.cols();
-  MOETRON_ASSERT(k >= 1 && k <= experts);
-  MOETRON_ASSERT(ids.rows() == tokens && ids.cols() == k);
-  MOETRON_ASSERT(weights.rows() == tokens && weights.cols() == k);
   std::vector<float> probs(experts);
   std::vector<int32_t> order(experts);
   for (int64_t t = 0; t < tokens; ++t) {
@@ -44,16 +41,10 @@ void CpuOps::router_topk(const Tensor& logits, int64_t k, bool renormalize, Tens
   }
 }
 
-void CpuOps::moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                         const ExpertWeights& experts, Tensor& out) {
+void CpuOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                            const ExpertWeights& experts, Tensor& out) {
   const int64_t tokens = x.rows(), h = x.cols(), k = ids.cols();
   const int64_t local = experts.num_local, inter = experts.down.cols();
-  MOETRON_ASSERT(ids.rows() == tokens && weights.rows() == tokens && weights.cols() == k);
-  MOETRON_ASSERT(out.rows() == tokens && out.cols() == h);
-  MOETRON_ASSERT(experts.gate_up.ndim() == 3 && experts.gate_up.dim(0) == local &&
-                 experts.gate_up.dim(1) == 2 * inter && experts.gate_up.dim(2) == h);
-  MOETRON_ASSERT(experts.down.ndim() == 3 && experts.down.dim(0) == local &&
-                 experts.down.dim(1) == h);
   fill_zero(out);
   const int32_t* id = i32(ids);
   const float* w = f32(weights);

@@ -35,44 +35,46 @@ class CpuOps final : public Ops {
   void reset_temps() override;
   size_t temp_mark() override { return temp_blocks_.size(); }
   void temp_release(size_t mark) override;
-  void copy_from_host(Tensor& dst, const void* src) override;
-  void to_host(const Tensor& src, void* dst) override;
-  void copy(const Tensor& src, Tensor& dst) override;
-  void copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col) override;
-  void fill_zero(Tensor& t) override;
   void sync() override {}
+ protected:
+  // The Ops contract (ops_contract.cpp) has checked the arguments.
+  void do_copy_from_host(Tensor& dst, const void* src) override;
+  void do_to_host(const Tensor& src, void* dst) override;
+  void do_copy(const Tensor& src, Tensor& dst) override;
+  void do_copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col) override;
+  void do_fill_zero(Tensor& t) override;
 
-  void embed(const Tensor& ids, const Tensor& table, Tensor& out) override;
-  void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
-  void add_rmsnorm(Tensor& residual, const Tensor& delta, const Tensor& w, float eps,
-                   Tensor& out) override;
-  void row_sumsq(const Tensor& x, Tensor& sumsq) override;
-  void rmsnorm_with_sumsq(const Tensor& x, const Tensor& sumsq, int64_t total_cols,
-                          const Tensor& w, float eps, Tensor& out) override;
-  void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override;
-  void add_inplace(Tensor& acc, const Tensor& x) override;
-  void clamp_inplace(Tensor& x, float limit) override;
-  void rope(Tensor& q, Tensor& k, const Tensor& positions, int64_t head_dim,
-            double theta) override;
+  void do_embed(const Tensor& ids, const Tensor& table, Tensor& out) override;
+  void do_rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
+  void do_add_rmsnorm(Tensor& residual, const Tensor& delta, const Tensor& w, float eps,
+                      Tensor& out) override;
+  void do_row_sumsq(const Tensor& x, Tensor& sumsq) override;
+  void do_rmsnorm_with_sumsq(const Tensor& x, const Tensor& sumsq, int64_t total_cols,
+                             const Tensor& w, float eps, Tensor& out) override;
+  void do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override;
+  void do_add_inplace(Tensor& acc, const Tensor& x) override;
+  void do_clamp_inplace(Tensor& x, float limit) override;
+  void do_rope(Tensor& q, Tensor& k, const Tensor& positions, int64_t head_dim,
+               double theta) override;
 
-  void kv_append(const Tensor& k, const Tensor& v, KvCache& cache,
-                 const BatchTensors& batch) override;
-  void attention(const Tensor& q, const KvCache& cache, const BatchTensors& batch,
-                 int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
-                 Tensor& out) override;
+  void do_kv_append(const Tensor& k, const Tensor& v, KvCache& cache,
+                    const BatchTensors& batch) override;
+  void do_attention(const Tensor& q, const KvCache& cache, const BatchTensors& batch,
+                    int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
+                    Tensor& out) override;
 
-  void router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
-                   Tensor& weights) override;
-  void moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                   const ExpertWeights& experts, Tensor& out) override;
-  void swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
-                  Tensor& out) override;
-  void add_sigmoid_gated(Tensor& acc, const Tensor& x, const Tensor& gate_w,
-                         const Tensor& y) override;
-  void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) override;
-  void scatter_add_rows(Tensor& acc, const Tensor& x, const Tensor& rows,
-                        const Tensor& scale) override;
-  void to_float(const Tensor& x, Tensor& out) override;
+  void do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
+                      Tensor& weights) override;
+  void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                      const ExpertWeights& experts, Tensor& out) override;
+  void do_swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
+                     Tensor& out) override;
+  void do_add_sigmoid_gated(Tensor& acc, const Tensor& x, const Tensor& gate_w,
+                            const Tensor& y) override;
+  void do_gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) override;
+  void do_scatter_add_rows(Tensor& acc, const Tensor& x, const Tensor& rows,
+                           const Tensor& scale) override;
+  void do_to_float(const Tensor& x, Tensor& out) override;
 
  private:
   // Blocks handed out by temp(); the tensors are views, so a use after reset_temps() is a
