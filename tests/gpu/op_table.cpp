@@ -49,7 +49,10 @@ Tensor CaseInputs::activation(const std::vector<float>& v, std::vector<int64_t> 
 }
 
 Tensor CaseInputs::activation(std::vector<int64_t> shape, float scale) {
-  return activation(values(count(shape), scale), std::move(shape));
+  // Not in one call: the order in which arguments are evaluated is unspecified, and the moved
+  // shape could be taken before count(shape) reads it.
+  std::vector<float> v = values(count(shape), scale);
+  return activation(v, std::move(shape));
 }
 
 Tensor CaseInputs::weight(const std::vector<float>& v, std::vector<int64_t> shape) {
@@ -60,7 +63,10 @@ Tensor CaseInputs::weight(const std::vector<float>& v, std::vector<int64_t> shap
 }
 
 Tensor CaseInputs::weight(std::vector<int64_t> shape, float scale) {
-  return weight(values(count(shape), scale), std::move(shape));
+  // Not in one call: the order in which arguments are evaluated is unspecified, and the moved
+  // shape could be taken before count(shape) reads it.
+  std::vector<float> v = values(count(shape), scale);
+  return weight(v, std::move(shape));
 }
 
 Tensor CaseInputs::i32(const std::vector<int32_t>& v, std::vector<int64_t> shape) {
