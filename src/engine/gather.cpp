@@ -134,11 +134,11 @@ std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size) {
   return traffic;
 }
 
-RankPlaces gather_places(const Ops& ops, const std::string& gpu_uuid) {
+RankPlaces gather_places(const Ops& ops, const std::string& gpu_uuid, MPI_Comm world) {
   const bool on_gpu = ops.device() == Device::Cuda && !gpu_uuid.empty();
   RankPlaces p;
-  p.hosts = allgather_strings(host_name(), MPI_COMM_WORLD);
-  p.devices = allgather_strings(on_gpu ? ops.name() + " " + gpu_uuid : ops.name(), MPI_COMM_WORLD);
+  p.hosts = allgather_strings(host_name(), world);
+  p.devices = allgather_strings(on_gpu ? ops.name() + " " + gpu_uuid : ops.name(), world);
   return p;
 }
 

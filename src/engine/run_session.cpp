@@ -95,7 +95,7 @@ size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& pl
 
 RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>& requests,
                        const RunSettings& settings, const DeviceAccess& device, MPI_Comm world)
-    : config_(config), requests_(requests), settings_(settings), gpu_uuid_(device.gpu_uuid) {
+    : config_(config), requests_(requests), settings_(settings), gpu_uuid_(device.gpu_uuid), world_(world) {
   const Plan& plan = settings_.plan;
   groups_ = build_groups(plan, config_, world);
   const ShardSpec& shard = groups_.layout.shard;
@@ -209,7 +209,7 @@ RunOutcome RunSession::run() {
                                            forward_context_.count_experts);
   out.traffic = gather_traffic(groups_, plan.world_size());
   out.finished = gather_sequences(*groups_.world, eg.reporters, mine_);
-  out.places = gather_places(*ops_, gpu_uuid_);
+  out.places = gather_places(*ops_, gpu_uuid_, world_);
   return out;
 }
 

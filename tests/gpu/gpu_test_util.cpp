@@ -27,10 +27,7 @@ void GpuVsCpu::SetUp() {
 }
 
 std::vector<float> GpuVsCpu::random_values(int64_t n, float scale) {
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = bf16_to_float(float_to_bf16(dist(rng_)));
-  return v;
+  return random_bf16_values(rng_, n, scale);
 }
 
 std::vector<int32_t> GpuVsCpu::random_ints(int64_t n, int32_t lo, int32_t hi) {

@@ -16,7 +16,7 @@ int64_t count(const std::vector<int64_t>& shape) {
 }
 }  // namespace
 
-std::vector<float> CaseInputs::values(int64_t n, float scale) {
+std::vector<float> random_bf16_values(std::mt19937_64& rng, int64_t n, float scale) {
   std::uniform_real_distribution<float> dist(-scale, scale);
   std::vector<float> v(static_cast<size_t>(n));
   for (float& x : v) {
@@ -26,6 +26,8 @@ std::vector<float> CaseInputs::values(int64_t n, float scale) {
   }
   return v;
 }
+
+std::vector<float> CaseInputs::values(int64_t n, float scale) { return random_bf16_values(rng, n, scale); }
 
 std::vector<int32_t> CaseInputs::ints(int64_t n, int32_t lo, int32_t hi) {
   std::uniform_int_distribution<int32_t> dist(lo, hi);

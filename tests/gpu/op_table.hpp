@@ -14,6 +14,10 @@
 namespace moetron {
 namespace gputest {
 
+// n values uniform in [-scale, scale], exact in bf16 and never zero (a zero hides an unwritten
+// output or a wrong index), for every GPU-vs-CPU comparison.
+std::vector<float> random_bf16_values(std::mt19937_64& rng, int64_t n, float scale);
+
 // The inputs of one case on one backend. Values come from a generator seeded per case, so the
 // same calls in the same order give both backends the same numbers; every float is non-zero
 // and exactly representable in bf16, so the CPU (F32) and the GPU (BF16) start equal.

@@ -1,5 +1,7 @@
 // Brings what the ranks counted together after a run: every replica's finished sequences to world rank 0, which writes the results file.
 #pragma once
+#include <mpi.h>
+
 #include <string>
 #include <vector>
 
@@ -26,10 +28,10 @@ constexpr size_t kRankFields = 2;  // bytes sent, bytes received
 std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size);
 
 // Each rank's host and device words (its Ops' name, and the bound GPU's UUID where it computes
-// on one), in world rank order (collective over MPI_COMM_WORLD).
+// on one), in rank order of `world` (collective over it).
 struct RankPlaces {
   std::vector<std::string> hosts, devices;
 };
-RankPlaces gather_places(const Ops& ops, const std::string& gpu_uuid);
+RankPlaces gather_places(const Ops& ops, const std::string& gpu_uuid, MPI_Comm world);
 
 }  // namespace moetron

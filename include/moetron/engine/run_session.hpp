@@ -111,6 +111,7 @@ class RunSession {
   ParallelGroups groups_;
   std::unique_ptr<Ops> ops_;
   std::string gpu_uuid_;
+  MPI_Comm world_;
   ModelWeights weights_;
   int64_t max_step_tokens_ = 0;
   int64_t kv_blocks_ = 0;
