@@ -1,0 +1,48 @@
+// CostModel: the predictor's only view of the hardware. Each call answers "how long does this
+// one operation take on one rank", in seconds, for the shapes the model's forward produces.
+//
+// Two implementations are planned and the predictor must not care which one it has:
+//   - RooflineCostModel (predict/): max(FLOPs / peak rate, bytes / bandwidth) + a fixed launch
+//     cost, from a handful of numbers (what `moetron plan --interconnect` and the tests use);
+//   - a profile-backed model (bench/): medians measured by `moetron bench` with the model's own
+//     shapes, interpolated between the measured sizes.
+// Sizes are the ones a single rank sees (after its plan's sharding), never global ones.
+#pragma once
+#include <cstdint>
+
+namespace moetron {
+
+// Where the ranks of a collective sit: all on one node (NVLink / shared memory) or spread over
+// nodes (the network). A group that spans nodes runs at the network's rate.
+enum class LinkScope { IntraNode, InterNode };
+
+class CostModel {
+ public:
+  virtual ~CostModel() = default;
+
+  // ---- compute (one rank, one device) ----
+  // A dense bf16 GEMM: [m x k] times [k x n] (m = tokens).
+  virtual double gemm_s(int64_t m, int64_t n, int64_t k) const = 0;
+  // The grouped expert GEMM: `experts` active experts, each [tokens_per_expert x k] x [k x n].
+  virtual double grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n,
+                                int64_t k) const = 0;
+  // Paged attention of `rows` query tokens over `context` cached tokens each, for q_heads query
+  // and kv_heads key/value heads of head_dim (decode: rows = batch, one token each).
+  virtual double attention_s(int64_t rows, int64_t context, int64_t q_heads, int64_t kv_heads,
+                             int64_t head_dim, bool prefill) const = 0;
+  // A memory-bound kernel that reads and writes `bytes` in total (norms, RoPE, routing,
+  // permutation, activation, sampling).
+  virtual double memory_bound_s(int64_t bytes) const = 0;
+  // The fixed cost of one kernel inside a recorded graph (decode) or launched eagerly (prefill).
+  virtual double kernel_overhead_s(bool in_graph) const = 0;
+
+  // ---- communication (over a group of `ranks` ranks) ----
+  virtual double allreduce_s(int64_t bytes, int ranks, LinkScope scope) const = 0;
+  // All-to-all(v) where each rank sends `bytes_per_rank` in total, spread over its peers.
+  virtual double alltoall_s(int64_t bytes_per_rank, int ranks, LinkScope scope) const = 0;
+  // One message between two ranks (pipeline stages).
+  virtual double send_recv_s(int64_t bytes, LinkScope scope) const = 0;
+  virtual double broadcast_s(int64_t bytes, int ranks, LinkScope scope) const = 0;
+};
+
+}  // namespace moetron
