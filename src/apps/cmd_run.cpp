@@ -8,6 +8,7 @@
 #include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/comm/mpi_runtime.hpp"
 #include "moetron/core/error.hpp"
+#include "moetron/core/format.hpp"
 #include "moetron/core/log.hpp"
 #include "moetron/engine/device_setup.hpp"
 #include "moetron/engine/run_session.hpp"
@@ -25,6 +26,36 @@
 namespace moetron::apps {
 namespace {
 
+RunSettings settings_from(const RunOptions& o) {
+  RunSettings settings;
+  settings.model_dir = o.model;
+  settings.dummy_weights = o.load_format == "dummy";
+  settings.weights_seed = o.seed;
+  settings.max_batch = o.max_batch;
+  settings.max_batch_tokens = o.max_batch_tokens;
+  settings.block_size = o.block_size;
+  settings.kv_cache_tokens = o.kv_cache_tokens;
+  settings.gpu_memory_fraction = o.gpu_memory_fraction;
+  settings.save_logits = o.save_logits;
+  settings.no_graphs = o.no_graphs;
+  settings.defaults.ignore_eos = o.ignore_eos;
+  settings.defaults.sampling.temperature = o.temperature;
+  settings.defaults.sampling.top_k = o.top_k;
+  settings.defaults.sampling.top_p = o.top_p;
+  settings.defaults.sampling.seed = o.seed;
+  return settings;
+}
+
+// What every plan must fit on this rank: its memory and what the run will put there.
+MemoryBudget memory_budget(const RunOptions& o, const RunSettings& settings, const std::string& backend,
+                           const DeviceBinding& binding, const std::vector<RequestSpec>& specs) {
+  MemoryBudget budget;
+  budget.bytes_per_rank = memory_per_rank(o.memory_per_rank, backend, binding, &budget.source);
+  budget.storage = backend_storage(backend);
+  budget.run = run_shape(settings, backend, specs);
+  return budget;
+}
+
 int run(const RunOptions& o, int world_rank, int world_size) {
   const ModelConfig config = load_model_config(o.model + "/config.json");
   if (world_rank == 0) check_output_writable(o.out);
@@ -38,32 +69,23 @@ int run(const RunOptions& o, int world_rank, int world_size) {
                 "--measure-gpu-idle needs the cuda backend (this run uses " << backend << ")");
 
   const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
-  const Plan plan = agree_plan(*make_mpi_communicator(MPI_COMM_WORLD), o.plan, config,
-                               memory_per_rank(o.memory_per_rank, backend, binding), binding.ranks_on_node);
+  RunSettings settings = settings_from(o);
+  const MemoryBudget budget = memory_budget(o, settings, backend, binding, specs);
+  settings.plan = agree_plan(*make_mpi_communicator(MPI_COMM_WORLD), o.plan, config, budget, binding.ranks_on_node);
+  const Plan& plan = settings.plan;
   LOG_INFO("model " << family_name(config.family) << " from " << o.model << ", " << specs.size()
                     << " requests, backend " << backend << ", plan " << plan.to_string() << " on "
                     << world_size << " rank(s)");
+  if (world_rank == 0) {
+    const RankNeed most = largest_memory_need(plan, config, budget.storage, budget.run);
+    LOG_INFO("memory: rank " << most.rank << " needs " << human_bytes(static_cast<double>(most.need.total()))
+                             << " (" << describe_need(most.need, budget.storage, budget.run) << "); rank 0 has "
+                             << human_bytes(static_cast<double>(budget.bytes_per_rank)) << " (" << budget.source << ")");
+  }
   if (world_rank == 0)
     for (int r = 0; r < world_size; ++r)
       LOG_INFO(describe(plan, layout_for(plan, config, r), r));
 
-  RunSettings settings;
-  settings.model_dir = o.model;
-  settings.dummy_weights = o.load_format == "dummy";
-  settings.weights_seed = o.seed;
-  settings.plan = plan;
-  settings.max_batch = o.max_batch;
-  settings.max_batch_tokens = o.max_batch_tokens;
-  settings.block_size = o.block_size;
-  settings.kv_cache_tokens = o.kv_cache_tokens;
-  settings.gpu_memory_fraction = o.gpu_memory_fraction;
-  settings.save_logits = o.save_logits;
-  settings.no_graphs = o.no_graphs;
-  settings.defaults.ignore_eos = o.ignore_eos;
-  settings.defaults.sampling.temperature = o.temperature;
-  settings.defaults.sampling.top_k = o.top_k;
-  settings.defaults.sampling.top_p = o.top_p;
-  settings.defaults.sampling.seed = o.seed;
 #ifdef MOETRON_HAVE_CUDA
   // Tracing starts before the decode graphs are instantiated, so their kernels are seen too.
   std::unique_ptr<GpuIdleObserver> idle_observer;
@@ -74,6 +96,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   device.make_ops = [&](size_t arena_bytes) { return make_ops(backend, binding, arena_bytes); };
   device.bind_transports = [&](ParallelGroups& g, Ops& ops) { use_device_transport(g, ops, binding); };
   device.gpu_uuid = binding.uuid;
+  device.storage = backend_storage(backend);
 
   RunSession session(config, specs, settings, device, MPI_COMM_WORLD);
   const RunOutcome outcome = session.run();

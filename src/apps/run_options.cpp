@@ -54,8 +54,8 @@ po::options_description run_options(RunOptions& o) {
        "KV-cache capacity in tokens per replica (0: sized from free memory, or from the requests on the CPU)")
       ("block-size", po::value(&o.block_size)->default_value(o.block_size), "tokens per KV-cache block")
       ("memory-per-rank", po::value(&o.memory_per_rank)->default_value(o.memory_per_rank),
-       "bytes of memory each rank may fill with weights (0: the GPU's free memory, or the host's "
-       "memory shared by the node's ranks); plans whose weights do not fit are refused")
+       "bytes of memory each rank may fill with its weights, KV cache and activations (0: the GPU's "
+       "free memory, or the host's memory shared by the node's ranks); plans that do not fit are refused")
       ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(o.gpu_memory_fraction),
        "share of free GPU memory the KV cache may take")
       ("load-format", po::value(&o.load_format)->default_value(o.load_format),

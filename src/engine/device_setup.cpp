@@ -112,12 +112,18 @@ DeviceBinding bind_rank_devices(MPI_Comm world, const std::string& backend, std:
   return me;
 }
 
-int64_t memory_per_rank(int64_t requested, const std::string& backend, const DeviceBinding& binding) {
+int64_t memory_per_rank(int64_t requested, const std::string& backend, const DeviceBinding& binding,
+                        std::string* source) {
+  std::string ignored;
+  std::string& from = source ? *source : ignored;
+  from = "--memory-per-rank";
   if (requested > 0) return requested;
+  from = "MOETRON_TEST_MEMORY_PER_RANK";
   int64_t hooked = 0;
   if (test_hook_memory(&hooked)) return hooked;
 #ifdef MOETRON_HAVE_CUDA
   if (backend == "cuda") {
+    from = "the GPU's free memory over the ranks sharing it";
     size_t free_bytes = 0, total = 0;
     MOETRON_CHECK(binding.device >= 0, "no CUDA device is bound to this rank");
     CUDA_QUERY(cudaSetDevice(binding.device), "selecting CUDA device " << binding.device);
@@ -127,6 +133,7 @@ int64_t memory_per_rank(int64_t requested, const std::string& backend, const Dev
   }
 #endif
   (void)backend;
+  from = "the host's memory over the node's ranks";
   const int64_t host = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
   return host / std::max(1, binding.ranks_on_node);
 }

@@ -9,9 +9,14 @@
 
 namespace moetron {
 
-int64_t kv_bytes_per_token(int64_t layers, int64_t kv_heads, int64_t head_dim, DType dtype) {
-  return layers * 2 * kv_heads * head_dim * static_cast<int64_t>(dtype_size(dtype));
+namespace {
+
+// The tokens a request holds at its end: its prompt and every token it may generate.
+int64_t full_length(const RequestSpec& r) {
+  return static_cast<int64_t>(r.prompt_tokens.size()) + r.max_new_tokens;
 }
+
+}  // namespace
 
 int64_t kv_cache_tokens(const KvSizing& s, const std::vector<RequestSpec>& requests) {
   if (s.requested_tokens > 0) return s.requested_tokens;
@@ -20,9 +25,37 @@ int64_t kv_cache_tokens(const KvSizing& s, const std::vector<RequestSpec>& reque
     return static_cast<int64_t>(static_cast<double>(s.free_bytes) * s.memory_fraction) / s.bytes_per_token;
   }
   int64_t tokens = 0;
-  for (const RequestSpec& r : requests)
-    tokens += static_cast<int64_t>(r.prompt_tokens.size()) + r.max_new_tokens + s.block_size;
+  for (const RequestSpec& r : requests) tokens += full_length(r) + s.block_size;
   return tokens;
+}
+
+int64_t kv_tokens_to_fit(int64_t requested_tokens, bool sized_from_free_memory, int64_t block_size,
+                         const std::vector<RequestSpec>& requests) {
+  if (requested_tokens > 0) return requested_tokens;
+  if (!sized_from_free_memory) {
+    KvSizing cpu;
+    cpu.block_size = block_size;
+    return kv_cache_tokens(cpu, requests);
+  }
+  int64_t longest = 0;
+  for (const RequestSpec& r : requests) longest = std::max(longest, full_length(r));
+  return longest + block_size;
+}
+
+int64_t max_step_tokens(int64_t max_batch_tokens, const std::vector<RequestSpec>& requests) {
+  int64_t longest_prompt = 0;
+  for (const RequestSpec& r : requests)
+    longest_prompt = std::max<int64_t>(longest_prompt, static_cast<int64_t>(r.prompt_tokens.size()));
+  return std::max(max_batch_tokens, longest_prompt);
+}
+
+RunShape run_shape(const RunSettings& settings, const std::string& backend, const std::vector<RequestSpec>& requests) {
+  RunShape shape;
+  shape.kv_tokens = kv_tokens_to_fit(settings.kv_cache_tokens, backend == "cuda", settings.block_size, requests);
+  shape.block_size = settings.block_size;
+  shape.max_step_tokens = max_step_tokens(settings.max_batch_tokens, requests);
+  shape.max_batch = settings.max_batch;
+  return shape;
 }
 
 bool can_record_decode(bool graphs_off, bool backend_records, int pp, const std::string& tp_transport,
@@ -65,34 +98,6 @@ std::vector<Sequence> requests_for_replica(const std::vector<RequestSpec>& reque
   return mine;
 }
 
-// Device memory for one step's temporaries (CudaOps reserves it once): the largest layer's
-// scratch for max_tokens tokens (attention, router, the permuted expert rows and their
-// intermediate activations, the shared expert) plus the logits of max_seqs rows, with slack.
-// With several replicas, a decode step's fixed-capacity expert dispatch of max_seqs tokens
-// (ModelForward::dispatch_capacity) sends, receives and runs experts on padded entries too.
-size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& plan,
-                        int64_t max_tokens, int64_t max_seqs) {
-  const int64_t hd = c.head_dim, k = std::max<int64_t>(c.top_k, 1);
-  const int64_t q = s.q_head_count * hd, kv = s.kv_head_count * hd;
-  const int64_t per_token_elems =
-      4 * c.hidden_size + 3 * q + 3 * kv + c.num_experts + 4 * k +
-      k * (2 * c.hidden_size + 3 * std::max(s.expert_col_count, int64_t{1})) +
-      3 * std::max(s.shared_col_count, s.mlp_col_count) + c.hidden_size;
-  // Per row: the hidden state, the LM head's bf16 and f32 slices, their tp-way gather, the row.
-  const int64_t logits_bytes =
-      max_seqs * (c.hidden_size * 4 + s.vocab_rows * 6 + (plan.tp * s.vocab_rows + c.vocab_size) * 4);
-  int64_t dispatch_bytes = 0;
-  if (plan.dp > 1) {
-    const int64_t entries = static_cast<int64_t>(plan.tp) * plan.dp * ((max_seqs + plan.tp - 1) / plan.tp) *
-                            std::min<int64_t>(k, c.num_experts / plan.ep);
-    // send, received, expert output and returned rows, the permuted copies, ids and weights
-    dispatch_bytes = entries * ((6 * c.hidden_size + 2 * std::max(s.expert_col_count, int64_t{1})) * 2 + 32);
-  }
-  const double bytes =
-      static_cast<double>(max_tokens * per_token_elems * 2 + logits_bytes + dispatch_bytes) * 1.25;
-  return static_cast<size_t>(bytes) + (64u << 20);
-}
-
 RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>& requests,
                        const RunSettings& settings, const DeviceAccess& device, MPI_Comm world)
     : config_(config), requests_(requests), settings_(settings), gpu_uuid_(device.gpu_uuid), world_(world) {
@@ -100,12 +105,9 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
   groups_ = build_groups(plan, config_, world);
   const ShardSpec& shard = groups_.layout.shard;
 
-  int64_t longest_prompt = 0;
-  for (const RequestSpec& r : requests_)
-    longest_prompt = std::max<int64_t>(longest_prompt, static_cast<int64_t>(r.prompt_tokens.size()));
-  // A step holds at most --max-batch-tokens tokens, or one prompt longer than that alone.
-  max_step_tokens_ = std::max<int64_t>(settings_.max_batch_tokens, longest_prompt);
-  ops_ = device.make_ops(step_arena_bytes(config_, shard, plan, max_step_tokens_, settings_.max_batch));
+  max_step_tokens_ = max_step_tokens(settings_.max_batch_tokens, requests_);
+  ops_ = device.make_ops(step_arena_bytes(config_, shard, plan, device.storage.activations, max_step_tokens_,
+                                          settings_.max_batch));
   device.bind_transports(groups_, *ops_);
 
   {

@@ -53,7 +53,7 @@ ParallelGroups build_groups(const Plan& plan, const ModelConfig& config, MPI_Com
   int world_size = 0, world_rank = 0;
   check_mpi(MPI_Comm_size(world, &world_size), "MPI_Comm_size");
   check_mpi(MPI_Comm_rank(world, &world_rank), "MPI_Comm_rank");
-  validate_plan(plan, config, world_size, 0);
+  validate_plan(plan, config, world_size, MemoryBudget{});  // memory: agree_plan checked it
 
   ParallelGroups g;
   g.plan = plan;

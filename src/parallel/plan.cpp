@@ -7,7 +7,6 @@
 #include <tuple>
 
 #include "moetron/core/error.hpp"
-#include "moetron/core/format.hpp"
 
 namespace moetron {
 
@@ -195,7 +194,7 @@ ShardLayout layout_for(const Plan& plan, const ModelConfig& c, int rank) {
   return l;
 }
 
-int64_t weight_shard_bytes(const ModelConfig& c, const ShardSpec& s) {
+int64_t weight_shard_params(const ModelConfig& c, const ShardSpec& s) {
   const int64_t h = c.hidden_size;
   const int64_t q = s.q_head_count * c.head_dim, kv = s.kv_head_count * c.head_dim;
   int64_t params = 0;
@@ -217,18 +216,10 @@ int64_t weight_shard_bytes(const ModelConfig& c, const ShardSpec& s) {
   }
   if (s.first_stage) params += c.vocab_size * h;      // embedding, whole
   if (s.last_stage) params += h + s.vocab_rows * h;  // final norm, LM head shard (padded)
-  return params * 2;
+  return params;
 }
 
-int64_t max_weight_shard_bytes(const Plan& plan, const ModelConfig& config) {
-  int64_t most = 0;
-  for (int r = 0; r < plan.world_size(); ++r)
-    most = std::max(most, weight_shard_bytes(config, layout_for(plan, config, r).shard));
-  return most;
-}
-
-void validate_plan(const Plan& plan, const ModelConfig& config, int world_size,
-                   int64_t memory_bytes_per_rank) {
+void validate_plan(const Plan& plan, const ModelConfig& config, int world_size, const MemoryBudget& memory) {
   MOETRON_CHECK(plan.pp > 0 && plan.tp > 0 && plan.dp > 0 && plan.ep > 0,
                 "--plan " << plan.to_string() << ": every factor must be positive");
   MOETRON_CHECK(plan.world_size() == world_size,
@@ -236,13 +227,8 @@ void validate_plan(const Plan& plan, const ModelConfig& config, int world_size,
                           << " but the job has " << world_size << " ranks");
   std::string problem = plan_problem(plan, config);
   MOETRON_CHECK(problem.empty(), problem);
-  if (memory_bytes_per_rank > 0) {
-    int64_t need = max_weight_shard_bytes(plan, config);
-    MOETRON_CHECK(need <= memory_bytes_per_rank,
-                  "--plan " << plan.to_string() << ": the largest weight shard needs " << human_bytes(static_cast<double>(need))
-                            << " but a rank has " << human_bytes(static_cast<double>(memory_bytes_per_rank))
-                            << "; use more pipeline stages or ranks");
-  }
+  problem = memory_problem(plan, config, memory);
+  MOETRON_CHECK(problem.empty(), problem);
 }
 
 std::string describe(const Plan& plan, const ShardLayout& l, int rank) {
@@ -276,8 +262,7 @@ std::vector<Plan> enumerate_plans(const ModelConfig& config, int world_size) {
   return plans;
 }
 
-Plan choose_auto_plan(const ModelConfig& config, int world_size, int64_t memory_bytes_per_rank,
-                      int ranks_per_node) {
+Plan choose_auto_plan(const ModelConfig& config, int world_size, const MemoryBudget& memory, int ranks_per_node) {
   MOETRON_CHECK(world_size > 0, "--plan auto: the job has no ranks");
   std::vector<Plan> plans = enumerate_plans(config, world_size);
   if (plans.empty()) {
@@ -287,6 +272,7 @@ Plan choose_auto_plan(const ModelConfig& config, int world_size, int64_t memory_
                  << ", fails: " << plan_problem(simplest, config));
   }
   if (ranks_per_node <= 0) ranks_per_node = world_size;
+  const bool checked = memory.bytes_per_rank > 0;
   const Plan* best = nullptr;
   const Plan* smallest = nullptr;  // the least memory, for the message when nothing fits
   int64_t smallest_need = 0;
@@ -294,24 +280,21 @@ Plan choose_auto_plan(const ModelConfig& config, int world_size, int64_t memory_
     return std::make_tuple(p.pp, p.tp > ranks_per_node ? 1 : 0, p.tp, -p.ep);
   };
   for (const Plan& p : plans) {
-    int64_t need = memory_bytes_per_rank > 0 ? max_weight_shard_bytes(p, config) : 0;
+    const int64_t need = checked ? largest_memory_need(p, config, memory.storage, memory.run).need.total() : 0;
     if (!smallest || need < smallest_need) smallest = &p, smallest_need = need;
-    if (memory_bytes_per_rank > 0 && need > memory_bytes_per_rank) continue;
+    if (need > memory.bytes_per_rank && checked) continue;
     if (!best || preference(p) < preference(*best)) best = &p;
   }
-  MOETRON_CHECK(best, "--plan auto: no plan fits the weights in "
-                          << human_bytes(static_cast<double>(memory_bytes_per_rank)) << " per rank on " << world_size
-                          << " ranks; the smallest shard, of " << smallest->to_string()
-                          << ", needs " << human_bytes(static_cast<double>(smallest_need)));
+  MOETRON_CHECK(best, "--plan auto: no plan fits on " << world_size << (world_size == 1 ? " rank" : " ranks")
+                          << "; the one needing the least, "
+                          << memory_problem(*smallest, config, memory));
   return *best;
 }
 
-Plan resolve_plan(const std::string& text, const ModelConfig& config, int world_size,
-                  int64_t memory_bytes_per_rank, int ranks_per_node) {
-  Plan plan = trim(text) == "auto"
-                  ? choose_auto_plan(config, world_size, memory_bytes_per_rank, ranks_per_node)
-                  : parse_plan(text);
-  validate_plan(plan, config, world_size, memory_bytes_per_rank);
+Plan resolve_plan(const std::string& text, const ModelConfig& config, int world_size, const MemoryBudget& memory,
+                  int ranks_per_node) {
+  Plan plan = trim(text) == "auto" ? choose_auto_plan(config, world_size, memory, ranks_per_node) : parse_plan(text);
+  validate_plan(plan, config, world_size, memory);
   return plan;
 }
 

@@ -8,11 +8,13 @@
 namespace moetron {
 
 Plan agree_plan(Communicator& world, const std::string& text, const ModelConfig& config,
-                int64_t memory_here, int ranks_per_node) {
+                const MemoryBudget& memory_here, int ranks_per_node) {
   // The smallest known memory, as a maximum of negatives (unknown ranks send the lowest value).
-  std::vector<int64_t> least = {memory_here > 0 ? -memory_here : std::numeric_limits<int64_t>::min()};
+  const int64_t here = memory_here.bytes_per_rank;
+  std::vector<int64_t> least = {here > 0 ? -here : std::numeric_limits<int64_t>::min()};
   world.allreduce_host(least, /*max_instead_of_sum=*/true);
-  const int64_t memory = least[0] == std::numeric_limits<int64_t>::min() ? 0 : -least[0];
+  MemoryBudget memory = memory_here;
+  memory.bytes_per_rank = least[0] == std::numeric_limits<int64_t>::min() ? 0 : -least[0];
 
   // Rank 0's answer: {1, pp, tp, dp, ep}, or {0, message bytes...}.
   std::vector<int64_t> answer;

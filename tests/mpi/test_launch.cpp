@@ -13,6 +13,7 @@
 #include "moetron/core/error.hpp"
 #include "moetron/engine/device_setup.hpp"
 #include "moetron/parallel/plan_agreement.hpp"
+#include "../common/memory_budget.hpp"
 
 using namespace moetron;
 
@@ -152,13 +153,16 @@ TEST(Launch, EveryRankRunsRankZerosPlanFittingTheSmallestMemory) {
   const std::vector<Plan> plans = enumerate_plans(c, n);
   if (plans.size() < 2) GTEST_SKIP() << "one plan only on " << n << " ranks: nothing to disagree on";
   int64_t least = INT64_MAX;
-  for (const Plan& p : plans) least = std::min(least, max_weight_shard_bytes(p, c));
+  for (const Plan& p : plans) {
+    const MemoryBudget unknown = cpu_test_memory(0);
+    least = std::min(least, largest_memory_need(p, c, unknown.storage, unknown.run).need.total());
+  }
   const int64_t roomy = int64_t{1} << 40;
   const int64_t mine = world_rank() == 0 ? roomy : least;
   auto world = make_mpi_communicator(MPI_COMM_WORLD);
-  const Plan agreed = agree_plan(*world, "auto", c, mine, n);
-  const Plan expected = resolve_plan("auto", c, n, least, n);
-  EXPECT_NE(resolve_plan("auto", c, n, roomy, n), expected) << "the ranks would not disagree";
+  const Plan agreed = agree_plan(*world, "auto", c, cpu_test_memory(mine), n);
+  const Plan expected = resolve_plan("auto", c, n, cpu_test_memory(least), n);
+  EXPECT_NE(resolve_plan("auto", c, n, cpu_test_memory(roomy), n), expected) << "the ranks would not disagree";
   for (const Plan& p : everyones(agreed)) EXPECT_EQ(p, expected) << p.to_string() << " vs " << expected.to_string();
 }
 
@@ -168,7 +172,7 @@ TEST(Launch, OthersTakeRankZerosExplicitPlan) {
   const int n = world_size();
   auto world = make_mpi_communicator(MPI_COMM_WORLD);
   const std::string text = world_rank() == 0 ? "pp=" + std::to_string(n) : "auto";
-  const Plan agreed = agree_plan(*world, text, c, 0, n);
+  const Plan agreed = agree_plan(*world, text, c, MemoryBudget{}, n);
   for (const Plan& p : everyones(agreed)) EXPECT_EQ(p, (Plan{n, 1, 1, 1}));
 }
 
@@ -179,13 +183,13 @@ TEST(Launch, RankZerosErrorReachesEveryRank) {
   const std::string text = world_rank() == 0 ? "tp=999" : "auto";
   std::string expected;
   try {
-    resolve_plan("tp=999", c, world_size(), 0, world_size());
+    resolve_plan("tp=999", c, world_size(), MemoryBudget{}, world_size());
   } catch (const Error& e) {
     expected = e.what();
   }
   ASSERT_FALSE(expected.empty());
   try {
-    agree_plan(*world, text, c, 0, world_size());
+    agree_plan(*world, text, c, MemoryBudget{}, world_size());
     ADD_FAILURE() << "rank " << world_rank() << " got a plan";
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()), expected);

@@ -10,6 +10,7 @@
 
 #include "moetron/core/error.hpp"
 #include "moetron/parallel/plan.hpp"
+#include "../common/memory_budget.hpp"
 
 using namespace moetron;
 
@@ -61,6 +62,11 @@ struct NamedConfig {
 std::vector<NamedConfig> small_configs() {
   return {
       {"olmoe-like", olmoe_like()}, {"qwen2-like", qwen2_like()}, {"mixtral-like", mixtral_like()}};
+}
+
+int64_t need_of(const Plan& p, const ModelConfig& c) {
+  const MemoryBudget m = cpu_test_memory(0);
+  return largest_memory_need(p, c, m.storage, m.run).need.total();
 }
 
 std::string error_of(const std::function<void()>& f) {
@@ -293,15 +299,15 @@ TEST(PlanValidate, RefusesEachImpossibleCaseWithItsReason) {
       {{1, 1, 8, 1}, inter, 8, 0, "expert intermediate size 36 does not split into the 8"},
       {{1, 4, 1, 4}, dense, 4, 0, "dense MLP intermediate size 66"},
       {{1, 4, 1, 4}, shared, 4, 0, "shared expert intermediate size 50"},
-      {{1, 1, 1, 1}, olmoe_like(), 1, 1000, "the largest weight shard needs"},
+      {{1, 1, 1, 1}, olmoe_like(), 1, 1000, "rank 0 needs"},
       {{0, 1, 1, 1}, olmoe_like(), 0, 0, "every factor must be positive"},
   };
   for (const Case& k : cases) {
-    std::string msg = error_of([&] { validate_plan(k.plan, k.config, k.world, k.memory); });
+    std::string msg = error_of([&] { validate_plan(k.plan, k.config, k.world, cpu_test_memory(k.memory)); });
     EXPECT_NE(msg.find("--plan " + k.plan.to_string()), std::string::npos) << msg;
     EXPECT_NE(msg.find(k.reason), std::string::npos) << k.plan.to_string() << ": " << msg;
   }
-  EXPECT_NO_THROW(validate_plan({2, 2, 2, 4}, olmoe_like(), 8, 1 << 30));
+  EXPECT_NO_THROW(validate_plan({2, 2, 2, 4}, olmoe_like(), 8, cpu_test_memory(1 << 30)));
 }
 
 TEST(PlanEnumerate, MatchesBruteForce) {
@@ -325,7 +331,7 @@ TEST(PlanEnumerate, MatchesBruteForce) {
       std::set<std::string> got;
       for (const Plan& p : enumerate_plans(c, world)) {
         EXPECT_TRUE(got.insert(p.to_string()).second) << "listed twice: " << p.to_string();
-        EXPECT_NO_THROW(validate_plan(p, c, world, 0)) << p.to_string();
+        EXPECT_NO_THROW(validate_plan(p, c, world, MemoryBudget{})) << p.to_string();
       }
       EXPECT_EQ(got, expected) << name << " on " << world << " ranks";
     }
@@ -335,12 +341,12 @@ TEST(PlanEnumerate, MatchesBruteForce) {
   EXPECT_NE(std::find(eight.begin(), eight.end(), Plan{1, 1, 8, 8}), eight.end());
 }
 
-TEST(PlanMemory, ShardBytesAddUpToTheWholeModel) {
+TEST(PlanMemory, ShardParamsAddUpToTheWholeModel) {
   const ModelConfig c = olmoe_like();
   const int64_t h = 64, attn = 2 * h * 64 + 2 * h * 32, norms = 2 * h, qk = 64 + 32;
   const int64_t per_layer = norms + attn + qk + 8 * h + 8 * 3 * h * 32;
-  const int64_t whole = 2 * (4 * per_layer + 256 * h + h + 256 * h);
-  EXPECT_EQ(weight_shard_bytes(c, layout_for(Plan{}, c, 0).shard), whole);
+  const int64_t whole = 4 * per_layer + 256 * h + h + 256 * h;
+  EXPECT_EQ(weight_shard_params(c, layout_for(Plan{}, c, 0).shard), whole);
   // Experts split without loss: the expert bytes of a stage add up to the model's.
   for (const Plan& p : enumerate_plans(c, 8)) {
     int64_t expert_params = 0;
@@ -350,14 +356,14 @@ TEST(PlanMemory, ShardBytesAddUpToTheWholeModel) {
     }
     EXPECT_EQ(expert_params, 8 * 32) << p.to_string();
   }
-  EXPECT_LT(max_weight_shard_bytes(Plan{2, 1, 4, 4}, c), whole);
+  for (int r = 0; r < 8; ++r) EXPECT_LT(weight_shard_params(c, layout_for(Plan{2, 1, 4, 4}, c, r).shard), whole);
 }
 
 TEST(PlanAuto, PrefersWholeExpertsWithoutPipelineWhenMemoryAllows) {
   const ModelConfig c = olmoe_like();
-  EXPECT_EQ(choose_auto_plan(c, 1, 0, 1), Plan{});
-  EXPECT_EQ(choose_auto_plan(c, 8, 0, 8), (Plan{1, 1, 8, 8}));
-  EXPECT_EQ(choose_auto_plan(c, 2, 0, 2), (Plan{1, 1, 2, 2}));
+  EXPECT_EQ(choose_auto_plan(c, 1, MemoryBudget{}, 1), Plan{});
+  EXPECT_EQ(choose_auto_plan(c, 8, MemoryBudget{}, 8), (Plan{1, 1, 8, 8}));
+  EXPECT_EQ(choose_auto_plan(c, 2, MemoryBudget{}, 2), (Plan{1, 1, 2, 2}));
 }
 
 TEST(PlanAuto, UsesPipelineStagesOnlyWhenMemoryRequires) {
@@ -365,22 +371,43 @@ TEST(PlanAuto, UsesPipelineStagesOnlyWhenMemoryRequires) {
   for (int world : {2, 4, 8}) {
     int64_t one_stage_best = INT64_MAX;
     for (const Plan& p : enumerate_plans(c, world))
-      if (p.pp == 1) one_stage_best = std::min(one_stage_best, max_weight_shard_bytes(p, c));
-    Plan p = choose_auto_plan(c, world, one_stage_best - 1, world);
+      if (p.pp == 1) one_stage_best = std::min(one_stage_best, need_of(p, c));
+    Plan p = choose_auto_plan(c, world, cpu_test_memory(one_stage_best - 1), world);
     EXPECT_GT(p.pp, 1) << world;
-    EXPECT_LE(max_weight_shard_bytes(p, c), one_stage_best - 1);
-    EXPECT_NO_THROW(validate_plan(p, c, world, one_stage_best - 1));
-    EXPECT_EQ(choose_auto_plan(c, world, one_stage_best, world).pp, 1) << world;
+    EXPECT_LE(need_of(p, c), one_stage_best - 1);
+    EXPECT_NO_THROW(validate_plan(p, c, world, cpu_test_memory(one_stage_best - 1)));
+    EXPECT_EQ(choose_auto_plan(c, world, cpu_test_memory(one_stage_best), world).pp, 1) << world;
   }
-  std::string msg = error_of([&] { choose_auto_plan(c, 8, 1000, 8); });
-  EXPECT_NE(msg.find("--plan auto: no plan fits"), std::string::npos) << msg;
+  std::string msg = error_of([&] { choose_auto_plan(c, 8, cpu_test_memory(1000), 8); });
+  EXPECT_NE(msg.find("--plan auto: no plan fits on 8 ranks; the one needing the least, --plan "), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("but a rank has 1000.00 B"), std::string::npos) << msg;
+}
+
+// The KV cache, not just the weights, decides: with one kv head, tp replicates it and dp holds
+// every layer, so only two stages (each half the layers) hold a cpu cache for 64k tokens.
+TEST(PlanAuto, CountsTheKvCacheWhenChoosingStages) {
+  const ModelConfig c = mixtral_like();
+  MemoryBudget m = cpu_test_memory(0);
+  m.run.kv_tokens = 65536;
+  const auto need = [&](const Plan& p) { return largest_memory_need(p, c, m.storage, m.run).need.total(); };
+  int64_t one_stage_best = INT64_MAX;
+  for (const Plan& p : enumerate_plans(c, 2))
+    if (p.pp == 1) one_stage_best = std::min(one_stage_best, need(p));
+  const int64_t two_stages = need(Plan{2, 1, 1, 1});
+  ASSERT_LT(two_stages, one_stage_best);
+  m.bytes_per_rank = (one_stage_best + two_stages) / 2;
+  EXPECT_EQ(choose_auto_plan(c, 2, m, 2), (Plan{2, 1, 1, 1}));
+  m.bytes_per_rank = two_stages - 1;
+  EXPECT_NE(error_of([&] { choose_auto_plan(c, 2, m, 2); }).find("the KV cache does not fit beside the weights and activations"),
+            std::string::npos);
 }
 
 TEST(PlanAuto, ResolveTakesAutoOrAnExplicitPlan) {
   const ModelConfig c = olmoe_like();
-  EXPECT_EQ(resolve_plan("auto", c, 4, 0, 4), (Plan{1, 1, 4, 4}));
-  EXPECT_EQ(resolve_plan("tp=2,dp=2", c, 4, 0, 4), (Plan{1, 2, 2, 1}));
-  std::string msg = error_of([&] { resolve_plan("tp=2", c, 4, 0, 4); });
+  EXPECT_EQ(resolve_plan("auto", c, 4, MemoryBudget{}, 4), (Plan{1, 1, 4, 4}));
+  EXPECT_EQ(resolve_plan("tp=2,dp=2", c, 4, MemoryBudget{}, 4), (Plan{1, 2, 2, 1}));
+  std::string msg = error_of([&] { resolve_plan("tp=2", c, 4, MemoryBudget{}, 4); });
   EXPECT_NE(msg.find("but the job has 4 ranks"), std::string::npos) << msg;
 }
 
@@ -410,14 +437,14 @@ TEST(PlanVocab, PadsAVocabularyThatTpDoesNotDivide) {
 
   ModelConfig odd = olmoe_like();
   odd.vocab_size = 1001;
-  EXPECT_NO_THROW(validate_plan({1, 2, 1, 1}, odd, 2, 0));
+  EXPECT_NO_THROW(validate_plan({1, 2, 1, 1}, odd, 2, MemoryBudget{}));
   const ShardLayout last = layout_for({2, 4, 1, 1}, odd, 7);
   EXPECT_EQ(last.shard.vocab(), (Range{753, 1001}));
   EXPECT_EQ(last.shard.vocab_rows, 251);
-  // The padding rows are held, so they count in the bytes (bf16, hidden 64).
+  // The padding rows are held, so they count in the parameters (hidden 64).
   ShardSpec unpadded = last.shard;
   unpadded.vocab_rows = last.shard.vocab_count;
-  EXPECT_EQ(weight_shard_bytes(odd, last.shard) - weight_shard_bytes(odd, unpadded), 3 * 64 * 2);
+  EXPECT_EQ(weight_shard_params(odd, last.shard) - weight_shard_params(odd, unpadded), 3 * 64);
   std::string line = describe({2, 4, 1, 1}, last, 7);
   EXPECT_NE(line.find("LM head vocab [753, 1001) (+3 padding rows)"), std::string::npos) << line;
 }

@@ -45,6 +45,38 @@ TEST(KvCacheSizing, UnknownMemoryHoldsEveryRequestAtFullLengthPlusABlock) {
   EXPECT_EQ(kv_cache_tokens(s, {request(10, 5), request(3, 20)}), (10 + 5 + 16) + (3 + 20 + 16));
 }
 
+// What the plan's memory check counts: the request, else what the cpu will allocate, else (cuda,
+// sized later from free memory) the least a run can go on with: its longest request and a block.
+TEST(KvCacheSizing, ThePlanCheckCountsWhatTheRunCannotDoWithout) {
+  const std::vector<RequestSpec> requests = {request(10, 5), request(3, 20)};
+  EXPECT_EQ(kv_tokens_to_fit(4096, true, 16, requests), 4096);
+  EXPECT_EQ(kv_tokens_to_fit(4096, false, 16, requests), 4096);
+  KvSizing cpu;
+  cpu.block_size = 16;
+  EXPECT_EQ(kv_tokens_to_fit(0, false, 16, requests), kv_cache_tokens(cpu, requests));
+  EXPECT_EQ(kv_tokens_to_fit(0, true, 16, requests), 3 + 20 + 16);
+  EXPECT_EQ(kv_tokens_to_fit(0, true, 16, {}), 16);
+}
+
+TEST(StepSize, ALongPromptMakesTheLargestStep) {
+  EXPECT_EQ(max_step_tokens(8192, {request(10, 5)}), 8192);
+  EXPECT_EQ(max_step_tokens(8, {request(10, 5), request(3, 1)}), 10);
+}
+
+TEST(StepSize, TheRunShapeTakesTheSettings) {
+  RunSettings s;
+  s.max_batch = 3;
+  s.max_batch_tokens = 64;
+  s.block_size = 4;
+  s.kv_cache_tokens = 0;
+  const RunShape cpu = run_shape(s, "cpu", {request(10, 5)});
+  EXPECT_EQ(cpu.kv_tokens, 10 + 5 + 4);
+  EXPECT_EQ(cpu.block_size, 4);
+  EXPECT_EQ(cpu.max_step_tokens, 64);
+  EXPECT_EQ(cpu.max_batch, 3);
+  EXPECT_EQ(run_shape(s, "cuda", {request(10, 5), request(1, 1)}).kv_tokens, 10 + 5 + 4);
+}
+
 TEST(DecodeRecording, RecordsOnlyWhereNothingWaitsForTheHost) {
   std::string why;
   EXPECT_TRUE(can_record_decode(false, true, 1, "self", "", &why));

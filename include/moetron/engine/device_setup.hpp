@@ -28,11 +28,13 @@ std::string resolve_backend(const std::string& requested);
 DeviceBinding bind_rank_devices(MPI_Comm world, const std::string& backend,
                                 std::vector<RankDevices>* all = nullptr);
 
-// What one rank's weights may take, for refusing plans that cannot fit before anything is
-// loaded: `requested` (--memory-per-rank) when > 0, else the bound GPU's free memory over the
-// ranks sharing that GPU, else the host's memory over the node's ranks. Test hook
-// MOETRON_TEST_MEMORY_PER_RANK (';'-separated bytes per world rank) replaces the measurement.
-int64_t memory_per_rank(int64_t requested, const std::string& backend, const DeviceBinding& binding);
+// What one rank's weights, KV cache and activations may take, for refusing plans that cannot
+// fit before anything is loaded: `requested` (--memory-per-rank) when > 0, else the bound GPU's
+// free memory over the ranks sharing that GPU, else the host's memory over the node's ranks.
+// Test hook MOETRON_TEST_MEMORY_PER_RANK (';'-separated bytes per world rank) replaces the
+// measurement. `source`, when given, receives which of these it is, for messages.
+int64_t memory_per_rank(int64_t requested, const std::string& backend, const DeviceBinding& binding,
+                        std::string* source = nullptr);
 
 // The backend's Ops, on the bound GPU for cuda.
 std::unique_ptr<Ops> make_ops(const std::string& backend, const DeviceBinding& binding, size_t arena_bytes);

@@ -20,25 +20,33 @@
 #include "moetron/model/config.hpp"
 #include "moetron/model/weights.hpp"
 #include "moetron/parallel/groups.hpp"
+#include "moetron/parallel/memory_need.hpp"
 
 namespace moetron {
 
 // ---- the policies ----
 
-// Bytes of K and V one token takes on this rank: its layers times its kv heads.
-int64_t kv_bytes_per_token(int64_t layers, int64_t kv_heads, int64_t head_dim, DType dtype);
-
 struct KvSizing {
   int64_t requested_tokens = 0;   // --kv-cache-tokens; 0: decide
   int64_t free_bytes = -1;        // Ops::free_memory_bytes(); -1: unknown (CPU)
   double memory_fraction = 0.9;   // --gpu-memory-fraction of free_bytes
-  int64_t bytes_per_token = 0;    // kv_bytes_per_token
+  int64_t bytes_per_token = 0;    // kv_bytes_per_token (parallel/memory_need.hpp)
   int64_t block_size = 16;
 };
 // This rank's KV-cache tokens before the world agrees on the minimum: the request, else the
 // fraction of free device memory, else (memory unknown) room for every request at full length
 // plus one block each.
 int64_t kv_cache_tokens(const KvSizing& s, const std::vector<RequestSpec>& requests);
+
+// The KV-cache tokens a plan's memory check counts, before anything is allocated:
+// requested_tokens (--kv-cache-tokens) when > 0; where the cache will be sized from free device
+// memory (cuda), the least a run can proceed with: its longest request (prompt + max_new_tokens)
+// plus one block; otherwise (cpu) what kv_cache_tokens will allocate.
+int64_t kv_tokens_to_fit(int64_t requested_tokens, bool sized_from_free_memory, int64_t block_size,
+                         const std::vector<RequestSpec>& requests);
+
+// Tokens in the largest step: --max-batch-tokens, or one prompt longer than that alone.
+int64_t max_step_tokens(int64_t max_batch_tokens, const std::vector<RequestSpec>& requests);
 
 // Whether decode steps may be recorded as graphs: only where nothing in a step waits for the
 // host: graphs not turned off, a backend that records, one pipeline stage, and the tp group and
@@ -55,10 +63,6 @@ struct RequestDefaults {
 // Replica `replica` of `replicas` serves every replicas-th request, in file order.
 std::vector<Sequence> requests_for_replica(const std::vector<RequestSpec>& requests, int replicas,
                                            int replica, const RequestDefaults& defaults);
-
-// Device memory for one step's temporaries (CudaOps reserves it once).
-size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& plan,
-                        int64_t max_tokens, int64_t max_seqs);
 
 // ---- the session ----
 
@@ -82,7 +86,12 @@ struct DeviceAccess {
   std::function<std::unique_ptr<Ops>(size_t arena_bytes)> make_ops;
   std::function<void(ParallelGroups& groups, Ops& ops)> bind_transports;
   std::string gpu_uuid;
+  BackendStorage storage;  // what make_ops will hold, for sizing the step arena
 };
+
+// What a plan's memory check counts for this run on `backend` (cpu or cuda): settings' KV cache
+// (kv_tokens_to_fit), block size, largest step and batch.
+RunShape run_shape(const RunSettings& settings, const std::string& backend, const std::vector<RequestSpec>& requests);
 
 struct RunOutcome {
   EngineReport report;

@@ -13,6 +13,7 @@
 #include "moetron/core/range.hpp"
 #include "moetron/model/config.hpp"
 #include "moetron/model/weights.hpp"  // ShardSpec
+#include "moetron/parallel/memory_need.hpp"
 
 namespace moetron {
 
@@ -62,15 +63,13 @@ std::string plan_problem(const Plan& plan, const ModelConfig& config);
 // Throws Error with the reason when the plan cannot shard the config.
 ShardLayout layout_for(const Plan& plan, const ModelConfig& config, int rank);
 
-// bf16 bytes of the weights a rank with this shard holds (what the loader will upload).
-int64_t weight_shard_bytes(const ModelConfig& config, const ShardSpec& shard);
-// The largest weight_shard_bytes over all ranks of the plan.
-int64_t max_weight_shard_bytes(const Plan& plan, const ModelConfig& config);
+// Parameters of the weights a rank with this shard holds (what the loader will upload); the
+// bytes they take depend on the backend (memory_need.hpp).
+int64_t weight_shard_params(const ModelConfig& config, const ShardSpec& shard);
 
 // Throws one Error, naming --plan, for the first thing that makes the plan impossible on
-// world_size ranks of memory_bytes_per_rank each (0: memory unknown, not checked).
-void validate_plan(const Plan& plan, const ModelConfig& config, int world_size,
-                   int64_t memory_bytes_per_rank);
+// world_size ranks, each with `memory` (memory_problem; bytes_per_rank 0: not checked).
+void validate_plan(const Plan& plan, const ModelConfig& config, int world_size, const MemoryBudget& memory);
 
 // One log line: what `rank` holds.
 std::string describe(const Plan& plan, const ShardLayout& layout, int rank);
@@ -80,18 +79,18 @@ std::string describe(const Plan& plan, const ShardLayout& layout, int rank);
 std::vector<Plan> enumerate_plans(const ModelConfig& config, int world_size);
 
 // The plan `--plan auto` picks until the predictor ranks plans by cost. Among the valid plans
-// whose weights fit memory_bytes_per_rank (0: unknown, all fit), in order of preference:
-//   1. fewest pipeline stages: a stage boundary adds latency and bubbles; use pp only when the
-//      weights do not fit otherwise;
+// whose largest rank fits `memory` (memory_need.hpp; bytes_per_rank 0: unknown, all fit), in
+// order of preference:
+//   1. fewest pipeline stages: a stage boundary adds latency and bubbles; use pp only when
+//      nothing fits otherwise;
 //   2. tensor parallelism inside a node: tp <= ranks_per_node when such a plan exists;
 //   3. smallest tp: dp replicas run attention without an all-reduce per layer;
 //   4. largest ep: whole experts per rank (no intermediate shards) keep expert GEMMs large.
 // Throws Error when no plan is valid or none fits, saying why.
-Plan choose_auto_plan(const ModelConfig& config, int world_size, int64_t memory_bytes_per_rank,
-                      int ranks_per_node);
+Plan choose_auto_plan(const ModelConfig& config, int world_size, const MemoryBudget& memory, int ranks_per_node);
 
 // The --plan option: "auto" (choose_auto_plan) or an explicit plan, validated either way.
 Plan resolve_plan(const std::string& text, const ModelConfig& config, int world_size,
-                  int64_t memory_bytes_per_rank, int ranks_per_node);
+                  const MemoryBudget& memory, int ranks_per_node);
 
 }  // namespace moetron

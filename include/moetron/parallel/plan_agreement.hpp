@@ -9,11 +9,12 @@
 
 namespace moetron {
 
-// Collective over `world`. The memory a plan must fit is the smallest of the ranks' memory_here
-// (ranks passing 0, unknown, are left out): a plan must fit every rank. Rank 0 resolves `text`
-// with it and its own ranks_per_node (resolve_plan) and broadcasts the plan, or its error
-// message, which every rank then throws as Error: no rank is left waiting.
+// Collective over `world`. The memory a plan must fit is the smallest of the ranks'
+// memory_here.bytes_per_rank (ranks passing 0, unknown, are left out): a plan must fit every
+// rank. Rank 0 resolves `text` with it, its own run shape and ranks_per_node (resolve_plan) and
+// broadcasts the plan, or its error message, which every rank then throws as Error: no rank is
+// left waiting.
 Plan agree_plan(Communicator& world, const std::string& text, const ModelConfig& config,
-                int64_t memory_here, int ranks_per_node);
+                const MemoryBudget& memory_here, int ranks_per_node);
 
 }  // namespace moetron
