@@ -38,7 +38,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
                 "--measure-gpu-idle needs the cuda backend (this run uses " << backend << ")");
 
   const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
-  const Plan plan = agree_plan(*make_mpi_communicator(MPI_COMM_WORLD), o.plan, config,
+  const Plan plan = agree_plan(*make_mpi_communicator(MPI_COMM_WORLD, "world"), o.plan, config,
                                memory_per_rank(o.memory_per_rank, backend, binding), binding.ranks_on_node);
   LOG_INFO("model " << family_name(config.family) << " from " << o.model << ", " << specs.size()
                     << " requests, backend " << backend << ", plan " << plan.to_string() << " on "
@@ -131,6 +131,9 @@ int run_command(const std::vector<std::string>& args) {
   }
   set_log_level(parse_log_level(o.log_level));
   check_options(o);
+  WatchdogLimits limits;
+  limits.timeout_s = o.collective_timeout;
+  set_watchdog_limits(limits);
 
   MpiRuntime mpi(nullptr, nullptr);
   try {
