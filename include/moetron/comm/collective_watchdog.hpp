@@ -5,7 +5,7 @@
 //
 // Only the main thread calls MPI (MPI_THREAD_FUNNELED), so there is no watchdog thread: the
 // waiting rank itself watches the clock, and answers other ranks' roll calls while it waits.
-// The hot path is one MPI_Testall per poll; nothing extra crosses the network until a deadline.
+// The hot path is one MPI_Test per poll; nothing extra crosses the network until a deadline.
 #pragma once
 #include <mpi.h>
 
@@ -20,7 +20,7 @@ constexpr double kDefaultCollectiveTimeoutS = 600;  // far above any step's time
 constexpr double kMaxCollectiveTimeoutS = 1e6;      // ~11 days: beyond it, say 0 (off)
 
 struct WatchdogLimits {
-  double timeout_s = kDefaultCollectiveTimeoutS;  // 0: wait forever (plain MPI_Waitall)
+  double timeout_s = kDefaultCollectiveTimeoutS;  // 0: wait forever (plain MPI_Wait)
   double grace_s = 1.0;  // how long a roll call waits for answers (at most timeout_s)
 };
 
