@@ -71,7 +71,8 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
   RunSettings settings = settings_from(o);
   const MemoryBudget budget = memory_budget(o, settings, backend, binding, specs);
-  settings.plan = agree_plan(*make_mpi_communicator(MPI_COMM_WORLD), o.plan, config, budget, binding.ranks_on_node);
+  settings.plan = agree_plan(*make_mpi_communicator(MPI_COMM_WORLD, "world"), o.plan, config,
+                             budget, binding.ranks_on_node);
   const Plan& plan = settings.plan;
   LOG_INFO("model " << family_name(config.family) << " from " << o.model << ", " << specs.size()
                     << " requests, backend " << backend << ", plan " << plan.to_string() << " on "
@@ -154,6 +155,9 @@ int run_command(const std::vector<std::string>& args) {
   }
   set_log_level(parse_log_level(o.log_level));
   check_options(o);
+  WatchdogLimits limits;
+  limits.timeout_s = o.collective_timeout;
+  set_watchdog_limits(limits);
 
   MpiRuntime mpi(nullptr, nullptr);
   try {

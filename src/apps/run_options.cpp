@@ -1,6 +1,7 @@
 #include "run_options.hpp"
 
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 
 #include "moetron/core/error.hpp"
@@ -63,6 +64,9 @@ po::options_description run_options(RunOptions& o) {
       ("no-graphs", po::bool_switch(&o.no_graphs), "run the decode step eagerly (no CUDA graphs)")
       ("measure-gpu-idle", po::bool_switch(&o.measure_gpu_idle),
        "trace rank 0's GPU with CUPTI and report how long it idles within decode steps (cuda backend)")
+      ("collective-timeout", po::value(&o.collective_timeout)->default_value(o.collective_timeout),
+       "seconds a collective may wait for the other ranks before the job ends naming the ranks "
+       "that did not arrive (0: wait forever)")
       ("log-level", po::value(&o.log_level)->default_value(o.log_level), "debug, info, warn, error or off");
   return d;
 }
@@ -86,6 +90,10 @@ void check_options(const RunOptions& o) {
                                       << o.block_size << " tokens)");
   MOETRON_CHECK(o.gpu_memory_fraction > 0 && o.gpu_memory_fraction <= 1,
                 "--gpu-memory-fraction must be in (0, 1]");
+  MOETRON_CHECK(std::isfinite(o.collective_timeout) && o.collective_timeout >= 0 &&
+                    o.collective_timeout <= kMaxCollectiveTimeoutS,
+                "--collective-timeout must be 0 (off) or seconds up to " << kMaxCollectiveTimeoutS << ", got "
+                                                                        << o.collective_timeout);
 }
 
 std::vector<std::string> run_input_files(const RunOptions& o) {

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "moetron/comm/collective_watchdog.hpp"
+
 namespace moetron::apps {
 
 struct RunOptions {
@@ -18,6 +20,7 @@ struct RunOptions {
   int64_t max_batch = 256, max_batch_tokens = 8192, kv_cache_tokens = 0, block_size = 16;
   double gpu_memory_fraction = 0.9;
   int64_t memory_per_rank = 0;
+  double collective_timeout = kDefaultCollectiveTimeoutS;  // seconds; 0: off
   std::string command_line;
 };
 

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "moetron/comm/collective_watchdog.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/core/log.hpp"
 
@@ -46,10 +47,12 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "MPI_Comm_rank");
   check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &size_), "MPI_Comm_size");
   set_log_rank(rank_);
+  start_watchdog();
 }
 
 MpiRuntime::~MpiRuntime() {
   // A destructor cannot report; a failing finalize at exit changes nothing the user can act on.
+  if (mpi_running()) stop_watchdog();
   if (owns_ && mpi_running()) MPI_Finalize();
 }
 

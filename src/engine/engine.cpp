@@ -1,5 +1,8 @@
 #include "moetron/engine/engine.hpp"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -19,22 +22,34 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // Fault injection for the failure tests: MOETRON_INJECT_FAULT=RANK:STEP makes world rank RANK
-// throw at the start of step STEP, as a real error in the middle of a run would.
+// throw at the start of step STEP, as a real error in the middle of a run would;
+// RANK:STEP:stop makes it stop itself (SIGSTOP) there instead, as a wedged rank would look to
+// its peers. It says so (with its pid, for the test's cleanup) before it stops.
 void maybe_inject_fault(int world_rank, size_t step) {
   static const char* spec = std::getenv("MOETRON_INJECT_FAULT");
   if (spec == nullptr) return;
-  // A spec that is not exactly RANK:STEP is refused: a fault test must never pass by injecting nothing.
+  // A spec that is not exactly RANK:STEP[:stop] is refused: a fault test must never pass by
+  // injecting nothing.
   const std::string text = spec;
   const size_t colon = text.find(':');
+  const size_t kind_colon = colon == std::string::npos ? colon : text.find(':', colon + 1);
+  const size_t step_end = kind_colon == std::string::npos ? text.size() : kind_colon;
   const auto digits = [&](size_t begin, size_t end) {
     return end > begin && end - begin <= 9 && text.find_first_not_of("0123456789", begin) >= end;
   };
-  MOETRON_CHECK(colon != std::string::npos && digits(0, colon) && digits(colon + 1, text.size()),
-                "MOETRON_INJECT_FAULT='" << text << "': expected RANK:STEP (two integers >= 0, e.g. 2:3)");
+  const bool stop = kind_colon != std::string::npos && text.compare(kind_colon + 1, std::string::npos, "stop") == 0;
+  MOETRON_CHECK(colon != std::string::npos && digits(0, colon) && digits(colon + 1, step_end) &&
+                    (kind_colon == std::string::npos || stop),
+                "MOETRON_INJECT_FAULT='" << text << "': expected RANK:STEP or RANK:STEP:stop (integers >= 0, "
+                                         << "e.g. 2:3 to throw, 2:3:stop to raise SIGSTOP)");
   const int rank = std::atoi(text.c_str());
   const size_t at = static_cast<size_t>(std::atoll(text.c_str() + colon + 1));
-  if (rank == world_rank && at == step)
-    MOETRON_FAIL("injected fault at step " << step << " (MOETRON_INJECT_FAULT=" << spec << ")");
+  if (rank != world_rank || at != step) return;
+  if (!stop) MOETRON_FAIL("injected fault at step " << step << " (MOETRON_INJECT_FAULT=" << spec << ")");
+  std::fprintf(stderr, "moetron: rank %d (pid %ld): stopping itself at step %zu (MOETRON_INJECT_FAULT=%s)\n",
+               world_rank, static_cast<long>(getpid()), step, spec);
+  std::fflush(stderr);
+  raise(SIGSTOP);
 }
 
 }  // namespace

@@ -34,10 +34,10 @@ std::vector<int> members(const Plan& plan, int rank, SplitFn split) {
   return ranks;
 }
 
-std::shared_ptr<Communicator> split_group(MPI_Comm world, Split s) {
+std::shared_ptr<Communicator> split_group(MPI_Comm world, Split s, const char* label) {
   MPI_Comm comm;
   check_mpi(MPI_Comm_split(world, s.color, s.key, &comm), "MPI_Comm_split");
-  auto group = std::make_shared<MpiCommunicator>(comm);  // owns comm: freed if not kept
+  auto group = std::make_shared<MpiCommunicator>(comm, label);  // owns comm: freed if not kept
   if (group->size() > 1) return group;
   return make_self_communicator();
 }
@@ -60,12 +60,12 @@ ParallelGroups build_groups(const Plan& plan, const ModelConfig& config, MPI_Com
   g.world_rank = world_rank;
   g.coords = coords_of(plan, world_rank);
   g.layout = layout_for(plan, config, world_rank);
-  g.world = world_size > 1 ? std::shared_ptr<Communicator>(make_mpi_communicator(world))
+  g.world = world_size > 1 ? std::shared_ptr<Communicator>(make_mpi_communicator(world, "world"))
                            : std::shared_ptr<Communicator>(make_self_communicator());
-  g.tp = split_group(world, tp_split(plan, g.coords));
-  g.stage = split_group(world, stage_split(plan, g.coords));
-  g.replica = split_group(world, replica_split(plan, g.coords));
-  g.pipeline = split_group(world, pipeline_split(plan, g.coords));
+  g.tp = split_group(world, tp_split(plan, g.coords), "tp group");
+  g.stage = split_group(world, stage_split(plan, g.coords), "stage group");
+  g.replica = split_group(world, replica_split(plan, g.coords), "replica group");
+  g.pipeline = split_group(world, pipeline_split(plan, g.coords), "pipeline group");
   return g;
 }
 

@@ -20,6 +20,16 @@ fail() {
   exit 1
 }
 
+# expect_exit_1 NAME PATTERN COMMAND...: exits 1 (no signal, no hang) within 60 s saying PATTERN.
+expect_exit_1() {
+  local name=$1 pattern=$2 rc=0
+  shift 2
+  timeout 60 "$@" >"$WORK/$name.log" 2>&1 || rc=$?
+  [ "$rc" -eq 1 ] || { cat "$WORK/$name.log"; fail "$name: exit $rc, expected 1"; }
+  grep -q -- "$pattern" "$WORK/$name.log" || { cat "$WORK/$name.log"; fail "$name: no '$pattern' in the output"; }
+  echo "$name: $(grep -m1 -- "$pattern" "$WORK/$name.log")"
+}
+
 # Writes the fixture prompts (with HF's reference lengths) as a prompts file.
 fixture_prompts() {
   python3 - "$1" "$2" <<'PY'

@@ -46,21 +46,12 @@ else
   echo "disk-full: $(cat "$WORK/full.log")"
 fi
 
-# expect NAME PATTERN COMMAND...: exits 1 (no signal, no hang) saying PATTERN.
-expect() {
-  local name=$1 pattern=$2 rc=0
-  shift 2
-  timeout 60 "$@" >"$WORK/$name.log" 2>&1 || rc=$?
-  [ "$rc" -eq 1 ] || { cat "$WORK/$name.log"; fail "$name: exit $rc, expected 1"; }
-  grep -q -- "$pattern" "$WORK/$name.log" || { cat "$WORK/$name.log"; fail "$name: no '$pattern' in the output"; }
-  echo "$name: $(grep -m1 -- "$pattern" "$WORK/$name.log")"
-}
 run=("$MOETRON" run --model "$model" --prompts "$WORK/p.jsonl" --backend cpu --log-level warn)
-expect seed-negative "\-\-seed must be an integer >= 0" "${run[@]}" --out "$WORK/o.h5" --seed -1
-expect kv-below-block "\-\-kv-cache-tokens (8) is less than one KV-cache block" "${run[@]}" --out "$WORK/o.h5" \
+expect_exit_1 seed-negative "\-\-seed must be an integer >= 0" "${run[@]}" --out "$WORK/o.h5" --seed -1
+expect_exit_1 kv-below-block "\-\-kv-cache-tokens (8) is less than one KV-cache block" "${run[@]}" --out "$WORK/o.h5" \
   --kv-cache-tokens 8 --block-size 16
 for spec in 2 x:1 1:x 1:2:3 -1:2 " 1:2"; do
-  expect "fault-spec-$spec" "MOETRON_INJECT_FAULT='$spec': expected RANK:STEP" env MOETRON_INJECT_FAULT="$spec" \
+  expect_exit_1 "fault-spec-$spec" "MOETRON_INJECT_FAULT='$spec': expected RANK:STEP" env MOETRON_INJECT_FAULT="$spec" \
     "${run[@]}" --out "$WORK/o.h5"
 done
 [ ! -e "$WORK/o.h5" ] || fail "a refused run wrote results"
@@ -117,11 +108,11 @@ tokens() { h5dump -d /requests/output_tokens "$1" | sed -n '/DATA/,$p'; }
 [ "$(tokens "$WORK/bf16.h5")" = "$(tokens "$WORK/mixed.h5")" ] || fail "mixed dtypes: tokens differ from the bf16 original"
 "$MOETRON" model info --model "$WORK/f32" >/dev/null || fail "mixed dtypes: model info failed"
 echo "mixed dtypes: an F32 expert tensor is converted on load, same tokens"
-expect non-finite-weight "tensor 'model.layers.0.mlp.experts.1.up_proj.weight' holds a non-finite value" \
+expect_exit_1 non-finite-weight "tensor 'model.layers.0.mlp.experts.1.up_proj.weight' holds a non-finite value" \
   "$MOETRON" run --model "$WORK/nan" --prompts "$WORK/p.jsonl" --backend cpu --log-level warn --out "$WORK/o.h5"
 
 # model make: a 4 TiB request is refused before anything is written (no partial shard).
-expect make-too-big "the checkpoint needs [0-9]* bytes but its file system has" \
+expect_exit_1 make-too-big "the checkpoint needs [0-9]* bytes but its file system has" \
   "$MOETRON" model make --family olmoe --preset tiny --set vocab_size=16000000 --set hidden_size=65536 --out "$WORK/huge"
 [ -z "$(ls -A "$WORK/huge" 2>/dev/null)" ] || { ls -la "$WORK/huge"; fail "make-too-big: left files behind"; }
 echo "outputs never destroy inputs; a full disk is a clear error; hostile options and weights are refused clearly"

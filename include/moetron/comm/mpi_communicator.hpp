@@ -1,7 +1,9 @@
 // MpiCommunicator: Communicator over an MPI communicator, for host-memory tensors (F32, F16,
 // BF16, I32, I64). Reductions of 16-bit floats are summed in float32 and rounded once.
 //
-// Traffic is counted by TrafficCounter (communicator.hpp).
+// Traffic is counted by TrafficCounter (communicator.hpp). Every call starts MPI's non-blocking
+// form and completes it through the collective watchdog (collective_watchdog.hpp), so a peer
+// that never arrives ends the job after --collective-timeout instead of hanging it.
 #pragma once
 #include <mpi.h>
 
@@ -17,7 +19,9 @@ namespace moetron {
 class MpiCommunicator : public Communicator {
  public:
   // Takes ownership of `comm` (freed on destruction) and sets MPI_ERRORS_RETURN on it.
-  explicit MpiCommunicator(MPI_Comm comm);
+  // Collective over `comm` (its members agree on an id for the watchdog); `label` names the
+  // group in the watchdog's messages ("tp group").
+  explicit MpiCommunicator(MPI_Comm comm, std::string label = "group");
   ~MpiCommunicator() override;
   MpiCommunicator(const MpiCommunicator&) = delete;
   MpiCommunicator& operator=(const MpiCommunicator&) = delete;
@@ -45,15 +49,24 @@ class MpiCommunicator : public Communicator {
   int64_t bytes_received() const { return counter_.total().received; }
 
  private:
+  // Waits for `request`, the operation `op` of this group (with group rank `peer` for a
+  // send/recv), under the watchdog.
+  void wait(MPI_Request& request, const char* op, int peer = -1, MPI_Status* status = MPI_STATUS_IGNORE);
+  void reduce_in_place(void* data, int64_t n, MPI_Datatype type, MPI_Op op);
+  void broadcast_raw(void* data, int64_t n, MPI_Datatype type, int root);
 
   MPI_Comm comm_;
+  std::string label_;
   int rank_ = 0;
   int size_ = 1;
+  std::vector<int> world_ranks_;  // of the members, in group order
+  int64_t group_id_ = 0;
+  int64_t collectives_ = 0;  // started on this group so far: the roll call's sequence number
   TrafficCounter counter_{0, 1};
 };
 
 // A communicator over a duplicate of `comm` (the caller keeps its own handle).
-std::unique_ptr<MpiCommunicator> make_mpi_communicator(MPI_Comm comm);
+std::unique_ptr<MpiCommunicator> make_mpi_communicator(MPI_Comm comm, std::string label = "group");
 
 // Every rank's string, in rank order (collective over `comm`; for setup and provenance, not
 // counted as traffic).

@@ -12,7 +12,8 @@ void check_mpi(int rc, const char* what);
 class MpiRuntime {
  public:
   // Initialises MPI unless something else already has (then leaves finalize to that owner).
-  // Sets MPI_ERRORS_RETURN on MPI_COMM_WORLD so failures become Errors, and the log rank.
+  // Sets MPI_ERRORS_RETURN on MPI_COMM_WORLD so failures become Errors, and the log rank;
+  // starts the collective watchdog (collective_watchdog.hpp), so every rank must construct it.
   MpiRuntime(int* argc, char*** argv);
   ~MpiRuntime();
   MpiRuntime(const MpiRuntime&) = delete;
