@@ -1,5 +1,5 @@
 // `moetron plan --out FILE.h5`: every candidate plan with its prediction, and what it was
-// predicted for. Layout: docs/results-schema.md ("Plan predictions").
+// predicted for. Layout: docs/plan-predictions.md.
 #pragma once
 #include <map>
 #include <string>
