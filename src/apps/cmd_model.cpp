@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "option_parsing.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/core/format.hpp"
 #include "moetron/model/config.hpp"
@@ -27,48 +28,6 @@ const char* kModelUsage =
     "                          [--seed S] [--dtype bf16|f16|f32] [--max-shard-size BYTES]\n"
     "       moetron model info --model DIR\n\n"
     "'moetron model make --help' and 'moetron model info --help' describe the options.\n";
-
-// Parses `args` against `options`; returns false (after printing help) when --help was given.
-// Unknown options, missing values and missing required options throw Error naming them.
-bool parse_options(const std::string& command, const std::vector<std::string>& args,
-                   const po::options_description& options, po::variables_map& vm) {
-  try {
-    po::store(po::command_line_parser(args).options(options).run(), vm);
-    if (vm.count("help")) {
-      std::cout << "usage: moetron " << command << " [options]\n\n" << options << "\n";
-      return false;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    MOETRON_FAIL(command << ": " << e.what() << " (see 'moetron " << command << " --help')");
-  }
-  return true;
-}
-
-// "5000000000", "5GB", "512MiB", "100k": a byte count (decimal k/M/G or binary Ki/Mi/Gi).
-uint64_t parse_byte_size(const std::string& text, const std::string& option) {
-  size_t end = 0;
-  unsigned long long number = 0;
-  try {
-    number = std::stoull(text, &end);
-  } catch (const std::exception&) {
-    MOETRON_FAIL(option << ": '" << text << "' is not a byte count (e.g. 5000000000, 5GB, 512MiB)");
-  }
-  std::string unit = text.substr(end);
-  if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();
-  struct Unit {
-    const char* name;
-    uint64_t factor;
-  };
-  for (const Unit& u : {Unit{"", 1}, Unit{"k", 1000}, Unit{"K", 1000}, Unit{"M", 1000000}, Unit{"G", 1000000000},
-                        Unit{"Ki", 1ull << 10}, Unit{"Mi", 1ull << 20}, Unit{"Gi", 1ull << 30}}) {
-    if (unit != u.name) continue;
-    MOETRON_CHECK(number > 0 && number <= UINT64_MAX / u.factor, option << ": '" << text << "' is out of range");
-    return number * u.factor;
-  }
-  MOETRON_FAIL(option << ": '" << text << "' has an unknown unit (use B, kB, MB, GB, KiB, MiB or GiB)");
-}
-
 
 std::string human_count(int64_t n) {
   char buf[32];

@@ -2,11 +2,15 @@
 // one operation take on one rank", in seconds, for the shapes the model's forward produces.
 //
 // Two implementations are planned and the predictor must not care which one it has:
-//   - RooflineCostModel (predict/): max(FLOPs / peak rate, bytes / bandwidth) + a fixed launch
-//     cost, from a handful of numbers (what `moetron plan --interconnect` and the tests use);
+//   - RooflineCostModel (predict/): max(FLOPs / peak rate, bytes / bandwidth) per kernel, and
+//     latency + bytes / bus bandwidth per collective, from a handful of numbers
+//     (predict/roofline_cost_model.hpp; what `moetron plan` and the tests use);
 //   - a profile-backed model (bench/): medians measured by `moetron bench` with the model's own
 //     shapes, interpolated between the measured sizes.
 // Sizes are the ones a single rank sees (after its plan's sharding), never global ones.
+// A compute call answers the kernel's own time on the device; the gap between two kernels (launch,
+// graph node) is kernel_overhead_s, which the predictor adds once per kernel it counts, so that
+// neither is counted twice. A collective's time includes its latency.
 #pragma once
 #include <cstdint>
 

@@ -1,0 +1,107 @@
+// The predictor: for a model, a workload and a cluster, every plan enumerate_plans lists, whether
+// it fits, and what it would achieve (throughput, TTFT, inter-token latency, memory per rank),
+// ranked. Hardware enters only through a CostModel.
+//
+// ---- Assumptions (all of them; docs/design-notes.md "The predictor" says the same) ----
+// The prediction is an UPPER BOUND on what the engine achieves (times are lower bounds), given a
+// CostModel whose answers are floors (RooflineCostModel's are; a measured profile's medians are
+// close to, not below, the truth). It holds because every step below only leaves work out or
+// takes the cheaper reading, never adds any:
+//  1. A step's ops are the ones forward.cpp and engine.cpp run, each stage priced for its own
+//     shard (the rank holding the most; ranks of a stage differ only in expert loads). Each Ops
+//     call is at least one kernel (swiglu_mlp and moe_experts at least two); kernels the engine
+//     may add (uploads, host copies, syncs, sampling passes beyond argmax) are left out.
+//  2. Inside a forward the ops are serialised by their data (each collective waits for the kernel
+//     before it, the next kernel for the collective), so a rank's time is their sum.
+//  3. Decode steps replay CUDA graphs when pp = 1 (can_record_decode), so their kernel gap is the
+//     graph node's; prefill, and pp > 1, launch eagerly.
+//  4. Routing: uniform (each expert gets top_k / E of the picks) unless per-expert loads are given;
+//     an expert is "active" in a step with the probability that one of the step's tokens picks it.
+//     Every expert set waits for the busiest at the next collective (the tp all-reduce or the
+//     combine all-to-all), so a layer's expert time is the busiest set's.
+//  5. Expert dispatch (dp > 1): decode moves the fixed capacity forward.cpp sends (padding too),
+//     prefill the real entries and a count exchange; compute counts real rows only.
+//  6. Pipeline: the engine splits a step into micro_batches (pp, as the engine does; a parameter)
+//     and stages wait on blocking sends: micro-batch i leaves stage s when s has finished i - 1
+//     and received i. The bubble is what that schedule adds to the busiest stage's work.
+//  7. Replicas run in lockstep (they meet in every MoE layer), every replica alike: requests are
+//     spread evenly, all prompts are `prompt_tokens` long and every request generates
+//     `output_tokens` (no early EOS).
+//  8. Batch: the sequences decoding together per replica are the least of --max-batch, the
+//     replica's requests, and what its KV cache holds at the mean footprint of a sequence over its
+//     life (prompt + output / 2, in whole blocks): the time-averaged occupancy cannot exceed the
+//     cache. With an arrival rate, the least batch B with B >= rate * output_tokens * ITL(B)
+//     (Little's law: the engine holds at least that many).
+//  9. Decode context: the mean over a sequence's life, prompt + output / 2.
+// 10. Prefill steps hold as many whole prompts as --max-batch-tokens allows (one at least); the
+//     decode rows a mixed step carries ride free. Workload time (all requests at once) is then
+//     ceil(R / prompts per step) prefill steps plus the remaining decode rows in full batches,
+//     for R requests per replica; decode steps' cost per token falls with the batch, so full
+//     batches are the cheapest reading. TTFT is the mean over the first batch's prefill steps
+//     (all at once), or one prompt's prefill step (with an arrival rate: no queueing).
+// 11. Memory: estimate_rank_memory (predict/memory_estimate.hpp, the one function to swap for
+//     parallel/memory_need): weights, one step's temporaries, the KV cache. A plan fits when, on
+//     every stage, weights + temporaries + the reserve leave room for the KV cache of one whole
+//     request within kv_memory_fraction of what is left (the engine's --gpu-memory-fraction).
+// Not modelled (each would only slow the engine down): scheduler and Python-free host overheads
+// between steps, preemption and recomputation, stragglers, congestion between groups that share
+// links, sampling beyond argmax, routing that changes over the run.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moetron/model/config.hpp"
+#include "moetron/parallel/plan.hpp"
+#include "moetron/predict/cost_model.hpp"
+#include "moetron/predict/memory_estimate.hpp"
+#include "moetron/predict/step_cost.hpp"
+#include "moetron/predict/workload.hpp"
+
+namespace moetron {
+
+struct Cluster {
+  int ranks = 1;
+  int ranks_per_node = 1;
+  int64_t memory_per_rank = 0;    // device memory each rank may use
+  int64_t reserved_per_rank = 0;  // taken before the model: runtime context, library workspaces
+};
+
+struct PredictorOptions {
+  int micro_batches = 0;            // per step when pp > 1; 0: pp, as the engine splits
+  double kv_memory_fraction = 0.9;  // share of the memory left that the KV cache takes
+  ExpertShares expert_shares;       // empty: uniform routing
+};
+
+struct PlanPrediction {
+  Plan plan;
+  bool fits = false;
+  std::string refusal;         // why it does not fit ("" when it does)
+  RankMemoryNeed memory;       // the stage's rank needing the most, KV for `batch` whole requests
+  int64_t kv_tokens = 0;       // KV-cache tokens per replica (the smallest stage's room); -1: memory unknown
+  int64_t batch = 0;           // sequences decoding together per replica
+  std::string batch_limit;     // what sets it: "max batch", "requests", "KV cache", "arrival rate"
+  int64_t prefill_prompts = 0; // prompts in one prefill step
+  int micro_batches = 1;
+  StepCost decode, prefill;    // one step each
+  double decode_tokens_per_s = 0;   // over the cluster, at `batch`
+  double prefill_tokens_per_s = 0;  // prompt tokens, over the cluster
+  double output_tokens_per_s = 0;   // the whole workload's generated tokens over its time
+  double ttft_s = 0, itl_s = 0;
+  std::string bottleneck;      // the largest part of the decode step, e.g. "compute 71%"
+};
+
+// One plan (valid for config: plan_problem empty, world size = cluster.ranks).
+PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const Workload& workload,
+                            const Cluster& cluster, const CostModel& cost, const PredictorOptions& options);
+
+// Every plan of enumerate_plans: those that fit first, best first (output tokens/s, then decode
+// tokens/s, then TTFT), then those that do not, in enumeration order.
+std::vector<PlanPrediction> predict_plans(const ModelConfig& config, const Workload& workload,
+                                          const Cluster& cluster, const CostModel& cost,
+                                          const PredictorOptions& options);
+
+// Why the first plan of a ranking wins, in a sentence or two (against the runner-up).
+std::string explain_best(const std::vector<PlanPrediction>& ranking);
+
+}  // namespace moetron

@@ -1,0 +1,51 @@
+// The time of one engine step of a plan, op by op: the kernels and collectives that
+// src/model/forward.cpp and src/engine/engine.cpp run, with each stage's shard shapes, priced by
+// a CostModel, then composed over micro-batches and pipeline stages. Assumptions: predictor.hpp.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "moetron/predict/cost_model.hpp"
+#include "moetron/predict/plan_geometry.hpp"
+
+namespace moetron {
+
+// Per MoE layer (in layer order, dense layers skipped), per expert: the expected number of times
+// one token picks that expert (each row sums to top_k). Empty: uniform routing (top_k / E each).
+using ExpertShares = std::vector<std::vector<double>>;
+
+// Per-expert token counts [MoE layer][expert] (as /experts/tokens of a results file, dense rows
+// dropped) -> shares. A layer that counted nothing is uniform. Errors name `source`.
+ExpertShares expert_shares_from_counts(const ModelConfig& config,
+                                       const std::vector<std::vector<int64_t>>& counts,
+                                       const std::string& source);
+
+// One engine step on one replica (every replica alike: they run in lockstep).
+struct StepShape {
+  int64_t sequences = 1;            // in the step
+  int64_t tokens_per_sequence = 1;  // 1 in decode; the prompt in prefill
+  int64_t context = 1;              // decode: cached tokens each row attends to; prefill: the prompt
+  bool prefill = false;
+  int micro_batches = 1;            // the engine splits a step's sequences into pp of them
+};
+
+// Seconds of one step as the slowest rank sees it. total_s is the sum of the fields except
+// imbalance_s, which is the part of compute_s spent waiting for the busiest expert set.
+struct StepCost {
+  double compute_s = 0;          // the kernels' own time
+  double kernel_overhead_s = 0;  // the gaps between kernels (graph nodes or eager launches)
+  double tp_comm_s = 0;          // tensor-parallel all-reduces and the vocabulary gather
+  double expert_comm_s = 0;      // expert dispatch and combine (all-to-all), their count exchange
+  double pipeline_comm_s = 0;    // activations sent between stages on the critical path
+  double bubble_s = 0;           // the slowest stage idle while the pipeline fills and drains
+  double host_sync_s = 0;        // per-step agreement: totals, dispatch sizes, sampled tokens
+  double imbalance_s = 0;        // included in compute_s
+  double total_s() const {
+    return compute_s + kernel_overhead_s + tp_comm_s + expert_comm_s + pipeline_comm_s + bubble_s + host_sync_s;
+  }
+};
+
+StepCost step_cost(const PlanGeometry& geometry, const ExpertShares& shares, const StepShape& shape,
+                   const CostModel& cost);
+
+}  // namespace moetron

@@ -1,0 +1,177 @@
+// `moetron plan`: rank every plan of a model on a cluster (which need not be at hand) by the
+// predictor, print the best ones and why the first wins, optionally save them all as HDF5.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <boost/program_options.hpp>
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "option_parsing.hpp"
+#include "moetron/core/error.hpp"
+#include "moetron/core/format.hpp"
+#include "moetron/io/input_files.hpp"
+#include "moetron/io/output_file.hpp"
+#include "moetron/io/prompts.hpp"
+#include "moetron/model/config.hpp"
+#include "moetron/predict/prediction_file.hpp"
+#include "moetron/predict/predictor.hpp"
+#include "moetron/predict/roofline_cost_model.hpp"
+#include "moetron/predict/routing_file.hpp"
+
+namespace po = boost::program_options;
+
+namespace moetron::apps {
+namespace {
+
+struct PlanOptions {
+  std::string model, hardware = "h200", hardware_set, interconnect, memory_per_rank, prompts, routing, out;
+  int64_t ranks = 0, ranks_per_node = 0, top = 10, micro_batches = 0;
+  double memory_fraction = 0.9;
+  Workload workload;
+};
+
+po::options_description plan_options(PlanOptions& o) {
+  Workload& w = o.workload;
+  po::options_description d("moetron plan: predict and rank every parallel plan of a model on a cluster");
+  d.add_options()
+      ("help,h", "describe the options")
+      ("model", po::value(&o.model)->required(), "checkpoint directory (only its config.json is read)")
+      ("ranks", po::value(&o.ranks)->required(), "ranks (GPUs) in the cluster")
+      ("ranks-per-node", po::value(&o.ranks_per_node)->required(), "ranks on each node")
+      ("memory-per-rank", po::value(&o.memory_per_rank),
+       "device memory of a rank (bytes, or 80GB, 141GiB...; default: the hardware's)")
+      ("hardware", po::value(&o.hardware)->default_value(o.hardware),
+       "hardware figures of the roofline model: h200, h100, a100 or cpu")
+      ("hardware-set", po::value(&o.hardware_set),
+       "override figures: gemm_tflops=,hbm_tbps=,launch_us=,graph_node_us=,memory_gib=,reserved_gib=")
+      ("interconnect", po::value(&o.interconnect),
+       "bus bandwidth (GB/s) and latency (us) of groups inside a node and across nodes: intra=GBps:us,inter=GBps:us")
+      ("prompt-tokens", po::value(&w.prompt_tokens)->default_value(w.prompt_tokens), "prompt length of each request")
+      ("output-tokens", po::value(&w.output_tokens)->default_value(w.output_tokens), "tokens each request generates")
+      ("requests", po::value(&w.requests)->default_value(w.requests), "requests in the workload")
+      ("arrival-rate", po::value(&w.arrival_rate)->default_value(w.arrival_rate),
+       "requests per second over the cluster (0: all at once)")
+      ("prompts", po::value(&o.prompts),
+       "prompts file: the workload's request count and mean lengths (instead of --prompt-tokens, --requests)")
+      ("max-batch", po::value(&w.max_batch)->default_value(w.max_batch), "most sequences in one step (as moetron run)")
+      ("max-batch-tokens", po::value(&w.max_batch_tokens)->default_value(w.max_batch_tokens),
+       "most tokens in one step (as moetron run)")
+      ("block-size", po::value(&w.block_size)->default_value(w.block_size), "tokens per KV-cache block")
+      ("gpu-memory-fraction", po::value(&o.memory_fraction)->default_value(o.memory_fraction),
+       "share of the memory left after weights and temporaries that the KV cache takes (as moetron run)")
+      ("micro-batches", po::value(&o.micro_batches)->default_value(o.micro_batches),
+       "micro-batches per step of pipeline plans (0: pp, as moetron run)")
+      ("routing", po::value(&o.routing), "results file of an earlier run: its per-expert loads (/experts/tokens)")
+      ("top", po::value(&o.top)->default_value(o.top), "plans to print")
+      ("out", po::value(&o.out), "write every plan's prediction to this HDF5 file (atomically)");
+  return d;
+}
+
+void check_plan_options(const PlanOptions& o, const po::variables_map& vm) {
+  MOETRON_CHECK(o.ranks >= 1 && o.ranks <= (1 << 20), "--ranks must be in [1, 2^20], got " << o.ranks);
+  MOETRON_CHECK(o.ranks_per_node >= 1 && o.ranks_per_node <= o.ranks,
+                "--ranks-per-node must be in [1, --ranks], got " << o.ranks_per_node);
+  MOETRON_CHECK(o.top >= 1, "--top must be at least 1, got " << o.top);
+  MOETRON_CHECK(o.micro_batches >= 0 && o.micro_batches <= 4096, "--micro-batches must be in [0, 4096], got "
+                                                                     << o.micro_batches);
+  MOETRON_CHECK(o.memory_fraction > 0 && o.memory_fraction <= 1, "--gpu-memory-fraction must be in (0, 1]");
+  for (const char* given : {"prompt-tokens", "requests"})
+    MOETRON_CHECK(o.prompts.empty() || vm[given].defaulted(),
+                  "--prompts gives the workload's lengths and count: leave out --" << given);
+  check_workload(o.workload);
+}
+
+HardwareFigures hardware_figures(const PlanOptions& o) {
+  HardwareFigures f = hardware_preset(o.hardware);
+  if (!o.hardware_set.empty()) apply_hardware_overrides(f, o.hardware_set);
+  if (!o.interconnect.empty()) apply_interconnect(f, o.interconnect);
+  if (!o.memory_per_rank.empty())
+    f.memory_bytes = static_cast<int64_t>(parse_byte_size(o.memory_per_rank, "--memory-per-rank"));
+  return f;
+}
+
+void print_ranking(const std::vector<PlanPrediction>& ranking, int64_t top) {
+  std::printf("%4s  %-28s %12s %12s %13s %9s %8s %10s %11s  %s\n", "#", "plan", "output tok/s", "decode tok/s",
+              "prefill tok/s", "TTFT ms", "ITL ms", "mem/rank", "batch", "bottleneck");
+  int64_t shown = 0;
+  for (const PlanPrediction& p : ranking) {
+    if (!p.fits || shown == top) break;
+    const std::string batch = std::to_string(p.batch) + (p.batch_limit == "KV cache" ? " kv" : "");
+    std::printf("%4lld  %-28s %12.0f %12.0f %13.0f %9.2f %8.3f %10s %11s  %s\n", static_cast<long long>(++shown),
+                p.plan.to_string().c_str(), p.output_tokens_per_s, p.decode_tokens_per_s, p.prefill_tokens_per_s,
+                p.ttft_s * 1e3, p.itl_s * 1e3, human_bytes(static_cast<double>(p.memory.total())).c_str(),
+                batch.c_str(), p.bottleneck.c_str());
+  }
+}
+
+// How many plans were refused, with the first one's reason.
+std::string refusals(const std::vector<PlanPrediction>& ranking) {
+  int64_t refused = 0;
+  const PlanPrediction* first = nullptr;
+  for (const PlanPrediction& p : ranking)
+    if (!p.fits && refused++ == 0) first = &p;
+  if (refused == 0) return "every plan fits";
+  return std::to_string(refused) + " do not fit (e.g. " + first->plan.to_string() + ": " + first->refusal + ")";
+}
+
+}  // namespace
+
+int plan_command(const std::vector<std::string>& args) {
+  PlanOptions o;
+  const po::options_description options = plan_options(o);
+  po::variables_map vm;
+  if (!parse_options("plan", args, options, vm)) return 0;
+  check_plan_options(o, vm);
+  const std::string config_path = (std::filesystem::path(o.model) / "config.json").string();
+  if (!o.out.empty()) {
+    check_output_writable(o.out);
+    check_output_not_input(o.out, {config_path, o.prompts, o.routing});
+  }
+  const ModelConfig config = load_model_config(config_path);
+  if (!o.prompts.empty()) o.workload = workload_from_requests(read_prompts(o.prompts), o.workload, o.prompts);
+  const HardwareFigures figures = hardware_figures(o);
+  const RooflineCostModel cost(figures);
+  const Cluster cluster{static_cast<int>(o.ranks), static_cast<int>(o.ranks_per_node), figures.memory_bytes,
+                        figures.reserved_bytes};
+  PredictorOptions predictor;
+  predictor.micro_batches = static_cast<int>(o.micro_batches);
+  predictor.kv_memory_fraction = o.memory_fraction;
+  if (!o.routing.empty())
+    predictor.expert_shares = expert_shares_from_counts(config, read_expert_loads(o.routing, config), o.routing);
+
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<PlanPrediction> ranking = predict_plans(config, o.workload, cluster, cost, predictor);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+
+  const int64_t nodes = (o.ranks + o.ranks_per_node - 1) / o.ranks_per_node;
+  std::cout << "model     " << o.model << ": " << family_name(config.family) << ", " << config.num_layers
+            << " layers, " << config.num_experts << " experts, top-" << config.top_k << "\n"
+            << "cluster   " << o.ranks << " ranks (" << nodes << " nodes x " << o.ranks_per_node << ")\n"
+            << "hardware  " << describe(figures) << "\n"
+            << "workload  " << describe(o.workload)
+            << (o.routing.empty() ? ", uniform routing" : ", expert loads of " + o.routing) << "\n"
+            << "plans     " << ranking.size() << " ranked in " << ms << " ms; " << refusals(ranking) << "\n"
+            << "Predictions are upper bounds (docs/design-notes.md, 'The predictor').\n\n";
+  print_ranking(ranking, o.top);
+  std::cout << "\n" << explain_best(ranking) << "\n";
+  if (!o.out.empty()) {
+    std::string command_line = "moetron plan";
+    for (const std::string& a : args) command_line += " " + a;
+    write_predictions(o.out, ranking,
+                      {{"model_config", config.to_json().dump()}, {"hardware", describe(figures)},
+                       {"workload", describe(o.workload)}, {"command_line", command_line},
+                       {"cluster", std::to_string(o.ranks) + " ranks, " + std::to_string(o.ranks_per_node) + " per node"},
+                       {"best_plan", ranking.empty() || !ranking[0].fits ? "" : ranking[0].plan.to_string()},
+                       {"explanation", explain_best(ranking)}});
+    std::cout << "wrote " << o.out << "\n";
+  }
+  return ranking.empty() || !ranking[0].fits ? 1 : 0;
+}
+
+}  // namespace moetron::apps

@@ -1,0 +1,195 @@
+#include "moetron/predict/predictor.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <utility>
+
+#include "moetron/core/error.hpp"
+#include "moetron/core/format.hpp"
+#include "moetron/predict/plan_geometry.hpp"
+
+namespace moetron {
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t whole_blocks(int64_t tokens, int64_t block) { return ceil_div(tokens, block) * block; }
+
+// KV-cache tokens each replica keeps (the stage with the least room sets it, as the engine's
+// agreement does), and the need of the stage's rank that needs the most; or why nothing fits.
+struct MemoryFit {
+  std::vector<RankMemoryNeed> stages;  // without KV
+  int64_t kv_tokens = 0;
+  std::string refusal;
+};
+
+MemoryFit fit_memory(const ModelConfig& config, const PlanGeometry& g, const Workload& w, const Cluster& cluster,
+                     const PredictorOptions& options) {
+  MemoryFit fit;
+  RankMemoryInputs in;
+  in.max_step_tokens = std::max(w.max_batch_tokens, w.prompt_tokens);
+  in.max_seqs = w.max_batch;
+  fit.kv_tokens = INT64_MAX;
+  for (size_t s = 0; s < g.stages.size(); ++s) {
+    const RankMemoryNeed need = estimate_rank_memory(config, g.plan, g.stages[s], in);
+    fit.stages.push_back(need);
+    const int64_t fixed = need.weights + need.activations + cluster.reserved_per_rank;
+    if (cluster.memory_per_rank > 0 && fixed > cluster.memory_per_rank && fit.refusal.empty()) {
+      std::ostringstream os;
+      os << "stage " << s << " needs " << human_bytes(static_cast<double>(need.weights)) << " of weights + "
+         << human_bytes(static_cast<double>(need.activations)) << " of temporaries + "
+         << human_bytes(static_cast<double>(cluster.reserved_per_rank)) << " reserved, more than the "
+         << human_bytes(static_cast<double>(cluster.memory_per_rank)) << " of a rank";
+      fit.refusal = os.str();
+    }
+    if (cluster.memory_per_rank <= 0) continue;  // memory unknown: room for everything
+    const double room = options.kv_memory_fraction * static_cast<double>(cluster.memory_per_rank - fixed);
+    const int64_t tokens = room > 0 ? static_cast<int64_t>(room) / need.kv_per_token : 0;
+    fit.kv_tokens = std::min(fit.kv_tokens, tokens / w.block_size * w.block_size);
+  }
+  const int64_t one_request = whole_blocks(w.prompt_tokens + w.output_tokens, w.block_size);
+  if (fit.refusal.empty() && fit.kv_tokens < one_request) {
+    std::ostringstream os;
+    os << "the KV cache has room for " << std::max<int64_t>(fit.kv_tokens, 0) << " tokens per replica, one request needs "
+       << one_request;
+    fit.refusal = os.str();
+  }
+  return fit;
+}
+
+StepShape decode_shape(const Workload& w, int64_t batch, int micro_batches) {
+  return {batch, 1, w.prompt_tokens + w.output_tokens / 2, false, micro_batches};
+}
+
+StepShape prefill_shape(const Workload& w, int64_t prompts, int micro_batches) {
+  return {prompts, w.prompt_tokens, w.prompt_tokens, true, micro_batches};
+}
+
+// The parts of a step, largest first, as "name NN%".
+std::string largest_part(const StepCost& c) {
+  const std::pair<const char*, double> parts[] = {
+      {"compute", c.compute_s - c.imbalance_s}, {"expert imbalance", c.imbalance_s},
+      {"kernel gaps", c.kernel_overhead_s},     {"tp all-reduce", c.tp_comm_s},
+      {"expert all-to-all", c.expert_comm_s},   {"pipeline bubble", c.bubble_s + c.pipeline_comm_s},
+      {"host sync", c.host_sync_s}};
+  const auto* top = std::max_element(std::begin(parts), std::end(parts),
+                                     [](const auto& a, const auto& b) { return a.second < b.second; });
+  std::ostringstream os;
+  os << top->first << " " << std::llround(100 * top->second / std::max(c.total_s(), 1e-30)) << "%";
+  return os.str();
+}
+
+bool better(const PlanPrediction& a, const PlanPrediction& b) {
+  if (a.output_tokens_per_s != b.output_tokens_per_s) return a.output_tokens_per_s > b.output_tokens_per_s;
+  if (a.decode_tokens_per_s != b.decode_tokens_per_s) return a.decode_tokens_per_s > b.decode_tokens_per_s;
+  return a.ttft_s < b.ttft_s;
+}
+
+}  // namespace
+
+PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const Workload& w,
+                            const Cluster& cluster, const CostModel& cost, const PredictorOptions& options) {
+  MOETRON_CHECK(plan.world_size() == cluster.ranks,
+                "predictor: plan " << plan.to_string() << " has " << plan.world_size() << " ranks, the cluster "
+                                   << cluster.ranks);
+  PlanPrediction p;
+  p.plan = plan;
+  p.micro_batches = plan.pp > 1 && options.micro_batches > 0 ? options.micro_batches : plan.pp;
+  const PlanGeometry g = plan_geometry(config, plan, cluster.ranks_per_node);
+  const MemoryFit fit = fit_memory(config, g, w, cluster, options);
+  p.refusal = fit.refusal;
+  p.fits = fit.refusal.empty();
+  p.kv_tokens = cluster.memory_per_rank > 0 ? fit.kv_tokens : -1;
+
+  // Sequences per replica (assumption 8).
+  const double per_replica = static_cast<double>(w.requests) / plan.dp;
+  const int64_t requests = ceil_div(w.requests, plan.dp);
+  const int64_t footprint = whole_blocks(w.prompt_tokens + w.output_tokens / 2, w.block_size);
+  const int64_t by_kv = std::max<int64_t>(1, fit.kv_tokens / footprint);
+  const std::pair<int64_t, const char*> limits[] = {
+      {w.max_batch, "max batch"}, {requests, "requests"}, {by_kv, "KV cache"}};
+  const auto* least = std::min_element(std::begin(limits), std::end(limits));
+  p.batch = least->first;
+  p.batch_limit = least->second;
+  const auto decode_s = [&](int64_t batch) {
+    return step_cost(g, options.expert_shares, decode_shape(w, batch, p.micro_batches), cost);
+  };
+  p.decode = decode_s(p.batch);
+  p.prefill_prompts = std::clamp<int64_t>(w.max_batch_tokens / w.prompt_tokens, 1, p.batch);
+  p.prefill = step_cost(g, options.expert_shares, prefill_shape(w, p.prefill_prompts, p.micro_batches), cost);
+  const double t_prefill = p.prefill.total_s();
+  p.prefill_tokens_per_s = static_cast<double>(plan.dp * p.prefill_prompts * w.prompt_tokens) / t_prefill;
+  // Workload time per replica at the full batch (assumption 10).
+  const double prefill_steps = std::ceil(per_replica / static_cast<double>(p.prefill_prompts));
+  const double free_rows = prefill_steps * static_cast<double>(p.batch - p.prefill_prompts);
+  const double decode_rows = std::max(0.0, per_replica * static_cast<double>(w.output_tokens - 1) - free_rows);
+  const double seconds = prefill_steps * t_prefill + decode_rows / static_cast<double>(p.batch) * p.decode.total_s();
+  p.output_tokens_per_s = static_cast<double>(w.requests * w.output_tokens) / seconds;
+  if (w.arrival_rate > 0) {
+    // Arrivals keep at least the least batch B with B = rate per replica * output tokens * ITL(B)
+    // busy (Little's law); the throughput is what arrives, or the capacity when more arrives.
+    p.output_tokens_per_s = std::min(p.output_tokens_per_s, w.arrival_rate * static_cast<double>(w.output_tokens));
+    const double rate = w.arrival_rate / plan.dp;
+    int64_t b = 1;
+    for (int i = 0; i < 64; ++i) {
+      const int64_t next = std::clamp<int64_t>(
+          static_cast<int64_t>(rate * static_cast<double>(w.output_tokens) * decode_s(b).total_s()), 1, p.batch);
+      if (next == b) break;
+      b = next;
+    }
+    if (b < p.batch) p.batch = b, p.batch_limit = "arrival rate", p.decode = decode_s(b);
+    p.ttft_s = step_cost(g, options.expert_shares, prefill_shape(w, 1, p.micro_batches), cost).total_s();
+  } else {
+    const double first_steps = std::ceil(static_cast<double>(p.batch) / static_cast<double>(p.prefill_prompts));
+    p.ttft_s = t_prefill * (first_steps + 1) / 2;
+  }
+  p.itl_s = p.decode.total_s();
+  p.decode_tokens_per_s = static_cast<double>(plan.dp * p.batch) / p.itl_s;
+
+  // Memory per rank: the stage needing the most, with the KV cache of `batch` whole requests.
+  const int64_t kv_tokens = p.batch * whole_blocks(w.prompt_tokens + w.output_tokens, w.block_size);
+  for (RankMemoryNeed need : fit.stages) {
+    need.kv_cache = need.kv_per_token * kv_tokens;
+    if (need.total() > p.memory.total()) p.memory = need;
+  }
+  p.bottleneck = largest_part(p.decode);
+  return p;
+}
+
+std::vector<PlanPrediction> predict_plans(const ModelConfig& config, const Workload& w, const Cluster& cluster,
+                                          const CostModel& cost, const PredictorOptions& options) {
+  check_workload(w);
+  MOETRON_CHECK(cluster.ranks >= 1, "--ranks must be at least 1, got " << cluster.ranks);
+  MOETRON_CHECK(cluster.ranks_per_node >= 1, "--ranks-per-node must be at least 1, got " << cluster.ranks_per_node);
+  std::vector<PlanPrediction> all;
+  for (const Plan& plan : enumerate_plans(config, cluster.ranks))
+    all.push_back(predict_plan(config, plan, w, cluster, cost, options));
+  std::stable_partition(all.begin(), all.end(), [](const PlanPrediction& p) { return p.fits; });
+  const auto fitting_end = std::partition_point(all.begin(), all.end(), [](const PlanPrediction& p) { return p.fits; });
+  std::stable_sort(all.begin(), fitting_end, better);
+  return all;
+}
+
+std::string explain_best(const std::vector<PlanPrediction>& ranking) {
+  if (ranking.empty() || !ranking.front().fits) return "no plan fits";
+  const PlanPrediction& best = ranking.front();
+  std::ostringstream os;
+  os.precision(3);
+  os << best.plan.to_string() << " wins: decode step " << best.decode.total_s() * 1e3 << " ms ("
+     << best.bottleneck << ") for " << best.batch << " sequences per replica x " << best.plan.dp << " replicas";
+  if (ranking.size() < 2 || !ranking[1].fits) {
+    os << "; it is the only plan that fits";
+    return os.str();
+  }
+  const PlanPrediction& next = ranking[1];
+  os << "; " << std::llround(100 * (best.output_tokens_per_s / next.output_tokens_per_s - 1))
+     << "% more throughput than the runner-up, "
+     << next.plan.to_string() << " (decode step " << next.decode.total_s() * 1e3 << " ms, " << next.bottleneck
+     << ", " << next.batch << " x " << next.plan.dp;
+  if (next.batch_limit == "KV cache") os << ", batch limited by its KV cache";
+  os << ")";
+  return os.str();
+}
+
+}  // namespace moetron

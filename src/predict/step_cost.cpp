@@ -1,0 +1,275 @@
+#include "moetron/predict/step_cost.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "moetron/core/error.hpp"
+
+namespace moetron {
+
+namespace {
+
+constexpr int64_t kBf16 = 2, kF32 = 4, kI32 = 4, kI64 = 8;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The cost of one stage's forward of one micro-batch, accumulated kernel by kernel in the order
+// forward.cpp runs them. Every Ops call is at least one kernel; swiglu_mlp and moe_experts are
+// at least two (the gate/up and the down GEMM).
+class StageForward {
+ public:
+  StageForward(const PlanGeometry& g, const ExpertShares& shares, const CostModel& cost, int stage,
+               const StepShape& shape, int64_t sequences)
+      : g_(g), c_(*g.config), s_(g.stages[static_cast<size_t>(stage)]), shares_(shares), cost_(cost),
+        shape_(shape), seqs_(sequences), T_(sequences * shape.tokens_per_sequence),
+        in_graph_(!shape.prefill && g.plan.pp == 1) {}
+
+  StepCost run() {
+    const int64_t H = c_.hidden_size;
+    if (s_.first_stage) memory_kernel(2 * T_ * H * kBf16);  // embed
+    int64_t moe_index = 0;
+    for (int64_t l = 0; l < c_.num_layers; ++l) {
+      const bool moe = c_.layer_is_moe[static_cast<size_t>(l)];
+      if (l >= s_.layer_begin && l < s_.layer_end) layer(l == s_.layer_begin, moe ? moe_index : -1);
+      if (moe) ++moe_index;
+    }
+    memory_kernel(3 * T_ * H * kBf16);  // the last residual add
+    if (s_.last_stage) logits();
+    return out_;
+  }
+
+ private:
+  void kernel(double seconds, int count = 1) {
+    out_.compute_s += seconds;
+    out_.kernel_overhead_s += count * cost_.kernel_overhead_s(in_graph_);
+  }
+  void memory_kernel(int64_t bytes) { kernel(cost_.memory_bound_s(bytes)); }
+  void tp_allreduce(int64_t bytes) { out_.tp_comm_s += cost_.allreduce_s(bytes, g_.plan.tp, g_.tp); }
+
+  void layer(bool first_local, int64_t moe_index) {
+    const int64_t H = c_.hidden_size;
+    memory_kernel((first_local ? 2 : 4) * T_ * H * kBf16);  // (add_)rmsnorm
+    attention();
+    memory_kernel(4 * T_ * H * kBf16);  // add_rmsnorm after attention
+    if (moe_index < 0)
+      swiglu(s_.mlp_col_count);
+    else
+      moe(moe_index);
+    tp_allreduce(T_ * H * kBf16);
+  }
+
+  void attention() {
+    const int64_t H = c_.hidden_size, hd = c_.head_dim;
+    const int64_t q = s_.q_head_count * hd, kv = s_.kv_head_count * hd;
+    kernel(cost_.gemm_s(T_, q, H));
+    kernel(cost_.gemm_s(T_, kv, H));
+    kernel(cost_.gemm_s(T_, kv, H));
+    if (c_.clip_qkv > 0)
+      for (int64_t cols : {q, kv, kv}) memory_kernel(2 * T_ * cols * kBf16);
+    if (c_.qk_norm != QkNorm::None) {
+      for (int64_t cols : {q, kv}) {
+        const bool summed_over_tp = c_.qk_norm == QkNorm::WholeProjection && g_.plan.tp > 1;
+        if (summed_over_tp) {  // row_sumsq, the all-reduce of the sums, rmsnorm_with_sumsq
+          memory_kernel(T_ * cols * kBf16);
+          tp_allreduce(T_ * kF32);
+        }
+        memory_kernel(2 * T_ * cols * kBf16);
+      }
+    }
+    memory_kernel(2 * T_ * (q + kv) * kBf16);  // rope
+    memory_kernel(4 * T_ * kv * kBf16);        // kv_append: k and v into the cache
+    kernel(cost_.attention_s(T_, shape_.context, s_.q_head_count, s_.kv_head_count, hd, shape_.prefill));
+    kernel(cost_.gemm_s(T_, H, q));  // o
+    tp_allreduce(T_ * H * kBf16);
+  }
+
+  void swiglu(int64_t cols) {
+    const int64_t H = c_.hidden_size;
+    kernel(cost_.gemm_s(T_, 2 * cols, H) + cost_.gemm_s(T_, H, cols), 2);
+  }
+
+  void moe(int64_t moe_index) {
+    const int64_t H = c_.hidden_size, E = c_.num_experts, k = c_.top_k;
+    kernel(cost_.gemm_s(T_, E, H));                           // router (float32 logits)
+    memory_kernel(T_ * E * kF32 + T_ * k * (kI32 + kF32));    // router_topk
+    memory_kernel(2 * T_ * k * kI32);                         // the routing record
+    const ExpertWork work = expert_work(moe_index);
+    if (g_.plan.dp > 1) dispatch(work.busiest_rows);
+    kernel(work.busiest_s, 2);
+    out_.imbalance_s += work.busiest_s - work.mean_s;
+    if (g_.plan.dp > 1) {
+      memory_kernel(T_ * H * kBf16);                                  // fill_zero
+      memory_kernel(3 * dispatch_rows(work.busiest_rows) * H * kBf16);  // scatter_add_rows
+    }
+    if (s_.shared_col_count > 0) {
+      swiglu(s_.shared_col_count);
+      memory_kernel(3 * T_ * H * kBf16);  // add (sigmoid-gated) the shared expert
+    }
+  }
+
+  // The grouped expert GEMMs of every expert set for this layer: the busiest set's time (every
+  // set waits for it at the next collective) and the mean over sets.
+  struct ExpertWork {
+    double busiest_s = 0, mean_s = 0;
+    double busiest_rows = 0;  // rows the busiest set's rank computes
+  };
+  ExpertWork expert_work(int64_t moe_index) const {
+    const Plan& p = g_.plan;
+    const int64_t E = c_.num_experts, per_set = E / p.ep;
+    // Tokens each set sees: its replica's (dp = 1), or every replica's through the dispatch.
+    const double tokens = static_cast<double>(T_) * p.dp;
+    const bool uniform = shares_.empty();
+    ExpertWork w;
+    for (int set = 0; set < (uniform ? 1 : p.ep); ++set) {
+      double rows = 0, active = 0;
+      for (int64_t e = set * per_set; e < (set + 1) * per_set; ++e) {
+        const double share = uniform ? static_cast<double>(c_.top_k) / E
+                                     : shares_[static_cast<size_t>(moe_index)][static_cast<size_t>(e)];
+        rows += tokens * share;
+        active += 1 - std::pow(1 - std::min(share, 1.0), tokens);  // hit by at least one token
+      }
+      const double s = grouped_s(rows, active);
+      if (s >= w.busiest_s) w.busiest_s = s, w.busiest_rows = rows;
+      w.mean_s += s / (uniform ? 1 : p.ep);
+    }
+    return w;
+  }
+
+  double grouped_s(double rows, double active) const {
+    if (rows <= 0) return 0;
+    const int64_t experts = std::max<int64_t>(1, std::llround(active));
+    const int64_t per_expert = std::max<int64_t>(1, std::llround(rows / static_cast<double>(experts)));
+    const int64_t H = c_.hidden_size, cols = s_.expert_col_count;
+    return cost_.grouped_gemm_s(per_expert, experts, 2 * cols, H) + cost_.grouped_gemm_s(per_expert, experts, H, cols);
+  }
+
+  // Entries this rank sends in the dispatch (forward.cpp): a decode step's fixed capacity for
+  // every peer, or in prefill one entry per (token of its share, chosen expert, shard holder).
+  int64_t dispatch_rows(double received_rows) const {
+    const Plan& p = g_.plan;
+    const int64_t share = ceil_div(T_, p.tp), k = c_.top_k;
+    if (!shape_.prefill) return p.stage_size() * share * std::min<int64_t>(k, c_.num_experts / p.ep);
+    return std::max<int64_t>(share * k * p.expert_shards(), std::llround(received_rows));
+  }
+
+  void dispatch(double received_rows) {
+    const int64_t H = c_.hidden_size, rows = dispatch_rows(received_rows);
+    const int group = g_.plan.stage_size();
+    if (shape_.prefill) out_.expert_comm_s += cost_.alltoall_s(group * kI64, group, g_.stage);  // counts
+    memory_kernel(2 * rows * H * kBf16);  // gather_rows
+    out_.expert_comm_s += 2 * cost_.alltoall_s(rows * H * kBf16, group, g_.stage) +  // there and back
+                          cost_.alltoall_s(rows * kI32, group, g_.stage);            // expert ids
+  }
+
+  void logits() {
+    const int64_t H = c_.hidden_size, V = c_.vocab_size, rows = s_.vocab_rows, L = seqs_;
+    const int tp = g_.plan.tp;
+    memory_kernel(2 * L * H * kBf16);  // gather the logit rows
+    memory_kernel(2 * L * H * kBf16);  // final norm
+    kernel(cost_.gemm_s(L, rows, H));
+    memory_kernel(L * rows * (kBf16 + kF32));  // to float32
+    if (tp > 1) {
+      // An all-gather of slices of b bytes moves what an all-to-all of tp * b bytes per rank does.
+      out_.tp_comm_s += cost_.alltoall_s(tp * L * rows * kF32, tp, g_.tp);
+      for (int r = 0; r < tp; ++r) memory_kernel(2 * L * (V / tp) * kF32);  // copy_columns
+    }
+    memory_kernel(L * V * kF32);  // argmax (greedy; sampling reads more)
+  }
+
+  const PlanGeometry& g_;
+  const ModelConfig& c_;
+  const ShardSpec& s_;
+  const ExpertShares& shares_;
+  const CostModel& cost_;
+  const StepShape& shape_;
+  const int64_t seqs_, T_;
+  const bool in_graph_;
+  StepCost out_;
+};
+
+void add_work(StepCost& into, const StepCost& part) {
+  into.compute_s += part.compute_s;
+  into.kernel_overhead_s += part.kernel_overhead_s;
+  into.tp_comm_s += part.tp_comm_s;
+  into.expert_comm_s += part.expert_comm_s;
+  into.imbalance_s += part.imbalance_s;
+}
+
+}  // namespace
+
+ExpertShares expert_shares_from_counts(const ModelConfig& c, const std::vector<std::vector<int64_t>>& counts,
+                                       const std::string& source) {
+  MOETRON_CHECK(static_cast<int64_t>(counts.size()) == c.num_moe_layers(),
+                source << ": expert loads for " << counts.size() << " MoE layers, the model has "
+                       << c.num_moe_layers());
+  ExpertShares shares;
+  for (size_t l = 0; l < counts.size(); ++l) {
+    MOETRON_CHECK(static_cast<int64_t>(counts[l].size()) == c.num_experts,
+                  source << ": MoE layer " << l << " has loads for " << counts[l].size() << " experts, the model has "
+                         << c.num_experts);
+    double total = 0;
+    for (int64_t n : counts[l]) {
+      MOETRON_CHECK(n >= 0, source << ": MoE layer " << l << " has a negative expert load");
+      total += static_cast<double>(n);
+    }
+    std::vector<double> row(counts[l].size(), static_cast<double>(c.top_k) / c.num_experts);
+    if (total > 0)
+      for (size_t e = 0; e < row.size(); ++e) row[e] = static_cast<double>(counts[l][e]) / total * c.top_k;
+    shares.push_back(std::move(row));
+  }
+  return shares;
+}
+
+StepCost step_cost(const PlanGeometry& g, const ExpertShares& shares, const StepShape& shape,
+                   const CostModel& cost) {
+  const Plan& p = g.plan;
+  const int M = std::max(shape.micro_batches, 1);
+  const int64_t H = g.config->hidden_size;
+  // Micro-batch i holds part i of the step's sequences; each stage's cost per size, once.
+  std::vector<int64_t> sizes;
+  for (int i = 0; i < M; ++i) sizes.push_back(split_range(shape.sequences, M, i).size());
+  std::vector<std::map<int64_t, StepCost>> priced(static_cast<size_t>(p.pp));
+  auto stage_cost = [&](int s, int64_t n) -> const StepCost& {
+    auto& memo = priced[static_cast<size_t>(s)];
+    auto it = memo.find(n);
+    if (it == memo.end()) it = memo.emplace(n, n == 0 ? StepCost{} : StageForward(g, shares, cost, s, shape, n).run()).first;
+    return it->second;
+  };
+  // Blocking sends between stages: micro-batch i leaves stage s when stage s has finished i - 1
+  // and received i from stage s - 1. (Empty micro-batches cost nothing: with one replica the
+  // engine skips them; with several their kernels have no work.)
+  std::vector<double> done(static_cast<size_t>(p.pp), 0.0);
+  for (int i = 0; i < M; ++i) {
+    const int64_t n = sizes[static_cast<size_t>(i)];
+    const double hop = n == 0 ? 0 : cost.send_recv_s(n * shape.tokens_per_sequence * H * kBf16, g.pipeline);
+    double arrived = 0;
+    for (int s = 0; s < p.pp; ++s) {
+      const double start = std::max(done[static_cast<size_t>(s)], s == 0 ? 0.0 : arrived + hop);
+      done[static_cast<size_t>(s)] = start + stage_cost(s, n).total_s();
+      arrived = done[static_cast<size_t>(s)];
+    }
+  }
+  // The busiest stage's work, and what the pipeline adds around it.
+  StepCost step;
+  double busiest = -1;
+  for (int s = 0; s < p.pp; ++s) {
+    StepCost work;
+    for (int64_t n : sizes) add_work(work, stage_cost(s, n));
+    if (work.total_s() > busiest) busiest = work.total_s(), step = work;
+  }
+  const double pipeline_extra = done.back() - busiest;
+  int64_t hops_bytes = 0;
+  for (int64_t n : sizes) hops_bytes = std::max(hops_bytes, n * shape.tokens_per_sequence * H * kBf16);
+  step.pipeline_comm_s = p.pp > 1 ? std::min(pipeline_extra, (p.pp - 1) * cost.send_recv_s(hops_bytes, g.pipeline)) : 0;
+  step.bubble_s = std::max(0.0, pipeline_extra - step.pipeline_comm_s);
+
+  // Once a step (engine.cpp): the totals agreed over the world, the decode dispatch sizes
+  // agreed between replicas, the sampled tokens broadcast over the replica.
+  step.host_sync_s = cost.allreduce_s(3 * kI64, p.world_size(), g.world) +
+                     cost.broadcast_s(shape.sequences * kI64, p.pp * p.tp, g.replica);
+  if (p.dp > 1 && !shape.prefill) step.host_sync_s += cost.allreduce_s(M * kI64, p.world_size(), g.world);
+  return step;
+}
+
+}  // namespace moetron

@@ -1,0 +1,407 @@
+// The predictor: every plan is ranked, the memory check refuses what does not fit, predictions
+// move the way physics says, a tiny step is priced as by hand, skewed routing slows expert
+// parallelism, the rankings stay below what the engine measured, and 1,024 GPUs rank quickly.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+#include <tuple>
+
+#include "../common/fixtures_root.hpp"
+#include "error_of.hpp"
+#include "moetron/io/hdf5.hpp"
+#include "moetron/io/results.hpp"
+#include "moetron/model/random_checkpoint.hpp"
+#include "moetron/predict/prediction_file.hpp"
+#include "moetron/predict/predictor.hpp"
+#include "moetron/predict/roofline_cost_model.hpp"
+#include "moetron/predict/routing_file.hpp"
+#include "model_test_helpers.hpp"
+
+namespace moetron {
+namespace {
+
+ModelConfig preset(Family family, const std::string& name) {
+  return parse_model_config(hf_preset_json(family, name), name);
+}
+
+ModelConfig fixture(const std::string& family) {
+  return load_model_config(test::fixture_dir(family) + "/config.json");
+}
+
+Workload small_workload() {
+  Workload w;
+  w.prompt_tokens = 16;
+  w.output_tokens = 8;
+  w.requests = 32;
+  w.max_batch = 16;
+  w.max_batch_tokens = 64;
+  return w;
+}
+
+Cluster cluster_of(int ranks, int per_node, int64_t memory = 0) { return {ranks, per_node, memory, 0}; }
+
+std::tuple<int, int, int, int> key(const Plan& p) { return {p.pp, p.tp, p.dp, p.ep}; }
+
+TEST(Predictor, RanksEveryPlanABruteForceSearchFinds) {
+  const RooflineCostModel cost(hardware_preset("cpu"));
+  for (const std::string family : {"mixtral", "qwen2_moe", "olmoe", "qwen3_moe"}) {
+    const ModelConfig c = fixture(family);
+    for (int world = 1; world <= 12; ++world) {
+      std::set<std::tuple<int, int, int, int>> brute;
+      for (int pp = 1; pp <= world; ++pp)
+        for (int tp = 1; tp <= world; ++tp)
+          for (int dp = 1; dp <= world; ++dp)
+            for (int ep = 1; ep <= world; ++ep) {
+              const Plan p{pp, tp, dp, ep};
+              if (p.world_size() == world && plan_problem(p, c).empty()) brute.insert(key(p));
+            }
+      std::set<std::tuple<int, int, int, int>> ranked;
+      for (const PlanPrediction& p : predict_plans(c, small_workload(), cluster_of(world, 4), cost, {})) {
+        EXPECT_TRUE(ranked.insert(key(p.plan)).second) << family << ": " << p.plan.to_string() << " twice";
+        EXPECT_TRUE(p.fits) << family << " " << p.plan.to_string() << ": " << p.refusal;  // memory unknown
+      }
+      EXPECT_EQ(ranked, brute) << family << " on " << world << " ranks";
+    }
+  }
+}
+
+TEST(Predictor, RefusesWhatDoesNotFit) {
+  // Every plan splits the experts over all ranks; what differs is what they replicate.
+  const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
+  const RooflineCostModel cost(hardware_preset("h100"));
+  const Cluster unknown = cluster_of(4, 4);
+  int64_t least = INT64_MAX, most = 0;
+  for (const Plan& p : enumerate_plans(c, 4)) {
+    least = std::min(least, max_weight_shard_bytes(p, c));
+    most = std::max(most, max_weight_shard_bytes(p, c));
+  }
+  ASSERT_GT(most - least, int64_t{200} << 20);
+  const int64_t memory = most - 1;
+  const auto ranking = predict_plans(c, small_workload(), cluster_of(4, 4, memory), cost, {});
+  int fitting = 0;
+  for (const PlanPrediction& p : ranking) {
+    const int64_t weights = max_weight_shard_bytes(p.plan, c);
+    if (p.fits) {
+      ++fitting;
+      EXPECT_LE(p.memory.total(), memory) << p.plan.to_string();
+      EXPECT_EQ(p.memory.weights, weights) << p.plan.to_string();
+    } else {
+      EXPECT_NE(p.refusal.find("of weights"), std::string::npos) << p.refusal;
+    }
+    if (weights == most) {
+      EXPECT_FALSE(p.fits) << p.plan.to_string();
+    }
+    if (weights == least) {
+      EXPECT_TRUE(p.fits) << p.plan.to_string() << ": " << p.refusal;
+    }
+    // Memory unknown: everything fits.
+    EXPECT_TRUE(predict_plan(c, p.plan, small_workload(), unknown, cost, {}).fits);
+  }
+  EXPECT_GT(fitting, 0);
+  EXPECT_LT(fitting, static_cast<int>(ranking.size()));
+  EXPECT_TRUE(std::is_partitioned(ranking.begin(), ranking.end(), [](const PlanPrediction& p) { return p.fits; }));
+
+  // 14 GiB hold the 12.9 GiB of weights and a 1,024-token request's KV cache, not a 4,096-token one's.
+  Workload w = small_workload();
+  for (const int64_t prompt : {1024, 4096}) {
+    w.prompt_tokens = w.max_batch_tokens = prompt;
+    const PlanPrediction p = predict_plan(c, Plan{}, w, cluster_of(1, 1, int64_t{14} << 30), cost, {});
+    EXPECT_EQ(p.fits, prompt == 1024) << p.refusal;
+    if (!p.fits) {
+      EXPECT_EQ(p.refusal.find("the KV cache has room for"), 0u) << p.refusal;
+    }
+  }
+}
+
+// Every plan of a 64-rank cluster, under figures `f`.
+std::vector<PlanPrediction> by_plan(const ModelConfig& c, const HardwareFigures& f) {
+  Workload w = small_workload();
+  w.requests = 4096;
+  w.max_batch = 128;
+  w.prompt_tokens = 256;
+  w.max_batch_tokens = 2048;
+  auto all = predict_plans(c, w, cluster_of(64, 8, f.memory_bytes), RooflineCostModel(f), {});
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return key(a.plan) < key(b.plan); });
+  return all;
+}
+
+TEST(Predictor, FasterHardwareNeverPredictsSlower) {
+  const ModelConfig c = preset(Family::Qwen3Moe, "qwen3-30b-a3b");
+  const HardwareFigures base = hardware_preset("h100");
+  const auto before = by_plan(c, base);
+  const std::vector<std::pair<std::string, void (*)(HardwareFigures&)>> faster = {
+      {"hbm", [](HardwareFigures& f) { f.hbm_bytes_per_s *= 2; }},
+      {"flops", [](HardwareFigures& f) { f.gemm_flops *= 2; }},
+      {"intra bandwidth", [](HardwareFigures& f) { f.intra.bytes_per_s *= 2; }},
+      {"inter bandwidth", [](HardwareFigures& f) { f.inter.bytes_per_s *= 2; }},
+      {"latency", [](HardwareFigures& f) { f.intra.latency_s /= 2, f.inter.latency_s /= 2; }},
+      {"kernel gaps", [](HardwareFigures& f) { f.launch_s /= 2, f.graph_node_s /= 2; }}};
+  for (const auto& [what, change] : faster) {
+    HardwareFigures f = base;
+    change(f);
+    const auto after = by_plan(c, f);
+    ASSERT_EQ(after.size(), before.size());
+    for (size_t i = 0; i < after.size(); ++i) {
+      const auto &a = after[i], &b = before[i];
+      const std::string where = what + ", " + a.plan.to_string();
+      EXPECT_EQ(a.fits, b.fits) << where;
+      EXPECT_LE(a.decode.total_s(), b.decode.total_s() * (1 + 1e-12)) << where;
+      EXPECT_LE(a.prefill.total_s(), b.prefill.total_s() * (1 + 1e-12)) << where;
+      EXPECT_GE(a.output_tokens_per_s, b.output_tokens_per_s * (1 - 1e-12)) << where;
+      EXPECT_LE(a.ttft_s, b.ttft_s * (1 + 1e-12)) << where;
+    }
+  }
+}
+
+TEST(Predictor, MoreTokensNeverMakeAStepFaster) {
+  const ModelConfig c = preset(Family::Qwen3Moe, "qwen3-30b-a3b");
+  const RooflineCostModel cost(hardware_preset("h200"));
+  for (const Plan& plan : {Plan{1, 1, 1, 1}, Plan{1, 2, 4, 8}, Plan{2, 4, 2, 4}, Plan{4, 1, 2, 2}}) {
+    const PlanGeometry g = plan_geometry(c, plan, 8);
+    double last = 0;
+    for (int64_t batch = 1; batch <= 300; batch += 7) {
+      const double t = step_cost(g, {}, {batch, 1, 600, false, plan.pp}, cost).total_s();
+      EXPECT_GE(t, last) << plan.to_string() << " decode batch " << batch;
+      last = t;
+    }
+    last = 0;
+    for (int64_t context = 1; context <= 8192; context *= 2) {
+      const double t = step_cost(g, {}, {32, 1, context, false, plan.pp}, cost).total_s();
+      EXPECT_GE(t, last) << plan.to_string() << " decode context " << context;
+      last = t;
+    }
+    last = 0;
+    for (int64_t prompts = 1; prompts <= 16; ++prompts) {
+      const double t = step_cost(g, {}, {prompts, 512, 512, true, plan.pp}, cost).total_s();
+      EXPECT_GE(t, last) << plan.to_string() << " prefill prompts " << prompts;
+      last = t;
+    }
+  }
+}
+
+// One MoE layer: vocabulary 8, hidden 4, 2 query heads over 1 kv head of 2, 2 experts of 4, top-1.
+ModelConfig tiny_config() {
+  ModelConfig c;
+  c.vocab_size = 8;
+  c.hidden_size = 4;
+  c.num_layers = 1;
+  c.num_heads = 2;
+  c.num_kv_heads = 1;
+  c.head_dim = 2;
+  c.intermediate_size = 4;
+  c.moe_intermediate_size = 4;
+  c.num_experts = 2;
+  c.top_k = 1;
+  c.layer_is_moe = {true};
+  return c;
+}
+
+TEST(Predictor, TinyDecodeStepAsComputedByHand) {
+  HardwareFigures f;
+  f.name = "unit";
+  f.gemm_flops = 1e9;       // a FLOP and a byte both take 1 ns
+  f.hbm_bytes_per_s = 1e9;
+  f.graph_node_s = 1e-6;
+  f.launch_s = 5e-6;
+  f.intra = f.inter = {1e9, 1e-3};  // unused: one rank
+  const RooflineCostModel cost(f);
+  const ModelConfig c = tiny_config();
+  // One sequence decoding one token at context 3, on one rank (pp = 1: a recorded graph).
+  const StepCost s = step_cost(plan_geometry(c, Plan{}, 1), {}, {1, 1, 3, false, 1}, cost);
+  // Each kernel: max(FLOPs, bytes) in ns, bf16 = 2 bytes.
+  const double by_hand[] = {
+      16,  // embed: read and write a row of 4
+      16,  // rmsnorm (the stage's first layer): read and write 4
+      48,  // q = gemm(1, 4, 4): 32 FLOPs, 2 * (4 + 16 + 4) bytes
+      28,  // k = gemm(1, 2, 4): 2 * (4 + 8 + 2) bytes
+      28,  // v
+      24,  // rope: q and k (4 + 2) read and written
+      16,  // kv_append: k and v (2 each) read and written
+      48,  // attention: 4 * 3 keys * 4 q columns FLOPs (40 bytes)
+      48,  // o = gemm(1, 4, 4)
+      32,  // add_rmsnorm: hidden and delta read, both written
+      28,  // router = gemm(1, 2, 4)
+      16,  // router_topk: 2 float32 logits, one (id, weight)
+      8,   // the routing record: one int32 copied
+      88,  // experts' gate/up: one expert active (1 - (1 - 1/2)^1 of 2), [4 x 8] weights + row in/out
+      48,  // experts' down: [4 x 4] weights + row in/out
+      24,  // the last residual add: 3 rows of 4
+      16,  // gather the logit row
+      16,  // final norm
+      88,  // lm head = gemm(1, 8, 4): 2 * (4 + 32 + 8) bytes
+      48,  // to float32: 8 bf16 read, 8 float32 written
+      32,  // argmax: 8 float32
+  };
+  double compute_ns = 0;
+  for (double t : by_hand) compute_ns += t;
+  EXPECT_NEAR(s.compute_s, compute_ns * 1e-9, 1e-15);  // 716 ns
+  EXPECT_NEAR(s.kernel_overhead_s, 21 * 1e-6, 1e-15);  // 20 Ops calls, moe_experts two kernels
+  EXPECT_EQ(s.tp_comm_s + s.expert_comm_s + s.pipeline_comm_s + s.bubble_s + s.host_sync_s + s.imbalance_s, 0);
+  EXPECT_NEAR(s.total_s(), 716e-9 + 21e-6, 1e-15);
+}
+
+// A skewed routing: the first expert set gets ten times the picks of the others.
+std::vector<std::vector<int64_t>> skewed_counts(const ModelConfig& c, int hot_experts) {
+  std::vector<std::vector<int64_t>> counts(static_cast<size_t>(c.num_moe_layers()),
+                                           std::vector<int64_t>(static_cast<size_t>(c.num_experts), 100));
+  for (auto& layer : counts)
+    for (int e = 0; e < hot_experts; ++e) layer[static_cast<size_t>(e)] = 1000;
+  return counts;
+}
+
+TEST(Predictor, SkewedLoadsSlowExpertParallelism) {
+  const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
+  const RooflineCostModel cost(hardware_preset("h100"));
+  const ExpertShares skewed = expert_shares_from_counts(c, skewed_counts(c, 8), "test");
+  // Decode reads the same experts' weights either way (a little slower); prefill is compute-bound.
+  for (const StepShape shape : {StepShape{64, 1, 600, false, 1}, StepShape{8, 512, 512, true, 1}}) {
+    const PlanGeometry ep = plan_geometry(c, Plan{1, 1, 8, 8}, 8);
+    const StepCost uniform = step_cost(ep, {}, shape, cost), busy = step_cost(ep, skewed, shape, cost);
+    EXPECT_GT(busy.total_s(), uniform.total_s() * (shape.prefill ? 1.5 : 1.01)) << "prefill " << shape.prefill;
+    EXPECT_GT(busy.imbalance_s, 0);
+    EXPECT_EQ(uniform.imbalance_s, 0);
+    // Without expert parallelism every rank holds a slice of every expert: nothing to wait for.
+    const PlanGeometry sliced = plan_geometry(c, Plan{1, 8, 1, 1}, 8);
+    EXPECT_EQ(step_cost(sliced, skewed, shape, cost).imbalance_s, 0);
+  }
+  // Loads that do not match the model are refused, naming their source.
+  auto counts = skewed_counts(c, 8);
+  counts.pop_back();
+  const std::string e = test::error_of([&] { expert_shares_from_counts(c, counts, "run.h5"); });
+  EXPECT_NE(e.find("run.h5: expert loads for 15 MoE layers, the model has 16"), std::string::npos) << e;
+}
+
+TEST(Predictor, ReadsExpertLoadsFromAResultsFile) {
+  testing::TempDir dir("predictor-routing");
+  ModelConfig c = fixture("olmoe");
+  c.layer_is_moe[0] = false;
+  const int64_t layers = c.num_layers, experts = c.num_experts;
+  std::vector<int64_t> flat(static_cast<size_t>(layers * experts));
+  for (size_t i = 0; i < flat.size(); ++i) flat[i] = static_cast<int64_t>(i);
+  const std::string path = dir.file("run.h5");
+  {
+    h5::File f = h5::File::create(path);
+    f.create_group("/experts");
+    f.write("/experts/tokens", flat, {layers, experts});
+    f.close();
+  }
+  const auto loads = read_expert_loads(path, c);
+  ASSERT_EQ(static_cast<int64_t>(loads.size()), layers - 1);
+  EXPECT_EQ(loads[0][0], experts);  // row 1 of the file: row 0 is the dense layer's
+  ModelConfig other = c;
+  other.num_experts *= 2;
+  const std::string e = test::error_of([&] { read_expert_loads(path, other); });
+  EXPECT_NE(e.find(path + ": /experts/tokens is not"), std::string::npos) << e;
+}
+
+// perf/RESULTS.md: median decode steps measured with CUDA graphs (context about 528) and
+// prefill rates. A prediction is an upper bound: never a shorter step or lower rate than these.
+TEST(Predictor, NeverSlowerThanTheEngineMeasured) {
+  struct Measured {
+    Family family;
+    const char* preset;
+    const char* hardware;
+    std::vector<std::pair<int64_t, double>> decode_ms;  // batch, step
+    double prefill_tokens_per_s;
+  };
+  const Measured runs[] = {
+      {Family::Olmoe, "olmoe-1b-7b", "h100", {{1, 1.89}, {8, 5.22}, {32, 9.45}, {64, 10.77}, {128, 14.44}, {256, 22.48}}, 85251},
+      {Family::Qwen2Moe, "qwen1.5-moe-a2.7b", "h100", {{1, 3.44}, {8, 7.20}, {64, 18.84}, {256, 35.90}}, 61607},
+      {Family::Mixtral, "mixtral-8x7b", "h200", {{1, 8.16}, {8, 27.44}, {64, 46.74}, {256, 74.27}}, 7981},
+  };
+  for (const Measured& m : runs) {
+    const ModelConfig c = preset(m.family, m.preset);
+    const RooflineCostModel cost(hardware_preset(m.hardware));
+    const PlanGeometry g = plan_geometry(c, Plan{}, 1);
+    for (const auto& [batch, ms] : m.decode_ms) {
+      const double predicted = step_cost(g, {}, {batch, 1, 528, false, 1}, cost).total_s() * 1e3;
+      EXPECT_LE(predicted, ms) << m.preset << " batch " << batch;
+      EXPECT_GT(predicted, ms / 4) << m.preset << " batch " << batch << ": a floor this low says little";
+    }
+    const double prefill_s = step_cost(g, {}, {16, 512, 512, true, 1}, cost).total_s();
+    EXPECT_GE(16 * 512 / prefill_s, m.prefill_tokens_per_s) << m.preset;
+  }
+}
+
+TEST(Predictor, RanksA1024GpuClusterQuickly) {
+  const ModelConfig c = preset(Family::Qwen3Moe, "qwen3-30b-a3b");
+  const HardwareFigures f = hardware_preset("h200");
+  const auto start = std::chrono::steady_clock::now();
+  const auto ranking = predict_plans(c, Workload{}, {1024, 8, f.memory_bytes, f.reserved_bytes}, RooflineCostModel(f), {});
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(ranking.size(), enumerate_plans(c, 1024).size());
+  ASSERT_FALSE(ranking.empty());
+  EXPECT_TRUE(ranking[0].fits);
+  EXPECT_LT(s, 5.0) << "the target is 1 s (measured in perf/, not here)";
+  for (size_t i = 1; i < ranking.size() && ranking[i].fits; ++i)
+    EXPECT_GE(ranking[i - 1].output_tokens_per_s, ranking[i].output_tokens_per_s);
+}
+
+TEST(Predictor, ArrivalRateSetsTheBatchAndCapsThroughput) {
+  const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
+  const HardwareFigures f = hardware_preset("h100");
+  const RooflineCostModel cost(f);
+  Workload w;
+  w.arrival_rate = 10;  // 10 requests/s of 128 tokens: 1,280 tok/s
+  const PlanPrediction light = predict_plan(c, Plan{}, w, {1, 1, f.memory_bytes, f.reserved_bytes}, cost, {});
+  EXPECT_EQ(light.batch_limit, "arrival rate");
+  EXPECT_LT(light.batch, 8);
+  EXPECT_DOUBLE_EQ(light.output_tokens_per_s, 1280);
+  w.arrival_rate = 0;
+  const PlanPrediction batch = predict_plan(c, Plan{}, w, {1, 1, f.memory_bytes, f.reserved_bytes}, cost, {});
+  EXPECT_EQ(batch.batch, w.max_batch);
+  EXPECT_LT(light.itl_s, batch.itl_s);
+}
+
+TEST(Predictor, ExplainsTheWinnerAndWritesEveryPlan) {
+  testing::TempDir dir("predictor-out");
+  const ModelConfig c = fixture("qwen3_moe");
+  const auto ranking = predict_plans(c, small_workload(), cluster_of(4, 4, int64_t{1} << 30),
+                                     RooflineCostModel(hardware_preset("cpu")), {});
+  ASSERT_GE(ranking.size(), 2u);
+  const std::string why = explain_best(ranking);
+  EXPECT_EQ(why.find(ranking[0].plan.to_string() + " wins"), 0u) << why;
+  EXPECT_NE(why.find(ranking[1].plan.to_string()), std::string::npos) << why;
+
+  const std::string path = dir.file("plans.h5");
+  write_predictions(path, ranking, {{"workload", describe(small_workload())}});
+  const std::vector<std::string> plans = read_strings(path, "/plans/plan");
+  ASSERT_EQ(plans.size(), ranking.size());
+  EXPECT_EQ(plans[0], ranking[0].plan.to_string());
+  EXPECT_EQ(read_dims(path, "/plans/decode_parts"), (std::vector<int64_t>{static_cast<int64_t>(ranking.size()), 8}));
+  EXPECT_EQ(read_float64(path, "/plans/output_tokens_per_s")[0], ranking[0].output_tokens_per_s);
+  EXPECT_EQ(read_string_attribute(path, "/", "workload"), describe(small_workload()));
+}
+
+TEST(Predictor, WorkloadsFromPromptsAndTheirChecks) {
+  std::vector<RequestSpec> requests(3);
+  requests[0].prompt_tokens.assign(10, 1);
+  requests[1].prompt_tokens.assign(20, 1);
+  requests[2].prompt_tokens.assign(30, 1);
+  requests[0].max_new_tokens = 4;
+  requests[1].max_new_tokens = 8;  // the third takes the base's 12
+  Workload base;
+  base.output_tokens = 12;
+  const Workload w = workload_from_requests(requests, base, "p.jsonl");
+  EXPECT_EQ(w.requests, 3);
+  EXPECT_EQ(w.prompt_tokens, 20);
+  EXPECT_EQ(w.output_tokens, 8);
+  const std::pair<void (*)(Workload&), const char*> bad[] = {
+      {[](Workload& x) { x.prompt_tokens = 0; }, "--prompt-tokens"},
+      {[](Workload& x) { x.output_tokens = -1; }, "--output-tokens"},
+      {[](Workload& x) { x.requests = 0; }, "--requests"},
+      {[](Workload& x) { x.arrival_rate = -2; }, "--arrival-rate"},
+      {[](Workload& x) { x.max_batch = 0; }, "--max-batch"},
+      {[](Workload& x) { x.max_batch_tokens = 0; }, "--max-batch-tokens"}};
+  for (const auto& [spoil, option] : bad) {
+    Workload x;
+    spoil(x);
+    const std::string e = test::error_of([&] { check_workload(x); });
+    EXPECT_EQ(e.find(option), 0u) << e;
+  }
+}
+
+}  // namespace
+}  // namespace moetron
