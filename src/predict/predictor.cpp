@@ -30,6 +30,7 @@ MemoryFit fit_memory(const ModelConfig& config, const PlanGeometry& g, const Wor
   RankMemoryInputs in;
   in.max_step_tokens = std::max(w.max_batch_tokens, w.prompt_tokens);
   in.max_seqs = w.max_batch;
+  in.block_size = w.block_size;
   fit.kv_tokens = INT64_MAX;
   for (size_t s = 0; s < g.stages.size(); ++s) {
     const RankMemoryNeed need = estimate_rank_memory(config, g.plan, g.stages[s], in);

@@ -67,6 +67,14 @@ TEST(Predictor, RanksEveryPlanABruteForceSearchFinds) {
   }
 }
 
+// The bf16 bytes of the largest weight shard of the plan (what a CUDA rank holds).
+int64_t largest_weight_bytes(const Plan& p, const ModelConfig& c) {
+  int64_t most = 0;
+  for (int r = 0; r < p.world_size(); ++r)
+    most = std::max(most, 2 * weight_shard_params(c, layout_for(p, c, r).shard));
+  return most;
+}
+
 TEST(Predictor, RefusesWhatDoesNotFit) {
   // Every plan splits the experts over all ranks; what differs is what they replicate.
   const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
@@ -74,15 +82,15 @@ TEST(Predictor, RefusesWhatDoesNotFit) {
   const Cluster unknown = cluster_of(4, 4);
   int64_t least = INT64_MAX, most = 0;
   for (const Plan& p : enumerate_plans(c, 4)) {
-    least = std::min(least, max_weight_shard_bytes(p, c));
-    most = std::max(most, max_weight_shard_bytes(p, c));
+    least = std::min(least, largest_weight_bytes(p, c));
+    most = std::max(most, largest_weight_bytes(p, c));
   }
   ASSERT_GT(most - least, int64_t{200} << 20);
   const int64_t memory = most - 1;
   const auto ranking = predict_plans(c, small_workload(), cluster_of(4, 4, memory), cost, {});
   int fitting = 0;
   for (const PlanPrediction& p : ranking) {
-    const int64_t weights = max_weight_shard_bytes(p.plan, c);
+    const int64_t weights = largest_weight_bytes(p.plan, c);
     if (p.fits) {
       ++fitting;
       EXPECT_LE(p.memory.total(), memory) << p.plan.to_string();
