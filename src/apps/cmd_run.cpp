@@ -113,6 +113,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   facts.places = outcome.places;
   facts.world_size = world_size;
   RunResults results = assemble_results(facts, specs, all, report, outcome.expert_tokens, outcome.traffic);
+  results.startup = outcome.startup;
 #ifdef MOETRON_HAVE_CUDA
   if (idle_observer) {
     const DecodeIdleSummary idle = idle_observer->summarize();

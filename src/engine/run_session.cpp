@@ -1,9 +1,12 @@
 #include "moetron/engine/run_session.hpp"
 
 #include <algorithm>
+#include <iomanip>
+#include <sstream>
 
 #include "moetron/core/error.hpp"
 #include "moetron/core/log.hpp"
+#include "moetron/core/stopwatch.hpp"
 #include "moetron/engine/gather.hpp"
 #include "moetron/model/weight_source.hpp"
 
@@ -98,9 +101,38 @@ std::vector<Sequence> requests_for_replica(const std::vector<RequestSpec>& reque
   return mine;
 }
 
+StartupRecord slowest_startup(Communicator& world, const StartupRecord& mine) {
+  // Times travel as integer nanoseconds: the host all-reduce takes int64.
+  const auto ns = [](double s) { return static_cast<int64_t>(s * 1e9); };
+  std::vector<int64_t> v = {ns(mine.weights_seconds), mine.weights_bytes_read, ns(mine.kv_cache_seconds),
+                            ns(mine.graphs_seconds), mine.graphs, ns(mine.total_seconds)};
+  world.allreduce_host(v, /*max_instead_of_sum=*/true);
+  StartupRecord s;
+  s.weights_seconds = v[0] * 1e-9;
+  s.weights_bytes_read = v[1];
+  s.kv_cache_seconds = v[2] * 1e-9;
+  s.graphs_seconds = v[3] * 1e-9;
+  s.graphs = v[4];
+  s.total_seconds = v[5] * 1e-9;
+  return s;
+}
+
+std::string describe_startup(const StartupRecord& s) {
+  std::ostringstream os;
+  os << std::setprecision(3) << "startup: ready in " << s.total_seconds << " s; weights " << s.weights_bytes_read / 1e9
+     << " GB read in " << s.weights_seconds << " s";
+  if (s.weights_seconds > 0) os << " (" << s.weights_bytes_read / s.weights_seconds / 1e9 << " GB/s)";
+  os << ", KV cache " << s.kv_cache_seconds << " s";
+  if (s.graphs > 0)
+    os << ", " << s.graphs << " decode graphs recorded in " << s.graphs_seconds << " s";
+  os << " (slowest rank for each part)";
+  return os.str();
+}
+
 RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>& requests,
                        const RunSettings& settings, const DeviceAccess& device, MPI_Comm world)
     : config_(config), requests_(requests), settings_(settings), gpu_uuid_(device.gpu_uuid), world_(world) {
+  const Stopwatch setup;
   const Plan& plan = settings_.plan;
   groups_ = build_groups(plan, config_, world);
   const ShardSpec& shard = groups_.layout.shard;
@@ -111,13 +143,18 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
   device.bind_transports(groups_, *ops_);
 
   {
+    const Stopwatch loading;
     std::unique_ptr<WeightSource> source = settings_.dummy_weights
                                                ? make_random_source(settings_.weights_seed, DType::BF16)
                                                : open_checkpoint_source(settings_.model_dir);
     weights_ = load_weights(*source, config_, shard, *ops_);
+    ops_->sync();  // uploads may still be in flight
+    startup_.weights_seconds = loading.seconds();
+    startup_.weights_bytes_read = static_cast<int64_t>(weights_.source_bytes);
   }
   LOG_INFO("weights loaded: " << weights_.bytes / 1e6 << " MB on rank 0");
 
+  const Stopwatch kv_timer;
   set_up_kv_cache();
 
   forward_context_.config = &config_;
@@ -133,11 +170,20 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
   // One block more than the scheduler hands out: the scratch block that padded rows of a
   // recorded decode step write into.
   forward_ = std::make_unique<ModelForward>(forward_context_, kv_blocks_ + 1, settings_.block_size);
+  startup_.kv_cache_seconds = kv_timer.seconds();
   LOG_INFO("KV cache: " << kv_blocks_ * settings_.block_size << " tokens per replica ("
                         << forward_->kv_cache_bytes() / 1e6 << " MB on rank 0)");
 
   mine_ = requests_for_replica(requests_, plan.dp, groups_.coords.dp, settings_.defaults);
+  const Stopwatch recording;
   set_up_graphs();
+  if (graphs_) {
+    startup_.graphs_seconds = recording.seconds();
+    startup_.graphs = static_cast<int64_t>(graphs_->buckets().size());
+  }
+  startup_.total_seconds = setup.seconds();
+  startup_ = slowest_startup(*groups_.world, startup_);
+  LOG_INFO(describe_startup(startup_));
 }
 
 RunSession::~RunSession() = default;
@@ -212,6 +258,7 @@ RunOutcome RunSession::run() {
   out.traffic = gather_traffic(groups_, plan.world_size());
   out.finished = gather_sequences(*groups_.world, eg.reporters, mine_);
   out.places = gather_places(*ops_, gpu_uuid_, world_);
+  out.startup = startup_;
   return out;
 }
 

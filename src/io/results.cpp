@@ -159,6 +159,16 @@ void write_summary(h5::File& f, const RunSummary& s) {
   f.set_attribute("/summary", "total_tokens_per_s", s.total_tokens_per_s);
 }
 
+void write_startup(h5::File& f, const StartupRecord& s) {
+  f.create_group("/startup");
+  f.set_attribute("/startup", "weights_seconds", s.weights_seconds);
+  f.set_attribute("/startup", "weights_bytes_read", s.weights_bytes_read);
+  f.set_attribute("/startup", "kv_cache_seconds", s.kv_cache_seconds);
+  f.set_attribute("/startup", "graphs_seconds", s.graphs_seconds);
+  f.set_attribute("/startup", "graphs", s.graphs);
+  f.set_attribute("/startup", "total_seconds", s.total_seconds);
+}
+
 void write_ranks(h5::File& f, const std::vector<RankRecord>& ranks, const std::string& plan) {
   f.create_group("/ranks");
   f.set_attribute("/ranks", "plan", plan);
@@ -207,6 +217,7 @@ void write_results(const std::string& path, const RunResults& results) {
     write_steps(f, results.steps);
     write_experts(f, results.expert_tokens);
     write_summary(f, summarize(results));
+    write_startup(f, results.startup);
     if (!results.ranks.empty()) write_ranks(f, results.ranks, results.meta.plan);
     f.close();
   });

@@ -64,14 +64,15 @@ class Loader {
 
   ModelWeights load() {
     ModelWeights w;
-    if (s_.first_stage) w.embed = up(src_.read_all(names_.embed()));
+    if (s_.first_stage) w.embed = up(read_all(names_.embed()));
     if (s_.last_stage) {
-      w.final_norm = up(src_.read_all(names_.final_norm()));
+      w.final_norm = up(read_all(names_.final_norm()));
       const TensorSpec head = c_.tie_word_embeddings ? names_.embed() : names_.lm_head();
       w.lm_head = up(lm_head_rows(head));
     }
     for (int64_t l = s_.layer_begin; l < s_.layer_end; ++l) w.layers.push_back(layer(l));
     w.bytes = bytes_;
+    w.source_bytes = source_bytes_;
     return w;
   }
 
@@ -93,9 +94,16 @@ class Loader {
     return concat_rows({real, zeros}, {s_.vocab_rows, H});
   }
   // Rows [begin, begin + count) of a matrix.
-  Tensor rows(const TensorSpec& t, int64_t begin, int64_t count) { return src_.read(t, begin, count, 0, -1); }
+  Tensor rows(const TensorSpec& t, int64_t begin, int64_t count) { return read(t, begin, count, 0, -1); }
   // Columns [begin, begin + count) of a matrix, or elements of a vector.
-  Tensor cols(const TensorSpec& t, int64_t begin, int64_t count) { return src_.read(t, 0, -1, begin, count); }
+  Tensor cols(const TensorSpec& t, int64_t begin, int64_t count) { return read(t, 0, -1, begin, count); }
+  // Every read goes through here, so that the bytes read can be reported (startup rate).
+  Tensor read(const TensorSpec& t, int64_t row_begin, int64_t row_count, int64_t col_begin, int64_t col_count) {
+    Tensor host = src_.read(t, row_begin, row_count, col_begin, col_count);
+    source_bytes_ += host.nbytes();
+    return host;
+  }
+  Tensor read_all(const TensorSpec& t) { return read(t, 0, -1, 0, -1); }
 
   // A SwiGLU MLP's column slice: [gate rows; up rows] and down's matching columns.
   MlpWeights mlp(const TensorSpec& gate, const TensorSpec& upn, const TensorSpec& down,
@@ -112,8 +120,8 @@ class Loader {
     const int64_t k0 = s_.kv_head_begin * hd, kn = s_.kv_head_count * hd;
     LayerWeights w;
     w.index = l;
-    w.input_norm = up(src_.read_all(names_.input_norm(l)));
-    w.post_attention_norm = up(src_.read_all(names_.post_attention_norm(l)));
+    w.input_norm = up(read_all(names_.input_norm(l)));
+    w.post_attention_norm = up(read_all(names_.post_attention_norm(l)));
     AttentionWeights& a = w.attn;
     a.q = up(rows(names_.q_proj(l), q0, qn));
     a.k = up(rows(names_.k_proj(l), k0, kn));
@@ -124,10 +132,10 @@ class Loader {
       a.k_bias = up(cols(names_.k_bias(l), k0, kn));
       a.v_bias = up(cols(names_.v_bias(l), k0, kn));
     }
-    if (c_.o_bias) a.o_bias = up(src_.read_all(names_.o_bias(l)));
+    if (c_.o_bias) a.o_bias = up(read_all(names_.o_bias(l)));
     if (c_.qk_norm == QkNorm::PerHead) {
-      a.q_norm = up(src_.read_all(names_.q_norm(l)));
-      a.k_norm = up(src_.read_all(names_.k_norm(l)));
+      a.q_norm = up(read_all(names_.q_norm(l)));
+      a.k_norm = up(read_all(names_.k_norm(l)));
     } else if (c_.qk_norm == QkNorm::WholeProjection) {
       a.q_norm = up(cols(names_.q_norm(l), q0, qn));
       a.k_norm = up(cols(names_.k_norm(l), k0, kn));
@@ -138,7 +146,7 @@ class Loader {
                     s_.mlp_col_count);
       return w;
     }
-    w.router = up(src_.read_all(names_.router(l)));
+    w.router = up(read_all(names_.router(l)));
     // This rank's experts, stacked: gate_up [E_local, 2 I_shard, H], down [E_local, H, I_shard].
     const int64_t i0 = s_.expert_col_begin, in = s_.expert_col_count;
     std::vector<Tensor> gate_up, down;
@@ -156,7 +164,7 @@ class Loader {
     if (c_.shared_expert_intermediate_size > 0) {
       w.shared = mlp(names_.shared_expert_gate_proj(l), names_.shared_expert_up(l),
                      names_.shared_expert_down(l), s_.shared_col_begin, s_.shared_col_count);
-      if (c_.shared_expert_gate) w.shared_gate = up(src_.read_all(names_.shared_expert_gate(l)));
+      if (c_.shared_expert_gate) w.shared_gate = up(read_all(names_.shared_expert_gate(l)));
     }
     return w;
   }
@@ -167,6 +175,7 @@ class Loader {
   Ops& ops_;
   WeightNames names_;
   size_t bytes_ = 0;
+  size_t source_bytes_ = 0;
 };
 
 }  // namespace

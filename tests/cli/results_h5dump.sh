@@ -30,6 +30,10 @@ out="$work/results.h5"
   --out "$out" >"$work/run.log" 2>&1 || { cat "$work/run.log"; fail "moetron run failed"; }
 [[ -f "$out" ]] || fail "no results file at $out"
 ls "$work" | grep -q '\.tmp\.' && fail "a temporary file was left in $work"
+grep -q "startup: ready in .* s; weights .* GB read in" "$work/run.log" || fail "no startup line in the log"
+# The fixture's weights were read: a positive byte count in /startup.
+read_bytes=$(h5dump -a /startup/weights_bytes_read "$out" | grep -o '(0): [0-9]*' | grep -o '[0-9]*$')
+[[ "${read_bytes:-0}" -gt 0 ]] || fail "/startup@weights_bytes_read is '${read_bytes:-}', not positive"
 
 # ---- every documented, always-present name, with its type ---------------------------------------
 h5type() {

@@ -65,6 +65,7 @@ RunResults full_results() {
   r.meta.created_utc = "2026-01-31T12:00:00Z";
   r.meta.extra["note"] = "unit test";
   r.logits_vocab_size = 4;
+  r.startup = {2.5, 123456789, 0.25, 1.5, 3, 4.75};
   auto request = [](std::string id, std::vector<int32_t> prompt, std::vector<int32_t> out,
                     FinishReason why, float logit_base) {
     RequestResult q;
@@ -376,6 +377,17 @@ std::map<std::string, SchemaEntry> dumped_schema(const std::string& file) {
 }
 
 bool have_h5dump() { return std::system("h5dump --version >/dev/null 2>&1") == 0; }
+
+TEST_F(ResultsTest, StartupTimesRoundTrip) {
+  write_results(path("startup.h5"), full_results());
+  const std::string f = path("startup.h5");
+  EXPECT_DOUBLE_EQ(read_float64_attribute(f, "/startup", "weights_seconds"), 2.5);
+  EXPECT_EQ(read_int64_attribute(f, "/startup", "weights_bytes_read"), 123456789);
+  EXPECT_DOUBLE_EQ(read_float64_attribute(f, "/startup", "kv_cache_seconds"), 0.25);
+  EXPECT_DOUBLE_EQ(read_float64_attribute(f, "/startup", "graphs_seconds"), 1.5);
+  EXPECT_EQ(read_int64_attribute(f, "/startup", "graphs"), 3);
+  EXPECT_DOUBLE_EQ(read_float64_attribute(f, "/startup", "total_seconds"), 4.75);
+}
 
 TEST_F(ResultsTest, SchemaMatchesDocs) {
   if (!have_h5dump()) GTEST_SKIP() << "h5dump not found";

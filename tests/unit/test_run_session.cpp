@@ -121,5 +121,15 @@ TEST(RequestAssignment, EveryDpThRequestInFileOrderWithDefaultsFilledIn) {
   EXPECT_THROW(requests_for_replica(specs, 2, 2, d), Error);
 }
 
+TEST(Startup, TheLogLineGivesEachPartAndTheReadRate) {
+  StartupRecord s{2.0, 4000000000, 0.5, 1.25, 3, 4.0};
+  const std::string line = describe_startup(s);
+  EXPECT_NE(line.find("ready in 4 s"), std::string::npos) << line;
+  EXPECT_NE(line.find("4 GB read in 2 s (2 GB/s)"), std::string::npos) << line;
+  EXPECT_NE(line.find("3 decode graphs recorded in 1.25 s"), std::string::npos) << line;
+  s.graphs = 0;
+  EXPECT_EQ(describe_startup(s).find("graphs"), std::string::npos) << describe_startup(s);
+}
+
 }  // namespace
 }  // namespace moetron

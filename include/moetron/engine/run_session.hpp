@@ -17,6 +17,7 @@
 #include "moetron/engine/engine.hpp"
 #include "moetron/engine/gather.hpp"
 #include "moetron/io/prompts.hpp"
+#include "moetron/io/results.hpp"
 #include "moetron/model/config.hpp"
 #include "moetron/model/weights.hpp"
 #include "moetron/parallel/groups.hpp"
@@ -64,6 +65,11 @@ struct RequestDefaults {
 std::vector<Sequence> requests_for_replica(const std::vector<RequestSpec>& requests, int replicas,
                                            int replica, const RequestDefaults& defaults);
 
+// The slowest rank's time for each part of start-up (collective over `world`).
+StartupRecord slowest_startup(Communicator& world, const StartupRecord& mine);
+// One log line: "startup: ready in ... s; weights ... GB read in ... s (... GB/s), ...".
+std::string describe_startup(const StartupRecord& startup);
+
 // ---- the session ----
 
 struct RunSettings {
@@ -99,6 +105,7 @@ struct RunOutcome {
   std::vector<int64_t> expert_tokens;  // [layers * E], see gather_expert_tokens
   std::vector<int64_t> traffic;        // [world * 2], see gather_traffic
   RankPlaces places;                   // every rank's host and device, see gather_places
+  StartupRecord startup;               // the slowest rank's set-up times (every rank has them)
 };
 
 class RunSession {
@@ -128,6 +135,7 @@ class RunSession {
   std::unique_ptr<ModelForward> forward_;
   std::vector<Sequence> mine_;
   std::unique_ptr<DecodeGraphs> graphs_;
+  StartupRecord startup_;  // this rank's until the constructor ends, then the slowest rank's
 };
 
 }  // namespace moetron

@@ -56,8 +56,19 @@ struct RankRecord {
   std::string host, device;  // where the rank ran, and on what (RunMetadata::device's words)
 };
 
+// Start-up, part by part: for each part, the longest any rank took (ranks wait for the slowest).
+struct StartupRecord {
+  double weights_seconds = 0;     // reading the shard from the source and uploading it
+  int64_t weights_bytes_read = 0; // the largest shard read, in the source's dtype
+  double kv_cache_seconds = 0;    // sizing and allocating the KV cache
+  double graphs_seconds = 0;      // recording the decode graphs (0 without graphs)
+  int64_t graphs = 0;             // decode graphs recorded (batch-size buckets)
+  double total_seconds = 0;       // the whole set-up, from the groups to the first step
+};
+
 struct RunResults {
   RunMetadata meta;
+  StartupRecord startup;
   std::vector<RequestResult> requests;  // in prompts-file order
   std::vector<StepRecord> steps;
   // [layers][experts]: routed token-slots per layer and expert; rows of dense layers are zero.

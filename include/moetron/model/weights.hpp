@@ -94,7 +94,8 @@ struct ModelWeights {
   Tensor final_norm;  // on the last stage
   Tensor lm_head;     // [vocab_rows, H] on the last stage (the embedding's rows when tied)
   std::vector<LayerWeights> layers;
-  size_t bytes = 0;   // as held by the backend
+  size_t bytes = 0;         // as held by the backend
+  size_t source_bytes = 0;  // as read from the source (the shard's slices, in its dtype)
 };
 
 ModelWeights load_weights(WeightSource& source, const ModelConfig& config, const ShardSpec& shard,
