@@ -11,6 +11,7 @@
 #include "moetron/core/format.hpp"
 #include "moetron/core/log.hpp"
 #include "moetron/engine/device_setup.hpp"
+#include "moetron/engine/plan_choice.hpp"
 #include "moetron/engine/run_session.hpp"
 #include "moetron/io/input_files.hpp"
 #include "moetron/io/prompts.hpp"
@@ -71,8 +72,24 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
   RunSettings settings = settings_from(o);
   const MemoryBudget budget = memory_budget(o, settings, backend, binding, specs);
+  const AutoPlanChooser by_prediction = [&](const MemoryBudget& agreed) {
+    PlanChoiceInputs in;
+    in.config = &config;
+    in.requests = &specs;
+    in.world_size = world_size;
+    in.ranks_per_node = binding.ranks_on_node;
+    in.memory = agreed;
+    std::string note;
+    in.hardware = hardware_for_device(backend, bound_device_name(backend, binding), &note);
+    if (!note.empty()) LOG_WARN(note);
+    in.max_batch = o.max_batch;
+    in.max_batch_tokens = o.max_batch_tokens;
+    const PlanChoice choice = choose_plan_by_prediction(in);
+    for (const std::string& line : choice.log) LOG_INFO(line);
+    return choice.plan;
+  };
   settings.plan = agree_plan(*make_mpi_communicator(MPI_COMM_WORLD, "world"), o.plan, config,
-                             budget, binding.ranks_on_node);
+                             budget, binding.ranks_on_node, by_prediction);
   const Plan& plan = settings.plan;
   LOG_INFO("model " << family_name(config.family) << " from " << o.model << ", " << specs.size()
                     << " requests, backend " << backend << ", plan " << plan.to_string() << " on "

@@ -138,6 +138,20 @@ int64_t memory_per_rank(int64_t requested, const std::string& backend, const Dev
   return host / std::max(1, binding.ranks_on_node);
 }
 
+std::string bound_device_name(const std::string& backend, const DeviceBinding& binding) {
+#ifdef MOETRON_HAVE_CUDA
+  if (backend == "cuda") {
+    MOETRON_CHECK(binding.device >= 0, "no CUDA device is bound to this rank");
+    cudaDeviceProp prop{};
+    CUDA_QUERY(cudaGetDeviceProperties(&prop, binding.device), "reading CUDA device " << binding.device);
+    return prop.name;
+  }
+#endif
+  (void)backend;
+  (void)binding;
+  return "cpu";
+}
+
 std::unique_ptr<Ops> make_ops(const std::string& backend, const DeviceBinding& binding, size_t arena_bytes) {
   if (backend == "cpu") return make_cpu_ops();
 #ifdef MOETRON_HAVE_CUDA

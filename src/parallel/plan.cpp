@@ -291,9 +291,11 @@ Plan choose_auto_plan(const ModelConfig& config, int world_size, const MemoryBud
   return *best;
 }
 
+bool is_auto_plan(const std::string& text) { return trim(text) == "auto"; }
+
 Plan resolve_plan(const std::string& text, const ModelConfig& config, int world_size, const MemoryBudget& memory,
                   int ranks_per_node) {
-  Plan plan = trim(text) == "auto" ? choose_auto_plan(config, world_size, memory, ranks_per_node) : parse_plan(text);
+  Plan plan = is_auto_plan(text) ? choose_auto_plan(config, world_size, memory, ranks_per_node) : parse_plan(text);
   validate_plan(plan, config, world_size, memory);
   return plan;
 }

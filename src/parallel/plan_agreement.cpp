@@ -8,7 +8,7 @@
 namespace moetron {
 
 Plan agree_plan(Communicator& world, const std::string& text, const ModelConfig& config,
-                const MemoryBudget& memory_here, int ranks_per_node) {
+                const MemoryBudget& memory_here, int ranks_per_node, const AutoPlanChooser& choose_auto) {
   // The smallest known memory, as a maximum of negatives (unknown ranks send the lowest value).
   const int64_t here = memory_here.bytes_per_rank;
   std::vector<int64_t> least = {here > 0 ? -here : std::numeric_limits<int64_t>::min()};
@@ -20,7 +20,13 @@ Plan agree_plan(Communicator& world, const std::string& text, const ModelConfig&
   std::vector<int64_t> answer;
   if (world.rank() == 0) {
     try {
-      const Plan p = resolve_plan(text, config, world.size(), memory, ranks_per_node);
+      Plan p;
+      if (choose_auto && is_auto_plan(text)) {
+        p = choose_auto(memory);
+        validate_plan(p, config, world.size(), memory);
+      } else {
+        p = resolve_plan(text, config, world.size(), memory, ranks_per_node);
+      }
       answer = {1, p.pp, p.tp, p.dp, p.ep};
     } catch (const std::exception& e) {
       const std::string msg = e.what();

@@ -36,6 +36,10 @@ DeviceBinding bind_rank_devices(MPI_Comm world, const std::string& backend,
 int64_t memory_per_rank(int64_t requested, const std::string& backend, const DeviceBinding& binding,
                         std::string* source = nullptr);
 
+// The name of the device the rank is bound to, as CUDA reports it ("NVIDIA H200"); "cpu" for the
+// CPU backend.
+std::string bound_device_name(const std::string& backend, const DeviceBinding& binding);
+
 // The backend's Ops, on the bound GPU for cuda.
 std::unique_ptr<Ops> make_ops(const std::string& backend, const DeviceBinding& binding, size_t arena_bytes);
 

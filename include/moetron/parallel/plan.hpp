@@ -89,6 +89,9 @@ std::vector<Plan> enumerate_plans(const ModelConfig& config, int world_size);
 // Throws Error when no plan is valid or none fits, saying why.
 Plan choose_auto_plan(const ModelConfig& config, int world_size, const MemoryBudget& memory, int ranks_per_node);
 
+// Whether the --plan text asks for the automatic choice ("auto", spaces around allowed).
+bool is_auto_plan(const std::string& text);
+
 // The --plan option: "auto" (choose_auto_plan) or an explicit plan, validated either way.
 Plan resolve_plan(const std::string& text, const ModelConfig& config, int world_size,
                   const MemoryBudget& memory, int ranks_per_node);

@@ -1,0 +1,43 @@
+// `--plan auto` by prediction: rank 0 ranks every plan of the job with the performance predictor
+// (predict/) and takes the best one that passes the engine's own checks. The policy lives here,
+// where tests reach it; the apps layer only supplies the inputs.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "moetron/io/prompts.hpp"
+#include "moetron/model/config.hpp"
+#include "moetron/parallel/memory_need.hpp"
+#include "moetron/parallel/plan.hpp"
+#include "moetron/predict/roofline_cost_model.hpp"
+
+namespace moetron {
+
+// The roofline figures for the device a run is bound to: the preset whose name appears in the
+// device's name ("NVIDIA H200" -> h200), "cpu" for the CPU backend. A device without a preset
+// gets the h100 figures, and `note` says so (a profile measured by `moetron bench` is the
+// better answer there).
+HardwareFigures hardware_for_device(const std::string& backend, const std::string& device_name,
+                                    std::string* note);
+
+// What rank 0 knows when it picks the plan.
+struct PlanChoiceInputs {
+  const ModelConfig* config = nullptr;
+  const std::vector<RequestSpec>* requests = nullptr;  // the workload
+  int world_size = 1, ranks_per_node = 1;
+  MemoryBudget memory;        // agreed over the ranks (the smallest rank's memory)
+  HardwareFigures hardware;   // for the roofline cost model
+  int64_t max_batch = 256, max_batch_tokens = 8192;
+};
+
+struct PlanChoice {
+  Plan plan;
+  std::vector<std::string> log;  // the top plans, their predictions and why the best wins
+};
+
+// The best predicted plan among those that the engine's checks accept (plan_problem and the
+// memory check of memory_problem, the same as an explicit --plan gets); when the predictor finds
+// none that fits, choose_auto_plan decides (and throws its error when nothing fits at all).
+PlanChoice choose_plan_by_prediction(const PlanChoiceInputs& in);
+
+}  // namespace moetron

@@ -1,0 +1,76 @@
+#include "moetron/engine/plan_choice.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <iomanip>
+#include <sstream>
+
+#include "moetron/core/format.hpp"
+#include "moetron/predict/predictor.hpp"
+#include "moetron/predict/workload.hpp"
+
+namespace moetron {
+
+namespace {
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+constexpr size_t kLoggedPlans = 5;
+
+std::string describe_prediction(size_t place, const PlanPrediction& p) {
+  std::ostringstream os;
+  os << std::setprecision(3) << "  #" << place + 1 << " " << p.plan.to_string() << ": "
+     << p.output_tokens_per_s << " output tok/s, TTFT " << p.ttft_s * 1e3 << " ms, ITL " << p.itl_s * 1e3
+     << " ms, memory/rank " << human_bytes(static_cast<double>(p.memory.total())) << ", batch " << p.batch
+     << " (" << p.batch_limit << "), bottleneck " << p.bottleneck;
+  return os.str();
+}
+
+}  // namespace
+
+HardwareFigures hardware_for_device(const std::string& backend, const std::string& device_name,
+                                    std::string* note) {
+  if (backend == "cpu") return hardware_preset("cpu");
+  const std::string name = lower(device_name);
+  for (const std::string& preset : hardware_preset_names())
+    if (preset != "cpu" && name.find(preset) != std::string::npos) return hardware_preset(preset);
+  if (note) *note = "no hardware preset for '" + device_name + "': predicting with the h100 figures";
+  return hardware_preset("h100");
+}
+
+PlanChoice choose_plan_by_prediction(const PlanChoiceInputs& in) {
+  const ModelConfig& config = *in.config;
+  Workload base;
+  base.max_batch = in.max_batch;
+  base.max_batch_tokens = in.max_batch_tokens;
+  base.block_size = in.memory.run.block_size;
+  const Workload workload = workload_from_requests(*in.requests, base, "--prompts");
+  Cluster cluster;
+  cluster.ranks = in.world_size;
+  cluster.ranks_per_node = in.ranks_per_node;
+  cluster.memory_per_rank = in.memory.bytes_per_rank;
+  const RooflineCostModel cost(in.hardware);
+  const std::vector<PlanPrediction> ranking = predict_plans(config, workload, cluster, cost, {});
+
+  PlanChoice choice;
+  choice.log.push_back("--plan auto: " + std::to_string(ranking.size()) + " plans predicted for " +
+                       describe(workload) + " on " + in.hardware.name + " figures; the best:");
+  for (size_t i = 0; i < ranking.size() && i < kLoggedPlans; ++i)
+    choice.log.push_back(describe_prediction(i, ranking[i]));
+  for (const PlanPrediction& p : ranking) {
+    if (!p.fits) break;  // fitting plans come first
+    if (!plan_problem(p.plan, config).empty() || !memory_problem(p.plan, config, in.memory).empty()) continue;
+    choice.plan = p.plan;
+    choice.log.push_back("--plan auto: " + explain_best(ranking));
+    return choice;
+  }
+  choice.plan = choose_auto_plan(config, in.world_size, in.memory, in.ranks_per_node);
+  choice.log.push_back("--plan auto: no predicted plan passes the memory check; by preference " +
+                       choice.plan.to_string());
+  return choice;
+}
+
+}  // namespace moetron
