@@ -129,8 +129,14 @@ void save_profile(const std::string& path, const HardwareProfile& p) {
 
 HardwareProfile load_profile(const std::string& path) {
   h5::File f = h5::File::open_read(path);
-  MOETRON_CHECK(f.string_attribute("/", "format") == kFormat, path << ": not a moetron hardware profile (the root attribute 'format' is '"
-                                                                   << f.string_attribute("/", "format") << "')");
+  std::string format;
+  try {
+    format = f.string_attribute("/", "format");
+  } catch (const Error&) {
+    // Another HDF5 file (results, predictions) has no such attribute.
+  }
+  MOETRON_CHECK(format == kFormat, path << ": not a moetron hardware profile (its root attribute 'format' is '" << format
+                                        << "'; moetron bench writes them)");
   const int64_t version = f.int64_attribute("/", "format_version");
   MOETRON_CHECK(version == kFormatVersion, path << ": profile format_version " << version << ", this moetron reads "
                                                 << kFormatVersion << ": measure it again with moetron bench");

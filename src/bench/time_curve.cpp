@@ -16,7 +16,8 @@ double interpolate(const std::vector<double>& x, const std::vector<double>& t, d
   const size_t hi = static_cast<size_t>(std::upper_bound(x.begin(), x.end(), q) - x.begin());
   const size_t lo = hi - 1;
   const double w = std::log(q / x[lo]) / std::log(x[hi] / x[lo]);
-  return std::exp(std::log(t[lo]) + w * std::log(t[hi] / t[lo]));
+  // Clamped to the segment's ends, so rounding in exp(log) cannot break monotonicity.
+  return std::clamp(std::exp(std::log(t[lo]) + w * std::log(t[hi] / t[lo])), t[lo], t[hi]);
 }
 
 }  // namespace
