@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,12 +17,14 @@
 #include "option_parsing.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/core/format.hpp"
+#include "moetron/bench/profile_file.hpp"
 #include "moetron/io/input_files.hpp"
 #include "moetron/io/output_file.hpp"
 #include "moetron/io/prompts.hpp"
 #include "moetron/model/config.hpp"
 #include "moetron/predict/prediction_file.hpp"
 #include "moetron/predict/predictor.hpp"
+#include "moetron/predict/profile_cost_model.hpp"
 #include "moetron/predict/roofline_cost_model.hpp"
 #include "moetron/predict/routing_file.hpp"
 
@@ -30,7 +34,7 @@ namespace moetron::apps {
 namespace {
 
 struct PlanOptions {
-  std::string model, hardware = "h200", hardware_set, interconnect, memory_per_rank, prompts, routing, out;
+  std::string model, hardware = "h200", hardware_set, interconnect, memory_per_rank, prompts, routing, out, profile;
   int64_t ranks = 0, ranks_per_node = 0, top = 10, micro_batches = 0;
   double memory_fraction = 0.9;
   Workload workload;
@@ -45,9 +49,13 @@ po::options_description plan_options(PlanOptions& o) {
       ("ranks", po::value(&o.ranks)->required(), "ranks (GPUs) in the cluster")
       ("ranks-per-node", po::value(&o.ranks_per_node)->required(), "ranks on each node")
       ("memory-per-rank", po::value(&o.memory_per_rank),
-       "device memory of a rank (bytes, or 80GB, 141GiB...; default: the hardware's)")
+       "device memory of a rank (bytes, or 80GB, 141GiB...; default: the profile's, else the hardware's)")
+      ("profile", po::value(&o.profile),
+       "hardware profile of `moetron bench` for this model: kernels and the groups it measured from it, "
+       "other groups from --hardware and --interconnect")
       ("hardware", po::value(&o.hardware)->default_value(o.hardware),
-       "hardware figures of the roofline model: h200, h100, a100 or cpu")
+       "hardware figures of the roofline model (with --profile: for what the profile did not measure): "
+       "h200, h100, a100 or cpu")
       ("hardware-set", po::value(&o.hardware_set),
        "override figures: gemm_tflops=,hbm_tbps=,launch_us=,graph_node_us=,memory_gib=,reserved_gib=")
       ("interconnect", po::value(&o.interconnect),
@@ -131,12 +139,25 @@ int plan_command(const std::vector<std::string>& args) {
   const std::string config_path = (std::filesystem::path(o.model) / "config.json").string();
   if (!o.out.empty()) {
     check_output_writable(o.out);
-    check_output_not_input(o.out, {config_path, o.prompts, o.routing});
+    check_output_not_input(o.out, {config_path, o.prompts, o.routing, o.profile});
   }
   const ModelConfig config = load_model_config(config_path);
+  // The profile's kernels and collectives, with the roofline's answers for what it lacks.
+  std::optional<HardwareProfile> profile;
+  if (!o.profile.empty()) {
+    profile = load_profile(o.profile);
+    ProfileUse use;
+    use.model = &config;
+    check_profile_matches(*profile, use, o.profile);
+  }
   if (!o.prompts.empty()) o.workload = workload_from_requests(read_prompts(o.prompts), o.workload, o.prompts);
-  const HardwareFigures figures = hardware_figures(o);
-  const RooflineCostModel cost(figures);
+  HardwareFigures figures = hardware_figures(o);
+  if (profile && o.memory_per_rank.empty()) figures.memory_bytes = profile->origin.memory_bytes;
+  const RooflineCostModel roofline(figures);
+  std::unique_ptr<ProfileCostModel> measured;
+  if (profile) measured = std::make_unique<ProfileCostModel>(*profile, roofline);
+  const CostModel& cost = measured ? static_cast<const CostModel&>(*measured) : roofline;
+  const std::string hardware = measured ? measured->describe() + "; roofline " + describe(figures) : describe(figures);
   const Cluster cluster{static_cast<int>(o.ranks), static_cast<int>(o.ranks_per_node), figures.memory_bytes,
                         figures.reserved_bytes};
   PredictorOptions predictor;
@@ -153,7 +174,7 @@ int plan_command(const std::vector<std::string>& args) {
   std::cout << "model     " << o.model << ": " << family_name(config.family) << ", " << config.num_layers
             << " layers, " << config.num_experts << " experts, top-" << config.top_k << "\n"
             << "cluster   " << o.ranks << " ranks (" << nodes << " nodes x " << o.ranks_per_node << ")\n"
-            << "hardware  " << describe(figures) << "\n"
+            << "hardware  " << hardware << "\n"
             << "workload  " << describe(o.workload)
             << (o.routing.empty() ? ", uniform routing" : ", expert loads of " + o.routing) << "\n"
             << "plans     " << ranking.size() << " ranked in " << ms << " ms; " << refusals(ranking) << "\n"
@@ -164,7 +185,7 @@ int plan_command(const std::vector<std::string>& args) {
     std::string command_line = "moetron plan";
     for (const std::string& a : args) command_line += " " + a;
     write_predictions(o.out, ranking,
-                      {{"model_config", config.to_json().dump()}, {"hardware", describe(figures)},
+                      {{"model_config", config.to_json().dump()}, {"hardware", hardware}, {"profile", o.profile},
                        {"workload", describe(o.workload)}, {"command_line", command_line},
                        {"cluster", std::to_string(o.ranks) + " ranks, " + std::to_string(o.ranks_per_node) + " per node"},
                        {"best_plan", ranking.empty() || !ranking[0].fits ? "" : ranking[0].plan.to_string()},

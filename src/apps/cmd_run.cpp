@@ -80,7 +80,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     in.ranks_per_node = binding.ranks_on_node;
     in.memory = agreed;
     std::string note;
-    in.hardware = hardware_for_device(backend, bound_device_name(backend, binding), &note);
+    in.hardware = hardware_for_device(backend, identify_device(backend, binding).name, &note);
     if (!note.empty()) LOG_WARN(note);
     in.max_batch = o.max_batch;
     in.max_batch_tokens = o.max_batch_tokens;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -138,20 +139,6 @@ int64_t memory_per_rank(int64_t requested, const std::string& backend, const Dev
   return host / std::max(1, binding.ranks_on_node);
 }
 
-std::string bound_device_name(const std::string& backend, const DeviceBinding& binding) {
-#ifdef MOETRON_HAVE_CUDA
-  if (backend == "cuda") {
-    MOETRON_CHECK(binding.device >= 0, "no CUDA device is bound to this rank");
-    cudaDeviceProp prop{};
-    CUDA_QUERY(cudaGetDeviceProperties(&prop, binding.device), "reading CUDA device " << binding.device);
-    return prop.name;
-  }
-#endif
-  (void)backend;
-  (void)binding;
-  return "cpu";
-}
-
 std::unique_ptr<Ops> make_ops(const std::string& backend, const DeviceBinding& binding, size_t arena_bytes) {
   if (backend == "cpu") return make_cpu_ops();
 #ifdef MOETRON_HAVE_CUDA
@@ -164,26 +151,50 @@ std::unique_ptr<Ops> make_ops(const std::string& backend, const DeviceBinding& b
 #endif
 }
 
-void use_device_transport(ParallelGroups& g, Ops& ops, const DeviceBinding& binding) {
-  if (ops.device() != Device::Cuda) return;
+DeviceIdentity identify_device(const std::string& backend, const DeviceBinding& binding) {
+#ifdef MOETRON_HAVE_CUDA
+  if (backend == "cuda") {
+    MOETRON_CHECK(binding.device >= 0, "--backend cuda: no CUDA device is bound to this rank");
+    cudaDeviceProp prop{};
+    CUDA_QUERY(cudaGetDeviceProperties(&prop, binding.device), "reading CUDA device " << binding.device);
+    int driver = 0, runtime = 0;
+    CUDA_QUERY(cudaDriverGetVersion(&driver), "reading the CUDA driver version");
+    CUDA_QUERY(cudaRuntimeGetVersion(&runtime), "reading the CUDA runtime version");
+    auto version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+    return {prop.name, "CUDA driver " + version(driver) + ", runtime " + version(runtime)};
+  }
+#endif
+  (void)backend;
+  (void)binding;
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line))
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos)
+      return {line.substr(line.find(':') + 2), "cpu"};
+  return {"cpu", "cpu"};
+}
+
+std::shared_ptr<Communicator> device_transport(std::shared_ptr<MpiCommunicator> group, Ops& ops,
+                                               const DeviceBinding& binding) {
+  if (ops.device() != Device::Cuda) return group;
 #ifdef MOETRON_HAVE_CUDA
   // Every rank computed the binding from the same gathered records, so all choose alike.
-  const bool nccl = binding.transport == "nccl";
   auto* cuda = dynamic_cast<CudaOps*>(&ops);
   MOETRON_CHECK(cuda != nullptr, "device transport: CUDA tensors from Ops that are not CudaOps");
+  if (binding.transport == "nccl") return make_nccl_communicator(group, cuda->stream());
+  return make_staged_communicator(group, ops);
+#else
+  (void)binding;
+  return group;
+#endif
+}
+
+void use_device_transport(ParallelGroups& g, Ops& ops, const DeviceBinding& binding) {
   for (std::shared_ptr<Communicator>* group : {&g.tp, &g.stage, &g.pipeline}) {
     auto mpi = std::dynamic_pointer_cast<MpiCommunicator>(*group);
     if (!mpi) continue;  // a group of one moves nothing
-    if (nccl) {
-      *group = make_nccl_communicator(mpi, cuda->stream());
-    } else {
-      *group = make_staged_communicator(mpi, ops);
-    }
+    *group = device_transport(mpi, ops, binding);
   }
-#else
-  (void)g;
-  (void)binding;
-#endif
 }
 
 }  // namespace moetron

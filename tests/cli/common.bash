@@ -30,6 +30,15 @@ expect_exit_1() {
   echo "$name: $(grep -m1 -- "$pattern" "$WORK/$name.log")"
 }
 
+# expect_failure NEEDLE ARGS...: `moetron ARGS` must fail and say NEEDLE on stderr.
+expect_failure() {
+  local needle=$1; shift
+  local rc=0
+  "$MOETRON" "$@" >"$WORK/out" 2>"$WORK/err" || rc=$?
+  [[ $rc -ne 0 ]] || fail "'moetron $*' succeeded; expected failure"
+  grep -qF -- "$needle" "$WORK/err" || fail "'moetron $*' did not say '$needle': $(cat "$WORK/err")"
+}
+
 # Writes the fixture prompts (with HF's reference lengths) as a prompts file.
 fixture_prompts() {
   python3 - "$1" "$2" <<'PY'

@@ -3,14 +3,6 @@
 # prediction, expert loads from a results file, and bad options refused naming the option.
 source "$(dirname "$0")/common.bash"
 
-expect_failure() {  # needle args...: must fail and say needle on stderr
-  local needle=$1; shift
-  local rc=0
-  "$MOETRON" "$@" >"$WORK/out" 2>"$WORK/err" || rc=$?
-  [[ $rc -ne 0 ]] || fail "'moetron $*' succeeded; expected failure"
-  grep -qF -- "$needle" "$WORK/err" || fail "'moetron $*' did not say '$needle': $(cat "$WORK/err")"
-}
-
 "$MOETRON" model make --family qwen3_moe --preset qwen3-30b-a3b --config-only --out "$WORK/q3" >/dev/null
 
 # 1,024 GPUs: every plan ranked; the table and the reason the best wins.

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "moetron/backend/ops.hpp"
+#include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/engine/device_binding.hpp"
 #include "moetron/parallel/groups.hpp"
 
@@ -36,12 +37,20 @@ DeviceBinding bind_rank_devices(MPI_Comm world, const std::string& backend,
 int64_t memory_per_rank(int64_t requested, const std::string& backend, const DeviceBinding& binding,
                         std::string* source = nullptr);
 
-// The name of the device the rank is bound to, as CUDA reports it ("NVIDIA H200"); "cpu" for the
-// CPU backend.
-std::string bound_device_name(const std::string& backend, const DeviceBinding& binding);
-
 // The backend's Ops, on the bound GPU for cuda.
 std::unique_ptr<Ops> make_ops(const std::string& backend, const DeviceBinding& binding, size_t arena_bytes);
+
+// What a hardware profile records about the device a rank computes on.
+struct DeviceIdentity {
+  std::string name;    // "NVIDIA H200", or the CPU's model name
+  std::string driver;  // "CUDA driver 12.8, runtime 13.0", or "cpu"
+};
+DeviceIdentity identify_device(const std::string& backend, const DeviceBinding& binding);
+
+// `group` with the binding's device transport when `ops` computes on a GPU (NCCL, or MPI
+// through host buffers where ranks share GPUs); `group` itself for CPU Ops.
+std::shared_ptr<Communicator> device_transport(std::shared_ptr<MpiCommunicator> group, Ops& ops,
+                                               const DeviceBinding& binding);
 
 // Groups that carry device tensors (tp, stage, pipeline) get the binding's device transport:
 // NCCL, or MPI through host buffers where ranks share GPUs. The world and replica groups carry

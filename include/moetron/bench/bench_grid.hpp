@@ -1,0 +1,46 @@
+// What `moetron bench` measures for one model: the shapes (the model's own, as one rank of each
+// tensor-parallel degree sees them) and the sizes swept for each (log-spaced; smaller on the CPU
+// backend and with --quick). The sizes are chosen so that the GPU default finishes in well under
+// 30 s on one H200 for a model of Qwen3-30B-A3B's shapes (estimate: docs/profile-schema.md).
+#pragma once
+#include <array>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "moetron/model/config.hpp"
+
+namespace moetron {
+
+struct BenchShapes {
+  std::vector<std::pair<int64_t, int64_t>> gemms;     // (n, k): q, k/v, o, router, dense MLP, shared expert, LM head
+  std::vector<std::pair<int64_t, int64_t>> experts;   // (hidden, expert columns)
+  std::vector<std::array<int64_t, 3>> attention;      // (q heads, kv heads, head_dim)
+};
+
+// The distinct shapes of `config` for tp = 1 and each degree of `tp_degrees` that is a valid plan.
+BenchShapes bench_shapes(const ModelConfig& config, const std::vector<int>& tp_degrees = {1, 2, 4, 8});
+
+struct BenchSizes {
+  std::vector<int64_t> tokens;             // dense GEMMs, memory-bound kernels
+  std::vector<int64_t> tokens_per_expert;  // grouped expert GEMM ...
+  std::vector<int64_t> experts;            // ... by active experts
+  int64_t max_expert_rows = 0;             // tokens_per_expert * experts at most
+  std::vector<int64_t> decode_batch, contexts;  // decode attention: batch x context
+  std::vector<int64_t> prefill_sequences;  // prefill attention: sequences x context (rows <= tokens.back())
+  std::vector<int64_t> collective_bytes;
+  int64_t copy_bytes = 0;                  // the HBM copy's buffer
+};
+
+struct SizeChoice {
+  bool gpu = false, quick = false;
+  int64_t max_tokens = 0;  // 0: the default's
+  int64_t max_bytes = 0;   // 0: the default's
+};
+
+BenchSizes bench_sizes(const ModelConfig& config, const SizeChoice& choice);
+
+// first, first * factor, ... up to `last`, which is always included (first <= last).
+std::vector<int64_t> geometric_sizes(int64_t first, int64_t last, int64_t factor);
+
+}  // namespace moetron

@@ -1,0 +1,30 @@
+// The compute microbenchmarks, written once against Ops so the CPU and CUDA backends run the same
+// code: dense GEMMs (Ops::linear) by tokens, the grouped expert GEMM (Ops::moe_experts) by tokens
+// per expert and active experts, decode and prefill attention by batch x context, memory-bound
+// kernels by tokens, a large device copy (HBM bandwidth), and the gap between kernels launched
+// eagerly and, where the backend records graphs, between the nodes of a replayed graph.
+#pragma once
+#include <functional>
+#include <string>
+
+#include "moetron/backend/ops.hpp"
+#include "moetron/bench/bench_grid.hpp"
+#include "moetron/bench/profile.hpp"
+#include "moetron/bench/timing.hpp"
+#include "moetron/model/config.hpp"
+
+namespace moetron {
+
+struct ComputeBench {
+  const ModelConfig* config = nullptr;
+  BenchShapes shapes;
+  BenchSizes sizes;
+  TimingSettings timing;
+  std::function<void(const std::string&)> progress;  // one line per family measured; may be empty
+};
+
+// Adds the tables kGemm, kMoeExperts, kAttentionDecode, kAttentionPrefill, kMemoryBound,
+// kHbmCopy and kKernelGap to `profile`.
+void run_compute_benchmarks(Ops& ops, const ComputeBench& bench, HardwareProfile& profile);
+
+}  // namespace moetron

@@ -1,0 +1,83 @@
+// HardwareProfile: what `moetron bench` measured on one machine, with the model's own shapes, as
+// tables of time against one size (tokens, bytes, ...) at fixed other parameters, and where it was
+// measured. Pure data: measuring is bench/compute_bench.hpp and bench/comm_bench.hpp, the file is
+// bench/profile_file.hpp (layout: docs/profile-schema.md), interpolation bench/time_curve.hpp.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "moetron/model/config.hpp"
+
+namespace moetron {
+
+// One measured point: the median over repetitions and the spread (10th and 90th percentiles).
+struct Measurement {
+  double median_s = 0, p10_s = 0, p90_s = 0;
+};
+
+// Time against one size at one key (the fixed parameters, named by the table's key_names).
+struct Series {
+  std::vector<int64_t> key;
+  std::vector<int64_t> sizes;  // ascending
+  std::vector<Measurement> times;
+};
+
+struct SeriesTable {
+  std::vector<std::string> key_names;
+  std::string size_name;
+  std::vector<Series> series;
+
+  const Series* find(const std::vector<int64_t>& key) const;  // nullptr when not measured
+  // Appends a point to the series of `key` (made when new); sizes must come in ascending order.
+  void add(const std::vector<int64_t>& key, int64_t size, const Measurement& m);
+};
+
+// The tables a profile may hold: name, key columns, size column. Collectives (allreduce,
+// alltoall, send_recv, broadcast) are keyed by the group's ranks and whether it spans nodes.
+struct TableSpec {
+  const char* name;
+  std::vector<std::string> key_names;
+  const char* size_name;
+};
+namespace tables {
+extern const TableSpec kGemm;              // key n, k; size tokens (m)
+extern const TableSpec kMoeExperts;        // key hidden, expert_cols, experts; size tokens_per_expert
+extern const TableSpec kAttentionDecode;   // key q_heads, kv_heads, head_dim, context; size batch
+extern const TableSpec kAttentionPrefill;  // key q_heads, kv_heads, head_dim, context; size rows
+extern const TableSpec kMemoryBound;       // key kernel (kMemoryKernels); size bytes read + written
+extern const TableSpec kHbmCopy;           // key buffers (1); size bytes read + written
+extern const TableSpec kKernelGap;         // key in_graph (0, 1); size kernels (1)
+extern const TableSpec kAllreduce, kAlltoall, kSendRecv, kBroadcast;  // key ranks, spans_nodes; size bytes
+const std::vector<const TableSpec*>& all();
+}  // namespace tables
+// The memory-bound kernels measured, in kMemoryBound's `kernel` order.
+extern const std::vector<std::string> kMemoryKernels;  // add_inplace, rmsnorm, rope
+
+// Where and how the profile was measured.
+struct ProfileOrigin {
+  std::string device;          // "NVIDIA H200" or the CPU's model name
+  std::string driver;          // "CUDA driver 12080, runtime 13000" or "cpu"
+  std::string backend;         // cpu or cuda
+  std::string host;            // world rank 0's host
+  std::string moetron_version, git_commit, created, command_line;
+  int world_size = 1, ranks_per_node = 1, nodes = 1;
+  int64_t memory_bytes = 0;    // memory a rank plans with (device memory, or host / node ranks)
+  int warmup = 0, reps = 0;
+};
+
+struct HardwareProfile {
+  ProfileOrigin origin;
+  std::map<std::string, int64_t> model_shapes;  // profile_model_shapes(config)
+  std::map<std::string, SeriesTable> tables;    // by TableSpec name; absent when not measured
+
+  // The table of `spec`, made empty with spec's columns when absent.
+  SeriesTable& table(const TableSpec& spec);
+  const SeriesTable* find(const TableSpec& spec) const;  // nullptr when absent
+};
+
+// The shapes of a model that a profile's measurements depend on, by config.json-like name.
+std::map<std::string, int64_t> profile_model_shapes(const ModelConfig& config);
+
+}  // namespace moetron

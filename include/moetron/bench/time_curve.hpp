@@ -1,0 +1,43 @@
+// Interpolating measured times between the sizes that were measured, for the profile-backed cost
+// model. Times are made non-decreasing in size (a running maximum over the medians: more work is
+// never faster, and noise must not make it look so), then
+//   - at a measured size: the (monotone) median, exactly;
+//   - between two measured sizes: linear in log(size) - log(time);
+//   - past the largest: the largest size's rate (time grows linearly), never faster;
+//   - below the smallest: the smallest size's time (a kernel has a floor).
+// On the usual shapes (flat while latency-bound, then linear) log t is convex in log x, so the
+// chord lies on or above the curve: between measured points the estimate does not under-estimate
+// the time; the grid's spacing bounds how much it over-estimates (docs/profile-schema.md).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <vector>
+
+namespace moetron {
+
+class TimeCurve {
+ public:
+  TimeCurve() = default;
+  // sizes ascending and positive, times positive; Error otherwise.
+  TimeCurve(const std::vector<int64_t>& sizes, const std::vector<double>& times);
+  double at(double size) const;
+  bool empty() const { return x_.empty(); }
+
+ private:
+  std::vector<double> x_, t_;
+};
+
+// Curves over a second size (experts, context): at(x, y) interpolates each neighbouring curve
+// at x, then the same way over y (log-log between, linear past the largest, the smallest's time
+// below), and never falls as y grows.
+class TimeSurface {
+ public:
+  void add(int64_t y, TimeCurve curve);  // one curve per y
+  double at(double x, double y) const;
+  bool empty() const { return curves_.empty(); }
+
+ private:
+  std::map<int64_t, TimeCurve> curves_;
+};
+
+}  // namespace moetron

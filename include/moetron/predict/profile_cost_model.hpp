@@ -1,0 +1,77 @@
+// ProfileCostModel: a CostModel answering from what `moetron bench` measured (a HardwareProfile),
+// interpolated between the measured sizes by TimeCurve / TimeSurface (bench/time_curve.hpp).
+//
+// Kernel times. The profile holds per-call times of back-to-back calls (a kernel's own time plus
+// the gap to the next), and the per-call time of the smallest kernel (kernel_gap: eager launch,
+// and per graph node where the backend records graphs). A compute answer is the measured time
+// less the eager gap (never below 0), and kernel_overhead_s is the gap, so the predictor's sum
+// over a step gives back the measured per-call times, eager, and swaps the launch gap for the
+// graph node's in decode graphs.
+//
+// Shapes not measured (a tp degree the bench left out, heads of another plan): the nearest
+// measured shape by work (n * k for GEMMs, hidden * columns for experts, heads * head_dim for
+// attention), scaled by the ratio of work. The grouped expert GEMM is measured as one
+// Ops::moe_experts call (count, permute, gate/up and down GEMMs, weighted sum); the predictor asks
+// for its two GEMMs, which get 2/3 and 1/3 of it (their FLOPs).
+//
+// Collectives answer from the table of the same operation, group size and scope (inside one node
+// or across nodes); any other group falls back to `fallback` (the roofline figures of --hardware
+// and --interconnect in `moetron plan`), as does every table the profile lacks.
+#pragma once
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "moetron/bench/profile.hpp"
+#include "moetron/bench/time_curve.hpp"
+#include "moetron/predict/cost_model.hpp"
+
+namespace moetron {
+
+class ProfileCostModel : public CostModel {
+ public:
+  // `fallback` must outlive this object.
+  ProfileCostModel(const HardwareProfile& profile, const CostModel& fallback);
+
+  double gemm_s(int64_t m, int64_t n, int64_t k) const override;
+  double grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k) const override;
+  double attention_s(int64_t rows, int64_t context, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                     bool prefill) const override;
+  double memory_bound_s(int64_t bytes) const override;
+  double kernel_overhead_s(bool in_graph) const override;
+
+  double allreduce_s(int64_t bytes, int ranks, LinkScope scope) const override;
+  double alltoall_s(int64_t bytes_per_rank, int ranks, LinkScope scope) const override;
+  double send_recv_s(int64_t bytes, LinkScope scope) const override;
+  double broadcast_s(int64_t bytes, int ranks, LinkScope scope) const override;
+
+  // Which answers come from the profile and which from the fallback, for logs and reports.
+  std::string describe() const;
+
+ private:
+  // Measured shapes of one kind, each with its work, found exactly or by the nearest work.
+  template <class Table>
+  struct Shapes {
+    struct Entry {
+      std::vector<int64_t> key;
+      double work;
+      Table table;
+    };
+    std::vector<Entry> entries;
+    // The entry for `key`, or the nearest by work; *scale = work / the entry's work.
+    const Table* lookup(const std::vector<int64_t>& key, double work, double* scale) const;
+  };
+  double own_time(double measured_s) const;
+  const TimeCurve* collective(const TableSpec& spec, int ranks, LinkScope scope) const;
+
+  const CostModel& fallback_;
+  Shapes<TimeCurve> gemm_;
+  Shapes<TimeSurface> experts_;         // key hidden, expert_cols; surface over experts
+  Shapes<TimeSurface> decode_, prefill_;  // key q_heads, kv_heads, head_dim; surface over context
+  std::vector<TimeCurve> memory_;
+  double eager_gap_s_ = -1, graph_gap_s_ = -1;  // -1: not measured
+  std::map<std::tuple<std::string, int, bool>, TimeCurve> collectives_;
+  std::string origin_;
+};
+
+}  // namespace moetron

@@ -1,0 +1,183 @@
+// `moetron bench`: measure this machine with the model's own shapes (compute on world rank 0,
+// collectives over every rank of the job and of each node) and write the HardwareProfile that
+// `moetron plan --profile` predicts from. Runs under mpirun like `moetron run`.
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <set>
+
+#include <boost/program_options.hpp>
+
+#include "commands.hpp"
+#include "option_parsing.hpp"
+#include "moetron/bench/bench_grid.hpp"
+#include "moetron/bench/comm_bench.hpp"
+#include "moetron/bench/compute_bench.hpp"
+#include "moetron/bench/profile_file.hpp"
+#include "moetron/comm/mpi_communicator.hpp"
+#include "moetron/comm/mpi_runtime.hpp"
+#include "moetron/core/error.hpp"
+#include "moetron/core/log.hpp"
+#include "moetron/engine/device_setup.hpp"
+#include "moetron/io/input_files.hpp"
+#include "moetron/io/output_file.hpp"
+#include "moetron/model/config.hpp"
+#include "moetron/version.hpp"
+
+namespace po = boost::program_options;
+
+namespace moetron::apps {
+namespace {
+
+struct BenchOptions {
+  std::string model, out, backend = "auto", max_bytes, log_level = "info";
+  bool quick = false;
+  int64_t max_tokens = 0;
+  int reps = 5, warmup = 2;
+};
+
+po::options_description bench_options(BenchOptions& o) {
+  po::options_description d("moetron bench: measure this machine with a model's shapes; write a hardware profile");
+  d.add_options()
+      ("help,h", "describe the options")
+      ("model", po::value(&o.model)->required(), "checkpoint directory (only its config.json is read)")
+      ("out", po::value(&o.out)->required(), "the profile to write (HDF5, atomically; docs/profile-schema.md)")
+      ("backend", po::value(&o.backend)->default_value(o.backend), "cpu, cuda or auto (cuda where a GPU is visible)")
+      ("quick", po::bool_switch(&o.quick), "fewer sizes: a quick look, not for accurate predictions")
+      ("max-tokens", po::value(&o.max_tokens)->default_value(o.max_tokens),
+       "largest token count of the GEMM and kernel sweeps (0: 16384 on GPUs, 1024 on the CPU, 256 with --quick)")
+      ("max-bytes", po::value(&o.max_bytes),
+       "largest collective (e.g. 64MiB; default 256MiB on GPUs, 16MiB on the CPU or with --quick)")
+      ("reps", po::value(&o.reps)->default_value(o.reps), "timed batches per point (median, p10, p90)")
+      ("warmup", po::value(&o.warmup)->default_value(o.warmup), "batches run and discarded before timing")
+      ("log-level", po::value(&o.log_level)->default_value(o.log_level), "error, warn, info or debug");
+  return d;
+}
+
+void check_bench_options(const BenchOptions& o) {
+  MOETRON_CHECK(o.backend == "cpu" || o.backend == "cuda" || o.backend == "auto",
+                "--backend must be cpu, cuda or auto, got '" << o.backend << "'");
+  MOETRON_CHECK(o.reps >= 1 && o.reps <= 1000, "--reps must be in [1, 1000], got " << o.reps);
+  MOETRON_CHECK(o.warmup >= 0 && o.warmup <= 100, "--warmup must be in [0, 100], got " << o.warmup);
+  MOETRON_CHECK(o.max_tokens >= 0 && o.max_tokens <= (1 << 20), "--max-tokens must be in [0, 2^20], got " << o.max_tokens);
+}
+
+// Where the job's ranks sit: hosts, and the peer that rank 0 ping-pongs with over the world.
+struct JobPlaces {
+  int nodes = 1, ranks_per_node = 1, world_peer = 1;
+  std::string host;  // world rank 0's
+};
+
+JobPlaces job_places() {
+  const std::vector<std::string> hosts = allgather_strings(host_name(), MPI_COMM_WORLD);
+  JobPlaces p;
+  p.host = hosts[0];
+  p.nodes = static_cast<int>(std::set<std::string>(hosts.begin(), hosts.end()).size());
+  for (const std::string& h : hosts)
+    p.ranks_per_node = std::max(p.ranks_per_node, static_cast<int>(std::count(hosts.begin(), hosts.end(), h)));
+  for (size_t r = 1; r < hosts.size() && p.nodes > 1; ++r)
+    if (hosts[r] != hosts[0]) {
+      p.world_peer = static_cast<int>(r);
+      break;
+    }
+  return p;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
+void measure_collectives(Ops& ops, const DeviceBinding& binding, const JobPlaces& places,
+                         const std::vector<int64_t>& bytes, const TimingSettings& timing, HardwareProfile& profile) {
+  std::shared_ptr<MpiCommunicator> world = make_mpi_communicator(MPI_COMM_WORLD);
+  MPI_Comm node_comm = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world->rank(), MPI_INFO_NULL, &node_comm),
+            "MPI_Comm_split_type (the ranks of this node)");
+  auto node = std::make_shared<MpiCommunicator>(node_comm);
+  const auto world_group = device_transport(world, ops, binding);
+  run_comm_benchmarks(ops, {world_group.get(), places.nodes > 1, places.world_peer}, bytes, timing, profile);
+  if (places.nodes > 1) {  // on one node the node's group is the world's
+    const auto node_group = device_transport(node, ops, binding);
+    run_comm_benchmarks(ops, {node_group.get(), false, 1}, bytes, timing, profile);
+  }
+  world->barrier();
+}
+
+int bench(const BenchOptions& o, const std::string& command_line, int rank, int world_size) {
+  const std::string config_path = (std::filesystem::path(o.model) / "config.json").string();
+  const ModelConfig config = load_model_config(config_path);
+  if (rank == 0) {
+    check_output_writable(o.out);
+    check_output_not_input(o.out, {config_path});
+  }
+  const std::string backend = resolve_backend(o.backend);
+  const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
+  const int64_t memory = memory_per_rank(0, backend, binding);
+  // The arena holds the temporaries of the largest expert sweep; a quarter of the memory at most.
+  const size_t arena = static_cast<size_t>(std::min<int64_t>(8ll << 30, std::max<int64_t>(256ll << 20, memory / 4)));
+  std::unique_ptr<Ops> ops = make_ops(backend, binding, arena);
+  SizeChoice choice;
+  choice.gpu = backend == "cuda";
+  choice.quick = o.quick;
+  choice.max_tokens = o.max_tokens;
+  if (!o.max_bytes.empty()) choice.max_bytes = static_cast<int64_t>(parse_byte_size(o.max_bytes, "--max-bytes"));
+  const BenchSizes sizes = bench_sizes(config, choice);
+  TimingSettings timing;
+  timing.reps = o.reps;
+  timing.warmup = o.warmup;
+  const JobPlaces places = job_places();
+
+  const auto start = std::chrono::steady_clock::now();
+  HardwareProfile profile;
+  if (rank == 0) {  // one rank computes, so ranks that share a device do not slow each other
+    ComputeBench compute{&config, bench_shapes(config), sizes, timing,
+                         [](const std::string& line) { LOG_INFO("bench " << line); }};
+    run_compute_benchmarks(*ops, compute, profile);
+  }
+  measure_collectives(*ops, binding, places, sizes.collective_bytes, timing, profile);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (rank != 0) return 0;
+
+  const DeviceIdentity device = identify_device(backend, binding);
+  ProfileOrigin& origin = profile.origin;
+  origin = {device.name, device.driver, backend, places.host, kVersion, kGitCommit, utc_now(), command_line,
+            world_size, places.ranks_per_node, places.nodes, memory, o.warmup, o.reps};
+  profile.model_shapes = profile_model_shapes(config);
+  save_profile(o.out, profile);
+  LOG_INFO("bench: " << device.name << " (" << backend << "), " << world_size << " rank(s) on " << places.nodes
+                     << " node(s): measured in " << seconds << " s; profile in " << o.out);
+  return 0;
+}
+
+}  // namespace
+
+int bench_command(const std::vector<std::string>& args) {
+  BenchOptions o;
+  const po::options_description options = bench_options(o);
+  po::variables_map vm;
+  if (!parse_options("bench", args, options, vm)) return 0;
+  check_bench_options(o);
+  set_log_level(parse_log_level(o.log_level));
+  std::string command_line = "moetron bench";
+  for (const std::string& a : args) command_line += " " + a;
+
+  MpiRuntime mpi(nullptr, nullptr);
+  try {
+    return bench(o, command_line, mpi.world_rank(), mpi.world_size());
+  } catch (const std::exception& e) {
+    // One rank's failure must end every rank at once, never leave peers in a collective.
+    if (mpi.world_size() > 1) abort_job(e.what());
+    throw;
+  }
+}
+
+}  // namespace moetron::apps

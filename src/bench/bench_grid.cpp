@@ -1,0 +1,79 @@
+#include "moetron/bench/bench_grid.hpp"
+
+#include <algorithm>
+
+#include "moetron/core/error.hpp"
+#include "moetron/parallel/plan.hpp"
+
+namespace moetron {
+
+namespace {
+
+template <class T>
+void add_unique(std::vector<T>& list, const T& value) {
+  if (std::find(list.begin(), list.end(), value) == list.end()) list.push_back(value);
+}
+
+}  // namespace
+
+std::vector<int64_t> geometric_sizes(int64_t first, int64_t last, int64_t factor) {
+  MOETRON_CHECK(first >= 1 && first <= last && factor >= 2, "geometric_sizes(" << first << ", " << last << ", " << factor << ")");
+  std::vector<int64_t> out;
+  for (int64_t v = first; v < last; v *= factor) out.push_back(v);
+  out.push_back(last);
+  return out;
+}
+
+BenchShapes bench_shapes(const ModelConfig& c, const std::vector<int>& tp_degrees) {
+  BenchShapes s;
+  const int64_t H = c.hidden_size, hd = c.head_dim;
+  const bool any_dense = std::count(c.layer_is_moe.begin(), c.layer_is_moe.end(), false) > 0;
+  for (int tp : tp_degrees) {
+    Plan plan;
+    plan.tp = tp;
+    if (!plan_problem(plan, c).empty()) continue;
+    const ShardSpec shard = layout_for(plan, c, 0).shard;
+    const int64_t q = shard.q_head_count * hd, kv = shard.kv_head_count * hd;
+    for (const auto& nk : {std::make_pair(q, H), std::make_pair(kv, H), std::make_pair(H, q),
+                           std::make_pair(c.num_experts, H), std::make_pair(shard.vocab_rows, H)})
+      add_unique(s.gemms, nk);
+    if (any_dense && shard.mlp_col_count > 0) {
+      add_unique(s.gemms, std::make_pair(2 * shard.mlp_col_count, H));
+      add_unique(s.gemms, std::make_pair(H, shard.mlp_col_count));
+    }
+    if (shard.shared_col_count > 0) {
+      add_unique(s.gemms, std::make_pair(2 * shard.shared_col_count, H));
+      add_unique(s.gemms, std::make_pair(H, shard.shared_col_count));
+    }
+    add_unique(s.experts, std::make_pair(H, shard.expert_col_count));
+    add_unique(s.attention, std::array<int64_t, 3>{shard.q_head_count, shard.kv_head_count, hd});
+  }
+  return s;
+}
+
+BenchSizes bench_sizes(const ModelConfig& c, const SizeChoice& choice) {
+  // Defaults: GPU tokens 1..16k by 2 (quick: by 4); CPU 1..1024 by 4 (quick: 1..256 by 16).
+  const bool gpu = choice.gpu, quick = choice.quick;
+  const int64_t default_tokens = gpu ? 16384 : (quick ? 256 : 1024);
+  const int64_t max_tokens = choice.max_tokens > 0 ? choice.max_tokens : default_tokens;
+  const int64_t step = gpu ? (quick ? 4 : 2) : (quick ? 16 : 4);
+  const int64_t context_cap = std::max<int64_t>(1, c.max_position_embeddings);
+  BenchSizes s;
+  s.tokens = geometric_sizes(1, max_tokens, step);
+  s.tokens_per_expert = geometric_sizes(1, gpu ? 1024 : 64, quick ? 16 : 4);
+  s.experts = quick ? std::vector<int64_t>{1} : geometric_sizes(1, c.num_experts, 4);
+  add_unique(s.experts, c.num_experts);
+  s.max_expert_rows = max_tokens * c.top_k;
+  s.decode_batch = geometric_sizes(1, gpu ? 256 : 16, quick ? 16 : 4);
+  s.contexts = gpu ? (quick ? std::vector<int64_t>{512, 8192} : geometric_sizes(128, 8192, 4))
+                   : (quick ? std::vector<int64_t>{64, 256} : geometric_sizes(16, 256, 4));
+  for (int64_t& ctx : s.contexts) ctx = std::min(ctx, context_cap);
+  s.contexts.erase(std::unique(s.contexts.begin(), s.contexts.end()), s.contexts.end());
+  s.prefill_sequences = quick ? std::vector<int64_t>{1, 4} : geometric_sizes(1, gpu ? 8 : 4, 2);
+  const int64_t default_bytes = (gpu && !quick) ? (256ll << 20) : (gpu || !quick) ? (16ll << 20) : (1ll << 20);
+  s.collective_bytes = geometric_sizes(1024, std::max<int64_t>(1024, choice.max_bytes > 0 ? choice.max_bytes : default_bytes), 4);
+  s.copy_bytes = gpu ? (quick ? (256ll << 20) : (1ll << 30)) : (quick ? (16ll << 20) : (64ll << 20));
+  return s;
+}
+
+}  // namespace moetron

@@ -1,0 +1,155 @@
+#include "moetron/bench/profile_file.hpp"
+
+#include <utility>
+
+#include "moetron/core/atomic_file.hpp"
+#include "moetron/core/error.hpp"
+#include "moetron/io/hdf5.hpp"
+
+namespace moetron {
+
+namespace {
+
+constexpr const char* kFormat = "moetron hardware profile";
+constexpr int64_t kFormatVersion = 1;
+
+// The origin's fields as root attributes: strings, then integers.
+std::vector<std::pair<const char*, std::string ProfileOrigin::*>> origin_strings() {
+  return {{"device", &ProfileOrigin::device},           {"driver", &ProfileOrigin::driver},
+          {"backend", &ProfileOrigin::backend},         {"host", &ProfileOrigin::host},
+          {"moetron_version", &ProfileOrigin::moetron_version}, {"git_commit", &ProfileOrigin::git_commit},
+          {"created", &ProfileOrigin::created},         {"command_line", &ProfileOrigin::command_line}};
+}
+std::vector<std::pair<const char*, int ProfileOrigin::*>> origin_ints() {
+  return {{"world_size", &ProfileOrigin::world_size}, {"ranks_per_node", &ProfileOrigin::ranks_per_node},
+          {"nodes", &ProfileOrigin::nodes},           {"warmup", &ProfileOrigin::warmup},
+          {"reps", &ProfileOrigin::reps}};
+}
+
+std::string join(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const std::string& p : parts) out += (out.empty() ? "" : ",") + p;
+  return out;
+}
+
+std::vector<std::string> split(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (!text.empty()) {
+    const size_t comma = text.find(',', start);
+    out.push_back(text.substr(start, comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+void write_table(h5::File& f, const std::string& group, const SeriesTable& t) {
+  f.create_group(group);
+  f.set_attribute(group, "key_names", join(t.key_names));
+  f.set_attribute(group, "size_name", t.size_name);
+  std::vector<int64_t> keys, offsets{0}, sizes;
+  std::vector<double> median, p10, p90;
+  for (const Series& s : t.series) {
+    keys.insert(keys.end(), s.key.begin(), s.key.end());
+    sizes.insert(sizes.end(), s.sizes.begin(), s.sizes.end());
+    for (const Measurement& m : s.times) {
+      median.push_back(m.median_s);
+      p10.push_back(m.p10_s);
+      p90.push_back(m.p90_s);
+    }
+    offsets.push_back(static_cast<int64_t>(sizes.size()));
+  }
+  f.write(group + "/keys", keys, {static_cast<int64_t>(t.series.size()), static_cast<int64_t>(t.key_names.size())});
+  f.write(group + "/offsets", offsets);
+  f.write(group + "/sizes", sizes);
+  f.write(group + "/median_s", median);
+  f.write(group + "/p10_s", p10);
+  f.write(group + "/p90_s", p90);
+}
+
+SeriesTable read_table(const h5::File& f, const std::string& group) {
+  SeriesTable t;
+  t.key_names = split(f.string_attribute(group, "key_names"));
+  t.size_name = f.string_attribute(group, "size_name");
+  const auto keys = f.read<int64_t>(group + "/keys");
+  const auto offsets = f.read<int64_t>(group + "/offsets");
+  const auto sizes = f.read<int64_t>(group + "/sizes");
+  const auto median = f.read<double>(group + "/median_s");
+  const auto p10 = f.read<double>(group + "/p10_s");
+  const auto p90 = f.read<double>(group + "/p90_s");
+  const size_t width = t.key_names.size(), count = offsets.empty() ? 0 : offsets.size() - 1;
+  const bool consistent = !offsets.empty() && offsets.front() == 0 && keys.size() == count * width &&
+                          static_cast<size_t>(offsets.back()) == sizes.size() && median.size() == sizes.size() &&
+                          p10.size() == sizes.size() && p90.size() == sizes.size();
+  MOETRON_CHECK(consistent, f.path() << ": " << group << ": keys, offsets, sizes and times disagree in length");
+  for (size_t s = 0; s < count; ++s) {
+    MOETRON_CHECK(offsets[s] <= offsets[s + 1], f.path() << ": " << group << "/offsets is not ascending");
+    Series series{{keys.begin() + static_cast<int64_t>(s * width), keys.begin() + static_cast<int64_t>((s + 1) * width)}, {}, {}};
+    for (int64_t i = offsets[s]; i < offsets[s + 1]; ++i) {
+      const auto at = static_cast<size_t>(i);
+      MOETRON_CHECK(series.sizes.empty() || sizes[at] > series.sizes.back(),
+                    f.path() << ": " << group << "/sizes do not ascend within series " << s);
+      MOETRON_CHECK(median[at] > 0, f.path() << ": " << group << "/median_s has a time that is not positive");
+      series.sizes.push_back(sizes[at]);
+      series.times.push_back({median[at], p10[at], p90[at]});
+    }
+    t.series.push_back(std::move(series));
+  }
+  return t;
+}
+
+}  // namespace
+
+void save_profile(const std::string& path, const HardwareProfile& p) {
+  write_atomically(path, [&](const std::string& tmp) {
+    h5::File f = h5::File::create(tmp);
+    f.set_attribute("/", "format", std::string(kFormat));
+    f.set_attribute("/", "format_version", kFormatVersion);
+    for (const auto& [name, member] : origin_strings()) f.set_attribute("/", name, p.origin.*member);
+    for (const auto& [name, member] : origin_ints()) f.set_attribute("/", name, static_cast<int64_t>(p.origin.*member));
+    f.set_attribute("/", "memory_bytes", p.origin.memory_bytes);
+    f.create_group("/model");
+    std::vector<std::string> names;
+    std::vector<int64_t> values;
+    for (const auto& [name, value] : p.model_shapes) names.push_back(name), values.push_back(value);
+    f.write_strings("/model/names", names);
+    f.write("/model/values", values);
+    f.create_group("/tables");
+    std::vector<std::string> table_names;
+    for (const auto& [name, table] : p.tables) {
+      if (table.series.empty()) continue;
+      table_names.push_back(name);
+      write_table(f, "/tables/" + name, table);
+    }
+    f.write_strings("/tables/names", table_names);
+    f.close();
+  });
+}
+
+HardwareProfile load_profile(const std::string& path) {
+  h5::File f = h5::File::open_read(path);
+  std::string format;
+  try {
+    format = f.string_attribute("/", "format");
+  } catch (const Error&) {
+    // Another HDF5 file (results, predictions) has no such attribute.
+  }
+  MOETRON_CHECK(format == kFormat, path << ": not a moetron hardware profile (its root attribute 'format' is '" << format
+                                        << "'; moetron bench writes them)");
+  const int64_t version = f.int64_attribute("/", "format_version");
+  MOETRON_CHECK(version == kFormatVersion, path << ": profile format_version " << version << ", this moetron reads "
+                                                << kFormatVersion << ": measure it again with moetron bench");
+  HardwareProfile p;
+  for (const auto& [name, member] : origin_strings()) p.origin.*member = f.string_attribute("/", name);
+  for (const auto& [name, member] : origin_ints()) p.origin.*member = static_cast<int>(f.int64_attribute("/", name));
+  p.origin.memory_bytes = f.int64_attribute("/", "memory_bytes");
+  const auto names = f.read_strings("/model/names");
+  const auto values = f.read<int64_t>("/model/values");
+  MOETRON_CHECK(names.size() == values.size(), path << ": /model/names and /model/values differ in length");
+  for (size_t i = 0; i < names.size(); ++i) p.model_shapes[names[i]] = values[i];
+  for (const std::string& name : f.read_strings("/tables/names")) p.tables[name] = read_table(f, "/tables/" + name);
+  return p;
+}
+
+}  // namespace moetron

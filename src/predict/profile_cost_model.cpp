@@ -1,0 +1,168 @@
+#include "moetron/predict/profile_cost_model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "moetron/core/error.hpp"
+
+namespace moetron {
+
+namespace {
+
+TimeCurve curve_of(const Series& s) {
+  std::vector<double> medians;
+  for (const Measurement& m : s.times) medians.push_back(m.median_s);
+  return TimeCurve(s.sizes, medians);
+}
+
+// Series of `table` grouped by their key without its last column, as surfaces over that column.
+std::map<std::vector<int64_t>, TimeSurface> surfaces_over_last_key(const SeriesTable* table) {
+  std::map<std::vector<int64_t>, TimeSurface> out;
+  if (table == nullptr) return out;
+  for (const Series& s : table->series) {
+    const std::vector<int64_t> shape(s.key.begin(), s.key.end() - 1);
+    out[shape].add(s.key.back(), curve_of(s));
+  }
+  return out;
+}
+
+// One kernel_gap series' time, or -1.
+double gap_of(const SeriesTable* table, int64_t in_graph) {
+  const Series* s = table == nullptr ? nullptr : table->find({in_graph});
+  return s == nullptr || s->times.empty() ? -1 : s->times.front().median_s;
+}
+
+}  // namespace
+
+template <class Table>
+const Table* ProfileCostModel::Shapes<Table>::lookup(const std::vector<int64_t>& key, double work,
+                                                     double* scale) const {
+  const Entry* best = nullptr;
+  double best_distance = 0;
+  for (const Entry& e : entries) {
+    const double distance = e.key == key ? -1 : std::abs(std::log(work / e.work));
+    if (best == nullptr || distance < best_distance) best = &e, best_distance = distance;
+  }
+  if (best == nullptr) return nullptr;
+  *scale = best->key == key ? 1.0 : work / best->work;
+  return &best->table;
+}
+
+ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fallback) : fallback_(fallback) {
+  if (const SeriesTable* t = p.find(tables::kGemm))
+    for (const Series& s : t->series)
+      gemm_.entries.push_back({s.key, static_cast<double>(s.key[0] * s.key[1]), curve_of(s)});
+  for (auto& [shape, surface] : surfaces_over_last_key(p.find(tables::kMoeExperts)))
+    experts_.entries.push_back({shape, static_cast<double>(shape[0] * shape[1]), std::move(surface)});
+  for (auto& [shape, surface] : surfaces_over_last_key(p.find(tables::kAttentionDecode)))
+    decode_.entries.push_back({shape, static_cast<double>(shape[1] * shape[2]), std::move(surface)});
+  for (auto& [shape, surface] : surfaces_over_last_key(p.find(tables::kAttentionPrefill)))
+    prefill_.entries.push_back({shape, static_cast<double>(shape[0] * shape[2]), std::move(surface)});
+  if (const SeriesTable* t = p.find(tables::kMemoryBound))
+    for (const Series& s : t->series) memory_.push_back(curve_of(s));
+  eager_gap_s_ = gap_of(p.find(tables::kKernelGap), 0);
+  graph_gap_s_ = gap_of(p.find(tables::kKernelGap), 1);
+  for (const TableSpec* spec : {&tables::kAllreduce, &tables::kAlltoall, &tables::kSendRecv, &tables::kBroadcast})
+    if (const SeriesTable* t = p.find(*spec))
+      for (const Series& s : t->series)
+        collectives_[{spec->name, static_cast<int>(s.key[0]), s.key[1] != 0}] = curve_of(s);
+  origin_ = p.origin.device + " (" + p.origin.backend + ", " + std::to_string(p.origin.world_size) + " ranks)";
+}
+
+double ProfileCostModel::own_time(double measured_s) const {
+  return std::max(0.0, measured_s - std::max(0.0, eager_gap_s_));
+}
+
+double ProfileCostModel::gemm_s(int64_t m, int64_t n, int64_t k) const {
+  double scale = 1;
+  const TimeCurve* c = gemm_.lookup({n, k}, static_cast<double>(n) * k, &scale);
+  if (c == nullptr) return fallback_.gemm_s(m, n, k);
+  return scale * own_time(c->at(static_cast<double>(m)));
+}
+
+double ProfileCostModel::grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k) const {
+  // The predictor asks for the gate/up GEMM as (n = 2 cols, k = hidden) and the down GEMM as
+  // (n = hidden, k = cols). A shape measured exactly tells which; else a measured hidden size.
+  struct Reading {
+    int64_t hidden, cols;
+    double share;  // of the measured moe_experts call: the GEMM's FLOPs
+  };
+  const Reading gate_up{k, n / 2, 2.0 / 3.0}, down{n, k, 1.0 / 3.0};
+  auto measured = [&](const Reading& r, bool whole_key) {
+    for (const auto& e : experts_.entries)
+      if (e.key[0] == r.hidden && (!whole_key || e.key[1] == r.cols)) return true;
+    return false;
+  };
+  const bool even = n % 2 == 0;
+  const Reading& r = even && measured(gate_up, true) ? gate_up
+                     : measured(down, true)          ? down
+                     : even && measured(gate_up, false) ? gate_up
+                                                        : down;
+  double scale = 1;
+  const TimeSurface* s = experts_.lookup({r.hidden, r.cols}, static_cast<double>(r.hidden) * r.cols, &scale);
+  if (s == nullptr) return fallback_.grouped_gemm_s(tokens_per_expert, experts, n, k);
+  return r.share * scale * own_time(s->at(static_cast<double>(tokens_per_expert), static_cast<double>(experts)));
+}
+
+double ProfileCostModel::attention_s(int64_t rows, int64_t context, int64_t q_heads, int64_t kv_heads,
+                                     int64_t head_dim, bool prefill) const {
+  double scale = 1;
+  const double work = static_cast<double>(prefill ? q_heads : kv_heads) * head_dim;
+  const TimeSurface* s = (prefill ? prefill_ : decode_).lookup({q_heads, kv_heads, head_dim}, work, &scale);
+  if (s == nullptr) return fallback_.attention_s(rows, context, q_heads, kv_heads, head_dim, prefill);
+  return scale * own_time(s->at(static_cast<double>(rows), static_cast<double>(context)));
+}
+
+double ProfileCostModel::memory_bound_s(int64_t bytes) const {
+  if (memory_.empty()) return fallback_.memory_bound_s(bytes);
+  double sum = 0;  // the mean over the kernels measured: each stands for some of the step's
+  for (const TimeCurve& c : memory_) sum += own_time(c.at(static_cast<double>(bytes)));
+  return sum / static_cast<double>(memory_.size());
+}
+
+double ProfileCostModel::kernel_overhead_s(bool in_graph) const {
+  if (in_graph && graph_gap_s_ >= 0) return graph_gap_s_;
+  if (eager_gap_s_ >= 0) return eager_gap_s_;
+  return fallback_.kernel_overhead_s(in_graph);
+}
+
+const TimeCurve* ProfileCostModel::collective(const TableSpec& spec, int ranks, LinkScope scope) const {
+  auto it = collectives_.find({spec.name, ranks, scope == LinkScope::InterNode});
+  return it == collectives_.end() ? nullptr : &it->second;
+}
+
+double ProfileCostModel::allreduce_s(int64_t bytes, int ranks, LinkScope scope) const {
+  if (ranks <= 1) return 0;
+  const TimeCurve* c = collective(tables::kAllreduce, ranks, scope);
+  return c ? c->at(static_cast<double>(bytes)) : fallback_.allreduce_s(bytes, ranks, scope);
+}
+
+double ProfileCostModel::alltoall_s(int64_t bytes_per_rank, int ranks, LinkScope scope) const {
+  if (ranks <= 1) return 0;
+  const TimeCurve* c = collective(tables::kAlltoall, ranks, scope);
+  return c ? c->at(static_cast<double>(bytes_per_rank)) : fallback_.alltoall_s(bytes_per_rank, ranks, scope);
+}
+
+double ProfileCostModel::send_recv_s(int64_t bytes, LinkScope scope) const {
+  const TimeCurve* c = collective(tables::kSendRecv, 2, scope);
+  return c ? c->at(static_cast<double>(bytes)) : fallback_.send_recv_s(bytes, scope);
+}
+
+double ProfileCostModel::broadcast_s(int64_t bytes, int ranks, LinkScope scope) const {
+  if (ranks <= 1) return 0;
+  const TimeCurve* c = collective(tables::kBroadcast, ranks, scope);
+  return c ? c->at(static_cast<double>(bytes)) : fallback_.broadcast_s(bytes, ranks, scope);
+}
+
+std::string ProfileCostModel::describe() const {
+  std::ostringstream os;
+  os << "profile of " << origin_ << ": " << gemm_.entries.size() << " GEMM shapes, " << experts_.entries.size()
+     << " expert shapes, " << decode_.entries.size() + prefill_.entries.size() << " attention shapes, "
+     << collectives_.size() << " collective groups";
+  if (collectives_.empty()) os << " (collectives from the roofline figures)";
+  else os << " (other groups from the roofline figures)";
+  return os.str();
+}
+
+}  // namespace moetron

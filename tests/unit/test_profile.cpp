@@ -1,0 +1,188 @@
+// HardwareProfile: the HDF5 round trip, the check that refuses a profile measured for another
+// model, world or device (naming the file and the field), the shapes and sizes `moetron bench`
+// sweeps, its timing, and the compute benchmarks on the CPU backend.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "error_of.hpp"
+#include "moetron/backend/cpu_ops.hpp"
+#include "moetron/bench/bench_grid.hpp"
+#include "moetron/bench/compute_bench.hpp"
+#include "moetron/bench/profile_file.hpp"
+#include "moetron/bench/timing.hpp"
+#include "moetron/model/random_checkpoint.hpp"
+
+namespace moetron {
+namespace {
+
+using test::error_of;
+
+ModelConfig tiny_config(Family family = Family::Olmoe) {
+  return parse_model_config(hf_preset_json(family, "tiny"), "tiny");
+}
+
+HardwareProfile sample_profile(const ModelConfig& c) {
+  HardwareProfile p;
+  p.origin = {"NVIDIA H200", "CUDA driver 12.8, runtime 13.0", "cuda", "gpu01", "0.1.0", "abc", "2026-01-01T00:00:00Z",
+              "moetron bench", 8, 8, 1, 140ll << 30, 2, 5};
+  p.model_shapes = profile_model_shapes(c);
+  p.table(tables::kGemm).add({64, 64}, 1, {1e-5, 0.9e-5, 1.2e-5});
+  p.table(tables::kGemm).add({64, 64}, 16, {2e-5, 1.9e-5, 2.2e-5});
+  p.table(tables::kGemm).add({32, 64}, 1, {3e-5, 2.9e-5, 3.2e-5});
+  p.table(tables::kAllreduce).add({8, 0}, 1024, {4e-6, 3e-6, 5e-6});
+  return p;
+}
+
+class ProfileFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("moetron-profile-" + std::to_string(getpid()));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string path(const char* name) const { return (dir_ / name).string(); }
+  std::filesystem::path dir_;
+};
+
+TEST_F(ProfileFileTest, RoundTripsThroughHdf5) {
+  const HardwareProfile p = sample_profile(tiny_config());
+  save_profile(path("p.h5"), p);
+  const HardwareProfile q = load_profile(path("p.h5"));
+  EXPECT_EQ(q.origin.device, p.origin.device);
+  EXPECT_EQ(q.origin.driver, p.origin.driver);
+  EXPECT_EQ(q.origin.created, p.origin.created);
+  EXPECT_EQ(q.origin.world_size, 8);
+  EXPECT_EQ(q.origin.memory_bytes, 140ll << 30);
+  EXPECT_EQ(q.origin.reps, 5);
+  EXPECT_EQ(q.model_shapes, p.model_shapes);
+  ASSERT_EQ(q.tables.size(), p.tables.size());
+  for (const auto& [name, table] : p.tables) {
+    const SeriesTable& back = q.tables.at(name);
+    EXPECT_EQ(back.key_names, table.key_names) << name;
+    EXPECT_EQ(back.size_name, table.size_name) << name;
+    ASSERT_EQ(back.series.size(), table.series.size()) << name;
+    for (size_t s = 0; s < table.series.size(); ++s) {
+      EXPECT_EQ(back.series[s].key, table.series[s].key);
+      EXPECT_EQ(back.series[s].sizes, table.series[s].sizes);
+      for (size_t i = 0; i < table.series[s].times.size(); ++i) {
+        EXPECT_EQ(back.series[s].times[i].median_s, table.series[s].times[i].median_s);
+        EXPECT_EQ(back.series[s].times[i].p90_s, table.series[s].times[i].p90_s);
+      }
+    }
+  }
+  EXPECT_FALSE(std::filesystem::exists(path("p.h5.tmp")));
+}
+
+TEST_F(ProfileFileTest, AFileThatIsNoProfileIsRefusedNamingIt) {
+  EXPECT_NE(error_of([&] { load_profile(path("missing.h5")); }).find("missing.h5"), std::string::npos);
+}
+
+TEST(ProfileCheck, RefusesAnotherModelWorldOrDeviceNamingFileAndField) {
+  const ModelConfig tiny = tiny_config();
+  const HardwareProfile p = sample_profile(tiny);
+  ProfileUse use;
+  use.model = &tiny;
+  use.world_size = 8;
+  use.device = "NVIDIA H200";
+  EXPECT_EQ(error_of([&] { check_profile_matches(p, use, "p.h5"); }), "");
+
+  ModelConfig wider = tiny;
+  wider.hidden_size = 128;
+  use.model = &wider;
+  const std::string model = error_of([&] { check_profile_matches(p, use, "p.h5"); });
+  EXPECT_NE(model.find("p.h5: measured for a model with hidden_size 64 (/model), this model has 128"), std::string::npos)
+      << model;
+  use.model = &tiny;
+  use.world_size = 4;
+  const std::string world = error_of([&] { check_profile_matches(p, use, "p.h5"); });
+  EXPECT_NE(world.find("p.h5: measured on 8 ranks (world_size), this job has 4"), std::string::npos) << world;
+  use.world_size = 0;
+  use.device = "NVIDIA H100 80GB HBM3";
+  const std::string device = error_of([&] { check_profile_matches(p, use, "p.h5"); });
+  EXPECT_NE(device.find("p.h5: measured on device 'NVIDIA H200' (device)"), std::string::npos) << device;
+  EXPECT_NE(device.find("moetron bench"), std::string::npos) << device;
+}
+
+TEST(BenchGrid, ShapesAreTheModelsOwnPerTensorParallelDegree) {
+  const ModelConfig c = parse_model_config(hf_preset_json(Family::Qwen3Moe, "qwen3-30b-a3b"), "qwen3");
+  const BenchShapes s = bench_shapes(c);
+  auto has = [&](int64_t n, int64_t k) {
+    return std::find(s.gemms.begin(), s.gemms.end(), std::make_pair(n, k)) != s.gemms.end();
+  };
+  EXPECT_TRUE(has(32 * 128, 2048));  // q, tp 1
+  EXPECT_TRUE(has(4 * 128, 2048));   // k and v (and q at tp 8)
+  EXPECT_TRUE(has(2048, 4096));      // o
+  EXPECT_TRUE(has(128, 2048));       // router
+  EXPECT_TRUE(has(151936, 2048));    // LM head
+  EXPECT_TRUE(has(2048, 512));       // o at tp 8
+  EXPECT_EQ(s.experts.size(), 4u);   // 768 columns over tp 1, 2, 4, 8
+  EXPECT_EQ(s.experts.back(), (std::pair<int64_t, int64_t>(2048, 96)));
+  EXPECT_EQ(s.attention.front(), (std::array<int64_t, 3>{32, 4, 128}));
+}
+
+TEST(BenchGrid, SizesAreLogSpacedAndSmallerOnTheCpuAndQuick) {
+  const ModelConfig c = parse_model_config(hf_preset_json(Family::Qwen3Moe, "qwen3-30b-a3b"), "qwen3");
+  const BenchSizes gpu = bench_sizes(c, {true, false, 0, 0});
+  EXPECT_EQ(gpu.tokens.front(), 1);
+  EXPECT_EQ(gpu.tokens.back(), 16384);
+  EXPECT_EQ(gpu.tokens.size(), 15u);
+  EXPECT_EQ(gpu.collective_bytes.front(), 1024);
+  EXPECT_EQ(gpu.collective_bytes.back(), 256ll << 20);
+  EXPECT_EQ(gpu.experts.back(), 128);
+  const BenchSizes quick = bench_sizes(c, {true, true, 0, 0});
+  EXPECT_LT(quick.tokens.size(), gpu.tokens.size());
+  EXPECT_EQ(quick.collective_bytes.back(), 16ll << 20);
+  const BenchSizes cpu = bench_sizes(tiny_config(), {false, false, 0, 0});
+  EXPECT_EQ(cpu.tokens.back(), 1024);
+  EXPECT_LE(cpu.contexts.back(), 256);  // the tiny model's max_position_embeddings
+  EXPECT_EQ(geometric_sizes(1, 100, 4), (std::vector<int64_t>{1, 4, 16, 64, 100}));
+}
+
+TEST(BenchTiming, PercentilesAndAgreement) {
+  const Measurement m = summarize_times({5, 1, 3, 2, 4});
+  EXPECT_DOUBLE_EQ(m.median_s, 3);
+  EXPECT_DOUBLE_EQ(m.p10_s, 1.4);
+  EXPECT_DOUBLE_EQ(m.p90_s, 4.6);
+  int calls = 0, agreed = 0;
+  TimedWork w;
+  w.call = [&] { ++calls; };
+  w.wait = [] {};
+  w.agree = [&](std::vector<double>& t) {
+    ++agreed;
+    for (double& s : t) s = 1.0;  // as if the slowest rank took 1 s a call
+  };
+  TimingSettings s;
+  s.reps = 3;
+  const Measurement agreed_m = measure(w, s);
+  EXPECT_EQ(agreed, 2);  // the batch size, then the times
+  EXPECT_EQ(calls, 1 + 1 + 3);  // sizing batch, one more warm-up batch, 3 timed; 1 call each (1 s > target)
+  EXPECT_DOUBLE_EQ(agreed_m.median_s, 1.0);
+}
+
+TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
+  const ModelConfig c = tiny_config();
+  std::unique_ptr<Ops> ops = make_cpu_ops();
+  ComputeBench b{&c, bench_shapes(c), bench_sizes(c, {false, true, 16, 0}), {}, nullptr};
+  b.timing.reps = 1;
+  b.timing.warmup = 0;
+  HardwareProfile p;
+  run_compute_benchmarks(*ops, b, p);
+  for (const TableSpec* spec : {&tables::kGemm, &tables::kMoeExperts, &tables::kAttentionDecode,
+                                &tables::kAttentionPrefill, &tables::kMemoryBound, &tables::kHbmCopy,
+                                &tables::kKernelGap}) {
+    const SeriesTable* t = p.find(*spec);
+    ASSERT_NE(t, nullptr) << spec->name;
+    ASSERT_FALSE(t->series.empty()) << spec->name;
+    for (const Series& s : t->series)
+      for (const Measurement& m : s.times) EXPECT_GT(m.median_s, 0) << spec->name;
+  }
+  EXPECT_EQ(p.find(tables::kMemoryBound)->series.size(), kMemoryKernels.size());
+  EXPECT_EQ(p.find(tables::kKernelGap)->series.size(), 1u);  // the CPU records no graphs
+}
+
+}  // namespace
+}  // namespace moetron

@@ -1,0 +1,117 @@
+// TimeCurve, TimeSurface and ProfileCostModel: exact at measured points, monotone, clamped past
+// the measured range (never faster than the largest size's rate), and the roofline where the
+// profile measured nothing.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "error_of.hpp"
+#include "moetron/bench/time_curve.hpp"
+#include "moetron/predict/profile_cost_model.hpp"
+#include "moetron/predict/roofline_cost_model.hpp"
+
+namespace moetron {
+namespace {
+
+using test::error_of;
+
+TEST(TimeCurve, ExactAtMeasuredSizesAndLogLogBetween) {
+  const TimeCurve c({1, 16, 256}, {1e-5, 1e-5, 1.6e-4});
+  EXPECT_DOUBLE_EQ(c.at(1), 1e-5);
+  EXPECT_DOUBLE_EQ(c.at(16), 1e-5);
+  EXPECT_NEAR(c.at(256), 1.6e-4, 1e-18);
+  EXPECT_NEAR(c.at(64), 4e-5, 1e-12);  // halfway in log size: the geometric mean of 1e-5 and 1.6e-4
+}
+
+TEST(TimeCurve, MonotoneEvenOverNoisyMedians) {
+  const TimeCurve c({1, 2, 4, 8}, {3e-6, 2e-6, 5e-6, 4e-6});
+  double last = 0;
+  for (double x = 0.5; x < 64; x *= 1.1) {
+    EXPECT_GE(c.at(x), last) << x;
+    last = c.at(x);
+  }
+  EXPECT_DOUBLE_EQ(c.at(2), 3e-6);  // the running maximum
+}
+
+TEST(TimeCurve, ClampedPastTheMeasuredRange) {
+  const TimeCurve c({16, 1024}, {1e-5, 1e-4});
+  EXPECT_DOUBLE_EQ(c.at(1), 1e-5);          // below: the smallest size's time
+  EXPECT_DOUBLE_EQ(c.at(4096), 4 * 1e-4);   // above: the largest size's rate, never faster
+  EXPECT_NE(error_of([] { TimeCurve({4, 2}, {1, 1}); }), "");
+  EXPECT_NE(error_of([] { TimeCurve({1}, {0}); }), "");
+}
+
+TEST(TimeSurface, InterpolatesOverTheSecondSizeAndNeverFallsAsItGrows) {
+  TimeSurface s;
+  s.add(1, TimeCurve({1, 100}, {1e-5, 1e-4}));
+  s.add(4, TimeCurve({1, 100}, {0.5e-5, 4e-4}));  // noisy: faster than one expert at 1 token
+  EXPECT_DOUBLE_EQ(s.at(100, 4), 4e-4);
+  EXPECT_DOUBLE_EQ(s.at(1, 4), 1e-5);   // made monotone in the second size
+  EXPECT_NEAR(s.at(100, 2), 2e-4, 1e-12);
+  EXPECT_DOUBLE_EQ(s.at(100, 8), 8e-4);  // past the largest: linear
+}
+
+HardwareFigures figures() {
+  HardwareFigures f = hardware_preset("h200");
+  f.name = "unit";
+  return f;
+}
+
+HardwareProfile profile() {
+  HardwareProfile p;
+  p.table(tables::kKernelGap).add({0}, 1, {2e-6, 2e-6, 2e-6});
+  p.table(tables::kKernelGap).add({1}, 1, {1e-6, 1e-6, 1e-6});
+  p.table(tables::kGemm).add({1024, 512}, 1, {1e-5, 1e-5, 1e-5});
+  p.table(tables::kGemm).add({1024, 512}, 256, {4e-5, 4e-5, 4e-5});
+  p.table(tables::kMoeExperts).add({512, 256, 1}, 1, {2e-5, 2e-5, 2e-5});
+  p.table(tables::kMoeExperts).add({512, 256, 1}, 64, {8e-5, 8e-5, 8e-5});
+  p.table(tables::kAttentionDecode).add({8, 2, 64, 1024}, 1, {6e-6, 6e-6, 6e-6});
+  p.table(tables::kAttentionDecode).add({8, 2, 64, 1024}, 16, {3e-5, 3e-5, 3e-5});
+  p.table(tables::kMemoryBound).add({0}, 1000, {3e-6, 3e-6, 3e-6});
+  p.table(tables::kMemoryBound).add({1}, 1000, {5e-6, 5e-6, 5e-6});
+  p.table(tables::kAllreduce).add({2, 0}, 1024, {1e-5, 1e-5, 1e-5});
+  p.table(tables::kAllreduce).add({2, 0}, 4096, {2e-5, 2e-5, 2e-5});
+  return p;
+}
+
+TEST(ProfileCostModel, MeasuredPointsLessTheLaunchGapWhichIsTheOverhead) {
+  const RooflineCostModel roofline(figures());
+  const ProfileCostModel m(profile(), roofline);
+  EXPECT_DOUBLE_EQ(m.kernel_overhead_s(false), 2e-6);
+  EXPECT_DOUBLE_EQ(m.kernel_overhead_s(true), 1e-6);
+  EXPECT_DOUBLE_EQ(m.gemm_s(256, 1024, 512) + m.kernel_overhead_s(false), 4e-5);
+  EXPECT_DOUBLE_EQ(m.gemm_s(1, 1024, 512), 8e-6);
+  EXPECT_DOUBLE_EQ(m.attention_s(16, 1024, 8, 2, 64, false), 2.8e-5);
+  EXPECT_DOUBLE_EQ(m.memory_bound_s(1000), 2e-6);  // the mean over the kernels: (1 + 3) / 2 us
+  // The two GEMMs of the expert call share its time by FLOPs: 2/3 gate/up, 1/3 down.
+  const double gate_up = m.grouped_gemm_s(64, 1, 512, 512), down = m.grouped_gemm_s(64, 1, 512, 256);
+  EXPECT_NEAR(gate_up + down, 8e-5 - 2e-6, 1e-15);
+  EXPECT_NEAR(gate_up, 2 * down, 1e-15);
+}
+
+TEST(ProfileCostModel, UnmeasuredShapesScaleTheNearestByWork) {
+  const RooflineCostModel roofline(figures());
+  const ProfileCostModel m(profile(), roofline);
+  EXPECT_DOUBLE_EQ(m.gemm_s(256, 512, 512), m.gemm_s(256, 1024, 512) / 2);
+  EXPECT_DOUBLE_EQ(m.attention_s(16, 1024, 4, 1, 64, false), m.attention_s(16, 1024, 8, 2, 64, false) / 2);
+  // Monotone in tokens, and never faster past the largest measured size than its rate.
+  EXPECT_LE(m.gemm_s(64, 1024, 512), m.gemm_s(128, 1024, 512));
+  EXPECT_DOUBLE_EQ(m.gemm_s(1024, 1024, 512), 4 * 4e-5 - 2e-6);
+}
+
+TEST(ProfileCostModel, CollectivesNotMeasuredComeFromTheRoofline) {
+  const RooflineCostModel roofline(figures());
+  const ProfileCostModel m(profile(), roofline);
+  EXPECT_DOUBLE_EQ(m.allreduce_s(4096, 2, LinkScope::IntraNode), 2e-5);
+  EXPECT_DOUBLE_EQ(m.allreduce_s(4096, 4, LinkScope::IntraNode), roofline.allreduce_s(4096, 4, LinkScope::IntraNode));
+  EXPECT_DOUBLE_EQ(m.allreduce_s(4096, 2, LinkScope::InterNode), roofline.allreduce_s(4096, 2, LinkScope::InterNode));
+  EXPECT_DOUBLE_EQ(m.alltoall_s(4096, 2, LinkScope::IntraNode), roofline.alltoall_s(4096, 2, LinkScope::IntraNode));
+  EXPECT_DOUBLE_EQ(m.allreduce_s(4096, 1, LinkScope::IntraNode), 0);
+  // An empty profile is the roofline.
+  const ProfileCostModel empty(HardwareProfile{}, roofline);
+  EXPECT_DOUBLE_EQ(empty.gemm_s(64, 1024, 512), roofline.gemm_s(64, 1024, 512));
+  EXPECT_DOUBLE_EQ(empty.kernel_overhead_s(true), roofline.kernel_overhead_s(true));
+}
+
+}  // namespace
+}  // namespace moetron
