@@ -80,10 +80,13 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     in.ranks_per_node = binding.ranks_on_node;
     in.memory = agreed;
     std::string note;
-    in.hardware = hardware_for_device(backend, identify_device(backend, binding).name, &note);
+    in.device_name = identify_device(backend, binding).name;
+    in.hardware = hardware_for_device(backend, in.device_name, &note);
     if (!note.empty()) LOG_WARN(note);
     in.max_batch = o.max_batch;
     in.max_batch_tokens = o.max_batch_tokens;
+    in.profile_path = o.profile;
+    in.backend = backend;
     const PlanChoice choice = choose_plan_by_prediction(in);
     for (const std::string& line : choice.log) LOG_INFO(line);
     return choice.plan;

@@ -39,7 +39,11 @@ po::options_description run_options(RunOptions& o) {
       ("backend", po::value(&o.backend)->default_value(o.backend),
        "cpu, cuda, or auto (cuda where a GPU is present, else cpu)")
       ("plan", po::value(&o.plan)->default_value(o.plan),
-       "parallel plan: auto, or pp=P,tp=T,dp=D,ep=E (omitted factors are 1)")
+       "parallel plan: auto (rank 0 predicts every plan and takes the best), or pp=P,tp=T,dp=D,ep=E "
+       "(omitted factors are 1)")
+      ("profile", po::value(&o.profile),
+       "with --plan auto: predict from this `moetron bench` profile (measured for this model, world "
+       "and device) instead of the device's roofline figures")
       ("temperature", po::value(&o.temperature)->default_value(o.temperature), "0: greedy")
       ("top-k", po::value(&o.top_k)->default_value(o.top_k), "0: off")
       ("top-p", po::value(&o.top_p)->default_value(o.top_p), "1: off")
@@ -99,6 +103,7 @@ void check_options(const RunOptions& o) {
 std::vector<std::string> run_input_files(const RunOptions& o) {
   std::vector<std::string> inputs = files_in_directory(o.model);
   inputs.push_back(o.prompts);
+  if (!o.profile.empty()) inputs.push_back(o.profile);
   return inputs;
 }
 

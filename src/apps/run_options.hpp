@@ -11,6 +11,7 @@ namespace moetron::apps {
 
 struct RunOptions {
   std::string model, prompts, out, backend = "auto", plan = "auto", load_format = "auto";
+  std::string profile;  // --profile: `moetron bench` results that --plan auto predicts from
   std::string log_level = "info";
   int64_t max_new_tokens = 64;
   bool ignore_eos = false, save_logits = false, no_graphs = false, measure_gpu_idle = false;

@@ -3,9 +3,13 @@
 #include <algorithm>
 #include <cctype>
 #include <iomanip>
+#include <memory>
+#include <optional>
 #include <sstream>
 
+#include "moetron/bench/profile_file.hpp"
 #include "moetron/core/format.hpp"
+#include "moetron/predict/profile_cost_model.hpp"
 #include "moetron/predict/predictor.hpp"
 #include "moetron/predict/workload.hpp"
 
@@ -52,12 +56,28 @@ PlanChoice choose_plan_by_prediction(const PlanChoiceInputs& in) {
   cluster.ranks = in.world_size;
   cluster.ranks_per_node = in.ranks_per_node;
   cluster.memory_per_rank = in.memory.bytes_per_rank;
-  const RooflineCostModel cost(in.hardware);
+  const RooflineCostModel roofline(in.hardware);
+  std::unique_ptr<ProfileCostModel> measured;
+  std::optional<HardwareProfile> profile;
+  std::string figures = in.hardware.name + " figures";
+  if (!in.profile_path.empty()) {
+    profile = load_profile(in.profile_path);
+    ProfileUse use;
+    use.model = &config;
+    use.world_size = in.world_size;
+    use.ranks_per_node = in.ranks_per_node;
+    use.device = in.device_name;
+    use.backend = in.backend;
+    check_profile_matches(*profile, use, in.profile_path);
+    measured = std::make_unique<ProfileCostModel>(*profile, roofline);
+    figures = "the profile " + in.profile_path + " (" + measured->describe() + ")";
+  }
+  const CostModel& cost = measured ? static_cast<const CostModel&>(*measured) : roofline;
   const std::vector<PlanPrediction> ranking = predict_plans(config, workload, cluster, cost, {});
 
   PlanChoice choice;
   choice.log.push_back("--plan auto: " + std::to_string(ranking.size()) + " plans predicted for " +
-                       describe(workload) + " on " + in.hardware.name + " figures; the best:");
+                       describe(workload) + " on " + figures + "; the best:");
   for (size_t i = 0; i < ranking.size() && i < kLoggedPlans; ++i)
     choice.log.push_back(describe_prediction(i, ranking[i]));
   for (const PlanPrediction& p : ranking) {

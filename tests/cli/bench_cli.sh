@@ -40,6 +40,20 @@ fi
 "$MOETRON" model make --family olmoe --config-only --set intermediate_size=48 --out "$WORK/other" >/dev/null
 expect_failure "$WORK/p.h5: measured for a model with intermediate_size 32 (/model), this model has 48" \
   plan --model "$WORK/other" --ranks 2 --ranks-per-node 2 --profile "$WORK/p.h5"
+# moetron run --plan auto --profile: rank 0 predicts from the profile (measured on the same 2 CPU
+# ranks) and every rank runs its pick; a profile of another model is refused by every rank.
+printf '{"prompt_tokens": [1, 2, 3], "max_new_tokens": 2}\n{"prompt_tokens": [4], "max_new_tokens": 2}\n' >"$WORK/prompts.jsonl"
+mpi 2 "$MOETRON" run --model "$WORK/tiny" --prompts "$WORK/prompts.jsonl" --backend cpu --plan auto \
+  --load-format dummy --profile "$WORK/p.h5" --out "$WORK/run.h5" >"$WORK/run.txt" 2>&1 || fail "run --profile failed: $(cat "$WORK/run.txt")"
+grep -qF "on the profile $WORK/p.h5 (" "$WORK/run.txt" || fail "run did not predict from the profile: $(cat "$WORK/run.txt")"
+grep -q "info rank 0\] --plan auto: .* wins: " "$WORK/run.txt" || fail "run does not say why its plan wins"
+if mpi 2 "$MOETRON" run --model "$WORK/other" --prompts "$WORK/prompts.jsonl" --backend cpu --plan auto \
+    --load-format dummy --profile "$WORK/p.h5" --out "$WORK/run2.h5" >"$WORK/run2.txt" 2>&1; then
+  fail "run accepted a profile of another model"
+fi
+grep -qF "$WORK/p.h5: measured for a model with intermediate_size 32 (/model), this model has 48" "$WORK/run2.txt" ||
+  fail "run's refusal does not name the profile and field: $(cat "$WORK/run2.txt")"
+[[ ! -e "$WORK/run2.h5" ]] || fail "a results file was written with a refused profile"
 expect_failure "$WORK/missing.h5" plan --model "$WORK/tiny" --ranks 2 --ranks-per-node 2 --profile "$WORK/missing.h5"
 expect_failure "not a moetron hardware profile" plan --model "$WORK/tiny" --ranks 2 --ranks-per-node 2 --profile "$WORK/plans.h5"
 

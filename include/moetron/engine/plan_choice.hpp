@@ -27,6 +27,10 @@ struct PlanChoiceInputs {
   int world_size = 1, ranks_per_node = 1;
   MemoryBudget memory;        // agreed over the ranks (the smallest rank's memory)
   HardwareFigures hardware;   // for the roofline cost model
+  // `moetron bench`'s profile (checked against the model, world, device and backend): its
+  // measurements answer, the roofline what it lacks. Empty: the roofline alone.
+  std::string profile_path;
+  std::string device_name, backend;  // what the profile must have been measured on
   int64_t max_batch = 256, max_batch_tokens = 8192;
 };
 
