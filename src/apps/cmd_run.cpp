@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "commands.hpp"
 #include "moetron/comm/mpi_communicator.hpp"
@@ -57,6 +58,19 @@ MemoryBudget memory_budget(const RunOptions& o, const RunSettings& settings, con
   return budget;
 }
 
+// What the results file records of the predictor: --plan auto's ranking, or for an explicit plan
+// a ranking made now (a failure there costs the record, not the run).
+PlanPredictions record_predictions(const std::optional<PlanChoice>& auto_choice, const PlanChoiceInputs& in,
+                                   const Plan& plan) {
+  if (auto_choice) return prediction_records(auto_choice->predicted, plan, auto_choice->explanation);
+  try {
+    return prediction_records(rank_plans(in), plan, "");
+  } catch (const std::exception& e) {
+    LOG_WARN("no plan predictions in the results file: " << e.what());
+    return {};
+  }
+}
+
 int run(const RunOptions& o, int world_rank, int world_size) {
   const ModelConfig config = load_model_config(o.model + "/config.json");
   if (world_rank == 0) check_output_writable(o.out);
@@ -72,27 +86,35 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
   RunSettings settings = settings_from(o);
   const MemoryBudget budget = memory_budget(o, settings, backend, binding, specs);
-  const AutoPlanChooser by_prediction = [&](const MemoryBudget& agreed) {
+  // Rank 0 predicts every plan of the job: to choose one (--plan auto) and, either way, to record
+  // the predictions beside what the run measures (/predictions).
+  const auto choice_inputs = [&](const MemoryBudget& memory) {
     PlanChoiceInputs in;
     in.config = &config;
     in.requests = &specs;
     in.world_size = world_size;
     in.ranks_per_node = binding.ranks_on_node;
-    in.memory = agreed;
-    std::string note;
+    in.memory = memory;
     in.device_name = identify_device(backend, binding).name;
+    std::string note;
     in.hardware = hardware_for_device(backend, in.device_name, &note);
     if (!note.empty()) LOG_WARN(note);
     in.max_batch = o.max_batch;
     in.max_batch_tokens = o.max_batch_tokens;
     in.profile_path = o.profile;
     in.backend = backend;
-    const PlanChoice choice = choose_plan_by_prediction(in);
-    for (const std::string& line : choice.log) LOG_INFO(line);
-    return choice.plan;
+    return in;
+  };
+  std::optional<PlanChoice> auto_choice;  // rank 0, --plan auto
+  const AutoPlanChooser by_prediction = [&](const MemoryBudget& agreed) {
+    auto_choice = choose_plan_by_prediction(choice_inputs(agreed));
+    for (const std::string& line : auto_choice->log) LOG_INFO(line);
+    return auto_choice->plan;
   };
   settings.plan = agree_plan(*make_mpi_communicator(MPI_COMM_WORLD, "world"), o.plan, config,
                              budget, binding.ranks_on_node, by_prediction);
+  PlanPredictions predictions;
+  if (world_rank == 0) predictions = record_predictions(auto_choice, choice_inputs(budget), settings.plan);
   const Plan& plan = settings.plan;
   LOG_INFO("model " << family_name(config.family) << " from " << o.model << ", " << specs.size()
                     << " requests, backend " << backend << ", plan " << plan.to_string() << " on "
@@ -134,6 +156,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   facts.world_size = world_size;
   RunResults results = assemble_results(facts, specs, all, report, outcome.expert_tokens, outcome.traffic);
   results.startup = outcome.startup;
+  results.predictions = predictions;
 #ifdef MOETRON_HAVE_CUDA
   if (idle_observer) {
     const DecodeIdleSummary idle = idle_observer->summarize();

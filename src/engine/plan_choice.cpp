@@ -45,7 +45,7 @@ HardwareFigures hardware_for_device(const std::string& backend, const std::strin
   return hardware_preset("h100");
 }
 
-PlanChoice choose_plan_by_prediction(const PlanChoiceInputs& in) {
+PlanRanking rank_plans(const PlanChoiceInputs& in) {
   const ModelConfig& config = *in.config;
   Workload base;
   base.max_batch = in.max_batch;
@@ -59,7 +59,8 @@ PlanChoice choose_plan_by_prediction(const PlanChoiceInputs& in) {
   const RooflineCostModel roofline(in.hardware);
   std::unique_ptr<ProfileCostModel> measured;
   std::optional<HardwareProfile> profile;
-  std::string figures = in.hardware.name + " figures";
+  PlanRanking out;
+  out.figures = in.hardware.name + " figures";
   if (!in.profile_path.empty()) {
     profile = load_profile(in.profile_path);
     ProfileUse use;
@@ -70,27 +71,60 @@ PlanChoice choose_plan_by_prediction(const PlanChoiceInputs& in) {
     use.backend = in.backend;
     check_profile_matches(*profile, use, in.profile_path);
     measured = std::make_unique<ProfileCostModel>(*profile, roofline);
-    figures = "the profile " + in.profile_path + " (" + measured->describe() + ")";
+    out.figures = "the profile " + in.profile_path + " (" + measured->describe() + ")";
   }
   const CostModel& cost = measured ? static_cast<const CostModel&>(*measured) : roofline;
-  const std::vector<PlanPrediction> ranking = predict_plans(config, workload, cluster, cost, {});
+  out.ranking = predict_plans(config, workload, cluster, cost, {});
+  out.figures = describe(workload) + " on " + out.figures;
+  return out;
+}
 
+PlanChoice choose_plan_by_prediction(const PlanChoiceInputs& in) {
+  const ModelConfig& config = *in.config;
   PlanChoice choice;
+  choice.predicted = rank_plans(in);
+  const std::vector<PlanPrediction>& ranking = choice.predicted.ranking;
   choice.log.push_back("--plan auto: " + std::to_string(ranking.size()) + " plans predicted for " +
-                       describe(workload) + " on " + figures + "; the best:");
+                       choice.predicted.figures + "; the best:");
   for (size_t i = 0; i < ranking.size() && i < kLoggedPlans; ++i)
     choice.log.push_back(describe_prediction(i, ranking[i]));
   for (const PlanPrediction& p : ranking) {
     if (!p.fits) break;  // fitting plans come first
     if (!plan_problem(p.plan, config).empty() || !memory_problem(p.plan, config, in.memory).empty()) continue;
     choice.plan = p.plan;
-    choice.log.push_back("--plan auto: " + explain_best(ranking));
+    choice.explanation = explain_best(ranking);
+    choice.log.push_back("--plan auto: " + choice.explanation);
     return choice;
   }
   choice.plan = choose_auto_plan(config, in.world_size, in.memory, in.ranks_per_node);
-  choice.log.push_back("--plan auto: no predicted plan passes the memory check; by preference " +
-                       choice.plan.to_string());
+  choice.explanation = "no predicted plan passes the memory check; by preference " + choice.plan.to_string();
+  choice.log.push_back("--plan auto: " + choice.explanation);
   return choice;
+}
+
+PlanPredictions prediction_records(const PlanRanking& predicted, const Plan& chosen,
+                                   const std::string& explanation) {
+  PlanPredictions out;
+  out.figures = predicted.figures;
+  out.chosen = chosen.to_string();
+  out.explanation = explanation;
+  for (const PlanPrediction& p : predicted.ranking) {
+    PlanCandidateRecord c;
+    c.plan = p.plan.to_string();
+    c.fits = p.fits;
+    c.refusal = p.refusal;
+    c.output_tokens_per_s = p.output_tokens_per_s;
+    c.decode_tokens_per_s = p.decode_tokens_per_s;
+    c.prefill_tokens_per_s = p.prefill_tokens_per_s;
+    c.decode_step_s = p.decode.total_s();
+    c.ttft_s = p.ttft_s;
+    c.itl_s = p.itl_s;
+    c.memory_per_rank = p.memory.total();
+    c.batch = p.batch;
+    c.bottleneck = p.bottleneck;
+    out.candidates.push_back(std::move(c));
+  }
+  return out;
 }
 
 }  // namespace moetron

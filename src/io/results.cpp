@@ -169,6 +169,28 @@ void write_startup(h5::File& f, const StartupRecord& s) {
   f.set_attribute("/startup", "total_seconds", s.total_seconds);
 }
 
+void write_predictions(h5::File& f, const PlanPredictions& p) {
+  if (p.candidates.empty()) return;
+  using C = PlanCandidateRecord;
+  const auto& cs = p.candidates;
+  f.create_group("/predictions");
+  f.set_attribute("/predictions", "figures", p.figures);
+  f.set_attribute("/predictions", "chosen", p.chosen);
+  f.set_attribute("/predictions", "explanation", p.explanation);
+  f.write_strings("/predictions/plan", column<std::string>(cs, [](const C& c) { return c.plan; }));
+  f.write("/predictions/fits", column<int8_t>(cs, [](const C& c) { return static_cast<int8_t>(c.fits); }));
+  f.write_strings("/predictions/refusal", column<std::string>(cs, [](const C& c) { return c.refusal; }));
+  const std::pair<const char*, double C::*> rates[] = {
+      {"output_tokens_per_s", &C::output_tokens_per_s}, {"decode_tokens_per_s", &C::decode_tokens_per_s},
+      {"prefill_tokens_per_s", &C::prefill_tokens_per_s}, {"decode_step_s", &C::decode_step_s},
+      {"ttft_s", &C::ttft_s}, {"itl_s", &C::itl_s}};
+  for (const auto& [name, member] : rates)
+    f.write(std::string("/predictions/") + name, column<double>(cs, [m = member](const C& c) { return c.*m; }));
+  f.write("/predictions/memory_per_rank", column<int64_t>(cs, [](const C& c) { return c.memory_per_rank; }));
+  f.write("/predictions/batch", column<int64_t>(cs, [](const C& c) { return c.batch; }));
+  f.write_strings("/predictions/bottleneck", column<std::string>(cs, [](const C& c) { return c.bottleneck; }));
+}
+
 void write_ranks(h5::File& f, const std::vector<RankRecord>& ranks, const std::string& plan) {
   f.create_group("/ranks");
   f.set_attribute("/ranks", "plan", plan);
@@ -218,6 +240,7 @@ void write_results(const std::string& path, const RunResults& results) {
     write_experts(f, results.expert_tokens);
     write_summary(f, summarize(results));
     write_startup(f, results.startup);
+    write_predictions(f, results.predictions);
     if (!results.ranks.empty()) write_ranks(f, results.ranks, results.meta.plan);
     f.close();
   });

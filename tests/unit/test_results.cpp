@@ -66,6 +66,12 @@ RunResults full_results() {
   r.meta.extra["note"] = "unit test";
   r.logits_vocab_size = 4;
   r.startup = {2.5, 123456789, 0.25, 1.5, 3, 4.75};
+  r.predictions.figures = "h200";
+  r.predictions.chosen = "pp=1,tp=1,dp=2,ep=2";
+  r.predictions.explanation = "pp=1,tp=1,dp=2,ep=2 wins";
+  r.predictions.candidates = {
+      {"pp=1,tp=1,dp=2,ep=2", true, "", 900.0, 1000.0, 5e4, 2e-3, 0.01, 2e-3, 1 << 30, 8, "compute 60%"},
+      {"pp=2,tp=1,dp=1,ep=1", false, "weights do not fit", 0, 0, 0, 0, 0, 0, int64_t{3} << 30, 0, ""}};
   auto request = [](std::string id, std::vector<int32_t> prompt, std::vector<int32_t> out,
                     FinishReason why, float logit_base) {
     RequestResult q;
@@ -96,6 +102,7 @@ RunResults minimal_results() {
   r.logits_vocab_size = 0;
   for (RequestResult& q : r.requests) q.logits.clear();
   r.ranks.clear();
+  r.predictions = {};
   return r;
 }
 

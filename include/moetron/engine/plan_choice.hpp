@@ -6,9 +6,11 @@
 #include <vector>
 
 #include "moetron/io/prompts.hpp"
+#include "moetron/io/results.hpp"
 #include "moetron/model/config.hpp"
 #include "moetron/parallel/memory_need.hpp"
 #include "moetron/parallel/plan.hpp"
+#include "moetron/predict/predictor.hpp"
 #include "moetron/predict/roofline_cost_model.hpp"
 
 namespace moetron {
@@ -34,8 +36,17 @@ struct PlanChoiceInputs {
   int64_t max_batch = 256, max_batch_tokens = 8192;
 };
 
+// Every plan of the job predicted, best first (predict_plans), and what the figures were.
+struct PlanRanking {
+  std::vector<PlanPrediction> ranking;
+  std::string figures;  // "h200 figures", or "the profile FILE (...)"
+};
+PlanRanking rank_plans(const PlanChoiceInputs& in);
+
 struct PlanChoice {
   Plan plan;
+  PlanRanking predicted;
+  std::string explanation;       // why the best wins
   std::vector<std::string> log;  // the top plans, their predictions and why the best wins
 };
 
@@ -43,5 +54,9 @@ struct PlanChoice {
 // memory check of memory_problem, the same as an explicit --plan gets); when the predictor finds
 // none that fits, choose_auto_plan decides (and throws its error when nothing fits at all).
 PlanChoice choose_plan_by_prediction(const PlanChoiceInputs& in);
+
+// The results file's record of the predictions (docs/results-schema.md, /predictions).
+PlanPredictions prediction_records(const PlanRanking& predicted, const Plan& chosen,
+                                   const std::string& explanation);
 
 }  // namespace moetron

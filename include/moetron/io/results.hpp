@@ -66,9 +66,32 @@ struct StartupRecord {
   double total_seconds = 0;       // the whole set-up, from the groups to the first step
 };
 
+// One plan of the job as the predictor saw it (rank 0, before the run): what it predicted, to
+// hold against what the run measured.
+struct PlanCandidateRecord {
+  std::string plan;                // pp=P,tp=T,dp=D,ep=E
+  bool fits = false;
+  std::string refusal;             // why it does not fit ("" when it does)
+  double output_tokens_per_s = 0;  // the ranking key: the workload's tokens over its time
+  double decode_tokens_per_s = 0, prefill_tokens_per_s = 0;
+  double decode_step_s = 0, ttft_s = 0, itl_s = 0;
+  int64_t memory_per_rank = 0;     // bytes, the rank needing the most
+  int64_t batch = 0;               // sequences per replica
+  std::string bottleneck;          // largest part of the decode step
+};
+
+// Every plan predicted for this run, best first, and what the predictions rest on.
+struct PlanPredictions {
+  std::vector<PlanCandidateRecord> candidates;  // empty: none made (no /predictions group)
+  std::string figures;                          // the hardware figures or profile used
+  std::string chosen;                           // the plan that ran
+  std::string explanation;                      // why the best wins ("" for an explicit --plan)
+};
+
 struct RunResults {
   RunMetadata meta;
   StartupRecord startup;
+  PlanPredictions predictions;
   std::vector<RequestResult> requests;  // in prompts-file order
   std::vector<StepRecord> steps;
   // [layers][experts]: routed token-slots per layer and expert; rows of dense layers are zero.
