@@ -169,6 +169,7 @@ template <int HD>
 __global__ void __launch_bounds__(kThreads)
     attention_kernel(PagedAttentionArgs a, int num_splits, int split_len,
                              ResultSink sink) {
+  pdl_enter();  // first: see common.cuh
   constexpr int kKSteps = HD / 16;  // k16 steps of Q.K^T
   constexpr int kNTiles = HD / 8;   // n8 tiles of O
   constexpr int kChunks = HD / 8;   // 16-byte chunks per cache row
@@ -326,6 +327,7 @@ __global__ void __launch_bounds__(kThreads)
 __global__ void merge_splits_kernel(const float* __restrict__ part_o,
                                     const float* __restrict__ part_ml, int num_splits,
                                     int64_t rows_total, int head_dim, bf16* out) {
+  pdl_enter();  // first: see common.cuh
   const int64_t row = blockIdx.x;
   const int d = threadIdx.x;
   float m_max = -INFINITY;
@@ -346,6 +348,7 @@ template <int VEC>
 __global__ void kv_append_kernel(const bf16* __restrict__ k, const bf16* __restrict__ v,
                                  const int32_t* __restrict__ slot_mapping, int64_t width,
                                  bf16* k_cache, bf16* v_cache) {
+  pdl_enter();  // first: see common.cuh
   const int64_t t = blockIdx.x;
   const int64_t slot = slot_mapping[t];
   if (slot < 0) return;
@@ -377,14 +380,11 @@ void launch_attention(const PagedAttentionArgs& a, const AttentionPlan& plan, vo
   CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<HD>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(smem)));
-  attention_kernel<HD><<<grid, kThreads, smem, stream>>>(a, plan.num_splits, plan.split_len,
-                                                         sink);
-  CUDA_CHECK_LAUNCH();
+  launch(attention_kernel<HD>, grid, kThreads, smem, stream, a, plan.num_splits, plan.split_len,
+      sink);
   if (plan.num_splits > 1) {
-    merge_splits_kernel<<<sink.rows_total, HD, 0, stream>>>(sink.part_o, sink.part_ml,
-                                                            plan.num_splits, sink.rows_total,
-                                                            HD, a.out);
-    CUDA_CHECK_LAUNCH();
+    launch(merge_splits_kernel, sink.rows_total, HD, 0, stream, sink.part_o, sink.part_ml,
+        plan.num_splits, sink.rows_total, HD, a.out);
   }
 }
 
@@ -439,13 +439,12 @@ void kv_append(const bf16* k, const bf16* v, const int32_t* slot_mapping, int64_
   if (kv_width % 8 == 0 && aligned16(k) && aligned16(v) && aligned16(k_cache) &&
       aligned16(v_cache)) {
     const int threads = static_cast<int>(std::min<int64_t>(256, ceil_div(kv_width / 8, 32) * 32));
-    kv_append_kernel<8><<<num_tokens, threads, 0, stream>>>(k, v, slot_mapping, kv_width,
-                                                            k_cache, v_cache);
+    launch(kv_append_kernel<8>, num_tokens, threads, 0, stream, k, v, slot_mapping, kv_width,
+        k_cache, v_cache);
   } else {
-    kv_append_kernel<1><<<num_tokens, 256, 0, stream>>>(k, v, slot_mapping, kv_width, k_cache,
-                                                        v_cache);
+    launch(kv_append_kernel<1>, num_tokens, 256, 0, stream, k, v, slot_mapping, kv_width, k_cache,
+        v_cache);
   }
-  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace kernels

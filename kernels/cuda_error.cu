@@ -1,6 +1,9 @@
-// The one place CUDA failures turn into moetron::Error.
+// The one place CUDA failures turn into moetron::Error; and the launch policy of common.cuh.
+#include <cstdlib>
+#include <cstring>
+
+#include "common.cuh"
 #include "moetron/core/error.hpp"
-#include "moetron/kernels.hpp"
 
 namespace moetron {
 namespace kernels {
@@ -10,6 +13,22 @@ void throw_cuda_error(const char* call, const char* what, const char* file, int 
   // next launch check reports only its own failure (sticky errors stay whatever we do).
   (void)cudaGetLastError();
   MOETRON_FAIL("CUDA error '" << what << "' in " << call << " at " << file << ":" << line);
+}
+
+bool pdl_enabled() {
+  static const bool allowed = [] {
+    const char* env = std::getenv("MOETRON_PDL");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+  }();
+  constexpr int kMaxDevices = 64;
+  static int major[kMaxDevices] = {};  // 0: not asked yet (a device's major is never 0)
+  if (!allowed) return false;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  if (device < 0 || device >= kMaxDevices) return false;
+  if (major[device] == 0)
+    CUDA_CHECK(cudaDeviceGetAttribute(&major[device], cudaDevAttrComputeCapabilityMajor, device));
+  return major[device] >= 9;
 }
 
 }  // namespace kernels

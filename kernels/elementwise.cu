@@ -22,6 +22,7 @@ __device__ __forceinline__ void for_each_vector(int64_t n, Op op) {
 
 template <int VEC>
 __global__ void add_kernel(bf16* acc, const bf16* __restrict__ x, int64_t n) {
+  pdl_enter();  // first: see common.cuh
   for_each_vector<VEC>(n, [&](int64_t i) {
     float a[VEC], b[VEC];
     load_bf16<VEC>(acc + i, a);
@@ -34,6 +35,7 @@ __global__ void add_kernel(bf16* acc, const bf16* __restrict__ x, int64_t n) {
 
 template <int VEC>
 __global__ void clamp_kernel(bf16* x, int64_t n, float limit) {
+  pdl_enter();  // first: see common.cuh
   for_each_vector<VEC>(n, [&](int64_t i) {
     float a[VEC];
     load_bf16<VEC>(x + i, a);
@@ -45,6 +47,7 @@ __global__ void clamp_kernel(bf16* x, int64_t n, float limit) {
 
 template <int VEC>
 __global__ void bf16_to_float_kernel(const bf16* __restrict__ x, int64_t n, float* out) {
+  pdl_enter();  // first: see common.cuh
   for_each_vector<VEC>(n, [&](int64_t i) {
     float a[VEC];
     load_bf16<VEC>(x + i, a);
@@ -56,12 +59,14 @@ __global__ void bf16_to_float_kernel(const bf16* __restrict__ x, int64_t n, floa
 // Conversions into bf16 of weights at upload (F32 or F16 sources), element by element.
 template <typename T>
 __global__ void to_bf16_kernel(const T* __restrict__ x, int64_t n, bf16* out) {
+  pdl_enter();  // first: see common.cuh
   for_each_vector<1>(n, [&](int64_t i) { out[i] = __float2bfloat16(as_float(x[i])); });
 }
 
 template <int VEC>
 __global__ void add_bias_kernel(bf16* out, const bf16* __restrict__ bias, int64_t n,
                                 int64_t cols) {
+  pdl_enter();  // first: see common.cuh
   for_each_vector<VEC>(n, [&](int64_t i) {
     float a[VEC], b[VEC];
     load_bf16<VEC>(out + i, a);
@@ -75,6 +80,7 @@ __global__ void add_bias_kernel(bf16* out, const bf16* __restrict__ bias, int64_
 template <int VEC>
 __global__ void silu_mul_kernel(const bf16* __restrict__ gate_up, int64_t n, int64_t inter,
                                 bf16* __restrict__ out) {
+  pdl_enter();  // first: see common.cuh
   for_each_vector<VEC>(n, [&](int64_t i) {
     const int64_t r = i / inter, c = i % inter;
     float g[VEC], u[VEC];
@@ -91,6 +97,7 @@ template <int VEC>
 __global__ void add_sigmoid_gated_kernel(bf16* acc, const bf16* __restrict__ x,
                                          const bf16* __restrict__ gate_w,
                                          const bf16* __restrict__ y, int64_t cols) {
+  pdl_enter();  // first: see common.cuh
   const int64_t r = blockIdx.x;
   float dot = 0.0f;
   for (int64_t c = threadIdx.x * VEC; c < cols; c += blockDim.x * VEC) {
@@ -115,10 +122,9 @@ __global__ void add_sigmoid_gated_kernel(bf16* acc, const bf16* __restrict__ x,
 #define LAUNCH_VECTORIZED(kernel, n, vec8_ok, ...)                                           \
   do {                                                                                       \
     if (vec8_ok)                                                                             \
-      kernel<8><<<grid_for(ceil_div(n, 8), kThreads), kThreads, 0, stream>>>(__VA_ARGS__);   \
+      launch(kernel<8>, grid_for(ceil_div(n, 8), kThreads), kThreads, 0, stream, __VA_ARGS__);   \
     else                                                                                     \
-      kernel<1><<<grid_for(n, kThreads), kThreads, 0, stream>>>(__VA_ARGS__);                \
-    CUDA_CHECK_LAUNCH();                                                                     \
+      launch(kernel<1>, grid_for(n, kThreads), kThreads, 0, stream, __VA_ARGS__);                \
   } while (0)
 
 }  // namespace
@@ -140,14 +146,12 @@ void bf16_to_float(const bf16* x, int64_t n, float* out, cudaStream_t stream) {
 
 void float_to_bf16(const float* x, int64_t n, bf16* out, cudaStream_t stream) {
   if (n == 0) return;
-  to_bf16_kernel<float><<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, n, out);
-  CUDA_CHECK_LAUNCH();
+  launch(to_bf16_kernel<float>, grid_for(n, kThreads), kThreads, 0, stream, x, n, out);
 }
 
 void half_to_bf16(const __half* x, int64_t n, bf16* out, cudaStream_t stream) {
   if (n == 0) return;
-  to_bf16_kernel<__half><<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, n, out);
-  CUDA_CHECK_LAUNCH();
+  launch(to_bf16_kernel<__half>, grid_for(n, kThreads), kThreads, 0, stream, x, n, out);
 }
 
 void add_bias_rows(bf16* out, const bf16* bias, int64_t rows, int64_t cols, cudaStream_t stream) {
@@ -170,10 +174,9 @@ void add_sigmoid_gated(bf16* acc, const bf16* x, const bf16* gate_w, const bf16*
   const bool vec8 = cols % 8 == 0 && aligned16(acc) && aligned16(x) && aligned16(gate_w) &&
                     aligned16(y);
   if (vec8)
-    add_sigmoid_gated_kernel<8><<<rows, kThreads, 0, stream>>>(acc, x, gate_w, y, cols);
+    launch(add_sigmoid_gated_kernel<8>, rows, kThreads, 0, stream, acc, x, gate_w, y, cols);
   else
-    add_sigmoid_gated_kernel<1><<<rows, kThreads, 0, stream>>>(acc, x, gate_w, y, cols);
-  CUDA_CHECK_LAUNCH();
+    launch(add_sigmoid_gated_kernel<1>, rows, kThreads, 0, stream, acc, x, gate_w, y, cols);
 }
 
 }  // namespace kernels

@@ -10,6 +10,7 @@ template <int VEC>
 __global__ void gather_rows_kernel(const bf16* __restrict__ table, int64_t table_rows,
                                    int64_t cols, const int32_t* __restrict__ rows,
                                    bf16* __restrict__ out) {
+  pdl_enter();  // first: see common.cuh
   const int64_t i = blockIdx.x;
   const int64_t src = rows[i];
   bf16* dst = out + i * cols;
@@ -31,6 +32,7 @@ __global__ void scatter_add_rows_kernel(bf16* acc, int64_t acc_rows, int64_t col
                                         const bf16* __restrict__ x,
                                         const int32_t* __restrict__ rows,
                                         const float* __restrict__ scale) {
+  pdl_enter();  // first: see common.cuh
   const int64_t i = blockIdx.x;
   const int64_t dst = rows[i];
   if (dst < 0 || dst >= acc_rows) return;
@@ -61,21 +63,19 @@ void gather_rows(const bf16* table, int64_t table_rows, int64_t cols, const int3
                  int64_t n, bf16* out, cudaStream_t stream) {
   if (n == 0 || cols == 0) return;
   if (cols % 8 == 0 && aligned16(table) && aligned16(out)) {
-    gather_rows_kernel<8><<<n, row_threads(cols, 8), 0, stream>>>(table, table_rows, cols, rows,
-                                                                  out);
+    launch(gather_rows_kernel<8>, n, row_threads(cols, 8), 0, stream, table, table_rows, cols, rows,
+        out);
   } else {
-    gather_rows_kernel<1><<<n, row_threads(cols, 1), 0, stream>>>(table, table_rows, cols, rows,
-                                                                  out);
+    launch(gather_rows_kernel<1>, n, row_threads(cols, 1), 0, stream, table, table_rows, cols, rows,
+        out);
   }
-  CUDA_CHECK_LAUNCH();
 }
 
 void scatter_add_rows(bf16* acc, int64_t acc_rows, int64_t cols, const bf16* x,
                       const int32_t* rows, const float* scale, int64_t n, cudaStream_t stream) {
   if (n == 0 || cols == 0) return;
-  scatter_add_rows_kernel<<<n, row_threads(cols, 2), 0, stream>>>(acc, acc_rows, cols, x, rows,
-                                                                  scale);
-  CUDA_CHECK_LAUNCH();
+  launch(scatter_add_rows_kernel, n, row_threads(cols, 2), 0, stream, acc, acc_rows, cols, x, rows,
+      scale);
 }
 
 }  // namespace kernels

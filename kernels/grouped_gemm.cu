@@ -1,10 +1,11 @@
 // Grouped expert GEMMs: per-expert GEMVs on CUDA cores for decode-sized loads, and tiled
 // GEMMs on tensor cores (WMMA bf16 x bf16 -> fp32, portable to sm_80/89/90) for the rest.
 //
-// The rows are the permuted tokens, expert after expert; expert e owns rows
-// [offsets[e], offsets[e+1]) and row tiles [tile_offsets[e], tile_offsets[e+1]), both read from
-// device memory (moe_route writes them), so the launch needs only host-known bounds and can be
-// captured in a CUDA graph. A block past the last tile returns at once.
+// The rows are the permuted tokens, expert after expert. Each block reads what its row tile
+// computes from the tile table moe_route writes in device memory (expert, first row, rows), so
+// the launch needs only host-known bounds and can be captured in a CUDA graph. A block past the
+// last tile returns at once. The gate/up GEMM may read its input rows through token_of_row
+// from the tokens' own rows (no permuted copy).
 //
 // Tensor cores: each block computes one output tile of one expert (16, 64 or 128 rows): grid x
 // walks row tiles, grid y the output columns. Operands stream through shared memory in a
@@ -65,22 +66,12 @@ __device__ __forceinline__ void cp_async_wait() {
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + __expf(-x)); }
 
-// The expert that owns row tile `tile`: the last e with tile_offsets[e] <= tile.
-__device__ int expert_of_tile(const int32_t* tile_offsets, int num_local, int tile) {
-  int lo = 0, hi = num_local - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (tile_offsets[mid] <= tile) lo = mid; else hi = mid - 1;
-  }
-  return lo;
-}
-
 template <int BM, int BN, int WM, int WN, bool kSwiGLU>
 __global__ void __launch_bounds__(GemmShape<BM, BN, WM, WN, kSwiGLU>::kThreads)
-    grouped_gemm_kernel(const bf16* __restrict__ a, const bf16* __restrict__ w,
-                        const int32_t* __restrict__ offsets,
-                        const int32_t* __restrict__ tile_offsets, int num_local, int k_dim,
+    grouped_gemm_kernel(const bf16* __restrict__ a, const int32_t* __restrict__ token_of_row,
+                        const bf16* __restrict__ w, const int4* __restrict__ tiles, int k_dim,
                         int n_dim, int64_t w_expert_stride, bf16* __restrict__ c) {
+  pdl_enter();  // first: see common.cuh
   using Shape = GemmShape<BM, BN, WM, WN, kSwiGLU>;
   constexpr int kMats = Shape::kMats, kThreads = Shape::kThreads, kLdc = Shape::kLdc;
   constexpr int kFM = Shape::kFragsM, kFN = Shape::kFragsN;
@@ -88,20 +79,23 @@ __global__ void __launch_bounds__(GemmShape<BM, BN, WM, WN, kSwiGLU>::kThreads)
   auto& pipe = *reinterpret_cast<typename Shape::Pipe*>(smem_raw);
   auto& acc_s = *reinterpret_cast<typename Shape::Epilogue*>(smem_raw);
 
-  const int tile = blockIdx.x;
-  if (tile >= tile_offsets[num_local]) return;
-  const int e = expert_of_tile(tile_offsets, num_local, tile);
-  const int row0 = offsets[e] + (tile - tile_offsets[e]) * BM;
-  const int rows = min(BM, offsets[e + 1] - row0);
+  const int4 work = tiles[blockIdx.x];  // {expert, first row, rows, -}
+  const int e = work.x, row0 = work.y, rows = work.z;
+  if (rows == 0) return;
   const int n0 = blockIdx.y * BN;
   const bf16* we = w + e * w_expert_stride;
+  // The input row of each tile row: permuted (row0 + r) or the token's own row.
+  __shared__ int a_row[BM];
+  for (int r = threadIdx.x; r < BM; r += kThreads)
+    a_row[r] = r >= rows ? 0 : token_of_row ? token_of_row[row0 + r] : row0 + r;
+  __syncthreads();
 
   auto load_stage = [&](int stage, int kt) {
     const int k0 = kt * kBK;
     for (int i = threadIdx.x; i < BM * (kBK / 8); i += kThreads) {
       const int r = i / (kBK / 8), kc = (i % (kBK / 8)) * 8;
       const bool valid = r < rows && k0 + kc < k_dim;
-      const bf16* src = valid ? a + static_cast<int64_t>(row0 + r) * k_dim + k0 + kc : a;
+      const bf16* src = valid ? a + static_cast<int64_t>(a_row[r]) * k_dim + k0 + kc : a;
       cp_async_16(&pipe.a[stage][r][kc], src, valid);
     }
 #pragma unroll
@@ -202,11 +196,12 @@ __device__ __forceinline__ void bf16x8_to_float(const uint4& raw, float (&f)[8])
 }
 
 // One warp: the dot products of weight rows w0 and w1 with the tile's activation rows
-// (R at most, `rows` valid), summed over the warp: every lane ends with all of them.
+// a + a_row[r] * k_dim (R at most, `rows` valid), summed over the warp: every lane ends with
+// all of them.
 template <int R>
 __device__ __forceinline__ void warp_dot2(const bf16* __restrict__ w0, const bf16* __restrict__ w1,
-                                          const bf16* __restrict__ a, int rows, int k_dim,
-                                          float (&d0)[R], float (&d1)[R]) {
+                                          const bf16* __restrict__ a, const int (&a_row)[R],
+                                          int rows, int k_dim, float (&d0)[R], float (&d1)[R]) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int r = 0; r < R; ++r) d0[r] = d1[r] = 0.0f;
@@ -230,7 +225,7 @@ __device__ __forceinline__ void warp_dot2(const bf16* __restrict__ w0, const bf1
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (r >= rows) break;
-        const bf16* xr = a + static_cast<int64_t>(r) * k_dim + k;
+        const bf16* xr = a + static_cast<int64_t>(a_row[r]) * k_dim + k;
         float x[8];
         bf16x8_to_float(__ldg(reinterpret_cast<const uint4*>(xr)), x);
 #pragma unroll
@@ -252,22 +247,23 @@ __device__ __forceinline__ void warp_dot2(const bf16* __restrict__ w0, const bf1
 // rows n and n + 1; n_dim is even).
 template <int R, bool kSwiGLU>
 __global__ void __launch_bounds__(32 * kGemvWarps)
-    grouped_gemv_kernel(const bf16* __restrict__ a, const bf16* __restrict__ w,
-                        const int32_t* __restrict__ offsets,
-                        const int32_t* __restrict__ tile_offsets, int num_local, int k_dim,
+    grouped_gemv_kernel(const bf16* __restrict__ a, const int32_t* __restrict__ token_of_row,
+                        const bf16* __restrict__ w, const int4* __restrict__ tiles, int k_dim,
                         int n_dim, int64_t w_expert_stride, bf16* __restrict__ c) {
+  pdl_enter();  // first: see common.cuh
   constexpr int kColsPerWarp = kSwiGLU ? 1 : 2;
-  const int tile = blockIdx.y;
-  if (tile >= tile_offsets[num_local]) return;
   const int n = (blockIdx.x * kGemvWarps + (threadIdx.x >> 5)) * kColsPerWarp;
-  if (n >= n_dim) return;
-  const int e = expert_of_tile(tile_offsets, num_local, tile);
-  const int row0 = offsets[e] + (tile - tile_offsets[e]) * R;
-  const int rows = min(R, offsets[e + 1] - row0);
+  const int4 work = tiles[blockIdx.y];  // {expert, first row, rows, -}
+  const int e = work.x, row0 = work.y, rows = work.z;
+  if (rows == 0 || n >= n_dim) return;
+  int a_row[R];  // the input row of each tile row: permuted or the token's own
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+    a_row[r] = r >= rows ? 0 : token_of_row ? token_of_row[row0 + r] : row0 + r;
   const bf16* w0 = w + e * w_expert_stride + static_cast<int64_t>(n) * k_dim;
   const bf16* w1 = kSwiGLU ? w0 + static_cast<int64_t>(n_dim) * k_dim : w0 + k_dim;
   float d0[R], d1[R];
-  warp_dot2<R>(w0, w1, a + static_cast<int64_t>(row0) * k_dim, rows, k_dim, d0, d1);
+  warp_dot2<R>(w0, w1, a, a_row, rows, k_dim, d0, d1);
   // Lane r writes row r (the sums are in every lane; the unrolled test keeps them in registers).
   const int lane = threadIdx.x & 31;
 #pragma unroll
@@ -281,72 +277,67 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
   }
 }
 
+// What one grouped GEMM multiplies: c[r] = a_r . W_e^T over the row tiles of `tiles`.
+struct GroupedOperands {
+  const bf16* a;
+  const int32_t* token_of_row;  // null: a is permuted; else a_r = a[token_of_row[r]]
+  const bf16* w;
+  const int4* tiles;
+  int64_t max_tiles, k_dim, n_dim, w_expert_stride;
+  bf16* c;
+};
+
 template <int R, bool kSwiGLU>
-void launch_gemv(const bf16* a, const bf16* w, const MoeRouting& routing, int64_t num_local,
-                 int64_t max_tiles, int64_t k_dim, int64_t n_dim, int64_t w_expert_stride,
-                 bf16* c, cudaStream_t stream) {
+void launch_gemv(const GroupedOperands& op, cudaStream_t stream) {
   constexpr int kColsPerBlock = kGemvWarps * (kSwiGLU ? 1 : 2);
-  const dim3 grid(static_cast<unsigned>(ceil_div(n_dim, kColsPerBlock)),
-                  static_cast<unsigned>(max_tiles));
-  grouped_gemv_kernel<R, kSwiGLU><<<grid, 32 * kGemvWarps, 0, stream>>>(
-      a, w, routing.offsets, routing.tile_offsets, static_cast<int>(num_local),
-      static_cast<int>(k_dim), static_cast<int>(n_dim), w_expert_stride, c);
-  CUDA_CHECK_LAUNCH();
+  const dim3 grid(static_cast<unsigned>(ceil_div(op.n_dim, kColsPerBlock)),
+                  static_cast<unsigned>(op.max_tiles));
+  launch(grouped_gemv_kernel<R, kSwiGLU>, grid, 32 * kGemvWarps, 0, stream, op.a,
+         op.token_of_row, op.w, op.tiles, static_cast<int>(op.k_dim), static_cast<int>(op.n_dim),
+         op.w_expert_stride, op.c);
 }
 
 // ---- tensor-core path ---------------------------------------------------------------------------
 
 template <int BM, int BN, int WM, int WN, bool kSwiGLU>
-void launch_shape(const bf16* a, const bf16* w, const MoeRouting& routing, int64_t num_local,
-                  int64_t max_tiles, int64_t k_dim, int64_t n_dim, int64_t w_expert_stride,
-                  bf16* c, cudaStream_t stream) {
+void launch_shape(const GroupedOperands& op, cudaStream_t stream) {
   using Shape = GemmShape<BM, BN, WM, WN, kSwiGLU>;
   auto kernel = grouped_gemm_kernel<BM, BN, WM, WN, kSwiGLU>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(Shape::kSmemBytes)));
-  const dim3 grid(static_cast<unsigned>(max_tiles), static_cast<unsigned>(ceil_div(n_dim, BN)));
-  kernel<<<grid, Shape::kThreads, Shape::kSmemBytes, stream>>>(
-      a, w, routing.offsets, routing.tile_offsets, static_cast<int>(num_local),
-      static_cast<int>(k_dim), static_cast<int>(n_dim), w_expert_stride, c);
-  CUDA_CHECK_LAUNCH();
+  const dim3 grid(static_cast<unsigned>(op.max_tiles),
+                  static_cast<unsigned>(ceil_div(op.n_dim, BN)));
+  launch(kernel, grid, Shape::kThreads, Shape::kSmemBytes, stream, op.a, op.token_of_row, op.w,
+         op.tiles, static_cast<int>(op.k_dim), static_cast<int>(op.n_dim), op.w_expert_stride,
+         op.c);
 }
 
 // Large tiles reuse each loaded operand twice as often; small ones waste fewer rows on experts
 // that got few tokens; GEMVs waste none where every expert has a handful.
 template <bool kSwiGLU>
-void launch_grouped_gemm(int tile_rows, const bf16* a, const bf16* w, const MoeRouting& routing,
-                         int64_t num_local, int64_t max_rows, int64_t k_dim, int64_t n_dim,
-                         int64_t w_expert_stride, bf16* c, cudaStream_t stream) {
-  if (num_local == 0 || max_rows == 0 || n_dim == 0) return;
-  MOETRON_ASSERT(k_dim % 8 == 0 && n_dim % 8 == 0 && aligned16(a) && aligned16(w) &&
-                 aligned16(c));
-  // Each expert's last tile may be partial, and no tile is empty.
-  const int64_t max_tiles = std::min(ceil_div(max_rows, tile_rows) + num_local, max_rows);
+void launch_grouped_gemm(int tile_rows, const GroupedOperands& op, cudaStream_t stream) {
+  if (op.max_tiles == 0 || op.n_dim == 0) return;
+  MOETRON_ASSERT(op.k_dim % 8 == 0 && op.n_dim % 8 == 0 && aligned16(op.a) && aligned16(op.w) &&
+                 aligned16(op.c));
   switch (tile_rows) {
     case 1:
-      return launch_gemv<1, kSwiGLU>(a, w, routing, num_local, max_tiles, k_dim, n_dim,
-                                     w_expert_stride, c, stream);
+      return launch_gemv<1, kSwiGLU>(op, stream);
     case 2:
-      return launch_gemv<2, kSwiGLU>(a, w, routing, num_local, max_tiles, k_dim, n_dim,
-                                     w_expert_stride, c, stream);
+      return launch_gemv<2, kSwiGLU>(op, stream);
     case 4:
-      return launch_gemv<4, kSwiGLU>(a, w, routing, num_local, max_tiles, k_dim, n_dim,
-                                     w_expert_stride, c, stream);
+      return launch_gemv<4, kSwiGLU>(op, stream);
     case kGemvMaxRows:
-      return launch_gemv<kGemvMaxRows, kSwiGLU>(a, w, routing, num_local, max_tiles, k_dim,
-                                                n_dim, w_expert_stride, c, stream);
+      return launch_gemv<kGemvMaxRows, kSwiGLU>(op, stream);
     case kTinyTileRows:
       // 4 warps side by side, each 16 rows (SwiGLU: 16 columns of gate and of up).
       return launch_shape<kTinyTileRows, kSwiGLU ? 64 : 128, 16, kSwiGLU ? 16 : 32, kSwiGLU>(
-          a, w, routing, num_local, max_tiles, k_dim, n_dim, w_expert_stride, c, stream);
+          op, stream);
     case kSmallTileRows:
-      return launch_shape<kSmallTileRows, 64, 32, 32, kSwiGLU>(
-          a, w, routing, num_local, max_tiles, k_dim, n_dim, w_expert_stride, c, stream);
+      return launch_shape<kSmallTileRows, 64, 32, 32, kSwiGLU>(op, stream);
     case kLargeTileRows: {
       // 4 warps of 64 x 64 (SwiGLU: 64 x 32 of gate and of up, the same accumulators).
       constexpr int kLargeN = kSwiGLU ? 64 : 128, kLargeWarpN = kSwiGLU ? 32 : 64;
-      return launch_shape<kLargeTileRows, kLargeN, 64, kLargeWarpN, kSwiGLU>(
-          a, w, routing, num_local, max_tiles, k_dim, n_dim, w_expert_stride, c, stream);
+      return launch_shape<kLargeTileRows, kLargeN, 64, kLargeWarpN, kSwiGLU>(op, stream);
     }
     default:
       MOETRON_FAIL("grouped GEMM: no kernel for tiles of " << tile_rows << " rows");
@@ -367,18 +358,26 @@ int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local) {
   return rows_per_expert >= 2 * kLargeTileRows ? kLargeTileRows : kSmallTileRows;
 }
 
-void grouped_gemm_swiglu(int tile_rows, const bf16* x_perm, const bf16* gate_up,
-                         const MoeRouting& routing, int64_t num_local, int64_t max_rows,
-                         int64_t hidden, int64_t inter, bf16* act, cudaStream_t stream) {
-  launch_grouped_gemm<true>(tile_rows, x_perm, gate_up, routing, num_local, max_rows, hidden, inter,
-                            2 * inter * hidden, act, stream);
+int64_t grouped_gemm_max_tiles(int tile_rows, int64_t max_rows, int64_t num_local) {
+  if (num_local == 0 || max_rows == 0) return 0;
+  return std::min(ceil_div(max_rows, tile_rows) + num_local, max_rows);
+}
+
+void grouped_gemm_swiglu(int tile_rows, const bf16* x, const int32_t* token_of_row,
+                         const bf16* gate_up, const MoeRouting& routing, int64_t num_local,
+                         int64_t max_rows, int64_t hidden, int64_t inter, bf16* act,
+                         cudaStream_t stream) {
+  MOETRON_ASSERT(routing.max_tiles == grouped_gemm_max_tiles(tile_rows, max_rows, num_local));
+  launch_grouped_gemm<true>(tile_rows, {x, token_of_row, gate_up, routing.tiles, routing.max_tiles,
+                                        hidden, inter, 2 * inter * hidden, act}, stream);
 }
 
 void grouped_gemm_down(int tile_rows, const bf16* act, const bf16* down,
                        const MoeRouting& routing, int64_t num_local, int64_t max_rows,
                        int64_t inter, int64_t hidden, bf16* y, cudaStream_t stream) {
-  launch_grouped_gemm<false>(tile_rows, act, down, routing, num_local, max_rows, inter, hidden,
-                             hidden * inter, y, stream);
+  MOETRON_ASSERT(routing.max_tiles == grouped_gemm_max_tiles(tile_rows, max_rows, num_local));
+  launch_grouped_gemm<false>(tile_rows, {act, nullptr, down, routing.tiles, routing.max_tiles,
+                                         inter, hidden, hidden * inter, y}, stream);
 }
 
 }  // namespace kernels

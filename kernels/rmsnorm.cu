@@ -44,6 +44,7 @@ __device__ float row_sumsq_block(bf16* x, const bf16* __restrict__ delta, int64_
 template <int VEC, bool kAdd>
 __global__ void rmsnorm_kernel(bf16* x, const bf16* __restrict__ delta,
                                const bf16* __restrict__ w, int64_t cols, float eps, bf16* out) {
+  pdl_enter();  // first: see common.cuh
   const int64_t r = blockIdx.x;
   bf16* row = x + r * cols;
   const float sumsq = row_sumsq_block<VEC, kAdd>(row, kAdd ? delta + r * cols : nullptr, cols);
@@ -53,6 +54,7 @@ __global__ void rmsnorm_kernel(bf16* x, const bf16* __restrict__ delta,
 
 template <int VEC>
 __global__ void row_sumsq_kernel(const bf16* x, int64_t cols, float* sumsq) {
+  pdl_enter();  // first: see common.cuh
   const float s = row_sumsq_block<VEC, false>(const_cast<bf16*>(x) + blockIdx.x * cols, nullptr,
                                               cols);
   if (threadIdx.x == 0) sumsq[blockIdx.x] = s;
@@ -62,6 +64,7 @@ template <int VEC>
 __global__ void rmsnorm_with_sumsq_kernel(const bf16* x, const float* __restrict__ sumsq,
                                           int64_t cols, float total_cols, const bf16* w,
                                           float eps, bf16* out) {
+  pdl_enter();  // first: see common.cuh
   const int64_t r = blockIdx.x;
   scale_row<VEC>(x + r * cols, w, cols, rsqrtf(sumsq[r] / total_cols + eps), out + r * cols);
 }
@@ -82,33 +85,30 @@ void rmsnorm(const bf16* x, const bf16* w, int64_t rows, int64_t cols, float eps
   if (rows == 0) return;
   bf16* xm = const_cast<bf16*>(x);  // not written without kAdd
   if (vec8_ok(cols, x, w, out))
-    rmsnorm_kernel<8, false><<<rows, norm_threads(cols, 8), 0, stream>>>(xm, nullptr, w, cols,
-                                                                         eps, out);
+    launch(rmsnorm_kernel<8, false>, rows, norm_threads(cols, 8), 0, stream, xm, nullptr, w, cols,
+        eps, out);
   else
-    rmsnorm_kernel<1, false><<<rows, norm_threads(cols, 1), 0, stream>>>(xm, nullptr, w, cols,
-                                                                         eps, out);
-  CUDA_CHECK_LAUNCH();
+    launch(rmsnorm_kernel<1, false>, rows, norm_threads(cols, 1), 0, stream, xm, nullptr, w, cols,
+        eps, out);
 }
 
 void add_rmsnorm(bf16* residual, const bf16* delta, const bf16* w, int64_t rows, int64_t cols,
                  float eps, bf16* out, cudaStream_t stream) {
   if (rows == 0) return;
   if (vec8_ok(cols, residual, delta, out) && aligned16(w))
-    rmsnorm_kernel<8, true><<<rows, norm_threads(cols, 8), 0, stream>>>(residual, delta, w, cols,
-                                                                        eps, out);
+    launch(rmsnorm_kernel<8, true>, rows, norm_threads(cols, 8), 0, stream, residual, delta, w,
+        cols, eps, out);
   else
-    rmsnorm_kernel<1, true><<<rows, norm_threads(cols, 1), 0, stream>>>(residual, delta, w, cols,
-                                                                        eps, out);
-  CUDA_CHECK_LAUNCH();
+    launch(rmsnorm_kernel<1, true>, rows, norm_threads(cols, 1), 0, stream, residual, delta, w,
+        cols, eps, out);
 }
 
 void row_sumsq(const bf16* x, int64_t rows, int64_t cols, float* sumsq, cudaStream_t stream) {
   if (rows == 0) return;
   if (vec8_ok(cols, x, x, x))
-    row_sumsq_kernel<8><<<rows, norm_threads(cols, 8), 0, stream>>>(x, cols, sumsq);
+    launch(row_sumsq_kernel<8>, rows, norm_threads(cols, 8), 0, stream, x, cols, sumsq);
   else
-    row_sumsq_kernel<1><<<rows, norm_threads(cols, 1), 0, stream>>>(x, cols, sumsq);
-  CUDA_CHECK_LAUNCH();
+    launch(row_sumsq_kernel<1>, rows, norm_threads(cols, 1), 0, stream, x, cols, sumsq);
 }
 
 void rmsnorm_with_sumsq(const bf16* x, const float* sumsq, int64_t rows, int64_t cols,
@@ -117,12 +117,11 @@ void rmsnorm_with_sumsq(const bf16* x, const float* sumsq, int64_t rows, int64_t
   if (rows == 0) return;
   const float total = static_cast<float>(total_cols);
   if (vec8_ok(cols, x, w, out))
-    rmsnorm_with_sumsq_kernel<8><<<rows, norm_threads(cols, 8), 0, stream>>>(x, sumsq, cols,
-                                                                             total, w, eps, out);
+    launch(rmsnorm_with_sumsq_kernel<8>, rows, norm_threads(cols, 8), 0, stream, x, sumsq, cols,
+        total, w, eps, out);
   else
-    rmsnorm_with_sumsq_kernel<1><<<rows, norm_threads(cols, 1), 0, stream>>>(x, sumsq, cols,
-                                                                             total, w, eps, out);
-  CUDA_CHECK_LAUNCH();
+    launch(rmsnorm_with_sumsq_kernel<1>, rows, norm_threads(cols, 1), 0, stream, x, sumsq, cols,
+        total, w, eps, out);
 }
 
 }  // namespace kernels

@@ -24,6 +24,7 @@ __device__ void rotate_heads(bf16* row, int heads, int half, const float* cos_s,
 // memory, in fp32 exactly as Hugging Face computes it.
 __global__ void rope_kernel(bf16* q, bf16* k, const int32_t* __restrict__ positions, int nq,
                             int nk, int head_dim, float theta) {
+  pdl_enter();  // first: see common.cuh
   extern __shared__ float table[];
   const int half = head_dim / 2;
   float* cos_s = table;
@@ -49,10 +50,9 @@ void rope(bf16* q, bf16* k, const int32_t* positions, int64_t num_tokens, int64_
           int64_t num_kv_heads, int64_t head_dim, float theta, cudaStream_t stream) {
   if (num_tokens == 0) return;
   const size_t smem = static_cast<size_t>(head_dim) * sizeof(float);
-  rope_kernel<<<num_tokens, kRopeThreads, smem, stream>>>(
-      q, k, positions, static_cast<int>(num_q_heads), static_cast<int>(num_kv_heads),
-      static_cast<int>(head_dim), theta);
-  CUDA_CHECK_LAUNCH();
+  launch(rope_kernel, num_tokens, kRopeThreads, smem, stream, q, k, positions,
+      static_cast<int>(num_q_heads), static_cast<int>(num_kv_heads), static_cast<int>(head_dim),
+      theta);
 }
 
 }  // namespace kernels

@@ -15,6 +15,7 @@ template <typename T>
 __global__ void router_topk_kernel(const T* __restrict__ logits, int64_t num_tokens,
                                    int num_experts, int k, bool renormalize,
                                    int32_t* __restrict__ ids, float* __restrict__ weights) {
+  pdl_enter();  // first: see common.cuh
   const int64_t t = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (t >= num_tokens) return;
   const int lane = threadIdx.x & 31;
@@ -76,14 +77,11 @@ void router_topk(const void* logits, bool logits_bf16, int64_t num_tokens, int64
   const unsigned blocks = static_cast<unsigned>(ceil_div(num_tokens, kWarpsPerBlock));
   const int threads = 32 * kWarpsPerBlock;
   if (logits_bf16)
-    router_topk_kernel<bf16><<<blocks, threads, 0, stream>>>(
-        static_cast<const bf16*>(logits), num_tokens, static_cast<int>(num_experts),
-        static_cast<int>(k), renormalize, ids, weights);
+    launch(router_topk_kernel<bf16>, blocks, threads, 0, stream, static_cast<const bf16*>(logits),
+        num_tokens, static_cast<int>(num_experts), static_cast<int>(k), renormalize, ids, weights);
   else
-    router_topk_kernel<float><<<blocks, threads, 0, stream>>>(
-        static_cast<const float*>(logits), num_tokens, static_cast<int>(num_experts),
-        static_cast<int>(k), renormalize, ids, weights);
-  CUDA_CHECK_LAUNCH();
+    launch(router_topk_kernel<float>, blocks, threads, 0, stream, static_cast<const float*>(logits),
+        num_tokens, static_cast<int>(num_experts), static_cast<int>(k), renormalize, ids, weights);
 }
 
 }  // namespace kernels

@@ -4,6 +4,8 @@
 // - Temperature / top-k / top-p: radix::sample_row (moetron/sampling/radix_sampling.hpp, shared
 //   with the CPU tests) over BlockRow below: a handful of strided passes over the row (it stays
 //   in L2 between them), 256-bin shared-memory histograms, no sort and no host sync.
+#include <type_traits>
+
 #include "common.cuh"
 #include "moetron/sampling/radix_sampling.hpp"
 
@@ -26,6 +28,7 @@ struct Vec16 {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     argmax_rows_kernel(const T* __restrict__ logits, int64_t cols, int32_t* ids) {
+  pdl_enter();  // first: see common.cuh
   constexpr int kVec = Vec16<T>::kElems;
   const T* row = logits + blockIdx.x * cols;
   float best = -INFINITY;
@@ -95,31 +98,41 @@ struct MaxOp {
 // radix::sample_row's view of one row, for the whole block. Every pass gives every thread the
 // same answer: integer atomics and fixed-order reductions only, so a row samples the same token
 // on every run.
+//
+// A row has one block (decode has few rows), so a pass is bound by how many loads each thread
+// keeps in flight: 16-byte loads, kSampleUnroll of them at once (the row stays in L2 between
+// passes).
 class BlockRow {
  public:
   __device__ BlockRow(const float* row, int64_t vocab, SampleShared& shared)
-      : row_(row), vocab_(vocab), shared_(shared) {}
+      : row_(row), vocab_(vocab), shared_(shared),
+        vectorized_((vocab & 3) == 0 && (reinterpret_cast<uintptr_t>(row) & 15) == 0) {}
 
   __device__ int64_t vocab() const { return vocab_; }
 
   __device__ uint64_t max_key(const radix::Range& r) {
     unsigned long long best = 0;
-    for (int64_t i = threadIdx.x; i < vocab_; i += kSampleThreads) {
-      const uint64_t key = radix::key_of(row_[i], i);
+    for_each_logit([&](float logit, int64_t i, bool valid) {
+      if (!valid) return;
+      const uint64_t key = radix::key_of(logit, i);
       if (radix::in_range(key, r) && key > best) best = key;
-    }
+    });
     return block_reduce(best, MaxOp{}, 0ull);
   }
 
   __device__ double mass(uint64_t lo, const radix::Weights& w) {
-    double sum = 0.0;  // each thread adds its own tokens in order, then a fixed tree
-    for (int64_t i = threadIdx.x; i < vocab_; i += kSampleThreads) {
-      const float logit = row_[i];
-      if (radix::key_of(logit, i) >= lo) sum += static_cast<double>(w(logit));
-    }
+    double sum = 0.0;  // each thread adds its own tokens in a fixed order, then a fixed tree
+    for_each_logit([&](float logit, int64_t i, bool valid) {
+      if (valid && radix::key_of(logit, i) >= lo) sum += static_cast<double>(w(logit));
+    });
     return block_reduce(sum, SumOp{}, 0.0);
   }
 
+  // Keys of a level crowd into a few digits (logits share their sign and exponent), so one
+  // shared atomic per key would queue whole warps on the same bin. A warp instead adds the keys
+  // sharing the digit of its first key with one atomic (count and mass summed over the warp;
+  // integer sums, so the result does not depend on the order), then likewise for the next
+  // digit; keys of any further digits (a level that spreads them) add one by one.
   __device__ const radix::Histogram& histogram(const radix::Range& r, const radix::Weights* w,
                                                double per_unit) {
     radix::Histogram& h = shared_.hist;
@@ -129,27 +142,94 @@ class BlockRow {
       h.mass[b] = 0;
     }
     __syncthreads();
-    for (int64_t i = threadIdx.x; i < vocab_; i += kSampleThreads) {
-      const float logit = row_[i];
+    for_each_logit([&](float logit, int64_t i, bool valid) {
+      int digit = 0;
+      unsigned long long mass = 0;
       const uint64_t key = radix::key_of(logit, i);
-      if (!radix::in_range(key, r)) continue;
-      const int d = radix::digit_of(key, r.level);
-      atomicAdd(&h.count[d], 1u);
-      if (w != nullptr) atomicAdd(&h.mass[d], radix::fixed_point((*w)(logit), per_unit));
-    }
+      valid = valid && radix::in_range(key, r);
+      if (valid) {
+        digit = radix::digit_of(key, r.level);
+        if (w != nullptr) mass = radix::fixed_point((*w)(logit), per_unit);
+      }
+      add_warp_keys(h, valid, digit, mass);
+    });
     __syncthreads();
     return h;
   }
 
  private:
+  static constexpr unsigned kWarp = 0xffffffffu;
+  static constexpr int kSampleUnroll = 4;
+
+  // f(logit, index, valid) for each logit this thread owns, each logit exactly once over the
+  // block. The trip count is the same for all lanes of a warp (lanes past the end get
+  // valid = false), so f may use warp shuffles.
+  template <typename F>
+  __device__ void for_each_logit(F&& f) const {
+    if (vectorized_)
+      visit<4>(f);
+    else
+      visit<1>(f);
+  }
+
+  template <int VEC, typename F>
+  __device__ void visit(F& f) const {
+    using Vec = typename std::conditional<VEC == 4, float4, float>::type;
+    const Vec* vec = reinterpret_cast<const Vec*>(row_);
+    const int64_t n = vocab_ / VEC;  // whole vectors (vectorized rows have no tail)
+    const int lane = threadIdx.x & 31;
+    constexpr int64_t kStride = kSampleThreads;
+    for (int64_t warp_base = threadIdx.x - lane; warp_base < n;
+         warp_base += kStride * kSampleUnroll) {
+      Vec chunk[kSampleUnroll];
+#pragma unroll
+      for (int u = 0; u < kSampleUnroll; ++u) {
+        const int64_t v = warp_base + lane + u * kStride;
+        if (v < n) chunk[u] = vec[v];
+      }
+#pragma unroll
+      for (int u = 0; u < kSampleUnroll; ++u) {
+        const int64_t v = warp_base + lane + u * kStride;
+        const bool valid = v < n;
+        const float* values = reinterpret_cast<const float*>(&chunk[u]);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) f(valid ? values[j] : 0.0f, v * VEC + j, valid);
+      }
+    }
+  }
+
+  __device__ static void add_warp_keys(radix::Histogram& h, bool valid, int digit,
+                                       unsigned long long mass) {
+    const int lane = threadIdx.x & 31;
+    unsigned todo = __ballot_sync(kWarp, valid);
+    for (int round = 0; round < 2 && todo != 0; ++round) {
+      const int leader = __ffs(todo) - 1;
+      const int d = __shfl_sync(kWarp, digit, leader);
+      const bool mine = ((todo >> lane) & 1u) && digit == d;
+      const unsigned group = __ballot_sync(kWarp, mine);
+      const unsigned long long group_mass = warp_reduce(mine ? mass : 0ull, SumOp{});
+      if (lane == leader) {
+        atomicAdd(&h.count[d], static_cast<unsigned>(__popc(group)));
+        if (group_mass != 0) atomicAdd(&h.mass[d], group_mass);
+      }
+      todo &= ~group;
+    }
+    if ((todo >> lane) & 1u) {
+      atomicAdd(&h.count[digit], 1u);
+      if (mass != 0) atomicAdd(&h.mass[digit], mass);
+    }
+  }
+
   const float* row_;
   int64_t vocab_;
   SampleShared& shared_;
+  bool vectorized_;
 };
 
 __global__ void __launch_bounds__(kSampleThreads)
     sample_rows_kernel(const float* __restrict__ logits, int64_t cols,
                        const radix::RowParams* __restrict__ params, int32_t* ids) {
+  pdl_enter();  // first: see common.cuh
   __shared__ SampleShared shared;
   BlockRow row(logits + static_cast<int64_t>(blockIdx.x) * cols, cols, shared);
   const radix::RowParams p = params[blockIdx.x];
@@ -162,8 +242,7 @@ __global__ void __launch_bounds__(kSampleThreads)
 void sample_rows(const float* logits, int64_t rows, int64_t cols,
                  const radix::RowParams* params, int32_t* ids, cudaStream_t stream) {
   if (rows == 0) return;
-  sample_rows_kernel<<<rows, kSampleThreads, 0, stream>>>(logits, cols, params, ids);
-  CUDA_CHECK_LAUNCH();
+  launch(sample_rows_kernel, rows, kSampleThreads, 0, stream, logits, cols, params, ids);
 }
 
 void argmax_rows(const void* logits, bool logits_bf16, int64_t rows, int64_t cols, int32_t* ids,
@@ -171,12 +250,11 @@ void argmax_rows(const void* logits, bool logits_bf16, int64_t rows, int64_t col
   if (rows == 0) return;
   static_assert(kThreads == 32 * 32, "the final merge reads one partial per lane");
   if (logits_bf16)
-    argmax_rows_kernel<bf16><<<rows, kThreads, 0, stream>>>(static_cast<const bf16*>(logits),
-                                                            cols, ids);
+    launch(argmax_rows_kernel<bf16>, rows, kThreads, 0, stream, static_cast<const bf16*>(logits),
+        cols, ids);
   else
-    argmax_rows_kernel<float><<<rows, kThreads, 0, stream>>>(static_cast<const float*>(logits),
-                                                             cols, ids);
-  CUDA_CHECK_LAUNCH();
+    launch(argmax_rows_kernel<float>, rows, kThreads, 0, stream, static_cast<const float*>(logits),
+        cols, ids);
 }
 
 }  // namespace kernels

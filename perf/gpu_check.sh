@@ -15,6 +15,9 @@
 #             with dp=2, ep=2
 #   sampling  what sampling costs on the device: OLMoE-1B-7B shape (dummy weights), batch 64,
 #             greedy against temperature 0.8 / top-p 0.9, decode step medians
+#   pdl       programmatic dependent launch on and off (MOETRON_PDL=1/0): decode step medians
+#             at batch 1, 8 and 64 (OLMoE-1B-7B and Qwen1.5-MoE-A2.7B shapes, dummy weights,
+#             512-token prompts), and the GPU idle share within a batch-1 step with it on
 #   bench     the benchmark table, perf/bench.py (models: BENCH_MODELS, default olmoe-1b-7b;
 #             further options: BENCH_ARGS, e.g. "--idle-batches 64 --no-eager")
 #   plans     two GPUs: tests/cli/gpu_plans.sh (TP2, EP2, PP2, DP2 over NCCL against one GPU)
@@ -41,7 +44,7 @@ gpu_tests=$build/tests/moetron_gpu_tests
 [ -x "$gpu_tests" ] || fail "BUILD_DIR '$build' has no executable tests/moetron_gpu_tests"
 fixtures=$src/tests/fixtures
 
-all_sections=(tests kernels sanitize sampling bench plans)
+all_sections=(tests kernels sanitize sampling pdl bench plans)
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=(tests kernels sanitize sampling bench)
 for s in "${sections[@]}"; do
@@ -110,6 +113,28 @@ section_sampling() {
   return $status
 }
 
+section_pdl() {
+  python3 "$src/perf/make_prompts.py" "$work/phased.jsonl" --phases 64,8,1 --steps 16 \
+    --prompt 512 || return 1
+  python3 "$src/perf/make_prompts.py" "$work/one.jsonl" 1 512 17 30000 || return 1
+  local status=0 preset family pdl
+  for preset in ${PDL_PRESETS:-olmoe-1b-7b qwen1.5-moe-a2.7b}; do
+    family=olmoe
+    [ "$preset" = olmoe-1b-7b ] || family=qwen2_moe
+    "$moetron" model make --family "$family" --preset "$preset" --config-only \
+      --out "$work/$preset" >/dev/null || return 1
+    for pdl in ${PDL_SETTINGS:-0 1 0 1}; do  # twice each, interleaved: the spread shows the run-to-run noise
+      echo "== $preset, MOETRON_PDL=$pdl"
+      MOETRON_PDL=$pdl "$moetron" run --model "$work/$preset" --load-format dummy \
+        --prompts "$work/phased.jsonl" --out "$work/o.h5" --ignore-eos --max-batch 64 || status=1
+    done
+    echo "== $preset, MOETRON_PDL=1, GPU idle at batch 1"
+    "$moetron" run --model "$work/$preset" --load-format dummy --prompts "$work/one.jsonl" \
+      --out "$work/o.h5" --ignore-eos --measure-gpu-idle || status=1
+  done
+  return $status
+}
+
 section_bench() {
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
   timeout 540 python3 "$src/perf/bench.py" --moetron "$moetron" \
@@ -133,7 +158,7 @@ for s in "${sections[@]}"; do
   line="$s: exit $rc, $(( $(date +%s) - start )) s"
   echo "$line" | tee -a "$logs/summary.txt"
   # The lines that say how it went, so the console shows the outcome without the log.
-  grep -E '^\[  (PASSED|FAILED|SKIPPED)|ERROR SUMMARY|RACECHECK SUMMARY|decode step median|done:|FAIL|ok:' \
+  grep -E '^\[  (PASSED|FAILED|SKIPPED)|ERROR SUMMARY|RACECHECK SUMMARY|decode step median|GPU idle within|^== |done:|FAIL|ok:' \
     "$logs/$s.log" | head -n 20
   [ "$rc" = 0 ] || status=1
 done

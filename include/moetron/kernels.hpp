@@ -123,11 +123,19 @@ struct MoeRouting {
   int32_t* tile_offsets = nullptr;  // [num_local + 1] first GEMM row tile of each expert
   int32_t* slot_rank = nullptr;     // [T * k] rank of a slot among its expert's slots
   int32_t* row_of_slot = nullptr;   // [T * k] permuted row of a slot, -1 if not local
+  int32_t* token_of_row = nullptr;  // [T * k] the token a permuted row holds
+  // [max_tiles] what each GEMM row tile computes: {expert, first permuted row, rows, 0}; rows
+  // is 0 past the last tile. One load tells a GEMM block its work (no search over offsets).
+  int4* tiles = nullptr;
+  int64_t max_tiles = 0;  // grouped_gemm_max_tiles
 };
-// counts, ranks, offsets and tile offsets (tiles of tile_rows rows) from ids [T, k].
-void moe_route(const int32_t* ids, int64_t num_tokens, int64_t k, int64_t first_expert,
+// counts, ranks, offsets, tile offsets and the tile table (tiles of tile_rows rows) from ids
+// [T, k]. Returns true when it also wrote row_of_slot and token_of_row (few slots: one block
+// routes them all); the expert GEMMs can then read the tokens' rows in place, and moe_permute
+// is not needed.
+bool moe_route(const int32_t* ids, int64_t num_tokens, int64_t k, int64_t first_expert,
                int64_t num_local, int tile_rows, const MoeRouting& routing, cudaStream_t stream);
-// x_perm[row_of_slot[s]] = x[s / k] for local slots.
+// x_perm[row_of_slot[s]] = x[s / k] for local slots; also writes row_of_slot and token_of_row.
 void moe_permute(const bf16* x, const int32_t* ids, int64_t num_tokens, int64_t k,
                  int64_t hidden, int64_t first_expert, const MoeRouting& routing, bf16* x_perm,
                  cudaStream_t stream);
@@ -161,12 +169,18 @@ constexpr int kTinyTileRows = 16;
 constexpr int kSmallTileRows = 64;
 constexpr int kLargeTileRows = 128;
 int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local);
-// act[r, :] = silu(x[r] . G_e^T) * (x[r] . U_e^T) for each permuted row r of expert e, with
-// gate_up [num_local, 2 * inter, hidden] (gate rows, then up rows). max_rows bounds the
-// permuted rows (T * k); hidden and inter must be multiples of 8.
-void grouped_gemm_swiglu(int tile_rows, const bf16* x_perm, const bf16* gate_up,
-                         const MoeRouting& routing, int64_t num_local, int64_t max_rows,
-                         int64_t hidden, int64_t inter, bf16* act, cudaStream_t stream);
+// Row tiles the GEMMs launch for at most max_rows permuted rows: each expert's last tile may be
+// partial, and no tile is empty.
+int64_t grouped_gemm_max_tiles(int tile_rows, int64_t max_rows, int64_t num_local);
+// act[r, :] = silu(a_r . G_e^T) * (a_r . U_e^T) for each permuted row r of expert e, with
+// gate_up [num_local, 2 * inter, hidden] (gate rows, then up rows); a_r is x[r] when
+// token_of_row is null (x permuted), else x[token_of_row[r]] (x the tokens' rows: the
+// permutation folded into the GEMM's loads). max_rows bounds the permuted rows (T * k);
+// hidden and inter must be multiples of 8.
+void grouped_gemm_swiglu(int tile_rows, const bf16* x, const int32_t* token_of_row,
+                         const bf16* gate_up, const MoeRouting& routing, int64_t num_local,
+                         int64_t max_rows, int64_t hidden, int64_t inter, bf16* act,
+                         cudaStream_t stream);
 // y[r, :] = act[r] . D_e^T with down [num_local, hidden, inter].
 void grouped_gemm_down(int tile_rows, const bf16* act, const bf16* down,
                        const MoeRouting& routing, int64_t num_local, int64_t max_rows,

@@ -91,6 +91,9 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       {3, 64, 8, 264, 136, 0, 64},   {8, 60, 4, 512, 72, 0, 60},
       {5, 64, 8, 1032, 264, 8, 16},  {17, 64, 8, 256, 128, 0, 64},
       {64, 64, 8, 2048, 256, 0, 64},
+      // More slots than one routing block takes (8192): counted and scanned by separate
+      // kernels, the rows copied into expert order before the gate/up GEMM.
+      {2100, 16, 4, 64, 32, 0, 16},
   };
   std::vector<OpCase> cases;
   for (const MoeShape& c : shapes) {

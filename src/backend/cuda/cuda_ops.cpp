@@ -311,23 +311,34 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
                                        << " must be multiples of 8 on CUDA");
 
   const int64_t slots = tokens * k;
+  const int tile_rows = kernels::grouped_gemm_tile_rows(tokens, k, local);
   kernels::MoeRouting routing;
   routing.counts = i32(temp(DType::I32, {local}));
   routing.offsets = i32(temp(DType::I32, {local + 1}));
   routing.tile_offsets = i32(temp(DType::I32, {local + 1}));
   routing.slot_rank = i32(temp(DType::I32, {slots}));
   routing.row_of_slot = i32(temp(DType::I32, {slots}));
-  Tensor x_perm = temp(DType::BF16, {slots, hidden});
+  routing.token_of_row = i32(temp(DType::I32, {slots}));
+  routing.max_tiles = kernels::grouped_gemm_max_tiles(tile_rows, slots, local);
+  routing.tiles = static_cast<int4*>(temp(DType::I32, {routing.max_tiles, 4}).data);
   Tensor act = temp(DType::BF16, {slots, inter});
   Tensor y_perm = temp(DType::BF16, {slots, hidden});
 
-  const int tile_rows = kernels::grouped_gemm_tile_rows(tokens, k, local);
-  kernels::moe_route(i32(ids), tokens, k, experts.first_expert, local, tile_rows, routing,
-                     stream_);
-  kernels::moe_permute(bf(x), i32(ids), tokens, k, hidden, experts.first_expert, routing,
-                       bf(x_perm), stream_);
-  kernels::grouped_gemm_swiglu(tile_rows, bf(x_perm), bf(experts.gate_up), routing, local, slots,
-                               hidden, inter, bf(act), stream_);
+  // Few slots: the routing kernel also resolves each permuted row's token, and the gate/up GEMM
+  // reads the tokens' rows in place; otherwise they are copied into expert order first.
+  const bool rows_resolved = kernels::moe_route(i32(ids), tokens, k, experts.first_expert, local,
+                                                tile_rows, routing, stream_);
+  const bf16* gate_up_input = bf(x);
+  const int32_t* token_of_row = routing.token_of_row;
+  if (!rows_resolved) {
+    Tensor x_perm = temp(DType::BF16, {slots, hidden});
+    kernels::moe_permute(bf(x), i32(ids), tokens, k, hidden, experts.first_expert, routing,
+                         bf(x_perm), stream_);
+    gate_up_input = bf(x_perm);
+    token_of_row = nullptr;
+  }
+  kernels::grouped_gemm_swiglu(tile_rows, gate_up_input, token_of_row, bf(experts.gate_up),
+                               routing, local, slots, hidden, inter, bf(act), stream_);
   kernels::grouped_gemm_down(tile_rows, bf(act), bf(experts.down), routing, local, slots, inter,
                              hidden, bf(y_perm), stream_);
   kernels::moe_unpermute_combine(bf(y_perm), routing.row_of_slot, f32(weights), tokens, k,
