@@ -18,7 +18,9 @@ void throw_cuda_error(const char* call, const char* what, const char* file, int 
 bool pdl_enabled() {
   static const bool allowed = [] {
     const char* env = std::getenv("MOETRON_PDL");
-    return env == nullptr || std::strcmp(env, "0") != 0;
+    if (env == nullptr || std::strcmp(env, "1") == 0) return true;
+    MOETRON_CHECK(std::strcmp(env, "0") == 0, "MOETRON_PDL='" << env << "': expected 0 (off) or 1 (on)");
+    return false;
   }();
   constexpr int kMaxDevices = 64;
   static int major[kMaxDevices] = {};  // 0: not asked yet (a device's major is never 0)
