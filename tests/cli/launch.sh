@@ -52,7 +52,8 @@ grep -q "info rank 0\] --plan auto: $best wins: " "$WORK/log" || { cat "$WORK/lo
 # The results file keeps every prediction beside the run: the chosen plan first, five in all.
 chosen=$(h5dump -a /predictions/chosen "$WORK/roomy.h5" | sed -n 's/^ *(0): "\(.*\)"$/\1/p')
 [[ "$chosen" == "$best" ]] || fail "/predictions@chosen is '$chosen', the run's plan '$best'"
-h5dump -d /predictions/plan "$WORK/roomy.h5" | grep -q "(0): \"$best\"" || fail "/predictions/plan does not start with $best"
+ranked=$(h5dump -d /predictions/plan "$WORK/roomy.h5")
+grep -q "(0): \"$best\"" <<<"$ranked" || { echo "$ranked"; fail "/predictions/plan does not start with $best"; }
 
 # Nothing fits rank 0: every rank exits non-zero with rank 0's message, within the timeout.
 set +e

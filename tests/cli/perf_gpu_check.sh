@@ -23,8 +23,11 @@ OUT=$work/out bash "$src/perf/gpu_check.sh" "$work/build" kernels > "$work/log" 
   { cat "$work/log"; fail "the kernels section failed with a passing test binary"; }
 grep -q -- "--fixtures $src/tests/fixtures --gtest_filter=CudaSampling\*:\*PackDispatch\*" \
   "$work/build/tests/calls.txt" || { cat "$work/build/tests/calls.txt"; fail "no --fixtures passed"; }
-grep -qx "kernels: exit 0, [0-9]* s" "$work/out/summary.txt" || fail "no summary line"
-tar -tzf "$work/out/gpu_check.tar.gz" | grep -qx "gpu_check/kernels.log" || fail "log not packed"
+grep -qx "kernels: exit 0, [0-9]* s" "$work/out/summary.txt" ||
+  { cat "$work/log" "$work/out/summary.txt"; fail "no summary line"; }
+# The listing first, then grep: no pipe for an early-exiting grep to break under pipefail.
+listing=$(tar -tzf "$work/out/gpu_check.tar.gz")
+grep -qx "gpu_check/kernels.log" <<<"$listing" || { echo "$listing"; fail "log not packed"; }
 [ ! -e "$work/out/gpu_check" ] || fail "the log folder was left beside the tarball"
 
 if FAKE_STATUS=1 OUT=$work/out bash "$src/perf/gpu_check.sh" "$work/build" kernels > "$work/log" 2>&1; then
