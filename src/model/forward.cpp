@@ -28,13 +28,14 @@ ModelForward::ModelForward(const ForwardContext& ctx, int64_t kv_blocks, int64_t
     caches_.push_back(std::move(cache));
   }
   for (size_t i = 0; i < ctx.weights->layers.size(); ++i) {
-    Tensor counts = ops.alloc(DType::I64, {std::max<int64_t>(c.num_experts, 1)});
+    const int64_t experts = std::max<int64_t>(c.num_experts, 1);
+    Tensor counts = ops.alloc(DType::I64, {experts});
     ops.fill_zero(counts);
     expert_counts_tensor_.push_back(std::move(counts));
     // Each step's routing is recorded here and counted after the step, over the real tokens
     // only (a CUDA graph replays padded batches).
     routing_.push_back(ops.alloc(DType::I32, {std::max<int64_t>(ctx.max_tokens, 1), std::max<int64_t>(c.top_k, 1)}));
-    Tensor pairs = ops.alloc(DType::I64, {counts.numel(), counts.numel()});
+    Tensor pairs = ops.alloc(DType::I64, {experts, experts});
     ops.fill_zero(pairs);
     coactivation_.push_back(std::move(pairs));
   }
