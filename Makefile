@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 DEB_PACKAGES := cmake g++ make libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools \
                 libboost-program-options-dev nlohmann-json3-dev libgtest-dev python3 \
-                clang libclang-rt-14-dev
+                clang libclang-rt-14-dev python3-h5py python3-matplotlib
 PROMPTS ?= inputs/prompts.jsonl
 RUN_OUT ?= $(BUILD_DIR)/results/default.h5
 RUN_MODEL ?= $(BUILD_DIR)/models/tiny-olmoe

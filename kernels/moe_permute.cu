@@ -174,6 +174,30 @@ __global__ void accumulate_counts_kernel(const int32_t* __restrict__ ids, int64_
   }
 }
 
+// One thread per (token, slot j, slot l): the CPU reference's three loops, flattened.
+__global__ void accumulate_coactivation_kernel(const int32_t* __restrict__ ids, int64_t tokens,
+                                               int64_t k, int64_t num_experts,
+                                               unsigned long long* pairs) {
+  pdl_enter();  // first: see common.cuh
+  const int64_t n = tokens * k * k;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = i / (k * k), j = (i / k) % k, l = i % k;
+    const int64_t a = ids[t * k + j], b = ids[t * k + l];
+    if (a >= 0 && a < num_experts && b >= 0 && b < num_experts)
+      atomicAdd(&pairs[a * num_experts + b], 1ull);
+  }
+}
+
+__global__ void add_row_bias_f32_kernel(float* x, const float* __restrict__ bias, int64_t rows,
+                                        int64_t cols) {
+  pdl_enter();  // first: see common.cuh
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] += bias[i % cols];
+}
+
 // One warp per destination: the warp walks the slots of tokens [first, last) 32 at a time, in
 // (t, j) order, and a ballot gives each slot bound for its destination its place. Entries come
 // out in the order the host's packing gives, with no atomics (the combine is deterministic).
@@ -243,6 +267,20 @@ void accumulate_expert_counts(const int32_t* ids, int64_t n, int64_t num_experts
   static_assert(sizeof(unsigned long long) == sizeof(int64_t), "64-bit counters");
   launch(accumulate_counts_kernel, grid_for(n, 256), 256, 0, stream, ids, n, num_experts,
       reinterpret_cast<unsigned long long*>(counts));
+}
+
+void accumulate_coactivation(const int32_t* ids, int64_t tokens, int64_t k, int64_t num_experts,
+                             int64_t* pairs, cudaStream_t stream) {
+  const int64_t n = tokens * k * k;
+  if (n == 0) return;
+  launch(accumulate_coactivation_kernel, grid_for(n, 256), 256, 0, stream, ids, tokens, k, num_experts,
+         reinterpret_cast<unsigned long long*>(pairs));
+}
+
+void add_row_bias_f32(float* x, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream) {
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  launch(add_row_bias_f32_kernel, grid_for(n, 256), 256, 0, stream, x, bias, rows, cols);
 }
 
 void moe_permute(const bf16* x, const int32_t* ids, int64_t num_tokens, int64_t k,

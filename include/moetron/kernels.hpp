@@ -149,6 +149,12 @@ void moe_unpermute_combine(const bf16* y_perm, const int32_t* row_of_slot, const
 // the range are not counted).
 void accumulate_expert_counts(const int32_t* ids, int64_t n, int64_t num_experts,
                               int64_t* counts, cudaStream_t stream);
+// pairs[a * E + b] += 1 for every token t of ids [T, k] and slots j, l with a = ids[t, j],
+// b = ids[t, l], both in [0, E) (Ops::accumulate_coactivation).
+void accumulate_coactivation(const int32_t* ids, int64_t tokens, int64_t k, int64_t num_experts,
+                             int64_t* pairs, cudaStream_t stream);
+// x[r, c] += bias[c] for x F32 [rows, cols] (Ops::add_row_bias).
+void add_row_bias_f32(float* x, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);
 // Expert dispatch into fixed-capacity buffers (Ops::pack_dispatch): slots of tokens
 // [first, last) of ids/weights [*, k] to destination (ids / set_size) * shards + shard, each
 // with `capacity` entries of rows, experts and scales (-1, -1, 0 past its count).

@@ -32,6 +32,8 @@ RunSettings settings_from(const RunOptions& o) {
   RunSettings settings;
   settings.model_dir = o.model;
   settings.dummy_weights = o.load_format == "dummy";
+  if (!o.routing_skew.empty()) settings.routing_skew = parse_routing_skew(o.routing_skew);
+  settings.routing_window = o.routing_window;
   settings.weights_seed = o.seed;
   settings.max_batch = o.max_batch;
   settings.max_batch_tokens = o.max_batch_tokens;
@@ -157,6 +159,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   RunResults results = assemble_results(facts, specs, all, report, outcome.expert_tokens, outcome.traffic);
   results.startup = outcome.startup;
   results.predictions = predictions;
+  add_expert_routing(results, outcome.routing, outcome.expert_work, o.routing_skew);
 #ifdef MOETRON_HAVE_CUDA
   if (idle_observer) {
     const DecodeIdleSummary idle = idle_observer->summarize();

@@ -10,5 +10,6 @@ int run_command(const std::vector<std::string>& args);         // moetron run
 int model_command(const std::vector<std::string>& args);       // moetron model make|info
 int plan_command(const std::vector<std::string>& args);        // moetron plan
 int bench_command(const std::vector<std::string>& args);       // moetron bench
+int analyze_command(const std::vector<std::string>& args);     // moetron analyze
 
 }  // namespace moetron::apps

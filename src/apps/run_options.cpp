@@ -6,6 +6,7 @@
 
 #include "moetron/core/error.hpp"
 #include "moetron/io/input_files.hpp"
+#include "moetron/model/routing_skew.hpp"
 
 namespace po = boost::program_options;
 
@@ -71,6 +72,12 @@ po::options_description run_options(RunOptions& o) {
       ("collective-timeout", po::value(&o.collective_timeout)->default_value(o.collective_timeout),
        "seconds a collective may wait for the other ranks before the job ends naming the ranks "
        "that did not arrive (0: wait forever)")
+      ("routing-skew", po::value(&o.routing_skew),
+       "with --load-format dummy: bias the routers so expert loads follow zipf:S (share of the r-th "
+       "hottest expert ~ r^-S) or hot:K:F (a fraction F of the token-slots to K experts)")
+      ("routing-window", po::value(&o.routing_window)->default_value(o.routing_window),
+       "steps per window of /experts/tokens_by_window (0: automatic, windows doubled so the record stays "
+       "within 16 MiB)")
       ("log-level", po::value(&o.log_level)->default_value(o.log_level), "debug, info, warn, error or off");
   return d;
 }
@@ -94,6 +101,11 @@ void check_options(const RunOptions& o) {
                                       << o.block_size << " tokens)");
   MOETRON_CHECK(o.gpu_memory_fraction > 0 && o.gpu_memory_fraction <= 1,
                 "--gpu-memory-fraction must be in (0, 1]");
+  MOETRON_CHECK(o.routing_window >= 0, "--routing-window must be >= 0 (0: automatic), got " << o.routing_window);
+  if (!o.routing_skew.empty()) {
+    MOETRON_CHECK(o.load_format == "dummy", "--routing-skew biases random routers: it needs --load-format dummy");
+    parse_routing_skew(o.routing_skew);  // refuses a malformed law before anything starts
+  }
   MOETRON_CHECK(std::isfinite(o.collective_timeout) && o.collective_timeout >= 0 &&
                     o.collective_timeout <= kMaxCollectiveTimeoutS,
                 "--collective-timeout must be 0 (off) or seconds up to " << kMaxCollectiveTimeoutS << ", got "

@@ -22,6 +22,8 @@ struct RunOptions {
   double gpu_memory_fraction = 0.9;
   int64_t memory_per_rank = 0;
   double collective_timeout = kDefaultCollectiveTimeoutS;  // seconds; 0: off
+  std::string routing_skew;    // --routing-skew zipf:S | hot:K:F ("" : none)
+  int64_t routing_window = 0;  // --routing-window W (0: automatic)
   std::string command_line;
 };
 

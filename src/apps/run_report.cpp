@@ -109,4 +109,14 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
   return results;
 }
 
+void add_expert_routing(RunResults& results, const ExpertRouting& routing, const RanksExpertWork& work,
+                        const std::string& routing_skew) {
+  results.routing = routing;
+  for (size_t r = 0; r < results.ranks.size(); ++r) {
+    results.ranks[r].expert_tokens = work.tokens[r];
+    results.ranks[r].expert_seconds = work.seconds[r];
+  }
+  if (!routing_skew.empty()) results.meta.extra["routing_skew"] = routing_skew;
+}
+
 }  // namespace moetron::apps

@@ -26,6 +26,11 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
                             const std::vector<Sequence>& finished, const EngineReport& report,
                             const std::vector<int64_t>& expert_tokens, const std::vector<int64_t>& traffic);
 
+// The routing beyond /experts/tokens (windows, co-activation), each rank's expert work (parallel
+// runs: results.ranks is filled), and the skew asked for, as a root attribute.
+void add_expert_routing(RunResults& results, const ExpertRouting& routing, const RanksExpertWork& work,
+                        const std::string& routing_skew);
+
 // Two log lines: the prefill rate, and the median decode step at each batch size that ran
 // (perf/bench.py reads the second).
 void log_step_summary(const std::vector<StepRecord>& steps);

@@ -440,4 +440,24 @@ void Ops::accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
   do_accumulate_expert_counts(ids, counts);
 }
 
+void Ops::accumulate_coactivation(const Tensor& ids, Tensor& pairs) {
+  const Device d = device();
+  expect(ids, DType::I32, d, "accumulate_coactivation", "ids");
+  expect(pairs, DType::I64, d, "accumulate_coactivation", "pairs");
+  MOETRON_CHECK(pairs.ndim() == 2 && pairs.dim(0) == pairs.dim(1),
+                "Ops::accumulate_coactivation: pairs " << pairs.describe() << " must be [E, E]");
+  MOETRON_CHECK(ids.numel() == 0 || ids.ndim() == 2,
+                "Ops::accumulate_coactivation: ids " << ids.describe() << " must be [T, k]");
+  do_accumulate_coactivation(ids, pairs);
+}
+
+void Ops::add_row_bias(Tensor& x, const Tensor& bias) {
+  const Device d = device();
+  expect(x, DType::F32, d, "add_row_bias", "x");
+  expect(bias, DType::F32, d, "add_row_bias", "bias");
+  MOETRON_CHECK(x.ndim() == 2, "Ops::add_row_bias: x " << x.describe() << " must be [R, C]");
+  expect_numel(bias, x.cols(), "add_row_bias", "bias", "one per column of x");
+  do_add_row_bias(x, bias);
+}
+
 }  // namespace moetron

@@ -1,5 +1,6 @@
 // Default implementations of Ops members that every backend may share.
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "moetron/backend/expert_dispatch.hpp"
@@ -17,12 +18,30 @@ void Ops::do_accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
   std::vector<int64_t> host_counts(static_cast<size_t>(counts.numel()));
   to_host(ids, host_ids.data());
   to_host(counts, host_counts.data());
-  for (int32_t e : host_ids) {
-    MOETRON_ASSERT(e >= 0 && e < static_cast<int32_t>(host_counts.size()));
-    ++host_counts[static_cast<size_t>(e)];
-  }
+  // As the CUDA kernel: ids outside [0, E) (a dispatch's padding, -1) are not counted.
+  for (int32_t e : host_ids)
+    if (e >= 0 && e < static_cast<int32_t>(host_counts.size())) ++host_counts[static_cast<size_t>(e)];
   copy_from_host(counts, host_counts.data());
 }
+
+void Ops::do_accumulate_coactivation(const Tensor& ids, Tensor& pairs) {
+  if (ids.numel() == 0) return;
+  const int64_t tokens = ids.rows(), k = ids.cols(), experts = pairs.dim(0);
+  std::vector<int32_t> host_ids(static_cast<size_t>(ids.numel()));
+  std::vector<int64_t> host_pairs(static_cast<size_t>(pairs.numel()));
+  to_host(ids, host_ids.data());
+  to_host(pairs, host_pairs.data());
+  const auto valid = [experts](int64_t e) { return e >= 0 && e < experts; };
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t j = 0; j < k; ++j)
+      for (int64_t l = 0; l < k; ++l) {
+        const int64_t a = host_ids[static_cast<size_t>(t * k + j)], b = host_ids[static_cast<size_t>(t * k + l)];
+        if (valid(a) && valid(b)) ++host_pairs[static_cast<size_t>(a * experts + b)];
+      }
+  copy_from_host(pairs, host_pairs.data());
+}
+
+double Ops::timed_section_seconds() { return std::numeric_limits<double>::quiet_NaN(); }
 
 void Ops::do_argmax_rows(const Tensor& logits, Tensor& ids) {
   if (logits.numel() == 0) return;

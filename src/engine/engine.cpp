@@ -12,6 +12,7 @@
 
 #include "moetron/core/error.hpp"
 #include "moetron/core/log.hpp"
+#include "moetron/engine/routing_windows.hpp"
 #include "moetron/sampling/sampling.hpp"
 
 namespace moetron {
@@ -167,6 +168,9 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
   const auto t0 = std::chrono::steady_clock::now();
   auto last_progress = t0;
   int64_t generated = 0;
+  RoutingWindows windows(options_.routing_window,
+                         max_routing_windows(config_.num_layers, std::max<int64_t>(config_.num_experts, 1)));
+  const auto read_counts = [this] { return forward_.expert_counts(); };
 
   while (true) {
     // Replicas step in lockstep (they meet in the experts' all-to-all): go on while any has
@@ -215,6 +219,7 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
     rec.is_prefill = totals[2] > 0;
     rec.seconds = seconds_since(step_start);
     report.steps.push_back(rec);
+    windows.end_of_step(static_cast<int64_t>(report.steps.size()), read_counts);
     if (seconds_since(last_progress) >= static_cast<double>(options_.progress_every_s)) {
       last_progress = std::chrono::steady_clock::now();
       std::ostringstream os;
@@ -225,6 +230,9 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
     }
   }
   report.total_seconds = seconds_since(t0);
+  windows.finish(static_cast<int64_t>(report.steps.size()), read_counts);
+  report.window_counts = windows.counts_by_window();
+  report.window_ranges = windows.ranges();
   return report;
 }
 

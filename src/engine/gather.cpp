@@ -1,6 +1,7 @@
 #include "moetron/engine/gather.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/core/error.hpp"
@@ -119,6 +120,47 @@ std::vector<int64_t> gather_expert_tokens(ParallelGroups& groups, ModelForward& 
               expert_tokens.begin() + static_cast<std::ptrdiff_t>(shard.layer_begin * E));
   groups.world->allreduce_host(expert_tokens, false);
   return expert_tokens;
+}
+
+ExpertRouting gather_expert_routing(ParallelGroups& groups, ModelForward& forward, const ShardSpec& shard,
+                                    const ModelConfig& config, bool counted_here,
+                                    const std::vector<int64_t>& window_counts,
+                                    const std::vector<std::pair<int64_t, int64_t>>& window_ranges) {
+  const size_t E = static_cast<size_t>(std::max<int64_t>(config.num_experts, 1));
+  const size_t layers = static_cast<size_t>(config.num_layers), windows = window_ranges.size();
+  const size_t local = static_cast<size_t>(shard.layer_end - shard.layer_begin);
+  const size_t first = static_cast<size_t>(shard.layer_begin);
+  ExpertRouting r;
+  r.tokens_by_window.assign(windows * layers * E, 0);
+  r.coactivation.assign(layers * E * E, 0);
+  if (counted_here) {
+    MOETRON_ASSERT(window_counts.size() == windows * local * E);
+    for (size_t w = 0; w < windows; ++w)
+      std::copy_n(window_counts.begin() + static_cast<std::ptrdiff_t>(w * local * E), local * E,
+                  r.tokens_by_window.begin() + static_cast<std::ptrdiff_t>((w * layers + first) * E));
+    const std::vector<int64_t> pairs = forward.coactivation_counts();
+    std::copy(pairs.begin(), pairs.end(), r.coactivation.begin() + static_cast<std::ptrdiff_t>(first * E * E));
+  }
+  groups.world->allreduce_host(r.tokens_by_window, false);
+  groups.world->allreduce_host(r.coactivation, false);
+  for (const auto& [begin, end] : window_ranges) r.window_steps.insert(r.window_steps.end(), {begin, end});
+  return r;
+}
+
+RanksExpertWork gather_expert_work(ParallelGroups& groups, ModelForward& forward, int world_size) {
+  const ExpertWork mine = forward.expert_work();
+  // Seconds travel as integer nanoseconds: the host all-reduce takes int64.
+  std::vector<int64_t> values(static_cast<size_t>(world_size) * 2, 0);
+  const size_t me = static_cast<size_t>(groups.world_rank) * 2;
+  values[me] = mine.tokens;
+  values[me + 1] = std::isfinite(mine.seconds) ? static_cast<int64_t>(mine.seconds * 1e9) : 0;
+  groups.world->allreduce_host(values, false);
+  RanksExpertWork all;
+  for (int r = 0; r < world_size; ++r) {
+    all.tokens.push_back(values[static_cast<size_t>(r) * 2]);
+    all.seconds.push_back(static_cast<double>(values[static_cast<size_t>(r) * 2 + 1]) * 1e-9);
+  }
+  return all;
 }
 
 std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size) {

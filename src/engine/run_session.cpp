@@ -134,6 +134,8 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
     : config_(config), requests_(requests), settings_(settings), gpu_uuid_(device.gpu_uuid), world_(world) {
   const Stopwatch setup;
   const Plan& plan = settings_.plan;
+  MOETRON_CHECK(!settings_.routing_skew.active() || settings_.dummy_weights,
+                "--routing-skew " << settings_.routing_skew.text << " needs --load-format dummy (random weights)");
   groups_ = build_groups(plan, config_, world);
   const ShardSpec& shard = groups_.layout.shard;
 
@@ -148,6 +150,7 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
                                                ? make_random_source(settings_.weights_seed, DType::BF16)
                                                : open_checkpoint_source(settings_.model_dir);
     weights_ = load_weights(*source, config_, shard, *ops_);
+    apply_routing_skew(settings_.routing_skew, config_, shard, settings_.weights_seed, *ops_, weights_);
     ops_->sync();  // uploads may still be in flight
     startup_.weights_seconds = loading.seconds();
     startup_.weights_bytes_read = static_cast<int64_t>(weights_.source_bytes);
@@ -249,12 +252,16 @@ RunOutcome RunSession::run() {
   eo.kv_blocks = kv_blocks_;
   eo.save_logits = settings_.save_logits;
   eo.observer = settings_.observer;
+  eo.routing_window = settings_.routing_window;
 
   RunOutcome out;
   Engine engine(config_, *ops_, *forward_, eg, eo, graphs_.get());
   out.report = engine.run(mine_);
   out.expert_tokens = gather_expert_tokens(groups_, *forward_, groups_.layout.shard, config_,
                                            forward_context_.count_experts);
+  out.routing = gather_expert_routing(groups_, *forward_, groups_.layout.shard, config_, forward_context_.count_experts,
+                                      out.report.window_counts, out.report.window_ranges);
+  out.expert_work = gather_expert_work(groups_, *forward_, plan.world_size());
   out.traffic = gather_traffic(groups_, plan.world_size());
   out.finished = gather_sequences(*groups_.world, eg.reporters, mine_);
   out.places = gather_places(*ops_, gpu_uuid_, world_);

@@ -473,6 +473,13 @@ std::vector<std::string> File::read_strings(const std::string& name) const {
                             path_ + ":" + name);
 }
 
+bool File::has_attribute(const std::string& object, const std::string& name) const {
+  QuietErrors quiet;
+  const htri_t found = H5Aexists_by_name(file_.get(), object.c_str(), name.c_str(), H5P_DEFAULT);
+  checked(found, path_ + ": cannot look up attribute " + name + " of " + object);
+  return found > 0;
+}
+
 std::string File::string_attribute(const std::string& object, const std::string& name) const {
   QuietErrors quiet;
   std::string what = path_ + ": cannot read attribute " + name + " of " + object;

@@ -25,6 +25,7 @@ const std::pair<const char*, int64_t RankRecord::*> kRankColumns[] = {
     {"q_head_end", &RankRecord::q_head_end},
     {"bytes_sent", &RankRecord::bytes_sent},
     {"bytes_received", &RankRecord::bytes_received},
+    {"expert_tokens", &RankRecord::expert_tokens},
 };
 
 std::string utc_now() {
@@ -203,6 +204,31 @@ void write_ranks(h5::File& f, const std::vector<RankRecord>& ranks, const std::s
   f.write_strings("/ranks/device", column<std::string>(ranks, [](const RankRecord& k) { return k.device; }));
 }
 
+// The routing beyond /experts/tokens: windows of steps and co-activation (empty: zero windows,
+// zero counts, so the datasets are always there with their documented shapes).
+void write_expert_routing(h5::File& f, const ExpertRouting& routing, int64_t layers, int64_t experts) {
+  const int64_t windows = static_cast<int64_t>(routing.window_steps.size() / 2);
+  f.write("/experts/tokens_by_window", routing.tokens_by_window, {windows, layers, experts});
+  f.write("/experts/window_steps", routing.window_steps, {windows, 2});
+  std::vector<int64_t> pairs = routing.coactivation;
+  if (pairs.empty()) pairs.assign(static_cast<size_t>(layers * experts * experts), 0);
+  f.write("/experts/coactivation", pairs, {layers, experts, experts});
+}
+
+void write_rank_expert_seconds(h5::File& f, const std::vector<RankRecord>& ranks) {
+  f.write("/ranks/expert_seconds", column<double>(ranks, [](const RankRecord& k) { return k.expert_seconds; }));
+}
+
+void check_routing(const ExpertRouting& routing, size_t layers, size_t experts, const std::string& path) {
+  const size_t windows = routing.window_steps.size() / 2;
+  MOETRON_CHECK(routing.window_steps.size() % 2 == 0 && routing.tokens_by_window.size() == windows * layers * experts,
+                path << ": " << routing.tokens_by_window.size() << " routed-token counts by window for " << windows
+                     << " windows of " << layers << " layers x " << experts << " experts");
+  MOETRON_CHECK(routing.coactivation.empty() || routing.coactivation.size() == layers * experts * experts,
+                path << ": " << routing.coactivation.size() << " co-activation counts for " << layers << " layers x "
+                     << experts << "^2 experts");
+}
+
 }  // namespace
 
 const char* finish_reason_name(FinishReason r) {
@@ -232,16 +258,21 @@ RunSummary summarize(const RunResults& r) {
 
 void write_results(const std::string& path, const RunResults& results) {
   check_consistent(results, path);
+  check_routing(results.routing, results.expert_tokens.size(),
+                results.expert_tokens.empty() ? 0 : results.expert_tokens[0].size(), path);
   write_atomically(path, [&](const std::string& tmp) {
     h5::File f = h5::File::create(tmp);
     write_metadata(f, results.meta);
     write_requests(f, results);
     write_steps(f, results.steps);
     write_experts(f, results.expert_tokens);
+    write_expert_routing(f, results.routing, static_cast<int64_t>(results.expert_tokens.size()),
+                         results.expert_tokens.empty() ? 0 : static_cast<int64_t>(results.expert_tokens[0].size()));
     write_summary(f, summarize(results));
     write_startup(f, results.startup);
     write_predictions(f, results.predictions);
     if (!results.ranks.empty()) write_ranks(f, results.ranks, results.meta.plan);
+    if (!results.ranks.empty()) write_rank_expert_seconds(f, results.ranks);
     f.close();
   });
 }

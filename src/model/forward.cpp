@@ -28,13 +28,19 @@ ModelForward::ModelForward(const ForwardContext& ctx, int64_t kv_blocks, int64_t
     caches_.push_back(std::move(cache));
   }
   for (size_t i = 0; i < ctx.weights->layers.size(); ++i) {
-    Tensor counts = ops.alloc(DType::I64, {std::max<int64_t>(c.num_experts, 1)});
+    const int64_t experts = std::max<int64_t>(c.num_experts, 1);
+    Tensor counts = ops.alloc(DType::I64, {experts});
     ops.fill_zero(counts);
     expert_counts_tensor_.push_back(std::move(counts));
     // Each step's routing is recorded here and counted after the step, over the real tokens
     // only (a CUDA graph replays padded batches).
     routing_.push_back(ops.alloc(DType::I32, {std::max<int64_t>(ctx.max_tokens, 1), std::max<int64_t>(c.top_k, 1)}));
+    Tensor pairs = ops.alloc(DType::I64, {experts, experts});
+    ops.fill_zero(pairs);
+    coactivation_.push_back(std::move(pairs));
   }
+  served_ = ops.alloc(DType::I64, {std::max<int64_t>(c.num_experts, 1)});
+  ops.fill_zero(served_);
   if (ctx.stage != nullptr) {
     // The weights of every entry a dispatch can receive (ones: the routing weight is applied
     // where the token lives), made once so that a recording can read them.
@@ -49,8 +55,22 @@ void ModelForward::count_routing(int64_t num_tokens) {
   if (!ctx_.count_experts || num_tokens == 0) return;
   for (size_t i = 0; i < routing_.size(); ++i) {
     if (!ctx_.weights->layers[i].is_moe) continue;
-    ctx_.ops->accumulate_expert_counts(routing_[i].slice_rows(0, num_tokens), expert_counts_tensor_[i]);
+    const Tensor real = routing_[i].slice_rows(0, num_tokens);
+    ctx_.ops->accumulate_expert_counts(real, expert_counts_tensor_[i]);
+    ctx_.ops->accumulate_coactivation(real, coactivation_[i]);
   }
+}
+
+// What this rank's experts computed: every slot given to moe_experts, counted on the device
+// inside the forward (so a recorded step counts its padding rows too: they are computed),
+// and the time of those calls.
+void ModelForward::run_experts(const LayerWeights& w, const Tensor& x, const Tensor& ids,
+                               const Tensor& weights, Tensor& out) {
+  Ops& ops = *ctx_.ops;
+  ops.accumulate_expert_counts(ids, served_);
+  ops.begin_timed_section();
+  ops.moe_experts(x, ids, weights, w.experts, out);
+  ops.end_timed_section();
 }
 
 Tensor ModelForward::embed(const BatchTensors& batch) {
@@ -164,6 +184,7 @@ void ModelForward::mlp_block(const LayerWeights& w, size_t local_layer, const Te
   // Router logits in float32: rounding them to bf16 can swap near-equal experts.
   Tensor logits = ops.temp(DType::F32, {T, c.num_experts});
   ops.linear(h, w.router, nullptr, logits);
+  if (w.router_bias.defined()) ops.add_row_bias(logits, w.router_bias);
   Tensor ids = ops.temp(DType::I32, {T, c.top_k});
   Tensor weights = ops.temp(DType::F32, {T, c.top_k});
   ops.router_topk(logits, c.top_k, c.norm_topk_prob, ids, weights);
@@ -175,7 +196,7 @@ void ModelForward::mlp_block(const LayerWeights& w, size_t local_layer, const Te
   if (ctx_.stage != nullptr) {
     dispatch_experts(w, h, ids, weights, dispatch_tokens, out);
   } else {
-    ops.moe_experts(h, ids, weights, w.experts, out);
+    run_experts(w, h, ids, weights, out);
   }
   if (w.shared.gate_up.defined()) {
     Tensor shared = ops.temp(act, {T, c.hidden_size});
@@ -304,7 +325,7 @@ void ModelForward::exchange_with_experts(const LayerWeights& w, const Tensor& h,
   // Each received row is one (token, expert) pair, or padding (expert -1, which no rank owns):
   // weight 1 here, the routing weight is applied where the token lives.
   Tensor recv_y = ops.temp(act, {n_recv, H});
-  ops.moe_experts(recv_x, recv_e, route.recv_weights, w.experts, recv_y);
+  run_experts(w, recv_x, recv_e, route.recv_weights, recv_y);
 
   Tensor back = ops.temp(act, {n_send, H});
   stage.alltoallv(recv_y, route.recv_counts, back, route.send_counts);
@@ -354,6 +375,23 @@ std::vector<int64_t> ModelForward::expert_counts() {
   for (size_t i = 0; i < expert_counts_tensor_.size(); ++i)
     ctx_.ops->to_host(expert_counts_tensor_[i], &all[i * static_cast<size_t>(E)]);
   return all;
+}
+
+std::vector<int64_t> ModelForward::coactivation_counts() {
+  const size_t per_layer = coactivation_.empty() ? 0 : static_cast<size_t>(coactivation_[0].numel());
+  std::vector<int64_t> all(coactivation_.size() * per_layer);
+  for (size_t i = 0; i < coactivation_.size(); ++i) ctx_.ops->to_host(coactivation_[i], &all[i * per_layer]);
+  return all;
+}
+
+ExpertWork ModelForward::expert_work() {
+  std::vector<int64_t> by_expert(static_cast<size_t>(served_.numel()));
+  ctx_.ops->to_host(served_, by_expert.data());
+  ExpertWork work;
+  const Range mine = ctx_.shard->experts();
+  for (int64_t e = mine.begin; e < mine.end && e < served_.numel(); ++e) work.tokens += by_expert[static_cast<size_t>(e)];
+  work.seconds = ctx_.ops->timed_section_seconds();
+  return work;
 }
 
 }  // namespace moetron

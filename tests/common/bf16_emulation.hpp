@@ -108,6 +108,7 @@ class Bf16StorageOps : public Ops {
     round(acc);
   }
   void do_to_float(const Tensor& x, Tensor& out) override { cpu_->to_float(x, out); }
+  void do_add_row_bias(Tensor& x, const Tensor& b) override { cpu_->add_row_bias(x, b); }  // F32: no rounding
 
  private:
   void record_router_gaps(const Tensor& logits, int64_t k) {

@@ -221,6 +221,16 @@ inline std::vector<ContractCase> ops_contract_cases() {
                       "Ops::accumulate_expert_counts: counts must be I64 on " + dev(ops) +
                           ", got " + counts.describe()};
   }});
+  cases.push_back({"accumulate_coactivation pairs not square", [](Ops& ops) {
+    Tensor ids = ops.alloc(DType::I32, {4, 2}), pairs = ops.alloc(DType::I64, {8, 4});
+    return BrokenCall{[&ops, ids, pairs]() mutable { ops.accumulate_coactivation(ids, pairs); },
+                      "Ops::accumulate_coactivation: pairs " + pairs.describe() + " must be [E, E]"};
+  }});
+  cases.push_back({"add_row_bias bias of the wrong length", [](Ops& ops) {
+    Tensor x = ops.alloc(DType::F32, {3, 8}), bias = ops.alloc(DType::F32, {7});
+    return BrokenCall{[&ops, x, bias]() mutable { ops.add_row_bias(x, bias); },
+                      "Ops::add_row_bias: bias has 7 elements, expected 8 (one per column of x)"};
+  }});
   return cases;
 }
 

@@ -161,6 +161,54 @@ TEST_F(CudaMoe, ExpertCountsAccumulateOnTheDevice) {
   }}});
 }
 
+// Co-activation pairs of the routing record: distinct top-k ids per token (as the router
+// gives), a dispatch's padding (-1) among them, over batches that add to the same counts.
+TEST_F(CudaMoe, CoactivationAccumulatesOnTheDevice) {
+  std::vector<OpCase> cases;
+  for (int64_t experts : {8, 60, 128}) {
+    for (int64_t k : {1, 2, 8}) {
+      cases.push_back({"accumulate_coactivation E=" + std::to_string(experts) + " k=" + std::to_string(k) +
+                           " over T=1, 17, 129",
+                       [=](CaseInputs& in) {
+        std::vector<int64_t> start(static_cast<size_t>(experts * experts));
+        for (size_t i = 0; i < start.size(); ++i) start[i] = static_cast<int64_t>(i % 5);
+        Tensor pairs = in.i64(start, {experts, experts});
+        std::vector<int32_t> order(static_cast<size_t>(experts));
+        for (int64_t tokens : {1, 17, 129}) {
+          std::vector<int32_t> ids(static_cast<size_t>(tokens * k));
+          for (int64_t t = 0; t < tokens; ++t) {
+            std::iota(order.begin(), order.end(), 0);
+            std::shuffle(order.begin(), order.end(), in.rng);
+            std::copy_n(order.begin(), k, ids.begin() + t * k);
+          }
+          ids[0] = -1;  // padding is not counted
+          Tensor id = in.i32(ids, {tokens, k});
+          in.ops.accumulate_coactivation(id, pairs);
+        }
+        return CaseOutputs{{"pairs", host_of(in, pairs), 0.0}};  // integer counts: exact
+      }});
+    }
+  }
+  run_cases(cases);
+}
+
+// The router bias of --routing-skew: an F32 add, the same rounding on both backends.
+TEST_F(CudaMoe, AddRowBiasMatchesReference) {
+  std::vector<OpCase> cases;
+  for (int64_t experts : {8, 60, 256}) {
+    for (int64_t tokens : {1, 17, 129}) {
+      cases.push_back({"add_row_bias E=" + std::to_string(experts) + " T=" + std::to_string(tokens),
+                       [=](CaseInputs& in) {
+        Tensor logits = in.f32(in.values(tokens * experts, 4.0f), {tokens, experts});
+        Tensor bias = in.f32(in.values(experts, 2.0f), {experts});
+        in.ops.add_row_bias(logits, bias);
+        return CaseOutputs{{"logits", host_of(in, logits), 0.0}};  // one float add each: exact
+      }});
+    }
+  }
+  run_cases(cases);
+}
+
 // The fixed-capacity expert dispatch (a decode step's all-to-all between replicas): the same
 // entries in the same order, padding included, for several expert-set layouts, tp shares of
 // the tokens, and batch sizes.

@@ -667,3 +667,31 @@ TEST_F(CpuOpsTest, ToFloatCopiesActivations) {
 
 }  // namespace
 }  // namespace moetron
+
+namespace moetron {
+namespace {
+
+// Co-activation by hand: token 0 chose {0, 3}, token 1 {3, 1}, token 2 {2, -1 (padding)}.
+TEST_F(CpuOpsTest, CoactivationCountsPairsOfEachToken) {
+  Tensor ids = upload(Ids{0, 3, 3, 1, 2, -1}, {3, 2});
+  Tensor pairs = zeros({4, 4}, DType::I64);
+  ops->accumulate_coactivation(ids, pairs);
+  ops->accumulate_coactivation(ids.slice_rows(0, 1), pairs);  // token 0 again
+  std::vector<int64_t> got(16);
+  ops->to_host(pairs, got.data());
+  EXPECT_EQ(got, (std::vector<int64_t>{2, 0, 0, 2,  //
+                                       0, 1, 0, 1,  //
+                                       0, 0, 1, 0,  //
+                                       2, 1, 0, 3}));
+}
+
+TEST_F(CpuOpsTest, AddRowBiasAddsToEveryRow) {
+  Tensor x = upload(Vec{1, 2, 3, 4, 5, 6}, {2, 3});
+  ops->add_row_bias(x, upload(Vec{0.5f, -1, 2}, {3}));
+  Vec got(6);
+  ops->to_host(x, got.data());
+  EXPECT_EQ(got, (Vec{1.5f, 1, 5, 4.5f, 4, 8}));
+}
+
+}  // namespace
+}  // namespace moetron

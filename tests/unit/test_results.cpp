@@ -93,7 +93,19 @@ RunResults full_results() {
   r.total_seconds = 2.0;
   RankRecord r0{0, 0, 0, 0, 3, 0, 2, 0, 8, 1000, 2000, "pp0 tp0 ep0", "node01", "cuda:0 (H) GPU-a"};
   RankRecord r1{0, 0, 1, 0, 3, 2, 4, 8, 16, 3000, 4000, "pp0 tp1 ep1", "node02", "cuda:0 (H) GPU-b"};
+  r0.expert_tokens = 21;
+  r0.expert_seconds = 0.125;
+  r1.expert_tokens = 15;
+  r1.expert_seconds = 0.0625;
   r.ranks = {r0, r1};
+  // Two windows (steps [0, 2) and [2, 3)) that add up to expert_tokens, and layer 0's tokens
+  // choosing experts {0, 3} and {1, 2}.
+  r.routing.tokens_by_window = {1, 2, 3, 3, 0, 0, 0, 0, 5, 6, 0, 8,  //
+                                0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, 0};
+  r.routing.window_steps = {0, 2, 2, 3};
+  r.routing.coactivation.assign(3 * 4 * 4, 0);
+  r.routing.coactivation[0 * 4 + 3] = r.routing.coactivation[3 * 4 + 0] = 1;
+  r.routing.coactivation[1 * 4 + 2] = r.routing.coactivation[2 * 4 + 1] = 1;
   return r;
 }
 
@@ -394,6 +406,31 @@ TEST_F(ResultsTest, StartupTimesRoundTrip) {
   EXPECT_DOUBLE_EQ(read_float64_attribute(f, "/startup", "graphs_seconds"), 1.5);
   EXPECT_EQ(read_int64_attribute(f, "/startup", "graphs"), 3);
   EXPECT_DOUBLE_EQ(read_float64_attribute(f, "/startup", "total_seconds"), 4.75);
+}
+
+TEST_F(ResultsTest, ExpertRoutingAndRankWorkReadBack) {
+  RunResults r = full_results();
+  const std::string out = path("r.h5");
+  write_results(out, r);
+  EXPECT_EQ(read_int64(out, "/experts/tokens_by_window"), r.routing.tokens_by_window);
+  EXPECT_EQ(read_dims(out, "/experts/tokens_by_window"), (std::vector<int64_t>{2, 3, 4}));
+  EXPECT_EQ(read_int64(out, "/experts/window_steps"), (std::vector<int64_t>{0, 2, 2, 3}));
+  EXPECT_EQ(read_dims(out, "/experts/window_steps"), (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(read_int64(out, "/experts/coactivation"), r.routing.coactivation);
+  EXPECT_EQ(read_dims(out, "/experts/coactivation"), (std::vector<int64_t>{3, 4, 4}));
+  EXPECT_EQ(read_int64(out, "/ranks/expert_tokens"), (std::vector<int64_t>{21, 15}));
+  EXPECT_EQ(read_float64(out, "/ranks/expert_seconds"), (std::vector<double>{0.125, 0.0625}));
+
+  // Without routing details the datasets are still there, with no windows and zero pairs.
+  RunResults bare = full_results();
+  bare.routing = ExpertRouting{};
+  write_results(path("bare.h5"), bare);
+  EXPECT_EQ(read_dims(path("bare.h5"), "/experts/tokens_by_window"), (std::vector<int64_t>{0, 3, 4}));
+  EXPECT_EQ(read_int64(path("bare.h5"), "/experts/coactivation"), std::vector<int64_t>(48, 0));
+
+  RunResults wrong = full_results();
+  wrong.routing.tokens_by_window.pop_back();
+  EXPECT_NE(error_of([&] { write_results(path("wrong.h5"), wrong); }).find("counts by window"), std::string::npos);
 }
 
 TEST_F(ResultsTest, SchemaMatchesDocs) {

@@ -46,6 +46,11 @@ class CudaOps final : public Ops {
   void begin_recording() override;
   int end_recording() override;
   void replay(int recording) override;
+  // Events around each section outside a recording (src/backend/cuda/cuda_section_timer.cpp);
+  // sections enqueued while recording are not timed.
+  void begin_timed_section() override;
+  void end_timed_section() override;
+  double timed_section_seconds() override;
 
   // ---- beyond Ops ----
   // Greedy sampling: ids[r] = argmax_c logits[r, c] (ties: lowest index); logits F32 or BF16
@@ -101,6 +106,8 @@ class CudaOps final : public Ops {
                         int64_t expert_set_size, int64_t expert_shards, int64_t capacity,
                         Tensor& rows, Tensor& experts, Tensor& scales) override;
 
+  void do_accumulate_coactivation(const Tensor& ids, Tensor& pairs) override;
+  void do_add_row_bias(Tensor& x, const Tensor& bias) override;
   void do_argmax_rows(const Tensor& logits, Tensor& ids) override { argmax(logits, ids); }
   // On the device (kernels::sample_rows): only the rows' settings go up, nothing comes back.
   void do_sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
@@ -121,6 +128,8 @@ class CudaOps final : public Ops {
   Tensor sampling_params_;
   struct Recordings;                        // instantiated graphs, destroyed with this object
   std::shared_ptr<Recordings> recordings_;  // shared_ptr: its deleter is bound where it is made
+  struct SectionTimer;                      // event pairs of the timed sections
+  std::shared_ptr<SectionTimer> section_timer_;
 };
 
 // The CUDA backend on `device` with arena_bytes of temporaries per step.

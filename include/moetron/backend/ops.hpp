@@ -192,6 +192,22 @@ class Ops {
   // goes through the host; a backend may count on the device (it must not sync the host, so
   // that a CUDA graph can record it).
   void accumulate_expert_counts(const Tensor& ids, Tensor& counts);
+  // pairs I64 [E, E] += one at (ids[t, j], ids[t, l]) for every row t of ids (I32 [T, k]) and
+  // every j, l < k: symmetric, the off-diagonal (a, b) counts the tokens that chose both a and
+  // b, the diagonal each expert's slots. Ids outside [0, E) are not counted. The default goes
+  // through the host; a backend may count on the device (without a sync, so it can be recorded).
+  void accumulate_coactivation(const Tensor& ids, Tensor& pairs);
+  // x F32 [R, C] += bias F32 [C] on every row (the per-expert router bias of --routing-skew).
+  void add_row_bias(Tensor& x, const Tensor& bias);
+
+  // ---- timing a section of the enqueued work (a rank's expert compute) ----
+  // The time of the work enqueued between begin_timed_section() and end_timed_section(),
+  // summed over every such pair since the backend was made. Never waits for the device while
+  // timing; timed_section_seconds() may. A backend may leave out sections it records into a
+  // graph (CUDA: replayed decode steps are not timed). NaN where a backend cannot time.
+  virtual void begin_timed_section() {}
+  virtual void end_timed_section() {}
+  virtual double timed_section_seconds();
 
  protected:
   // The backends' implementations, called after the contract's checks passed (see above).
@@ -237,6 +253,8 @@ class Ops {
   virtual void do_sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
                               const std::vector<uint64_t>& steps, Tensor& ids);
   virtual void do_accumulate_expert_counts(const Tensor& ids, Tensor& counts);
+  virtual void do_accumulate_coactivation(const Tensor& ids, Tensor& pairs);
+  virtual void do_add_row_bias(Tensor& x, const Tensor& bias) = 0;
 };
 
 }  // namespace moetron

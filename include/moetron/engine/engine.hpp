@@ -36,11 +36,17 @@ struct EngineOptions {
   // Told when each step starts and ends (the end is when its tokens are on the host); for
   // measurements such as GPU idle time within steps. Optional.
   StepObserver* observer = nullptr;
+  // Steps per window of the routed-token record (engine/routing_windows.hpp); 0: automatic.
+  int64_t routing_window = 0;
 };
 
 struct EngineReport {
   std::vector<StepRecord> steps;
   double total_seconds = 0;
+  // Routed tokens per window of steps, of this rank's layers: [windows x local layers x E], with
+  // each window's half-open step range.
+  std::vector<int64_t> window_counts;
+  std::vector<std::pair<int64_t, int64_t>> window_ranges;
 };
 
 class Engine {

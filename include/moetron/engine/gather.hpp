@@ -8,6 +8,7 @@
 #include "moetron/backend/ops.hpp"
 #include "moetron/comm/communicator.hpp"
 #include "moetron/engine/scheduler.hpp"
+#include "moetron/io/results.hpp"  // ExpertRouting
 #include "moetron/model/forward.hpp"
 #include "moetron/parallel/groups.hpp"
 
@@ -23,6 +24,20 @@ std::vector<Sequence> gather_sequences(Communicator& world, const std::vector<in
 // layer is counted once per replica, by its tp rank 0).
 std::vector<int64_t> gather_expert_tokens(ParallelGroups& groups, ModelForward& forward, const ShardSpec& shard,
                                           const ModelConfig& config, bool counted_here);
+// The windows (EngineReport::window_counts of this rank's layers, and their step ranges, the
+// same on every rank) and the co-activation of every layer, summed over the job as
+// gather_expert_tokens does (collective).
+ExpertRouting gather_expert_routing(ParallelGroups& groups, ModelForward& forward, const ShardSpec& shard,
+                                    const ModelConfig& config, bool counted_here,
+                                    const std::vector<int64_t>& window_counts,
+                                    const std::vector<std::pair<int64_t, int64_t>>& window_ranges);
+// Every rank's ExpertWork, by world rank (collective).
+struct RanksExpertWork {
+  std::vector<int64_t> tokens;
+  std::vector<double> seconds;
+};
+RanksExpertWork gather_expert_work(ParallelGroups& groups, ModelForward& forward, int world_size);
+
 // Bytes each rank sent and received, [world * kRankFields] (collective).
 constexpr size_t kRankFields = 2;  // bytes sent, bytes received
 std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size);

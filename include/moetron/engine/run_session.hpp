@@ -19,6 +19,7 @@
 #include "moetron/io/prompts.hpp"
 #include "moetron/io/results.hpp"
 #include "moetron/model/config.hpp"
+#include "moetron/model/routing_skew.hpp"
 #include "moetron/model/weights.hpp"
 #include "moetron/parallel/groups.hpp"
 #include "moetron/parallel/memory_need.hpp"
@@ -75,6 +76,8 @@ std::string describe_startup(const StartupRecord& startup);
 struct RunSettings {
   std::string model_dir;
   bool dummy_weights = false;  // --load-format dummy: random weights from weights_seed
+  RoutingSkew routing_skew;    // --routing-skew: biased routers (dummy weights only)
+  int64_t routing_window = 0;  // --routing-window: steps per routing window (0: automatic)
   uint64_t weights_seed = 0;
   Plan plan;
   int64_t max_batch = 256, max_batch_tokens = 8192, block_size = 16;
@@ -106,6 +109,8 @@ struct RunOutcome {
   std::vector<int64_t> traffic;        // [world * 2], see gather_traffic
   RankPlaces places;                   // every rank's host and device, see gather_places
   StartupRecord startup;               // the slowest rank's set-up times (every rank has them)
+  ExpertRouting routing;               // windows and co-activation, see gather_expert_routing
+  RanksExpertWork expert_work;         // every rank's expert tokens and seconds
 };
 
 class RunSession {

@@ -94,6 +94,7 @@ class File {
   const std::string& path() const { return path_; }
   void create_group(const std::string& name);  // "/requests"
   bool exists(const std::string& name) const;  // a link of that path exists
+  bool has_attribute(const std::string& object, const std::string& name) const;  // object must exist
 
   // Datasets. `dims` empty means one dimension of data.size() elements.
   template <class T>

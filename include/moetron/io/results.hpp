@@ -54,6 +54,15 @@ struct RankRecord {
   int64_t bytes_sent = 0, bytes_received = 0;
   std::string description;
   std::string host, device;  // where the rank ran, and on what (RunMetadata::device's words)
+  int64_t expert_tokens = 0;  // token-slots its experts computed (ModelForward::expert_work)
+  double expert_seconds = 0;  // the time its expert compute took
+};
+
+// The routing in detail, beside RunResults::expert_tokens (same layers and experts).
+struct ExpertRouting {
+  std::vector<int64_t> tokens_by_window;  // [windows, layers, experts]
+  std::vector<int64_t> window_steps;      // [windows, 2]: each window's steps [first, end)
+  std::vector<int64_t> coactivation;      // [layers, experts, experts], symmetric
 };
 
 // Start-up, part by part: for each part, the longest any rank took (ranks wait for the slowest).
@@ -96,6 +105,7 @@ struct RunResults {
   std::vector<StepRecord> steps;
   // [layers][experts]: routed token-slots per layer and expert; rows of dense layers are zero.
   std::vector<std::vector<int64_t>> expert_tokens;
+  ExpertRouting routing;  // empty vectors: written as zero windows and zero co-activation
   int64_t logits_vocab_size = 0;  // width of RequestResult::logits rows; 0 when none are kept
   double total_seconds = 0;       // wall time of the generation (the summary's denominator)
   std::vector<RankRecord> ranks;  // one per MPI rank, in rank order; empty for a single process

@@ -28,6 +28,12 @@ struct ForwardContext {
   int64_t max_tokens = 0;         // most tokens in one forward (sizes the routing record)
 };
 
+// What one rank's experts computed over a run.
+struct ExpertWork {
+  int64_t tokens = 0;   // token-slots its moe_experts calls processed for its own experts
+  double seconds = 0;   // the time of those calls (Ops::timed_section_seconds)
+};
+
 class ModelForward {
  public:
   ModelForward(const ForwardContext& ctx, int64_t kv_blocks, int64_t block_size);
@@ -50,6 +56,11 @@ class ModelForward {
   void count_routing(int64_t num_tokens);
   // Routed token-slots per (local layer, expert), counted so far: [local layers * E].
   std::vector<int64_t> expert_counts();
+  // Tokens that chose both experts a and b, per (local layer, a, b), counted with the routing:
+  // [local layers * E * E], symmetric, the diagonal being expert_counts().
+  std::vector<int64_t> coactivation_counts();
+  // This rank's expert work so far (waits for the backend).
+  ExpertWork expert_work();
   // The groups this forward moves data over (DecodeGraphs counts a recorded step's traffic).
   const ForwardContext& context() const { return ctx_; }
   size_t kv_cache_bytes() const { return kv_bytes_; }
@@ -80,11 +91,15 @@ class ModelForward {
                              Tensor& out);
   Tensor ones_for(int64_t n) const;
   void allreduce_tp(Tensor& t);
+  void run_experts(const LayerWeights& w, const Tensor& x, const Tensor& ids, const Tensor& weights,
+                   Tensor& out);
 
   ForwardContext ctx_;
   std::vector<KvCache> caches_;  // one per local layer
   std::vector<Tensor> expert_counts_tensor_;  // I64 [E] per local layer, in backend memory
   std::vector<Tensor> routing_;               // I32 [max_tokens, k] per local layer
+  std::vector<Tensor> coactivation_;          // I64 [E, E] per local layer
+  Tensor served_;  // I64 [E]: slots this rank's moe_experts calls were given, by global expert
   Tensor ones_;  // F32: weights of the entries an expert dispatch receives
   size_t kv_bytes_ = 0;
 };

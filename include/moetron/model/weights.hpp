@@ -83,6 +83,7 @@ struct LayerWeights {
   AttentionWeights attn;
   bool is_moe = false;
   Tensor router;        // [E, H] (replicated)
+  Tensor router_bias;   // F32 [E], added to the router logits: --routing-skew only (else undefined)
   ExpertWeights experts;
   MlpWeights shared;    // shared expert (qwen2_moe), undefined otherwise
   Tensor shared_gate;   // [1, H]

@@ -1,4 +1,5 @@
 // CpuOps memory: host heap tensors; "device" copies are memcpy.
+#include <chrono>
 #include <cstring>
 
 #include "cpu_ops.hpp"
@@ -66,6 +67,20 @@ void CpuOps::do_copy_columns(const Tensor& src, int64_t width, Tensor& dst, int6
 
 void CpuOps::do_fill_zero(Tensor& t) {
   if (t.nbytes()) std::memset(t.data, 0, t.nbytes());
+}
+
+namespace {
+double steady_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+void CpuOps::begin_timed_section() { section_start_ = steady_seconds(); }
+
+void CpuOps::end_timed_section() {
+  MOETRON_ASSERT(section_start_ >= 0);
+  timed_seconds_ += steady_seconds() - section_start_;
+  section_start_ = -1;
 }
 
 }  // namespace moetron

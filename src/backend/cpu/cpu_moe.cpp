@@ -13,6 +13,12 @@ namespace moetron {
 using cpu::f32;
 using cpu::i32;
 
+void CpuOps::do_add_row_bias(Tensor& x, const Tensor& bias) {
+  const int64_t rows = x.rows(), cols = x.cols();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) f32(x)[r * cols + c] += f32(bias)[c];
+}
+
 void CpuOps::do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
                             Tensor& weights) {
   const int64_t tokens = logits.rows(), experts = logits.cols();

@@ -36,6 +36,10 @@ class CpuOps final : public Ops {
   size_t temp_mark() override { return temp_blocks_.size(); }
   void temp_release(size_t mark) override;
   void sync() override {}
+  // The CPU runs every call before it returns, so a section's time is the host's clock.
+  void begin_timed_section() override;
+  void end_timed_section() override;
+  double timed_section_seconds() override { return timed_seconds_; }
  protected:
   // The Ops contract (ops_contract.cpp) has checked the arguments.
   void do_copy_from_host(Tensor& dst, const void* src) override;
@@ -75,11 +79,14 @@ class CpuOps final : public Ops {
   void do_scatter_add_rows(Tensor& acc, const Tensor& x, const Tensor& rows,
                            const Tensor& scale) override;
   void do_to_float(const Tensor& x, Tensor& out) override;
+  void do_add_row_bias(Tensor& x, const Tensor& bias) override;
 
  private:
   // Blocks handed out by temp(); the tensors are views, so a use after reset_temps() is a
   // use-after-free that sanitizers catch, as it would be a bug on the CUDA backend too.
   std::vector<std::shared_ptr<void>> temp_blocks_;
+  double section_start_ = -1;  // seconds on the steady clock; -1: no section open
+  double timed_seconds_ = 0;
 };
 
 }  // namespace moetron

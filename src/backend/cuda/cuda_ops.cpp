@@ -383,6 +383,16 @@ void CudaOps::do_accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
                                     static_cast<int64_t*>(counts.data), stream_);
 }
 
+void CudaOps::do_accumulate_coactivation(const Tensor& ids, Tensor& pairs) {
+  if (ids.numel() == 0) return;
+  kernels::accumulate_coactivation(i32(ids), ids.rows(), ids.cols(), pairs.dim(0),
+                                   static_cast<int64_t*>(pairs.data), stream_);
+}
+
+void CudaOps::do_add_row_bias(Tensor& x, const Tensor& bias) {
+  kernels::add_row_bias_f32(f32(x), f32(bias), x.rows(), x.cols(), stream_);
+}
+
 void CudaOps::do_pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first,
                                int64_t last, int64_t expert_set_size, int64_t expert_shards,
                                int64_t capacity, Tensor& rows, Tensor& experts, Tensor& scales) {
