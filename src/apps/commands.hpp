@@ -9,5 +9,6 @@ namespace moetron::apps {
 int run_command(const std::vector<std::string>& args);         // moetron run
 int model_command(const std::vector<std::string>& args);       // moetron model make|info
 int plan_command(const std::vector<std::string>& args);        // moetron plan
+int workload_command(const std::vector<std::string>& args);    // moetron workload
 
 }  // namespace moetron::apps

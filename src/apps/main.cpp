@@ -19,7 +19,8 @@ void print_usage() {
       "  run          generate for a prompts file, write results to HDF5\n"
       "  model make   write a deterministic random-weight checkpoint (HF layout)\n"
       "  model info   print a checkpoint's parsed config, parameters and bytes\n"
-      "  plan         predict and rank every parallel plan for a cluster (nothing is run)\n\n"
+      "  plan         predict and rank every parallel plan for a cluster (nothing is run)\n"
+      "  workload     write a prompts file of synthetic requests (lengths, arrival times)\n\n"
       "'moetron <command> --help' describes each command's options.\n",
       moetron::kVersion, moetron::kGitCommit);
 }
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
     if (command == "run") return moetron::apps::run_command(rest);
     if (command == "model") return moetron::apps::model_command(rest);
     if (command == "plan") return moetron::apps::plan_command(rest);
+    if (command == "workload") return moetron::apps::workload_command(rest);
     std::fprintf(stderr, "moetron: unknown command '%s' (see 'moetron --help')\n", command.c_str());
     return 2;
   } catch (const std::exception& e) {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "moetron/analysis/latency_summary.hpp"
 #include "moetron/comm/collective_watchdog.hpp"
 
 namespace moetron::apps {
@@ -22,6 +23,7 @@ struct RunOptions {
   int64_t memory_per_rank = 0;
   double collective_timeout = kDefaultCollectiveTimeoutS;  // seconds; 0: off
   std::string command_line;
+  LatencySlo slo;  // --slo-ttft, --slo-itl
 };
 
 boost::program_options::options_description run_options(RunOptions& o);

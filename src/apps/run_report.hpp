@@ -26,6 +26,9 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
                             const std::vector<Sequence>& finished, const EngineReport& report,
                             const std::vector<int64_t>& expert_tokens, const std::vector<int64_t>& traffic);
 
+// One log line: TTFT, ITL and end-to-end percentiles, and goodput under the SLO.
+std::string describe_latency(const RunSummary& summary);
+
 // Two log lines: the prefill rate, and the median decode step at each batch size that ran
 // (perf/bench.py reads the second).
 void log_step_summary(const std::vector<StepRecord>& steps);
