@@ -4,7 +4,9 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 DEB_PACKAGES := cmake g++ make libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools \
                 libboost-program-options-dev nlohmann-json3-dev libgtest-dev python3 \
-                clang libclang-rt-14-dev python3-h5py python3-matplotlib
+                clang libclang-rt-14-dev
+# perf/plots.py and perf/study.py (and their CI tests): figures and the study's ANOVA.
+DEB_PACKAGES += python3-h5py python3-numpy python3-matplotlib python3-statsmodels
 PROMPTS ?= inputs/prompts.jsonl
 RUN_OUT ?= $(BUILD_DIR)/results/default.h5
 RUN_MODEL ?= $(BUILD_DIR)/models/tiny-olmoe

@@ -3,7 +3,7 @@
 #include <iostream>
 
 #include "commands.hpp"
-#include "moetron/analysis/load_report.hpp"
+#include "moetron/report/load_report.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/io/input_files.hpp"
 #include "moetron/io/output_file.hpp"

@@ -172,6 +172,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   LOG_INFO("done: " << sum.requests << " requests, " << sum.output_tokens << " tokens in "
                     << sum.total_seconds << " s (" << sum.output_tokens_per_s
                     << " output tok/s); results in " << o.out);
+  LOG_INFO(describe_latency(sum));
   log_step_summary(report.steps);
   int64_t preemptions = 0;
   for (const Sequence& s : all) preemptions += s.preemptions;

@@ -11,5 +11,6 @@ int model_command(const std::vector<std::string>& args);       // moetron model 
 int plan_command(const std::vector<std::string>& args);        // moetron plan
 int bench_command(const std::vector<std::string>& args);       // moetron bench
 int analyze_command(const std::vector<std::string>& args);     // moetron analyze
+int workload_command(const std::vector<std::string>& args);    // moetron workload
 
 }  // namespace moetron::apps

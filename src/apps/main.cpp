@@ -21,7 +21,8 @@ void print_usage() {
       "  model info   print a checkpoint's parsed config, parameters and bytes\n"
       "  plan         predict and rank every parallel plan for a cluster (nothing is run)\n"
       "  bench        measure this machine with a model's shapes; write a hardware profile\n"
-      "  analyze      expert-load statistics of a results file (imbalance, hot experts, EP waits)\n\n"
+      "  analyze      expert-load statistics of a results file (imbalance, hot experts, EP waits)\n"
+      "  workload     write a prompts file of synthetic requests (lengths, arrival times)\n\n"
       "'moetron <command> --help' describes each command's options.\n",
       moetron::kVersion, moetron::kGitCommit);
 }
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
     if (command == "plan") return moetron::apps::plan_command(rest);
     if (command == "bench") return moetron::apps::bench_command(rest);
     if (command == "analyze") return moetron::apps::analyze_command(rest);
+    if (command == "workload") return moetron::apps::workload_command(rest);
     std::fprintf(stderr, "moetron: unknown command '%s' (see 'moetron --help')\n", command.c_str());
     return 2;
   } catch (const std::exception& e) {

@@ -23,6 +23,16 @@ uint64_t parse_seed(const std::string& text) {
   return v;
 }
 
+// The service-level objective goodput is judged by (analysis/latency_summary.hpp).
+void add_slo_options(po::options_description& d, RunOptions& o) {
+  d.add_options()
+      ("slo-ttft", po::value(&o.slo.ttft_s)->default_value(o.slo.ttft_s),
+       "seconds: a request meets the SLO when its time to first token is at most this and ...")
+      ("slo-itl", po::value(&o.slo.itl_s)->default_value(o.slo.itl_s),
+       "... its mean inter-token latency at most this many seconds; goodput (/summary) counts such "
+       "requests per second");
+}
+
 }  // namespace
 
 po::options_description run_options(RunOptions& o) {
@@ -79,6 +89,7 @@ po::options_description run_options(RunOptions& o) {
        "steps per window of /experts/tokens_by_window (0: automatic, windows doubled so the record stays "
        "within 16 MiB)")
       ("log-level", po::value(&o.log_level)->default_value(o.log_level), "debug, info, warn, error or off");
+  add_slo_options(d, o);
   return d;
 }
 
@@ -110,6 +121,8 @@ void check_options(const RunOptions& o) {
                     o.collective_timeout <= kMaxCollectiveTimeoutS,
                 "--collective-timeout must be 0 (off) or seconds up to " << kMaxCollectiveTimeoutS << ", got "
                                                                         << o.collective_timeout);
+  MOETRON_CHECK(std::isfinite(o.slo.ttft_s) && o.slo.ttft_s > 0, "--slo-ttft must be seconds > 0, got " << o.slo.ttft_s);
+  MOETRON_CHECK(std::isfinite(o.slo.itl_s) && o.slo.itl_s > 0, "--slo-itl must be seconds > 0, got " << o.slo.itl_s);
 }
 
 std::vector<std::string> run_input_files(const RunOptions& o) {

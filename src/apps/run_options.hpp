@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "moetron/analysis/latency_summary.hpp"
 #include "moetron/comm/collective_watchdog.hpp"
 
 namespace moetron::apps {
@@ -25,6 +26,7 @@ struct RunOptions {
   std::string routing_skew;    // --routing-skew zipf:S | hot:K:F ("" : none)
   int64_t routing_window = 0;  // --routing-window W (0: automatic)
   std::string command_line;
+  LatencySlo slo;  // --slo-ttft, --slo-itl
 };
 
 boost::program_options::options_description run_options(RunOptions& o);

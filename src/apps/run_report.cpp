@@ -1,6 +1,7 @@
 #include "run_report.hpp"
 
 #include <algorithm>
+#include <iomanip>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -51,6 +52,17 @@ void log_step_summary(const std::vector<StepRecord>& steps) {
   LOG_INFO(os.str());
 }
 
+std::string describe_latency(const RunSummary& s) {
+  const LatencySummary& l = s.latency;
+  std::ostringstream os;
+  os << std::setprecision(4) << "latency p50/p90/p99: TTFT " << l.ttft.p50 * 1e3 << "/" << l.ttft.p90 * 1e3 << "/"
+     << l.ttft.p99 * 1e3 << " ms, ITL " << l.itl.p50 * 1e3 << "/" << l.itl.p90 * 1e3 << "/" << l.itl.p99 * 1e3
+     << " ms, e2e " << l.e2e.p50 << "/" << l.e2e.p90 << "/" << l.e2e.p99 << " s; goodput "
+     << l.goodput_requests_per_s << " requests/s (" << l.slo_met << " of " << s.requests << " met TTFT <= "
+     << s.slo.ttft_s << " s and mean ITL <= " << s.slo.itl_s << " s)";
+  return os.str();
+}
+
 RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>& specs,
                             const std::vector<Sequence>& all, const EngineReport& report,
                             const std::vector<int64_t>& expert_tokens, const std::vector<int64_t>& traffic) {
@@ -69,6 +81,7 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
   results.total_seconds = report.total_seconds;
   results.steps = report.steps;
   results.logits_vocab_size = o.save_logits ? config.vocab_size : 0;
+  results.slo = o.slo;
   for (const Sequence& s : all) {
     RequestResult r;
     r.id = specs[static_cast<size_t>(s.index)].id;
@@ -77,6 +90,8 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
     r.token_times_s = s.token_times_s;
     r.ttft_s = s.token_times_s.empty() ? 0 : s.token_times_s.front();
     r.e2e_s = s.token_times_s.empty() ? 0 : s.token_times_s.back();
+    r.arrival_s = s.arrival_s;
+    r.queue_s = s.admitted_s - s.arrival_s;
     r.finish_reason = s.finish_reason;
     r.preemptions = static_cast<int32_t>(s.preemptions);
     r.logits = s.logits;

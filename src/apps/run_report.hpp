@@ -30,6 +30,8 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
 // runs: results.ranks is filled), and the skew asked for, as a root attribute.
 void add_expert_routing(RunResults& results, const ExpertRouting& routing, const RanksExpertWork& work,
                         const std::string& routing_skew);
+// One log line: TTFT, ITL and end-to-end percentiles, and goodput under the SLO.
+std::string describe_latency(const RunSummary& summary);
 
 // Two log lines: the prefill rate, and the median decode step at each batch size that ran
 // (perf/bench.py reads the second).

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "moetron/analysis/percentiles.hpp"
 #include "moetron/core/error.hpp"
 
 namespace moetron {
@@ -61,15 +62,6 @@ std::vector<StepIdle> measure_step_idle(const std::vector<StepWindow>& steps,
   return out;
 }
 
-double percentile(std::vector<double> values, double q) {
-  MOETRON_ASSERT(!values.empty() && q >= 0 && q <= 1);
-  std::sort(values.begin(), values.end());
-  const double pos = q * static_cast<double>(values.size() - 1);
-  const size_t lo = static_cast<size_t>(std::floor(pos));
-  const size_t hi = std::min(lo + 1, values.size() - 1);
-  return values[lo] + (pos - static_cast<double>(lo)) * (values[hi] - values[lo]);
-}
-
 DecodeIdleSummary summarize_decode_idle(const std::vector<StepWindow>& steps,
                                         const std::vector<StepIdle>& idle) {
   MOETRON_ASSERT(steps.size() == idle.size());
@@ -87,11 +79,11 @@ DecodeIdleSummary summarize_decode_idle(const std::vector<StepWindow>& steps,
   }
   s.decode_steps = static_cast<int64_t>(within.size());
   if (within.empty()) return s;
-  s.within_median = percentile(within, 0.5);
-  s.within_p90 = percentile(within, 0.9);
-  s.step_median = percentile(whole, 0.5);
-  s.step_p90 = percentile(whole, 0.9);
-  s.kernels_median = static_cast<int64_t>(std::llround(percentile(kernels, 0.5)));
+  s.within_median = percentile(within, 50);
+  s.within_p90 = percentile(within, 90);
+  s.step_median = percentile(whole, 50);
+  s.step_p90 = percentile(whole, 90);
+  s.kernels_median = static_cast<int64_t>(std::llround(percentile(kernels, 50)));
   return s;
 }
 

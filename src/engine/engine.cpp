@@ -7,10 +7,14 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cmath>
+#include <limits>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "moetron/core/error.hpp"
+#include "moetron/engine/arrivals.hpp"
 #include "moetron/core/log.hpp"
 #include "moetron/engine/routing_windows.hpp"
 #include "moetron/sampling/sampling.hpp"
@@ -51,6 +55,48 @@ void maybe_inject_fault(int world_rank, size_t step) {
                world_rank, static_cast<long>(getpid()), step, spec);
   std::fflush(stderr);
   raise(SIGSTOP);
+}
+
+using Clock = std::chrono::steady_clock;
+
+// Time 0 of arrival_s: every rank leaves this all-reduce together (within its skew, microseconds
+// on one node), so their clocks agree closely from here.
+Clock::time_point start_together(Communicator& world) {
+  std::vector<int64_t> nothing = {0};
+  world.allreduce_host(nothing, /*max_instead_of_sum=*/true);
+  return Clock::now();
+}
+
+// What every rank of the job decides arrivals by, so that they all admit the same requests at
+// the same step (replicas in lockstep, and every stage and tp rank of a replica, must run the
+// same schedule). One world all-reduce (max over negated values gives minima):
+struct AgreedClock {
+  double now_s = 0;  // the least elapsed time over the ranks: every rank's clock has passed it,
+                     // so no rank sees a request admitted before its arrival_s
+  double next_arrival_s = 0;  // the earliest timed arrival still pending on any rank
+  bool pending = false;       // any request, timed or following another, not arrived anywhere
+};
+AgreedClock agree_clock(Communicator& world, Clock::time_point t0, const Arrivals& arrivals) {
+  constexpr int64_t kNever = std::numeric_limits<int64_t>::max() / 4;
+  const double next = arrivals.next_arrival_s();
+  std::vector<int64_t> v = {-static_cast<int64_t>(seconds_since(t0) * 1e9),
+                            -(std::isfinite(next) ? static_cast<int64_t>(next * 1e9) : kNever),
+                            arrivals.pending() > 0 ? 1 : 0};
+  world.allreduce_host(v, /*max_instead_of_sum=*/true);
+  AgreedClock c;
+  c.now_s = static_cast<double>(-v[0]) * 1e-9;
+  c.next_arrival_s = -v[1] == kNever ? std::numeric_limits<double>::infinity() : static_cast<double>(-v[1]) * 1e-9;
+  c.pending = v[2] > 0;
+  return c;
+}
+
+// Nothing runs anywhere and the next request arrives at `arrival_s`: sleep until then, so an
+// idle engine costs neither the host nor the GPU anything. Every rank sleeps to the same
+// agreed time on its own clock; the next agreement waits for the last to wake.
+void idle_until(Clock::time_point t0, double arrival_s) {
+  MOETRON_ASSERT(std::isfinite(arrival_s));  // an arrival is pending and nothing runs: it is timed
+  std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(
+                                         std::chrono::duration<double>(arrival_s)));
 }
 
 }  // namespace
@@ -159,25 +205,39 @@ void Engine::sample_on_backend(const std::vector<ScheduledSeq>& group, const Ten
 }
 
 EngineReport Engine::run(std::vector<Sequence>& sequences) {
+  Arrivals arrivals(sequences);  // before the scheduler: it marks the later ones Pending
   std::vector<Sequence*> mine;
   for (Sequence& s : sequences) mine.push_back(&s);
   Scheduler scheduler(mine, options_.kv_blocks, options_.limits);
   const bool last = groups_.pp_rank == groups_.pp_size - 1;
   const int64_t V = config_.vocab_size;
   EngineReport report;
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = start_together(*groups_.world);
   auto last_progress = t0;
   int64_t generated = 0;
   RoutingWindows windows(options_.routing_window,
                          max_routing_windows(config_.num_layers, std::max<int64_t>(config_.num_experts, 1)));
   const auto read_counts = [this] { return forward_.expert_counts(); };
+  // Until the ranks agree that no arrival is left, each step starts by agreeing on the clock
+  // (runs whose requests all arrive at the start agree once).
+  bool arrivals_pending = true;
 
   while (true) {
     // Replicas step in lockstep (they meet in the experts' all-to-all): go on while any has
     // work, and count the step's totals on the way.
     step_ = report.steps.size();
     maybe_inject_fault(groups_.world->rank(), step_);
+    double next_arrival_s = 0;
+    if (arrivals_pending) {
+      const AgreedClock clock = agree_clock(*groups_.world, t0, arrivals);
+      arrivals_pending = clock.pending;
+      next_arrival_s = clock.next_arrival_s;
+      for (Sequence* s : arrivals.due(clock.now_s)) scheduler.arrive(s);
+    }
     std::vector<ScheduledSeq> step = scheduler.next_step();
+    const double scheduled_s = seconds_since(t0);
+    for (const ScheduledSeq& s : step)
+      if (s.seq->admitted_s < 0) s.seq->admitted_s = scheduled_s;
     int64_t step_tokens = 0;
     for (const ScheduledSeq& s : step) step_tokens += s.count;
     const bool prefill =
@@ -186,7 +246,11 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
     groups_.world->allreduce_host(totals, /*max_instead_of_sum=*/false);
     // Each replica's numbers were counted by each of its pp * tp ranks.
     const int64_t per_replica = groups_.world->size() / groups_.dp_size;
-    if (totals[0] == 0) break;
+    if (totals[0] == 0) {
+      if (!arrivals_pending) break;
+      idle_until(t0, next_arrival_s);
+      continue;
+    }
     const auto step_start = std::chrono::steady_clock::now();
     if (options_.observer != nullptr) options_.observer->step_begin(!prefill);
 
@@ -211,6 +275,13 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
     if (options_.observer != nullptr) options_.observer->step_end();
     const double now = seconds_since(t0);
     scheduler.complete_step(step, tokens, logit_rows, V, now, config_.eos_token_ids);
+    for (const ScheduledSeq& s : step) {
+      if (s.seq->state != Sequence::State::Finished) continue;
+      for (Sequence* follower : arrivals.followers_of(*s.seq)) {  // a closed loop's next request
+        follower->arrival_s = now;
+        scheduler.arrive(follower);
+      }
+    }
     generated += totals[0] / per_replica;
 
     StepRecord rec;

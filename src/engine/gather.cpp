@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/core/error.hpp"
@@ -11,7 +12,20 @@ namespace moetron {
 namespace {
 
 enum Tag : int { kTagCount = 100, kTagHeader, kTagTokens, kTagTimes, kTagLogits };
-constexpr size_t kHeaderFields = 5;  // index, output tokens, finished by eos, logits floats, preemptions
+// index, output tokens, finished by eos, logits floats, preemptions, arrival_s, admitted_s
+constexpr size_t kHeaderFields = 7;
+
+// A double in an int64 header field: the same 8 bytes, unchanged.
+int64_t bits_of(double d) {
+  int64_t i;
+  std::memcpy(&i, &d, sizeof i);
+  return i;
+}
+double double_of(int64_t i) {
+  double d;
+  std::memcpy(&d, &i, sizeof d);
+  return d;
+}
 
 // A host tensor over a vector's memory. Doubles travel as I64 (the same 8 bytes, unchanged).
 template <class T>
@@ -36,7 +50,8 @@ Packed pack(const std::vector<Sequence>& seqs) {
   for (const Sequence& s : seqs) {
     p.header.insert(p.header.end(), {s.index, static_cast<int64_t>(s.output.size()),
                                      static_cast<int64_t>(s.finish_reason),
-                                     static_cast<int64_t>(s.logits.size()), s.preemptions});
+                                     static_cast<int64_t>(s.logits.size()), s.preemptions,
+                                     bits_of(s.arrival_s), bits_of(s.admitted_s)});
     p.tokens.insert(p.tokens.end(), s.output.begin(), s.output.end());
     p.times.insert(p.times.end(), s.token_times_s.begin(), s.token_times_s.end());
     p.logits.insert(p.logits.end(), s.logits.begin(), s.logits.end());
@@ -54,6 +69,8 @@ void unpack(const Packed& p, std::vector<Sequence>& out) {
     const size_t nl = static_cast<size_t>(p.header[i + 3]);
     s.finish_reason = static_cast<FinishReason>(p.header[i + 2]);
     s.preemptions = p.header[i + 4];
+    s.arrival_s = double_of(p.header[i + 5]);
+    s.admitted_s = double_of(p.header[i + 6]);
     s.output.assign(p.tokens.begin() + tok, p.tokens.begin() + tok + n);
     s.token_times_s.assign(p.times.begin() + tok, p.times.begin() + tok + n);
     s.logits.assign(p.logits.begin() + lg, p.logits.begin() + lg + nl);

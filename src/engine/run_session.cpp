@@ -79,12 +79,28 @@ bool can_record_decode(bool graphs_off, bool backend_records, int pp, const std:
   return reason.empty();
 }
 
+std::vector<int> replica_of_requests(const std::vector<RequestSpec>& requests, int replicas) {
+  std::vector<int> replica_of;
+  int next = 0;  // round robin over the requests that follow none
+  for (const RequestSpec& r : requests) {
+    if (r.after >= 0) {
+      replica_of.push_back(replica_of.at(static_cast<size_t>(r.after)));
+    } else {
+      replica_of.push_back(next);
+      next = (next + 1) % replicas;
+    }
+  }
+  return replica_of;
+}
+
 std::vector<Sequence> requests_for_replica(const std::vector<RequestSpec>& requests, int replicas,
                                            int replica, const RequestDefaults& d) {
   MOETRON_CHECK(replicas > 0 && replica >= 0 && replica < replicas,
                 "replica " << replica << " of " << replicas << " does not exist");
   std::vector<Sequence> mine;
-  for (size_t i = static_cast<size_t>(replica); i < requests.size(); i += static_cast<size_t>(replicas)) {
+  const std::vector<int> replica_of = replica_of_requests(requests, replicas);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (replica_of[i] != replica) continue;
     const RequestSpec& r = requests[i];
     Sequence s;
     s.index = static_cast<int64_t>(i);
@@ -96,6 +112,8 @@ std::vector<Sequence> requests_for_replica(const std::vector<RequestSpec>& reque
     s.sampling.top_k = r.top_k.value_or(d.sampling.top_k);
     s.sampling.top_p = r.top_p.value_or(d.sampling.top_p);
     s.sampling.seed = r.seed.value_or(d.sampling.seed + i);
+    s.arrival_s = r.arrival_s.value_or(0.0);
+    s.after = r.after;
     mine.push_back(std::move(s));
   }
   return mine;

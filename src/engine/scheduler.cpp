@@ -25,8 +25,10 @@ void BlockPool::give_back(std::vector<int32_t>& blocks) {
 
 Scheduler::Scheduler(std::vector<Sequence*> sequences, int64_t num_blocks,
                      const SchedulerLimits& limits)
-    : seqs_(std::move(sequences)), pool_(num_blocks), limits_(limits) {
-  for (const Sequence* s : seqs_) {
+    : all_(std::move(sequences)), pool_(num_blocks), limits_(limits) {
+  for (Sequence* s : all_)
+    if (s->state != Sequence::State::Pending) seqs_.push_back(s);
+  for (const Sequence* s : all_) {
     MOETRON_CHECK(blocks_needed(*s) <= num_blocks,
                   "request " << s->index << " needs " << s->total_tokens()
                              << " tokens of KV cache but the cache holds only "
@@ -43,8 +45,14 @@ int64_t Scheduler::blocks_needed(const Sequence& s) const { return blocks_for(s.
 
 bool Scheduler::starts_block(int64_t position) const { return position % limits_.block_size == 0; }
 
+void Scheduler::arrive(Sequence* s) {
+  MOETRON_ASSERT(s->state == Sequence::State::Pending);
+  s->state = Sequence::State::Waiting;
+  seqs_.push_back(s);
+}
+
 bool Scheduler::done() const {
-  for (const Sequence* s : seqs_)
+  for (const Sequence* s : all_)
     if (s->state != Sequence::State::Finished) return false;
   return true;
 }
@@ -116,7 +124,7 @@ void Scheduler::complete_step(const std::vector<ScheduledSeq>& step,
     Sequence& s = *step[i].seq;
     s.cached_tokens = step[i].start + step[i].count;
     s.output.push_back(tokens[i]);
-    s.token_times_s.push_back(now_s);
+    s.token_times_s.push_back(now_s - s.arrival_s);
     if (i < logits_rows.size() && logits_rows[i] != nullptr)
       s.logits.insert(s.logits.end(), logits_rows[i], logits_rows[i] + vocab);
     const bool eos = !s.ignore_eos &&

@@ -28,8 +28,8 @@ using json = nlohmann::json;
 constexpr size_t kMaxPromptLineBytes = 16u << 20;
 constexpr uint64_t kMaxPromptsFileBytes = 4ull << 30;
 
-const char* const kFields[] = {"id",    "prompt_tokens", "max_new_tokens", "temperature",
-                               "top_k", "top_p",         "seed",           "ignore_eos"};
+const char* const kFields[] = {"id",   "prompt_tokens", "max_new_tokens", "temperature", "top_k",
+                               "top_p", "seed",          "ignore_eos",     "arrival_s",   "after"};
 
 // Where a value came from, for "FILE:LINE: field 'name' ..." messages.
 struct Where {
@@ -91,17 +91,25 @@ double finite_number(const json& v, const std::string& field, const Where& at) {
   return v.get<double>();
 }
 
-std::string request_id(const json& v, const Where& at) {
+// `field` is "id", or "after" (which names an id).
+std::string request_id(const json& v, const Where& at, const char* field = "id") {
   if (v.is_string()) {
-    MOETRON_CHECK(!v.get<std::string>().empty(), at << "field 'id' must not be empty");
+    MOETRON_CHECK(!v.get<std::string>().empty(), at << "field '" << field << "' must not be empty");
     // The results file stores ids as HDF5 strings, which end at a NUL.
     MOETRON_CHECK(v.get<std::string>().find('\0') == std::string::npos,
-                  at << "field 'id' contains a NUL byte (\\u0000), which the results file cannot store");
+                  at << "field '" << field << "' contains a NUL byte (\\u0000), which the results file cannot store");
     return v.get<std::string>();
   }
   MOETRON_CHECK(v.is_number_integer(),
-                at << "field 'id' must be a string or an integer, got " << v.dump());
+                at << "field '" << field << "' must be a string or an integer, got " << v.dump());
   return v.dump();
+}
+
+// Seconds after the run starts: finite and >= 0 (1e400 parses as infinity and is refused).
+double arrival_seconds(const json& v, const Where& at) {
+  const double s = finite_number(v, "arrival_s", at);
+  MOETRON_CHECK(s >= 0, at << "field 'arrival_s' must be >= 0 (seconds after the run starts), got " << v.dump());
+  return s;
 }
 
 std::vector<int32_t> token_ids(const json& v, const Where& at) {
@@ -141,7 +149,21 @@ json parse_line(const std::string& text, const Where& at) {
   return j;
 }
 
-RequestSpec parse_request(const json& j, size_t index, const Where& at) {
+// "after": the request arrives when an earlier request (named by its id) finishes.
+int64_t after_index(const json& j, const std::map<std::string, int64_t>& index_of_id, const Where& at) {
+  const std::string id = request_id(j["after"], at, "after");
+  MOETRON_CHECK(!j.contains("arrival_s"),
+                at << "fields 'arrival_s' and 'after' exclude each other (a request arrives at a time or when "
+                      "another finishes)");
+  const auto it = index_of_id.find(id);
+  MOETRON_CHECK(it != index_of_id.end(),
+                at << "field 'after': no earlier line has id \"" << id << "\" (a request can follow only one "
+                   << "listed before it)");
+  return it->second;
+}
+
+RequestSpec parse_request(const json& j, size_t index, const std::map<std::string, int64_t>& index_of_id,
+                          const Where& at) {
   MOETRON_CHECK(j.is_object(), at << "each line must be a JSON object (a request), got "
                                   << j.type_name());
   for (const auto& item : j.items())
@@ -181,6 +203,8 @@ RequestSpec parse_request(const json& j, size_t index, const Where& at) {
     MOETRON_CHECK(e.is_boolean(), at << "field 'ignore_eos' must be true or false, got " << e.dump());
     r.ignore_eos = e.get<bool>();
   }
+  if (j.contains("arrival_s")) r.arrival_s = arrival_seconds(j["arrival_s"], at);
+  if (j.contains("after")) r.after = after_index(j, index_of_id, at);
   return r;
 }
 
@@ -192,7 +216,7 @@ bool is_blank(const std::string& s) {
 
 std::vector<RequestSpec> parse_prompts(const std::string& text, const std::string& path) {
   std::vector<RequestSpec> specs;
-  std::map<std::string, int64_t> line_of_id;
+  std::map<std::string, int64_t> line_of_id, index_of_id;
   std::istringstream lines(text);
   std::string line;
   for (int64_t number = 1; std::getline(lines, line); ++number) {
@@ -203,14 +227,34 @@ std::vector<RequestSpec> parse_prompts(const std::string& text, const std::strin
                   at << "line is " << line.size() << " bytes, more than the " << kMaxPromptLineBytes
                      << "-byte limit of one request");
     if (is_blank(line)) continue;
-    RequestSpec r = parse_request(parse_line(line, at), specs.size(), at);
+    RequestSpec r = parse_request(parse_line(line, at), specs.size(), index_of_id, at);
     auto [first, inserted] = line_of_id.emplace(r.id, number);
     MOETRON_CHECK(inserted, at << "field 'id': duplicate id \"" << r.id << "\" (first used at line "
                                << first->second << ")");
+    index_of_id.emplace(r.id, static_cast<int64_t>(specs.size()));
     specs.push_back(std::move(r));
   }
   MOETRON_CHECK(!specs.empty(), path << ": no requests (the prompts file is empty)");
   return specs;
+}
+
+std::string format_prompts(const std::vector<RequestSpec>& specs) {
+  std::string text;
+  for (const RequestSpec& r : specs) {
+    nlohmann::ordered_json j;  // keys in the order written
+    j["id"] = r.id;
+    j["prompt_tokens"] = r.prompt_tokens;
+    if (r.max_new_tokens > 0) j["max_new_tokens"] = r.max_new_tokens;
+    if (r.temperature) j["temperature"] = *r.temperature;
+    if (r.top_k) j["top_k"] = *r.top_k;
+    if (r.top_p) j["top_p"] = *r.top_p;
+    if (r.seed) j["seed"] = *r.seed;
+    if (r.ignore_eos) j["ignore_eos"] = *r.ignore_eos;
+    if (r.arrival_s) j["arrival_s"] = *r.arrival_s;
+    if (r.after >= 0) j["after"] = specs.at(static_cast<size_t>(r.after)).id;
+    text += j.dump() + "\n";
+  }
+  return text;
 }
 
 std::vector<RequestSpec> read_prompts(const std::string& path) {

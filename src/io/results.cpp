@@ -107,6 +107,14 @@ void write_metadata(h5::File& f, const RunMetadata& m) {
   for (const auto& [name, value] : m.extra) f.set_attribute("/", name, value);
 }
 
+// When each request arrived, how long it queued, and its mean inter-token latency.
+void write_request_arrivals(h5::File& f, const std::vector<RequestResult>& rs) {
+  f.write("/requests/arrival_s", column<double>(rs, [](const RequestResult& q) { return q.arrival_s; }));
+  f.write("/requests/queue_s", column<double>(rs, [](const RequestResult& q) { return q.queue_s; }));
+  f.write("/requests/itl_mean_s",
+          column<double>(rs, [](const RequestResult& q) { return mean_inter_token_s(q.token_times_s); }));
+}
+
 void write_requests(h5::File& f, const RunResults& r) {
   const auto& rs = r.requests;
   f.create_group("/requests");
@@ -118,6 +126,7 @@ void write_requests(h5::File& f, const RunResults& r) {
   f.write("/requests/token_times_s", concatenated(rs, &RequestResult::token_times_s));
   f.write("/requests/ttft_s", column<double>(rs, [](const RequestResult& q) { return q.ttft_s; }));
   f.write("/requests/e2e_s", column<double>(rs, [](const RequestResult& q) { return q.e2e_s; }));
+  write_request_arrivals(f, rs);
   f.write_strings("/requests/ids", column<std::string>(rs, [](const RequestResult& q) { return q.id; }));
   f.write("/requests/preemptions",
           column<int32_t>(rs, [](const RequestResult& q) { return q.preemptions; }));
@@ -151,6 +160,21 @@ void write_experts(h5::File& f, const std::vector<std::vector<int64_t>>& tokens)
   f.write("/experts/tokens", flat, {layers, experts});
 }
 
+// The serving-latency attributes of /summary: names are a contract (perf/plots.py, study.py).
+void write_latency_summary(h5::File& f, const RunSummary& s) {
+  const std::pair<const char*, const LatencyPercentiles*> metrics[] = {
+      {"ttft", &s.latency.ttft}, {"itl", &s.latency.itl}, {"e2e", &s.latency.e2e}};
+  for (const auto& [name, p] : metrics) {
+    f.set_attribute("/summary", std::string(name) + "_p50_s", p->p50);
+    f.set_attribute("/summary", std::string(name) + "_p90_s", p->p90);
+    f.set_attribute("/summary", std::string(name) + "_p99_s", p->p99);
+  }
+  f.set_attribute("/summary", "slo_ttft_s", s.slo.ttft_s);
+  f.set_attribute("/summary", "slo_itl_s", s.slo.itl_s);
+  f.set_attribute("/summary", "slo_met_fraction", s.latency.slo_met_fraction);
+  f.set_attribute("/summary", "goodput_requests_per_s", s.latency.goodput_requests_per_s);
+}
+
 void write_summary(h5::File& f, const RunSummary& s) {
   f.create_group("/summary");
   f.set_attribute("/summary", "total_seconds", s.total_seconds);
@@ -158,6 +182,7 @@ void write_summary(h5::File& f, const RunSummary& s) {
   f.set_attribute("/summary", "output_tokens", s.output_tokens);
   f.set_attribute("/summary", "output_tokens_per_s", s.output_tokens_per_s);
   f.set_attribute("/summary", "total_tokens_per_s", s.total_tokens_per_s);
+  write_latency_summary(f, s);
 }
 
 void write_startup(h5::File& f, const StartupRecord& s) {
@@ -253,6 +278,11 @@ RunSummary summarize(const RunResults& r) {
   bool timed = r.total_seconds > 0;
   s.output_tokens_per_s = timed ? s.output_tokens / r.total_seconds : nan;
   s.total_tokens_per_s = timed ? (prompt_tokens + s.output_tokens) / r.total_seconds : nan;
+  s.slo = r.slo;
+  std::vector<std::vector<double>> token_times;
+  for (const RequestResult& q : r.requests)
+    if (!q.token_times_s.empty()) token_times.push_back(q.token_times_s);
+  s.latency = summarize_latency(token_times, r.slo, r.total_seconds);
   return s;
 }
 

@@ -77,3 +77,7 @@ with open(path, "w") as f:
                             "max_new_tokens": eval(formula, {"i": i})}) + "\n")
 PY
 }
+
+# The Debian python3, where `make deps` installs h5py, matplotlib and statsmodels (a python3
+# earlier on PATH, e.g. pyenv's, may lack them).
+PYTHON=$(command -v /usr/bin/python3 || command -v python3)

@@ -2,7 +2,8 @@
 # jobs/moetron-1node.sbatch under a real Slurm: starts munged, slurmctld and slurmd for this
 # one host (private sockets, ports and state under a temp dir), submits the job with 2 tasks,
 # no GPUs (--gpus-per-node=0), the CPU backend and the fixture tests/fixtures/olmoe, and checks
-# its HDF5 output, named after the job id; then checks that a cuda job without GPUs is refused. Needs
+# its HDF5 output, named after the job id; then checks that a cuda job without GPUs is refused,
+# and runs the tiny factorial study (perf/study.py, jobs/study.sbatch as an array job). Needs
 # root (it installs slurm-wlm and munge when missing and runs the daemons); else skips (77).
 set -euo pipefail
 
@@ -40,7 +41,7 @@ stop_daemons() {
   done
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then
-    for log in "$work"/*.log "$work"/job-*.out; do
+    for log in "$work"/*.log "$work"/job-*.out "$work"/study-*.out; do
       [ -f "$log" ] && { echo "---- $log"; tail -n 30 "$log"; }
     done
   fi
@@ -141,3 +142,28 @@ fi
 grep -q "BACKEND=cuda but the job holds no GPUs" "$work"/nogpu-*.out ||
   { say "the cuda job without GPUs failed without saying why:"; cat "$work"/nogpu-*.out; exit 1; }
 say "ok: a cuda job without GPUs is refused with its reason"
+
+# The factorial study's skeleton (issue 14): perf/study.py expands the tiny CPU grid, an array
+# job (jobs/study.sbatch, one grid point per task) runs it, and the ANOVA tables and figures are
+# written from its results.
+python=$(command -v /usr/bin/python3 || command -v python3)
+study=$work/study
+"$python" perf/study.py prepare perf/study_grids/ci-cpu.json --dir "$study" --moetron "$MOETRON" --source "$src"
+tasks=$("$python" -c "import json, sys; print(len(json.load(open(sys.argv[1]))['tasks']))" "$study/tasks.json")
+# Polled here rather than with sbatch --wait, whose back-off waits up to ~40 s past an array's
+# end; every task's results file is checked below (analyze counts them).
+study_job=$(MOETRON_SOURCE_DIR=$src PYTHON=$python sbatch --parsable --array=0-$((tasks - 1)) --gpus-per-node=0 \
+  --ntasks=1 --output="$work/study-%A_%a.out" --chdir="$work" jobs/study.sbatch "$study")
+study_job=${study_job%%;*}
+for _ in $(seq 240); do
+  [ -z "$(squeue -h -j "$study_job" -o %i 2>/dev/null)" ] && break
+  sleep 0.5
+done
+[ -z "$(squeue -h -j "$study_job" -o %i 2>/dev/null)" ] || { say "the study's array job did not finish in 120 s"; exit 1; }
+"$python" perf/study.py analyze "$study" --out "$study/STUDY.md" --plots
+for want in "## output_tokens_per_s" "| model |" "| concurrency |" "| model:concurrency |" "| Residual |" \
+            "## Throughput knee" "plots/throughput.png"; do
+  grep -qF -- "$want" "$study/STUDY.md" || { say "STUDY.md lacks '$want'"; cat "$study/STUDY.md"; exit 1; }
+done
+grep -q "^$tasks runs of $tasks tasks" "$study/STUDY.md" || { say "not every task left results"; head -3 "$study/STUDY.md"; exit 1; }
+say "ok: the tiny study ran as a $tasks-task array job and its ANOVA tables were written"

@@ -12,7 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "error_of.hpp"
-#include "moetron/analysis/load_report.hpp"
+#include "moetron/report/load_report.hpp"
 #include "moetron/analysis/load_stats.hpp"
 #include "moetron/engine/routing_windows.hpp"
 #include "moetron/io/hdf5.hpp"

@@ -52,13 +52,6 @@ TEST(GpuIdleMath, StepWithoutActivityIsAllIdle) {
   EXPECT_DOUBLE_EQ(idle[0].step_idle, 1.0);
 }
 
-TEST(GpuIdleMath, PercentileInterpolatesBetweenRanks) {
-  EXPECT_DOUBLE_EQ(percentile({3, 1, 2}, 0.5), 2);
-  EXPECT_DOUBLE_EQ(percentile({4, 1, 3, 2}, 0.5), 2.5);
-  EXPECT_DOUBLE_EQ(percentile({0, 10}, 0.9), 9);
-  EXPECT_DOUBLE_EQ(percentile({7}, 0.9), 7);
-}
-
 TEST(GpuIdleMath, SummaryCoversDecodeStepsWithActivityOnly) {
   // A prefill step (ignored), two decode steps with work and one decode step with none.
   const std::vector<StepWindow> steps = {

@@ -103,6 +103,15 @@ const BadLine kBadLines[] = {
     {"{\"prompt_tokens\": [1], \"max_new_token\": 4}", "'max_new_token'", "did you mean 'max_new_tokens'?"},
     {"{\"prompt_tokens\": [1], \"stream\": true}", "unknown field 'stream'", "known fields: id, prompt_tokens"},
     {"{\"prompt_tokens\": [1], \"top_k\": 1, \"top_k\": 2}", "'top_k'", "twice"},
+    {"{\"prompt_tokens\": [1], \"arrival_s\": -0.5}", "'arrival_s'", "must be >= 0"},
+    {"{\"prompt_tokens\": [1], \"arrival_s\": \"1.0\"}", "'arrival_s'", "must be a number"},
+    {"{\"prompt_tokens\": [1], \"arrival_s\": null}", "'arrival_s'", "must be a number"},
+    {"{\"prompt_tokens\": [1], \"arrival_s\": 1e400}", "invalid JSON", "1e400"},  // overflow
+    {"{\"prompt_tokens\": [1], \"arrival_s\": NaN}", "invalid JSON", ""},                 // JSON has no NaN
+    {"{\"prompt_tokens\": [1], \"after\": \"nobody\"}", "'after'", "no earlier line has id \"nobody\""},
+    {"{\"prompt_tokens\": [1], \"id\": \"me\", \"after\": \"me\"}", "'after'", "no earlier line"},
+    {"{\"prompt_tokens\": [1], \"after\": 0, \"arrival_s\": 1}", "'arrival_s' and 'after'", "exclude"},
+    {"{\"prompt_tokens\": [1], \"after\": [0]}", "'after'", "must be a string or an integer"},
 };
 
 TEST(Prompts, EachBadLineNamesLineAndField) {
@@ -111,6 +120,34 @@ TEST(Prompts, EachBadLineNamesLineAndField) {
     EXPECT_NE(msg.find("p.jsonl:2: "), std::string::npos) << c.line << " -> " << msg;
     EXPECT_NE(msg.find(c.field), std::string::npos) << c.line << " -> " << msg;
     EXPECT_NE(msg.find(c.reason), std::string::npos) << c.line << " -> " << msg;
+  }
+}
+
+TEST(Prompts, ArrivalsParseAndRoundTrip) {
+  const std::vector<RequestSpec> specs = parse_prompts(
+      "{\"id\": \"a\", \"prompt_tokens\": [1], \"arrival_s\": 0.25}\n"
+      "{\"prompt_tokens\": [2], \"arrival_s\": 0}\n"
+      "{\"prompt_tokens\": [3], \"after\": \"a\", \"max_new_tokens\": 2, \"temperature\": 0.5}\n"
+      "{\"prompt_tokens\": [4], \"after\": 1, \"seed\": 7, \"ignore_eos\": true}\n",
+      "p.jsonl");
+  ASSERT_EQ(specs.size(), 4u);
+  EXPECT_DOUBLE_EQ(*specs[0].arrival_s, 0.25);
+  EXPECT_EQ(specs[0].after, -1);
+  EXPECT_DOUBLE_EQ(*specs[1].arrival_s, 0.0);
+  EXPECT_FALSE(specs[2].arrival_s.has_value());
+  EXPECT_EQ(specs[2].after, 0);  // by its id "a"
+  EXPECT_EQ(specs[3].after, 1);  // the second request's default id is its index, "1"
+  const std::vector<RequestSpec> again = parse_prompts(format_prompts(specs), "again.jsonl");
+  ASSERT_EQ(again.size(), specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    EXPECT_EQ(again[i].id, specs[i].id);
+    EXPECT_EQ(again[i].prompt_tokens, specs[i].prompt_tokens);
+    EXPECT_EQ(again[i].max_new_tokens, specs[i].max_new_tokens);
+    EXPECT_EQ(again[i].arrival_s, specs[i].arrival_s);
+    EXPECT_EQ(again[i].after, specs[i].after);
+    EXPECT_EQ(again[i].temperature, specs[i].temperature);
+    EXPECT_EQ(again[i].seed, specs[i].seed);
+    EXPECT_EQ(again[i].ignore_eos, specs[i].ignore_eos);
   }
 }
 

@@ -45,9 +45,6 @@ struct DecodeIdleSummary {
 DecodeIdleSummary summarize_decode_idle(const std::vector<StepWindow>& steps,
                                         const std::vector<StepIdle>& idle);
 
-// Linear interpolation between the closest ranks (q in [0, 1]); `values` must not be empty.
-double percentile(std::vector<double> values, double q);
-
 // "GPU idle within decode steps: median X% (p90 Y%); whole step incl. host: median Z%;
 // N kernels/step" — perf/bench.py parses this line: keep it as it is. Without a measured
 // decode step it says so instead (and bench finds no numbers rather than zeros).

@@ -62,7 +62,11 @@ struct RequestDefaults {
   bool ignore_eos = false;
   SamplingParams sampling;  // seed: request i uses seed + i
 };
-// Replica `replica` of `replicas` serves every replicas-th request, in file order.
+// Which replica serves each request: round robin, in file order, over the requests that follow
+// none; a request that follows another (`after`) goes where that one went, since only its own
+// replica sees it finish. (Without `after`, request i goes to replica i % replicas.)
+std::vector<int> replica_of_requests(const std::vector<RequestSpec>& requests, int replicas);
+// Replica `replica`'s requests (replica_of_requests), in file order.
 std::vector<Sequence> requests_for_replica(const std::vector<RequestSpec>& requests, int replicas,
                                            int replica, const RequestDefaults& defaults);
 

@@ -11,6 +11,10 @@
 // again, to be recomputed (prompt and the tokens it has produced, as one prefill) when it is
 // admitted again. Tokens do not change: sampling is counted per request and token. A request
 // leaves at max_new_tokens or EOS and frees its blocks.
+//
+// Arrivals: a sequence that has not arrived yet is Pending and is not considered until
+// arrive() moves it to the queue. Waiting sequences are served in the order they arrived
+// (those there from the start in prompts-file order), preempted ones keeping their place.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -28,10 +32,15 @@ struct Sequence {
   int64_t max_new_tokens = 0;
   bool ignore_eos = false;
   SamplingParams sampling;
+  // Arrival, in seconds after the run starts (engine/arrivals.hpp): arrival_s as given, or, for
+  // a request that follows another (`after`, its prompts-file index), when that one finished.
+  double arrival_s = 0;
+  int64_t after = -1;
+  double admitted_s = -1;  // when its first step was scheduled; -1: not yet
 
-  enum class State { Waiting, Running, Finished } state = State::Waiting;
+  enum class State { Pending, Waiting, Running, Finished } state = State::Waiting;
   std::vector<int32_t> output;
-  std::vector<double> token_times_s;  // from arrival to each output token
+  std::vector<double> token_times_s;  // from arrival (arrival_s) to each output token
   std::vector<float> logits;          // [output tokens, vocab] with --save-logits
   std::vector<int32_t> blocks;        // KV-cache blocks, in order
   int64_t cached_tokens = 0;          // tokens whose K/V are in the cache
@@ -72,17 +81,21 @@ struct ScheduledSeq {
 
 class Scheduler {
  public:
+  // Sequences that are Waiting have arrived (in this order); Pending ones wait for arrive().
   Scheduler(std::vector<Sequence*> sequences, int64_t num_blocks, const SchedulerLimits& limits);
+  // A Pending sequence arrives: it joins the queue behind every waiting one.
+  void arrive(Sequence* s);
 
   bool done() const;
   // The next step: every running sequence decodes one token, then waiting ones are admitted.
   std::vector<ScheduledSeq> next_step();
-  // Records the token sampled for each scheduled sequence (same order) at time `now_s`.
+  // Records the token sampled for each scheduled sequence (same order) at `now_s` seconds
+  // after the run started (stored as now_s - arrival_s).
   void complete_step(const std::vector<ScheduledSeq>& step, const std::vector<int32_t>& tokens,
                      const std::vector<const float*>& logits_rows, int64_t vocab, double now_s,
                      const std::vector<int64_t>& eos_ids);
   int64_t running() const;
-  int64_t waiting() const;
+  int64_t waiting() const;  // arrived and not running
   int64_t blocks_needed(const Sequence& s) const;
   const SchedulerLimits& limits() const { return limits_; }
 
@@ -93,7 +106,8 @@ class Scheduler {
   bool starts_block(int64_t position) const;
   void preempt(Sequence* s);
 
-  std::vector<Sequence*> seqs_;     // in arrival (prompts-file) order
+  std::vector<Sequence*> all_;      // every sequence, arrived or not
+  std::vector<Sequence*> seqs_;     // the arrived ones, in arrival order
   std::vector<Sequence*> running_;  // in admission order: the last is preempted first
   BlockPool pool_;
   SchedulerLimits limits_;

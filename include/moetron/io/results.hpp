@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "moetron/analysis/latency_summary.hpp"
 #include "moetron/engine/finish_reason.hpp"
 #include "moetron/io/output_file.hpp"  // check_output_writable: call it before the run
 #include "moetron/version.hpp"
@@ -31,6 +32,8 @@ struct RequestResult {
   std::vector<double> token_times_s;  // one per output token: seconds since the request arrived
   double ttft_s = 0;                  // arrival to first output token
   double e2e_s = 0;                   // arrival to completion
+  double arrival_s = 0;  // seconds after the run started: as given, or when the request it follows finished
+  double queue_s = 0;    // arrival to its first scheduled step
   FinishReason finish_reason = FinishReason::Length;
   int32_t preemptions = 0;  // times its KV cache was freed for others and recomputed
   // Empty, or the logits that chose each output token: [output_tokens.size(), logits_vocab_size]
@@ -109,6 +112,7 @@ struct RunResults {
   int64_t logits_vocab_size = 0;  // width of RequestResult::logits rows; 0 when none are kept
   double total_seconds = 0;       // wall time of the generation (the summary's denominator)
   std::vector<RankRecord> ranks;  // one per MPI rank, in rank order; empty for a single process
+  LatencySlo slo;                 // what goodput is judged against (--slo-ttft, --slo-itl)
 };
 
 // The /summary attributes, derived from RunResults so they can never disagree with the data.
@@ -118,6 +122,8 @@ struct RunSummary {
   int64_t output_tokens = 0;
   double output_tokens_per_s = 0;
   double total_tokens_per_s = 0;  // (prompt + output tokens) / total_seconds
+  LatencySlo slo;
+  LatencySummary latency;  // percentiles and goodput (analysis/latency_summary.hpp)
 };
 RunSummary summarize(const RunResults& r);
 

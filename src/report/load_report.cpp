@@ -1,4 +1,4 @@
-#include "moetron/analysis/load_report.hpp"
+#include "moetron/report/load_report.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,0 +1,154 @@
+#!/usr/bin/python3
+"""Serving figures from `moetron run` results files:
+
+  perf/plots.py RESULTS.h5 [RESULTS.h5 ...] --out DIR
+
+writes, each a PNG with labelled axes and units, one point (or line) per results file:
+  throughput.png      output tokens/s against the mean decode batch and against the mean
+                      concurrency (requests in flight, by Little's law: sum of e2e / run time)
+  latency_cdf.png     distributions (CDFs) of TTFT, inter-token latency (every gap) and e2e
+  latency_vs_load.png TTFT and ITL p50/p99 (the /summary attributes) against mean concurrency
+and DIR/plots.json: for each PNG its axis labels and how many data points it plots, which the
+CI test checks. Percentiles come from the results file (one definition: the engine's
+analysis/percentiles.hpp), never recomputed here. If perf/expert_plots.py exists (expert-load
+figures, issue 13) its draw(paths, out_dir) is called too and its PNGs join the list.
+
+Needs python3 with h5py, numpy and matplotlib (Debian: python3-h5py python3-numpy
+python3-matplotlib, installed by `make deps`).
+"""
+import argparse, json, os, sys
+
+import h5py
+import matplotlib
+matplotlib.use("Agg")  # no display: files only
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def load_run(path):
+    """One results file as the numbers the figures need."""
+    with h5py.File(path, "r") as f:
+        s = dict(f["/summary"].attrs)
+        r = f["/requests"]
+        times, offsets = r["token_times_s"][:], r["output_offsets"][:]
+        steps = f["/steps"]
+        decode = steps["is_prefill"][:] == 0
+        batches = steps["batch_size"][:][decode]
+        e2e = r["e2e_s"][:]
+        return {
+            "path": path,
+            "label": os.path.splitext(os.path.basename(path))[0],
+            "summary": {k: float(v) for k, v in s.items()},
+            "ttft_s": r["ttft_s"][:],
+            "e2e_s": e2e,
+            "itl_gaps_s": np.concatenate([np.diff(times[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+                                         + [np.zeros(0)]),
+            "mean_decode_batch": float(batches.mean()) if batches.size else float("nan"),
+            # Little's law: the time-averaged number of requests between arrival and completion.
+            "mean_concurrency": float(e2e.sum() / s["total_seconds"]) if s["total_seconds"] > 0 else float("nan"),
+        }
+
+
+def cdf(ax, values, label):
+    x = np.sort(values)
+    ax.plot(x, np.arange(1, x.size + 1) / x.size, label=label, drawstyle="steps-post")
+    return x.size
+
+
+def throughput_figure(runs, path):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    points = 0
+    for key, ax, xlabel in [("mean_decode_batch", axes[0], "mean decode batch (sequences per step)"),
+                            ("mean_concurrency", axes[1], "mean concurrency (requests in flight)")]:
+        order = sorted(runs, key=lambda r: r[key])
+        x = [r[key] for r in order]
+        y = [r["summary"]["output_tokens_per_s"] for r in order]
+        ax.plot(x, y, "o-")
+        for r, xi, yi in zip(order, x, y):
+            ax.annotate(r["label"], (xi, yi), fontsize=7, textcoords="offset points", xytext=(3, 3))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("throughput (output tokens/s)")
+        points += len(x)
+    fig.suptitle("Throughput against batch and concurrency")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return {"points": points, "xlabel": [a.get_xlabel() for a in axes], "ylabel": [a.get_ylabel() for a in axes]}
+
+
+def latency_cdf_figure(runs, path):
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), constrained_layout=True)
+    points = 0
+    panels = [("ttft_s", 1e3, "time to first token (ms)"), ("itl_gaps_s", 1e3, "inter-token latency (ms)"),
+              ("e2e_s", 1.0, "end-to-end latency (s)")]
+    for ax, (key, scale, xlabel) in zip(axes, panels):
+        for r in runs:
+            if r[key].size:
+                points += cdf(ax, r[key] * scale, r["label"])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("fraction of samples (CDF)")
+        ax.set_xscale("log")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Latency distributions")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return {"points": points, "xlabel": [a.get_xlabel() for a in axes], "ylabel": [a.get_ylabel() for a in axes]}
+
+
+def latency_vs_load_figure(runs, path):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    order = sorted(runs, key=lambda r: r["mean_concurrency"])
+    x = [r["mean_concurrency"] for r in order]
+    points = 0
+    for ax, metric, name in [(axes[0], "ttft", "time to first token"), (axes[1], "itl", "inter-token latency")]:
+        for q in ("p50", "p99"):
+            y = [r["summary"][f"{metric}_{q}_s"] * 1e3 for r in order]
+            ax.plot(x, y, "o-", label=q)
+            points += sum(1 for v in y if np.isfinite(v))
+        ax.set_xlabel("mean concurrency (requests in flight)")
+        ax.set_ylabel(f"{name} (ms)")
+        ax.legend()
+    fig.suptitle("Latency against load")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return {"points": points, "xlabel": [a.get_xlabel() for a in axes], "ylabel": [a.get_ylabel() for a in axes]}
+
+
+FIGURES = {"throughput.png": throughput_figure, "latency_cdf.png": latency_cdf_figure,
+           "latency_vs_load.png": latency_vs_load_figure}
+
+
+def expert_figures(paths, out_dir):
+    """Issue 13's expert-load figures, when perf/expert_plots.py exists: {png: manifest entry}."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import expert_plots
+    except ImportError:
+        return {}
+    return expert_plots.draw(paths, out_dir) or {}
+
+
+def draw_all(paths, out_dir):
+    """Every figure into out_dir; returns the manifest (also written as out_dir/plots.json)."""
+    os.makedirs(out_dir, exist_ok=True)
+    runs = [load_run(p) for p in paths]
+    manifest = {name: draw(runs, os.path.join(out_dir, name)) for name, draw in FIGURES.items()}
+    manifest.update(expert_figures(paths, out_dir))
+    with open(os.path.join(out_dir, "plots.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    return manifest
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="+", help="results files of `moetron run` (HDF5)")
+    ap.add_argument("--out", required=True, help="folder for the PNGs and plots.json")
+    a = ap.parse_args()
+    for p in a.results:
+        if not os.path.isfile(p):
+            ap.error(f"results file {p} does not exist")
+    for name, entry in draw_all(a.results, a.out).items():
+        print(f"{os.path.join(a.out, name)}: {entry['points']} points")
+
+
+if __name__ == "__main__":
+    main()
