@@ -10,8 +10,9 @@ writes, each a PNG with labelled axes and units, one point (or line) per results
   latency_vs_load.png TTFT and ITL p50/p99 (the /summary attributes) against mean concurrency
 and DIR/plots.json: for each PNG its axis labels and how many data points it plots, which the
 CI test checks. Percentiles come from the results file (one definition: the engine's
-analysis/percentiles.hpp), never recomputed here. If perf/expert_plots.py exists (expert-load
-figures, issue 13) its draw(paths, out_dir) is called too and its PNGs join the list.
+analysis/percentiles.hpp), never recomputed here. Expert-load reports (`moetron analyze --out
+A.h5`, recognised by their /layers/gini) may be given among the files: perf/expert_plots.py draws
+their heatmap, per-set load and load over time, and those PNGs join the list.
 
 Needs python3 with h5py, numpy and matplotlib (Debian: python3-h5py python3-numpy
 python3-matplotlib, installed by `make deps`).
@@ -117,22 +118,32 @@ FIGURES = {"throughput.png": throughput_figure, "latency_cdf.png": latency_cdf_f
            "latency_vs_load.png": latency_vs_load_figure}
 
 
-def expert_figures(paths, out_dir):
-    """Issue 13's expert-load figures, when perf/expert_plots.py exists: {png: manifest entry}."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    try:
-        import expert_plots
-    except ImportError:
+def is_load_report(path):
+    with h5py.File(path, "r") as f:
+        return "/layers/gini" in f
+
+
+def expert_figures(reports, out_dir):
+    """The expert-load figures of `moetron analyze` reports (perf/expert_plots.py): {png: entry}."""
+    if not reports:
         return {}
-    return expert_plots.draw(paths, out_dir) or {}
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import expert_plots
+    manifest = {}
+    for i, report in enumerate(reports):
+        sub = out_dir if len(reports) == 1 else os.path.join(out_dir, f"load{i}")
+        for png in expert_plots.draw_all(report, sub):
+            manifest[os.path.relpath(png, out_dir)] = {"source": report}
+    return manifest
 
 
 def draw_all(paths, out_dir):
     """Every figure into out_dir; returns the manifest (also written as out_dir/plots.json)."""
     os.makedirs(out_dir, exist_ok=True)
-    runs = [load_run(p) for p in paths]
-    manifest = {name: draw(runs, os.path.join(out_dir, name)) for name, draw in FIGURES.items()}
-    manifest.update(expert_figures(paths, out_dir))
+    reports = [p for p in paths if is_load_report(p)]
+    runs = [load_run(p) for p in paths if p not in reports]
+    manifest = {name: draw(runs, os.path.join(out_dir, name)) for name, draw in FIGURES.items()} if runs else {}
+    manifest.update(expert_figures(reports, out_dir))
     with open(os.path.join(out_dir, "plots.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     return manifest
@@ -140,7 +151,8 @@ def draw_all(paths, out_dir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", nargs="+", help="results files of `moetron run` (HDF5)")
+    ap.add_argument("results", nargs="+",
+                    help="results files of `moetron run`, and any `moetron analyze --out` reports (HDF5)")
     ap.add_argument("--out", required=True, help="folder for the PNGs and plots.json")
     a = ap.parse_args()
     for p in a.results:
