@@ -18,6 +18,9 @@
 #   pdl       programmatic dependent launch on and off (MOETRON_PDL=1/0): decode step medians
 #             at batch 1, 8 and 64 (OLMoE-1B-7B and Qwen1.5-MoE-A2.7B shapes, dummy weights,
 #             512-token prompts), and the GPU idle share within a batch-1 step with it on
+#   profile   `moetron bench` on the OLMoE-1B-7B shape (the time it takes; the profile is kept
+#             in the logs), then a batch-64 decode run with --plan auto predicted from that
+#             profile, its results file kept beside it (predicted against measured: /predictions)
 #   bench     the benchmark table, perf/bench.py (models: BENCH_MODELS, default olmoe-1b-7b;
 #             further options: BENCH_ARGS, e.g. "--idle-batches 64 --no-eager")
 #   plans     two GPUs: tests/cli/gpu_plans.sh (TP2, EP2, PP2, DP2 over NCCL against one GPU)
@@ -44,7 +47,7 @@ gpu_tests=$build/tests/moetron_gpu_tests
 [ -x "$gpu_tests" ] || fail "BUILD_DIR '$build' has no executable tests/moetron_gpu_tests"
 fixtures=$src/tests/fixtures
 
-all_sections=(tests kernels sanitize sampling pdl bench plans)
+all_sections=(tests kernels sanitize sampling pdl profile bench plans)
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=(tests kernels sanitize sampling bench)
 for s in "${sections[@]}"; do
@@ -133,6 +136,17 @@ section_pdl() {
       --out "$work/o.h5" --ignore-eos --measure-gpu-idle || status=1
   done
   return $status
+}
+
+section_profile() {
+  "$moetron" model make --family olmoe --preset olmoe-1b-7b --config-only --out "$work/olmoe" \
+    >/dev/null || return 1
+  local start=$SECONDS
+  "$moetron" bench --model "$work/olmoe" --out "$logs/profile-olmoe.h5" || return 1
+  echo "ok: moetron bench took $((SECONDS - start)) s"
+  python3 "$src/perf/make_prompts.py" "$work/p64.jsonl" 64 512 32 50000 || return 1
+  "$moetron" run --model "$work/olmoe" --load-format dummy --prompts "$work/p64.jsonl" --ignore-eos \
+    --plan auto --profile "$logs/profile-olmoe.h5" --out "$logs/olmoe-auto.h5"
 }
 
 section_bench() {
