@@ -116,22 +116,19 @@ __global__ void route_one_block_kernel(const int32_t* __restrict__ ids, int64_t 
   }
 }
 
-// One block per slot: records the slot's permuted row (and the row's token) and copies its
-// token's row there.
+// One block per slot: records the slot's permuted row and copies its token's row there.
 template <int VEC>
 __global__ void permute_rows_kernel(const bf16* __restrict__ x, const int32_t* __restrict__ ids,
                                     int64_t k, int64_t hidden, int64_t first_expert,
                                     const int32_t* __restrict__ offsets,
                                     const int32_t* __restrict__ slot_rank,
-                                    int32_t* __restrict__ row_of_slot,
-                                    int32_t* __restrict__ token_of_row, bf16* __restrict__ x_perm) {
+                                    int32_t* __restrict__ row_of_slot, bf16* __restrict__ x_perm) {
   pdl_enter();  // first: see common.cuh
   const int64_t s = blockIdx.x;
   const int rank = slot_rank[s];
   const int64_t row = rank < 0 ? -1 : offsets[ids[s] - first_expert] + rank;
   if (threadIdx.x == 0) row_of_slot[s] = static_cast<int32_t>(row);
   if (row < 0) return;
-  if (threadIdx.x == 0) token_of_row[row] = static_cast<int32_t>(s / k);
   const bf16* src = x + (s / k) * hidden;
   bf16* dst = x_perm + row * hidden;
   for (int64_t c = threadIdx.x * VEC; c < hidden; c += blockDim.x * VEC) {
@@ -273,8 +270,8 @@ void accumulate_coactivation(const int32_t* ids, int64_t tokens, int64_t k, int6
                              int64_t* pairs, cudaStream_t stream) {
   const int64_t n = tokens * k * k;
   if (n == 0) return;
-  launch(accumulate_coactivation_kernel, grid_for(n, 256), 256, 0, stream, ids, tokens, k, num_experts,
-         reinterpret_cast<unsigned long long*>(pairs));
+  launch(accumulate_coactivation_kernel, grid_for(n, 256), 256, 0, stream, ids, tokens, k,
+         num_experts, reinterpret_cast<unsigned long long*>(pairs));
 }
 
 void add_row_bias_f32(float* x, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream) {
@@ -290,12 +287,10 @@ void moe_permute(const bf16* x, const int32_t* ids, int64_t num_tokens, int64_t 
   if (slots == 0) return;
   if (hidden % 8 == 0 && aligned16(x) && aligned16(x_perm))
     launch(permute_rows_kernel<8>, slots, row_copy_threads(hidden, 8), 0, stream, x, ids, k,
-           hidden, first_expert, routing.offsets, routing.slot_rank, routing.row_of_slot,
-           routing.token_of_row, x_perm);
+           hidden, first_expert, routing.offsets, routing.slot_rank, routing.row_of_slot, x_perm);
   else
     launch(permute_rows_kernel<1>, slots, row_copy_threads(hidden, 1), 0, stream, x, ids, k,
-           hidden, first_expert, routing.offsets, routing.slot_rank, routing.row_of_slot,
-           routing.token_of_row, x_perm);
+           hidden, first_expert, routing.offsets, routing.slot_rank, routing.row_of_slot, x_perm);
 }
 
 void moe_unpermute_combine(const bf16* y_perm, const int32_t* row_of_slot, const float* weights,

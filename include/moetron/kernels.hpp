@@ -123,7 +123,7 @@ struct MoeRouting {
   int32_t* tile_offsets = nullptr;  // [num_local + 1] first GEMM row tile of each expert
   int32_t* slot_rank = nullptr;     // [T * k] rank of a slot among its expert's slots
   int32_t* row_of_slot = nullptr;   // [T * k] permuted row of a slot, -1 if not local
-  int32_t* token_of_row = nullptr;  // [T * k] the token a permuted row holds
+  int32_t* token_of_row = nullptr;  // [T * k] the token a permuted row holds (moe_route, one block)
   // [max_tiles] what each GEMM row tile computes: {expert, first permuted row, rows, 0}; rows
   // is 0 past the last tile. One load tells a GEMM block its work (no search over offsets).
   int4* tiles = nullptr;
@@ -135,7 +135,7 @@ struct MoeRouting {
 // is not needed.
 bool moe_route(const int32_t* ids, int64_t num_tokens, int64_t k, int64_t first_expert,
                int64_t num_local, int tile_rows, const MoeRouting& routing, cudaStream_t stream);
-// x_perm[row_of_slot[s]] = x[s / k] for local slots; also writes row_of_slot and token_of_row.
+// x_perm[row_of_slot[s]] = x[s / k] for local slots; also writes row_of_slot.
 void moe_permute(const bf16* x, const int32_t* ids, int64_t num_tokens, int64_t k,
                  int64_t hidden, int64_t first_expert, const MoeRouting& routing, bf16* x_perm,
                  cudaStream_t stream);

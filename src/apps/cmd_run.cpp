@@ -1,6 +1,7 @@
 // moetron run: load a model (or its shard, under a parallel plan), generate for every request
 // of a prompts file, write the results file. Every rank runs this; rank 0 writes the file.
 #include <algorithm>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -62,11 +63,11 @@ MemoryBudget memory_budget(const RunOptions& o, const RunSettings& settings, con
 
 // What the results file records of the predictor: --plan auto's ranking, or for an explicit plan
 // a ranking made now (a failure there costs the record, not the run).
-PlanPredictions record_predictions(const std::optional<PlanChoice>& auto_choice, const PlanChoiceInputs& in,
-                                   const Plan& plan) {
+PlanPredictions record_predictions(const std::optional<PlanChoice>& auto_choice,
+                                   const std::function<PlanChoiceInputs()>& inputs, const Plan& plan) {
   if (auto_choice) return prediction_records(auto_choice->predicted, plan, auto_choice->explanation);
   try {
-    return prediction_records(rank_plans(in), plan, "");
+    return prediction_records(rank_plans(inputs()), plan, "");
   } catch (const std::exception& e) {
     LOG_WARN("no plan predictions in the results file: " << e.what());
     return {};
@@ -116,7 +117,8 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   settings.plan = agree_plan(*make_mpi_communicator(MPI_COMM_WORLD, "world"), o.plan, config,
                              budget, binding.ranks_on_node, by_prediction);
   PlanPredictions predictions;
-  if (world_rank == 0) predictions = record_predictions(auto_choice, choice_inputs(budget), settings.plan);
+  if (world_rank == 0)
+    predictions = record_predictions(auto_choice, [&] { return choice_inputs(budget); }, settings.plan);
   const Plan& plan = settings.plan;
   LOG_INFO("model " << family_name(config.family) << " from " << o.model << ", " << specs.size()
                     << " requests, backend " << backend << ", plan " << plan.to_string() << " on "

@@ -6,16 +6,16 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <sstream>
 #include <string>
 #include <thread>
 
 #include "moetron/core/error.hpp"
-#include "moetron/engine/arrivals.hpp"
 #include "moetron/core/log.hpp"
+#include "moetron/engine/arrivals.hpp"
 #include "moetron/engine/routing_windows.hpp"
 #include "moetron/sampling/sampling.hpp"
 

@@ -27,17 +27,20 @@ ModelForward::ModelForward(const ForwardContext& ctx, int64_t kv_blocks, int64_t
     kv_bytes_ += cache.k.nbytes() + cache.v.nbytes();
     caches_.push_back(std::move(cache));
   }
-  for (size_t i = 0; i < ctx.weights->layers.size(); ++i) {
-    const int64_t experts = std::max<int64_t>(c.num_experts, 1);
-    Tensor counts = ops.alloc(DType::I64, {experts});
-    ops.fill_zero(counts);
-    expert_counts_tensor_.push_back(std::move(counts));
+  // The counts of every layer in one tensor each, so that a snapshot (a routing window's end,
+  // possibly every step) is one copy to the host; each layer counts into its own view.
+  const int64_t layers = static_cast<int64_t>(ctx.weights->layers.size());
+  const int64_t experts = std::max<int64_t>(c.num_experts, 1);
+  expert_counts_all_ = ops.alloc(DType::I64, {layers, experts});
+  ops.fill_zero(expert_counts_all_);
+  coactivation_all_ = ops.alloc(DType::I64, {layers, experts, experts});
+  ops.fill_zero(coactivation_all_);
+  for (int64_t i = 0; i < layers; ++i) {
+    expert_counts_tensor_.push_back(expert_counts_all_.slice_rows(i, 1).reshape({experts}));
+    coactivation_.push_back(coactivation_all_.slice_rows(i, 1).reshape({experts, experts}));
     // Each step's routing is recorded here and counted after the step, over the real tokens
     // only (a CUDA graph replays padded batches).
     routing_.push_back(ops.alloc(DType::I32, {std::max<int64_t>(ctx.max_tokens, 1), std::max<int64_t>(c.top_k, 1)}));
-    Tensor pairs = ops.alloc(DType::I64, {experts, experts});
-    ops.fill_zero(pairs);
-    coactivation_.push_back(std::move(pairs));
   }
   served_ = ops.alloc(DType::I64, {std::max<int64_t>(c.num_experts, 1)});
   ops.fill_zero(served_);
@@ -370,17 +373,14 @@ std::vector<float> ModelForward::logits_to_host(const Tensor& logits, int64_t ro
 }
 
 std::vector<int64_t> ModelForward::expert_counts() {
-  const int64_t E = std::max<int64_t>(ctx_.config->num_experts, 1);
-  std::vector<int64_t> all(expert_counts_tensor_.size() * static_cast<size_t>(E));
-  for (size_t i = 0; i < expert_counts_tensor_.size(); ++i)
-    ctx_.ops->to_host(expert_counts_tensor_[i], &all[i * static_cast<size_t>(E)]);
+  std::vector<int64_t> all(static_cast<size_t>(expert_counts_all_.numel()));
+  ctx_.ops->to_host(expert_counts_all_, all.data());
   return all;
 }
 
 std::vector<int64_t> ModelForward::coactivation_counts() {
-  const size_t per_layer = coactivation_.empty() ? 0 : static_cast<size_t>(coactivation_[0].numel());
-  std::vector<int64_t> all(coactivation_.size() * per_layer);
-  for (size_t i = 0; i < coactivation_.size(); ++i) ctx_.ops->to_host(coactivation_[i], &all[i * per_layer]);
+  std::vector<int64_t> all(static_cast<size_t>(coactivation_all_.numel()));
+  ctx_.ops->to_host(coactivation_all_, all.data());
   return all;
 }
 

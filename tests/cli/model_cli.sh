@@ -1,25 +1,8 @@
 #!/usr/bin/env bash
 # `moetron model make` and `model info` for every family, and clear failures for bad options.
 # Env (set by ctest): MOETRON = the binary, MOETRON_SOURCE_DIR. Exit 77 = skip.
-set -euo pipefail
-MOETRON=${MOETRON:-}
-if [[ -z "$MOETRON" || ! -x "$MOETRON" ]]; then
-  echo "skip: MOETRON binary not set or not executable" >&2
-  exit 77
-fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-# expect_failure "needle" args...: the command must exit non-zero and say `needle` on stderr.
-expect_failure() {
-  local needle=$1; shift
-  local rc=0
-  "$MOETRON" "$@" >"$work/out" 2>"$work/err" || rc=$?
-  [[ $rc -ne 0 ]] || fail "'moetron $*' succeeded; expected failure"
-  grep -qF -- "$needle" "$work/err" || fail "'moetron $*' did not say '$needle'; stderr: $(cat "$work/err")"
-}
+source "$(dirname "$0")/common.bash"  # fail, expect_failure, WORK
+work=$WORK
 
 for family in mixtral qwen2_moe olmoe qwen3_moe; do
   out="$work/$family"

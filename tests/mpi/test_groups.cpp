@@ -7,27 +7,14 @@
 #include "moetron/comm/mpi_runtime.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/parallel/groups.hpp"
+#include "../common/moe_config.hpp"
 
 using namespace moetron;
 
 namespace {
 
 // Many plans are valid for it on 1, 2, 4 and 8 ranks (8 heads over 2 kv heads, 8 experts).
-ModelConfig shardable_config() {
-  ModelConfig c;
-  c.vocab_size = 64;
-  c.hidden_size = 32;
-  c.num_layers = 8;
-  c.num_heads = 8;
-  c.num_kv_heads = 2;
-  c.head_dim = 4;
-  c.intermediate_size = 16;
-  c.moe_intermediate_size = 16;
-  c.num_experts = 8;
-  c.top_k = 2;
-  c.layer_is_moe.assign(8, true);
-  return c;
-}
+ModelConfig shardable_config() { return moe_config({64, 32, 8, 8, 2, 4, 16, 8, 2}); }
 
 // The expected members, written from the definitions in plan.hpp and groups.hpp.
 std::vector<int> expected_tp(const Plan& p, const Coords& c) {

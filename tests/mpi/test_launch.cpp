@@ -14,6 +14,7 @@
 #include "moetron/engine/device_setup.hpp"
 #include "moetron/parallel/plan_agreement.hpp"
 #include "../common/memory_budget.hpp"
+#include "../common/moe_config.hpp"
 
 using namespace moetron;
 
@@ -113,21 +114,7 @@ TEST(Launch, MemoryHookGivesEachRankItsEntry) {
 
 namespace {
 
-ModelConfig plan_config() {
-  ModelConfig c;
-  c.vocab_size = 64;
-  c.hidden_size = 64;
-  c.num_layers = 8;
-  c.num_heads = 8;
-  c.num_kv_heads = 8;
-  c.head_dim = 8;
-  c.intermediate_size = 64;
-  c.moe_intermediate_size = 64;
-  c.num_experts = 8;
-  c.top_k = 2;
-  c.layer_is_moe.assign(8, true);
-  return c;
-}
+ModelConfig plan_config() { return moe_config({64, 64, 8, 8, 8, 8, 64, 8, 2}); }
 
 // Each rank's plan, as all ranks see it.
 std::vector<Plan> everyones(const Plan& mine) {

@@ -9,26 +9,13 @@
 #include "moetron/core/error.hpp"
 #include "moetron/parallel/memory_need.hpp"
 #include "moetron/parallel/plan.hpp"
+#include "../common/moe_config.hpp"
 
 namespace moetron {
 namespace {
 
 // One layer, hidden 8, 2 q heads over 1 kv head of 4, 2 experts of width 4 (top-1), vocab 16.
-ModelConfig hand_config() {
-  ModelConfig c;
-  c.vocab_size = 16;
-  c.hidden_size = 8;
-  c.num_layers = 1;
-  c.num_heads = 2;
-  c.num_kv_heads = 1;
-  c.head_dim = 4;
-  c.intermediate_size = 4;
-  c.moe_intermediate_size = 4;
-  c.num_experts = 2;
-  c.top_k = 1;
-  c.layer_is_moe.assign(1, true);
-  return c;
-}
+ModelConfig hand_config() { return moe_config({16, 8, 1, 2, 1, 4, 4, 2, 1}); }
 
 RunShape hand_run() {
   RunShape run;

@@ -18,6 +18,7 @@
 #include "moetron/predict/roofline_cost_model.hpp"
 #include "moetron/predict/routing_file.hpp"
 #include "model_test_helpers.hpp"
+#include "../common/moe_config.hpp"
 
 namespace moetron {
 namespace {
@@ -190,21 +191,7 @@ TEST(Predictor, MoreTokensNeverMakeAStepFaster) {
 }
 
 // One MoE layer: vocabulary 8, hidden 4, 2 query heads over 1 kv head of 2, 2 experts of 4, top-1.
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.vocab_size = 8;
-  c.hidden_size = 4;
-  c.num_layers = 1;
-  c.num_heads = 2;
-  c.num_kv_heads = 1;
-  c.head_dim = 2;
-  c.intermediate_size = 4;
-  c.moe_intermediate_size = 4;
-  c.num_experts = 2;
-  c.top_k = 1;
-  c.layer_is_moe = {true};
-  return c;
-}
+ModelConfig tiny_config() { return moe_config({8, 4, 1, 2, 1, 2, 4, 2, 1}); }
 
 TEST(Predictor, TinyDecodeStepAsComputedByHand) {
   HardwareFigures f;

@@ -96,9 +96,11 @@ class ModelForward {
 
   ForwardContext ctx_;
   std::vector<KvCache> caches_;  // one per local layer
-  std::vector<Tensor> expert_counts_tensor_;  // I64 [E] per local layer, in backend memory
+  Tensor expert_counts_all_;                   // I64 [local layers, E], in backend memory
+  Tensor coactivation_all_;                    // I64 [local layers, E, E]
+  std::vector<Tensor> expert_counts_tensor_;  // per local layer: its row of expert_counts_all_
   std::vector<Tensor> routing_;               // I32 [max_tokens, k] per local layer
-  std::vector<Tensor> coactivation_;          // I64 [E, E] per local layer
+  std::vector<Tensor> coactivation_;          // per local layer: its [E, E] of coactivation_all_
   Tensor served_;  // I64 [E]: slots this rank's moe_experts calls were given, by global expert
   Tensor ones_;  // F32: weights of the entries an expert dispatch receives
   size_t kv_bytes_ = 0;
