@@ -163,6 +163,12 @@ void pack_dispatch(const int32_t* ids, const float* weights, int64_t k, int64_t 
                    int64_t destinations, int32_t* rows, int32_t* experts, float* scales,
                    cudaStream_t stream);
 
+// ---- expert_replicas.cu ----------------------------------------------------------------------
+// out[t, j] = table[e, 1 + t % table[e, 0]] for e = ids[t, j] in [0, experts), else -1
+// (Ops::route_to_replicas; table [experts, cols]).
+void route_to_replicas(const int32_t* ids, int64_t tokens, int64_t k, const int32_t* table,
+                       int64_t experts, int64_t cols, int32_t* out, cudaStream_t stream);
+
 // ---- grouped_gemm.cu: per-expert GEMMs ------------------------------------------------------
 // Row tiles of 1, 2, 4 or kGemvMaxRows rows run as GEMVs on CUDA cores (decode: every expert has
 // a handful of rows and the weights are the cost); kTinyTileRows, kSmallTileRows and

@@ -19,6 +19,7 @@
 #include "moetron/io/prompts.hpp"
 #include "moetron/io/results.hpp"
 #include "moetron/model/config.hpp"
+#include "moetron/parallel/expert_replicas.hpp"
 #include "moetron/parallel/plan_agreement.hpp"
 #include "run_options.hpp"
 #include "run_report.hpp"
@@ -35,6 +36,7 @@ RunSettings settings_from(const RunOptions& o) {
   settings.dummy_weights = o.load_format == "dummy";
   if (!o.routing_skew.empty()) settings.routing_skew = parse_routing_skew(o.routing_skew);
   settings.routing_window = o.routing_window;
+  settings.redundant_experts = o.redundant_experts;
   settings.weights_seed = o.seed;
   settings.max_batch = o.max_batch;
   settings.max_batch_tokens = o.max_batch_tokens;
@@ -86,8 +88,11 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   MOETRON_CHECK(!o.measure_gpu_idle || backend == "cuda",
                 "--measure-gpu-idle needs the cuda backend (this run uses " << backend << ")");
 
-  const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
   RunSettings settings = settings_from(o);
+  // Every rank reads the loads, so that every rank places the replicas alike.
+  if (o.redundant_experts > 0)
+    settings.expert_loads = read_expert_loads(o.expert_loads, config.num_layers, config.num_experts);
+  const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
   const MemoryBudget budget = memory_budget(o, settings, backend, binding, specs);
   // Rank 0 predicts every plan of the job: to choose one (--plan auto) and, either way, to record
   // the predictions beside what the run measures (/predictions).
@@ -162,6 +167,8 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   results.startup = outcome.startup;
   results.predictions = predictions;
   add_expert_routing(results, outcome.routing, outcome.expert_work, o.routing_skew);
+  results.redundant_experts = o.redundant_experts;
+  results.replica_placement = outcome.replica_placement;
 #ifdef MOETRON_HAVE_CUDA
   if (idle_observer) {
     const DecodeIdleSummary idle = idle_observer->summarize();

@@ -88,6 +88,13 @@ po::options_description run_options(RunOptions& o) {
       ("routing-window", po::value(&o.routing_window)->default_value(o.routing_window),
        "steps per window of /experts/tokens_by_window (0: automatic, windows doubled so the record stays "
        "within 16 MiB)")
+      ("redundant-experts", po::value(&o.redundant_experts)->default_value(o.redundant_experts),
+       "R extra copies of each MoE layer's hottest experts (by --expert-loads) on the least-loaded "
+       "expert-parallel sets, each copy taking a share of its expert's tokens (tokens are unchanged); "
+       "R in [0, experts]; needs a plan with ep > 1 (refused otherwise) and --expert-loads")
+      ("expert-loads", po::value(&o.expert_loads),
+       "a previous Moetron results file whose /experts/tokens (layers x experts of this model) ranks the "
+       "experts for --redundant-experts")
       ("log-level", po::value(&o.log_level)->default_value(o.log_level), "debug, info, warn, error or off");
   add_slo_options(d, o);
   return d;
@@ -117,6 +124,12 @@ void check_options(const RunOptions& o) {
     MOETRON_CHECK(o.load_format == "dummy", "--routing-skew biases random routers: it needs --load-format dummy");
     parse_routing_skew(o.routing_skew);  // refuses a malformed law before anything starts
   }
+  MOETRON_CHECK(o.redundant_experts >= 0, "--redundant-experts must be >= 0, got " << o.redundant_experts);
+  MOETRON_CHECK(o.redundant_experts == 0 || !o.expert_loads.empty(),
+                "--redundant-experts " << o.redundant_experts << " needs --expert-loads FILE.h5 (a previous run's "
+                                       << "results file) to know the hot experts");
+  MOETRON_CHECK(o.expert_loads.empty() || o.redundant_experts > 0,
+                "--expert-loads " << o.expert_loads << " is only read with --redundant-experts > 0");
   MOETRON_CHECK(std::isfinite(o.collective_timeout) && o.collective_timeout >= 0 &&
                     o.collective_timeout <= kMaxCollectiveTimeoutS,
                 "--collective-timeout must be 0 (off) or seconds up to " << kMaxCollectiveTimeoutS << ", got "
@@ -129,6 +142,7 @@ std::vector<std::string> run_input_files(const RunOptions& o) {
   std::vector<std::string> inputs = files_in_directory(o.model);
   inputs.push_back(o.prompts);
   if (!o.profile.empty()) inputs.push_back(o.profile);
+  if (!o.expert_loads.empty()) inputs.push_back(o.expert_loads);
   return inputs;
 }
 

@@ -25,6 +25,8 @@ struct RunOptions {
   double collective_timeout = kDefaultCollectiveTimeoutS;  // seconds; 0: off
   std::string routing_skew;    // --routing-skew zipf:S | hot:K:F ("" : none)
   int64_t routing_window = 0;  // --routing-window W (0: automatic)
+  int64_t redundant_experts = 0;  // --redundant-experts R
+  std::string expert_loads;       // --expert-loads FILE.h5 ("": none)
   std::string command_line;
   LatencySlo slo;  // --slo-ttft, --slo-itl
 };

@@ -24,4 +24,14 @@ std::vector<DispatchEntries> entries_by_destination(const int32_t* ids, const fl
   return out;
 }
 
+void route_to_replicas_host(const int32_t* ids, int64_t tokens, int64_t k, const int32_t* table,
+                            int64_t experts, int64_t cols, int32_t* out) {
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t e = ids[t * k + j];
+      const int32_t* row = table + static_cast<int64_t>(e) * cols;
+      out[t * k + j] = e >= 0 && e < experts ? row[1 + t % row[0]] : -1;
+    }
+}
+
 }  // namespace moetron

@@ -402,6 +402,18 @@ void Ops::pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first,
                    experts, scales);
 }
 
+void Ops::route_to_replicas(const Tensor& ids, const Tensor& table, Tensor& out) {
+  const Device d = device();
+  expect(ids, DType::I32, d, "route_to_replicas", "ids");
+  expect(table, DType::I32, d, "route_to_replicas", "table");
+  expect(out, DType::I32, d, "route_to_replicas", "out");
+  MOETRON_CHECK(ids.shape == out.shape, "Ops::route_to_replicas: ids " << ids.describe() << " and out "
+                                                                       << out.describe() << " differ in shape");
+  MOETRON_CHECK(table.shape.size() == 2 && table.cols() >= 2,
+                "Ops::route_to_replicas: table " << table.describe() << " is not [experts, 1 + copies]");
+  do_route_to_replicas(ids, table, out);
+}
+
 void Ops::to_float(const Tensor& x, Tensor& out) {
   const Device d = device();
   expect_either(x, activation_dtype(), DType::F32, d, "to_float", "x");

@@ -85,6 +85,17 @@ void Ops::do_pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t fir
   copy_from_host(scales, out_scales.data());
 }
 
+void Ops::do_route_to_replicas(const Tensor& ids, const Tensor& table, Tensor& out) {
+  if (ids.numel() == 0) return;
+  std::vector<int32_t> host_ids(static_cast<size_t>(ids.numel())), host_table(static_cast<size_t>(table.numel()));
+  std::vector<int32_t> host_out(host_ids.size());
+  to_host(ids, host_ids.data());
+  to_host(table, host_table.data());
+  route_to_replicas_host(host_ids.data(), ids.rows(), ids.cols(), host_table.data(), table.rows(), table.cols(),
+                         host_out.data());
+  copy_from_host(out, host_out.data());
+}
+
 void Ops::do_sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
                             const std::vector<uint64_t>& steps, Tensor& ids) {
   const int64_t rows = logits.rows(), cols = logits.cols();

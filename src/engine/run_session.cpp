@@ -19,6 +19,23 @@ int64_t full_length(const RequestSpec& r) {
   return static_cast<int64_t>(r.prompt_tokens.size()) + r.max_new_tokens;
 }
 
+// The copy tables of redundant experts (ForwardContext::replica_tables), one per local layer in
+// backend memory, undefined for dense layers; none without replicas.
+std::vector<Tensor> replica_tables(const ExpertReplicas& replicas, const ModelWeights& weights, Ops& ops) {
+  std::vector<Tensor> tables;
+  if (!replicas.active()) return tables;
+  for (const LayerWeights& w : weights.layers) {
+    Tensor t;
+    if (w.is_moe) {
+      const std::vector<int32_t> host = replica_route_table(replicas, w.index);
+      t = ops.alloc(DType::I32, {replicas.experts, static_cast<int64_t>(host.size()) / replicas.experts});
+      ops.copy_from_host(t, host.data());
+    }
+    tables.push_back(t);
+  }
+  return tables;
+}
+
 }  // namespace
 
 int64_t kv_cache_tokens(const KvSizing& s, const std::vector<RequestSpec>& requests) {
@@ -58,6 +75,7 @@ RunShape run_shape(const RunSettings& settings, const std::string& backend, cons
   shape.block_size = settings.block_size;
   shape.max_step_tokens = max_step_tokens(settings.max_batch_tokens, requests);
   shape.max_batch = settings.max_batch;
+  shape.redundant_experts = settings.redundant_experts;
   return shape;
 }
 
@@ -154,12 +172,19 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
   const Plan& plan = settings_.plan;
   MOETRON_CHECK(!settings_.routing_skew.active() || settings_.dummy_weights,
                 "--routing-skew " << settings_.routing_skew.text << " needs --load-format dummy (random weights)");
+  const int64_t redundant = settings_.redundant_experts;
+  MOETRON_CHECK(redundant == 0 || plan.ep > 1,
+                "--redundant-experts " << redundant << ": the plan " << plan.to_string()
+                                       << " has ep=1, so every rank already holds every expert; use a plan with ep > 1");
+  if (redundant > 0)
+    replicas_ = place_redundant_experts(settings_.expert_loads, config_.num_layers, config_.num_experts, plan.ep,
+                                        redundant);
   groups_ = build_groups(plan, config_, world);
   const ShardSpec& shard = groups_.layout.shard;
 
   max_step_tokens_ = max_step_tokens(settings_.max_batch_tokens, requests_);
   ops_ = device.make_ops(step_arena_bytes(config_, shard, plan, device.storage.activations, max_step_tokens_,
-                                          settings_.max_batch));
+                                          settings_.max_batch, redundant));
   device.bind_transports(groups_, *ops_);
 
   {
@@ -167,7 +192,7 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
     std::unique_ptr<WeightSource> source = settings_.dummy_weights
                                                ? make_random_source(settings_.weights_seed, DType::BF16)
                                                : open_checkpoint_source(settings_.model_dir);
-    weights_ = load_weights(*source, config_, shard, *ops_);
+    weights_ = load_weights(*source, config_, shard, *ops_, copies_held(replicas_, groups_.layout.expert_set));
     apply_routing_skew(settings_.routing_skew, config_, shard, settings_.weights_seed, *ops_, weights_);
     ops_->sync();  // uploads may still be in flight
     startup_.weights_seconds = loading.seconds();
@@ -184,7 +209,8 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
   forward_context_.weights = &weights_;
   forward_context_.tp = groups_.tp.get();
   forward_context_.stage = plan.dp > 1 ? groups_.stage.get() : nullptr;
-  forward_context_.expert_set_size = config_.num_experts / plan.ep;
+  forward_context_.expert_set_size = replicas_.active() ? replicas_.slot_width() : config_.num_experts / plan.ep;
+  forward_context_.replica_tables = replica_tables(replicas_, weights_, *ops_);
   forward_context_.expert_shards = plan.expert_shards();
   forward_context_.count_experts = groups_.coords.tp == 0;
   forward_context_.max_tokens = max_step_tokens_;
@@ -284,6 +310,8 @@ RunOutcome RunSession::run() {
   out.finished = gather_sequences(*groups_.world, eg.reporters, mine_);
   out.places = gather_places(*ops_, gpu_uuid_, world_);
   out.startup = startup_;
+  if (replicas_.active())
+    out.replica_placement = replica_placement_record(replicas_, settings_.redundant_experts);
   return out;
 }
 

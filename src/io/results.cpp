@@ -240,6 +240,15 @@ void write_expert_routing(h5::File& f, const ExpertRouting& routing, int64_t lay
   f.write("/experts/coactivation", pairs, {layers, experts, experts});
 }
 
+// Where --redundant-experts put its copies: [layers, R, 2] of (expert, set).
+void write_replica_placement(h5::File& f, const RunResults& r, int64_t layers) {
+  MOETRON_CHECK(static_cast<int64_t>(r.replica_placement.size()) == layers * r.redundant_experts * 2,
+                "results: " << r.replica_placement.size() << " replica placement values for " << layers << " layers x "
+                            << r.redundant_experts << " redundant experts x 2");
+  f.write("/experts/replicas", r.replica_placement, {layers, r.redundant_experts, 2});
+  f.set_attribute("/experts/replicas", "redundant_experts", r.redundant_experts);
+}
+
 void write_rank_expert_seconds(h5::File& f, const std::vector<RankRecord>& ranks) {
   f.write("/ranks/expert_seconds", column<double>(ranks, [](const RankRecord& k) { return k.expert_seconds; }));
 }
@@ -298,6 +307,8 @@ void write_results(const std::string& path, const RunResults& results) {
     write_experts(f, results.expert_tokens);
     write_expert_routing(f, results.routing, static_cast<int64_t>(results.expert_tokens.size()),
                          results.expert_tokens.empty() ? 0 : static_cast<int64_t>(results.expert_tokens[0].size()));
+    if (results.redundant_experts > 0)
+      write_replica_placement(f, results, static_cast<int64_t>(results.expert_tokens.size()));
     write_summary(f, summarize(results));
     write_startup(f, results.startup);
     write_predictions(f, results.predictions);

@@ -42,7 +42,11 @@ ModelForward::ModelForward(const ForwardContext& ctx, int64_t kv_blocks, int64_t
     // only (a CUDA graph replays padded batches).
     routing_.push_back(ops.alloc(DType::I32, {std::max<int64_t>(ctx.max_tokens, 1), std::max<int64_t>(c.top_k, 1)}));
   }
-  served_ = ops.alloc(DType::I64, {std::max<int64_t>(c.num_experts, 1)});
+  // Indexed by the ids the experts are given: slot ids with redundant experts.
+  const int64_t expert_ids = ctx.replica_tables.empty() || ctx.shard->expert_count == 0
+                          ? c.num_experts
+                          : c.num_experts / ctx.shard->expert_count * ctx.expert_set_size;
+  served_ = ops.alloc(DType::I64, {std::max<int64_t>(expert_ids, 1)});
   ops.fill_zero(served_);
   if (ctx.stage != nullptr) {
     // The weights of every entry a dispatch can receive (ones: the routing weight is applied
@@ -196,11 +200,7 @@ void ModelForward::mlp_block(const LayerWeights& w, size_t local_layer, const Te
     Tensor record = routing_[local_layer].slice_rows(0, T);
     ops.copy(ids, record);
   }
-  if (ctx_.stage != nullptr) {
-    dispatch_experts(w, h, ids, weights, dispatch_tokens, out);
-  } else {
-    run_experts(w, h, ids, weights, out);
-  }
+  dispatch_experts(w, local_layer, h, ids, weights, dispatch_tokens, out);
   if (w.shared.gate_up.defined()) {
     Tensor shared = ops.temp(act, {T, c.hidden_size});
     ops.swiglu_mlp(h, w.shared.gate_up, w.shared.down, shared);
@@ -213,18 +213,44 @@ void ModelForward::mlp_block(const LayerWeights& w, size_t local_layer, const Te
   allreduce_tp(out);
 }
 
-// Several data-parallel replicas share this stage's experts. Each tp rank of a replica sends
+// With one replica per stage every rank holds every token and runs its own experts on them.
+// Otherwise several data-parallel replicas share this stage's experts: each tp rank of a replica sends
 // its share of the replica's tokens to every rank holding (a slice of) each chosen expert, the
 // owners run their experts on what arrives, and the results travel back to be weighted and
 // summed. Rows of tokens this rank did not send stay zero: the tp all-reduce that follows
 // completes them from the replica's other tp ranks. Where the step's tokens per replica are
 // agreed (batch.dispatch_tokens), the buffers have a fixed capacity and nothing waits for the
 // host; otherwise the routing goes through the host and the counts are exchanged first.
-void ModelForward::dispatch_experts(const LayerWeights& w, const Tensor& h, const Tensor& ids,
-                                    const Tensor& weights, int64_t dispatch_tokens, Tensor& out) {
-  const ExpertRoute route = dispatch_tokens > 0 ? route_fixed(ids, weights, dispatch_tokens)
-                                                : route_with_counts(ids, weights);
+// With redundant experts, each slot first goes to one copy of its expert (route_to_copies).
+void ModelForward::dispatch_experts(const LayerWeights& w, size_t local_layer, const Tensor& h,
+                                    const Tensor& ids, const Tensor& weights, int64_t dispatch_tokens,
+                                    Tensor& out) {
+  const Tensor slots = route_to_copies(local_layer, ids);
+  if (ctx_.stage == nullptr) {
+    run_experts(w, h, slots, weights, out);
+    return;
+  }
+  const ExpertRoute route = dispatch_tokens > 0 ? route_fixed(slots, weights, dispatch_tokens)
+                                                : route_with_counts(slots, weights);
   exchange_with_experts(w, h, route, out);
+}
+
+// The slot id of the copy of its expert that each slot of `ids` goes to (ids themselves without
+// redundant experts): the same device op on every path, so a decode graph records it.
+Tensor ModelForward::route_to_copies(size_t local_layer, const Tensor& ids) {
+  if (ctx_.replica_tables.empty()) return ids;
+  Tensor slots = ctx_.ops->temp(DType::I32, ids.shape);
+  ctx_.ops->route_to_replicas(ids, ctx_.replica_tables.at(local_layer), slots);
+  return slots;
+}
+
+// The ids this rank's experts answer to: its experts, or with redundant experts its set's slot
+// ids (E / ep experts per set without them, so both are [set * width, (set + 1) * width)).
+Range ModelForward::my_expert_ids() const {
+  const ShardSpec& s = *ctx_.shard;
+  if (ctx_.replica_tables.empty() || s.expert_count == 0) return s.experts();
+  const int64_t set = s.expert_begin / s.expert_count, width = ctx_.expert_set_size;
+  return {set * width, (set + 1) * width};
 }
 
 // This tp rank's share [first, last) of the replica's T tokens.
@@ -388,7 +414,7 @@ ExpertWork ModelForward::expert_work() {
   std::vector<int64_t> by_expert(static_cast<size_t>(served_.numel()));
   ctx_.ops->to_host(served_, by_expert.data());
   ExpertWork work;
-  const Range mine = ctx_.shard->experts();
+  const Range mine = my_expert_ids();
   for (int64_t e = mine.begin; e < mine.end && e < served_.numel(); ++e) work.tokens += by_expert[static_cast<size_t>(e)];
   work.seconds = ctx_.ops->timed_section_seconds();
   return work;

@@ -59,8 +59,8 @@ Tensor concat_rows(const std::vector<Tensor>& parts, std::vector<int64_t> shape)
 
 class Loader {
  public:
-  Loader(WeightSource& src, const ModelConfig& c, const ShardSpec& s, Ops& ops)
-      : src_(src), c_(c), s_(s), ops_(ops), names_(c) {}
+  Loader(WeightSource& src, const ModelConfig& c, const ShardSpec& s, const ExpertCopies& copies, Ops& ops)
+      : src_(src), c_(c), s_(s), copies_(copies), ops_(ops), names_(c) {}
 
   ModelWeights load() {
     ModelWeights w;
@@ -147,19 +147,25 @@ class Loader {
       return w;
     }
     w.router = up(read_all(names_.router(l)));
-    // This rank's experts, stacked: gate_up [E_local, 2 I_shard, H], down [E_local, H, I_shard].
+    // This rank's experts, stacked: gate_up [E_local, 2 I_shard, H], down [E_local, H, I_shard];
+    // then its copies of other sets' experts (redundant experts), numbered on from its first.
     const int64_t i0 = s_.expert_col_begin, in = s_.expert_col_count;
+    std::vector<int64_t> held;
+    for (int64_t e = s_.expert_begin; e < s_.expert_begin + s_.expert_count; ++e) held.push_back(e);
+    const std::vector<int64_t> copied = copies_.of_layer(l);
+    held.insert(held.end(), copied.begin(), copied.end());
     std::vector<Tensor> gate_up, down;
-    for (int64_t e = s_.expert_begin; e < s_.expert_begin + s_.expert_count; ++e) {
+    for (int64_t e : held) {
       gate_up.push_back(rows(names_.expert_gate(l, e), i0, in));
       gate_up.push_back(rows(names_.expert_up(l, e), i0, in));
       down.push_back(cols(names_.expert_down(l, e), i0, in));
     }
-    w.experts.first_expert = s_.expert_begin;
-    w.experts.num_local = s_.expert_count;
-    if (s_.expert_count > 0) {
-      w.experts.gate_up = up(concat_rows(gate_up, {s_.expert_count, 2 * in, H}));
-      w.experts.down = up(concat_rows(down, {s_.expert_count, H, in}));
+    const int64_t count = static_cast<int64_t>(held.size());
+    w.experts.first_expert = copies_.first_id >= 0 ? copies_.first_id : s_.expert_begin;
+    w.experts.num_local = count;
+    if (count > 0) {
+      w.experts.gate_up = up(concat_rows(gate_up, {count, 2 * in, H}));
+      w.experts.down = up(concat_rows(down, {count, H, in}));
     }
     if (c_.shared_expert_intermediate_size > 0) {
       w.shared = mlp(names_.shared_expert_gate_proj(l), names_.shared_expert_up(l),
@@ -172,6 +178,7 @@ class Loader {
   WeightSource& src_;
   const ModelConfig& c_;
   const ShardSpec& s_;
+  const ExpertCopies& copies_;
   Ops& ops_;
   WeightNames names_;
   size_t bytes_ = 0;
@@ -180,9 +187,13 @@ class Loader {
 
 }  // namespace
 
+std::vector<int64_t> ExpertCopies::of_layer(int64_t layer) const {
+  return layer < static_cast<int64_t>(by_layer.size()) ? by_layer[static_cast<size_t>(layer)] : std::vector<int64_t>{};
+}
+
 ModelWeights load_weights(WeightSource& source, const ModelConfig& config, const ShardSpec& shard,
-                          Ops& ops) {
-  return Loader(source, config, shard, ops).load();
+                          Ops& ops, const ExpertCopies& copies) {
+  return Loader(source, config, shard, copies, ops).load();
 }
 
 }  // namespace moetron

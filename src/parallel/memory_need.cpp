@@ -5,6 +5,7 @@
 
 #include "moetron/core/error.hpp"
 #include "moetron/core/format.hpp"
+#include "moetron/parallel/expert_replicas.hpp"
 #include "moetron/parallel/plan.hpp"
 
 namespace moetron {
@@ -28,14 +29,14 @@ int64_t kv_cache_bytes(const ModelConfig& c, const ShardSpec& s, const BackendSt
 
 // What ModelForward keeps for the whole run besides the KV cache: per layer, the routing record
 // and the expert counts; with dp > 1, the weights of every entry a dispatch can receive.
-int64_t forward_state_bytes(const ModelConfig& c, const Plan& plan, const ShardSpec& s, int64_t max_tokens) {
+int64_t forward_state_bytes(const ModelConfig& c, const Plan& plan, const ShardSpec& s, int64_t max_tokens,
+                            int64_t redundant_experts) {
   const int64_t tokens = std::max<int64_t>(max_tokens, 1), k = std::max<int64_t>(c.top_k, 1);
   const int64_t per_layer = tokens * k * 4 + std::max<int64_t>(c.num_experts, 1) * 8;
   int64_t dispatch_weights = 0;
   if (plan.dp > 1) {
-    const int64_t experts_per_set = c.num_experts / plan.ep;
     dispatch_weights = static_cast<int64_t>(plan.stage_size()) * ((tokens + plan.tp - 1) / plan.tp) *
-                       std::min<int64_t>(c.top_k, experts_per_set) * 4;
+                       dispatch_slots_per_set(c, plan, redundant_experts) * 4;
   }
   return (s.layer_end - s.layer_begin) * per_layer + dispatch_weights;
 }
@@ -63,8 +64,18 @@ BackendStorage backend_storage(const std::string& backend) {
   return {"cuda", DType::BF16, DType::BF16};
 }
 
+int64_t dispatch_slots_per_set(const ModelConfig& c, const Plan& plan, int64_t redundant_experts) {
+  return std::min<int64_t>(c.top_k, c.num_experts / plan.ep + replica_slots_per_set(redundant_experts, plan.ep));
+}
+
+int64_t replica_weight_params(const ModelConfig& c, const Plan& plan, const ShardSpec& s, int64_t redundant_experts) {
+  int64_t moe_layers = 0;
+  for (int64_t layer = s.layer_begin; layer < s.layer_end; ++layer) moe_layers += is_moe_layer(c, layer) ? 1 : 0;
+  return moe_layers * replica_slots_per_set(redundant_experts, plan.ep) * 3 * c.hidden_size * s.expert_col_count;
+}
+
 size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& plan, DType activations,
-                        int64_t max_tokens, int64_t max_seqs) {
+                        int64_t max_tokens, int64_t max_seqs, int64_t redundant_experts) {
   const int64_t a = size_of(activations);
   const int64_t hd = c.head_dim, k = std::max<int64_t>(c.top_k, 1);
   const int64_t q = s.q_head_count * hd, kv = s.kv_head_count * hd;
@@ -79,7 +90,7 @@ size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& pl
   int64_t dispatch_bytes = 0;
   if (plan.dp > 1) {
     const int64_t entries = static_cast<int64_t>(plan.tp) * plan.dp * ((max_seqs + plan.tp - 1) / plan.tp) *
-                            std::min<int64_t>(k, c.num_experts / plan.ep);
+                            dispatch_slots_per_set(c, plan, redundant_experts);
     // send, received, expert output and returned rows, the permuted copies, ids and weights
     dispatch_bytes = entries * ((6 * c.hidden_size + 2 * std::max(s.expert_col_count, int64_t{1})) * a + 32);
   }
@@ -91,11 +102,12 @@ size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& pl
 MemoryNeed memory_need(const ModelConfig& c, const Plan& plan, const ShardSpec& shard,
                        const BackendStorage& storage, const RunShape& run) {
   MemoryNeed n;
-  n.weights = weight_shard_params(c, shard) * size_of(storage.weights);
+  n.weights = (weight_shard_params(c, shard) + replica_weight_params(c, plan, shard, run.redundant_experts)) *
+              size_of(storage.weights);
   n.kv_cache = kv_cache_bytes(c, shard, storage, run);
-  n.activations = static_cast<int64_t>(step_arena_bytes(c, shard, plan, storage.activations,
-                                                        run.max_step_tokens, run.max_batch)) +
-                  forward_state_bytes(c, plan, shard, run.max_step_tokens);
+  n.activations = static_cast<int64_t>(step_arena_bytes(c, shard, plan, storage.activations, run.max_step_tokens,
+                                                        run.max_batch, run.redundant_experts)) +
+                  forward_state_bytes(c, plan, shard, run.max_step_tokens, run.redundant_experts);
   return n;
 }
 

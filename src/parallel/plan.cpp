@@ -32,11 +32,6 @@ int parse_factor(const std::string& token, const std::string& value) {
   return v;
 }
 
-bool is_moe_layer(const ModelConfig& c, int64_t layer) {
-  if (layer < static_cast<int64_t>(c.layer_is_moe.size())) return c.layer_is_moe[layer];
-  return c.num_experts > 0;
-}
-
 bool has_dense_layers(const ModelConfig& c) {
   for (int64_t l = 0; l < c.num_layers; ++l)
     if (!is_moe_layer(c, l)) return true;
@@ -56,6 +51,12 @@ std::ostream& operator<<(std::ostream& os, const Range& r) {
 }
 
 }  // namespace
+
+bool is_moe_layer(const ModelConfig& c, int64_t layer) {
+  if (layer < static_cast<int64_t>(c.layer_is_moe.size())) return c.layer_is_moe[layer];
+  return c.num_experts > 0;
+}
+
 
 std::string Plan::to_string() const {
   std::ostringstream os;

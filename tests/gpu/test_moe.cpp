@@ -255,6 +255,35 @@ TEST_F(CudaMoe, PackDispatchMatchesHostPacking) {
   run_cases(cases);
 }
 
+// Redundant experts: every slot to copy t % n of its expert, from a random copy table (1 to 4
+// copies per expert, slot ids anywhere), padding ids (-1) included. Integer copies: exact.
+TEST_F(CudaMoe, RouteToReplicasMatchesHostRule) {
+  std::vector<OpCase> cases;
+  for (int64_t experts : {8, 64}) {
+    for (int64_t tokens : {1, 7, 300}) {
+      cases.push_back({"route_to_replicas E=" + std::to_string(experts) + " T=" + std::to_string(tokens),
+                       [=](CaseInputs& in) {
+        const int64_t k = 4, cols = 5;
+        std::uniform_int_distribution<int32_t> expert(-1, static_cast<int32_t>(experts - 1)), copies(1, 4),
+            slot(0, 1000);
+        std::vector<int32_t> ids(static_cast<size_t>(tokens * k)), table(static_cast<size_t>(experts * cols), -1);
+        for (int32_t& e : ids) e = expert(in.rng);
+        for (int64_t e = 0; e < experts; ++e) {
+          const int32_t n = copies(in.rng);
+          table[static_cast<size_t>(e * cols)] = n;
+          for (int32_t c = 0; c < n; ++c) table[static_cast<size_t>(e * cols + 1 + c)] = slot(in.rng);
+        }
+        Tensor id = in.i32(ids, {tokens, k});
+        Tensor t = in.i32(table, {experts, cols});
+        Tensor out = in.i32(std::vector<int32_t>(ids.size(), 7777), {tokens, k});
+        in.ops.route_to_replicas(id, t, out);
+        return CaseOutputs{{"out", host_of(in, out), 0.0}};
+      }});
+    }
+  }
+  run_cases(cases);
+}
+
 }  // namespace
 }  // namespace gputest
 }  // namespace moetron

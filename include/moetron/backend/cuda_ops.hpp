@@ -105,6 +105,7 @@ class CudaOps final : public Ops {
   void do_pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first, int64_t last,
                         int64_t expert_set_size, int64_t expert_shards, int64_t capacity,
                         Tensor& rows, Tensor& experts, Tensor& scales) override;
+  void do_route_to_replicas(const Tensor& ids, const Tensor& table, Tensor& out) override;
 
   void do_accumulate_coactivation(const Tensor& ids, Tensor& pairs) override;
   void do_add_row_bias(Tensor& x, const Tensor& bias) override;

@@ -21,4 +21,11 @@ std::vector<DispatchEntries> entries_by_destination(const int32_t* ids, const fl
                                                     int64_t expert_set_size,
                                                     int64_t expert_shards, int64_t destinations);
 
+// The redundant-expert rule of Ops::route_to_replicas on the host (the CUDA kernel in
+// kernels/expert_replicas.cu follows it): slot (t, j) of expert e = ids[t, j] becomes copy
+// t % n_e of e, where table row e (`cols` wide) is n_e and then the copies' slot ids; -1 for an
+// id outside [0, experts).
+void route_to_replicas_host(const int32_t* ids, int64_t tokens, int64_t k, const int32_t* table,
+                            int64_t experts, int64_t cols, int32_t* out);
+
 }  // namespace moetron

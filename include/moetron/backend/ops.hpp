@@ -166,6 +166,12 @@ class Ops {
   void pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first, int64_t last,
                      int64_t expert_set_size, int64_t expert_shards, int64_t capacity,
                      Tensor& rows, Tensor& experts, Tensor& scales);
+  // Redundant experts (parallel/expert_replicas.hpp): out[t, j] = table[e, 1 + t % table[e, 0]]
+  // for e = ids[t, j] (ids, out I32 [T, k]; table I32 [E, C], row e = expert e's copies n, then
+  // their slot ids): token t's slot of expert e goes to copy t mod n, the home copy first.
+  // Ids outside [0, E) give -1. The default goes through the host; a backend may keep it on the
+  // device (a CUDA graph can then record it).
+  void route_to_replicas(const Tensor& ids, const Tensor& table, Tensor& out);
   // Converts activations (or F32) to F32 (logits for sampling, results files). out F32, same
   // size.
   void to_float(const Tensor& x, Tensor& out);
@@ -249,6 +255,7 @@ class Ops {
   virtual void do_pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t first,
                                 int64_t last, int64_t expert_set_size, int64_t expert_shards,
                                 int64_t capacity, Tensor& rows, Tensor& experts, Tensor& scales);
+  virtual void do_route_to_replicas(const Tensor& ids, const Tensor& table, Tensor& out);
   virtual void do_argmax_rows(const Tensor& logits, Tensor& ids);
   virtual void do_sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
                               const std::vector<uint64_t>& steps, Tensor& ids);

@@ -21,6 +21,7 @@
 #include "moetron/model/config.hpp"
 #include "moetron/model/routing_skew.hpp"
 #include "moetron/model/weights.hpp"
+#include "moetron/parallel/expert_replicas.hpp"
 #include "moetron/parallel/groups.hpp"
 #include "moetron/parallel/memory_need.hpp"
 
@@ -82,6 +83,8 @@ struct RunSettings {
   bool dummy_weights = false;  // --load-format dummy: random weights from weights_seed
   RoutingSkew routing_skew;    // --routing-skew: biased routers (dummy weights only)
   int64_t routing_window = 0;  // --routing-window: steps per routing window (0: automatic)
+  int64_t redundant_experts = 0;      // --redundant-experts R (0: none; needs ep > 1)
+  std::vector<int64_t> expert_loads;  // [layers * E]: the loads that rank experts for the replicas
   uint64_t weights_seed = 0;
   Plan plan;
   int64_t max_batch = 256, max_batch_tokens = 8192, block_size = 16;
@@ -115,6 +118,7 @@ struct RunOutcome {
   StartupRecord startup;               // the slowest rank's set-up times (every rank has them)
   ExpertRouting routing;               // windows and co-activation, see gather_expert_routing
   RanksExpertWork expert_work;         // every rank's expert tokens and seconds
+  std::vector<int64_t> replica_placement;  // [layers, R, 2] (RunResults::replica_placement)
 };
 
 class RunSession {
@@ -137,6 +141,7 @@ class RunSession {
   std::unique_ptr<Ops> ops_;
   std::string gpu_uuid_;
   MPI_Comm world_;
+  ExpertReplicas replicas_;  // redundant experts (inactive without --redundant-experts)
   ModelWeights weights_;
   int64_t max_step_tokens_ = 0;
   int64_t kv_blocks_ = 0;

@@ -109,6 +109,10 @@ struct RunResults {
   // [layers][experts]: routed token-slots per layer and expert; rows of dense layers are zero.
   std::vector<std::vector<int64_t>> expert_tokens;
   ExpertRouting routing;  // empty vectors: written as zero windows and zero co-activation
+  // --redundant-experts R > 0: each layer's R copies as (expert, ep set), [layers, R, 2], -1
+  // where a layer has none (parallel/expert_replicas.hpp); R = 0: none (no dataset).
+  int64_t redundant_experts = 0;
+  std::vector<int64_t> replica_placement;
   int64_t logits_vocab_size = 0;  // width of RequestResult::logits rows; 0 when none are kept
   double total_seconds = 0;       // wall time of the generation (the summary's denominator)
   std::vector<RankRecord> ranks;  // one per MPI rank, in rank order; empty for a single process

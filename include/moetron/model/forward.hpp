@@ -26,6 +26,11 @@ struct ForwardContext {
   int64_t expert_shards = 1;      // ranks sharing one set, each holding a column slice
   bool count_experts = true;      // accumulate routed-token counts (one tp rank per replica)
   int64_t max_tokens = 0;         // most tokens in one forward (sizes the routing record)
+  // Redundant experts (parallel/expert_replicas.hpp): per local layer, the copy table
+  // Ops::route_to_replicas reads (undefined for a dense layer); empty: no replicas. With them
+  // the experts' paths work on slot ids and expert_set_size is the slot ids per set (E / ep plus
+  // the spare slots); the weights' ExpertWeights are numbered the same way.
+  std::vector<Tensor> replica_tables;
 };
 
 // What one rank's experts computed over a run.
@@ -81,8 +86,10 @@ class ModelForward {
     std::vector<int64_t> send_counts, recv_counts;  // entries per peer
     Tensor recv_weights;  // F32 [n_recv, 1]: ones (a view of ones_)
   };
-  void dispatch_experts(const LayerWeights& w, const Tensor& h, const Tensor& ids,
+  void dispatch_experts(const LayerWeights& w, size_t local_layer, const Tensor& h, const Tensor& ids,
                         const Tensor& weights, int64_t dispatch_tokens, Tensor& out);
+  Tensor route_to_copies(size_t local_layer, const Tensor& ids);
+  Range my_expert_ids() const;
   std::pair<int64_t, int64_t> dispatch_share(int64_t tokens) const;
   int64_t dispatch_capacity(int64_t tokens) const;
   ExpertRoute route_with_counts(const Tensor& ids, const Tensor& weights);

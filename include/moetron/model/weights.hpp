@@ -99,7 +99,17 @@ struct ModelWeights {
   size_t source_bytes = 0;  // as read from the source (the shard's slices, in its dtype)
 };
 
+// Copies of other expert-parallel sets' experts that a rank holds besides its own (redundant
+// experts, parallel/expert_replicas.hpp): stacked after its own experts in each layer's
+// ExpertWeights, whose ids then start at first_id (the rank's first slot id) instead of
+// shard.expert_begin.
+struct ExpertCopies {
+  int64_t first_id = -1;                        // -1: no copies, ids are global experts
+  std::vector<std::vector<int64_t>> by_layer;  // per global layer: the experts copied, in order
+  std::vector<int64_t> of_layer(int64_t layer) const;
+};
+
 ModelWeights load_weights(WeightSource& source, const ModelConfig& config, const ShardSpec& shard,
-                          Ops& ops);
+                          Ops& ops, const ExpertCopies& copies = {});
 
 }  // namespace moetron

@@ -18,6 +18,10 @@
 //   width; plus what ModelForward keeps for the whole run: per layer, the routing record
 //   (max_step_tokens x top_k int32) and the expert counts (experts x int64), and with dp > 1 the
 //   dispatch weights (one float32 per entry a dispatch can receive).
+// - Redundant experts (--redundant-experts R, parallel/expert_replicas.hpp): every rank is counted
+//   with the most copies a set can get, ceil(R / ep) experts per MoE layer (its column slice of
+//   each), as weights; the dispatch's entries per peer grow with the wider slot-id sets
+//   (dispatch_slots_per_set).
 // - Not counted: transient host copies while loading (one tensor, or one layer's expert stack, in
 //   the checkpoint's dtype), the CUDA context and cuBLAS workspaces (the cuda memory per rank is
 //   measured after the context exists), decode CUDA graphs, MPI and NCCL buffers, the process's
@@ -51,6 +55,7 @@ struct RunShape {
   int64_t block_size = 16;      // tokens per KV-cache block (--block-size)
   int64_t max_step_tokens = 1;  // tokens in the largest step (see max_step_tokens)
   int64_t max_batch = 1;        // sequences in one step (--max-batch)
+  int64_t redundant_experts = 0;  // --redundant-experts: extra expert copies per MoE layer
 };
 
 // One rank's bytes, by part.
@@ -68,7 +73,15 @@ int64_t kv_bytes_per_token(int64_t layers, int64_t kv_heads, int64_t head_dim, D
 // replicas, a decode step's fixed-capacity expert dispatch of max_seqs tokens
 // (ModelForward::dispatch_capacity) sends, receives and runs experts on padded entries too.
 size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& plan, DType activations,
-                        int64_t max_tokens, int64_t max_seqs);
+                        int64_t max_tokens, int64_t max_seqs, int64_t redundant_experts = 0);
+
+// The most entries one token can send one expert set's rank (ModelForward::dispatch_capacity's
+// per-token factor): min(top-k, the set's experts plus its spare slots for redundant experts).
+int64_t dispatch_slots_per_set(const ModelConfig& c, const Plan& plan, int64_t redundant_experts);
+
+// Parameters of the redundant-expert copies the rank holding `shard` is counted with.
+int64_t replica_weight_params(const ModelConfig& c, const Plan& plan, const ShardSpec& shard,
+                              int64_t redundant_experts);
 
 // What the rank holding `shard` of `plan` needs for this run.
 MemoryNeed memory_need(const ModelConfig& c, const Plan& plan, const ShardSpec& shard,

@@ -63,6 +63,9 @@ std::string plan_problem(const Plan& plan, const ModelConfig& config);
 // Throws Error with the reason when the plan cannot shard the config.
 ShardLayout layout_for(const Plan& plan, const ModelConfig& config, int rank);
 
+// Whether global layer `layer` of config routes to experts.
+bool is_moe_layer(const ModelConfig& config, int64_t layer);
+
 // Parameters of the weights a rank with this shard holds (what the loader will upload); the
 // bytes they take depend on the backend (memory_need.hpp).
 int64_t weight_shard_params(const ModelConfig& config, const ShardSpec& shard);

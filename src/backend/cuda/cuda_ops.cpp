@@ -403,6 +403,12 @@ void CudaOps::do_pack_dispatch(const Tensor& ids, const Tensor& weights, int64_t
                          stream_);
 }
 
+void CudaOps::do_route_to_replicas(const Tensor& ids, const Tensor& table, Tensor& out) {
+  if (ids.numel() == 0) return;
+  kernels::route_to_replicas(i32(ids), ids.rows(), ids.cols(), i32(table), table.rows(), table.cols(), i32(out),
+                             stream_);
+}
+
 void CudaOps::argmax(const Tensor& logits, Tensor& ids) {
   MOETRON_CHECK(logits.device == Device::Cuda &&
                     (logits.dtype == DType::BF16 || logits.dtype == DType::F32),
