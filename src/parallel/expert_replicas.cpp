@@ -7,10 +7,6 @@
 
 namespace moetron {
 
-int64_t replica_slots_per_set(int64_t redundant, int64_t ep) {
-  return ep > 0 ? (redundant + ep - 1) / ep : 0;
-}
-
 std::vector<int64_t> ExpertReplicas::copies_on_set(int64_t layer, int64_t set) const {
   std::vector<int64_t> out;
   for (const ReplicaPlace& p : layers.at(static_cast<size_t>(layer)))

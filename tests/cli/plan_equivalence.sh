@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every listed parallel plan, on 1, 2, 4 and 8 MPI ranks (CPU backend, MPI transport), gives the
-# same greedy tokens as one rank and logits within 1e-5 relative.
+# same greedy tokens as one rank and logits within 1e-5 relative; every plan with ep > 1 also
+# with redundant experts (--redundant-experts 3).
 source "$(dirname "$0")/common.bash"
 MODELS=(qwen2_moe olmoe)  # shared expert + qkv bias + a dense layer; whole-projection QK-norm
 PLANS=(
@@ -17,6 +18,7 @@ cat >"$WORK/prompts.jsonl" <<'JSONL'
 {"prompt_tokens": [5, 6, 7, 8], "max_new_tokens": 7, "temperature": 0.8, "top_k": 20, "seed": 5}
 {"prompt_tokens": [90, 91], "max_new_tokens": 3, "temperature": 1.0, "top_p": 0.9}
 JSONL
+replica_plans=0
 for model in "${MODELS[@]}"; do
   run_args=(run --model "$FIXTURES/$model" --prompts "$WORK/prompts.jsonl" --backend cpu
             --ignore-eos --save-logits --log-level warn --kv-cache-tokens 512 --block-size 4)
@@ -27,6 +29,17 @@ for model in "${MODELS[@]}"; do
     echo "== $model: $plan on $ranks ranks"
     mpi "$ranks" "$MOETRON" "${run_args[@]}" --plan "$plan" --out "$out" || fail "$model $plan failed"
     "$COMPARE_RESULTS" "$out" "$WORK/$model-single.h5" --rtol 1e-5 || fail "$model $plan differs from one rank"
+    [[ $plan == *ep=* ]] || continue
+    # Redundant experts only move where a hot expert's rows are computed: the same tokens, with
+    # 3 copies per MoE layer (loads from the one-rank run) placed and recorded.
+    echo "== $model: $plan on $ranks ranks with --redundant-experts 3"
+    mpi "$ranks" "$MOETRON" "${run_args[@]}" --plan "$plan" --redundant-experts 3 \
+      --expert-loads "$WORK/$model-single.h5" --out "$out.replicas.h5" || fail "$model $plan with replicas failed"
+    "$COMPARE_RESULTS" "$out.replicas.h5" "$WORK/$model-single.h5" --rtol 1e-5 ||
+      fail "$model $plan with redundant experts differs from one rank"
+    h5dump -d /experts/replicas "$out.replicas.h5" | grep -q "(1,2,0): [0-9]" ||
+      fail "$model $plan: no third replica recorded in layer 1: $(h5dump -d /experts/replicas "$out.replicas.h5")"
+    replica_plans=$((replica_plans + 1))
   done
 done
 # Vocabularies that tp does not divide are padded for the vocab-parallel LM head: the padding
@@ -67,4 +80,5 @@ mpi 2 "$MOETRON" run --model "$FIXTURES/olmoe" --prompts "$WORK/prompts.jsonl" -
   --out "$WORK/fixed.h5" >"$WORK/fixed.log" 2>&1 || fail "dp=2,ep=2 with debug logging failed"
 grep -q "expert dispatch between replicas in fixed-capacity buffers" "$WORK/fixed.log" ||
   fail "decode steps of dp=2,ep=2 did not use the fixed-capacity dispatch: $(tail -5 "$WORK/fixed.log")"
-echo "${#PLANS[@]} plans x ${#MODELS[@]} models match one rank"
+echo "${#PLANS[@]} plans x ${#MODELS[@]} models match one rank, $replica_plans of them also with redundant experts"
+[ "$replica_plans" -gt 0 ] || fail "no plan ran with redundant experts"

@@ -55,6 +55,29 @@ void expect_has(const std::string& text, const std::string& part) {
 
 constexpr int64_t kSlack = int64_t{64} << 20;  // step_arena_bytes' fixed slack
 
+// Redundant experts: every rank is counted with ceil(R / ep) more experts per MoE layer (the
+// most a set gets), its column slice of each, at the backend's width; here one more expert of
+// 3 x 8 x 4 parameters as float32 on every rank of dp=2,ep=2. Top-1 sends no more entries.
+TEST(MemoryNeed, RedundantExpertsCountTheirWeights) {
+  const ModelConfig c = hand_config();
+  const Plan plan{1, 1, 2, 2};
+  RunShape with = hand_run();
+  with.redundant_experts = 2;
+  for (int rank = 0; rank < 2; ++rank) {
+    const ShardSpec shard = layout_for(plan, c, rank).shard;
+    const MemoryNeed base = memory_need(c, plan, shard, backend_storage("cpu"), hand_run());
+    const MemoryNeed more = memory_need(c, plan, shard, backend_storage("cpu"), with);
+    EXPECT_EQ(more.weights - base.weights, 3 * 8 * 4 * 4);
+    EXPECT_EQ(more.activations, base.activations);
+    EXPECT_EQ(more.kv_cache, base.kv_cache);
+  }
+  // A budget that fits without the copies refuses the plan with them.
+  const int64_t need = largest_memory_need(plan, c, backend_storage("cpu"), hand_run()).need.total();
+  EXPECT_EQ(refusal(plan, c, budget(need, hand_run())), "(accepted)");
+  const std::string refused = refusal(plan, c, budget(need, with));
+  expect_has(refused, "--plan pp=1,tp=1,dp=2,ep=2");
+}
+
 TEST(MemoryNeed, ExactBytesOfATinyConfigCountedByHand) {
   const ModelConfig c = hand_config();
   // Parameters: norms 2*8, q and o 2*8*8, k and v 2*8*4, router 2*8, experts 2*3*8*4 (one

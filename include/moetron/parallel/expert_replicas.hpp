@@ -20,7 +20,9 @@ namespace moetron {
 
 // Spare places per set and MoE layer for R replicas over ep sets: ceil(R / ep). The memory check
 // counts these on every rank (the most a rank can hold, whatever the loads).
-int64_t replica_slots_per_set(int64_t redundant, int64_t ep);
+inline int64_t replica_slots_per_set(int64_t redundant, int64_t ep) {
+  return ep > 0 ? (redundant + ep - 1) / ep : 0;
+}
 
 struct ReplicaPlace {
   int64_t expert = 0;  // the global expert copied

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Redundant experts (--redundant-experts R, --expert-loads FILE.h5): values that cannot work are
+# refused naming the option or the file and dataset, on every rank of an MPI job (exit 1, no
+# hang); a run with replicas balances the EP ranks' measured expert tokens better than one
+# without under a skewed router (same tokens: plan_equivalence.sh).
+source "$(dirname "$0")/common.bash"
+command -v h5dump >/dev/null || { echo "skip: h5dump not found"; exit 77; }
+MODEL=$FIXTURES/olmoe  # 4 layers, 8 experts
+python3 - "$WORK/prompts.jsonl" <<'PY'
+import json, random, sys
+random.seed(3)
+with open(sys.argv[1], "w") as f:
+    for _ in range(16):
+        prompt = [random.randrange(3, 256) for _ in range(random.randrange(8, 30))]
+        f.write(json.dumps({"prompt_tokens": prompt, "max_new_tokens": 8, "ignore_eos": True}) + "\n")
+PY
+common=(--model "$MODEL" --prompts "$WORK/prompts.jsonl" --backend cpu --log-level warn --load-format dummy
+        --routing-skew zipf:1.5)
+"$MOETRON" run "${common[@]}" --out "$WORK/loads.h5" >/dev/null || fail "the run that measures loads failed"
+
+# ---- bad values, on one rank (options) and on two (the plan, the file) -------------------------
+expect_failure "--redundant-experts must be >= 0" run "${common[@]}" --redundant-experts -1 \
+  --expert-loads "$WORK/loads.h5" --out "$WORK/x.h5"
+expect_failure "--redundant-experts 2 needs --expert-loads" run "${common[@]}" --redundant-experts 2 --out "$WORK/x.h5"
+expect_failure "--expert-loads $WORK/loads.h5 is only read with --redundant-experts > 0" run "${common[@]}" \
+  --expert-loads "$WORK/loads.h5" --out "$WORK/x.h5"
+expect_exit_1 ep1 "--redundant-experts 2: the plan pp=1,tp=1,dp=2,ep=1 has ep=1" \
+  "${MPI_RUN[@]}" 2 "$MOETRON" run "${common[@]}" --plan dp=2 --redundant-experts 2 \
+  --expert-loads "$WORK/loads.h5" --out "$WORK/x.h5"
+expect_exit_1 too_many "--redundant-experts 9: must be between 0 and the model's 8 experts" \
+  "${MPI_RUN[@]}" 2 "$MOETRON" run "${common[@]}" --plan dp=2,ep=2 --redundant-experts 9 \
+  --expert-loads "$WORK/loads.h5" --out "$WORK/x.h5"
+# A loads file of another model (more layers): refused naming the file and the dataset.
+"$MOETRON" model make --family olmoe --preset tiny --set num_hidden_layers=6 --out "$WORK/six" --seed 1 >/dev/null
+"$MOETRON" run --model "$WORK/six" --prompts "$WORK/prompts.jsonl" --backend cpu --log-level warn \
+  --load-format dummy --out "$WORK/six.h5" >/dev/null || fail "run of the 6-layer model failed"
+expect_exit_1 shape "--expert-loads $WORK/six.h5: /experts/tokens has shape \[6, 8\], the model has 4 layers x 8 experts" \
+  "${MPI_RUN[@]}" 2 "$MOETRON" run "${common[@]}" --plan dp=2,ep=2 --redundant-experts 2 \
+  --expert-loads "$WORK/six.h5" --out "$WORK/x.h5"
+expect_exit_1 not_results "--expert-loads $WORK/prompts.jsonl: cannot read /experts/tokens" \
+  "${MPI_RUN[@]}" 2 "$MOETRON" run "${common[@]}" --plan dp=2,ep=2 --redundant-experts 2 \
+  --expert-loads "$WORK/prompts.jsonl" --out "$WORK/x.h5"
+[ ! -e "$WORK/x.h5" ] || fail "a refused run wrote its results file"
+
+# ---- replicas rebalance the ranks ---------------------------------------------------------------
+spread() {  # max/min of /ranks/expert_tokens
+  h5dump -y -w 0 -d /ranks/expert_tokens "$1" | sed -n '/DATA {/,/}/p' | sed '1d;$d' | tr ',' '\n' |
+    awk 'NF { v = $1 + 0; if (n++ == 0 || v > hi) hi = v; if (n == 1 || v < lo) lo = v } END { printf "%.4f", hi / lo }'
+}
+mpi 2 "$MOETRON" run "${common[@]}" --plan dp=2,ep=2 --out "$WORK/plain.h5" || fail "dp=2,ep=2 failed"
+mpi 2 "$MOETRON" run "${common[@]}" --plan dp=2,ep=2 --redundant-experts 4 --expert-loads "$WORK/loads.h5" \
+  --out "$WORK/replicas.h5" || fail "dp=2,ep=2 with 4 replicas failed"
+"$COMPARE_RESULTS" "$WORK/replicas.h5" "$WORK/plain.h5" --no-logits || fail "replicas changed the tokens"
+plain=$(spread "$WORK/plain.h5") replicas=$(spread "$WORK/replicas.h5")
+echo "EP ranks' expert tokens max/min: $plain without replicas, $replicas with 4"
+awk -v a="$replicas" -v b="$plain" 'BEGIN { exit !(a < b) }' || fail "replicas did not balance the ranks ($replicas vs $plain)"
+h5dump -a /experts/replicas/redundant_experts "$WORK/replicas.h5" | grep -q "(0): 4" ||
+  fail "/experts/replicas@redundant_experts is not 4"
