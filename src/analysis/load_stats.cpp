@@ -100,6 +100,29 @@ std::vector<int64_t> set_loads(const std::vector<int64_t>& loads, int64_t sets) 
   return out;
 }
 
+std::vector<int64_t> set_loads(const std::vector<int64_t>& loads, int64_t sets,
+                               const std::vector<std::vector<int64_t>>& copies) {
+  if (copies.empty()) return set_loads(loads, sets);
+  MOETRON_CHECK(copies.size() == loads.size(), "expert sets: copies of " << copies.size() << " entries for "
+                                                                         << loads.size() << " loads");
+  const int64_t n = static_cast<int64_t>(loads.size());
+  std::vector<int64_t> moved = loads;  // each entry's load left on its own set
+  std::vector<int64_t> out(static_cast<size_t>(sets), 0);
+  for (int64_t e = 0; e < n; ++e) {
+    const std::vector<int64_t>& extra = copies[static_cast<size_t>(e)];
+    const int64_t parts = 1 + static_cast<int64_t>(extra.size()), load = loads[static_cast<size_t>(e)];
+    moved[static_cast<size_t>(e)] = load / parts + (load % parts > 0 ? 1 : 0);
+    for (int64_t c = 1; c < parts; ++c) {
+      const int64_t s = extra[static_cast<size_t>(c - 1)];
+      MOETRON_CHECK(s >= 0 && s < sets, "expert sets: a copy on set " << s << " of " << sets);
+      out[static_cast<size_t>(s)] += load / parts + (load % parts > c ? 1 : 0);
+    }
+  }
+  const std::vector<int64_t> own = set_loads(moved, sets);
+  for (int64_t s = 0; s < sets; ++s) out[static_cast<size_t>(s)] += own[static_cast<size_t>(s)];
+  return out;
+}
+
 double wait_share(const std::vector<int64_t>& phases, int64_t sets) {
   MOETRON_CHECK(sets >= 1 && phases.size() % static_cast<size_t>(sets) == 0,
                 "wait share: " << phases.size() << " loads for " << sets << " sets");

@@ -76,6 +76,27 @@ PlanPredictions record_predictions(const std::optional<PlanChoice>& auto_choice,
   }
 }
 
+// --redundant-experts without --expert-loads: the loads of a warm-up run without replicas, of the
+// same requests each cut to a few new tokens and arriving at once (prefill and the first decode
+// steps route like the run), measured on every rank. Nothing of it is written.
+std::vector<int64_t> warmup_expert_loads(const ModelConfig& config, const std::vector<RequestSpec>& specs,
+                                         const RunSettings& settings, const DeviceAccess& device) {
+  constexpr int64_t kWarmupNewTokens = 4;
+  check_redundant_experts(settings.redundant_experts, settings.plan.to_string(), settings.plan.ep);
+  std::vector<RequestSpec> warm_specs = specs;
+  for (RequestSpec& r : warm_specs) {
+    r.max_new_tokens = std::min(r.max_new_tokens, kWarmupNewTokens);
+    r.arrival_s.reset();
+  }
+  RunSettings warm = settings;
+  warm.redundant_experts = 0;
+  warm.observer = nullptr;
+  LOG_INFO("redundant experts: measuring the expert loads in a warm-up of " << warm_specs.size() << " requests, "
+                                                                             << kWarmupNewTokens << " new tokens each");
+  RunSession session(config, warm_specs, warm, device, MPI_COMM_WORLD);
+  return session.run().expert_tokens;
+}
+
 int run(const RunOptions& o, int world_rank, int world_size) {
   const ModelConfig config = load_model_config(o.model + "/config.json");
   if (world_rank == 0) check_output_writable(o.out);
@@ -90,7 +111,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
 
   RunSettings settings = settings_from(o);
   // Every rank reads the loads, so that every rank places the replicas alike.
-  if (o.redundant_experts > 0)
+  if (!o.expert_loads.empty())
     settings.expert_loads = read_expert_loads(o.expert_loads, config.num_layers, config.num_experts);
   const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
   const MemoryBudget budget = memory_budget(o, settings, backend, binding, specs);
@@ -150,6 +171,8 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   device.gpu_uuid = binding.uuid;
   device.storage = backend_storage(backend);
 
+  if (settings.redundant_experts > 0 && settings.expert_loads.empty())
+    settings.expert_loads = warmup_expert_loads(config, specs, settings, device);
   RunSession session(config, specs, settings, device, MPI_COMM_WORLD);
   const RunOutcome outcome = session.run();
   if (world_rank != 0) return 0;

@@ -89,9 +89,10 @@ po::options_description run_options(RunOptions& o) {
        "steps per window of /experts/tokens_by_window (0: automatic, windows doubled so the record stays "
        "within 16 MiB)")
       ("redundant-experts", po::value(&o.redundant_experts)->default_value(o.redundant_experts),
-       "R extra copies of each MoE layer's hottest experts (by --expert-loads) on the least-loaded "
-       "expert-parallel sets, each copy taking a share of its expert's tokens (tokens are unchanged); "
-       "R in [0, experts]; needs a plan with ep > 1 (refused otherwise) and --expert-loads")
+       "R extra copies of each MoE layer's hottest experts on the least-loaded expert-parallel sets, each "
+       "copy taking a share of its expert's tokens (tokens are unchanged); R in [0, experts]; needs a plan "
+       "with ep > 1 (refused otherwise). The loads come from --expert-loads, else from a warm-up run of the "
+       "requests (each cut to 4 new tokens) before the run")
       ("expert-loads", po::value(&o.expert_loads),
        "a previous Moetron results file whose /experts/tokens (layers x experts of this model) ranks the "
        "experts for --redundant-experts")
@@ -125,9 +126,6 @@ void check_options(const RunOptions& o) {
     parse_routing_skew(o.routing_skew);  // refuses a malformed law before anything starts
   }
   MOETRON_CHECK(o.redundant_experts >= 0, "--redundant-experts must be >= 0, got " << o.redundant_experts);
-  MOETRON_CHECK(o.redundant_experts == 0 || !o.expert_loads.empty(),
-                "--redundant-experts " << o.redundant_experts << " needs --expert-loads FILE.h5 (a previous run's "
-                                       << "results file) to know the hot experts");
   MOETRON_CHECK(o.expert_loads.empty() || o.redundant_experts > 0,
                 "--expert-loads " << o.expert_loads << " is only read with --redundant-experts > 0");
   MOETRON_CHECK(std::isfinite(o.collective_timeout) && o.collective_timeout >= 0 &&

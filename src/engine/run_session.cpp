@@ -173,9 +173,7 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
   MOETRON_CHECK(!settings_.routing_skew.active() || settings_.dummy_weights,
                 "--routing-skew " << settings_.routing_skew.text << " needs --load-format dummy (random weights)");
   const int64_t redundant = settings_.redundant_experts;
-  MOETRON_CHECK(redundant == 0 || plan.ep > 1,
-                "--redundant-experts " << redundant << ": the plan " << plan.to_string()
-                                       << " has ep=1, so every rank already holds every expert; use a plan with ep > 1");
+  check_redundant_experts(redundant, plan.to_string(), plan.ep);
   if (redundant > 0)
     replicas_ = place_redundant_experts(settings_.expert_loads, config_.num_layers, config_.num_experts, plan.ep,
                                         redundant);

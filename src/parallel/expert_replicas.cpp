@@ -27,6 +27,12 @@ std::vector<std::vector<int32_t>> ExpertReplicas::copies_by_expert(int64_t layer
   return copies;
 }
 
+void check_redundant_experts(int64_t redundant, const std::string& plan, int64_t ep) {
+  MOETRON_CHECK(redundant == 0 || ep > 1,
+                "--redundant-experts " << redundant << ": the plan " << plan
+                                       << " has ep=1, so every rank already holds every expert; use a plan with ep > 1");
+}
+
 namespace {
 
 // One layer's greedy placement (see place_redundant_experts).

@@ -30,8 +30,35 @@ std::vector<int64_t> dims_of(const h5::File& f, const std::string& name, size_t 
   return d;
 }
 
+// Per layer and expert, the sets holding its redundant copies (/experts/replicas, [layers, R,
+// 2] of (expert, set)); empty without them, or when --ep overrides the plan they were placed for.
+using LayerCopies = std::vector<std::vector<std::vector<int64_t>>>;
+LayerCopies read_copies(const h5::File& f, size_t layers, int64_t experts, bool plan_ep) {
+  LayerCopies copies;
+  if (!f.exists("/experts/replicas") || !plan_ep) return copies;
+  const std::vector<int64_t> d = dims_of(f, "/experts/replicas", 3);
+  MOETRON_CHECK(static_cast<size_t>(d[0]) == layers && d[2] == 2,
+                f.path() << ":/experts/replicas is not [" << layers << ", R, 2]");
+  const std::vector<int64_t> placed = f.read<int64_t>("/experts/replicas");
+  copies.assign(layers, std::vector<std::vector<int64_t>>(static_cast<size_t>(experts)));
+  for (size_t l = 0; l < layers; ++l)
+    for (int64_t i = 0; i < d[1]; ++i) {
+      const int64_t e = placed[(l * static_cast<size_t>(d[1]) + static_cast<size_t>(i)) * 2];
+      if (e < 0) continue;
+      MOETRON_CHECK(e < experts, f.path() << ":/experts/replicas names expert " << e << " of " << experts);
+      copies[l][static_cast<size_t>(e)].push_back(placed[(l * static_cast<size_t>(d[1]) + static_cast<size_t>(i)) * 2 + 1]);
+    }
+  return copies;
+}
+
+// One layer's set loads, its replicated experts split between their copies.
+std::vector<int64_t> layer_set_loads(const std::vector<int64_t>& loads, int64_t ep, const LayerCopies& copies,
+                                     size_t layer) {
+  return copies.empty() ? set_loads(loads, ep) : set_loads(loads, ep, copies[layer]);
+}
+
 // The (window, MoE layer) phases' set loads, and each window's summed set loads.
-void add_windows(const h5::File& f, LoadReport& r, size_t layers) {
+void add_windows(const h5::File& f, LoadReport& r, size_t layers, const LayerCopies& copies) {
   const std::vector<int64_t> d = dims_of(f, "/experts/tokens_by_window", 3);
   const std::vector<int64_t> by_window = f.read<int64_t>("/experts/tokens_by_window");
   r.window_steps = f.read<int64_t>("/experts/window_steps");
@@ -40,15 +67,17 @@ void add_windows(const h5::File& f, LoadReport& r, size_t layers) {
   r.ep_tokens_by_window.assign(windows * static_cast<size_t>(r.ep), 0);
   for (size_t w = 0; w < windows; ++w)
     for (int64_t layer : r.moe_layers) {
-      const std::vector<int64_t> sets = set_loads(row_of(by_window, w * layers + static_cast<size_t>(layer), E), r.ep);
+      const std::vector<int64_t> sets = layer_set_loads(row_of(by_window, w * layers + static_cast<size_t>(layer), E),
+                                                        r.ep, copies, static_cast<size_t>(layer));
       phases.insert(phases.end(), sets.begin(), sets.end());
       for (size_t s = 0; s < sets.size(); ++s) r.ep_tokens_by_window[w * static_cast<size_t>(r.ep) + s] += sets[s];
     }
   r.expert_wait_share = phases.empty() ? kNaN : wait_share(phases, r.ep);
 }
 
-// The load each rank's ranges imply, and what the ranks measured (parallel runs only).
-void add_ranks(const h5::File& f, LoadReport& r, const std::vector<int64_t>& tokens) {
+// The load each rank's ranges imply (with redundant experts, its set's share), and what the
+// ranks measured (parallel runs only).
+void add_ranks(const h5::File& f, LoadReport& r, const std::vector<int64_t>& tokens, const LayerCopies& copies) {
   if (!f.exists("/ranks/expert_tokens")) return;
   const auto column = [&](const char* name) { return f.read<int64_t>(std::string("/ranks/") + name); };
   const std::vector<int64_t> lb = column("layer_begin"), le = column("layer_end"), eb = column("expert_begin"),
@@ -56,8 +85,14 @@ void add_ranks(const h5::File& f, LoadReport& r, const std::vector<int64_t>& tok
   const size_t E = static_cast<size_t>(r.experts);
   for (size_t k = 0; k < lb.size(); ++k) {
     int64_t sum = 0;
-    for (int64_t l = lb[k]; l < le[k]; ++l)
+    for (int64_t l = lb[k]; l < le[k]; ++l) {
+      if (!copies.empty() && ee[k] > eb[k]) {
+        const size_t set = static_cast<size_t>(eb[k] / (ee[k] - eb[k]));
+        sum += layer_set_loads(row_of(tokens, static_cast<size_t>(l), E), r.ep, copies, static_cast<size_t>(l))[set];
+        continue;
+      }
       for (int64_t e = eb[k]; e < ee[k]; ++e) sum += tokens[static_cast<size_t>(l) * E + static_cast<size_t>(e)];
+    }
     r.rank_expected_tokens.push_back(sum);
   }
   r.rank_expert_tokens = column("expert_tokens");
@@ -111,10 +146,17 @@ LoadReport analyze_results(const std::string& results, int64_t top, int64_t ep) 
   r.plan = f.string_attribute("/", "plan");
   r.ep = ep > 0 ? ep : parse_plan(r.plan).ep;
   MOETRON_CHECK(r.ep <= r.experts, results << ": ep=" << r.ep << " sets for " << r.experts << " experts");
-  r.ep_tokens = set_loads(r.overall_tokens, r.ep);
-  add_windows(f, r, layers);
+  const LayerCopies copies = read_copies(f, layers, r.experts, ep <= 0 || ep == parse_plan(r.plan).ep);
+  r.redundant_experts = copies.empty() ? 0 : f.dims("/experts/replicas")[1];
+  r.ep_tokens.assign(static_cast<size_t>(r.ep), 0);
+  for (int64_t l : r.moe_layers) {
+    const std::vector<int64_t> sets = layer_set_loads(row_of(tokens, static_cast<size_t>(l), E), r.ep, copies,
+                                                      static_cast<size_t>(l));
+    for (size_t s = 0; s < sets.size(); ++s) r.ep_tokens[s] += sets[s];
+  }
+  add_windows(f, r, layers, copies);
   r.expert_time_share = kNaN;
-  add_ranks(f, r, tokens);
+  add_ranks(f, r, tokens, copies);
   r.step_time_lost_share = r.ep == 1 ? 0.0 : r.expert_wait_share * r.expert_time_share;
   add_law(f, r);
   return r;
@@ -149,7 +191,10 @@ std::string format_load_report(const LoadReport& r) {
   experts("cold experts:", r.cold);
   os << "most frequent co-activated pairs (layer: a+b tokens):";
   for (const PairCount& p : r.pairs) os << " " << p.layer << ": " << p.a << "+" << p.b << " " << p.count << ";";
-  os << "\nexpert parallelism (plan " << r.plan << ", ep=" << r.ep << "), load per set:";
+  os << "\nexpert parallelism (plan " << r.plan << ", ep=" << r.ep;
+  if (r.redundant_experts > 0)
+    os << ", " << r.redundant_experts << " redundant experts per layer, their tokens split evenly between copies";
+  os << "), load per set:";
   for (int64_t v : r.ep_tokens) os << " " << v;
   os << "\n  expert compute lost waiting for the busiest set: " << 100 * r.expert_wait_share
      << "% (1 - sum mean / sum max over windows x layers); of step time: " << 100 * r.step_time_lost_share
@@ -204,6 +249,7 @@ void write_load_report(const std::string& path, const LoadReport& r) {
     f.create_group("/ep");
     f.set_attribute("/ep", "plan", r.plan);
     f.set_attribute("/ep", "ep", r.ep);
+    f.set_attribute("/ep", "redundant_experts", r.redundant_experts);
     f.set_attribute("/ep", "expert_wait_share", r.expert_wait_share);
     f.set_attribute("/ep", "expert_time_share", r.expert_time_share);
     f.set_attribute("/ep", "step_time_lost_share", r.step_time_lost_share);

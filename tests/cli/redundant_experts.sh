@@ -2,7 +2,8 @@
 # Redundant experts (--redundant-experts R, --expert-loads FILE.h5): values that cannot work are
 # refused naming the option or the file and dataset, on every rank of an MPI job (exit 1, no
 # hang); a run with replicas balances the EP ranks' measured expert tokens better than one
-# without under a skewed router (same tokens: plan_equivalence.sh).
+# without under a skewed router, with the loads from a file or from a warm-up (same tokens; on
+# every EP plan: plan_equivalence.sh).
 source "$(dirname "$0")/common.bash"
 command -v h5dump >/dev/null || { echo "skip: h5dump not found"; exit 77; }
 MODEL=$FIXTURES/olmoe  # 4 layers, 8 experts
@@ -14,14 +15,13 @@ with open(sys.argv[1], "w") as f:
         prompt = [random.randrange(3, 256) for _ in range(random.randrange(8, 30))]
         f.write(json.dumps({"prompt_tokens": prompt, "max_new_tokens": 8, "ignore_eos": True}) + "\n")
 PY
-common=(--model "$MODEL" --prompts "$WORK/prompts.jsonl" --backend cpu --log-level warn --load-format dummy
-        --routing-skew zipf:1.5)
+skewed=(--model "$MODEL" --prompts "$WORK/prompts.jsonl" --backend cpu --load-format dummy --routing-skew zipf:1.5)
+common=("${skewed[@]}" --log-level warn)
 "$MOETRON" run "${common[@]}" --out "$WORK/loads.h5" >/dev/null || fail "the run that measures loads failed"
 
 # ---- bad values, on one rank (options) and on two (the plan, the file) -------------------------
 expect_failure "--redundant-experts must be >= 0" run "${common[@]}" --redundant-experts -1 \
   --expert-loads "$WORK/loads.h5" --out "$WORK/x.h5"
-expect_failure "--redundant-experts 2 needs --expert-loads" run "${common[@]}" --redundant-experts 2 --out "$WORK/x.h5"
 expect_failure "--expert-loads $WORK/loads.h5 is only read with --redundant-experts > 0" run "${common[@]}" \
   --expert-loads "$WORK/loads.h5" --out "$WORK/x.h5"
 expect_exit_1 ep1 "--redundant-experts 2: the plan pp=1,tp=1,dp=2,ep=1 has ep=1" \
@@ -56,3 +56,12 @@ echo "EP ranks' expert tokens max/min: $plain without replicas, $replicas with 4
 awk -v a="$replicas" -v b="$plain" 'BEGIN { exit !(a < b) }' || fail "replicas did not balance the ranks ($replicas vs $plain)"
 h5dump -a /experts/replicas/redundant_experts "$WORK/replicas.h5" | grep -q "(0): 4" ||
   fail "/experts/replicas@redundant_experts is not 4"
+# Without --expert-loads, a warm-up run measures the loads: the same tokens, replicas placed.
+mpi 2 "$MOETRON" run "${skewed[@]}" --plan dp=2,ep=2 --redundant-experts 4 --log-level info \
+  --out "$WORK/warmup.h5" >"$WORK/warmup.log" 2>&1 || { cat "$WORK/warmup.log"; fail "replicas with a warm-up failed"; }
+grep -q "measuring the expert loads in a warm-up of 16 requests" "$WORK/warmup.log" ||
+  fail "no warm-up in the log: $(tail -5 "$WORK/warmup.log")"
+"$COMPARE_RESULTS" "$WORK/warmup.h5" "$WORK/plain.h5" --no-logits || fail "replicas placed by a warm-up changed the tokens"
+h5dump -d /experts/replicas "$WORK/warmup.h5" | grep -q "(3,3,0): [0-9]" || fail "the warm-up placed no 4th replica in layer 3"
+spread_warm=$(spread "$WORK/warmup.h5")
+awk -v a="$spread_warm" -v b="$plain" 'BEGIN { exit !(a < b) }' || fail "warm-up replicas did not balance the ranks ($spread_warm vs $plain)"

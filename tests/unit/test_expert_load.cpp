@@ -65,6 +65,13 @@ TEST(LoadStats, HotColdSetsPairsAndWaits) {
   EXPECT_NEAR(top_share(loads, 2), 18.0 / 26.0, 1e-12);
   EXPECT_EQ(set_loads(loads, 2), (std::vector<int64_t>{14, 12}));
   EXPECT_EQ(set_loads(loads, 3), (std::vector<int64_t>{13, 10, 3}));
+  // Redundant experts: expert 1 (9, set 0) has copies on sets 1 and 2: 3 each; expert 3 (9,
+  // set 1) one copy on set 2: 5 stays, 4 moves. Sets: 4+3 | 1+3+5 | 3+4+0+3 = 7, 9, 10.
+  std::vector<std::vector<int64_t>> copies(6);
+  copies[1] = {1, 2};
+  copies[3] = {2};
+  EXPECT_EQ(set_loads(loads, 3, copies), (std::vector<int64_t>{7, 9, 10}));
+  EXPECT_EQ(set_loads(loads, 3, {}), set_loads(loads, 3));
   // Two phases of two sets: (6, 2) and (3, 3): max 6 + 3 = 9, mean 4 + 3 = 7, lost 2/9.
   EXPECT_NEAR(wait_share({6, 2, 3, 3}, 2), 2.0 / 9.0, 1e-12);
   EXPECT_NEAR(wait_share({6, 2, 3, 3}, 1), 0.0, 1e-12);

@@ -32,6 +32,12 @@ std::vector<int64_t> coldest(const std::vector<int64_t>& loads, int64_t n);
 
 // Summed loads of `sets` contiguous sets of the entries (parallel/plan's expert sets).
 std::vector<int64_t> set_loads(const std::vector<int64_t>& loads, int64_t sets);
+// The same with redundant experts: copies[e] lists the further sets holding a copy of entry e
+// (empty: none; copies itself may be empty). Its load is split evenly between its own set and
+// those, the remainder one each to the first (the forward splits a replicated expert's tokens
+// between its copies token by token, so this is the split on average).
+std::vector<int64_t> set_loads(const std::vector<int64_t>& loads, int64_t sets,
+                               const std::vector<std::vector<int64_t>>& copies);
 
 // Share of the sets' time lost waiting for the busiest: sets work in parallel on each
 // (window, layer) and meet at its end, so with time proportional to load each such phase lasts

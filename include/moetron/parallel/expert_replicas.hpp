@@ -43,6 +43,10 @@ struct ExpertReplicas {
   std::vector<std::vector<int32_t>> copies_by_expert(int64_t layer) const;
 };
 
+// Refuses R > 0 under a plan with ep = 1 (every rank already holds every expert), naming
+// --redundant-experts and the plan.
+void check_redundant_experts(int64_t redundant, const std::string& plan, int64_t ep);
+
 // Places R replicas per layer from loads [layers * E] (routed token-slots, e.g. a previous run's
 // /experts/tokens). Per layer, one replica at a time: the expert with the most tokens per copy
 // (ties: the lowest id) gets a copy on the set with the least load that has a free slot and no

@@ -24,6 +24,9 @@ struct LoadReport {
   // Under the run's plan (or --ep): expert-parallel sets of contiguous experts.
   std::string plan;
   int64_t ep = 1;
+  // Redundant experts of the run (/experts/replicas; 0: none, or --ep overrides the plan): a
+  // replicated expert's load counts on its sets evenly split (set_loads with copies).
+  int64_t redundant_experts = 0;
   std::vector<int64_t> ep_tokens;            // [ep]: each set's load over every MoE layer
   std::vector<int64_t> window_steps;         // [windows x 2]
   std::vector<int64_t> ep_tokens_by_window;  // [windows x ep]
