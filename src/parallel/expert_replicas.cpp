@@ -36,43 +36,69 @@ void check_redundant_experts(int64_t redundant, const std::string& plan, int64_t
 namespace {
 
 // One layer's greedy placement (see place_redundant_experts).
-std::vector<ReplicaPlace> place_layer(const int64_t* load, int64_t experts, int64_t sets,
-                                      int64_t slots, int64_t redundant) {
-  const int64_t size = experts / sets;
-  std::vector<std::vector<bool>> holds(static_cast<size_t>(sets), std::vector<bool>(static_cast<size_t>(experts), false));
-  std::vector<int64_t> copies(static_cast<size_t>(experts), 1), free_slots(static_cast<size_t>(sets), slots);
-  for (int64_t e = 0; e < experts; ++e) holds[static_cast<size_t>(e / size)][static_cast<size_t>(e)] = true;
-  const auto per_copy = [&](int64_t e) {
-    return static_cast<double>(load[e]) / static_cast<double>(copies[static_cast<size_t>(e)]);
-  };
-  const auto set_load = [&](int64_t s) {
+class LayerPlacement {
+ public:
+  LayerPlacement(const int64_t* load, int64_t experts, int64_t sets, int64_t slots)
+      : load_(load), experts_(experts), sets_(sets), copies_(static_cast<size_t>(experts), 1),
+        free_(static_cast<size_t>(sets), slots),
+        holds_(static_cast<size_t>(sets * experts), false) {
+    for (int64_t e = 0; e < experts; ++e) holds_[static_cast<size_t>(e / (experts / sets) * experts + e)] = true;
+  }
+
+  // Places the next replica; false when no copy would leave the busiest set's load as it is or lower.
+  bool place_next(std::vector<ReplicaPlace>& placed) {
+    const double busiest = max_set_load(-1, -1);
+    for (int64_t e : hottest_first()) {
+      int64_t best = -1;
+      for (int64_t s = 0; s < sets_; ++s)
+        if (free_[static_cast<size_t>(s)] > 0 && !holds(s, e) && (best < 0 || set_load(s, -1, -1) < set_load(best, -1, -1)))
+          best = s;
+      if (best < 0 || max_set_load(e, best) > busiest) continue;
+      holds_[static_cast<size_t>(best * experts_ + e)] = true;
+      --free_[static_cast<size_t>(best)];
+      ++copies_[static_cast<size_t>(e)];
+      placed.push_back({e, best});
+      return true;
+    }
+    return false;
+  }
+
+ private:
+  bool holds(int64_t s, int64_t e) const { return holds_[static_cast<size_t>(s * experts_ + e)]; }
+  // Expert e's tokens per copy, with one more copy when e == extra.
+  double per_copy(int64_t e, int64_t extra) const {
+    return static_cast<double>(load_[e]) / static_cast<double>(copies_[static_cast<size_t>(e)] + (e == extra ? 1 : 0));
+  }
+  // Set s's load, as if expert `extra` had one more copy on set `on` (-1: as it is).
+  double set_load(int64_t s, int64_t extra, int64_t on) const {
     double sum = 0;
-    for (int64_t e = 0; e < experts; ++e)
-      if (holds[static_cast<size_t>(s)][static_cast<size_t>(e)]) sum += per_copy(e);
+    for (int64_t e = 0; e < experts_; ++e)
+      if (holds(s, e) || (e == extra && s == on)) sum += per_copy(e, extra);
     return sum;
-  };
+  }
+  double max_set_load(int64_t extra, int64_t on) const {
+    double most = 0;
+    for (int64_t s = 0; s < sets_; ++s) most = std::max(most, set_load(s, extra, on));
+    return most;
+  }
+  std::vector<int64_t> hottest_first() const {
+    std::vector<int64_t> order(static_cast<size_t>(experts_));
+    for (int64_t e = 0; e < experts_; ++e) order[static_cast<size_t>(e)] = e;
+    std::stable_sort(order.begin(), order.end(), [this](int64_t a, int64_t b) { return per_copy(a, -1) > per_copy(b, -1); });
+    return order;
+  }
+
+  const int64_t* load_;
+  int64_t experts_, sets_;
+  std::vector<int64_t> copies_, free_;
+  std::vector<bool> holds_;  // [set, expert]: the set holds a copy (its own experts included)
+};
+
+std::vector<ReplicaPlace> place_layer(const int64_t* load, int64_t experts, int64_t sets, int64_t slots,
+                                      int64_t redundant) {
+  LayerPlacement layer(load, experts, sets, slots);
   std::vector<ReplicaPlace> placed;
-  std::vector<bool> exhausted(static_cast<size_t>(experts), false);  // no set can take a copy
-  while (static_cast<int64_t>(placed.size()) < redundant) {
-    int64_t hot = -1;
-    for (int64_t e = 0; e < experts; ++e)
-      if (!exhausted[static_cast<size_t>(e)] && (hot < 0 || per_copy(e) > per_copy(hot))) hot = e;
-    MOETRON_CHECK(hot >= 0, "--redundant-experts " << redundant << ": no set has room for another copy");
-    int64_t best = -1;
-    double best_load = 0;
-    for (int64_t s = 0; s < sets; ++s) {
-      if (free_slots[static_cast<size_t>(s)] == 0 || holds[static_cast<size_t>(s)][static_cast<size_t>(hot)]) continue;
-      const double l = set_load(s);
-      if (best < 0 || l < best_load) best = s, best_load = l;
-    }
-    if (best < 0) {
-      exhausted[static_cast<size_t>(hot)] = true;
-      continue;
-    }
-    holds[static_cast<size_t>(best)][static_cast<size_t>(hot)] = true;
-    --free_slots[static_cast<size_t>(best)];
-    ++copies[static_cast<size_t>(hot)];
-    placed.push_back({hot, best});
+  while (static_cast<int64_t>(placed.size()) < redundant && layer.place_next(placed)) {
   }
   return placed;
 }

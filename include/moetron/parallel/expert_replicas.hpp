@@ -51,9 +51,12 @@ void check_redundant_experts(int64_t redundant, const std::string& plan, int64_t
 // /experts/tokens). Per layer, one replica at a time: the expert with the most tokens per copy
 // (ties: the lowest id) gets a copy on the set with the least load that has a free slot and no
 // copy of it yet (ties: the lowest set), where a set's load is the sum over the copies it holds
-// of their expert's tokens divided by its copies (tokens are split evenly between copies).
-// A layer whose loads are all zero (a dense layer) gets no replicas. R must be in [0, E]
-// (Error otherwise, naming --redundant-experts); ep must divide E.
+// of their expert's tokens divided by its copies (tokens are split evenly between copies) --
+// unless that copy would raise the busiest set's load; then the next hottest expert is tried.
+// When no copy can be placed without raising it the layer keeps fewer than R (a copy of a light
+// set's expert on a heavy set only makes things worse). A layer whose loads are all zero (a
+// dense layer) gets none. R must be in [0, E] (Error otherwise, naming --redundant-experts);
+// ep must divide E.
 ExpertReplicas place_redundant_experts(const std::vector<int64_t>& loads, int64_t layers,
                                        int64_t experts, int64_t ep, int64_t redundant);
 
