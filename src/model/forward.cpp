@@ -43,10 +43,7 @@ ModelForward::ModelForward(const ForwardContext& ctx, int64_t kv_blocks, int64_t
     routing_.push_back(ops.alloc(DType::I32, {std::max<int64_t>(ctx.max_tokens, 1), std::max<int64_t>(c.top_k, 1)}));
   }
   // Indexed by the ids the experts are given: slot ids with redundant experts.
-  const int64_t expert_ids = ctx.replica_tables.empty() || ctx.shard->expert_count == 0
-                          ? c.num_experts
-                          : c.num_experts / ctx.shard->expert_count * ctx.expert_set_size;
-  served_ = ops.alloc(DType::I64, {std::max<int64_t>(expert_ids, 1)});
+  served_ = ops.alloc(DType::I64, {std::max<int64_t>(expert_id_count(), 1)});
   ops.fill_zero(served_);
   if (ctx.stage != nullptr) {
     // The weights of every entry a dispatch can receive (ones: the routing weight is applied
@@ -244,11 +241,18 @@ Tensor ModelForward::route_to_copies(size_t local_layer, const Tensor& ids) {
   return slots;
 }
 
-// The ids this rank's experts answer to: its experts, or with redundant experts its set's slot
-// ids (E / ep experts per set without them, so both are [set * width, (set + 1) * width)).
+// Without redundant experts the experts' ids are the E experts and a rank's are its own;
+// with them the ids are slot ids, expert_set_size of them per set, and a rank's are its set's.
+bool ModelForward::uses_slot_ids() const { return !ctx_.replica_tables.empty() && ctx_.shard->expert_count > 0; }
+
+int64_t ModelForward::expert_id_count() const {
+  const ShardSpec& s = *ctx_.shard;
+  return uses_slot_ids() ? ctx_.config->num_experts / s.expert_count * ctx_.expert_set_size : ctx_.config->num_experts;
+}
+
 Range ModelForward::my_expert_ids() const {
   const ShardSpec& s = *ctx_.shard;
-  if (ctx_.replica_tables.empty() || s.expert_count == 0) return s.experts();
+  if (!uses_slot_ids()) return s.experts();
   const int64_t set = s.expert_begin / s.expert_count, width = ctx_.expert_set_size;
   return {set * width, (set + 1) * width};
 }

@@ -7,15 +7,9 @@
 source "$(dirname "$0")/common.bash"
 command -v h5dump >/dev/null || { echo "skip: h5dump not found"; exit 77; }
 MODEL=$FIXTURES/olmoe  # 4 layers, 8 experts
-python3 - "$WORK/prompts.jsonl" <<'PY'
-import json, random, sys
-random.seed(3)
-with open(sys.argv[1], "w") as f:
-    for _ in range(16):
-        prompt = [random.randrange(3, 256) for _ in range(random.randrange(8, 30))]
-        f.write(json.dumps({"prompt_tokens": prompt, "max_new_tokens": 8, "ignore_eos": True}) + "\n")
-PY
-skewed=(--model "$MODEL" --prompts "$WORK/prompts.jsonl" --backend cpu --load-format dummy --routing-skew zipf:1.5)
+random_prompts "$WORK/prompts.jsonl" 16 3 8 256
+skewed=(--model "$MODEL" --prompts "$WORK/prompts.jsonl" --backend cpu --load-format dummy --routing-skew zipf:1.5
+        --ignore-eos)
 common=("${skewed[@]}" --log-level warn)
 "$MOETRON" run "${common[@]}" --out "$WORK/loads.h5" >/dev/null || fail "the run that measures loads failed"
 

@@ -90,6 +90,10 @@ RunResults full_results() {
   r.requests.push_back(request("c", {5, 6}, {11}, FinishReason::Length, 200));
   r.steps = {{3, 6, true, 0.5}, {3, 3, false, 0.25}, {2, 2, false, 0.25}};
   r.expert_tokens = {{1, 2, 3, 4}, {0, 0, 0, 0}, {5, 6, 7, 8}};
+  // Two redundant experts: layer 0 copies expert 3 to set 0; the dense layer none; layer 2
+  // copies 3 to set 0 and 1 to set 1.
+  r.redundant_experts = 2;
+  r.replica_placement = {3, 0, -1, -1, -1, -1, -1, -1, 3, 0, 1, 1};
   r.total_seconds = 2.0;
   RankRecord r0{0, 0, 0, 0, 3, 0, 2, 0, 8, 1000, 2000, "pp0 tp0 ep0", "node01", "cuda:0 (H) GPU-a"};
   RankRecord r1{0, 0, 1, 0, 3, 2, 4, 8, 16, 3000, 4000, "pp0 tp1 ep1", "node02", "cuda:0 (H) GPU-b"};
@@ -115,6 +119,8 @@ RunResults minimal_results() {
   for (RequestResult& q : r.requests) q.logits.clear();
   r.ranks.clear();
   r.predictions = {};
+  r.redundant_experts = 0;
+  r.replica_placement.clear();
   return r;
 }
 
@@ -420,6 +426,13 @@ TEST_F(ResultsTest, ExpertRoutingAndRankWorkReadBack) {
   EXPECT_EQ(read_dims(out, "/experts/coactivation"), (std::vector<int64_t>{3, 4, 4}));
   EXPECT_EQ(read_int64(out, "/ranks/expert_tokens"), (std::vector<int64_t>{21, 15}));
   EXPECT_EQ(read_float64(out, "/ranks/expert_seconds"), (std::vector<double>{0.125, 0.0625}));
+  EXPECT_EQ(read_int64(out, "/experts/replicas"), r.replica_placement);
+  EXPECT_EQ(read_dims(out, "/experts/replicas"), (std::vector<int64_t>{3, 2, 2}));
+  EXPECT_EQ(read_int64_attribute(out, "/experts/replicas", "redundant_experts"), 2);
+  RunResults short_record = full_results();
+  short_record.replica_placement.pop_back();
+  EXPECT_NE(error_of([&] { write_results(path("short.h5"), short_record); }).find("replica placement"),
+            std::string::npos);
 
   // Without routing details the datasets are still there, with no windows and zero pairs.
   RunResults bare = full_results();

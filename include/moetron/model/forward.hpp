@@ -89,6 +89,8 @@ class ModelForward {
   void dispatch_experts(const LayerWeights& w, size_t local_layer, const Tensor& h, const Tensor& ids,
                         const Tensor& weights, int64_t dispatch_tokens, Tensor& out);
   Tensor route_to_copies(size_t local_layer, const Tensor& ids);
+  bool uses_slot_ids() const;
+  int64_t expert_id_count() const;
   Range my_expert_ids() const;
   std::pair<int64_t, int64_t> dispatch_share(int64_t tokens) const;
   int64_t dispatch_capacity(int64_t tokens) const;
