@@ -8,7 +8,8 @@
 # Sections:
 #   tests     every gpu-labelled test: tests/gpu/run_gpu_tests.sh (kernels against the CPU
 #             reference, the model against the HF fixtures, CUDA graphs, tests/cli/gpu_*.sh)
-#   kernels   the kernel tests last written without a GPU (device sampler, dispatch packing),
+#   kernels   the kernel tests last written without a GPU (device sampler, dispatch packing,
+#             redundant-expert routing),
 #             alone, and the model test against the HF fixtures (its per-step diagnostics)
 #   sanitize  compute-sanitizer on a small OLMoE-shaped model: memcheck of a sampled run,
 #             racecheck of an eager run, memcheck and racecheck of 2 ranks sharing the GPU
@@ -24,6 +25,9 @@
 #   bench     the benchmark table, perf/bench.py (models: BENCH_MODELS, default olmoe-1b-7b;
 #             further options: BENCH_ARGS, e.g. "--idle-batches 64 --no-eager")
 #   plans     two GPUs: tests/cli/gpu_plans.sh (TP2, EP2, PP2, DP2 over NCCL against one GPU)
+#   expert_load  perf/expert_load_study.py --backend cuda: 4 ranks sharing the GPU, zipf skews 0
+#             to 1.5, EP plans with and without redundant experts (EXPERT_LOAD_GPU.md and its
+#             plots beside it)
 #
 # Everything is written under $OUT/gpu_check/ (OUT defaults to ./gpu-check-out), then packed
 # into $OUT/gpu_check.tar.gz, because the lent machines return only a few files; the summary
@@ -47,7 +51,7 @@ gpu_tests=$build/tests/moetron_gpu_tests
 [ -x "$gpu_tests" ] || fail "BUILD_DIR '$build' has no executable tests/moetron_gpu_tests"
 fixtures=$src/tests/fixtures
 
-all_sections=(tests kernels sanitize sampling pdl profile bench plans)
+all_sections=(tests kernels sanitize sampling pdl profile bench plans expert_load)
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=(tests kernels sanitize sampling bench)
 for s in "${sections[@]}"; do
@@ -76,7 +80,7 @@ section_tests() {
 
 section_kernels() {
   local status=0
-  "$gpu_tests" --fixtures "$fixtures" --gtest_filter='CudaSampling*:*PackDispatch*' || status=1
+  "$gpu_tests" --fixtures "$fixtures" --gtest_filter='CudaSampling*:*PackDispatch*:*RouteToReplicas*' || status=1
   "$gpu_tests" --fixtures "$fixtures" --gtest_filter='*GpuModel*' || status=1
   return $status
 }
@@ -153,6 +157,12 @@ section_bench() {
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
   timeout 540 python3 "$src/perf/bench.py" --moetron "$moetron" \
     --models "${BENCH_MODELS:-olmoe-1b-7b}" ${BENCH_ARGS:-} --out "$logs/bench"
+}
+
+section_expert_load() {
+  # 4 ranks sharing the GPU (MPI transport), zipf 0 to 1.5, with and without redundant experts.
+  timeout 540 python3 "$src/perf/expert_load_study.py" --backend cuda --moetron "$moetron" \
+    --work "$work/expert_load" --out "$logs/EXPERT_LOAD_GPU.md"
 }
 
 section_plans() {
