@@ -205,6 +205,12 @@ void grouped_gemm_swiglu(int tile_rows, const bf16* x, const int32_t* token_of_r
 void grouped_gemm_down(int tile_rows, const bf16* act, const bf16* down,
                        const MoeRouting& routing, int64_t num_local, int64_t max_rows,
                        int64_t inter, int64_t hidden, bf16* y, cudaStream_t stream);
+// One token's expert outputs, weighted and summed (decode at batch 1; replaces grouped_gemm_down
+// and moe_unpermute_combine): out [1, hidden] = sum over j < k with row_of_slot[j] >= 0 of
+// weights[j] * bf16(down_{ids[j] - first_expert} act[row_of_slot[j]]).
+void gemv_down_combine(const bf16* act, const int32_t* row_of_slot, const int32_t* ids,
+                       const float* weights, int64_t k, int64_t first_expert, const bf16* down,
+                       int64_t inter, int64_t hidden, bf16* out, cudaStream_t stream);
 
 // ---- elementwise.cu --------------------------------------------------------------------------
 void add_inplace(bf16* acc, const bf16* x, int64_t n, cudaStream_t stream);  // acc += x

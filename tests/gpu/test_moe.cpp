@@ -91,6 +91,11 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       {3, 64, 8, 264, 136, 0, 64},   {8, 60, 4, 512, 72, 0, 60},
       {5, 64, 8, 1032, 264, 8, 16},  {17, 64, 8, 256, 128, 0, 64},
       {64, 64, 8, 2048, 256, 0, 64},
+      // One token: the down projections and the weighted sum in one kernel (gemv_down_combine):
+      // an expert-parallel slice (slots of other ranks' experts skipped), more slots than the
+      // kernel's warps, a Mixtral-like width.
+      {1, 64, 8, 1032, 264, 8, 16},  {1, 16, 10, 128, 64, 0, 16},
+      {1, 8, 2, 4096, 1408, 0, 8},
       // More slots than one routing block takes (8192): counted and scanned by separate
       // kernels, the rows copied into expert order before the gate/up GEMM.
       {2100, 16, 4, 64, 32, 0, 16},

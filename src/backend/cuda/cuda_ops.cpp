@@ -354,7 +354,6 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
   routing.max_tiles = kernels::grouped_gemm_max_tiles(tile_rows, slots, local);
   routing.tiles = static_cast<int4*>(temp(DType::I32, {routing.max_tiles, 4}).data);
   Tensor act = temp(DType::BF16, {slots, inter});
-  Tensor y_perm = temp(DType::BF16, {slots, hidden});
 
   // Few slots: the routing kernel also resolves each permuted row's token, and the gate/up GEMM
   // reads the tokens' rows in place; otherwise they are copied into expert order first.
@@ -371,6 +370,14 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
   }
   kernels::grouped_gemm_swiglu(tile_rows, gate_up_input, token_of_row, bf(experts.gate_up),
                                routing, local, slots, hidden, inter, bf(act), stream_);
+  if (tokens == 1 && rows_resolved) {
+    // One token: its experts' down projections and their weighted sum in one launch.
+    kernels::gemv_down_combine(bf(act), routing.row_of_slot, i32(ids), f32(weights), k,
+                               experts.first_expert, bf(experts.down), inter, hidden, bf(out),
+                               stream_);
+    return;
+  }
+  Tensor y_perm = temp(DType::BF16, {slots, hidden});
   kernels::grouped_gemm_down(tile_rows, bf(act), bf(experts.down), routing, local, slots, inter,
                              hidden, bf(y_perm), stream_);
   kernels::moe_unpermute_combine(bf(y_perm), routing.row_of_slot, f32(weights), tokens, k,
