@@ -25,6 +25,9 @@ struct RunOptions {
   double collective_timeout = kDefaultCollectiveTimeoutS;  // seconds; 0: off
   std::string routing_skew;    // --routing-skew zipf:S | hot:K:F ("" : none)
   int64_t routing_window = 0;  // --routing-window W (0: automatic)
+  // --emulate-rank R --emulate-world N: run rank R's share of an N-rank plan in this process.
+  int emulate_rank = -1, emulate_world = 0;
+  bool emulate_rank_given = false, emulate_world_given = false;
   std::string command_line;
   LatencySlo slo;  // --slo-ttft, --slo-itl
 };
