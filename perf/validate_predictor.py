@@ -58,8 +58,9 @@ SETTINGS = {
 }
 # The CPU end-to-end runs (both modes): 4 MPI ranks on the tiny OLMoE.
 CPU_E2E_PLANS = ["tp=4", "pp=2,tp=2", "tp=2,dp=2,ep=4", "dp=4,ep=4"]
-PART_COLUMNS = ["compute_s", "kernel_overhead_s", "tp_comm_s", "expert_comm_s", "pipeline_comm_s",
-                "bubble_s", "host_sync_s", "imbalance_s"]
+# Sections whose groups are plans of one workload: Spearman and the pick are defined there.
+# (One device has a single plan per workload: its points are batch sizes and prompt lengths.)
+PLAN_SECTIONS = ("emulated", "end_to_end")
 
 
 def text(v):
@@ -382,9 +383,11 @@ def summarize(rows):
                 upper_bound_share=float(upper.mean()))
 
 
-def group_stats(rows):
+def group_stats(section, rows):
     """Per workload (shape and world): Spearman over its plans and the pick's distance from the best."""
     out = []
+    if section not in PLAN_SECTIONS:
+        return out
     keys = sorted({(r["shape"], r["world"]) for r in rows}, key=lambda k: (k[1], k[0]))
     for shape, world in keys:
         g = [r for r in rows if r["shape"] == shape and r["world"] == world]
@@ -414,7 +417,7 @@ def write_h5(path, study, meta):
             g.create_dataset("world", data=np.array([r["world"] for r in rows], dtype=np.int64))
             for key in ["predicted_s", "measured_s", "predicted_tps", "measured_tps"]:
                 g.create_dataset(key, data=np.array([r[key] for r in rows], dtype=np.float64))
-            stats = group_stats(rows)
+            stats = group_stats(section, rows)
             s = g.create_group("groups")
             for key in ["shape", "pick", "best"]:
                 s.create_dataset(key, data=np.array([x[key] for x in stats], dtype=object), dtype=strings)
@@ -441,7 +444,7 @@ def report(study, meta):
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for section, rows in study.rows.items():
         s = summarize(rows)
-        stats = [g for g in group_stats(rows) if g["plans"] >= 2]
+        stats = [g for g in group_stats(section, rows) if g["plans"] >= 2]
         rho = [g["spearman"] for g in stats if g["spearman"] == g["spearman"]]
         lines.append(f"| {names[section]} | {s['points']} | {pct(s['median_abs_error'])} | {pct(s['worst_abs_error'])} | "
                      f"{pct(s['upper_bound_share'])} | {f'{np.mean(rho):.2f}' if rho else 'n/a'} | "
@@ -458,7 +461,7 @@ def report(study, meta):
             emulated = f" (emulated {r['ranks']})" if r["ranks"] else ""
             lines.append(f"| {r['shape']} | {r['world']} | {r['label']}{emulated} | {r['predicted_s'] * 1e3:.3f} | "
                          f"{r['measured_s'] * 1e3:.3f} | {100 * err:+.1f}% | {'yes' if r['predicted_tps'] >= r['measured_tps'] else 'no'} |")
-        stats = [g for g in group_stats(rows) if g["plans"] >= 2]
+        stats = [g for g in group_stats(section, rows) if g["plans"] >= 2]
         if stats:
             lines += ["", "| shape | ranks | plans | Spearman | predictor's pick | best measured | pick distance |",
                       "| --- | --- | --- | --- | --- | --- | --- |"]
