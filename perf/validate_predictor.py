@@ -50,11 +50,15 @@ SETTINGS = {
     False: dict(layers=2, decode_batches=[256, 64, 16, 4, 1], steps_per_batch=6, decode_prompt=64,
                 prefill_lengths=[512, 1024, 2048, 4096], prefill_reps=3, worlds=[2, 4, 8, 16, 64],
                 plans_per_group=2, emulated_prompt=64, emulated_output=12, bench=["--max-tokens", "4096"],
+                # Collectives to 16 MiB: a larger message is not a decode step's, and staged
+                # transfers of 256 MiB between ranks sharing a GPU take long.
+                bench_ranks=["--max-bytes", "16MiB"], bench_cpu=[],
                 e2e_gpu_plans={2: ["tp=2", "dp=2,ep=2", "pp=2"]}, budget_s=300),
     # Quick: the CPU backend on tiny models, a minute or two on a 2-core machine.
     True: dict(layers=None, decode_batches=[8, 4, 2, 1], steps_per_batch=3, decode_prompt=8,
                prefill_lengths=[16, 32, 64], prefill_reps=2, worlds=[2, 4, 8], plans_per_group=3,
-               emulated_prompt=8, emulated_output=6, bench=["--quick"], e2e_gpu_plans={}, budget_s=150),
+               emulated_prompt=8, emulated_output=6, bench=["--quick"], bench_ranks=[], bench_cpu=["--quick"],
+               e2e_gpu_plans={}, budget_s=150),
 }
 # The CPU end-to-end runs (both modes): 4 MPI ranks on the tiny OLMoE.
 CPU_E2E_PLANS = ["tp=4", "pp=2,tp=2", "tp=2,dp=2,ep=4", "dp=4,ep=4"]
@@ -114,9 +118,14 @@ class Study:
         return dict(label=label, dir=out, vocab=vocab, key=family + "-" + preset)
 
     def bench(self, shape, ranks=1, backend=None):
-        out = os.path.join(self.work, f"{shape['key']}-profile-{ranks}r-{backend or self.backend}.h5")
-        self.moetron("bench", "--model", shape["dir"], "--out", out, "--backend", backend or self.backend,
-                     *self.mode["bench"], ranks=ranks, log=out + ".log")
+        backend = backend or self.backend
+        out = os.path.join(self.work, f"{shape['key']}-profile-{ranks}r-{backend}.h5")
+        # The CPU's own default sizes (or --quick's) for the CPU runs of a GPU study.
+        flags = self.mode["bench_cpu"] if backend == "cpu" else self.mode["bench"]
+        if ranks > 1:
+            flags = flags + self.mode["bench_ranks"]
+        self.moetron("bench", "--model", shape["dir"], "--out", out, "--backend", backend, *flags,
+                     ranks=ranks, log=out + ".log")
         return out
 
     def plan(self, shape, profile, ranks, requests, prompt, output, max_batch, max_batch_tokens, name):
@@ -495,11 +504,12 @@ def main():
     profiles = [study.bench(s) for s in shapes]
     for shape, profile in zip(shapes, profiles):
         study.single_device(shape, profile)
-    study.emulate(study.emulated_groups(list(zip(shapes, profiles))))
+    # End to end before the emulated ranks: the budget cuts the latter, which say what they left out.
     for ranks, plans in study.mode["e2e_gpu_plans"].items():
         study.end_to_end(shapes[0], ranks, plans, "cuda")
     cpu_shape = shapes[0] if args.quick else study.make_shape("tiny OLMoE", "olmoe", "tiny")
     study.end_to_end(cpu_shape, 4, CPU_E2E_PLANS, "cpu")
+    study.emulate(study.emulated_groups(list(zip(shapes, profiles))))
 
     meta = dict(title=args.title or f"{args.backend.upper()}{', quick' if args.quick else ''}",
                 machine=f"{platform.node()} ({os.cpu_count()} cores)",
