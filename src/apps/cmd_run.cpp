@@ -117,6 +117,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     in.max_batch = o.max_batch;
     in.max_batch_tokens = o.max_batch_tokens;
     in.profile_path = o.profile;
+    in.profile_of_any_world = emulation.active();
     in.backend = backend;
     return in;
   };

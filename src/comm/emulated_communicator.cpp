@@ -82,13 +82,10 @@ struct EmulationBuffers::Impl {
 };
 
 EmulationBuffers::EmulationBuffers(Ops& ops, size_t reserve_bytes) : impl_(std::make_shared<Impl>(ops)) {
-  if (ops.device() == Device::Cpu || reserve_bytes == 0) return;  // host memory grows freely
+  // Host memory grows freely. The stand-in is made when first read: only pipeline receives
+  // read it, and steps with pp > 1 are never recorded.
+  if (ops.device() == Device::Cpu || reserve_bytes == 0) return;
   impl_->device_sink = impl_->device_bytes(reserve_bytes);
-  Tensor like;
-  like.dtype = ops.activation_dtype();
-  like.shape = {static_cast<int64_t>(reserve_bytes / dtype_size(like.dtype))};
-  like.device = ops.device();
-  impl_->stand_in(like);
 }
 
 Tensor EmulationBuffers::sink(const Tensor& like) { return impl_->sink(like); }

@@ -166,7 +166,8 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
   if (emulation.active()) {
     // The emulated groups copy through the backend, so they come after it. Their device
     // buffers are reserved for the largest step's activations in float32, before any recording.
-    const size_t reserve = static_cast<size_t>(max_step_tokens_ * config_.hidden_size) * sizeof(float);
+    const int64_t most_rows = std::max(max_step_tokens_, settings_.max_batch);
+    const size_t reserve = static_cast<size_t>(most_rows * config_.hidden_size) * sizeof(float);
     groups_ = emulated_groups(plan, config_, emulation, std::make_shared<EmulationBuffers>(*ops_, reserve));
     LOG_INFO("emulating rank " << emulation.rank << " of " << emulation.world << " (plan " << plan.to_string()
                                << "): collectives are local copies of the same sizes; tokens are not meaningful");

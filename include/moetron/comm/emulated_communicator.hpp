@@ -29,9 +29,10 @@
 
 namespace moetron {
 
-// Scratch and stand-in memory shared by the emulated groups of one rank. Device buffers are made
-// up front for `reserve_bytes` (so that no allocation happens while a CUDA graph records) and
-// grow, outside recordings, when a larger tensor comes.
+// Scratch and stand-in memory shared by the emulated groups of one rank. The device scratch is
+// made up front for `reserve_bytes` (the collectives of a recorded decode step write there, and
+// nothing may be allocated while a CUDA graph records); it and the stand-ins grow, outside
+// recordings, when a larger tensor comes.
 class EmulationBuffers {
  public:
   EmulationBuffers(Ops& ops, size_t reserve_bytes);
