@@ -50,6 +50,13 @@ class CountingOps : public Ops {
   void do_copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col) override {
     note("copy_columns"), inner_->copy_columns(src, width, dst, col);
   }
+  void do_take_columns(const Tensor& src, int64_t col, int64_t width, Tensor& dst) override {
+    note("take_columns"), inner_->take_columns(src, col, width, dst);
+  }
+  void do_attention_inputs(const Tensor& qkv, const QkNormSpec& norm, const Tensor& positions, int64_t head_dim,
+                           double theta, KvCache& cache, const BatchTensors& batch, Tensor& q) override {
+    note("attention_inputs"), inner_->attention_inputs(qkv, norm, positions, head_dim, theta, cache, batch, q);
+  }
   void do_fill_zero(Tensor& t) override { note("fill_zero"), inner_->fill_zero(t); }
   void do_embed(const Tensor& ids, const Tensor& table, Tensor& out) override { note("embed"), inner_->embed(ids, table, out); }
   void do_rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
@@ -112,8 +119,8 @@ class CountingOps : public Ops {
   void do_accumulate_expert_counts(const Tensor& ids, Tensor& counts) override {
     note("accumulate_expert_counts"), inner_->accumulate_expert_counts(ids, counts);
   }
-  void do_accumulate_coactivation(const Tensor& ids, Tensor& pairs) override {
-    note("accumulate_coactivation"), inner_->accumulate_coactivation(ids, pairs);
+  void do_accumulate_routing(const Tensor& records, int64_t tokens, Tensor& counts, Tensor& pairs) override {
+    note("accumulate_routing"), inner_->accumulate_routing(records, tokens, counts, pairs);
   }
   void do_add_row_bias(Tensor& x, const Tensor& bias) override { note("add_row_bias"), inner_->add_row_bias(x, bias); }
 
