@@ -69,6 +69,17 @@ TEST(EmulatedCommunicator, PeersSendWhatThisRankSendsItself) {
   EXPECT_EQ(t.received, (2 + 2 + 1 + 0) * 8 + 8 * 2);
 }
 
+TEST(EmulatedCommunicator, EqualBlocksForAnOddGroupAreAllTheOwnBlock) {
+  Emulated e;
+  auto comm = make_emulated_communicator(3, 5, e.buffers);  // filled by doubling: 1, 2, 4, then 1 block
+  std::vector<float> send(10);
+  for (size_t i = 0; i < send.size(); ++i) send[i] = static_cast<float>(i);
+  std::vector<float> recv(10, -1);
+  Tensor s = rows_of(send, 1), r = rows_of(recv, 1);
+  comm->alltoallv(s, {2, 2, 2, 2, 2}, r, {2, 2, 2, 2, 2});
+  EXPECT_EQ(recv, (std::vector<float>{6, 7, 6, 7, 6, 7, 6, 7, 6, 7}));
+}
+
 TEST(EmulatedCommunicator, NothingSentToItselfReceivesZeros) {
   Emulated e;
   auto comm = make_emulated_communicator(0, 2, e.buffers);
