@@ -277,6 +277,48 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
   }
 }
 
+// One token (decode at batch 1): its k experts' down projections and their weighted sum in one
+// launch, so neither the permuted outputs nor the combine kernel are needed. Each block owns two
+// output columns; warp w takes slots w, w + kGemvWarps, ...; the per-warp sums are added in
+// warp order (deterministic). Each expert output is rounded to bf16 before it is weighted, as
+// the separate down GEMM would store it.
+__global__ void __launch_bounds__(32 * kGemvWarps)
+    gemv_down_combine_kernel(const bf16* __restrict__ act, const int32_t* __restrict__ row_of_slot,
+                             const int32_t* __restrict__ ids, const float* __restrict__ weights,
+                             int k, int first_expert, const bf16* __restrict__ down, int k_dim,
+                             int n_dim, int64_t w_expert_stride, bf16* __restrict__ out) {
+  pdl_enter();  // first: see common.cuh
+  __shared__ float partial[kGemvWarps][2];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int n = blockIdx.x * 2;
+  float s0 = 0.0f, s1 = 0.0f;
+  for (int j = warp; j < k; j += kGemvWarps) {
+    const int row = row_of_slot[j];
+    if (row < 0) continue;  // an expert this rank does not hold
+    const bf16* w0 = down + (ids[j] - first_expert) * w_expert_stride + static_cast<int64_t>(n) * k_dim;
+    const int a_row[1] = {row};
+    float d0[1], d1[1];
+    warp_dot2<1>(w0, w0 + k_dim, act, a_row, 1, k_dim, d0, d1);
+    const float wt = weights[j];
+    s0 += wt * __bfloat162float(__float2bfloat16(d0[0]));
+    s1 += wt * __bfloat162float(__float2bfloat16(d1[0]));
+  }
+  if (lane == 0) {
+    partial[warp][0] = s0;
+    partial[warp][1] = s1;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float o0 = 0.0f, o1 = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kGemvWarps; ++w) {
+      o0 += partial[w][0];
+      o1 += partial[w][1];
+    }
+    *reinterpret_cast<__nv_bfloat162*>(out + n) = __floats2bfloat162_rn(o0, o1);
+  }
+}
+
 // What one grouped GEMM multiplies: c[r] = a_r . W_e^T over the row tiles of `tiles`.
 struct GroupedOperands {
   const bf16* a;
@@ -378,6 +420,16 @@ void grouped_gemm_down(int tile_rows, const bf16* act, const bf16* down,
   MOETRON_ASSERT(routing.max_tiles == grouped_gemm_max_tiles(tile_rows, max_rows, num_local));
   launch_grouped_gemm<false>(tile_rows, {act, nullptr, down, routing.tiles, routing.max_tiles,
                                          inter, hidden, hidden * inter, y}, stream);
+}
+
+void gemv_down_combine(const bf16* act, const int32_t* row_of_slot, const int32_t* ids,
+                       const float* weights, int64_t k, int64_t first_expert, const bf16* down,
+                       int64_t inter, int64_t hidden, bf16* out, cudaStream_t stream) {
+  MOETRON_ASSERT(inter % 8 == 0 && hidden % 2 == 0 && aligned16(act) && aligned16(down) &&
+                 aligned16(out));
+  launch(gemv_down_combine_kernel, static_cast<unsigned>(hidden / 2), 32 * kGemvWarps, 0, stream,
+         act, row_of_slot, ids, weights, static_cast<int>(k), static_cast<int>(first_expert), down,
+         static_cast<int>(inter), static_cast<int>(hidden), hidden * inter, out);
 }
 
 }  // namespace kernels

@@ -171,18 +171,23 @@ __global__ void accumulate_counts_kernel(const int32_t* __restrict__ ids, int64_
   }
 }
 
-// One thread per (token, slot j, slot l): the CPU reference's three loops, flattened.
-__global__ void accumulate_coactivation_kernel(const int32_t* __restrict__ ids, int64_t tokens,
-                                               int64_t k, int64_t num_experts,
-                                               unsigned long long* pairs) {
+// One thread per (layer, token, slot j, slot m): the CPU reference's loops, flattened. The
+// diagonal (j == m) also counts the expert's slots.
+__global__ void accumulate_routing_kernel(const int32_t* __restrict__ records, int64_t layers,
+                                          int64_t rows, int64_t tokens, int64_t k,
+                                          int64_t num_experts, unsigned long long* counts,
+                                          unsigned long long* pairs) {
   pdl_enter();  // first: see common.cuh
-  const int64_t n = tokens * k * k;
+  const int64_t per_layer = tokens * k * k, n = layers * per_layer;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t t = i / (k * k), j = (i / k) % k, l = i % k;
-    const int64_t a = ids[t * k + j], b = ids[t * k + l];
-    if (a >= 0 && a < num_experts && b >= 0 && b < num_experts)
-      atomicAdd(&pairs[a * num_experts + b], 1ull);
+    const int64_t l = i / per_layer, r = i - l * per_layer;
+    const int64_t t = r / (k * k), j = (r / k) % k, m = r % k;
+    const int32_t* row = records + (l * rows + t) * k;
+    const int64_t a = row[j], b = row[m];
+    if (a < 0 || a >= num_experts || b < 0 || b >= num_experts) continue;
+    atomicAdd(&pairs[(l * num_experts + a) * num_experts + b], 1ull);
+    if (j == m) atomicAdd(&counts[l * num_experts + a], 1ull);
   }
 }
 
@@ -266,12 +271,14 @@ void accumulate_expert_counts(const int32_t* ids, int64_t n, int64_t num_experts
       reinterpret_cast<unsigned long long*>(counts));
 }
 
-void accumulate_coactivation(const int32_t* ids, int64_t tokens, int64_t k, int64_t num_experts,
-                             int64_t* pairs, cudaStream_t stream) {
-  const int64_t n = tokens * k * k;
+void accumulate_routing(const int32_t* records, int64_t layers, int64_t rows, int64_t tokens,
+                        int64_t k, int64_t num_experts, int64_t* counts, int64_t* pairs,
+                        cudaStream_t stream) {
+  const int64_t n = layers * tokens * k * k;
   if (n == 0) return;
-  launch(accumulate_coactivation_kernel, grid_for(n, 256), 256, 0, stream, ids, tokens, k,
-         num_experts, reinterpret_cast<unsigned long long*>(pairs));
+  launch(accumulate_routing_kernel, grid_for(n, 256), 256, 0, stream, records, layers, rows,
+         tokens, k, num_experts, reinterpret_cast<unsigned long long*>(counts),
+         reinterpret_cast<unsigned long long*>(pairs));
 }
 
 void add_row_bias_f32(float* x, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream) {

@@ -68,6 +68,18 @@ void rmsnorm_with_sumsq(const bf16* x, const float* sumsq, int64_t rows, int64_t
 void rope(bf16* q, bf16* k, const int32_t* positions, int64_t num_tokens, int64_t num_q_heads,
           int64_t num_kv_heads, int64_t head_dim, float theta, cudaStream_t stream);
 
+// QK-norm, RoPE and the KV append of one QKV projection qkv [T, q_cols + 2 kv_cols] in one
+// launch (Ops::attention_inputs): q_out [T, q_cols]; k and v to cache rows slot_mapping[t]
+// (slot < 0: not stored). norm_kind: kHeadNorm*; q_norm/k_norm [head_dim] per head or
+// [q_cols]/[kv_cols] whole row. Needs attention_inputs_smem_bytes() of shared memory
+// (the caller checks it against the device's per-block limit).
+constexpr int kHeadNormNone = 0, kHeadNormPerHead = 1, kHeadNormWholeRow = 2;
+size_t attention_inputs_smem_bytes(int64_t q_cols, int64_t kv_cols, int64_t head_dim);
+void attention_inputs(const bf16* qkv, int64_t q_cols, int64_t kv_cols, const int32_t* positions,
+                      const int32_t* slot_mapping, int64_t num_tokens, int64_t head_dim,
+                      float theta, int norm_kind, const bf16* q_norm, const bf16* k_norm,
+                      float eps, bf16* q_out, bf16* k_cache, bf16* v_cache, cudaStream_t stream);
+
 // ---- attention.cu ----------------------------------------------------------------------------
 // k, v [T, kv_width] are written to cache rows slot_mapping[t] ([slots, kv_width]); slot < 0
 // (padding) is skipped.
@@ -149,10 +161,12 @@ void moe_unpermute_combine(const bf16* y_perm, const int32_t* row_of_slot, const
 // the range are not counted).
 void accumulate_expert_counts(const int32_t* ids, int64_t n, int64_t num_experts,
                               int64_t* counts, cudaStream_t stream);
-// pairs[a * E + b] += 1 for every token t of ids [T, k] and slots j, l with a = ids[t, j],
-// b = ids[t, l], both in [0, E) (Ops::accumulate_coactivation).
-void accumulate_coactivation(const int32_t* ids, int64_t tokens, int64_t k, int64_t num_experts,
-                             int64_t* pairs, cudaStream_t stream);
+// For records [layers, rows, k] and their first `tokens` rows: counts[l, a] += 1 and
+// pairs[l, a, b] += 1 for every slot pair j, m of a token with a = ids[l, t, j],
+// b = ids[l, t, m], both in [0, E) (Ops::accumulate_routing).
+void accumulate_routing(const int32_t* records, int64_t layers, int64_t rows, int64_t tokens,
+                        int64_t k, int64_t num_experts, int64_t* counts, int64_t* pairs,
+                        cudaStream_t stream);
 // x[r, c] += bias[c] for x F32 [rows, cols] (Ops::add_row_bias).
 void add_row_bias_f32(float* x, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);
 // Expert dispatch into fixed-capacity buffers (Ops::pack_dispatch): slots of tokens
@@ -197,6 +211,12 @@ void grouped_gemm_swiglu(int tile_rows, const bf16* x, const int32_t* token_of_r
 void grouped_gemm_down(int tile_rows, const bf16* act, const bf16* down,
                        const MoeRouting& routing, int64_t num_local, int64_t max_rows,
                        int64_t inter, int64_t hidden, bf16* y, cudaStream_t stream);
+// One token's expert outputs, weighted and summed (decode at batch 1; replaces grouped_gemm_down
+// and moe_unpermute_combine): out [1, hidden] = sum over j < k with row_of_slot[j] >= 0 of
+// weights[j] * bf16(down_{ids[j] - first_expert} act[row_of_slot[j]]).
+void gemv_down_combine(const bf16* act, const int32_t* row_of_slot, const int32_t* ids,
+                       const float* weights, int64_t k, int64_t first_expert, const bf16* down,
+                       int64_t inter, int64_t hidden, bf16* out, cudaStream_t stream);
 
 // ---- elementwise.cu --------------------------------------------------------------------------
 void add_inplace(bf16* acc, const bf16* x, int64_t n, cudaStream_t stream);  // acc += x

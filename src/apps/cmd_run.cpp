@@ -14,6 +14,7 @@
 #include "moetron/core/log.hpp"
 #include "moetron/engine/device_setup.hpp"
 #include "moetron/engine/plan_choice.hpp"
+#include "moetron/engine/rank_emulation.hpp"
 #include "moetron/engine/run_session.hpp"
 #include "moetron/io/input_files.hpp"
 #include "moetron/io/prompts.hpp"
@@ -109,20 +110,31 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   MOETRON_CHECK(!o.measure_gpu_idle || backend == "cuda",
                 "--measure-gpu-idle needs the cuda backend (this run uses " << backend << ")");
 
+  const Emulation emulation{o.emulate_rank, o.emulate_world};
+  const std::string emulation_refused =
+      emulation_problem(o.emulate_rank_given, o.emulate_world_given, emulation, o.plan, world_size);
+  MOETRON_CHECK(emulation_refused.empty(), emulation_refused);
+  // An emulated rank is predicted and described as one rank of its plan's world, on nodes of
+  // up to kEmulatedNodeRanks ranks.
+  constexpr int kEmulatedNodeRanks = 8;
+  const int plan_world = emulation.active() ? emulation.world : world_size;
+
+  const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
   RunSettings settings = settings_from(o);
+  settings.emulation = emulation;
   // Every rank reads the loads, so that every rank places the replicas alike.
   if (!o.expert_loads.empty())
     settings.expert_loads = read_expert_loads(o.expert_loads, config.num_layers, config.num_experts);
-  const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
   const MemoryBudget budget = memory_budget(o, settings, backend, binding, specs);
+  const int ranks_per_node = emulation.active() ? std::min(plan_world, kEmulatedNodeRanks) : binding.ranks_on_node;
   // Rank 0 predicts every plan of the job: to choose one (--plan auto) and, either way, to record
   // the predictions beside what the run measures (/predictions).
   const auto choice_inputs = [&](const MemoryBudget& memory) {
     PlanChoiceInputs in;
     in.config = &config;
     in.requests = &specs;
-    in.world_size = world_size;
-    in.ranks_per_node = binding.ranks_on_node;
+    in.world_size = plan_world;
+    in.ranks_per_node = ranks_per_node;
     in.memory = memory;
     in.device_name = identify_device(backend, binding).name;
     std::string note;
@@ -131,6 +143,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     in.max_batch = o.max_batch;
     in.max_batch_tokens = o.max_batch_tokens;
     in.profile_path = o.profile;
+    in.profile_of_any_world = emulation.active();
     in.backend = backend;
     return in;
   };
@@ -140,15 +153,20 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     for (const std::string& line : auto_choice->log) LOG_INFO(line);
     return auto_choice->plan;
   };
-  settings.plan = agree_plan(*make_mpi_communicator(MPI_COMM_WORLD, "world"), o.plan, config,
-                             budget, binding.ranks_on_node, by_prediction);
+  if (emulation.active()) {
+    settings.plan = parse_plan(o.plan);
+    validate_plan(settings.plan, config, plan_world, budget);
+  } else {
+    settings.plan = agree_plan(*make_mpi_communicator(MPI_COMM_WORLD, "world"), o.plan, config,
+                               budget, binding.ranks_on_node, by_prediction);
+  }
   PlanPredictions predictions;
   if (world_rank == 0)
     predictions = record_predictions(auto_choice, [&] { return choice_inputs(budget); }, settings.plan);
   const Plan& plan = settings.plan;
   LOG_INFO("model " << family_name(config.family) << " from " << o.model << ", " << specs.size()
                     << " requests, backend " << backend << ", plan " << plan.to_string() << " on "
-                    << world_size << " rank(s)");
+                    << plan_world << " rank(s)" << (emulation.active() ? " (emulated)" : ""));
   if (world_rank == 0) {
     const RankNeed most = largest_memory_need(plan, config, budget.storage, budget.run);
     LOG_INFO("memory: rank " << most.rank << " needs " << human_bytes(static_cast<double>(most.need.total()))
@@ -156,8 +174,8 @@ int run(const RunOptions& o, int world_rank, int world_size) {
                              << human_bytes(static_cast<double>(budget.bytes_per_rank)) << " (" << budget.source << ")");
   }
   if (world_rank == 0)
-    for (int r = 0; r < world_size; ++r)
-      LOG_INFO(describe(plan, layout_for(plan, config, r), r));
+    for (int r = 0; r < plan_world; ++r)
+      if (!emulation.active() || r == emulation.rank) LOG_INFO(describe(plan, layout_for(plan, config, r), r));
 
 #ifdef MOETRON_HAVE_CUDA
   // Tracing starts before the decode graphs are instantiated, so their kernels are seen too.
@@ -184,9 +202,10 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   facts.config = &config;
   facts.plan = plan;
   facts.backend = backend;
-  facts.places = outcome.places;
-  facts.world_size = world_size;
+  facts.places = emulation.active() ? emulated_places(outcome.places, plan_world) : outcome.places;
+  facts.world_size = plan_world;
   RunResults results = assemble_results(facts, specs, all, report, outcome.expert_tokens, outcome.traffic);
+  if (emulation.active()) mark_emulated(results, emulation, plan);
   results.startup = outcome.startup;
   results.predictions = predictions;
   add_expert_routing(results, outcome.routing, outcome.expert_work, o.routing_skew);

@@ -96,6 +96,11 @@ po::options_description run_options(RunOptions& o) {
       ("expert-loads", po::value(&o.expert_loads),
        "a previous Moetron results file whose /experts/tokens (layers x experts of this model) ranks the "
        "experts for --redundant-experts")
+      ("emulate-rank", po::value<int>()->notifier([&o](int r) { o.emulate_rank = r, o.emulate_rank_given = true; }),
+       "run only this rank's share of the --plan's work (its layers, heads, experts and the expert tokens it "
+       "would receive) in one process, each collective a local copy of the same size; records its step times")
+      ("emulate-world", po::value<int>()->notifier([&o](int n) { o.emulate_world = n, o.emulate_world_given = true; }),
+       "with --emulate-rank: the ranks of the plan being emulated (pp x tp x dp of --plan)")
       ("log-level", po::value(&o.log_level)->default_value(o.log_level), "debug, info, warn, error or off");
   add_slo_options(d, o);
   return d;

@@ -27,6 +27,9 @@ struct RunOptions {
   int64_t routing_window = 0;  // --routing-window W (0: automatic)
   int64_t redundant_experts = 0;  // --redundant-experts R
   std::string expert_loads;       // --expert-loads FILE.h5 ("": none)
+  // --emulate-rank R --emulate-world N: run rank R's share of an N-rank plan in this process.
+  int emulate_rank = -1, emulate_world = 0;
+  bool emulate_rank_given = false, emulate_world_given = false;
   std::string command_line;
   LatencySlo slo;  // --slo-ttft, --slo-itl
 };

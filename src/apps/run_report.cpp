@@ -134,4 +134,19 @@ void add_expert_routing(RunResults& results, const ExpertRouting& routing, const
   if (!routing_skew.empty()) results.meta.extra["routing_skew"] = routing_skew;
 }
 
+RankPlaces emulated_places(const RankPlaces& here, int plan_world) {
+  MOETRON_CHECK(here.hosts.size() == 1 && here.devices.size() == 1,
+                "an emulated rank runs alone, but " << here.hosts.size() << " places were gathered");
+  RankPlaces all;
+  all.hosts.assign(static_cast<size_t>(plan_world), here.hosts.front());
+  all.devices.assign(static_cast<size_t>(plan_world), here.devices.front());
+  return all;
+}
+
+void mark_emulated(RunResults& results, const Emulation& emulation, const Plan& plan) {
+  results.meta.extra["emulated_rank"] = std::to_string(emulation.rank);
+  results.meta.extra["emulated_world"] = std::to_string(emulation.world);
+  results.meta.extra["emulated_plan"] = plan.to_string();
+}
+
 }  // namespace moetron::apps

@@ -7,6 +7,7 @@
 
 #include "moetron/engine/gather.hpp"
 #include "moetron/engine/engine.hpp"
+#include "moetron/engine/rank_emulation.hpp"
 #include "moetron/io/prompts.hpp"
 #include "moetron/io/results.hpp"
 #include "moetron/parallel/groups.hpp"
@@ -30,6 +31,12 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
 // runs: results.ranks is filled), and the skew asked for, as a root attribute.
 void add_expert_routing(RunResults& results, const ExpertRouting& routing, const RanksExpertWork& work,
                         const std::string& routing_skew);
+// An emulated rank's one place (its host and device) stands for every rank of the plan it
+// emulates: every rank's share would be timed there.
+RankPlaces emulated_places(const RankPlaces& here, int plan_world);
+// Root attributes saying the results are one emulated rank's (emulated_rank, emulated_world,
+// emulated_plan): its step times are that rank's compute, its tokens are not meaningful.
+void mark_emulated(RunResults& results, const Emulation& emulation, const Plan& plan);
 // One log line: TTFT, ITL and end-to-end percentiles, and goodput under the SLO.
 std::string describe_latency(const RunSummary& summary);
 

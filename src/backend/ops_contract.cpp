@@ -86,6 +86,17 @@ void Ops::copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t co
   if (width > 0) do_copy_columns(src, width, dst, col);
 }
 
+void Ops::take_columns(const Tensor& src, int64_t col, int64_t width, Tensor& dst) {
+  MOETRON_CHECK(src.dtype == dst.dtype && src.rows() == dst.rows() && width >= 0 && col >= 0 &&
+                    col + width <= src.cols() && dst.cols() == width,
+                "Ops::take_columns: columns [" << col << ", " << col + width << ") of src "
+                                               << src.describe() << " do not fill dst "
+                                               << dst.describe());
+  expect_on(src, device(), "take_columns", "src");
+  expect_on(dst, device(), "take_columns", "dst");
+  if (width > 0 && src.rows() > 0) do_take_columns(src, col, width, dst);
+}
+
 void Ops::fill_zero(Tensor& t) {
   expect_on(t, device(), "fill_zero", "t");
   do_fill_zero(t);
@@ -224,6 +235,38 @@ void expect_cache(const KvCache& cache, DType act, Device d, int64_t block_size,
                         << " (batch.block_size), kv_heads, head_dim]");
 }
 }  // namespace
+
+void Ops::attention_inputs(const Tensor& qkv, const QkNormSpec& norm, const Tensor& positions,
+                           int64_t head_dim, double theta, KvCache& cache,
+                           const BatchTensors& batch, Tensor& q) {
+  const Device d = device();
+  const DType act = activation_dtype();
+  expect(qkv, act, d, "attention_inputs", "qkv");
+  expect(q, act, d, "attention_inputs", "q");
+  expect(positions, DType::I32, d, "attention_inputs", "positions");
+  expect(batch.slot_mapping, DType::I32, d, "attention_inputs", "batch.slot_mapping");
+  expect_cache(cache, act, d, batch.block_size, "attention_inputs");
+  const int64_t kv_cols = cache.k.dim(2) * cache.k.dim(3), q_cols = q.cols();
+  MOETRON_CHECK(cache.k.dim(3) == head_dim && head_dim % 2 == 0 && q_cols % head_dim == 0,
+                "Ops::attention_inputs: head_dim " << head_dim << " must be even and match the cache "
+                                                   << cache.k.describe() << " and q " << q.describe());
+  expect_rows_cols(qkv, batch.num_tokens, q_cols + 2 * kv_cols, "attention_inputs", "qkv");
+  expect_rows_cols(q, batch.num_tokens, q_cols, "attention_inputs", "q");
+  expect_numel(positions, batch.num_tokens, "attention_inputs", "positions", "one per token");
+  expect_numel(batch.slot_mapping, batch.num_tokens, "attention_inputs", "batch.slot_mapping",
+               "one per token");
+  if (norm.kind != HeadNorm::None) {
+    const int64_t qw = norm.kind == HeadNorm::PerHead ? head_dim : q_cols;
+    const int64_t kw = norm.kind == HeadNorm::PerHead ? head_dim : kv_cols;
+    expect(norm.q_weight, act, d, "attention_inputs", "norm.q_weight");
+    expect(norm.k_weight, act, d, "attention_inputs", "norm.k_weight");
+    expect_numel(norm.q_weight, qw, "attention_inputs", "norm.q_weight",
+                 norm.kind == HeadNorm::PerHead ? "head_dim" : "q's columns");
+    expect_numel(norm.k_weight, kw, "attention_inputs", "norm.k_weight",
+                 norm.kind == HeadNorm::PerHead ? "head_dim" : "k's columns");
+  }
+  do_attention_inputs(qkv, norm, positions, head_dim, theta, cache, batch, q);
+}
 
 void Ops::kv_append(const Tensor& k, const Tensor& v, KvCache& cache, const BatchTensors& batch) {
   const Device d = device();
@@ -452,15 +495,25 @@ void Ops::accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
   do_accumulate_expert_counts(ids, counts);
 }
 
-void Ops::accumulate_coactivation(const Tensor& ids, Tensor& pairs) {
+void Ops::accumulate_routing(const Tensor& records, int64_t tokens, Tensor& counts,
+                             Tensor& pairs) {
   const Device d = device();
-  expect(ids, DType::I32, d, "accumulate_coactivation", "ids");
-  expect(pairs, DType::I64, d, "accumulate_coactivation", "pairs");
-  MOETRON_CHECK(pairs.ndim() == 2 && pairs.dim(0) == pairs.dim(1),
-                "Ops::accumulate_coactivation: pairs " << pairs.describe() << " must be [E, E]");
-  MOETRON_CHECK(ids.numel() == 0 || ids.ndim() == 2,
-                "Ops::accumulate_coactivation: ids " << ids.describe() << " must be [T, k]");
-  do_accumulate_coactivation(ids, pairs);
+  expect(records, DType::I32, d, "accumulate_routing", "records");
+  expect(counts, DType::I64, d, "accumulate_routing", "counts");
+  expect(pairs, DType::I64, d, "accumulate_routing", "pairs");
+  MOETRON_CHECK(records.ndim() == 3 && tokens >= 0 && tokens <= records.dim(1),
+                "Ops::accumulate_routing: records " << records.describe() << " must be [L, R, k] with "
+                                                    << tokens << " tokens <= R");
+  const int64_t layers = records.dim(0);
+  MOETRON_CHECK(counts.ndim() == 2 && counts.dim(0) == layers,
+                "Ops::accumulate_routing: counts " << counts.describe() << " must be [" << layers
+                                                   << " (the records' layers), E]");
+  const int64_t experts = counts.dim(1);
+  MOETRON_CHECK(pairs.ndim() == 3 && pairs.dim(0) == layers && pairs.dim(1) == experts &&
+                    pairs.dim(2) == experts,
+                "Ops::accumulate_routing: pairs " << pairs.describe() << " must be [" << layers
+                                                  << ", " << experts << ", " << experts << "]");
+  if (tokens > 0 && layers > 0) do_accumulate_routing(records, tokens, counts, pairs);
 }
 
 void Ops::add_row_bias(Tensor& x, const Tensor& bias) {

@@ -24,21 +24,54 @@ void Ops::do_accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
   copy_from_host(counts, host_counts.data());
 }
 
-void Ops::do_accumulate_coactivation(const Tensor& ids, Tensor& pairs) {
-  if (ids.numel() == 0) return;
-  const int64_t tokens = ids.rows(), k = ids.cols(), experts = pairs.dim(0);
-  std::vector<int32_t> host_ids(static_cast<size_t>(ids.numel()));
+void Ops::do_accumulate_routing(const Tensor& records, int64_t tokens, Tensor& counts,
+                                Tensor& pairs) {
+  const int64_t layers = records.dim(0), rows = records.dim(1), k = records.dim(2);
+  const int64_t experts = counts.dim(1);
+  std::vector<int32_t> ids(static_cast<size_t>(records.numel()));
+  std::vector<int64_t> host_counts(static_cast<size_t>(counts.numel()));
   std::vector<int64_t> host_pairs(static_cast<size_t>(pairs.numel()));
-  to_host(ids, host_ids.data());
+  to_host(records, ids.data());
+  to_host(counts, host_counts.data());
   to_host(pairs, host_pairs.data());
   const auto valid = [experts](int64_t e) { return e >= 0 && e < experts; };
-  for (int64_t t = 0; t < tokens; ++t)
-    for (int64_t j = 0; j < k; ++j)
-      for (int64_t l = 0; l < k; ++l) {
-        const int64_t a = host_ids[static_cast<size_t>(t * k + j)], b = host_ids[static_cast<size_t>(t * k + l)];
-        if (valid(a) && valid(b)) ++host_pairs[static_cast<size_t>(a * experts + b)];
+  for (int64_t l = 0; l < layers; ++l)
+    for (int64_t t = 0; t < tokens; ++t) {
+      const int32_t* row = &ids[static_cast<size_t>((l * rows + t) * k)];
+      for (int64_t j = 0; j < k; ++j) {
+        if (!valid(row[j])) continue;
+        ++host_counts[static_cast<size_t>(l * experts + row[j])];
+        for (int64_t m = 0; m < k; ++m)
+          if (valid(row[m])) ++host_pairs[static_cast<size_t>((l * experts + row[j]) * experts + row[m])];
       }
+    }
+  copy_from_host(counts, host_counts.data());
   copy_from_host(pairs, host_pairs.data());
+}
+
+// The single operators in sequence: the reference for a fused backend, and its fallback.
+void Ops::do_attention_inputs(const Tensor& qkv, const QkNormSpec& norm, const Tensor& positions,
+                              int64_t head_dim, double theta, KvCache& cache,
+                              const BatchTensors& batch, Tensor& q) {
+  const int64_t T = qkv.rows(), q_cols = q.cols(), kv_cols = cache.k.dim(2) * cache.k.dim(3);
+  const DType act = activation_dtype();
+  Tensor k = temp(act, {T, kv_cols}), v = temp(act, {T, kv_cols});
+  take_columns(qkv, 0, q_cols, q);
+  take_columns(qkv, q_cols, kv_cols, k);
+  take_columns(qkv, q_cols + kv_cols, kv_cols, v);
+  if (norm.kind != HeadNorm::None) {
+    const auto normed = [&](Tensor& x, const Tensor& w) {
+      const int64_t width = norm.kind == HeadNorm::PerHead ? head_dim : x.cols();
+      Tensor rows = x.reshape({x.numel() / width, width});
+      Tensor out = temp(act, rows.shape);
+      rmsnorm(rows, w, norm.eps, out);
+      copy(out, rows);
+    };
+    normed(q, norm.q_weight);
+    normed(k, norm.k_weight);
+  }
+  rope(q, k, positions, head_dim, theta);
+  kv_append(k, v, cache, batch);
 }
 
 double Ops::timed_section_seconds() { return std::numeric_limits<double>::quiet_NaN(); }

@@ -65,8 +65,8 @@ PlanRanking rank_plans(const PlanChoiceInputs& in) {
     profile = load_profile(in.profile_path);
     ProfileUse use;
     use.model = &config;
-    use.world_size = in.world_size;
-    use.ranks_per_node = in.ranks_per_node;
+    use.world_size = in.profile_of_any_world ? 0 : in.world_size;
+    use.ranks_per_node = in.profile_of_any_world ? 0 : in.ranks_per_node;
     use.device = in.device_name;
     use.backend = in.backend;
     check_profile_matches(*profile, use, in.profile_path);

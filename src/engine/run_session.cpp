@@ -81,7 +81,9 @@ RunShape run_shape(const RunSettings& settings, const std::string& backend, cons
 
 bool can_record_decode(bool graphs_off, bool backend_records, int pp, const std::string& tp_transport,
                        const std::string& stage_transport, std::string* why_not) {
-  const auto recordable = [](const std::string& t) { return t.empty() || t == "self" || t == "nccl"; };
+  const auto recordable = [](const std::string& t) {
+    return t.empty() || t == "self" || t == "nccl" || t == "emulated";
+  };
   std::string reason;
   if (graphs_off)
     reason = "--no-graphs";
@@ -174,16 +176,30 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
                 "--routing-skew " << settings_.routing_skew.text << " needs --load-format dummy (random weights)");
   const int64_t redundant = settings_.redundant_experts;
   check_redundant_experts(redundant, plan.to_string(), plan.ep);
+  const Emulation& emulation = settings_.emulation;
+  MOETRON_CHECK(!(emulation.active() && redundant > 0),
+                "--redundant-experts " << redundant << " cannot be combined with --emulate-rank yet "
+                                       << "(an emulated rank's shard does not hold the copies)");
   if (redundant > 0)
     replicas_ = place_redundant_experts(settings_.expert_loads, config_.num_layers, config_.num_experts, plan.ep,
                                         redundant);
-  groups_ = build_groups(plan, config_, world);
-  const ShardSpec& shard = groups_.layout.shard;
+  if (!emulation.active()) groups_ = build_groups(plan, config_, world);
+  const ShardSpec shard = emulation.active() ? layout_for(plan, config_, emulation.rank).shard : groups_.layout.shard;
 
   max_step_tokens_ = max_step_tokens(settings_.max_batch_tokens, requests_);
   ops_ = device.make_ops(step_arena_bytes(config_, shard, plan, device.storage.activations, max_step_tokens_,
                                           settings_.max_batch, redundant));
-  device.bind_transports(groups_, *ops_);
+  if (emulation.active()) {
+    // The emulated groups copy through the backend, so they come after it. Their device
+    // buffers are reserved for the largest step's activations in float32, before any recording.
+    const int64_t most_rows = std::max(max_step_tokens_, settings_.max_batch);
+    const size_t reserve = static_cast<size_t>(most_rows * config_.hidden_size) * sizeof(float);
+    groups_ = emulated_groups(plan, config_, emulation, std::make_shared<EmulationBuffers>(*ops_, reserve));
+    LOG_INFO("emulating rank " << emulation.rank << " of " << emulation.world << " (plan " << plan.to_string()
+                               << "): collectives are local copies of the same sizes; tokens are not meaningful");
+  } else {
+    device.bind_transports(groups_, *ops_);
+  }
 
   {
     const Stopwatch loading;
@@ -299,13 +315,27 @@ RunOutcome RunSession::run() {
   RunOutcome out;
   Engine engine(config_, *ops_, *forward_, eg, eo, graphs_.get());
   out.report = engine.run(mine_);
-  out.expert_tokens = gather_expert_tokens(groups_, *forward_, groups_.layout.shard, config_,
+  // An emulated rank has no peers to gather from: it reports its own share (its layers' expert
+  // counts, its entry of the per-rank records, its replica's sequences) over a group of one.
+  ParallelGroups emulated_report;
+  if (settings_.emulation.active()) {
+    emulated_report = groups_;
+    emulated_report.world = make_self_communicator();
+    eg.reporters = {0};
+  }
+  ParallelGroups& gathering = settings_.emulation.active() ? emulated_report : groups_;
+  out.expert_tokens = gather_expert_tokens(gathering, *forward_, groups_.layout.shard, config_,
                                            forward_context_.count_experts);
-  out.routing = gather_expert_routing(groups_, *forward_, groups_.layout.shard, config_, forward_context_.count_experts,
+  out.routing = gather_expert_routing(gathering, *forward_, groups_.layout.shard, config_, forward_context_.count_experts,
                                       out.report.window_counts, out.report.window_ranges);
-  out.expert_work = gather_expert_work(groups_, *forward_, plan.world_size());
-  out.traffic = gather_traffic(groups_, plan.world_size());
-  out.finished = gather_sequences(*groups_.world, eg.reporters, mine_);
+  out.expert_work = gather_expert_work(gathering, *forward_, plan.world_size());
+  out.traffic = gather_traffic(gathering, plan.world_size());
+  if (settings_.emulation.active()) {  // the world group's traffic, left out with it above
+    const Traffic t = groups_.world->traffic();
+    out.traffic[static_cast<size_t>(groups_.world_rank) * kRankFields] += t.sent;
+    out.traffic[static_cast<size_t>(groups_.world_rank) * kRankFields + 1] += t.received;
+  }
+  out.finished = gather_sequences(*gathering.world, eg.reporters, mine_);
   out.places = gather_places(*ops_, gpu_uuid_, world_);
   out.startup = startup_;
   if (replicas_.active())

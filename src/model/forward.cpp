@@ -35,13 +35,15 @@ ModelForward::ModelForward(const ForwardContext& ctx, int64_t kv_blocks, int64_t
   ops.fill_zero(expert_counts_all_);
   coactivation_all_ = ops.alloc(DType::I64, {layers, experts, experts});
   ops.fill_zero(coactivation_all_);
-  for (int64_t i = 0; i < layers; ++i) {
-    expert_counts_tensor_.push_back(expert_counts_all_.slice_rows(i, 1).reshape({experts}));
-    coactivation_.push_back(coactivation_all_.slice_rows(i, 1).reshape({experts, experts}));
-    // Each step's routing is recorded here and counted after the step, over the real tokens
-    // only (a CUDA graph replays padded batches).
-    routing_.push_back(ops.alloc(DType::I32, {std::max<int64_t>(ctx.max_tokens, 1), std::max<int64_t>(c.top_k, 1)}));
-  }
+  // Each step's routing is recorded here (the router writes its ids in place) and counted
+  // after the step, every layer in one call, over the real tokens only (a CUDA graph replays
+  // padded batches). Layers without experts keep -1, which is not counted.
+  const int64_t record_rows = std::max<int64_t>(ctx.max_tokens, 1), k = std::max<int64_t>(c.top_k, 1);
+  routing_all_ = ops.alloc(DType::I32, {layers, record_rows, k});
+  const std::vector<int32_t> none(static_cast<size_t>(routing_all_.numel()), -1);
+  ops.copy_from_host(routing_all_, none.data());
+  for (int64_t i = 0; i < layers; ++i)
+    routing_.push_back(routing_all_.slice_rows(i, 1).reshape({record_rows, k}));
   // Indexed by the ids the experts are given: slot ids with redundant experts.
   served_ = ops.alloc(DType::I64, {std::max<int64_t>(expert_id_count(), 1)});
   ops.fill_zero(served_);
@@ -57,12 +59,7 @@ ModelForward::ModelForward(const ForwardContext& ctx, int64_t kv_blocks, int64_t
 
 void ModelForward::count_routing(int64_t num_tokens) {
   if (!ctx_.count_experts || num_tokens == 0) return;
-  for (size_t i = 0; i < routing_.size(); ++i) {
-    if (!ctx_.weights->layers[i].is_moe) continue;
-    const Tensor real = routing_[i].slice_rows(0, num_tokens);
-    ctx_.ops->accumulate_expert_counts(real, expert_counts_tensor_[i]);
-    ctx_.ops->accumulate_coactivation(real, coactivation_[i]);
-  }
+  ctx_.ops->accumulate_routing(routing_all_, num_tokens, expert_counts_all_, coactivation_all_);
 }
 
 // What this rank's experts computed: every slot given to moe_experts, counted on the device
@@ -115,26 +112,18 @@ void ModelForward::run_layers(Tensor& hidden, const BatchTensors& batch) {
   ops.add_inplace(hidden, delta);
 }
 
-void ModelForward::qk_norm(Tensor& x, const Tensor& w, int64_t total_cols, int64_t replication) {
-  const ModelConfig& c = *ctx_.config;
+// QK-norm over a whole projection whose heads several tp ranks hold: the squares are summed
+// over the group. A kv head replicated on r ranks is counted r times, so the width is scaled.
+Tensor ModelForward::qk_norm_across_tp(const Tensor& x, const Tensor& w, int64_t total_cols,
+                                       int64_t replication) {
   Ops& ops = *ctx_.ops;
-  const float eps = static_cast<float>(c.rms_norm_eps);
   Tensor out = ops.temp(x.dtype, x.shape);
-  if (c.qk_norm == QkNorm::PerHead) {
-    Tensor per_head = x.reshape({x.numel() / c.head_dim, c.head_dim});
-    Tensor per_head_out = out.reshape(per_head.shape);
-    ops.rmsnorm(per_head, w, eps, per_head_out);
-  } else if (ctx_.tp->size() == 1) {
-    ops.rmsnorm(x, w, eps, out);
-  } else {
-    // The norm spans every head, held by several tp ranks: sum the squares over the group.
-    // A kv head replicated on r ranks is counted r times, so the width is scaled to match.
-    Tensor sumsq = ops.temp(DType::F32, {x.rows()});
-    ops.row_sumsq(x, sumsq);
-    ctx_.tp->allreduce_sum(sumsq);
-    ops.rmsnorm_with_sumsq(x, sumsq, total_cols * replication, w, eps, out);
-  }
-  x = out;
+  Tensor sumsq = ops.temp(DType::F32, {x.rows()});
+  ops.row_sumsq(x, sumsq);
+  ctx_.tp->allreduce_sum(sumsq);
+  ops.rmsnorm_with_sumsq(x, sumsq, total_cols * replication, w,
+                         static_cast<float>(ctx_.config->rms_norm_eps), out);
+  return out;
 }
 
 void ModelForward::attention_block(const LayerWeights& w, size_t local_layer, const Tensor& h,
@@ -148,24 +137,30 @@ void ModelForward::attention_block(const LayerWeights& w, size_t local_layer, co
   const AttentionWeights& a = w.attn;
   auto bias = [](const Tensor& b) { return b.defined() ? &b : nullptr; };
 
-  Tensor q = ops.temp(act, {T, q_cols});
-  Tensor k = ops.temp(act, {T, kv_cols});
-  Tensor v = ops.temp(act, {T, kv_cols});
-  ops.linear(h, a.q, bias(a.q_bias), q);
-  ops.linear(h, a.k, bias(a.k_bias), k);
-  ops.linear(h, a.v, bias(a.v_bias), v);
-  if (c.clip_qkv > 0) {
-    const float clip = static_cast<float>(c.clip_qkv);
-    ops.clamp_inplace(q, clip);
-    ops.clamp_inplace(k, clip);
-    ops.clamp_inplace(v, clip);
-  }
+  Tensor qkv = ops.temp(act, {T, q_cols + 2 * kv_cols});
+  ops.linear(h, a.qkv, bias(a.qkv_bias), qkv);
+  if (c.clip_qkv > 0) ops.clamp_inplace(qkv, static_cast<float>(c.clip_qkv));
+  QkNormSpec norm;
   if (c.qk_norm != QkNorm::None) {
-    qk_norm(q, a.q_norm, c.q_width(), 1);
-    qk_norm(k, a.k_norm, c.kv_width(), s.kv_replication);
+    norm.kind = c.qk_norm == QkNorm::PerHead ? HeadNorm::PerHead : HeadNorm::WholeRow;
+    norm.q_weight = a.q_norm;
+    norm.k_weight = a.k_norm;
+    norm.eps = static_cast<float>(c.rms_norm_eps);
+    if (norm.kind == HeadNorm::WholeRow && ctx_.tp->size() > 1) {
+      // The norm spans heads held by other tp ranks: normed here with the group's sums, then
+      // put back into qkv for the op (which then applies none).
+      Tensor q = ops.temp(act, {T, q_cols}), k = ops.temp(act, {T, kv_cols});
+      ops.take_columns(qkv, 0, q_cols, q);
+      ops.take_columns(qkv, q_cols, kv_cols, k);
+      ops.copy_columns(qk_norm_across_tp(q, a.q_norm, c.q_width(), 1), q_cols, qkv, 0);
+      ops.copy_columns(qk_norm_across_tp(k, a.k_norm, c.kv_width(), s.kv_replication), kv_cols,
+                       qkv, q_cols);
+      norm = QkNormSpec{};
+    }
   }
-  ops.rope(q, k, batch.positions, c.head_dim, c.rope_theta);
-  ops.kv_append(k, v, caches_[local_layer], batch);
+  Tensor q = ops.temp(act, {T, q_cols});
+  ops.attention_inputs(qkv, norm, batch.positions, c.head_dim, c.rope_theta, caches_[local_layer],
+                       batch, q);
   Tensor o = ops.temp(act, {T, q_cols});
   ops.attention(q, caches_[local_layer], batch, s.q_head_count, s.kv_head_count, c.head_dim,
                 static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim))), o);
@@ -189,14 +184,12 @@ void ModelForward::mlp_block(const LayerWeights& w, size_t local_layer, const Te
   Tensor logits = ops.temp(DType::F32, {T, c.num_experts});
   ops.linear(h, w.router, nullptr, logits);
   if (w.router_bias.defined()) ops.add_row_bias(logits, w.router_bias);
-  Tensor ids = ops.temp(DType::I32, {T, c.top_k});
+  // Where the routing is counted, the router writes straight into this layer's record.
+  MOETRON_ASSERT(!ctx_.count_experts || T <= routing_[local_layer].dim(0));
+  Tensor ids = ctx_.count_experts ? routing_[local_layer].slice_rows(0, T)
+                                  : ops.temp(DType::I32, {T, c.top_k});
   Tensor weights = ops.temp(DType::F32, {T, c.top_k});
   ops.router_topk(logits, c.top_k, c.norm_topk_prob, ids, weights);
-  if (ctx_.count_experts) {
-    MOETRON_ASSERT(T <= routing_[local_layer].dim(0));
-    Tensor record = routing_[local_layer].slice_rows(0, T);
-    ops.copy(ids, record);
-  }
   dispatch_experts(w, local_layer, h, ids, weights, dispatch_tokens, out);
   if (w.shared.gate_up.defined()) {
     Tensor shared = ops.temp(act, {T, c.hidden_size});

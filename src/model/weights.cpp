@@ -123,14 +123,14 @@ class Loader {
     w.input_norm = up(read_all(names_.input_norm(l)));
     w.post_attention_norm = up(read_all(names_.post_attention_norm(l)));
     AttentionWeights& a = w.attn;
-    a.q = up(rows(names_.q_proj(l), q0, qn));
-    a.k = up(rows(names_.k_proj(l), k0, kn));
-    a.v = up(rows(names_.v_proj(l), k0, kn));
+    a.qkv = up(concat_rows({rows(names_.q_proj(l), q0, qn), rows(names_.k_proj(l), k0, kn),
+                            rows(names_.v_proj(l), k0, kn)},
+                           {qn + 2 * kn, H}));
     a.o = up(cols(names_.o_proj(l), q0, qn));
     if (c_.qkv_bias) {
-      a.q_bias = up(cols(names_.q_bias(l), q0, qn));
-      a.k_bias = up(cols(names_.k_bias(l), k0, kn));
-      a.v_bias = up(cols(names_.v_bias(l), k0, kn));
+      a.qkv_bias = up(concat_rows({cols(names_.q_bias(l), q0, qn), cols(names_.k_bias(l), k0, kn),
+                                   cols(names_.v_bias(l), k0, kn)},
+                                  {qn + 2 * kn}));
     }
     if (c_.o_bias) a.o_bias = up(read_all(names_.o_bias(l)));
     if (c_.qk_norm == QkNorm::PerHead) {

@@ -62,23 +62,20 @@ class StageForward {
   void attention() {
     const int64_t H = c_.hidden_size, hd = c_.head_dim;
     const int64_t q = s_.q_head_count * hd, kv = s_.kv_head_count * hd;
-    kernel(cost_.gemm_s(T_, q, H));
-    kernel(cost_.gemm_s(T_, kv, H));
-    kernel(cost_.gemm_s(T_, kv, H));
-    if (c_.clip_qkv > 0)
-      for (int64_t cols : {q, kv, kv}) memory_kernel(2 * T_ * cols * kBf16);
-    if (c_.qk_norm != QkNorm::None) {
+    kernel(cost_.gemm_s(T_, q + 2 * kv, H));  // one QKV projection
+    if (c_.clip_qkv > 0) memory_kernel(2 * T_ * (q + 2 * kv) * kBf16);
+    if (c_.qk_norm == QkNorm::WholeProjection && g_.plan.tp > 1) {
+      // Normed apart with the group's sums: take the columns, row_sumsq, the all-reduce of the
+      // sums, rmsnorm_with_sumsq, put them back.
       for (int64_t cols : {q, kv}) {
-        const bool summed_over_tp = c_.qk_norm == QkNorm::WholeProjection && g_.plan.tp > 1;
-        if (summed_over_tp) {  // row_sumsq, the all-reduce of the sums, rmsnorm_with_sumsq
-          memory_kernel(T_ * cols * kBf16);
-          tp_allreduce(T_ * kF32);
-        }
-        memory_kernel(2 * T_ * cols * kBf16);
+        memory_kernel(4 * T_ * cols * kBf16);
+        tp_allreduce(T_ * kF32);
+        memory_kernel(3 * T_ * cols * kBf16);
       }
     }
-    memory_kernel(2 * T_ * (q + kv) * kBf16);  // rope
-    memory_kernel(4 * T_ * kv * kBf16);        // kv_append: k and v into the cache
+    // attention_inputs: QK-norm, RoPE and the KV append in one kernel (q, k, v read; q written,
+    // k and v into the cache).
+    memory_kernel(2 * T_ * (q + 2 * kv) * kBf16);
     kernel(cost_.attention_s(T_, shape_.context, s_.q_head_count, s_.kv_head_count, hd, shape_.prefill));
     kernel(cost_.gemm_s(T_, H, q));  // o
     tp_allreduce(T_ * H * kBf16);
@@ -93,7 +90,6 @@ class StageForward {
     const int64_t H = c_.hidden_size, E = c_.num_experts, k = c_.top_k;
     kernel(cost_.gemm_s(T_, E, H));                           // router (float32 logits)
     memory_kernel(T_ * E * kF32 + T_ * k * (kI32 + kF32));    // router_topk
-    memory_kernel(2 * T_ * k * kI32);                         // the routing record
     const ExpertWork work = expert_work(moe_index);
     if (g_.plan.dp > 1) dispatch(work.busiest_rows);
     kernel(work.busiest_s, 2);

@@ -42,6 +42,9 @@ class Bf16StorageOps : public Ops {
   void do_copy_columns(const Tensor& s, int64_t width, Tensor& d, int64_t col) override {
     cpu_->copy_columns(s, width, d, col);
   }
+  void do_take_columns(const Tensor& s, int64_t col, int64_t width, Tensor& d) override {
+    cpu_->take_columns(s, col, width, d);
+  }
   void do_fill_zero(Tensor& t) override { cpu_->fill_zero(t); }
 
   void do_embed(const Tensor& ids, const Tensor& table, Tensor& out) override {

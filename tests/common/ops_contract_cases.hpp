@@ -221,10 +221,36 @@ inline std::vector<ContractCase> ops_contract_cases() {
                       "Ops::accumulate_expert_counts: counts must be I64 on " + dev(ops) +
                           ", got " + counts.describe()};
   }});
-  cases.push_back({"accumulate_coactivation pairs not square", [](Ops& ops) {
-    Tensor ids = ops.alloc(DType::I32, {4, 2}), pairs = ops.alloc(DType::I64, {8, 4});
-    return BrokenCall{[&ops, ids, pairs]() mutable { ops.accumulate_coactivation(ids, pairs); },
-                      "Ops::accumulate_coactivation: pairs " + pairs.describe() + " must be [E, E]"};
+  cases.push_back({"accumulate_routing pairs not square", [](Ops& ops) {
+    Tensor records = ops.alloc(DType::I32, {2, 4, 2}), counts = ops.alloc(DType::I64, {2, 8});
+    Tensor pairs = ops.alloc(DType::I64, {2, 8, 4});
+    return BrokenCall{[&ops, records, counts, pairs]() mutable {
+                        ops.accumulate_routing(records, 4, counts, pairs);
+                      },
+                      "Ops::accumulate_routing: pairs " + pairs.describe() + " must be [2, 8, 8]"};
+  }});
+  cases.push_back({"accumulate_routing more tokens than records", [](Ops& ops) {
+    Tensor records = ops.alloc(DType::I32, {2, 4, 2}), counts = ops.alloc(DType::I64, {2, 8});
+    Tensor pairs = ops.alloc(DType::I64, {2, 8, 8});
+    return BrokenCall{[&ops, records, counts, pairs]() mutable {
+                        ops.accumulate_routing(records, 5, counts, pairs);
+                      },
+                      "Ops::accumulate_routing: records " + records.describe() +
+                          " must be [L, R, k] with 5 tokens <= R"};
+  }});
+  cases.push_back({"attention_inputs qkv of the wrong width", [](Ops& ops) {
+    const DType act = ops.activation_dtype();
+    Tensor qkv = ops.alloc(act, {3, 40}), q = ops.alloc(act, {3, 16});
+    KvCache cache{ops.alloc(act, {2, 4, 2, 8}), ops.alloc(act, {2, 4, 2, 8})};
+    BatchTensors batch;
+    batch.num_tokens = 3;
+    batch.block_size = 4;
+    batch.slot_mapping = ops.alloc(DType::I32, {3});
+    Tensor positions = ops.alloc(DType::I32, {3});
+    return BrokenCall{[&ops, qkv, q, cache, batch, positions]() mutable {
+                        ops.attention_inputs(qkv, QkNormSpec{}, positions, 8, 10000.0, cache, batch, q);
+                      },
+                      "Ops::attention_inputs: qkv " + qkv.describe() + " must be [3, 48]"};
   }});
   cases.push_back({"add_row_bias bias of the wrong length", [](Ops& ops) {
     Tensor x = ops.alloc(DType::F32, {3, 8}), bias = ops.alloc(DType::F32, {7});

@@ -105,6 +105,73 @@ CaseOutputs run_attention(CaseInputs& in, const AttentionCase& c) {
           {"kv_append v", v_rows, 0.0}};
 }
 
+// The fused attention inputs (QK-norm, RoPE, KV append from one QKV projection) against the
+// CPU backend's sequence of single operators: every norm kind, GQA and MHA, head dims 16 to
+// 128, a padding token (slot -1: nothing stored), and rows too wide for the fused kernel's
+// shared memory (the CUDA backend falls back to the single operators).
+TEST_F(CudaAttention, AttentionInputsMatchReference) {
+  struct Heads { int64_t nq, nk, hd; HeadNorm norm; double theta; };
+  const std::vector<Heads> heads = {
+      {16, 16, 128, HeadNorm::WholeRow, 10000.0},  // OLMoE
+      {32, 4, 128, HeadNorm::PerHead, 1e6},        // Qwen3-MoE
+      {32, 8, 128, HeadNorm::None, 1e6},           // Mixtral
+      {12, 3, 64, HeadNorm::PerHead, 10000.0},     // odd head counts
+      {4, 2, 16, HeadNorm::WholeRow, 10000.0},     // the tiny fixtures' heads
+      {96, 8, 128, HeadNorm::WholeRow, 10000.0},   // over 48 KiB: the fallback
+  };
+  std::vector<OpCase> cases;
+  for (const Heads& h : heads) {
+    for (int64_t tokens : {int64_t{1}, int64_t{17}, int64_t{129}}) {
+      cases.push_back({"attention_inputs T=" + std::to_string(tokens) + " nq=" + std::to_string(h.nq) +
+                           " nk=" + std::to_string(h.nk) + " hd=" + std::to_string(h.hd) +
+                           " norm=" + std::to_string(static_cast<int>(h.norm)),
+                       [h, tokens](CaseInputs& in) {
+        const int64_t q_cols = h.nq * h.hd, kv_cols = h.nk * h.hd, block_size = 16;
+        const int64_t blocks = (tokens + 2 + block_size - 1) / block_size + 1;
+        // Distinct scattered slots; the middle token is padding.
+        std::vector<int32_t> slots(static_cast<size_t>(blocks * block_size));
+        std::iota(slots.begin(), slots.end(), 0);
+        std::shuffle(slots.begin(), slots.end(), in.rng);
+        slots.resize(static_cast<size_t>(tokens));
+        slots[static_cast<size_t>(tokens / 2)] = -1;
+        BatchTensors batch;
+        batch.num_tokens = tokens;
+        batch.block_size = block_size;
+        batch.slot_mapping = in.i32(slots, {tokens});
+        Tensor positions = in.i32(in.ints(tokens, 0, 8191), {tokens});
+        QkNormSpec norm;
+        norm.kind = h.norm;
+        norm.eps = 1e-6f;
+        if (h.norm != HeadNorm::None) {
+          const bool per_head = h.norm == HeadNorm::PerHead;
+          norm.q_weight = in.weight({per_head ? h.hd : q_cols});
+          norm.k_weight = in.weight({per_head ? h.hd : kv_cols});
+        }
+        Tensor qkv = in.activation({tokens, q_cols + 2 * kv_cols}, 3.0f);
+        KvCache cache{in.output_activation({blocks, block_size, h.nk, h.hd}),
+                      in.output_activation({blocks, block_size, h.nk, h.hd})};
+        Tensor q = in.output_activation({tokens, q_cols});
+        in.ops.attention_inputs(qkv, norm, positions, h.hd, h.theta, cache, batch, q);
+        const std::vector<float> k_cache = read_as_float(in.ops, cache.k);
+        const std::vector<float> v_cache = read_as_float(in.ops, cache.v);
+        std::vector<float> k_rows, v_rows;
+        for (int32_t slot : slots) {
+          if (slot < 0) continue;
+          const size_t at = static_cast<size_t>(slot) * kv_cols;
+          k_rows.insert(k_rows.end(), k_cache.begin() + at, k_cache.begin() + at + kv_cols);
+          v_rows.insert(v_rows.end(), v_cache.begin() + at, v_cache.begin() + at + kv_cols);
+        }
+        // fp32 norm and rotation, bf16 roundings as the single operators make them (the sum of
+        // squares in another order may move a rounding): kBf16Tolerance. v is copied: exact.
+        return CaseOutputs{{"q", read_as_float(in.ops, q), kBf16Tolerance},
+                           {"k rows", k_rows, kBf16Tolerance},
+                           {"v rows", v_rows, 0.0}};
+      }});
+    }
+  }
+  run_cases(cases);
+}
+
 TEST_F(CudaAttention, PagedAttentionMatchesReference) {
   const std::vector<AttentionCase> shapes = {
       {4, 4, 64, 16, {{5, 5}, {17, 17}, {1, 1}}},                  // prefill, MHA

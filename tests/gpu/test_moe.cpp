@@ -91,6 +91,11 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       {3, 64, 8, 264, 136, 0, 64},   {8, 60, 4, 512, 72, 0, 60},
       {5, 64, 8, 1032, 264, 8, 16},  {17, 64, 8, 256, 128, 0, 64},
       {64, 64, 8, 2048, 256, 0, 64},
+      // One token: the down projections and the weighted sum in one kernel (gemv_down_combine):
+      // an expert-parallel slice (slots of other ranks' experts skipped), more slots than the
+      // kernel's warps, a Mixtral-like width.
+      {1, 64, 8, 1032, 264, 8, 16},  {1, 16, 10, 128, 64, 0, 16},
+      {1, 8, 2, 4096, 1408, 0, 8},
       // More slots than one routing block takes (8192): counted and scanned by separate
       // kernels, the rows copied into expert order before the gate/up GEMM.
       {2100, 16, 4, 64, 32, 0, 16},
@@ -161,31 +166,41 @@ TEST_F(CudaMoe, ExpertCountsAccumulateOnTheDevice) {
   }}});
 }
 
-// Co-activation pairs of the routing record: distinct top-k ids per token (as the router
-// gives), a dispatch's padding (-1) among them, over batches that add to the same counts.
-TEST_F(CudaMoe, CoactivationAccumulatesOnTheDevice) {
+// Expert counts and co-activation pairs of every layer's routing record in one call:
+// distinct top-k ids per token (as the router gives), a dispatch's padding (-1) among them, a
+// layer without experts (all -1), records longer than the tokens counted, over steps that add
+// to the same counts.
+TEST_F(CudaMoe, RoutingStatisticsAccumulateOnTheDevice) {
   std::vector<OpCase> cases;
   for (int64_t experts : {8, 60, 128}) {
     for (int64_t k : {1, 2, 8}) {
-      cases.push_back({"accumulate_coactivation E=" + std::to_string(experts) + " k=" + std::to_string(k) +
-                           " over T=1, 17, 129",
+      cases.push_back({"accumulate_routing L=3 E=" + std::to_string(experts) + " k=" + std::to_string(k) +
+                           " over T=1, 17, 129 of 140 rows",
                        [=](CaseInputs& in) {
-        std::vector<int64_t> start(static_cast<size_t>(experts * experts));
-        for (size_t i = 0; i < start.size(); ++i) start[i] = static_cast<int64_t>(i % 5);
-        Tensor pairs = in.i64(start, {experts, experts});
+        const int64_t layers = 3, rows = 140;
+        std::vector<int64_t> start_pairs(static_cast<size_t>(layers * experts * experts));
+        for (size_t i = 0; i < start_pairs.size(); ++i) start_pairs[i] = static_cast<int64_t>(i % 5);
+        std::vector<int64_t> start_counts(static_cast<size_t>(layers * experts));
+        for (size_t i = 0; i < start_counts.size(); ++i) start_counts[i] = static_cast<int64_t>(i % 7);
+        Tensor pairs = in.i64(start_pairs, {layers, experts, experts});
+        Tensor counts = in.i64(start_counts, {layers, experts});
         std::vector<int32_t> order(static_cast<size_t>(experts));
         for (int64_t tokens : {1, 17, 129}) {
-          std::vector<int32_t> ids(static_cast<size_t>(tokens * k));
-          for (int64_t t = 0; t < tokens; ++t) {
-            std::iota(order.begin(), order.end(), 0);
-            std::shuffle(order.begin(), order.end(), in.rng);
-            std::copy_n(order.begin(), k, ids.begin() + t * k);
+          std::vector<int32_t> ids(static_cast<size_t>(layers * rows * k), -1);
+          for (int64_t l = 0; l < layers; ++l) {
+            if (l == 1) continue;  // a layer without experts
+            for (int64_t t = 0; t < rows; ++t) {
+              std::iota(order.begin(), order.end(), 0);
+              std::shuffle(order.begin(), order.end(), in.rng);
+              std::copy_n(order.begin(), k, ids.begin() + (l * rows + t) * k);
+            }
           }
           ids[0] = -1;  // padding is not counted
-          Tensor id = in.i32(ids, {tokens, k});
-          in.ops.accumulate_coactivation(id, pairs);
+          Tensor records = in.i32(ids, {layers, rows, k});
+          in.ops.accumulate_routing(records, tokens, counts, pairs);
         }
-        return CaseOutputs{{"pairs", host_of(in, pairs), 0.0}};  // integer counts: exact
+        // Integer counts: exact.
+        return CaseOutputs{{"counts", host_of(in, counts), 0.0}, {"pairs", host_of(in, pairs), 0.0}};
       }});
     }
   }

@@ -671,18 +671,27 @@ TEST_F(CpuOpsTest, ToFloatCopiesActivations) {
 namespace moetron {
 namespace {
 
-// Co-activation by hand: token 0 chose {0, 3}, token 1 {3, 1}, token 2 {2, -1 (padding)}.
-TEST_F(CpuOpsTest, CoactivationCountsPairsOfEachToken) {
-  Tensor ids = upload(Ids{0, 3, 3, 1, 2, -1}, {3, 2});
-  Tensor pairs = zeros({4, 4}, DType::I64);
-  ops->accumulate_coactivation(ids, pairs);
-  ops->accumulate_coactivation(ids.slice_rows(0, 1), pairs);  // token 0 again
-  std::vector<int64_t> got(16);
-  ops->to_host(pairs, got.data());
-  EXPECT_EQ(got, (std::vector<int64_t>{2, 0, 0, 2,  //
+// Routing statistics by hand. Layer 0: token 0 chose {0, 3}, token 1 {3, 1}, token 2
+// {2, -1 (padding)}; layer 1 has no experts (all -1); a fourth record row is never counted.
+TEST_F(CpuOpsTest, RoutingStatisticsCountSlotsAndPairsOfEachLayer) {
+  Tensor records = upload(Ids{0, 3, 3, 1, 2, -1, 1, 1,  //
+                              -1, -1, -1, -1, -1, -1, -1, -1},
+                          {2, 4, 2});
+  Tensor counts = zeros({2, 4}, DType::I64);
+  Tensor pairs = zeros({2, 4, 4}, DType::I64);
+  ops->accumulate_routing(records, 3, counts, pairs);
+  ops->accumulate_routing(records, 1, counts, pairs);  // token 0 again
+  std::vector<int64_t> got_pairs(32), got_counts(8);
+  ops->to_host(pairs, got_pairs.data());
+  ops->to_host(counts, got_counts.data());
+  EXPECT_EQ(got_counts, (std::vector<int64_t>{2, 1, 1, 3, 0, 0, 0, 0}));
+  std::vector<int64_t> want(32, 0);
+  const std::vector<int64_t> layer0 = {2, 0, 0, 2,  //
                                        0, 1, 0, 1,  //
                                        0, 0, 1, 0,  //
-                                       2, 1, 0, 3}));
+                                       2, 1, 0, 3};
+  std::copy(layer0.begin(), layer0.end(), want.begin());
+  EXPECT_EQ(got_pairs, want);
 }
 
 TEST_F(CpuOpsTest, AddRowBiasAddsToEveryRow) {

@@ -209,17 +209,13 @@ TEST(Predictor, TinyDecodeStepAsComputedByHand) {
   const double by_hand[] = {
       16,  // embed: read and write a row of 4
       16,  // rmsnorm (the stage's first layer): read and write 4
-      48,  // q = gemm(1, 4, 4): 32 FLOPs, 2 * (4 + 16 + 4) bytes
-      28,  // k = gemm(1, 2, 4): 2 * (4 + 8 + 2) bytes
-      28,  // v
-      24,  // rope: q and k (4 + 2) read and written
-      16,  // kv_append: k and v (2 each) read and written
+      88,  // qkv = gemm(1, 4 + 2 + 2, 4): 64 FLOPs, 2 * (4 + 32 + 8) bytes
+      32,  // attention_inputs: q, k, v (8) read, q written and k, v into the cache
       48,  // attention: 4 * 3 keys * 4 q columns FLOPs (40 bytes)
       48,  // o = gemm(1, 4, 4)
       32,  // add_rmsnorm: hidden and delta read, both written
       28,  // router = gemm(1, 2, 4)
       16,  // router_topk: 2 float32 logits, one (id, weight)
-      8,   // the routing record: one int32 copied
       88,  // experts' gate/up: one expert active (1 - (1 - 1/2)^1 of 2), [4 x 8] weights + row in/out
       48,  // experts' down: [4 x 4] weights + row in/out
       24,  // the last residual add: 3 rows of 4
@@ -231,10 +227,10 @@ TEST(Predictor, TinyDecodeStepAsComputedByHand) {
   };
   double compute_ns = 0;
   for (double t : by_hand) compute_ns += t;
-  EXPECT_NEAR(s.compute_s, compute_ns * 1e-9, 1e-15);  // 716 ns
-  EXPECT_NEAR(s.kernel_overhead_s, 21 * 1e-6, 1e-15);  // 20 Ops calls, moe_experts two kernels
+  EXPECT_NEAR(s.compute_s, compute_ns * 1e-9, 1e-15);  // 684 ns
+  EXPECT_NEAR(s.kernel_overhead_s, 17 * 1e-6, 1e-15);  // 16 Ops calls, moe_experts two kernels
   EXPECT_EQ(s.tp_comm_s + s.expert_comm_s + s.pipeline_comm_s + s.bubble_s + s.host_sync_s + s.imbalance_s, 0);
-  EXPECT_NEAR(s.total_s(), 716e-9 + 21e-6, 1e-15);
+  EXPECT_NEAR(s.total_s(), 684e-9 + 17e-6, 1e-15);
 }
 
 // A skewed routing: the first expert set gets ten times the picks of the others.

@@ -69,6 +69,7 @@ class CudaOps final : public Ops {
   void do_to_host(const Tensor& src, void* dst) override;
   void do_copy(const Tensor& src, Tensor& dst) override;
   void do_copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col) override;
+  void do_take_columns(const Tensor& src, int64_t col, int64_t width, Tensor& dst) override;
   void do_fill_zero(Tensor& t) override;
   void do_embed(const Tensor& ids, const Tensor& table, Tensor& out) override;
   void do_rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
@@ -83,6 +84,9 @@ class CudaOps final : public Ops {
   void do_rope(Tensor& q, Tensor& k, const Tensor& positions, int64_t head_dim,
                double theta) override;
 
+  void do_attention_inputs(const Tensor& qkv, const QkNormSpec& norm, const Tensor& positions,
+                           int64_t head_dim, double theta, KvCache& cache,
+                           const BatchTensors& batch, Tensor& q) override;
   void do_kv_append(const Tensor& k, const Tensor& v, KvCache& cache,
                     const BatchTensors& batch) override;
   void do_attention(const Tensor& q, const KvCache& cache, const BatchTensors& batch,
@@ -107,7 +111,8 @@ class CudaOps final : public Ops {
                         Tensor& rows, Tensor& experts, Tensor& scales) override;
   void do_route_to_replicas(const Tensor& ids, const Tensor& table, Tensor& out) override;
 
-  void do_accumulate_coactivation(const Tensor& ids, Tensor& pairs) override;
+  void do_accumulate_routing(const Tensor& records, int64_t tokens, Tensor& counts,
+                             Tensor& pairs) override;
   void do_add_row_bias(Tensor& x, const Tensor& bias) override;
   void do_argmax_rows(const Tensor& logits, Tensor& ids) override { argmax(logits, ids); }
   // On the device (kernels::sample_rows): only the rows' settings go up, nothing comes back.

@@ -54,6 +54,17 @@ struct KvCache {
   Tensor k, v;
 };
 
+// QK-norm as the fused attention-input op applies it: none, one RMSNorm per head (weights
+// [head_dim]), or one over the rank's whole q row and whole k row (weights [q_cols] and
+// [kv_cols]; only where the rank holds the whole projection: across tp ranks the sum of squares
+// must be all-reduced first, which the caller does).
+enum class HeadNorm { None, PerHead, WholeRow };
+struct QkNormSpec {
+  HeadNorm kind = HeadNorm::None;
+  Tensor q_weight, k_weight;
+  float eps = 0.0f;
+};
+
 // Per-layer routed experts held by this rank: a contiguous range of experts, each possibly
 // a shard (a slice of its intermediate dimension).
 struct ExpertWeights {
@@ -98,6 +109,8 @@ class Ops {
   // column block of a wider matrix (same dtype and rows; e.g. the real tokens of a tp rank's
   // padded vocabulary slice of the logits).
   void copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col);
+  // dst [R, width] = columns [col, col + width) of src [R, C] (the reverse of copy_columns).
+  void take_columns(const Tensor& src, int64_t col, int64_t width, Tensor& dst);
   void fill_zero(Tensor& t);
   virtual void sync() = 0;
   // Device memory still free for the KV cache, or -1 where the backend does not know (CPU).
@@ -126,6 +139,13 @@ class Ops {
   void rope(Tensor& q, Tensor& k, const Tensor& positions, int64_t head_dim, double theta);
 
   // ---- attention over the paged cache ----
+  // The attention inputs from one QKV projection qkv [T, q_cols + 2 kv_cols] (q, k, v columns
+  // in that order): QK-norm (norm), RoPE on q and k (as rope()), k and v written into the cache
+  // at slot_mapping (as kv_append()), q written to q [T, q_cols]. The default composes the
+  // single operators; a backend may fuse them (one kernel instead of six a layer in decode).
+  void attention_inputs(const Tensor& qkv, const QkNormSpec& norm, const Tensor& positions,
+                        int64_t head_dim, double theta, KvCache& cache, const BatchTensors& batch,
+                        Tensor& q);
   // Writes k, v [T, nk * hd] into the cache at slot_mapping.
   void kv_append(const Tensor& k, const Tensor& v, KvCache& cache, const BatchTensors& batch);
   // Causal attention of each sequence's new queries over its cached keys/values (GQA: query
@@ -198,11 +218,14 @@ class Ops {
   // goes through the host; a backend may count on the device (it must not sync the host, so
   // that a CUDA graph can record it).
   void accumulate_expert_counts(const Tensor& ids, Tensor& counts);
-  // pairs I64 [E, E] += one at (ids[t, j], ids[t, l]) for every row t of ids (I32 [T, k]) and
-  // every j, l < k: symmetric, the off-diagonal (a, b) counts the tokens that chose both a and
-  // b, the diagonal each expert's slots. Ids outside [0, E) are not counted. The default goes
-  // through the host; a backend may count on the device (without a sync, so it can be recorded).
-  void accumulate_coactivation(const Tensor& ids, Tensor& pairs);
+  // The routing records of every layer at once (one launch a step, not two a layer): for each
+  // layer l and the first `tokens` rows t of records (I32 [L, R, k]), counts I64 [L, E] += one
+  // at ids[l, t, j] for each j, and pairs I64 [L, E, E] += one at (ids[l, t, j], ids[l, t, m])
+  // for every j, m < k: symmetric, the off-diagonal (a, b) counts the tokens that chose both a
+  // and b, the diagonal equals counts. Ids outside [0, E) (padding, layers without experts:
+  // -1) are not counted. The default goes through the host; a backend may count on the device
+  // (without a sync, so it can be recorded).
+  void accumulate_routing(const Tensor& records, int64_t tokens, Tensor& counts, Tensor& pairs);
   // x F32 [R, C] += bias F32 [C] on every row (the per-expert router bias of --routing-skew).
   void add_row_bias(Tensor& x, const Tensor& bias);
 
@@ -221,6 +244,10 @@ class Ops {
   virtual void do_to_host(const Tensor& src, void* dst) = 0;
   virtual void do_copy(const Tensor& src, Tensor& dst) = 0;
   virtual void do_copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col) = 0;
+  virtual void do_take_columns(const Tensor& src, int64_t col, int64_t width, Tensor& dst) = 0;
+  virtual void do_attention_inputs(const Tensor& qkv, const QkNormSpec& norm,
+                                   const Tensor& positions, int64_t head_dim, double theta,
+                                   KvCache& cache, const BatchTensors& batch, Tensor& q);
   virtual void do_fill_zero(Tensor& t) = 0;
   virtual void do_embed(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
   virtual void do_rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
@@ -260,7 +287,8 @@ class Ops {
   virtual void do_sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
                               const std::vector<uint64_t>& steps, Tensor& ids);
   virtual void do_accumulate_expert_counts(const Tensor& ids, Tensor& counts);
-  virtual void do_accumulate_coactivation(const Tensor& ids, Tensor& pairs);
+  virtual void do_accumulate_routing(const Tensor& records, int64_t tokens, Tensor& counts,
+                                     Tensor& pairs);
   virtual void do_add_row_bias(Tensor& x, const Tensor& bias) = 0;
 };
 

@@ -16,6 +16,7 @@
 #include "moetron/engine/decode_graphs.hpp"
 #include "moetron/engine/engine.hpp"
 #include "moetron/engine/gather.hpp"
+#include "moetron/engine/rank_emulation.hpp"
 #include "moetron/io/prompts.hpp"
 #include "moetron/io/results.hpp"
 #include "moetron/model/config.hpp"
@@ -93,6 +94,7 @@ struct RunSettings {
   bool save_logits = false, no_graphs = false;
   RequestDefaults defaults;
   StepObserver* observer = nullptr;  // optional, on this rank
+  Emulation emulation;               // --emulate-rank/--emulate-world: one rank of a larger plan
 };
 
 // How this rank reaches its device (engine/device_setup.hpp, which needs the CUDA build, fills

@@ -73,7 +73,8 @@ class ModelForward {
  private:
   void attention_block(const LayerWeights& w, size_t local_layer, const Tensor& h,
                        const BatchTensors& batch, Tensor& out);
-  void qk_norm(Tensor& x, const Tensor& w, int64_t total_cols, int64_t replication);
+  Tensor qk_norm_across_tp(const Tensor& x, const Tensor& w, int64_t total_cols,
+                           int64_t replication);
   void mlp_block(const LayerWeights& w, size_t local_layer, const Tensor& h,
                  int64_t dispatch_tokens, Tensor& out);
 
@@ -107,9 +108,8 @@ class ModelForward {
   std::vector<KvCache> caches_;  // one per local layer
   Tensor expert_counts_all_;                   // I64 [local layers, E], in backend memory
   Tensor coactivation_all_;                    // I64 [local layers, E, E]
-  std::vector<Tensor> expert_counts_tensor_;  // per local layer: its row of expert_counts_all_
-  std::vector<Tensor> routing_;               // I32 [max_tokens, k] per local layer
-  std::vector<Tensor> coactivation_;          // per local layer: its [E, E] of coactivation_all_
+  Tensor routing_all_;                        // I32 [local layers, max_tokens, k]: the records
+  std::vector<Tensor> routing_;               // per local layer: its [max_tokens, k] record
   Tensor served_;  // I64 [E]: slots this rank's moe_experts calls were given, by global expert
   Tensor ones_;  // F32: weights of the entries an expert dispatch receives
   size_t kv_bytes_ = 0;

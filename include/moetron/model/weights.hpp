@@ -67,8 +67,10 @@ std::vector<int64_t> slice_shape(const std::vector<int64_t>& full, int64_t& row_
                                  int64_t& row_count, int64_t& col_begin, int64_t& col_count);
 
 struct AttentionWeights {
-  Tensor q, k, v, o;                      // [q_local, H], [kv_local, H] x2, [H, q_local]
-  Tensor q_bias, k_bias, v_bias, o_bias;  // undefined when the family has none
+  // q, k and v stacked by rows, [q_local + 2 kv_local, H]: one GEMM projects all three.
+  Tensor qkv;
+  Tensor o;                               // [H, q_local]
+  Tensor qkv_bias, o_bias;                // undefined when the family has none
   Tensor q_norm, k_norm;                  // QK-norm weights (whole-projection slice or per head)
 };
 

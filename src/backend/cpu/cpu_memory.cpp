@@ -65,6 +65,15 @@ void CpuOps::do_copy_columns(const Tensor& src, int64_t width, Tensor& dst, int6
                 from + static_cast<size_t>(r) * src_pitch, bytes);
 }
 
+void CpuOps::do_take_columns(const Tensor& src, int64_t col, int64_t width, Tensor& dst) {
+  const size_t elem = dtype_size(src.dtype), bytes = static_cast<size_t>(width) * elem;
+  const char* from = static_cast<const char*>(src.data);
+  char* to = static_cast<char*>(dst.data);
+  for (int64_t r = 0; r < src.rows(); ++r)
+    std::memcpy(to + static_cast<size_t>(r) * bytes,
+                from + static_cast<size_t>(r * src.cols() + col) * elem, bytes);
+}
+
 void CpuOps::do_fill_zero(Tensor& t) {
   if (t.nbytes()) std::memset(t.data, 0, t.nbytes());
 }

@@ -46,6 +46,7 @@ class CpuOps final : public Ops {
   void do_to_host(const Tensor& src, void* dst) override;
   void do_copy(const Tensor& src, Tensor& dst) override;
   void do_copy_columns(const Tensor& src, int64_t width, Tensor& dst, int64_t col) override;
+  void do_take_columns(const Tensor& src, int64_t col, int64_t width, Tensor& dst) override;
   void do_fill_zero(Tensor& t) override;
 
   void do_embed(const Tensor& ids, const Tensor& table, Tensor& out) override;

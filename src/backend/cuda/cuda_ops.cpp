@@ -36,6 +36,9 @@ bf16* bf(const Tensor& t) { return static_cast<bf16*>(t.data); }
 int32_t* i32(const Tensor& t) { return static_cast<int32_t*>(t.data); }
 float* f32(const Tensor& t) { return static_cast<float*>(t.data); }
 
+// Shared memory a kernel may take without opting in (every supported architecture).
+constexpr size_t kDefaultSmemPerBlock = 48 * 1024;
+
 }  // namespace
 
 bool cuda_device_available() {
@@ -179,6 +182,15 @@ void CudaOps::do_copy_columns(const Tensor& src, int64_t width, Tensor& dst, int
                                static_cast<size_t>(src.rows()), cudaMemcpyDeviceToDevice, stream_));
 }
 
+void CudaOps::do_take_columns(const Tensor& src, int64_t col, int64_t width, Tensor& dst) {
+  const size_t elem = dtype_size(src.dtype);
+  CUDA_CHECK(cudaMemcpy2DAsync(dst.data, static_cast<size_t>(width) * elem,
+                               static_cast<const char*>(src.data) + static_cast<size_t>(col) * elem,
+                               static_cast<size_t>(src.cols()) * elem,
+                               static_cast<size_t>(width) * elem,
+                               static_cast<size_t>(src.rows()), cudaMemcpyDeviceToDevice, stream_));
+}
+
 void CudaOps::do_fill_zero(Tensor& t) {
   if (t.nbytes() > 0) CUDA_CHECK(cudaMemsetAsync(t.data, 0, t.nbytes(), stream_));
 }
@@ -245,6 +257,26 @@ void CudaOps::do_rope(Tensor& q, Tensor& k, const Tensor& positions, int64_t hea
 }
 
 // ---- attention ----------------------------------------------------------------------------------
+
+void CudaOps::do_attention_inputs(const Tensor& qkv, const QkNormSpec& norm,
+                                  const Tensor& positions, int64_t head_dim, double theta,
+                                  KvCache& cache, const BatchTensors& batch, Tensor& q) {
+  const int64_t q_cols = q.cols(), kv_cols = cache.k.dim(2) * cache.k.dim(3);
+  // Rows too wide for one block's shared memory take the single operators.
+  if (kernels::attention_inputs_smem_bytes(q_cols, kv_cols, head_dim) > kDefaultSmemPerBlock) {
+    Ops::do_attention_inputs(qkv, norm, positions, head_dim, theta, cache, batch, q);
+    return;
+  }
+  const int kind = norm.kind == HeadNorm::PerHead    ? kernels::kHeadNormPerHead
+                   : norm.kind == HeadNorm::WholeRow ? kernels::kHeadNormWholeRow
+                                                     : kernels::kHeadNormNone;
+  const bool normed = norm.kind != HeadNorm::None;
+  kernels::attention_inputs(bf(qkv), q_cols, kv_cols, i32(positions), i32(batch.slot_mapping),
+                            qkv.rows(), head_dim, static_cast<float>(theta), kind,
+                            normed ? bf(norm.q_weight) : nullptr,
+                            normed ? bf(norm.k_weight) : nullptr, norm.eps, bf(q), bf(cache.k),
+                            bf(cache.v), stream_);
+}
 
 void CudaOps::do_kv_append(const Tensor& k, const Tensor& v, KvCache& cache,
                            const BatchTensors& batch) {
@@ -322,7 +354,6 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
   routing.max_tiles = kernels::grouped_gemm_max_tiles(tile_rows, slots, local);
   routing.tiles = static_cast<int4*>(temp(DType::I32, {routing.max_tiles, 4}).data);
   Tensor act = temp(DType::BF16, {slots, inter});
-  Tensor y_perm = temp(DType::BF16, {slots, hidden});
 
   // Few slots: the routing kernel also resolves each permuted row's token, and the gate/up GEMM
   // reads the tokens' rows in place; otherwise they are copied into expert order first.
@@ -339,6 +370,14 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
   }
   kernels::grouped_gemm_swiglu(tile_rows, gate_up_input, token_of_row, bf(experts.gate_up),
                                routing, local, slots, hidden, inter, bf(act), stream_);
+  if (tokens == 1 && rows_resolved) {
+    // One token: its experts' down projections and their weighted sum in one launch.
+    kernels::gemv_down_combine(bf(act), routing.row_of_slot, i32(ids), f32(weights), k,
+                               experts.first_expert, bf(experts.down), inter, hidden, bf(out),
+                               stream_);
+    return;
+  }
+  Tensor y_perm = temp(DType::BF16, {slots, hidden});
   kernels::grouped_gemm_down(tile_rows, bf(act), bf(experts.down), routing, local, slots, inter,
                              hidden, bf(y_perm), stream_);
   kernels::moe_unpermute_combine(bf(y_perm), routing.row_of_slot, f32(weights), tokens, k,
@@ -383,10 +422,11 @@ void CudaOps::do_accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
                                     static_cast<int64_t*>(counts.data), stream_);
 }
 
-void CudaOps::do_accumulate_coactivation(const Tensor& ids, Tensor& pairs) {
-  if (ids.numel() == 0) return;
-  kernels::accumulate_coactivation(i32(ids), ids.rows(), ids.cols(), pairs.dim(0),
-                                   static_cast<int64_t*>(pairs.data), stream_);
+void CudaOps::do_accumulate_routing(const Tensor& records, int64_t tokens, Tensor& counts,
+                                    Tensor& pairs) {
+  kernels::accumulate_routing(i32(records), records.dim(0), records.dim(1), tokens,
+                              records.dim(2), counts.dim(1), static_cast<int64_t*>(counts.data),
+                              static_cast<int64_t*>(pairs.data), stream_);
 }
 
 void CudaOps::do_add_row_bias(Tensor& x, const Tensor& bias) {

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# perf/validate_predictor.py --backend cpu --quick: the whole study on tiny models. Every section
+# (one device, emulated ranks, 4 CPU ranks end to end) holds measured and predicted times that
+# are finite and positive, the emulated section spans worlds 2, 4 and 8 with group statistics,
+# and the markdown report has each section's table.
+source "$(dirname "$0")/common.bash"
+"$PYTHON" -c "import h5py, numpy" 2>/dev/null ||
+  fail "$PYTHON lacks h5py or numpy (make deps installs python3-h5py python3-numpy)"
+command -v "$MPIEXEC" >/dev/null || fail "no MPI launcher '$MPIEXEC'"
+
+mpirun_wrapper="$WORK/mpirun"
+printf '#!/usr/bin/env bash\nexec bash "%s" "%s" "$@"\n' "$MOETRON_SOURCE_DIR/tests/mpi/run_mpi.sh" "$MPIEXEC" >"$mpirun_wrapper"
+chmod +x "$mpirun_wrapper"
+"$PYTHON" "$MOETRON_SOURCE_DIR/perf/validate_predictor.py" --moetron "$MOETRON" --backend cpu --quick \
+  --mpirun "$mpirun_wrapper" --out-dir "$WORK/v" >"$WORK/log" 2>&1 || { cat "$WORK/log"; fail "the study failed"; }
+
+"$PYTHON" - "$WORK/v/validation.h5" <<'PY' || fail "validation.h5 lacks data"
+import sys, h5py, numpy as np
+f = h5py.File(sys.argv[1], "r")
+assert f.attrs["backend"] == "cpu"
+for section, least in (("single", 21), ("emulated", 9), ("end_to_end", 2)):
+    g = f[section]
+    n = g["measured_s"].shape[0]
+    assert n >= least, f"{section}: {n} points, expected at least {least}"
+    for key in ("measured_s", "predicted_s", "measured_tps", "predicted_tps"):
+        v = g[key][()]
+        assert np.all(np.isfinite(v)) and np.all(v > 0), f"{section}/{key}: {v}"
+    assert 0 <= g.attrs["upper_bound_share"] <= 1 and g.attrs["median_abs_error"] >= 0
+worlds = set(f["emulated/world"][()].tolist())
+assert worlds == {2, 4, 8}, worlds
+rho = f["emulated/groups/spearman"][()]
+assert len(rho) == 9 and np.isfinite(rho).any(), rho
+assert np.all((f["emulated/groups/pick_distance"][()] >= 0) & (f["emulated/groups/pick_distance"][()] <= 1))
+PY
+for needle in "(a) one device" "(b) emulated ranks" "(c) end to end over MPI" "| tiny Mixtral | 8 |" "Spearman"; do
+  grep -qF -- "$needle" "$WORK/v/report.md" || fail "report.md lacks '$needle'"
+done
+echo "validate_predictor: $(grep -c '^| tiny' "$WORK/v/report.md") rows in the report"
