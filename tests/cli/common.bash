@@ -63,6 +63,16 @@ make_gpu_model() {
     --set num_key_value_heads=4 --set intermediate_size=256 --set vocab_size=1024 --out "$1" --seed 3
 }
 
+# What the GPU plan tests share (needs a GPU): sets gpus (how many), model (make_gpu_model's)
+# and writes $WORK/prompts.jsonl with PROMPTS random prompts of LENGTH tokens and NEW new ones.
+gpu_test_setup() {  # gpu_test_setup PROMPTS LENGTH NEW
+  require_gpu
+  gpus=$(nvidia-smi -L | wc -l)
+  model=$WORK/olmoe-h512
+  make_gpu_model "$model"
+  random_prompts "$WORK/prompts.jsonl" "$1" "$2" "$3"
+}
+
 # random_prompts FILE N SEED MAX_NEW_TOKENS_FORMULA [VOCAB]: N requests of 1..39 random tokens
 # below VOCAB (default 1024); request i asks for eval(formula) new tokens.
 random_prompts() {

@@ -6,11 +6,7 @@
 # sets it): one GPU per rank, NCCL, two different UUIDs. (3) Every rank sees two GPUs: each takes
 # the one of its node-local rank.
 source "$(dirname "$0")/common.bash"
-require_gpu
-gpus=$(nvidia-smi -L | wc -l)
-model=$WORK/olmoe-h512
-make_gpu_model "$model"
-random_prompts "$WORK/prompts.jsonl" 4 5 "4"
+gpu_test_setup 4 5 "4"
 args=(run --model "$model" --prompts "$WORK/prompts.jsonl" --backend cuda --ignore-eos --kv-cache-tokens 4096 --plan tp=2)
 host=$(hostname)
 uuid() { nvidia-smi --query-gpu=uuid --format=csv,noheader -i "$1" | tr -d ' '; }

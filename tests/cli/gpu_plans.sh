@@ -5,11 +5,7 @@
 # bf16 on every path, but reductions run in a different order per plan, so a near-tie may
 # flip a greedy token and change the rest of that request: most tokens must agree.
 source "$(dirname "$0")/common.bash"
-require_gpu
-gpus=$(nvidia-smi -L | wc -l)
-model=$WORK/olmoe-h512
-make_gpu_model "$model"
-random_prompts "$WORK/prompts.jsonl" 12 2 "6"
+gpu_test_setup 12 2 "6"
 args=(run --model "$model" --prompts "$WORK/prompts.jsonl" --backend cuda --ignore-eos --kv-cache-tokens 4096)
 "$MOETRON" "${args[@]}" --log-level warn --out "$WORK/single.h5"
 check() {  # check RANKS PLAN [EXPECTED LOG TEXT]

@@ -5,11 +5,7 @@
 # changes, but a bf16 expert GEMM may pick another row tiling for another row count, so, as in
 # gpu_plans.sh, most tokens must agree (compare_results prints how many).
 source "$(dirname "$0")/common.bash"
-require_gpu
-gpus=$(nvidia-smi -L | wc -l)
-model=$WORK/olmoe-h512
-make_gpu_model "$model"
-random_prompts "$WORK/prompts.jsonl" 12 2 "6"
+gpu_test_setup 12 2 "6"
 args=(run --model "$model" --prompts "$WORK/prompts.jsonl" --backend cuda --ignore-eos --kv-cache-tokens 4096
       --log-level warn)
 check() {  # check RANKS PLAN
