@@ -158,7 +158,12 @@ def anova_table(frame, factors, response):
     data = frame[varying + [response]].copy()
     for f in varying:
         data[f] = data[f].astype(str)
-    table = anova_lm(smf.ols(f"{response} ~ {rhs}", data=data).fit(), typ=2)
+    fit = smf.ols(f"{response} ~ {rhs}", data=data).fit()
+    if fit.df_resid < 1:
+        # As many parameters as runs: every term fits exactly and nothing is left to test
+        # against. The caller says so instead of a table.
+        return None
+    table = anova_lm(fit, typ=2)
     total = table["sum_sq"].sum()
     out = []
     for term, row in table.iterrows():
@@ -184,8 +189,10 @@ def knees(frame, factors):
         knee = means[means["output_tokens_per_s"] >= 0.9 * best].index[0]
         unloaded = means["itl_p50_s"].iloc[0]
         key = key if isinstance(key, tuple) else (key,)
+        ratios = means["itl_p99_s"] / unloaded
         out.append((", ".join(f"{f}={v}" for f, v in zip(others, key)) or "all", load, knee,
-                    means.loc[knee, "output_tokens_per_s"], means.loc[knee, "itl_p99_s"] / unloaded))
+                    means.loc[knee, "output_tokens_per_s"], ratios.loc[knee],
+                    ratios[ratios.index <= knee].max(), means.assign(ratio=ratios)))
     return out
 
 
@@ -211,7 +218,13 @@ def analyze(study_dir, out_path, plots):
     for response in study["responses"]:
         lines += [f"## {response}", "", "| term | df | sum of squares | share | F | p |",
                   "| --- | --- | --- | --- | --- | --- |"]
-        for term, df, ss, share, f_value, p in anova_table(frame, factors, response):
+        table = anova_table(frame, factors, response)
+        if table is None:
+            lines[-2:] = [f"No ANOVA: {len(frame)} runs leave no residual degrees of freedom for the "
+                          "factors and their interactions (add repeats or levels)."]
+            lines.append("")
+            continue
+        for term, df, ss, share, f_value, p in table:
             lines.append(f"| {term} | {df:g} | {number(ss)} | {share * 100:.1f}% | {number(f_value)} | {number(p)} |")
         lines.append("")
     knee_rows = knees(frame, factors)
@@ -219,11 +232,19 @@ def analyze(study_dir, out_path, plots):
         lines += ["## Throughput knee", "",
                   "The lightest load reaching 90% of the configuration's best mean throughput, and p99 ITL "
                   "there over the lightest load's median ITL.", "",
-                  "| configuration | load | knee | output tokens/s | p99 ITL / unloaded ITL |",
-                  "| --- | --- | --- | --- | --- |"]
-        for config, load, knee, tps, ratio in knee_rows:
-            lines.append(f"| {config} | {load} | {knee} | {number(tps, 4)} | {number(ratio)} |")
+                  "| configuration | load | knee | output tokens/s | p99 ITL / unloaded ITL | worst ratio up to the knee |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for config, load, knee, tps, ratio, worst, _ in knee_rows:
+            lines.append(f"| {config} | {load} | {knee} | {number(tps, 4)} | {number(ratio)} | {number(worst)} |")
         lines.append("")
+        for config, load, _, _, _, _, means in knee_rows:
+            lines += [f"### {config}: by {load}", "",
+                      f"| {load} | output tokens/s | ITL p50 (ms) | ITL p99 (ms) | p99 ITL / unloaded |",
+                      "| --- | --- | --- | --- | --- |"]
+            for level, row in means.iterrows():
+                lines.append(f"| {level} | {number(row['output_tokens_per_s'], 4)} | {number(row['itl_p50_s'] * 1e3)} "
+                             f"| {number(row['itl_p99_s'] * 1e3)} | {number(row['ratio'])} |")
+            lines.append("")
     if plots:
         sys.path.insert(0, HERE)
         import plots as plotting

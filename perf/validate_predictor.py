@@ -100,7 +100,10 @@ class Study:
             with open(log, "w") as f:
                 f.write(" ".join(cmd) + "\n" + done.stdout + done.stderr)
         if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-2000:]}")
+            # The reason is the last lines of either stream (a rank's error may reach stdout
+            # through mpirun), on one line so that the report's list keeps it.
+            tail = (done.stderr.strip() or done.stdout.strip())[-600:].replace("\n", " | ")
+            raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: {tail}")
         return done.stdout
 
     def run_flags(self):
