@@ -64,8 +64,8 @@ make_gpu_model() {
 }
 
 # What the GPU plan tests share (needs a GPU): sets gpus (how many), model (make_gpu_model's)
-# and writes $WORK/prompts.jsonl with PROMPTS random prompts of LENGTH tokens and NEW new ones.
-gpu_test_setup() {  # gpu_test_setup PROMPTS LENGTH NEW
+# and writes $WORK/prompts.jsonl: random_prompts' N, SEED and MAX_NEW_TOKENS_FORMULA.
+gpu_test_setup() {  # gpu_test_setup N SEED MAX_NEW_TOKENS_FORMULA
   require_gpu
   gpus=$(nvidia-smi -L | wc -l)
   model=$WORK/olmoe-h512
