@@ -23,7 +23,8 @@
 #             in the logs), then a batch-64 decode run with --plan auto predicted from that
 #             profile, its results file kept beside it (predicted against measured: /predictions)
 #   ncu       Nsight Compute on an eager batch-1 decode (OLMoE-1B-7B shape, dummy weights): time
-#             and DRAM bytes of every kernel of 4 decode steps, tabled by perf/ncu_summary.py
+#             and DRAM bytes of every kernel of 4 decode steps (moetron run
+#             --profile-decode-steps opens ncu's window), tabled by perf/ncu_summary.py
 #   bench     the benchmark table, perf/bench.py (models: BENCH_MODELS, default olmoe-1b-7b;
 #             further options: BENCH_ARGS, e.g. "--idle-batches 64 --no-eager")
 #   plans     two GPUs: tests/cli/gpu_plans.sh (TP2, EP2, PP2, DP2 over NCCL against one GPU)
@@ -158,21 +159,14 @@ section_profile() {
 section_ncu() {
   "$moetron" model make --family olmoe --preset olmoe-1b-7b --config-only --out "$work/olmoe" \
     >/dev/null || return 1
-  # A short prompt, so that prefill is cheap to skip: 1 prompt of 8 tokens, 7 new (the first
-  # comes from prefill; the launches of prefill and 2 decode steps are skipped, 4 profiled).
-  python3 "$src/perf/make_prompts.py" "$work/ncu.jsonl" 1 8 7 30000 || return 1
-  local per_step
-  per_step=$(MOETRON_LOG_LEVEL=info "$moetron" run --model "$work/olmoe" --load-format dummy \
-    --prompts "$work/ncu.jsonl" --out "$work/o.h5" --ignore-eos --no-graphs --measure-gpu-idle 2>&1 |
-    sed -n 's/.* \([0-9][0-9]*\) kernels\/step.*/\1/p' | tail -1)
-  [ -n "$per_step" ] || { echo "could not read the kernels per step"; return 1; }
-  echo "kernels per decode step: $per_step"
-  ncu --clock-control none --csv --page raw \
+  # One 512-token prompt, 8 new tokens; the profiler window (--profile-decode-steps) opens at
+  # decode step 2 for 4 steps, so start-up, weight generation and prefill are not profiled.
+  python3 "$src/perf/make_prompts.py" "$work/ncu.jsonl" 1 512 8 30000 || return 1
+  ncu --clock-control none --profile-from-start off --csv --page raw \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
-    --launch-skip $((3 * per_step)) --launch-count $((4 * per_step)) \
     "$moetron" run --model "$work/olmoe" --load-format dummy --prompts "$work/ncu.jsonl" \
-    --out "$work/o.h5" --ignore-eos --no-graphs >"$logs/ncu-batch1.csv" 2>"$logs/ncu-batch1.err" ||
-    { tail -5 "$logs/ncu-batch1.err"; return 1; }
+    --out "$work/o.h5" --ignore-eos --no-graphs --profile-decode-steps 2:4 \
+    >"$logs/ncu-batch1.csv" 2>"$logs/ncu-batch1.err" || { tail -5 "$logs/ncu-batch1.err"; return 1; }
   python3 "$src/perf/ncu_summary.py" "$logs/ncu-batch1.csv" --steps 4
 }
 

@@ -26,6 +26,7 @@
 #include "run_report.hpp"
 #ifdef MOETRON_HAVE_CUDA
 #include "moetron/backend/gpu_activity.hpp"
+#include "moetron/backend/profiler_window.hpp"
 #endif
 
 namespace moetron::apps {
@@ -109,6 +110,11 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   const std::string backend = resolve_backend(o.backend);
   MOETRON_CHECK(!o.measure_gpu_idle || backend == "cuda",
                 "--measure-gpu-idle needs the cuda backend (this run uses " << backend << ")");
+  MOETRON_CHECK(o.profile_decode_steps.empty() || backend == "cuda",
+                "--profile-decode-steps needs the cuda backend (this run uses " << backend << ")");
+  MOETRON_CHECK(o.profile_decode_steps.empty() || !o.measure_gpu_idle,
+                "--profile-decode-steps and --measure-gpu-idle exclude each other (a profiler and CUPTI "
+                "tracing cannot both hold the GPU's counters)");
 
   const Emulation emulation{o.emulate_rank, o.emulate_world};
   const std::string emulation_refused =
@@ -180,8 +186,12 @@ int run(const RunOptions& o, int world_rank, int world_size) {
 #ifdef MOETRON_HAVE_CUDA
   // Tracing starts before the decode graphs are instantiated, so their kernels are seen too.
   std::unique_ptr<GpuIdleObserver> idle_observer;
+  std::unique_ptr<ProfilerWindow> profiler_window;  // excludes idle_observer (checked above)
   if (o.measure_gpu_idle && world_rank == 0) idle_observer = std::make_unique<GpuIdleObserver>();
-  settings.observer = idle_observer.get();
+  if (!o.profile_decode_steps.empty() && world_rank == 0)
+    profiler_window = std::make_unique<ProfilerWindow>(
+        parse_decode_step_range(o.profile_decode_steps, "--profile-decode-steps"));
+  settings.observer = idle_observer ? static_cast<StepObserver*>(idle_observer.get()) : profiler_window.get();
 #endif
   DeviceAccess device;
   device.make_ops = [&](size_t arena_bytes) { return make_ops(backend, binding, arena_bytes); };

@@ -79,6 +79,9 @@ po::options_description run_options(RunOptions& o) {
       ("no-graphs", po::bool_switch(&o.no_graphs), "run the decode step eagerly (no CUDA graphs)")
       ("measure-gpu-idle", po::bool_switch(&o.measure_gpu_idle),
        "trace rank 0's GPU with CUPTI and report how long it idles within decode steps (cuda backend)")
+      ("profile-decode-steps", po::value(&o.profile_decode_steps),
+       "FIRST:COUNT: open the CUDA profiler's capture window around decode steps FIRST to "
+       "FIRST+COUNT-1 (from 0) on rank 0, for `ncu --profile-from-start off` (cuda backend)")
       ("collective-timeout", po::value(&o.collective_timeout)->default_value(o.collective_timeout),
        "seconds a collective may wait for the other ranks before the job ends naming the ranks "
        "that did not arrive (0: wait forever)")

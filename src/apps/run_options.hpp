@@ -16,6 +16,7 @@ struct RunOptions {
   std::string log_level = "info";
   int64_t max_new_tokens = 64;
   bool ignore_eos = false, save_logits = false, no_graphs = false, measure_gpu_idle = false;
+  std::string profile_decode_steps;  // --profile-decode-steps FIRST:COUNT ("": none)
   float temperature = 0.0f, top_p = 1.0f;
   int top_k = 0;
   uint64_t seed = 0;

@@ -33,6 +33,8 @@ expect no-config "no-config/config.json" "$MOETRON" "${base[@]}" --model "$WORK/
 expect corrupt-weights "corrupt/model.safetensors" "$MOETRON" "${base[@]}" --model "$WORK/corrupt" --out "$WORK/out.h5"
 expect token-out-of-vocab "bad-token.jsonl:2" "$MOETRON" run --prompts "$WORK/bad-token.jsonl" --backend cpu \
   --model "$good" --out "$WORK/out.h5"
+expect profile-window-on-cpu "\-\-profile-decode-steps needs the cuda backend" "$MOETRON" "${base[@]}" \
+  --model "$good" --out "$WORK/out.h5" --profile-decode-steps 2:4
 expect unwritable-out "/nonexistent-dir" "$MOETRON" "${base[@]}" --model "$good" --out /nonexistent-dir/out.h5
 # Plans: every rank refuses the same way before loading anything.
 expect impossible-plan "the 4 attention heads do not split evenly over tp=3" "${MPI_RUN[@]}" 3 "$MOETRON" "${base[@]}" --model "$good" --out "$WORK/out.h5" --plan tp=3
