@@ -120,6 +120,9 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   const std::string emulation_refused =
       emulation_problem(o.emulate_rank_given, o.emulate_world_given, emulation, o.plan, world_size);
   MOETRON_CHECK(emulation_refused.empty(), emulation_refused);
+  MOETRON_CHECK(!emulation.active() || o.redundant_experts == 0,
+                "--redundant-experts " << o.redundant_experts << " cannot be combined with --emulate-rank yet "
+                                       << "(an emulated rank's shard does not hold the copies)");
   // An emulated rank is predicted and described as one rank of its plan's world, on nodes of
   // up to kEmulatedNodeRanks ranks.
   constexpr int kEmulatedNodeRanks = 8;
