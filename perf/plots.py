@@ -56,6 +56,13 @@ def cdf(ax, values, label):
     return x.size
 
 
+def save_figure(fig, axes, path, points):
+    """Writes the figure; returns what the CI test checks of it: data points and axis labels."""
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return {"points": points, "xlabel": [a.get_xlabel() for a in axes], "ylabel": [a.get_ylabel() for a in axes]}
+
+
 def throughput_figure(runs, path):
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     points = 0
@@ -71,9 +78,7 @@ def throughput_figure(runs, path):
         ax.set_ylabel("throughput (output tokens/s)")
         points += len(x)
     fig.suptitle("Throughput against batch and concurrency")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return {"points": points, "xlabel": [a.get_xlabel() for a in axes], "ylabel": [a.get_ylabel() for a in axes]}
+    return save_figure(fig, axes, path, points)
 
 
 def latency_cdf_figure(runs, path):
@@ -90,9 +95,7 @@ def latency_cdf_figure(runs, path):
         ax.set_xscale("log")
     axes[0].legend(fontsize=7)
     fig.suptitle("Latency distributions")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return {"points": points, "xlabel": [a.get_xlabel() for a in axes], "ylabel": [a.get_ylabel() for a in axes]}
+    return save_figure(fig, axes, path, points)
 
 
 def latency_vs_load_figure(runs, path):
@@ -109,9 +112,7 @@ def latency_vs_load_figure(runs, path):
         ax.set_ylabel(f"{name} (ms)")
         ax.legend()
     fig.suptitle("Latency against load")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return {"points": points, "xlabel": [a.get_xlabel() for a in axes], "ylabel": [a.get_ylabel() for a in axes]}
+    return save_figure(fig, axes, path, points)
 
 
 FIGURES = {"throughput.png": throughput_figure, "latency_cdf.png": latency_cdf_figure,
