@@ -1,5 +1,7 @@
 // Rotary position embedding, rotate-half (NeoX) layout: element i and i + hd/2 of every head
 // form one rotated pair.
+#include <algorithm>
+
 #include "common.cuh"
 
 namespace moetron {
@@ -51,12 +53,17 @@ __device__ void norm_row(float* x, int cols, const bf16* __restrict__ w, float e
 // memory as fp32, QK-normed (rounded to bf16 as the separate norm would store them), rotated,
 // and written (q to q_out, k to the cache); v goes straight to the cache. Replaces the split,
 // two norms, RoPE and the KV append: one launch instead of six a layer in decode.
+// The block has a thread per 16-byte piece of the row (attention_inputs_threads), so at batch 1
+// every load is issued at once: a loop of dependent 2-byte loads made this kernel 20 us a layer
+// on an H200 (the ncu table in perf/NOTES.md). kVec: the row's pieces are 16-byte aligned.
+template <bool kVec>
 __global__ void attention_inputs_kernel(const bf16* __restrict__ qkv, int q_cols, int kv_cols,
                                         const int32_t* __restrict__ positions,
                                         const int32_t* __restrict__ slot_mapping, int head_dim,
                                         float theta, int norm_kind, const bf16* __restrict__ q_w,
-                                        const bf16* __restrict__ k_w, float eps, bf16* q_out,
-                                        bf16* k_cache, bf16* v_cache) {
+                                        const bf16* __restrict__ k_w, float eps,
+                                        bf16* __restrict__ q_out, bf16* __restrict__ k_cache,
+                                        bf16* __restrict__ v_cache) {
   pdl_enter();  // first: see common.cuh
   extern __shared__ float smem[];
   const int half = head_dim / 2, width = q_cols + kv_cols;
@@ -66,9 +73,27 @@ __global__ void attention_inputs_kernel(const bf16* __restrict__ qkv, int q_cols
   const int64_t t = blockIdx.x;
   const bf16* in = qkv + t * static_cast<int64_t>(width + kv_cols);
   const int64_t slot = slot_mapping[t];
-  if (slot >= 0)
-    for (int c = threadIdx.x; c < kv_cols; c += blockDim.x) v_cache[slot * kv_cols + c] = in[width + c];
-  for (int c = threadIdx.x; c < width; c += blockDim.x) row[c] = __bfloat162float(in[c]);
+  constexpr int kPiece = kVec ? 8 : 1;  // bf16 per load
+  for (int c = threadIdx.x * kPiece; c < width + kv_cols; c += blockDim.x * kPiece) {
+    if constexpr (kVec) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(in + c);
+      if (c >= width) {  // v: straight to the cache
+        if (slot >= 0) *reinterpret_cast<uint4*>(v_cache + slot * kv_cols + c - width) = raw;
+        continue;
+      }
+      const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 f = __bfloat1622float2(h[i]);
+        row[c + 2 * i] = f.x;
+        row[c + 2 * i + 1] = f.y;
+      }
+    } else if (c >= width) {
+      if (slot >= 0) v_cache[slot * kv_cols + c - width] = in[c];
+    } else {
+      row[c] = __bfloat162float(in[c]);
+    }
+  }
   fill_rope_table(positions[t], half, head_dim, theta, cos_s, sin_s);
   __syncthreads();
   if (norm_kind == kHeadNormWholeRow) {
@@ -123,11 +148,18 @@ void attention_inputs(const bf16* qkv, int64_t q_cols, int64_t kv_cols, const in
                       float theta, int norm_kind, const bf16* q_norm, const bf16* k_norm,
                       float eps, bf16* q_out, bf16* k_cache, bf16* v_cache, cudaStream_t stream) {
   if (num_tokens == 0) return;
-  launch(attention_inputs_kernel, num_tokens, kRopeThreads * 2,
-         attention_inputs_smem_bytes(q_cols, kv_cols, head_dim), stream, qkv,
-         static_cast<int>(q_cols), static_cast<int>(kv_cols), positions, slot_mapping,
-         static_cast<int>(head_dim), theta, norm_kind, q_norm, k_norm, eps, q_out, k_cache,
-         v_cache);
+  // 16-byte pieces need every row start (qkv rows, cache slots) and the q | k | v borders on
+  // a multiple of 8 elements.
+  const bool vec = head_dim % 8 == 0 && aligned16(qkv) && aligned16(v_cache);
+  const int64_t row_cols = q_cols + 2 * kv_cols;
+  const int64_t pieces = vec ? ceil_div(row_cols, 8) : row_cols;
+  // A thread per piece, whole warps, 128 to 1024 threads (more pieces: threads loop).
+  const auto threads = static_cast<unsigned>(std::min<int64_t>(1024, std::max<int64_t>(128, ceil_div(pieces, 32) * 32)));
+  const size_t smem = attention_inputs_smem_bytes(q_cols, kv_cols, head_dim);
+  auto kernel = vec ? attention_inputs_kernel<true> : attention_inputs_kernel<false>;
+  launch(kernel, num_tokens, threads, smem, stream, qkv, static_cast<int>(q_cols),
+         static_cast<int>(kv_cols), positions, slot_mapping, static_cast<int>(head_dim), theta,
+         norm_kind, q_norm, k_norm, eps, q_out, k_cache, v_cache);
 }
 
 void rope(bf16* q, bf16* k, const int32_t* positions, int64_t num_tokens, int64_t num_q_heads,

@@ -17,6 +17,14 @@ def number(text):
     return float(text.replace(",", "")) if text not in ("", "n/a") else 0.0
 
 
+def kernel_label(demangled):
+    """A kernel's name without return type, namespaces, template and call arguments."""
+    name = demangled.replace("(anonymous namespace)::", "").replace("<unnamed>::", "")
+    name = name[5:] if name.startswith("void ") else name
+    name = name.split("(")[0].split("<")[0]
+    return name.rsplit("::", 1)[-1]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("csv")
@@ -33,7 +41,7 @@ def main():
     scale_b = {"byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9}
     by_name = defaultdict(lambda: [0, 0.0, 0.0])
     for r in rows[1:]:
-        name = r.get("Kernel Name", "?").split("(")[0].split("<")[0]
+        name = kernel_label(r.get("Kernel Name", "?"))
         t_us = number(r["gpu__time_duration.sum"]) * scale_t
         b = sum(number(r[m]) * scale_b.get(units.get(m, "byte"), 1.0)
                 for m in ("dram__bytes_read.sum", "dram__bytes_write.sum") if m in r)
@@ -43,7 +51,7 @@ def main():
         acc[2] += b
     total_t = sum(v[1] for v in by_name.values())
     total_b = sum(v[2] for v in by_name.values())
-    print(f"{len(rows) - 1} launches, {total_t / args.steps:.1f} us and {total_b / args.steps / 1e6:.2f} MB "
+    print(f"{(len(rows) - 1) / args.steps:g} launches, {total_t / args.steps:.1f} us and {total_b / args.steps / 1e6:.2f} MB "
           f"of DRAM traffic per step ({args.steps:g} steps); kernels run back to back under ncu, "
           f"so gaps are not counted")
     print(f"{'kernel':48} {'launch/step':>11} {'us/step':>9} {'us/launch':>9} {'MB/step':>9} {'GB/s':>7} {'of HBM':>6}")

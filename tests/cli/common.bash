@@ -88,6 +88,14 @@ with open(path, "w") as f:
 PY
 }
 
-# The Debian python3, where `make deps` installs h5py, matplotlib and statsmodels (a python3
-# earlier on PATH, e.g. pyenv's, may lack them).
-PYTHON=$(command -v /usr/bin/python3 || command -v python3)
+# A python3 with h5py: the Debian one, where `make deps` installs h5py, matplotlib and
+# statsmodels (a python3 earlier on PATH, e.g. pyenv's, may lack them), else the one on PATH
+# (the GPU machines have h5py there and not in /usr/bin/python3).
+PYTHON=
+for candidate in /usr/bin/python3 python3; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import h5py' 2>/dev/null; then
+    PYTHON=$(command -v "$candidate")
+    break
+  fi
+done
+PYTHON=${PYTHON:-$(command -v python3)}
