@@ -129,7 +129,7 @@ def study(args):
     prompts = os.path.join(args.work, "prompts.jsonl")
     write_prompts(prompts, args.requests, args.prompt_len, args.max_new_tokens, min(vocab, 50000), args.seed)
     rows = []
-    for plan in args.plans:
+    for plan in [] if args.emulated_only else args.plans:
         ranks, ep = plan_ranks(plan)
         if ep < 2:
             fail(f"plan {plan}: the study compares replicas, which need ep > 1")
@@ -382,7 +382,25 @@ def write_markdown(rows, config, args, plots, figures, emulated=(), left_out=())
         lines += ["These are CPU-rank figures: more ranks than cores share a small machine, so the "
                   "throughput column is dominated by oversubscription and noise, and says little about "
                   "GPUs; the token-slot imbalance is exact.", ""]
-    lines += ["| plan | zipf S | redundant | expert max/mean | rank max/mean | rank tokens | expert seconds max/mean "
+    if not rows:  # --emulated-only: the model, not the MPI section's workload
+        lines = lines[:3] + [f"Model: OLMoE-shaped, {config['num_hidden_layers']} layers, {config['num_experts']} "
+                             f"experts, top-{config['num_experts_per_tok']}, hidden {config['hidden_size']}, dummy "
+                             f"weights with `--routing-skew zipf:S`; {args.prompt_len} prompt tokens and "
+                             f"{args.max_new_tokens} new tokens per request."]
+    else:
+        lines += table(rows)
+    lines += emulated_markdown(emulated, left_out, args)
+    rel = os.path.relpath(plots, os.path.dirname(os.path.abspath(args.out)))
+    lines += ["", "Plots:", ""]
+    for name in figures:
+        lines.append(f"![{name}]({rel}/{name})")
+    lines += ["", f"Command: `{' '.join(sys.argv)}`", ""]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines))
+
+
+def table(rows):
+    lines = ["| plan | zipf S | redundant | expert max/mean | rank max/mean | rank tokens | expert seconds max/mean "
               "| busiest expert time | output tok/s | vs no replicas |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -392,14 +410,7 @@ def write_markdown(rows, config, args, plots, figures, emulated=(), left_out=())
                      f"{fmt(r['rank_imbalance'])} | {' '.join(map(str, r['rank_expert_tokens']))} | "
                      f"{fmt(r['rank_seconds_imbalance'])} | {fmt(100 * r['busiest_expert_share'], 1)}% | "
                      f"{fmt(r['output_tokens_per_s'], 1)} | {fmt(speed, 2)}x |")
-    lines += emulated_markdown(emulated, left_out, args)
-    rel = os.path.relpath(plots, os.path.dirname(os.path.abspath(args.out)))
-    lines += ["", "Plots:", ""]
-    for name in figures:
-        lines.append(f"![{name}]({rel}/{name})")
-    lines += ["", f"Command: `{' '.join(sys.argv)}`", ""]
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines))
+    return lines
 
 
 def main():
@@ -424,6 +435,7 @@ def main():
     ap.add_argument("--emulated-redundant", type=int, default=0, help="redundant experts there (default N/2)")
     ap.add_argument("--emulated-requests", type=int, help="its workload's requests (default 32 cpu, 128 cuda)")
     ap.add_argument("--emulated-budget-s", type=float, help="seconds for that section (default 120 on cuda, none on the cpu)")
+    ap.add_argument("--emulated-only", action="store_true", help="only the emulated section (no MPI runs)")
     ap.add_argument("--quick", action="store_true",
                     help="CI: skews 0 and 1.5, one plan on 2 ranks, 8 short requests; emulated 4 ranks")
     ap.add_argument("--work", help="where the runs' files go (default: moetron_expert_load_<backend> in the temp folder)")
@@ -457,7 +469,7 @@ def main():
     rows, config = study(args)
     model = args.model or make_model(args.moetron, args.backend, args.work, args.layers)  # study's, made once
     emulated, left_out = emulated_study(args, model, int(config["num_experts"]), int(config["vocab_size"]))
-    figures = draw(rows, plots)
+    figures = draw(rows, plots) if rows else {}
     figures.update(draw_emulated(emulated, plots))
     with open(os.path.join(plots, "rows.json"), "w") as f:
         json.dump(rows, f, indent=1)
