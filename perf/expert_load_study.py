@@ -8,8 +8,11 @@ One command runs everything and writes a Markdown report with its plots:
   python3 perf/expert_load_study.py --moetron build-cpu/moetron --out perf/EXPERT_LOAD.md
 
   # Several ranks sharing one GPU (MPI transport through host memory; OLMoE-1B-7B shape with
-  # 4 layers, dummy weights; about 3 minutes on one H200):
+  # 4 layers, dummy weights; about 3 minutes on one H200, then at most --emulated-budget-s
+  # (default 120) for the emulated ranks of 8, 16 and 64-rank EP plans):
   python3 perf/expert_load_study.py --backend cuda --moetron build/moetron --out perf/EXPERT_LOAD_GPU.md
+  # only the emulated section:
+  python3 perf/expert_load_study.py --backend cuda --emulated-only --moetron build/moetron --out EMU.md
 
 For every skew S (--skews, default 0, 0.5, 1.0, 1.5) and every plan (--plans), it runs the plan
 without replicas, then with --redundant-experts R whose --expert-loads is the no-replica run of
