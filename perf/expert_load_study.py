@@ -474,8 +474,9 @@ def main():
     emulated, left_out = emulated_study(args, model, int(config["num_experts"]), int(config["vocab_size"]))
     figures = draw(rows, plots) if rows else {}
     figures.update(draw_emulated(emulated, plots))
-    with open(os.path.join(plots, "rows.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+    if rows:  # --emulated-only keeps an earlier run's
+        with open(os.path.join(plots, "rows.json"), "w") as f:
+            json.dump(rows, f, indent=1)
     with open(os.path.join(plots, "emulated_rows.json"), "w") as f:
         json.dump(emulated, f, indent=1)
     write_markdown(rows, config, args, plots, figures, emulated, left_out)
