@@ -8,8 +8,11 @@ One command runs everything and writes a Markdown report with its plots:
   python3 perf/expert_load_study.py --moetron build-cpu/moetron --out perf/EXPERT_LOAD.md
 
   # Several ranks sharing one GPU (MPI transport through host memory; OLMoE-1B-7B shape with
-  # 4 layers, dummy weights; about 3 minutes on one H200):
+  # 4 layers, dummy weights; about 3 minutes on one H200, then at most --emulated-budget-s
+  # (default 120) for the emulated ranks of 8, 16 and 64-rank EP plans):
   python3 perf/expert_load_study.py --backend cuda --moetron build/moetron --out perf/EXPERT_LOAD_GPU.md
+  # only the emulated section:
+  python3 perf/expert_load_study.py --backend cuda --emulated-only --moetron build/moetron --out EMU.md
 
 For every skew S (--skews, default 0, 0.5, 1.0, 1.5) and every plan (--plans), it runs the plan
 without replicas, then with --redundant-experts R whose --expert-loads is the no-replica run of
@@ -19,10 +22,25 @@ expert seconds, and the throughput (/summary); `moetron analyze` gives the exper
 imbalance (max/mean of the summed expert loads) and the fitted skew. The imbalance that
 replicas change is the ranks': max/mean of /ranks/expert_tokens.
 
+Emulated ranks (--emulated-worlds, default 4 and 8 on the cpu, 8, 16 and 64 on cuda): EP at
+worlds larger than the machine, one rank at a time (`moetron run --emulate-rank R
+--emulate-world N`). Per skew, one single-process run of the workload measures the experts'
+loads (/experts/tokens: the routing does not depend on the plan); from them the busiest EP set
+of dp=N,ep=N is predicted (the set with the most token-slots; rank r holds set r) and only that
+rank is emulated. With --redundant-experts R (default N/2) and those loads as --expert-loads,
+the emulated rank records the placement (/experts/replicas); the sets' loads are predicted
+again with each replicated expert's tokens split evenly between its copies, and the rank
+predicted busiest then is emulated too when it is another. Reported per point: the busiest
+rank's predicted and measured expert token-slots (measured: the emulated rank's
+/ranks/expert_tokens, which counts every peer as sending what the rank sends itself), their
+max/mean imbalance, and its median decode step time, with and without replicas.
+--emulated-budget-s bounds this section (points past it are listed as left out).
+
 Writes: the Markdown file (--out), PNG plots beside it (--plots, default <out stem>_plots/),
-the raw rows as JSON (<plots>/rows.json) and every run's files under --work (a temp folder).
+the raw rows as JSON (<plots>/rows.json, <plots>/emulated_rows.json) and every run's files
+under --work (a temp folder).
 """
-import argparse, datetime, json, os, platform, random, shutil, subprocess, sys, tempfile
+import argparse, datetime, json, os, platform, random, shutil, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.dirname(HERE)
@@ -114,7 +132,7 @@ def study(args):
     prompts = os.path.join(args.work, "prompts.jsonl")
     write_prompts(prompts, args.requests, args.prompt_len, args.max_new_tokens, min(vocab, 50000), args.seed)
     rows = []
-    for plan in args.plans:
+    for plan in [] if args.emulated_only else args.plans:
         ranks, ep = plan_ranks(plan)
         if ep < 2:
             fail(f"plan {plan}: the study compares replicas, which need ep > 1")
@@ -149,6 +167,99 @@ def study(args):
     return rows, config
 
 
+# ---- emulated ranks ----
+
+def set_loads(loads, ep, placement=None):
+    """Token-slots per EP set from loads [layers, E]; with a placement ([layers, R, 2] of
+    (expert, set), -1 rows unused) each replicated expert's tokens split evenly over its copies."""
+    import numpy as np
+    layers, experts = loads.shape
+    size = experts // ep
+    per_set = np.zeros(ep)
+    for l in range(layers):
+        holders = [[e // size] for e in range(experts)]
+        if placement is not None:
+            for expert, where in placement[l]:
+                if expert >= 0:
+                    holders[int(expert)].append(int(where))
+        for e in range(experts):
+            for s in holders[e]:
+                per_set[s] += loads[l, e] / len(holders[e])
+    return per_set
+
+
+def read_emulated(path, rank):
+    import h5py
+    import numpy as np
+    with h5py.File(path, "r") as f:
+        served = float(f["/ranks/expert_tokens"][rank])
+        prefill = f["/steps/is_prefill"][()].astype(bool)
+        seconds = f["/steps/seconds"][()]
+        placement = f["/experts/replicas"][()] if "/experts/replicas" in f else None
+    decode = seconds[~prefill]
+    return served, float(np.median(decode)) if len(decode) else float("nan"), placement
+
+
+def emulated_study(args, model, experts, vocab):
+    """Busiest emulated rank of dp=N,ep=N per world, skew and redundancy (see the docstring)."""
+    import h5py
+    import numpy as np
+    prompts = os.path.join(args.work, "emulated_prompts.jsonl")
+    write_prompts(prompts, args.emulated_requests, args.prompt_len, args.max_new_tokens, min(vocab, 50000), args.seed)
+    common = ["--model", model, "--load-format", "dummy", "--prompts", prompts, "--backend", args.backend,
+              "--log-level", "warn", "--max-batch", str(args.max_batch)]
+    if args.backend == "cuda":
+        common += ["--kv-cache-tokens", str(args.emulated_requests * (args.prompt_len + args.max_new_tokens + 16))]
+    start, rows, left_out = time.monotonic(), [], []
+    # Skews 0 and the largest first, then the rest: a budget cut still leaves both ends.
+    skews = sorted(args.skews, key=lambda s: (s not in (min(args.skews), max(args.skews)), s))
+    for skew in skews:
+        loads_path = os.path.join(args.work, f"emu_loads_zipf{skew}.h5")
+        for world in args.emulated_worlds:
+            if time.monotonic() - start > args.emulated_budget_s:
+                left_out.append(f"{world} ranks, zipf {skew}: past --emulated-budget-s {args.emulated_budget_s:g}")
+                continue
+            if experts % world:
+                left_out.append(f"{world} ranks: ep={world} does not divide {experts} experts")
+                continue
+            if not os.path.exists(loads_path):
+                run([args.moetron, "run", *common, "--routing-skew", f"zipf:{skew}", "--out", loads_path],
+                    loads_path + ".log")
+            with h5py.File(loads_path, "r") as f:
+                loads = np.asarray(f["/experts/tokens"][()], dtype=float)
+            plan, mean = f"dp={world},ep={world}", loads.sum() / world
+            redundant = min(experts, args.emulated_redundant or max(world // 2, 1))
+
+            def emulate(rank, r):
+                out = os.path.join(args.work, f"emu_w{world}_zipf{skew}_r{r}_rank{rank}.h5")
+                cmd = [args.moetron, "run", *common, "--routing-skew", f"zipf:{skew}", "--plan", plan,
+                       "--emulate-rank", str(rank), "--emulate-world", str(world), "--out", out]
+                if r > 0:
+                    cmd += ["--redundant-experts", str(r), "--expert-loads", loads_path]
+                print(f"== emulated rank {rank} of {plan}, zipf:{skew}, {r} redundant experts", flush=True)
+                run(cmd, out + ".log")
+                return read_emulated(out, rank)
+
+            predicted = set_loads(loads, world)
+            busiest = int(np.argmax(predicted))
+            served, step, _ = emulate(busiest, 0)
+            base = {"world": world, "plan": plan, "skew": skew, "redundant": 0, "rank": busiest,
+                    "predicted_tokens": float(predicted[busiest]), "measured_tokens": served,
+                    "mean_tokens": float(mean), "decode_step_s": step, "ranks_run": [busiest]}
+            # The placement is only known from a run with replicas: the no-replica busiest rank's.
+            served_r, step_r, placement = emulate(busiest, redundant)
+            predicted_r = set_loads(loads, world, placement)
+            busiest_r, ranks_run = int(np.argmax(predicted_r)), [busiest]
+            if busiest_r != busiest:
+                served_r, step_r, _ = emulate(busiest_r, redundant)
+                ranks_run.append(busiest_r)
+            placed = int(np.sum(placement[:, :, 0] >= 0)) if placement is not None else 0
+            rows += [base, dict(base, redundant=redundant, rank=busiest_r, predicted_tokens=float(predicted_r[busiest_r]),
+                                measured_tokens=served_r, decode_step_s=step_r, ranks_run=ranks_run, placed=placed)]
+    rows.sort(key=lambda r: (r["world"], r["skew"], r["redundant"]))
+    return rows, left_out
+
+
 def fmt(x, digits=3):
     return "nan" if x != x else f"{x:.{digits}f}"
 
@@ -173,18 +284,82 @@ def draw(rows, plots):
             expert = sorted({(r["skew"], r["expert_imbalance"]) for r in rows if r["redundant"] == 0})
             ax.plot([s for s, _ in expert], [v for _, v in expert], color="grey", linestyle=":", marker="x",
                     label="experts' max/mean (analyze)")
-        ax.set_xlabel("routing skew (zipf exponent S)")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(plots, name), dpi=120)
-        plt.close(fig)
+        finish(fig, ax, ylabel, os.path.join(plots, name))
         figures[name] = points
     return figures
 
 
-def write_markdown(rows, config, args, plots, figures):
+def finish(fig, ax, ylabel, path):
+    import matplotlib.pyplot as plt
+    ax.set_xlabel("routing skew (zipf exponent S)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def draw_emulated(rows, plots):
+    """The busiest emulated rank's measured imbalance and decode step per world, with and without replicas."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if not rows:
+        return {}
+    figures = {}
+    for name, ylabel, value in (
+            ("emulated_imbalance.png", "busiest emulated rank's expert token-slots / mean",
+             lambda r: r["measured_tokens"] / r["mean_tokens"]),
+            ("emulated_decode_step.png", "busiest emulated rank's median decode step (ms)",
+             lambda r: 1e3 * r["decode_step_s"])):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for world in sorted({r["world"] for r in rows}):
+            for with_replicas in (False, True):
+                sel = sorted((r for r in rows if r["world"] == world and (r["redundant"] > 0) == with_replicas),
+                             key=lambda r: r["skew"])
+                label = f"{world} ranks, {sel[0]['redundant']} redundant" if sel else ""
+                ax.plot([r["skew"] for r in sel], [value(r) for r in sel], marker="o",
+                        linestyle="-" if with_replicas else "--", label=label)
+        finish(fig, ax, ylabel, os.path.join(plots, name))
+        figures[name] = len(rows)
+    return figures
+
+
+def emulated_markdown(rows, left_out, args):
+    if not rows and not left_out:
+        return []
+    lines = [
+        "", "## Emulated ranks: EP at larger worlds, the busiest rank",
+        "",
+        f"`moetron run --emulate-rank R --emulate-world N --plan dp=N,ep=N` on one {args.backend} process; "
+        f"{args.emulated_requests} requests over the N replicas (the same workload at every N). The busiest "
+        "rank is predicted from a single-process run's `/experts/tokens` of the same workload and skew "
+        "(rank r holds EP set r); with replicas, from those loads split evenly over the copies of the "
+        "placement the emulated run records (`/experts/replicas`, placed from the same file). *predicted*: "
+        "that set's token-slots from the loads; *measured*: the emulated rank's `/ranks/expert_tokens`, "
+        "which counts every peer as sending the rank what it sends itself (emulation's assumption), so it "
+        "scatters around the prediction with few requests per replica. *max/mean*: over the sets' mean "
+        "(the workload's token-slots / N). *decode step*: the busiest rank's median decode step (compute "
+        "and local copies only: no waiting for peers).",
+        "",
+        "| ranks | zipf S | redundant | busiest rank | predicted tokens | measured tokens | predicted max/mean "
+        "| measured max/mean | decode step (ms) | step vs no replicas |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        base = next(b for b in rows if b["world"] == r["world"] and b["skew"] == r["skew"] and b["redundant"] == 0)
+        gain = base["decode_step_s"] / r["decode_step_s"] if r["decode_step_s"] > 0 else float("nan")
+        ranks = ",".join(map(str, r["ranks_run"]))
+        lines.append(f"| {r['world']} | {r['skew']} | {r['redundant']} | {r['rank']} (ran {ranks}) | "
+                     f"{r['predicted_tokens']:.0f} | {r['measured_tokens']:.0f} | "
+                     f"{fmt(r['predicted_tokens'] / r['mean_tokens'])} | {fmt(r['measured_tokens'] / r['mean_tokens'])} | "
+                     f"{fmt(1e3 * r['decode_step_s'], 2)} | {fmt(gain, 2)}x |")
+    if left_out:
+        lines += ["", "Left out: " + "; ".join(left_out) + "."]
+    return lines
+
+
+def write_markdown(rows, config, args, plots, figures, emulated=(), left_out=()):
     date = datetime.date.today().isoformat()
     cpus = os.cpu_count()
     where = (f"{args.backend.upper()} backend; MPI ranks on {platform.node()} ({cpus} CPU cores)"
@@ -210,7 +385,25 @@ def write_markdown(rows, config, args, plots, figures):
         lines += ["These are CPU-rank figures: more ranks than cores share a small machine, so the "
                   "throughput column is dominated by oversubscription and noise, and says little about "
                   "GPUs; the token-slot imbalance is exact.", ""]
-    lines += ["| plan | zipf S | redundant | expert max/mean | rank max/mean | rank tokens | expert seconds max/mean "
+    if not rows:  # --emulated-only: the model, not the MPI section's workload
+        lines = lines[:3] + [f"Model: OLMoE-shaped, {config['num_hidden_layers']} layers, {config['num_experts']} "
+                             f"experts, top-{config['num_experts_per_tok']}, hidden {config['hidden_size']}, dummy "
+                             f"weights with `--routing-skew zipf:S`; {args.prompt_len} prompt tokens and "
+                             f"{args.max_new_tokens} new tokens per request."]
+    else:
+        lines += table(rows)
+    lines += emulated_markdown(emulated, left_out, args)
+    rel = os.path.relpath(plots, os.path.dirname(os.path.abspath(args.out)))
+    lines += ["", "Plots:", ""]
+    for name in figures:
+        lines.append(f"![{name}]({rel}/{name})")
+    lines += ["", f"Command: `{' '.join(sys.argv)}`", ""]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines))
+
+
+def table(rows):
+    lines = ["| plan | zipf S | redundant | expert max/mean | rank max/mean | rank tokens | expert seconds max/mean "
               "| busiest expert time | output tok/s | vs no replicas |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -220,13 +413,7 @@ def write_markdown(rows, config, args, plots, figures):
                      f"{fmt(r['rank_imbalance'])} | {' '.join(map(str, r['rank_expert_tokens']))} | "
                      f"{fmt(r['rank_seconds_imbalance'])} | {fmt(100 * r['busiest_expert_share'], 1)}% | "
                      f"{fmt(r['output_tokens_per_s'], 1)} | {fmt(speed, 2)}x |")
-    rel = os.path.relpath(plots, os.path.dirname(os.path.abspath(args.out)))
-    lines += ["", "Plots:", ""]
-    for name in figures:
-        lines.append(f"![{name}]({rel}/{name})")
-    lines += ["", f"Command: `{' '.join(sys.argv)}`", ""]
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines))
+    return lines
 
 
 def main():
@@ -246,7 +433,14 @@ def main():
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeats", type=int, help="runs of each point, throughput their median (default 3 cpu, 1 cuda)")
-    ap.add_argument("--quick", action="store_true", help="CI: skews 0 and 1.5, one plan on 2 ranks, 8 short requests")
+    ap.add_argument("--emulated-worlds", type=int, nargs="*",
+                    help="EP worlds of the emulated section, none to skip it (default 4 8 on the cpu, 8 16 64 on cuda)")
+    ap.add_argument("--emulated-redundant", type=int, default=0, help="redundant experts there (default N/2)")
+    ap.add_argument("--emulated-requests", type=int, help="its workload's requests (default 32 cpu, 128 cuda)")
+    ap.add_argument("--emulated-budget-s", type=float, help="seconds for that section (default 120 on cuda, none on the cpu)")
+    ap.add_argument("--emulated-only", action="store_true", help="only the emulated section (no MPI runs)")
+    ap.add_argument("--quick", action="store_true",
+                    help="CI: skews 0 and 1.5, one plan on 2 ranks, 8 short requests; emulated 4 ranks")
     ap.add_argument("--work", help="where the runs' files go (default: moetron_expert_load_<backend> in the temp folder)")
     ap.add_argument("--out", default=os.path.join(HERE, "EXPERT_LOAD.md"))
     ap.add_argument("--plots", help="folder for the PNGs (default: <out stem>_plots/)")
@@ -256,6 +450,13 @@ def main():
         args.skews = [0.0, 1.5]
         args.plans = args.plans or ["dp=2,ep=2"]
         args.requests, args.prompt_len, args.max_new_tokens = args.requests or 8, args.prompt_len or 8, args.max_new_tokens or 4
+        if args.emulated_worlds is None:
+            args.emulated_worlds = [4]
+    if args.emulated_worlds is None:
+        args.emulated_worlds = [8, 16, 64] if gpu else [4, 8]
+    args.emulated_requests = args.emulated_requests or (128 if gpu else 32)
+    if args.emulated_budget_s is None:
+        args.emulated_budget_s = 120.0 if gpu else float("inf")
     args.plans = args.plans or (["dp=4,ep=4"] if gpu else ["dp=4,ep=4", "tp=4,ep=4"])
     args.requests = args.requests or 64
     args.repeats = args.repeats or (1 if gpu or args.quick else 3)
@@ -269,10 +470,16 @@ def main():
     if shutil.which(args.mpirun) is None:
         fail(f"--mpirun {args.mpirun} not found")
     rows, config = study(args)
-    figures = draw(rows, plots)
-    with open(os.path.join(plots, "rows.json"), "w") as f:
-        json.dump(rows, f, indent=1)
-    write_markdown(rows, config, args, plots, figures)
+    model = args.model or make_model(args.moetron, args.backend, args.work, args.layers)  # study's, made once
+    emulated, left_out = emulated_study(args, model, int(config["num_experts"]), int(config["vocab_size"]))
+    figures = draw(rows, plots) if rows else {}
+    figures.update(draw_emulated(emulated, plots))
+    if rows:  # --emulated-only keeps an earlier run's
+        with open(os.path.join(plots, "rows.json"), "w") as f:
+            json.dump(rows, f, indent=1)
+    with open(os.path.join(plots, "emulated_rows.json"), "w") as f:
+        json.dump(emulated, f, indent=1)
+    write_markdown(rows, config, args, plots, figures, emulated, left_out)
     print(f"wrote {args.out}, plots in {plots}")
 
 

@@ -80,7 +80,9 @@ PlanPredictions record_predictions(const std::optional<PlanChoice>& auto_choice,
 
 // --redundant-experts without --expert-loads: the loads of a warm-up run without replicas, of the
 // same requests each cut to a few new tokens and arriving at once (prefill and the first decode
-// steps route like the run), measured on every rank. Nothing of it is written.
+// steps route like the run), measured on every rank. Nothing of it is written. An emulated rank
+// measures its own replica's loads on its own layers: under emulation's assumption (every replica
+// routes as this one) the world's loads are these times dp, and the placement is scale-free.
 std::vector<int64_t> warmup_expert_loads(const ModelConfig& config, const std::vector<RequestSpec>& specs,
                                          const RunSettings& settings, const DeviceAccess& device) {
   constexpr int64_t kWarmupNewTokens = 4;
@@ -93,8 +95,16 @@ std::vector<int64_t> warmup_expert_loads(const ModelConfig& config, const std::v
   RunSettings warm = settings;
   warm.redundant_experts = 0;
   warm.observer = nullptr;
+  // Only a replica's tp rank 0 counts its routing; every tp rank of it sees the same.
+  if (warm.emulation.active()) {
+    const Coords c = coords_of(settings.plan, warm.emulation.rank);
+    warm.emulation.rank = rank_of(settings.plan, {c.pp, c.dp, 0});
+  }
   LOG_INFO("redundant experts: measuring the expert loads in a warm-up of " << warm_specs.size() << " requests, "
-                                                                             << kWarmupNewTokens << " new tokens each");
+                                                                             << kWarmupNewTokens << " new tokens each"
+                                                                             << (settings.emulation.active()
+                                                                                     ? " (the emulated rank's replica and layers)"
+                                                                                     : ""));
   RunSession session(config, warm_specs, warm, device, MPI_COMM_WORLD);
   return session.run().expert_tokens;
 }
@@ -120,9 +130,6 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   const std::string emulation_refused =
       emulation_problem(o.emulate_rank_given, o.emulate_world_given, emulation, o.plan, world_size);
   MOETRON_CHECK(emulation_refused.empty(), emulation_refused);
-  MOETRON_CHECK(!emulation.active() || o.redundant_experts == 0,
-                "--redundant-experts " << o.redundant_experts << " cannot be combined with --emulate-rank yet "
-                                       << "(an emulated rank's shard does not hold the copies)");
   // An emulated rank is predicted and described as one rank of its plan's world, on nodes of
   // up to kEmulatedNodeRanks ranks.
   constexpr int kEmulatedNodeRanks = 8;

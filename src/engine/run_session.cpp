@@ -177,7 +177,6 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
   const int64_t redundant = settings_.redundant_experts;
   check_redundant_experts(redundant, plan.to_string(), plan.ep);
   const Emulation& emulation = settings_.emulation;
-  MOETRON_ASSERT(!(emulation.active() && redundant > 0));  // refused with the options (cmd_run)
   if (redundant > 0)
     replicas_ = place_redundant_experts(settings_.expert_loads, config_.num_layers, config_.num_experts, plan.ep,
                                         redundant);

@@ -20,8 +20,9 @@ expect_failure "has 4 ranks (pp x tp x dp) but --emulate-world is 8" "${run[@]}"
   --plan tp=2,dp=2 --emulate-rank 0 --emulate-world 8
 expect_failure "--emulate-rank needs an explicit --plan" "${run[@]}" --out "$WORK/x.h5" --emulate-rank 0 --emulate-world 2
 expect_failure "--plan pp=1,tp=3,dp=1,ep=1: the 4 attention heads" "${run[@]}" --out "$WORK/x.h5" --plan tp=3 --emulate-rank 0 --emulate-world 3
-expect_failure "--redundant-experts 2 cannot be combined with --emulate-rank" "${run[@]}" --out "$WORK/x.h5" \
-  --plan dp=2,ep=2 --emulate-rank 0 --emulate-world 2 --redundant-experts 2
+# Replicas under emulation are allowed (emulated_replicas.sh); an ep=1 plan still has none to hold.
+expect_failure "--redundant-experts 2: the plan pp=1,tp=1,dp=2,ep=1 has ep=1" "${run[@]}" --out "$WORK/x.h5" \
+  --plan dp=2 --emulate-rank 0 --emulate-world 2 --redundant-experts 2
 # Under mpirun of 2 ranks every rank refuses and the job exits 1 (no hang).
 expect_exit_1 emulate_under_mpirun "this job has 2 MPI ranks" "${MPI_RUN[@]}" 2 "$MOETRON" "${run[@]}" --out "$WORK/x.h5" \
   --plan tp=2 --emulate-rank 0 --emulate-world 2
