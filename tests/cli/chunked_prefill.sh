@@ -7,9 +7,9 @@
 source "$(dirname "$0")/common.bash"
 random_prompts "$WORK/prompts.jsonl" 6 11 "3 + i % 4" 256 20
 args=(run --model "$FIXTURES/qwen2_moe" --prompts "$WORK/prompts.jsonl" --backend cpu --ignore-eos
-      --save-logits --log-level warn)
-"$MOETRON" "${args[@]}" --out "$WORK/whole.h5"
-"$MOETRON" "${args[@]}" --prefill-chunk 7 --out "$WORK/chunked.h5"
+      --save-logits)
+"$MOETRON" "${args[@]}" --log-level warn --out "$WORK/whole.h5"
+"$MOETRON" "${args[@]}" --log-level warn --prefill-chunk 7 --out "$WORK/chunked.h5"
 "$COMPARE_RESULTS" "$WORK/chunked.h5" "$WORK/whole.h5" --rtol 1e-5 || fail "chunked prefill changed the results"
 
 # The chunks were real: no step took more than 7 prompt tokens (its tokens beyond one per
@@ -28,9 +28,10 @@ for path, want in ((sys.argv[1], "7"), (sys.argv[2], "0")):
     assert got == want, f"{path}: /@prefill_chunk is {got!r}, expected {want}"
 PY
 
-# Room for little more than the longest request: decodes outgrow the cache while a later request
-# is part-way through its chunks, so it is preempted and prefilled again from its first token.
-"$MOETRON" "${args[@]}" --prefill-chunk 7 --kv-cache-tokens 64 --block-size 4 --max-batch 4 \
+# Room for the longest request alone: the request under prefill fills the free blocks with its
+# chunks, a decode then finds none and preempts it (admitted last), and it is prefilled again
+# from its first token.
+"$MOETRON" "${args[@]}" --prefill-chunk 7 --kv-cache-tokens 48 --block-size 4 --max-batch 4 \
   --log-level info --out "$WORK/preempted.h5" >"$WORK/preempted.log" 2>&1 ||
   fail "the preempting chunked run failed: $(tail -3 "$WORK/preempted.log")"
 grep -q "KV cache ran short: [1-9][0-9]* preemption" "$WORK/preempted.log" ||
@@ -39,7 +40,7 @@ grep -q "KV cache ran short: [1-9][0-9]* preemption" "$WORK/preempted.log" ||
 
 for plan in dp=2 pp=2; do
   echo "== --prefill-chunk 7 with $plan on 2 ranks"
-  mpi 2 "$MOETRON" "${args[@]}" --prefill-chunk 7 --plan "$plan" --out "$WORK/$plan.h5" || fail "$plan failed"
+  mpi 2 "$MOETRON" "${args[@]}" --log-level warn --prefill-chunk 7 --plan "$plan" --out "$WORK/$plan.h5" || fail "$plan failed"
   "$COMPARE_RESULTS" "$WORK/$plan.h5" "$WORK/whole.h5" --rtol 1e-5 || fail "chunked prefill under $plan differs"
 done
 echo "chunked prefill gives the tokens and logits of whole prompts"

@@ -146,6 +146,19 @@ TEST(ChunkedPrefill, MaxBatchTokensAndSeqsStillBind) {
   EXPECT_EQ(steps[3], (std::vector<Entry>{{0, 12, 1, false, true}, {1, 2, 1, false, true}}));
 }
 
+// A 3-block cache (blocks of 4): request 0's first decode (position 4) starts a block, so a
+// chunk of request 1 may take one block but not both free ones, which would preempt it at once.
+TEST(ChunkedPrefill, KeepsTheDecodersNextBlocksFree) {
+  std::vector<Sequence> seqs = {make_seq(0, 4, 3), make_seq(1, 8, 1)};
+  Scheduler sched({&seqs[0], &seqs[1]}, 3, chunked(16, 4));
+  const auto steps = drive_checked(sched, seqs, 3);
+  ASSERT_GE(steps.size(), 2u);
+  EXPECT_EQ(steps[0], (std::vector<Entry>{{0, 0, 4, true, true}, {1, 0, 4, true, false}}));
+  EXPECT_EQ(steps[1], (std::vector<Entry>{{0, 4, 1, false, true}}));  // request 1 waits for room
+  EXPECT_EQ(seqs[1].preemptions, 0);
+  EXPECT_EQ(seqs[1].output.size(), 1u);
+}
+
 // A 4-block cache (blocks of 4): request 0 (4 + 9 tokens) decodes while request 1 (a 12-token
 // prompt) prefills in chunks of 4 into what is free; when request 0's decode needs a block none is
 // free, so request 1, admitted last and part-way through its prefill, is preempted and later
