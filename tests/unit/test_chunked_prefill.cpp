@@ -126,7 +126,8 @@ TEST(ChunkedPrefill, DecodesFirstThenChunksInArrivalOrder) {
   ASSERT_GE(steps.size(), 4u);
   EXPECT_EQ(steps[0], (std::vector<Entry>{{0, 0, 8, true, false}}));
   EXPECT_EQ(steps[1], (std::vector<Entry>{{0, 8, 2, true, true}, {1, 0, 6, true, false}}));
-  EXPECT_EQ(steps[2], (std::vector<Entry>{{0, 10, 1, false, true}, {1, 6, 4, true, true}, {2, 0, 3, true, true}}));
+  EXPECT_EQ(steps[2],
+            (std::vector<Entry>{{0, 10, 1, false, true}, {1, 6, 4, true, true}, {2, 0, 3, true, true}}));
   EXPECT_EQ(steps[3], (std::vector<Entry>{{0, 11, 1, false, true}, {1, 10, 1, false, true}}));
   for (const Sequence& s : seqs) EXPECT_EQ(static_cast<int64_t>(s.output.size()), s.max_new_tokens);
 }
