@@ -21,7 +21,8 @@ The grid (JSON; perf/study_grids/ has the CI grid and the GPU grid):
               kind (moetron workload --kind), concurrency (--concurrency) or rate (--rate);
               any other factor needs an entry in run_options (a factor whose option this
               moetron lacks is refused at prepare, e.g. routing_skew before --routing-skew exists)
-  run_options {"factor": "--moetron-run-option"}; routing_skew -> --routing-skew by default
+  run_options {"factor": "--moetron-run-option"}; by default routing_skew -> --routing-skew and
+              prefill_chunk -> --prefill-chunk (chunked prefill: 0 is whole prompts)
   repeats     runs per grid point (the workload seed is the repeat index)
   requests    requests per workload;  run_args: more `moetron run` options
   launcher    how a task with several ranks starts them, "{ranks}" replaced, e.g.
@@ -33,7 +34,7 @@ import argparse, itertools, json, os, subprocess, sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_RESPONSES = ["output_tokens_per_s", "itl_p99_s", "ttft_p99_s"]
 BUILT_IN = {"model", "plan", "kind", "concurrency", "rate"}
-DEFAULT_RUN_OPTIONS = {"routing_skew": "--routing-skew"}
+DEFAULT_RUN_OPTIONS = {"routing_skew": "--routing-skew", "prefill_chunk": "--prefill-chunk"}
 
 
 def fail(message):
@@ -174,9 +175,9 @@ def anova_table(frame, factors, response):
 
 
 def knees(frame, factors):
-    """Per configuration (every factor but the load): the smallest load whose mean throughput
-    reaches 90% of the configuration's best, and its p99 ITL over the lightest load's median ITL
-    (an unloaded step's time; the issue's target keeps it within 2)."""
+    """Per configuration (every factor but the load, e.g. each prefill_chunk): the smallest load
+    whose mean throughput reaches 90% of the configuration's best, and its p99 ITL over the
+    lightest load's median ITL (an unloaded step's time; the issue's target keeps it within 2)."""
     load = next((f for f in ("concurrency", "rate") if f in factors), None)
     if load is None:
         return []

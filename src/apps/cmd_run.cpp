@@ -42,6 +42,7 @@ RunSettings settings_from(const RunOptions& o) {
   settings.weights_seed = o.seed;
   settings.max_batch = o.max_batch;
   settings.max_batch_tokens = o.max_batch_tokens;
+  settings.prefill_chunk = o.prefill_chunk;
   settings.block_size = o.block_size;
   settings.kv_cache_tokens = o.kv_cache_tokens;
   settings.gpu_memory_fraction = o.gpu_memory_fraction;

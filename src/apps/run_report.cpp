@@ -78,6 +78,7 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
   results.meta.backend = run.backend;
   results.meta.plan = plan.to_string();
   results.meta.model_config = config.to_json().dump();
+  results.meta.extra["prefill_chunk"] = std::to_string(o.prefill_chunk);  // the study's factor
   results.total_seconds = report.total_seconds;
   results.steps = report.steps;
   results.logits_vocab_size = o.save_logits ? config.vocab_size : 0;

@@ -106,7 +106,7 @@ std::vector<Communicator*> DecodeGraphs::peers() const {
 
 bool DecodeGraphs::fits(const std::vector<ScheduledSeq>& group, int64_t dispatch_tokens) const {
   const auto decodes = [this](const ScheduledSeq& s) {
-    return s.count == 1 && s.start > 0 &&
+    return !s.prefill && s.count == 1 && s.start > 0 &&
            static_cast<int64_t>(s.seq->blocks.size()) <= max_blocks_per_seq_;
   };
   if (recorded_.empty()) return false;

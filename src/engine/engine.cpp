@@ -241,8 +241,12 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
     int64_t step_tokens = 0;
     for (const ScheduledSeq& s : step) step_tokens += s.count;
     const bool prefill =
-        std::any_of(step.begin(), step.end(), [](const ScheduledSeq& s) { return s.prefill(); });
-    std::vector<int64_t> totals = {static_cast<int64_t>(step.size()), step_tokens, prefill ? 1 : 0};
+        std::any_of(step.begin(), step.end(), [](const ScheduledSeq& s) { return s.prefill; });
+    // A prefill chunk with more to come yields no token: count only those that do.
+    const int64_t sampling =
+        std::count_if(step.begin(), step.end(), [](const ScheduledSeq& s) { return s.samples; });
+    std::vector<int64_t> totals = {static_cast<int64_t>(step.size()), step_tokens, prefill ? 1 : 0,
+                                   sampling};
     groups_.world->allreduce_host(totals, /*max_instead_of_sum=*/false);
     // Each replica's numbers were counted by each of its pp * tp ranks.
     const int64_t per_replica = groups_.world->size() / groups_.dp_size;
@@ -282,7 +286,7 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
         scheduler.arrive(follower);
       }
     }
-    generated += totals[0] / per_replica;
+    generated += totals[3] / per_replica;
 
     StepRecord rec;
     rec.batch_size = static_cast<int32_t>(totals[0] / per_replica);

@@ -304,6 +304,7 @@ RunOutcome RunSession::run() {
   eo.limits.block_size = settings_.block_size;
   eo.limits.max_batch_seqs = settings_.max_batch;
   eo.limits.max_batch_tokens = settings_.max_batch_tokens;
+  eo.limits.prefill_chunk = settings_.prefill_chunk;
   eo.kv_blocks = kv_blocks_;
   eo.save_logits = settings_.save_logits;
   eo.observer = settings_.observer;

@@ -66,19 +66,19 @@ int64_t Scheduler::waiting() const {
 
 void Scheduler::preempt(Sequence* s) {
   pool_.give_back(s->blocks);
-  s->cached_tokens = 0;
+  s->cached_tokens = 0;  // a prefill under way restarts from position 0 too
+  s->prefill_end = 0;
   s->state = Sequence::State::Waiting;
   ++s->preemptions;
   running_.erase(std::find(running_.begin(), running_.end(), s));
 }
 
-std::vector<ScheduledSeq> Scheduler::next_step() {
-  std::vector<ScheduledSeq> step;
-  int64_t tokens = 0;
-  // Running sequences decode, in admission order; one whose token starts a block takes one,
-  // preempting the latest admitted (itself, if it is the latest) while none is free.
+int64_t Scheduler::schedule_decodes(std::vector<ScheduledSeq>& step) {
+  // Admission order; one whose token starts a block takes one, preempting the latest admitted
+  // (itself, if it is the latest) while none is free.
   for (size_t i = 0; i < running_.size(); ++i) {
     Sequence* s = running_[i];
+    if (s->prefilling()) continue;  // its next chunk comes after the decodes
     if (starts_block(s->cached_tokens)) {  // its blocks hold exactly the cached tokens
       while (pool_.free_blocks() == 0 && running_.back() != s) preempt(running_.back());
       if (pool_.free_blocks() == 0) {
@@ -88,29 +88,64 @@ std::vector<ScheduledSeq> Scheduler::next_step() {
       const std::vector<int32_t> block = pool_.take(1);
       s->blocks.push_back(block[0]);
     }
-    step.push_back({s, s->cached_tokens, 1});
-    ++tokens;
+    step.push_back({s, s->cached_tokens, 1, /*prefill=*/false, /*samples=*/true});
   }
-  // The blocks the running sequences take in the next step stay free for them: admitting into
-  // them would only preempt the newcomer again.
+  // The blocks the decoders take in the next step stay free for them: handing them to a
+  // prefill would only preempt it again.
   int64_t reserved = 0;
   for (const Sequence* s : running_)
-    if (starts_block(s->cached_tokens + 1)) ++reserved;
-  for (Sequence* s : seqs_) {
-    if (s->state != Sequence::State::Waiting) continue;
-    const int64_t prefill = s->prefill_tokens();
-    const int64_t blocks = blocks_for(prefill);
-    const bool fits_budget = tokens + prefill <= limits_.max_batch_tokens || step.empty();
-    if (static_cast<int64_t>(step.size()) >= limits_.max_batch_seqs || !fits_budget ||
-        blocks + reserved > pool_.free_blocks()) {
-      break;  // first come, first served: nobody overtakes a waiting request
+    if (!s->prefilling() && starts_block(s->cached_tokens + 1)) ++reserved;
+  return reserved;
+}
+
+std::vector<Sequence*> Scheduler::prefill_queue() const {
+  std::vector<Sequence*> queue;
+  for (Sequence* s : running_)
+    if (s->prefilling()) queue.push_back(s);
+  for (Sequence* s : seqs_)
+    if (s->state == Sequence::State::Waiting) queue.push_back(s);
+  return queue;
+}
+
+int64_t Scheduler::chunk_tokens(const Sequence& s, const std::vector<ScheduledSeq>& step,
+                                int64_t budget, int64_t reserved) const {
+  int64_t step_tokens = 0;
+  for (const ScheduledSeq& g : step) step_tokens += g.count;
+  const bool running = s.state == Sequence::State::Running;
+  const int64_t start = running ? s.cached_tokens : 0;
+  const int64_t left = (running ? s.prefill_end : s.prefill_tokens()) - start;
+  const int64_t usable_blocks =
+      static_cast<int64_t>(s.blocks.size()) + pool_.free_blocks() - reserved;
+  if (limits_.prefill_chunk == 0) {  // the whole prefill in one step, or none of it
+    const bool fits_budget = step_tokens + left <= limits_.max_batch_tokens || step.empty();
+    return fits_budget && blocks_for(left) <= usable_blocks ? left : 0;
+  }
+  const int64_t cache_room = usable_blocks * limits_.block_size - start;
+  return std::max<int64_t>(
+      0, std::min({left, budget, limits_.max_batch_tokens - step_tokens, cache_room}));
+}
+
+std::vector<ScheduledSeq> Scheduler::next_step() {
+  std::vector<ScheduledSeq> step;
+  int64_t reserved = schedule_decodes(step);
+  int64_t budget = limits_.prefill_chunk > 0 ? limits_.prefill_chunk : limits_.max_batch_tokens;
+  for (Sequence* s : prefill_queue()) {
+    if (static_cast<int64_t>(step.size()) >= limits_.max_batch_seqs) break;
+    const int64_t count = chunk_tokens(*s, step, budget, reserved);
+    if (count == 0) break;  // first come, first served: nobody overtakes the head
+    if (s->state == Sequence::State::Waiting) {
+      s->state = Sequence::State::Running;
+      s->prefill_end = s->prefill_tokens();
+      running_.push_back(s);
     }
-    s->blocks = pool_.take(blocks);
-    s->state = Sequence::State::Running;
-    running_.push_back(s);
-    step.push_back({s, 0, prefill});
-    tokens += prefill;
-    if (starts_block(prefill)) ++reserved;  // its first decode starts a block
+    const int64_t end = s->cached_tokens + count;
+    const std::vector<int32_t> more = pool_.take(blocks_for(end) - static_cast<int64_t>(s->blocks.size()));
+    s->blocks.insert(s->blocks.end(), more.begin(), more.end());
+    const bool last_chunk = end == s->prefill_end;
+    step.push_back({s, s->cached_tokens, count, /*prefill=*/true, /*samples=*/last_chunk});
+    budget -= count;
+    if (!last_chunk) break;  // the budget or the cache is spent
+    if (starts_block(end)) ++reserved;  // its first decode starts a block
   }
   return step;
 }
@@ -123,6 +158,7 @@ void Scheduler::complete_step(const std::vector<ScheduledSeq>& step,
   for (size_t i = 0; i < step.size(); ++i) {
     Sequence& s = *step[i].seq;
     s.cached_tokens = step[i].start + step[i].count;
+    if (!step[i].samples) continue;  // a prefill chunk with more to come: no token yet
     s.output.push_back(tokens[i]);
     s.token_times_s.push_back(now_s - s.arrival_s);
     if (i < logits_rows.size() && logits_rows[i] != nullptr)

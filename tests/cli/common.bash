@@ -73,17 +73,18 @@ gpu_test_setup() {  # gpu_test_setup N SEED MAX_NEW_TOKENS_FORMULA
   random_prompts "$WORK/prompts.jsonl" "$1" "$2" "$3"
 }
 
-# random_prompts FILE N SEED MAX_NEW_TOKENS_FORMULA [VOCAB]: N requests of 1..39 random tokens
-# below VOCAB (default 1024); request i asks for eval(formula) new tokens.
+# random_prompts FILE N SEED MAX_NEW_TOKENS_FORMULA [VOCAB] [MIN_LEN]: N requests of MIN_LEN..39
+# (default 1) random tokens below VOCAB (default 1024); request i asks for eval(formula) new tokens.
 random_prompts() {
   python3 - "$@" <<'PY'
 import json, random, sys
 path, n, seed, formula = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 vocab = int(sys.argv[5]) if len(sys.argv) > 5 else 1024
+min_len = int(sys.argv[6]) if len(sys.argv) > 6 else 1
 rng = random.Random(seed)
 with open(path, "w") as f:
     for i in range(n):
-        f.write(json.dumps({"prompt_tokens": [rng.randrange(3, vocab) for _ in range(rng.randrange(1, 40))],
+        f.write(json.dumps({"prompt_tokens": [rng.randrange(3, vocab) for _ in range(rng.randrange(min_len, 40))],
                             "max_new_tokens": eval(formula, {"i": i})}) + "\n")
 PY
 }

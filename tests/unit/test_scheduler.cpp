@@ -6,17 +6,10 @@
 
 #include "moetron/core/error.hpp"
 #include "moetron/engine/scheduler.hpp"
+#include "scheduler_test_helpers.hpp"
 
 namespace moetron {
 namespace {
-
-Sequence make_seq(int64_t index, int64_t prompt_len, int64_t max_new) {
-  Sequence s;
-  s.index = index;
-  for (int64_t i = 0; i < prompt_len; ++i) s.prompt.push_back(static_cast<int32_t>(10 + index * 7 + i));
-  s.max_new_tokens = max_new;
-  return s;
-}
 
 // Runs the scheduler to the end, answering every sequence with token 5; returns the step sizes.
 std::vector<size_t> drive(Scheduler& sched, const std::vector<int64_t>& eos = {}) {
@@ -79,7 +72,7 @@ TEST(Scheduler, PreemptsTheLatestAdmittedAndRecomputesIt) {
     const auto step = sched.next_step();
     ASSERT_FALSE(step.empty()) << "no progress";
     for (const ScheduledSeq& s : step)
-      if (s.prefill() && !s.seq->output.empty()) recompute.push_back(s);
+      if (s.prefill && !s.seq->output.empty()) recompute.push_back(s);
     sched.complete_step(step, std::vector<int32_t>(step.size(), 5), {}, 0, 0.0, {});
   }
   ASSERT_TRUE(sched.done());

@@ -3,14 +3,29 @@
 // Every rank of a replica runs the same scheduler on the same inputs (SPMD), so the only thing
 // that crosses ranks is the sampled tokens; every decision here is deterministic.
 //
-// Policy: first come, first served. A request is admitted when the cache has blocks for its
-// prompt (and for the next step's new blocks of the requests already running) and the step's
-// token budget allows the prompt; otherwise it waits, and nobody overtakes it. Every running
-// request decodes one token per step and takes a block when its next token starts one; when
-// none is free, the request admitted last is preempted: its blocks are freed and it waits
-// again, to be recomputed (prompt and the tokens it has produced, as one prefill) when it is
-// admitted again. Tokens do not change: sampling is counted per request and token. A request
-// leaves at max_new_tokens or EOS and frees its blocks.
+// Policy: first come, first served. Each step first decodes every running request (one token
+// each), then gives the step's prefill budget to the requests still to prefill, in order: the
+// one whose prefill is under way first, then the waiting ones as they queue. Nobody overtakes:
+// when the head of that queue does not fit, those behind it wait too.
+//
+// Whole prompts (SchedulerLimits::prefill_chunk == 0, the default): a request is admitted when
+// the cache has blocks for its whole prefill (beyond the blocks the running requests take in the
+// next step) and the step's token budget (max_batch_tokens) allows it; its prefill runs in one
+// step. A prompt longer than the budget runs alone.
+//
+// Chunked prefill (prefill_chunk = N > 0): a step takes at most N prefill tokens beyond its
+// decodes (and max_batch_tokens in all), so a long prompt no longer stalls the running requests'
+// next tokens. The head's prefill is cut into chunks over several steps, each chunk taking the
+// blocks for its own tokens; what the budget leaves goes to the next waiting request. A request is
+// Running from its first chunk; only the chunk that ends its prefill yields a token (its TTFT).
+// A chunk attends to the earlier chunks' K/V in the cache (kv_lens = start + count).
+//
+// Preemption: every running request takes a block when its next decode token starts one; when
+// none is free, the request admitted last is preempted (one still prefilling, with chunks, is
+// always among the last): its blocks are freed and it waits again, to be recomputed from
+// position 0 (prompt and the tokens it has produced, as one prefill, chunked like any other) when
+// it is admitted again. Tokens do not change: sampling is counted per request and token. A
+// request leaves at max_new_tokens or EOS and frees its blocks.
 //
 // Arrivals: a sequence that has not arrived yet is Pending and is not considered until
 // arrive() moves it to the queue. Waiting sequences are served in the order they arrived
@@ -44,12 +59,16 @@ struct Sequence {
   std::vector<float> logits;          // [output tokens, vocab] with --save-logits
   std::vector<int32_t> blocks;        // KV-cache blocks, in order
   int64_t cached_tokens = 0;          // tokens whose K/V are in the cache
+  // Where this admission's prefill ends (prefill_tokens() when admitted): while Running with
+  // fewer tokens cached, its prefill is still under way in chunks.
+  int64_t prefill_end = 0;
   int64_t preemptions = 0;            // times its cache was freed for others (recomputed)
   FinishReason finish_reason = FinishReason::Length;  // meaningful once Finished
 
   int64_t total_tokens() const { return static_cast<int64_t>(prompt.size()) + max_new_tokens; }
   // Tokens a (re)admission computes in one prefill: the prompt and what it has produced.
   int64_t prefill_tokens() const { return static_cast<int64_t>(prompt.size() + output.size()); }
+  bool prefilling() const { return state == State::Running && cached_tokens < prefill_end; }
 };
 
 class BlockPool {
@@ -69,6 +88,7 @@ struct SchedulerLimits {
   int64_t block_size = 16;
   int64_t max_batch_seqs = 256;     // sequences in one step
   int64_t max_batch_tokens = 8192;  // tokens in one step (prefill budget)
+  int64_t prefill_chunk = 0;        // prefill tokens a step may take beyond its decodes; 0: whole prompts
 };
 
 // One sequence's share of a step: `count` new tokens starting at position `start`.
@@ -76,7 +96,10 @@ struct ScheduledSeq {
   Sequence* seq = nullptr;
   int64_t start = 0;
   int64_t count = 0;
-  bool prefill() const { return start == 0; }
+  bool prefill = false;  // prefill tokens (prompt, or output recomputed), not one decode token
+  // The last row's logits give the sequence's next token: false for a prefill chunk that leaves
+  // part of the prefill to later steps (its logits are computed and dropped).
+  bool samples = true;
 };
 
 class Scheduler {
@@ -87,10 +110,10 @@ class Scheduler {
   void arrive(Sequence* s);
 
   bool done() const;
-  // The next step: every running sequence decodes one token, then waiting ones are admitted.
+  // The next step: every running sequence decodes one token, then prefills take what is left.
   std::vector<ScheduledSeq> next_step();
-  // Records the token sampled for each scheduled sequence (same order) at `now_s` seconds
-  // after the run started (stored as now_s - arrival_s).
+  // Records the token sampled for each scheduled sequence (same order; ignored where it does not
+  // sample) at `now_s` seconds after the run started (stored as now_s - arrival_s).
   void complete_step(const std::vector<ScheduledSeq>& step, const std::vector<int32_t>& tokens,
                      const std::vector<const float*>& logits_rows, int64_t vocab, double now_s,
                      const std::vector<int64_t>& eos_ids);
@@ -105,6 +128,15 @@ class Scheduler {
   // blocks of its cached tokens and no more, so its next token needs a new block exactly then.
   bool starts_block(int64_t position) const;
   void preempt(Sequence* s);
+  // Decodes every running sequence that is done prefilling, preempting where blocks run out;
+  // returns the blocks the decoders will take in the step after (kept free for them).
+  int64_t schedule_decodes(std::vector<ScheduledSeq>& step);
+  // Running sequences still prefilling (admission order), then the waiting ones (queue order).
+  std::vector<Sequence*> prefill_queue() const;
+  // Tokens of s's prefill this step may take (0: it must wait), given the step's tokens so far,
+  // the prefill budget left and the blocks kept for the decoders.
+  int64_t chunk_tokens(const Sequence& s, const std::vector<ScheduledSeq>& step, int64_t budget,
+                       int64_t reserved) const;
 
   std::vector<Sequence*> all_;      // every sequence, arrived or not
   std::vector<Sequence*> seqs_;     // the arrived ones, in arrival order
