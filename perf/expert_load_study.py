@@ -472,6 +472,7 @@ def main():
     rows, config = study(args)
     model = args.model or make_model(args.moetron, args.backend, args.work, args.layers)  # study's, made once
     emulated, left_out = emulated_study(args, model, int(config["num_experts"]), int(config["vocab_size"]))
+    os.makedirs(plots, exist_ok=True)  # --emulated-only draws no table figures
     figures = draw(rows, plots) if rows else {}
     figures.update(draw_emulated(emulated, plots))
     if rows:  # --emulated-only keeps an earlier run's

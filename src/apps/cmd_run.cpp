@@ -208,6 +208,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   device.make_ops = [&](size_t arena_bytes) { return make_ops(backend, binding, arena_bytes); };
   device.bind_transports = [&](ParallelGroups& g, Ops& ops) { use_device_transport(g, ops, binding); };
   device.gpu_uuid = binding.uuid;
+  device.ranks_sharing_device = binding.ranks_sharing_device;
   device.storage = backend_storage(backend);
 
   if (settings.redundant_experts > 0 && settings.expert_loads.empty())

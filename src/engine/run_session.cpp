@@ -169,7 +169,8 @@ std::string describe_startup(const StartupRecord& s) {
 
 RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>& requests,
                        const RunSettings& settings, const DeviceAccess& device, MPI_Comm world)
-    : config_(config), requests_(requests), settings_(settings), gpu_uuid_(device.gpu_uuid), world_(world) {
+    : config_(config), requests_(requests), settings_(settings), gpu_uuid_(device.gpu_uuid),
+      ranks_sharing_device_(device.ranks_sharing_device), world_(world) {
   const Stopwatch setup;
   const Plan& plan = settings_.plan;
   MOETRON_CHECK(!settings_.routing_skew.active() || settings_.dummy_weights,
@@ -251,7 +252,13 @@ RunSession::~RunSession() = default;
 void RunSession::set_up_kv_cache() {
   KvSizing sizing;
   sizing.requested_tokens = settings_.kv_cache_tokens;
-  sizing.free_bytes = settings_.kv_cache_tokens > 0 ? -1 : ops_->free_memory_bytes();
+  if (settings_.kv_cache_tokens == 0 && ops_->free_memory_bytes() >= 0) {
+    // Ranks sharing a GPU share what is free once all of them hold their weights: read it
+    // after every rank has loaded, and take this rank's share (two ranks on one H200 each
+    // took the whole of it, and the second cache allocation failed).
+    groups_.world->barrier();
+    sizing.free_bytes = ops_->free_memory_bytes() / std::max(1, ranks_sharing_device_);
+  }
   sizing.memory_fraction = settings_.gpu_memory_fraction;
   sizing.bytes_per_token = kv_bytes_per_token(static_cast<int64_t>(weights_.layers.size()),
                                               groups_.layout.shard.kv_head_count, config_.head_dim,

@@ -15,7 +15,9 @@ check() {  # check RANKS PLAN
   mpi "$ranks" "$MOETRON" "${args[@]}" --plan "$plan" --redundant-experts 4 --expert-loads "$base.h5" \
     --out "$base-replicas.h5" || fail "$plan with replicas failed"
   # h5py, not h5dump: the GPU machines have no HDF5 tools.
-  "$PYTHON" -c 'import h5py, sys; sys.exit(0 if h5py.File(sys.argv[1], "r")["/experts/replicas"][0, 0, 0] >= 0 else 1)' \
+  # Any layer: placement follows the loads, and a layer whose busiest set no copy would relieve
+  # gets none (layer 0 of tp=2,dp=2,ep=2 on the H200, 2026-12-03).
+  "$PYTHON" -c 'import h5py, sys; sys.exit(0 if (h5py.File(sys.argv[1], "r")["/experts/replicas"][..., 0] >= 0).any() else 1)' \
     "$base-replicas.h5" || fail "$plan: no replica placed"
   "$COMPARE_RESULTS" "$base-replicas.h5" "$base.h5" --min-agreement 0.8 || fail "$plan: replicas changed the tokens"
 }

@@ -105,6 +105,7 @@ struct DeviceAccess {
   std::function<std::unique_ptr<Ops>(size_t arena_bytes)> make_ops;
   std::function<void(ParallelGroups& groups, Ops& ops)> bind_transports;
   std::string gpu_uuid;
+  int ranks_sharing_device = 1;  // ranks computing on this rank's GPU, itself included
   BackendStorage storage;  // what make_ops will hold, for sizing the step arena
 };
 
@@ -143,6 +144,7 @@ class RunSession {
   ParallelGroups groups_;
   std::unique_ptr<Ops> ops_;
   std::string gpu_uuid_;
+  int ranks_sharing_device_ = 1;
   MPI_Comm world_;
   ExpertReplicas replicas_;  // redundant experts (inactive without --redundant-experts)
   ModelWeights weights_;
