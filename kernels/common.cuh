@@ -156,21 +156,6 @@ __device__ __forceinline__ void pdl_enter() {
 #endif
 }
 
-// pdl_enter() for a kernel that streams model weights: the block asks its first `bytes` of
-// weights at `w` into L2 before it waits, so the weight stream starts under the previous
-// kernel's tail. Weights are written only at load time, and a prefetch is a hint that L2 (the
-// device's point of coherence) keeps correct whatever happens after it, so this reads nothing
-// that a running kernel could change under it.
-__device__ __forceinline__ void pdl_enter_prefetching(const void* w, int64_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const char* base = static_cast<const char*>(w);
-  for (int64_t off = static_cast<int64_t>(threadIdx.x) * 128; off < bytes;
-       off += static_cast<int64_t>(blockDim.x) * 128)
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(base + off));
-#endif
-  pdl_enter();
-}
-
 // Whether launches on the current device may overlap their predecessor (see pdl_enter).
 bool pdl_enabled();
 

@@ -10,15 +10,20 @@ namespace {
 
 constexpr int kRopeThreads = 128;
 
+// One rotated pair: (a, b) at angle (cos c, sin s), rounded to bf16.
+__device__ __forceinline__ void rotate_pair(float a, float b, float c, float s, bf16& lo, bf16& hi) {
+  lo = __float2bfloat16(a * c - b * s);
+  hi = __float2bfloat16(b * c + a * s);
+}
+
 // Rotates the pairs of `heads` heads of one token's row.
 __device__ void rotate_heads(bf16* row, int heads, int half, const float* cos_s,
                              const float* sin_s) {
   for (int p = threadIdx.x; p < heads * half; p += blockDim.x) {
     const int h = p / half, i = p - h * half;
     bf16* head = row + static_cast<int64_t>(h) * 2 * half;
-    const float a = __bfloat162float(head[i]), b = __bfloat162float(head[i + half]);
-    head[i] = __float2bfloat16(a * cos_s[i] - b * sin_s[i]);
-    head[i + half] = __float2bfloat16(b * cos_s[i] + a * sin_s[i]);
+    rotate_pair(__bfloat162float(head[i]), __bfloat162float(head[i + half]), cos_s[i], sin_s[i],
+                head[i], head[i + half]);
   }
 }
 
@@ -53,7 +58,7 @@ __device__ void norm_row(float* x, int cols, const bf16* __restrict__ w, float e
 // memory as fp32, QK-normed (rounded to bf16 as the separate norm would store them), rotated,
 // and written (q to q_out, k to the cache); v goes straight to the cache. Replaces the split,
 // two norms, RoPE and the KV append: one launch instead of six a layer in decode.
-// The block has a thread per 16-byte piece of the row (attention_inputs_threads), so at batch 1
+// The block has a thread per 16-byte piece of the row (attention_inputs()), so at batch 1
 // every load is issued at once: a loop of dependent 2-byte loads made this kernel 20 us a layer
 // on an H200 (the ncu table in perf/NOTES.md). kVec: the row's pieces are 16-byte aligned.
 template <bool kVec>
@@ -108,9 +113,8 @@ __global__ void attention_inputs_kernel(const bf16* __restrict__ qkv, int q_cols
   }
   for (int p = threadIdx.x; p < (width / head_dim) * half; p += blockDim.x) {
     const int h = p / half, i = p - h * half, c = h * head_dim + i;
-    const float a = row[c], b = row[c + half];
-    const bf16 lo = __float2bfloat16(a * cos_s[i] - b * sin_s[i]);
-    const bf16 hi = __float2bfloat16(b * cos_s[i] + a * sin_s[i]);
+    bf16 lo, hi;
+    rotate_pair(row[c], row[c + half], cos_s[i], sin_s[i], lo, hi);
     if (c < q_cols) {
       q_out[t * q_cols + c] = lo;
       q_out[t * q_cols + c + half] = hi;
@@ -154,7 +158,8 @@ void attention_inputs(const bf16* qkv, int64_t q_cols, int64_t kv_cols, const in
   const int64_t row_cols = q_cols + 2 * kv_cols;
   const int64_t pieces = vec ? ceil_div(row_cols, 8) : row_cols;
   // A thread per piece, whole warps, 128 to 1024 threads (more pieces: threads loop).
-  const auto threads = static_cast<unsigned>(std::min<int64_t>(1024, std::max<int64_t>(128, ceil_div(pieces, 32) * 32)));
+  const auto threads =
+      static_cast<unsigned>(std::clamp<int64_t>(ceil_div(pieces, 32) * 32, 128, 1024));
   const size_t smem = attention_inputs_smem_bytes(q_cols, kv_cols, head_dim);
   auto kernel = vec ? attention_inputs_kernel<true> : attention_inputs_kernel<false>;
   launch(kernel, num_tokens, threads, smem, stream, qkv, static_cast<int>(q_cols),

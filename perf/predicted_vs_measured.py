@@ -20,6 +20,15 @@ def text(v):
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def plan_factor(plan, name):
+    """The value of `name` (pp, tp, dp, ep) in a plan written "pp=1,tp=2,dp=2,ep=2"; 1 if absent."""
+    for part in plan.split(","):
+        k, _, v = part.partition("=")
+        if k.strip() == name:
+            return int(v)
+    return 1
+
+
 def one_file(path):
     with h5py.File(path, "r") as f:
         if "predictions" not in f:
@@ -41,12 +50,17 @@ def one_file(path):
         if decode_sizes.size == 0:
             print(f"{path}: no decode steps: skipped", file=sys.stderr)
             return None
-        nearest = decode_sizes[np.argmin(np.abs(decode_sizes - batch))]
+        # /steps/batch_size counts every data-parallel replica's sequences; the prediction's
+        # batch is one replica's.
+        replicas = plan_factor(chosen, "dp")
+        nearest = decode_sizes[np.argmin(np.abs(decode_sizes - batch * replicas))]
         measured_step = float(np.median(seconds[~prefill][decode_sizes == nearest]))
         measured_ttft = float(np.mean(f["requests/ttft_s"][()]))
-        return dict(file=path, plan=chosen, batch=batch, measured_batch=int(nearest),
+        return dict(file=path, plan=chosen, batch=batch, measured_batch=int(nearest) // replicas,
                     predicted_step_s=predicted_step, measured_step_s=measured_step,
-                    predicted_ttft_s=predicted_ttft, measured_ttft_s=measured_ttft)
+                    predicted_ttft_s=predicted_ttft, measured_ttft_s=measured_ttft,
+                    predicted_tps=float(f["predictions/output_tokens_per_s"][i]),
+                    measured_tps=float(f["summary"].attrs["output_tokens_per_s"]))
 
 
 def scatter(rows, key, label, out):

@@ -36,6 +36,8 @@ import time
 import h5py
 import numpy as np
 
+from predicted_vs_measured import one_file as read_run_prediction, plan_factor  # perf/, beside this
+
 # ---- settings per mode ---------------------------------------------------------------------
 
 # (label, family, preset): the GPU study's shapes; layers are cut so a run starts in seconds.
@@ -260,6 +262,8 @@ class Study:
                              "--profile", profile, "--max-batch", n, "--max-batch-tokens", n * p, *flags,
                              ranks=ranks, log=out + ".log")
                 r = read_run_prediction(out)
+                if r is None:  # it said why on stderr
+                    raise RuntimeError(f"{out}: no prediction against a decode step")
             except (RuntimeError, KeyError) as e:
                 self.skipped.append(f"end to end {plan} on {ranks} {backend} ranks: {str(e).splitlines()[0]}")
                 continue
@@ -333,32 +337,6 @@ class Steps:
 
 def read_steps(path):
     return Steps(path)
-
-
-def read_run_prediction(path):
-    """A run's own prediction for its plan against what it measured (as predicted_vs_measured.py)."""
-    steps = read_steps(path)
-    with h5py.File(path, "r") as f:
-        p = f["predictions"]
-        names = [text(x) for x in p["plan"][()]]
-        i = names.index(text(p.attrs["chosen"]))
-        batch = int(p["batch"][i])
-        decode = ~steps.prefill
-        per_replica = steps.batch[decode]
-        dp = plan_factor(names[i], "dp")
-        nearest = per_replica[np.argmin(np.abs(per_replica - batch * dp))]
-        return dict(predicted_step_s=float(p["decode_step_s"][i]),
-                    measured_step_s=float(np.median(steps.seconds[decode][per_replica == nearest])),
-                    predicted_tps=float(p["output_tokens_per_s"][i]),
-                    measured_tps=float(f["summary"].attrs["output_tokens_per_s"]))
-
-
-def plan_factor(plan, name):
-    for part in plan.split(","):
-        k, _, v = part.partition("=")
-        if k.strip() == name:
-            return int(v)
-    return 1
 
 
 # ---- statistics -----------------------------------------------------------------------------

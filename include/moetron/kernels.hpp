@@ -218,19 +218,6 @@ void gemv_down_combine(const bf16* act, const int32_t* row_of_slot, const int32_
                        const float* weights, int64_t k, int64_t first_expert, const bf16* down,
                        int64_t inter, int64_t hidden, bf16* out, cudaStream_t stream);
 
-// ---- dense_gemv.cu: dense projections at decode sizes -----------------------------------------
-// out [rows, n] = x [rows, k] . w [n, k]^T (+ bias [n], bf16 output only), fp32 accumulation,
-// bf16 or fp32 output: CudaOps::linear takes it where dense_gemv_applies (at most
-// kDenseGemvDefaultRows rows, k a multiple of 8, 16-byte aligned operands, weights of at most
-// kDenseGemvMaxWeightBytes), cuBLAS otherwise. Off by default: on an H200 it made every decode
-// step slower than cuBLAS, at batch 1 too (+4%; perf/NOTES.md). MOETRON_DENSE_GEMV_ROWS turns it
-// on up to that many rows, for measurements on other GPUs and for its tests.
-constexpr int64_t kDenseGemvDefaultRows = 0;
-constexpr int64_t kDenseGemvMaxWeightBytes = int64_t{64} << 20;
-bool dense_gemv_applies(int64_t rows, int64_t k, int64_t n, const void* x, const void* w);
-void dense_gemv(const bf16* x, const bf16* w, const bf16* bias, int64_t rows, int64_t k,
-                int64_t n, void* out, bool out_f32, cudaStream_t stream);
-
 // ---- elementwise.cu --------------------------------------------------------------------------
 void add_inplace(bf16* acc, const bf16* x, int64_t n, cudaStream_t stream);  // acc += x
 void clamp_inplace(bf16* x, int64_t n, float limit, cudaStream_t stream);

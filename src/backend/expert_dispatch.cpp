@@ -29,8 +29,12 @@ void route_to_replicas_host(const int32_t* ids, int64_t tokens, int64_t k, const
   for (int64_t t = 0; t < tokens; ++t)
     for (int64_t j = 0; j < k; ++j) {
       const int32_t e = ids[t * k + j];
+      if (e < 0 || e >= experts) {
+        out[t * k + j] = -1;
+        continue;
+      }
       const int32_t* row = table + static_cast<int64_t>(e) * cols;
-      out[t * k + j] = e >= 0 && e < experts ? row[1 + t % row[0]] : -1;
+      out[t * k + j] = row[1 + t % row[0]];
     }
 }
 

@@ -28,16 +28,19 @@ void Ops::do_accumulate_routing(const Tensor& records, int64_t tokens, Tensor& c
                                 Tensor& pairs) {
   const int64_t layers = records.dim(0), rows = records.dim(1), k = records.dim(2);
   const int64_t experts = counts.dim(1);
-  std::vector<int32_t> ids(static_cast<size_t>(records.numel()));
+  // Only the step's tokens of each layer's record: a decode step reads `tokens` rows of `rows`.
+  std::vector<int32_t> ids(static_cast<size_t>(layers * tokens * k));
+  for (int64_t l = 0; l < layers && tokens > 0; ++l)
+    to_host(records.slice_rows(l, 1).reshape({rows, k}).slice_rows(0, tokens),
+            &ids[static_cast<size_t>(l * tokens * k)]);
   std::vector<int64_t> host_counts(static_cast<size_t>(counts.numel()));
   std::vector<int64_t> host_pairs(static_cast<size_t>(pairs.numel()));
-  to_host(records, ids.data());
   to_host(counts, host_counts.data());
   to_host(pairs, host_pairs.data());
   const auto valid = [experts](int64_t e) { return e >= 0 && e < experts; };
   for (int64_t l = 0; l < layers; ++l)
     for (int64_t t = 0; t < tokens; ++t) {
-      const int32_t* row = &ids[static_cast<size_t>((l * rows + t) * k)];
+      const int32_t* row = &ids[static_cast<size_t>((l * tokens + t) * k)];
       for (int64_t j = 0; j < k; ++j) {
         if (!valid(row[j])) continue;
         ++host_counts[static_cast<size_t>(l * experts + row[j])];

@@ -141,11 +141,7 @@ class EmulatedCommunicator : public Communicator {
                   "allgather: " << in.describe() << " from each of " << size_ << " ranks into " << out.describe());
     const int64_t rows = in.numel() / std::max<int64_t>(in.cols(), 1);
     Tensor flat_out = out.reshape({size_ * rows, std::max<int64_t>(in.cols(), 1)});
-    const Tensor flat_in = in.reshape({rows, std::max<int64_t>(in.cols(), 1)});
-    for (int r = 0; r < size_; ++r) {
-      Tensor slot = flat_out.slice_rows(r * rows, rows);
-      buffers_->copy(flat_in, slot);
-    }
+    fill_repeated(in.reshape({rows, std::max<int64_t>(in.cols(), 1)}), flat_out);
     counter_.allgather(static_cast<int64_t>(in.nbytes()));
   }
 
@@ -158,18 +154,8 @@ class EmulatedCommunicator : public Communicator {
     const int64_t own_first = prefix(send_rows, rank_), own_rows = send_rows[static_cast<size_t>(rank_)];
     const Tensor own = send.slice_rows(own_first, own_rows);
     const bool uniform = std::all_of(recv_rows.begin(), recv_rows.end(), [&](int64_t r) { return r == own_rows; });
-    if (uniform && own_rows > 0) {
-      // Every block is the own block (decode's fixed capacity, prefill's counts): copy it once,
-      // then double what is filled, so that 64 peers cost 7 copies rather than 64.
-      const int64_t total = own_rows * size_;
-      Tensor first = recv.slice_rows(0, own_rows);
-      buffers_->copy(own, first);
-      for (int64_t filled = own_rows; filled < total;) {
-        const int64_t n = std::min(filled, total - filled);
-        Tensor next = recv.slice_rows(filled, n);
-        buffers_->copy(recv.slice_rows(0, n), next);
-        filled += n;
-      }
+    if (uniform && own_rows > 0) {  // every block is the own block (decode's fixed capacity)
+      fill_repeated(own, recv);
       counter_.alltoallv(send_rows, recv_rows, row_bytes(send));
       return;
     }
@@ -236,6 +222,20 @@ class EmulatedCommunicator : public Communicator {
   }
 
  private:
+  // The first size_ * block.rows() rows of out: size_ copies of block (what every peer would
+  // send when all send what this rank sends). Copied once, then what is filled is doubled, so
+  // 64 peers cost 7 copies rather than 64.
+  void fill_repeated(const Tensor& block, Tensor& out) {
+    const int64_t rows = block.rows(), total = rows * size_;
+    Tensor first = out.slice_rows(0, rows);
+    buffers_->copy(block, first);
+    for (int64_t filled = rows; filled < total;) {
+      const int64_t n = std::min(filled, total - filled);
+      Tensor next = out.slice_rows(filled, n);
+      buffers_->copy(out.slice_rows(0, n), next);
+      filled += n;
+    }
+  }
   void require_peer(int peer, const char* op) const {
     MOETRON_CHECK(peer >= 0 && peer < size_,
                   op << ": rank " << peer << " is outside the emulated group of " << size_);

@@ -65,12 +65,15 @@ class StageForward {
     kernel(cost_.gemm_s(T_, q + 2 * kv, H));  // one QKV projection
     if (c_.clip_qkv > 0) memory_kernel(2 * T_ * (q + 2 * kv) * kBf16);
     if (c_.qk_norm == QkNorm::WholeProjection && g_.plan.tp > 1) {
-      // Normed apart with the group's sums: take the columns, row_sumsq, the all-reduce of the
-      // sums, rmsnorm_with_sumsq, put them back.
+      // Normed apart with the group's sums, four launches a projection as forward.cpp makes
+      // them: take_columns, row_sumsq, (the all-reduce of the sums), rmsnorm_with_sumsq,
+      // copy_columns back into qkv.
       for (int64_t cols : {q, kv}) {
-        memory_kernel(4 * T_ * cols * kBf16);
+        memory_kernel(2 * T_ * cols * kBf16);
+        memory_kernel(T_ * cols * kBf16);
         tp_allreduce(T_ * kF32);
-        memory_kernel(3 * T_ * cols * kBf16);
+        memory_kernel(2 * T_ * cols * kBf16);
+        memory_kernel(2 * T_ * cols * kBf16);
       }
     }
     // attention_inputs: QK-norm, RoPE and the KV append in one kernel (q, k, v read; q written,

@@ -63,14 +63,14 @@ make_gpu_model() {
     --set num_key_value_heads=4 --set intermediate_size=256 --set vocab_size=1024 --out "$1" --seed 3
 }
 
-# What the GPU plan tests share (needs a GPU): sets gpus (how many), model (make_gpu_model's)
-# and writes $WORK/prompts.jsonl: random_prompts' N, SEED and MAX_NEW_TOKENS_FORMULA.
-gpu_test_setup() {  # gpu_test_setup N SEED MAX_NEW_TOKENS_FORMULA
+# What the GPU tests share (needs a GPU): sets gpus (how many), model (make_gpu_model's) and
+# writes $WORK/prompts.jsonl with random_prompts' arguments after FILE.
+gpu_test_setup() {  # gpu_test_setup N SEED MAX_NEW_TOKENS_FORMULA [VOCAB] [MIN_LEN]
   require_gpu
   gpus=$(nvidia-smi -L | wc -l)
   model=$WORK/olmoe-h512
   make_gpu_model "$model"
-  random_prompts "$WORK/prompts.jsonl" "$1" "$2" "$3"
+  random_prompts "$WORK/prompts.jsonl" "$@"
 }
 
 # random_prompts FILE N SEED MAX_NEW_TOKENS_FORMULA [VOCAB] [MIN_LEN]: N requests of MIN_LEN..39
@@ -100,3 +100,16 @@ for candidate in /usr/bin/python3 python3; do
   fi
 done
 PYTHON=${PYTHON:-$(command -v python3)}
+
+# h5_values FILE DATASET: the dataset's values, one a line, flattened in row-major order, strings
+# without quotes: h5dump where it exists, else h5py (the GPU machines have no h5dump).
+h5_values() {
+  if command -v h5dump >/dev/null; then
+    h5dump -y -w 0 -d "$2" "$1" | sed -n '/^ *DATA {/,/^ *}/p' | sed '1d;$d' | tr ',' '\n' | tr -d ' "' |
+      sed '/^$/d'
+  else
+    "$PYTHON" -c 'import sys, h5py
+for v in h5py.File(sys.argv[1], "r")[sys.argv[2]][()].ravel(): print(v.decode() if isinstance(v, bytes) else v)' \
+      "$1" "$2"
+  fi
+}

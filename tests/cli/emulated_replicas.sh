@@ -15,12 +15,8 @@ MODEL=$FIXTURES/olmoe  # 4 layers, 8 experts
 common=(--backend cpu --load-format dummy --routing-skew zipf:1.5 --ignore-eos --temperature 0)
 quiet=("${quiet[@]}" --log-level warn)  # greedy: replicas given the same prompt generate the same tokens
 
-# values FILE DATASET: the dataset's numbers, one a line.
-values() {
-  h5dump -y -w 0 -d "$2" "$1" | sed -n '/DATA {/,/}/p' | sed '1d;$d' | tr ',' '\n' | awk 'NF { print $1 + 0 }'
-}
 # served FILE RANK: rank RANK's expert token-slots (/ranks/expert_tokens).
-served() { values "$1" /ranks/expert_tokens | sed -n "$(($2 + 1))p"; }
+served() { h5_values "$1" /ranks/expert_tokens | sed -n "$(($2 + 1))p"; }
 
 # Identical requests: every replica routes as the emulated one. Distinct ones: they do not.
 "$MOETRON" model make --family olmoe --preset tiny --set num_hidden_layers=1 --out "$WORK/one" --seed 1 >/dev/null
@@ -51,7 +47,7 @@ compare() {
     awk -v e="$emu" -v r="$real" -v t="$tolerance" 'BEGIN { d = e - r; if (d < 0) d = -d; exit !(d <= t * r) }' ||
       fail "$tag rank $rank: emulated served $emu expert token-slots, the real rank $real (tolerance $tolerance)"
     if [[ $# -gt 0 ]]; then  # the emulated rank places what the real run placed
-      [[ "$(values "$WORK/emu-$tag-$rank.h5" /experts/replicas)" == "$(values "$WORK/real-$tag.h5" /experts/replicas)" ]] ||
+      [[ "$(h5_values "$WORK/emu-$tag-$rank.h5" /experts/replicas)" == "$(h5_values "$WORK/real-$tag.h5" /experts/replicas)" ]] ||
         fail "$tag rank $rank: /experts/replicas differs from the real run's"
     fi
     emulated+=("$emu")

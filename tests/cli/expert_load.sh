@@ -15,11 +15,8 @@ with open(sys.argv[1], "w") as f:
         prompt = [random.randrange(3, 256) for _ in range(random.randrange(8, 40))]
         f.write(json.dumps({"prompt_tokens": prompt, "max_new_tokens": 32, "ignore_eos": True}) + "\n")
 PY
-values() {  # the numbers of a dataset, one a line
-  h5dump -y -w 0 -d "$2" "$1" | sed -n '/^ *DATA {/,/^ *}/p' | sed '1d;$d' | tr ',' '\n' | tr -d ' ' | sed '/^$/d'
-}
 attr() { h5dump -a "$2" "$1" | sed -n 's/^ *(0): \(.*\)$/\1/p'; }
-sum() { values "$1" "$2" | paste -sd+ | bc; }
+sum() { h5_values "$1" "$2" | paste -sd+ | bc; }
 within() {  # within VALUE WANT TOLERANCE
   awk -v v="$1" -v w="$2" -v t="$3" 'BEGIN { exit !(v - w <= t && w - v <= t) }'
 }
@@ -64,14 +61,14 @@ for plan in tp=2,ep=2 dp=2,ep=2; do
   total=$(sum "$out" /experts/tokens)
   (( total > 0 )) || fail "$plan: no routed tokens"
   [[ "$(sum "$out" /experts/tokens_by_window)" == "$total" ]] || fail "$plan: the windows do not add up to $total"
-  [[ "$(values "$out" /experts/window_steps | head -2 | paste -sd' ')" == "0 4" ]] || fail "$plan: first window is not [0, 4)"
+  [[ "$(h5_values "$out" /experts/window_steps | head -2 | paste -sd' ')" == "0 4" ]] || fail "$plan: first window is not [0, 4)"
   measured=$(sum "$out" /ranks/expert_tokens)
   [[ "$measured" == "$total" ]] || fail "$plan: the ranks computed $measured token-slots, the routing counted $total"
   [[ "$(sum "$WORK/ep_analysis.h5" /ep/tokens)" == "$total" ]] || fail "$plan: the EP sets' loads do not sum to $total"
-  mapfile -t mine < <(values "$out" /ranks/expert_tokens)
-  mapfile -t expected < <(values "$WORK/ep_analysis.h5" /ranks/expected_tokens)
+  mapfile -t mine < <(h5_values "$out" /ranks/expert_tokens)
+  mapfile -t expected < <(h5_values "$WORK/ep_analysis.h5" /ranks/expected_tokens)
   [[ "${mine[*]}" == "${expected[*]}" ]] || fail "$plan: ranks measured ${mine[*]}, their experts' loads are ${expected[*]}"
-  awk -v s="$(values "$out" /ranks/expert_seconds | head -1)" 'BEGIN { exit !(s > 0) }' || fail "$plan: no expert time"
+  awk -v s="$(h5_values "$out" /ranks/expert_seconds | head -1)" 'BEGIN { exit !(s > 0) }' || fail "$plan: no expert time"
   grep -q "rank 1: ${mine[1]} token-slots computed" "$WORK/ep_analyze.log" || fail "$plan: the table lacks rank 1"
   echo "$plan: ranks computed ${mine[*]} of $total token-slots"
 done

@@ -10,16 +10,6 @@ gpu_test_setup 4 5 "4"
 args=(run --model "$model" --prompts "$WORK/prompts.jsonl" --backend cuda --ignore-eos --kv-cache-tokens 4096 --plan tp=2)
 host=$(hostname)
 uuid() { nvidia-smi --query-gpu=uuid --format=csv,noheader -i "$1" | tr -d ' '; }
-# One value of a dataset per line: h5py where python3 has it (the GPU machines have no h5dump),
-# else h5dump.
-h5_values() {
-  if python3 -c 'import h5py' 2>/dev/null; then
-    python3 -c 'import sys, h5py
-for v in h5py.File(sys.argv[1], "r")[sys.argv[2]][()]: print(v.decode() if isinstance(v, bytes) else v)' "$1" "$2"
-  else
-    h5dump -y -w 0 -d "$2" "$1" | sed -n '/^ *DATA {/,/^ *}/p' | sed '1d;$d' | tr ',' '\n' | sed 's/^ *//; s/"//g'
-  fi
-}
 rank_devices() { h5_values "$1" /ranks/device | grep -o 'GPU-[0-9a-f-]*'; }
 
 # The command each rank runs; PER_RANK_GPU=1 gives rank r only GPU r, as Slurm would (the

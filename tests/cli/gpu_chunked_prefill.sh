@@ -5,10 +5,7 @@
 # with whole prompts (bf16: a chunk's GEMM and attention shapes differ from the whole prompt's,
 # so a near tie may flip and change the rest of that request).
 source "$(dirname "$0")/common.bash"
-require_gpu
-model=$WORK/olmoe-h512
-make_gpu_model "$model"
-random_prompts "$WORK/prompts.jsonl" 12 5 "4 + 3 * i" 1024 20
+gpu_test_setup 12 5 "4 + 3 * i" 1024 20
 args=(run --model "$model" --prompts "$WORK/prompts.jsonl" --backend cuda --ignore-eos)
 "$MOETRON" "${args[@]}" --prefill-chunk 7 --log-level info --out "$WORK/chunked.h5" 2>&1 | tee "$WORK/chunked.log"
 grep -q "recorded the decode step" "$WORK/chunked.log" || fail "no decode graphs were recorded"

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The rule that keeps programmatic dependent launch correct (docs/design-notes.md, "Kernel
-# launches on the device"): every kernel in kernels/ calls pdl_enter() (or
-# pdl_enter_prefetching(), which may prefetch model weights only) as its first statement, and
-# none is launched with <<<...>>> (launch() sets the attribute and checks the call).
+# launches on the device"): every kernel in kernels/ calls pdl_enter() as its first statement,
+# and none is launched with <<<...>>> (launch() sets the attribute and checks the call).
 set -euo pipefail
 src=${MOETRON_SOURCE_DIR:?}
 python3 - "$src/kernels" <<'PY'
@@ -13,8 +12,7 @@ for path in sorted(glob.glob(sys.argv[1] + "/*.cu") + glob.glob(sys.argv[1] + "/
     for m in re.finditer(r"__global__", text):
         body = text[text.index("{", m.end()) + 1:]
         first = body.strip().split("\n", 1)[0].strip()
-        # pdl_enter_prefetching(...) may only prefetch model weights (see common.cuh).
-        if not (first.startswith("pdl_enter();") or first.startswith("pdl_enter_prefetching(")):
+        if not first.startswith("pdl_enter();"):
             name = re.search(r"(\w+)\s*\(", text[m.end():]).group(1)
             bad.append(f"{path}: kernel {name} does not start with pdl_enter() (first: '{first}')")
     for n, line in enumerate(text.split("\n"), 1):

@@ -38,7 +38,7 @@ expect_exit_1 not_results "--expert-loads $WORK/prompts.jsonl: cannot read /expe
 
 # ---- replicas rebalance the ranks ---------------------------------------------------------------
 spread() {  # max/min of /ranks/expert_tokens
-  h5dump -y -w 0 -d /ranks/expert_tokens "$1" | sed -n '/DATA {/,/}/p' | sed '1d;$d' | tr ',' '\n' |
+  h5_values "$1" /ranks/expert_tokens |
     awk 'NF { v = $1 + 0; if (n++ == 0 || v > hi) hi = v; if (n == 1 || v < lo) lo = v } END { printf "%.4f", hi / lo }'
 }
 mpi 2 "$MOETRON" run "${common[@]}" --plan dp=2,ep=2 --out "$WORK/plain.h5" || fail "dp=2,ep=2 failed"

@@ -3,7 +3,6 @@
 // (an emulated rank takes the same kernels as the real one). Memory management (alloc, temp,
 // sync, recording) passes through unrecorded: it is not an operator.
 #pragma once
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,11 +16,6 @@ class CountingOps : public Ops {
   explicit CountingOps(std::unique_ptr<Ops> inner) : inner_(std::move(inner)) {}
 
   const std::vector<std::string>& calls() const { return calls_; }
-  std::map<std::string, int64_t> counts() const {
-    std::map<std::string, int64_t> by_name;
-    for (const std::string& c : calls_) ++by_name[c];
-    return by_name;
-  }
 
   Device device() const override { return inner_->device(); }
   DType activation_dtype() const override { return inner_->activation_dtype(); }

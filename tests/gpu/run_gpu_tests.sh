@@ -10,9 +10,6 @@ export MOETRON=$build/moetron MOETRON_SOURCE_DIR=$src COMPARE_RESULTS=$build/tes
 export MPIEXEC=${MPIEXEC:-mpiexec}
 status=0
 "$build/tests/moetron_gpu_tests" --fixtures "$src/tests/fixtures" || status=1
-# The dense decode GEMV is off by default (kernels.hpp): its test again with it on, every row count.
-MOETRON_DENSE_GEMV_ROWS=8 "$build/tests/moetron_gpu_tests" --fixtures "$src/tests/fixtures" \
-  --gtest_filter='CudaDense.Linear*' || status=1
 for t in "$src"/tests/cli/gpu_*.sh; do
   echo "== $(basename "$t")"
   bash "$t" || status=1

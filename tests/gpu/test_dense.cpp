@@ -106,8 +106,8 @@ TEST_F(CudaDense, RmsnormFamilyMatchesReference) {
 TEST_F(CudaDense, LinearMatchesReference) {
   struct Shape { int64_t rows, k, n; };
   std::vector<OpCase> cases;
-  // Up to kGemvMaxRows rows with k % 8 == 0: the dense GEMV (odd n: a lone last column; a
-  // 2048 x 6144 QKV; k = 72 ends inside a warp's first load); k = 52 or more rows: cuBLAS.
+  // Decode-sized and awkward shapes too: a 2048 x 6144 QKV at one row, odd n, k not a multiple
+  // of 8.
   for (Shape s : {Shape{1, 64, 96}, Shape{3, 96, 64}, Shape{1, 2048, 6144}, Shape{2, 72, 51},
                   Shape{5, 2048, 64}, Shape{8, 136, 1001}, Shape{4, 52, 40}, Shape{17, 2048, 256},
                   Shape{129, 64, 2048}, Shape{129, 2048, 1000}}) {

@@ -22,7 +22,7 @@ struct ForwardContext {
   // already holds every token, so experts run locally and the tp all-reduce combines them;
   // with several replicas tokens go to the ranks owning their experts (all-to-all) and back.
   Communicator* stage = nullptr;  // the tp x dp ranks of this stage; nullptr: no dispatch
-  int64_t expert_set_size = 0;    // experts per expert-parallel set (E / ep)
+  int64_t expert_set_size = 0;    // slot ids per expert-parallel set (E / ep, plus its replicas)
   int64_t expert_shards = 1;      // ranks sharing one set, each holding a column slice
   bool count_experts = true;      // accumulate routed-token counts (one tp rank per replica)
   int64_t max_tokens = 0;         // most tokens in one forward (sizes the routing record)

@@ -234,16 +234,8 @@ void CudaOps::do_rmsnorm_with_sumsq(const Tensor& x, const Tensor& sumsq, int64_
 
 void CudaOps::do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) {
   const int64_t m = x.rows(), n = w.dim(0), k = x.cols();
-  const bool out_f32 = out.dtype == DType::F32;
-  const bool has_bias = bias && bias->defined();
-  // Decode-sized projections stream their weights faster as GEMVs, the bias in the epilogue.
-  if (kernels::dense_gemv_applies(m, k, n, x.data, w.data) && !(out_f32 && has_bias)) {
-    kernels::dense_gemv(bf(x), bf(w), has_bias ? bf(*bias) : nullptr, m, k, n, out.data, out_f32,
-                        stream_);
-    return;
-  }
-  cuda::gemm_nt(cublas_, bf(x), bf(w), m, n, k, out.data, out_f32);
-  if (has_bias) {
+  cuda::gemm_nt(cublas_, bf(x), bf(w), m, n, k, out.data, out.dtype == DType::F32);
+  if (bias && bias->defined()) {
     MOETRON_CHECK(out.dtype == DType::BF16, "linear: a bias needs a BF16 output, got "
                                                 << out.describe());
     kernels::add_bias_rows(bf(out), bf(*bias), m, n, stream_);
