@@ -312,6 +312,7 @@ RunOutcome RunSession::run() {
   eo.limits.max_batch_seqs = settings_.max_batch;
   eo.limits.max_batch_tokens = settings_.max_batch_tokens;
   eo.limits.prefill_chunk = settings_.prefill_chunk;
+  eo.limits.max_step_tokens = max_step_tokens_;
   eo.kv_blocks = kv_blocks_;
   eo.save_logits = settings_.save_logits;
   eo.observer = settings_.observer;

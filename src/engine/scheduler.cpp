@@ -117,8 +117,10 @@ int64_t Scheduler::chunk_tokens(const Sequence& s, const std::vector<ScheduledSe
   const int64_t usable_blocks =
       static_cast<int64_t>(s.blocks.size()) + pool_.free_blocks() - reserved;
   if (limits_.prefill_chunk == 0) {  // the whole prefill in one step, or none of it
-    const bool fits_budget = step_tokens + left <= limits_.max_batch_tokens || step.empty();
-    return fits_budget && blocks_for(left) <= usable_blocks ? left : 0;
+    // (only a recompute past the forward's capacity takes pieces; the cache must hold it all)
+    const int64_t count = std::min(left, limits_.max_step_tokens);
+    const bool fits_budget = step_tokens + count <= limits_.max_batch_tokens || step.empty();
+    return fits_budget && blocks_for(start + left) <= usable_blocks ? count : 0;
   }
   const int64_t cache_room = usable_blocks * limits_.block_size - start;
   return std::max<int64_t>(

@@ -3,7 +3,8 @@
 # prompts of 20-39 tokens cut into chunks of 7 (dividing neither the prompts nor the 16-token
 # blocks), each chunk attending to the earlier ones through the KV cache, give the same greedy
 # tokens and logits as whole prompts: on one rank, in a cache tight enough to preempt requests
-# part-way through their prefill, and under dp=2 and pp=2 on two ranks.
+# part-way through their prefill, and under dp=2 and pp=2 on two ranks. Also: whole prompts'
+# recompute longer than a step holds goes in pieces.
 source "$(dirname "$0")/common.bash"
 random_prompts "$WORK/prompts.jsonl" 6 11 "3 + i % 4" 256 20
 args=(run --model "$FIXTURES/qwen2_moe" --prompts "$WORK/prompts.jsonl" --backend cpu --ignore-eos
@@ -37,6 +38,20 @@ PY
 grep -q "KV cache ran short: [1-9][0-9]* preemption" "$WORK/preempted.log" ||
   fail "no request was preempted: $(tail -3 "$WORK/preempted.log")"
 "$COMPARE_RESULTS" "$WORK/preempted.h5" "$WORK/whole.h5" --rtol 1e-5 || fail "preemption with chunks changed the results"
+
+# Whole prompts, a recompute longer than any step holds: 10-token prompts and up to 30 new
+# tokens, steps of at most 12 tokens; a request preempted late is recomputed from more than 12
+# tokens, in pieces (it used to stop the run on the routing record's size).
+"$PYTHON" -c 'import json
+for i in range(3): print(json.dumps({"prompt_tokens": list(range(5 + i, 15 + i)), "max_new_tokens": 30}))' \
+  >"$WORK/long_recompute.jsonl"
+recompute=(run --model "$FIXTURES/qwen2_moe" --prompts "$WORK/long_recompute.jsonl" --backend cpu --ignore-eos
+           --max-batch-tokens 12 --block-size 4 --log-level info)
+"$MOETRON" "${recompute[@]}" --kv-cache-tokens 48 --out "$WORK/pieces.h5" >"$WORK/pieces.log" 2>&1 ||
+  fail "a recompute longer than a step failed: $(tail -3 "$WORK/pieces.log")"
+grep -q "KV cache ran short: [1-9][0-9]* preemption" "$WORK/pieces.log" || fail "nothing was preempted"
+"$MOETRON" "${recompute[@]}" --out "$WORK/roomy.h5" >/dev/null 2>&1 || fail "the roomy run failed"
+"$COMPARE_RESULTS" "$WORK/pieces.h5" "$WORK/roomy.h5" --no-logits || fail "the recompute in pieces changed the tokens"
 
 for plan in dp=2 pp=2; do
   echo "== --prefill-chunk 7 with $plan on 2 ranks"

@@ -87,6 +87,43 @@ TEST(Scheduler, PreemptsTheLatestAdmittedAndRecomputesIt) {
   EXPECT_EQ(recompute[0].count, 3 + 6);  // the prompt and the 6 tokens made before preemption
 }
 
+// The same preemption, with a forward that holds 4 tokens a step (max_batch_tokens, above the
+// longest prompt): the recompute goes in pieces of at most 4, only the last one yields a token.
+TEST(Scheduler, ARecomputeLongerThanTheForwardHoldsGoesInPieces) {
+  std::vector<Sequence> seqs = {make_seq(0, 3, 9), make_seq(1, 3, 9)};
+  SchedulerLimits limits;
+  limits.block_size = 4;
+  limits.max_batch_tokens = 4;
+  limits.max_step_tokens = 4;
+  Scheduler sched({&seqs[0], &seqs[1]}, 4, limits);
+  std::vector<ScheduledSeq> pieces;
+  int steps = 0;
+  while (!sched.done() && ++steps < 100) {
+    const auto step = sched.next_step();
+    ASSERT_FALSE(step.empty()) << "no progress";
+    int64_t tokens = 0;
+    for (const ScheduledSeq& s : step) {
+      tokens += s.count;
+      if (s.prefill && !s.seq->output.empty()) pieces.push_back(s);
+    }
+    EXPECT_LE(tokens, limits.max_step_tokens) << "step " << steps;
+    sched.complete_step(step, std::vector<int32_t>(step.size(), 5), {}, 0, 0.0, {});
+  }
+  ASSERT_TRUE(sched.done());
+  for (const Sequence& s : seqs) EXPECT_EQ(s.output.size(), 9u);
+  ASSERT_GE(pieces.size(), 2u);
+  int64_t recomputed = 0;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    EXPECT_EQ(pieces[i].seq, &seqs[1]);
+    EXPECT_EQ(pieces[i].start, recomputed);  // each piece goes on where the last stopped
+    EXPECT_EQ(pieces[i].samples, i + 1 == pieces.size());
+    recomputed += pieces[i].count;
+  }
+  // The prompt and what it made before its preemption: more than one step holds.
+  EXPECT_GT(recomputed, limits.max_step_tokens);
+  EXPECT_EQ(seqs[1].preemptions, 1);
+}
+
 // A request is admitted only if the blocks the running ones take next step stay free.
 TEST(Scheduler, KeepsTheNextStepsBlocksForRunningRequests) {
   // Prompts of 4 end on a block boundary: each one's first decode needs a new block.

@@ -11,7 +11,8 @@
 // Whole prompts (SchedulerLimits::prefill_chunk == 0, the default): a request is admitted when
 // the cache has blocks for its whole prefill (beyond the blocks the running requests take in the
 // next step) and the step's token budget (max_batch_tokens) allows it; its prefill runs in one
-// step. A prompt longer than the budget runs alone.
+// step. A prompt longer than the budget runs alone. A recompute longer than max_step_tokens
+// (what the forward's buffers hold) runs in pieces of that size over consecutive steps.
 //
 // Chunked prefill (prefill_chunk = N > 0): a step takes at most N prefill tokens beyond its
 // decodes (and max_batch_tokens in all), so a long prompt no longer stalls the running requests'
@@ -32,6 +33,7 @@
 // (those there from the start in prompts-file order), preempted ones keeping their place.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -89,6 +91,9 @@ struct SchedulerLimits {
   int64_t max_batch_seqs = 256;     // sequences in one step
   int64_t max_batch_tokens = 8192;  // tokens in one step (prefill budget)
   int64_t prefill_chunk = 0;        // prefill tokens a step may take beyond its decodes; 0: whole prompts
+  // Most tokens the forward holds in one step (RunSession's max_step_tokens): the longest prompt
+  // or max_batch_tokens. Only a recompute (prompt and output) can be longer: it goes in pieces.
+  int64_t max_step_tokens = std::numeric_limits<int64_t>::max();
 };
 
 // One sequence's share of a step: `count` new tokens starting at position `start`.
