@@ -12,6 +12,7 @@
 // than a CUDA-core decode kernel with 32-row tiles).
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "common.cuh"
 #include "moetron/core/error.hpp"
@@ -23,7 +24,7 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kMaxSplits = 32;
-constexpr int kMinKeysPerSplit = 128;
+constexpr int kMinKeysPerSplit = 128;  // default; MOETRON_ATTENTION_MIN_KEYS overrides (A/B runs)
 constexpr int kBlocksPerSm = 4;  // split the keys until the grid has this many blocks per SM
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kRows = 64;  // query rows per block: 4 warps x 16
@@ -388,6 +389,20 @@ void launch_attention(const PagedAttentionArgs& a, const AttentionPlan& plan, vo
   }
 }
 
+// Keys a split holds at least: kMinKeysPerSplit, or MOETRON_ATTENTION_MIN_KEYS (a multiple of
+// the key tile) to measure another choice without a rebuild.
+int min_keys_per_split() {
+  static const int keys = [] {
+    const char* env = std::getenv("MOETRON_ATTENTION_MIN_KEYS");
+    if (env == nullptr) return kMinKeysPerSplit;
+    const int v = std::atoi(env);
+    MOETRON_CHECK(v >= kKeys && v % kKeys == 0 && v <= 65536,
+                  "MOETRON_ATTENTION_MIN_KEYS='" << env << "': expected a multiple of " << kKeys);
+    return v;
+  }();
+  return keys;
+}
+
 }  // namespace
 
 bool attention_head_dim_supported(int head_dim) {
@@ -408,7 +423,7 @@ AttentionPlan plan_attention(const PagedAttentionArgs& a, int num_sms) {
   int64_t splits = 1;
   if (busy_blocks < num_sms)
     splits = ceil_div(kBlocksPerSm * static_cast<int64_t>(num_sms), std::max<int64_t>(busy_blocks, 1));
-  splits = std::min<int64_t>(splits, ceil_div(max_kv, kMinKeysPerSplit));
+  splits = std::min<int64_t>(splits, ceil_div(max_kv, min_keys_per_split()));
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, kMaxSplits));
   plan.split_len = static_cast<int>(ceil_div(ceil_div(max_kv, splits), kKeys) * kKeys);
   plan.num_splits = static_cast<int>(ceil_div(max_kv, plan.split_len));
