@@ -9,10 +9,14 @@ Moetron's decode step latency and throughput (CUDA graphs, and eagerly), its pre
 throughput, HF's decode throughput (generate of N tokens minus generate of 1), and each figure
 against its roofline: the bytes a decode step must read (attention and dense weights, the
 experts a batch hits under uniform routing, the KV cache, the LM head) over the measured HBM
-bandwidth, and its FLOPs over the measured bf16 GEMM rate. Writes DIR/bench.json (every
-record), DIR/RESULTS.md (the table) and DIR/bench.h5 (when h5py is present).
+bandwidth, and its FLOPs over the measured bf16 GEMM rate. Prefill at each --prefill-prompts
+length (default 512 and 4096): Moetron's and HF's prompt tokens per second and their fraction
+of the bf16 GEMM rate. With --startup: a full-size checkpoint written (sharded as the hub
+does), dropped from the page cache, and loaded: startup time and weight-read rate against the
+disk's cold sequential read rate. Writes DIR/bench.json (every record), DIR/RESULTS.md (the
+tables) and DIR/bench.h5 (when h5py is present).
 """
-import argparse, datetime, json, os, re, subprocess, sys, time
+import argparse, datetime, json, os, re, shutil, subprocess, sys, time
 
 import torch
 
@@ -107,6 +111,110 @@ def idle_shares(log):
                 idle_whole_step=float(m.group(3)) / 100, kernels_per_step=int(m.group(4)))
 
 
+def prefill_flops_per_token(c, prompt):
+    """FLOPs a prompt token costs in prefill: the active weights' GEMMs and causal attention
+    over half the prompt on average."""
+    return step_cost(c, 1, prompt / 2)[1]
+
+
+def measure_prefill(binary, model, preset, cfg, prompt, out, peak):
+    """Moetron's prefill rate on prompts of `prompt` tokens (as many as fill two steps of 16,384
+    tokens, one new token each), and HF's (a batch of the same tokens, 1-token generate())."""
+    # A prompt as long as the model's context leaves no room for the one new token.
+    prompt = min(prompt, cfg.get("max_position_embeddings", prompt + 1) - 1)
+    requests = max(2, 32768 // prompt)
+    prompts = os.path.join(out, f"prefill-{prompt}.jsonl")
+    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "make_prompts.py"), prompts,
+                    str(requests), str(prompt), "1", "30000"], check=True)
+    records = []
+    flops = prefill_flops_per_token(cfg, prompt)
+    try:
+        log = run_moetron(binary, model, prompts, requests, f"prefill-{prompt}.h5", [], out)
+        rate = prefill_rate(log)
+        records.append(dict(engine="moetron-prefill", model=preset, prompt=prompt, requests=requests,
+                            prefill_tok_s=rate, fraction_of_gemm_rate=rate * flops / peak))
+    except RuntimeError as e:
+        records.append(dict(engine="moetron-prefill", model=preset, prompt=prompt, error=str(e)[-2000:]))
+    hf_batch = max(1, min(64, 32768 // prompt))
+    hf = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "hf_bench.py"), "--model", model,
+                         "--batches", str(hf_batch), "--prompt", str(prompt), "--new-tokens", "2", "--reps", "3"],
+                        capture_output=True, text=True)
+    for line in hf.stdout.splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            rate = r.get("prefill_tok_s")
+            records.append(dict(engine="hf-prefill", model=preset, prompt=prompt, batch=hf_batch,
+                                prefill_tok_s=rate, fraction_of_gemm_rate=rate * flops / peak if rate else None,
+                                **({"error": r["error"]} if "error" in r else {})))
+    if hf.returncode != 0:
+        print("hf_bench (prefill) failed:", hf.stderr[-2000:], flush=True)
+    for r in records:
+        print(json.dumps(r), flush=True)
+    return records
+
+
+def drop_from_page_cache(folder):
+    """Evicts the folder's files from the page cache (clean pages: no privileges needed), so the
+    next read comes from the disk."""
+    for name in os.listdir(folder):
+        fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def cold_read_rate(path):
+    """Bytes per second of one sequential buffered read of a file just dropped from the cache."""
+    drop_from_page_cache(os.path.dirname(path))
+    t, n = time.time(), 0
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(64 << 20)
+            if not b:
+                break
+            n += len(b)
+    return n / (time.time() - t)
+
+
+def measure_startup(binary, preset, out):
+    """Writes the preset's full checkpoint (5 GB shards), measures the disk's cold read rate on
+    its largest shard, then a cold `moetron run` of one short request: its startup line."""
+    ckpt = os.path.join(out, f"{preset}-checkpoint")
+    os.makedirs(out, exist_ok=True)
+    t = time.time()
+    subprocess.run([binary, "model", "make", "--family", FAMILY[preset], "--preset", preset, "--out", ckpt],
+                   check=True, capture_output=True)
+    make_s = time.time() - t
+    print(f"  startup: checkpoint written in {make_s:.0f} s", flush=True)
+    shards = sorted((os.path.getsize(os.path.join(ckpt, f)), f) for f in os.listdir(ckpt) if f.endswith(".safetensors"))
+    disk = cold_read_rate(os.path.join(ckpt, shards[-1][1]))
+    print(f"  startup: disk cold read {disk / 1e9:.2f} GB/s", flush=True)
+    drop_from_page_cache(ckpt)
+    prompts = os.path.join(out, "startup.jsonl")
+    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "make_prompts.py"), prompts,
+                    "1", "16", "2", "30000"], check=True)
+    cmd = [binary, "run", "--model", ckpt, "--prompts", prompts, "--out", os.path.join(out, "startup.h5"),
+           "--backend", "cuda", "--ignore-eos"]
+    log = subprocess.run(cmd, capture_output=True, text=True)
+    r = dict(engine="moetron-startup", model=preset, checkpoint_bytes=sum(b for b, _ in shards),
+             shards=len(shards), make_s=make_s, disk_read_bytes_per_s=disk)
+    m = re.search(r"startup: ready in ([\d.e+-]+) s; weights ([\d.e+-]+) GB read in ([\d.e+-]+) s.*?"
+                  r"KV cache ([\d.e+-]+) s(?:, (\d+) decode graphs recorded in ([\d.e+-]+) s)?", log.stderr)
+    if log.returncode != 0 or not m:
+        r["error"] = log.stderr[-2000:]
+    else:
+        r.update(startup_s=float(m.group(1)), weights_bytes=float(m.group(2)) * 1e9,
+                 weights_s=float(m.group(3)), kv_cache_s=float(m.group(4)),
+                 graphs=int(m.group(5) or 0), graphs_s=float(m.group(6) or 0))
+        r["weights_read_bytes_per_s"] = r["weights_bytes"] / r["weights_s"] if r["weights_s"] > 0 else None
+        r["fraction_of_disk_rate"] = r["weights_read_bytes_per_s"] / disk if r["weights_read_bytes_per_s"] else None
+    shutil.rmtree(ckpt, ignore_errors=True)
+    print(json.dumps(r), flush=True)
+    return r
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--moetron", required=True)
@@ -118,6 +226,11 @@ def main():
     ap.add_argument("--no-eager", dest="eager", action="store_false", help="skip the --no-graphs run")
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--prefill-prompts", default="512,4096",
+                    help="prompt lengths of the prefill comparison with HF ('' to skip)")
+    ap.add_argument("--startup", action="store_true",
+                    help="also time a cold start from a full-size checkpoint written to --out (disk!)")
+    ap.add_argument("--no-hf-decode", dest="hf_decode", action="store_false", help="skip HF's decode runs")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -173,18 +286,23 @@ def main():
                 r.update(engine="idle-graphs" if graphs else "idle-eager", model=preset, batch=b)
                 print(json.dumps(r), flush=True)
                 records.append(r)
-        hf = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "hf_bench.py"),
-                             "--model", model, "--batches", args.hf_batches, "--prompt", str(args.prompt),
-                             "--new-tokens", str(args.new_tokens), "--reps", "2"], capture_output=True, text=True)
-        for line in hf.stdout.splitlines():
-            if line.startswith("{"):
-                r = json.loads(line)
-                r["model"] = preset
-                print(json.dumps(r), flush=True)
-                records.append(r)
-        if hf.returncode != 0:
-            print("hf_bench failed:", hf.stderr[-2000:], flush=True)
-    meta = dict(device=device, date=datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+        for prompt in [int(x) for x in args.prefill_prompts.split(",") if x]:
+            records += measure_prefill(args.moetron, model, preset, cfg, prompt, args.out, peak)
+        if args.startup:
+            records.append(measure_startup(args.moetron, preset, args.out))
+        if args.hf_decode:
+            hf = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "hf_bench.py"),
+                                 "--model", model, "--batches", args.hf_batches, "--prompt", str(args.prompt),
+                                 "--new-tokens", str(args.new_tokens), "--reps", "2"], capture_output=True, text=True)
+            for line in hf.stdout.splitlines():
+                if line.startswith("{"):
+                    r = json.loads(line)
+                    r["model"] = preset
+                    print(json.dumps(r), flush=True)
+                    records.append(r)
+            if hf.returncode != 0:
+                print("hf_bench failed:", hf.stderr[-2000:], flush=True)
+    meta = dict(device=device, date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 hbm_bytes_per_s=bw, bf16_flops_per_s=peak, prompt=args.prompt, new_tokens=args.new_tokens,
                 steps=args.steps)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
@@ -197,7 +315,7 @@ def main():
                 f.attrs[k] = v
             keys = sorted({k for r in records for k in r if isinstance(r[k], (int, float))})
             for k in keys:
-                f[k] = np.array([r.get(k, np.nan) for r in records], dtype=float)
+                f[k] = np.array([np.nan if r.get(k) is None else r.get(k, np.nan) for r in records], dtype=float)
             f["engine"] = np.array([r["engine"] for r in records], dtype=h5py.string_dtype())
             f["model"] = np.array([r["model"] for r in records], dtype=h5py.string_dtype())
         os.replace(os.path.join(args.out, "bench.h5.tmp"), os.path.join(args.out, "bench.h5"))

@@ -35,6 +35,48 @@ def table_lines(meta, records):
         lines.append(
             f"| {model} | {b} | {rate:.0f} ({r['decode_step_s'] * 1e3:.2f}) | {r['roofline_tok_s']:.0f} | "
             f"{r['fraction_of_roofline']:.0%} | {eager_ms} | {idle} | {r['prefill_tok_s']:.0f} | {hf_text} | {speedup} |")
+    lines += prefill_lines(records) + startup_lines(records)
+    return lines
+
+
+def prefill_lines(records):
+    """Prompt tokens per second, Moetron against HF, and each as a fraction of the GEMM rate."""
+    rows = [r for r in records if r["engine"] == "moetron-prefill"]
+    if not rows:
+        return []
+    hf = {(r["model"], r["prompt"]): r for r in records if r["engine"] == "hf-prefill"}
+    lines = ["", "| model | prompt tokens | moetron prefill tok/s | of bf16 GEMM rate | HF prefill tok/s (batch) | of bf16 GEMM rate | speedup vs HF |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(rows, key=lambda r: (r["model"], r["prompt"])):
+        h = hf.get((r["model"], r["prompt"]), {})
+        if "prefill_tok_s" not in r:
+            lines.append(f"| {r['model']} | {r['prompt']} | failed | | | | |")
+            continue
+        hr = h.get("prefill_tok_s")
+        hf_text = f"{hr:.0f} ({h['batch']})" if hr else "-"
+        hf_frac = f"{h['fraction_of_gemm_rate']:.0%}" if hr else "-"
+        speed = f"{r['prefill_tok_s'] / hr:.2f}x" if hr else "-"
+        lines.append(f"| {r['model']} | {r['prompt']} | {r['prefill_tok_s']:.0f} | {r['fraction_of_gemm_rate']:.0%} | "
+                     f"{hf_text} | {hf_frac} | {speed} |")
+    return lines
+
+
+def startup_lines(records):
+    """A cold start from a full-size checkpoint on the machine's disk."""
+    rows = [r for r in records if r["engine"] == "moetron-startup"]
+    if not rows:
+        return []
+    lines = ["", "| model | checkpoint | ready in | weights read | disk cold read | of disk rate | KV cache | decode graphs |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        if "startup_s" not in r:
+            lines.append(f"| {r['model']} | {r['checkpoint_bytes'] / 1e9:.1f} GB in {r['shards']} shards | failed | | | | | |")
+            continue
+        rate = r.get("weights_read_bytes_per_s")
+        lines.append(
+            f"| {r['model']} | {r['checkpoint_bytes'] / 1e9:.1f} GB in {r['shards']} shards | {r['startup_s']:.1f} s | "
+            f"{r['weights_s']:.1f} s ({rate / 1e9:.2f} GB/s) | {r['disk_read_bytes_per_s'] / 1e9:.2f} GB/s | "
+            f"{r['fraction_of_disk_rate']:.0%} | {r['kv_cache_s']:.2f} s | {r['graphs']} in {r['graphs_s']:.2f} s |")
     return lines
 
 

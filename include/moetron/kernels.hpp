@@ -9,8 +9,6 @@
 
 #include <cstdint>
 
-#include "moetron/backend/kernel_limits.hpp"
-
 namespace moetron {
 namespace radix {
 struct RowParams;  // moetron/sampling/radix_sampling.hpp
@@ -126,15 +124,6 @@ void paged_attention(const PagedAttentionArgs& args, const AttentionPlan& plan, 
 constexpr int kRouterMaxExperts = 256;
 void router_topk(const void* logits, bool logits_bf16, int64_t num_tokens, int64_t num_experts,
                  int64_t k, bool renormalize, int32_t* ids, float* weights, cudaStream_t stream);
-// A few tokens (decode): logits [T, E] (fp32) = x [T, hidden] . w [E, hidden]^T (+ bias [E] when
-// not null), then router_topk over them, in one launch. arrivals: one device counter, zero
-// before the first launch; each launch leaves it zero (launches on one stream may share it).
-bool router_fused_supported(int64_t num_tokens, int64_t hidden, int64_t num_experts,
-                            const void* x, const void* w);
-void router_fused(const bf16* x, int64_t num_tokens, int64_t hidden, const bf16* w,
-                  int64_t num_experts, const float* bias, int64_t k, bool renormalize,
-                  float* logits, int32_t* ids, float* weights, unsigned* arrivals,
-                  cudaStream_t stream);
 
 // ---- moe_permute.cu: expert-contiguous order, built on the device ----------------------------
 // The permutation of one MoE layer's (token, slot) pairs into expert-contiguous rows. Every

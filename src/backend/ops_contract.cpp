@@ -329,29 +329,6 @@ void Ops::router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor&
   do_router_topk(logits, k, renormalize, ids, weights);
 }
 
-void Ops::route(const Tensor& x, const Tensor& router_w, const Tensor* bias, int64_t k,
-                bool renormalize, Tensor& logits, Tensor& ids, Tensor& weights) {
-  const Device d = device();
-  expect(x, activation_dtype(), d, "route", "x");
-  expect(router_w, activation_dtype(), d, "route", "router_w");
-  expect(logits, DType::F32, d, "route", "logits");
-  MOETRON_CHECK(router_w.ndim() == 2 && router_w.dim(1) == x.cols(),
-                "Ops::route: router_w " << router_w.describe() << " is not [E, " << x.cols() << "]");
-  expect_rows_cols(logits, x.rows(), router_w.dim(0), "route", "logits");
-  if (bias != nullptr && bias->defined()) {
-    expect(*bias, DType::F32, d, "route", "bias");
-    expect_numel(*bias, router_w.dim(0), "route", "bias", "one per expert");
-  }
-  // ids and weights as router_topk checks them, before anything runs.
-  expect(ids, DType::I32, d, "route", "ids");
-  expect(weights, DType::F32, d, "route", "weights");
-  MOETRON_CHECK(k >= 1 && k <= router_w.dim(0), "Ops::route: top-k " << k << " outside [1, "
-                                                                       << router_w.dim(0) << "] (the experts)");
-  expect_rows_cols(ids, x.rows(), k, "route", "ids");
-  expect_rows_cols(weights, x.rows(), k, "route", "weights");
-  do_route(x, router_w, bias, k, renormalize, logits, ids, weights);
-}
-
 void Ops::moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
                       const ExpertWeights& experts, Tensor& out) {
   const Device d = device();

@@ -12,13 +12,6 @@ namespace moetron {
 
 // Argument checks are the contract's (ops_contract.cpp); these are the do_ defaults.
 
-void Ops::do_route(const Tensor& x, const Tensor& router_w, const Tensor* bias, int64_t k,
-                   bool renormalize, Tensor& logits, Tensor& ids, Tensor& weights) {
-  linear(x, router_w, nullptr, logits);
-  if (bias != nullptr && bias->defined()) add_row_bias(logits, *bias);
-  router_topk(logits, k, renormalize, ids, weights);
-}
-
 void Ops::do_accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
   if (ids.numel() == 0) return;
   std::vector<int32_t> host_ids(static_cast<size_t>(ids.numel()));

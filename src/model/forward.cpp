@@ -9,12 +9,6 @@
 #include "moetron/core/range.hpp"
 
 namespace moetron {
-namespace {
-
-// An optional operand: the tensor where a checkpoint has it, else null.
-const Tensor* bias(const Tensor& b) { return b.defined() ? &b : nullptr; }
-
-}  // namespace
 
 
 ModelForward::ModelForward(const ForwardContext& ctx, int64_t kv_blocks, int64_t block_size)
@@ -141,6 +135,7 @@ void ModelForward::attention_block(const LayerWeights& w, size_t local_layer, co
   const DType act = ops.activation_dtype();
   const int64_t q_cols = s.q_head_count * c.head_dim, kv_cols = s.kv_head_count * c.head_dim;
   const AttentionWeights& a = w.attn;
+  auto bias = [](const Tensor& b) { return b.defined() ? &b : nullptr; };
 
   Tensor qkv = ops.temp(act, {T, q_cols + 2 * kv_cols});
   ops.linear(h, a.qkv, bias(a.qkv_bias), qkv);
@@ -187,12 +182,14 @@ void ModelForward::mlp_block(const LayerWeights& w, size_t local_layer, const Te
   }
   // Router logits in float32: rounding them to bf16 can swap near-equal experts.
   Tensor logits = ops.temp(DType::F32, {T, c.num_experts});
+  ops.linear(h, w.router, nullptr, logits);
+  if (w.router_bias.defined()) ops.add_row_bias(logits, w.router_bias);
   // Where the routing is counted, the router writes straight into this layer's record.
   MOETRON_ASSERT(!ctx_.count_experts || T <= routing_[local_layer].dim(0));
   Tensor ids = ctx_.count_experts ? routing_[local_layer].slice_rows(0, T)
                                   : ops.temp(DType::I32, {T, c.top_k});
   Tensor weights = ops.temp(DType::F32, {T, c.top_k});
-  ops.route(h, w.router, bias(w.router_bias), c.top_k, c.norm_topk_prob, logits, ids, weights);
+  ops.router_topk(logits, c.top_k, c.norm_topk_prob, ids, weights);
   dispatch_experts(w, local_layer, h, ids, weights, dispatch_tokens, out);
   if (w.shared.gate_up.defined()) {
     Tensor shared = ops.temp(act, {T, c.hidden_size});

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <map>
 
-#include "moetron/backend/kernel_limits.hpp"
 #include "moetron/core/error.hpp"
 
 namespace moetron {
@@ -92,13 +91,8 @@ class StageForward {
 
   void moe(int64_t moe_index) {
     const int64_t H = c_.hidden_size, E = c_.num_experts, k = c_.top_k;
-    if (T_ <= kRouterFusedMaxTokens) {
-      // route: the logits GEMV and the top-k in one kernel (CUDA, a few tokens).
-      memory_kernel(E * H * kBf16 + T_ * H * kBf16 + T_ * E * kF32 + T_ * k * (kI32 + kF32));
-    } else {
-      kernel(cost_.gemm_s(T_, E, H));                         // router (float32 logits)
-      memory_kernel(T_ * E * kF32 + T_ * k * (kI32 + kF32));  // router_topk
-    }
+    kernel(cost_.gemm_s(T_, E, H));                           // router (float32 logits)
+    memory_kernel(T_ * E * kF32 + T_ * k * (kI32 + kF32));    // router_topk
     const ExpertWork work = expert_work(moe_index);
     if (g_.plan.dp > 1) dispatch(work.busiest_rows);
     kernel(work.busiest_s, 2);

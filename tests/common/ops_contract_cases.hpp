@@ -135,24 +135,6 @@ inline std::vector<ContractCase> ops_contract_cases() {
     return BrokenCall{[&ops, logits, ids, w]() mutable { ops.router_topk(logits, 5, true, ids, w); },
                       "Ops::router_topk: top-k 5 outside [1, 4] (the experts)"};
   }});
-  cases.push_back({"route router weight of another hidden size", [](Ops& ops) {
-    Tensor x = activation(ops, {3, 8}), router = activation(ops, {4, 6}),
-           logits = ops.alloc(DType::F32, {3, 4}), ids = ops.alloc(DType::I32, {3, 2}),
-           w = ops.alloc(DType::F32, {3, 2});
-    return BrokenCall{[&ops, x, router, logits, ids, w]() mutable {
-                        ops.route(x, router, nullptr, 2, true, logits, ids, w);
-                      },
-                      "Ops::route: router_w " + router.describe() + " is not [E, 8]"};
-  }});
-  cases.push_back({"route bias of the wrong length", [](Ops& ops) {
-    Tensor x = activation(ops, {3, 8}), router = activation(ops, {4, 8}),
-           bias = ops.alloc(DType::F32, {5}), logits = ops.alloc(DType::F32, {3, 4}),
-           ids = ops.alloc(DType::I32, {3, 2}), w = ops.alloc(DType::F32, {3, 2});
-    return BrokenCall{[&ops, x, router, bias, logits, ids, w]() mutable {
-                        ops.route(x, router, &bias, 2, true, logits, ids, w);
-                      },
-                      "Ops::route: bias has 5 elements, expected 4 (one per expert)"};
-  }});
   cases.push_back({"moe_experts weights of an integer dtype", [](Ops& ops) {
     Tensor x = activation(ops, {3, 8}), ids = ops.alloc(DType::I32, {3, 2}),
            w = ops.alloc(DType::I32, {3, 2}), out = activation(ops, {3, 8});

@@ -51,56 +51,6 @@ TEST_F(CudaMoe, RouterTopkMatchesReference) {
   run_cases(cases);
 }
 
-// The whole router (route): CUDA fuses the logits GEMV and the top-k for up to
-// kRouterFusedMaxTokens tokens (and takes cuBLAS + router_topk past that, or for a hidden size
-// that is not a multiple of 8). The logits are built so that the top-k is unambiguous: column 0
-// of x is +-1 (its sign by token, so tokens pick different experts) and column 0 of expert e's
-// row is a distinct multiple of 1/16; the other columns add noise of at most ~0.02, under half
-// the 1/16 gap, and every input is non-zero.
-TEST_F(CudaMoe, RouteMatchesReference) {
-  std::vector<OpCase> cases;
-  struct Shape { int64_t experts, hidden; };
-  for (const Shape& sh : {Shape{8, 4096}, Shape{60, 2048}, Shape{64, 2048}, Shape{128, 1000},
-                          Shape{256, 520}}) {
-    for (int64_t k : {1, 2, 4, 8}) {
-      for (int64_t tokens : {1, 3, 8, 9}) {
-        for (bool with_bias : {false, true}) {
-          const bool renorm = k % 2 == 0;
-          const std::string name = "route E=" + std::to_string(sh.experts) + " H=" +
-                                   std::to_string(sh.hidden) + " k=" + std::to_string(k) +
-                                   " T=" + std::to_string(tokens) + (with_bias ? " bias" : "") +
-                                   (renorm ? " renorm" : "");
-          cases.push_back({name, [=](CaseInputs& in) {
-            const int64_t E = sh.experts, H = sh.hidden;
-            std::vector<float> x = in.values(tokens * H, 1.0f);
-            for (int64_t t = 0; t < tokens; ++t) x[t * H] = t % 2 ? -1.0f : 1.0f;
-            std::vector<float> w = in.values(E * H, 1.0f / 2048);
-            std::vector<int32_t> order(static_cast<size_t>(E));
-            std::iota(order.begin(), order.end(), 0);
-            std::shuffle(order.begin(), order.end(), in.rng);
-            for (int64_t e = 0; e < E; ++e) w[e * H] = (order[e] + 1) / 16.0f;
-            // A bias of whole multiples of E/16 keeps the sixteenths distinct, so the picks too.
-            std::vector<float> b(static_cast<size_t>(E));
-            for (int64_t e = 0; e < E; ++e) b[e] = static_cast<float>(((e * 7) % 5 - 2) * E) / 16.0f;
-            Tensor xt = in.activation(x, {tokens, H});
-            Tensor wt = in.weight(w, {E, H});
-            Tensor bt = in.f32(b, {E});
-            Tensor logits = in.output(DType::F32, {tokens, E});
-            Tensor ids = in.output(DType::I32, {tokens, k});
-            Tensor wts = in.output(DType::F32, {tokens, k});
-            in.ops.route(xt, wt, with_bias ? &bt : nullptr, k, renorm, logits, ids, wts);
-            // Ids exact; logits and weights: fp32 sums of the same bf16 products in another order.
-            return CaseOutputs{{"ids", host_of(in, ids), 0.0},
-                               {"logits", host_of(in, logits), 1e-5},
-                               {"weights", host_of(in, wts), 1e-5}};
-          }});
-        }
-      }
-    }
-  }
-  run_cases(cases);
-}
-
 struct MoeShape {
   int64_t tokens, experts, k, hidden, inter, first_local, num_local;
 };

@@ -95,8 +95,6 @@ class CudaOps final : public Ops {
 
   void do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
                       Tensor& weights) override;
-  void do_route(const Tensor& x, const Tensor& router_w, const Tensor* bias, int64_t k,
-                bool renormalize, Tensor& logits, Tensor& ids, Tensor& weights) override;
   void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
                       const ExpertWeights& experts, Tensor& out) override;
   void do_swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
@@ -128,7 +126,6 @@ class CudaOps final : public Ops {
   cudaStream_t stream_ = nullptr;
   cublasContext* cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
-  unsigned* router_arrivals_ = nullptr;  // kernels::router_fused's block counter
   void* arena_ = nullptr;
   size_t arena_bytes_ = 0;
   size_t arena_used_ = 0;

@@ -159,11 +159,6 @@ class Ops {
   // renormalisation. ids I32 [T, k], weights F32 [T, k], in descending weight order.
   void router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
                    Tensor& weights);
-  // The whole router: logits F32 [T, E] = x [T, H] . router_w [E, H]^T (+ bias F32 [E] when
-  // given), then router_topk(logits, k, renormalize, ids, weights). The default is those
-  // operators in turn; a backend may fuse them (CUDA does for a few tokens).
-  void route(const Tensor& x, const Tensor& router_w, const Tensor* bias, int64_t k,
-             bool renormalize, Tensor& logits, Tensor& ids, Tensor& weights);
   // out [T, H] = sum over slots (t, j) whose expert is local of
   //   weights[t, j] * down_e(silu(gate_e x_t) * up_e x_t); other slots contribute nothing.
   // ids I32 and weights F32 [T, k]. The grouped path: count per expert, permute, grouped GEMMs,
@@ -273,8 +268,6 @@ class Ops {
                             float scale, Tensor& out) = 0;
   virtual void do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
                               Tensor& weights) = 0;
-  virtual void do_route(const Tensor& x, const Tensor& router_w, const Tensor* bias, int64_t k,
-                        bool renormalize, Tensor& logits, Tensor& ids, Tensor& weights);
   virtual void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
                               const ExpertWeights& experts, Tensor& out) = 0;
   virtual void do_swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,

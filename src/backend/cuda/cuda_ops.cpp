@@ -65,8 +65,6 @@ CudaOps::CudaOps(int device, size_t arena_bytes) : device_(device), arena_bytes_
   CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
   CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
   if (arena_bytes_ > 0) CUDA_CHECK(cudaMalloc(&arena_, arena_bytes_));
-  CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&router_arrivals_), sizeof(unsigned)));
-  CUDA_CHECK(cudaMemset(router_arrivals_, 0, sizeof(unsigned)));
 }
 
 CudaOps::~CudaOps() {
@@ -74,7 +72,6 @@ CudaOps::~CudaOps() {
   if (stream_) cudaStreamSynchronize(stream_);
   if (cublas_) cublasDestroy(cublas_);
   cudaFree(cublas_workspace_);
-  cudaFree(router_arrivals_);
   cudaFree(arena_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -331,18 +328,6 @@ void CudaOps::do_router_topk(const Tensor& logits, int64_t k, bool renormalize, 
                                 << kernels::kRouterMaxExperts);
   kernels::router_topk(logits.data, logits.dtype == DType::BF16, logits.rows(), experts, k,
                        renormalize, i32(ids), f32(weights), stream_);
-}
-
-void CudaOps::do_route(const Tensor& x, const Tensor& router_w, const Tensor* bias, int64_t k,
-                       bool renormalize, Tensor& logits, Tensor& ids, Tensor& weights) {
-  const int64_t tokens = x.rows(), hidden = x.cols(), experts = router_w.dim(0);
-  if (!kernels::router_fused_supported(tokens, hidden, experts, x.data, router_w.data)) {
-    Ops::do_route(x, router_w, bias, k, renormalize, logits, ids, weights);
-    return;
-  }
-  const float* b = bias != nullptr && bias->defined() ? f32(*bias) : nullptr;
-  kernels::router_fused(bf(x), tokens, hidden, bf(router_w), experts, b, k, renormalize,
-                        f32(logits), i32(ids), f32(weights), router_arrivals_, stream_);
 }
 
 void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
