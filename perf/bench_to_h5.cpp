@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "moetron/io/hdf5.hpp"
@@ -21,14 +22,63 @@ double field(const Json& r, const char* key) {
   return r.contains(key) && r[key].is_number() ? r[key].get<double>() : NAN;
 }
 
+// Records of the prefill and startup tables carry no decode batch (hf-prefill's is HF's own).
+bool decode_record(const Json& r) {
+  const std::string engine = r.value("engine", "");
+  return engine != "hf-prefill" && engine != "moetron-prefill" && engine != "moetron-startup";
+}
+
+const Json* find_record(const std::vector<Json>& rows, const char* engine, const char* key, int64_t value) {
+  for (const Json& r : rows)
+    if (r.value("engine", "") == engine && r.value(key, int64_t{-1}) == value) return &r;
+  return nullptr;
+}
+
+// GROUP/prefill: one row per prompt length, Moetron's and HF's prompt tokens per second.
+void write_prefill(moetron::h5::File& f, const std::string& group, const std::vector<Json>& rows) {
+  std::set<int64_t> prompts;
+  for (const Json& r : rows)
+    if (r.value("engine", "") == "moetron-prefill") prompts.insert(r.value("prompt", int64_t{0}));
+  if (prompts.empty()) return;
+  const std::string g = group + "/prefill";
+  f.create_group(g);
+  f.write(g + "/prompt", std::vector<int64_t>(prompts.begin(), prompts.end()));
+  const std::vector<std::tuple<const char*, const char*, const char*>> columns = {
+      {"moetron_tok_s", "moetron-prefill", "prefill_tok_s"},
+      {"moetron_fraction_of_gemm_rate", "moetron-prefill", "fraction_of_gemm_rate"},
+      {"hf_tok_s", "hf-prefill", "prefill_tok_s"},
+      {"hf_fraction_of_gemm_rate", "hf-prefill", "fraction_of_gemm_rate"},
+      {"hf_batch", "hf-prefill", "batch"}};
+  for (const auto& [name, engine, key] : columns) {
+    std::vector<double> values;
+    for (int64_t p : prompts) {
+      const Json* r = find_record(rows, engine, "prompt", p);
+      values.push_back(r ? field(*r, key) : NAN);
+    }
+    f.write(g + "/" + name, values);
+  }
+}
+
+// GROUP/startup: the cold start's figures as attributes (seconds, bytes, bytes per second).
+void write_startup(moetron::h5::File& f, const std::string& group, const std::vector<Json>& rows) {
+  for (const Json& r : rows) {
+    if (r.value("engine", "") != "moetron-startup") continue;
+    const std::string g = group + "/startup";
+    f.create_group(g);
+    for (const auto& [key, value] : r.items())
+      if (value.is_number()) f.set_attribute(g, key, value.get<double>());
+    if (r.contains("error")) f.set_attribute(g, "error", r["error"].get<std::string>());
+    return;
+  }
+}
+
 void write_group(moetron::h5::File& f, const std::string& group, const Json& meta, const std::vector<Json>& rows) {
   std::set<int64_t> batches;
   for (const Json& r : rows)
-    if (r.contains("batch") && r["batch"].is_number()) batches.insert(r["batch"].get<int64_t>());
+    if (decode_record(r) && r.contains("batch") && r["batch"].is_number()) batches.insert(r["batch"].get<int64_t>());
   auto find = [&](const char* engine, int64_t b) -> Json {
-    for (const Json& r : rows)
-      if (r.value("engine", "") == engine && r.value("batch", int64_t{-1}) == b) return r;
-    return Json::object();
+    const Json* r = find_record(rows, engine, "batch", b);
+    return r ? *r : Json::object();
   };
   // (dataset, engine, key): each column of the table.
   const std::vector<std::tuple<const char*, const char*, const char*>> columns = {
@@ -52,6 +102,8 @@ void write_group(moetron::h5::File& f, const std::string& group, const Json& met
   f.set_attribute(group, "bf16_flops_per_s", field(meta, "bf16_flops_per_s"));
   f.set_attribute(group, "prompt_tokens", field(meta, "prompt"));
   if (meta.contains("note")) f.set_attribute(group, "note", meta["note"].get<std::string>());
+  write_prefill(f, group, rows);
+  write_startup(f, group, rows);
 }
 
 }  // namespace
