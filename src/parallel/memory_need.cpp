@@ -27,12 +27,14 @@ int64_t kv_cache_bytes(const ModelConfig& c, const ShardSpec& s, const BackendSt
                                                storage.activations);
 }
 
-// What ModelForward keeps for the whole run besides the KV cache: per layer, the routing record
-// and the expert counts; with dp > 1, the weights of every entry a dispatch can receive.
+// What ModelForward keeps for the whole run besides the KV cache: per layer, the routing record,
+// the expert counts and the co-activation counts (E x E, int64: 0.5 MiB a layer at 256 experts);
+// with dp > 1, the weights of every entry a dispatch can receive.
 int64_t forward_state_bytes(const ModelConfig& c, const Plan& plan, const ShardSpec& s, int64_t max_tokens,
                             int64_t redundant_experts) {
   const int64_t tokens = std::max<int64_t>(max_tokens, 1), k = std::max<int64_t>(c.top_k, 1);
-  const int64_t per_layer = tokens * k * 4 + std::max<int64_t>(c.num_experts, 1) * 8;
+  const int64_t experts = std::max<int64_t>(c.num_experts, 1);
+  const int64_t per_layer = tokens * k * 4 + experts * 8 + experts * experts * 8;
   int64_t dispatch_weights = 0;
   if (plan.dp > 1) {
     dispatch_weights = static_cast<int64_t>(plan.stage_size()) * ((tokens + plan.tp - 1) / plan.tp) *

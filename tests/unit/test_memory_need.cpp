@@ -89,14 +89,15 @@ TEST(MemoryNeed, ExactBytesOfATinyConfigCountedByHand) {
   EXPECT_EQ(cpu.weights, params * 4);
   EXPECT_EQ(cpu.kv_cache, 32 * 2 * 1 * 4 * 4);  // tokens x K,V x kv heads x head_dim x float32
   // Arena: 4 tokens x 110 elements x 4 bytes, plus 2 logits rows of 2*8*4 + 16*(4+4) + (16+16)*4
-  // bytes, x1.25, plus the slack; the layer's routing record 4*1*4 and expert counts 2*8.
-  EXPECT_EQ(cpu.activations, (4 * 110 * 4 + 2 * 320) * 5 / 4 + kSlack + 16 + 16);
+  // bytes, x1.25, plus the slack; the layer's routing record 4*1*4, expert counts 2*8 and
+  // co-activation counts 2*2*8.
+  EXPECT_EQ(cpu.activations, (4 * 110 * 4 + 2 * 320) * 5 / 4 + kSlack + 16 + 16 + 32);
   EXPECT_EQ(cpu.total(), cpu.weights + cpu.kv_cache + cpu.activations);
 
   const MemoryNeed cuda = need_of(c, "cuda", hand_run());
   EXPECT_EQ(cuda.weights, params * 2);
   EXPECT_EQ(cuda.kv_cache, 32 * 2 * 1 * 4 * 2);
-  EXPECT_EQ(cuda.activations, (4 * 110 * 2 + 2 * 256) * 5 / 4 + kSlack + 16 + 16);
+  EXPECT_EQ(cuda.activations, (4 * 110 * 2 + 2 * 256) * 5 / 4 + kSlack + 16 + 16 + 32);
 }
 
 TEST(MemoryNeed, TheCpuHoldsFloat32WeightsTwiceTheBf16Bytes) {
