@@ -20,16 +20,14 @@ int64_t full_length(const RequestSpec& r) {
 }
 
 // The copy tables of redundant experts (ForwardContext::replica_tables), one per local layer in
-// backend memory, undefined for dense layers; none without replicas. Each data-parallel replica
-// starts its rows at another copy (replica_route_table's rotation).
-std::vector<Tensor> replica_tables(const ExpertReplicas& replicas, const ModelWeights& weights, int64_t dp_index,
-                                   Ops& ops) {
+// backend memory, undefined for dense layers; none without replicas.
+std::vector<Tensor> replica_tables(const ExpertReplicas& replicas, const ModelWeights& weights, Ops& ops) {
   std::vector<Tensor> tables;
   if (!replicas.active()) return tables;
   for (const LayerWeights& w : weights.layers) {
     Tensor t;
     if (w.is_moe) {
-      const std::vector<int32_t> host = replica_route_table(replicas, w.index, dp_index);
+      const std::vector<int32_t> host = replica_route_table(replicas, w.index);
       t = ops.alloc(DType::I32, {replicas.experts, static_cast<int64_t>(host.size()) / replicas.experts});
       ops.copy_from_host(t, host.data());
     }
@@ -224,7 +222,7 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
   forward_context_.tp = groups_.tp.get();
   forward_context_.stage = plan.dp > 1 ? groups_.stage.get() : nullptr;
   forward_context_.expert_set_size = replicas_.active() ? replicas_.slot_width() : config_.num_experts / plan.ep;
-  forward_context_.replica_tables = replica_tables(replicas_, weights_, groups_.coords.dp, *ops_);
+  forward_context_.replica_tables = replica_tables(replicas_, weights_, *ops_);
   forward_context_.expert_shards = plan.expert_shards();
   forward_context_.count_experts = groups_.coords.tp == 0;
   forward_context_.max_tokens = max_step_tokens_;
