@@ -164,8 +164,8 @@ std::vector<int64_t> read_expert_loads(const std::string& path, int64_t layers, 
   } catch (const std::exception& e) {
     MOETRON_FAIL("--expert-loads " << path << ": cannot read " << dataset << " (" << e.what() << ")");
   }
-  std::string shape;
-  for (int64_t d : dims) shape += (shape.empty() ? "[" : ", ") + std::to_string(d);
+  std::string shape = "[";
+  for (size_t i = 0; i < dims.size(); ++i) shape += (i ? ", " : "") + std::to_string(dims[i]);
   MOETRON_CHECK(dims.size() == 2 && dims[0] == layers && dims[1] == experts,
                 "--expert-loads " << path << ": " << dataset << " has shape " << shape << "], the model has "
                                   << layers << " layers x " << experts << " experts");

@@ -57,7 +57,6 @@ bool is_moe_layer(const ModelConfig& c, int64_t layer) {
   return c.num_experts > 0;
 }
 
-
 std::string Plan::to_string() const {
   std::ostringstream os;
   os << "pp=" << pp << ",tp=" << tp << ",dp=" << dp << ",ep=" << ep;

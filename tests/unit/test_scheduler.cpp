@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <numeric>
 
 #include "moetron/core/error.hpp"
@@ -11,13 +12,16 @@
 namespace moetron {
 namespace {
 
-// Runs the scheduler to the end, answering every sequence with token 5; returns the step sizes.
-std::vector<size_t> drive(Scheduler& sched, const std::vector<int64_t>& eos = {}) {
+// Runs the scheduler to the end (at most 1000 steps), answering every sequence with token 5;
+// `see` is shown each step before it completes. Returns the step sizes.
+std::vector<size_t> drive(Scheduler& sched, const std::vector<int64_t>& eos = {},
+                          const std::function<void(const std::vector<ScheduledSeq>&)>& see = {}) {
   std::vector<size_t> sizes;
-  while (!sched.done()) {
+  while (!sched.done() && sizes.size() < 1000) {
     const auto step = sched.next_step();
     EXPECT_FALSE(step.empty()) << "no progress";
     if (step.empty()) break;
+    if (see) see(step);
     sizes.push_back(step.size());
     sched.complete_step(step, std::vector<int32_t>(step.size(), 5), {}, 0, 0.0, eos);
   }
@@ -67,14 +71,10 @@ TEST(Scheduler, PreemptsTheLatestAdmittedAndRecomputesIt) {
   limits.block_size = 4;
   Scheduler sched({&seqs[0], &seqs[1]}, 4, limits);
   std::vector<ScheduledSeq> recompute;
-  int steps = 0;
-  while (!sched.done() && ++steps < 100) {
-    const auto step = sched.next_step();
-    ASSERT_FALSE(step.empty()) << "no progress";
+  drive(sched, {}, [&](const std::vector<ScheduledSeq>& step) {
     for (const ScheduledSeq& s : step)
       if (s.prefill && !s.seq->output.empty()) recompute.push_back(s);
-    sched.complete_step(step, std::vector<int32_t>(step.size(), 5), {}, 0, 0.0, {});
-  }
+  });
   ASSERT_TRUE(sched.done());
   for (const Sequence& s : seqs) {
     EXPECT_EQ(s.output.size(), 9u);
@@ -98,17 +98,15 @@ TEST(Scheduler, ARecomputeLongerThanTheForwardHoldsGoesInPieces) {
   Scheduler sched({&seqs[0], &seqs[1]}, 4, limits);
   std::vector<ScheduledSeq> pieces;
   int steps = 0;
-  while (!sched.done() && ++steps < 100) {
-    const auto step = sched.next_step();
-    ASSERT_FALSE(step.empty()) << "no progress";
+  drive(sched, {}, [&](const std::vector<ScheduledSeq>& step) {
+    ++steps;
     int64_t tokens = 0;
     for (const ScheduledSeq& s : step) {
       tokens += s.count;
       if (s.prefill && !s.seq->output.empty()) pieces.push_back(s);
     }
     EXPECT_LE(tokens, limits.max_step_tokens) << "step " << steps;
-    sched.complete_step(step, std::vector<int32_t>(step.size(), 5), {}, 0, 0.0, {});
-  }
+  });
   ASSERT_TRUE(sched.done());
   for (const Sequence& s : seqs) EXPECT_EQ(s.output.size(), 9u);
   ASSERT_GE(pieces.size(), 2u);
