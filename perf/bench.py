@@ -153,6 +153,32 @@ def measure_prefill(binary, model, preset, cfg, prompt, out, peak):
     return records
 
 
+def measure_sampling(binary, model, preset, batch, prompt, steps, out, reps=2):
+    """The cost of sampling (temperature 0.8, top-p 0.9) over greedy at one batch size: the
+    decode step median of each, runs alternating so that drift falls on both alike; the spread
+    of the repeats is the run-to-run noise the overhead is read against."""
+    prompts = os.path.join(out, f"sampling-{batch}.jsonl")
+    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "make_prompts.py"), prompts,
+                    str(batch), str(prompt), str(steps + 1), "30000"], check=True)
+    modes = {"greedy": [], "sampled": ["--temperature", "0.8", "--top-p", "0.9"]}
+    steps_s = {m: [] for m in modes}
+    try:
+        for _ in range(reps):
+            for mode, extra in modes.items():
+                log = run_moetron(binary, model, prompts, batch, f"sampling-{mode}.h5", extra, out)
+                steps_s[mode].append(decode_medians(log)[batch])
+    except (RuntimeError, StopIteration, KeyError) as e:
+        r = dict(engine="moetron-sampling", model=preset, batch=batch, error=str(e)[-2000:])
+        print(json.dumps(r), flush=True)
+        return r
+    greedy, sampled = min(steps_s["greedy"]), min(steps_s["sampled"])
+    r = dict(engine="moetron-sampling", model=preset, batch=batch, context=prompt + steps // 2,
+             greedy_step_s=greedy, sampled_step_s=sampled, sampling_overhead=sampled / greedy - 1,
+             greedy_spread=max(steps_s["greedy"]) / greedy - 1, sampled_spread=max(steps_s["sampled"]) / sampled - 1)
+    print(json.dumps(r), flush=True)
+    return r
+
+
 def drop_from_page_cache(folder):
     """Evicts the folder's files from the page cache (clean pages: no privileges needed), so the
     next read comes from the disk."""
@@ -230,6 +256,8 @@ def main():
                     help="prompt lengths of the prefill comparison with HF ('' to skip)")
     ap.add_argument("--startup", action="store_true",
                     help="also time a cold start from a full-size checkpoint written to --out (disk!)")
+    ap.add_argument("--sampling-batches", default="64",
+                    help="batch sizes where sampling (temperature / top-p) is timed against greedy ('' to skip)")
     ap.add_argument("--no-hf-decode", dest="hf_decode", action="store_false", help="skip HF's decode runs")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -286,6 +314,8 @@ def main():
                 r.update(engine="idle-graphs" if graphs else "idle-eager", model=preset, batch=b)
                 print(json.dumps(r), flush=True)
                 records.append(r)
+        for b in [int(x) for x in args.sampling_batches.split(",") if x]:
+            records.append(measure_sampling(args.moetron, model, preset, b, args.prompt, 2 * args.steps, args.out))
         for prompt in [int(x) for x in args.prefill_prompts.split(",") if x]:
             records += measure_prefill(args.moetron, model, preset, cfg, prompt, args.out, peak)
         if args.startup:

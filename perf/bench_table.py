@@ -35,7 +35,23 @@ def table_lines(meta, records):
         lines.append(
             f"| {model} | {b} | {rate:.0f} ({r['decode_step_s'] * 1e3:.2f}) | {r['roofline_tok_s']:.0f} | "
             f"{r['fraction_of_roofline']:.0%} | {eager_ms} | {idle} | {r['prefill_tok_s']:.0f} | {hf_text} | {speedup} |")
-    lines += prefill_lines(records) + startup_lines(records)
+    lines += prefill_lines(records) + sampling_lines(records) + startup_lines(records)
+    return lines
+
+
+def sampling_lines(records):
+    """Sampling's cost over greedy decode at the same batch, with the repeats' spread (noise)."""
+    rows = [r for r in records if r["engine"] == "moetron-sampling"]
+    if not rows:
+        return []
+    lines = ["", "| model | batch | greedy step ms | temperature 0.8, top-p 0.9 step ms | sampling's cost | spread of repeats (greedy / sampled) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        if "greedy_step_s" not in r:
+            lines.append(f"| {r['model']} | {r['batch']} | failed | | | |")
+            continue
+        lines.append(f"| {r['model']} | {r['batch']} | {r['greedy_step_s'] * 1e3:.2f} | {r['sampled_step_s'] * 1e3:.2f} | "
+                     f"{r['sampling_overhead']:+.1%} | {r['greedy_spread']:.1%} / {r['sampled_spread']:.1%} |")
     return lines
 
 

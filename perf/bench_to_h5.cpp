@@ -88,7 +88,9 @@ void write_group(moetron::h5::File& f, const std::string& group, const Json& met
       {"prefill_tok_s", "moetron", "prefill_tok_s"},       {"eager_decode_step_s", "moetron-eager", "decode_step_s"},
       {"hf_decode_tok_s", "hf", "decode_tok_s"},           {"hf_prefill_tok_s", "hf", "prefill_tok_s"},
       {"gpu_idle_in_step_graphs", "idle-graphs", "idle_within_step"},
-      {"gpu_idle_in_step_eager", "idle-eager", "idle_within_step"}};
+      {"gpu_idle_in_step_eager", "idle-eager", "idle_within_step"},
+      {"sampled_decode_step_s", "moetron-sampling", "sampled_step_s"},
+      {"sampling_overhead", "moetron-sampling", "sampling_overhead"}};
   f.create_group(group);
   f.write(group + "/batch", std::vector<int64_t>(batches.begin(), batches.end()));
   for (const auto& [name, engine, key] : columns) {

@@ -14,6 +14,7 @@ cat > "$WORK/bench.json" <<'JSON'
   {"engine": "moetron", "model": "m", "batch": 1, "decode_step_s": 0.00134, "decode_tok_s": 744.0},
   {"engine": "moetron", "model": "m", "batch": 64, "decode_step_s": 0.00927, "decode_tok_s": 6907.0},
   {"engine": "hf", "model": "m", "batch": 64, "decode_tok_s": 513.0},
+  {"engine": "moetron-sampling", "model": "m", "batch": 64, "greedy_step_s": 0.00927, "sampled_step_s": 0.0102, "sampling_overhead": 0.1},
   {"engine": "moetron-prefill", "model": "m", "prompt": 512, "requests": 64, "prefill_tok_s": 91497.0, "fraction_of_gemm_rate": 0.28},
   {"engine": "hf-prefill", "model": "m", "prompt": 512, "batch": 64, "prefill_tok_s": 90489.0, "fraction_of_gemm_rate": 0.27},
   {"engine": "moetron-prefill", "model": "m", "prompt": 4095, "requests": 8, "prefill_tok_s": 80000.0, "fraction_of_gemm_rate": 0.25},
@@ -24,6 +25,7 @@ JSON
 "$BENCH_TO_H5" "$WORK/out.h5" "$WORK/bench.json" || fail "bench_to_h5 failed"
 [ "$(h5_values "$WORK/out.h5" "/m@GPU X/batch" | tr '\n' ' ')" = "1 64 " ] || fail "decode batches: $(h5_values "$WORK/out.h5" "/m@GPU X/batch")"
 [ "$(h5_values "$WORK/out.h5" "/m@GPU X/prefill/prompt" | tr '\n' ' ')" = "512 4095 " ] || fail "prefill prompts"
+[ "$(h5_values "$WORK/out.h5" "/m@GPU X/sampling_overhead" | tr '\n' ' ')" = "nan 0.1 " ] || fail "sampling overhead by batch: $(h5_values "$WORK/out.h5" "/m@GPU X/sampling_overhead")"
 hf=$(h5_values "$WORK/out.h5" "/m@GPU X/prefill/hf_tok_s" | tr '\n' ' ')
 [[ "$hf" == 90489* && "$hf" == *87881* ]] || fail "HF prefill rates: $hf"
 "$PYTHON" - "$WORK/out.h5" <<'PY' || fail "startup attributes"
