@@ -19,21 +19,58 @@ int64_t full_length(const RequestSpec& r) {
   return static_cast<int64_t>(r.prompt_tokens.size()) + r.max_new_tokens;
 }
 
-// The copy tables of redundant experts (ForwardContext::replica_tables), one per local layer in
-// backend memory, undefined for dense layers; none without replicas.
-std::vector<Tensor> replica_tables(const ExpertReplicas& replicas, const ModelWeights& weights, Ops& ops) {
+// Per local layer, data-parallel replica dp_index's copy table on the host (replica_route_table's
+// rotation: each replica starts its rows at another copy); empty for dense layers.
+std::vector<std::vector<int32_t>> host_replica_tables(const ExpertReplicas& replicas, const ModelWeights& weights,
+                                                      int64_t dp_index) {
+  std::vector<std::vector<int32_t>> tables;
+  for (const LayerWeights& w : weights.layers)
+    tables.push_back(w.is_moe ? replica_route_table(replicas, w.index, dp_index) : std::vector<int32_t>{});
+  return tables;
+}
+
+// Such tables in backend memory, undefined for dense layers.
+std::vector<Tensor> upload_tables(const std::vector<std::vector<int32_t>>& host, int64_t experts, Ops& ops) {
   std::vector<Tensor> tables;
-  if (!replicas.active()) return tables;
-  for (const LayerWeights& w : weights.layers) {
+  for (const std::vector<int32_t>& layer : host) {
     Tensor t;
-    if (w.is_moe) {
-      const std::vector<int32_t> host = replica_route_table(replicas, w.index);
-      t = ops.alloc(DType::I32, {replicas.experts, static_cast<int64_t>(host.size()) / replicas.experts});
-      ops.copy_from_host(t, host.data());
+    if (!layer.empty()) {
+      t = ops.alloc(DType::I32, {experts, static_cast<int64_t>(layer.size()) / experts});
+      ops.copy_from_host(t, layer.data());
     }
     tables.push_back(t);
   }
   return tables;
+}
+
+// The copy tables of redundant experts (ForwardContext::replica_tables), one per local layer in
+// backend memory, undefined for dense layers; none without replicas.
+std::vector<Tensor> replica_tables(const ExpertReplicas& replicas, const ModelWeights& weights, int64_t dp_index,
+                                   Ops& ops) {
+  if (!replicas.active()) return {};
+  return upload_tables(host_replica_tables(replicas, weights, dp_index), replicas.experts, ops);
+}
+
+// Rank emulation (ForwardContext::peer_replica_tables): the tables of every rank of the stage
+// group, in its order (dp index * tp + tp index), so that each emulated peer routes with its own
+// rotation; replicas whose rotations give the same tables share one upload. None without
+// replicas or without dispatch (dp = 1).
+std::vector<std::vector<Tensor>> peer_replica_tables(const ExpertReplicas& replicas, const ModelWeights& weights,
+                                                     const Plan& plan, Ops& ops) {
+  std::vector<std::vector<Tensor>> by_peer;
+  if (!replicas.active() || plan.dp == 1) return by_peer;
+  std::vector<std::vector<std::vector<int32_t>>> distinct;
+  std::vector<std::vector<Tensor>> uploaded;
+  for (int d = 0; d < plan.dp; ++d) {
+    const std::vector<std::vector<int32_t>> host = host_replica_tables(replicas, weights, d);
+    const size_t i = static_cast<size_t>(std::find(distinct.begin(), distinct.end(), host) - distinct.begin());
+    if (i == distinct.size()) {
+      distinct.push_back(host);
+      uploaded.push_back(upload_tables(host, replicas.experts, ops));
+    }
+    for (int t = 0; t < plan.tp; ++t) by_peer.push_back(uploaded[i]);
+  }
+  return by_peer;
 }
 
 }  // namespace
@@ -222,7 +259,9 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
   forward_context_.tp = groups_.tp.get();
   forward_context_.stage = plan.dp > 1 ? groups_.stage.get() : nullptr;
   forward_context_.expert_set_size = replicas_.active() ? replicas_.slot_width() : config_.num_experts / plan.ep;
-  forward_context_.replica_tables = replica_tables(replicas_, weights_, *ops_);
+  forward_context_.replica_tables = replica_tables(replicas_, weights_, groups_.coords.dp, *ops_);
+  if (emulation.active())
+    forward_context_.peer_replica_tables = peer_replica_tables(replicas_, weights_, plan, *ops_);
   forward_context_.expert_shards = plan.expert_shards();
   forward_context_.count_experts = groups_.coords.tp == 0;
   forward_context_.max_tokens = max_step_tokens_;

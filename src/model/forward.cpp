@@ -220,8 +220,9 @@ void ModelForward::dispatch_experts(const LayerWeights& w, size_t local_layer, c
     run_experts(w, h, slots, weights, out);
     return;
   }
-  const ExpertRoute route = dispatch_tokens > 0 ? route_fixed(slots, weights, dispatch_tokens)
-                                                : route_with_counts(slots, weights);
+  ExpertRoute route = dispatch_tokens > 0 ? route_fixed(slots, weights, dispatch_tokens)
+                                          : route_with_counts(slots, weights);
+  if (!ctx_.peer_replica_tables.empty()) route_as_peers(local_layer, ids, weights, dispatch_tokens, route);
   exchange_with_experts(w, h, route, out);
 }
 
@@ -252,7 +253,12 @@ Range ModelForward::my_expert_ids() const {
 
 // This tp rank's share [first, last) of the replica's T tokens.
 std::pair<int64_t, int64_t> ModelForward::dispatch_share(int64_t tokens) const {
-  const int64_t tp_rank = ctx_.tp->rank(), tp_size = ctx_.tp->size();
+  return dispatch_share(tokens, ctx_.tp->rank());
+}
+
+// The share of tp rank `tp_rank` of the replica (an emulated peer's, route_as_peers).
+std::pair<int64_t, int64_t> ModelForward::dispatch_share(int64_t tokens, int64_t tp_rank) const {
+  const int64_t tp_size = ctx_.tp->size();
   return {tokens * tp_rank / tp_size, tokens * (tp_rank + 1) / tp_size};
 }
 
@@ -326,6 +332,89 @@ ModelForward::ExpertRoute ModelForward::route_fixed(const Tensor& ids, const Ten
   return route;
 }
 
+// Rank emulation with redundant experts. By emulation's assumption every replica holds this
+// rank's tokens, but each routes them with its own copy tables (its dp index's rotation), so a
+// peer sends this rank other slots than this rank sends itself: each peer's block for this
+// rank is packed here from the peer's table and tp share, and exchange_with_experts reads them
+// in place of the emulated all-to-all's copies of the own block. Peers of the same table and tp
+// rank send alike and are packed once. On the counts path the blocks are cut to their entries,
+// which become the receive counts.
+void ModelForward::route_as_peers(size_t local_layer, const Tensor& ids, const Tensor& weights,
+                                  int64_t dispatch_tokens, ExpertRoute& route) {
+  if (ids.rows() == 0) return;  // no peer has tokens either: the own (empty) blocks are right
+  Ops& ops = *ctx_.ops;
+  const int group = ctx_.stage->size();
+  const bool fixed = dispatch_tokens > 0;
+  const int64_t capacity = dispatch_capacity(fixed ? dispatch_tokens : ids.rows());
+  Tensor rows = ops.temp(DType::I32, {group * capacity});
+  Tensor experts = ops.temp(DType::I32, {group * capacity, 1});
+  std::vector<std::pair<const void*, int64_t>> senders;  // per peer: its (table, tp rank)
+  for (int p = 0; p < group; ++p) {
+    senders.emplace_back(ctx_.peer_replica_tables.at(static_cast<size_t>(p)).at(local_layer).data,
+                         p % ctx_.tp->size());
+    const int64_t alike = std::find(senders.begin(), senders.end(), senders.back()) - senders.begin();
+    Tensor block_rows = rows.slice_rows(p * capacity, capacity);
+    Tensor block_experts = experts.slice_rows(p * capacity, capacity);
+    if (alike == p) {
+      pack_for_peer(local_layer, p, ids, weights, capacity, block_rows, block_experts);
+    } else {
+      ops.copy(rows.slice_rows(alike * capacity, capacity), block_rows);
+      ops.copy(experts.slice_rows(alike * capacity, capacity), block_experts);
+    }
+  }
+  route.peer_rows = rows;
+  route.peer_experts = experts;
+  if (!fixed) cut_to_entries(capacity, route);  // there every block is `capacity` entries
+}
+
+// The counts path: each peer's block of route.peer_rows / peer_experts cut to its entries
+// (those before the -1 padding), whose numbers become the receive counts.
+void ModelForward::cut_to_entries(int64_t capacity, ExpertRoute& route) {
+  Ops& ops = *ctx_.ops;
+  const int group = ctx_.stage->size();
+  std::vector<int32_t> host(static_cast<size_t>(route.peer_experts.numel()));
+  ops.to_host(route.peer_experts, host.data());
+  int64_t n_recv = 0;
+  for (int p = 0; p < group; ++p) {
+    const auto block = host.begin() + p * capacity;
+    route.recv_counts[static_cast<size_t>(p)] = std::count_if(block, block + capacity, [](int32_t e) { return e >= 0; });
+    n_recv += route.recv_counts[static_cast<size_t>(p)];
+  }
+  Tensor rows = ops.temp(DType::I32, {n_recv}), experts = ops.temp(DType::I32, {n_recv, 1});
+  int64_t at = 0;
+  for (int p = 0; p < group; ++p) {
+    const int64_t n = route.recv_counts[static_cast<size_t>(p)];
+    if (n == 0) continue;
+    Tensor to_rows = rows.slice_rows(at, n), to_experts = experts.slice_rows(at, n);
+    ops.copy(route.peer_rows.slice_rows(p * capacity, n), to_rows);
+    ops.copy(route.peer_experts.slice_rows(p * capacity, n), to_experts);
+    at += n;
+  }
+  route.peer_rows = rows;
+  route.peer_experts = experts;
+  route.recv_weights = ones_for(n_recv);
+}
+
+// Peer `peer`'s `capacity` entries for this rank (entries past its count -1): the ids routed to
+// copies by the peer's table, then its tp rank's share packed by destination.
+void ModelForward::pack_for_peer(size_t local_layer, int peer, const Tensor& ids, const Tensor& weights,
+                                 int64_t capacity, Tensor& rows, Tensor& experts) {
+  Ops& ops = *ctx_.ops;
+  const size_t mark = ops.temp_mark();  // the stream runs in order: its scratch can be reused after
+  const int64_t group = ctx_.stage->size(), me = ctx_.stage->rank();
+  Tensor slots = ops.temp(DType::I32, ids.shape);
+  ops.route_to_replicas(ids, ctx_.peer_replica_tables.at(static_cast<size_t>(peer)).at(local_layer), slots);
+  const auto [first, last] = dispatch_share(ids.rows(), peer % ctx_.tp->size());
+  Tensor all_rows = ops.temp(DType::I32, {group * capacity});
+  Tensor all_experts = ops.temp(DType::I32, {group * capacity, 1});
+  Tensor all_scales = ops.temp(DType::F32, {group * capacity});
+  ops.pack_dispatch(slots, weights, first, last, ctx_.expert_set_size, ctx_.expert_shards, capacity, all_rows,
+                    all_experts, all_scales);
+  ops.copy(all_rows.slice_rows(me * capacity, capacity), rows);
+  ops.copy(all_experts.slice_rows(me * capacity, capacity), experts);
+  ops.temp_release(mark);
+}
+
 // Weights [n, 1] for n received entries. No peer sends more than dispatch_capacity(tokens) of a
 // forward's tokens, which ones_ is sized for, so neither path uploads anything per layer.
 Tensor ModelForward::ones_for(int64_t n) const {
@@ -347,6 +436,10 @@ void ModelForward::exchange_with_experts(const LayerWeights& w, const Tensor& h,
   Tensor recv_e = ops.temp(DType::I32, {n_recv, 1});
   stage.alltoallv(send_x, route.send_counts, recv_x, route.recv_counts);
   stage.alltoallv(route.experts, route.send_counts, recv_e, route.recv_counts);
+  if (route.peer_rows.defined()) {  // rank emulation: what the peers' own tables send here
+    ops.gather_rows(h, route.peer_rows, recv_x);
+    ops.copy(route.peer_experts, recv_e);
+  }
 
   // Each received row is one (token, expert) pair, or padding (expert -1, which no rank owns):
   // weight 1 here, the routing weight is applied where the token lives.

@@ -133,14 +133,17 @@ ExpertCopies copies_held(const ExpertReplicas& r, int64_t set) {
   return copies;
 }
 
-std::vector<int32_t> replica_route_table(const ExpertReplicas& r, int64_t layer) {
+std::vector<int32_t> replica_route_table(const ExpertReplicas& r, int64_t layer, int64_t rotation) {
+  MOETRON_CHECK(rotation >= 0, "replica_route_table: rotation " << rotation << " is negative");
   const int64_t cols = 1 + r.sets;
   std::vector<int32_t> table(static_cast<size_t>(r.experts * cols), -1);
   const std::vector<std::vector<int32_t>> copies = r.copies_by_expert(layer);
   for (int64_t e = 0; e < r.experts; ++e) {
     const std::vector<int32_t>& c = copies[static_cast<size_t>(e)];
+    const auto first = table.begin() + e * cols + 1;
     table[static_cast<size_t>(e * cols)] = static_cast<int32_t>(c.size());
-    std::copy(c.begin(), c.end(), table.begin() + e * cols + 1);
+    std::copy(c.begin(), c.end(), first);
+    if (!c.empty()) std::rotate(first, first + rotation % static_cast<int64_t>(c.size()), first + c.size());
   }
   return table;
 }

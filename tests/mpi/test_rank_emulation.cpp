@@ -11,7 +11,10 @@
 
 #include "moetron/backend/cpu_ops.hpp"
 #include "moetron/comm/mpi_runtime.hpp"
+#include "moetron/backend/expert_dispatch.hpp"
 #include "moetron/engine/run_session.hpp"
+#include "moetron/model/routing_skew.hpp"
+#include "moetron/parallel/expert_replicas.hpp"
 #include "../common/counting_ops.hpp"
 
 using namespace moetron;
@@ -20,11 +23,11 @@ namespace {
 
 // A qwen2_moe shape (shared expert with its sigmoid gate, top-4 of 8 experts), tiny: its plans
 // reach tp and ep sharding, dp dispatch and pp stages on up to 8 ranks.
-ModelConfig emulation_config() {
+ModelConfig emulation_config(int64_t experts = 8, int64_t top_k = 4) {
   const nlohmann::json j = {
       {"model_type", "qwen2_moe"}, {"vocab_size", 128}, {"hidden_size", 32}, {"intermediate_size", 32},
       {"moe_intermediate_size", 16}, {"shared_expert_intermediate_size", 16}, {"num_hidden_layers", 4},
-      {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"num_experts", 8}, {"num_experts_per_tok", 4},
+      {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"num_experts", experts}, {"num_experts_per_tok", top_k},
       {"max_position_embeddings", 128}, {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0},
       {"norm_topk_prob", false}, {"eos_token_id", 2}, {"decoder_sparse_step", 1}};
   return parse_model_config(j, "test config");
@@ -67,6 +70,44 @@ std::vector<std::string> traced_run(const ModelConfig& config, const std::vector
   return counting->calls();
 }
 
+// The placement a run recorded ([layers, R, 2] of (expert, set), -1 rows unused), rebuilt.
+ExpertReplicas placement_of(const std::vector<int64_t>& record, int64_t layers, int64_t experts, int64_t ep,
+                            int64_t redundant) {
+  ExpertReplicas r;
+  r.experts = experts;
+  r.sets = ep;
+  r.slots = replica_slots_per_set(redundant, ep);
+  r.layers.resize(static_cast<size_t>(layers));
+  for (int64_t l = 0; l < layers; ++l)
+    for (int64_t i = 0; i < redundant; ++i) {
+      const int64_t* row = &record[static_cast<size_t>((l * redundant + i) * 2)];
+      if (row[0] >= 0) r.layers[static_cast<size_t>(l)].push_back({row[0], row[1]});
+    }
+  return r;
+}
+
+// At batch 1 every token is t = 0, so replica d sends each slot of expert e to the copy its
+// table (rotation d) lists first. What the dp replicas together send set `set`, given one
+// replica's routed token-slots [layers * E] (every replica routes alike): the real rank's
+// served slots. With `every_peer_as` >= 0, every replica routes as that one instead (the old
+// emulation).
+int64_t served_at_batch_one(const ExpertReplicas& r, const std::vector<int64_t>& tokens, int64_t dp, int64_t set,
+                            int64_t every_peer_as = -1) {
+  int64_t served = 0;
+  const int64_t width = r.slot_width();
+  for (size_t l = 0; l < r.layers.size(); ++l)
+    for (int64_t d = 0; d < dp; ++d) {
+      const std::vector<int32_t> table =
+          replica_route_table(r, static_cast<int64_t>(l), every_peer_as >= 0 ? every_peer_as : d);
+      for (int32_t e = 0; e < r.experts; ++e) {
+        int32_t slot = -1;
+        route_to_replicas_host(&e, 1, 1, table.data(), r.experts, 1 + r.sets, &slot);
+        if (slot / width == set) served += tokens[l * static_cast<size_t>(r.experts) + static_cast<size_t>(e)];
+      }
+    }
+  return served;
+}
+
 int world_rank() {
   int r = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &r);
@@ -92,5 +133,56 @@ TEST(RankEmulation, EveryPlanOfTheJobTakesTheRealRanksOperators) {
         traced_run(config, requests, plan, Emulation{world_rank(), world_size()}, MPI_COMM_SELF);
     EXPECT_GT(real.size(), 0u);
     EXPECT_EQ(emulated, real);
+  }
+}
+
+// Redundant experts under emulation: each replica starts its copy tables at another copy (its dp
+// index), so an emulated peer must route with its own table, not the emulated rank's. At batch 1
+// (one single-token request per replica: every step's token is t = 0, the case the rotation is
+// for) each emulated rank of dp = 2 and dp = 3 (6 experts: 2 and 3 sets, a hot expert's 2 copies
+// do not divide 3 replicas) must serve what the real rank would: the sum over the replicas'
+// tables of its slots, both in prefill (counts exchanged) and in decode (fixed capacity).
+TEST(RankEmulation, EachEmulatedPeerRoutesWithItsOwnReplicasRotation) {
+  if (world_size() > 1) GTEST_SKIP() << "runs its emulated ranks on one MPI rank";
+  const int64_t experts = 6, layers = 4, redundant = 3;
+  const ModelConfig config = emulation_config(experts, 2);
+  for (const int dp : {2, 3}) {
+    std::vector<RequestSpec> requests;
+    for (int i = 0; i < dp; ++i) {  // the same request on every replica
+      RequestSpec r;
+      r.id = "r" + std::to_string(i);
+      r.prompt_tokens = {11};
+      r.max_new_tokens = 6;
+      r.line = i + 1;
+      requests.push_back(r);
+    }
+    bool rotation_mattered = false;
+    for (int rank = 0; rank < dp; ++rank) {
+      SCOPED_TRACE("dp=" + std::to_string(dp) + ", emulated rank " + std::to_string(rank));
+      RunSettings settings;
+      settings.dummy_weights = true;
+      settings.weights_seed = 7;
+      settings.routing_skew = parse_routing_skew("zipf:1.5");
+      settings.redundant_experts = redundant;
+      settings.expert_loads.assign(static_cast<size_t>(layers * experts), 1);
+      for (int64_t l = 0; l < layers; ++l)  // expert 0 hottest, then 1: both get copies
+        settings.expert_loads[static_cast<size_t>(l * experts)] = 50, settings.expert_loads[static_cast<size_t>(l * experts + 1)] = 20;
+      settings.plan = parse_plan("dp=" + std::to_string(dp) + ",ep=" + std::to_string(dp));
+      settings.defaults.ignore_eos = true;
+      settings.emulation = Emulation{rank, dp};
+      DeviceAccess device;
+      device.make_ops = [](size_t) { return make_cpu_ops(); };
+      device.bind_transports = [](ParallelGroups&, Ops&) {};
+      device.storage = backend_storage("cpu");
+      RunSession session(config, requests, settings, device, MPI_COMM_SELF);
+      const RunOutcome out = session.run();
+      const ExpertReplicas placed = placement_of(out.replica_placement, layers, experts, dp, redundant);
+      std::vector<int64_t> per_replica = out.expert_tokens;  // one replica's: every replica routes alike
+      const int64_t real = served_at_batch_one(placed, per_replica, dp, rank);
+      EXPECT_GT(real, 0);
+      EXPECT_EQ(out.expert_work.tokens.at(static_cast<size_t>(rank)), real);
+      if (served_at_batch_one(placed, per_replica, dp, rank, rank) != real) rotation_mattered = true;
+    }
+    EXPECT_TRUE(rotation_mattered) << "dp=" << dp << ": no emulated rank's served slots depend on the peers' rotation";
   }
 }

@@ -73,6 +73,29 @@ TEST(ExpertReplicas, SlotIdsOfCopiesAndTheRoutingTable) {
   EXPECT_EQ(copies_held(r, 0).of_layer(0), (std::vector<int64_t>{}));
 }
 
+// Data-parallel replica d starts each row at copy d % n: at batch 1 (every token is t = 0) the
+// replicas' tokens reach different copies of a hot expert, where without the rotation they
+// would all go to its first copy and leave the others idle.
+TEST(ExpertReplicas, EachReplicaStartsAtAnotherCopy) {
+  const ExpertReplicas r = place_redundant_experts(kLoads, 2, 6, 3, 2);
+  const std::vector<int32_t> ids = {0, 1};  // one token, top-2: the two replicated experts
+  std::vector<int32_t> by_replica[4];
+  for (int64_t d = 0; d < 4; ++d) {
+    const std::vector<int32_t> table = replica_route_table(r, 0, d);
+    if (d == 1 || d == 3) {  // odd replicas: the copy lists of two copies swap, one copy stays
+      EXPECT_EQ(std::vector<int32_t>(table.begin(), table.begin() + 4), (std::vector<int32_t>{2, 8, 0, -1}));
+      EXPECT_EQ(std::vector<int32_t>(table.begin() + 8, table.begin() + 12), (std::vector<int32_t>{1, 3, -1, -1}));
+    }
+    by_replica[d].resize(2);
+    route_to_replicas_host(ids.data(), 1, 2, table.data(), 6, 4, by_replica[d].data());
+  }
+  EXPECT_EQ(by_replica[0], (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(by_replica[1], (std::vector<int32_t>{8, 5}));
+  EXPECT_EQ(by_replica[2], by_replica[0]);
+  EXPECT_EQ(by_replica[3], by_replica[1]);
+  EXPECT_THROW(replica_route_table(r, 0, -1), Error);
+}
+
 TEST(ExpertReplicas, PlacementRecordForTheResultsFile) {
   const ExpertReplicas r = place_redundant_experts(kLoads, 2, 6, 3, 2);
   EXPECT_EQ(replica_placement_record(r, 2), (std::vector<int64_t>{0, 2, 1, 1, -1, -1, -1, -1}));

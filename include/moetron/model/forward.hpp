@@ -31,6 +31,11 @@ struct ForwardContext {
   // the experts' paths work on slot ids and expert_set_size is the slot ids per set (E / ep plus
   // the spare slots); the weights' ExpertWeights are numbered the same way.
   std::vector<Tensor> replica_tables;
+  // Rank emulation with redundant experts: per rank of the stage group (in its order), the
+  // copy tables that rank routes with (replica_tables of its dp index's rotation); empty
+  // otherwise. The emulated peers then send this rank what their own tables route here, not
+  // what this rank's table sends itself (route_as_peers).
+  std::vector<std::vector<Tensor>> peer_replica_tables;
 };
 
 // What one rank's experts computed over a run.
@@ -86,6 +91,10 @@ class ModelForward {
     Tensor scales;   // F32 [n_send]: its routing weight
     std::vector<int64_t> send_counts, recv_counts;  // entries per peer
     Tensor recv_weights;  // F32 [n_recv, 1]: ones (a view of ones_)
+    // Rank emulation with peer tables: what each peer's own routing sends here, in peer order
+    // (row -1 and expert -1: padding); undefined otherwise.
+    Tensor peer_rows;     // I32 [n_recv]: token rows of this rank's h
+    Tensor peer_experts;  // I32 [n_recv, 1]
   };
   void dispatch_experts(const LayerWeights& w, size_t local_layer, const Tensor& h, const Tensor& ids,
                         const Tensor& weights, int64_t dispatch_tokens, Tensor& out);
@@ -94,9 +103,15 @@ class ModelForward {
   int64_t expert_id_count() const;
   Range my_expert_ids() const;
   std::pair<int64_t, int64_t> dispatch_share(int64_t tokens) const;
+  std::pair<int64_t, int64_t> dispatch_share(int64_t tokens, int64_t tp_rank) const;
   int64_t dispatch_capacity(int64_t tokens) const;
   ExpertRoute route_with_counts(const Tensor& ids, const Tensor& weights);
   ExpertRoute route_fixed(const Tensor& ids, const Tensor& weights, int64_t dispatch_tokens);
+  void route_as_peers(size_t local_layer, const Tensor& ids, const Tensor& weights, int64_t dispatch_tokens,
+                      ExpertRoute& route);
+  void cut_to_entries(int64_t capacity, ExpertRoute& route);
+  void pack_for_peer(size_t local_layer, int peer, const Tensor& ids, const Tensor& weights, int64_t capacity,
+                     Tensor& rows, Tensor& experts);
   void exchange_with_experts(const LayerWeights& w, const Tensor& h, const ExpertRoute& route,
                              Tensor& out);
   Tensor ones_for(int64_t n) const;

@@ -65,7 +65,10 @@ ExpertCopies copies_held(const ExpertReplicas& r, int64_t set);
 
 // Per layer, the copy table the forward's Ops::route_to_replicas reads (backend/
 // expert_dispatch.hpp): [E, 1 + ep] int32, row e = (copies n, their slot ids, -1 padding).
-std::vector<int32_t> replica_route_table(const ExpertReplicas& r, int64_t layer);
+// Token t of a step goes to the row's copy t % n; `rotation` (a data-parallel replica's index)
+// starts each row's list at copy rotation % n, so that replicas with few tokens (batch 1:
+// every token is t = 0) send them to different copies instead of all to the first.
+std::vector<int32_t> replica_route_table(const ExpertReplicas& r, int64_t layer, int64_t rotation = 0);
 
 // The placement as the results file's /experts/replicas: [layers, R, 2] of (expert, set), rows
 // of layers without replicas -1.
