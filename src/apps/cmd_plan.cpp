@@ -158,8 +158,10 @@ int plan_command(const std::vector<std::string>& args) {
   if (profile) measured = std::make_unique<ProfileCostModel>(*profile, roofline);
   const CostModel& cost = measured ? static_cast<const CostModel&>(*measured) : roofline;
   const std::string hardware = measured ? measured->describe() + "; roofline " + describe(figures) : describe(figures);
+  // The backend the plans will run on: the profile's, else the CPU's for --hardware cpu, else CUDA.
+  const std::string backend = profile ? profile->origin.backend : o.hardware == "cpu" ? "cpu" : "cuda";
   const Cluster cluster{static_cast<int>(o.ranks), static_cast<int>(o.ranks_per_node), figures.memory_bytes,
-                        figures.reserved_bytes};
+                        figures.reserved_bytes, backend};
   PredictorOptions predictor;
   predictor.micro_batches = static_cast<int>(o.micro_batches);
   predictor.kv_memory_fraction = o.memory_fraction;

@@ -43,6 +43,8 @@
 //     parallel/memory_need): weights, one step's temporaries, the KV cache. A plan fits when, on
 //     every stage, weights + temporaries + the reserve leave room for the KV cache of one whole
 //     request within kv_memory_fraction of what is left (the engine's --gpu-memory-fraction).
+// 12. On the CUDA backend (Cluster::backend) a plan whose expert slices the CUDA kernels cannot
+//     run (cuda_plan_problem) does not fit, whatever its memory.
 // Not modelled (each would only slow the engine down): scheduler and Python-free host overheads
 // between steps, preemption and recomputation, stragglers, congestion between groups that share
 // links, sampling beyond argmax, routing that changes over the run.
@@ -65,6 +67,7 @@ struct Cluster {
   int ranks_per_node = 1;
   int64_t memory_per_rank = 0;    // device memory each rank may use
   int64_t reserved_per_rank = 0;  // taken before the model: runtime context, library workspaces
+  std::string backend;            // "cuda": plans the CUDA kernels cannot run are refused (cuda_plan_problem)
 };
 
 struct PredictorOptions {
