@@ -158,13 +158,13 @@ int plan_command(const std::vector<std::string>& args) {
   if (profile) measured = std::make_unique<ProfileCostModel>(*profile, roofline);
   const CostModel& cost = measured ? static_cast<const CostModel&>(*measured) : roofline;
   const std::string hardware = measured ? measured->describe() + "; roofline " + describe(figures) : describe(figures);
-  // The backend the plans will run on: the profile's, else the CPU's for --hardware cpu, else CUDA.
-  const std::string backend = profile ? profile->origin.backend : o.hardware == "cpu" ? "cpu" : "cuda";
   const Cluster cluster{static_cast<int>(o.ranks), static_cast<int>(o.ranks_per_node), figures.memory_bytes,
-                        figures.reserved_bytes, backend};
+                        figures.reserved_bytes};
   PredictorOptions predictor;
   predictor.micro_batches = static_cast<int>(o.micro_batches);
   predictor.kv_memory_fraction = o.memory_fraction;
+  // The backend the plans will run on: the profile's, else the CPU's for --hardware cpu, else CUDA.
+  predictor.backend = profile ? profile->origin.backend : o.hardware == "cpu" ? "cpu" : "cuda";
   if (!o.routing.empty())
     predictor.expert_shares = expert_shares_from_counts(config, read_expert_loads(o.routing, config), o.routing);
 

@@ -56,7 +56,6 @@ PlanRanking rank_plans(const PlanChoiceInputs& in) {
   cluster.ranks = in.world_size;
   cluster.ranks_per_node = in.ranks_per_node;
   cluster.memory_per_rank = in.memory.bytes_per_rank;
-  cluster.backend = in.backend;
   const RooflineCostModel roofline(in.hardware);
   std::unique_ptr<ProfileCostModel> measured;
   std::optional<HardwareProfile> profile;
@@ -75,7 +74,9 @@ PlanRanking rank_plans(const PlanChoiceInputs& in) {
     out.figures = "the profile " + in.profile_path + " (" + measured->describe() + ")";
   }
   const CostModel& cost = measured ? static_cast<const CostModel&>(*measured) : roofline;
-  out.ranking = predict_plans(config, workload, cluster, cost, {});
+  PredictorOptions options;
+  options.backend = in.backend;  // on CUDA, plans its kernels cannot run are refused
+  out.ranking = predict_plans(config, workload, cluster, cost, options);
   out.figures = describe(workload) + " on " + out.figures;
   return out;
 }

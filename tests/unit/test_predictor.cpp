@@ -268,19 +268,24 @@ TEST(Predictor, RefusesOnCudaPlansWhoseExpertSlicesItsKernelsCannotRun) {
   EXPECT_EQ(cuda_plan_problem(Plan{2, 16, 2, 2}, c), "");               // 16 shards: 88 again
   // Ranked for 64 CUDA ranks, that plan is refused with the reason; on the CPU it may run.
   const HardwareFigures f = hardware_preset("h200");
-  Cluster cuda{64, 8, f.memory_bytes, f.reserved_bytes, "cuda"}, cpu = cuda;
+  const Cluster cluster{64, 8, f.memory_bytes, f.reserved_bytes};
+  PredictorOptions cuda, cpu;
+  cuda.backend = "cuda";
   cpu.backend = "cpu";
   auto find = [](const std::vector<PlanPrediction>& ranking, const Plan& plan) {
     return *std::find_if(ranking.begin(), ranking.end(), [&](const PlanPrediction& p) { return key(p.plan) == key(plan); });
   };
   const RooflineCostModel cost(f);
-  const auto on_cuda = predict_plans(c, Workload{}, cuda, cost, {});
+  const auto on_cuda = predict_plans(c, Workload{}, cluster, cost, cuda);
   const PlanPrediction refused = find(on_cuda, Plan{2, 16, 2, 1});
   EXPECT_FALSE(refused.fits);
   EXPECT_EQ(refused.refusal, problem);
-  for (const PlanPrediction& p : on_cuda)
-    if (p.fits) EXPECT_EQ(cuda_plan_problem(p.plan, c), "") << p.plan.to_string();
-  EXPECT_EQ(find(predict_plans(c, Workload{}, cpu, cost, {}), Plan{2, 16, 2, 1}).refusal.find("multiple of 8"),
+  for (const PlanPrediction& p : on_cuda) {
+    if (p.fits) {
+      EXPECT_EQ(cuda_plan_problem(p.plan, c), "") << p.plan.to_string();
+    }
+  }
+  EXPECT_EQ(find(predict_plans(c, Workload{}, cluster, cost, cpu), Plan{2, 16, 2, 1}).refusal.find("multiple of 8"),
             std::string::npos);
   // An awkward size: 1420 columns (4 x 355) are refused at every degree, even undivided.
   ModelConfig awkward = c;
