@@ -222,7 +222,8 @@ TEST(BenchTiming, PercentilesAndAgreement) {
   EXPECT_DOUBLE_EQ(agreed_m.median_s, 1.0);
 }
 
-TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
+// The tiny model's compute benchmarks on the CPU, quick, one batch a point; *sizes: the grid.
+HardwareProfile quick_cpu_profile(BenchSizes* sizes = nullptr) {
   const ModelConfig c = tiny_config();
   std::unique_ptr<Ops> ops = make_cpu_ops();
   ComputeBench b{&c, bench_shapes(c), bench_sizes(c, {false, true, 16, 0}), {}, nullptr};
@@ -230,6 +231,12 @@ TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
   b.timing.warmup = 0;
   HardwareProfile p;
   run_compute_benchmarks(*ops, b, p);
+  if (sizes != nullptr) *sizes = b.sizes;
+  return p;
+}
+
+TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
+  const HardwareProfile p = quick_cpu_profile();
   for (const TableSpec* spec : {&tables::kGemm, &tables::kMoeExperts, &tables::kAttentionDecode,
                                 &tables::kAttentionPrefill, &tables::kMemoryBound, &tables::kHbmCopy,
                                 &tables::kKernelGap}) {
@@ -244,18 +251,13 @@ TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
 }
 
 TEST(ComputeBench, ExpertCallsAreTimedOnEachSideOfTheKernelSwitch) {
-  const ModelConfig c = tiny_config();
-  std::unique_ptr<Ops> ops = make_cpu_ops();
-  ComputeBench b{&c, bench_shapes(c), bench_sizes(c, {false, true, 16, 0}), {}, nullptr};
-  b.timing.reps = 1;
-  b.timing.warmup = 0;
-  HardwareProfile p;
-  run_compute_benchmarks(*ops, b, p);
-  EXPECT_EQ(b.sizes.gemv_tokens, (std::vector<int64_t>{1, 2, 4, 8}));
+  BenchSizes sizes;
+  const HardwareProfile p = quick_cpu_profile(&sizes);
+  EXPECT_EQ(sizes.gemv_tokens, (std::vector<int64_t>{1, 2, 4, 8}));
   const SeriesTable* gemv = p.find(tables::kMoeExpertsGemv);
   ASSERT_NE(gemv, nullptr);
   ASSERT_FALSE(gemv->series.empty());
-  for (const Series& s : gemv->series) EXPECT_EQ(s.sizes, b.sizes.gemv_tokens);
+  for (const Series& s : gemv->series) EXPECT_EQ(s.sizes, sizes.gemv_tokens);
   // The tile table holds only calls of more than kExpertGemvMaxTokens tokens (one slot each).
   for (const Series& s : p.find(tables::kMoeExperts)->series)
     for (int64_t per_expert : s.sizes) EXPECT_GT(per_expert * s.key.back(), kExpertGemvMaxTokens);
