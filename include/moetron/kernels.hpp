@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "moetron/backend/expert_paths.hpp"
+
 namespace moetron {
 namespace radix {
 struct RowParams;  // moetron/sampling/radix_sampling.hpp
@@ -190,7 +192,7 @@ void route_to_replicas(const int32_t* ids, int64_t tokens, int64_t k, const int3
 // token count, top-k and number of local experts; moe_route must count tiles of the same size
 // (MoeRouting::tile_offsets) as the two GEMMs then use. Any tile size is correct for any
 // routing (an expert with more rows than a tile gets several tiles).
-constexpr int kGemvMaxRows = 8;
+constexpr int kGemvMaxRows = static_cast<int>(kExpertGemvMaxTokens);
 constexpr int kTinyTileRows = 16;
 constexpr int kSmallTileRows = 64;
 constexpr int kLargeTileRows = 128;

@@ -163,6 +163,8 @@ int plan_command(const std::vector<std::string>& args) {
   PredictorOptions predictor;
   predictor.micro_batches = static_cast<int>(o.micro_batches);
   predictor.kv_memory_fraction = o.memory_fraction;
+  // The backend the plans will run on: the profile's, else the CPU's for --hardware cpu, else CUDA.
+  predictor.backend = profile ? profile->origin.backend : o.hardware == "cpu" ? "cpu" : "cuda";
   if (!o.routing.empty())
     predictor.expert_shares = expert_shares_from_counts(config, read_expert_loads(o.routing, config), o.routing);
 

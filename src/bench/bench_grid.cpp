@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "moetron/backend/expert_paths.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/parallel/plan.hpp"
 
@@ -64,6 +65,7 @@ BenchSizes bench_sizes(const ModelConfig& c, const SizeChoice& choice) {
   s.experts = quick ? std::vector<int64_t>{1} : geometric_sizes(1, c.num_experts, 4);
   add_unique(s.experts, c.num_experts);
   s.max_expert_rows = max_tokens * c.top_k;
+  s.gemv_tokens = geometric_sizes(1, kExpertGemvMaxTokens, 2);
   s.decode_batch = geometric_sizes(1, gpu ? 256 : 16, quick ? 16 : 4);
   s.contexts = gpu ? (quick ? std::vector<int64_t>{512, 8192} : geometric_sizes(128, 8192, 4))
                    : (quick ? std::vector<int64_t>{64, 256} : geometric_sizes(16, 256, 4));

@@ -6,6 +6,7 @@
 
 #include "attention_bench.hpp"
 #include "bench_tensors.hpp"
+#include "moetron/backend/expert_paths.hpp"
 #include "moetron/core/error.hpp"
 
 namespace moetron {
@@ -33,32 +34,63 @@ void gemms(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   }
 }
 
-// Tokens t -> expert t mod experts, one slot each, weight 1: `experts` experts get
-// `per_expert` rows each.
-void expert_gemms(Ops& ops, const ComputeBench& b, SeriesTable& table) {
+// Expert weights of `local` experts and input/output rows for calls of up to `rows` tokens.
+struct ExpertOperands {
+  ExpertWeights w;
+  Tensor x, out;
+};
+ExpertOperands expert_operands(Ops& ops, int64_t local, int64_t hidden, int64_t cols, int64_t rows) {
   const DType act = ops.activation_dtype();
+  ExpertOperands o;
+  o.w.num_local = local;
+  o.w.gate_up = random_tensor(ops, act, {local, 2 * cols, hidden}, 3);
+  o.w.down = random_tensor(ops, act, {local, hidden, cols}, 4);
+  o.x = random_tensor(ops, act, {rows, hidden}, 5);
+  o.out = ops.alloc(act, {rows, hidden});
+  return o;
+}
+
+// One moe_experts call as a step makes it: `tokens` tokens with `slots` slots each, weight 1,
+// token t's slot j to expert (t * slots + j) mod experts (distinct within a token while slots <=
+// experts), so the backend picks its kernel from the same token count as in a step.
+Measurement time_expert_call(Ops& ops, const ComputeBench& b, const ExpertOperands& o, int64_t tokens,
+                             int64_t slots, int64_t experts) {
+  const int64_t hidden = o.x.cols();
+  std::vector<int32_t> ids(static_cast<size_t>(tokens * slots));
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(static_cast<int64_t>(i) % experts);
+  const Tensor id_t = int32_tensor(ops, ids, {tokens, slots});
+  const Tensor weight_t = float32_tensor(ops, std::vector<float>(ids.size(), 1.0f), {tokens, slots});
+  const Tensor xr = leading(o.x, tokens * hidden, hidden);
+  Tensor out = leading(o.out, tokens * hidden, hidden);
+  return time_ops_call(ops, [&] { ops.moe_experts(xr, id_t, weight_t, o.w, out); }, b.timing);
+}
+
+// The tile path: calls of more than kExpertGemvMaxTokens tokens, one slot each, so `experts`
+// experts get `per_expert` rows each.
+void expert_gemms(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   const int64_t local = b.sizes.experts.back(), max_rows = b.sizes.max_expert_rows;
   for (const auto& [hidden, cols] : b.shapes.experts) {
-    ExpertWeights w;
-    w.num_local = local;
-    w.gate_up = random_tensor(ops, act, {local, 2 * cols, hidden}, 3);
-    w.down = random_tensor(ops, act, {local, hidden, cols}, 4);
-    const Tensor x = random_tensor(ops, act, {max_rows, hidden}, 5);
-    const Tensor out = ops.alloc(act, {max_rows, hidden});
+    const ExpertOperands o = expert_operands(ops, local, hidden, cols, max_rows);
     for (int64_t experts : b.sizes.experts) {
       for (int64_t per_expert : b.sizes.tokens_per_expert) {
         const int64_t rows = per_expert * experts;
         if (rows > max_rows) break;
-        std::vector<int32_t> ids(static_cast<size_t>(rows));
-        for (int64_t t = 0; t < rows; ++t) ids[static_cast<size_t>(t)] = static_cast<int32_t>(t % experts);
-        const Tensor id_t = int32_tensor(ops, ids, {rows, 1});
-        const Tensor weight_t = float32_tensor(ops, std::vector<float>(ids.size(), 1.0f), {rows, 1});
-        const Tensor xr = leading(x, rows * hidden, hidden);
-        Tensor o = leading(out, rows * hidden, hidden);
-        table.add({hidden, cols, experts}, per_expert,
-                  time_ops_call(ops, [&] { ops.moe_experts(xr, id_t, weight_t, w, o); }, b.timing));
+        if (expert_call_is_gemv(rows)) continue;  // the other path: expert_gemvs
+        table.add({hidden, cols, experts}, per_expert, time_expert_call(ops, b, o, rows, 1, experts));
       }
     }
+  }
+}
+
+// The GEMV path: calls of `per_expert` <= kExpertGemvMaxTokens tokens, each picking the same
+// `experts` experts (decode: a handful of tokens over many experts).
+void expert_gemvs(Ops& ops, const ComputeBench& b, SeriesTable& table) {
+  const int64_t local = b.sizes.experts.back();
+  for (const auto& [hidden, cols] : b.shapes.experts) {
+    const ExpertOperands o = expert_operands(ops, local, hidden, cols, kExpertGemvMaxTokens);
+    for (int64_t experts : b.sizes.experts)
+      for (int64_t per_expert : b.sizes.gemv_tokens)
+        table.add({hidden, cols, experts}, per_expert, time_expert_call(ops, b, o, per_expert, experts, experts));
   }
 }
 
@@ -119,6 +151,7 @@ void run_compute_benchmarks(Ops& ops, const ComputeBench& b, HardwareProfile& pr
   const std::pair<const TableSpec*, Family> families[] = {
       {&tables::kKernelGap, kernel_gaps}, {&tables::kHbmCopy, hbm_copy},     {&tables::kMemoryBound, memory_kernels},
       {&tables::kGemm, gemms},            {&tables::kMoeExperts, expert_gemms},
+      {&tables::kMoeExpertsGemv, expert_gemvs},
       {&tables::kAttentionDecode, bench_detail::decode_attention},
       {&tables::kAttentionPrefill, bench_detail::prefill_attention}};
   for (const auto& [spec, run] : families) {

@@ -9,6 +9,7 @@ namespace moetron {
 namespace tables {
 const TableSpec kGemm{"gemm", {"n", "k"}, "tokens"};
 const TableSpec kMoeExperts{"moe_experts", {"hidden", "expert_cols", "experts"}, "tokens_per_expert"};
+const TableSpec kMoeExpertsGemv{"moe_experts_gemv", {"hidden", "expert_cols", "experts"}, "tokens_per_expert"};
 const TableSpec kAttentionDecode{"attention_decode", {"q_heads", "kv_heads", "head_dim", "context"}, "batch"};
 const TableSpec kAttentionPrefill{"attention_prefill", {"q_heads", "kv_heads", "head_dim", "context"}, "rows"};
 const TableSpec kMemoryBound{"memory_bound", {"kernel"}, "bytes"};
@@ -21,7 +22,7 @@ const TableSpec kBroadcast{"broadcast", {"ranks", "spans_nodes"}, "bytes"};
 
 const std::vector<const TableSpec*>& all() {
   static const std::vector<const TableSpec*> specs = {
-      &kGemm,     &kMoeExperts, &kAttentionDecode, &kAttentionPrefill, &kMemoryBound, &kHbmCopy,
+      &kGemm,     &kMoeExperts, &kMoeExpertsGemv, &kAttentionDecode, &kAttentionPrefill, &kMemoryBound, &kHbmCopy,
       &kKernelGap, &kAllreduce, &kAlltoall,        &kSendRecv,         &kBroadcast};
   return specs;
 }

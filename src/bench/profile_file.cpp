@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "moetron/backend/expert_paths.hpp"
 #include "moetron/core/atomic_file.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/io/hdf5.hpp"
@@ -11,7 +12,8 @@ namespace moetron {
 namespace {
 
 constexpr const char* kFormat = "moetron hardware profile";
-constexpr int64_t kFormatVersion = 1;
+// 2: the expert call on each side of the CUDA kernel switch (moe_experts_gemv). 1 is still read.
+constexpr int64_t kFormatVersion = 2;
 
 // The origin's fields as root attributes: strings, then integers.
 std::vector<std::pair<const char*, std::string ProfileOrigin::*>> origin_strings() {
@@ -99,6 +101,22 @@ SeriesTable read_table(const h5::File& f, const std::string& group) {
   return t;
 }
 
+// Version 1 timed every expert point as one call of tokens_per_expert * experts tokens with one
+// slot each, all in moe_experts: the points of calls of at most kExpertGemvMaxTokens tokens ran
+// on the GEMV path, so they move to moe_experts_gemv (version 2's tables).
+void split_version_1_experts(HardwareProfile& p) {
+  auto it = p.tables.find(tables::kMoeExperts.name);
+  if (it == p.tables.end()) return;
+  SeriesTable tiles{it->second.key_names, it->second.size_name, {}};
+  SeriesTable& gemv = p.table(tables::kMoeExpertsGemv);
+  for (const Series& s : it->second.series)
+    for (size_t i = 0; i < s.sizes.size(); ++i) {
+      const bool on_gemv = expert_call_is_gemv(s.sizes[i] * s.key.back());
+      (on_gemv ? gemv : tiles).add(s.key, s.sizes[i], s.times[i]);
+    }
+  it->second = std::move(tiles);
+}
+
 }  // namespace
 
 void save_profile(const std::string& path, const HardwareProfile& p) {
@@ -138,8 +156,9 @@ HardwareProfile load_profile(const std::string& path) {
   MOETRON_CHECK(format == kFormat, path << ": not a moetron hardware profile (its root attribute 'format' is '" << format
                                         << "'; moetron bench writes them)");
   const int64_t version = f.int64_attribute("/", "format_version");
-  MOETRON_CHECK(version == kFormatVersion, path << ": profile format_version " << version << ", this moetron reads "
-                                                << kFormatVersion << ": measure it again with moetron bench");
+  MOETRON_CHECK(version == 1 || version == kFormatVersion,
+                path << ": profile format_version " << version << ", this moetron reads 1 to " << kFormatVersion
+                     << ": measure it again with moetron bench");
   HardwareProfile p;
   for (const auto& [name, member] : origin_strings()) p.origin.*member = f.string_attribute("/", name);
   for (const auto& [name, member] : origin_ints()) p.origin.*member = static_cast<int>(f.int64_attribute("/", name));
@@ -149,6 +168,7 @@ HardwareProfile load_profile(const std::string& path) {
   MOETRON_CHECK(names.size() == values.size(), path << ": /model/names and /model/values differ in length");
   for (size_t i = 0; i < names.size(); ++i) p.model_shapes[names[i]] = values[i];
   for (const std::string& name : f.read_strings("/tables/names")) p.tables[name] = read_table(f, "/tables/" + name);
+  if (version == 1) split_version_1_experts(p);
   return p;
 }
 

@@ -74,7 +74,9 @@ PlanRanking rank_plans(const PlanChoiceInputs& in) {
     out.figures = "the profile " + in.profile_path + " (" + measured->describe() + ")";
   }
   const CostModel& cost = measured ? static_cast<const CostModel&>(*measured) : roofline;
-  out.ranking = predict_plans(config, workload, cluster, cost, {});
+  PredictorOptions options;
+  options.backend = in.backend;  // on CUDA, plans its kernels cannot run are refused
+  out.ranking = predict_plans(config, workload, cluster, cost, options);
   out.figures = describe(workload) + " on " + out.figures;
   return out;
 }

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "moetron/backend/expert_paths.hpp"
 #include "moetron/core/error.hpp"
 
 namespace moetron {
@@ -145,6 +146,23 @@ std::string plan_problem(const Plan& p, const ModelConfig& c) {
   } else if (c.shared_expert_intermediate_size % p.tp != 0) {
     os << "the shared expert intermediate size " << c.shared_expert_intermediate_size
        << " does not split evenly over tp=" << p.tp;
+  } else {
+    return "";
+  }
+  return os.str();
+}
+
+std::string cuda_plan_problem(const Plan& p, const ModelConfig& c) {
+  if (c.num_experts == 0) return "";
+  const int64_t m = kCudaExpertWidthMultiple, slice = c.moe_intermediate_size / p.expert_shards();
+  std::ostringstream os;
+  os << "--plan " << p.to_string() << ": ";
+  if (c.hidden_size % m != 0) {
+    os << "the hidden size " << c.hidden_size << " is not a multiple of " << m << ", which the CUDA expert kernels need";
+  } else if (slice % m != 0) {
+    os << "each rank's slice of an expert, " << c.moe_intermediate_size << " / " << p.expert_shards()
+       << " shards (tp*dp/ep) = " << slice << " columns, is not a multiple of " << m
+       << ", which the CUDA expert kernels need";
   } else {
     return "";
   }

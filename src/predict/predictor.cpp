@@ -99,8 +99,9 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
   p.micro_batches = plan.pp > 1 && options.micro_batches > 0 ? options.micro_batches : plan.pp;
   const PlanGeometry g = plan_geometry(config, plan, cluster.ranks_per_node);
   const MemoryFit fit = fit_memory(config, g, w, cluster, options);
-  p.refusal = fit.refusal;
-  p.fits = fit.refusal.empty();
+  const std::string kernels = options.backend == "cuda" ? cuda_plan_problem(plan, config) : "";
+  p.refusal = kernels.empty() ? fit.refusal : kernels;
+  p.fits = p.refusal.empty();
   p.kv_tokens = cluster.memory_per_rank > 0 ? fit.kv_tokens : -1;
 
   // Sequences per replica (assumption 8).

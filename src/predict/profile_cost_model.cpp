@@ -4,6 +4,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "moetron/backend/expert_paths.hpp"
 #include "moetron/core/error.hpp"
 
 namespace moetron {
@@ -55,6 +56,8 @@ ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fa
       gemm_.entries.push_back({s.key, static_cast<double>(s.key[0] * s.key[1]), curve_of(s)});
   for (auto& [shape, surface] : surfaces_over_last_key(p.find(tables::kMoeExperts)))
     experts_.entries.push_back({shape, static_cast<double>(shape[0] * shape[1]), std::move(surface)});
+  for (auto& [shape, surface] : surfaces_over_last_key(p.find(tables::kMoeExpertsGemv)))
+    experts_gemv_.entries.push_back({shape, static_cast<double>(shape[0] * shape[1]), std::move(surface)});
   for (auto& [shape, surface] : surfaces_over_last_key(p.find(tables::kAttentionDecode)))
     decode_.entries.push_back({shape, static_cast<double>(shape[1] * shape[2]), std::move(surface)});
   for (auto& [shape, surface] : surfaces_over_last_key(p.find(tables::kAttentionPrefill)))
@@ -81,7 +84,9 @@ double ProfileCostModel::gemm_s(int64_t m, int64_t n, int64_t k) const {
   return scale * own_time(c->at(static_cast<double>(m)));
 }
 
-double ProfileCostModel::grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k) const {
+double ProfileCostModel::grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k,
+                                        int64_t call_tokens) const {
+  const Shapes<TimeSurface>& path = expert_call_is_gemv(call_tokens) ? experts_gemv_ : experts_;
   // The predictor asks for the gate/up GEMM as (n = 2 cols, k = hidden) and the down GEMM as
   // (n = hidden, k = cols). A shape measured exactly tells which; else a measured hidden size.
   struct Reading {
@@ -90,7 +95,7 @@ double ProfileCostModel::grouped_gemm_s(int64_t tokens_per_expert, int64_t exper
   };
   const Reading gate_up{k, n / 2, 2.0 / 3.0}, down{n, k, 1.0 / 3.0};
   auto measured = [&](const Reading& r, bool whole_key) {
-    for (const auto& e : experts_.entries)
+    for (const auto& e : path.entries)
       if (e.key[0] == r.hidden && (!whole_key || e.key[1] == r.cols)) return true;
     return false;
   };
@@ -100,8 +105,8 @@ double ProfileCostModel::grouped_gemm_s(int64_t tokens_per_expert, int64_t exper
                      : even && measured(gate_up, false) ? gate_up
                                                         : down;
   double scale = 1;
-  const TimeSurface* s = experts_.lookup({r.hidden, r.cols}, static_cast<double>(r.hidden) * r.cols, &scale);
-  if (s == nullptr) return fallback_.grouped_gemm_s(tokens_per_expert, experts, n, k);
+  const TimeSurface* s = path.lookup({r.hidden, r.cols}, static_cast<double>(r.hidden) * r.cols, &scale);
+  if (s == nullptr) return fallback_.grouped_gemm_s(tokens_per_expert, experts, n, k, call_tokens);
   return r.share * scale * own_time(s->at(static_cast<double>(tokens_per_expert), static_cast<double>(experts)));
 }
 
@@ -158,7 +163,8 @@ double ProfileCostModel::broadcast_s(int64_t bytes, int ranks, LinkScope scope) 
 std::string ProfileCostModel::describe() const {
   std::ostringstream os;
   os << "profile of " << origin_ << ": " << gemm_.entries.size() << " GEMM shapes, " << experts_.entries.size()
-     << " expert shapes, " << decode_.entries.size() + prefill_.entries.size() << " attention shapes, "
+     << " expert shapes (" << experts_gemv_.entries.size() << " on the GEMV path"
+     << (experts_gemv_.entries.empty() ? ": GEMV-path expert calls from the roofline figures), " : "), ") << decode_.entries.size() + prefill_.entries.size() << " attention shapes, "
      << collectives_.size() << " collective groups";
   if (collectives_.empty()) os << " (collectives from the roofline figures)";
   else os << " (other groups from the roofline figures)";

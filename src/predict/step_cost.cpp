@@ -139,8 +139,15 @@ class StageForward {
     if (rows <= 0) return 0;
     const int64_t experts = std::max<int64_t>(1, std::llround(active));
     const int64_t per_expert = std::max<int64_t>(1, std::llround(rows / static_cast<double>(experts)));
-    const int64_t H = c_.hidden_size, cols = s_.expert_col_count;
-    return cost_.grouped_gemm_s(per_expert, experts, 2 * cols, H) + cost_.grouped_gemm_s(per_expert, experts, H, cols);
+    const int64_t H = c_.hidden_size, cols = s_.expert_col_count, call = expert_call_tokens(rows);
+    return cost_.grouped_gemm_s(per_expert, experts, 2 * cols, H, call) +
+           cost_.grouped_gemm_s(per_expert, experts, H, cols, call);
+  }
+
+  // Tokens in the rank's moe_experts call, which pick the kernel: the replica's own tokens with
+  // one replica, else the dispatch's received entries (one slot each).
+  int64_t expert_call_tokens(double rows) const {
+    return g_.plan.dp > 1 ? dispatch_rows(rows) : T_;
   }
 
   // Entries this rank sends in the dispatch (forward.cpp): a decode step's fixed capacity for

@@ -61,6 +61,16 @@ rc=0
 [[ $rc -eq 1 ]] || fail "a cluster nothing fits on exited $rc"
 grep -qF "no plan fits" "$WORK/none.txt" || fail "no reason given: $(cat "$WORK/none.txt")"
 
+# On CUDA (the default figures), a plan whose expert slice is not a multiple of 8 does not fit:
+# Qwen1.5-MoE's 1,408 expert columns over pp=2,tp=16,dp=2 are 44 a rank.
+"$MOETRON" model make --family qwen2_moe --preset qwen1.5-moe-a2.7b --config-only --out "$WORK/q15" >/dev/null
+"$MOETRON" plan --model "$WORK/q15" --ranks 64 --ranks-per-node 8 --out "$WORK/q15.h5" >"$WORK/q15.txt" \
+  || fail "plan of Qwen1.5-MoE on 64 ranks failed: $(cat "$WORK/q15.txt")"
+if command -v h5dump >/dev/null; then
+  h5dump -w 0 -d /plans/refusal "$WORK/q15.h5" | grep -qF "pp=2,tp=16,dp=2,ep=1: each rank's slice of an expert, 1408 / 32 shards (tp*dp/ep) = 44 columns, is not a multiple of 8" \
+    || fail "q15.h5: pp=2,tp=16,dp=2,ep=1 not refused for its 44-column expert slices"
+fi
+
 # Bad options name the option.
 q3=(--model "$WORK/q3")
 expect_failure "--ranks" plan "${q3[@]}" --ranks-per-node 8

@@ -233,6 +233,70 @@ TEST(Predictor, TinyDecodeStepAsComputedByHand) {
   EXPECT_NEAR(s.total_s(), 684e-9 + 17e-6, 1e-15);
 }
 
+// The roofline, recording the token count of every expert call it prices.
+class CallTokenSpy : public RooflineCostModel {
+ public:
+  using RooflineCostModel::RooflineCostModel;
+  double grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k,
+                        int64_t call_tokens) const override {
+    calls.insert(call_tokens);
+    return RooflineCostModel::grouped_gemm_s(tokens_per_expert, experts, n, k, call_tokens);
+  }
+  mutable std::set<int64_t> calls;
+};
+
+TEST(Predictor, PricesTheExpertCallAtTheTokenCountThatPicksItsKernel) {
+  const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
+  // One replica: the call holds the step's tokens (decode batch 4 runs GEMVs on CUDA).
+  for (int64_t batch : {1, 4, 13}) {
+    const CallTokenSpy spy(hardware_preset("h200"));
+    step_cost(plan_geometry(c, Plan{}, 1), {}, {batch, 1, 100, false, 1}, spy);
+    EXPECT_EQ(spy.calls, std::set<int64_t>{batch});
+  }
+  // Two replicas: the received dispatch entries, the fixed capacity 2 ranks x 4 tokens x top-8.
+  const CallTokenSpy spy(hardware_preset("h200"));
+  step_cost(plan_geometry(c, Plan{1, 1, 2, 2}, 2), {}, {4, 1, 100, false, 1}, spy);
+  EXPECT_EQ(spy.calls, std::set<int64_t>{2 * 4 * 8});
+}
+
+TEST(Predictor, RefusesOnCudaPlansWhoseExpertSlicesItsKernelsCannotRun) {
+  const ModelConfig c = preset(Family::Qwen2Moe, "qwen1.5-moe-a2.7b");  // expert columns 1408
+  EXPECT_EQ(cuda_plan_problem(Plan{1, 16, 1, 1}, c), "");               // 88 columns a rank
+  const std::string problem = cuda_plan_problem(Plan{2, 16, 2, 1}, c);  // 1408 / 32 = 44
+  EXPECT_NE(problem.find("44 columns"), std::string::npos) << problem;
+  EXPECT_NE(problem.find("multiple of 8"), std::string::npos) << problem;
+  EXPECT_EQ(cuda_plan_problem(Plan{2, 16, 2, 2}, c), "");               // 16 shards: 88 again
+  // Ranked for 64 CUDA ranks, that plan is refused with the reason; on the CPU it may run.
+  const HardwareFigures f = hardware_preset("h200");
+  const Cluster cluster{64, 8, f.memory_bytes, f.reserved_bytes};
+  PredictorOptions cuda, cpu;
+  cuda.backend = "cuda";
+  cpu.backend = "cpu";
+  auto find = [](const std::vector<PlanPrediction>& ranking, const Plan& plan) {
+    return *std::find_if(ranking.begin(), ranking.end(), [&](const PlanPrediction& p) { return key(p.plan) == key(plan); });
+  };
+  const RooflineCostModel cost(f);
+  const auto on_cuda = predict_plans(c, Workload{}, cluster, cost, cuda);
+  const PlanPrediction refused = find(on_cuda, Plan{2, 16, 2, 1});
+  EXPECT_FALSE(refused.fits);
+  EXPECT_EQ(refused.refusal, problem);
+  for (const PlanPrediction& p : on_cuda) {
+    if (p.fits) {
+      EXPECT_EQ(cuda_plan_problem(p.plan, c), "") << p.plan.to_string();
+    }
+  }
+  EXPECT_EQ(find(predict_plans(c, Workload{}, cluster, cost, cpu), Plan{2, 16, 2, 1}).refusal.find("multiple of 8"),
+            std::string::npos);
+  // An awkward size: 1420 columns (4 x 355) are refused at every degree, even undivided.
+  ModelConfig awkward = c;
+  awkward.moe_intermediate_size = 1420;
+  for (const Plan& plan : {Plan{}, Plan{1, 2, 1, 1}, Plan{1, 4, 1, 1}})
+    EXPECT_NE(cuda_plan_problem(plan, awkward).find("multiple of 8"), std::string::npos) << plan.to_string();
+  awkward.moe_intermediate_size = 1416;  // 8 x 177: whole it runs, halved (708) it does not
+  EXPECT_EQ(cuda_plan_problem(Plan{}, awkward), "");
+  EXPECT_NE(cuda_plan_problem(Plan{1, 2, 1, 1}, awkward), "");
+}
+
 // A skewed routing: the first expert set gets ten times the picks of the others.
 std::vector<std::vector<int64_t>> skewed_counts(const ModelConfig& c, int hot_experts) {
   std::vector<std::vector<int64_t>> counts(static_cast<size_t>(c.num_moe_layers()),

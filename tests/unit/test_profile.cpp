@@ -10,10 +10,12 @@
 
 #include "error_of.hpp"
 #include "moetron/backend/cpu_ops.hpp"
+#include "moetron/backend/expert_paths.hpp"
 #include "moetron/bench/bench_grid.hpp"
 #include "moetron/bench/compute_bench.hpp"
 #include "moetron/bench/profile_file.hpp"
 #include "moetron/bench/timing.hpp"
+#include "moetron/io/hdf5.hpp"
 #include "moetron/model/random_checkpoint.hpp"
 
 namespace moetron {
@@ -79,6 +81,63 @@ TEST_F(ProfileFileTest, RoundTripsThroughHdf5) {
 
 TEST_F(ProfileFileTest, AFileThatIsNoProfileIsRefusedNamingIt) {
   EXPECT_NE(error_of([&] { load_profile(path("missing.h5")); }).find("missing.h5"), std::string::npos);
+}
+
+// A profile file as format_version `version` lays it out (v1: one moe_experts table of one-slot
+// calls of tokens_per_expert x experts tokens, both kernel paths in it).
+void write_profile_by_hand(const std::string& path, int64_t version) {
+  h5::File f = h5::File::create(path);
+  f.set_attribute("/", "format", std::string("moetron hardware profile"));
+  f.set_attribute("/", "format_version", version);
+  for (const char* name : {"device", "driver", "host", "moetron_version", "git_commit", "created", "command_line"})
+    f.set_attribute("/", name, std::string("x"));
+  f.set_attribute("/", "backend", std::string("cuda"));
+  for (const char* name : {"world_size", "ranks_per_node", "nodes", "warmup", "reps", "memory_bytes"})
+    f.set_attribute("/", name, int64_t{1});
+  f.create_group("/model");
+  f.write_strings("/model/names", {"hidden_size"});
+  f.write("/model/values", std::vector<int64_t>{64});
+  f.create_group("/tables");
+  f.write_strings("/tables/names", {"moe_experts"});
+  const std::string g = "/tables/moe_experts";
+  f.create_group(g);
+  f.set_attribute(g, "key_names", std::string("hidden,expert_cols,experts"));
+  f.set_attribute(g, "size_name", std::string("tokens_per_expert"));
+  // Series (64, 32, 1) at 1, 4, 8, 9, 16 rows and (64, 32, 3) at 1, 2, 3, 5 rows a expert.
+  f.write("/tables/moe_experts/keys", std::vector<int64_t>{64, 32, 1, 64, 32, 3}, {2, 3});
+  f.write("/tables/moe_experts/offsets", std::vector<int64_t>{0, 5, 9});
+  f.write("/tables/moe_experts/sizes", std::vector<int64_t>{1, 4, 8, 9, 16, 1, 2, 3, 5});
+  const std::vector<double> t{1e-6, 2e-6, 3e-6, 9e-6, 1e-5, 1.5e-6, 2.5e-6, 8e-6, 1.2e-5};
+  for (const char* name : {"median_s", "p10_s", "p90_s"}) f.write(g + "/" + name, t);
+  f.close();
+}
+
+TEST_F(ProfileFileTest, AVersionOneProfileLoadsWithItsGemvCallsApart) {
+  write_profile_by_hand(path("v1.h5"), 1);
+  const HardwareProfile p = load_profile(path("v1.h5"));
+  const SeriesTable* tiles = p.find(tables::kMoeExperts);
+  const SeriesTable* gemv = p.find(tables::kMoeExpertsGemv);
+  ASSERT_NE(tiles, nullptr);
+  ASSERT_NE(gemv, nullptr);
+  // Calls of tokens_per_expert x experts <= 8 tokens ran as GEMVs; 9 and more on tiles.
+  EXPECT_EQ(gemv->find({64, 32, 1})->sizes, (std::vector<int64_t>{1, 4, 8}));
+  EXPECT_EQ(gemv->find({64, 32, 3})->sizes, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(tiles->find({64, 32, 1})->sizes, (std::vector<int64_t>{9, 16}));
+  EXPECT_EQ(tiles->find({64, 32, 3})->sizes, (std::vector<int64_t>{3, 5}));
+  EXPECT_DOUBLE_EQ(tiles->find({64, 32, 3})->times[0].median_s, 8e-6);
+  EXPECT_DOUBLE_EQ(gemv->find({64, 32, 1})->times[2].median_s, 3e-6);
+  // Saved again, it is a version 2 profile with the same points.
+  save_profile(path("v2.h5"), p);
+  const HardwareProfile q = load_profile(path("v2.h5"));
+  EXPECT_EQ(q.find(tables::kMoeExpertsGemv)->find({64, 32, 3})->sizes, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(q.find(tables::kMoeExperts)->find({64, 32, 1})->sizes, (std::vector<int64_t>{9, 16}));
+}
+
+TEST_F(ProfileFileTest, AnUnknownVersionIsRefusedNamingFileAndAttribute) {
+  write_profile_by_hand(path("v3.h5"), 3);
+  const std::string e = error_of([&] { load_profile(path("v3.h5")); });
+  EXPECT_NE(e.find("v3.h5"), std::string::npos) << e;
+  EXPECT_NE(e.find("format_version 3"), std::string::npos) << e;
 }
 
 TEST(ProfileCheck, RefusesAnotherModelWorldOrDeviceNamingFileAndField) {
@@ -163,7 +222,8 @@ TEST(BenchTiming, PercentilesAndAgreement) {
   EXPECT_DOUBLE_EQ(agreed_m.median_s, 1.0);
 }
 
-TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
+// The tiny model's compute benchmarks on the CPU, quick, one batch a point; *sizes: the grid.
+HardwareProfile quick_cpu_profile(BenchSizes* sizes = nullptr) {
   const ModelConfig c = tiny_config();
   std::unique_ptr<Ops> ops = make_cpu_ops();
   ComputeBench b{&c, bench_shapes(c), bench_sizes(c, {false, true, 16, 0}), {}, nullptr};
@@ -171,6 +231,12 @@ TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
   b.timing.warmup = 0;
   HardwareProfile p;
   run_compute_benchmarks(*ops, b, p);
+  if (sizes != nullptr) *sizes = b.sizes;
+  return p;
+}
+
+TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
+  const HardwareProfile p = quick_cpu_profile();
   for (const TableSpec* spec : {&tables::kGemm, &tables::kMoeExperts, &tables::kAttentionDecode,
                                 &tables::kAttentionPrefill, &tables::kMemoryBound, &tables::kHbmCopy,
                                 &tables::kKernelGap}) {
@@ -182,6 +248,19 @@ TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
   }
   EXPECT_EQ(p.find(tables::kMemoryBound)->series.size(), kMemoryKernels.size());
   EXPECT_EQ(p.find(tables::kKernelGap)->series.size(), 1u);  // the CPU records no graphs
+}
+
+TEST(ComputeBench, ExpertCallsAreTimedOnEachSideOfTheKernelSwitch) {
+  BenchSizes sizes;
+  const HardwareProfile p = quick_cpu_profile(&sizes);
+  EXPECT_EQ(sizes.gemv_tokens, (std::vector<int64_t>{1, 2, 4, 8}));
+  const SeriesTable* gemv = p.find(tables::kMoeExpertsGemv);
+  ASSERT_NE(gemv, nullptr);
+  ASSERT_FALSE(gemv->series.empty());
+  for (const Series& s : gemv->series) EXPECT_EQ(s.sizes, sizes.gemv_tokens);
+  // The tile table holds only calls of more than kExpertGemvMaxTokens tokens (one slot each).
+  for (const Series& s : p.find(tables::kMoeExperts)->series)
+    for (int64_t per_expert : s.sizes) EXPECT_GT(per_expert * s.key.back(), kExpertGemvMaxTokens);
 }
 
 }  // namespace

@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 
 #include "error_of.hpp"
+#include "moetron/backend/expert_paths.hpp"
 #include "moetron/bench/time_curve.hpp"
 #include "moetron/predict/profile_cost_model.hpp"
 #include "moetron/predict/roofline_cost_model.hpp"
@@ -84,7 +86,7 @@ TEST(ProfileCostModel, MeasuredPointsLessTheLaunchGapWhichIsTheOverhead) {
   EXPECT_DOUBLE_EQ(m.attention_s(16, 1024, 8, 2, 64, false), 2.8e-5);
   EXPECT_DOUBLE_EQ(m.memory_bound_s(1000), 2e-6);  // the mean over the kernels: (1 + 3) / 2 us
   // The two GEMMs of the expert call share its time by FLOPs: 2/3 gate/up, 1/3 down.
-  const double gate_up = m.grouped_gemm_s(64, 1, 512, 512), down = m.grouped_gemm_s(64, 1, 512, 256);
+  const double gate_up = m.grouped_gemm_s(64, 1, 512, 512, 64), down = m.grouped_gemm_s(64, 1, 512, 256, 64);
   EXPECT_NEAR(gate_up + down, 8e-5 - 2e-6, 1e-15);
   EXPECT_NEAR(gate_up, 2 * down, 1e-15);
 }
@@ -111,6 +113,61 @@ TEST(ProfileCostModel, CollectivesNotMeasuredComeFromTheRoofline) {
   const ProfileCostModel empty(HardwareProfile{}, roofline);
   EXPECT_DOUBLE_EQ(empty.gemm_s(64, 1024, 512), roofline.gemm_s(64, 1024, 512));
   EXPECT_DOUBLE_EQ(empty.kernel_overhead_s(true), roofline.kernel_overhead_s(true));
+}
+
+// Random times for both kernel paths of one expert shape: GEMV points at 1, 2, 4, 8 tokens, tile
+// points above, over awkward expert counts; each path's times drawn from its own range.
+HardwareProfile two_path_profile(std::mt19937& rng, bool with_gemv) {
+  std::uniform_real_distribution<double> gemv_s(1e-6, 5e-6), tile_s(5e-5, 5e-4);
+  HardwareProfile p;
+  p.table(tables::kKernelGap).add({0}, 1, {1e-7, 1e-7, 1e-7});
+  for (int64_t experts : {1, 3, 7, 26}) {
+    if (with_gemv)
+      for (int64_t rows : {1, 2, 4, 8}) p.table(tables::kMoeExpertsGemv).add({512, 256, experts}, rows, {gemv_s(rng), 0, 0});
+    for (int64_t rows : {3, 9, 40, 130})
+      if (rows * experts > kExpertGemvMaxTokens) p.table(tables::kMoeExperts).add({512, 256, experts}, rows, {tile_s(rng), 0, 0});
+  }
+  return p;
+}
+
+// The profile less one table.
+HardwareProfile without(HardwareProfile p, const TableSpec& spec) {
+  p.tables.erase(spec.name);
+  return p;
+}
+
+TEST(ProfileCostModel, AnExpertCallAnswersFromItsOwnKernelPathOnly) {
+  const RooflineCostModel roofline(figures());
+  std::mt19937 rng(12);
+  for (int trial = 0; trial < 20; ++trial) {
+    const HardwareProfile p = two_path_profile(rng, true);
+    const ProfileCostModel both(p, roofline), gemv_only(without(p, tables::kMoeExperts), roofline),
+        tiles_only(without(p, tables::kMoeExpertsGemv), roofline);
+    std::uniform_int_distribution<int64_t> rows(1, 300), experts(1, 60), tokens(1, 40);
+    for (int q = 0; q < 50; ++q) {
+      const int64_t r = rows(rng), e = experts(rng), t = q % 5 == 0 ? kExpertGemvMaxTokens + q % 2 : tokens(rng);
+      const ProfileCostModel& own = expert_call_is_gemv(t) ? gemv_only : tiles_only;
+      for (const auto& [n, k] : {std::make_pair<int64_t, int64_t>(512, 512), std::make_pair<int64_t, int64_t>(512, 256)})
+        EXPECT_DOUBLE_EQ(both.grouped_gemm_s(r, e, n, k, t), own.grouped_gemm_s(r, e, n, k, t))
+            << "trial " << trial << ": " << r << " rows x " << e << " experts in a call of " << t << " tokens";
+    }
+  }
+  // At the switch: 8 tokens read GEMV points (at most 5 us a call), 9 tokens tile points (50 us at least).
+  const ProfileCostModel m(two_path_profile(rng, true), roofline);
+  const double at_8 = m.grouped_gemm_s(1, 7, 512, 512, 8) + m.grouped_gemm_s(1, 7, 512, 256, 8);
+  const double at_9 = m.grouped_gemm_s(1, 7, 512, 512, 9) + m.grouped_gemm_s(1, 7, 512, 256, 9);
+  EXPECT_LE(at_8, 5e-6);
+  EXPECT_GE(at_9, 5e-5 - 1e-7);
+}
+
+TEST(ProfileCostModel, AProfileWithoutGemvPointsPricesGemvCallsFromTheRooflineNotTheTiles) {
+  const RooflineCostModel roofline(figures());
+  std::mt19937 rng(7);
+  const ProfileCostModel m(two_path_profile(rng, false), roofline);
+  for (int64_t t : {1, 4, 8})
+    EXPECT_DOUBLE_EQ(m.grouped_gemm_s(1, 26, 512, 512, t), roofline.grouped_gemm_s(1, 26, 512, 512, t)) << t;
+  EXPECT_NE(m.grouped_gemm_s(1, 26, 512, 512, 9), roofline.grouped_gemm_s(1, 26, 512, 512, 9));
+  EXPECT_NE(m.describe().find("GEMV-path expert calls from the roofline"), std::string::npos) << m.describe();
 }
 
 }  // namespace

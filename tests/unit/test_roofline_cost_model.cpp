@@ -26,9 +26,9 @@ TEST(RooflineCostModel, KernelsTakeTheSlowerOfFlopsAndBytes) {
   // One row: 2*1*64*64 = 8192 FLOPs against 2*(64 + 4096 + 64) = 8448 bytes: bound by bytes.
   EXPECT_DOUBLE_EQ(m.gemm_s(1, 64, 64), 8448e-9);
   // 4 experts' weights [64 x 32] read once, one row each in and out: bound by bytes.
-  EXPECT_DOUBLE_EQ(m.grouped_gemm_s(1, 4, 32, 64), 2 * (4 * 64 * 32 + 4 * (64 + 32)) * 1e-9);
+  EXPECT_DOUBLE_EQ(m.grouped_gemm_s(1, 4, 32, 64, 4), 2 * (4 * 64 * 32 + 4 * (64 + 32)) * 1e-9);
   // 64 rows each: 2*256*32*64 FLOPs, more than the bytes.
-  EXPECT_DOUBLE_EQ(m.grouped_gemm_s(64, 4, 32, 64), 2.0 * 256 * 32 * 64 * 1e-9);
+  EXPECT_DOUBLE_EQ(m.grouped_gemm_s(64, 4, 32, 64, 256), 2.0 * 256 * 32 * 64 * 1e-9);
   EXPECT_DOUBLE_EQ(m.memory_bound_s(1000), 1e-6);
   EXPECT_DOUBLE_EQ(m.kernel_overhead_s(true), 1e-6);
   EXPECT_DOUBLE_EQ(m.kernel_overhead_s(false), 2e-6);

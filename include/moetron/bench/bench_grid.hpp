@@ -26,6 +26,7 @@ struct BenchSizes {
   std::vector<int64_t> tokens_per_expert;  // grouped expert GEMM ...
   std::vector<int64_t> experts;            // ... by active experts
   int64_t max_expert_rows = 0;             // tokens_per_expert * experts at most
+  std::vector<int64_t> gemv_tokens;        // expert calls on the GEMV path: 1, 2, 4 ... kExpertGemvMaxTokens
   std::vector<int64_t> decode_batch, contexts;  // decode attention: batch x context
   std::vector<int64_t> prefill_sequences;  // prefill attention: sequences x context (rows <= tokens.back())
   std::vector<int64_t> collective_bytes;

@@ -1,6 +1,6 @@
 // The compute microbenchmarks, written once against Ops so the CPU and CUDA backends run the same
 // code: dense GEMMs (Ops::linear) by tokens, the grouped expert GEMM (Ops::moe_experts) by tokens
-// per expert and active experts, decode and prefill attention by batch x context, memory-bound
+// per expert and active experts, on each side of the CUDA kernel switch, decode and prefill attention by batch x context, memory-bound
 // kernels by tokens, a large device copy (HBM bandwidth), and the gap between kernels launched
 // eagerly and, where the backend records graphs, between the nodes of a replayed graph.
 #pragma once
@@ -23,7 +23,7 @@ struct ComputeBench {
   std::function<void(const std::string&)> progress;  // one line per family measured; may be empty
 };
 
-// Adds the tables kGemm, kMoeExperts, kAttentionDecode, kAttentionPrefill, kMemoryBound,
+// Adds the tables kGemm, kMoeExperts, kMoeExpertsGemv, kAttentionDecode, kAttentionPrefill, kMemoryBound,
 // kHbmCopy and kKernelGap to `profile`.
 void run_compute_benchmarks(Ops& ops, const ComputeBench& bench, HardwareProfile& profile);
 

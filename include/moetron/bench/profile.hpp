@@ -43,7 +43,11 @@ struct TableSpec {
 };
 namespace tables {
 extern const TableSpec kGemm;              // key n, k; size tokens (m)
+// The expert call on each side of the CUDA kernel switch (backend/expert_paths.hpp): kMoeExperts
+// holds calls of more than kExpertGemvMaxTokens tokens (tensor-core tiles), kMoeExpertsGemv calls
+// of at most that many (GEMVs), so that no interpolation mixes the two paths.
 extern const TableSpec kMoeExperts;        // key hidden, expert_cols, experts; size tokens_per_expert
+extern const TableSpec kMoeExpertsGemv;    // the same columns
 extern const TableSpec kAttentionDecode;   // key q_heads, kv_heads, head_dim, context; size batch
 extern const TableSpec kAttentionPrefill;  // key q_heads, kv_heads, head_dim, context; size rows
 extern const TableSpec kMemoryBound;       // key kernel (kMemoryKernels); size bytes read + written

@@ -60,6 +60,9 @@ struct ShardLayout {
 
 // The first reason `plan` cannot shard `config` (world size aside), or "" when it can.
 std::string plan_problem(const Plan& plan, const ModelConfig& config);
+// The first reason the CUDA kernels cannot run a plan that plan_problem accepts (a rank's slice of
+// each expert must be a multiple of kCudaExpertWidthMultiple columns), or "" when they can.
+std::string cuda_plan_problem(const Plan& plan, const ModelConfig& config);
 // Throws Error with the reason when the plan cannot shard the config.
 ShardLayout layout_for(const Plan& plan, const ModelConfig& config, int rank);
 

@@ -27,9 +27,11 @@ class CostModel {
   // ---- compute (one rank, one device) ----
   // A dense bf16 GEMM: [m x k] times [k x n] (m = tokens).
   virtual double gemm_s(int64_t m, int64_t n, int64_t k) const = 0;
-  // The grouped expert GEMM: `experts` active experts, each [tokens_per_expert x k] x [k x n].
-  virtual double grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n,
-                                int64_t k) const = 0;
+  // The grouped expert GEMM: `experts` active experts, each [tokens_per_expert x k] x [k x n],
+  // in one expert call of `call_tokens` tokens (the backend picks its kernel from that count:
+  // backend/expert_paths.hpp).
+  virtual double grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k,
+                                int64_t call_tokens) const = 0;
   // Paged attention of `rows` query tokens over `context` cached tokens each, for q_heads query
   // and kv_heads key/value heads of head_dim (decode: rows = batch, one token each).
   virtual double attention_s(int64_t rows, int64_t context, int64_t q_heads, int64_t kv_heads,

@@ -43,6 +43,8 @@
 //     parallel/memory_need): weights, one step's temporaries, the KV cache. A plan fits when, on
 //     every stage, weights + temporaries + the reserve leave room for the KV cache of one whole
 //     request within kv_memory_fraction of what is left (the engine's --gpu-memory-fraction).
+// 12. On the CUDA backend (PredictorOptions::backend) a plan whose expert slices the CUDA kernels cannot
+//     run (cuda_plan_problem) does not fit, whatever its memory.
 // Not modelled (each would only slow the engine down): scheduler and Python-free host overheads
 // between steps, preemption and recomputation, stragglers, congestion between groups that share
 // links, sampling beyond argmax, routing that changes over the run.
@@ -71,6 +73,7 @@ struct PredictorOptions {
   int micro_batches = 0;            // per step when pp > 1; 0: pp, as the engine splits
   double kv_memory_fraction = 0.9;  // share of the memory left that the KV cache takes
   ExpertShares expert_shares;       // empty: uniform routing
+  std::string backend;              // "cuda": plans the CUDA kernels cannot run are refused (cuda_plan_problem)
 };
 
 struct PlanPrediction {

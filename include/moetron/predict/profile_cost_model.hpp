@@ -12,7 +12,10 @@
 // measured shape by work (n * k for GEMMs, hidden * columns for experts, heads * head_dim for
 // attention), scaled by the ratio of work. The grouped expert GEMM is measured as one
 // Ops::moe_experts call (count, permute, gate/up and down GEMMs, weighted sum); the predictor asks
-// for its two GEMMs, which get 2/3 and 1/3 of it (their FLOPs).
+// for its two GEMMs, which get 2/3 and 1/3 of it (their FLOPs). A call of at most
+// kExpertGemvMaxTokens tokens answers from the GEMV path's table (moe_experts_gemv) alone, a
+// larger one from the tile path's (moe_experts) alone; a path the profile lacks for every shape
+// (a profile without GEMV points) answers from `fallback`, never from the other path.
 //
 // Collectives answer from the table of the same operation, group size and scope (inside one node
 // or across nodes); any other group falls back to `fallback` (the roofline figures of --hardware
@@ -34,7 +37,8 @@ class ProfileCostModel : public CostModel {
   ProfileCostModel(const HardwareProfile& profile, const CostModel& fallback);
 
   double gemm_s(int64_t m, int64_t n, int64_t k) const override;
-  double grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k) const override;
+  double grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k,
+                        int64_t call_tokens) const override;
   double attention_s(int64_t rows, int64_t context, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
                      bool prefill) const override;
   double memory_bound_s(int64_t bytes) const override;
@@ -66,7 +70,9 @@ class ProfileCostModel : public CostModel {
 
   const CostModel& fallback_;
   Shapes<TimeCurve> gemm_;
-  Shapes<TimeSurface> experts_;         // key hidden, expert_cols; surface over experts
+  // key hidden, expert_cols; surface over experts. One per kernel path: a call answers from its
+  // path's points only (interpolating across the switch priced GEMV calls as tiles).
+  Shapes<TimeSurface> experts_, experts_gemv_;
   Shapes<TimeSurface> decode_, prefill_;  // key q_heads, kv_heads, head_dim; surface over context
   std::vector<TimeCurve> memory_;
   double eager_gap_s_ = -1, graph_gap_s_ = -1;  // -1: not measured

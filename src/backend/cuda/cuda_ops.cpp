@@ -338,9 +338,9 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
     return;
   }
   const int64_t local = experts.num_local, inter = experts.down.cols();
-  MOETRON_CHECK(hidden % 8 == 0 && inter % 8 == 0,
+  MOETRON_CHECK(hidden % kCudaExpertWidthMultiple == 0 && inter % kCudaExpertWidthMultiple == 0,
                 "moe_experts: hidden " << hidden << " and intermediate " << inter
-                                       << " must be multiples of 8 on CUDA");
+                                       << " must be multiples of " << kCudaExpertWidthMultiple << " on CUDA");
 
   const int64_t slots = tokens * k;
   const int tile_rows = kernels::grouped_gemm_tile_rows(tokens, k, local);
