@@ -99,6 +99,10 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       // More slots than one routing block takes (8192): counted and scanned by separate
       // kernels, the rows copied into expert order before the gate/up GEMM.
       {2100, 16, 4, 64, 32, 0, 16},
+      // Prefill-sized loads (hundreds of rows per expert): one cuBLAS GEMM per expert outside
+      // graph capture, with Qwen1.5-like awkward widths (60 experts, a tp slice of 88 columns,
+      // experts that get nothing) and an expert-parallel slice.
+      {4100, 60, 4, 136, 88, 0, 60},  {3000, 64, 8, 264, 72, 16, 16},
   };
   std::vector<OpCase> cases;
   for (const MoeShape& c : shapes) {
@@ -130,7 +134,8 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
 // more rows than there are tokens, more than one GEMV tile.
 TEST_F(CudaMoe, RepeatedExpertsOverflowOneTile) {
   std::vector<OpCase> cases;
-  for (int64_t tokens : {1, 3, 8}) {
+  // 600 tokens: the prefill-sized path, where expert 2 gets four times as many rows as tokens.
+  for (int64_t tokens : {1, 3, 8, 600}) {
     const MoeShape c{tokens, 4, 4, 256, 64, 0, 4};
     cases.push_back({describe(c) + " every slot expert 2", [c](CaseInputs& in) {
       std::vector<int32_t> ids(static_cast<size_t>(c.tokens * c.k), 2);

@@ -1,6 +1,7 @@
 // CudaOps: the Ops backend on one NVIDIA GPU. Activations are bf16, weights are uploaded as
 // bf16, every operator runs on the one stream this object owns (kernels/ + cuBLAS), and only
-// to_host() and sync() make the host wait. Temporaries come from one preallocated device arena,
+// to_host() and sync() make the host wait (and moe_experts on prefill-sized loads outside graph
+// capture: it reads the experts' row counts). Temporaries come from one preallocated device arena,
 // so a step's sequence of temp() calls gives the same addresses every step: a CUDA graph
 // captured over one step (on stream()) replays over the next.
 #pragma once
@@ -120,6 +121,13 @@ class CudaOps final : public Ops {
                       const std::vector<uint64_t>& steps, Tensor& ids) override;
 
  private:
+  // The experts' gate/up and down GEMMs as one cuBLAS call per expert with rows (x_perm in
+  // expert order, device_offsets [num_local + 1] its experts' first rows): act [rows, inter],
+  // y_perm [rows, hidden]. Syncs the stream to read the offsets.
+  void expert_gemms_by_cublas(const void* x_perm, const ExpertWeights& experts,
+                              const int32_t* device_offsets, int64_t hidden, int64_t inter,
+                              Tensor& act, Tensor& y_perm);
+
   int device_ = 0;
   int num_sms_ = 0;
   std::string device_name_;

@@ -3,6 +3,8 @@
 
 #include <cublas_v2.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <limits>
 #include <sstream>
 
@@ -35,6 +37,30 @@ void expect_numel(const Tensor& t, int64_t numel, const char* op, const char* ar
 bf16* bf(const Tensor& t) { return static_cast<bf16*>(t.data); }
 int32_t* i32(const Tensor& t) { return static_cast<int32_t*>(t.data); }
 float* f32(const Tensor& t) { return static_cast<float*>(t.data); }
+
+// Prefill-sized expert loads (the large row tiles: hundreds of rows per expert on average) run
+// as one cuBLAS GEMM per expert: the portable WMMA tiles reach about a quarter of the bf16 GEMM
+// rate there, where cuBLAS's Hopper kernels reach most of it (ncu, perf/NOTES.md). It needs
+// the experts' row counts on the host, one stream sync per MoE layer, so only outside graph
+// capture (decode steps keep the device-side tiles). MOETRON_EXPERT_GEMM=tiles keeps the tiles
+// everywhere (A/B measurements without a rebuild).
+bool expert_gemms_by_cublas_allowed() {
+  static const bool allowed = [] {
+    const char* env = std::getenv("MOETRON_EXPERT_GEMM");
+    if (env == nullptr) return true;
+    const std::string v = env;
+    MOETRON_CHECK(v == "tiles" || v == "cublas",
+                  "MOETRON_EXPERT_GEMM='" << v << "': expected tiles or cublas");
+    return v == "cublas";
+  }();
+  return allowed;
+}
+
+bool capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
 
 // Shared memory a kernel may take without opting in (every supported architecture).
 constexpr size_t kDefaultSmemPerBlock = 48 * 1024;
@@ -368,6 +394,14 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
     gate_up_input = bf(x_perm);
     token_of_row = nullptr;
   }
+  if (!rows_resolved && tile_rows == kernels::kLargeTileRows && expert_gemms_by_cublas_allowed() &&
+      !capturing(stream_)) {
+    Tensor y_perm = temp(DType::BF16, {slots, hidden});
+    expert_gemms_by_cublas(gate_up_input, experts, routing.offsets, hidden, inter, act, y_perm);
+    kernels::moe_unpermute_combine(bf(y_perm), routing.row_of_slot, f32(weights), tokens, k,
+                                   hidden, bf(out), stream_);
+    return;
+  }
   kernels::grouped_gemm_swiglu(tile_rows, gate_up_input, token_of_row, bf(experts.gate_up),
                                routing, local, slots, hidden, inter, bf(act), stream_);
   if (tokens == 1 && rows_resolved) {
@@ -382,6 +416,38 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
                              hidden, bf(y_perm), stream_);
   kernels::moe_unpermute_combine(bf(y_perm), routing.row_of_slot, f32(weights), tokens, k,
                                  hidden, bf(out), stream_);
+}
+
+void CudaOps::expert_gemms_by_cublas(const void* x_perm_data, const ExpertWeights& experts,
+                                     const int32_t* device_offsets, int64_t hidden, int64_t inter,
+                                     Tensor& act, Tensor& y_perm) {
+  const auto* x_perm = static_cast<const bf16*>(x_perm_data);
+  const int64_t local = experts.num_local;
+  std::vector<int32_t> offsets(static_cast<size_t>(local + 1));
+  CUDA_CHECK(cudaMemcpyAsync(offsets.data(), device_offsets, offsets.size() * sizeof(int32_t),
+                             cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  int64_t most_rows = 0;
+  for (int64_t e = 0; e < local; ++e) most_rows = std::max<int64_t>(most_rows, offsets[e + 1] - offsets[e]);
+  if (most_rows == 0) return;  // no row routed here: the combine reads none of y_perm
+  // One expert's gate/up product at a time (the largest expert's rows: a caller may repeat an
+  // expert within a token, so it may exceed the token count), then silu(gate) * up into act.
+  Tensor gate_up = temp(DType::BF16, {most_rows, 2 * inter});
+  const bf16* gate_up_w = bf(experts.gate_up);
+  const bf16* down_w = bf(experts.down);
+  for (int64_t e = 0; e < local; ++e) {
+    const int64_t first = offsets[e], rows = offsets[e + 1] - first;
+    if (rows == 0) continue;
+    cuda::gemm_nt(cublas_, x_perm + first * hidden, gate_up_w + e * 2 * inter * hidden, rows, 2 * inter,
+                  hidden, gate_up.data, false);
+    kernels::silu_mul(bf(gate_up), rows, inter, bf(act) + first * inter, stream_);
+  }
+  for (int64_t e = 0; e < local; ++e) {
+    const int64_t first = offsets[e], rows = offsets[e + 1] - first;
+    if (rows == 0) continue;
+    cuda::gemm_nt(cublas_, bf(act) + first * inter, down_w + e * hidden * inter, rows, hidden, inter,
+                  bf(y_perm) + first * hidden, false);
+  }
 }
 
 void CudaOps::do_swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
