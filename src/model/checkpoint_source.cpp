@@ -59,25 +59,6 @@ size_t first_non_finite(const void* data, DType t, size_t n) {
   return n;
 }
 
-// Runs fn(first_row, end_row, thread_index) over [0, rows) split between the cores, one
-// range each, when the slice is large enough to pay for the threads (64 Ki elements a thread);
-// else on the calling thread alone (index 0).
-template <typename Fn>
-void for_row_ranges(int64_t rows, int64_t cols, Fn fn) {
-  if (rows <= 0) return;
-  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
-  const int64_t threads = std::clamp<int64_t>(rows * cols / (1 << 16), 1, std::min(rows, cores));
-  if (threads == 1) return fn(0, rows, 0);
-  std::vector<std::thread> pool;
-  for (int64_t t = 0; t < threads; ++t)
-    pool.emplace_back([&, t] { fn(rows * t / threads, rows * (t + 1) / threads, static_cast<int>(t)); });
-  for (std::thread& th : pool) th.join();
-}
-
-// How far past a slice the file is requested from the disk: the tensors that follow it in the
-// file are usually the loader's next reads (a layer's experts are stored together).
-constexpr size_t kReadAhead = 64u << 20;
-
 class CheckpointSource : public WeightSource {
  public:
   explicit CheckpointSource(const std::string& dir)
@@ -91,31 +72,14 @@ class CheckpointSource : public WeightSource {
     const size_t elem = dtype_size(view.dtype);
     const auto* src = static_cast<const char*>(view.data);
     auto* dst = static_cast<char*>(out.data);
-    const size_t n = static_cast<size_t>(out.numel());
-    // A cold checkpoint is read from disk here. One thread faulting pages in one by one keeps a
-    // single small read in flight (about half the disk's sequential rate, perf/RESULTS.md), so
-    // the slice's pages and the file's next kReadAhead bytes are requested at once, and the
-    // copy and the finiteness check (CPU work the next read would otherwise wait for) are
-    // spread over the cores.
-    if (n > 0) {
-      const char* span_begin = src + static_cast<size_t>(row_begin * ncols + col_begin) * elem;
-      const char* span_end = src + static_cast<size_t>((row_begin + row_count - 1) * ncols + col_begin + col_count) * elem;
-      view.owner->advise_will_need(span_begin, static_cast<size_t>(span_end - span_begin) + kReadAhead);
+    for (int64_t r = 0; r < row_count; ++r) {
+      std::memcpy(dst + static_cast<size_t>(r * col_count) * elem,
+                  src + static_cast<size_t>((row_begin + r) * ncols + col_begin) * elem,
+                  static_cast<size_t>(col_count) * elem);
     }
-    std::vector<size_t> first_bad(std::max(1u, std::thread::hardware_concurrency()), n);
-    for_row_ranges(row_count, col_count, [&](int64_t first, int64_t end, int thread) {
-      for (int64_t r = first; r < end; ++r) {
-        std::memcpy(dst + static_cast<size_t>(r * col_count) * elem,
-                    src + static_cast<size_t>((row_begin + r) * ncols + col_begin) * elem,
-                    static_cast<size_t>(col_count) * elem);
-      }
-      const size_t offset = static_cast<size_t>(first * col_count);
-      const size_t count = static_cast<size_t>((end - first) * col_count);
-      const size_t bad = first_non_finite(dst + offset * elem, out.dtype, count);
-      if (bad < count) first_bad[static_cast<size_t>(thread)] = offset + bad;
-    });
     // NaN or infinite weights would only show as all-zero tokens much later: name the tensor.
-    const size_t bad = *std::min_element(first_bad.begin(), first_bad.end());
+    const size_t n = static_cast<size_t>(out.numel());
+    const size_t bad = first_non_finite(out.data, out.dtype, n);
     MOETRON_CHECK(bad == n, view.file << ": tensor '" << spec.name << "' holds a non-finite value ("
                                       << load_as_float(out.data, out.dtype, bad) << ") in the slice read "
                                       << "(rows from " << row_begin << ", columns from " << col_begin
@@ -144,11 +108,17 @@ class RandomSource : public WeightSource {
     const RandomFill fill = random_fill_for(spec, seed_);
     const size_t row_bytes = static_cast<size_t>(col_count) * dtype_size(dtype_);
     // Real shapes hold billions of values: generate rows on every core.
-    for_row_ranges(row_count, col_count, [&](int64_t first, int64_t end, int) {
-      for (int64_t r = first; r < end; ++r)
-        fill_random(fill, dtype_, (row_begin + r) * ncols + col_begin, col_count,
-                    static_cast<char*>(out.data) + static_cast<size_t>(r) * row_bytes);
-    });
+    const int64_t threads = std::clamp<int64_t>(row_count * col_count / (1 << 16), 1,
+                                                std::min<int64_t>(row_count, std::max(1u, std::thread::hardware_concurrency())));
+    std::vector<std::thread> pool;
+    for (int64_t t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        for (int64_t r = row_count * t / threads; r < row_count * (t + 1) / threads; ++r)
+          fill_random(fill, dtype_, (row_begin + r) * ncols + col_begin, col_count,
+                      static_cast<char*>(out.data) + static_cast<size_t>(r) * row_bytes);
+      });
+    }
+    for (std::thread& th : pool) th.join();
     return out;
   }
 

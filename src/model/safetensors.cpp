@@ -120,15 +120,6 @@ void SafetensorsFile::map_file() {
   base_ = static_cast<const uint8_t*>(p);
 }
 
-void SafetensorsFile::advise_will_need(const void* begin, size_t bytes) const {
-  const auto* p = static_cast<const uint8_t*>(begin);
-  if (p < base_ || p >= base_ + file_size_) return;
-  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~(page - 1);  // madvise wants page alignment
-  const uintptr_t end = reinterpret_cast<uintptr_t>(p + std::min<size_t>(bytes, base_ + file_size_ - p));
-  madvise(reinterpret_cast<void*>(first), end - first, MADV_WILLNEED);
-}
-
 void SafetensorsFile::parse_header() {
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | base_[i];  // little-endian u64

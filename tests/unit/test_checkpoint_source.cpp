@@ -1,7 +1,8 @@
-// Reading weight slices from a safetensors checkpoint (the loader's source): slices large
-// enough to be copied and checked by several threads must come out exactly as one thread would
-// copy them, a stray dtype is converted, and a non-finite value is found wherever it lies in
-// the slice (any thread's range) and nowhere outside it.
+// Reading weight slices from a safetensors checkpoint (the loader's source): large row and
+// column slices come out exactly as stored, a stray dtype is converted, and a non-finite value
+// is found wherever it lies in the slice (near its end too) and nowhere outside it. (Written
+// for a multi-threaded copy that was measured slower at startup and taken back; the contract
+// stays for the next attempt, perf/NOTES.md.)
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -19,7 +20,7 @@ namespace {
 using testing::TempDir;
 using testing::throws_error;
 
-constexpr int64_t kRows = 700, kCols = 301;  // 210,700 elements: several threads' worth
+constexpr int64_t kRows = 700, kCols = 301;  // 210,700 elements
 
 std::vector<uint16_t> random_bf16(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -88,16 +89,6 @@ TEST(CheckpointSource, NonFiniteValueIsFoundInAnyThreadsRangeAndOnlyInTheSlice) 
   EXPECT_NO_THROW(source->read(spec("bad", {kRows, kCols}), 0, -1, 0, 299));
   Tensor empty = source->read(spec("w", {kRows, kCols}), 5, 0, 0, -1);
   EXPECT_EQ(empty.numel(), 0);
-}
-
-TEST(CheckpointSource, ReadAheadAdviceIsClampedToTheFile) {
-  CheckpointFixture fx;
-  auto file = SafetensorsFile::open(fx.dir.file("model.safetensors"));
-  const TensorView v = file->get("f32");
-  // Past the end of the mapping, or from outside it: advice only, never a fault.
-  file->advise_will_need(v.data, size_t{1} << 40);
-  file->advise_will_need(&fx, 4096);
-  EXPECT_EQ(std::memcmp(v.data, fx.f32.data(), fx.f32.size() * 4), 0);
 }
 
 }  // namespace

@@ -65,10 +65,6 @@ class SafetensorsFile : public std::enable_shared_from_this<SafetensorsFile> {
   std::vector<std::string> names() const;         // sorted
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::map<std::string, Entry>& entries() const { return entries_; }
-  // Asks the kernel to start reading [begin, begin + bytes) of the mapping from the disk now
-  // (many reads in flight instead of one page fault at a time); clamped to the file, advice
-  // only: a refusal changes nothing but speed.
-  void advise_will_need(const void* begin, size_t bytes) const;
 
   // Limits on the header, which is read into memory before anything else is checked.
   static constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
