@@ -177,6 +177,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     settings.plan = agree_plan(*make_mpi_communicator(MPI_COMM_WORLD, "world"), o.plan, config,
                                budget, binding.ranks_on_node, by_prediction);
   }
+  validate_plan_for_backend(settings.plan, config, backend);
   PlanPredictions predictions;
   if (world_rank == 0)
     predictions = record_predictions(auto_choice, [&] { return choice_inputs(budget); }, settings.plan);

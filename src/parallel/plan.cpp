@@ -169,6 +169,12 @@ std::string cuda_plan_problem(const Plan& p, const ModelConfig& c) {
   return os.str();
 }
 
+void validate_plan_for_backend(const Plan& plan, const ModelConfig& config, const std::string& backend) {
+  if (backend != "cuda") return;
+  const std::string problem = cuda_plan_problem(plan, config);
+  MOETRON_CHECK(problem.empty(), problem);
+}
+
 ShardLayout layout_for(const Plan& plan, const ModelConfig& c, int rank) {
   std::string problem = plan_problem(plan, c);
   MOETRON_CHECK(problem.empty(), problem);

@@ -297,6 +297,15 @@ TEST(Predictor, RefusesOnCudaPlansWhoseExpertSlicesItsKernelsCannotRun) {
   EXPECT_NE(cuda_plan_problem(Plan{1, 2, 1, 1}, awkward), "");
 }
 
+TEST(Predictor, ExplicitCudaPlanWithAnUnrunnableExpertSliceIsRefusedBeforeLoading) {
+  const ModelConfig c = preset(Family::Qwen2Moe, "qwen1.5-moe-a2.7b");
+  const std::string msg = test::error_of([&] { validate_plan_for_backend(Plan{2, 16, 2, 1}, c, "cuda"); });
+  EXPECT_NE(msg.find("--plan pp=2,tp=16,dp=2,ep=1"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("44 columns"), std::string::npos) << msg;
+  EXPECT_NO_THROW(validate_plan_for_backend(Plan{2, 16, 2, 1}, c, "cpu"));   // the CPU kernels take any width
+  EXPECT_NO_THROW(validate_plan_for_backend(Plan{1, 16, 1, 1}, c, "cuda"));  // 88 columns a rank
+}
+
 // A skewed routing: the first expert set gets ten times the picks of the others.
 std::vector<std::vector<int64_t>> skewed_counts(const ModelConfig& c, int hot_experts) {
   std::vector<std::vector<int64_t>> counts(static_cast<size_t>(c.num_moe_layers()),

@@ -63,6 +63,9 @@ std::string plan_problem(const Plan& plan, const ModelConfig& config);
 // The first reason the CUDA kernels cannot run a plan that plan_problem accepts (a rank's slice of
 // each expert must be a multiple of kCudaExpertWidthMultiple columns), or "" when they can.
 std::string cuda_plan_problem(const Plan& plan, const ModelConfig& config);
+// Throws Error with that reason when `backend` is "cuda" and its kernels cannot run the plan:
+// an explicit --plan is refused before any weight is read, on every rank alike.
+void validate_plan_for_backend(const Plan& plan, const ModelConfig& config, const std::string& backend);
 // Throws Error with the reason when the plan cannot shard the config.
 ShardLayout layout_for(const Plan& plan, const ModelConfig& config, int rank);
 
