@@ -52,6 +52,22 @@ def measure_roofline():
     return bw, flops
 
 
+def make_prompts(out, *args):
+    """perf/make_prompts.py OUT ARGS... (random requests as JSON Lines)."""
+    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "make_prompts.py"), out,
+                    *[str(a) for a in args]], check=True)
+
+
+def hf_bench(label, *args):
+    """perf/hf_bench.py ARGS...: its JSON records (a failure is printed, not raised, so the
+    Moetron figures of the call are kept)."""
+    hf = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "hf_bench.py"),
+                         *[str(a) for a in args]], capture_output=True, text=True)
+    if hf.returncode != 0:
+        print(f"hf_bench ({label}) failed:", hf.stderr[-2000:], flush=True)
+    return [json.loads(line) for line in hf.stdout.splitlines() if line.startswith("{")]
+
+
 def load_config(path):
     with open(os.path.join(path, "config.json")) as f:
         return json.load(f)
@@ -124,8 +140,7 @@ def measure_prefill(binary, model, preset, cfg, prompt, out, peak):
     prompt = min(prompt, cfg.get("max_position_embeddings", prompt + 1) - 1)
     requests = max(2, 32768 // prompt)
     prompts = os.path.join(out, f"prefill-{prompt}.jsonl")
-    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "make_prompts.py"), prompts,
-                    str(requests), str(prompt), "1", "30000"], check=True)
+    make_prompts(prompts, requests, prompt, 1, 30000)
     records = []
     flops = prefill_flops_per_token(cfg, prompt)
     try:
@@ -136,18 +151,12 @@ def measure_prefill(binary, model, preset, cfg, prompt, out, peak):
     except RuntimeError as e:
         records.append(dict(engine="moetron-prefill", model=preset, prompt=prompt, error=str(e)[-2000:]))
     hf_batch = max(1, min(64, 32768 // prompt))
-    hf = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "hf_bench.py"), "--model", model,
-                         "--batches", str(hf_batch), "--prompt", str(prompt), "--new-tokens", "2", "--reps", "3"],
-                        capture_output=True, text=True)
-    for line in hf.stdout.splitlines():
-        if line.startswith("{"):
-            r = json.loads(line)
-            rate = r.get("prefill_tok_s")
-            records.append(dict(engine="hf-prefill", model=preset, prompt=prompt, batch=hf_batch,
-                                prefill_tok_s=rate, fraction_of_gemm_rate=rate * flops / peak if rate else None,
-                                **({"error": r["error"]} if "error" in r else {})))
-    if hf.returncode != 0:
-        print("hf_bench (prefill) failed:", hf.stderr[-2000:], flush=True)
+    for r in hf_bench("prefill", "--model", model, "--batches", hf_batch, "--prompt", prompt, "--new-tokens", 2,
+                      "--reps", 3):
+        rate = r.get("prefill_tok_s")
+        records.append(dict(engine="hf-prefill", model=preset, prompt=prompt, batch=hf_batch,
+                            prefill_tok_s=rate, fraction_of_gemm_rate=rate * flops / peak if rate else None,
+                            **({"error": r["error"]} if "error" in r else {})))
     for r in records:
         print(json.dumps(r), flush=True)
     return records
@@ -158,8 +167,7 @@ def measure_sampling(binary, model, preset, batch, prompt, steps, out, reps=2):
     decode step median of each, runs alternating so that drift falls on both alike; the spread
     of the repeats is the run-to-run noise the overhead is read against."""
     prompts = os.path.join(out, f"sampling-{batch}.jsonl")
-    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "make_prompts.py"), prompts,
-                    str(batch), str(prompt), str(steps + 1), "30000"], check=True)
+    make_prompts(prompts, batch, prompt, steps + 1, 30000)
     modes = {"greedy": [], "sampled": ["--temperature", "0.8", "--top-p", "0.9"]}
     steps_s = {m: [] for m in modes}
     try:
@@ -219,8 +227,7 @@ def measure_startup(binary, preset, out):
     print(f"  startup: disk cold read {disk / 1e9:.2f} GB/s", flush=True)
     drop_from_page_cache(ckpt)
     prompts = os.path.join(out, "startup.jsonl")
-    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "make_prompts.py"), prompts,
-                    "1", "16", "2", "30000"], check=True)
+    make_prompts(prompts, 1, 16, 2, 30000)
     cmd = [binary, "run", "--model", ckpt, "--prompts", prompts, "--out", os.path.join(out, "startup.h5"),
            "--backend", "cuda", "--ignore-eos"]
     log = subprocess.run(cmd, capture_output=True, text=True)
@@ -274,9 +281,8 @@ def main():
         batches = [int(x) for x in args.batches.split(",")]
         # One run measures every batch size: requests finish in waves (make_prompts --phases).
         phased = os.path.join(args.out, "phased.jsonl")
-        subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "make_prompts.py"), phased,
-                        "--phases", ",".join(str(b) for b in sorted(batches, reverse=True)),
-                        "--steps", str(args.steps), "--prompt", str(args.prompt)], check=True)
+        make_prompts(phased, "--phases", ",".join(str(b) for b in sorted(batches, reverse=True)),
+                     "--steps", args.steps, "--prompt", args.prompt)
         context = args.prompt + len(batches) * args.steps // 2
         try:
             graphs_log = run_moetron(args.moetron, model, phased, max(batches), f"{preset}.h5", [], args.out)
@@ -303,8 +309,7 @@ def main():
             records.append(r)
         for b in [int(x) for x in args.idle_batches.split(",") if x]:
             prompts = os.path.join(args.out, f"idle-{b}.jsonl")
-            subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "make_prompts.py"), prompts,
-                            str(b), str(args.prompt), str(args.steps + 1), "30000"], check=True)
+            make_prompts(prompts, b, args.prompt, args.steps + 1, 30000)
             for graphs in (True, False):
                 extra = ["--measure-gpu-idle"] + ([] if graphs else ["--no-graphs"])
                 try:
@@ -321,17 +326,11 @@ def main():
         if args.startup:
             records.append(measure_startup(args.moetron, preset, args.out))
         if args.hf_decode:
-            hf = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "hf_bench.py"),
-                                 "--model", model, "--batches", args.hf_batches, "--prompt", str(args.prompt),
-                                 "--new-tokens", str(args.new_tokens), "--reps", "2"], capture_output=True, text=True)
-            for line in hf.stdout.splitlines():
-                if line.startswith("{"):
-                    r = json.loads(line)
-                    r["model"] = preset
-                    print(json.dumps(r), flush=True)
-                    records.append(r)
-            if hf.returncode != 0:
-                print("hf_bench failed:", hf.stderr[-2000:], flush=True)
+            for r in hf_bench("decode", "--model", model, "--batches", args.hf_batches, "--prompt", args.prompt,
+                              "--new-tokens", args.new_tokens, "--reps", 2):
+                r["model"] = preset
+                print(json.dumps(r), flush=True)
+                records.append(r)
     meta = dict(device=device, date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 hbm_bytes_per_s=bw, bf16_flops_per_s=peak, prompt=args.prompt, new_tokens=args.new_tokens,
                 steps=args.steps)

@@ -39,61 +39,61 @@ def table_lines(meta, records):
     return lines
 
 
-def sampling_lines(records):
-    """Sampling's cost over greedy decode at the same batch, with the repeats' spread (noise)."""
-    rows = [r for r in records if r["engine"] == "moetron-sampling"]
+def section(rows, columns, done, lead, cells):
+    """A table of its own: one line per record, `lead(r)` (the cells naming it) then `cells(r)`,
+    or "failed" where the record lacks the key `done`; nothing without records."""
     if not rows:
         return []
-    lines = ["", "| model | batch | greedy step ms | temperature 0.8, top-p 0.9 step ms | sampling's cost | spread of repeats (greedy / sampled) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for r in rows:
-        if "greedy_step_s" not in r:
-            lines.append(f"| {r['model']} | {r['batch']} | failed | | | |")
-            continue
-        lines.append(f"| {r['model']} | {r['batch']} | {r['greedy_step_s'] * 1e3:.2f} | {r['sampled_step_s'] * 1e3:.2f} | "
-                     f"{r['sampling_overhead']:+.1%} | {r['greedy_spread']:.1%} / {r['sampled_spread']:.1%} |")
+        named = lead(r)
+        filled = cells(r) if done in r else ["failed"] + [""] * (len(columns) - len(named) - 1)
+        lines.append("| " + " | ".join(named + filled) + " |")
     return lines
+
+
+def of_engine(records, engine):
+    return [r for r in records if r["engine"] == engine]
+
+
+def sampling_lines(records):
+    """Sampling's cost over greedy decode at the same batch, with the repeats' spread (noise)."""
+    return section(
+        of_engine(records, "moetron-sampling"),
+        ["model", "batch", "greedy step ms", "temperature 0.8, top-p 0.9 step ms", "sampling's cost",
+         "spread of repeats (greedy / sampled)"], "greedy_step_s",
+        lambda r: [r["model"], str(r["batch"])],
+        lambda r: [f"{r['greedy_step_s'] * 1e3:.2f}", f"{r['sampled_step_s'] * 1e3:.2f}", f"{r['sampling_overhead']:+.1%}",
+                   f"{r['greedy_spread']:.1%} / {r['sampled_spread']:.1%}"])
 
 
 def prefill_lines(records):
     """Prompt tokens per second, Moetron against HF, and each as a fraction of the GEMM rate."""
-    rows = [r for r in records if r["engine"] == "moetron-prefill"]
-    if not rows:
-        return []
-    hf = {(r["model"], r["prompt"]): r for r in records if r["engine"] == "hf-prefill"}
-    lines = ["", "| model | prompt tokens | moetron prefill tok/s | of bf16 GEMM rate | HF prefill tok/s (batch) | of bf16 GEMM rate | speedup vs HF |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in sorted(rows, key=lambda r: (r["model"], r["prompt"])):
+    hf = {(r["model"], r["prompt"]): r for r in of_engine(records, "hf-prefill")}
+
+    def cells(r):
         h = hf.get((r["model"], r["prompt"]), {})
-        if "prefill_tok_s" not in r:
-            lines.append(f"| {r['model']} | {r['prompt']} | failed | | | | |")
-            continue
         hr = h.get("prefill_tok_s")
-        hf_text = f"{hr:.0f} ({h['batch']})" if hr else "-"
-        hf_frac = f"{h['fraction_of_gemm_rate']:.0%}" if hr else "-"
-        speed = f"{r['prefill_tok_s'] / hr:.2f}x" if hr else "-"
-        lines.append(f"| {r['model']} | {r['prompt']} | {r['prefill_tok_s']:.0f} | {r['fraction_of_gemm_rate']:.0%} | "
-                     f"{hf_text} | {hf_frac} | {speed} |")
-    return lines
+        return [f"{r['prefill_tok_s']:.0f}", f"{r['fraction_of_gemm_rate']:.0%}",
+                f"{hr:.0f} ({h['batch']})" if hr else "-", f"{h['fraction_of_gemm_rate']:.0%}" if hr else "-",
+                f"{r['prefill_tok_s'] / hr:.2f}x" if hr else "-"]
+    return section(
+        sorted(of_engine(records, "moetron-prefill"), key=lambda r: (r["model"], r["prompt"])),
+        ["model", "prompt tokens", "moetron prefill tok/s", "of bf16 GEMM rate", "HF prefill tok/s (batch)",
+         "of bf16 GEMM rate", "speedup vs HF"], "prefill_tok_s",
+        lambda r: [r["model"], str(r["prompt"])], cells)
 
 
 def startup_lines(records):
     """A cold start from a full-size checkpoint on the machine's disk."""
-    rows = [r for r in records if r["engine"] == "moetron-startup"]
-    if not rows:
-        return []
-    lines = ["", "| model | checkpoint | ready in | weights read | disk cold read | of disk rate | KV cache | decode graphs |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        if "startup_s" not in r:
-            lines.append(f"| {r['model']} | {r['checkpoint_bytes'] / 1e9:.1f} GB in {r['shards']} shards | failed | | | | | |")
-            continue
-        rate = r.get("weights_read_bytes_per_s")
-        lines.append(
-            f"| {r['model']} | {r['checkpoint_bytes'] / 1e9:.1f} GB in {r['shards']} shards | {r['startup_s']:.1f} s | "
-            f"{r['weights_s']:.1f} s ({rate / 1e9:.2f} GB/s) | {r['disk_read_bytes_per_s'] / 1e9:.2f} GB/s | "
-            f"{r['fraction_of_disk_rate']:.0%} | {r['kv_cache_s']:.2f} s | {r['graphs']} in {r['graphs_s']:.2f} s |")
-    return lines
+    return section(
+        of_engine(records, "moetron-startup"),
+        ["model", "checkpoint", "ready in", "weights read", "disk cold read", "of disk rate", "KV cache",
+         "decode graphs"], "startup_s",
+        lambda r: [r["model"], f"{r['checkpoint_bytes'] / 1e9:.1f} GB in {r['shards']} shards"],
+        lambda r: [f"{r['startup_s']:.1f} s", f"{r['weights_s']:.1f} s ({r['weights_read_bytes_per_s'] / 1e9:.2f} GB/s)",
+                   f"{r['disk_read_bytes_per_s'] / 1e9:.2f} GB/s", f"{r['fraction_of_disk_rate']:.0%}",
+                   f"{r['kv_cache_s']:.2f} s", f"{r['graphs']} in {r['graphs_s']:.2f} s"])
 
 
 def write_table(meta, records, path):

@@ -10,7 +10,6 @@
 #include <cstddef>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "moetron/backend/ops.hpp"
 
@@ -123,17 +122,9 @@ class CudaOps final : public Ops {
 
  private:
   // The experts' gate/up and down GEMMs as one cuBLAS call per expert with rows (x_perm in
-  // expert order, device_offsets [num_local + 1] its experts' first rows): act [rows, inter],
-  // y_perm [rows, hidden]. Syncs the stream to read the offsets.
-  // One expert's GEMM: out [rows, n] = x [rows, k] . w [n, k]^T (bf16 device pointers).
-  struct ExpertGemmCall {
-    const void* x;
-    const void* w;
-    void* out;
-    int64_t rows;
-  };
-  // The calls of one projection (all experts alike in n and k), as MOETRON_EXPERT_GEMM chooses.
-  void run_expert_gemms(const std::vector<ExpertGemmCall>& calls, int64_t n, int64_t k);
+  // expert order, device_offsets [num_local + 1] its experts' first rows), each rounded up to a
+  // few recurring shapes: act [rows, inter], y_perm [rows, hidden], both with kBucketRows rows
+  // of slack. Syncs the stream to read the offsets.
   void expert_gemms_by_cublas(const void* x_perm, const ExpertWeights& experts,
                               const int32_t* device_offsets, int64_t hidden, int64_t inter,
                               Tensor& act, Tensor& y_perm);

@@ -39,28 +39,25 @@ int32_t* i32(const Tensor& t) { return static_cast<int32_t*>(t.data); }
 float* f32(const Tensor& t) { return static_cast<float*>(t.data); }
 
 // Prefill-sized expert loads (the large row tiles: hundreds of rows per expert on average) run
-// through cuBLAS: the portable WMMA tiles reach about a quarter of the bf16 GEMM rate there
-// (ncu, perf/NOTES.md). It needs the experts' row counts on the host (one stream sync per MoE
-// layer), so only outside graph capture; decode steps keep the tiles. One plain call per expert
-// is host-bound (each expert's row count is a new shape for cuBLAS's heuristics: slower than the
-// tiles), so each expert's rows are rounded up to kBucketRows (few distinct shapes; the extra
-// rows are the next expert's, computed again by its own call, or slack). MOETRON_EXPERT_GEMM
-// chooses, for A/B measurements without a rebuild: bucketed (the default), grouped (one grouped
-// batched cuBLAS call per projection) or tiles. On an H200, 4,095-token prompts: bucketed 1.68x
-// (OLMoE) and 1.40x (Qwen1.5) the tiles' prefill rate, grouped 1.36x and 1.26x.
-enum class ExpertGemm { Tiles, Grouped, Bucketed };
+// as one cuBLAS GEMM per expert: the portable WMMA tiles reach about a quarter of the bf16 GEMM
+// rate there (ncu, perf/NOTES.md). It needs the experts' row counts on the host (one stream sync
+// per MoE layer), so only outside graph capture; decode steps keep the tiles. Each expert's rows
+// are rounded up to kBucketRows: with its exact row count every call was a new shape for
+// cuBLAS's heuristics, which made the calls host-bound and slower than the tiles; rounded, a few
+// shapes recur (the extra rows are the next expert's, computed again by its own call, or slack).
+// On an H200, 4,095-token prompts: 1.68x (OLMoE) and 1.40x (Qwen1.5) the tiles' prefill rate
+// (one grouped batched cuBLAS call per projection, tried too, gave 1.36x and 1.26x).
+// MOETRON_EXPERT_GEMM=tiles keeps the tiles (A/B measurements without a rebuild).
 constexpr int64_t kBucketRows = 256;
 
-ExpertGemm expert_gemm_choice() {
-  static const ExpertGemm choice = [] {
+bool prefill_experts_by_cublas() {
+  static const bool by_cublas = [] {
     const char* env = std::getenv("MOETRON_EXPERT_GEMM");
-    const std::string v = env == nullptr ? "bucketed" : env;
-    if (v == "tiles") return ExpertGemm::Tiles;
-    if (v == "grouped") return ExpertGemm::Grouped;
-    MOETRON_CHECK(v == "bucketed", "MOETRON_EXPERT_GEMM='" << v << "': expected tiles, grouped or bucketed");
-    return ExpertGemm::Bucketed;
+    const std::string v = env == nullptr ? "cublas" : env;
+    MOETRON_CHECK(v == "cublas" || v == "tiles", "MOETRON_EXPERT_GEMM='" << v << "': expected cublas or tiles");
+    return v == "cublas";
   }();
-  return choice;
+  return by_cublas;
 }
 
 bool capturing(cudaStream_t stream) {
@@ -401,10 +398,9 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
     gate_up_input = bf(x_perm);
     token_of_row = nullptr;
   }
-  if (!rows_resolved && tile_rows == kernels::kLargeTileRows && expert_gemm_choice() != ExpertGemm::Tiles &&
-      !capturing(stream_)) {
-    // Bucketed calls read and write up to kBucketRows - 1 rows past an expert's last: the next
-    // expert's (written after it, in stream order) or this slack.
+  if (!rows_resolved && tile_rows == kernels::kLargeTileRows && prefill_experts_by_cublas() && !capturing(stream_)) {
+    // The rounded-up calls read and write up to kBucketRows - 1 rows past an expert's last: the
+    // next expert's (written after it, in stream order) or this slack.
     Tensor y_perm = temp(DType::BF16, {slots + kBucketRows, hidden});
     expert_gemms_by_cublas(gate_up_input, experts, routing.offsets, hidden, inter, act, y_perm);
     kernels::moe_unpermute_combine(bf(y_perm), routing.row_of_slot, f32(weights), tokens, k,
@@ -438,48 +434,26 @@ void CudaOps::expert_gemms_by_cublas(const void* x_perm_data, const ExpertWeight
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   const int64_t rows = offsets[static_cast<size_t>(local)];
   if (rows == 0) return;  // no row routed here: the combine reads none of y_perm
+  // Expert e's rows [first, first + n), rounded up to kBucketRows for the call.
+  auto rounded_rows = [&](int64_t e, int64_t* first) {
+    *first = offsets[static_cast<size_t>(e)];
+    const int64_t n = offsets[static_cast<size_t>(e) + 1] - *first;
+    return (n + kBucketRows - 1) / kBucketRows * kBucketRows;
+  };
   // gate_up [rows, 2 inter] (gate, then up, of each row), then act = silu(gate) * up.
   Tensor gate_up = temp(DType::BF16, {rows + kBucketRows, 2 * inter});
-  std::vector<ExpertGemmCall> up_calls, down_calls;
+  int64_t first = 0;
   for (int64_t e = 0; e < local; ++e) {
-    const int64_t first = offsets[static_cast<size_t>(e)], n = offsets[static_cast<size_t>(e) + 1] - first;
-    if (n == 0) continue;
-    up_calls.push_back({x_perm + first * hidden, bf(experts.gate_up) + e * 2 * inter * hidden, bf(gate_up) + first * 2 * inter, n});
-    down_calls.push_back({bf(act) + first * inter, bf(experts.down) + e * hidden * inter, bf(y_perm) + first * hidden, n});
+    const int64_t m = rounded_rows(e, &first);
+    cuda::gemm_nt(cublas_, x_perm + first * hidden, bf(experts.gate_up) + e * 2 * inter * hidden, m, 2 * inter,
+                  hidden, bf(gate_up) + first * 2 * inter, false);
   }
-  run_expert_gemms(up_calls, 2 * inter, hidden);
   kernels::silu_mul(bf(gate_up), rows, inter, bf(act), stream_);
-  run_expert_gemms(down_calls, hidden, inter);
-}
-
-void CudaOps::run_expert_gemms(const std::vector<ExpertGemmCall>& calls, int64_t n, int64_t k) {
-  if (expert_gemm_choice() == ExpertGemm::Bucketed) {
-    for (const ExpertGemmCall& c : calls)
-      cuda::gemm_nt(cublas_, static_cast<const bf16*>(c.x), static_cast<const bf16*>(c.w),
-                    (c.rows + kBucketRows - 1) / kBucketRows * kBucketRows, n, k, c.out, false);
-    return;
+  for (int64_t e = 0; e < local; ++e) {
+    const int64_t m = rounded_rows(e, &first);
+    cuda::gemm_nt(cublas_, bf(act) + first * inter, bf(experts.down) + e * hidden * inter, m, hidden, inter,
+                  bf(y_perm) + first * hidden, false);
   }
-  // One grouped batched call, a group per expert: out_e^T [n, rows_e] = w_e [n, k] . x_e^T in
-  // cuBLAS's column-major terms (as cuda::gemm_nt). Its pointer arrays live on the device.
-  const int groups = static_cast<int>(calls.size());
-  const auto g = calls.size();
-  std::vector<const void*> pointers;
-  for (const ExpertGemmCall& c : calls) pointers.push_back(c.w);
-  for (const ExpertGemmCall& c : calls) pointers.push_back(c.x);
-  for (const ExpertGemmCall& c : calls) pointers.push_back(c.out);
-  Tensor device_pointers = temp(DType::I64, {3 * static_cast<int64_t>(groups)});
-  CUDA_CHECK(cudaMemcpyAsync(device_pointers.data, pointers.data(), pointers.size() * sizeof(void*),
-                             cudaMemcpyHostToDevice, stream_));
-  const auto* table = static_cast<void* const*>(device_pointers.data);
-  const std::vector<cublasOperation_t> op_w(g, CUBLAS_OP_T), op_x(g, CUBLAS_OP_N);
-  const std::vector<int> ns(g, static_cast<int>(n)), ks(g, static_cast<int>(k)), ones(g, 1);
-  std::vector<int> rows;
-  for (const ExpertGemmCall& c : calls) rows.push_back(static_cast<int>(c.rows));
-  const std::vector<float> alpha(g, 1.0f), beta(g, 0.0f);
-  CUBLAS_CHECK(cublasGemmGroupedBatchedEx(cublas_, op_w.data(), op_x.data(), ns.data(), rows.data(), ks.data(),
-                                          alpha.data(), table, CUDA_R_16BF, ks.data(), table + groups,
-                                          CUDA_R_16BF, ks.data(), beta.data(), table + 2 * groups,
-                                          CUDA_R_16BF, ns.data(), groups, ones.data(), CUBLAS_COMPUTE_32F));
 }
 
 void CudaOps::do_swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
