@@ -3,10 +3,14 @@
 //   1024 threads, 16-byte loads, several in flight per thread.
 // - Temperature / top-k / top-p: radix::sample_row (moetron/sampling/radix_sampling.hpp, shared
 //   with the CPU tests) over BlockRow below: a handful of strided passes over the row (it stays
-//   in L2 between them), 256-bin shared-memory histograms, no sort and no host sync.
+//   in L2 between them), 256-bin shared-memory histograms, no sort and no host sync. Few rows
+//   (decode) split each row over several blocks (radix::blocks_per_row), which add their
+//   partials through global memory between passes.
+#include <atomic>
 #include <type_traits>
 
 #include "common.cuh"
+#include "moetron/core/error.hpp"
 #include "moetron/sampling/radix_sampling.hpp"
 
 namespace moetron {
@@ -95,17 +99,83 @@ struct MaxOp {
   }
 };
 
-// radix::sample_row's view of one row, for the whole block. Every pass gives every thread the
-// same answer: integer atomics and fixed-order reductions only, so a row samples the same token
-// on every run.
+// What one block found in its slice of a row in one pass, for the row's other blocks.
+struct SlicePartial {
+  unsigned long long mass[radix::kBins];
+  uint32_t count[radix::kBins];
+  unsigned long long max_key;
+  double sum;
+};
+
+// The workspace of a launch with `splits` blocks per row: each row's barrier counter, then
+// each row's partials, two passes' worth (a block may publish pass p + 1 while a slower one of
+// its row still reads pass p; it cannot reach p + 2 before that one has arrived at p + 1).
+constexpr size_t kCounterBytes = 256;  // per launch, rounded: keeps the partials aligned
+size_t counters_bytes(int64_t rows) {
+  return (static_cast<size_t>(rows) * sizeof(unsigned) + kCounterBytes - 1) / kCounterBytes *
+         kCounterBytes;
+}
+size_t workspace_bytes(int64_t rows, int splits) {
+  if (splits <= 1) return 0;
+  return counters_bytes(rows) + static_cast<size_t>(rows) * splits * 2 * sizeof(SlicePartial);
+}
+
+// The blocks that share one row (splits == 1: a block has its row to itself, no exchange).
+// Every block of a row makes the same calls in the same order (radix::sample_row gives all of
+// them the same answers), so they meet at the same barriers.
+class RowGroup {
+ public:
+  __device__ RowGroup(int splits, int split, unsigned* arrivals, SlicePartial* partials)
+      : splits_(splits), split_(split), arrivals_(arrivals), partials_(partials) {}
+
+  __device__ int splits() const { return splits_; }
+  __device__ int split() const { return split_; }
+  __device__ SlicePartial& mine() { return partials_[parity() + split_]; }
+  // Another block's partial of this pass: read past L1, which may hold the slot's content of
+  // two passes ago.
+  template <typename T>
+  __device__ T read(int split, const T SlicePartial::*field) const {
+    return __ldcg(&(partials_[parity() + split].*field));
+  }
+  __device__ const SlicePartial& slot(int split) const { return partials_[parity() + split]; }
+
+  // Publishes this block's partial (written before the call) and returns once every block of
+  // the row has published this pass's.
+  __device__ void arrive_and_wait() {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence();
+      atomicAdd(arrivals_, 1u);
+      const unsigned everyone = static_cast<unsigned>((passes_ + 1) * splits_);
+      while (*static_cast<volatile unsigned*>(arrivals_) < everyone) __nanosleep(64);
+      __threadfence();
+    }
+    __syncthreads();
+  }
+  // After every thread has read this pass's partials.
+  __device__ void next_pass() { ++passes_; }
+
+ private:
+  __device__ int parity() const { return (passes_ & 1) * splits_; }
+
+  int splits_, split_;
+  unsigned* arrivals_;
+  SlicePartial* partials_;
+  int passes_ = 0;
+};
+
+// radix::sample_row's view of one row, for the whole block (and, when the row is split, for
+// every block of the row). Every pass gives every thread the same answer: integer atomics and
+// fixed-order reductions only (the blocks' partial sums are added in slice order), so a row
+// samples the same token on every run.
 //
-// A row has one block (decode has few rows), so a pass is bound by how many loads each thread
-// keeps in flight: 16-byte loads, kSampleUnroll of them at once (the row stays in L2 between
-// passes).
+// Each block reads a slice of the row: the passes are bound by the per-token work (the key, an
+// expf, a fixed-point weight, warp aggregation), so a row's time falls with the number of
+// blocks that share it until the exchanges between passes dominate.
 class BlockRow {
  public:
-  __device__ BlockRow(const float* row, int64_t vocab, SampleShared& shared)
-      : row_(row), vocab_(vocab), shared_(shared),
+  __device__ BlockRow(const float* row, int64_t vocab, SampleShared& shared, RowGroup& group)
+      : row_(row), vocab_(vocab), shared_(shared), group_(group),
         vectorized_((vocab & 3) == 0 && (reinterpret_cast<uintptr_t>(row) & 15) == 0) {}
 
   __device__ int64_t vocab() const { return vocab_; }
@@ -117,7 +187,13 @@ class BlockRow {
       const uint64_t key = radix::key_of(logit, i);
       if (radix::in_range(key, r) && key > best) best = key;
     });
-    return block_reduce(best, MaxOp{}, 0ull);
+    best = block_reduce(best, MaxOp{}, 0ull);
+    if (group_.splits() == 1) return best;
+    if (threadIdx.x == 0) group_.mine().max_key = best;
+    group_.arrive_and_wait();
+    for (int s = 0; s < group_.splits(); ++s) best = MaxOp{}(best, group_.read(s, &SlicePartial::max_key));
+    group_.next_pass();
+    return best;
   }
 
   __device__ double mass(uint64_t lo, const radix::Weights& w) {
@@ -125,14 +201,22 @@ class BlockRow {
     for_each_logit([&](float logit, int64_t i, bool valid) {
       if (valid && radix::key_of(logit, i) >= lo) sum += static_cast<double>(w(logit));
     });
-    return block_reduce(sum, SumOp{}, 0.0);
+    sum = block_reduce(sum, SumOp{}, 0.0);
+    if (group_.splits() == 1) return sum;
+    if (threadIdx.x == 0) group_.mine().sum = sum;
+    group_.arrive_and_wait();
+    sum = 0.0;
+    for (int s = 0; s < group_.splits(); ++s) sum += group_.read(s, &SlicePartial::sum);
+    group_.next_pass();
+    return sum;
   }
 
   // Keys of a level crowd into a few digits (logits share their sign and exponent), so one
   // shared atomic per key would queue whole warps on the same bin. A warp instead adds the keys
   // sharing the digit of its first key with one atomic (count and mass summed over the warp;
   // integer sums, so the result does not depend on the order), then likewise for the next
-  // digit; keys of any further digits (a level that spreads them) add one by one.
+  // digit; keys of any further digits (a level that spreads them) add one by one. A split row
+  // then adds its blocks' histograms bin by bin.
   __device__ const radix::Histogram& histogram(const radix::Range& r, const radix::Weights* w,
                                                double per_unit) {
     radix::Histogram& h = shared_.hist;
@@ -154,6 +238,26 @@ class BlockRow {
       add_warp_keys(h, valid, digit, mass);
     });
     __syncthreads();
+    if (group_.splits() > 1) {
+      SlicePartial& out = group_.mine();
+      for (int b = threadIdx.x; b < radix::kBins; b += kSampleThreads) {
+        out.count[b] = h.count[b];
+        out.mass[b] = h.mass[b];
+      }
+      group_.arrive_and_wait();
+      for (int b = threadIdx.x; b < radix::kBins; b += kSampleThreads) {
+        uint32_t count = 0;
+        unsigned long long mass = 0;
+        for (int s = 0; s < group_.splits(); ++s) {
+          count += __ldcg(&group_.slot(s).count[b]);
+          mass += __ldcg(&group_.slot(s).mass[b]);
+        }
+        h.count[b] = count;
+        h.mass[b] = mass;
+      }
+      group_.next_pass();
+      __syncthreads();
+    }
     return h;
   }
 
@@ -161,9 +265,9 @@ class BlockRow {
   static constexpr unsigned kWarp = 0xffffffffu;
   static constexpr int kSampleUnroll = 4;
 
-  // f(logit, index, valid) for each logit this thread owns, each logit exactly once over the
-  // block. The trip count is the same for all lanes of a warp (lanes past the end get
-  // valid = false), so f may use warp shuffles.
+  // f(logit, index, valid) for each logit of this block's slice that this thread owns, each
+  // logit exactly once over the row's blocks. The trip count is the same for all lanes of a
+  // warp (lanes past the end get valid = false), so f may use warp shuffles.
   template <typename F>
   __device__ void for_each_logit(F&& f) const {
     if (vectorized_)
@@ -177,20 +281,23 @@ class BlockRow {
     using Vec = typename std::conditional<VEC == 4, float4, float>::type;
     const Vec* vec = reinterpret_cast<const Vec*>(row_);
     const int64_t n = vocab_ / VEC;  // whole vectors (vectorized rows have no tail)
+    const int64_t per_block = (n + group_.splits() - 1) / group_.splits();
+    const int64_t begin = per_block * group_.split();
+    const int64_t end = n < begin + per_block ? n : begin + per_block;
     const int lane = threadIdx.x & 31;
     constexpr int64_t kStride = kSampleThreads;
-    for (int64_t warp_base = threadIdx.x - lane; warp_base < n;
+    for (int64_t warp_base = begin + threadIdx.x - lane; warp_base < end;
          warp_base += kStride * kSampleUnroll) {
       Vec chunk[kSampleUnroll];
 #pragma unroll
       for (int u = 0; u < kSampleUnroll; ++u) {
         const int64_t v = warp_base + lane + u * kStride;
-        if (v < n) chunk[u] = vec[v];
+        if (v < end) chunk[u] = vec[v];
       }
 #pragma unroll
       for (int u = 0; u < kSampleUnroll; ++u) {
         const int64_t v = warp_base + lane + u * kStride;
-        const bool valid = v < n;
+        const bool valid = v < end;
         const float* values = reinterpret_cast<const float*>(&chunk[u]);
 #pragma unroll
         for (int j = 0; j < VEC; ++j) f(valid ? values[j] : 0.0f, v * VEC + j, valid);
@@ -223,26 +330,85 @@ class BlockRow {
   const float* row_;
   int64_t vocab_;
   SampleShared& shared_;
+  RowGroup& group_;
   bool vectorized_;
 };
 
+// Block b samples row b / splits with the row's other blocks (workspace: see workspace_bytes).
 __global__ void __launch_bounds__(kSampleThreads)
     sample_rows_kernel(const float* __restrict__ logits, int64_t cols,
-                       const radix::RowParams* __restrict__ params, int32_t* ids) {
+                       const radix::RowParams* __restrict__ params, int32_t* ids, int splits,
+                       unsigned* arrivals, SlicePartial* partials) {
   pdl_enter();  // first: see common.cuh
   __shared__ SampleShared shared;
-  BlockRow row(logits + static_cast<int64_t>(blockIdx.x) * cols, cols, shared);
-  const radix::RowParams p = params[blockIdx.x];
+  const int64_t r = blockIdx.x / splits;
+  const int split = static_cast<int>(blockIdx.x % splits);
+  RowGroup group(splits, split, arrivals == nullptr ? nullptr : arrivals + r,
+                 partials == nullptr ? nullptr : partials + r * 2 * splits);
+  BlockRow row(logits + r * cols, cols, shared, group);
+  const radix::RowParams p = params[r];
   const int32_t id = radix::sample_row(row, p);
-  if (threadIdx.x == 0) ids[blockIdx.x] = id;
+  if (threadIdx.x == 0 && split == 0) ids[r] = id;
+}
+
+// Blocks of sample_rows_kernel the current device holds at once (its split rows' blocks must
+// all be resident to meet at their barriers: the launch is cooperative).
+int64_t resident_sample_blocks() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int64_t> cached[kMaxDevices] = {};
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  if (device < kMaxDevices && cached[device] > 0) return cached[device];
+  int per_sm = 0, sms = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, sample_rows_kernel,
+                                                           kSampleThreads, 0));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t resident = static_cast<int64_t>(per_sm) * sms;
+  if (device < kMaxDevices) cached[device] = resident;
+  return resident;
+}
+
+int splits_for(int64_t rows, int64_t cols) {
+  return radix::blocks_per_row(rows, cols, resident_sample_blocks());
 }
 
 }  // namespace
 
+size_t sample_rows_workspace_bytes(int64_t rows, int64_t cols) {
+  return rows <= 0 ? 0 : workspace_bytes(rows, splits_for(rows, cols));
+}
+
 void sample_rows(const float* logits, int64_t rows, int64_t cols,
-                 const radix::RowParams* params, int32_t* ids, cudaStream_t stream) {
+                 const radix::RowParams* params, int32_t* ids, void* workspace,
+                 size_t workspace_size, cudaStream_t stream) {
   if (rows == 0) return;
-  launch(sample_rows_kernel, rows, kSampleThreads, 0, stream, logits, cols, params, ids);
+  const int splits = splits_for(rows, cols);
+  if (splits == 1) {
+    launch(sample_rows_kernel, rows, kSampleThreads, 0, stream, logits, cols, params, ids, 1,
+           static_cast<unsigned*>(nullptr), static_cast<SlicePartial*>(nullptr));
+    return;
+  }
+  MOETRON_CHECK(workspace != nullptr && workspace_size >= workspace_bytes(rows, splits),
+                "sample_rows: a workspace of " << workspace_size << " bytes for " << rows
+                    << " rows split " << splits << " ways, which need "
+                    << workspace_bytes(rows, splits));
+  unsigned* arrivals = static_cast<unsigned*>(workspace);
+  SlicePartial* partials =
+      reinterpret_cast<SlicePartial*>(static_cast<char*>(workspace) + counters_bytes(rows));
+  CUDA_CHECK(cudaMemsetAsync(arrivals, 0, static_cast<size_t>(rows) * sizeof(unsigned), stream));
+  // Cooperative: every block resident at once, or the launch fails (never a barrier that waits
+  // for a block that cannot start). splits_for keeps rows * splits within the resident blocks.
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeCooperative;
+  attribute[0].val.cooperative = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(rows * splits));
+  config.blockDim = dim3(kSampleThreads);
+  config.stream = stream;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  CUDA_CHECK(cudaLaunchKernelEx(&config, sample_rows_kernel, logits, cols, params, ids, splits,
+                                arrivals, partials));
 }
 
 void argmax_rows(const void* logits, bool logits_bf16, int64_t rows, int64_t cols, int32_t* ids,

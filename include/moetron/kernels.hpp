@@ -239,9 +239,12 @@ void add_sigmoid_gated(bf16* acc, const bf16* x, const bf16* gate_w, const bf16*
 void argmax_rows(const void* logits, bool logits_bf16, int64_t rows, int64_t cols, int32_t* ids,
                  cudaStream_t stream);
 // ids[r] = the token sample_token (moetron/sampling/sampling.hpp) draws from logits [rows, cols]
-// (fp32) with params[r] (device memory, [rows]): radix::sample_row, one block per row.
+// (fp32) with params[r] (device memory, [rows]): radix::sample_row, radix::blocks_per_row blocks
+// per row. workspace: device memory of sample_rows_workspace_bytes(rows, cols) bytes (0 when a
+// block has each row to itself), not used by anything else while the launch runs.
+size_t sample_rows_workspace_bytes(int64_t rows, int64_t cols);
 void sample_rows(const float* logits, int64_t rows, int64_t cols, const radix::RowParams* params,
-                 int32_t* ids, cudaStream_t stream);
+                 int32_t* ids, void* workspace, size_t workspace_size, cudaStream_t stream);
 
 }  // namespace kernels
 }  // namespace moetron

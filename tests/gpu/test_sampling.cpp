@@ -14,6 +14,7 @@
 
 #include "../common/sampling_reference.hpp"
 #include "gpu_test_util.hpp"
+#include "moetron/kernels.hpp"
 #include "moetron/sampling/sampling.hpp"
 
 namespace moetron {
@@ -60,8 +61,15 @@ std::string describe(const Batch& b, int64_t r) {
 TEST_F(CudaSampling, SampleRowsDrawsWhatSampleTokenDraws) {
   std::mt19937_64 rng(20260301);
   int64_t draws = 0, mismatches = 0;
-  for (int64_t vocab : {50, 1000, 50304, 151936}) {
-    for (int64_t rows : {1, 7, 64}) {
+  // Every vocabulary at 1, 7 and 64 rows (the larger ones split each row over several blocks),
+  // an odd vocabulary (unvectorized slices) and 300 rows (a block per row again).
+  std::vector<std::pair<int64_t, int64_t>> shapes = {{32001, 1}, {32001, 7}, {50304, 300}};
+  for (int64_t vocab : {50, 1000, 50304, 151936})
+    for (int64_t rows : {1, 7, 64}) shapes.emplace_back(vocab, rows);
+  EXPECT_GT(kernels::sample_rows_workspace_bytes(7, 50304), 0u) << "decode rows are not split";
+  EXPECT_EQ(kernels::sample_rows_workspace_bytes(7, 1000), 0u) << "a small vocabulary is split";
+  for (const auto& [vocab, rows] : shapes) {
+    {
       const int batches = vocab * rows > 1000000 ? 3 : 12;
       for (int i = 0; i < batches; ++i) {
         const Batch b = random_batch(vocab, rows, rng);
@@ -85,6 +93,26 @@ TEST_F(CudaSampling, SampleRowsDrawsWhatSampleTokenDraws) {
   }
   EXPECT_LE(mismatches, kMaxMismatchFraction * draws) << mismatches << " of " << draws;
   std::cout << "sample_rows: " << mismatches << " of " << draws << " draws differ (ties)\n";
+}
+
+// Rows split over several blocks meet at barriers and add partials through global memory: a
+// race there shows as a token that changes from one launch to the next on the same inputs.
+TEST_F(CudaSampling, SplitRowsDrawTheSameTokensEveryLaunch) {
+  std::mt19937_64 rng(31);
+  for (int64_t rows : {1, 64}) {
+    const Batch b = random_batch(151936, rows, rng);
+    Pair logits = floats(b.logits, {rows, b.vocab});
+    std::vector<int32_t> first;
+    for (int launch = 0; launch < 6; ++launch) {
+      Pair ids = output(DType::I32, {rows});
+      gpu().sample_rows(logits.gpu, b.params, b.steps, ids.gpu);
+      const std::vector<int32_t> got = read_ints(gpu(), ids.gpu);
+      if (launch == 0)
+        first = got;
+      else
+        EXPECT_EQ(got, first) << rows << " rows, launch " << launch;
+    }
+  }
 }
 
 // Rows at the edges: a finite token among -inf, all -inf (a token), and rows holding a NaN or

@@ -3,6 +3,7 @@
 // sequential Row draws what sample_token draws.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -151,6 +152,33 @@ std::string describe(const SamplingParams& p, uint64_t step) {
   os << "temperature " << p.temperature << " top_k " << p.top_k << " top_p " << p.top_p
      << " seed " << p.seed << " step " << step;
   return os.str();
+}
+
+TEST(RadixSampling, BlocksPerRowFillTheDeviceWithinTheirBounds) {
+  // An H200 holds 264 sampling blocks of 512 threads (2 an SM); odd counts of every kind too.
+  EXPECT_EQ(radix::blocks_per_row(64, 50304, 264), 4);
+  EXPECT_EQ(radix::blocks_per_row(1, 151936, 264), radix::kMaxBlocksPerRow);
+  EXPECT_EQ(radix::blocks_per_row(256, 151936, 264), 1);
+  EXPECT_EQ(radix::blocks_per_row(7, 32001, 264), 7);  // the slice bound: 32001 / 4096 = 7
+  EXPECT_EQ(radix::blocks_per_row(3, 4095, 1000), 1);   // one block's work
+  EXPECT_EQ(radix::blocks_per_row(0, 50304, 264), 1);
+  EXPECT_EQ(radix::blocks_per_row(500, 50304, 264), 1);  // more rows than resident blocks
+  std::mt19937_64 rng(11);
+  for (int i = 0; i < 2000; ++i) {
+    const int64_t rows = 1 + static_cast<int64_t>(rng() % 700);
+    const int64_t vocab = 1 + static_cast<int64_t>(rng() % 300000);
+    const int64_t resident = 1 + static_cast<int64_t>(rng() % 2000);
+    const int blocks = radix::blocks_per_row(rows, vocab, resident);
+    ASSERT_GE(blocks, 1);
+    ASSERT_LE(blocks, radix::kMaxBlocksPerRow);
+    if (blocks > 1) {  // a split launch must fit the device at once and give each block a slice
+      ASSERT_LE(rows * blocks, resident) << rows << " rows, vocab " << vocab;
+      ASSERT_GE(vocab / blocks, radix::kMinSlice) << rows << " rows, vocab " << vocab;
+    }
+    // Never fewer blocks than both bounds allow.
+    const int64_t allowed = std::min({radix::kMaxBlocksPerRow, resident / rows, vocab / radix::kMinSlice});
+    ASSERT_EQ(blocks, std::max<int64_t>(1, allowed));
+  }
 }
 
 TEST(RadixSampling, KeysFollowTheCandidateOrder) {

@@ -141,6 +141,7 @@ class CudaOps final : public Ops {
   // sample_rows' per-row settings: a buffer of its own, grown as needed, not a temp(): after a
   // graph replay the arena's next temporary may lie on the replayed step's logits.
   Tensor sampling_params_;
+  Tensor sampling_workspace_;  // the split rows' partials and barriers, likewise
   struct Recordings;                        // instantiated graphs, destroyed with this object
   std::shared_ptr<Recordings> recordings_;  // shared_ptr: its deleter is bound where it is made
   struct SectionTimer;                      // event pairs of the timed sections

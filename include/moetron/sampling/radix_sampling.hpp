@@ -152,6 +152,22 @@ MOETRON_HOST_DEVICE inline Pick pick_reaching(const Histogram& h, double unit, d
   return last;
 }
 
+// ---- blocks per row (the device sampler) ---------------------------------------------------
+
+// How many blocks of the device sampler share one row: as many as keep the device's resident
+// blocks busy (resident_blocks / rows), at most kMaxBlocksPerRow (the exchanges between passes
+// grow with it), and never a slice under kMinSlice logits (a small vocabulary is one block's
+// work). 1: a block per row, nothing exchanged.
+constexpr int64_t kMaxBlocksPerRow = 16, kMinSlice = 4096;
+inline int blocks_per_row(int64_t rows, int64_t vocab, int64_t resident_blocks) {
+  if (rows <= 0 || vocab <= 0) return 1;
+  int64_t blocks = resident_blocks / rows;
+  if (blocks > kMaxBlocksPerRow) blocks = kMaxBlocksPerRow;
+  const int64_t by_slice = vocab / kMinSlice;
+  if (blocks > by_slice) blocks = by_slice;
+  return blocks < 1 ? 1 : static_cast<int>(blocks);
+}
+
 // ---- the descents -------------------------------------------------------------------------------
 // Row is one row of logits seen by the whole block: every member is called by every thread
 // with the same arguments and gives every thread the same answer.

@@ -557,9 +557,15 @@ void CudaOps::do_sample_rows(const Tensor& logits, const std::vector<SamplingPar
   }
   Tensor device_params = sampling_params_.slice_rows(0, rows);
   copy_from_host(device_params, packed.data());
+  const size_t workspace = kernels::sample_rows_workspace_bytes(rows, vocab);
+  const int64_t workspace_words = static_cast<int64_t>((workspace + 7) / 8);  // I64 words
+  if (workspace > 0 && (!sampling_workspace_.defined() || sampling_workspace_.numel() < workspace_words)) {
+    sync();  // as above
+    sampling_workspace_ = alloc(DType::I64, {workspace_words});
+  }
   kernels::sample_rows(f32(logits), rows, vocab,
                        static_cast<const radix::RowParams*>(device_params.data), i32(ids),
-                       stream_);
+                       workspace > 0 ? sampling_workspace_.data : nullptr, workspace, stream_);
 }
 
 std::unique_ptr<Ops> make_cuda_ops(int device, size_t arena_bytes) {
