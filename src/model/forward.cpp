@@ -7,6 +7,7 @@
 #include "moetron/backend/expert_dispatch.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/core/range.hpp"
+#include "moetron/model/peer_blocks.hpp"
 
 namespace moetron {
 
@@ -349,47 +350,57 @@ void ModelForward::route_as_peers(size_t local_layer, const Tensor& ids, const T
   Tensor rows = ops.temp(DType::I32, {group * capacity});
   Tensor experts = ops.temp(DType::I32, {group * capacity, 1});
   std::vector<std::pair<const void*, int64_t>> senders;  // per peer: its (table, tp rank)
+  std::vector<int> alike;                                // per peer: the first that sends alike
   for (int p = 0; p < group; ++p) {
     senders.emplace_back(ctx_.peer_replica_tables.at(static_cast<size_t>(p)).at(local_layer).data,
                          p % ctx_.tp->size());
-    const int64_t alike = std::find(senders.begin(), senders.end(), senders.back()) - senders.begin();
-    Tensor block_rows = rows.slice_rows(p * capacity, capacity);
-    Tensor block_experts = experts.slice_rows(p * capacity, capacity);
-    if (alike == p) {
+    alike.push_back(static_cast<int>(std::find(senders.begin(), senders.end(), senders.back()) - senders.begin()));
+    if (alike.back() == p) {
+      Tensor block_rows = rows.slice_rows(p * capacity, capacity);
+      Tensor block_experts = experts.slice_rows(p * capacity, capacity);
       pack_for_peer(local_layer, p, ids, weights, capacity, block_rows, block_experts);
-    } else {
-      ops.copy(rows.slice_rows(alike * capacity, capacity), block_rows);
-      ops.copy(experts.slice_rows(alike * capacity, capacity), block_experts);
     }
+  }
+  for (const BlockRun& run : repeat_runs(alike)) {
+    const int64_t n = run.count * capacity;
+    Tensor to_rows = rows.slice_rows(run.first * capacity, n), to_experts = experts.slice_rows(run.first * capacity, n);
+    ops.copy(rows.slice_rows(run.source * capacity, n), to_rows);
+    ops.copy(experts.slice_rows(run.source * capacity, n), to_experts);
   }
   route.peer_rows = rows;
   route.peer_experts = experts;
-  if (!fixed) cut_to_entries(capacity, route);  // there every block is `capacity` entries
+  if (!fixed) cut_to_entries(capacity, alike, route);  // there every block is `capacity` entries
 }
 
 // The counts path: each peer's block of route.peer_rows / peer_experts cut to its entries
-// (those before the -1 padding), whose numbers become the receive counts.
-void ModelForward::cut_to_entries(int64_t capacity, ExpertRoute& route) {
+// (those before the -1 padding), whose numbers become the receive counts. Alike peers' cut
+// blocks are alike too, so they are copied by runs from the cut blocks already laid out.
+void ModelForward::cut_to_entries(int64_t capacity, const std::vector<int>& alike, ExpertRoute& route) {
   Ops& ops = *ctx_.ops;
   const int group = ctx_.stage->size();
   std::vector<int32_t> host(static_cast<size_t>(route.peer_experts.numel()));
   ops.to_host(route.peer_experts, host.data());
-  int64_t n_recv = 0;
+  std::vector<int64_t> at(static_cast<size_t>(group) + 1, 0);  // each peer's first entry
   for (int p = 0; p < group; ++p) {
     const auto block = host.begin() + p * capacity;
     route.recv_counts[static_cast<size_t>(p)] = std::count_if(block, block + capacity, [](int32_t e) { return e >= 0; });
-    n_recv += route.recv_counts[static_cast<size_t>(p)];
+    at[static_cast<size_t>(p) + 1] = at[static_cast<size_t>(p)] + route.recv_counts[static_cast<size_t>(p)];
   }
+  const int64_t n_recv = at.back();
   Tensor rows = ops.temp(DType::I32, {n_recv}), experts = ops.temp(DType::I32, {n_recv, 1});
-  int64_t at = 0;
-  for (int p = 0; p < group; ++p) {
-    const int64_t n = route.recv_counts[static_cast<size_t>(p)];
-    if (n == 0) continue;
-    Tensor to_rows = rows.slice_rows(at, n), to_experts = experts.slice_rows(at, n);
-    ops.copy(route.peer_rows.slice_rows(p * capacity, n), to_rows);
-    ops.copy(route.peer_experts.slice_rows(p * capacity, n), to_experts);
-    at += n;
-  }
+  // [from, to) of the peers' entries, out of `rows_from` / `experts_from` at `source`.
+  const auto copy_entries = [&](const Tensor& rows_from, const Tensor& experts_from, int64_t source, int from, int to) {
+    const int64_t n = at[static_cast<size_t>(to)] - at[static_cast<size_t>(from)];
+    if (n == 0) return;
+    Tensor to_rows = rows.slice_rows(at[static_cast<size_t>(from)], n);
+    Tensor to_experts = experts.slice_rows(at[static_cast<size_t>(from)], n);
+    ops.copy(rows_from.slice_rows(source, n), to_rows);
+    ops.copy(experts_from.slice_rows(source, n), to_experts);
+  };
+  for (int p = 0; p < group; ++p)
+    if (alike[static_cast<size_t>(p)] == p) copy_entries(route.peer_rows, route.peer_experts, p * capacity, p, p + 1);
+  for (const BlockRun& run : repeat_runs(alike))
+    copy_entries(rows, experts, at[static_cast<size_t>(run.source)], run.first, run.first + run.count);
   route.peer_rows = rows;
   route.peer_experts = experts;
   route.recv_weights = ones_for(n_recv);

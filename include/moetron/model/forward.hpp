@@ -109,7 +109,7 @@ class ModelForward {
   ExpertRoute route_fixed(const Tensor& ids, const Tensor& weights, int64_t dispatch_tokens);
   void route_as_peers(size_t local_layer, const Tensor& ids, const Tensor& weights, int64_t dispatch_tokens,
                       ExpertRoute& route);
-  void cut_to_entries(int64_t capacity, ExpertRoute& route);
+  void cut_to_entries(int64_t capacity, const std::vector<int>& alike, ExpertRoute& route);
   void pack_for_peer(size_t local_layer, int peer, const Tensor& ids, const Tensor& weights, int64_t capacity,
                      Tensor& rows, Tensor& experts);
   void exchange_with_experts(const LayerWeights& w, const Tensor& h, const ExpertRoute& route,
