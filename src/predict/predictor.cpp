@@ -59,8 +59,8 @@ MemoryFit fit_memory(const ModelConfig& config, const PlanGeometry& g, const Wor
   return fit;
 }
 
-StepShape decode_shape(const Workload& w, int64_t batch, int micro_batches) {
-  return {batch, 1, w.prompt_tokens + w.output_tokens / 2, false, micro_batches};
+StepShape decode_shape(const Workload& w, int64_t batch, int micro_batches, bool recordable) {
+  return {batch, 1, w.prompt_tokens + w.output_tokens / 2, false, micro_batches, recordable};
 }
 
 StepShape prefill_shape(const Workload& w, int64_t prompts, int micro_batches) {
@@ -89,6 +89,11 @@ bool better(const PlanPrediction& a, const PlanPrediction& b) {
 
 }  // namespace
 
+bool decode_recordable(const Plan& plan, const std::string& backend, bool device_groups_through_host) {
+  if (plan.pp > 1 || backend == "cpu") return false;
+  return !(device_groups_through_host && (plan.tp > 1 || plan.dp > 1));
+}
+
 PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const Workload& w,
                             const Cluster& cluster, const CostModel& cost, const PredictorOptions& options) {
   MOETRON_CHECK(plan.world_size() == cluster.ranks,
@@ -114,8 +119,9 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
   const auto* least = std::min_element(std::begin(limits), std::end(limits));
   p.batch = least->first;
   p.batch_limit = least->second;
+  const bool recordable = decode_recordable(plan, options.backend, cluster.device_groups_through_host);
   const auto decode_s = [&](int64_t batch) {
-    return step_cost(g, options.expert_shares, decode_shape(w, batch, p.micro_batches), cost);
+    return step_cost(g, options.expert_shares, decode_shape(w, batch, p.micro_batches, recordable), cost);
   };
   p.decode = decode_s(p.batch);
   p.prefill_prompts = std::clamp<int64_t>(w.max_batch_tokens / w.prompt_tokens, 1, p.batch);

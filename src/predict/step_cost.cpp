@@ -23,7 +23,7 @@ class StageForward {
                const StepShape& shape, int64_t sequences)
       : g_(g), c_(*g.config), s_(g.stages[static_cast<size_t>(stage)]), shares_(shares), cost_(cost),
         shape_(shape), seqs_(sequences), T_(sequences * shape.tokens_per_sequence),
-        in_graph_(!shape.prefill && g.plan.pp == 1) {}
+        in_graph_(!shape.prefill && shape.recordable && g.plan.pp == 1) {}
 
   StepCost run() {
     const int64_t H = c_.hidden_size;

@@ -11,6 +11,7 @@
 #include "../common/fixtures_root.hpp"
 #include "error_of.hpp"
 #include "moetron/io/hdf5.hpp"
+#include "moetron/engine/run_session.hpp"
 #include "moetron/io/results.hpp"
 #include "moetron/model/random_checkpoint.hpp"
 #include "moetron/predict/prediction_file.hpp"
@@ -257,6 +258,70 @@ TEST(Predictor, PricesTheExpertCallAtTheTokenCountThatPicksItsKernel) {
   const CallTokenSpy spy(hardware_preset("h200"));
   step_cost(plan_geometry(c, Plan{1, 1, 2, 2}, 2), {}, {4, 1, 100, false, 1}, spy);
   EXPECT_EQ(spy.calls, std::set<int64_t>{2 * 4 * 8});
+}
+
+// Ranks sharing a GPU talk MPI through host buffers, which the engine cannot record: their
+// decode steps launch eagerly, and the predictor must price each kernel's gap at the launch's
+// cost, not a graph node's. Every plan of 2, 4 and 8 ranks, two model shapes.
+TEST(Predictor, PricesDecodeEagerWhereTheTransportCannotBeRecorded) {
+  HardwareFigures f = hardware_preset("h200");
+  f.graph_node_s = 1.3e-6;
+  f.launch_s = 7.1e-6;
+  const RooflineCostModel cost(f);
+  Workload w = small_workload();
+  w.requests = 24;
+  for (const ModelConfig& c : {preset(Family::Olmoe, "olmoe-1b-7b"), preset(Family::Qwen2Moe, "qwen1.5-moe-a2.7b")}) {
+    for (int ranks : {2, 4, 8}) {
+      int shared_groups = 0;
+      for (const Plan& plan : enumerate_plans(c, ranks)) {
+        PredictorOptions o;
+        o.backend = "cuda";
+        Cluster own = cluster_of(ranks, ranks), shared = own;
+        shared.device_groups_through_host = true;
+        const PlanPrediction a = predict_plan(c, plan, w, own, cost, o), b = predict_plan(c, plan, w, shared, cost, o);
+        SCOPED_TRACE(std::to_string(c.num_experts) + " experts, " + plan.to_string());
+        // Prefill is eager either way; so is decode with pp > 1 or with no group to cross.
+        EXPECT_DOUBLE_EQ(a.prefill.total_s(), b.prefill.total_s());
+        EXPECT_DOUBLE_EQ(a.decode.compute_s, b.decode.compute_s);
+        const bool crosses = plan.pp == 1 && (plan.tp > 1 || plan.dp > 1);
+        if (!crosses) {
+          EXPECT_DOUBLE_EQ(a.decode.kernel_overhead_s, b.decode.kernel_overhead_s);
+          continue;
+        }
+        ++shared_groups;
+        // The same kernels, each at the launch's gap instead of the graph node's.
+        EXPECT_NEAR(b.decode.kernel_overhead_s / a.decode.kernel_overhead_s, f.launch_s / f.graph_node_s, 1e-9);
+        EXPECT_GT(b.decode.total_s(), a.decode.total_s());
+        EXPECT_LT(b.output_tokens_per_s, a.output_tokens_per_s);
+      }
+      EXPECT_GT(shared_groups, 0) << ranks << " ranks";
+    }
+  }
+  // The CPU backend never records.
+  PredictorOptions cpu;
+  cpu.backend = "cpu";
+  const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
+  const PlanPrediction on_cpu = predict_plan(c, Plan{}, w, cluster_of(1, 1), cost, cpu);
+  EXPECT_NEAR(on_cpu.decode.kernel_overhead_s / predict_plan(c, Plan{}, w, cluster_of(1, 1), cost, {}).decode.kernel_overhead_s,
+              f.launch_s / f.graph_node_s, 1e-9);
+}
+
+// decode_recordable is can_record_decode for the transports a plan's groups get: "self" for a
+// group of one, the binding's transport (nccl, or mpi when ranks share a GPU) otherwise.
+TEST(Predictor, DecodeRecordableAgreesWithTheEngine) {
+  for (int pp : {1, 2, 3})
+    for (int tp : {1, 2, 4})
+      for (int dp : {1, 2, 3, 8})
+        for (bool shared : {false, true})
+          for (const std::string backend : {"cuda", "cpu"}) {
+            Plan plan{pp, tp, dp, 1};
+            const std::string transport = backend == "cpu" ? "" : shared ? "mpi" : "nccl";
+            const std::string tp_transport = tp > 1 ? transport : "self";
+            const std::string stage_transport = dp > 1 ? (tp * dp > 1 ? transport : "self") : "";
+            EXPECT_EQ(decode_recordable(plan, backend, shared),
+                      can_record_decode(false, backend == "cuda", pp, tp_transport, stage_transport, nullptr))
+                << plan.to_string() << " " << backend << (shared ? " shared" : "");
+          }
 }
 
 TEST(Predictor, RefusesOnCudaPlansWhoseExpertSlicesItsKernelsCannotRun) {

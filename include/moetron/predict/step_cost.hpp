@@ -27,6 +27,7 @@ struct StepShape {
   int64_t context = 1;              // decode: cached tokens each row attends to; prefill: the prompt
   bool prefill = false;
   int micro_batches = 1;            // the engine splits a step's sequences into pp of them
+  bool recordable = true;           // decode: replayed as a graph when pp = 1 (decode_recordable)
 };
 
 // Seconds of one step as the slowest rank sees it. total_s is the sum of the fields except
