@@ -62,6 +62,14 @@ BenchSizes bench_sizes(const ModelConfig& c, const SizeChoice& choice) {
   BenchSizes s;
   s.tokens = geometric_sizes(1, max_tokens, step);
   s.tokens_per_expert = geometric_sizes(1, gpu ? 1024 : 64, quick ? 16 : 4);
+  if (gpu && !quick) {
+    // Between 64 and 1,024 rows an expert the CUDA call changes path twice (64- to 128-row tiles,
+    // then one GEMM per expert on rows rounded up to 256: expert_call_by_gemms), and prefill
+    // steps of 1k-8k tokens land there: points at 128 and at every bucket up to 1,024, so that
+    // neither path is read off a line drawn from the other's points.
+    for (int64_t rows : {int64_t{128}, 2 * kExpertGemmBucketRows, 3 * kExpertGemmBucketRows}) add_unique(s.tokens_per_expert, rows);
+    std::sort(s.tokens_per_expert.begin(), s.tokens_per_expert.end());
+  }
   s.experts = quick ? std::vector<int64_t>{1} : geometric_sizes(1, c.num_experts, 4);
   add_unique(s.experts, c.num_experts);
   s.max_expert_rows = max_tokens * c.top_k;

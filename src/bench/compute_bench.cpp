@@ -67,8 +67,12 @@ Measurement time_expert_call(Ops& ops, const ComputeBench& b, const ExpertOperan
 
 // The tile path: calls of more than kExpertGemvMaxTokens tokens, one slot each, so `experts`
 // experts get `per_expert` rows each.
+// Up to max_expert_rows slots, and past them by a bucket an expert: a step of the most tokens
+// measured rounds its experts' rows up to that on the per-expert GEMM path (expert_call_by_gemms),
+// and the predictor prices it at the rounded rows.
 void expert_gemms(Ops& ops, const ComputeBench& b, SeriesTable& table) {
-  const int64_t local = b.sizes.experts.back(), max_rows = b.sizes.max_expert_rows;
+  const int64_t local = b.sizes.experts.back();
+  const int64_t max_rows = b.sizes.max_expert_rows + local * kExpertGemmBucketRows;
   for (const auto& [hidden, cols] : b.shapes.experts) {
     const ExpertOperands o = expert_operands(ops, local, hidden, cols, max_rows);
     for (int64_t experts : b.sizes.experts) {
