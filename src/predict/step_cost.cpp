@@ -159,7 +159,8 @@ class StageForward {
     const int64_t H = c_.hidden_size, cols = s_.expert_col_count, call = expert_call_tokens(rows);
     // The dispatch hands the expert call its entries one slot each; one replica's call has top_k.
     const int64_t slots = g_.plan.dp > 1 ? 1 : c_.top_k;
-    const bool by_gemms = expert_call_by_gemms(call, slots, c_.num_experts / g_.plan.ep, !in_graph_);
+    const bool by_gemms =
+        shape_.expert_gemms && expert_call_by_gemms(call, slots, c_.num_experts / g_.plan.ep, !in_graph_);
     const int64_t experts = std::max<int64_t>(1, std::llround(active));
     const int64_t per_expert =
         std::max<int64_t>(1, std::llround((by_gemms ? bucketed : rows) / static_cast<double>(experts)));

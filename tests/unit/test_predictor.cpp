@@ -375,6 +375,15 @@ TEST(Predictor, PricesPerExpertGemmsAtTheirRoundedRows) {
   step_cost(plan_geometry(c, Plan{2, 1, 1, 1}, 2), {}, {3000, 1, 100, false, 1}, eager);
   for (const auto& call : graph.calls) EXPECT_FALSE(call.by_gemms);
   for (const auto& call : eager.calls) EXPECT_TRUE(call.by_gemms);
+  // A backend without the GEMM path (the CPU's) computes the mean rows, not rounded ones.
+  const ExpertCallSpy cpu(hardware_preset("h200"));
+  StepShape on_cpu{1, 3001, 3001, true, 1};
+  on_cpu.expert_gemms = false;
+  step_cost(plan_geometry(c, Plan{}, 1), {}, on_cpu, cpu);
+  for (const auto& call : cpu.calls) {
+    EXPECT_FALSE(call.by_gemms);
+    EXPECT_EQ(call.per_expert, std::llround(3001 * 8.0 / 64));
+  }
 }
 
 TEST(Predictor, RefusesOnCudaPlansWhoseExpertSlicesItsKernelsCannotRun) {
