@@ -30,12 +30,15 @@ std::map<std::vector<int64_t>, TimeSurface> surfaces_over_last_key(const SeriesT
 
 // The moe_experts table's series split by the path each point's call took on the device: the
 // bench calls `per_expert x experts` tokens of one slot each over all the model's experts (the
-// table's largest expert count), eagerly. Off CUDA every point is the tiles'.
+// table's largest expert count, *local), eagerly. Off CUDA every point is the tiles'. The GEMM
+// path keeps the series of all experts only: with fewer, its points lie at many times the rows
+// an expert of any step, which a surface would carry down to the step's rows unchanged.
 void split_expert_points(const SeriesTable* table, bool cuda, std::map<std::vector<int64_t>, TimeSurface>* tiles,
-                         std::map<std::vector<int64_t>, TimeSurface>* gemms) {
+                         std::map<std::vector<int64_t>, TimeSurface>* gemms, int64_t* local_out) {
   if (table == nullptr) return;
   int64_t local = 1;
   for (const Series& s : table->series) local = std::max(local, s.key.back());
+  *local_out = local;
   for (const Series& s : table->series) {
     const std::vector<int64_t> shape(s.key.begin(), s.key.end() - 1);
     std::vector<int64_t> sizes[2];
@@ -46,7 +49,7 @@ void split_expert_points(const SeriesTable* table, bool cuda, std::map<std::vect
       medians[by_gemms].push_back(s.times[i].median_s);
     }
     if (!sizes[0].empty()) (*tiles)[shape].add(s.key.back(), TimeCurve(sizes[0], medians[0]));
-    if (!sizes[1].empty()) (*gemms)[shape].add(s.key.back(), TimeCurve(sizes[1], medians[1]));
+    if (!sizes[1].empty() && s.key.back() == local) (*gemms)[shape].add(local, TimeCurve(sizes[1], medians[1]));
   }
 }
 
@@ -77,7 +80,7 @@ ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fa
     for (const Series& s : t->series)
       gemm_.entries.push_back({s.key, static_cast<double>(s.key[0] * s.key[1]), curve_of(s)});
   std::map<std::vector<int64_t>, TimeSurface> tiles, gemms;
-  split_expert_points(p.find(tables::kMoeExperts), p.origin.backend == "cuda", &tiles, &gemms);
+  split_expert_points(p.find(tables::kMoeExperts), p.origin.backend == "cuda", &tiles, &gemms, &gemm_experts_);
   for (auto& [shape, surface] : tiles)
     experts_.entries.push_back({shape, static_cast<double>(shape[0] * shape[1]), std::move(surface)});
   for (auto& [shape, surface] : gemms)
@@ -138,6 +141,9 @@ double ProfileCostModel::grouped_gemm_s(int64_t tokens_per_expert, int64_t exper
   double scale = 1;
   const TimeSurface* s = path.lookup({r.hidden, r.cols}, static_cast<double>(r.hidden) * r.cols, &scale);
   if (s == nullptr) return fallback_.grouped_gemm_s(tokens_per_expert, experts, n, k, call_tokens, by_gemms);
+  // Measured with every expert active: one GEMM an expert, so fewer active experts take their share.
+  if (&path == &experts_gemms_ && experts < gemm_experts_)
+    scale *= static_cast<double>(experts) / static_cast<double>(gemm_experts_);
   return r.share * scale * own_time(s->at(static_cast<double>(tokens_per_expert), static_cast<double>(experts)));
 }
 

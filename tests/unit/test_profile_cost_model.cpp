@@ -202,6 +202,11 @@ TEST(ProfileCostModel, PerExpertGemmCallsAnswerFromTheGemmPointsOnly) {
     // Either side of the switch at 64 experts: 128 rows an expert on tiles, 256 on GEMMs.
     EXPECT_LE(both.grouped_gemm_s(128, 64, 1024, 1024, 1024, false), 5e-4);
     EXPECT_GE(both.grouped_gemm_s(256, 64, 1024, 1024, 2048, true), 2.0 / 3.0 * 1e-3 - 1e-7);
+    // One GEMM an active expert: measured with all 64 active, 16 active take a quarter, whatever
+    // the 16-expert series measured at 1,024 rows an expert (16,384 tokens: the GEMM path too).
+    for (int64_t r : {256, 300, 512, 700})
+      EXPECT_NEAR(both.grouped_gemm_s(r, 16, 1024, 1024, 4 * r, true), both.grouped_gemm_s(r, 64, 1024, 1024, 16 * r, true) / 4,
+                  1e-15) << r;
     // Off CUDA there is no GEMM path: the same points answer either flag.
     HardwareProfile cpu = p.both;
     cpu.origin.backend = "cpu";

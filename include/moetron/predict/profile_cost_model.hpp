@@ -75,6 +75,7 @@ class ProfileCostModel : public CostModel {
   // moe_experts table holds both the tiles' and (CUDA, prefill-sized) the per-expert GEMMs'
   // points; each is filed by the path its bench call took (expert_call_by_gemms).
   Shapes<TimeSurface> experts_, experts_gemv_, experts_gemms_;
+  int64_t gemm_experts_ = 1;  // the experts active in experts_gemms_'s points (the model's all)
   Shapes<TimeSurface> decode_, prefill_;  // key q_heads, kv_heads, head_dim; surface over context
   std::vector<TimeCurve> memory_;
   double eager_gap_s_ = -1, graph_gap_s_ = -1;  // -1: not measured
