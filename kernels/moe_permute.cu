@@ -242,7 +242,8 @@ int row_copy_threads(int64_t cols, int vec) {
 }  // namespace
 
 // Up to this many slots one block routes them all (shared atomics); beyond, a grid counts them.
-constexpr int64_t kOneBlockRouteMaxSlots = 8192;
+constexpr int64_t kOneBlockRouteMaxSlots = kExpertRouteOneBlockMaxSlots;  // expert_call_by_gemms reads it too
+static_assert(kScanThreads == kExpertRouteOneBlockMaxExperts, "expert_paths.hpp: one routing block's experts");
 
 bool moe_route(const int32_t* ids, int64_t num_tokens, int64_t k, int64_t first_expert,
                int64_t num_local, int tile_rows, const MoeRouting& routing, cudaStream_t stream) {

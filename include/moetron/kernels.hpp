@@ -195,7 +195,7 @@ void route_to_replicas(const int32_t* ids, int64_t tokens, int64_t k, const int3
 constexpr int kGemvMaxRows = static_cast<int>(kExpertGemvMaxTokens);
 constexpr int kTinyTileRows = 16;
 constexpr int kSmallTileRows = 64;
-constexpr int kLargeTileRows = 128;
+constexpr int kLargeTileRows = static_cast<int>(kExpertLargeTileRows);
 int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local);
 // Row tiles the GEMMs launch for at most max_rows permuted rows: each expert's last tile may be
 // partial, and no tile is empty.

@@ -161,6 +161,8 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     in.max_batch_tokens = o.max_batch_tokens;
     in.profile_path = o.profile;
     in.profile_of_any_world = emulation.active();
+    // An emulated rank's groups are local copies (recordable); real ones follow the binding.
+    in.device_groups_through_host = !emulation.active() && binding.transport == "mpi";
     in.backend = backend;
     return in;
   };

@@ -62,6 +62,16 @@ BenchSizes bench_sizes(const ModelConfig& c, const SizeChoice& choice) {
   BenchSizes s;
   s.tokens = geometric_sizes(1, max_tokens, step);
   s.tokens_per_expert = geometric_sizes(1, gpu ? 1024 : 64, quick ? 16 : 4);
+  if (gpu && !quick) {
+    // The CUDA call changes kernels with the rows an expert (kernels::grouped_gemm_tile_rows):
+    // 16-row tiles up to 32 rows (two tiles an expert from 17: decode batch 256 of OLMoE and
+    // Qwen1.5-MoE lands there), 64-row tiles, then from 256 one GEMM per expert on rows rounded
+    // up to 256 (expert_call_by_gemms; prefill of 2k-8k tokens). Points at 32, 128 and every
+    // bucket up to 1,024, so that no regime is read off a line drawn between other kernels' points.
+    for (int64_t rows : {int64_t{32}, int64_t{128}, 2 * kExpertGemmBucketRows, 3 * kExpertGemmBucketRows})
+      add_unique(s.tokens_per_expert, rows);
+    std::sort(s.tokens_per_expert.begin(), s.tokens_per_expert.end());
+  }
   s.experts = quick ? std::vector<int64_t>{1} : geometric_sizes(1, c.num_experts, 4);
   add_unique(s.experts, c.num_experts);
   s.max_expert_rows = max_tokens * c.top_k;

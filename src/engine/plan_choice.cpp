@@ -56,6 +56,7 @@ PlanRanking rank_plans(const PlanChoiceInputs& in) {
   cluster.ranks = in.world_size;
   cluster.ranks_per_node = in.ranks_per_node;
   cluster.memory_per_rank = in.memory.bytes_per_rank;
+  cluster.device_groups_through_host = in.device_groups_through_host;
   const RooflineCostModel roofline(in.hardware);
   std::unique_ptr<ProfileCostModel> measured;
   std::optional<HardwareProfile> profile;

@@ -59,12 +59,13 @@ MemoryFit fit_memory(const ModelConfig& config, const PlanGeometry& g, const Wor
   return fit;
 }
 
-StepShape decode_shape(const Workload& w, int64_t batch, int micro_batches) {
-  return {batch, 1, w.prompt_tokens + w.output_tokens / 2, false, micro_batches};
+// On the CPU backend no expert call runs per-expert GEMMs on bucketed rows.
+StepShape decode_shape(const Workload& w, int64_t batch, int micro_batches, bool recordable, const std::string& backend) {
+  return {batch, 1, w.prompt_tokens + w.output_tokens / 2, false, micro_batches, recordable, backend != "cpu"};
 }
 
-StepShape prefill_shape(const Workload& w, int64_t prompts, int micro_batches) {
-  return {prompts, w.prompt_tokens, w.prompt_tokens, true, micro_batches};
+StepShape prefill_shape(const Workload& w, int64_t prompts, int micro_batches, const std::string& backend) {
+  return {prompts, w.prompt_tokens, w.prompt_tokens, true, micro_batches, false, backend != "cpu"};
 }
 
 // The parts of a step, largest first, as "name NN%".
@@ -88,6 +89,11 @@ bool better(const PlanPrediction& a, const PlanPrediction& b) {
 }
 
 }  // namespace
+
+bool decode_recordable(const Plan& plan, const std::string& backend, bool device_groups_through_host) {
+  if (plan.pp > 1 || backend == "cpu") return false;
+  return !(device_groups_through_host && (plan.tp > 1 || plan.dp > 1));
+}
 
 PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const Workload& w,
                             const Cluster& cluster, const CostModel& cost, const PredictorOptions& options) {
@@ -114,12 +120,13 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
   const auto* least = std::min_element(std::begin(limits), std::end(limits));
   p.batch = least->first;
   p.batch_limit = least->second;
+  const bool recordable = decode_recordable(plan, options.backend, cluster.device_groups_through_host);
   const auto decode_s = [&](int64_t batch) {
-    return step_cost(g, options.expert_shares, decode_shape(w, batch, p.micro_batches), cost);
+    return step_cost(g, options.expert_shares, decode_shape(w, batch, p.micro_batches, recordable, options.backend), cost);
   };
   p.decode = decode_s(p.batch);
   p.prefill_prompts = std::clamp<int64_t>(w.max_batch_tokens / w.prompt_tokens, 1, p.batch);
-  p.prefill = step_cost(g, options.expert_shares, prefill_shape(w, p.prefill_prompts, p.micro_batches), cost);
+  p.prefill = step_cost(g, options.expert_shares, prefill_shape(w, p.prefill_prompts, p.micro_batches, options.backend), cost);
   const double t_prefill = p.prefill.total_s();
   p.prefill_tokens_per_s = static_cast<double>(plan.dp * p.prefill_prompts * w.prompt_tokens) / t_prefill;
   // Workload time per replica at the full batch (assumption 10).
@@ -141,7 +148,7 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
       b = next;
     }
     if (b < p.batch) p.batch = b, p.batch_limit = "arrival rate", p.decode = decode_s(b);
-    p.ttft_s = step_cost(g, options.expert_shares, prefill_shape(w, 1, p.micro_batches), cost).total_s();
+    p.ttft_s = step_cost(g, options.expert_shares, prefill_shape(w, 1, p.micro_batches, options.backend), cost).total_s();
   } else {
     const double first_steps = std::ceil(static_cast<double>(p.batch) / static_cast<double>(p.prefill_prompts));
     p.ttft_s = t_prefill * (first_steps + 1) / 2;

@@ -28,6 +28,31 @@ std::map<std::vector<int64_t>, TimeSurface> surfaces_over_last_key(const SeriesT
   return out;
 }
 
+// The moe_experts table's series split by the path each point's call took on the device: the
+// bench calls `per_expert x experts` tokens of one slot each over all the model's experts (the
+// table's largest expert count, *local), eagerly. Off CUDA every point is the tiles'. The GEMM
+// path keeps the series of all experts only: with fewer, its points lie at many times the rows
+// an expert of any step, which a surface would carry down to the step's rows unchanged.
+void split_expert_points(const SeriesTable* table, bool cuda, std::map<std::vector<int64_t>, TimeSurface>* tiles,
+                         std::map<std::vector<int64_t>, TimeSurface>* gemms, int64_t* local_out) {
+  if (table == nullptr) return;
+  int64_t local = 1;
+  for (const Series& s : table->series) local = std::max(local, s.key.back());
+  *local_out = local;
+  for (const Series& s : table->series) {
+    const std::vector<int64_t> shape(s.key.begin(), s.key.end() - 1);
+    std::vector<int64_t> sizes[2];
+    std::vector<double> medians[2];
+    for (size_t i = 0; i < s.sizes.size(); ++i) {
+      const bool by_gemms = cuda && expert_call_by_gemms(s.sizes[i] * s.key.back(), 1, local, true);
+      sizes[by_gemms].push_back(s.sizes[i]);
+      medians[by_gemms].push_back(s.times[i].median_s);
+    }
+    if (!sizes[0].empty()) (*tiles)[shape].add(s.key.back(), TimeCurve(sizes[0], medians[0]));
+    if (!sizes[1].empty() && s.key.back() == local) (*gemms)[shape].add(local, TimeCurve(sizes[1], medians[1]));
+  }
+}
+
 // One kernel_gap series' time, or -1.
 double gap_of(const SeriesTable* table, int64_t in_graph) {
   const Series* s = table == nullptr ? nullptr : table->find({in_graph});
@@ -54,8 +79,12 @@ ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fa
   if (const SeriesTable* t = p.find(tables::kGemm))
     for (const Series& s : t->series)
       gemm_.entries.push_back({s.key, static_cast<double>(s.key[0] * s.key[1]), curve_of(s)});
-  for (auto& [shape, surface] : surfaces_over_last_key(p.find(tables::kMoeExperts)))
+  std::map<std::vector<int64_t>, TimeSurface> tiles, gemms;
+  split_expert_points(p.find(tables::kMoeExperts), p.origin.backend == "cuda", &tiles, &gemms, &gemm_experts_);
+  for (auto& [shape, surface] : tiles)
     experts_.entries.push_back({shape, static_cast<double>(shape[0] * shape[1]), std::move(surface)});
+  for (auto& [shape, surface] : gemms)
+    experts_gemms_.entries.push_back({shape, static_cast<double>(shape[0] * shape[1]), std::move(surface)});
   for (auto& [shape, surface] : surfaces_over_last_key(p.find(tables::kMoeExpertsGemv)))
     experts_gemv_.entries.push_back({shape, static_cast<double>(shape[0] * shape[1]), std::move(surface)});
   for (auto& [shape, surface] : surfaces_over_last_key(p.find(tables::kAttentionDecode)))
@@ -85,8 +114,13 @@ double ProfileCostModel::gemm_s(int64_t m, int64_t n, int64_t k) const {
 }
 
 double ProfileCostModel::grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k,
-                                        int64_t call_tokens) const {
-  const Shapes<TimeSurface>& path = expert_call_is_gemv(call_tokens) ? experts_gemv_ : experts_;
+                                        int64_t call_tokens, bool by_gemms) const {
+  // A path without points of its own: the GEMV's from the roofline; the tiles' and the GEMMs'
+  // from each other (a profile measured before the GEMM path, or one that never reached it).
+  const Shapes<TimeSurface>& path = expert_call_is_gemv(call_tokens) ? experts_gemv_
+                                    : by_gemms    ? (experts_gemms_.entries.empty() ? experts_ : experts_gemms_)
+                                    : experts_.entries.empty() ? experts_gemms_
+                                                               : experts_;
   // The predictor asks for the gate/up GEMM as (n = 2 cols, k = hidden) and the down GEMM as
   // (n = hidden, k = cols). A shape measured exactly tells which; else a measured hidden size.
   struct Reading {
@@ -106,7 +140,10 @@ double ProfileCostModel::grouped_gemm_s(int64_t tokens_per_expert, int64_t exper
                                                         : down;
   double scale = 1;
   const TimeSurface* s = path.lookup({r.hidden, r.cols}, static_cast<double>(r.hidden) * r.cols, &scale);
-  if (s == nullptr) return fallback_.grouped_gemm_s(tokens_per_expert, experts, n, k, call_tokens);
+  if (s == nullptr) return fallback_.grouped_gemm_s(tokens_per_expert, experts, n, k, call_tokens, by_gemms);
+  // Measured with every expert active: one GEMM an expert, so fewer active experts take their share.
+  if (&path == &experts_gemms_ && experts < gemm_experts_)
+    scale *= static_cast<double>(experts) / static_cast<double>(gemm_experts_);
   return r.share * scale * own_time(s->at(static_cast<double>(tokens_per_expert), static_cast<double>(experts)));
 }
 
@@ -163,7 +200,7 @@ double ProfileCostModel::broadcast_s(int64_t bytes, int ranks, LinkScope scope) 
 std::string ProfileCostModel::describe() const {
   std::ostringstream os;
   os << "profile of " << origin_ << ": " << gemm_.entries.size() << " GEMM shapes, " << experts_.entries.size()
-     << " expert shapes (" << experts_gemv_.entries.size() << " on the GEMV path"
+     << " expert shapes (" << experts_gemms_.entries.size() << " with per-expert GEMM points, " << experts_gemv_.entries.size() << " on the GEMV path"
      << (experts_gemv_.entries.empty() ? ": GEMV-path expert calls from the roofline figures), " : "), ") << decode_.entries.size() + prefill_.entries.size() << " attention shapes, "
      << collectives_.size() << " collective groups";
   if (collectives_.empty()) os << " (collectives from the roofline figures)";

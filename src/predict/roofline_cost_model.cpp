@@ -178,7 +178,7 @@ double RooflineCostModel::gemm_s(int64_t m, int64_t n, int64_t k) const {
 }
 
 double RooflineCostModel::grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k,
-                                         int64_t /*call_tokens*/) const {
+                                         int64_t /*call_tokens*/, bool /*by_gemms*/) const {
   const double rows = static_cast<double>(tokens_per_expert) * static_cast<double>(experts);
   const double N = static_cast<double>(n), K = static_cast<double>(k);
   // Each active expert's weights are read once; each row is read and its output written once.

@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <random>
 #include <set>
 #include <tuple>
 
 #include "../common/fixtures_root.hpp"
 #include "error_of.hpp"
 #include "moetron/io/hdf5.hpp"
+#include "moetron/engine/run_session.hpp"
 #include "moetron/io/results.hpp"
 #include "moetron/model/random_checkpoint.hpp"
 #include "moetron/predict/prediction_file.hpp"
@@ -238,9 +240,9 @@ class CallTokenSpy : public RooflineCostModel {
  public:
   using RooflineCostModel::RooflineCostModel;
   double grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k,
-                        int64_t call_tokens) const override {
+                        int64_t call_tokens, bool by_gemms = false) const override {
     calls.insert(call_tokens);
-    return RooflineCostModel::grouped_gemm_s(tokens_per_expert, experts, n, k, call_tokens);
+    return RooflineCostModel::grouped_gemm_s(tokens_per_expert, experts, n, k, call_tokens, by_gemms);
   }
   mutable std::set<int64_t> calls;
 };
@@ -257,6 +259,131 @@ TEST(Predictor, PricesTheExpertCallAtTheTokenCountThatPicksItsKernel) {
   const CallTokenSpy spy(hardware_preset("h200"));
   step_cost(plan_geometry(c, Plan{1, 1, 2, 2}, 2), {}, {4, 1, 100, false, 1}, spy);
   EXPECT_EQ(spy.calls, std::set<int64_t>{2 * 4 * 8});
+}
+
+// Ranks sharing a GPU talk MPI through host buffers, which the engine cannot record: their
+// decode steps launch eagerly, and the predictor must price each kernel's gap at the launch's
+// cost, not a graph node's. Every plan of 2, 4 and 8 ranks, two model shapes.
+TEST(Predictor, PricesDecodeEagerWhereTheTransportCannotBeRecorded) {
+  HardwareFigures f = hardware_preset("h200");
+  f.graph_node_s = 1.3e-6;
+  f.launch_s = 7.1e-6;
+  const RooflineCostModel cost(f);
+  Workload w = small_workload();
+  w.requests = 24;
+  for (const ModelConfig& c : {preset(Family::Olmoe, "olmoe-1b-7b"), preset(Family::Qwen2Moe, "qwen1.5-moe-a2.7b")}) {
+    for (int ranks : {2, 4, 8}) {
+      int shared_groups = 0;
+      for (const Plan& plan : enumerate_plans(c, ranks)) {
+        PredictorOptions o;
+        o.backend = "cuda";
+        Cluster own = cluster_of(ranks, ranks), shared = own;
+        shared.device_groups_through_host = true;
+        const PlanPrediction a = predict_plan(c, plan, w, own, cost, o), b = predict_plan(c, plan, w, shared, cost, o);
+        SCOPED_TRACE(std::to_string(c.num_experts) + " experts, " + plan.to_string());
+        // Prefill is eager either way; so is decode with pp > 1 or with no group to cross.
+        EXPECT_DOUBLE_EQ(a.prefill.total_s(), b.prefill.total_s());
+        EXPECT_DOUBLE_EQ(a.decode.compute_s, b.decode.compute_s);
+        const bool crosses = plan.pp == 1 && (plan.tp > 1 || plan.dp > 1);
+        if (!crosses) {
+          EXPECT_DOUBLE_EQ(a.decode.kernel_overhead_s, b.decode.kernel_overhead_s);
+          continue;
+        }
+        ++shared_groups;
+        // The same kernels, each at the launch's gap instead of the graph node's.
+        EXPECT_NEAR(b.decode.kernel_overhead_s / a.decode.kernel_overhead_s, f.launch_s / f.graph_node_s, 1e-9);
+        EXPECT_GT(b.decode.total_s(), a.decode.total_s());
+        EXPECT_LT(b.output_tokens_per_s, a.output_tokens_per_s);
+      }
+      EXPECT_GT(shared_groups, 0) << ranks << " ranks";
+    }
+  }
+  // The CPU backend never records.
+  PredictorOptions cpu;
+  cpu.backend = "cpu";
+  const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
+  const PlanPrediction on_cpu = predict_plan(c, Plan{}, w, cluster_of(1, 1), cost, cpu);
+  EXPECT_NEAR(on_cpu.decode.kernel_overhead_s / predict_plan(c, Plan{}, w, cluster_of(1, 1), cost, {}).decode.kernel_overhead_s,
+              f.launch_s / f.graph_node_s, 1e-9);
+}
+
+// decode_recordable is can_record_decode for the transports a plan's groups get: "self" for a
+// group of one, the binding's transport (nccl, or mpi when ranks share a GPU) otherwise.
+TEST(Predictor, DecodeRecordableAgreesWithTheEngine) {
+  for (int pp : {1, 2, 3})
+    for (int tp : {1, 2, 4})
+      for (int dp : {1, 2, 3, 8})
+        for (bool shared : {false, true})
+          for (const std::string backend : {"cuda", "cpu"}) {
+            Plan plan{pp, tp, dp, 1};
+            const std::string transport = backend == "cpu" ? "" : shared ? "mpi" : "nccl";
+            const std::string tp_transport = tp > 1 ? transport : "self";
+            const std::string stage_transport = dp > 1 ? (tp * dp > 1 ? transport : "self") : "";
+            EXPECT_EQ(decode_recordable(plan, backend, shared),
+                      can_record_decode(false, backend == "cuda", pp, tp_transport, stage_transport, nullptr))
+                << plan.to_string() << " " << backend << (shared ? " shared" : "");
+          }
+}
+
+// The roofline, recording how each expert call was priced.
+class ExpertCallSpy : public RooflineCostModel {
+ public:
+  using RooflineCostModel::RooflineCostModel;
+  struct Call {
+    int64_t per_expert, experts, tokens;
+    bool by_gemms;
+  };
+  double grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k, int64_t call_tokens,
+                        bool by_gemms = false) const override {
+    calls.push_back({tokens_per_expert, experts, call_tokens, by_gemms});
+    return RooflineCostModel::grouped_gemm_s(tokens_per_expert, experts, n, k, call_tokens, by_gemms);
+  }
+  mutable std::vector<Call> calls;
+};
+
+// Prefill-sized calls run one GEMM per expert on rows rounded up to 256 (expert_call_by_gemms):
+// priced on that path at the expected rounded rows under uniform routing, against a Monte Carlo
+// draw of each expert's load, at awkward prompt lengths either side of the switch.
+TEST(Predictor, PricesPerExpertGemmsAtTheirRoundedRows) {
+  const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");  // 64 experts, top-8
+  std::mt19937 rng(5);
+  for (int64_t T : {1000, 1024, 1500, 2047, 2048, 2049, 3001, 4095, 5000, 7777}) {
+    const ExpertCallSpy spy(hardware_preset("h200"));
+    step_cost(plan_geometry(c, Plan{}, 1), {}, {1, T, T, true, 1}, spy);
+    ASSERT_FALSE(spy.calls.empty());
+    // 8 T slots copied into expert order (more than 8,192) and 8 T / 64 >= 256 rows an expert.
+    const bool by_gemms = T >= 2048;
+    std::binomial_distribution<int64_t> load(T, 8.0 / 64);
+    double drawn = 0;
+    constexpr int kDraws = 4000;
+    for (int d = 0; d < kDraws; ++d) drawn += static_cast<double>((load(rng) + 255) / 256 * 256);
+    const double expected_per_expert = drawn / kDraws;  // every expert is active at these lengths
+    for (const auto& call : spy.calls) {
+      EXPECT_EQ(call.by_gemms, by_gemms) << T;
+      EXPECT_EQ(call.tokens, T);
+      EXPECT_EQ(call.experts, 64);
+      if (by_gemms)
+        EXPECT_NEAR(static_cast<double>(call.per_expert), expected_per_expert, 0.015 * expected_per_expert) << T;
+      else
+        EXPECT_EQ(call.per_expert, std::llround(T * 8.0 / 64)) << T;
+    }
+  }
+  // Decode replays graphs, which cannot sync with the host: tiles, however large the batch; the
+  // same batch decoded eagerly (pp = 2) takes the GEMMs.
+  const ExpertCallSpy graph(hardware_preset("h200")), eager(hardware_preset("h200"));
+  step_cost(plan_geometry(c, Plan{}, 1), {}, {3000, 1, 100, false, 1}, graph);
+  step_cost(plan_geometry(c, Plan{2, 1, 1, 1}, 2), {}, {3000, 1, 100, false, 1}, eager);
+  for (const auto& call : graph.calls) EXPECT_FALSE(call.by_gemms);
+  for (const auto& call : eager.calls) EXPECT_TRUE(call.by_gemms);
+  // A backend without the GEMM path (the CPU's) computes the mean rows, not rounded ones.
+  const ExpertCallSpy cpu(hardware_preset("h200"));
+  StepShape on_cpu{1, 3001, 3001, true, 1};
+  on_cpu.expert_gemms = false;
+  step_cost(plan_geometry(c, Plan{}, 1), {}, on_cpu, cpu);
+  for (const auto& call : cpu.calls) {
+    EXPECT_FALSE(call.by_gemms);
+    EXPECT_EQ(call.per_expert, std::llround(3001 * 8.0 / 64));
+  }
 }
 
 TEST(Predictor, RefusesOnCudaPlansWhoseExpertSlicesItsKernelsCannotRun) {

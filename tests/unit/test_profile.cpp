@@ -2,8 +2,11 @@
 // model, world or device (naming the file and the field), the shapes and sizes `moetron bench`
 // sweeps, its timing, and the compute benchmarks on the CPU backend.
 #include <gtest/gtest.h>
+
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -199,6 +202,42 @@ TEST(BenchGrid, SizesAreLogSpacedAndSmallerOnTheCpuAndQuick) {
   EXPECT_EQ(cpu.tokens.back(), 1024);
   EXPECT_LE(cpu.contexts.back(), 256);  // the tiny model's max_position_embeddings
   EXPECT_EQ(geometric_sizes(1, 100, 4), (std::vector<int64_t>{1, 4, 16, 64, 100}));
+}
+
+// The CUDA expert call's kernel by rows an expert (over all E experts, as the bench calls it):
+// 16-row tiles to 32, 64-row tiles below 256, per-expert GEMMs from 256.
+int cuda_expert_regime(int64_t rows) { return rows <= 32 ? 0 : rows < 2 * kExpertLargeTileRows ? 1 : 2; }
+
+// The validation's decode batches on three presets land on measured points of their own kernel,
+// or between two such points; never on a line between two kernels' points (OLMoE at batch 256 has
+// 32 rows an expert: two 16-row tiles, once read off 16- and 64-row-tile points).
+TEST(BenchGrid, ExpertRowsMeasureEachCudaKernelRegime) {
+  for (const auto& [family, name] : {std::make_pair(Family::Olmoe, "olmoe-1b-7b"),
+                                     std::make_pair(Family::Qwen2Moe, "qwen1.5-moe-a2.7b"),
+                                     std::make_pair(Family::Mixtral, "mixtral-8x7b")}) {
+    const ModelConfig c = parse_model_config(hf_preset_json(family, name), name);
+    const std::vector<int64_t> rows = bench_sizes(c, {true, false, 4096, 0}).tokens_per_expert;
+    ASSERT_TRUE(std::is_sorted(rows.begin(), rows.end())) << name;
+    ASSERT_EQ(std::adjacent_find(rows.begin(), rows.end()), rows.end()) << name;
+    for (int64_t r : {16, 32, 64, 128, 256, 512, 768, 1024})
+      EXPECT_NE(std::find(rows.begin(), rows.end(), r), rows.end()) << name << ": " << r;
+    for (int64_t batch : {16, 64, 100, 256}) {
+      const double r = static_cast<double>(batch * c.top_k) / static_cast<double>(c.num_experts);
+      if (r <= 1) continue;
+      const auto hi = std::lower_bound(rows.begin(), rows.end(), static_cast<int64_t>(std::ceil(r)));
+      ASSERT_NE(hi, rows.end());
+      const int64_t lo = *std::prev(std::upper_bound(rows.begin(), rows.end(), static_cast<int64_t>(std::floor(r))));
+      const int64_t own = cuda_expert_regime(static_cast<int64_t>(std::ceil(r)));
+      EXPECT_EQ(cuda_expert_regime(lo), own) << name << " batch " << batch << ": " << r << " rows an expert, from " << lo;
+      EXPECT_EQ(cuda_expert_regime(*hi), own) << name << " batch " << batch << ": " << r << " rows an expert, to " << *hi;
+    }
+    // A prefill of the bench's most tokens reaches a measured bucket past its mean rows an expert.
+    EXPECT_GE(rows.back(), std::min<int64_t>(1024, 4096 * c.top_k / c.num_experts + kExpertGemmBucketRows)) << name;
+  }
+  // The quick and CPU grids are unchanged.
+  const ModelConfig c = parse_model_config(hf_preset_json(Family::Olmoe, "olmoe-1b-7b"), "olmoe");
+  EXPECT_EQ(bench_sizes(c, {true, true, 0, 0}).tokens_per_expert, geometric_sizes(1, 1024, 16));
+  EXPECT_EQ(bench_sizes(c, {false, false, 0, 0}).tokens_per_expert, geometric_sizes(1, 64, 4));
 }
 
 TEST(BenchTiming, PercentilesAndAgreement) {

@@ -160,6 +160,62 @@ TEST(ProfileCostModel, AnExpertCallAnswersFromItsOwnKernelPathOnly) {
   EXPECT_GE(at_9, 5e-5 - 1e-7);
 }
 
+// A CUDA profile's moe_experts points, filed by the path the bench's call took: one slot a token,
+// per_expert x experts tokens over the model's 64 experts. Returned apart too (tiles, GEMMs).
+struct GemmPathProfiles {
+  HardwareProfile both, tiles, gemms;
+};
+GemmPathProfiles gemm_path_profiles(std::mt19937& rng) {
+  std::uniform_real_distribution<double> tile_s(5e-5, 5e-4), gemm_s(1e-3, 2e-3);
+  GemmPathProfiles out;
+  for (HardwareProfile* p : {&out.both, &out.tiles, &out.gemms}) {
+    p->origin.backend = "cuda";
+    p->table(tables::kKernelGap).add({0}, 1, {1e-7, 1e-7, 1e-7});
+  }
+  for (int64_t experts : {1, 4, 16, 64})
+    for (int64_t rows : {4, 16, 64, 128, 256, 512, 768, 1024}) {
+      const int64_t tokens = rows * experts;
+      if (expert_call_is_gemv(tokens)) continue;
+      const bool by_gemms = tokens > 8192 && tokens / 64 >= 256;  // the engine's rule, by hand
+      const Measurement m{by_gemms ? gemm_s(rng) : tile_s(rng), 0, 0};
+      out.both.table(tables::kMoeExperts).add({1024, 512, experts}, rows, m);
+      (by_gemms ? out.gemms : out.tiles).table(tables::kMoeExperts).add({1024, 512, experts}, rows, m);
+    }
+  return out;
+}
+
+TEST(ProfileCostModel, PerExpertGemmCallsAnswerFromTheGemmPointsOnly) {
+  const RooflineCostModel roofline(figures());
+  std::mt19937 rng(31);
+  for (int trial = 0; trial < 10; ++trial) {
+    const GemmPathProfiles p = gemm_path_profiles(rng);
+    ASSERT_FALSE(p.gemms.tables.empty() || p.tiles.tables.empty());
+    const ProfileCostModel both(p.both, roofline), tiles(p.tiles, roofline), gemms(p.gemms, roofline);
+    std::uniform_int_distribution<int64_t> rows(9, 1500), experts(1, 64), tokens(9, 9000);
+    for (int q = 0; q < 60; ++q) {
+      const int64_t r = rows(rng), e = experts(rng), t = tokens(rng);
+      const bool g = q % 2 == 0;
+      for (const auto& [n, k] : {std::make_pair<int64_t, int64_t>(1024, 1024), std::make_pair<int64_t, int64_t>(1024, 512)})
+        EXPECT_DOUBLE_EQ(both.grouped_gemm_s(r, e, n, k, t, g), (g ? gemms : tiles).grouped_gemm_s(r, e, n, k, t, g))
+            << "trial " << trial << ": " << r << " rows x " << e << " experts, " << (g ? "GEMMs" : "tiles");
+    }
+    // Either side of the switch at 64 experts: 128 rows an expert on tiles, 256 on GEMMs.
+    EXPECT_LE(both.grouped_gemm_s(128, 64, 1024, 1024, 1024, false), 5e-4);
+    EXPECT_GE(both.grouped_gemm_s(256, 64, 1024, 1024, 2048, true), 2.0 / 3.0 * 1e-3 - 1e-7);
+    // One GEMM an active expert: measured with all 64 active, 16 active take a quarter, whatever
+    // the 16-expert series measured at 1,024 rows an expert (16,384 tokens: the GEMM path too).
+    for (int64_t r : {256, 300, 512, 700})
+      EXPECT_NEAR(both.grouped_gemm_s(r, 16, 1024, 1024, 4 * r, true), both.grouped_gemm_s(r, 64, 1024, 1024, 16 * r, true) / 4,
+                  1e-15) << r;
+    // Off CUDA there is no GEMM path: the same points answer either flag.
+    HardwareProfile cpu = p.both;
+    cpu.origin.backend = "cpu";
+    const ProfileCostModel on_cpu(cpu, roofline);
+    EXPECT_DOUBLE_EQ(on_cpu.grouped_gemm_s(300, 64, 1024, 1024, 2400, true),
+                     on_cpu.grouped_gemm_s(300, 64, 1024, 1024, 2400, false));
+  }
+}
+
 TEST(ProfileCostModel, AProfileWithoutGemvPointsPricesGemvCallsFromTheRooflineNotTheTiles) {
   const RooflineCostModel roofline(figures());
   std::mt19937 rng(7);

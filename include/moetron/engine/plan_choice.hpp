@@ -37,6 +37,9 @@ struct PlanChoiceInputs {
   // device's, its collectives (of fewer ranks) are not the plan's, so the world is not
   // checked and what the profile lacks comes from the roofline, as for `moetron plan`.
   bool profile_of_any_world = false;
+  // The job's device groups talk MPI through host buffers (ranks share a GPU): decode steps then
+  // run eagerly (can_record_decode), and the predictor prices them so.
+  bool device_groups_through_host = false;
   int64_t max_batch = 256, max_batch_tokens = 8192;
 };
 

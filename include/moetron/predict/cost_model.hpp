@@ -29,9 +29,10 @@ class CostModel {
   virtual double gemm_s(int64_t m, int64_t n, int64_t k) const = 0;
   // The grouped expert GEMM: `experts` active experts, each [tokens_per_expert x k] x [k x n],
   // in one expert call of `call_tokens` tokens (the backend picks its kernel from that count:
-  // backend/expert_paths.hpp).
+  // backend/expert_paths.hpp). by_gemms: the call runs one GEMM per expert on rows rounded up to
+  // kExpertGemmBucketRows (expert_call_by_gemms), and tokens_per_expert is the rounded count.
   virtual double grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k,
-                                int64_t call_tokens) const = 0;
+                                int64_t call_tokens, bool by_gemms = false) const = 0;
   // Paged attention of `rows` query tokens over `context` cached tokens each, for q_heads query
   // and kv_heads key/value heads of head_dim (decode: rows = batch, one token each).
   virtual double attention_s(int64_t rows, int64_t context, int64_t q_heads, int64_t kv_heads,

@@ -13,8 +13,10 @@
 //     may add (uploads, host copies, syncs, sampling passes beyond argmax) are left out.
 //  2. Inside a forward the ops are serialised by their data (each collective waits for the kernel
 //     before it, the next kernel for the collective), so a rank's time is their sum.
-//  3. Decode steps replay CUDA graphs when pp = 1 (can_record_decode), so their kernel gap is the
-//     graph node's; prefill, and pp > 1, launch eagerly.
+//  3. Decode steps replay CUDA graphs where the engine records them (decode_recordable, the rule of
+//     can_record_decode): pp = 1, a backend that records, and no group of more than one rank on a
+//     transport through host memory (ranks sharing a GPU). Their kernel gap is then the graph
+//     node's; prefill, and every other decode step, launch eagerly.
 //  4. Routing: uniform (each expert gets top_k / E of the picks) unless per-expert loads are given;
 //     an expert is "active" in a step with the probability that one of the step's tokens picks it.
 //     Every expert set waits for the busiest at the next collective (the tp all-reduce or the
@@ -67,6 +69,9 @@ struct Cluster {
   int ranks_per_node = 1;
   int64_t memory_per_rank = 0;    // device memory each rank may use
   int64_t reserved_per_rank = 0;  // taken before the model: runtime context, library workspaces
+  // Groups carrying device tensors talk MPI through host buffers (some GPU serves several ranks:
+  // DeviceBinding::transport "mpi"), which CUDA graphs cannot record.
+  bool device_groups_through_host = false;
 };
 
 struct PredictorOptions {
@@ -75,6 +80,11 @@ struct PredictorOptions {
   ExpertShares expert_shares;       // empty: uniform routing
   std::string backend;              // "cuda": plans the CUDA kernels cannot run are refused (cuda_plan_problem)
 };
+
+// Whether the engine records this plan's decode steps as graphs (can_record_decode for the
+// transports the plan's groups get): pp = 1, a backend that records (CUDA), and neither the tp
+// group (tp > 1) nor the expert dispatch's stage group (dp > 1) on the host-staged transport.
+bool decode_recordable(const Plan& plan, const std::string& backend, bool device_groups_through_host);
 
 struct PlanPrediction {
   Plan plan;

@@ -38,7 +38,7 @@ class ProfileCostModel : public CostModel {
 
   double gemm_s(int64_t m, int64_t n, int64_t k) const override;
   double grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k,
-                        int64_t call_tokens) const override;
+                        int64_t call_tokens, bool by_gemms = false) const override;
   double attention_s(int64_t rows, int64_t context, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
                      bool prefill) const override;
   double memory_bound_s(int64_t bytes) const override;
@@ -71,8 +71,11 @@ class ProfileCostModel : public CostModel {
   const CostModel& fallback_;
   Shapes<TimeCurve> gemm_;
   // key hidden, expert_cols; surface over experts. One per kernel path: a call answers from its
-  // path's points only (interpolating across the switch priced GEMV calls as tiles).
-  Shapes<TimeSurface> experts_, experts_gemv_;
+  // path's points only (interpolating across the switch priced GEMV calls as tiles). The
+  // moe_experts table holds both the tiles' and (CUDA, prefill-sized) the per-expert GEMMs'
+  // points; each is filed by the path its bench call took (expert_call_by_gemms).
+  Shapes<TimeSurface> experts_, experts_gemv_, experts_gemms_;
+  int64_t gemm_experts_ = 1;  // the experts active in experts_gemms_'s points (the model's all)
   Shapes<TimeSurface> decode_, prefill_;  // key q_heads, kv_heads, head_dim; surface over context
   std::vector<TimeCurve> memory_;
   double eager_gap_s_ = -1, graph_gap_s_ = -1;  // -1: not measured

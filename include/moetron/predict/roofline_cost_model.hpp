@@ -58,9 +58,9 @@ class RooflineCostModel : public CostModel {
   const HardwareFigures& figures() const { return f_; }
 
   double gemm_s(int64_t m, int64_t n, int64_t k) const override;
-  // The same bound on either kernel path: call_tokens does not enter it.
+  // The same bound on every kernel path (the rows as given): call_tokens does not enter it.
   double grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k,
-                        int64_t call_tokens) const override;
+                        int64_t call_tokens, bool by_gemms = false) const override;
   // Prefill: `rows` query tokens of prompts `context` long, causal (each query sees the tokens
   // before it: context / 2 on average), every K/V row read once. Decode: each row reads its
   // `context` cached K/V rows.

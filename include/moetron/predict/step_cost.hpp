@@ -27,6 +27,9 @@ struct StepShape {
   int64_t context = 1;              // decode: cached tokens each row attends to; prefill: the prompt
   bool prefill = false;
   int micro_batches = 1;            // the engine splits a step's sequences into pp of them
+  bool recordable = true;           // decode: replayed as a graph when pp = 1 (decode_recordable)
+  bool expert_gemms = true;         // the backend runs prefill-sized expert calls as per-expert
+                                    // GEMMs on bucketed rows (CUDA: expert_call_by_gemms)
 };
 
 // Seconds of one step as the slowest rank sees it. total_s is the sum of the fields except

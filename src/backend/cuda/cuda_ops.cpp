@@ -48,7 +48,7 @@ float* f32(const Tensor& t) { return static_cast<float*>(t.data); }
 // On an H200, 4,095-token prompts: 1.68x (OLMoE) and 1.40x (Qwen1.5) the tiles' prefill rate
 // (one grouped batched cuBLAS call per projection, tried too, gave 1.36x and 1.26x).
 // MOETRON_EXPERT_GEMM=tiles keeps the tiles (A/B measurements without a rebuild).
-constexpr int64_t kBucketRows = 256;
+constexpr int64_t kBucketRows = kExpertGemmBucketRows;  // the predictor prices the same rounding
 
 bool prefill_experts_by_cublas() {
   static const bool by_cublas = [] {
