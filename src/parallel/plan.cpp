@@ -296,13 +296,25 @@ Plan choose_auto_plan(const ModelConfig& config, int world_size, const MemoryBud
                  << ", fails: " << plan_problem(simplest, config));
   }
   if (ranks_per_node <= 0) ranks_per_node = world_size;
+  auto preference = [&](const Plan& p) {  // lower is better; see plan.hpp
+    return std::make_tuple(p.pp, p.tp > ranks_per_node ? 1 : 0, p.tp, -p.ep);
+  };
+  // On CUDA, plans whose expert slices its kernels cannot run are not candidates (the budget
+  // names the backend it is for; validate_plan_for_backend would refuse them later).
+  if (memory.storage.backend == "cuda") {
+    const Plan preferred = *std::min_element(plans.begin(), plans.end(), [&](const Plan& a, const Plan& b) {
+      return preference(a) < preference(b);
+    });
+    plans.erase(std::remove_if(plans.begin(), plans.end(),
+                               [&](const Plan& p) { return !cuda_plan_problem(p, config).empty(); }),
+                plans.end());
+    MOETRON_CHECK(!plans.empty(), "--plan auto: no plan over " << world_size << " ranks can run on CUDA; "
+                                                                << cuda_plan_problem(preferred, config));
+  }
   const bool checked = memory.bytes_per_rank > 0;
   const Plan* best = nullptr;
   const Plan* smallest = nullptr;  // the least memory, for the message when nothing fits
   int64_t smallest_need = 0;
-  auto preference = [&](const Plan& p) {  // lower is better; see plan.hpp
-    return std::make_tuple(p.pp, p.tp > ranks_per_node ? 1 : 0, p.tp, -p.ep);
-  };
   for (const Plan& p : plans) {
     const int64_t need = checked ? largest_memory_need(p, config, memory.storage, memory.run).need.total() : 0;
     if (!smallest || need < smallest_need) smallest = &p, smallest_need = need;

@@ -366,6 +366,24 @@ TEST(PlanAuto, PrefersWholeExpertsWithoutPipelineWhenMemoryAllows) {
   EXPECT_EQ(choose_auto_plan(c, 2, MemoryBudget{}, 2), (Plan{1, 1, 2, 2}));
 }
 
+// Six experts of 24 columns over 4 ranks: ep is at most 2, so every one-stage plan splits each
+// expert into 12- or 6-column slices, which the CUDA expert kernels cannot run (multiples of 8).
+// The fallback choice (no prediction) must then take two stages on CUDA, and say why when no plan
+// can run at all.
+TEST(PlanAuto, OnCudaSkipsPlansItsExpertKernelsCannotRun) {
+  const ModelConfig c = moe_config(4, 4, 2, 6, 24);
+  const Plan on_cpu = choose_auto_plan(c, 4, cpu_test_memory(0), 4);
+  EXPECT_FALSE(cuda_plan_problem(on_cpu, c).empty()) << on_cpu.to_string() << ": the case tests nothing";
+  const Plan on_cuda = choose_auto_plan(c, 4, MemoryBudget{}, 4);  // the budget's backend: cuda
+  EXPECT_TRUE(cuda_plan_problem(on_cuda, c).empty()) << on_cuda.to_string();
+  EXPECT_EQ(on_cuda, (Plan{2, 1, 2, 2}));
+  const ModelConfig odd = moe_config(4, 4, 2, 8, 44);  // 44 columns: no slice of it runs
+  EXPECT_NO_THROW(choose_auto_plan(odd, 2, cpu_test_memory(0), 2));
+  const std::string msg = error_of([&] { choose_auto_plan(odd, 2, MemoryBudget{}, 2); });
+  EXPECT_NE(msg.find("--plan auto: no plan over 2 ranks can run on CUDA"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("44 columns"), std::string::npos) << msg;
+}
+
 TEST(PlanAuto, UsesPipelineStagesOnlyWhenMemoryRequires) {
   const ModelConfig c = olmoe_like();
   for (int world : {2, 4, 8}) {
