@@ -131,12 +131,8 @@ class RowGroup {
   __device__ int splits() const { return splits_; }
   __device__ int split() const { return split_; }
   __device__ SlicePartial& mine() { return partials_[parity() + split_]; }
-  // Another block's partial of this pass: read past L1, which may hold the slot's content of
-  // two passes ago.
-  template <typename T>
-  __device__ T read(int split, const T SlicePartial::*field) const {
-    return __ldcg(&(partials_[parity() + split].*field));
-  }
+  // A block's partial of this pass. Read its fields with __ldcg (past L1, which may still hold
+  // the slot's content of two passes ago).
   __device__ const SlicePartial& slot(int split) const { return partials_[parity() + split]; }
 
   // Publishes this block's partial (written before the call) and returns once every block of
@@ -191,7 +187,7 @@ class BlockRow {
     if (group_.splits() == 1) return best;
     if (threadIdx.x == 0) group_.mine().max_key = best;
     group_.arrive_and_wait();
-    for (int s = 0; s < group_.splits(); ++s) best = MaxOp{}(best, group_.read(s, &SlicePartial::max_key));
+    for (int s = 0; s < group_.splits(); ++s) best = MaxOp{}(best, __ldcg(&group_.slot(s).max_key));
     group_.next_pass();
     return best;
   }
@@ -206,7 +202,7 @@ class BlockRow {
     if (threadIdx.x == 0) group_.mine().sum = sum;
     group_.arrive_and_wait();
     sum = 0.0;
-    for (int s = 0; s < group_.splits(); ++s) sum += group_.read(s, &SlicePartial::sum);
+    for (int s = 0; s < group_.splits(); ++s) sum += __ldcg(&group_.slot(s).sum);
     group_.next_pass();
     return sum;
   }

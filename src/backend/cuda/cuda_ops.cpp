@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "cublas_gemm.hpp"
+#include "moetron/backend/expert_paths.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/sampling/radix_sampling.hpp"
 #include "moetron/kernels.hpp"
@@ -398,7 +399,10 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
     gate_up_input = bf(x_perm);
     token_of_row = nullptr;
   }
-  if (!rows_resolved && tile_rows == kernels::kLargeTileRows && prefill_experts_by_cublas() && !capturing(stream_)) {
+  // The rule the predictor prices (backend/expert_paths.hpp), checked against the kernels' own
+  // choice: the GEMMs need the rows copied into expert order.
+  if (expert_call_by_gemms(tokens, k, local, /*eager=*/true) && prefill_experts_by_cublas() && !capturing(stream_)) {
+    MOETRON_ASSERT(!rows_resolved && tile_rows == kernels::kLargeTileRows);
     // The rounded-up calls read and write up to kBucketRows - 1 rows past an expert's last: the
     // next expert's (written after it, in stream order) or this slack.
     Tensor y_perm = temp(DType::BF16, {slots + kBucketRows, hidden});
