@@ -68,11 +68,10 @@ Measurement time_expert_call(Ops& ops, const ComputeBench& b, const ExpertOperan
 // Calls of more than kExpertGemvMaxTokens tokens, one slot each, so `experts` experts get
 // `per_expert` rows each: the tiles, and on CUDA from 256 rows an expert of all experts the
 // per-expert GEMMs (expert_call_by_gemms; the cost model files each point by its path). Up to
-// max_expert_rows slots and past them by a bucket an expert: a step of the most tokens measured
-// rounds its experts' rows up that far on the GEMM path, and the predictor prices rounded rows.
+// max_expert_rows slots.
 void expert_gemms(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   const int64_t local = b.sizes.experts.back();
-  const int64_t max_rows = b.sizes.max_expert_rows + local * kExpertGemmBucketRows;
+  const int64_t max_rows = b.sizes.max_expert_rows;
   for (const auto& [hidden, cols] : b.shapes.experts) {
     const ExpertOperands o = expert_operands(ops, local, hidden, cols, max_rows);
     for (int64_t experts : b.sizes.experts) {

@@ -59,7 +59,7 @@ MemoryFit fit_memory(const ModelConfig& config, const PlanGeometry& g, const Wor
   return fit;
 }
 
-// On the CPU backend no expert call runs per-expert GEMMs on bucketed rows.
+// On the CPU backend no expert call runs per-expert GEMMs.
 StepShape decode_shape(const Workload& w, int64_t batch, int micro_batches, bool recordable, const std::string& backend) {
   return {batch, 1, w.prompt_tokens + w.output_tokens / 2, false, micro_batches, recordable, backend != "cpu"};
 }

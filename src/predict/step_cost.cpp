@@ -15,21 +15,6 @@ constexpr int64_t kBf16 = 2, kF32 = 4, kI32 = 4, kI64 = 8;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// E[ceil(X / B) * B] for an expert's rows X ~ Binomial(tokens, share) (each token picks it with
-// probability `share`), B = kExpertGemmBucketRows: B * sum over j >= 0 of P(X > j B). P(X > 0)
-// exactly; the further tails from the normal approximation (continuity-corrected).
-double expected_bucketed_rows(double tokens, double share) {
-  const double B = static_cast<double>(kExpertGemmBucketRows);
-  if (tokens <= 0 || share <= 0) return 0;
-  const double mean = tokens * share, sd = std::sqrt(tokens * share * (1 - share));
-  double sum = 1 - std::pow(1 - share, tokens);
-  for (double j = 1; j * B <= mean + 12 * sd + B; ++j) {
-    const double edge = j * B;
-    sum += sd > 0 ? 0.5 * std::erfc((edge + 0.5 - mean) / (sd * std::sqrt(2.0))) : (mean > edge ? 1.0 : 0.0);
-  }
-  return B * sum;
-}
-
 // The cost of one stage's forward of one micro-batch, accumulated kernel by kernel in the order
 // forward.cpp runs them. Every Ops call is at least one kernel; swiglu_mlp and moe_experts are
 // at least two (the gate/up and the down GEMM).
@@ -137,24 +122,23 @@ class StageForward {
     const bool uniform = shares_.empty();
     ExpertWork w;
     for (int set = 0; set < (uniform ? 1 : p.ep); ++set) {
-      double rows = 0, active = 0, bucketed = 0;
+      double rows = 0, active = 0;
       for (int64_t e = set * per_set; e < (set + 1) * per_set; ++e) {
         const double share = uniform ? static_cast<double>(c_.top_k) / E
                                      : shares_[static_cast<size_t>(moe_index)][static_cast<size_t>(e)];
         rows += tokens * share;
         active += 1 - std::pow(1 - std::min(share, 1.0), tokens);  // hit by at least one token
-        bucketed += expected_bucketed_rows(tokens, std::min(share, 1.0));
       }
-      const double s = grouped_s(rows, active, bucketed);
+      const double s = grouped_s(rows, active);
       if (s >= w.busiest_s) w.busiest_s = s, w.busiest_rows = rows;
       w.mean_s += s / (uniform ? 1 : p.ep);
     }
     return w;
   }
 
-  // rows: the set's expected rows; bucketed: the same with each expert's rows rounded up to
-  // kExpertGemmBucketRows, which is what the per-expert GEMM path computes.
-  double grouped_s(double rows, double active, double bucketed) const {
+  // rows: the set's expected rows, over `active` experts (the per-expert GEMM path and the tiles
+  // alike are priced at the mean rows an active expert).
+  double grouped_s(double rows, double active) const {
     if (rows <= 0) return 0;
     const int64_t H = c_.hidden_size, cols = s_.expert_col_count, call = expert_call_tokens(rows);
     // The dispatch hands the expert call its entries one slot each; one replica's call has top_k.
@@ -163,7 +147,7 @@ class StageForward {
         shape_.expert_gemms && expert_call_by_gemms(call, slots, c_.num_experts / g_.plan.ep, !in_graph_);
     const int64_t experts = std::max<int64_t>(1, std::llround(active));
     const int64_t per_expert =
-        std::max<int64_t>(1, std::llround((by_gemms ? bucketed : rows) / static_cast<double>(experts)));
+        std::max<int64_t>(1, std::llround(rows / static_cast<double>(experts)));
     return cost_.grouped_gemm_s(per_expert, experts, 2 * cols, H, call, by_gemms) +
            cost_.grouped_gemm_s(per_expert, experts, H, cols, call, by_gemms);
   }

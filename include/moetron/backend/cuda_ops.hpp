@@ -16,6 +16,9 @@
 struct cublasContext;  // cublas_v2.h's handle type, kept out of this header
 
 namespace moetron {
+namespace cuda {
+class ExpertGemmStreams;  // src/backend/cuda/expert_gemm_streams.hpp
+}  // namespace cuda
 
 // True when the CUDA runtime sees at least one device.
 bool cuda_device_available();
@@ -121,10 +124,10 @@ class CudaOps final : public Ops {
                       const std::vector<uint64_t>& steps, Tensor& ids) override;
 
  private:
-  // The experts' gate/up and down GEMMs as one cuBLAS call per expert with rows (x_perm in
-  // expert order, device_offsets [num_local + 1] its experts' first rows), each rounded up to a
-  // few recurring shapes: act [rows, inter], y_perm [rows, hidden], both with kBucketRows rows
-  // of slack. Syncs the stream to read the offsets.
+  // The experts' gate/up and down GEMMs as one cuBLASLt call per expert on its rows (x_perm in
+  // expert order, device_offsets [num_local + 1] its experts' first rows), several experts at
+  // once (expert_gemms_): act [rows, inter], y_perm [rows, hidden]. Syncs the stream to read the
+  // offsets; work enqueued on stream_ afterwards waits for the GEMMs.
   void expert_gemms_by_cublas(const void* x_perm, const ExpertWeights& experts,
                               const int32_t* device_offsets, int64_t hidden, int64_t inter,
                               Tensor& act, Tensor& y_perm);
@@ -135,12 +138,20 @@ class CudaOps final : public Ops {
   cudaStream_t stream_ = nullptr;
   cublasContext* cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
+  std::shared_ptr<cuda::ExpertGemmStreams> expert_gemms_;  // prefill's per-expert GEMMs; null with the tiles
   void* arena_ = nullptr;
   size_t arena_bytes_ = 0;
   size_t arena_used_ = 0;
   // sample_rows' per-row settings: a buffer of its own, grown as needed, not a temp(): after a
   // graph replay the arena's next temporary may lie on the replayed step's logits.
   Tensor sampling_params_;
+  // Their staging copy in pinned host memory: from pageable memory the runtime may wait for the
+  // stream (the step's forward) before it stages the bytes, leaving the GPU idle while the host
+  // then launches the sampling kernels.
+  void upload_sampling_params(const void* packed, Tensor& device_params);
+  void* sampling_params_host_ = nullptr;
+  size_t sampling_params_host_bytes_ = 0;
+  cudaEvent_t sampling_params_copied_ = nullptr;  // the last copy out of the staging buffer
   Tensor sampling_workspace_;  // the split rows' partials and barriers, likewise
   struct Recordings;                        // instantiated graphs, destroyed with this object
   std::shared_ptr<Recordings> recordings_;  // shared_ptr: its deleter is bound where it is made

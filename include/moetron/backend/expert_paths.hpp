@@ -2,7 +2,9 @@
 // with kernels/grouped_gemm.cu without CUDA: the bench (which side of the switch it times), the
 // cost model (which measured points it interpolates between) and the predictor's plan check.
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 namespace moetron {
 
@@ -11,13 +13,12 @@ namespace moetron {
 constexpr int64_t kExpertGemvMaxTokens = 8;
 inline bool expert_call_is_gemv(int64_t call_tokens) { return call_tokens <= kExpertGemvMaxTokens; }
 
-// Prefill-sized calls run one cuBLAS GEMM per expert instead of the tiles (CudaOps::do_moe_experts,
-// MOETRON_EXPERT_GEMM=cublas, the default): when the call takes the largest row tiles (at least
-// 2 x 128 rows per local expert on average: kernels::grouped_gemm_tile_rows), its rows are copied
-// into expert order (more than kExpertRouteOneBlockMaxSlots slots, or more local experts than
-// one routing block's threads: kernels::moe_route), and the stream is not being captured (the
-// call syncs with the host). Each expert's rows are rounded up to kExpertGemmBucketRows.
-constexpr int64_t kExpertGemmBucketRows = 256;
+// Prefill-sized calls run one cuBLASLt GEMM per expert on its exact rows instead of the tiles,
+// several experts at once on side streams (CudaOps::do_moe_experts, MOETRON_EXPERT_GEMM=cublas,
+// the default): when the call takes the largest row tiles (at least 2 x 128 rows per local expert
+// on average: kernels::grouped_gemm_tile_rows), its rows are copied into expert order (more than
+// kExpertRouteOneBlockMaxSlots slots, or more local experts than one routing block's threads:
+// kernels::moe_route), and the stream is not being captured (the call syncs with the host).
 constexpr int64_t kExpertLargeTileRows = 128;
 constexpr int64_t kExpertRouteOneBlockMaxSlots = 8192;
 constexpr int64_t kExpertRouteOneBlockMaxExperts = 1024;
@@ -26,6 +27,27 @@ inline bool expert_call_by_gemms(int64_t call_tokens, int64_t slots_per_token, i
   const int64_t slots = call_tokens * slots_per_token;
   const bool rows_resolved = local_experts <= kExpertRouteOneBlockMaxExperts && slots <= kExpertRouteOneBlockMaxSlots;
   return !rows_resolved && slots / local_experts >= 2 * kExpertLargeTileRows;
+}
+
+// The GEMM path's split of the experts over its streams: expert e owns rows [offsets[e],
+// offsets[e + 1]) (offsets.size() = experts + 1); returns the edges b_0 = 0 < b_1 < ... = experts
+// of at most `streams` contiguous blocks of about equal rows (block i: experts [b_i, b_i+1)).
+// Contiguous, so that each block's rows are one range (one SwiGLU launch a block); an expert is
+// never split, so a block may exceed the mean by up to one expert's rows.
+inline std::vector<int64_t> split_experts_by_rows(const std::vector<int32_t>& offsets, int streams) {
+  const int64_t experts = static_cast<int64_t>(offsets.size()) - 1;
+  std::vector<int64_t> edges{0};
+  if (experts <= 0) return edges;
+  const int64_t first = offsets.front(), rows = offsets.back() - first;
+  for (int b = 1; b < streams && edges.back() < experts; ++b) {
+    // The first expert edge at or past b / streams of the rows, beyond the last edge.
+    const int64_t target = first + rows * b / streams;
+    const auto at = std::lower_bound(offsets.begin() + edges.back() + 1, offsets.end(), target);
+    const int64_t edge = std::min<int64_t>(experts, at - offsets.begin());
+    if (edge < experts) edges.push_back(edge);
+  }
+  edges.push_back(experts);
+  return edges;
 }
 
 // The CUDA expert kernels load 8 bf16 at a time: hidden and a rank's expert columns must be

@@ -29,8 +29,8 @@ class CostModel {
   virtual double gemm_s(int64_t m, int64_t n, int64_t k) const = 0;
   // The grouped expert GEMM: `experts` active experts, each [tokens_per_expert x k] x [k x n],
   // in one expert call of `call_tokens` tokens (the backend picks its kernel from that count:
-  // backend/expert_paths.hpp). by_gemms: the call runs one GEMM per expert on rows rounded up to
-  // kExpertGemmBucketRows (expert_call_by_gemms), and tokens_per_expert is the rounded count.
+  // backend/expert_paths.hpp). by_gemms: the call runs one GEMM per expert, several experts at
+  // once (expert_call_by_gemms), and is priced from points measured on that path.
   virtual double grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k,
                                 int64_t call_tokens, bool by_gemms = false) const = 0;
   // Paged attention of `rows` query tokens over `context` cached tokens each, for q_heads query

@@ -29,7 +29,7 @@ struct StepShape {
   int micro_batches = 1;            // the engine splits a step's sequences into pp of them
   bool recordable = true;           // decode: replayed as a graph when pp = 1 (decode_recordable)
   bool expert_gemms = true;         // the backend runs prefill-sized expert calls as per-expert
-                                    // GEMMs on bucketed rows (CUDA: expert_call_by_gemms)
+                                    // GEMMs (CUDA: expert_call_by_gemms)
 };
 
 // Seconds of one step as the slowest rank sees it. total_s is the sum of the fields except

@@ -4,11 +4,14 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <sstream>
 
 #include "cublas_gemm.hpp"
+#include "expert_gemm_streams.hpp"
 #include "moetron/backend/expert_paths.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/sampling/radix_sampling.hpp"
@@ -40,25 +43,27 @@ int32_t* i32(const Tensor& t) { return static_cast<int32_t*>(t.data); }
 float* f32(const Tensor& t) { return static_cast<float*>(t.data); }
 
 // Prefill-sized expert loads (the large row tiles: hundreds of rows per expert on average) run
-// as one cuBLAS GEMM per expert: the portable WMMA tiles reach about a quarter of the bf16 GEMM
-// rate there (ncu, perf/NOTES.md). It needs the experts' row counts on the host (one stream sync
-// per MoE layer), so only outside graph capture; decode steps keep the tiles. Each expert's rows
-// are rounded up to kBucketRows: with its exact row count every call was a new shape for
-// cuBLAS's heuristics, which made the calls host-bound and slower than the tiles; rounded, a few
-// shapes recur (the extra rows are the next expert's, computed again by its own call, or slack).
-// On an H200, 4,095-token prompts: 1.68x (OLMoE) and 1.40x (Qwen1.5) the tiles' prefill rate
-// (one grouped batched cuBLAS call per projection, tried too, gave 1.36x and 1.26x).
-// MOETRON_EXPERT_GEMM=tiles keeps the tiles (A/B measurements without a rebuild).
-constexpr int64_t kBucketRows = kExpertGemmBucketRows;  // the predictor prices the same rounding
-
+// as one cuBLASLt GEMM per expert on its exact rows, the experts spread over a few streams
+// (ExpertGemmStreams, expert_paths.hpp): the portable WMMA tiles reach about a quarter of the
+// bf16 GEMM rate there (ncu, perf/NOTES.md). It needs the experts' row counts on the host (one
+// stream sync per MoE layer), so only outside graph capture; decode steps keep the tiles.
+// MOETRON_EXPERT_GEMM=tiles keeps the tiles, MOETRON_EXPERT_STREAMS=N (1-16, default 4) sets
+// the streams (A/B measurements without a rebuild).
+// Read when a CudaOps is made (not once per process), so that a benchmark can compare paths.
 bool prefill_experts_by_cublas() {
-  static const bool by_cublas = [] {
-    const char* env = std::getenv("MOETRON_EXPERT_GEMM");
-    const std::string v = env == nullptr ? "cublas" : env;
-    MOETRON_CHECK(v == "cublas" || v == "tiles", "MOETRON_EXPERT_GEMM='" << v << "': expected cublas or tiles");
-    return v == "cublas";
-  }();
-  return by_cublas;
+  const char* env = std::getenv("MOETRON_EXPERT_GEMM");
+  const std::string v = env == nullptr ? "cublas" : env;
+  MOETRON_CHECK(v == "cublas" || v == "tiles", "MOETRON_EXPERT_GEMM='" << v << "': expected cublas or tiles");
+  return v == "cublas";
+}
+
+int expert_gemm_streams() {
+  const char* env = std::getenv("MOETRON_EXPERT_STREAMS");
+  const std::string v = env == nullptr ? "4" : env;
+  const bool valid = !v.empty() && v.size() <= 2 && std::all_of(v.begin(), v.end(), ::isdigit);
+  const int n = valid ? std::stoi(v) : 0;
+  MOETRON_CHECK(n >= 1 && n <= 16, "MOETRON_EXPERT_STREAMS='" << v << "': expected 1 to 16");
+  return n;
 }
 
 bool capturing(cudaStream_t stream) {
@@ -95,12 +100,17 @@ CudaOps::CudaOps(int device, size_t arena_bytes) : device_(device), arena_bytes_
   CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
   CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
+  if (prefill_experts_by_cublas()) expert_gemms_ = std::make_shared<cuda::ExpertGemmStreams>(expert_gemm_streams());
   if (arena_bytes_ > 0) CUDA_CHECK(cudaMalloc(&arena_, arena_bytes_));
+  CUDA_CHECK(cudaEventCreateWithFlags(&sampling_params_copied_, cudaEventDisableTiming));
 }
 
 CudaOps::~CudaOps() {
   // Destructors must not throw: release what exists and ignore late errors.
   if (stream_) cudaStreamSynchronize(stream_);
+  expert_gemms_.reset();
+  if (sampling_params_copied_) cudaEventDestroy(sampling_params_copied_);
+  if (sampling_params_host_) cudaFreeHost(sampling_params_host_);
   if (cublas_) cublasDestroy(cublas_);
   cudaFree(cublas_workspace_);
   cudaFree(arena_);
@@ -384,7 +394,7 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
   routing.token_of_row = i32(temp(DType::I32, {slots}));
   routing.max_tiles = kernels::grouped_gemm_max_tiles(tile_rows, slots, local);
   routing.tiles = static_cast<int4*>(temp(DType::I32, {routing.max_tiles, 4}).data);
-  Tensor act = temp(DType::BF16, {slots + kBucketRows, inter});  // slack: see expert_gemms_by_cublas
+  Tensor act = temp(DType::BF16, {slots, inter});
 
   // Few slots: the routing kernel also resolves each permuted row's token, and the gate/up GEMM
   // reads the tokens' rows in place; otherwise they are copied into expert order first.
@@ -393,7 +403,7 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
   const bf16* gate_up_input = bf(x);
   const int32_t* token_of_row = routing.token_of_row;
   if (!rows_resolved) {
-    Tensor x_perm = temp(DType::BF16, {slots + kBucketRows, hidden});
+    Tensor x_perm = temp(DType::BF16, {slots, hidden});
     kernels::moe_permute(bf(x), i32(ids), tokens, k, hidden, experts.first_expert, routing,
                          bf(x_perm), stream_);
     gate_up_input = bf(x_perm);
@@ -401,11 +411,9 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
   }
   // The rule the predictor prices (backend/expert_paths.hpp), checked against the kernels' own
   // choice: the GEMMs need the rows copied into expert order.
-  if (expert_call_by_gemms(tokens, k, local, /*eager=*/true) && prefill_experts_by_cublas() && !capturing(stream_)) {
+  if (expert_call_by_gemms(tokens, k, local, /*eager=*/true) && expert_gemms_ && !capturing(stream_)) {
     MOETRON_ASSERT(!rows_resolved && tile_rows == kernels::kLargeTileRows);
-    // The rounded-up calls read and write up to kBucketRows - 1 rows past an expert's last: the
-    // next expert's (written after it, in stream order) or this slack.
-    Tensor y_perm = temp(DType::BF16, {slots + kBucketRows, hidden});
+    Tensor y_perm = temp(DType::BF16, {slots, hidden});
     expert_gemms_by_cublas(gate_up_input, experts, routing.offsets, hidden, inter, act, y_perm);
     kernels::moe_unpermute_combine(bf(y_perm), routing.row_of_slot, f32(weights), tokens, k,
                                    hidden, bf(out), stream_);
@@ -427,37 +435,26 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
                                  hidden, bf(out), stream_);
 }
 
-void CudaOps::expert_gemms_by_cublas(const void* x_perm_data, const ExpertWeights& experts,
+void CudaOps::expert_gemms_by_cublas(const void* x_perm, const ExpertWeights& experts,
                                      const int32_t* device_offsets, int64_t hidden, int64_t inter,
                                      Tensor& act, Tensor& y_perm) {
-  const auto* x_perm = static_cast<const bf16*>(x_perm_data);
-  const int64_t local = experts.num_local;
-  std::vector<int32_t> offsets(static_cast<size_t>(local + 1));
+  std::vector<int32_t> offsets(static_cast<size_t>(experts.num_local + 1));
   CUDA_CHECK(cudaMemcpyAsync(offsets.data(), device_offsets, offsets.size() * sizeof(int32_t),
                              cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
-  const int64_t rows = offsets[static_cast<size_t>(local)];
+  const int64_t rows = offsets.back();
   if (rows == 0) return;  // no row routed here: the combine reads none of y_perm
-  // Expert e's rows [first, first + n), rounded up to kBucketRows for the call.
-  auto rounded_rows = [&](int64_t e, int64_t* first) {
-    *first = offsets[static_cast<size_t>(e)];
-    const int64_t n = offsets[static_cast<size_t>(e) + 1] - *first;
-    return (n + kBucketRows - 1) / kBucketRows * kBucketRows;
-  };
-  // gate_up [rows, 2 inter] (gate, then up, of each row), then act = silu(gate) * up.
-  Tensor gate_up = temp(DType::BF16, {rows + kBucketRows, 2 * inter});
-  int64_t first = 0;
-  for (int64_t e = 0; e < local; ++e) {
-    const int64_t m = rounded_rows(e, &first);
-    cuda::gemm_nt(cublas_, x_perm + first * hidden, bf(experts.gate_up) + e * 2 * inter * hidden, m, 2 * inter,
-                  hidden, bf(gate_up) + first * 2 * inter, false);
-  }
-  kernels::silu_mul(bf(gate_up), rows, inter, bf(act), stream_);
-  for (int64_t e = 0; e < local; ++e) {
-    const int64_t m = rounded_rows(e, &first);
-    cuda::gemm_nt(cublas_, bf(act) + first * inter, bf(experts.down) + e * hidden * inter, m, hidden, inter,
-                  bf(y_perm) + first * hidden, false);
-  }
+  Tensor gate_up = temp(DType::BF16, {rows, 2 * inter});
+  cuda::ExpertGemmOperands op;
+  op.x_perm = static_cast<const bf16*>(x_perm);
+  op.gate_up_w = bf(experts.gate_up);
+  op.down_w = bf(experts.down);
+  op.hidden = hidden;
+  op.inter = inter;
+  op.gate_up = bf(gate_up);
+  op.act = bf(act);
+  op.y = bf(y_perm);
+  expert_gemms_->run(stream_, offsets, op);
 }
 
 void CudaOps::do_swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
@@ -560,7 +557,7 @@ void CudaOps::do_sample_rows(const Tensor& logits, const std::vector<SamplingPar
     sampling_params_ = alloc(DType::I64, {rows, 4});
   }
   Tensor device_params = sampling_params_.slice_rows(0, rows);
-  copy_from_host(device_params, packed.data());
+  upload_sampling_params(packed.data(), device_params);
   const size_t workspace = kernels::sample_rows_workspace_bytes(rows, vocab);
   const int64_t workspace_words = static_cast<int64_t>((workspace + 7) / 8);  // I64 words
   if (workspace > 0 && (!sampling_workspace_.defined() || sampling_workspace_.numel() < workspace_words)) {
@@ -570,6 +567,22 @@ void CudaOps::do_sample_rows(const Tensor& logits, const std::vector<SamplingPar
   kernels::sample_rows(f32(logits), rows, vocab,
                        static_cast<const radix::RowParams*>(device_params.data), i32(ids),
                        workspace > 0 ? sampling_workspace_.data : nullptr, workspace, stream_);
+}
+
+void CudaOps::upload_sampling_params(const void* packed, Tensor& device_params) {
+  const size_t bytes = device_params.nbytes();
+  // Refill the staging buffer only once the previous copy out of it is done (enqueued a step
+  // ago, whose ids the host has read since: in practice no wait).
+  CUDA_CHECK(cudaEventSynchronize(sampling_params_copied_));
+  if (bytes > sampling_params_host_bytes_) {
+    if (sampling_params_host_) CUDA_CHECK(cudaFreeHost(sampling_params_host_));
+    sampling_params_host_ = nullptr;
+    CUDA_CHECK(cudaHostAlloc(&sampling_params_host_, bytes, cudaHostAllocDefault));
+    sampling_params_host_bytes_ = bytes;
+  }
+  std::memcpy(sampling_params_host_, packed, bytes);
+  CUDA_CHECK(cudaMemcpyAsync(device_params.data, sampling_params_host_, bytes, cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaEventRecord(sampling_params_copied_, stream_));
 }
 
 std::unique_ptr<Ops> make_cuda_ops(int device, size_t arena_bytes) {

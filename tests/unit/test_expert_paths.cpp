@@ -1,0 +1,67 @@
+// The split of a layer's experts over the per-expert GEMM path's streams (split_experts_by_rows).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+#include "moetron/backend/expert_paths.hpp"
+
+namespace moetron {
+namespace {
+
+std::vector<int32_t> offsets_of(const std::vector<int32_t>& rows) {
+  std::vector<int32_t> offsets{0};
+  for (int32_t r : rows) offsets.push_back(offsets.back() + r);
+  return offsets;
+}
+
+// Blocks are contiguous, cover every expert once, number at most `streams`, are never empty of
+// experts, and none holds more than the mean plus the largest expert's rows.
+void expect_valid_split(const std::vector<int32_t>& rows, int streams) {
+  const std::vector<int32_t> offsets = offsets_of(rows);
+  const std::vector<int64_t> edges = split_experts_by_rows(offsets, streams);
+  const int64_t experts = static_cast<int64_t>(rows.size());
+  ASSERT_GE(edges.size(), 2u);
+  EXPECT_EQ(edges.front(), 0);
+  EXPECT_EQ(edges.back(), experts);
+  EXPECT_LE(static_cast<int>(edges.size()) - 1, streams);
+  const double mean = static_cast<double>(offsets.back()) / streams;
+  const int32_t largest = *std::max_element(rows.begin(), rows.end());
+  for (size_t b = 0; b + 1 < edges.size(); ++b) {
+    EXPECT_LT(edges[b], edges[b + 1]) << "block " << b;
+    const int32_t block_rows = offsets[static_cast<size_t>(edges[b + 1])] - offsets[static_cast<size_t>(edges[b])];
+    EXPECT_LE(block_rows, mean + largest) << "block " << b << " of " << streams;
+  }
+}
+
+TEST(ExpertPaths, SplitsExpertsIntoContiguousBlocksOfAboutEqualRows) {
+  // 60 experts of 400-600 rows over 4 streams: four blocks, each within one expert of the mean.
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int32_t> load(400, 600);
+  std::vector<int32_t> rows(60);
+  for (auto& r : rows) r = load(rng);
+  const std::vector<int64_t> edges = split_experts_by_rows(offsets_of(rows), 4);
+  EXPECT_EQ(edges.size(), 5u);
+  expect_valid_split(rows, 4);
+  for (int streams : {1, 2, 3, 7, 16}) expect_valid_split(rows, streams);
+  EXPECT_EQ(split_experts_by_rows(offsets_of(rows), 1), (std::vector<int64_t>{0, 60}));
+}
+
+TEST(ExpertPaths, SplitsSkewedAndSparseLoads) {
+  // One hot expert holding most rows, idle experts (0 rows) at both ends and in the middle,
+  // fewer experts than streams, and one expert.
+  expect_valid_split({0, 0, 5000, 3, 0, 7, 0, 0}, 4);
+  expect_valid_split({1, 1, 1}, 8);
+  EXPECT_EQ(split_experts_by_rows(offsets_of({9}), 4), (std::vector<int64_t>{0, 1}));
+  expect_valid_split({0, 0, 0, 0, 0, 0, 0, 300}, 4);
+  expect_valid_split({300, 0, 0, 0, 0, 0, 0, 0}, 4);
+  // An expert-parallel slice's offsets need not start at 0.
+  const std::vector<int64_t> edges = split_experts_by_rows({100, 200, 300, 400, 500}, 2);
+  EXPECT_EQ(edges, (std::vector<int64_t>{0, 2, 4}));
+  // No experts: the empty split.
+  EXPECT_EQ(split_experts_by_rows({0}, 4), (std::vector<int64_t>{0}));
+}
+
+}  // namespace
+}  // namespace moetron
