@@ -21,8 +21,10 @@ The grid (JSON; perf/study_grids/ has the CI grid and the GPU grid):
               kind (moetron workload --kind), concurrency (--concurrency) or rate (--rate);
               any other factor needs an entry in run_options (a factor whose option this
               moetron lacks is refused at prepare, e.g. routing_skew before --routing-skew exists)
-  run_options {"factor": "--moetron-run-option"}; by default routing_skew -> --routing-skew and
-              prefill_chunk -> --prefill-chunk (chunked prefill: 0 is whole prompts)
+  run_options {"factor": "--moetron-run-option"}; by default routing_skew -> --routing-skew,
+              prefill_chunk -> --prefill-chunk (chunked prefill: 0 is whole prompts, "auto" the
+              adaptive chunk) and itl_target_ratio -> --itl-target-ratio (with auto only).
+              Levels may be numbers or text (e.g. [0, 256, "auto"]): every factor is categorical
   repeats     runs per grid point (the workload seed is the repeat index)
   requests    requests per workload;  run_args: more `moetron run` options
   launcher    how a task with several ranks starts them, "{ranks}" replaced, e.g.
@@ -34,7 +36,8 @@ import argparse, itertools, json, os, subprocess, sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_RESPONSES = ["output_tokens_per_s", "itl_p99_s", "ttft_p99_s"]
 BUILT_IN = {"model", "plan", "kind", "concurrency", "rate"}
-DEFAULT_RUN_OPTIONS = {"routing_skew": "--routing-skew", "prefill_chunk": "--prefill-chunk"}
+DEFAULT_RUN_OPTIONS = {"routing_skew": "--routing-skew", "prefill_chunk": "--prefill-chunk",
+                       "itl_target_ratio": "--itl-target-ratio"}
 
 
 def fail(message):
@@ -183,7 +186,9 @@ def knees(frame, factors):
         return []
     others = [f for f in factors if f != load]
     out = []
-    groups = frame.groupby(others) if others else [((), frame)]
+    # In the grid's order: levels may mix numbers and text (prefill_chunk 0, 256, "auto"), which
+    # do not sort together.
+    groups = frame.groupby(others, sort=False) if others else [((), frame)]
     for key, group in groups:
         means = group.groupby(load)[["output_tokens_per_s", "itl_p99_s", "itl_p50_s"]].mean().sort_index()
         best = means["output_tokens_per_s"].max()

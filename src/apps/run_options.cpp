@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "moetron/core/error.hpp"
+#include "moetron/engine/prefill_budget.hpp"
 #include "moetron/io/input_files.hpp"
 #include "moetron/model/routing_skew.hpp"
 
@@ -66,10 +67,19 @@ po::options_description run_options(RunOptions& o) {
        "most sequences in one step")
       ("max-batch-tokens", po::value(&o.max_batch_tokens)->default_value(o.max_batch_tokens),
        "most tokens in one step (prompt tokens count here)")
-      ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(o.prefill_chunk),
+      ("prefill-chunk",
+       po::value<std::string>()->default_value(prefill_chunk_text(o.prefill_chunk))->notifier([&o](const std::string& s) {
+         o.prefill_chunk = parse_prefill_chunk(s);
+       }),
        "chunked prefill: a step takes at most N prompt tokens beyond its decodes, so a long prompt is "
        "prefilled over several steps while the running requests keep decoding (0: whole prompts, each "
-       "in one step)")
+       "in one step); auto: N chosen each step from the measured step times, so that the step takes at "
+       "most --itl-target-ratio times a decode-only step of its decode batch")
+      ("itl-target-ratio", po::value<double>()->notifier([&o](double r) {
+         o.itl_target_ratio = r, o.itl_target_ratio_given = true;
+       }),
+       "with --prefill-chunk auto: the most a step that takes prefill may last over a decode-only step of "
+       "the same decode batch (> 1; default 2)")
       ("kv-cache-tokens", po::value(&o.kv_cache_tokens)->default_value(o.kv_cache_tokens),
        "KV-cache capacity in tokens per replica (0: sized from free memory, or from the requests on the CPU)")
       ("block-size", po::value(&o.block_size)->default_value(o.block_size), "tokens per KV-cache block")
@@ -124,8 +134,10 @@ void check_options(const RunOptions& o) {
   MOETRON_CHECK(o.top_k >= 0, "--top-k must be >= 0");
   MOETRON_CHECK(o.max_batch >= 1, "--max-batch must be at least 1");
   MOETRON_CHECK(o.max_batch_tokens >= 1, "--max-batch-tokens must be at least 1");
-  MOETRON_CHECK(o.prefill_chunk >= 0,
-                "--prefill-chunk must be >= 0 (0: whole prompts), got " << o.prefill_chunk);
+  MOETRON_CHECK(std::isfinite(o.itl_target_ratio) && o.itl_target_ratio > 1,
+                "--itl-target-ratio must be a number > 1, got " << o.itl_target_ratio);
+  MOETRON_CHECK(!o.itl_target_ratio_given || o.prefill_chunk == kPrefillChunkAuto,
+                "--itl-target-ratio sizes adaptive chunks: it needs --prefill-chunk auto");
   MOETRON_CHECK(o.kv_cache_tokens >= 0, "--kv-cache-tokens must be >= 0");
   MOETRON_CHECK(o.memory_per_rank >= 0, "--memory-per-rank must be >= 0");
   MOETRON_CHECK(o.block_size >= 1 && o.block_size <= 1024, "--block-size must be in [1, 1024]");

@@ -21,7 +21,11 @@ struct RunOptions {
   int top_k = 0;
   uint64_t seed = 0;
   int64_t max_batch = 256, max_batch_tokens = 8192, kv_cache_tokens = 0, block_size = 16;
-  int64_t prefill_chunk = 0;  // --prefill-chunk N: prefill tokens per step beyond the decodes (0: whole prompts)
+  // --prefill-chunk N: prefill tokens per step beyond the decodes (0: whole prompts), or auto
+  // (kPrefillChunkAuto): sized each step to keep it within --itl-target-ratio of a decode step.
+  int64_t prefill_chunk = 0;
+  double itl_target_ratio = 2.0;
+  bool itl_target_ratio_given = false;
   double gpu_memory_fraction = 0.9;
   int64_t memory_per_rank = 0;
   double collective_timeout = kDefaultCollectiveTimeoutS;  // seconds; 0: off

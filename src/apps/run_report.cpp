@@ -78,7 +78,12 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
   results.meta.backend = run.backend;
   results.meta.plan = plan.to_string();
   results.meta.model_config = config.to_json().dump();
-  results.meta.extra["prefill_chunk"] = std::to_string(o.prefill_chunk);  // the study's factor
+  results.meta.extra["prefill_chunk"] = prefill_chunk_text(o.prefill_chunk);  // the study's factor
+  if (o.prefill_chunk == kPrefillChunkAuto) {
+    std::ostringstream ratio;
+    ratio << o.itl_target_ratio;
+    results.meta.extra["itl_target_ratio"] = ratio.str();
+  }
   results.total_seconds = report.total_seconds;
   results.steps = report.steps;
   results.logits_vocab_size = o.save_logits ? config.vocab_size : 0;

@@ -209,6 +209,14 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
   std::vector<Sequence*> mine;
   for (Sequence& s : sequences) mine.push_back(&s);
   Scheduler scheduler(mine, options_.kv_blocks, options_.limits);
+  // --prefill-chunk auto: the model of step times every rank of the replica feeds alike (the
+  // sampling rank's measured times, sent with the tokens), so all cut the same chunks.
+  const bool adaptive = options_.limits.prefill_chunk == kPrefillChunkAuto;
+  StepCostModel step_costs;
+  const Scheduler::PrefillBudget budget = [&](int64_t decodes) {
+    return adaptive_prefill_budget(options_.adaptive_chunk, decodes, step_costs.estimate(decodes),
+                                   options_.limits.max_batch_tokens);
+  };
   const bool last = groups_.pp_rank == groups_.pp_size - 1;
   const int64_t V = config_.vocab_size;
   EngineReport report;
@@ -234,7 +242,7 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
       next_arrival_s = clock.next_arrival_s;
       for (Sequence* s : arrivals.due(clock.now_s)) scheduler.arrive(s);
     }
-    std::vector<ScheduledSeq> step = scheduler.next_step();
+    std::vector<ScheduledSeq> step = scheduler.next_step(adaptive ? budget : nullptr);
     const double scheduled_s = seconds_since(t0);
     for (const ScheduledSeq& s : step)
       if (s.seq->admitted_s < 0) s.seq->admitted_s = scheduled_s;
@@ -268,10 +276,20 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
       run_micro_batch(parts[i], dispatch_tokens[i], tokens, logits);
     }
     // The last stage's tp rank 0 has the tokens; every rank of the replica needs them to keep
-    // its scheduler in step.
+    // its scheduler in step. With adaptive chunks the step's time as that rank measured it goes
+    // with them: the one time every rank of the replica feeds its step-cost model (not a
+    // replica's empty share of a lockstep step, whose time is the other replicas' work).
     std::vector<int64_t> shared(tokens.begin(), tokens.end());
     shared.resize(step.size());
+    if (adaptive) shared.push_back(static_cast<int64_t>(seconds_since(step_start) * 1e9));
     groups_.replica->broadcast_host(shared, groups_.replica_root);
+    if (adaptive) {
+      const double agreed_s = static_cast<double>(shared.back()) * 1e-9;
+      shared.pop_back();
+      const int64_t decodes =
+          std::count_if(step.begin(), step.end(), [](const ScheduledSeq& s) { return !s.prefill; });
+      if (!step.empty()) step_costs.observe(decodes, step_tokens - decodes, agreed_s);
+    }
     tokens.assign(shared.begin(), shared.end());
     std::vector<const float*> logit_rows;
     if (options_.save_logits && last)
@@ -293,6 +311,7 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
     rec.num_tokens = static_cast<int32_t>(totals[1] / per_replica);
     rec.is_prefill = totals[2] > 0;
     rec.seconds = seconds_since(step_start);
+    rec.prefill_budget = static_cast<int32_t>(scheduler.prefill_budget());
     report.steps.push_back(rec);
     windows.end_of_step(static_cast<int64_t>(report.steps.size()), read_counts);
     if (seconds_since(last_progress) >= static_cast<double>(options_.progress_every_s)) {

@@ -26,6 +26,8 @@ void BlockPool::give_back(std::vector<int32_t>& blocks) {
 Scheduler::Scheduler(std::vector<Sequence*> sequences, int64_t num_blocks,
                      const SchedulerLimits& limits)
     : all_(std::move(sequences)), pool_(num_blocks), limits_(limits) {
+  MOETRON_CHECK(limits_.prefill_chunk >= 0 || limits_.prefill_chunk == kPrefillChunkAuto,
+                "prefill chunk " << limits_.prefill_chunk << ": expected >= 0 or auto");
   for (Sequence* s : all_)
     if (s->state != Sequence::State::Pending) seqs_.push_back(s);
   for (const Sequence* s : all_) {
@@ -127,10 +129,14 @@ int64_t Scheduler::chunk_tokens(const Sequence& s, const std::vector<ScheduledSe
       0, std::min({left, budget, limits_.max_batch_tokens - step_tokens, cache_room}));
 }
 
-std::vector<ScheduledSeq> Scheduler::next_step() {
+std::vector<ScheduledSeq> Scheduler::next_step(const PrefillBudget& adaptive) {
   std::vector<ScheduledSeq> step;
   int64_t reserved = schedule_decodes(step);
-  int64_t budget = limits_.prefill_chunk > 0 ? limits_.prefill_chunk : limits_.max_batch_tokens;
+  const bool is_adaptive = limits_.prefill_chunk == kPrefillChunkAuto;
+  MOETRON_ASSERT(!is_adaptive || adaptive);
+  prefill_budget_ = is_adaptive ? adaptive(static_cast<int64_t>(step.size())) : limits_.prefill_chunk;
+  MOETRON_ASSERT(prefill_budget_ >= 0);
+  int64_t budget = limits_.prefill_chunk != 0 ? prefill_budget_ : limits_.max_batch_tokens;
   for (Sequence* s : prefill_queue()) {
     if (static_cast<int64_t>(step.size()) >= limits_.max_batch_seqs) break;
     const int64_t count = chunk_tokens(*s, step, budget, reserved);

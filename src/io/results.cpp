@@ -149,6 +149,7 @@ void write_steps(h5::File& f, const std::vector<StepRecord>& steps) {
   f.write("/steps/num_tokens", column<int32_t>(steps, [](const StepRecord& s) { return s.num_tokens; }));
   f.write("/steps/is_prefill", column<int8_t>(steps, [](const StepRecord& s) { return s.is_prefill; }));
   f.write("/steps/seconds", column<double>(steps, [](const StepRecord& s) { return s.seconds; }));
+  f.write("/steps/prefill_budget", column<int32_t>(steps, [](const StepRecord& s) { return s.prefill_budget; }));
 }
 
 void write_experts(h5::File& f, const std::vector<std::vector<int64_t>>& tokens) {

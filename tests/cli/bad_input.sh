@@ -35,8 +35,14 @@ expect token-out-of-vocab "bad-token.jsonl:2" "$MOETRON" run --prompts "$WORK/ba
   --model "$good" --out "$WORK/out.h5"
 expect profile-window-on-cpu "\-\-profile-decode-steps needs the cuda backend" "$MOETRON" "${base[@]}" \
   --model "$good" --out "$WORK/out.h5" --profile-decode-steps 2:4
-expect negative-prefill-chunk "\-\-prefill-chunk must be >= 0" "$MOETRON" "${base[@]}" --model "$good" \
-  --out "$WORK/out.h5" --prefill-chunk -3
+expect negative-prefill-chunk "\-\-prefill-chunk must be auto or an integer >= 0 (0: whole prompts), got '-3'" \
+  "$MOETRON" "${base[@]}" --model "$good" --out "$WORK/out.h5" --prefill-chunk -3
+expect word-prefill-chunk "\-\-prefill-chunk must be auto or an integer >= 0 (0: whole prompts), got 'fast'" \
+  "$MOETRON" "${base[@]}" --model "$good" --out "$WORK/out.h5" --prefill-chunk fast
+expect low-itl-ratio "\-\-itl-target-ratio must be a number > 1, got 1" "$MOETRON" "${base[@]}" --model "$good" \
+  --out "$WORK/out.h5" --prefill-chunk auto --itl-target-ratio 1
+expect itl-ratio-without-auto "\-\-itl-target-ratio sizes adaptive chunks: it needs \-\-prefill-chunk auto" \
+  "$MOETRON" "${base[@]}" --model "$good" --out "$WORK/out.h5" --prefill-chunk 64 --itl-target-ratio 3
 expect unwritable-out "/nonexistent-dir" "$MOETRON" "${base[@]}" --model "$good" --out /nonexistent-dir/out.h5
 # Plans: every rank refuses the same way before loading anything.
 expect impossible-plan "the 4 attention heads do not split evenly over tp=3" "${MPI_RUN[@]}" 3 "$MOETRON" "${base[@]}" --model "$good" --out "$WORK/out.h5" --plan tp=3

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # perf/study.py with chunked prefill as a factor, without Slurm: prepare maps the grid's
 # prefill_chunk to `moetron run --prefill-chunk`, each task runs directly, and analyze's knee
-# table has a row per chunk setting (with each setting's ITL ratio by rate).
+# table has a row per chunk setting (with each setting's ITL ratio by rate), the adaptive chunk
+# ("auto", a level of text among numbers) included.
 source "$(dirname "$0")/common.bash"
 cat >"$WORK/grid.json" <<'JSON'
 {"models": {"olmoe": "tests/fixtures/olmoe"},
- "factors": {"model": ["olmoe"], "kind": ["short"], "rate": [50, 400], "prefill_chunk": [0, 7]},
+ "factors": {"model": ["olmoe"], "kind": ["short"], "rate": [50, 400], "prefill_chunk": [0, 7, "auto"]},
  "repeats": 1, "requests": 6, "run_args": ["--backend", "cpu", "--log-level", "warn"]}
 JSON
 study=$WORK/study
@@ -14,15 +15,16 @@ study=$WORK/study
 "$PYTHON" - "$study/tasks.json" <<'PY' || fail "prepare did not map prefill_chunk to --prefill-chunk"
 import json, sys
 tasks = json.load(open(sys.argv[1]))["tasks"]
-assert len(tasks) == 4, len(tasks)
+assert len(tasks) == 6, len(tasks)
 for t in tasks:
     run = t["run"]
     assert run[run.index("--prefill-chunk") + 1] == str(t["factors"]["prefill_chunk"]), run
 PY
-for i in 0 1 2 3; do "$PYTHON" "$MOETRON_SOURCE_DIR/perf/study.py" task "$study" "$i" >/dev/null; done
+for i in 0 1 2 3 4 5; do "$PYTHON" "$MOETRON_SOURCE_DIR/perf/study.py" task "$study" "$i" >/dev/null; done
 "$PYTHON" "$MOETRON_SOURCE_DIR/perf/study.py" analyze "$study" --out "$study/STUDY.md" >/dev/null
 for want in "## Throughput knee" "| model=olmoe, kind=short, prefill_chunk=0 | rate |" \
-            "| model=olmoe, kind=short, prefill_chunk=7 | rate |" "### model=olmoe, kind=short, prefill_chunk=7: by rate"; do
+            "| model=olmoe, kind=short, prefill_chunk=7 | rate |" "### model=olmoe, kind=short, prefill_chunk=7: by rate" \
+            "| model=olmoe, kind=short, prefill_chunk=auto | rate |"; do
   grep -qF -- "$want" "$study/STUDY.md" || { cat "$study/STUDY.md"; fail "STUDY.md lacks '$want'"; }
 done
 echo "the study runs prefill_chunk as a factor and tables the knee per setting"

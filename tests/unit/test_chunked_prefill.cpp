@@ -22,14 +22,6 @@ SchedulerLimits chunked(int64_t chunk, int64_t block_size) {
 
 int64_t blocks_for(int64_t tokens, int64_t block_size) { return (tokens + block_size - 1) / block_size; }
 
-// (sequence index, start, count, prefill, samples): a step as the tests spell it.
-using Entry = std::tuple<int64_t, int64_t, int64_t, bool, bool>;
-std::vector<Entry> entries(const std::vector<ScheduledSeq>& step) {
-  std::vector<Entry> out;
-  for (const ScheduledSeq& g : step) out.emplace_back(g.seq->index, g.start, g.count, g.prefill, g.samples);
-  return out;
-}
-
 // What every step must satisfy, whatever the requests: the decodes come first; the prefill tokens
 // stay within the chunk and the step within max_batch_tokens; a chunk continues where the
 // sequence's cache ends and samples exactly when it ends the prefill, and only the step's last

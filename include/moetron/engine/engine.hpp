@@ -30,6 +30,8 @@ struct EngineGroups {
 
 struct EngineOptions {
   SchedulerLimits limits;
+  // With limits.prefill_chunk == kPrefillChunkAuto: how each step's prefill budget is sized.
+  AdaptiveChunk adaptive_chunk;
   int64_t kv_blocks = 0;  // per replica (each rank holds its layers' and heads' share)
   bool save_logits = false;
   int64_t progress_every_s = 2;

@@ -21,6 +21,10 @@
 // Running from its first chunk; only the chunk that ends its prefill yields a token (its TTFT).
 // A chunk attends to the earlier chunks' K/V in the cache (kv_lens = start + count).
 //
+// Adaptive chunks (prefill_chunk = kPrefillChunkAuto, engine/prefill_budget.hpp): as chunked
+// prefill, but each step's prefill budget comes from the function passed to next_step, given the
+// number of decodes the step holds (the engine sizes it from measured step times).
+//
 // Preemption: every running request takes a block when its next decode token starts one; when
 // none is free, the request admitted last is preempted (one still prefilling, with chunks, is
 // always among the last): its blocks are freed and it waits again, to be recomputed from
@@ -33,12 +37,14 @@
 // (those there from the start in prompts-file order), preempted ones keeping their place.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "moetron/backend/ops.hpp"
 #include "moetron/engine/finish_reason.hpp"
+#include "moetron/engine/prefill_budget.hpp"
 
 namespace moetron {
 
@@ -90,7 +96,9 @@ struct SchedulerLimits {
   int64_t block_size = 16;
   int64_t max_batch_seqs = 256;     // sequences in one step
   int64_t max_batch_tokens = 8192;  // tokens in one step (prefill budget)
-  int64_t prefill_chunk = 0;        // prefill tokens a step may take beyond its decodes; 0: whole prompts
+  // Prefill tokens a step may take beyond its decodes; 0: whole prompts; kPrefillChunkAuto: the
+  // budget next_step is given.
+  int64_t prefill_chunk = 0;
   // Most tokens the forward holds in one step (RunSession's max_step_tokens): the longest prompt
   // or max_batch_tokens. Only a recompute (prompt and output) can be longer: it goes in pieces.
   int64_t max_step_tokens = std::numeric_limits<int64_t>::max();
@@ -115,8 +123,13 @@ class Scheduler {
   void arrive(Sequence* s);
 
   bool done() const;
+  // The step's prefill token budget from the number of decodes it holds (kPrefillChunkAuto).
+  using PrefillBudget = std::function<int64_t(int64_t decodes)>;
   // The next step: every running sequence decodes one token, then prefills take what is left.
-  std::vector<ScheduledSeq> next_step();
+  // `budget` is required with kPrefillChunkAuto and unused otherwise.
+  std::vector<ScheduledSeq> next_step(const PrefillBudget& budget = nullptr);
+  // The prefill budget of the last next_step: the chunk (fixed or adaptive); 0 with whole prompts.
+  int64_t prefill_budget() const { return prefill_budget_; }
   // Records the token sampled for each scheduled sequence (same order; ignored where it does not
   // sample) at `now_s` seconds after the run started (stored as now_s - arrival_s).
   void complete_step(const std::vector<ScheduledSeq>& step, const std::vector<int32_t>& tokens,
@@ -148,6 +161,7 @@ class Scheduler {
   std::vector<Sequence*> running_;  // in admission order: the last is preempted first
   BlockPool pool_;
   SchedulerLimits limits_;
+  int64_t prefill_budget_ = 0;
 };
 
 // Lays out a group of scheduled sequences as one forward batch (token ids, positions, cache

@@ -46,6 +46,7 @@ struct StepRecord {
   int32_t num_tokens = 0;   // tokens processed (prompt tokens + one per decoding sequence)
   bool is_prefill = false;  // the step held prefill tokens
   double seconds = 0;
+  int32_t prefill_budget = 0;  // prefill tokens the step could take beyond its decodes (0: whole prompts)
 };
 
 // What one MPI rank held and moved. Ranges are half-open [begin, end).

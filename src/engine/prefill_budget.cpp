@@ -1,0 +1,88 @@
+#include "moetron/engine/prefill_budget.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+
+#include "moetron/core/error.hpp"
+
+namespace moetron {
+namespace {
+
+// A slope needs at least this much weighted variation of p within the buckets (tokens²): two
+// steps whose prefill differs by a couple of tokens, not one step's timing noise alone.
+constexpr double kLeastVariation = 1.0;
+
+}  // namespace
+
+int64_t parse_prefill_chunk(const std::string& text) {
+  if (text == "auto") return kPrefillChunkAuto;
+  const bool digits = !text.empty() && text.size() <= 18 && text.find_first_not_of("0123456789") == std::string::npos;
+  errno = 0;
+  const long long v = digits ? std::strtoll(text.c_str(), nullptr, 10) : -1;
+  MOETRON_CHECK(digits && errno == 0,
+                "--prefill-chunk must be auto or an integer >= 0 (0: whole prompts), got '" << text << "'");
+  return v;
+}
+
+std::string prefill_chunk_text(int64_t prefill_chunk) {
+  return prefill_chunk == kPrefillChunkAuto ? "auto" : std::to_string(prefill_chunk);
+}
+
+int64_t adaptive_prefill_budget(const AdaptiveChunk& policy, int64_t decodes, const std::optional<MeasuredStepCost>& cost,
+                                int64_t max_tokens) {
+  const int64_t least = std::min(policy.min_chunk, max_tokens);
+  if (decodes <= 0) return max_tokens;  // no running request's next token to protect
+  if (!cost || !(cost->decode_s > 0) || !(cost->per_prefill_token_s > 0))
+    return std::clamp(policy.startup_chunk, least, max_tokens);
+  const double tokens = (policy.itl_target_ratio - 1) * cost->decode_s / cost->per_prefill_token_s;
+  if (!(tokens < static_cast<double>(max_tokens))) return max_tokens;  // also +inf
+  return std::max(least, static_cast<int64_t>(std::floor(tokens)));
+}
+
+StepCostModel::StepCostModel(double forgetting) : forgetting_(forgetting), buckets_(64) {
+  MOETRON_ASSERT(forgetting > 0 && forgetting <= 1);
+}
+
+size_t StepCostModel::bucket(int64_t decodes) {
+  size_t b = 0;
+  for (int64_t d = decodes; d > 0; d >>= 1) ++b;
+  return b;
+}
+
+void StepCostModel::observe(int64_t decodes, int64_t prefill_tokens, double seconds) {
+  Sums& s = buckets_[bucket(decodes)];
+  const double p = static_cast<double>(prefill_tokens);
+  s.w = forgetting_ * s.w + 1;
+  s.p = forgetting_ * s.p + p;
+  s.t = forgetting_ * s.t + seconds;
+  s.pp = forgetting_ * s.pp + p * p;
+  s.pt = forgetting_ * s.pt + p * seconds;
+  refit();
+}
+
+void StepCostModel::refit() {
+  // The common slope: covariance of p and t within each bucket over p's variance within each.
+  double covariance = 0, variance = 0;
+  for (const Sums& s : buckets_) {
+    if (s.w <= 0) continue;
+    covariance += s.pt - s.p * s.t / s.w;
+    variance += s.pp - s.p * s.p / s.w;
+  }
+  if (variance >= kLeastVariation && covariance > 0) slope_ = covariance / variance;
+}
+
+std::optional<MeasuredStepCost> StepCostModel::estimate(int64_t decodes) const {
+  if (decodes < 1 || !(slope_ > 0)) return std::nullopt;
+  for (size_t b = bucket(decodes); b >= 1; --b) {
+    const Sums& s = buckets_[b];
+    if (s.w <= 0) continue;
+    const double decode_s = (s.t - slope_ * s.p) / s.w;
+    if (!(decode_s > 0)) return std::nullopt;
+    return MeasuredStepCost{decode_s, slope_};
+  }
+  return std::nullopt;
+}
+
+}  // namespace moetron

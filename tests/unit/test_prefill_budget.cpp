@@ -1,0 +1,188 @@
+// The adaptive prefill chunk (--prefill-chunk auto, engine/prefill_budget.hpp): the budget policy
+// on given step costs, the step-cost model on injected step times, the option's parsing, and the
+// scheduler taking the budget it is given. No clocks: every time here is made up.
+#include <gtest/gtest.h>
+
+#include "error_of.hpp"
+#include "moetron/engine/prefill_budget.hpp"
+#include "moetron/engine/scheduler.hpp"
+#include "scheduler_test_helpers.hpp"
+
+namespace moetron {
+namespace {
+
+// Binary fractions, so that the budgets below are exact: a decode step of 1/2 s, 1/256 s a token.
+const MeasuredStepCost kHalfSecondStep{0.5, 1.0 / 256};
+
+TEST(AdaptiveBudget, KeepsTheStepWithinTheRatioOfADecodeStep) {
+  AdaptiveChunk policy;  // ratio 2: the prefill may add one decode step's time
+  EXPECT_EQ(adaptive_prefill_budget(policy, 4, kHalfSecondStep, 8192), 128);  // (2 - 1) * 0.5 * 256
+  policy.itl_target_ratio = 1.5;
+  EXPECT_EQ(adaptive_prefill_budget(policy, 4, kHalfSecondStep, 8192), 64);
+  policy.itl_target_ratio = 3;
+  EXPECT_EQ(adaptive_prefill_budget(policy, 4, kHalfSecondStep, 8192), 256);
+  policy.itl_target_ratio = 2.01;  // 129.28 tokens: rounded down, never past the ratio
+  EXPECT_EQ(adaptive_prefill_budget(policy, 4, kHalfSecondStep, 8192), 129);
+}
+
+TEST(AdaptiveBudget, ClampsToTheLeastChunkAndTheStepsTokens) {
+  const AdaptiveChunk policy;  // min_chunk 16
+  // 0.5 * 2 = 1 token: below the least chunk, which keeps prefill moving.
+  EXPECT_EQ(adaptive_prefill_budget(policy, 4, MeasuredStepCost{0.5, 0.5}, 8192), 16);
+  // Nearly free prefill: as much as the step holds.
+  EXPECT_EQ(adaptive_prefill_budget(policy, 4, MeasuredStepCost{0.5, 1e-30}, 8192), 8192);
+  EXPECT_EQ(adaptive_prefill_budget(policy, 4, kHalfSecondStep, 100), 100);
+  // A step smaller than the least chunk: the step.
+  EXPECT_EQ(adaptive_prefill_budget(policy, 4, MeasuredStepCost{0.5, 0.5}, 8), 8);
+}
+
+TEST(AdaptiveBudget, WithNoDecodesTakesTheWholeStep) {
+  const AdaptiveChunk policy;
+  EXPECT_EQ(adaptive_prefill_budget(policy, 0, kHalfSecondStep, 8192), 8192);
+  EXPECT_EQ(adaptive_prefill_budget(policy, 0, std::nullopt, 8192), 8192);
+}
+
+TEST(AdaptiveBudget, StartsAtTheStatedDefaultUntilTheCostsAreKnown) {
+  const AdaptiveChunk policy;
+  EXPECT_EQ(policy.startup_chunk, 64);
+  EXPECT_EQ(adaptive_prefill_budget(policy, 3, std::nullopt, 8192), 64);
+  EXPECT_EQ(adaptive_prefill_budget(policy, 3, std::nullopt, 40), 40);
+  EXPECT_EQ(adaptive_prefill_budget(policy, 3, MeasuredStepCost{0.5, 0}, 8192), 64);   // no slope
+  EXPECT_EQ(adaptive_prefill_budget(policy, 3, MeasuredStepCost{-0.1, 0.01}, 8192), 64);  // no decode time
+}
+
+TEST(StepCostModel, BucketsDoubleInWidth) {
+  EXPECT_EQ(StepCostModel::bucket(0), 0u);
+  EXPECT_EQ(StepCostModel::bucket(1), 1u);
+  EXPECT_EQ(StepCostModel::bucket(2), 2u);
+  EXPECT_EQ(StepCostModel::bucket(3), 2u);
+  EXPECT_EQ(StepCostModel::bucket(4), 3u);
+  EXPECT_EQ(StepCostModel::bucket(7), 3u);
+  EXPECT_EQ(StepCostModel::bucket(8), 4u);
+  EXPECT_EQ(StepCostModel::bucket(256), 9u);
+}
+
+// Steps of t = 10 ms + 0.1 ms per prefill token at a decode batch of 4.
+TEST(StepCostModel, FitsTheDecodeTimeAndThePerTokenCost) {
+  StepCostModel model;
+  EXPECT_FALSE(model.estimate(4)) << "nothing seen: start-up";
+  model.observe(4, 0, 0.010);
+  EXPECT_FALSE(model.estimate(4)) << "decode-only steps alone give no per-token cost";
+  model.observe(4, 100, 0.020);
+  model.observe(5, 50, 0.015);
+  const std::optional<MeasuredStepCost> c = model.estimate(4);
+  ASSERT_TRUE(c);
+  EXPECT_NEAR(c->decode_s, 0.010, 1e-12);
+  EXPECT_NEAR(c->per_prefill_token_s, 1e-4, 1e-12);
+  EXPECT_NEAR(model.estimate(7)->decode_s, 0.010, 1e-12) << "the same bucket";
+  EXPECT_NEAR(model.estimate(100)->decode_s, 0.010, 1e-12) << "a larger batch unseen: the nearest smaller";
+  EXPECT_FALSE(model.estimate(2)) << "no smaller bucket seen";
+  EXPECT_FALSE(model.estimate(0));
+  // The budget from the fit: (2 - 1) * 10 ms / 0.1 ms = 100 tokens (within rounding).
+  const int64_t budget = adaptive_prefill_budget(AdaptiveChunk{}, 4, c, 8192);
+  EXPECT_GE(budget, 99);
+  EXPECT_LE(budget, 100);
+}
+
+// Under load every step may take prefill: the slope comes from prefill-only steps of different
+// sizes, and a bucket's decode time from its mixed steps.
+TEST(StepCostModel, LearnsFromStepsThatAllTakePrefill) {
+  StepCostModel model;
+  model.observe(0, 100, 0.011);
+  model.observe(0, 200, 0.021);
+  model.observe(16, 64, 0.0300);  // 30 ms with 64 tokens: a decode step of 23.6 ms
+  const std::optional<MeasuredStepCost> c = model.estimate(20);
+  ASSERT_TRUE(c);
+  EXPECT_NEAR(c->per_prefill_token_s, 1e-4, 1e-12);
+  EXPECT_NEAR(c->decode_s, 0.0236, 1e-9);
+}
+
+// Newer steps weigh more: the decode time follows a change (e.g. longer contexts).
+TEST(StepCostModel, ForgetsOldSteps) {
+  StepCostModel model(0.5);
+  model.observe(0, 100, 0.011);
+  model.observe(0, 200, 0.021);
+  for (int i = 0; i < 40; ++i) model.observe(4, 0, 0.010);
+  for (int i = 0; i < 40; ++i) model.observe(4, 0, 0.020);
+  EXPECT_NEAR(model.estimate(4)->decode_s, 0.020, 1e-9);
+}
+
+// Timing noise that makes prefill look free or cheaper than nothing gives no slope, and once
+// one is known, keeps it.
+TEST(StepCostModel, KeepsTheLastSlopeAgainstNoise) {
+  StepCostModel model;
+  model.observe(8, 10, 0.5);
+  model.observe(8, 20, 0.0001);  // more tokens, much less time
+  EXPECT_FALSE(model.estimate(8));
+  model.observe(0, 100, 0.011);
+  model.observe(0, 200, 0.021);  // +0.49 of covariance here, -2.4 in bucket 4
+  EXPECT_FALSE(model.estimate(8));
+  StepCostModel known;
+  known.observe(0, 100, 0.011);
+  known.observe(0, 200, 0.021);
+  known.observe(8, 10, 0.5);
+  known.observe(8, 20, 0.0001);
+  ASSERT_TRUE(known.estimate(8));
+  EXPECT_NEAR(known.estimate(8)->per_prefill_token_s, 1e-4, 1e-12);
+}
+
+TEST(PrefillChunkOption, TakesAutoOrAnIntegerAtLeastZero) {
+  EXPECT_EQ(parse_prefill_chunk("auto"), kPrefillChunkAuto);
+  EXPECT_EQ(parse_prefill_chunk("0"), 0);
+  EXPECT_EQ(parse_prefill_chunk("256"), 256);
+  EXPECT_EQ(prefill_chunk_text(kPrefillChunkAuto), "auto");
+  EXPECT_EQ(prefill_chunk_text(256), "256");
+  for (const char* bad : {"-3", "", "1.5", "12x", "Auto", "99999999999999999999"}) {
+    const std::string message = test::error_of([&] { parse_prefill_chunk(bad); });
+    EXPECT_NE(message.find("--prefill-chunk must be auto or an integer >= 0"), std::string::npos) << bad;
+    EXPECT_NE(message.find(std::string("got '") + bad + "'"), std::string::npos) << message;
+  }
+}
+
+// The scheduler asks for the budget once the step's decodes are in, and cuts the chunks by it.
+TEST(AdaptiveBudget, TheSchedulerCutsChunksByTheBudgetItIsGiven) {
+  std::vector<Sequence> seqs = {make_seq(0, 10, 4), make_seq(1, 9, 2)};
+  seqs[1].state = Sequence::State::Pending;  // arrives after the first step
+  SchedulerLimits limits;
+  limits.block_size = 4;
+  limits.prefill_chunk = kPrefillChunkAuto;
+  Scheduler sched({&seqs[0], &seqs[1]}, 100, limits);
+  std::vector<int64_t> asked;
+  const Scheduler::PrefillBudget budget = [&](int64_t decodes) {
+    asked.push_back(decodes);
+    return decodes == 0 ? limits.max_batch_tokens : 4;
+  };
+  std::vector<std::vector<Entry>> steps;
+  std::vector<int64_t> budgets;
+  while (!sched.done() && steps.size() < 20) {
+    const auto step = sched.next_step(budget);
+    steps.push_back(entries(step));
+    budgets.push_back(sched.prefill_budget());
+    sched.complete_step(step, std::vector<int32_t>(step.size(), 5), {}, 0, 0.0, {});
+    if (steps.size() == 1) sched.arrive(&seqs[1]);
+  }
+  ASSERT_EQ(steps.size(), 5u);
+  EXPECT_EQ(steps[0], (std::vector<Entry>{{0, 0, 10, true, true}}));
+  EXPECT_EQ(steps[1], (std::vector<Entry>{{0, 10, 1, false, true}, {1, 0, 4, true, false}}));
+  EXPECT_EQ(steps[2], (std::vector<Entry>{{0, 11, 1, false, true}, {1, 4, 4, true, false}}));
+  EXPECT_EQ(steps[3], (std::vector<Entry>{{0, 12, 1, false, true}, {1, 8, 1, true, true}}));
+  EXPECT_EQ(steps[4], (std::vector<Entry>{{1, 9, 1, false, true}}));
+  EXPECT_EQ(asked, (std::vector<int64_t>{0, 1, 1, 1, 1}));
+  EXPECT_EQ(budgets, (std::vector<int64_t>{8192, 4, 4, 4, 4}));
+}
+
+TEST(AdaptiveBudget, FixedAndWholePromptSchedulersReportTheirBudget) {
+  std::vector<Sequence> seqs = {make_seq(0, 10, 1)};
+  SchedulerLimits limits;
+  limits.prefill_chunk = 7;
+  Scheduler fixed({&seqs[0]}, 100, limits);
+  fixed.next_step();
+  EXPECT_EQ(fixed.prefill_budget(), 7);
+  std::vector<Sequence> more = {make_seq(0, 10, 1)};
+  Scheduler whole({&more[0]}, 100, SchedulerLimits{});
+  whole.next_step();
+  EXPECT_EQ(whole.prefill_budget(), 0);
+}
+
+}  // namespace
+}  // namespace moetron
