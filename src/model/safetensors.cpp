@@ -205,6 +205,7 @@ TensorView SafetensorsFile::get(const std::string& name) const {
   v.shape = e.shape;
   v.data = base_ + data_start_ + e.begin;
   v.nbytes = static_cast<size_t>(e.end - e.begin);
+  v.file_offset = data_start_ + e.begin;
   v.file = path_;
   v.owner = shared_from_this();
   return v;

@@ -43,26 +43,34 @@ std::vector<int64_t> slice_shape(const std::vector<int64_t>& full, int64_t& row_
 
 namespace {
 
-// Concatenates host tensors of one dtype along dim 0 (rows).
-Tensor concat_rows(const std::vector<Tensor>& parts, std::vector<int64_t> shape) {
-  Tensor out = host_tensor(parts.at(0).dtype, std::move(shape));
-  size_t offset = 0;
-  for (const Tensor& p : parts) {
-    MOETRON_ASSERT(p.dtype == out.dtype);
-    if (p.nbytes() == 0) continue;
-    std::memcpy(static_cast<char*>(out.data) + offset, p.data, p.nbytes());
-    offset += p.nbytes();
-  }
-  MOETRON_ASSERT(offset == out.nbytes());
-  return out;
-}
-
+// The loader walks the shard twice: a dry pass that only lists the slices it reads, in order,
+// so that the source can read them ahead (WeightSource::expect), then the load itself. The walk
+// is written once; in the dry pass read() records instead of reading, and nothing is assembled
+// or uploaded.
 class Loader {
  public:
   Loader(WeightSource& src, const ModelConfig& c, const ShardSpec& s, const ExpertCopies& copies, Ops& ops)
       : src_(src), c_(c), s_(s), copies_(copies), ops_(ops), names_(c) {}
 
   ModelWeights load() {
+    dry_run_ = true;
+    walk();
+    dry_run_ = false;
+    src_.expect(std::move(reads_), [&ops = ops_](DType t, std::vector<int64_t> shape) {
+      return ops.staging_tensor(t, std::move(shape));
+    });
+    try {
+      ModelWeights w = walk();
+      ops_.finish_weight_uploads();
+      return w;
+    } catch (...) {
+      src_.expect({}, {});  // stop reading ahead into memory of an Ops that may soon be gone
+      throw;
+    }
+  }
+
+ private:
+  ModelWeights walk() {
     ModelWeights w;
     if (s_.first_stage) w.embed = up(read_all(names_.embed()));
     if (s_.last_stage) {
@@ -76,8 +84,8 @@ class Loader {
     return w;
   }
 
- private:
   Tensor up(const Tensor& host) {
+    if (dry_run_) return {};
     Tensor t = ops_.upload_weight(host);
     bytes_ += t.nbytes();
     return t;
@@ -88,7 +96,7 @@ class Loader {
     const int64_t H = c_.hidden_size, padding = s_.vocab_rows - s_.vocab_count;
     MOETRON_ASSERT(s_.vocab_count >= 0 && padding >= 0);
     Tensor real = rows(head, s_.vocab_begin, s_.vocab_count);  // may be empty: it gives the dtype
-    if (padding == 0) return real;
+    if (padding == 0 || dry_run_) return real;
     Tensor zeros = host_tensor(real.dtype, {padding, H});
     std::memset(zeros.data, 0, zeros.nbytes());
     return concat_rows({real, zeros}, {s_.vocab_rows, H});
@@ -99,11 +107,29 @@ class Loader {
   Tensor cols(const TensorSpec& t, int64_t begin, int64_t count) { return read(t, 0, -1, begin, count); }
   // Every read goes through here, so that the bytes read can be reported (startup rate).
   Tensor read(const TensorSpec& t, int64_t row_begin, int64_t row_count, int64_t col_begin, int64_t col_count) {
+    if (dry_run_) {
+      reads_.push_back({t, row_begin, row_count, col_begin, col_count});
+      return {};
+    }
     Tensor host = src_.read(t, row_begin, row_count, col_begin, col_count);
     source_bytes_ += host.nbytes();
     return host;
   }
   Tensor read_all(const TensorSpec& t) { return read(t, 0, -1, 0, -1); }
+  // Concatenates host tensors of one dtype along dim 0 (rows), in staging memory.
+  Tensor concat_rows(const std::vector<Tensor>& parts, std::vector<int64_t> shape) {
+    if (dry_run_) return {};
+    Tensor out = ops_.staging_tensor(parts.at(0).dtype, std::move(shape));
+    size_t offset = 0;
+    for (const Tensor& p : parts) {
+      MOETRON_ASSERT(p.dtype == out.dtype);
+      if (p.nbytes() == 0) continue;
+      std::memcpy(static_cast<char*>(out.data) + offset, p.data, p.nbytes());
+      offset += p.nbytes();
+    }
+    MOETRON_ASSERT(offset == out.nbytes());
+    return out;
+  }
 
   // A SwiGLU MLP's column slice: [gate rows; up rows] and down's matching columns.
   MlpWeights mlp(const TensorSpec& gate, const TensorSpec& upn, const TensorSpec& down,
@@ -183,6 +209,8 @@ class Loader {
   WeightNames names_;
   size_t bytes_ = 0;
   size_t source_bytes_ = 0;
+  bool dry_run_ = false;
+  std::vector<SliceRead> reads_;  // listed by the dry pass
 };
 
 }  // namespace

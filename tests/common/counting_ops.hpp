@@ -21,6 +21,10 @@ class CountingOps : public Ops {
   DType activation_dtype() const override { return inner_->activation_dtype(); }
   std::string name() const override { return inner_->name(); }
   Tensor upload_weight(const Tensor& host) override { return inner_->upload_weight(host); }
+  Tensor staging_tensor(DType dtype, std::vector<int64_t> shape) override {
+    return inner_->staging_tensor(dtype, std::move(shape));
+  }
+  void finish_weight_uploads() override { inner_->finish_weight_uploads(); }
   Tensor alloc(DType dtype, std::vector<int64_t> shape) override { return inner_->alloc(dtype, std::move(shape)); }
   Tensor temp(DType dtype, std::vector<int64_t> shape) override { return inner_->temp(dtype, std::move(shape)); }
   void reset_temps() override { inner_->reset_temps(); }

@@ -36,6 +36,9 @@ class CudaOps final : public Ops {
   std::string name() const override;
 
   Tensor upload_weight(const Tensor& host) override;
+  // Page-locked, from a pool kept until finish_weight_uploads (src/backend/cuda/cuda_staging.cpp).
+  Tensor staging_tensor(DType dtype, std::vector<int64_t> shape) override;
+  void finish_weight_uploads() override;
   Tensor alloc(DType dtype, std::vector<int64_t> shape) override;
   Tensor temp(DType dtype, std::vector<int64_t> shape) override;
   void reset_temps() override;
@@ -132,6 +135,12 @@ class CudaOps final : public Ops {
                               const int32_t* device_offsets, int64_t hidden, int64_t inter,
                               Tensor& act, Tensor& y_perm);
 
+  // A tensor of this dtype, shape and device without memory yet: alloc, temp and the staging
+  // pool fill in data and owner.
+  static Tensor unallocated(DType dtype, std::vector<int64_t> shape, Device device);
+  // Holds `owner` (an upload's host memory) until the stream has run the copies enqueued so far.
+  void keep_until_copied(const std::shared_ptr<void>& owner);
+
   int device_ = 0;
   int num_sms_ = 0;
   std::string device_name_;
@@ -157,6 +166,9 @@ class CudaOps final : public Ops {
   std::shared_ptr<Recordings> recordings_;  // shared_ptr: its deleter is bound where it is made
   struct SectionTimer;                      // event pairs of the timed sections
   std::shared_ptr<SectionTimer> section_timer_;
+  struct Staging;  // page-locked staging blocks for weight uploads, shared with their tensors
+  static std::shared_ptr<Staging> make_staging(int device);
+  std::shared_ptr<Staging> staging_ = make_staging(device_);
 };
 
 // The CUDA backend on `device` with arena_bytes of temporaries per step.

@@ -91,6 +91,14 @@ class Ops {
   // ---- memory ----
   // Converts a host tensor (F32/F16/BF16, read-only) into the backend's weight format.
   virtual Tensor upload_weight(const Tensor& host) = 0;
+  // Host memory to stage weights in on their way to upload_weight; may be called from any
+  // thread. Page-locked on CUDA, so that the upload is an asynchronous DMA (upload_weight keeps
+  // the memory alive until it is done); plain heap memory elsewhere.
+  virtual Tensor staging_tensor(DType dtype, std::vector<int64_t> shape) {
+    return host_tensor(dtype, std::move(shape));
+  }
+  // Waits for the uploads under way and frees the staging memory kept for reuse.
+  virtual void finish_weight_uploads() {}
   virtual Tensor alloc(DType dtype, std::vector<int64_t> shape) = 0;  // lives until freed
   virtual Tensor temp(DType dtype, std::vector<int64_t> shape) = 0;   // lives until reset_temps
   virtual void reset_temps() = 0;

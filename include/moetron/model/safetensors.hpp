@@ -28,6 +28,7 @@ struct TensorView {
   std::vector<int64_t> shape;
   const void* data = nullptr;
   size_t nbytes = 0;
+  uint64_t file_offset = 0;  // of `data` in the file (for pread)
   std::string file;  // the .safetensors file it lives in (for messages)
   std::shared_ptr<const SafetensorsFile> owner;
 

@@ -9,8 +9,10 @@
 
 namespace moetron {
 
-// Reads from the checkpoint's memory-mapped files; only the bytes of the requested slices are
-// touched, so each rank reads only its shard.
+// Reads the slices load_weights announces (WeightSource::expect) ahead, on a reader thread with
+// pread (moetron/model/slice_reader.hpp); other reads copy from the memory-mapped files. Either
+// way only the requested slices are read (a column slice of narrow rows: their covering span),
+// so each rank reads only its shard.
 std::unique_ptr<WeightSource> open_checkpoint_source(const std::string& dir);
 
 // Generates each element from (seed, tensor name, element index), so any rank can produce any

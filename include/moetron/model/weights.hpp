@@ -2,6 +2,7 @@
 // and its experts, already uploaded to the backend (Ops::upload_weight).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -48,12 +49,25 @@ ShardSpec full_shard(const ModelConfig& config);
 // The spec (from WeightNames) gives the name and the shape the engine expects; a source whose
 // tensor differs says so, naming it. Implemented over safetensors checkpoints and over
 // deterministic random ("dummy") weights.
+struct SliceRead {
+  TensorSpec spec;
+  int64_t row_begin = 0, row_count = -1, col_begin = 0, col_count = -1;
+};
+
 class WeightSource {
  public:
+  // Host memory for a slice: Ops::staging_tensor, so that an upload from it is fastest.
+  using StagingAlloc = std::function<Tensor(DType, std::vector<int64_t>)>;
+
   virtual ~WeightSource() = default;
   virtual Tensor read(const TensorSpec& spec, int64_t row_begin, int64_t row_count,
                       int64_t col_begin, int64_t col_count) = 0;
   Tensor read_all(const TensorSpec& spec) { return read(spec, 0, -1, 0, -1); }
+  // The reads that follow are `reads`, in this order (load_weights announces them), so a
+  // source may read ahead into memory from `staging`; the tensors read() returns then live in
+  // it. An empty list cancels what is left of an earlier one (after an error). A read that
+  // breaks the announced order is an Error. Sources that cannot gain from it ignore it.
+  virtual void expect(std::vector<SliceRead> /*reads*/, StagingAlloc /*staging*/) {}
 };
 
 // The 2-D reading of a tensor shape: a 1-D tensor is one row.

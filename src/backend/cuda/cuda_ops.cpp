@@ -125,11 +125,16 @@ std::string CudaOps::name() const {
 
 // ---- memory -------------------------------------------------------------------------------------
 
-Tensor CudaOps::alloc(DType dtype, std::vector<int64_t> shape) {
+Tensor CudaOps::unallocated(DType dtype, std::vector<int64_t> shape, Device device) {
   Tensor t;
   t.dtype = dtype;
   t.shape = std::move(shape);
-  t.device = Device::Cuda;
+  t.device = device;
+  return t;
+}
+
+Tensor CudaOps::alloc(DType dtype, std::vector<int64_t> shape) {
+  Tensor t = unallocated(dtype, std::move(shape), Device::Cuda);
   const size_t bytes = t.nbytes();
   if (bytes == 0) return t;
   void* p = nullptr;
@@ -143,10 +148,7 @@ Tensor CudaOps::alloc(DType dtype, std::vector<int64_t> shape) {
 }
 
 Tensor CudaOps::temp(DType dtype, std::vector<int64_t> shape) {
-  Tensor t;
-  t.dtype = dtype;
-  t.shape = std::move(shape);
-  t.device = Device::Cuda;
+  Tensor t = unallocated(dtype, std::move(shape), Device::Cuda);
   const size_t bytes = (t.nbytes() + kTempAlignment - 1) / kTempAlignment * kTempAlignment;
   MOETRON_CHECK(arena_used_ + bytes <= arena_bytes_,
                 "CUDA temporary arena exhausted: " << t.describe() << " needs " << bytes
@@ -180,8 +182,10 @@ Tensor CudaOps::upload_weight(const Tensor& host) {
   const int64_t n = host.numel();
   if (n == 0) return out;
   if (host.dtype == DType::BF16) {
+    // From page-locked memory (staging_tensor) the copy runs after this returns.
     CUDA_CHECK(cudaMemcpyAsync(out.data, host.data, host.nbytes(), cudaMemcpyHostToDevice,
                                stream_));
+    keep_until_copied(host.owner);
   } else {
     // Convert on the device: one staging copy of the source, freed once the kernel is done.
     Tensor staging = alloc(host.dtype, host.shape);
