@@ -6,8 +6,9 @@
 // (tokens), one moe_experts call as a prefill step makes it: every token picks top-k distinct
 // experts drawn at random (seeded; an expert's rows vary as under a uniform router). Each
 // variant is a fresh CudaOps made under its environment: `tiles` (MOETRON_EXPERT_GEMM=tiles,
-// the WMMA grouped GEMM) or N (the per-expert cuBLASLt GEMMs on N streams,
-// MOETRON_EXPERT_STREAMS=N). Prints one JSON line per point: the call's median time, its
+// the WMMA grouped GEMM) or N (the per-expert cuBLASLt GEMMs on at most N streams,
+// MOETRON_EXPERT_STREAMS=N; the engine's default is 8, fewer where the experts need fewer:
+// expert_gemm_streams_for). Prints one JSON line per point: the call's median time, its
 // TFLOP/s (2 x tokens x top-k x 3 x hidden x columns FLOPs, SwiGLU's gate, up and down) and that
 // rate as a fraction of the best dense GEMM rate measured first (cuBLAS, bf16, three large
 // shapes). Issue 11's target: >= 60% at 4,096-token prompts.

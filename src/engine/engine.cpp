@@ -215,7 +215,7 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
   StepCostModel step_costs;
   const Scheduler::PrefillBudget budget = [&](int64_t decodes) {
     return adaptive_prefill_budget(options_.adaptive_chunk, decodes, step_costs.estimate(decodes),
-                                   options_.limits.max_batch_tokens);
+                                   options_.limits.max_batch_tokens, step_costs.observed());
   };
   const bool last = groups_.pp_rank == groups_.pp_size - 1;
   const int64_t V = config_.vocab_size;

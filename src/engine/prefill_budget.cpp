@@ -31,11 +31,11 @@ std::string prefill_chunk_text(int64_t prefill_chunk) {
 }
 
 int64_t adaptive_prefill_budget(const AdaptiveChunk& policy, int64_t decodes, const std::optional<MeasuredStepCost>& cost,
-                                int64_t max_tokens) {
+                                int64_t max_tokens, int64_t probe) {
   const int64_t least = std::min(policy.min_chunk, max_tokens);
   if (decodes <= 0) return max_tokens;  // no running request's next token to protect
   if (!cost || !(cost->decode_s > 0) || !(cost->per_prefill_token_s > 0))
-    return std::clamp(policy.startup_chunk, least, max_tokens);
+    return std::clamp(policy.startup_chunk << (probe % 3), least, max_tokens);
   const double tokens = (policy.itl_target_ratio - 1) * cost->decode_s / cost->per_prefill_token_s;
   if (!(tokens < static_cast<double>(max_tokens))) return max_tokens;  // also +inf
   return std::max(least, static_cast<int64_t>(std::floor(tokens)));
@@ -52,6 +52,7 @@ size_t StepCostModel::bucket(int64_t decodes) {
 }
 
 void StepCostModel::observe(int64_t decodes, int64_t prefill_tokens, double seconds) {
+  ++observed_;
   Sums& s = buckets_[bucket(decodes)];
   const double p = static_cast<double>(prefill_tokens);
   s.w = forgetting_ * s.w + 1;

@@ -63,5 +63,24 @@ TEST(ExpertPaths, SplitsSkewedAndSparseLoads) {
   EXPECT_EQ(split_experts_by_rows({0}, 4), (std::vector<int64_t>{0}));
 }
 
+// The streams follow the experts' size on a 132-SM GPU (H200): many where one expert's GEMM is
+// a few tiles, one where it fills the GPU alone, never more than the cap nor fewer than one.
+TEST(ExpertPaths, StreamsFollowTheExpertsSize) {
+  constexpr int kSms = 132;
+  EXPECT_EQ(expert_gemm_streams_for(256, 2 * 1024, kSms, 8), 8);    // OLMoE, 2,048 tokens a step
+  EXPECT_EQ(expert_gemm_streams_for(512, 2 * 1024, kSms, 8), 8);    // 4,096: 64 tiles, 528 wanted
+  EXPECT_EQ(expert_gemm_streams_for(2048, 2 * 1024, kSms, 8), 3);   // 16,384: 256 tiles
+  EXPECT_EQ(expert_gemm_streams_for(2048, 2 * 14336, kSms, 8), 1);  // Mixtral, 8,192 tokens
+  EXPECT_EQ(expert_gemm_streams_for(1092, 2 * 1408, kSms, 8), 3);   // Qwen1.5, 16,380 (22-column tiles)
+  EXPECT_EQ(expert_gemm_streams_for(512, 2 * 1024, kSms, 4), 4);    // the cap
+  EXPECT_EQ(expert_gemm_streams_for(512, 2 * 1024, kSms, 0), 1);    // a cap below one: one stream
+  EXPECT_EQ(expert_gemm_streams_for(0, 2 * 1024, kSms, 8), 8);      // no rows: as for one row
+  // Never fewer streams for smaller experts (same width), never more for wider ones.
+  for (double rows = 1; rows < 5000; rows *= 1.7) {
+    EXPECT_GE(expert_gemm_streams_for(rows, 2048, kSms, 16), expert_gemm_streams_for(rows * 2, 2048, kSms, 16));
+    EXPECT_GE(expert_gemm_streams_for(rows, 2048, kSms, 16), expert_gemm_streams_for(rows, 4096, kSms, 16));
+  }
+}
+
 }  // namespace
 }  // namespace moetron

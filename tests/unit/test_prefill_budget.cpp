@@ -49,6 +49,30 @@ TEST(AdaptiveBudget, StartsAtTheStatedDefaultUntilTheCostsAreKnown) {
   EXPECT_EQ(adaptive_prefill_budget(policy, 3, std::nullopt, 40), 40);
   EXPECT_EQ(adaptive_prefill_budget(policy, 3, MeasuredStepCost{0.5, 0}, 8192), 64);   // no slope
   EXPECT_EQ(adaptive_prefill_budget(policy, 3, MeasuredStepCost{-0.1, 0.01}, 8192), 64);  // no decode time
+  // Step by step the start-up budget varies (x1, x2, x4), so that the slope can be fitted.
+  EXPECT_EQ(adaptive_prefill_budget(policy, 3, std::nullopt, 8192, 1), 128);
+  EXPECT_EQ(adaptive_prefill_budget(policy, 3, std::nullopt, 8192, 2), 256);
+  EXPECT_EQ(adaptive_prefill_budget(policy, 3, std::nullopt, 8192, 3), 64);
+  EXPECT_EQ(adaptive_prefill_budget(policy, 3, std::nullopt, 100, 2), 100);
+}
+
+// The start-up deadlock seen on the H200: under load every step fills its budget, so with one
+// fixed start-up budget no bucket ever saw two prefill sizes. Feeding the model the steps its
+// own start-up budgets make (time = 10 ms + 20 us a prefill token, 30 decodes) finds the slope
+// within three steps and then sizes the budget from it.
+TEST(AdaptiveBudget, StartUpBudgetsLetTheSlopeBeFitted) {
+  const AdaptiveChunk policy;
+  StepCostModel model;
+  std::optional<MeasuredStepCost> cost;
+  for (int step = 0; step < 3 && !cost; ++step) {
+    const int64_t budget = adaptive_prefill_budget(policy, 30, model.estimate(30), 8192, model.observed());
+    model.observe(30, budget, 0.010 + 20e-6 * static_cast<double>(budget));
+    cost = model.estimate(30);
+  }
+  ASSERT_TRUE(cost.has_value());
+  EXPECT_NEAR(cost->per_prefill_token_s, 20e-6, 1e-9);
+  EXPECT_NEAR(cost->decode_s, 0.010, 1e-9);
+  EXPECT_NEAR(static_cast<double>(adaptive_prefill_budget(policy, 30, cost, 8192, model.observed())), 500, 1);  // 10 ms / 20 us
 }
 
 TEST(StepCostModel, BucketsDoubleInWidth) {

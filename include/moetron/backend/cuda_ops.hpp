@@ -154,13 +154,6 @@ class CudaOps final : public Ops {
   // sample_rows' per-row settings: a buffer of its own, grown as needed, not a temp(): after a
   // graph replay the arena's next temporary may lie on the replayed step's logits.
   Tensor sampling_params_;
-  // Their staging copy in pinned host memory: from pageable memory the runtime may wait for the
-  // stream (the step's forward) before it stages the bytes, leaving the GPU idle while the host
-  // then launches the sampling kernels.
-  void upload_sampling_params(const void* packed, Tensor& device_params);
-  void* sampling_params_host_ = nullptr;
-  size_t sampling_params_host_bytes_ = 0;
-  cudaEvent_t sampling_params_copied_ = nullptr;  // the last copy out of the staging buffer
   Tensor sampling_workspace_;  // the split rows' partials and barriers, likewise
   struct Recordings;                        // instantiated graphs, destroyed with this object
   std::shared_ptr<Recordings> recordings_;  // shared_ptr: its deleter is bound where it is made

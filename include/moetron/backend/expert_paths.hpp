@@ -3,6 +3,7 @@
 // cost model (which measured points it interpolates between) and the predictor's plan check.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -16,17 +17,29 @@ inline bool expert_call_is_gemv(int64_t call_tokens) { return call_tokens <= kEx
 // Prefill-sized calls run one cuBLASLt GEMM per expert on its exact rows instead of the tiles,
 // several experts at once on side streams (CudaOps::do_moe_experts, MOETRON_EXPERT_GEMM=cublas,
 // the default): when the call takes the largest row tiles (at least 2 x 128 rows per local expert
-// on average: kernels::grouped_gemm_tile_rows), its rows are copied into expert order (more than
-// kExpertRouteOneBlockMaxSlots slots, or more local experts than one routing block's threads:
-// kernels::moe_route), and the stream is not being captured (the call syncs with the host).
+// on average: kernels::grouped_gemm_tile_rows) and the stream is not being captured (the call
+// syncs with the host). Its rows are then always copied into expert order (kernels::moe_permute),
+// also where one routing block could have resolved them in place (at most
+// kExpertRouteOneBlockMaxSlots slots and kExpertRouteOneBlockMaxExperts experts: Mixtral's
+// 4,096-token steps, whose tiles ran at a quarter of the GEMMs' rate).
 constexpr int64_t kExpertLargeTileRows = 128;
 constexpr int64_t kExpertRouteOneBlockMaxSlots = 8192;
 constexpr int64_t kExpertRouteOneBlockMaxExperts = 1024;
 inline bool expert_call_by_gemms(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts, bool eager) {
   if (!eager || local_experts <= 0 || expert_call_is_gemv(call_tokens)) return false;
-  const int64_t slots = call_tokens * slots_per_token;
-  const bool rows_resolved = local_experts <= kExpertRouteOneBlockMaxExperts && slots <= kExpertRouteOneBlockMaxSlots;
-  return !rows_resolved && slots / local_experts >= 2 * kExpertLargeTileRows;
+  return call_tokens * slots_per_token / local_experts >= 2 * kExpertLargeTileRows;
+}
+
+// Streams the GEMM path spreads one call's experts over: enough that the experts' GEMMs in
+// flight hold about four 128 x 128 output tiles per SM, at most `max_streams`. One expert's
+// gate/up GEMM of `mean_rows` rows and `gate_up_cols` columns is ceil(rows / 128) x ceil(cols /
+// 128) tiles. On an H200 (perf/expert_gemm_bench, eighth session) 8 streams beat 1 by up to 1.4x
+// where an expert's GEMM fills a fraction of the SMs (OLMoE, Qwen1.5 at 2-8k tokens a step) and
+// lost up to 14% where one fills them all (Mixtral's 2k-row experts); in between, no difference.
+inline int expert_gemm_streams_for(double mean_rows, int64_t gate_up_cols, int sms, int max_streams) {
+  const double tiles = std::ceil(std::max(mean_rows, 1.0) / 128) * std::ceil(static_cast<double>(gate_up_cols) / 128);
+  const double wanted = std::ceil(4.0 * sms / tiles);
+  return static_cast<int>(std::clamp(wanted, 1.0, static_cast<double>(std::max(1, max_streams))));
 }
 
 // The GEMM path's split of the experts over its streams: expert e owns rows [offsets[e],

@@ -47,7 +47,7 @@ float* f32(const Tensor& t) { return static_cast<float*>(t.data); }
 // (ExpertGemmStreams, expert_paths.hpp): the portable WMMA tiles reach about a quarter of the
 // bf16 GEMM rate there (ncu, perf/NOTES.md). It needs the experts' row counts on the host (one
 // stream sync per MoE layer), so only outside graph capture; decode steps keep the tiles.
-// MOETRON_EXPERT_GEMM=tiles keeps the tiles, MOETRON_EXPERT_STREAMS=N (1-16, default 4) sets
+// MOETRON_EXPERT_GEMM=tiles keeps the tiles, MOETRON_EXPERT_STREAMS=N (1-16, default 8) caps
 // the streams (A/B measurements without a rebuild).
 // Read when a CudaOps is made (not once per process), so that a benchmark can compare paths.
 bool prefill_experts_by_cublas() {
@@ -59,7 +59,7 @@ bool prefill_experts_by_cublas() {
 
 int expert_gemm_streams() {
   const char* env = std::getenv("MOETRON_EXPERT_STREAMS");
-  const std::string v = env == nullptr ? "4" : env;
+  const std::string v = env == nullptr ? "8" : env;
   const bool valid = !v.empty() && v.size() <= 2 && std::all_of(v.begin(), v.end(), ::isdigit);
   const int n = valid ? std::stoi(v) : 0;
   MOETRON_CHECK(n >= 1 && n <= 16, "MOETRON_EXPERT_STREAMS='" << v << "': expected 1 to 16");
@@ -100,17 +100,14 @@ CudaOps::CudaOps(int device, size_t arena_bytes) : device_(device), arena_bytes_
   CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
   CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
-  if (prefill_experts_by_cublas()) expert_gemms_ = std::make_shared<cuda::ExpertGemmStreams>(expert_gemm_streams());
+  if (prefill_experts_by_cublas()) expert_gemms_ = std::make_shared<cuda::ExpertGemmStreams>(expert_gemm_streams(), num_sms_);
   if (arena_bytes_ > 0) CUDA_CHECK(cudaMalloc(&arena_, arena_bytes_));
-  CUDA_CHECK(cudaEventCreateWithFlags(&sampling_params_copied_, cudaEventDisableTiming));
 }
 
 CudaOps::~CudaOps() {
   // Destructors must not throw: release what exists and ignore late errors.
   if (stream_) cudaStreamSynchronize(stream_);
   expert_gemms_.reset();
-  if (sampling_params_copied_) cudaEventDestroy(sampling_params_copied_);
-  if (sampling_params_host_) cudaFreeHost(sampling_params_host_);
   if (cublas_) cublasDestroy(cublas_);
   cudaFree(cublas_workspace_);
   cudaFree(arena_);
@@ -404,19 +401,20 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
   // reads the tokens' rows in place; otherwise they are copied into expert order first.
   const bool rows_resolved = kernels::moe_route(i32(ids), tokens, k, experts.first_expert, local,
                                                 tile_rows, routing, stream_);
+  // The rule the predictor prices (backend/expert_paths.hpp): the GEMMs read the rows copied
+  // into expert order, also when the routing resolved them (its slot ranks hold for the copy).
+  const bool by_gemms = expert_call_by_gemms(tokens, k, local, /*eager=*/true) && expert_gemms_ && !capturing(stream_);
   const bf16* gate_up_input = bf(x);
   const int32_t* token_of_row = routing.token_of_row;
-  if (!rows_resolved) {
+  if (!rows_resolved || by_gemms) {
     Tensor x_perm = temp(DType::BF16, {slots, hidden});
     kernels::moe_permute(bf(x), i32(ids), tokens, k, hidden, experts.first_expert, routing,
                          bf(x_perm), stream_);
     gate_up_input = bf(x_perm);
     token_of_row = nullptr;
   }
-  // The rule the predictor prices (backend/expert_paths.hpp), checked against the kernels' own
-  // choice: the GEMMs need the rows copied into expert order.
-  if (expert_call_by_gemms(tokens, k, local, /*eager=*/true) && expert_gemms_ && !capturing(stream_)) {
-    MOETRON_ASSERT(!rows_resolved && tile_rows == kernels::kLargeTileRows);
+  if (by_gemms) {
+    MOETRON_ASSERT(tile_rows == kernels::kLargeTileRows);  // the kernels' own regime agrees
     Tensor y_perm = temp(DType::BF16, {slots, hidden});
     expert_gemms_by_cublas(gate_up_input, experts, routing.offsets, hidden, inter, act, y_perm);
     kernels::moe_unpermute_combine(bf(y_perm), routing.row_of_slot, f32(weights), tokens, k,
@@ -561,7 +559,7 @@ void CudaOps::do_sample_rows(const Tensor& logits, const std::vector<SamplingPar
     sampling_params_ = alloc(DType::I64, {rows, 4});
   }
   Tensor device_params = sampling_params_.slice_rows(0, rows);
-  upload_sampling_params(packed.data(), device_params);
+  copy_from_host(device_params, packed.data());
   const size_t workspace = kernels::sample_rows_workspace_bytes(rows, vocab);
   const int64_t workspace_words = static_cast<int64_t>((workspace + 7) / 8);  // I64 words
   if (workspace > 0 && (!sampling_workspace_.defined() || sampling_workspace_.numel() < workspace_words)) {
@@ -571,22 +569,6 @@ void CudaOps::do_sample_rows(const Tensor& logits, const std::vector<SamplingPar
   kernels::sample_rows(f32(logits), rows, vocab,
                        static_cast<const radix::RowParams*>(device_params.data), i32(ids),
                        workspace > 0 ? sampling_workspace_.data : nullptr, workspace, stream_);
-}
-
-void CudaOps::upload_sampling_params(const void* packed, Tensor& device_params) {
-  const size_t bytes = device_params.nbytes();
-  // Refill the staging buffer only once the previous copy out of it is done (enqueued a step
-  // ago, whose ids the host has read since: in practice no wait).
-  CUDA_CHECK(cudaEventSynchronize(sampling_params_copied_));
-  if (bytes > sampling_params_host_bytes_) {
-    if (sampling_params_host_) CUDA_CHECK(cudaFreeHost(sampling_params_host_));
-    sampling_params_host_ = nullptr;
-    CUDA_CHECK(cudaHostAlloc(&sampling_params_host_, bytes, cudaHostAllocDefault));
-    sampling_params_host_bytes_ = bytes;
-  }
-  std::memcpy(sampling_params_host_, packed, bytes);
-  CUDA_CHECK(cudaMemcpyAsync(device_params.data, sampling_params_host_, bytes, cudaMemcpyHostToDevice, stream_));
-  CUDA_CHECK(cudaEventRecord(sampling_params_copied_, stream_));
 }
 
 std::unique_ptr<Ops> make_cuda_ops(int device, size_t arena_bytes) {

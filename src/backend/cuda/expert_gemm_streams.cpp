@@ -46,7 +46,7 @@ struct Layouts {
 
 }  // namespace
 
-ExpertGemmStreams::ExpertGemmStreams(int streams) {
+ExpertGemmStreams::ExpertGemmStreams(int streams, int sms) : sms_(sms) {
   MOETRON_CHECK(streams >= 1, "expert GEMM streams must be >= 1, got " << streams);
   CUBLAS_CHECK(cublasLtCreate(&lt_));
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -122,7 +122,11 @@ void ExpertGemmStreams::matmul(int s, const __nv_bfloat16* x, const __nv_bfloat1
 void ExpertGemmStreams::run(cudaStream_t stream, const std::vector<int32_t>& offsets,
                             const ExpertGemmOperands& op) {
   const int64_t hidden = op.hidden, inter = op.inter;
-  const std::vector<int64_t> edges = split_experts_by_rows(offsets, streams());
+  int64_t active = 0;  // experts with rows
+  for (size_t e = 0; e + 1 < offsets.size(); ++e) active += offsets[e + 1] > offsets[e];
+  const double mean_rows = active > 0 ? static_cast<double>(offsets.back() - offsets.front()) / static_cast<double>(active) : 0;
+  const std::vector<int64_t> edges =
+      split_experts_by_rows(offsets, expert_gemm_streams_for(mean_rows, 2 * inter, sms_, streams()));
   CUDA_CHECK(cudaEventRecord(forked_, stream));
   for (size_t b = 0; b + 1 < edges.size(); ++b) {
     const int s = static_cast<int>(b);

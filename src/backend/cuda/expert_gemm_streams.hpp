@@ -1,6 +1,7 @@
 // Prefill's expert GEMMs, one expert at a time but several at once: each expert's gate/up and
 // down projections as cuBLASLt matmuls on its exact rows, the experts split into contiguous
-// blocks of about equal rows, one block a stream. One expert's GEMM (a few hundred rows) fills
+// blocks of about equal rows, one block a stream (as many streams as the experts' size needs:
+// expert_gemm_streams_for). One expert's GEMM (a few hundred rows) fills
 // only part of the GPU; several streams let the next experts' GEMMs take the idle SMs and hide
 // each call's host cost behind the others' work.
 //
@@ -37,7 +38,8 @@ struct ExpertGemmOperands {
 
 class ExpertGemmStreams {
  public:
-  explicit ExpertGemmStreams(int streams);
+  // Up to `streams` side streams, used as expert_gemm_streams_for says for a GPU of `sms` SMs.
+  ExpertGemmStreams(int streams, int sms);
   ~ExpertGemmStreams();
   ExpertGemmStreams(const ExpertGemmStreams&) = delete;
   ExpertGemmStreams& operator=(const ExpertGemmStreams&) = delete;
@@ -65,6 +67,7 @@ class ExpertGemmStreams {
   std::vector<void*> workspace_;
   std::vector<cudaEvent_t> joined_;
   cudaEvent_t forked_ = nullptr;
+  int sms_ = 1;
   std::map<std::tuple<int64_t, int64_t, int64_t>, Algo> algos_;  // by (row bucket, n, k)
 };
 
