@@ -7,6 +7,7 @@
 
 #include "moetron/core/error.hpp"
 #include "moetron/core/format.hpp"
+#include "moetron/parallel/memory_need.hpp"
 #include "moetron/predict/plan_geometry.hpp"
 
 namespace moetron {
@@ -59,13 +60,22 @@ MemoryFit fit_memory(const ModelConfig& config, const PlanGeometry& g, const Wor
   return fit;
 }
 
+// The backend's activation element, as the memory check takes it (backend_storage): the CPU
+// backend computes, stores and sends activations in f32 (CpuOps::activation_dtype), CUDA in
+// bf16 (also the default for options without a backend).
+int64_t activation_bytes_of(const std::string& backend) {
+  return static_cast<int64_t>(dtype_size(backend_storage(backend == "cpu" ? "cpu" : "cuda").activations));
+}
+
 // On the CPU backend no expert call runs per-expert GEMMs.
 StepShape decode_shape(const Workload& w, int64_t batch, int micro_batches, bool recordable, const std::string& backend) {
-  return {batch, 1, w.prompt_tokens + w.output_tokens / 2, false, micro_batches, recordable, backend != "cpu"};
+  return {batch, 1, w.prompt_tokens + w.output_tokens / 2, false, micro_batches, recordable, backend != "cpu",
+          activation_bytes_of(backend)};
 }
 
 StepShape prefill_shape(const Workload& w, int64_t prompts, int micro_batches, const std::string& backend) {
-  return {prompts, w.prompt_tokens, w.prompt_tokens, true, micro_batches, false, backend != "cpu"};
+  return {prompts, w.prompt_tokens, w.prompt_tokens, true, micro_batches, false, backend != "cpu",
+          activation_bytes_of(backend)};
 }
 
 // The parts of a step, largest first, as "name NN%".

@@ -11,7 +11,9 @@ namespace moetron {
 
 namespace {
 
-constexpr int64_t kBf16 = 2, kF32 = 4, kI32 = 4, kI64 = 8;
+// Activations (hidden rows, the messages between ranks) take the backend's activation element
+// size (StepShape::activation_bytes: bf16 on CUDA, f32 on the CPU); these are fixed.
+constexpr int64_t kF32 = 4, kI32 = 4, kI64 = 8;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -24,18 +26,18 @@ class StageForward {
                const StepShape& shape, int64_t sequences)
       : g_(g), c_(*g.config), s_(g.stages[static_cast<size_t>(stage)]), shares_(shares), cost_(cost),
         shape_(shape), seqs_(sequences), T_(sequences * shape.tokens_per_sequence),
-        in_graph_(!shape.prefill && shape.recordable && g.plan.pp == 1) {}
+        in_graph_(!shape.prefill && shape.recordable && g.plan.pp == 1), act_(shape.activation_bytes) {}
 
   StepCost run() {
     const int64_t H = c_.hidden_size;
-    if (s_.first_stage) memory_kernel(2 * T_ * H * kBf16);  // embed
+    if (s_.first_stage) memory_kernel(2 * T_ * H * act_);  // embed
     int64_t moe_index = 0;
     for (int64_t l = 0; l < c_.num_layers; ++l) {
       const bool moe = c_.layer_is_moe[static_cast<size_t>(l)];
       if (l >= s_.layer_begin && l < s_.layer_end) layer(l == s_.layer_begin, moe ? moe_index : -1);
       if (moe) ++moe_index;
     }
-    memory_kernel(3 * T_ * H * kBf16);  // the last residual add
+    memory_kernel(3 * T_ * H * act_);  // the last residual add
     if (s_.last_stage) logits();
     return out_;
   }
@@ -50,39 +52,39 @@ class StageForward {
 
   void layer(bool first_local, int64_t moe_index) {
     const int64_t H = c_.hidden_size;
-    memory_kernel((first_local ? 2 : 4) * T_ * H * kBf16);  // (add_)rmsnorm
+    memory_kernel((first_local ? 2 : 4) * T_ * H * act_);  // (add_)rmsnorm
     attention();
-    memory_kernel(4 * T_ * H * kBf16);  // add_rmsnorm after attention
+    memory_kernel(4 * T_ * H * act_);  // add_rmsnorm after attention
     if (moe_index < 0)
       swiglu(s_.mlp_col_count);
     else
       moe(moe_index);
-    tp_allreduce(T_ * H * kBf16);
+    tp_allreduce(T_ * H * act_);
   }
 
   void attention() {
     const int64_t H = c_.hidden_size, hd = c_.head_dim;
     const int64_t q = s_.q_head_count * hd, kv = s_.kv_head_count * hd;
     kernel(cost_.gemm_s(T_, q + 2 * kv, H));  // one QKV projection
-    if (c_.clip_qkv > 0) memory_kernel(2 * T_ * (q + 2 * kv) * kBf16);
+    if (c_.clip_qkv > 0) memory_kernel(2 * T_ * (q + 2 * kv) * act_);
     if (c_.qk_norm == QkNorm::WholeProjection && g_.plan.tp > 1) {
       // Normed apart with the group's sums, four launches a projection as forward.cpp makes
       // them: take_columns, row_sumsq, (the all-reduce of the sums), rmsnorm_with_sumsq,
       // copy_columns back into qkv.
       for (int64_t cols : {q, kv}) {
-        memory_kernel(2 * T_ * cols * kBf16);
-        memory_kernel(T_ * cols * kBf16);
+        memory_kernel(2 * T_ * cols * act_);
+        memory_kernel(T_ * cols * act_);
         tp_allreduce(T_ * kF32);
-        memory_kernel(2 * T_ * cols * kBf16);
-        memory_kernel(2 * T_ * cols * kBf16);
+        memory_kernel(2 * T_ * cols * act_);
+        memory_kernel(2 * T_ * cols * act_);
       }
     }
     // attention_inputs: QK-norm, RoPE and the KV append in one kernel (q, k, v read; q written,
     // k and v into the cache).
-    memory_kernel(2 * T_ * (q + 2 * kv) * kBf16);
+    memory_kernel(2 * T_ * (q + 2 * kv) * act_);
     kernel(cost_.attention_s(T_, shape_.context, s_.q_head_count, s_.kv_head_count, hd, shape_.prefill));
     kernel(cost_.gemm_s(T_, H, q));  // o
-    tp_allreduce(T_ * H * kBf16);
+    tp_allreduce(T_ * H * act_);
   }
 
   void swiglu(int64_t cols) {
@@ -99,12 +101,12 @@ class StageForward {
     kernel(work.busiest_s, 2);
     out_.imbalance_s += work.busiest_s - work.mean_s;
     if (g_.plan.dp > 1) {
-      memory_kernel(T_ * H * kBf16);                                  // fill_zero
-      memory_kernel(3 * dispatch_rows(work.busiest_rows) * H * kBf16);  // scatter_add_rows
+      memory_kernel(T_ * H * act_);                                  // fill_zero
+      memory_kernel(3 * dispatch_rows(work.busiest_rows) * H * act_);  // scatter_add_rows
     }
     if (s_.shared_col_count > 0) {
       swiglu(s_.shared_col_count);
-      memory_kernel(3 * T_ * H * kBf16);  // add (sigmoid-gated) the shared expert
+      memory_kernel(3 * T_ * H * act_);  // add (sigmoid-gated) the shared expert
     }
   }
 
@@ -171,18 +173,18 @@ class StageForward {
     const int64_t H = c_.hidden_size, rows = dispatch_rows(received_rows);
     const int group = g_.plan.stage_size();
     if (shape_.prefill) out_.expert_comm_s += cost_.alltoall_s(group * kI64, group, g_.stage);  // counts
-    memory_kernel(2 * rows * H * kBf16);  // gather_rows
-    out_.expert_comm_s += 2 * cost_.alltoall_s(rows * H * kBf16, group, g_.stage) +  // there and back
+    memory_kernel(2 * rows * H * act_);  // gather_rows
+    out_.expert_comm_s += 2 * cost_.alltoall_s(rows * H * act_, group, g_.stage) +  // there and back
                           cost_.alltoall_s(rows * kI32, group, g_.stage);            // expert ids
   }
 
   void logits() {
     const int64_t H = c_.hidden_size, V = c_.vocab_size, rows = s_.vocab_rows, L = seqs_;
     const int tp = g_.plan.tp;
-    memory_kernel(2 * L * H * kBf16);  // gather the logit rows
-    memory_kernel(2 * L * H * kBf16);  // final norm
+    memory_kernel(2 * L * H * act_);  // gather the logit rows
+    memory_kernel(2 * L * H * act_);  // final norm
     kernel(cost_.gemm_s(L, rows, H));
-    memory_kernel(L * rows * (kBf16 + kF32));  // to float32
+    memory_kernel(L * rows * (act_ + kF32));  // to float32
     if (tp > 1) {
       // An all-gather of slices of b bytes moves what an all-to-all of tp * b bytes per rank does.
       out_.tp_comm_s += cost_.alltoall_s(tp * L * rows * kF32, tp, g_.tp);
@@ -199,6 +201,7 @@ class StageForward {
   const StepShape& shape_;
   const int64_t seqs_, T_;
   const bool in_graph_;
+  const int64_t act_;  // bytes of one activation element
   StepCost out_;
 };
 
@@ -256,7 +259,7 @@ StepCost step_cost(const PlanGeometry& g, const ExpertShares& shares, const Step
   std::vector<double> done(static_cast<size_t>(p.pp), 0.0);
   for (int i = 0; i < M; ++i) {
     const int64_t n = sizes[static_cast<size_t>(i)];
-    const double hop = n == 0 ? 0 : cost.send_recv_s(n * shape.tokens_per_sequence * H * kBf16, g.pipeline);
+    const double hop = n == 0 ? 0 : cost.send_recv_s(n * shape.tokens_per_sequence * H * shape.activation_bytes, g.pipeline);
     double arrived = 0;
     for (int s = 0; s < p.pp; ++s) {
       const double start = std::max(done[static_cast<size_t>(s)], s == 0 ? 0.0 : arrived + hop);
@@ -274,7 +277,7 @@ StepCost step_cost(const PlanGeometry& g, const ExpertShares& shares, const Step
   }
   const double pipeline_extra = done.back() - busiest;
   int64_t hops_bytes = 0;
-  for (int64_t n : sizes) hops_bytes = std::max(hops_bytes, n * shape.tokens_per_sequence * H * kBf16);
+  for (int64_t n : sizes) hops_bytes = std::max(hops_bytes, n * shape.tokens_per_sequence * H * shape.activation_bytes);
   step.pipeline_comm_s = p.pp > 1 ? std::min(pipeline_extra, (p.pp - 1) * cost.send_recv_s(hops_bytes, g.pipeline)) : 0;
   step.bubble_s = std::max(0.0, pipeline_extra - step.pipeline_comm_s);
 

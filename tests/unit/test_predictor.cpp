@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <random>
 #include <set>
 #include <tuple>
@@ -305,6 +306,74 @@ TEST(Predictor, PricesDecodeEagerWhereTheTransportCannotBeRecorded) {
   const PlanPrediction on_cpu = predict_plan(c, Plan{}, w, cluster_of(1, 1), cost, cpu);
   EXPECT_NEAR(on_cpu.decode.kernel_overhead_s / predict_plan(c, Plan{}, w, cluster_of(1, 1), cost, {}).decode.kernel_overhead_s,
               f.launch_s / f.graph_node_s, 1e-9);
+}
+
+// The sizes the predictor asks of collectives and memory-bound kernels.
+class BytesSpy : public RooflineCostModel {
+ public:
+  using RooflineCostModel::RooflineCostModel;
+  double allreduce_s(int64_t bytes, int ranks, LinkScope scope) const override {
+    allreduce.insert(bytes);
+    return RooflineCostModel::allreduce_s(bytes, ranks, scope);
+  }
+  double alltoall_s(int64_t bytes, int ranks, LinkScope scope) const override {
+    alltoall.insert(bytes);
+    return RooflineCostModel::alltoall_s(bytes, ranks, scope);
+  }
+  double send_recv_s(int64_t bytes, LinkScope scope) const override {
+    send_recv.insert(bytes);
+    return RooflineCostModel::send_recv_s(bytes, scope);
+  }
+  double memory_bound_s(int64_t bytes) const override {
+    memory.insert(bytes);
+    return RooflineCostModel::memory_bound_s(bytes);
+  }
+  mutable std::set<int64_t> allreduce, alltoall, send_recv, memory;
+};
+
+// The CPU backend keeps and sends activations in f32 (CpuOps::activation_dtype), CUDA in bf16,
+// and a profile's collective and memory-bound sizes are in that element: a CPU step's hidden
+// rows are 4 bytes an element, so its tp all-reduces, expert all-to-alls, stage hops and
+// memory-bound kernels cost what twice the bf16 bytes cost, never less.
+TEST(Predictor, PricesActivationsInTheBackendsElementSize) {
+  const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
+  const int64_t H = c.hidden_size, batch = 4;
+  const Workload w = small_workload();
+  for (const Plan& plan : {Plan{1, 2, 1, 1}, Plan{2, 1, 1, 1}, Plan{1, 1, 2, 2}}) {
+    SCOPED_TRACE(plan.to_string());
+    std::map<std::string, PlanPrediction> by_backend;
+    for (const std::string backend : {"cpu", "cuda"}) {
+      const BytesSpy spy(hardware_preset("cpu"));
+      PredictorOptions o;
+      o.backend = backend;
+      by_backend[backend] = predict_plan(c, plan, w, cluster_of(plan.world_size(), plan.world_size()), spy, o);
+      const int64_t element = backend == "cpu" ? 4 : 2;
+      spy.allreduce.clear(), spy.alltoall.clear(), spy.send_recv.clear(), spy.memory.clear();
+      step_cost(plan_geometry(c, plan, plan.world_size()), {},
+                StepShape{batch, 1, 100, false, plan.pp, false, backend != "cpu", element}, spy);
+      // One micro-batch a stage: batch / pp rows of H elements.
+      const int64_t rows = batch / plan.pp;
+      EXPECT_TRUE(spy.memory.count(4 * batch * H * element) || spy.memory.count(4 * rows * H * element))
+          << backend << ": no add_rmsnorm of " << element << "-byte elements";
+      if (plan.tp > 1) {
+        EXPECT_TRUE(spy.allreduce.count(batch * H * element)) << backend;
+      }
+      if (plan.pp > 1) {
+        EXPECT_TRUE(spy.send_recv.count(rows * H * element)) << backend;
+      }
+    }
+    // Predicted through the backend, the same cost model: the CPU's messages cost more.
+    const PlanPrediction &cpu = by_backend["cpu"], &cuda = by_backend["cuda"];
+    if (plan.tp > 1) {
+      EXPECT_GT(cpu.decode.tp_comm_s, cuda.decode.tp_comm_s);
+    }
+    if (plan.ep > 1) {
+      EXPECT_GT(cpu.decode.expert_comm_s, cuda.decode.expert_comm_s);
+    }
+    if (plan.pp > 1) {
+      EXPECT_GE(cpu.decode.pipeline_comm_s, cuda.decode.pipeline_comm_s);
+    }
+  }
 }
 
 // decode_recordable is can_record_decode for the transports a plan's groups get: "self" for a

@@ -30,6 +30,9 @@ struct StepShape {
   bool recordable = true;           // decode: replayed as a graph when pp = 1 (decode_recordable)
   bool expert_gemms = true;         // the backend runs prefill-sized expert calls as per-expert
                                     // GEMMs (CUDA: expert_call_by_gemms)
+  int64_t activation_bytes = 2;     // one activation element, as the backend stores and sends it
+                                    // (Ops::activation_dtype: CUDA bf16, the CPU f32); the
+                                    // profile's memory-bound and collective sizes are in it
 };
 
 // Seconds of one step as the slowest rank sees it. total_s is the sum of the fields except
