@@ -1,10 +1,9 @@
 #include "run_options.hpp"
 
-#include <cerrno>
 #include <cmath>
-#include <cstdlib>
 
 #include "moetron/core/error.hpp"
+#include "moetron/core/format.hpp"
 #include "moetron/engine/prefill_budget.hpp"
 #include "moetron/io/input_files.hpp"
 #include "moetron/model/routing_skew.hpp"
@@ -16,12 +15,9 @@ namespace {
 
 // As a prompt's "seed": an integer in [0, 2^64). Boost would read "-1" as 2^64 - 1.
 uint64_t parse_seed(const std::string& text) {
-  const bool digits = !text.empty() && text.size() <= 20 &&
-                      text.find_first_not_of("0123456789") == std::string::npos;
-  errno = 0;
-  const unsigned long long v = digits ? std::strtoull(text.c_str(), nullptr, 10) : 0;
-  MOETRON_CHECK(digits && errno == 0, "--seed must be an integer >= 0 (below 2^64), got '" << text << "'");
-  return v;
+  const std::optional<uint64_t> v = parse_decimal(text);
+  MOETRON_CHECK(v.has_value(), "--seed must be an integer >= 0 (below 2^64), got '" << text << "'");
+  return *v;
 }
 
 // The service-level objective goodput is judged by (analysis/latency_summary.hpp).

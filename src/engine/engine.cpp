@@ -213,10 +213,12 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
   // sampling rank's measured times, sent with the tokens), so all cut the same chunks.
   const bool adaptive = options_.limits.prefill_chunk == kPrefillChunkAuto;
   StepCostModel step_costs;
-  const Scheduler::PrefillBudget budget = [&](int64_t decodes) {
-    return adaptive_prefill_budget(options_.adaptive_chunk, decodes, step_costs.estimate(decodes),
-                                   options_.limits.max_batch_tokens, step_costs.observed());
-  };
+  Scheduler::PrefillBudget budget;  // empty unless adaptive: next_step then ignores it
+  if (adaptive)
+    budget = [&](int64_t decodes) {
+      return adaptive_prefill_budget(options_.adaptive_chunk, decodes, step_costs.estimate(decodes),
+                                     options_.limits.max_batch_tokens, step_costs.observed());
+    };
   const bool last = groups_.pp_rank == groups_.pp_size - 1;
   const int64_t V = config_.vocab_size;
   EngineReport report;
@@ -242,7 +244,7 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
       next_arrival_s = clock.next_arrival_s;
       for (Sequence* s : arrivals.due(clock.now_s)) scheduler.arrive(s);
     }
-    std::vector<ScheduledSeq> step = scheduler.next_step(adaptive ? budget : nullptr);
+    std::vector<ScheduledSeq> step = scheduler.next_step(budget);
     const double scheduled_s = seconds_since(t0);
     for (const ScheduledSeq& s : step)
       if (s.seq->admitted_s < 0) s.seq->admitted_s = scheduled_s;

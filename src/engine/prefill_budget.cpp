@@ -1,11 +1,11 @@
 #include "moetron/engine/prefill_budget.hpp"
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstdlib>
+#include <limits>
 
 #include "moetron/core/error.hpp"
+#include "moetron/core/format.hpp"
 
 namespace moetron {
 namespace {
@@ -18,12 +18,10 @@ constexpr double kLeastVariation = 1.0;
 
 int64_t parse_prefill_chunk(const std::string& text) {
   if (text == "auto") return kPrefillChunkAuto;
-  const bool digits = !text.empty() && text.size() <= 18 && text.find_first_not_of("0123456789") == std::string::npos;
-  errno = 0;
-  const long long v = digits ? std::strtoll(text.c_str(), nullptr, 10) : -1;
-  MOETRON_CHECK(digits && errno == 0,
+  const std::optional<uint64_t> v = parse_decimal(text);
+  MOETRON_CHECK(v && *v <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
                 "--prefill-chunk must be auto or an integer >= 0 (0: whole prompts), got '" << text << "'");
-  return v;
+  return static_cast<int64_t>(*v);
 }
 
 std::string prefill_chunk_text(int64_t prefill_chunk) {

@@ -58,7 +58,13 @@ void SliceReader::run() {
         cv_.wait(lock, [&] { return stop_ || ready_.size() < 2 || ready_bytes_ + job.bytes() <= ahead_bytes_; });
         if (stop_) return;
       }
-      Tensor t = alloc_(job.dtype, job.shape);
+      Tensor t;
+      try {
+        t = alloc_(job.dtype, job.shape);
+      } catch (const std::exception& e) {
+        MOETRON_FAIL(job.file << ": tensor '" << job.tensor << "': no staging memory for its "
+                              << job.bytes() << " bytes: " << e.what());
+      }
       MOETRON_ASSERT(t.nbytes() == job.bytes());
       read_job(job, t, scratch);
       {

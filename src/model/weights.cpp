@@ -65,6 +65,12 @@ class Loader {
       return w;
     } catch (...) {
       src_.expect({}, {});  // stop reading ahead into memory of an Ops that may soon be gone
+      // Give the staging memory back (pinned on CUDA) to a caller that survives the error; a
+      // failure here must not hide the first one.
+      try {
+        ops_.finish_weight_uploads();
+      } catch (...) {
+      }
       throw;
     }
   }

@@ -49,6 +49,7 @@ for plan in dp=2 pp=2; do
   timeout 300 "${MPI_RUN[@]}" 2 "$MOETRON" "${args[@]}" --prefill-chunk auto --plan "$plan" --out "$WORK/$plan.h5" ||
     fail "$plan failed (or hung)"
   "$COMPARE_RESULTS" "$WORK/$plan.h5" "$WORK/whole.h5" --rtol 1e-5 || fail "adaptive chunks under $plan differ"
-  check_steps "$WORK/$plan.h5" "${plan#dp=}"
+  replicas=1; [[ $plan == dp=* ]] && replicas=${plan#dp=}
+  check_steps "$WORK/$plan.h5" "$replicas"
 done
 echo "adaptive chunks give the tokens and logits of whole prompts"

@@ -33,9 +33,10 @@ inline bool expert_call_by_gemms(int64_t call_tokens, int64_t slots_per_token, i
 // Streams the GEMM path spreads one call's experts over: enough that the experts' GEMMs in
 // flight hold about four 128 x 128 output tiles per SM, at most `max_streams`. One expert's
 // gate/up GEMM of `mean_rows` rows and `gate_up_cols` columns is ceil(rows / 128) x ceil(cols /
-// 128) tiles. On an H200 (perf/expert_gemm_bench, eighth session) 8 streams beat 1 by up to 1.4x
-// where an expert's GEMM fills a fraction of the SMs (OLMoE, Qwen1.5 at 2-8k tokens a step) and
-// lost up to 14% where one fills them all (Mixtral's 2k-row experts); in between, no difference.
+// 128) tiles. On an H200 (perf/expert_gemm_bench, two runs, eighth session) 8 streams beat 1 by
+// 6-17% in both runs for OLMoE at 4-8k tokens a step and Qwen1.5 at 8k, made no clear difference
+// at 16k (run-to-run noise is about 10%), and lost 7-22% in both runs for Qwen3-30B-A3B's narrow
+// experts at 4-8k, which this rule still gives 8 streams: a rule that fits them is not known yet.
 inline int expert_gemm_streams_for(double mean_rows, int64_t gate_up_cols, int sms, int max_streams) {
   const double tiles = std::ceil(std::max(mean_rows, 1.0) / 128) * std::ceil(static_cast<double>(gate_up_cols) / 128);
   const double wanted = std::ceil(4.0 * sms / tiles);

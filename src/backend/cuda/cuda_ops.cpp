@@ -4,7 +4,6 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cstdlib>
 #include <limits>
 #include <sstream>
@@ -13,6 +12,7 @@
 #include "expert_gemm_streams.hpp"
 #include "moetron/backend/expert_paths.hpp"
 #include "moetron/core/error.hpp"
+#include "moetron/core/format.hpp"
 #include "moetron/sampling/radix_sampling.hpp"
 #include "moetron/kernels.hpp"
 
@@ -59,10 +59,9 @@ bool prefill_experts_by_cublas() {
 int expert_gemm_streams() {
   const char* env = std::getenv("MOETRON_EXPERT_STREAMS");
   const std::string v = env == nullptr ? "8" : env;
-  const bool valid = !v.empty() && v.size() <= 2 && std::all_of(v.begin(), v.end(), ::isdigit);
-  const int n = valid ? std::stoi(v) : 0;
-  MOETRON_CHECK(n >= 1 && n <= 16, "MOETRON_EXPERT_STREAMS='" << v << "': expected 1 to 16");
-  return n;
+  const std::optional<uint64_t> n = parse_decimal(v);
+  MOETRON_CHECK(n && *n >= 1 && *n <= 16, "MOETRON_EXPERT_STREAMS='" << v << "': expected 1 to 16");
+  return static_cast<int>(*n);
 }
 
 bool capturing(cudaStream_t stream) {
