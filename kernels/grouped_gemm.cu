@@ -319,6 +319,150 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
   }
 }
 
+// ---- tensor-core GEMV path (decode) -------------------------------------------------------------
+// A decode step's experts get a few to a few dozen rows each: the weights are the whole cost,
+// and the 16-row WMMA tiles read them at about half of HBM (ncu, batch 64, perf/NOTES.md ninth
+// session): a third of each tile is padding, each K step of 32 waits on a block barrier, and
+// the grid ends in a ragged wave. Here the weights play the role of the MMA's 16-row A operand
+// and the tile's tokens the 8-column B operand (m16n8k16), so no token row is padding beyond
+// the last group of 8. Each lane loads 16 bytes of a weight row straight into registers, and
+// 16 bytes of a token row beside them: the dot product does not care in which order k is
+// summed, so both operands take the same permutation of k and need no shared memory or
+// shuffles (see mma_chunk). The block's warps split K and add up at the end, so the grid has
+// many short blocks (a small last wave).
+constexpr int kMmaWarps = 4;                  // warps per block, each a quarter of K
+constexpr int kMmaRowBlocks = 2;              // 16-row weight blocks per warp (MMA m-blocks)
+constexpr int kMmaRows = 16 * kMmaRowBlocks;  // weight rows per block
+constexpr int kMmaUnroll = 2;                 // 32-wide k chunks loaded ahead per warp
+constexpr int kMmaChunk = 32;                 // k per lane group: 4 lanes x 8 bf16
+
+__device__ __forceinline__ void mma_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                          uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// One 32-wide chunk of k for a 16-row weight block and 8 tokens. Lane (g = lane / 4, t = lane %
+// 4) holds 8 consecutive k of weight rows g and g + 8 (lo, hi) and of token g (x). The MMA
+// reads lane t's pairs as virtual k 2t, 2t + 1 (first register of a row) and 2t + 8, 2t + 9
+// (second), so two MMAs over (lo.x, hi.x, lo.y, hi.y | x.x, x.y) and (lo.z, hi.z, lo.w, hi.w |
+// x.z, x.w) cover the chunk's 32 k once each, A and B permuted alike.
+__device__ __forceinline__ void mma_chunk(float (&c)[4], const uint4& lo, const uint4& hi,
+                                          const uint4& x) {
+  mma_16816(c, lo.x, hi.x, lo.y, hi.y, x.x, x.y);
+  mma_16816(c, lo.z, hi.z, lo.w, hi.w, x.z, x.w);
+}
+
+// Each block: kMmaRows weight rows of one tile's expert against the tile's tokens (up to
+// 8 * kTokenBlocks). Plain: output columns n0 .. n0 + 31. SwiGLU: gate rows n0 .. n0 + 15 (row
+// block 0) and up rows of the same columns (row block 1), so a lane holds gate and up of the
+// same outputs. In the accumulators c[rb][tb][i], lane (g, t) holds weight row rb * 16 + g
+// (i < 2) or + 8 (i >= 2) and token tb * 8 + 2t + (i & 1).
+template <int kTokenBlocks, bool kSwiGLU>
+__global__ void __launch_bounds__(32 * kMmaWarps)
+    grouped_mma_gemv_kernel(const bf16* __restrict__ a, const int32_t* __restrict__ token_of_row,
+                            const bf16* __restrict__ w, const int4* __restrict__ tiles, int k_dim,
+                            int n_dim, int64_t w_expert_stride, bf16* __restrict__ c) {
+  pdl_enter();  // first: see common.cuh
+  constexpr int kCols = kSwiGLU ? 16 : kMmaRows;  // output columns per block
+  __shared__ float partial[kMmaWarps - 1][kMmaRowBlocks][kTokenBlocks][4][32];
+  const int4 work = tiles[blockIdx.y];  // {expert, first row, rows, -}
+  const int e = work.x, row0 = work.y, rows = work.z;
+  const int n0 = blockIdx.x * kCols;
+  if (rows == 0 || n0 >= n_dim) return;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int token_blocks = (rows + 7) / 8;  // groups of 8 tokens holding a row (warp-uniform)
+
+  // This lane's weight rows (null past the matrix: zeros) and token rows (null past the tile).
+  const bf16* wrow[kMmaRowBlocks][2];
+#pragma unroll
+  for (int rb = 0; rb < kMmaRowBlocks; ++rb)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int col = kSwiGLU ? n0 + g + 8 * h : n0 + rb * 16 + g + 8 * h;
+      const int64_t row = kSwiGLU ? col + static_cast<int64_t>(rb) * n_dim : col;
+      wrow[rb][h] = col < n_dim ? w + e * w_expert_stride + row * k_dim : nullptr;
+    }
+  const bf16* xrow[kTokenBlocks];
+#pragma unroll
+  for (int tb = 0; tb < kTokenBlocks; ++tb) {
+    const int r = tb * 8 + g;
+    xrow[tb] = r >= rows ? nullptr
+                         : a + static_cast<int64_t>(token_of_row ? token_of_row[row0 + r] : row0 + r) * k_dim;
+  }
+
+  float acc[kMmaRowBlocks][kTokenBlocks][4] = {};
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  // Warp w takes chunks w, w + kMmaWarps, ...; kMmaUnroll of them loaded before any MMA. The
+  // loop runs on the chunk's start, the same in every lane: mma.sync needs the whole warp (a
+  // lane-dependent bound hung the warp where k_dim is not a multiple of 32; GPU test, ninth
+  // session); lanes past k_dim load zeros instead.
+  for (int kc = warp * kMmaChunk; kc < k_dim; kc += kMmaWarps * kMmaChunk * kMmaUnroll) {
+    uint4 wv[kMmaUnroll][kMmaRowBlocks][2], xv[kMmaUnroll][kTokenBlocks];
+#pragma unroll
+    for (int u = 0; u < kMmaUnroll; ++u) {
+      const int k = kc + u * kMmaWarps * kMmaChunk + t * 8;
+      const bool in = k < k_dim;  // k_dim is a multiple of 8: a lane's 8 are all in or all out
+#pragma unroll
+      for (int rb = 0; rb < kMmaRowBlocks; ++rb)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          wv[u][rb][h] = in && wrow[rb][h] ? __ldcs(reinterpret_cast<const uint4*>(wrow[rb][h] + k)) : zero;
+#pragma unroll
+      for (int tb = 0; tb < kTokenBlocks; ++tb)
+        xv[u][tb] = in && tb < token_blocks && xrow[tb] ? __ldg(reinterpret_cast<const uint4*>(xrow[tb] + k)) : zero;
+    }
+#pragma unroll
+    for (int u = 0; u < kMmaUnroll; ++u)
+#pragma unroll
+      for (int tb = 0; tb < kTokenBlocks; ++tb) {
+        if (tb >= token_blocks) break;
+#pragma unroll
+        for (int rb = 0; rb < kMmaRowBlocks; ++rb) mma_chunk(acc[rb][tb], wv[u][rb][0], wv[u][rb][1], xv[u][tb]);
+      }
+  }
+
+  // The warps' partial sums meet in warp 0 (fixed order: deterministic).
+  if (warp > 0) {
+#pragma unroll
+    for (int rb = 0; rb < kMmaRowBlocks; ++rb)
+#pragma unroll
+      for (int tb = 0; tb < kTokenBlocks; ++tb)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) partial[warp - 1][rb][tb][i][lane] = acc[rb][tb][i];
+  }
+  __syncthreads();
+  if (warp > 0) return;
+#pragma unroll
+  for (int tb = 0; tb < kTokenBlocks; ++tb) {
+    if (tb >= token_blocks) break;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float v[kMmaRowBlocks];
+#pragma unroll
+      for (int rb = 0; rb < kMmaRowBlocks; ++rb) {
+        v[rb] = acc[rb][tb][i];
+#pragma unroll
+        for (int p = 0; p < kMmaWarps - 1; ++p) v[rb] += partial[p][rb][tb][i][lane];
+      }
+      const int r = tb * 8 + 2 * t + (i & 1);  // the tile row (token) of this accumulator
+      if (r >= rows) continue;
+      bf16* out = c + static_cast<int64_t>(row0 + r) * n_dim;
+      const int col = n0 + g + (i >= 2 ? 8 : 0);
+      if constexpr (kSwiGLU) {
+        if (col < n_dim) out[col] = __float2bfloat16(silu(v[0]) * v[1]);
+      } else {
+#pragma unroll
+        for (int rb = 0; rb < kMmaRowBlocks; ++rb)
+          if (col + rb * 16 < n_dim) out[col + rb * 16] = __float2bfloat16(v[rb]);
+      }
+    }
+  }
+}
+
 // What one grouped GEMM multiplies: c[r] = a_r . W_e^T over the row tiles of `tiles`.
 struct GroupedOperands {
   const bf16* a;
@@ -335,6 +479,15 @@ void launch_gemv(const GroupedOperands& op, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(ceil_div(op.n_dim, kColsPerBlock)),
                   static_cast<unsigned>(op.max_tiles));
   launch(grouped_gemv_kernel<R, kSwiGLU>, grid, 32 * kGemvWarps, 0, stream, op.a,
+         op.token_of_row, op.w, op.tiles, static_cast<int>(op.k_dim), static_cast<int>(op.n_dim),
+         op.w_expert_stride, op.c);
+}
+
+template <int kTokenBlocks, bool kSwiGLU>
+void launch_mma_gemv(const GroupedOperands& op, cudaStream_t stream) {
+  constexpr int kCols = kSwiGLU ? 16 : kMmaRows;
+  const dim3 grid(static_cast<unsigned>(ceil_div(op.n_dim, kCols)), static_cast<unsigned>(op.max_tiles));
+  launch(grouped_mma_gemv_kernel<kTokenBlocks, kSwiGLU>, grid, 32 * kMmaWarps, 0, stream, op.a,
          op.token_of_row, op.w, op.tiles, static_cast<int>(op.k_dim), static_cast<int>(op.n_dim),
          op.w_expert_stride, op.c);
 }
@@ -357,10 +510,13 @@ void launch_shape(const GroupedOperands& op, cudaStream_t stream) {
 // Large tiles reuse each loaded operand twice as often; small ones waste fewer rows on experts
 // that got few tokens; GEMVs waste none where every expert has a handful.
 template <bool kSwiGLU>
-void launch_grouped_gemm(int tile_rows, const GroupedOperands& op, cudaStream_t stream) {
+void launch_grouped_gemm(int tile_rows, DecodeExpertKernel decode, const GroupedOperands& op,
+                         cudaStream_t stream) {
   if (op.max_tiles == 0 || op.n_dim == 0) return;
   MOETRON_ASSERT(op.k_dim % 8 == 0 && op.n_dim % 8 == 0 && aligned16(op.a) && aligned16(op.w) &&
                  aligned16(op.c));
+  if (tile_rows >= kMmaMinTileRows && tile_rows <= kGemvMaxRows && decode == DecodeExpertKernel::kMma)
+    return launch_mma_gemv<1, kSwiGLU>(op, stream);
   switch (tile_rows) {
     case 1:
       return launch_gemv<1, kSwiGLU>(op, stream);
@@ -370,6 +526,8 @@ void launch_grouped_gemm(int tile_rows, const GroupedOperands& op, cudaStream_t 
       return launch_gemv<4, kSwiGLU>(op, stream);
     case kGemvMaxRows:
       return launch_gemv<kGemvMaxRows, kSwiGLU>(op, stream);
+    case kMmaTileRows:
+      return launch_mma_gemv<kMmaTileRows / 8, kSwiGLU>(op, stream);
     case kTinyTileRows:
       // 4 warps side by side, each 16 rows (SwiGLU: 16 columns of gate and of up).
       return launch_shape<kTinyTileRows, kSwiGLU ? 64 : 128, 16, kSwiGLU ? 16 : 32, kSwiGLU>(
@@ -388,7 +546,7 @@ void launch_grouped_gemm(int tile_rows, const GroupedOperands& op, cudaStream_t 
 
 }  // namespace
 
-int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local) {
+int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local, DecodeExpertKernel decode) {
   // A token picks k distinct experts, so no expert gets more rows than there are tokens.
   if (num_tokens <= kGemvMaxRows) {
     int rows = 1;
@@ -396,6 +554,7 @@ int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local) {
     return rows;
   }
   const int64_t rows_per_expert = num_tokens * k / std::max<int64_t>(num_local, 1);
+  if (decode == DecodeExpertKernel::kMma && rows_per_expert <= kMmaTileRows) return kMmaTileRows;
   if (rows_per_expert <= 2 * kTinyTileRows) return kTinyTileRows;
   return rows_per_expert >= 2 * kLargeTileRows ? kLargeTileRows : kSmallTileRows;
 }
@@ -405,20 +564,20 @@ int64_t grouped_gemm_max_tiles(int tile_rows, int64_t max_rows, int64_t num_loca
   return std::min(ceil_div(max_rows, tile_rows) + num_local, max_rows);
 }
 
-void grouped_gemm_swiglu(int tile_rows, const bf16* x, const int32_t* token_of_row,
+void grouped_gemm_swiglu(int tile_rows, DecodeExpertKernel decode, const bf16* x, const int32_t* token_of_row,
                          const bf16* gate_up, const MoeRouting& routing, int64_t num_local,
                          int64_t max_rows, int64_t hidden, int64_t inter, bf16* act,
                          cudaStream_t stream) {
   MOETRON_ASSERT(routing.max_tiles == grouped_gemm_max_tiles(tile_rows, max_rows, num_local));
-  launch_grouped_gemm<true>(tile_rows, {x, token_of_row, gate_up, routing.tiles, routing.max_tiles,
+  launch_grouped_gemm<true>(tile_rows, decode, {x, token_of_row, gate_up, routing.tiles, routing.max_tiles,
                                         hidden, inter, 2 * inter * hidden, act}, stream);
 }
 
-void grouped_gemm_down(int tile_rows, const bf16* act, const bf16* down,
+void grouped_gemm_down(int tile_rows, DecodeExpertKernel decode, const bf16* act, const bf16* down,
                        const MoeRouting& routing, int64_t num_local, int64_t max_rows,
                        int64_t inter, int64_t hidden, bf16* y, cudaStream_t stream) {
   MOETRON_ASSERT(routing.max_tiles == grouped_gemm_max_tiles(tile_rows, max_rows, num_local));
-  launch_grouped_gemm<false>(tile_rows, {act, nullptr, down, routing.tiles, routing.max_tiles,
+  launch_grouped_gemm<false>(tile_rows, decode, {act, nullptr, down, routing.tiles, routing.max_tiles,
                                          inter, hidden, hidden * inter, y}, stream);
 }
 

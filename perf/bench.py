@@ -113,9 +113,13 @@ def decode_medians(log):
     return {int(b): float(ms) / 1e3 for b, ms in re.findall(r" (\d+): ([\d.e+-]+) ms", line)}
 
 
-def prefill_rate(log):
-    m = re.search(r"prefill: \d+ tokens at (\d+) tok/s", log)
-    return float(m.group(1)) if m else float("nan")
+def prefill_rate(log, after_first=False):
+    """The run's prompt tokens per second from its 'prefill:' log line; after_first: without the
+    first prefill step (its one-off costs), where the run had more than one."""
+    m = re.search(r"prefill: \d+ tokens at (\d+) tok/s(?: \(\d+ steps(?:; after the first: (\d+) tok/s)?)?", log)
+    if not m:
+        return float("nan")
+    return float(m.group(2)) if after_first and m.group(2) else float(m.group(1))
 
 
 def idle_shares(log):
@@ -133,26 +137,29 @@ def prefill_flops_per_token(c, prompt):
     return step_cost(c, 1, prompt / 2)[1]
 
 
-def measure_prefill(binary, model, preset, cfg, prompt, out, peak):
-    """Moetron's prefill rate on prompts of `prompt` tokens (as many as fill two steps of 16,384
-    tokens, one new token each), and HF's (a batch of the same tokens, 1-token generate())."""
+def measure_prefill(binary, model, preset, cfg, prompt, out, peak, hf=True):
+    """Moetron's prefill rate on prompts of `prompt` tokens (as many as fill three steps of 16,384
+    tokens, one new token each; the rate is that of the steps after the first, whose one-off
+    costs are reported apart), and HF's (a batch of the same tokens, 1-token generate())."""
     # A prompt as long as the model's context leaves no room for the one new token.
     prompt = min(prompt, cfg.get("max_position_embeddings", prompt + 1) - 1)
-    requests = max(2, 32768 // prompt)
+    requests = max(3, 3 * 16384 // prompt)
     prompts = os.path.join(out, f"prefill-{prompt}.jsonl")
     make_prompts(prompts, requests, prompt, 1, 30000)
     records = []
     flops = prefill_flops_per_token(cfg, prompt)
     try:
         log = run_moetron(binary, model, prompts, requests, f"prefill-{prompt}.h5", [], out)
-        rate = prefill_rate(log)
+        rate = prefill_rate(log, after_first=True)
         records.append(dict(engine="moetron-prefill", model=preset, prompt=prompt, requests=requests,
-                            prefill_tok_s=rate, fraction_of_gemm_rate=rate * flops / peak))
+                            prefill_tok_s=rate, prefill_tok_s_with_first_step=prefill_rate(log),
+                            fraction_of_gemm_rate=rate * flops / peak))
     except RuntimeError as e:
         records.append(dict(engine="moetron-prefill", model=preset, prompt=prompt, error=str(e)[-2000:]))
     hf_batch = max(1, min(64, 32768 // prompt))
-    for r in hf_bench("prefill", "--model", model, "--batches", hf_batch, "--prompt", prompt, "--new-tokens", 2,
-                      "--reps", 3):
+    hf_records = hf_bench("prefill", "--model", model, "--batches", hf_batch, "--prompt", prompt,
+                          "--new-tokens", 2, "--reps", 3) if hf else []
+    for r in hf_records:
         rate = r.get("prefill_tok_s")
         records.append(dict(engine="hf-prefill", model=preset, prompt=prompt, batch=hf_batch,
                             prefill_tok_s=rate, fraction_of_gemm_rate=rate * flops / peak if rate else None,
@@ -266,6 +273,7 @@ def main():
     ap.add_argument("--sampling-batches", default="64",
                     help="batch sizes where sampling (temperature / top-p) is timed against greedy ('' to skip)")
     ap.add_argument("--no-hf-decode", dest="hf_decode", action="store_false", help="skip HF's decode runs")
+    ap.add_argument("--no-hf-prefill", dest="hf_prefill", action="store_false", help="skip HF's prefill runs")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -322,7 +330,7 @@ def main():
         for b in [int(x) for x in args.sampling_batches.split(",") if x]:
             records.append(measure_sampling(args.moetron, model, preset, b, args.prompt, 2 * args.steps, args.out))
         for prompt in [int(x) for x in args.prefill_prompts.split(",") if x]:
-            records += measure_prefill(args.moetron, model, preset, cfg, prompt, args.out, peak)
+            records += measure_prefill(args.moetron, model, preset, cfg, prompt, args.out, peak, args.hf_prefill)
         if args.startup:
             records.append(measure_startup(args.moetron, preset, args.out))
         if args.hf_decode:

@@ -1,6 +1,7 @@
-// The prefill expert GEMMs alone, by path, against the measured dense bf16 GEMM rate.
+// The expert GEMMs alone, by path, against the measured dense bf16 GEMM rate and HBM bandwidth.
 //
 //   expert_gemm_bench [--variants tiles,1,2,4,8] [--tokens 2048,4096,8192,16384] [--shapes NAME,...]
+//   expert_gemm_bench --variants mma,cuda-cores --tokens 1,8,32,64,128,256     (decode sizes)
 //
 // For each model shape (hidden, expert columns, experts, top-k) and each prefill step size
 // (tokens), one moe_experts call as a prefill step makes it: every token picks top-k distinct
@@ -11,7 +12,10 @@
 // expert_gemm_streams_for). Prints one JSON line per point: the call's median time, its
 // TFLOP/s (2 x tokens x top-k x 3 x hidden x columns FLOPs, SwiGLU's gate, up and down) and that
 // rate as a fraction of the best dense GEMM rate measured first (cuBLAS, bf16, three large
-// shapes). Issue 11's target: >= 60% at 4,096-token prompts.
+// shapes). Issue 11's target: >= 60% at 4,096-token prompts. Decode-sized calls are read
+// against HBM instead: `mma` and `cuda-cores` (MOETRON_DECODE_EXPERTS) are the two decode
+// kernel families, and "of_hbm" is the weights of the experts the routing touched (each read
+// once) over the call's time, as a fraction of a device-to-device copy's rate measured first.
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -80,9 +84,29 @@ std::vector<int32_t> random_routing(int64_t tokens, int64_t top_k, int64_t exper
   return ids;
 }
 
+// Bytes per second of a large device-to-device copy (read + written), the best of a few.
+double hbm_rate(Ops& ops) {
+  constexpr int64_t kBytes = int64_t{2} << 30;
+  const Tensor src = random_tensor(ops, DType::BF16, {kBytes / 2}, 8);
+  Tensor dst = ops.alloc(DType::BF16, {kBytes / 2});
+  return 2.0 * kBytes / time_ops_call(ops, [&] { ops.copy(src, dst); }, kTiming).median_s;
+}
+
+// Distinct experts among the routing's ids.
+int64_t experts_touched(const std::vector<int32_t>& ids) {
+  std::vector<int32_t> seen(ids);
+  std::sort(seen.begin(), seen.end());
+  return std::unique(seen.begin(), seen.end()) - seen.begin();
+}
+
+struct Rooflines {
+  double dense_flops, hbm_bytes;
+};
+
 void run_variant(const std::string& variant, const std::vector<const ExpertShape*>& shapes,
-                 const std::vector<int64_t>& token_counts, double dense_rate) {
-  if (variant == "tiles") {
+                 const std::vector<int64_t>& token_counts, const Rooflines& roof) {
+  setenv("MOETRON_DECODE_EXPERTS", variant == "cuda-cores" ? "cuda-cores" : "mma", 1);
+  if (variant == "tiles" || variant == "mma" || variant == "cuda-cores") {
     setenv("MOETRON_EXPERT_GEMM", "tiles", 1);
   } else {
     setenv("MOETRON_EXPERT_GEMM", "cublas", 1);
@@ -106,11 +130,14 @@ void run_variant(const std::string& variant, const std::vector<const ExpertShape
       Tensor ot = leading(out, tokens * s->hidden, s->hidden);
       const Measurement t = time_ops_call(*ops, [&] { ops->moe_experts(xt, id_t, wt, w, ot); }, kTiming);
       const double flops = 2.0 * tokens * s->top_k * 3 * s->hidden * s->cols;
+      const double weight_bytes = 2.0 * experts_touched(ids) * 3 * s->hidden * s->cols;
       std::printf("{\"shape\": \"%s\", \"variant\": \"%s\", \"tokens\": %lld, \"rows_per_expert\": %.1f, "
-                  "\"median_s\": %.6e, \"p10_s\": %.6e, \"p90_s\": %.6e, \"tflops\": %.1f, \"of_dense\": %.3f}\n",
+                  "\"median_s\": %.6e, \"p10_s\": %.6e, \"p90_s\": %.6e, \"tflops\": %.1f, \"of_dense\": %.3f, "
+                  "\"of_hbm\": %.3f}\n",
                   s->name, variant.c_str(), static_cast<long long>(tokens),
                   static_cast<double>(tokens * s->top_k) / s->experts, t.median_s, t.p10_s, t.p90_s,
-                  flops / t.median_s / 1e12, flops / t.median_s / dense_rate);
+                  flops / t.median_s / 1e12, flops / t.median_s / roof.dense_flops,
+                  weight_bytes / t.median_s / roof.hbm_bytes);
       std::fflush(stdout);
     }
   }
@@ -138,13 +165,14 @@ int main(int argc, char** argv) {
     std::vector<int64_t> tokens;
     for (const std::string& t : split(opt["--tokens"])) tokens.push_back(std::stoll(t));
     MOETRON_CHECK(!tokens.empty() && !shapes.empty(), "expert_gemm_bench: no --tokens or no --shapes");
-    double dense = 0;
+    Rooflines roof{};
     {
       const auto ops = make_cuda_ops(0, kArenaBytes);
-      dense = dense_gemm_rate(*ops);
+      roof.dense_flops = dense_gemm_rate(*ops);
+      roof.hbm_bytes = hbm_rate(*ops);
     }
-    std::printf("{\"dense_bf16_tflops\": %.1f}\n", dense / 1e12);
-    for (const std::string& v : split(opt["--variants"])) run_variant(v, shapes, tokens, dense);
+    std::printf("{\"dense_bf16_tflops\": %.1f, \"hbm_tb_s\": %.2f}\n", roof.dense_flops / 1e12, roof.hbm_bytes / 1e12);
+    for (const std::string& v : split(opt["--variants"])) run_variant(v, shapes, tokens, roof);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "expert_gemm_bench: %s\n", e.what());

@@ -186,17 +186,29 @@ void route_to_replicas(const int32_t* ids, int64_t tokens, int64_t k, const int3
                        int64_t experts, int64_t cols, int32_t* out, cudaStream_t stream);
 
 // ---- grouped_gemm.cu: per-expert GEMMs ------------------------------------------------------
-// Row tiles of 1, 2, 4 or kGemvMaxRows rows run as GEMVs on CUDA cores (decode: every expert has
-// a handful of rows and the weights are the cost); kTinyTileRows, kSmallTileRows and
-// kLargeTileRows rows run on tensor cores. grouped_gemm_tile_rows picks one from the step's
-// token count, top-k and number of local experts; moe_route must count tiles of the same size
-// (MoeRouting::tile_offsets) as the two GEMMs then use. Any tile size is correct for any
-// routing (an expert with more rows than a tile gets several tiles).
+// Decode-sized loads (every expert has a handful to a few dozen rows, and the weights are the
+// cost) run as GEMVs on CUDA cores for tiles of up to kGemvMaxRows rows and as 16-row WMMA tiles
+// (DecodeExpertKernel::kCudaCores, the default), or on tensor cores with the weights as the MMA's
+// row operand (kMma, MOETRON_DECODE_EXPERTS=mma: row tiles of kMmaMinTileRows to kGemvMaxRows
+// rows, then kMmaTileRows up to that many rows an expert on average; decode steps measured 13-36%
+// shorter from batch 8 up, opt-in until its GPU tests pass: see CudaOps).
+// kSmallTileRows and kLargeTileRows rows run as WMMA tiles.
+// grouped_gemm_tile_rows picks one from the step's token count, top-k and number of local
+// experts; moe_route must count tiles of the same size (MoeRouting::tile_offsets) as the two
+// GEMMs then use. Any tile size is correct for any routing (an expert with more rows than a
+// tile gets several tiles).
+enum class DecodeExpertKernel { kMma, kCudaCores };
 constexpr int kGemvMaxRows = static_cast<int>(kExpertGemvMaxTokens);
+constexpr int kMmaTileRows = 32;
+// Tiles of 1, 2 and 4 rows (decode batches up to 4) stay on the CUDA-core GEMVs under kMma too:
+// there the expert call alone was as fast or faster on them (H200, perf/expert_gemm_bench, four
+// shapes: 2 tokens 1-18% faster on the GEMVs, 4 tokens within -3%..+8%), while at 8 tokens the
+// tensor-core GEMV takes 15-25% less time.
+constexpr int kMmaMinTileRows = 8;
 constexpr int kTinyTileRows = 16;
 constexpr int kSmallTileRows = 64;
 constexpr int kLargeTileRows = static_cast<int>(kExpertLargeTileRows);
-int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local);
+int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local, DecodeExpertKernel decode);
 // Row tiles the GEMMs launch for at most max_rows permuted rows: each expert's last tile may be
 // partial, and no tile is empty.
 int64_t grouped_gemm_max_tiles(int tile_rows, int64_t max_rows, int64_t num_local);
@@ -205,12 +217,12 @@ int64_t grouped_gemm_max_tiles(int tile_rows, int64_t max_rows, int64_t num_loca
 // token_of_row is null (x permuted), else x[token_of_row[r]] (x the tokens' rows: the
 // permutation folded into the GEMM's loads). max_rows bounds the permuted rows (T * k);
 // hidden and inter must be multiples of 8.
-void grouped_gemm_swiglu(int tile_rows, const bf16* x, const int32_t* token_of_row,
+void grouped_gemm_swiglu(int tile_rows, DecodeExpertKernel decode, const bf16* x, const int32_t* token_of_row,
                          const bf16* gate_up, const MoeRouting& routing, int64_t num_local,
                          int64_t max_rows, int64_t hidden, int64_t inter, bf16* act,
                          cudaStream_t stream);
 // y[r, :] = act[r] . D_e^T with down [num_local, hidden, inter].
-void grouped_gemm_down(int tile_rows, const bf16* act, const bf16* down,
+void grouped_gemm_down(int tile_rows, DecodeExpertKernel decode, const bf16* act, const bf16* down,
                        const MoeRouting& routing, int64_t num_local, int64_t max_rows,
                        int64_t inter, int64_t hidden, bf16* y, cudaStream_t stream);
 // One token's expert outputs, weighted and summed (decode at batch 1; replaces grouped_gemm_down

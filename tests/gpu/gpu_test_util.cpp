@@ -1,6 +1,9 @@
 #include "gpu_test_util.hpp"
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "moetron/core/dtype.hpp"
@@ -112,25 +115,41 @@ std::vector<int32_t> GpuVsCpu::read_ints(Ops& ops, const Tensor& t) {
   return out;
 }
 
-void GpuVsCpu::run_cases(const std::vector<OpCase>& cases) {
+void GpuVsCpu::run_cases(const std::vector<OpCase>& cases) { run_cases(cases, {{"", [](CudaOps&) {}}}); }
+
+void GpuVsCpu::run_cases(const std::vector<OpCase>& cases, const std::vector<GpuVariant>& variants) {
   ASSERT_FALSE(cases.empty());
+  ASSERT_FALSE(variants.empty());
+  // MOETRON_TEST_PROGRESS=1 names each case before it runs: a case that hangs is then known.
+  const char* progress_env = std::getenv("MOETRON_TEST_PROGRESS");
+  const bool progress = progress_env != nullptr && std::string(progress_env) == "1";
   for (size_t i = 0; i < cases.size(); ++i) {
     const OpCase& c = cases[i];
     SCOPED_TRACE(c.name);
+    if (progress) std::fprintf(stderr, "  case %s\n", c.name.c_str());
     const uint64_t seed = 20261124 + i;
     cpu_->reset_temps();
-    gpu_->reset_temps();
-    CaseInputs on_cpu(*cpu_, seed), on_gpu(*gpu_, seed);
-    const CaseOutputs ref = c.run(on_cpu);
-    const CaseOutputs got = c.run(on_gpu);
-    ASSERT_EQ(got.size(), ref.size());
+    CaseInputs on_cpu(*cpu_, seed);
+    const CaseOutputs ref = c.run(on_cpu);  // the reference once, for every variant
     ASSERT_FALSE(ref.empty());
-    for (size_t o = 0; o < ref.size(); ++o) {
-      const std::string what = c.name + ": " + ref[o].name;
-      if (ref[o].tolerance == 0.0)
-        expect_equal(got[o].values, ref[o].values, what);
-      else
-        expect_close(got[o].values, ref[o].values, ref[o].tolerance, what);
+    for (const GpuVariant& v : variants) {
+      SCOPED_TRACE(v.name);
+      const auto start = std::chrono::steady_clock::now();
+      v.setup(*gpu_);
+      gpu_->reset_temps();
+      CaseInputs on_gpu(*gpu_, seed);
+      const CaseOutputs got = c.run(on_gpu);
+      if (progress)
+        std::fprintf(stderr, "    %s%s%.0f ms\n", v.name.c_str(), v.name.empty() ? "" : ": ",
+                     std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+      ASSERT_EQ(got.size(), ref.size());
+      for (size_t o = 0; o < ref.size(); ++o) {
+        const std::string what = c.name + (v.name.empty() ? "" : " (" + v.name + ")") + ": " + ref[o].name;
+        if (ref[o].tolerance == 0.0)
+          expect_equal(got[o].values, ref[o].values, what);
+        else
+          expect_close(got[o].values, ref[o].values, ref[o].tolerance, what);
+      }
     }
   }
 }

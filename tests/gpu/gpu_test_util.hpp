@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -58,6 +59,13 @@ class GpuVsCpu : public testing::Test {
   // Runs every case on the CPU reference and on the GPU from the same seed and compares each
   // output within its case's tolerance (op_table.hpp).
   static void run_cases(const std::vector<OpCase>& cases);
+  // The same, with the GPU side run once per variant (set up on the CudaOps before each run)
+  // against one CPU reference.
+  struct GpuVariant {
+    std::string name;
+    std::function<void(CudaOps&)> setup;
+  };
+  static void run_cases(const std::vector<OpCase>& cases, const std::vector<GpuVariant>& variants);
 
   std::mt19937_64 rng_{20261124};
 

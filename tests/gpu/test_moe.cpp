@@ -91,6 +91,11 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       {3, 64, 8, 264, 136, 0, 64},   {8, 60, 4, 512, 72, 0, 60},
       {5, 64, 8, 1032, 264, 8, 16},  {17, 64, 8, 256, 128, 0, 64},
       {64, 64, 8, 2048, 256, 0, 64},
+      // Decode batches of 9 to 256 tokens: tensor-core GEMVs on 32-row tiles (skewed routing
+      // gives the popular experts several), with widths that end in a partial 32-wide k chunk
+      // (264, 1032) and a partial block of output columns (136, 88, 72, 264, 520).
+      {48, 64, 8, 264, 136, 0, 64},  {100, 60, 4, 1032, 88, 0, 60},
+      {256, 64, 8, 520, 72, 0, 64},  {33, 64, 8, 264, 136, 8, 16},
       // One token: the down projections and the weighted sum in one kernel (gemv_down_combine):
       // an expert-parallel slice (slots of other ranks' experts skipped), more slots than the
       // kernel's warps, a Mixtral-like width.
@@ -127,7 +132,12 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       return run_experts(in, c, ids, weights);
     }});
   }
-  run_cases(cases);
+  // The decode-sized calls on both kernel families (the CUDA-core GEMVs with 16-row WMMA tiles,
+  // the default, and the tensor-core GEMVs of MOETRON_DECODE_EXPERTS=mma), against one reference.
+  const bool initial = gpu().decode_experts_on_cuda_cores();
+  run_cases(cases, {{"decode experts on tensor-core GEMVs", [](CudaOps& o) { o.set_decode_experts_on_cuda_cores(false); }},
+                    {"decode experts on CUDA cores and WMMA tiles", [](CudaOps& o) { o.set_decode_experts_on_cuda_cores(true); }}});
+  gpu().set_decode_experts_on_cuda_cores(initial);
 }
 
 // Ids need not be distinct within a token (a caller may repeat an expert): an expert then gets

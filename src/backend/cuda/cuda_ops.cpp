@@ -56,6 +56,17 @@ bool prefill_experts_by_cublas() {
   return v == "cublas";
 }
 
+// MOETRON_DECODE_EXPERTS=mma: decode-sized expert loads on the tensor-core GEMVs (kernels.hpp)
+// instead of the CUDA-core GEMVs and 16-row WMMA tiles. Opt-in until the GPU tests have passed
+// on it: measured faster (perf/NOTES.md, ninth session), but its first test run hung on a width
+// that is not a multiple of 32 (fixed, not yet re-run on a GPU).
+bool decode_experts_on_cuda_cores_by_env() {
+  const char* env = std::getenv("MOETRON_DECODE_EXPERTS");
+  const std::string v = env == nullptr ? "cuda-cores" : env;
+  MOETRON_CHECK(v == "mma" || v == "cuda-cores", "MOETRON_DECODE_EXPERTS='" << v << "': expected mma or cuda-cores");
+  return v == "cuda-cores";
+}
+
 int expert_gemm_streams() {
   const char* env = std::getenv("MOETRON_EXPERT_STREAMS");
   const std::string v = env == nullptr ? "8" : env;
@@ -98,6 +109,7 @@ CudaOps::CudaOps(int device, size_t arena_bytes) : device_(device), arena_bytes_
   CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
   CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
+  decode_experts_on_cuda_cores_ = decode_experts_on_cuda_cores_by_env();
   if (prefill_experts_by_cublas()) expert_gemms_ = std::make_shared<cuda::ExpertGemmStreams>(expert_gemm_streams(), num_sms_);
   if (arena_bytes_ > 0) CUDA_CHECK(cudaMalloc(&arena_, arena_bytes_));
 }
@@ -383,7 +395,9 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
                                        << " must be multiples of " << kCudaExpertWidthMultiple << " on CUDA");
 
   const int64_t slots = tokens * k;
-  const int tile_rows = kernels::grouped_gemm_tile_rows(tokens, k, local);
+  const kernels::DecodeExpertKernel decode =
+      decode_experts_on_cuda_cores_ ? kernels::DecodeExpertKernel::kCudaCores : kernels::DecodeExpertKernel::kMma;
+  const int tile_rows = kernels::grouped_gemm_tile_rows(tokens, k, local, decode);
   kernels::MoeRouting routing;
   routing.counts = i32(temp(DType::I32, {local}));
   routing.offsets = i32(temp(DType::I32, {local + 1}));
@@ -419,7 +433,7 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
                                    hidden, bf(out), stream_);
     return;
   }
-  kernels::grouped_gemm_swiglu(tile_rows, gate_up_input, token_of_row, bf(experts.gate_up),
+  kernels::grouped_gemm_swiglu(tile_rows, decode, gate_up_input, token_of_row, bf(experts.gate_up),
                                routing, local, slots, hidden, inter, bf(act), stream_);
   if (tokens == 1 && rows_resolved) {
     // One token: its experts' down projections and their weighted sum in one launch.
@@ -429,7 +443,7 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
     return;
   }
   Tensor y_perm = temp(DType::BF16, {slots, hidden});
-  kernels::grouped_gemm_down(tile_rows, bf(act), bf(experts.down), routing, local, slots, inter,
+  kernels::grouped_gemm_down(tile_rows, decode, bf(act), bf(experts.down), routing, local, slots, inter,
                              hidden, bf(y_perm), stream_);
   kernels::moe_unpermute_combine(bf(y_perm), routing.row_of_slot, f32(weights), tokens, k,
                                  hidden, bf(out), stream_);
