@@ -6,6 +6,7 @@
 
 #include "moetron/core/error.hpp"
 #include "moetron/core/format.hpp"
+#include "moetron/engine/decode_batches.hpp"
 
 namespace moetron {
 namespace {
@@ -39,19 +40,14 @@ int64_t adaptive_prefill_budget(const AdaptiveChunk& policy, int64_t decodes, co
   return std::max(least, static_cast<int64_t>(std::floor(tokens)));
 }
 
-StepCostModel::StepCostModel(double forgetting) : forgetting_(forgetting), buckets_(64) {
+StepCostModel::StepCostModel(double forgetting)
+    : forgetting_(forgetting), buckets_(decode_bucket(std::numeric_limits<int64_t>::max()) + 1) {
   MOETRON_ASSERT(forgetting > 0 && forgetting <= 1);
-}
-
-size_t StepCostModel::bucket(int64_t decodes) {
-  size_t b = 0;
-  for (int64_t d = decodes; d > 0; d >>= 1) ++b;
-  return b;
 }
 
 void StepCostModel::observe(int64_t decodes, int64_t prefill_tokens, double seconds) {
   ++observed_;
-  Sums& s = buckets_[bucket(decodes)];
+  Sums& s = buckets_[decode_bucket(decodes)];
   const double p = static_cast<double>(prefill_tokens);
   s.w = forgetting_ * s.w + 1;
   s.p = forgetting_ * s.p + p;
@@ -74,7 +70,7 @@ void StepCostModel::refit() {
 
 std::optional<MeasuredStepCost> StepCostModel::estimate(int64_t decodes) const {
   if (decodes < 1 || !(slope_ > 0)) return std::nullopt;
-  for (size_t b = bucket(decodes); b >= 1; --b) {
+  for (size_t b = decode_bucket(decodes); b >= 1; --b) {
     const Sums& s = buckets_[b];
     if (s.w <= 0) continue;
     const double decode_s = (s.t - slope_ * s.p) / s.w;

@@ -3,11 +3,12 @@
 // batch, from the engine's own measured step times (no profile).
 //
 // Model: a step of d decodes and p prefill tokens takes t = D(b(d)) + c·p, where b(d) is d's
-// batch bucket (0 for d = 0, else 1 + floor(log2 d): 1, 2-3, 4-7, ...), D its decode-only time
-// and c the marginal time of one prefill token, shared by every bucket. StepCostModel fits it by
-// exponentially forgetting least squares over the steps seen (one intercept per bucket, the common
-// slope from the variation of p within the buckets), so steps that mix decodes and prefill
-// inform it too: under load there may be no decode-only step at all.
+// batch bucket (decode_bucket: 0 for d = 0, then 1 | 2 | 3-4 | 5-8 | ..., the sizes decode steps
+// are padded to), D its decode-only time and c the marginal time of one prefill token, shared by
+// every bucket. StepCostModel fits it by exponentially forgetting least squares over the steps
+// seen (one intercept per bucket, the common slope from the variation of p within the buckets),
+// so steps that mix decodes and prefill inform it too: under load there may be no decode-only
+// step at all.
 //
 // Budget (adaptive_prefill_budget): with no decodes there is no inter-token latency to protect:
 // the whole step (max_tokens). Otherwise floor((ratio - 1) · D / c), at least min_chunk (so
@@ -64,7 +65,6 @@ class StepCostModel {
   // The decode time of `decodes`' bucket (else of the nearest smaller bucket seen) and the
   // per-token slope; none while either is unknown or not positive, or for decodes < 1.
   std::optional<MeasuredStepCost> estimate(int64_t decodes) const;
-  static size_t bucket(int64_t decodes);
   int64_t observed() const { return observed_; }  // steps observed
 
  private:
@@ -74,7 +74,7 @@ class StepCostModel {
   void refit();
 
   double forgetting_;
-  std::vector<Sums> buckets_;
+  std::vector<Sums> buckets_;  // by decode_bucket
   double slope_ = 0;  // the last slope fitted from enough variation in p; 0: none yet
   int64_t observed_ = 0;
 };
