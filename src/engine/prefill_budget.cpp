@@ -11,9 +11,17 @@
 namespace moetron {
 namespace {
 
-// A slope needs at least this much weighted variation of p within the buckets (tokens²): two
-// steps whose prefill differs by a couple of tokens, not one step's timing noise alone.
-constexpr double kLeastVariation = 1.0;
+// The slope needs prefill sizes that differ by a real amount within the buckets: at least the
+// variation two steps of equal weight this many tokens apart give (Σ w·(p - mean p)² >=
+// spread² / 2). Steps a few tokens apart (a prompt's last chunk, a budget moved by rounding)
+// differ in time by less than a step's timing noise, so the slope they give is the noise's: near
+// zero (budgets of the whole step) or huge (the least chunk). 32 tokens is twice the default
+// least chunk, and half the smallest
+// difference between start-up budgets (64, 128, 256), so the start-up probes still give the fit
+// its slope within two steps of one bucket.
+constexpr double kLeastSpreadTokens = 32;
+
+bool enough_spread(double variation) { return variation >= kLeastSpreadTokens * kLeastSpreadTokens / 2; }
 
 }  // namespace
 
@@ -65,7 +73,7 @@ void StepCostModel::refit() {
     covariance += s.pt - s.p * s.t / s.w;
     variance += s.pp - s.p * s.p / s.w;
   }
-  if (variance >= kLeastVariation && covariance > 0) slope_ = covariance / variance;
+  if (enough_spread(variance) && covariance > 0) slope_ = covariance / variance;
 }
 
 std::optional<MeasuredStepCost> StepCostModel::estimate(int64_t decodes) const {

@@ -172,18 +172,36 @@ TEST(StepCostModel, ForgetsOldSteps) {
 TEST(StepCostModel, KeepsTheLastSlopeAgainstNoise) {
   StepCostModel model;
   model.observe(8, 10, 0.5);
-  model.observe(8, 20, 0.0001);  // more tokens, much less time
+  model.observe(8, 60, 0.0001);  // more tokens, much less time
   EXPECT_FALSE(model.estimate(8));
   model.observe(0, 100, 0.011);
-  model.observe(0, 200, 0.021);  // +0.49 of covariance here, -2.4 in bucket 4
+  model.observe(0, 200, 0.021);  // +0.49 of covariance here, -12 in bucket 4
   EXPECT_FALSE(model.estimate(8));
   StepCostModel known;
   known.observe(0, 100, 0.011);
   known.observe(0, 200, 0.021);
   known.observe(8, 10, 0.5);
-  known.observe(8, 20, 0.0001);
+  known.observe(8, 60, 0.0001);
   ASSERT_TRUE(known.estimate(8));
   EXPECT_NEAR(known.estimate(8)->per_prefill_token_s, 1e-4, 1e-12);
+}
+
+// Steps whose prefill differs by a few tokens differ in time by timing noise: they set no slope,
+// however many they are, and one well-spread step then does.
+TEST(StepCostModel, NearIdenticalStepsDoNotSetTheSlope) {
+  const auto step_s = [](int64_t prefill) { return 0.010 + 1e-4 * static_cast<double>(prefill); };
+  StepCostModel model;
+  for (int i = 0; i < 40; ++i) {
+    const int64_t prefill = 100 + 2 * (i % 2);  // 100, 102, 100, ...
+    model.observe(4, prefill, step_s(prefill));
+    EXPECT_FALSE(model.estimate(4)) << "after step " << i;
+  }
+  model.observe(4, 110, step_s(110));  // ten tokens off: still too little
+  EXPECT_FALSE(model.estimate(4));
+  model.observe(4, 200, step_s(200));
+  ASSERT_TRUE(model.estimate(4));
+  EXPECT_NEAR(model.estimate(4)->per_prefill_token_s, 1e-4, 1e-12);
+  EXPECT_NEAR(model.estimate(4)->decode_s, 0.010, 1e-12);
 }
 
 TEST(PrefillChunkOption, TakesAutoOrAnIntegerAtLeastZero) {

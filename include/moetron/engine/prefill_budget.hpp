@@ -6,9 +6,9 @@
 // batch bucket (decode_bucket: 0 for d = 0, then 1 | 2 | 3-4 | 5-8 | ..., the sizes decode steps
 // are padded to), D its decode-only time and c the marginal time of one prefill token, shared by
 // every bucket. StepCostModel fits it by exponentially forgetting least squares over the steps
-// seen (one intercept per bucket, the common slope from the variation of p within the buckets),
-// so steps that mix decodes and prefill inform it too: under load there may be no decode-only
-// step at all.
+// seen (one intercept per bucket, the common slope from the variation of p within the buckets,
+// once p spreads by a real amount), so steps that mix decodes and prefill inform it too: under
+// load there may be no decode-only step at all.
 //
 // Budget (adaptive_prefill_budget): with no decodes there is no inter-token latency to protect:
 // the whole step (max_tokens). Otherwise floor((ratio - 1) · D / c), at least min_chunk (so
@@ -75,7 +75,7 @@ class StepCostModel {
 
   double forgetting_;
   std::vector<Sums> buckets_;  // by decode_bucket
-  double slope_ = 0;  // the last slope fitted from enough variation in p; 0: none yet
+  double slope_ = 0;  // the last slope fitted from enough spread in p; 0: none yet
   int64_t observed_ = 0;
 };
 
