@@ -22,6 +22,22 @@
 // times the model is fed must be the same on all of them. The engine feeds the step time the
 // replica's sampling rank measured, which travels to the others with the sampled tokens
 // (Engine::run); a rank's own clock never drives the budget.
+//
+// Replicas (dp > 1): that time is the lockstep step's, waits for the other replicas included, and
+// no time of the replica's own work can be measured instead. The replicas meet in every MoE
+// layer's all-to-all, from the first MoE layer on, and there each rank runs its experts on the
+// entries every replica sent it: after the first meeting a replica's work depends on the others'
+// tokens, so no point of the step ends its own share, and no clock reading before the first
+// meeting covers more than the embedding and the first layers. Timing the waits to subtract them
+// does not work either: on CUDA the entries' exchange is enqueued on the stream with the kernels
+// around it (a decode-only step is one graph replay), so the host clock cannot see where the
+// device waits. What follows: the model charges the other replicas' work to this replica's
+// (decodes, prefill). Under even load their prefill moves with this one's and the slope absorbs
+// it; under uneven load (another replica prefilling while this one decodes) the decode time reads
+// high, the budget grows, and a step may exceed the ratio. Likewise a decode-only step is padded
+// to the largest replica's batch (DecodeGraphs), and its time is filed under this replica's own
+// batch's bucket. Counting the step's prefill over all replicas instead would split one budget
+// between them: not done, as it changes the policy, not the measurement.
 #pragma once
 #include <cstdint>
 #include <optional>
