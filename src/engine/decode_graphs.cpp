@@ -4,6 +4,7 @@
 
 #include "moetron/core/error.hpp"
 #include "moetron/core/log.hpp"
+#include "moetron/engine/decode_batches.hpp"
 
 namespace moetron {
 
@@ -15,10 +16,8 @@ DecodeGraphs::DecodeGraphs(Ops& ops, ModelForward& forward, int64_t max_batch,
       max_blocks_per_seq_(max_blocks_per_seq),
       block_size_(block_size),
       scratch_block_(scratch_block),
-      replicas_meet_(replicas_meet) {
-  for (int64_t b = 1; b < max_batch; b *= 2) buckets_.push_back(b);
-  buckets_.push_back(max_batch);
-}
+      replicas_meet_(replicas_meet),
+      buckets_(padded_decode_batches(max_batch)) {}
 
 void DecodeGraphs::write_inputs(Bucket& b, const std::vector<ScheduledSeq>& group) {
   const int64_t B = b.size, n = static_cast<int64_t>(group.size());
@@ -123,14 +122,15 @@ bool DecodeGraphs::fits(const std::vector<ScheduledSeq>& group, int64_t dispatch
 
 Tensor DecodeGraphs::run(const std::vector<ScheduledSeq>& group, int64_t dispatch_tokens) {
   const int64_t n = std::max(static_cast<int64_t>(group.size()), dispatch_tokens);
-  auto it = std::find_if(recorded_.begin(), recorded_.end(), [n](const Bucket& b) { return b.size >= n; });
-  MOETRON_ASSERT(it != recorded_.end());
-  write_inputs(*it, group);
-  ops_.replay(it->recording);
+  const size_t bucket = decode_bucket(n);  // StepCostModel groups step times by the same
+  MOETRON_ASSERT(bucket >= 1 && bucket <= recorded_.size());
+  Bucket& b = recorded_[bucket - 1];
+  write_inputs(b, group);
+  ops_.replay(b.recording);
   const std::vector<Communicator*> groups = peers();
-  for (size_t g = 0; g < groups.size(); ++g) groups[g]->adjust_traffic(it->traffic[g]);
-  ops_.temp_resume(it->temps_end);  // what the step does next must not overwrite the logits
-  return it->logits;
+  for (size_t g = 0; g < groups.size(); ++g) groups[g]->adjust_traffic(b.traffic[g]);
+  ops_.temp_resume(b.temps_end);  // what the step does next must not overwrite the logits
+  return b.logits;
 }
 
 }  // namespace moetron

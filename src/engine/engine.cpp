@@ -280,7 +280,10 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
     // The last stage's tp rank 0 has the tokens; every rank of the replica needs them to keep
     // its scheduler in step. With adaptive chunks the step's time as that rank measured it goes
     // with them: the one time every rank of the replica feeds its step-cost model (not a
-    // replica's empty share of a lockstep step, whose time is the other replicas' work).
+    // replica's empty share of a lockstep step, whose time is the other replicas' work). With
+    // dp > 1 it includes the waits for the other replicas in every MoE layer's all-to-all, where
+    // their tokens run on this replica's experts too: no time of the replica's own work exists to
+    // send instead (engine/prefill_budget.hpp, "Replicas").
     std::vector<int64_t> shared(tokens.begin(), tokens.end());
     shared.resize(step.size());
     if (adaptive) shared.push_back(static_cast<int64_t>(seconds_since(step_start) * 1e9));

@@ -6,13 +6,22 @@
 
 #include "moetron/core/error.hpp"
 #include "moetron/core/format.hpp"
+#include "moetron/engine/decode_batches.hpp"
 
 namespace moetron {
 namespace {
 
-// A slope needs at least this much weighted variation of p within the buckets (tokens²): two
-// steps whose prefill differs by a couple of tokens, not one step's timing noise alone.
-constexpr double kLeastVariation = 1.0;
+// The slope needs prefill sizes that differ by a real amount within the buckets: at least the
+// variation two steps of equal weight this many tokens apart give (Σ w·(p - mean p)² >=
+// spread² / 2). Steps a few tokens apart (a prompt's last chunk, a budget moved by rounding)
+// differ in time by less than a step's timing noise, so the slope they give is the noise's: near
+// zero (budgets of the whole step) or huge (the least chunk). 32 tokens is twice the default
+// least chunk, and half the smallest
+// difference between start-up budgets (64, 128, 256), so the start-up probes still give the fit
+// its slope within two steps of one bucket.
+constexpr double kLeastSpreadTokens = 32;
+
+bool enough_spread(double variation) { return variation >= kLeastSpreadTokens * kLeastSpreadTokens / 2; }
 
 }  // namespace
 
@@ -39,19 +48,14 @@ int64_t adaptive_prefill_budget(const AdaptiveChunk& policy, int64_t decodes, co
   return std::max(least, static_cast<int64_t>(std::floor(tokens)));
 }
 
-StepCostModel::StepCostModel(double forgetting) : forgetting_(forgetting), buckets_(64) {
+StepCostModel::StepCostModel(double forgetting)
+    : forgetting_(forgetting), buckets_(decode_bucket(std::numeric_limits<int64_t>::max()) + 1) {
   MOETRON_ASSERT(forgetting > 0 && forgetting <= 1);
-}
-
-size_t StepCostModel::bucket(int64_t decodes) {
-  size_t b = 0;
-  for (int64_t d = decodes; d > 0; d >>= 1) ++b;
-  return b;
 }
 
 void StepCostModel::observe(int64_t decodes, int64_t prefill_tokens, double seconds) {
   ++observed_;
-  Sums& s = buckets_[bucket(decodes)];
+  Sums& s = buckets_[decode_bucket(decodes)];
   const double p = static_cast<double>(prefill_tokens);
   s.w = forgetting_ * s.w + 1;
   s.p = forgetting_ * s.p + p;
@@ -69,12 +73,12 @@ void StepCostModel::refit() {
     covariance += s.pt - s.p * s.t / s.w;
     variance += s.pp - s.p * s.p / s.w;
   }
-  if (variance >= kLeastVariation && covariance > 0) slope_ = covariance / variance;
+  if (enough_spread(variance) && covariance > 0) slope_ = covariance / variance;
 }
 
 std::optional<MeasuredStepCost> StepCostModel::estimate(int64_t decodes) const {
   if (decodes < 1 || !(slope_ > 0)) return std::nullopt;
-  for (size_t b = bucket(decodes); b >= 1; --b) {
+  for (size_t b = decode_bucket(decodes); b >= 1; --b) {
     const Sums& s = buckets_[b];
     if (s.w <= 0) continue;
     const double decode_s = (s.t - slope_ * s.p) / s.w;

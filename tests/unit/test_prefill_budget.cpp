@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "error_of.hpp"
+#include "moetron/engine/decode_batches.hpp"
 #include "moetron/engine/prefill_budget.hpp"
 #include "moetron/engine/scheduler.hpp"
 #include "scheduler_test_helpers.hpp"
@@ -75,15 +76,50 @@ TEST(AdaptiveBudget, StartUpBudgetsLetTheSlopeBeFitted) {
   EXPECT_NEAR(static_cast<double>(adaptive_prefill_budget(policy, 30, cost, 8192, model.observed())), 500, 1);  // 10 ms / 20 us
 }
 
-TEST(StepCostModel, BucketsDoubleInWidth) {
-  EXPECT_EQ(StepCostModel::bucket(0), 0u);
-  EXPECT_EQ(StepCostModel::bucket(1), 1u);
-  EXPECT_EQ(StepCostModel::bucket(2), 2u);
-  EXPECT_EQ(StepCostModel::bucket(3), 2u);
-  EXPECT_EQ(StepCostModel::bucket(4), 3u);
-  EXPECT_EQ(StepCostModel::bucket(7), 3u);
-  EXPECT_EQ(StepCostModel::bucket(8), 4u);
-  EXPECT_EQ(StepCostModel::bucket(256), 9u);
+// The model's buckets are the sizes decode steps are padded to: 1 | 2 | 3-4 | 5-8 | ...
+TEST(StepCostModel, BucketsAreThePaddedBatchSizes) {
+  EXPECT_EQ(decode_bucket(0), 0u);
+  EXPECT_EQ(decode_bucket(1), 1u);
+  EXPECT_EQ(decode_bucket(2), 2u);
+  EXPECT_EQ(decode_bucket(3), 3u);
+  EXPECT_EQ(decode_bucket(4), 3u);
+  EXPECT_EQ(decode_bucket(5), 4u);
+  EXPECT_EQ(decode_bucket(8), 4u);
+  EXPECT_EQ(decode_bucket(9), 5u);
+  EXPECT_EQ(decode_bucket(256), 9u);
+  EXPECT_EQ(decode_bucket(257), 10u);
+}
+
+// A batch's bucket names the smallest recorded size that holds it (DecodeGraphs replays that
+// one), whatever the largest batch.
+TEST(StepCostModel, ABatchsBucketIsTheDecodeStepItRunsIn) {
+  for (int64_t max_batch = 1; max_batch <= 80; ++max_batch) {
+    const std::vector<int64_t> sizes = padded_decode_batches(max_batch);
+    EXPECT_EQ(sizes.back(), max_batch);
+    for (int64_t d = 1; d <= max_batch; ++d) {
+      const size_t b = decode_bucket(d);
+      ASSERT_TRUE(b >= 1 && b <= sizes.size()) << d << " of " << max_batch;
+      EXPECT_GE(sizes[b - 1], d) << d << " of " << max_batch;
+      if (b >= 2) {
+        EXPECT_LT(sizes[b - 2], d) << d << " of " << max_batch;
+      }
+    }
+  }
+  EXPECT_EQ(padded_decode_batches(48), (std::vector<int64_t>{1, 2, 4, 8, 16, 32, 48}));
+  EXPECT_NE(test::error_of([] { padded_decode_batches(0); }).find("at least 1, got 0"), std::string::npos);
+}
+
+// A batch of 5 runs padded to 8: its decode time is the 8-batch's, not the 4-batch's.
+TEST(StepCostModel, AStepOfFiveDecodesCostsWhatEightCost) {
+  StepCostModel model;
+  model.observe(0, 100, 0.011);
+  model.observe(0, 200, 0.021);  // 0.1 ms a prefill token
+  model.observe(4, 0, 0.010);
+  model.observe(8, 0, 0.020);
+  model.observe(5, 0, 0.020);
+  EXPECT_NEAR(model.estimate(4)->decode_s, 0.010, 1e-12);
+  EXPECT_NEAR(model.estimate(5)->decode_s, 0.020, 1e-12);
+  EXPECT_NEAR(model.estimate(8)->decode_s, 0.020, 1e-12);
 }
 
 // Steps of t = 10 ms + 0.1 ms per prefill token at a decode batch of 4.
@@ -93,12 +129,12 @@ TEST(StepCostModel, FitsTheDecodeTimeAndThePerTokenCost) {
   model.observe(4, 0, 0.010);
   EXPECT_FALSE(model.estimate(4)) << "decode-only steps alone give no per-token cost";
   model.observe(4, 100, 0.020);
-  model.observe(5, 50, 0.015);
+  model.observe(3, 50, 0.015);
   const std::optional<MeasuredStepCost> c = model.estimate(4);
   ASSERT_TRUE(c);
   EXPECT_NEAR(c->decode_s, 0.010, 1e-12);
   EXPECT_NEAR(c->per_prefill_token_s, 1e-4, 1e-12);
-  EXPECT_NEAR(model.estimate(7)->decode_s, 0.010, 1e-12) << "the same bucket";
+  EXPECT_NEAR(model.estimate(3)->decode_s, 0.010, 1e-12) << "the same bucket";
   EXPECT_NEAR(model.estimate(100)->decode_s, 0.010, 1e-12) << "a larger batch unseen: the nearest smaller";
   EXPECT_FALSE(model.estimate(2)) << "no smaller bucket seen";
   EXPECT_FALSE(model.estimate(0));
@@ -136,18 +172,36 @@ TEST(StepCostModel, ForgetsOldSteps) {
 TEST(StepCostModel, KeepsTheLastSlopeAgainstNoise) {
   StepCostModel model;
   model.observe(8, 10, 0.5);
-  model.observe(8, 20, 0.0001);  // more tokens, much less time
+  model.observe(8, 60, 0.0001);  // more tokens, much less time
   EXPECT_FALSE(model.estimate(8));
   model.observe(0, 100, 0.011);
-  model.observe(0, 200, 0.021);  // +0.49 of covariance here, -2.4 in bucket 4
+  model.observe(0, 200, 0.021);  // +0.49 of covariance here, -12 in bucket 4
   EXPECT_FALSE(model.estimate(8));
   StepCostModel known;
   known.observe(0, 100, 0.011);
   known.observe(0, 200, 0.021);
   known.observe(8, 10, 0.5);
-  known.observe(8, 20, 0.0001);
+  known.observe(8, 60, 0.0001);
   ASSERT_TRUE(known.estimate(8));
   EXPECT_NEAR(known.estimate(8)->per_prefill_token_s, 1e-4, 1e-12);
+}
+
+// Steps whose prefill differs by a few tokens differ in time by timing noise: they set no slope,
+// however many they are, and one well-spread step then does.
+TEST(StepCostModel, NearIdenticalStepsDoNotSetTheSlope) {
+  const auto step_s = [](int64_t prefill) { return 0.010 + 1e-4 * static_cast<double>(prefill); };
+  StepCostModel model;
+  for (int i = 0; i < 40; ++i) {
+    const int64_t prefill = 100 + 2 * (i % 2);  // 100, 102, 100, ...
+    model.observe(4, prefill, step_s(prefill));
+    EXPECT_FALSE(model.estimate(4)) << "after step " << i;
+  }
+  model.observe(4, 110, step_s(110));  // ten tokens off: still too little
+  EXPECT_FALSE(model.estimate(4));
+  model.observe(4, 200, step_s(200));
+  ASSERT_TRUE(model.estimate(4));
+  EXPECT_NEAR(model.estimate(4)->per_prefill_token_s, 1e-4, 1e-12);
+  EXPECT_NEAR(model.estimate(4)->decode_s, 0.010, 1e-12);
 }
 
 TEST(PrefillChunkOption, TakesAutoOrAnIntegerAtLeastZero) {

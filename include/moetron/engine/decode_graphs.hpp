@@ -1,7 +1,8 @@
 // Decode steps recorded once per batch-size bucket and replayed (CUDA graphs where the backend
 // records): the whole step — embedding, every layer, final norm, LM head — runs as one launch,
-// so the GPU does not idle between kernels. A batch runs in the smallest bucket that holds it;
-// the spare rows are padding that writes only to a scratch KV-cache block and is never read.
+// so the GPU does not idle between kernels. A batch runs in the smallest bucket that holds it
+// (engine/decode_batches.hpp); the spare rows are padding that writes only to a scratch KV-cache
+// block and is never read.
 #pragma once
 #include <cstdint>
 #include <vector>

@@ -3,11 +3,12 @@
 // batch, from the engine's own measured step times (no profile).
 //
 // Model: a step of d decodes and p prefill tokens takes t = D(b(d)) + c·p, where b(d) is d's
-// batch bucket (0 for d = 0, else 1 + floor(log2 d): 1, 2-3, 4-7, ...), D its decode-only time
-// and c the marginal time of one prefill token, shared by every bucket. StepCostModel fits it by
-// exponentially forgetting least squares over the steps seen (one intercept per bucket, the common
-// slope from the variation of p within the buckets), so steps that mix decodes and prefill
-// inform it too: under load there may be no decode-only step at all.
+// batch bucket (decode_bucket: 0 for d = 0, then 1 | 2 | 3-4 | 5-8 | ..., the sizes decode steps
+// are padded to), D its decode-only time and c the marginal time of one prefill token, shared by
+// every bucket. StepCostModel fits it by exponentially forgetting least squares over the steps
+// seen (one intercept per bucket, the common slope from the variation of p within the buckets,
+// once p spreads by a real amount), so steps that mix decodes and prefill inform it too: under
+// load there may be no decode-only step at all.
 //
 // Budget (adaptive_prefill_budget): with no decodes there is no inter-token latency to protect:
 // the whole step (max_tokens). Otherwise floor((ratio - 1) · D / c), at least min_chunk (so
@@ -21,6 +22,22 @@
 // times the model is fed must be the same on all of them. The engine feeds the step time the
 // replica's sampling rank measured, which travels to the others with the sampled tokens
 // (Engine::run); a rank's own clock never drives the budget.
+//
+// Replicas (dp > 1): that time is the lockstep step's, waits for the other replicas included, and
+// no time of the replica's own work can be measured instead. The replicas meet in every MoE
+// layer's all-to-all, from the first MoE layer on, and there each rank runs its experts on the
+// entries every replica sent it: after the first meeting a replica's work depends on the others'
+// tokens, so no point of the step ends its own share, and no clock reading before the first
+// meeting covers more than the embedding and the first layers. Timing the waits to subtract them
+// does not work either: on CUDA the entries' exchange is enqueued on the stream with the kernels
+// around it (a decode-only step is one graph replay), so the host clock cannot see where the
+// device waits. What follows: the model charges the other replicas' work to this replica's
+// (decodes, prefill). Under even load their prefill moves with this one's and the slope absorbs
+// it; under uneven load (another replica prefilling while this one decodes) the decode time reads
+// high, the budget grows, and a step may exceed the ratio. Likewise a decode-only step is padded
+// to the largest replica's batch (DecodeGraphs), and its time is filed under this replica's own
+// batch's bucket. Counting the step's prefill over all replicas instead would split one budget
+// between them: not done, as it changes the policy, not the measurement.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -64,7 +81,6 @@ class StepCostModel {
   // The decode time of `decodes`' bucket (else of the nearest smaller bucket seen) and the
   // per-token slope; none while either is unknown or not positive, or for decodes < 1.
   std::optional<MeasuredStepCost> estimate(int64_t decodes) const;
-  static size_t bucket(int64_t decodes);
   int64_t observed() const { return observed_; }  // steps observed
 
  private:
@@ -74,8 +90,8 @@ class StepCostModel {
   void refit();
 
   double forgetting_;
-  std::vector<Sums> buckets_;
-  double slope_ = 0;  // the last slope fitted from enough variation in p; 0: none yet
+  std::vector<Sums> buckets_;  // by decode_bucket
+  double slope_ = 0;  // the last slope fitted from enough spread in p; 0: none yet
   int64_t observed_ = 0;
 };
 
