@@ -95,7 +95,10 @@ class Study:
     def moetron(self, *argv, ranks=1, log=None):
         cmd = [self.args.moetron] + [str(a) for a in argv]
         if ranks > 1:
-            cmd = [self.mpirun, "-n", str(ranks), "--oversubscribe"] + (
+            # Oversubscribed ranks share cores and time each other's waits: only where there are
+            # fewer cores than ranks (a CI machine), never on a host that has room.
+            crowded = ["--oversubscribe"] if (os.cpu_count() or 1) < ranks else []
+            cmd = [self.mpirun, "-n", str(ranks)] + crowded + (
                 ["--allow-run-as-root"] if os.geteuid() == 0 else []) + cmd
         done = subprocess.run(cmd, capture_output=True, text=True)
         if log:
@@ -251,7 +254,8 @@ class Study:
             self.skipped.append(f"end to end {shape['label']} on {ranks} {backend} ranks: no mpirun")
             return
         profile = self.bench(shape, ranks=ranks, backend=backend)
-        p, o, n = self.mode["emulated_prompt"], self.mode["emulated_output"], 4 * ranks
+        p, n = self.mode["emulated_prompt"], 4 * ranks
+        o = self.args.e2e_output_tokens or self.mode["emulated_output"]
         prompts = self.prompts(f"{shape['key']}-e2e-{ranks}", shape, [(p, o, None)] * n)
         for plan in plans:
             out = os.path.join(self.work, f"{shape['key']}-e2e-{backend}-{ranks}-{plan}.h5")
@@ -268,16 +272,18 @@ class Study:
                 self.skipped.append(f"end to end {plan} on {ranks} {backend} ranks: {str(e).splitlines()[0]}")
                 continue
             self.add("end_to_end", shape, f"{plan} ({ranks} {backend} ranks)", ranks, r["predicted_step_s"],
-                     r["measured_step_s"], r["predicted_tps"], r["measured_tps"])
+                     r["measured_step_s"], r["predicted_tps"], r["measured_tps"], comm_wait=read_comm_wait(out))
 
     # ---- records ----
 
-    def add(self, section, shape, label, world, predicted_s, measured_s, predicted_tps, measured_tps, ranks=""):
+    def add(self, section, shape, label, world, predicted_s, measured_s, predicted_tps, measured_tps, ranks="",
+            comm_wait=""):
         self.rows[section].append(dict(shape=shape["label"], label=label, world=world, predicted_s=predicted_s,
                                        measured_s=measured_s, predicted_tps=predicted_tps,
-                                       measured_tps=measured_tps, ranks=ranks))
+                                       measured_tps=measured_tps, ranks=ranks, comm_wait=comm_wait))
+        waits = f", comm wait by rank {comm_wait} ms a decode step" if comm_wait else ""
         print(f"[{self.elapsed():6.1f} s] {section:10s} {shape['label']:18s} {label:28s} predicted "
-              f"{predicted_s * 1e3:9.3f} ms, measured {measured_s * 1e3:9.3f} ms", flush=True)
+              f"{predicted_s * 1e3:9.3f} ms, measured {measured_s * 1e3:9.3f} ms{waits}", flush=True)
 
 
 # ---- reading moetron's files ----------------------------------------------------------------
@@ -337,6 +343,19 @@ class Steps:
 
 def read_steps(path):
     return Steps(path)
+
+
+def read_comm_wait(path):
+    """Each rank's mean time blocked in communication per decode step, in ms, and the mean decode
+    step it is part of ("0.061 0.258 of 0.400"; the measured step is a median), from
+    /ranks/decode_comm_wait_seconds; "" where the run did not record it (one rank, older builds)."""
+    with h5py.File(path, "r") as f:
+        if "ranks/decode_comm_wait_seconds" not in f:
+            return ""
+        decode = ~f["steps/is_prefill"][()].astype(bool)
+        mean_step = float(f["steps/seconds"][()][decode].mean()) if decode.any() else float("nan")
+        waits = f["ranks/decode_comm_wait_seconds"][()] / max(int(decode.sum()), 1)
+    return " ".join(f"{1e3 * w:.3f}" for w in waits) + f" of {1e3 * mean_step:.3f}"
 
 
 # ---- statistics -----------------------------------------------------------------------------
@@ -402,7 +421,7 @@ def write_h5(path, study, meta):
             g = f.create_group(section)
             for k, v in summarize(rows).items():
                 g.attrs[k] = v
-            for key in ["shape", "label", "ranks"]:
+            for key in ["shape", "label", "ranks", "comm_wait"]:
                 g.create_dataset(key, data=np.array([r[key] for r in rows], dtype=object), dtype=strings)
             g.create_dataset("world", data=np.array([r["world"] for r in rows], dtype=np.int64))
             for key in ["predicted_s", "measured_s", "predicted_tps", "measured_tps"]:
@@ -444,13 +463,16 @@ def report(study, meta):
     for section, rows in study.rows.items():
         if not rows:
             continue
-        lines += [f"#### {names[section]}", "", "| shape | ranks | point | predicted ms | measured ms | error | upper bound |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        waits = any(r["comm_wait"] for r in rows)  # per-rank comm wait recorded (end to end)
+        lines += [f"#### {names[section]}", "", "| shape | ranks | point | predicted ms | measured ms | error | upper bound |"
+                  + (" comm wait ms / decode step, by rank, of the mean step |" if waits else ""),
+                  "| --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if waits else "")]
         for r in rows:
             err = (r["predicted_s"] - r["measured_s"]) / r["measured_s"]
             emulated = f" (emulated {r['ranks']})" if r["ranks"] else ""
             lines.append(f"| {r['shape']} | {r['world']} | {r['label']}{emulated} | {r['predicted_s'] * 1e3:.3f} | "
-                         f"{r['measured_s'] * 1e3:.3f} | {100 * err:+.1f}% | {'yes' if r['predicted_tps'] >= r['measured_tps'] else 'no'} |")
+                         f"{r['measured_s'] * 1e3:.3f} | {100 * err:+.1f}% | {'yes' if r['predicted_tps'] >= r['measured_tps'] else 'no'} |"
+                         + (f" {r['comm_wait'] or 'n/a'} |" if waits else ""))
         stats = [g for g in group_stats(section, rows) if g["plans"] >= 2]
         if stats:
             lines += ["", "| shape | ranks | plans | Spearman | predictor's pick | best measured | pick distance |",
@@ -475,6 +497,13 @@ def main():
     ap.add_argument("--budget-s", type=float, default=0, help="seconds to spend (default 300, quick 150)")
     ap.add_argument("--mpirun", default="mpirun", help="MPI launcher for the end-to-end runs")
     ap.add_argument("--title", default="", help="the report's heading (default: backend and mode)")
+    ap.add_argument("--sections", nargs="+", choices=["single", "emulated", "end_to_end"],
+                    default=["single", "emulated", "end_to_end"], help="the sections to run (default: all)")
+    ap.add_argument("--cpu-ranks", type=int, default=4, help="ranks of the CPU end-to-end runs (default 4)")
+    ap.add_argument("--cpu-plans", nargs="+", default=CPU_E2E_PLANS,
+                    help=f"plans of the CPU end-to-end runs (default: {' '.join(CPU_E2E_PLANS)})")
+    ap.add_argument("--e2e-output-tokens", type=int, default=0,
+                    help="tokens each end-to-end request generates (default: the mode's; more gives more decode steps)")
     args = ap.parse_args()
     if not os.access(args.moetron, os.X_OK):
         sys.exit(f"--moetron {args.moetron}: not an executable")
@@ -482,15 +511,20 @@ def main():
     study = Study(args)
 
     shapes = [study.make_shape(*s) for s in (QUICK_SHAPES if args.quick else FULL_SHAPES)]
-    profiles = [study.bench(s) for s in shapes]
-    for shape, profile in zip(shapes, profiles):
-        study.single_device(shape, profile)
+    wanted = set(args.sections)
+    # The one-device profiles serve (a) and (b) only.
+    profiles = [study.bench(s) for s in shapes] if wanted & {"single", "emulated"} else []
+    if "single" in wanted:
+        for shape, profile in zip(shapes, profiles):
+            study.single_device(shape, profile)
     # End to end before the emulated ranks: the budget cuts the latter, which say what they left out.
-    for ranks, plans in study.mode["e2e_gpu_plans"].items():
-        study.end_to_end(shapes[0], ranks, plans, "cuda")
-    cpu_shape = shapes[0] if args.quick else study.make_shape("tiny OLMoE", "olmoe", "tiny")
-    study.end_to_end(cpu_shape, 4, CPU_E2E_PLANS, "cpu")
-    study.emulate(study.emulated_groups(list(zip(shapes, profiles))))
+    if "end_to_end" in wanted:
+        for ranks, plans in (study.mode["e2e_gpu_plans"] if args.backend == "cuda" else {}).items():
+            study.end_to_end(shapes[0], ranks, plans, "cuda")
+        cpu_shape = shapes[0] if args.quick else study.make_shape("tiny OLMoE", "olmoe", "tiny")
+        study.end_to_end(cpu_shape, args.cpu_ranks, args.cpu_plans, "cpu")
+    if "emulated" in wanted:
+        study.emulate(study.emulated_groups(list(zip(shapes, profiles))))
 
     meta = dict(title=args.title or f"{args.backend.upper()}{', quick' if args.quick else ''}",
                 machine=f"{platform.node()} ({os.cpu_count()} cores)",

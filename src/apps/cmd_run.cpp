@@ -235,6 +235,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   results.startup = outcome.startup;
   results.predictions = predictions;
   add_expert_routing(results, outcome.routing, outcome.expert_work, o.routing_skew);
+  add_comm_wait(results, outcome.comm_wait);
   results.redundant_experts = o.redundant_experts;
   results.replica_placement = outcome.replica_placement;
 #ifdef MOETRON_HAVE_CUDA

@@ -153,6 +153,13 @@ void add_expert_routing(RunResults& results, const ExpertRouting& routing, const
   if (!routing_skew.empty()) results.meta.extra["routing_skew"] = routing_skew;
 }
 
+void add_comm_wait(RunResults& results, const RanksCommWait& wait) {
+  for (size_t r = 0; r < results.ranks.size(); ++r) {
+    results.ranks[r].decode_comm_wait_seconds = wait.decode_s[r];
+    results.ranks[r].prefill_comm_wait_seconds = wait.prefill_s[r];
+  }
+}
+
 RankPlaces emulated_places(const RankPlaces& here, int plan_world) {
   MOETRON_CHECK(here.hosts.size() == 1 && here.devices.size() == 1,
                 "an emulated rank runs alone, but " << here.hosts.size() << " places were gathered");

@@ -31,6 +31,8 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
 // runs: results.ranks is filled), and the skew asked for, as a root attribute.
 void add_expert_routing(RunResults& results, const ExpertRouting& routing, const RanksExpertWork& work,
                         const std::string& routing_skew);
+// Each rank's time blocked in communication within decode and prefill steps (parallel runs).
+void add_comm_wait(RunResults& results, const RanksCommWait& wait);
 // An emulated rank's one place (its host and device) stands for every rank of the plan it
 // emulates: every rank's share would be timed there.
 RankPlaces emulated_places(const RankPlaces& here, int plan_world);

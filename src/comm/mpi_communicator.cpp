@@ -1,5 +1,6 @@
 #include "moetron/comm/mpi_communicator.hpp"
 
+#include <chrono>
 #include <climits>
 #include <numeric>
 
@@ -72,8 +73,10 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string label) : comm_(comm)
 void MpiCommunicator::wait(MPI_Request& request, const char* op, int peer, MPI_Status* status) {
   if (peer < 0) ++collectives_;
   const int world_peer = peer < 0 ? -1 : world_ranks_[static_cast<size_t>(peer)];
+  const auto start = std::chrono::steady_clock::now();
   wait_for_request(request, status, make_wait_site(op, label_, group_id_, collectives_, world_peer),
                    world_ranks_);
+  blocked_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 void MpiCommunicator::reduce_in_place(void* data, int64_t n, MPI_Datatype type, MPI_Op op) {

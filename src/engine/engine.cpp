@@ -173,6 +173,17 @@ void Engine::check_sampled(const std::vector<ScheduledSeq>& group, const int32_t
   }
 }
 
+double Engine::comm_blocked_seconds() const {
+  std::vector<const Communicator*> seen;
+  double s = 0;
+  for (const Communicator* c : {groups_.world, groups_.tp, groups_.replica, groups_.pipeline, groups_.stage}) {
+    if (c == nullptr || std::find(seen.begin(), seen.end(), c) != seen.end()) continue;
+    seen.push_back(c);
+    s += c->blocked_seconds();
+  }
+  return s;
+}
+
 std::vector<int64_t> Engine::agree_dispatch_tokens(
     const std::vector<std::vector<ScheduledSeq>>& parts, bool any_prefill) {
   std::vector<int64_t> most(parts.size(), 0);
@@ -266,6 +277,7 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
       continue;
     }
     const auto step_start = std::chrono::steady_clock::now();
+    const double blocked_at_start = comm_blocked_seconds();
     if (options_.observer != nullptr) options_.observer->step_begin(!prefill);
 
     std::vector<int32_t> tokens;
@@ -316,6 +328,8 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
     rec.num_tokens = static_cast<int32_t>(totals[1] / per_replica);
     rec.is_prefill = totals[2] > 0;
     rec.seconds = seconds_since(step_start);
+    (rec.is_prefill ? report.prefill_comm_wait_s : report.decode_comm_wait_s) +=
+        comm_blocked_seconds() - blocked_at_start;
     rec.prefill_budget = static_cast<int32_t>(scheduler.prefill_budget());
     report.steps.push_back(rec);
     windows.end_of_step(static_cast<int64_t>(report.steps.size()), read_counts);

@@ -164,33 +164,53 @@ ExpertRouting gather_expert_routing(ParallelGroups& groups, ModelForward& forwar
   return r;
 }
 
+namespace {
+
+// Every rank's `mine` (as many values on each), by world rank: [world * mine.size()]
+// (collective: a sum in which each rank fills only its own slots).
+std::vector<int64_t> gather_per_rank(ParallelGroups& groups, int world_size, const std::vector<int64_t>& mine) {
+  std::vector<int64_t> all(static_cast<size_t>(world_size) * mine.size(), 0);
+  std::copy(mine.begin(), mine.end(), all.begin() + static_cast<std::ptrdiff_t>(groups.world_rank * mine.size()));
+  groups.world->allreduce_host(all, false);
+  return all;
+}
+
+// Seconds travel as integer nanoseconds: the host all-reduce takes int64.
+int64_t to_ns(double seconds) { return std::isfinite(seconds) ? static_cast<int64_t>(seconds * 1e9) : 0; }
+double from_ns(int64_t ns) { return static_cast<double>(ns) * 1e-9; }
+
+}  // namespace
+
 RanksExpertWork gather_expert_work(ParallelGroups& groups, ModelForward& forward, int world_size) {
   const ExpertWork mine = forward.expert_work();
-  // Seconds travel as integer nanoseconds: the host all-reduce takes int64.
-  std::vector<int64_t> values(static_cast<size_t>(world_size) * 2, 0);
-  const size_t me = static_cast<size_t>(groups.world_rank) * 2;
-  values[me] = mine.tokens;
-  values[me + 1] = std::isfinite(mine.seconds) ? static_cast<int64_t>(mine.seconds * 1e9) : 0;
-  groups.world->allreduce_host(values, false);
+  const std::vector<int64_t> values = gather_per_rank(groups, world_size, {mine.tokens, to_ns(mine.seconds)});
   RanksExpertWork all;
-  for (int r = 0; r < world_size; ++r) {
-    all.tokens.push_back(values[static_cast<size_t>(r) * 2]);
-    all.seconds.push_back(static_cast<double>(values[static_cast<size_t>(r) * 2 + 1]) * 1e-9);
+  for (size_t r = 0; r < static_cast<size_t>(world_size); ++r) {
+    all.tokens.push_back(values[r * 2]);
+    all.seconds.push_back(from_ns(values[r * 2 + 1]));
+  }
+  return all;
+}
+
+RanksCommWait gather_comm_wait(ParallelGroups& groups, double decode_s, double prefill_s, int world_size) {
+  const std::vector<int64_t> values = gather_per_rank(groups, world_size, {to_ns(decode_s), to_ns(prefill_s)});
+  RanksCommWait all;
+  for (size_t r = 0; r < static_cast<size_t>(world_size); ++r) {
+    all.decode_s.push_back(from_ns(values[r * 2]));
+    all.prefill_s.push_back(from_ns(values[r * 2 + 1]));
   }
   return all;
 }
 
 std::vector<int64_t> gather_traffic(ParallelGroups& groups, int world_size) {
-  std::vector<int64_t> traffic(static_cast<size_t>(world_size) * kRankFields, 0);
-  const size_t me = static_cast<size_t>(groups.world_rank) * kRankFields;
+  std::vector<int64_t> mine(kRankFields, 0);
   for (const auto& comm : {groups.tp, groups.stage, groups.replica, groups.pipeline, groups.world}) {
     if (!comm) continue;
     const Traffic t = comm->traffic();
-    traffic[me] += t.sent;
-    traffic[me + 1] += t.received;
+    mine[0] += t.sent;
+    mine[1] += t.received;
   }
-  groups.world->allreduce_host(traffic, false);
-  return traffic;
+  return gather_per_rank(groups, world_size, mine);
 }
 
 RankPlaces gather_places(const Ops& ops, const std::string& gpu_uuid, MPI_Comm world) {

@@ -338,6 +338,7 @@ RunOutcome RunSession::run() {
   eg.tp = groups_.tp.get();
   eg.replica = groups_.replica.get();
   eg.pipeline = groups_.pipeline.get();
+  eg.stage = groups_.stage.get();
   eg.pp_rank = groups_.coords.pp;
   eg.pp_size = plan.pp;
   eg.dp_rank = groups_.coords.dp;
@@ -376,6 +377,8 @@ RunOutcome RunSession::run() {
                                       out.report.window_counts, out.report.window_ranges);
   out.expert_work = gather_expert_work(gathering, *forward_, plan.world_size());
   out.traffic = gather_traffic(gathering, plan.world_size());
+  out.comm_wait = gather_comm_wait(gathering, out.report.decode_comm_wait_s, out.report.prefill_comm_wait_s,
+                                   plan.world_size());
   if (settings_.emulation.active()) {  // the world group's traffic, left out with it above
     const Traffic t = groups_.world->traffic();
     out.traffic[static_cast<size_t>(groups_.world_rank) * kRankFields] += t.sent;

@@ -250,8 +250,13 @@ void write_replica_placement(h5::File& f, const RunResults& r, int64_t layers) {
   f.set_attribute("/experts/replicas", "redundant_experts", r.redundant_experts);
 }
 
-void write_rank_expert_seconds(h5::File& f, const std::vector<RankRecord>& ranks) {
-  f.write("/ranks/expert_seconds", column<double>(ranks, [](const RankRecord& k) { return k.expert_seconds; }));
+void write_rank_seconds(h5::File& f, const std::vector<RankRecord>& ranks) {
+  const std::pair<const char*, double RankRecord::*> seconds[] = {
+      {"expert_seconds", &RankRecord::expert_seconds},
+      {"decode_comm_wait_seconds", &RankRecord::decode_comm_wait_seconds},
+      {"prefill_comm_wait_seconds", &RankRecord::prefill_comm_wait_seconds}};
+  for (const auto& [name, member] : seconds)
+    f.write(std::string("/ranks/") + name, column<double>(ranks, [m = member](const RankRecord& k) { return k.*m; }));
 }
 
 void check_routing(const ExpertRouting& routing, size_t layers, size_t experts, const std::string& path) {
@@ -314,7 +319,7 @@ void write_results(const std::string& path, const RunResults& results) {
     write_startup(f, results.startup);
     write_predictions(f, results.predictions);
     if (!results.ranks.empty()) write_ranks(f, results.ranks, results.meta.plan);
-    if (!results.ranks.empty()) write_rank_expert_seconds(f, results.ranks);
+    if (!results.ranks.empty()) write_rank_seconds(f, results.ranks);
     f.close();
   });
 }

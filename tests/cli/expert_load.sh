@@ -2,7 +2,8 @@
 # Expert load (issue 13): skewed dummy routers follow the law asked for, as `moetron analyze`
 # measures it; bad options are refused naming the option; on 2 ranks with EP=2 (both expert
 # paths: tp=2 without dispatch, dp=2 with it) the ranks' measured expert tokens and the
-# analysis' per-set loads each sum to the run's routed token-slots.
+# analysis' per-set loads each sum to the run's routed token-slots, and each rank records the
+# time it waited in communication.
 source "$(dirname "$0")/common.bash"
 command -v h5dump >/dev/null || { echo "skip: h5dump not found"; exit 77; }
 
@@ -69,6 +70,14 @@ for plan in tp=2,ep=2 dp=2,ep=2; do
   mapfile -t expected < <(h5_values "$WORK/ep_analysis.h5" /ranks/expected_tokens)
   [[ "${mine[*]}" == "${expected[*]}" ]] || fail "$plan: ranks measured ${mine[*]}, their experts' loads are ${expected[*]}"
   awk -v s="$(h5_values "$out" /ranks/expert_seconds | head -1)" 'BEGIN { exit !(s > 0) }' || fail "$plan: no expert time"
+  # Both ranks meet in every step's collectives, so each waits in them some time, but never
+  # longer than the run.
+  run_s=$(attr "$out" /summary/total_seconds)
+  for kind in decode prefill; do
+    h5_values "$out" /ranks/${kind}_comm_wait_seconds |
+      awk -v run="$run_s" '{ if (!($1 > 0 && $1 < run)) bad = 1 } END { exit bad || NR != 2 }' ||
+      fail "$plan: $kind comm wait per rank is not in (0, $run_s) s: $(h5_values "$out" /ranks/${kind}_comm_wait_seconds | paste -sd' ')"
+  done
   grep -q "rank 1: ${mine[1]} token-slots computed" "$WORK/ep_analyze.log" || fail "$plan: the table lacks rank 1"
   echo "$plan: ranks computed ${mine[*]} of $total token-slots"
 done

@@ -101,6 +101,10 @@ RunResults full_results() {
   r0.expert_seconds = 0.125;
   r1.expert_tokens = 15;
   r1.expert_seconds = 0.0625;
+  r0.decode_comm_wait_seconds = 0.25;
+  r1.decode_comm_wait_seconds = 0.5;
+  r0.prefill_comm_wait_seconds = 0.75;
+  r1.prefill_comm_wait_seconds = 1.5;
   r.ranks = {r0, r1};
   // Two windows (steps [0, 2) and [2, 3)) that add up to expert_tokens, and layer 0's tokens
   // choosing experts {0, 3} and {1, 2}.
@@ -426,6 +430,8 @@ TEST_F(ResultsTest, ExpertRoutingAndRankWorkReadBack) {
   EXPECT_EQ(read_dims(out, "/experts/coactivation"), (std::vector<int64_t>{3, 4, 4}));
   EXPECT_EQ(read_int64(out, "/ranks/expert_tokens"), (std::vector<int64_t>{21, 15}));
   EXPECT_EQ(read_float64(out, "/ranks/expert_seconds"), (std::vector<double>{0.125, 0.0625}));
+  EXPECT_EQ(read_float64(out, "/ranks/decode_comm_wait_seconds"), (std::vector<double>{0.25, 0.5}));
+  EXPECT_EQ(read_float64(out, "/ranks/prefill_comm_wait_seconds"), (std::vector<double>{0.75, 1.5}));
   EXPECT_EQ(read_int64(out, "/experts/replicas"), r.replica_placement);
   EXPECT_EQ(read_dims(out, "/experts/replicas"), (std::vector<int64_t>{3, 2, 2}));
   EXPECT_EQ(read_int64_attribute(out, "/experts/replicas", "redundant_experts"), 2);

@@ -70,6 +70,11 @@ class Communicator {
                   "the " << transport() << " transport moved data inside a recorded step");
   }
 
+  // Seconds this rank has spent blocked in the group's calls so far: waiting for the peers to
+  // arrive and the transfer itself. Only a transport that blocks the host counts it (MPI, also
+  // under staging); the others (self, NCCL, emulated) report 0.
+  virtual double blocked_seconds() const { return 0; }
+
   // In-place sum over the group (F32 or BF16 tensors).
   virtual void allreduce_sum(Tensor& t) = 0;
   // out = concatenation along dim 0 of every rank's `in` (all of the same shape), rank order.

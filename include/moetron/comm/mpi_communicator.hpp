@@ -45,6 +45,7 @@ class MpiCommunicator : public Communicator {
 
   MPI_Comm comm() const { return comm_; }
   Traffic traffic() const override { return counter_.total(); }
+  double blocked_seconds() const override { return blocked_s_; }
   int64_t bytes_sent() const { return counter_.total().sent; }
   int64_t bytes_received() const { return counter_.total().received; }
 
@@ -63,6 +64,7 @@ class MpiCommunicator : public Communicator {
   int64_t group_id_ = 0;
   int64_t collectives_ = 0;  // started on this group so far: the roll call's sequence number
   TrafficCounter counter_{0, 1};
+  double blocked_s_ = 0;  // in wait(), see blocked_seconds
 };
 
 // A communicator over a duplicate of `comm` (the caller keeps its own handle).

@@ -22,6 +22,7 @@ struct EngineGroups {
   Communicator* tp = nullptr;        // same stage and replica
   Communicator* replica = nullptr;   // every rank of this data-parallel replica
   Communicator* pipeline = nullptr;  // same replica and tp rank, one rank per stage (pp order)
+  Communicator* stage = nullptr;     // the stage's ranks of every replica (the experts' dispatch)
   int pp_rank = 0, pp_size = 1, dp_rank = 0, dp_size = 1, tp_rank = 0;
   int replica_root = 0;  // rank, in `replica`, of the last stage's tp rank 0 (holds the tokens)
   // World ranks of each replica's reporter (last stage, tp 0), by replica index.
@@ -49,6 +50,9 @@ struct EngineReport {
   // each window's half-open step range.
   std::vector<int64_t> window_counts;
   std::vector<std::pair<int64_t, int64_t>> window_ranges;
+  // Seconds this rank was blocked in its groups' calls (Communicator::blocked_seconds) within
+  // the steps' measured intervals (StepRecord::seconds), over its decode and its prefill steps.
+  double decode_comm_wait_s = 0, prefill_comm_wait_s = 0;
 };
 
 class Engine {
@@ -80,6 +84,8 @@ class Engine {
   // Throws Error naming the request and step where a sampler gave kNonFiniteToken (its row of
   // logits held a NaN or +Inf): never a silently chosen token.
   void check_sampled(const std::vector<ScheduledSeq>& group, const int32_t* ids) const;
+  // Communicator::blocked_seconds summed over this rank's groups (each group once).
+  double comm_blocked_seconds() const;
 
   const ModelConfig& config_;
   Ops& ops_;

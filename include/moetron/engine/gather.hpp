@@ -37,6 +37,12 @@ struct RanksExpertWork {
   std::vector<double> seconds;
 };
 RanksExpertWork gather_expert_work(ParallelGroups& groups, ModelForward& forward, int world_size);
+// Every rank's time blocked in communication within decode and within prefill steps
+// (EngineReport::decode_comm_wait_s, prefill_comm_wait_s), by world rank (collective).
+struct RanksCommWait {
+  std::vector<double> decode_s, prefill_s;
+};
+RanksCommWait gather_comm_wait(ParallelGroups& groups, double decode_s, double prefill_s, int world_size);
 
 // Bytes each rank sent and received, [world * kRankFields] (collective).
 constexpr size_t kRankFields = 2;  // bytes sent, bytes received

@@ -123,6 +123,7 @@ struct RunOutcome {
   StartupRecord startup;               // the slowest rank's set-up times (every rank has them)
   ExpertRouting routing;               // windows and co-activation, see gather_expert_routing
   RanksExpertWork expert_work;         // every rank's expert tokens and seconds
+  RanksCommWait comm_wait;             // every rank's time blocked in communication
   std::vector<int64_t> replica_placement;  // [layers, R, 2] (RunResults::replica_placement)
 };
 

@@ -60,6 +60,8 @@ struct RankRecord {
   std::string host, device;  // where the rank ran, and on what (RunMetadata::device's words)
   int64_t expert_tokens = 0;  // token-slots its experts computed (ModelForward::expert_work)
   double expert_seconds = 0;  // the time its expert compute took
+  // Time blocked in its groups' calls within decode / prefill steps (EngineReport's).
+  double decode_comm_wait_seconds = 0, prefill_comm_wait_seconds = 0;
 };
 
 // The routing in detail, beside RunResults::expert_tokens (same layers and experts).
