@@ -17,12 +17,26 @@ int64_t count(const std::vector<int64_t>& shape) {
 }  // namespace
 
 std::vector<float> random_bf16_values(std::mt19937_64& rng, int64_t n, float scale) {
-  std::uniform_real_distribution<float> dist(-scale, scale);
+  // One draw of the case's engine seeds a counter-based stream (splitmix64 of seed + i): the
+  // engine advances by one whatever n is, so the CPU and GPU sides of a case draw the same
+  // numbers, and a value costs a few nanoseconds (the op tables draw up to ~400M of them a side;
+  // uniform_real_distribution took ~28 ns each, most of a GPU test run).
+  const uint64_t seed = rng();
+  const auto mix = [](uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  };
   std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) {
-    do {
-      x = bf16_to_float(float_to_bf16(dist(rng)));
+  for (int64_t i = 0; i < n; ++i) {
+    uint64_t z = seed + static_cast<uint64_t>(i + 1) * 0x9e3779b97f4a7c15ull;
+    float x = 0.0f;
+    do {  // uniform in [-scale, scale) on a 2^-24 grid, rounded to bf16; never zero
+      z = mix(z);
+      const float u = static_cast<float>(z >> 40) * (1.0f / 16777216.0f);
+      x = bf16_to_float(float_to_bf16((2.0f * u - 1.0f) * scale));
     } while (x == 0.0f);
+    v[static_cast<size_t>(i)] = x;
   }
   return v;
 }
