@@ -11,6 +11,10 @@
 #   kernels   the kernel tests last written without a GPU (device sampler, dispatch packing,
 #             redundant-expert routing),
 #             alone, and the model test against the HF fixtures (its per-step diagnostics)
+#   mma       the tensor-core decode GEMVs (MOETRON_DECODE_EXPERTS=mma, opt-in until this passes):
+#             the MoE op tests (both kernel families), the CUDA-graph test and the model tests
+#             against the HF fixtures with it as the default, then the graph-replay CLI test and
+#             compute-sanitizer memcheck and racecheck of an eager decode on the small model
 #   sanitize  compute-sanitizer on a small OLMoE-shaped model: memcheck of a sampled run,
 #             racecheck of an eager run, memcheck and racecheck of 2 ranks sharing the GPU
 #             with dp=2, ep=2
@@ -54,7 +58,7 @@ gpu_tests=$build/tests/moetron_gpu_tests
 [ -x "$gpu_tests" ] || fail "BUILD_DIR '$build' has no executable tests/moetron_gpu_tests"
 fixtures=$src/tests/fixtures
 
-all_sections=(tests kernels sanitize sampling pdl profile ncu bench plans expert_load)
+all_sections=(tests kernels mma sanitize sampling pdl profile ncu bench plans expert_load)
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=(tests kernels sanitize sampling bench)
 for s in "${sections[@]}"; do
@@ -85,6 +89,26 @@ section_kernels() {
   local status=0
   "$gpu_tests" --fixtures "$fixtures" --gtest_filter='CudaSampling*:*PackDispatch*:*RouteToReplicas*' || status=1
   "$gpu_tests" --fixtures "$fixtures" --gtest_filter='*GpuModel*' || status=1
+  return $status
+}
+
+section_mma() {
+  local status=0
+  MOETRON_DECODE_EXPERTS=mma MOETRON_TEST_PROGRESS=1 timeout 300 "$gpu_tests" --fixtures "$fixtures" \
+    --gtest_filter='CudaMoe.*:CudaGraph.*:*GpuModel*' || status=1
+  MOETRON_DECODE_EXPERTS=mma MOETRON="$moetron" MOETRON_SOURCE_DIR="$src" \
+    COMPARE_RESULTS="$build/tests/compare_results" timeout 120 bash "$src/tests/cli/gpu_graphs.sh" || status=1
+  small_model || return 1
+  # Decode batches of 24, 6 and 2 in turn (requests finish in phases), so both MMA kernels
+  # (32-row tiles at 24, tiles of 8 rows at 6) and the CUDA-core GEMV (2) run, eagerly.
+  python3 "$src/perf/make_prompts.py" "$work/small24.jsonl" --phases 24,6,2 --steps 2 --prompt 20 \
+    --vocab 1000 || return 1
+  local run=("$moetron" run --model "$work/small" --prompts "$work/small24.jsonl" --ignore-eos
+             --kv-cache-tokens 4096 --log-level warn --no-graphs)
+  MOETRON_DECODE_EXPERTS=mma timeout 150 compute-sanitizer --tool memcheck --leak-check no \
+    --error-exitcode 1 "${run[@]}" --out "$work/m1.h5" || status=1
+  MOETRON_DECODE_EXPERTS=mma timeout 150 compute-sanitizer --tool racecheck --error-exitcode 1 \
+    "${run[@]}" --out "$work/m2.h5" || status=1
   return $status
 }
 
