@@ -66,6 +66,12 @@ __device__ __forceinline__ void cp_async_wait() {
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + __expf(-x)); }
 
+// The input row of tile row r (tile rows start at row0): the token's own row when token_of_row
+// is given (the permutation folded into the loads), else the permuted row.
+__device__ __forceinline__ int tile_input_row(const int32_t* __restrict__ token_of_row, int row0, int r) {
+  return token_of_row ? token_of_row[row0 + r] : row0 + r;
+}
+
 template <int BM, int BN, int WM, int WN, bool kSwiGLU>
 __global__ void __launch_bounds__(GemmShape<BM, BN, WM, WN, kSwiGLU>::kThreads)
     grouped_gemm_kernel(const bf16* __restrict__ a, const int32_t* __restrict__ token_of_row,
@@ -87,7 +93,7 @@ __global__ void __launch_bounds__(GemmShape<BM, BN, WM, WN, kSwiGLU>::kThreads)
   // The input row of each tile row: permuted (row0 + r) or the token's own row.
   __shared__ int a_row[BM];
   for (int r = threadIdx.x; r < BM; r += kThreads)
-    a_row[r] = r >= rows ? 0 : token_of_row ? token_of_row[row0 + r] : row0 + r;
+    a_row[r] = r >= rows ? 0 : tile_input_row(token_of_row, row0, r);
   __syncthreads();
 
   auto load_stage = [&](int stage, int kt) {
@@ -259,7 +265,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
   int a_row[R];  // the input row of each tile row: permuted or the token's own
 #pragma unroll
   for (int r = 0; r < R; ++r)
-    a_row[r] = r >= rows ? 0 : token_of_row ? token_of_row[row0 + r] : row0 + r;
+    a_row[r] = r >= rows ? 0 : tile_input_row(token_of_row, row0, r);
   const bf16* w0 = w + e * w_expert_stride + static_cast<int64_t>(n) * k_dim;
   const bf16* w1 = kSwiGLU ? w0 + static_cast<int64_t>(n_dim) * k_dim : w0 + k_dim;
   float d0[R], d1[R];
@@ -391,7 +397,7 @@ __global__ void __launch_bounds__(32 * kMmaWarps)
   for (int tb = 0; tb < kTokenBlocks; ++tb) {
     const int r = tb * 8 + g;
     xrow[tb] = r >= rows ? nullptr
-                         : a + static_cast<int64_t>(token_of_row ? token_of_row[row0 + r] : row0 + r) * k_dim;
+                         : a + static_cast<int64_t>(tile_input_row(token_of_row, row0, r)) * k_dim;
   }
 
   float acc[kMmaRowBlocks][kTokenBlocks][4] = {};

@@ -16,9 +16,8 @@ namespace {
 // spread² / 2). Steps a few tokens apart (a prompt's last chunk, a budget moved by rounding)
 // differ in time by less than a step's timing noise, so the slope they give is the noise's: near
 // zero (budgets of the whole step) or huge (the least chunk). 32 tokens is twice the default
-// least chunk, and half the smallest
-// difference between start-up budgets (64, 128, 256), so the start-up probes still give the fit
-// its slope within two steps of one bucket.
+// least chunk, and half the smallest difference between start-up budgets (64, 128, 256), so the
+// start-up probes still give the fit its slope within two steps of one bucket.
 constexpr double kLeastSpreadTokens = 32;
 
 bool enough_spread(double variation) { return variation >= kLeastSpreadTokens * kLeastSpreadTokens / 2; }
