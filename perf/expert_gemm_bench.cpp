@@ -105,8 +105,9 @@ struct Rooflines {
 
 void run_variant(const std::string& variant, const std::vector<const ExpertShape*>& shapes,
                  const std::vector<int64_t>& token_counts, const Rooflines& roof) {
-  setenv("MOETRON_DECODE_EXPERTS", variant == "cuda-cores" ? "cuda-cores" : "mma", 1);
-  if (variant == "tiles" || variant == "mma" || variant == "cuda-cores") {
+  const bool decode_variant = variant == "mma" || variant == "cuda-cores";
+  setenv("MOETRON_DECODE_EXPERTS", decode_variant ? variant.c_str() : "mma", 1);
+  if (variant == "tiles" || decode_variant) {
     setenv("MOETRON_EXPERT_GEMM", "tiles", 1);
   } else {
     setenv("MOETRON_EXPERT_GEMM", "cublas", 1);

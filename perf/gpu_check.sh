@@ -11,7 +11,7 @@
 #   kernels   the kernel tests last written without a GPU (device sampler, dispatch packing,
 #             redundant-expert routing),
 #             alone, and the model test against the HF fixtures (its per-step diagnostics)
-#   mma       the tensor-core decode GEMVs (MOETRON_DECODE_EXPERTS=mma, opt-in until this passes):
+#   mma       the tensor-core decode GEMVs (MOETRON_DECODE_EXPERTS=mma, the default since this passed):
 #             the MoE op tests (both kernel families), the CUDA-graph test and the model tests
 #             against the HF fixtures with it as the default, then the graph-replay CLI test and
 #             compute-sanitizer memcheck and racecheck of an eager decode on the small model

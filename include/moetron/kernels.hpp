@@ -187,18 +187,19 @@ void route_to_replicas(const int32_t* ids, int64_t tokens, int64_t k, const int3
 
 // ---- grouped_gemm.cu: per-expert GEMMs ------------------------------------------------------
 // Decode-sized loads (every expert has a handful to a few dozen rows, and the weights are the
-// cost) run as GEMVs on CUDA cores for tiles of up to kGemvMaxRows rows and as 16-row WMMA tiles
-// (DecodeExpertKernel::kCudaCores, the default), or on tensor cores with the weights as the MMA's
-// row operand (kMma, MOETRON_DECODE_EXPERTS=mma: row tiles of kMmaMinTileRows to kGemvMaxRows
-// rows, then kMmaTileRows up to that many rows an expert on average; decode steps measured 13-36%
-// shorter from batch 8 up, opt-in until its GPU tests pass: see CudaOps).
-// kSmallTileRows and kLargeTileRows rows run as WMMA tiles.
+// cost) run on tensor cores with the weights as the MMA's row operand (DecodeExpertKernel::kMma,
+// the default: row tiles of kMmaMinTileRows to kGemvMaxRows rows, then kMmaTileRows up to that
+// many rows an expert on average), or as GEMVs on CUDA cores for tiles of up to kGemvMaxRows rows
+// and 16-row WMMA tiles (kCudaCores). kSmallTileRows and kLargeTileRows rows run as WMMA tiles.
 // grouped_gemm_tile_rows picks one from the step's token count, top-k and number of local
 // experts; moe_route must count tiles of the same size (MoeRouting::tile_offsets) as the two
 // GEMMs then use. Any tile size is correct for any routing (an expert with more rows than a
 // tile gets several tiles).
-enum class DecodeExpertKernel { kMma, kCudaCores };
 constexpr int kGemvMaxRows = static_cast<int>(kExpertGemvMaxTokens);
+// 64-row tensor-core GEMV tiles (8 token groups) were tried for 17-255 rows an expert and lost
+// everywhere they ran (H200, tenth session: OLMoE 256 tokens 421 against 319 us, Qwen1.5 454
+// against 294, decode batch 256 9-13% slower): every warp loads all the tile's token rows for
+// its k chunk, so at 64 rows it reads twice the bytes of weights it streams.
 constexpr int kMmaTileRows = 32;
 // Tiles of 1, 2 and 4 rows (decode batches up to 4) stay on the CUDA-core GEMVs under kMma too:
 // there the expert call alone was as fast or faster on them (H200, perf/expert_gemm_bench, four

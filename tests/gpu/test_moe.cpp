@@ -96,6 +96,9 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       // (264, 1032) and a partial block of output columns (136, 88, 72, 264, 520).
       {48, 64, 8, 264, 136, 0, 64},  {100, 60, 4, 1032, 88, 0, 60},
       {256, 64, 8, 520, 72, 0, 64},  {33, 64, 8, 264, 136, 8, 16},
+      // A Mixtral-like routing at 32 rows an expert on average (popular experts take several
+      // 32-row tiles), and 175 rows an expert (64-row WMMA tiles).
+      {128, 8, 2, 1032, 264, 0, 8},  {700, 16, 4, 264, 136, 0, 16},
       // One token: the down projections and the weighted sum in one kernel (gemv_down_combine):
       // an expert-parallel slice (slots of other ranks' experts skipped), more slots than the
       // kernel's warps, a Mixtral-like width.
@@ -132,12 +135,13 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       return run_experts(in, c, ids, weights);
     }});
   }
-  // The decode-sized calls on both kernel families (the CUDA-core GEMVs with 16-row WMMA tiles,
-  // the default, and the tensor-core GEMVs of MOETRON_DECODE_EXPERTS=mma), against one reference.
-  const bool initial = gpu().decode_experts_on_cuda_cores();
-  run_cases(cases, {{"decode experts on tensor-core GEMVs", [](CudaOps& o) { o.set_decode_experts_on_cuda_cores(false); }},
-                    {"decode experts on CUDA cores and WMMA tiles", [](CudaOps& o) { o.set_decode_experts_on_cuda_cores(true); }}});
-  gpu().set_decode_experts_on_cuda_cores(initial);
+  // The decode-sized calls on both kernel families (the tensor-core GEMVs, the default, and the
+  // CUDA-core GEMVs with 16-row WMMA tiles), against one reference.
+  const DecodeExpertKernel initial = gpu().decode_expert_kernel();
+  auto choose = [](DecodeExpertKernel kernel) { return [kernel](CudaOps& o) { o.set_decode_expert_kernel(kernel); }; };
+  run_cases(cases, {{"decode experts on tensor-core GEMVs", choose(DecodeExpertKernel::kMma)},
+                    {"decode experts on CUDA cores and WMMA tiles", choose(DecodeExpertKernel::kCudaCores)}});
+  gpu().set_decode_expert_kernel(initial);
 }
 
 // Ids need not be distinct within a token (a caller may repeat an expert): an expert then gets

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "moetron/backend/expert_paths.hpp"
 #include "moetron/backend/ops.hpp"
 
 struct cublasContext;  // cublas_v2.h's handle type, kept out of this header
@@ -48,11 +49,11 @@ class CudaOps final : public Ops {
   void sync() override;
   int64_t free_memory_bytes() override;
 
-  // Decode-sized expert loads on the CUDA-core GEMVs and 16-row WMMA tiles (true, the default) or
-  // the tensor-core GEMVs (kernels.hpp, DecodeExpertKernel): for tests and A/B measurements; the
-  // environment's MOETRON_DECODE_EXPERTS (cuda-cores or mma) sets it when the object is made.
-  void set_decode_experts_on_cuda_cores(bool on) { decode_experts_on_cuda_cores_ = on; }
-  bool decode_experts_on_cuda_cores() const { return decode_experts_on_cuda_cores_; }
+  // Which kernels run decode-sized expert loads (expert_paths.hpp; tensor-core GEMVs by default):
+  // for tests and A/B measurements; the environment's MOETRON_DECODE_EXPERTS (mma or cuda-cores)
+  // sets it when the object is made.
+  void set_decode_expert_kernel(DecodeExpertKernel kernel) { decode_expert_kernel_ = kernel; }
+  DecodeExpertKernel decode_expert_kernel() const { return decode_expert_kernel_; }
 
   // Recording is stream capture into a CUDA graph (src/backend/cuda/cuda_recording.cpp).
   bool can_record() const override { return true; }
@@ -154,7 +155,7 @@ class CudaOps final : public Ops {
   cublasContext* cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
   std::shared_ptr<cuda::ExpertGemmStreams> expert_gemms_;  // prefill's per-expert GEMMs; null with the tiles
-  bool decode_experts_on_cuda_cores_ = false;
+  DecodeExpertKernel decode_expert_kernel_ = DecodeExpertKernel::kMma;
   void* arena_ = nullptr;
   size_t arena_bytes_ = 0;
   size_t arena_used_ = 0;

@@ -14,6 +14,14 @@ namespace moetron {
 constexpr int64_t kExpertGemvMaxTokens = 8;
 inline bool expert_call_is_gemv(int64_t call_tokens) { return call_tokens <= kExpertGemvMaxTokens; }
 
+// Which kernels run decode-sized expert loads (up to a few dozen rows an expert):
+// kernels::grouped_gemm_tile_rows and CudaOps (MOETRON_DECODE_EXPERTS).
+//   kMma        tensor-core GEMVs (weights as the MMA's row operand) on row tiles of 8 and 32
+//               rows, then 64-row WMMA tiles (`mma`, the default);
+//   kCudaCores  CUDA-core GEMVs on tiles of up to 8 rows, then 16-row WMMA tiles (`cuda-cores`,
+//               for A/B measurements).
+enum class DecodeExpertKernel { kMma, kCudaCores };
+
 // Prefill-sized calls run one cuBLASLt GEMM per expert on its exact rows instead of the tiles,
 // several experts at once on side streams (CudaOps::do_moe_experts, MOETRON_EXPERT_GEMM=cublas,
 // the default): when the call takes the largest row tiles (at least 2 x 128 rows per local expert

@@ -56,15 +56,16 @@ bool prefill_experts_by_cublas() {
   return v == "cublas";
 }
 
-// MOETRON_DECODE_EXPERTS=mma: decode-sized expert loads on the tensor-core GEMVs (kernels.hpp)
-// instead of the CUDA-core GEMVs and 16-row WMMA tiles. Opt-in until the GPU tests have passed
-// on it: measured faster (perf/NOTES.md, ninth session), but its first test run hung on a width
-// that is not a multiple of 32 (fixed, not yet re-run on a GPU).
-bool decode_experts_on_cuda_cores_by_env() {
+// MOETRON_DECODE_EXPERTS: which kernels run decode-sized expert loads (expert_paths.hpp): `mma`
+// (the tensor-core GEMVs, the default since their GPU tests and sanitizers passed, tenth
+// session) or `cuda-cores` (CUDA-core GEMVs and 16-row WMMA tiles, kept for A/B measurements:
+// perf/NOTES.md, ninth session).
+DecodeExpertKernel decode_expert_kernel_by_env() {
   const char* env = std::getenv("MOETRON_DECODE_EXPERTS");
-  const std::string v = env == nullptr ? "cuda-cores" : env;
-  MOETRON_CHECK(v == "mma" || v == "cuda-cores", "MOETRON_DECODE_EXPERTS='" << v << "': expected mma or cuda-cores");
-  return v == "cuda-cores";
+  const std::string v = env == nullptr ? "mma" : env;
+  if (v == "mma") return DecodeExpertKernel::kMma;
+  MOETRON_CHECK(v == "cuda-cores", "MOETRON_DECODE_EXPERTS='" << v << "': expected mma or cuda-cores");
+  return DecodeExpertKernel::kCudaCores;
 }
 
 int expert_gemm_streams() {
@@ -109,7 +110,7 @@ CudaOps::CudaOps(int device, size_t arena_bytes) : device_(device), arena_bytes_
   CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
   CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
-  decode_experts_on_cuda_cores_ = decode_experts_on_cuda_cores_by_env();
+  decode_expert_kernel_ = decode_expert_kernel_by_env();
   if (prefill_experts_by_cublas()) expert_gemms_ = std::make_shared<cuda::ExpertGemmStreams>(expert_gemm_streams(), num_sms_);
   if (arena_bytes_ > 0) CUDA_CHECK(cudaMalloc(&arena_, arena_bytes_));
 }
@@ -395,8 +396,7 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
                                        << " must be multiples of " << kCudaExpertWidthMultiple << " on CUDA");
 
   const int64_t slots = tokens * k;
-  const kernels::DecodeExpertKernel decode =
-      decode_experts_on_cuda_cores_ ? kernels::DecodeExpertKernel::kCudaCores : kernels::DecodeExpertKernel::kMma;
+  const DecodeExpertKernel decode = decode_expert_kernel_;
   const int tile_rows = kernels::grouped_gemm_tile_rows(tokens, k, local, decode);
   kernels::MoeRouting routing;
   routing.counts = i32(temp(DType::I32, {local}));
