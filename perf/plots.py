@@ -9,7 +9,9 @@ writes, each a PNG with labelled axes and units, one point (or line) per results
   latency_cdf.png     distributions (CDFs) of TTFT, inter-token latency (every gap) and e2e
   latency_vs_load.png TTFT and ITL p50/p99 (the /summary attributes) against mean concurrency
 and DIR/plots.json: for each PNG its axis labels and how many data points it plots, which the
-CI test checks. Percentiles come from the results file (one definition: the engine's
+CI test checks. Given several configurations (perf/study.py passes each run's, i.e. its factors
+but the load), the load figures draw one line per configuration, never a line through runs of
+different ones. Percentiles come from the results file (one definition: the engine's
 analysis/percentiles.hpp), never recomputed here. Expert-load reports (`moetron analyze --out
 A.h5`, recognised by their /layers/gini) may be given among the files: perf/expert_plots.py draws
 their heatmap, per-set load and load over time, and those PNGs join the list.
@@ -26,8 +28,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def load_run(path):
-    """One results file as the numbers the figures need."""
+def load_run(path, series=None):
+    """One results file as the numbers the figures need; `series` names its configuration."""
     with h5py.File(path, "r") as f:
         s = dict(f["/summary"].attrs)
         r = f["/requests"]
@@ -39,6 +41,7 @@ def load_run(path):
         return {
             "path": path,
             "label": os.path.splitext(os.path.basename(path))[0],
+            "series": series,
             "summary": {k: float(v) for k, v in s.items()},
             "ttft_s": r["ttft_s"][:],
             "e2e_s": e2e,
@@ -56,11 +59,28 @@ def cdf(ax, values, label):
     return x.size
 
 
-def save_figure(fig, axes, path, points):
-    """Writes the figure; returns what the CI test checks of it: data points and axis labels."""
+def save_figure(fig, axes, path, points, lines=None):
+    """Writes the figure; returns what the CI test checks of it: data points, axis labels and,
+    for the load figures, the configurations drawn (one line each)."""
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return {"points": points, "xlabel": [a.get_xlabel() for a in axes], "ylabel": [a.get_ylabel() for a in axes]}
+    entry = {"points": points, "xlabel": [a.get_xlabel() for a in axes], "ylabel": [a.get_ylabel() for a in axes]}
+    if lines is not None:
+        entry["configurations"] = lines
+    return entry
+
+
+def by_series(runs, key):
+    """[(series label or None, its runs sorted by key)], in the order the series first appear."""
+    groups = {}
+    for r in runs:
+        groups.setdefault(r["series"], []).append(r)
+    return [(s, sorted(g, key=lambda r: r[key])) for s, g in groups.items()]
+
+
+def legend_if_named(ax, groups):
+    if any(s is not None for s, _ in groups):
+        ax.legend(fontsize=7)
 
 
 def throughput_figure(runs, path):
@@ -68,17 +88,20 @@ def throughput_figure(runs, path):
     points = 0
     for key, ax, xlabel in [("mean_decode_batch", axes[0], "mean decode batch (sequences per step)"),
                             ("mean_concurrency", axes[1], "mean concurrency (requests in flight)")]:
-        order = sorted(runs, key=lambda r: r[key])
-        x = [r[key] for r in order]
-        y = [r["summary"]["output_tokens_per_s"] for r in order]
-        ax.plot(x, y, "o-")
-        for r, xi, yi in zip(order, x, y):
-            ax.annotate(r["label"], (xi, yi), fontsize=7, textcoords="offset points", xytext=(3, 3))
+        groups = by_series(runs, key)
+        for series, order in groups:
+            x = [r[key] for r in order]
+            y = [r["summary"]["output_tokens_per_s"] for r in order]
+            ax.plot(x, y, "o-", label=series)
+            if series is None:  # one configuration: name the points; else the legend names the lines
+                for r, xi, yi in zip(order, x, y):
+                    ax.annotate(r["label"], (xi, yi), fontsize=7, textcoords="offset points", xytext=(3, 3))
+            points += len(x)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("throughput (output tokens/s)")
-        points += len(x)
+        legend_if_named(ax, groups)
     fig.suptitle("Throughput against batch and concurrency")
-    return save_figure(fig, axes, path, points)
+    return save_figure(fig, axes, path, points, len(groups))
 
 
 def latency_cdf_figure(runs, path):
@@ -100,19 +123,24 @@ def latency_cdf_figure(runs, path):
 
 def latency_vs_load_figure(runs, path):
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    order = sorted(runs, key=lambda r: r["mean_concurrency"])
-    x = [r["mean_concurrency"] for r in order]
+    groups = by_series(runs, "mean_concurrency")
     points = 0
     for ax, metric, name in [(axes[0], "ttft", "time to first token"), (axes[1], "itl", "inter-token latency")]:
-        for q in ("p50", "p99"):
-            y = [r["summary"][f"{metric}_{q}_s"] * 1e3 for r in order]
-            ax.plot(x, y, "o-", label=q)
-            points += sum(1 for v in y if np.isfinite(v))
+        for i, (series, order) in enumerate(groups):
+            x = [r["mean_concurrency"] for r in order]
+            for q, style in (("p50", "o-"), ("p99", "s--")):
+                y = [r["summary"][f"{metric}_{q}_s"] * 1e3 for r in order]
+                # One colour a configuration (its p50 and p99 told apart by the line style).
+                colour = None if series is None else f"C{i % 10}"
+                ax.plot(x, y, style, color=colour, label=q if series is None else f"{series}: {q}")
+                points += sum(1 for v in y if np.isfinite(v))
         ax.set_xlabel("mean concurrency (requests in flight)")
         ax.set_ylabel(f"{name} (ms)")
-        ax.legend()
+        if any(s is not None for s, _ in groups):
+            ax.set_yscale("log")  # configurations may differ by orders of magnitude
+        ax.legend(fontsize=6 if len(groups) > 1 else None)
     fig.suptitle("Latency against load")
-    return save_figure(fig, axes, path, points)
+    return save_figure(fig, axes, path, points, len(groups))
 
 
 FIGURES = {"throughput.png": throughput_figure, "latency_cdf.png": latency_cdf_figure,
@@ -138,11 +166,12 @@ def expert_figures(reports, out_dir):
     return manifest
 
 
-def draw_all(paths, out_dir):
-    """Every figure into out_dir; returns the manifest (also written as out_dir/plots.json)."""
+def draw_all(paths, out_dir, series=None):
+    """Every figure into out_dir; returns the manifest (also written as out_dir/plots.json).
+    series: {results file: its configuration's label}, for runs of several configurations."""
     os.makedirs(out_dir, exist_ok=True)
     reports = [p for p in paths if is_load_report(p)]
-    runs = [load_run(p) for p in paths if p not in reports]
+    runs = [load_run(p, (series or {}).get(p)) for p in paths if p not in reports]
     manifest = {name: draw(runs, os.path.join(out_dir, name)) for name, draw in FIGURES.items()} if runs else {}
     manifest.update(expert_figures(reports, out_dir))
     with open(os.path.join(out_dir, "plots.json"), "w") as f:

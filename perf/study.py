@@ -177,11 +177,21 @@ def anova_table(frame, factors, response):
     return sorted(out, key=lambda r: (r[0] == "Residual", -r[3]))
 
 
+def load_factor(factors):
+    return next((f for f in ("concurrency", "rate") if f in factors), None)
+
+
+def configuration(row, factors):
+    """A run's configuration: its varying factors but the load, as "f=v, ..." ("all": none)."""
+    load = load_factor(factors)
+    return ", ".join(f"{f}={row[f]}" for f in factors if f != load) or "all"
+
+
 def knees(frame, factors):
     """Per configuration (every factor but the load, e.g. each prefill_chunk): the smallest load
     whose mean throughput reaches 90% of the configuration's best, and its p99 ITL over the
     lightest load's median ITL (an unloaded step's time; the issue's target keeps it within 2)."""
-    load = next((f for f in ("concurrency", "rate") if f in factors), None)
+    load = load_factor(factors)
     if load is None:
         return []
     others = [f for f in factors if f != load]
@@ -255,7 +265,9 @@ def analyze(study_dir, out_path, plots):
         sys.path.insert(0, HERE)
         import plots as plotting
         plot_dir = os.path.join(study_dir, "plots")
-        manifest = plotting.draw_all(list(frame["out"]), plot_dir)
+        varying = [f for f in factors if frame[f].nunique() > 1]
+        series = {row["out"]: configuration(row, varying) for _, row in frame.iterrows()}
+        manifest = plotting.draw_all(list(frame["out"]), plot_dir, series)
         lines += ["## Figures", ""] + [f"![{name}]({os.path.relpath(os.path.join(plot_dir, name), os.path.dirname(os.path.abspath(out_path)))})"
                                        for name in manifest] + [""]
     with open(out_path + ".tmp", "w") as f:

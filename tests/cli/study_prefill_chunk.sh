@@ -2,7 +2,7 @@
 # perf/study.py with chunked prefill as a factor, without Slurm: prepare maps the grid's
 # prefill_chunk to `moetron run --prefill-chunk`, each task runs directly, and analyze's knee
 # table has a row per chunk setting (with each setting's ITL ratio by rate), the adaptive chunk
-# ("auto", a level of text among numbers) included.
+# ("auto", a level of text among numbers) included, and its load figures draw a line per setting.
 source "$(dirname "$0")/common.bash"
 cat >"$WORK/grid.json" <<'JSON'
 {"models": {"olmoe": "tests/fixtures/olmoe"},
@@ -21,7 +21,15 @@ for t in tasks:
     assert run[run.index("--prefill-chunk") + 1] == str(t["factors"]["prefill_chunk"]), run
 PY
 for i in 0 1 2 3 4 5; do "$PYTHON" "$MOETRON_SOURCE_DIR/perf/study.py" task "$study" "$i" >/dev/null; done
-"$PYTHON" "$MOETRON_SOURCE_DIR/perf/study.py" analyze "$study" --out "$study/STUDY.md" >/dev/null
+"$PYTHON" "$MOETRON_SOURCE_DIR/perf/study.py" analyze "$study" --out "$study/STUDY.md" --plots >/dev/null
+# The load figures draw a line per configuration (prefill_chunk 0, 7 and auto), not one line
+# through every run.
+"$PYTHON" - "$study/plots/plots.json" <<'PY' || fail "the study's load figures do not draw one line per configuration"
+import json, sys
+manifest = json.load(open(sys.argv[1]))
+for png in ("throughput.png", "latency_vs_load.png"):
+    assert manifest[png]["configurations"] == 3, (png, manifest[png])
+PY
 for want in "## Throughput knee" "| model=olmoe, kind=short, prefill_chunk=0 | rate |" \
             "| model=olmoe, kind=short, prefill_chunk=7 | rate |" "### model=olmoe, kind=short, prefill_chunk=7: by rate" \
             "| model=olmoe, kind=short, prefill_chunk=auto | rate |"; do
