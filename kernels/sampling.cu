@@ -86,7 +86,12 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-constexpr int kSampleThreads = 512;
+// 256 threads at most 80 registers each, so that three blocks fit an SM: the cooperative launch
+// splits a row over as many blocks as are resident, and with 512 threads at 128 registers (one
+// block an SM) a batch-64 step gave each row two blocks and its ~10 passes took 305 us under
+// ncu (H200, tenth session), bound by the per-token work of each block's threads.
+constexpr int kSampleThreads = 256;
+constexpr int kSampleMinBlocksPerSm = 3;
 
 struct SampleShared {
   radix::Histogram hist;
@@ -259,7 +264,7 @@ class BlockRow {
 
  private:
   static constexpr unsigned kWarp = 0xffffffffu;
-  static constexpr int kSampleUnroll = 4;
+  static constexpr int kSampleUnroll = 2;  // 16-byte loads in flight per thread (registers: see kSampleThreads)
 
   // f(logit, index, valid) for each logit of this block's slice that this thread owns, each
   // logit exactly once over the row's blocks. The trip count is the same for all lanes of a
@@ -331,7 +336,7 @@ class BlockRow {
 };
 
 // Block b samples row b / splits with the row's other blocks (workspace: see workspace_bytes).
-__global__ void __launch_bounds__(kSampleThreads)
+__global__ void __launch_bounds__(kSampleThreads, kSampleMinBlocksPerSm)
     sample_rows_kernel(const float* __restrict__ logits, int64_t cols,
                        const radix::RowParams* __restrict__ params, int32_t* ids, int splits,
                        unsigned* arrivals, SlicePartial* partials) {
