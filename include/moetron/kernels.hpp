@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "moetron/backend/expert_paths.hpp"
+#include "moetron/core/random_fill.hpp"
 
 namespace moetron {
 namespace radix {
@@ -232,6 +233,12 @@ void grouped_gemm_down(int tile_rows, DecodeExpertKernel decode, const bf16* act
 void gemv_down_combine(const bf16* act, const int32_t* row_of_slot, const int32_t* ids,
                        const float* weights, int64_t k, int64_t first_expert, const bf16* down,
                        int64_t inter, int64_t hidden, bf16* out, cudaStream_t stream);
+
+// ---- random_fill.cu --------------------------------------------------------------------------
+// out[r * cols + c] = bf16 of the generator's element first + r * row_stride + c of `fill`'s
+// tensor, rounded to `source` (BF16, F16 or F32) first: what the host writes and uploads.
+void fill_random_rows(const RandomFill& fill, DType source, int64_t first, int64_t row_stride, int64_t rows,
+                      int64_t cols, bf16* out, cudaStream_t stream);
 
 // ---- elementwise.cu --------------------------------------------------------------------------
 void add_inplace(bf16* acc, const bf16* x, int64_t n, cudaStream_t stream);  // acc += x

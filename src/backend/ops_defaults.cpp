@@ -1,5 +1,6 @@
 // Default implementations of Ops members that every backend may share.
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -11,6 +12,23 @@
 namespace moetron {
 
 // Argument checks are the contract's (ops_contract.cpp); these are the do_ defaults.
+
+Tensor Ops::generate_weight(const std::vector<GeneratedRows>& parts, DType source_dtype,
+                            std::vector<int64_t> shape) {
+  Tensor host = staging_tensor(source_dtype, std::move(shape));
+  char* at = static_cast<char*>(host.data);
+  for (const GeneratedRows& p : parts) {
+    const size_t bytes = static_cast<size_t>(p.rows * p.cols) * dtype_size(source_dtype);
+    MOETRON_ASSERT(at + bytes <= static_cast<char*>(host.data) + host.nbytes());
+    if (p.zeros)
+      std::memset(at, 0, bytes);
+    else
+      fill_random_rows(p.fill, source_dtype, p.first, p.row_stride, p.rows, p.cols, at);
+    at += bytes;
+  }
+  MOETRON_ASSERT(at == static_cast<char*>(host.data) + host.nbytes());
+  return upload_weight(host);
+}
 
 void Ops::do_accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
   if (ids.numel() == 0) return;

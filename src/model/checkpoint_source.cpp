@@ -149,21 +149,13 @@ class RandomSource : public WeightSource {
     const int64_t ncols = as_matrix(spec.shape).cols;
     Tensor out = host_tensor(dtype_, slice_shape(spec.shape, row_begin, row_count, col_begin, col_count));
     if (out.numel() == 0) return out;  // e.g. a tp rank's LM head that holds padding only
-    const RandomFill fill = random_fill_for(spec, seed_);
-    const size_t row_bytes = static_cast<size_t>(col_count) * dtype_size(dtype_);
-    // Real shapes hold billions of values: generate rows on every core.
-    const int64_t threads = std::clamp<int64_t>(row_count * col_count / (1 << 16), 1,
-                                                std::min<int64_t>(row_count, std::max(1u, std::thread::hardware_concurrency())));
-    std::vector<std::thread> pool;
-    for (int64_t t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] {
-        for (int64_t r = row_count * t / threads; r < row_count * (t + 1) / threads; ++r)
-          fill_random(fill, dtype_, (row_begin + r) * ncols + col_begin, col_count,
-                      static_cast<char*>(out.data) + static_cast<size_t>(r) * row_bytes);
-      });
-    }
-    for (std::thread& th : pool) th.join();
+    fill_random_rows(random_fill_for(spec, seed_), dtype_, row_begin * ncols + col_begin, ncols, row_count, col_count,
+                     out.data);
     return out;
+  }
+
+  std::optional<Generated> generated(const TensorSpec& spec) const override {
+    return Generated{random_fill_for(spec, seed_), dtype_};
   }
 
  private:

@@ -42,28 +42,6 @@ RandomFill random_fill_for(const TensorSpec& spec, uint64_t seed) {
   return f;
 }
 
-void fill_random(const RandomFill& fill, DType dtype, int64_t first, int64_t count, void* dst) {
-  const uint64_t base = static_cast<uint64_t>(first);
-  switch (dtype) {
-    case DType::F32: {
-      auto* out = static_cast<float*>(dst);
-      for (int64_t i = 0; i < count; ++i) out[i] = random_fill_value(fill, base + i);
-      return;
-    }
-    case DType::BF16: {
-      auto* out = static_cast<uint16_t*>(dst);
-      for (int64_t i = 0; i < count; ++i) out[i] = float_to_bf16(random_fill_value(fill, base + i));
-      return;
-    }
-    case DType::F16: {
-      auto* out = static_cast<uint16_t*>(dst);
-      for (int64_t i = 0; i < count; ++i) out[i] = float_to_f16(random_fill_value(fill, base + i));
-      return;
-    }
-    default: MOETRON_FAIL("random weights cannot be " << dtype_name(dtype) << " (use bf16, f16 or f32)");
-  }
-}
-
 // ---- presets ----------------------------------------------------------------------------------
 
 namespace {

@@ -1,6 +1,7 @@
 #include "moetron/model/weights.hpp"
 
 #include <cstring>
+#include <optional>
 
 #include "moetron/core/error.hpp"
 
@@ -42,6 +43,20 @@ std::vector<int64_t> slice_shape(const std::vector<int64_t>& full, int64_t& row_
 }
 
 namespace {
+
+// A weight as the loader assembles it: its parts in row order, each a slice of a source tensor
+// (read into host memory when named, or, from a source of generated values, left for the
+// backend to make in place) or zero rows (padding), and its shape.
+struct Piece {
+  Tensor host;                                        // the slice as read (read sources)
+  SliceRead slice;                                    // the slice, counts resolved (generated)
+  std::optional<WeightSource::Generated> generated;  // set: the backend makes it
+  int64_t zero_rows = 0, zero_cols = 0;               // > 0: padding instead of a slice
+};
+struct Assembly {
+  std::vector<Piece> pieces;
+  std::vector<int64_t> shape;
+};
 
 // The loader walks the shard twice: a dry pass that only lists the slices it reads, in order,
 // so that the source can read them ahead (WeightSource::expect), then the load itself. The walk
@@ -90,50 +105,98 @@ class Loader {
     return w;
   }
 
-  Tensor up(const Tensor& host) {
+  Tensor up(const Assembly& a) {
     if (dry_run_) return {};
-    Tensor t = ops_.upload_weight(host);
+    Tensor t = a.pieces.at(0).generated ? generate(a) : ops_.upload_weight(on_host(a));
     bytes_ += t.nbytes();
     return t;
   }
+  // A read weight in one host tensor: the slice itself, or its parts concatenated in staging
+  // memory (the first part is always a slice: it gives the dtype).
+  Tensor on_host(const Assembly& a) {
+    if (a.pieces.size() == 1 && a.pieces[0].zero_rows == 0) return a.pieces[0].host;
+    const DType dtype = a.pieces.at(0).host.dtype;
+    Tensor out = ops_.staging_tensor(dtype, a.shape);
+    size_t offset = 0;
+    for (const Piece& p : a.pieces) {
+      const size_t bytes = p.zero_rows > 0 ? static_cast<size_t>(p.zero_rows * p.zero_cols) * dtype_size(dtype)
+                                           : p.host.nbytes();
+      MOETRON_ASSERT(p.zero_rows > 0 || p.host.dtype == dtype);
+      MOETRON_ASSERT(offset + bytes <= out.nbytes());
+      if (p.zero_rows > 0)
+        std::memset(static_cast<char*>(out.data) + offset, 0, bytes);
+      else if (bytes > 0)
+        std::memcpy(static_cast<char*>(out.data) + offset, p.host.data, bytes);
+      offset += bytes;
+    }
+    MOETRON_ASSERT(offset == out.nbytes());
+    return out;
+  }
+  // A generated weight, made by the backend where it lives (no host copy on CUDA).
+  Tensor generate(const Assembly& a) {
+    std::vector<GeneratedRows> parts;
+    for (const Piece& p : a.pieces) {
+      GeneratedRows g;
+      if (p.zero_rows > 0) {
+        g.zeros = true;
+        g.rows = p.zero_rows;
+        g.cols = p.zero_cols;
+      } else {
+        MOETRON_ASSERT(p.generated && p.generated->dtype == a.pieces[0].generated->dtype);
+        const int64_t ncols = as_matrix(p.slice.spec.shape).cols;
+        g.fill = p.generated->fill;
+        g.first = p.slice.row_begin * ncols + p.slice.col_begin;
+        g.row_stride = ncols;
+        g.rows = p.slice.row_count;
+        g.cols = p.slice.col_count;
+      }
+      parts.push_back(g);
+    }
+    return ops_.generate_weight(parts, a.pieces[0].generated->dtype, a.shape);
+  }
   // The LM head's real rows followed by zero rows up to vocab_rows (a padded vocab-parallel
   // shard: their logits are computed but never gathered into a row).
-  Tensor lm_head_rows(const TensorSpec& head) {
+  Assembly lm_head_rows(const TensorSpec& head) {
     const int64_t H = c_.hidden_size, padding = s_.vocab_rows - s_.vocab_count;
     MOETRON_ASSERT(s_.vocab_count >= 0 && padding >= 0);
-    Tensor real = rows(head, s_.vocab_begin, s_.vocab_count);  // may be empty: it gives the dtype
+    Assembly real = rows(head, s_.vocab_begin, s_.vocab_count);  // may be empty: it gives the dtype
     if (padding == 0 || dry_run_) return real;
-    Tensor zeros = host_tensor(real.dtype, {padding, H});
-    std::memset(zeros.data, 0, zeros.nbytes());
-    return concat_rows({real, zeros}, {s_.vocab_rows, H});
+    Piece zeros;
+    zeros.zero_rows = padding;
+    zeros.zero_cols = H;
+    return concat_rows({real, Assembly{{zeros}, {padding, H}}}, {s_.vocab_rows, H});
   }
   // Rows [begin, begin + count) of a matrix.
-  Tensor rows(const TensorSpec& t, int64_t begin, int64_t count) { return read(t, begin, count, 0, -1); }
+  Assembly rows(const TensorSpec& t, int64_t begin, int64_t count) { return read(t, begin, count, 0, -1); }
   // Columns [begin, begin + count) of a matrix, or elements of a vector.
-  Tensor cols(const TensorSpec& t, int64_t begin, int64_t count) { return read(t, 0, -1, begin, count); }
-  // Every read goes through here, so that the bytes read can be reported (startup rate).
-  Tensor read(const TensorSpec& t, int64_t row_begin, int64_t row_count, int64_t col_begin, int64_t col_count) {
+  Assembly cols(const TensorSpec& t, int64_t begin, int64_t count) { return read(t, 0, -1, begin, count); }
+  // Every read goes through here, so that the bytes read can be reported (startup rate). Read
+  // sources are read here, in the walk's order (the order announced to expect()); generated
+  // slices are only resolved.
+  Assembly read(const TensorSpec& t, int64_t row_begin, int64_t row_count, int64_t col_begin, int64_t col_count) {
     if (dry_run_) {
       reads_.push_back({t, row_begin, row_count, col_begin, col_count});
       return {};
     }
-    Tensor host = src_.read(t, row_begin, row_count, col_begin, col_count);
-    source_bytes_ += host.nbytes();
-    return host;
-  }
-  Tensor read_all(const TensorSpec& t) { return read(t, 0, -1, 0, -1); }
-  // Concatenates host tensors of one dtype along dim 0 (rows), in staging memory.
-  Tensor concat_rows(const std::vector<Tensor>& parts, std::vector<int64_t> shape) {
-    if (dry_run_) return {};
-    Tensor out = ops_.staging_tensor(parts.at(0).dtype, std::move(shape));
-    size_t offset = 0;
-    for (const Tensor& p : parts) {
-      MOETRON_ASSERT(p.dtype == out.dtype);
-      if (p.nbytes() == 0) continue;
-      std::memcpy(static_cast<char*>(out.data) + offset, p.data, p.nbytes());
-      offset += p.nbytes();
+    Piece p;
+    p.generated = src_.generated(t);
+    if (!p.generated) {
+      p.host = src_.read(t, row_begin, row_count, col_begin, col_count);
+      source_bytes_ += p.host.nbytes();
+      std::vector<int64_t> shape = p.host.shape;
+      return {{std::move(p)}, std::move(shape)};
     }
-    MOETRON_ASSERT(offset == out.nbytes());
+    std::vector<int64_t> shape = slice_shape(t.shape, row_begin, row_count, col_begin, col_count);
+    p.slice = {t, row_begin, row_count, col_begin, col_count};
+    source_bytes_ += static_cast<size_t>(row_count * col_count) * dtype_size(p.generated->dtype);
+    return {{std::move(p)}, std::move(shape)};
+  }
+  Assembly read_all(const TensorSpec& t) { return read(t, 0, -1, 0, -1); }
+  // Parts of one dtype stacked along dim 0 (rows) into a weight of `shape`.
+  Assembly concat_rows(const std::vector<Assembly>& parts, std::vector<int64_t> shape) {
+    if (dry_run_) return {};
+    Assembly out{{}, std::move(shape)};
+    for (const Assembly& a : parts) out.pieces.insert(out.pieces.end(), a.pieces.begin(), a.pieces.end());
     return out;
   }
 
@@ -186,7 +249,7 @@ class Loader {
     for (int64_t e = s_.expert_begin; e < s_.expert_begin + s_.expert_count; ++e) held.push_back(e);
     const std::vector<int64_t> copied = copies_.of_layer(l);
     held.insert(held.end(), copied.begin(), copied.end());
-    std::vector<Tensor> gate_up, down;
+    std::vector<Assembly> gate_up, down;
     for (int64_t e : held) {
       gate_up.push_back(rows(names_.expert_gate(l, e), i0, in));
       gate_up.push_back(rows(names_.expert_up(l, e), i0, in));

@@ -34,6 +34,48 @@ TEST_F(CudaMemory, UploadWeightConvertsEverySourceDtypeToBf16) {
   }
 }
 
+// Dummy weights made on the device are, bit for bit, what the host generator writes in the
+// source dtype and upload_weight makes of it: slices of wide rows (row stride past the columns),
+// odd widths, an index past 2^32, zero padding, every source dtype.
+TEST_F(CudaMemory, GeneratedWeightsMatchTheHostGenerator) {
+  RandomFill fill;
+  fill.key = 0x9E3779B97F4A7C15ull;
+  fill.multiplier = 0.37f / static_cast<float>(kCenteredStd);
+  fill.offset = 0.25f;
+  RandomFill other = fill;
+  other.key = 12345;
+  std::vector<GeneratedRows> parts(4);
+  parts[0] = {fill, 3, 1000, 7, 33, false};              // 7 rows of 33 out of rows 1000 wide
+  parts[1] = {other, (int64_t{1} << 32) + 5, 33, 2, 33, false};  // whole rows, 64-bit indices
+  parts[2] = {fill, 0, 0, 3, 33, true};                  // padding
+  parts[3] = {fill, 4099, 4096, 1, 33, false};
+  const std::vector<int64_t> shape = {13, 33};
+  const bool initial = gpu().generate_on_device();
+  for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
+    // The host's weight: generated in the source dtype, then converted as upload_weight does.
+    Tensor host = host_tensor(dt, shape);
+    char* at = static_cast<char*>(host.data);
+    for (const GeneratedRows& p : parts) {
+      const size_t bytes = static_cast<size_t>(p.rows * p.cols) * dtype_size(dt);
+      if (p.zeros)
+        std::memset(at, 0, bytes);
+      else
+        fill_random_rows(p.fill, dt, p.first, p.row_stride, p.rows, p.cols, at);
+      at += bytes;
+    }
+    std::vector<float> expect(static_cast<size_t>(host.numel()));
+    for (size_t i = 0; i < expect.size(); ++i) expect[i] = bf16_to_float(float_to_bf16(load_as_float(host.data, dt, i)));
+    for (bool on_device : {true, false}) {
+      gpu().set_generate_on_device(on_device);
+      Tensor w = gpu().generate_weight(parts, dt, shape);
+      EXPECT_EQ(w.dtype, DType::BF16);
+      EXPECT_EQ(w.shape, shape);
+      EXPECT_EQ(read(gpu(), w), expect) << dtype_name(dt) << (on_device ? " on the device" : " on the host");
+    }
+  }
+  gpu().set_generate_on_device(initial);
+}
+
 TEST_F(CudaMemory, UploadWeightRejectsIntegers) {
   Tensor host = host_tensor(DType::I32, {4});
   EXPECT_THROW(gpu().upload_weight(host), Error);

@@ -15,10 +15,20 @@
 #include <string>
 #include <vector>
 
+#include "moetron/core/random_fill.hpp"
 #include "moetron/core/tensor.hpp"
 #include "moetron/sampling/sampling.hpp"  // SamplingParams
 
 namespace moetron {
+
+// One part of a generated weight (Ops::generate_weight): `rows` rows of `cols` values, row r
+// holding elements [first + r * row_stride, + cols) of the tensor `fill` generates (a slice of a
+// checkpoint tensor viewed as 2-D), or `rows` zero rows when `zeros` (padding).
+struct GeneratedRows {
+  RandomFill fill;
+  int64_t first = 0, row_stride = 0, rows = 0, cols = 0;
+  bool zeros = false;
+};
 
 // Where each token of a step goes in the paged KV cache and which tokens each sequence attends
 // to. Built on the host by the engine, uploaded once per step by Ops::upload_batch.
@@ -99,6 +109,12 @@ class Ops {
   }
   // Waits for the uploads under way and frees the staging memory kept for reuse.
   virtual void finish_weight_uploads() {}
+  // A weight of `shape` made of `parts` in row order by the deterministic generator
+  // (core/random_fill.hpp), each value rounded to source_dtype first: what upload_weight gives
+  // for a host tensor of source_dtype holding them (dummy weights). The default generates on
+  // the host and uploads; CUDA generates on the device, with no host copy at all.
+  virtual Tensor generate_weight(const std::vector<GeneratedRows>& parts, DType source_dtype,
+                                 std::vector<int64_t> shape);
   virtual Tensor alloc(DType dtype, std::vector<int64_t> shape) = 0;  // lives until freed
   virtual Tensor temp(DType dtype, std::vector<int64_t> shape) = 0;   // lives until reset_temps
   virtual void reset_temps() = 0;

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,15 @@ class WeightSource {
   // it. An empty list cancels what is left of an earlier one (after an error). A read that
   // breaks the announced order is an Error. Sources that cannot gain from it ignore it.
   virtual void expect(std::vector<SliceRead> /*reads*/, StagingAlloc /*staging*/) {}
+
+  // A source whose values are the deterministic generator's (dummy weights) names, for each
+  // tensor, its parameters and the dtype it rounds to: the loader then has the backend make the
+  // weights in place (Ops::generate_weight) instead of reading them. Others: nothing.
+  struct Generated {
+    RandomFill fill;
+    DType dtype = DType::BF16;
+  };
+  virtual std::optional<Generated> generated(const TensorSpec& /*spec*/) const { return std::nullopt; }
 };
 
 // The 2-D reading of a tensor shape: a 1-D tensor is one row.

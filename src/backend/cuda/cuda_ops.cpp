@@ -68,6 +68,15 @@ DecodeExpertKernel decode_expert_kernel_by_env() {
   return DecodeExpertKernel::kCudaCores;
 }
 
+// MOETRON_DUMMY_ON_DEVICE=1: dummy weights generated on the device (generate_weight); opt-in
+// until kernels/random_fill.cu's GPU test has passed on a GPU (written in the tenth session).
+bool generate_on_device_by_env() {
+  const char* env = std::getenv("MOETRON_DUMMY_ON_DEVICE");
+  const std::string v = env == nullptr ? "0" : env;
+  MOETRON_CHECK(v == "0" || v == "1", "MOETRON_DUMMY_ON_DEVICE='" << v << "': expected 0 or 1");
+  return v == "1";
+}
+
 int expert_gemm_streams() {
   const char* env = std::getenv("MOETRON_EXPERT_STREAMS");
   const std::string v = env == nullptr ? "8" : env;
@@ -111,6 +120,7 @@ CudaOps::CudaOps(int device, size_t arena_bytes) : device_(device), arena_bytes_
   CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
   CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
   decode_expert_kernel_ = decode_expert_kernel_by_env();
+  generate_on_device_ = generate_on_device_by_env();
   if (prefill_experts_by_cublas()) expert_gemms_ = std::make_shared<cuda::ExpertGemmStreams>(expert_gemm_streams(), num_sms_);
   if (arena_bytes_ > 0) CUDA_CHECK(cudaMalloc(&arena_, arena_bytes_));
 }
@@ -205,6 +215,26 @@ Tensor CudaOps::upload_weight(const Tensor& host) {
       kernels::half_to_bf16(static_cast<const __half*>(staging.data), n, bf(out), stream_);
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
+  return out;
+}
+
+Tensor CudaOps::generate_weight(const std::vector<GeneratedRows>& parts, DType source_dtype,
+                                std::vector<int64_t> shape) {
+  if (!generate_on_device_) return Ops::generate_weight(parts, source_dtype, std::move(shape));
+  MOETRON_CHECK(source_dtype == DType::F32 || source_dtype == DType::F16 || source_dtype == DType::BF16,
+                "generate_weight: weights must be F32, F16 or BF16, got " << dtype_name(source_dtype));
+  Tensor out = alloc(DType::BF16, std::move(shape));
+  int64_t offset = 0;  // elements of `out` written so far
+  for (const GeneratedRows& p : parts) {
+    const int64_t n = p.rows * p.cols;
+    MOETRON_ASSERT(offset + n <= out.numel());
+    if (p.zeros && n > 0)
+      CUDA_CHECK(cudaMemsetAsync(bf(out) + offset, 0, static_cast<size_t>(n) * sizeof(bf16), stream_));
+    else if (!p.zeros)
+      kernels::fill_random_rows(p.fill, source_dtype, p.first, p.row_stride, p.rows, p.cols, bf(out) + offset, stream_);
+    offset += n;
+  }
+  MOETRON_ASSERT(offset == out.numel());
   return out;
 }
 
