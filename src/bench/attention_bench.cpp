@@ -72,6 +72,39 @@ void attention_sweep(Ops& ops, const ComputeBench& b, const Sweep& sweep, bool p
 
 }  // namespace
 
+void attention_inputs(Ops& ops, const ComputeBench& b, SeriesTable& table) {
+  const ModelConfig& c = *b.config;
+  const DType act = ops.activation_dtype();
+  const int64_t max_t = b.sizes.tokens.back();
+  for (const auto& heads : b.shapes.attention) {
+    const int64_t qh = heads[0], kvh = heads[1], hd = heads[2], q_cols = qh * hd, kv_cols = kvh * hd;
+    const Tensor qkv = random_tensor(ops, act, {max_t, q_cols + 2 * kv_cols}, 24);
+    const Tensor q = ops.alloc(act, {max_t, q_cols});
+    KvCache cache;
+    cache.k = ops.alloc(act, {blocks_for(max_t), kBlockSize, kvh, hd});
+    cache.v = ops.alloc(act, {blocks_for(max_t), kBlockSize, kvh, hd});
+    // As forward.cpp: a norm over whole projections spread over tp ranks is applied before the op.
+    QkNormSpec norm;
+    const bool whole = qh == c.num_heads;
+    if (c.qk_norm == QkNorm::PerHead || (c.qk_norm == QkNorm::WholeProjection && whole)) {
+      norm.kind = c.qk_norm == QkNorm::PerHead ? HeadNorm::PerHead : HeadNorm::WholeRow;
+      norm.q_weight = random_tensor(ops, act, {norm.kind == HeadNorm::PerHead ? hd : q_cols}, 25);
+      norm.k_weight = random_tensor(ops, act, {norm.kind == HeadNorm::PerHead ? hd : kv_cols}, 26);
+      norm.eps = static_cast<float>(c.rms_norm_eps);
+    }
+    for (int64_t t : b.sizes.tokens) {
+      const size_t before_batch = ops.temp_mark();
+      const BatchTensors batch = ops.upload_batch(layout(1, t, t));
+      const Tensor in = leading(qkv, t * (q_cols + 2 * kv_cols), q_cols + 2 * kv_cols);
+      Tensor out = leading(q, t * q_cols, q_cols);
+      table.add({qh, kvh, hd}, t, time_ops_call(ops, [&] {
+        ops.attention_inputs(in, norm, batch.positions, hd, c.rope_theta, cache, batch, out);
+      }, b.timing));
+      ops.temp_release(before_batch);
+    }
+  }
+}
+
 void decode_attention(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   Sweep sweep;
   for (int64_t context : b.sizes.contexts)

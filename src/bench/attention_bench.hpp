@@ -9,5 +9,7 @@ namespace moetron::bench_detail {
 
 void decode_attention(Ops& ops, const ComputeBench& b, SeriesTable& table);   // kAttentionDecode
 void prefill_attention(Ops& ops, const ComputeBench& b, SeriesTable& table);  // kAttentionPrefill
+// Ops::attention_inputs by tokens (one sequence's prompt; QK-norm as the forward applies it).
+void attention_inputs(Ops& ops, const ComputeBench& b, SeriesTable& table);  // kAttentionInputs
 
 }  // namespace moetron::bench_detail

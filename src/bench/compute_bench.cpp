@@ -121,6 +121,23 @@ void memory_kernels(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   }
 }
 
+// Greedy sampling as the engine's step makes it: the argmax of each row's logits over the whole
+// vocabulary, and the ids to the host.
+void sampling(Ops& ops, const ComputeBench& b, SeriesTable& table) {
+  const int64_t V = b.config->vocab_size, max_rows = b.sizes.decode_batch.back();
+  const Tensor logits = random_tensor(ops, DType::F32, {max_rows, V}, 14);
+  const Tensor ids = ops.alloc(DType::I32, {max_rows});
+  std::vector<int32_t> host(static_cast<size_t>(max_rows));
+  for (int64_t rows : b.sizes.decode_batch) {
+    const Tensor l = leading(logits, rows * V, V);
+    Tensor i = leading(ids, rows);
+    table.add({V}, rows, time_ops_call(ops, [&] {
+      ops.argmax_rows(l, i);
+      ops.to_host(i, host.data());
+    }, b.timing));
+  }
+}
+
 void hbm_copy(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   const DType act = ops.activation_dtype();
   const int64_t elements = b.sizes.copy_bytes / static_cast<int64_t>(dtype_size(act));
@@ -156,7 +173,9 @@ void run_compute_benchmarks(Ops& ops, const ComputeBench& b, HardwareProfile& pr
       {&tables::kGemm, gemms},            {&tables::kMoeExperts, expert_gemms},
       {&tables::kMoeExpertsGemv, expert_gemvs},
       {&tables::kAttentionDecode, bench_detail::decode_attention},
-      {&tables::kAttentionPrefill, bench_detail::prefill_attention}};
+      {&tables::kAttentionPrefill, bench_detail::prefill_attention},
+      {&tables::kAttentionInputs, bench_detail::attention_inputs},
+      {&tables::kSampling, sampling}};
   for (const auto& [spec, run] : families) {
     const auto start = std::chrono::steady_clock::now();
     SeriesTable& table = profile.table(*spec);

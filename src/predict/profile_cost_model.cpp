@@ -91,6 +91,11 @@ ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fa
     decode_.entries.push_back({shape, static_cast<double>(shape[1] * shape[2]), std::move(surface)});
   for (auto& [shape, surface] : surfaces_over_last_key(p.find(tables::kAttentionPrefill)))
     prefill_.entries.push_back({shape, static_cast<double>(shape[0] * shape[2]), std::move(surface)});
+  if (const SeriesTable* t = p.find(tables::kAttentionInputs))
+    for (const Series& s : t->series)
+      attention_inputs_.entries.push_back({s.key, static_cast<double>((s.key[0] + 2 * s.key[1]) * s.key[2]), curve_of(s)});
+  if (const SeriesTable* t = p.find(tables::kSampling))
+    for (const Series& s : t->series) sampling_.entries.push_back({s.key, static_cast<double>(s.key[0]), curve_of(s)});
   if (const SeriesTable* t = p.find(tables::kMemoryBound))
     for (const Series& s : t->series) memory_.push_back(curve_of(s));
   eager_gap_s_ = gap_of(p.find(tables::kKernelGap), 0);
@@ -161,6 +166,20 @@ double ProfileCostModel::memory_bound_s(int64_t bytes) const {
   double sum = 0;  // the mean over the kernels measured: each stands for some of the step's
   for (const TimeCurve& c : memory_) sum += own_time(c.at(static_cast<double>(bytes)));
   return sum / static_cast<double>(memory_.size());
+}
+
+double ProfileCostModel::attention_inputs_s(int64_t rows, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                                            int64_t bytes) const {
+  double scale = 1;
+  const TimeCurve* c = attention_inputs_.lookup({q_heads, kv_heads, head_dim},
+                                                static_cast<double>((q_heads + 2 * kv_heads) * head_dim), &scale);
+  return c == nullptr ? memory_bound_s(bytes) : scale * own_time(c->at(static_cast<double>(rows)));
+}
+
+double ProfileCostModel::sampling_s(int64_t rows, int64_t vocab, int64_t bytes) const {
+  double scale = 1;
+  const TimeCurve* c = sampling_.lookup({vocab}, static_cast<double>(vocab), &scale);
+  return c == nullptr ? memory_bound_s(bytes) : scale * own_time(c->at(static_cast<double>(rows)));
 }
 
 double ProfileCostModel::kernel_overhead_s(bool in_graph) const {

@@ -79,9 +79,9 @@ class StageForward {
         memory_kernel(2 * T_ * cols * act_);
       }
     }
-    // attention_inputs: QK-norm, RoPE and the KV append in one kernel (q, k, v read; q written,
-    // k and v into the cache).
-    memory_kernel(2 * T_ * (q + 2 * kv) * act_);
+    // attention_inputs: QK-norm, RoPE and the KV append (one kernel on CUDA: q, k, v read; q
+    // written, k and v into the cache; on the CPU nine ops and the rotation angles' sin and cos).
+    kernel(cost_.attention_inputs_s(T_, s_.q_head_count, s_.kv_head_count, hd, 2 * T_ * (q + 2 * kv) * act_));
     kernel(cost_.attention_s(T_, shape_.context, s_.q_head_count, s_.kv_head_count, hd, shape_.prefill));
     kernel(cost_.gemm_s(T_, H, q));  // o
     tp_allreduce(T_ * H * act_);
@@ -190,7 +190,7 @@ class StageForward {
       out_.tp_comm_s += cost_.alltoall_s(tp * L * rows * kF32, tp, g_.tp);
       for (int r = 0; r < tp; ++r) memory_kernel(2 * L * (V / tp) * kF32);  // copy_columns
     }
-    memory_kernel(L * V * kF32);  // argmax (greedy; sampling reads more)
+    kernel(cost_.sampling_s(L, V, L * V * kF32));  // argmax (greedy; sampling reads more), ids to the host
   }
 
   const PlanGeometry& g_;

@@ -395,6 +395,42 @@ TEST(Predictor, DecodeRecordableAgreesWithTheEngine) {
 }
 
 // The roofline, recording how each expert call was priced.
+// A model that prices attention_inputs and sampling apart from memory-bound kernels.
+class CompositeOpsCost : public RooflineCostModel {
+ public:
+  using RooflineCostModel::RooflineCostModel;
+  double attention_inputs_s(int64_t rows, int64_t, int64_t, int64_t, int64_t bytes) const override {
+    inputs_rows.insert(rows);
+    return memory_bound_s(bytes) + 1e-3;
+  }
+  double sampling_s(int64_t rows, int64_t vocab, int64_t bytes) const override {
+    sampled.insert({rows, vocab});
+    return memory_bound_s(bytes) + 1e-2;
+  }
+  mutable std::set<int64_t> inputs_rows;
+  mutable std::set<std::pair<int64_t, int64_t>> sampled;
+};
+
+// The step prices attention_inputs once a layer and sampling once a step through their own
+// CostModel calls (the CPU runs each as several ops: pricing them as one memory-bound kernel
+// left most of their time out of the CPU's decode step).
+TEST(Predictor, PricesAttentionInputsAndSamplingThroughTheirOwnCalls) {
+  const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
+  const RooflineCostModel plain(hardware_preset("cpu"));
+  const CompositeOpsCost composite(hardware_preset("cpu"));
+  const StepShape decode{4, 1, 100, false, 1, false, false, 4};
+  const StepCost a = step_cost(plan_geometry(c, Plan{}, 1), {}, decode, plain);
+  const StepCost b = step_cost(plan_geometry(c, Plan{}, 1), {}, decode, composite);
+  EXPECT_NEAR(b.compute_s - a.compute_s, c.num_layers * 1e-3 + 1e-2, 1e-9);
+  EXPECT_EQ(composite.inputs_rows, std::set<int64_t>{4});
+  EXPECT_EQ(composite.sampled, (std::set<std::pair<int64_t, int64_t>>{{4, c.vocab_size}}));
+  // Prefill: the prompt's tokens through attention_inputs, one row a sequence sampled.
+  composite.inputs_rows.clear(), composite.sampled.clear();
+  step_cost(plan_geometry(c, Plan{}, 1), {}, {2, 64, 64, true, 1, false, false, 4}, composite);
+  EXPECT_EQ(composite.inputs_rows, std::set<int64_t>{128});
+  EXPECT_EQ(composite.sampled, (std::set<std::pair<int64_t, int64_t>>{{2, c.vocab_size}}));
+}
+
 class ExpertCallSpy : public RooflineCostModel {
  public:
   using RooflineCostModel::RooflineCostModel;

@@ -278,7 +278,7 @@ TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
   const HardwareProfile p = quick_cpu_profile();
   for (const TableSpec* spec : {&tables::kGemm, &tables::kMoeExperts, &tables::kAttentionDecode,
                                 &tables::kAttentionPrefill, &tables::kMemoryBound, &tables::kHbmCopy,
-                                &tables::kKernelGap}) {
+                                &tables::kKernelGap, &tables::kAttentionInputs, &tables::kSampling}) {
     const SeriesTable* t = p.find(*spec);
     ASSERT_NE(t, nullptr) << spec->name;
     ASSERT_FALSE(t->series.empty()) << spec->name;
@@ -287,6 +287,10 @@ TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
   }
   EXPECT_EQ(p.find(tables::kMemoryBound)->series.size(), kMemoryKernels.size());
   EXPECT_EQ(p.find(tables::kKernelGap)->series.size(), 1u);  // the CPU records no graphs
+  // attention_inputs for every attention shape, sampling over the model's vocabulary.
+  EXPECT_EQ(p.find(tables::kAttentionInputs)->series.size(), bench_shapes(tiny_config()).attention.size());
+  EXPECT_EQ(p.find(tables::kSampling)->series.size(), 1u);
+  EXPECT_EQ(p.find(tables::kSampling)->series[0].key, std::vector<int64_t>{tiny_config().vocab_size});
 }
 
 TEST(ComputeBench, ExpertCallsAreTimedOnEachSideOfTheKernelSwitch) {

@@ -91,6 +91,28 @@ TEST(ProfileCostModel, MeasuredPointsLessTheLaunchGapWhichIsTheOverhead) {
   EXPECT_NEAR(gate_up, 2 * down, 1e-15);
 }
 
+// The CPU runs attention_inputs and greedy sampling as Ops' default composites (several ops, host
+// sin/cos, copies to the host): the bench measures them, and a profile that has them answers
+// from them; one made before prices them as one memory-bound kernel of `bytes`, as before.
+TEST(ProfileCostModel, PricesAttentionInputsAndSamplingFromTheirTables) {
+  const RooflineCostModel roofline(figures());
+  HardwareProfile p = profile();
+  const ProfileCostModel before(p, roofline);
+  EXPECT_DOUBLE_EQ(before.attention_inputs_s(16, 8, 2, 64, 1000), before.memory_bound_s(1000));
+  EXPECT_DOUBLE_EQ(before.sampling_s(16, 32000, 1000), before.memory_bound_s(1000));
+  p.table(tables::kAttentionInputs).add({8, 2, 64}, 1, {7e-6, 7e-6, 7e-6});
+  p.table(tables::kAttentionInputs).add({8, 2, 64}, 16, {1.2e-5, 1.2e-5, 1.2e-5});
+  p.table(tables::kSampling).add({32000}, 1, {5e-6, 5e-6, 5e-6});
+  p.table(tables::kSampling).add({32000}, 16, {2e-5, 2e-5, 2e-5});
+  const ProfileCostModel m(p, roofline);
+  EXPECT_DOUBLE_EQ(m.attention_inputs_s(16, 8, 2, 64, 1000), 1.2e-5 - 2e-6);  // less the launch gap
+  EXPECT_DOUBLE_EQ(m.attention_inputs_s(1, 8, 2, 64, 1000), 5e-6);
+  // Heads of another plan: the measured shape scaled by (q + 2 kv) heads.
+  EXPECT_DOUBLE_EQ(m.attention_inputs_s(16, 4, 1, 64, 1000), (1.2e-5 - 2e-6) / 2);
+  EXPECT_DOUBLE_EQ(m.sampling_s(16, 32000, 1000), 2e-5 - 2e-6);
+  EXPECT_DOUBLE_EQ(m.sampling_s(16, 64000, 1000), 2 * (2e-5 - 2e-6));
+}
+
 TEST(ProfileCostModel, UnmeasuredShapesScaleTheNearestByWork) {
   const RooflineCostModel roofline(figures());
   const ProfileCostModel m(profile(), roofline);

@@ -53,6 +53,10 @@ extern const TableSpec kAttentionPrefill;  // key q_heads, kv_heads, head_dim, c
 extern const TableSpec kMemoryBound;       // key kernel (kMemoryKernels); size bytes read + written
 extern const TableSpec kHbmCopy;           // key buffers (1); size bytes read + written
 extern const TableSpec kKernelGap;         // key in_graph (0, 1); size kernels (1)
+// Ops a step runs once a layer or once a step that are not one memory-bound kernel on every
+// backend (the CPU runs them as Ops' default composites: several ops and host-side math):
+extern const TableSpec kAttentionInputs;   // key q_heads, kv_heads, head_dim; size tokens (QK-norm, RoPE, KV append)
+extern const TableSpec kSampling;          // key vocab; size rows (greedy sampling, the ids to the host)
 extern const TableSpec kAllreduce, kAlltoall, kSendRecv, kBroadcast;  // key ranks, spans_nodes; size bytes
 const std::vector<const TableSpec*>& all();
 }  // namespace tables

@@ -40,6 +40,19 @@ class CostModel {
   // A memory-bound kernel that reads and writes `bytes` in total (norms, RoPE, routing,
   // permutation, activation, sampling).
   virtual double memory_bound_s(int64_t bytes) const = 0;
+  // Ops::attention_inputs (QK-norm, RoPE, the KV append) of `rows` tokens, and greedy sampling of
+  // `rows` rows of `vocab` logits with the ids to the host: one fused kernel on CUDA, several ops
+  // and host-side math on the CPU (Ops' default composites). `bytes`: what one fused kernel reads
+  // and writes; a model without measurements of these ops prices them as that memory-bound kernel.
+  virtual double attention_inputs_s(int64_t rows, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                                    int64_t bytes) const {
+    (void)rows, (void)q_heads, (void)kv_heads, (void)head_dim;
+    return memory_bound_s(bytes);
+  }
+  virtual double sampling_s(int64_t rows, int64_t vocab, int64_t bytes) const {
+    (void)rows, (void)vocab;
+    return memory_bound_s(bytes);
+  }
   // The fixed cost of one kernel inside a recorded graph (decode) or launched eagerly (prefill).
   virtual double kernel_overhead_s(bool in_graph) const = 0;
 

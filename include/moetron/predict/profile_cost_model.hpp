@@ -42,6 +42,11 @@ class ProfileCostModel : public CostModel {
   double attention_s(int64_t rows, int64_t context, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
                      bool prefill) const override;
   double memory_bound_s(int64_t bytes) const override;
+  // From the attention_inputs and sampling tables; a profile without them (made before they were
+  // measured) prices them as the base class does, as one memory-bound kernel.
+  double attention_inputs_s(int64_t rows, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                            int64_t bytes) const override;
+  double sampling_s(int64_t rows, int64_t vocab, int64_t bytes) const override;
   double kernel_overhead_s(bool in_graph) const override;
 
   double allreduce_s(int64_t bytes, int ranks, LinkScope scope) const override;
@@ -78,6 +83,8 @@ class ProfileCostModel : public CostModel {
   int64_t gemm_experts_ = 1;  // the experts active in experts_gemms_'s points (the model's all)
   Shapes<TimeSurface> decode_, prefill_;  // key q_heads, kv_heads, head_dim; surface over context
   std::vector<TimeCurve> memory_;
+  Shapes<TimeCurve> attention_inputs_;  // key q_heads, kv_heads, head_dim; by tokens
+  Shapes<TimeCurve> sampling_;          // key vocab; by rows
   double eager_gap_s_ = -1, graph_gap_s_ = -1;  // -1: not measured
   std::map<std::tuple<std::string, int, bool>, TimeCurve> collectives_;
   std::string origin_;
