@@ -3,6 +3,7 @@
 // expert GEMMs gather them back with the routing weights. No step needs the host to know how
 // many tokens an expert got.
 #include "common.cuh"
+#include "dispatch.cuh"
 
 namespace moetron {
 namespace kernels {
@@ -200,9 +201,7 @@ __global__ void add_row_bias_f32_kernel(float* x, const float* __restrict__ bias
     x[i] += bias[i % cols];
 }
 
-// One warp per destination: the warp walks the slots of tokens [first, last) 32 at a time, in
-// (t, j) order, and a ballot gives each slot bound for its destination its place. Entries come
-// out in the order the host's packing gives, with no atomics (the combine is deterministic).
+// One warp per destination (warp_pack, dispatch.cuh).
 __global__ void pack_dispatch_kernel(const int32_t* __restrict__ ids,
                                      const float* __restrict__ weights, int64_t k, int64_t first,
                                      int64_t last, int64_t set_size, int64_t shards,
@@ -210,28 +209,10 @@ __global__ void pack_dispatch_kernel(const int32_t* __restrict__ ids,
                                      int32_t* experts, float* scales) {
   pdl_enter();  // first: see common.cuh
   const int64_t d = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
-  const unsigned lane = threadIdx.x & 31u;
   if (d >= destinations) return;  // warp-uniform: blocks hold whole warps
-  const int64_t set = d / shards, base = d * capacity, end = last * k;
-  int64_t filled = 0;
-  for (int64_t s0 = first * k; s0 < end; s0 += 32) {
-    const int64_t s = s0 + lane;
-    const int32_t e = s < end ? ids[s] : -1;
-    const bool mine = e >= 0 && e / set_size == set;
-    const unsigned ballot = __ballot_sync(0xffffffffu, mine);
-    const int64_t at = filled + __popc(ballot & ((1u << lane) - 1u));
-    if (mine && at < capacity) {
-      rows[base + at] = static_cast<int32_t>(s / k);
-      experts[base + at] = e;
-      scales[base + at] = weights[s];
-    }
-    filled += __popc(ballot);
-  }
-  for (int64_t i = filled + lane; i < capacity; i += 32) {
-    rows[base + i] = -1;
-    experts[base + i] = -1;
-    scales[base + i] = 0.0f;
-  }
+  const int64_t base = d * capacity;
+  warp_pack<true>(first * k, last * k, k, [ids](int64_t s) { return ids[s]; }, d / shards, set_size, capacity,
+            weights, rows + base, experts + base, scales + base);
 }
 
 int row_copy_threads(int64_t cols, int vec) {

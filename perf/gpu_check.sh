@@ -87,7 +87,7 @@ section_tests() {
 
 section_kernels() {
   local status=0
-  "$gpu_tests" --fixtures "$fixtures" --gtest_filter='CudaSampling*:*PackDispatch*:*RouteToReplicas*' || status=1
+  "$gpu_tests" --fixtures "$fixtures" --gtest_filter='CudaSampling*:*PackDispatch*:*PackFromPeers*:*RouteToReplicas*' || status=1
   "$gpu_tests" --fixtures "$fixtures" --gtest_filter='*GpuModel*' || status=1
   return $status
 }

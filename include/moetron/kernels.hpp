@@ -185,6 +185,12 @@ void pack_dispatch(const int32_t* ids, const float* weights, int64_t k, int64_t 
 // (Ops::route_to_replicas; table [experts, cols]).
 void route_to_replicas(const int32_t* ids, int64_t tokens, int64_t k, const int32_t* table,
                        int64_t experts, int64_t cols, int32_t* out, cudaStream_t stream);
+// Rank emulation (Ops::pack_from_peers): for each of `peers` peers, its table (senders[p, 0] of
+// tables [*, experts, cols]) and tp rank (senders[p, 1] of tp_size), the `capacity` entries of
+// rows and out_experts its share of ids [tokens, k] routed to copies sends expert set `set`.
+void pack_from_peers(const int32_t* ids, int64_t tokens, int64_t k, const int32_t* tables, int64_t experts,
+                     int64_t cols, const int32_t* senders, int64_t peers, int64_t tp_size, int64_t set_size,
+                     int64_t set, int64_t capacity, int32_t* rows, int32_t* out_experts, cudaStream_t stream);
 
 // ---- grouped_gemm.cu: per-expert GEMMs ------------------------------------------------------
 // Decode-sized loads (every expert has a handful to a few dozen rows, and the weights are the

@@ -3,6 +3,7 @@
 // MOETRON_CHECK formats its message only when the check fails, so a passing call costs a few
 // comparisons and no allocation (these run on the decode hot path).
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "moetron/backend/ops.hpp"
@@ -455,6 +456,28 @@ void Ops::route_to_replicas(const Tensor& ids, const Tensor& table, Tensor& out)
   MOETRON_CHECK(table.shape.size() == 2 && table.cols() >= 2,
                 "Ops::route_to_replicas: table " << table.describe() << " is not [experts, 1 + copies]");
   do_route_to_replicas(ids, table, out);
+}
+
+void Ops::pack_from_peers(const Tensor& ids, const Tensor& tables, const Tensor& senders, int64_t tp_size,
+                          int64_t expert_set_size, int64_t expert_shards, int64_t destination, int64_t capacity,
+                          Tensor& rows, Tensor& experts) {
+  const std::pair<const Tensor*, const char*> args[] = {
+      {&ids, "ids"}, {&tables, "tables"}, {&senders, "senders"}, {&rows, "rows"}, {&experts, "experts"}};
+  for (const auto& [t, name] : args) expect(*t, DType::I32, device(), "pack_from_peers", name);
+  MOETRON_CHECK(tables.shape.size() == 3 && tables.dim(0) > 0 && tables.dim(2) >= 2,
+                "Ops::pack_from_peers: tables " << tables.describe() << " is not [tables, experts, 1 + copies]");
+  MOETRON_CHECK(senders.shape.size() == 2 && senders.cols() == 2,
+                "Ops::pack_from_peers: senders " << senders.describe() << " is not [peers, 2]");
+  const int64_t entries = senders.rows() * capacity;
+  expect_numel(rows, entries, "pack_from_peers", "rows", "capacity entries per peer");
+  expect_numel(experts, entries, "pack_from_peers", "experts", "capacity entries per peer");
+  MOETRON_CHECK(tp_size > 0 && expert_set_size > 0 && expert_shards > 0 && destination >= 0 && capacity >= 0,
+                "Ops::pack_from_peers: tp_size " << tp_size << ", expert_set_size " << expert_set_size
+                                                 << ", expert_shards " << expert_shards << ", destination "
+                                                 << destination << ", capacity " << capacity
+                                                 << " (sizes must be positive, the others not negative)");
+  do_pack_from_peers(ids, tables, senders, tp_size, expert_set_size, expert_shards, destination, capacity, rows,
+                     experts);
 }
 
 void Ops::to_float(const Tensor& x, Tensor& out) {

@@ -150,6 +150,45 @@ void Ops::do_route_to_replicas(const Tensor& ids, const Tensor& table, Tensor& o
   copy_from_host(out, host_out.data());
 }
 
+void Ops::do_pack_from_peers(const Tensor& ids, const Tensor& tables, const Tensor& senders, int64_t tp_size,
+                             int64_t expert_set_size, int64_t expert_shards, int64_t destination, int64_t capacity,
+                             Tensor& rows, Tensor& experts) {
+  const int64_t peers = senders.rows(), tokens = ids.rows(), k = ids.numel() > 0 ? ids.cols() : 1;
+  const int64_t table_size = tables.dim(1) * tables.dim(2);
+  if (peers * capacity == 0) return;
+  std::vector<int32_t> host_ids(static_cast<size_t>(ids.numel())), host_tables(static_cast<size_t>(tables.numel()));
+  std::vector<int32_t> host_senders(static_cast<size_t>(senders.numel()));
+  if (ids.numel() > 0) to_host(ids, host_ids.data());
+  to_host(tables, host_tables.data());
+  to_host(senders, host_senders.data());
+  std::vector<int32_t> out_rows(static_cast<size_t>(peers * capacity), -1), out_experts(out_rows);
+  std::vector<int32_t> slots(host_ids.size());
+  const std::vector<float> no_weights(host_ids.size(), 0.0f);  // scales are not asked for
+  for (int64_t p = 0; p < peers; ++p) {
+    const int32_t table = host_senders[static_cast<size_t>(2 * p)], tp_rank = host_senders[static_cast<size_t>(2 * p + 1)];
+    MOETRON_CHECK(table >= 0 && table < tables.dim(0) && tp_rank >= 0 && tp_rank < tp_size,
+                  "pack_from_peers: peer " << p << " sends with table " << table << " of " << tables.dim(0)
+                                           << " as tp rank " << tp_rank << " of " << tp_size);
+    route_to_replicas_host(host_ids.data(), tokens, k, &host_tables[static_cast<size_t>(table * table_size)],
+                           tables.dim(1), tables.dim(2), slots.data());
+    // Enough destinations for every slot id routed, as pack_dispatch's caller has.
+    const int32_t top = slots.empty() ? 0 : *std::max_element(slots.begin(), slots.end());
+    const int64_t destinations = std::max(destination + 1, (top / expert_set_size + 1) * expert_shards);
+    const std::vector<DispatchEntries> to =
+        entries_by_destination(slots.data(), no_weights.data(), k, tokens * tp_rank / tp_size,
+                               tokens * (tp_rank + 1) / tp_size, expert_set_size, expert_shards, destinations);
+    const DispatchEntries& mine = to[static_cast<size_t>(destination)];
+    MOETRON_CHECK(static_cast<int64_t>(mine.rows.size()) <= capacity,
+                  "pack_from_peers: peer " << p << " sends " << mine.rows.size() << " slots, more than the capacity "
+                                           << capacity);
+    const auto at = static_cast<std::ptrdiff_t>(p * capacity);
+    std::copy(mine.rows.begin(), mine.rows.end(), out_rows.begin() + at);
+    std::copy(mine.experts.begin(), mine.experts.end(), out_experts.begin() + at);
+  }
+  copy_from_host(rows, out_rows.data());
+  copy_from_host(experts, out_experts.data());
+}
+
 void Ops::do_sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
                             const std::vector<uint64_t>& steps, Tensor& ids) {
   const int64_t rows = logits.rows(), cols = logits.cols();

@@ -29,13 +29,17 @@ std::vector<std::vector<int32_t>> host_replica_tables(const ExpertReplicas& repl
   return tables;
 }
 
-// Such tables in backend memory, undefined for dense layers.
-std::vector<Tensor> upload_tables(const std::vector<std::vector<int32_t>>& host, int64_t experts, Ops& ops) {
+// Such tables in backend memory, undefined for dense layers: per layer [E, C], or `stacked`
+// tables laid end to end [stacked, E, C].
+std::vector<Tensor> upload_tables(const std::vector<std::vector<int32_t>>& host, int64_t experts, Ops& ops,
+                                  int64_t stacked = 0) {
   std::vector<Tensor> tables;
   for (const std::vector<int32_t>& layer : host) {
     Tensor t;
     if (!layer.empty()) {
-      t = ops.alloc(DType::I32, {experts, static_cast<int64_t>(layer.size()) / experts});
+      const int64_t cols = static_cast<int64_t>(layer.size()) / std::max<int64_t>(stacked, 1) / experts;
+      t = ops.alloc(DType::I32, stacked > 0 ? std::vector<int64_t>{stacked, experts, cols}
+                                            : std::vector<int64_t>{experts, cols});
       ops.copy_from_host(t, layer.data());
     }
     tables.push_back(t);
@@ -51,26 +55,28 @@ std::vector<Tensor> replica_tables(const ExpertReplicas& replicas, const ModelWe
   return upload_tables(host_replica_tables(replicas, weights, dp_index), replicas.experts, ops);
 }
 
-// Rank emulation (ForwardContext::peer_replica_tables): the tables of every rank of the stage
-// group, in its order (dp index * tp + tp index), so that each emulated peer routes with its own
-// rotation; replicas whose rotations give the same tables share one upload. None without
-// replicas or without dispatch (dp = 1).
-std::vector<std::vector<Tensor>> peer_replica_tables(const ExpertReplicas& replicas, const ModelWeights& weights,
-                                                     const Plan& plan, Ops& ops) {
-  std::vector<std::vector<Tensor>> by_peer;
-  if (!replicas.active() || plan.dp == 1) return by_peer;
-  std::vector<std::vector<std::vector<int32_t>>> distinct;
-  std::vector<std::vector<Tensor>> uploaded;
+// Rank emulation (ForwardContext::peer_tables): the tables of every rank of the stage group, so
+// that each emulated peer routes with its own rotation. Replicas whose rotations give the same
+// tables share one; each layer's distinct tables are stacked into one upload at setup, and each
+// rank (dp index * tp + tp index) names its table and tp rank. None without replicas or without
+// dispatch (dp = 1).
+void set_peer_tables(const ExpertReplicas& replicas, const ModelWeights& weights, const Plan& plan, Ops& ops,
+                     ForwardContext& ctx) {
+  if (!replicas.active() || plan.dp == 1) return;
+  std::vector<std::vector<std::vector<int32_t>>> distinct;  // [table][layer]: host tables
+  std::vector<int32_t> senders;
   for (int d = 0; d < plan.dp; ++d) {
     const std::vector<std::vector<int32_t>> host = host_replica_tables(replicas, weights, d);
     const size_t i = static_cast<size_t>(std::find(distinct.begin(), distinct.end(), host) - distinct.begin());
-    if (i == distinct.size()) {
-      distinct.push_back(host);
-      uploaded.push_back(upload_tables(host, replicas.experts, ops));
-    }
-    for (int t = 0; t < plan.tp; ++t) by_peer.push_back(uploaded[i]);
+    if (i == distinct.size()) distinct.push_back(host);
+    for (int t = 0; t < plan.tp; ++t) senders.insert(senders.end(), {static_cast<int32_t>(i), t});
   }
-  return by_peer;
+  std::vector<std::vector<int32_t>> stacked(distinct.front().size());  // per layer: every distinct table
+  for (const auto& tables : distinct)
+    for (size_t l = 0; l < stacked.size(); ++l) stacked[l].insert(stacked[l].end(), tables[l].begin(), tables[l].end());
+  ctx.peer_tables = upload_tables(stacked, replicas.experts, ops, static_cast<int64_t>(distinct.size()));
+  ctx.peer_senders = ops.alloc(DType::I32, {static_cast<int64_t>(senders.size()) / 2, 2});
+  ops.copy_from_host(ctx.peer_senders, senders.data());
 }
 
 }  // namespace
@@ -260,8 +266,7 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
   forward_context_.stage = plan.dp > 1 ? groups_.stage.get() : nullptr;
   forward_context_.expert_set_size = replicas_.active() ? replicas_.slot_width() : config_.num_experts / plan.ep;
   forward_context_.replica_tables = replica_tables(replicas_, weights_, groups_.coords.dp, *ops_);
-  if (emulation.active())
-    forward_context_.peer_replica_tables = peer_replica_tables(replicas_, weights_, plan, *ops_);
+  if (emulation.active()) set_peer_tables(replicas_, weights_, plan, *ops_, forward_context_);
   forward_context_.expert_shards = plan.expert_shards();
   forward_context_.count_experts = groups_.coords.tp == 0;
   forward_context_.max_tokens = max_step_tokens_;

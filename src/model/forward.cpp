@@ -7,7 +7,6 @@
 #include "moetron/backend/expert_dispatch.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/core/range.hpp"
-#include "moetron/model/peer_blocks.hpp"
 
 namespace moetron {
 
@@ -223,7 +222,7 @@ void ModelForward::dispatch_experts(const LayerWeights& w, size_t local_layer, c
   }
   ExpertRoute route = dispatch_tokens > 0 ? route_fixed(slots, weights, dispatch_tokens)
                                           : route_with_counts(slots, weights);
-  if (!ctx_.peer_replica_tables.empty()) route_as_peers(local_layer, ids, weights, dispatch_tokens, route);
+  if (!ctx_.peer_tables.empty()) route_as_peers(local_layer, ids, dispatch_tokens, route);
   exchange_with_experts(w, h, route, out);
 }
 
@@ -252,14 +251,10 @@ Range ModelForward::my_expert_ids() const {
   return {set * width, (set + 1) * width};
 }
 
-// This tp rank's share [first, last) of the replica's T tokens.
+// This tp rank's share [first, last) of the replica's T tokens (Ops::pack_from_peers takes an
+// emulated peer's the same way).
 std::pair<int64_t, int64_t> ModelForward::dispatch_share(int64_t tokens) const {
-  return dispatch_share(tokens, ctx_.tp->rank());
-}
-
-// The share of tp rank `tp_rank` of the replica (an emulated peer's, route_as_peers).
-std::pair<int64_t, int64_t> ModelForward::dispatch_share(int64_t tokens, int64_t tp_rank) const {
-  const int64_t tp_size = ctx_.tp->size();
+  const int64_t tp_rank = ctx_.tp->rank(), tp_size = ctx_.tp->size();
   return {tokens * tp_rank / tp_size, tokens * (tp_rank + 1) / tp_size};
 }
 
@@ -301,16 +296,17 @@ ModelForward::ExpertRoute ModelForward::route_with_counts(const Tensor& ids, con
   int64_t n_recv = 0;
   for (int64_t r : route.recv_counts) n_recv += r;
 
-  auto upload = [&ops](DType dtype, std::vector<int64_t> shape, const void* data) {
-    Tensor t = ops.temp(dtype, std::move(shape));
-    if (t.numel() > 0) ops.copy_from_host(t, data);
-    return t;
-  };
-  route.rows = upload(DType::I32, {n_send}, send_rows.data());
-  route.scales = upload(DType::F32, {n_send}, send_scales.data());
-  route.experts = upload(DType::I32, {n_send, 1}, send_experts.data());
+  route.rows = upload_temp(DType::I32, {n_send}, send_rows.data());
+  route.scales = upload_temp(DType::F32, {n_send}, send_scales.data());
+  route.experts = upload_temp(DType::I32, {n_send, 1}, send_experts.data());
   route.recv_weights = ones_for(n_recv);
   return route;
+}
+
+Tensor ModelForward::upload_temp(DType dtype, std::vector<int64_t> shape, const void* data) {
+  Tensor t = ctx_.ops->temp(dtype, std::move(shape));
+  if (t.numel() > 0) ctx_.ops->copy_from_host(t, data);
+  return t;
 }
 
 ModelForward::ExpertRoute ModelForward::route_fixed(const Tensor& ids, const Tensor& weights,
@@ -335,95 +331,47 @@ ModelForward::ExpertRoute ModelForward::route_fixed(const Tensor& ids, const Ten
 
 // Rank emulation with redundant experts. By emulation's assumption every replica holds this
 // rank's tokens, but each routes them with its own copy tables (its dp index's rotation), so a
-// peer sends this rank other slots than this rank sends itself: each peer's block for this
-// rank is packed here from the peer's table and tp share, and exchange_with_experts reads them
-// in place of the emulated all-to-all's copies of the own block. Peers of the same table and tp
-// rank send alike and are packed once. On the counts path the blocks are cut to their entries,
-// which become the receive counts.
-void ModelForward::route_as_peers(size_t local_layer, const Tensor& ids, const Tensor& weights,
-                                  int64_t dispatch_tokens, ExpertRoute& route) {
+// peer sends this rank other slots than this rank sends itself: every peer's block for this
+// rank is packed here from the peer's table and tp share, in one op whatever the number of peers
+// (a real rank packs only its own tokens: per-peer launches would be timed as its work), and
+// exchange_with_experts reads them in place of the emulated all-to-all's copies of the own
+// block. On the counts path the blocks are cut to their entries, which become the receive counts.
+void ModelForward::route_as_peers(size_t local_layer, const Tensor& ids, int64_t dispatch_tokens, ExpertRoute& route) {
   if (ids.rows() == 0) return;  // no peer has tokens either: the own (empty) blocks are right
   Ops& ops = *ctx_.ops;
-  const int group = ctx_.stage->size();
+  const int64_t group = ctx_.stage->size();
   const bool fixed = dispatch_tokens > 0;
   const int64_t capacity = dispatch_capacity(fixed ? dispatch_tokens : ids.rows());
-  Tensor rows = ops.temp(DType::I32, {group * capacity});
-  Tensor experts = ops.temp(DType::I32, {group * capacity, 1});
-  std::vector<std::pair<const void*, int64_t>> senders;  // per peer: its (table, tp rank)
-  std::vector<int> alike;                                // per peer: the first that sends alike
-  for (int p = 0; p < group; ++p) {
-    senders.emplace_back(ctx_.peer_replica_tables.at(static_cast<size_t>(p)).at(local_layer).data,
-                         p % ctx_.tp->size());
-    alike.push_back(static_cast<int>(std::find(senders.begin(), senders.end(), senders.back()) - senders.begin()));
-    if (alike.back() == p) {
-      Tensor block_rows = rows.slice_rows(p * capacity, capacity);
-      Tensor block_experts = experts.slice_rows(p * capacity, capacity);
-      pack_for_peer(local_layer, p, ids, weights, capacity, block_rows, block_experts);
-    }
-  }
-  for (const BlockRun& run : repeat_runs(alike)) {
-    const int64_t n = run.count * capacity;
-    Tensor to_rows = rows.slice_rows(run.first * capacity, n), to_experts = experts.slice_rows(run.first * capacity, n);
-    ops.copy(rows.slice_rows(run.source * capacity, n), to_rows);
-    ops.copy(experts.slice_rows(run.source * capacity, n), to_experts);
-  }
-  route.peer_rows = rows;
-  route.peer_experts = experts;
-  if (!fixed) cut_to_entries(capacity, alike, route);  // there every block is `capacity` entries
+  route.peer_rows = ops.temp(DType::I32, {group * capacity});
+  route.peer_experts = ops.temp(DType::I32, {group * capacity, 1});
+  ops.pack_from_peers(ids, ctx_.peer_tables.at(local_layer), ctx_.peer_senders, ctx_.tp->size(), ctx_.expert_set_size,
+                      ctx_.expert_shards, ctx_.stage->rank(), capacity, route.peer_rows, route.peer_experts);
+  if (!fixed) cut_to_entries(capacity, route);  // there every block is `capacity` entries
 }
 
-// The counts path: each peer's block of route.peer_rows / peer_experts cut to its entries
-// (those before the -1 padding), whose numbers become the receive counts. Alike peers' cut
-// blocks are alike too, so they are copied by runs from the cut blocks already laid out.
-void ModelForward::cut_to_entries(int64_t capacity, const std::vector<int>& alike, ExpertRoute& route) {
+// The counts path: each peer's block of route.peer_rows / peer_experts cut to its entries (those
+// before the -1 padding), whose numbers become the receive counts. This path waits for the host
+// anyway (route_with_counts), so the blocks are cut there: a fixed number of copies per layer.
+void ModelForward::cut_to_entries(int64_t capacity, ExpertRoute& route) {
   Ops& ops = *ctx_.ops;
   const int group = ctx_.stage->size();
-  std::vector<int32_t> host(static_cast<size_t>(route.peer_experts.numel()));
-  ops.to_host(route.peer_experts, host.data());
-  std::vector<int64_t> at(static_cast<size_t>(group) + 1, 0);  // each peer's first entry
+  std::vector<int32_t> rows(static_cast<size_t>(route.peer_rows.numel())), experts(rows.size());
+  ops.to_host(route.peer_rows, rows.data());
+  ops.to_host(route.peer_experts, experts.data());
+  int64_t n_recv = 0;
   for (int p = 0; p < group; ++p) {
-    const auto block = host.begin() + p * capacity;
-    route.recv_counts[static_cast<size_t>(p)] = std::count_if(block, block + capacity, [](int32_t e) { return e >= 0; });
-    at[static_cast<size_t>(p) + 1] = at[static_cast<size_t>(p)] + route.recv_counts[static_cast<size_t>(p)];
+    const auto block = static_cast<std::ptrdiff_t>(p * capacity);
+    const int64_t n = std::count_if(experts.begin() + block, experts.begin() + block + capacity,
+                                    [](int32_t e) { return e >= 0; });
+    route.recv_counts[static_cast<size_t>(p)] = n;
+    // Left to its place among the cut blocks: never past where it reads.
+    std::copy_n(rows.begin() + block, n, rows.begin() + n_recv);
+    std::copy_n(experts.begin() + block, n, experts.begin() + n_recv);
+    n_recv += n;
   }
-  const int64_t n_recv = at.back();
-  Tensor rows = ops.temp(DType::I32, {n_recv}), experts = ops.temp(DType::I32, {n_recv, 1});
-  // [from, to) of the peers' entries, out of `rows_from` / `experts_from` at `source`.
-  const auto copy_entries = [&](const Tensor& rows_from, const Tensor& experts_from, int64_t source, int from, int to) {
-    const int64_t n = at[static_cast<size_t>(to)] - at[static_cast<size_t>(from)];
-    if (n == 0) return;
-    Tensor to_rows = rows.slice_rows(at[static_cast<size_t>(from)], n);
-    Tensor to_experts = experts.slice_rows(at[static_cast<size_t>(from)], n);
-    ops.copy(rows_from.slice_rows(source, n), to_rows);
-    ops.copy(experts_from.slice_rows(source, n), to_experts);
-  };
-  for (int p = 0; p < group; ++p)
-    if (alike[static_cast<size_t>(p)] == p) copy_entries(route.peer_rows, route.peer_experts, p * capacity, p, p + 1);
-  for (const BlockRun& run : repeat_runs(alike))
-    copy_entries(rows, experts, at[static_cast<size_t>(run.source)], run.first, run.first + run.count);
-  route.peer_rows = rows;
-  route.peer_experts = experts;
+  route.peer_rows = upload_temp(DType::I32, {n_recv}, rows.data());
+  route.peer_experts = upload_temp(DType::I32, {n_recv, 1}, experts.data());
   route.recv_weights = ones_for(n_recv);
-}
-
-// Peer `peer`'s `capacity` entries for this rank (entries past its count -1): the ids routed to
-// copies by the peer's table, then its tp rank's share packed by destination.
-void ModelForward::pack_for_peer(size_t local_layer, int peer, const Tensor& ids, const Tensor& weights,
-                                 int64_t capacity, Tensor& rows, Tensor& experts) {
-  Ops& ops = *ctx_.ops;
-  const size_t mark = ops.temp_mark();  // the stream runs in order: its scratch can be reused after
-  const int64_t group = ctx_.stage->size(), me = ctx_.stage->rank();
-  Tensor slots = ops.temp(DType::I32, ids.shape);
-  ops.route_to_replicas(ids, ctx_.peer_replica_tables.at(static_cast<size_t>(peer)).at(local_layer), slots);
-  const auto [first, last] = dispatch_share(ids.rows(), peer % ctx_.tp->size());
-  Tensor all_rows = ops.temp(DType::I32, {group * capacity});
-  Tensor all_experts = ops.temp(DType::I32, {group * capacity, 1});
-  Tensor all_scales = ops.temp(DType::F32, {group * capacity});
-  ops.pack_dispatch(slots, weights, first, last, ctx_.expert_set_size, ctx_.expert_shards, capacity, all_rows,
-                    all_experts, all_scales);
-  ops.copy(all_rows.slice_rows(me * capacity, capacity), rows);
-  ops.copy(all_experts.slice_rows(me * capacity, capacity), experts);
-  ops.temp_release(mark);
 }
 
 // Weights [n, 1] for n received entries. No peer sends more than dispatch_capacity(tokens) of a

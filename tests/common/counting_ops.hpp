@@ -112,6 +112,12 @@ class CountingOps : public Ops {
   void do_route_to_replicas(const Tensor& ids, const Tensor& table, Tensor& out) override {
     note("route_to_replicas"), inner_->route_to_replicas(ids, table, out);
   }
+  void do_pack_from_peers(const Tensor& ids, const Tensor& tables, const Tensor& senders, int64_t tp_size,
+                          int64_t expert_set_size, int64_t expert_shards, int64_t destination, int64_t capacity,
+                          Tensor& rows, Tensor& experts) override {
+    note("pack_from_peers"), inner_->pack_from_peers(ids, tables, senders, tp_size, expert_set_size, expert_shards,
+                                                     destination, capacity, rows, experts);
+  }
   void do_argmax_rows(const Tensor& logits, Tensor& ids) override { note("argmax_rows"), inner_->argmax_rows(logits, ids); }
   void do_sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
                       const std::vector<uint64_t>& steps, Tensor& ids) override {

@@ -215,6 +215,15 @@ inline std::vector<ContractCase> ops_contract_cases() {
                       },
                       "Ops::pack_dispatch: tokens [2, 5) outside ids " + ids.describe()};
   }});
+  cases.push_back({"pack_from_peers rows not a block per peer", [](Ops& ops) {
+    Tensor ids = ops.alloc(DType::I32, {4, 2}), tables = ops.alloc(DType::I32, {2, 8, 3}),
+           senders = ops.alloc(DType::I32, {3, 2}), rows = ops.alloc(DType::I32, {8}),
+           experts = ops.alloc(DType::I32, {12, 1});
+    return BrokenCall{[&ops, ids, tables, senders, rows, experts]() mutable {
+                        ops.pack_from_peers(ids, tables, senders, 1, 4, 1, 0, 4, rows, experts);
+                      },
+                      "Ops::pack_from_peers: rows has 8 elements, expected 12 (capacity entries per peer)"};
+  }});
   cases.push_back({"accumulate_expert_counts counts of the wrong dtype", [](Ops& ops) {
     Tensor ids = ops.alloc(DType::I32, {4, 2}), counts = ops.alloc(DType::I32, {8});
     return BrokenCall{[&ops, ids, counts]() mutable { ops.accumulate_expert_counts(ids, counts); },

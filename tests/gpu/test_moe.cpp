@@ -318,6 +318,56 @@ TEST_F(CudaMoe, RouteToReplicasMatchesHostRule) {
   run_cases(cases);
 }
 
+// Rank emulation's packing of every peer's block for one destination (the kernel routes each slot
+// to its copy on the fly): random copy tables (1 to 4 copies, slot ids anywhere in the sets),
+// several of them shared by peers, tp shares that do not divide the tokens, sharded sets, every
+// destination of a layout, a peer count beyond one block's 8 warps. Outputs start as values no
+// entry holds. Integer copies: exact.
+TEST_F(CudaMoe, PackFromPeersMatchesHostPacking) {
+  struct Layout { int64_t experts, k, sets, width, shards, tp, peers, tables; };
+  std::vector<OpCase> cases;
+  for (const Layout& l : {Layout{8, 2, 2, 5, 1, 1, 4, 2}, Layout{64, 8, 8, 10, 1, 2, 64, 3},
+                          Layout{60, 4, 3, 22, 2, 3, 9, 3}, Layout{128, 8, 64, 3, 1, 1, 64, 2}}) {
+    for (int64_t tokens : {1, 7, 130}) {
+      const std::string name = "pack_from_peers " + std::to_string(l.experts) + " experts, " +
+                               std::to_string(l.peers) + " peers, tp " + std::to_string(l.tp) + ", T=" +
+                               std::to_string(tokens);
+      cases.push_back({name, [=](CaseInputs& in) {
+        const int64_t cols = 5, destinations = l.sets * l.shards;
+        std::uniform_int_distribution<int32_t> copies(1, 4), slot(0, static_cast<int32_t>(l.sets * l.width - 1)),
+            table_of(0, static_cast<int32_t>(l.tables - 1));
+        std::vector<int32_t> tables(static_cast<size_t>(l.tables * l.experts * cols), -1), senders;
+        for (int64_t row = 0; row < l.tables * l.experts; ++row) {
+          const int32_t n = copies(in.rng);
+          tables[static_cast<size_t>(row * cols)] = n;
+          for (int32_t c = 0; c < n; ++c) tables[static_cast<size_t>(row * cols + 1 + c)] = slot(in.rng);
+        }
+        for (int64_t p = 0; p < l.peers; ++p) senders.insert(senders.end(), {table_of(in.rng), static_cast<int32_t>(p % l.tp)});
+        std::vector<int32_t> ids(static_cast<size_t>(tokens * l.k)), order(static_cast<size_t>(l.experts));
+        for (int64_t t = 0; t < tokens; ++t) {  // distinct experts per token, as top-k gives
+          std::iota(order.begin(), order.end(), 0);
+          std::shuffle(order.begin(), order.end(), in.rng);
+          std::copy_n(order.begin(), l.k, ids.begin() + t * l.k);
+        }
+        Tensor id = in.i32(ids, {tokens, l.k}), table = in.i32(tables, {l.tables, l.experts, cols});
+        Tensor sender = in.i32(senders, {l.peers, 2});
+        // Random slot ids may repeat within a token: k entries a token fit any destination.
+        const int64_t capacity = (tokens + l.tp - 1) / l.tp * l.k, entries = l.peers * capacity;
+        CaseOutputs out;
+        for (int64_t dest = 0; dest < destinations; dest += std::max<int64_t>(1, destinations / 4)) {
+          Tensor rows = in.i32(std::vector<int32_t>(entries, 7777), {entries});
+          Tensor experts = in.i32(std::vector<int32_t>(entries, 7777), {entries, 1});
+          in.ops.pack_from_peers(id, table, sender, l.tp, l.width, l.shards, dest, capacity, rows, experts);
+          out.push_back({"rows to " + std::to_string(dest), host_of(in, rows), 0.0});
+          out.push_back({"experts to " + std::to_string(dest), host_of(in, experts), 0.0});
+        }
+        return out;
+      }});
+    }
+  }
+  run_cases(cases);
+}
+
 }  // namespace
 }  // namespace gputest
 }  // namespace moetron

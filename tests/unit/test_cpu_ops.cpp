@@ -658,6 +658,79 @@ TEST_F(CpuOpsTest, PackDispatchFillsEachDestinationInSlotOrder) {
                Error);
 }
 
+// Rank emulation's one call for every peer gives each peer's block exactly as the per-peer path
+// did (route_to_replicas with the peer's table, pack_dispatch of its tp share, the destination's
+// block): random top-k ids, three distinct random copy tables over four replicas, tp shares that
+// do not divide the tokens evenly, sharded sets, every destination.
+TEST_F(CpuOpsTest, PackFromPeersGivesThePerPeerBlocks) {
+  struct Layout { int64_t experts, k, sets, spare, shards, tp; };
+  for (const Layout& l : {Layout{8, 2, 2, 1, 1, 1}, Layout{12, 4, 3, 2, 2, 3}, Layout{16, 8, 4, 3, 1, 2}}) {
+    const int64_t own = l.experts / l.sets, width = own + l.spare, cols = 2 + l.sets * l.spare;
+    const int64_t dp = 4, distinct = 3, peers = dp * l.tp, destinations = l.sets * l.shards;
+    // Tables: each expert's home slot, the spare slots given to random experts of other sets,
+    // each row's copies rotated at random.
+    std::vector<Ids> tables(distinct, Ids(static_cast<size_t>(l.experts * cols), -1));
+    for (Ids& table : tables) {
+      std::vector<Ids> copies(static_cast<size_t>(l.experts));
+      for (int64_t e = 0; e < l.experts; ++e) copies[e].push_back(static_cast<int32_t>(e / own * width + e % own));
+      for (int64_t set = 0; set < l.sets; ++set)
+        for (int64_t n = 0; n < l.spare; ++n) {
+          const int64_t e = (set * own + uniform_int(own, static_cast<int>(l.experts) - 1)) % l.experts;
+          copies[e].push_back(static_cast<int32_t>(set * width + own + n));
+        }
+      for (int64_t e = 0; e < l.experts; ++e) {
+        std::rotate(copies[e].begin(), copies[e].begin() + uniform_int(0, static_cast<int>(copies[e].size()) - 1),
+                    copies[e].end());
+        table[e * cols] = static_cast<int32_t>(copies[e].size());
+        std::copy(copies[e].begin(), copies[e].end(), table.begin() + e * cols + 1);
+      }
+    }
+    Ids stacked, senders;
+    for (const Ids& table : tables) stacked.insert(stacked.end(), table.begin(), table.end());
+    for (int64_t d = 0; d < dp; ++d)
+      for (int64_t t = 0; t < l.tp; ++t) senders.insert(senders.end(), {static_cast<int32_t>(d % distinct), static_cast<int32_t>(t)});
+    bool tables_mattered = false;  // some peers' blocks differ by table alone (not the test's blind spot)
+    for (int64_t tokens : {1, 7, 33}) {
+      SCOPED_TRACE("E=" + std::to_string(l.experts) + " tp=" + std::to_string(l.tp) + " T=" + std::to_string(tokens));
+      Ids ids(static_cast<size_t>(tokens * l.k)), order(static_cast<size_t>(l.experts));
+      for (int64_t t = 0; t < tokens; ++t) {  // distinct experts per token, as top-k gives
+        std::iota(order.begin(), order.end(), 0);
+        std::shuffle(order.begin(), order.end(), rng);
+        std::copy_n(order.begin(), l.k, ids.begin() + t * l.k);
+      }
+      const Tensor id = upload(ids, {tokens, l.k}), w = upload(normal(ids.size()), {tokens, l.k});
+      const int64_t capacity = (tokens + l.tp - 1) / l.tp * std::min(l.k, width);
+      for (int64_t dest = 0; dest < destinations; ++dest) {
+        Tensor rows = upload(Ids(static_cast<size_t>(peers * capacity), 7777), {peers * capacity});
+        Tensor experts = upload(Ids(static_cast<size_t>(peers * capacity), 7777), {peers * capacity, 1});
+        ops->pack_from_peers(id, upload(stacked, {distinct, l.experts, cols}), upload(senders, {peers, 2}), l.tp, width,
+                             l.shards, dest, capacity, rows, experts);
+        const Ids got_rows = download_ids(rows), got_experts = download_ids(experts);
+        // Peers 0 and tp: tp rank 0 both, tables 0 and 1.
+        tables_mattered |= !std::equal(got_experts.begin(), got_experts.begin() + capacity,
+                                       got_experts.begin() + l.tp * capacity);
+        for (int64_t p = 0; p < peers; ++p) {
+          const int64_t tp_rank = senders[2 * p + 1];
+          Tensor slots = zeros({tokens, l.k}, DType::I32);
+          ops->route_to_replicas(id, upload(tables[senders[2 * p]], {l.experts, cols}), slots);
+          const int64_t entries = destinations * capacity;
+          Tensor all_rows = zeros({entries}, DType::I32), all_experts = zeros({entries, 1}, DType::I32);
+          Tensor scales = zeros({entries});
+          ops->pack_dispatch(slots, w, tokens * tp_rank / l.tp, tokens * (tp_rank + 1) / l.tp, width, l.shards,
+                             capacity, all_rows, all_experts, scales);
+          const Ids want_rows = download_ids(all_rows.slice_rows(dest * capacity, capacity));
+          const Ids want_experts = download_ids(all_experts.slice_rows(dest * capacity, capacity));
+          EXPECT_EQ(Ids(got_rows.begin() + p * capacity, got_rows.begin() + (p + 1) * capacity), want_rows)
+              << "peer " << p << ", destination " << dest;
+          EXPECT_EQ(Ids(got_experts.begin() + p * capacity, got_experts.begin() + (p + 1) * capacity), want_experts)
+              << "peer " << p << ", destination " << dest;
+        }
+      }
+    }
+    EXPECT_TRUE(tables_mattered) << "E=" << l.experts << ": no peer's block depended on its table";
+  }
+}
+
 TEST_F(CpuOpsTest, ToFloatCopiesActivations) {
   const Vec x = normal(21);
   Tensor out = zeros({3, 7});

@@ -131,6 +131,9 @@ class CudaOps final : public Ops {
                         int64_t expert_set_size, int64_t expert_shards, int64_t capacity,
                         Tensor& rows, Tensor& experts, Tensor& scales) override;
   void do_route_to_replicas(const Tensor& ids, const Tensor& table, Tensor& out) override;
+  void do_pack_from_peers(const Tensor& ids, const Tensor& tables, const Tensor& senders, int64_t tp_size,
+                          int64_t expert_set_size, int64_t expert_shards, int64_t destination, int64_t capacity,
+                          Tensor& rows, Tensor& experts) override;
 
   void do_accumulate_routing(const Tensor& records, int64_t tokens, Tensor& counts,
                              Tensor& pairs) override;

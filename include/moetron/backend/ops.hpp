@@ -216,6 +216,17 @@ class Ops {
   // Ids outside [0, E) give -1. The default goes through the host; a backend may keep it on the
   // device (a CUDA graph can then record it).
   void route_to_replicas(const Tensor& ids, const Tensor& table, Tensor& out);
+  // Rank emulation with redundant experts: what each of P peers sends one destination, in one
+  // call whatever P (per peer it would be route_to_replicas, pack_dispatch and copies). Peer p
+  // routes ids I32 [T, k] (in [0, E)) with copy table tables[senders[p, 0]] (tables I32 [U, E, C],
+  // each as route_to_replicas reads it) and packs, as pack_dispatch, its tp rank's share
+  // [T * r / tp_size, T * (r + 1) / tp_size) of the tokens, r = senders[p, 1] (senders I32
+  // [P, 2], indices in range: device memory, not checked). Block p of rows I32 [P * capacity]
+  // and experts I32 [P * capacity, 1] gets the `capacity` entries pack_dispatch gives
+  // `destination` (-1 past its count). The default goes through the host.
+  void pack_from_peers(const Tensor& ids, const Tensor& tables, const Tensor& senders, int64_t tp_size,
+                       int64_t expert_set_size, int64_t expert_shards, int64_t destination, int64_t capacity,
+                       Tensor& rows, Tensor& experts);
   // Converts activations (or F32) to F32 (logits for sampling, results files). out F32, same
   // size.
   void to_float(const Tensor& x, Tensor& out);
@@ -307,6 +318,9 @@ class Ops {
                                 int64_t last, int64_t expert_set_size, int64_t expert_shards,
                                 int64_t capacity, Tensor& rows, Tensor& experts, Tensor& scales);
   virtual void do_route_to_replicas(const Tensor& ids, const Tensor& table, Tensor& out);
+  virtual void do_pack_from_peers(const Tensor& ids, const Tensor& tables, const Tensor& senders,
+                                  int64_t tp_size, int64_t expert_set_size, int64_t expert_shards,
+                                  int64_t destination, int64_t capacity, Tensor& rows, Tensor& experts);
   virtual void do_argmax_rows(const Tensor& logits, Tensor& ids);
   virtual void do_sample_rows(const Tensor& logits, const std::vector<SamplingParams>& params,
                               const std::vector<uint64_t>& steps, Tensor& ids);

@@ -31,11 +31,13 @@ struct ForwardContext {
   // the experts' paths work on slot ids and expert_set_size is the slot ids per set (E / ep plus
   // the spare slots); the weights' ExpertWeights are numbered the same way.
   std::vector<Tensor> replica_tables;
-  // Rank emulation with redundant experts: per rank of the stage group (in its order), the
-  // copy tables that rank routes with (replica_tables of its dp index's rotation); empty
-  // otherwise. The emulated peers then send this rank what their own tables route here, not
-  // what this rank's table sends itself (route_as_peers).
-  std::vector<std::vector<Tensor>> peer_replica_tables;
+  // Rank emulation with redundant experts: the copy tables the ranks of the stage group route
+  // with (replica_tables of each one's dp index's rotation), as Ops::pack_from_peers reads them,
+  // so that the emulated peers send this rank what their own tables route here, not what this
+  // rank's table sends itself (route_as_peers). Per local layer the distinct tables stacked,
+  // I32 [U, E, C] (undefined for a dense layer); empty otherwise.
+  std::vector<Tensor> peer_tables;
+  Tensor peer_senders;  // I32 [stage ranks, 2]: each rank's index into peer_tables and tp rank
 };
 
 // What one rank's experts computed over a run.
@@ -103,15 +105,12 @@ class ModelForward {
   int64_t expert_id_count() const;
   Range my_expert_ids() const;
   std::pair<int64_t, int64_t> dispatch_share(int64_t tokens) const;
-  std::pair<int64_t, int64_t> dispatch_share(int64_t tokens, int64_t tp_rank) const;
   int64_t dispatch_capacity(int64_t tokens) const;
   ExpertRoute route_with_counts(const Tensor& ids, const Tensor& weights);
   ExpertRoute route_fixed(const Tensor& ids, const Tensor& weights, int64_t dispatch_tokens);
-  void route_as_peers(size_t local_layer, const Tensor& ids, const Tensor& weights, int64_t dispatch_tokens,
-                      ExpertRoute& route);
-  void cut_to_entries(int64_t capacity, const std::vector<int>& alike, ExpertRoute& route);
-  void pack_for_peer(size_t local_layer, int peer, const Tensor& ids, const Tensor& weights, int64_t capacity,
-                     Tensor& rows, Tensor& experts);
+  void route_as_peers(size_t local_layer, const Tensor& ids, int64_t dispatch_tokens, ExpertRoute& route);
+  void cut_to_entries(int64_t capacity, ExpertRoute& route);
+  Tensor upload_temp(DType dtype, std::vector<int64_t> shape, const void* data);
   void exchange_with_experts(const LayerWeights& w, const Tensor& h, const ExpertRoute& route,
                              Tensor& out);
   Tensor ones_for(int64_t n) const;

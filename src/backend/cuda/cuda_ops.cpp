@@ -566,6 +566,15 @@ void CudaOps::do_route_to_replicas(const Tensor& ids, const Tensor& table, Tenso
                              stream_);
 }
 
+void CudaOps::do_pack_from_peers(const Tensor& ids, const Tensor& tables, const Tensor& senders, int64_t tp_size,
+                                 int64_t expert_set_size, int64_t expert_shards, int64_t destination,
+                                 int64_t capacity, Tensor& rows, Tensor& experts) {
+  const int64_t k = ids.numel() > 0 ? ids.cols() : 1;
+  kernels::pack_from_peers(i32(ids), ids.rows(), k, i32(tables), tables.dim(1), tables.dim(2), i32(senders),
+                           senders.rows(), tp_size, expert_set_size, destination / expert_shards, capacity, i32(rows),
+                           i32(experts), stream_);
+}
+
 void CudaOps::argmax(const Tensor& logits, Tensor& ids) {
   MOETRON_CHECK(logits.device == Device::Cuda &&
                     (logits.dtype == DType::BF16 || logits.dtype == DType::F32),
