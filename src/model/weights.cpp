@@ -114,7 +114,7 @@ class Loader {
   // A read weight in one host tensor: the slice itself, or its parts concatenated in staging
   // memory (the first part is always a slice: it gives the dtype).
   Tensor on_host(const Assembly& a) {
-    if (a.pieces.size() == 1 && a.pieces[0].zero_rows == 0) return a.pieces[0].host;
+    if (a.pieces.size() == 1 && a.pieces[0].zero_rows == 0) return a.pieces[0].host.reshape(a.shape);
     const DType dtype = a.pieces.at(0).host.dtype;
     Tensor out = ops_.staging_tensor(dtype, a.shape);
     size_t offset = 0;
