@@ -88,8 +88,10 @@ __global__ void __launch_bounds__(kThreads)
 
 // 256 threads at most 80 registers each, so that three blocks fit an SM: the cooperative launch
 // splits a row over as many blocks as are resident, and with 512 threads at 128 registers (one
-// block an SM) a batch-64 step gave each row two blocks and its ~10 passes took 305 us under
-// ncu (H200, tenth session), bound by the per-token work of each block's threads.
+// block an SM) a batch-64 step gave each row two blocks, its ~10 passes 305 us under ncu (H200,
+// tenth session). With three an SM sampling's share of a batch-64 step fell from +9.5% to +6.6%,
+// but the kernel still takes ~300 us with 12 blocks a row: most of it is each pass's fixed cost
+// (the barrier and exchange between a row's blocks), not the per-token work.
 constexpr int kSampleThreads = 256;
 constexpr int kSampleMinBlocksPerSm = 3;
 

@@ -12,8 +12,6 @@
 namespace moetron {
 namespace {
 
-bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
-
 // The dtype most of a checkpoint's floating-point tensors have. A stray F32 or F16 tensor in a
 // bf16 checkpoint (an exporter's choice for a router or a norm) is converted to it on load, as
 // other loaders do, so every weight of a layer has one dtype.
@@ -21,7 +19,7 @@ DType prevailing_float_dtype(const Checkpoint& c) {
   std::map<DType, int64_t> count;
   for (const std::string& name : c.names()) {
     const DType t = c.get(name).dtype;
-    if (is_float(t)) ++count[t];
+    if (is_float_dtype(t)) ++count[t];
   }
   DType best = DType::BF16;
   for (const auto& [t, n] : count)
@@ -92,7 +90,7 @@ class CheckpointSource : public WeightSource {
     MOETRON_CHECK(bad == n, view.file << ": tensor '" << spec.name << "' holds a non-finite value ("
                                       << load_as_float(out.data, out.dtype, bad) << ") in the slice read "
                                       << where(row_begin, col_begin) << ": damaged checkpoint");
-    if (out.dtype == dtype_ || !is_float(out.dtype)) return out;
+    if (out.dtype == dtype_ || !is_float_dtype(out.dtype)) return out;
     Tensor converted = host_tensor(dtype_, out.shape);
     for (size_t i = 0; i < n; ++i) store_float(load_as_float(out.data, out.dtype, i), dtype_, converted.data, i);
     return converted;

@@ -35,8 +35,9 @@ TEST_F(CudaMemory, UploadWeightConvertsEverySourceDtypeToBf16) {
 }
 
 // Dummy weights made on the device are, bit for bit, what the host generator writes in the
-// source dtype and upload_weight makes of it: slices of wide rows (row stride past the columns),
-// odd widths, an index past 2^32, zero padding, every source dtype.
+// source dtype and upload_weight makes of it (the CPU backend's generate_weight, rounded):
+// slices of wide rows (row stride past the columns), odd widths, an index past 2^32, zero
+// padding, every source dtype.
 TEST_F(CudaMemory, GeneratedWeightsMatchTheHostGenerator) {
   RandomFill fill;
   fill.key = 0x9E3779B97F4A7C15ull;
@@ -52,19 +53,10 @@ TEST_F(CudaMemory, GeneratedWeightsMatchTheHostGenerator) {
   const std::vector<int64_t> shape = {13, 33};
   const bool initial = gpu().generate_on_device();
   for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
-    // The host's weight: generated in the source dtype, then converted as upload_weight does.
-    Tensor host = host_tensor(dt, shape);
-    char* at = static_cast<char*>(host.data);
-    for (const GeneratedRows& p : parts) {
-      const size_t bytes = static_cast<size_t>(p.rows * p.cols) * dtype_size(dt);
-      if (p.zeros)
-        std::memset(at, 0, bytes);
-      else
-        fill_random_rows(p.fill, dt, p.first, p.row_stride, p.rows, p.cols, at);
-      at += bytes;
-    }
-    std::vector<float> expect(static_cast<size_t>(host.numel()));
-    for (size_t i = 0; i < expect.size(); ++i) expect[i] = bf16_to_float(float_to_bf16(load_as_float(host.data, dt, i)));
+    // The host's weight: the CPU backend's (generated in the source dtype, then held as float),
+    // rounded to bf16 as upload_weight does.
+    std::vector<float> expect = read(cpu(), cpu().generate_weight(parts, dt, shape));
+    for (float& v : expect) v = bf16_to_float(float_to_bf16(v));
     for (bool on_device : {true, false}) {
       gpu().set_generate_on_device(on_device);
       Tensor w = gpu().generate_weight(parts, dt, shape);

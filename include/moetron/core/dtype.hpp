@@ -13,6 +13,8 @@ size_t dtype_size(DType t);
 const char* dtype_name(DType t);  // safetensors spelling: F32, F16, BF16, I32, I64
 // Parses the safetensors dtype string; throws Error naming `where` for an unsupported one.
 DType parse_dtype(const std::string& name, const std::string& where);
+// The floating-point dtypes weights may come in (F32, F16, BF16).
+inline bool is_float_dtype(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
 inline float bf16_to_float(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;

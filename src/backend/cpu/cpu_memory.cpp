@@ -16,7 +16,7 @@ void copy_bytes(void* dst, const void* src, size_t n) {
 }  // namespace
 
 Tensor CpuOps::upload_weight(const Tensor& host) {
-  MOETRON_CHECK(host.dtype == DType::F32 || host.dtype == DType::F16 || host.dtype == DType::BF16,
+  MOETRON_CHECK(is_float_dtype(host.dtype),
                 "cannot use a " << host.describe() << " tensor as a weight (expected F32, F16 or BF16)");
   MOETRON_ASSERT(host.device == Device::Cpu);
   Tensor out = host_tensor(DType::F32, host.shape);

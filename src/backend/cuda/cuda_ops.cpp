@@ -194,7 +194,7 @@ void CudaOps::temp_release(size_t mark) {
 Tensor CudaOps::upload_weight(const Tensor& host) {
   MOETRON_CHECK(host.device == Device::Cpu,
                 "upload_weight: source must be on the host, got " << host.describe());
-  MOETRON_CHECK(host.dtype == DType::F32 || host.dtype == DType::F16 || host.dtype == DType::BF16,
+  MOETRON_CHECK(is_float_dtype(host.dtype),
                 "upload_weight: weights must be F32, F16 or BF16, got " << host.describe());
   Tensor out = alloc(DType::BF16, host.shape);
   const int64_t n = host.numel();
@@ -221,7 +221,7 @@ Tensor CudaOps::upload_weight(const Tensor& host) {
 Tensor CudaOps::generate_weight(const std::vector<GeneratedRows>& parts, DType source_dtype,
                                 std::vector<int64_t> shape) {
   if (!generate_on_device_) return Ops::generate_weight(parts, source_dtype, std::move(shape));
-  MOETRON_CHECK(source_dtype == DType::F32 || source_dtype == DType::F16 || source_dtype == DType::BF16,
+  MOETRON_CHECK(is_float_dtype(source_dtype),
                 "generate_weight: weights must be F32, F16 or BF16, got " << dtype_name(source_dtype));
   Tensor out = alloc(DType::BF16, std::move(shape));
   int64_t offset = 0;  // elements of `out` written so far
