@@ -37,9 +37,8 @@ class CudaOps final : public Ops {
   std::string name() const override;
 
   Tensor upload_weight(const Tensor& host) override;
-  // Generates on the device with MOETRON_DUMMY_ON_DEVICE=1 (opt-in until its GPU test has
-  // passed on a GPU: kernels/random_fill.cu); otherwise the host generator and an upload. Tests
-  // choose with set_generate_on_device.
+  // Generates on the device (kernels/random_fill.cu) unless MOETRON_DUMMY_ON_DEVICE=0, which
+  // takes the host generator and an upload. Tests choose with set_generate_on_device.
   Tensor generate_weight(const std::vector<GeneratedRows>& parts, DType source_dtype,
                          std::vector<int64_t> shape) override;
   // Page-locked, from a pool kept until finish_weight_uploads (src/backend/cuda/cuda_staging.cpp).
@@ -166,7 +165,7 @@ class CudaOps final : public Ops {
   void* cublas_workspace_ = nullptr;
   std::shared_ptr<cuda::ExpertGemmStreams> expert_gemms_;  // prefill's per-expert GEMMs; null with the tiles
   DecodeExpertKernel decode_expert_kernel_ = DecodeExpertKernel::kMma;
-  bool generate_on_device_ = false;  // MOETRON_DUMMY_ON_DEVICE
+  bool generate_on_device_ = true;  // MOETRON_DUMMY_ON_DEVICE
   void* arena_ = nullptr;
   size_t arena_bytes_ = 0;
   size_t arena_used_ = 0;
