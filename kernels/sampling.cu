@@ -91,12 +91,17 @@ __global__ void __launch_bounds__(kThreads)
 // block an SM) a batch-64 step gave each row two blocks, its ~10 passes 305 us under ncu (H200,
 // tenth session). With three an SM sampling's share of a batch-64 step fell from +9.5% to +6.6%,
 // but the kernel still takes ~300 us with 12 blocks a row: most of it is each pass's fixed cost
-// (the barrier and exchange between a row's blocks), not the per-token work.
+// (the barrier and exchange between a row's blocks), not the per-token work. Eleventh session:
+// picks by binary search over scanned sums (not a 256-bin walk by every thread) and unrolled
+// exchange loads took 8.5% (batch 64, 425 -> 389 us) and 11% (batch 1, ~238 -> ~210 us) off the
+// kernel under ncu, same call: the passes' cost lies mostly elsewhere.
 constexpr int kSampleThreads = 256;
 constexpr int kSampleMinBlocksPerSm = 3;
 
 struct SampleShared {
   radix::Histogram hist;
+  uint32_t warp_count[kSampleThreads / 32];  // the scan of fill_sums_before, a total a warp
+  unsigned long long warp_mass[kSampleThreads / 32];
 };
 
 struct MaxOp {
@@ -194,7 +199,9 @@ class BlockRow {
     if (group_.splits() == 1) return best;
     if (threadIdx.x == 0) group_.mine().max_key = best;
     group_.arrive_and_wait();
-    for (int s = 0; s < group_.splits(); ++s) best = MaxOp{}(best, __ldcg(&group_.slot(s).max_key));
+#pragma unroll
+    for (int s = 0; s < radix::kMaxBlocksPerRow; ++s)  // unrolled: the loads go out together
+      if (s < group_.splits()) best = MaxOp{}(best, __ldcg(&group_.slot(s).max_key));
     group_.next_pass();
     return best;
   }
@@ -209,7 +216,9 @@ class BlockRow {
     if (threadIdx.x == 0) group_.mine().sum = sum;
     group_.arrive_and_wait();
     sum = 0.0;
-    for (int s = 0; s < group_.splits(); ++s) sum += __ldcg(&group_.slot(s).sum);
+#pragma unroll
+    for (int s = 0; s < radix::kMaxBlocksPerRow; ++s)  // in slice order: the same sum every run
+      if (s < group_.splits()) sum += __ldcg(&group_.slot(s).sum);
     group_.next_pass();
     return sum;
   }
@@ -251,9 +260,12 @@ class BlockRow {
       for (int b = threadIdx.x; b < radix::kBins; b += kSampleThreads) {
         uint32_t count = 0;
         unsigned long long mass = 0;
-        for (int s = 0; s < group_.splits(); ++s) {
-          count += __ldcg(&group_.slot(s).count[b]);
-          mass += __ldcg(&group_.slot(s).mass[b]);
+#pragma unroll
+        for (int s = 0; s < radix::kMaxBlocksPerRow; ++s) {  // unrolled: one L2 round trip, not 2 a block
+          if (s < group_.splits()) {
+            count += __ldcg(&group_.slot(s).count[b]);
+            mass += __ldcg(&group_.slot(s).mass[b]);
+          }
         }
         h.count[b] = count;
         h.mass[b] = mass;
@@ -261,12 +273,47 @@ class BlockRow {
       group_.next_pass();
       __syncthreads();
     }
+    fill_sums_before(h);
     return h;
   }
 
  private:
   static constexpr unsigned kWarp = 0xffffffffu;
-  static constexpr int kSampleUnroll = 2;  // 16-byte loads in flight per thread (registers: see kSampleThreads)
+  static constexpr int kSampleUnroll = 2;
+
+  // radix::fill_sums_before as an exclusive block scan in candidate order: thread t owns digit
+  // kBins - 1 - t. Integer sums, so the same values as the host's sequential sweep. Ends with a
+  // barrier: every thread may pick from the sums on return.
+  __device__ void fill_sums_before(radix::Histogram& h) {
+    static_assert(kSampleThreads == radix::kBins, "one thread a bin");
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int d = radix::kBins - 1 - static_cast<int>(threadIdx.x);
+    const uint32_t own_count = h.count[d];
+    const unsigned long long own_mass = h.mass[d];
+    uint32_t count = own_count;  // inclusive within the warp
+    unsigned long long mass = own_mass;
+#pragma unroll
+    for (int offset = 1; offset < 32; offset <<= 1) {
+      const uint32_t c = __shfl_up_sync(kWarp, count, offset);
+      const unsigned long long m = __shfl_up_sync(kWarp, mass, offset);
+      if (lane >= offset) {
+        count += c;
+        mass += m;
+      }
+    }
+    if (lane == 31) {
+      shared_.warp_count[warp] = count;
+      shared_.warp_mass[warp] = mass;
+    }
+    __syncthreads();
+    for (int w = 0; w < warp; ++w) {
+      count += shared_.warp_count[w];
+      mass += shared_.warp_mass[w];
+    }
+    h.count_before[d] = count - own_count;
+    h.mass_before[d] = mass - own_mass;
+    __syncthreads();
+  }  // 16-byte loads in flight per thread (registers: see kSampleThreads)
 
   // f(logit, index, valid) for each logit of this block's slice that this thread owns, each
   // logit exactly once over the row's blocks. The trip count is the same for all lanes of a

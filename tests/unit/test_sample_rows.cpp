@@ -123,6 +123,7 @@ class SequentialRow {
       ++hist_.count[d];
       if (w != nullptr) hist_.mass[d] += radix::fixed_point((*w)(logits_[i]), per_unit);
     }
+    radix::fill_sums_before(hist_);
     return hist_;
   }
 
@@ -178,6 +179,63 @@ TEST(RadixSampling, BlocksPerRowFillTheDeviceWithinTheirBounds) {
     // Never fewer blocks than both bounds allow.
     const int64_t allowed = std::min({radix::kMaxBlocksPerRow, resident / rows, vocab / radix::kMinSlice});
     ASSERT_EQ(blocks, std::max<int64_t>(1, allowed));
+  }
+}
+
+// The picks binary-search the integer sums before each bin; the walk over the bins from the
+// highest digit down (what they replace) is the reference: the same bin always, and the same
+// cumulative weight up to the rounding of a sum added bin by bin (1e-12 of the total here).
+TEST(RadixSampling, PicksAgreeWithAWalkOverTheBins) {
+  std::mt19937_64 rng(41);
+  for (int trial = 0; trial < 3000; ++trial) {
+    radix::Histogram h{};
+    const int fill = static_cast<int>(rng() % 4);  // empty, sparse, half, dense
+    for (int d = 0; d < radix::kBins; ++d) {
+      const bool used = fill == 0 ? false : fill == 1 ? rng() % 40 == 0 : fill == 2 ? rng() % 2 == 0 : true;
+      if (!used) continue;
+      h.count[d] = 1 + static_cast<uint32_t>(rng() % 5);
+      h.mass[d] = rng() % 7 == 0 ? 0 : rng() % (1ull << 44);  // some keys weigh nothing
+    }
+    radix::fill_sums_before(h);
+    uint32_t total = 0;
+    unsigned long long total_mass = 0;
+    for (int d = 0; d < radix::kBins; ++d) total += h.count[d], total_mass += h.mass[d];
+    const double unit = 1.0 / static_cast<double>(1ull << 40), base = (rng() % 3) * 0.25;
+    const double span = static_cast<double>(total_mass) * unit;
+    if (total > 0) {
+      const uint32_t k = 1 + static_cast<uint32_t>(rng() % total);
+      uint32_t before = 0;
+      int expect = -1;
+      for (int d = radix::kBins - 1; d >= 0; --d) {
+        if (before + h.count[d] >= k) {
+          expect = d;
+          break;
+        }
+        before += h.count[d];
+      }
+      const radix::Pick got = radix::pick_kth(h, k);
+      ASSERT_EQ(got.digit, expect) << "trial " << trial << " k " << k;
+      ASSERT_EQ(got.count_before, before) << "trial " << trial;
+    }
+    for (const bool strict : {false, true}) {
+      // Targets below the base, inside the range, on a bin's edge and beyond the total.
+      const double edge = base + static_cast<double>(h.mass_before[rng() % radix::kBins]) * unit;
+      for (const double target : {base - 1.0, base + span * (rng() % 1000) / 1000.0, edge, base + span + 1.0}) {
+        radix::Pick walk;  // the walk: first nonempty bin reaching the target, else the last
+        double c = base;
+        for (int d = radix::kBins - 1; d >= 0; --d) {
+          if (h.count[d] == 0) continue;
+          const double next = c + static_cast<double>(h.mass[d]) * unit;
+          walk.digit = d;
+          walk.mass_before = c;
+          if (strict ? next > target : next >= target) break;
+          c = next;
+        }
+        const radix::Pick got = radix::pick_reaching(h, unit, base, target, strict);
+        ASSERT_EQ(got.digit, walk.digit) << "trial " << trial << " target " << target << " strict " << strict;
+        ASSERT_NEAR(got.mass_before, walk.mass_before, 1e-12 * (1.0 + span)) << "trial " << trial;
+      }
+    }
   }
 }
 

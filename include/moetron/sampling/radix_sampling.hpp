@@ -106,14 +106,32 @@ MOETRON_HOST_DEVICE inline Range narrowed(Range r, int digit) {
 
 // ---- histograms -----------------------------------------------------------------------------
 
-// Per digit of one level: how many keys of the range, and their weights in fixed point.
+// Per digit of one level: how many keys of the range, and their weights in fixed point; and per
+// digit the same sums over the bins before it in candidate order (the higher digits), so that a
+// pick is a binary search instead of a walk over 256 bins. The sums are integers, so the device
+// (a parallel scan, kernels/sampling.cu) and the host (fill_sums_before) agree exactly.
 struct Histogram {
   uint32_t count[kBins];
   unsigned long long mass[kBins];
+  uint32_t count_before[kBins];            // keys in the bins of higher digits
+  unsigned long long mass_before[kBins];   // their fixed-point weight
 };
 
+// count_before and mass_before from count and mass, in one sequential sweep (the reference the
+// device's scan must match).
+MOETRON_HOST_DEVICE inline void fill_sums_before(Histogram& h) {
+  uint32_t c = 0;
+  unsigned long long m = 0;
+  for (int d = kBins - 1; d >= 0; --d) {
+    h.count_before[d] = c;
+    h.mass_before[d] = m;
+    c += h.count[d];
+    m += h.mass[d];
+  }
+}
+
 // A weight in units of 1 / per_unit, rounded down; per_unit = 2^52 / (a bound of the range's
-// mass), so a bin's sum stays below 2^53.
+// mass), so a bin's sum stays below 2^53 and the range's below 2^53 plus its key count.
 MOETRON_HOST_DEVICE inline unsigned long long fixed_point(float weight, double per_unit) {
   return static_cast<unsigned long long>(static_cast<double>(weight) * per_unit);
 }
@@ -124,32 +142,65 @@ struct Pick {
   double mass_before = 0.0;   // cumulative weight before it (the descent's base included)
 };
 
+// The highest digit d in [0, hi] for which holds(d), where holds is true on [0, d*] and false
+// above (monotone in candidate order); -1 when it holds nowhere in [0, hi].
+template <class Holds>
+MOETRON_HOST_DEVICE inline int last_holding(int hi, const Holds& holds) {
+  int lo = -1;  // invariant: holds(lo) (or lo == -1), !holds(hi + 1)
+  ++hi;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (holds(mid))
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+// Keys in the bins of digits >= d: grows as d falls.
+MOETRON_HOST_DEVICE inline uint32_t count_through(const Histogram& h, int d) {
+  return h.count_before[d] + h.count[d];
+}
+
 // The bin holding the k-th key (1-based) in candidate order; k <= the range's size.
 MOETRON_HOST_DEVICE inline Pick pick_kth(const Histogram& h, uint32_t k) {
   Pick p;
-  for (int d = kBins - 1; d >= 0; --d) {
-    p.digit = d;
-    if (p.count_before + h.count[d] >= k) break;
-    p.count_before += h.count[d];
-  }
+  p.digit = last_holding(kBins - 1, [&](int d) { return count_through(h, d) >= k; });
+  if (p.digit < 0) p.digit = 0;  // k beyond the range: not asked
+  p.count_before = h.count_before[p.digit];
   return p;
 }
 
 // The first nonempty bin whose cumulative weight reaches target (> when strict, else >=),
 // counting from base; the last nonempty bin when rounding leaves none (digit -1: empty range).
+// The cumulative weight of a bin is base + (its integer sum through the bin) * unit.
 MOETRON_HOST_DEVICE inline Pick pick_reaching(const Histogram& h, double unit, double base,
                                               double target, bool strict) {
-  Pick last;
-  double c = base;
-  for (int d = kBins - 1; d >= 0; --d) {
-    if (h.count[d] == 0) continue;
-    const double next = c + static_cast<double>(h.mass[d]) * unit;
-    last.digit = d;
-    last.mass_before = c;
-    if (strict ? next > target : next >= target) break;
-    c = next;
+  const auto cumulative = [&](int d, bool through) {
+    const unsigned long long m = h.mass_before[d] + (through ? h.mass[d] : 0ull);
+    return base + static_cast<double>(m) * unit;
+  };
+  const uint32_t total = count_through(h, 0);
+  Pick p;
+  if (total == 0) return p;
+  const int reached = last_holding(kBins - 1, [&](int d) {
+    const double next = cumulative(d, true);
+    return strict ? next > target : next >= target;
+  });
+  // The highest nonempty bin at or below `reached` (the keys before it are those before the
+  // bin): then every nonempty bin above it stays short of the target.
+  int digit = -1;
+  if (reached >= 0 && total > h.count_before[reached]) {
+    const uint32_t before = h.count_before[reached];
+    digit = last_holding(reached, [&](int d) { return count_through(h, d) > before; });
   }
-  return last;
+  if (digit < 0)  // not reached: the lowest nonempty bin
+    digit = last_holding(kBins - 1, [&](int d) { return count_through(h, d) == total; });
+  p.digit = digit;
+  p.count_before = h.count_before[digit];
+  p.mass_before = cumulative(digit, false);
+  return p;
 }
 
 // ---- blocks per row (the device sampler) ---------------------------------------------------
