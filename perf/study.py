@@ -23,7 +23,9 @@ The grid (JSON; perf/study_grids/ has the CI grid and the GPU grid):
               moetron lacks is refused at prepare, e.g. routing_skew before --routing-skew exists)
   run_options {"factor": "--moetron-run-option"}; by default routing_skew -> --routing-skew,
               prefill_chunk -> --prefill-chunk (chunked prefill: 0 is whole prompts, "auto" the
-              adaptive chunk) and itl_target_ratio -> --itl-target-ratio (with auto only).
+              adaptive chunk), itl_target_ratio -> --itl-target-ratio (with auto only),
+              admission -> --admission (continuous, or static: groups prefilled, then decoded
+              together) and max_batch -> --max-batch (sequences in one step).
               Levels may be numbers or text (e.g. [0, 256, "auto"]): every factor is categorical
   repeats     runs per grid point (the workload seed is the repeat index)
   requests    requests per workload;  run_args: more `moetron run` options
@@ -37,7 +39,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_RESPONSES = ["output_tokens_per_s", "itl_p99_s", "ttft_p99_s"]
 BUILT_IN = {"model", "plan", "kind", "concurrency", "rate"}
 DEFAULT_RUN_OPTIONS = {"routing_skew": "--routing-skew", "prefill_chunk": "--prefill-chunk",
-                       "itl_target_ratio": "--itl-target-ratio"}
+                       "itl_target_ratio": "--itl-target-ratio", "admission": "--admission",
+                       "max_batch": "--max-batch"}
 
 
 def fail(message):

@@ -44,6 +44,7 @@ RunSettings settings_from(const RunOptions& o) {
   settings.max_batch_tokens = o.max_batch_tokens;
   settings.prefill_chunk = o.prefill_chunk;
   settings.itl_target_ratio = o.itl_target_ratio;
+  settings.admission = o.admission;
   settings.block_size = o.block_size;
   settings.kv_cache_tokens = o.kv_cache_tokens;
   settings.gpu_memory_fraction = o.gpu_memory_fraction;

@@ -76,6 +76,15 @@ po::options_description run_options(RunOptions& o) {
        }),
        "with --prefill-chunk auto: the most a step that takes prefill may last over a decode-only step of "
        "the same decode batch (> 1; default 2)")
+      ("admission",
+       po::value<std::string>()->default_value(admission_text(o.admission))->notifier([&o](const std::string& s) {
+         o.admission = parse_admission(s);
+       }),
+       "continuous: a waiting request joins any step with room, its prefill beside the running requests' "
+       "decodes; static: requests are admitted only when none is running, as a group (within --max-batch "
+       "and --max-batch-tokens) that is prefilled, then decoded together until its last request finishes, "
+       "so no step holds both prefill and decodes (a request preempted meanwhile is recomputed with the "
+       "next group)")
       ("kv-cache-tokens", po::value(&o.kv_cache_tokens)->default_value(o.kv_cache_tokens),
        "KV-cache capacity in tokens per replica (0: sized from free memory, or from the requests on the CPU)")
       ("block-size", po::value(&o.block_size)->default_value(o.block_size), "tokens per KV-cache block")

@@ -7,6 +7,7 @@
 
 #include "moetron/analysis/latency_summary.hpp"
 #include "moetron/comm/collective_watchdog.hpp"
+#include "moetron/engine/scheduler.hpp"
 
 namespace moetron::apps {
 
@@ -26,6 +27,8 @@ struct RunOptions {
   int64_t prefill_chunk = 0;
   double itl_target_ratio = 2.0;
   bool itl_target_ratio_given = false;
+  // --admission continuous|static: when a waiting request may join a step (engine/scheduler.hpp).
+  Admission admission = Admission::Continuous;
   double gpu_memory_fraction = 0.9;
   int64_t memory_per_rank = 0;
   double collective_timeout = kDefaultCollectiveTimeoutS;  // seconds; 0: off

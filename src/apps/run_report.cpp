@@ -92,6 +92,7 @@ RunResults assemble_results(const RunFacts& run, const std::vector<RequestSpec>&
   results.meta.plan = plan.to_string();
   results.meta.model_config = config.to_json().dump();
   results.meta.extra["prefill_chunk"] = prefill_chunk_text(o.prefill_chunk);  // the study's factor
+  results.meta.extra["admission"] = admission_text(o.admission);              // and another
   if (o.prefill_chunk == kPrefillChunkAuto) {
     std::ostringstream ratio;
     ratio << o.itl_target_ratio;

@@ -357,6 +357,7 @@ RunOutcome RunSession::run() {
   eo.limits.max_batch_seqs = settings_.max_batch;
   eo.limits.max_batch_tokens = settings_.max_batch_tokens;
   eo.limits.prefill_chunk = settings_.prefill_chunk;
+  eo.limits.admission = settings_.admission;
   eo.adaptive_chunk.itl_target_ratio = settings_.itl_target_ratio;
   eo.limits.max_step_tokens = max_step_tokens_;
   eo.kv_blocks = kv_blocks_;

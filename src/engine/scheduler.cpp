@@ -23,6 +23,16 @@ void BlockPool::give_back(std::vector<int32_t>& blocks) {
   blocks.clear();
 }
 
+Admission parse_admission(const std::string& text) {
+  if (text == "continuous") return Admission::Continuous;
+  MOETRON_CHECK(text == "static", "--admission must be continuous or static, got '" << text << "'");
+  return Admission::Static;
+}
+
+std::string admission_text(Admission admission) {
+  return admission == Admission::Static ? "static" : "continuous";
+}
+
 Scheduler::Scheduler(std::vector<Sequence*> sequences, int64_t num_blocks,
                      const SchedulerLimits& limits)
     : all_(std::move(sequences)), pool_(num_blocks), limits_(limits) {
@@ -94,16 +104,21 @@ int64_t Scheduler::schedule_decodes(std::vector<ScheduledSeq>& step) {
   }
   // The blocks the decoders take in the next step stay free for them: handing them to a
   // prefill would only preempt it again.
-  int64_t reserved = 0;
-  for (const Sequence* s : running_)
-    if (!s->prefilling() && starts_block(s->cached_tokens + 1)) ++reserved;
-  return reserved;
+  return decode_blocks(1);
 }
 
-std::vector<Sequence*> Scheduler::prefill_queue() const {
+int64_t Scheduler::decode_blocks(int64_t ahead) const {
+  int64_t blocks = 0;
+  for (const Sequence* s : running_)
+    if (!s->prefilling() && starts_block(s->cached_tokens + ahead)) ++blocks;
+  return blocks;
+}
+
+std::vector<Sequence*> Scheduler::prefill_queue(bool admit) const {
   std::vector<Sequence*> queue;
   for (Sequence* s : running_)
     if (s->prefilling()) queue.push_back(s);
+  if (!admit) return queue;
   for (Sequence* s : seqs_)
     if (s->state == Sequence::State::Waiting) queue.push_back(s);
   return queue;
@@ -131,13 +146,33 @@ int64_t Scheduler::chunk_tokens(const Sequence& s, const std::vector<ScheduledSe
 
 std::vector<ScheduledSeq> Scheduler::next_step(const PrefillBudget& adaptive) {
   std::vector<ScheduledSeq> step;
-  int64_t reserved = schedule_decodes(step);
+  if (limits_.admission == Admission::Continuous) {
+    const int64_t reserved = schedule_decodes(step);
+    schedule_prefills(step, adaptive, reserved, /*admit=*/true);
+    return step;
+  }
+  // Static: the group's prefill first (a new group only when nothing runs), keeping the blocks
+  // of the waiting decoders' next tokens free; its decoders alone when there is none, or when it
+  // cannot progress.
+  const bool group_prefilling =
+      std::any_of(running_.begin(), running_.end(), [](const Sequence* s) { return s->prefilling(); });
+  if (running_.empty() || group_prefilling)
+    schedule_prefills(step, adaptive, decode_blocks(0), /*admit=*/running_.empty());
+  if (step.empty()) {
+    prefill_budget_ = 0;
+    schedule_decodes(step);
+  }
+  return step;
+}
+
+void Scheduler::schedule_prefills(std::vector<ScheduledSeq>& step, const PrefillBudget& adaptive,
+                                  int64_t reserved, bool admit) {
   const bool is_adaptive = limits_.prefill_chunk == kPrefillChunkAuto;
   MOETRON_ASSERT(!is_adaptive || adaptive);
   prefill_budget_ = is_adaptive ? adaptive(static_cast<int64_t>(step.size())) : limits_.prefill_chunk;
   MOETRON_ASSERT(prefill_budget_ >= 0);
   int64_t budget = limits_.prefill_chunk != 0 ? prefill_budget_ : limits_.max_batch_tokens;
-  for (Sequence* s : prefill_queue()) {
+  for (Sequence* s : prefill_queue(admit)) {
     if (static_cast<int64_t>(step.size()) >= limits_.max_batch_seqs) break;
     const int64_t count = chunk_tokens(*s, step, budget, reserved);
     if (count == 0) break;  // first come, first served: nobody overtakes the head
@@ -155,7 +190,6 @@ std::vector<ScheduledSeq> Scheduler::next_step(const PrefillBudget& adaptive) {
     if (!last_chunk) break;  // the budget or the cache is spent
     if (starts_block(end)) ++reserved;  // its first decode starts a block
   }
-  return step;
 }
 
 void Scheduler::complete_step(const std::vector<ScheduledSeq>& step,

@@ -39,6 +39,8 @@ expect negative-prefill-chunk "\-\-prefill-chunk must be auto or an integer >= 0
   "$MOETRON" "${base[@]}" --model "$good" --out "$WORK/out.h5" --prefill-chunk -3
 expect word-prefill-chunk "\-\-prefill-chunk must be auto or an integer >= 0 (0: whole prompts), got 'fast'" \
   "$MOETRON" "${base[@]}" --model "$good" --out "$WORK/out.h5" --prefill-chunk fast
+expect bad-admission "\-\-admission must be continuous or static, got 'gang'" \
+  "$MOETRON" "${base[@]}" --model "$good" --out "$WORK/out.h5" --admission gang
 expect low-itl-ratio "\-\-itl-target-ratio must be a number > 1, got 1" "$MOETRON" "${base[@]}" --model "$good" \
   --out "$WORK/out.h5" --prefill-chunk auto --itl-target-ratio 1
 expect itl-ratio-without-auto "\-\-itl-target-ratio sizes adaptive chunks: it needs \-\-prefill-chunk auto" \

@@ -4,7 +4,8 @@
 # blocks), each chunk attending to the earlier ones through the KV cache, give the same greedy
 # tokens and logits as whole prompts: on one rank, in a cache tight enough to preempt requests
 # part-way through their prefill, and under dp=2 and pp=2 on two ranks. Also: whole prompts'
-# recompute longer than a step holds goes in pieces.
+# recompute longer than a step holds goes in pieces. Static admission (--admission static: groups
+# prefilled, then decoded together) changes the schedule, not the tokens either, preempting too.
 source "$(dirname "$0")/common.bash"
 random_prompts "$WORK/prompts.jsonl" 6 11 "3 + i % 4" 256 20
 args=(run --model "$FIXTURES/qwen2_moe" --prompts "$WORK/prompts.jsonl" --backend cpu --ignore-eos
@@ -13,9 +14,14 @@ args=(run --model "$FIXTURES/qwen2_moe" --prompts "$WORK/prompts.jsonl" --backen
 "$MOETRON" "${args[@]}" --log-level warn --prefill-chunk 7 --out "$WORK/chunked.h5"
 "$COMPARE_RESULTS" "$WORK/chunked.h5" "$WORK/whole.h5" --rtol 1e-5 || fail "chunked prefill changed the results"
 
+# Static admission (groups of 2, whole prompts): the same tokens and logits (the schedule itself
+# is checked in tests/unit/test_static_admission.cpp).
+"$MOETRON" "${args[@]}" --log-level warn --admission static --max-batch 2 --out "$WORK/static.h5"
+"$COMPARE_RESULTS" "$WORK/static.h5" "$WORK/whole.h5" --rtol 1e-5 || fail "static admission changed the results"
+
 # The chunks were real: no step took more than 7 prompt tokens (its tokens beyond one per
-# sequence are at most 7 - 1), while whole prompts did; the run records its setting.
-"$PYTHON" - "$WORK/chunked.h5" "$WORK/whole.h5" <<'PY' || fail "the steps do not show 7-token chunks"
+# sequence are at most 7 - 1), while whole prompts did; each run records its settings.
+"$PYTHON" - "$WORK/chunked.h5" "$WORK/whole.h5" "$WORK/static.h5" <<'PY' || fail "no 7-token chunks, or a setting not recorded"
 import sys, h5py
 def most_beyond_one_each(path):
     steps = h5py.File(path)["/steps"]
@@ -23,10 +29,12 @@ def most_beyond_one_each(path):
 chunked, whole = most_beyond_one_each(sys.argv[1]), most_beyond_one_each(sys.argv[2])
 print(f"most tokens beyond one per sequence in a step: chunked {chunked}, whole prompts {whole}")
 assert chunked <= 6 < whole, (chunked, whole)
-for path, want in ((sys.argv[1], "7"), (sys.argv[2], "0")):
-    got = h5py.File(path).attrs["prefill_chunk"]
-    got = got.decode() if isinstance(got, bytes) else got
-    assert got == want, f"{path}: /@prefill_chunk is {got!r}, expected {want}"
+for path, chunk, admission in ((sys.argv[1], "7", "continuous"), (sys.argv[2], "0", "continuous"),
+                               (sys.argv[3], "0", "static")):
+    for name, want in (("prefill_chunk", chunk), ("admission", admission)):
+        got = h5py.File(path).attrs[name]
+        got = got.decode() if isinstance(got, bytes) else got
+        assert got == want, f"{path}: /@{name} is {got!r}, expected {want}"
 PY
 
 # Room for the longest request alone: the request under prefill fills the free blocks with its
@@ -41,17 +49,22 @@ grep -q "KV cache ran short: [1-9][0-9]* preemption" "$WORK/preempted.log" ||
 
 # Whole prompts, a recompute longer than any step holds: 10-token prompts and up to 30 new
 # tokens, steps of at most 12 tokens; a request preempted late is recomputed from more than 12
-# tokens, in pieces (it used to stop the run on the routing record's size).
+# tokens, in pieces (it used to stop the run on the routing record's size). Static admission,
+# steps unbounded: the three requests run as one group until the cache runs short, and the
+# request preempted is recomputed with the next group.
 "$PYTHON" -c 'import json
 for i in range(3): print(json.dumps({"prompt_tokens": list(range(5 + i, 15 + i)), "max_new_tokens": 30}))' \
   >"$WORK/long_recompute.jsonl"
 recompute=(run --model "$FIXTURES/qwen2_moe" --prompts "$WORK/long_recompute.jsonl" --backend cpu --ignore-eos
-           --max-batch-tokens 12 --block-size 4 --log-level info)
-"$MOETRON" "${recompute[@]}" --kv-cache-tokens 48 --out "$WORK/pieces.h5" >"$WORK/pieces.log" 2>&1 ||
-  fail "a recompute longer than a step failed: $(tail -3 "$WORK/pieces.log")"
-grep -q "KV cache ran short: [1-9][0-9]* preemption" "$WORK/pieces.log" || fail "nothing was preempted"
-"$MOETRON" "${recompute[@]}" --out "$WORK/roomy.h5" >/dev/null 2>&1 || fail "the roomy run failed"
-"$COMPARE_RESULTS" "$WORK/pieces.h5" "$WORK/roomy.h5" --no-logits || fail "the recompute in pieces changed the tokens"
+           --block-size 4 --log-level info)
+"$MOETRON" "${recompute[@]}" --max-batch-tokens 12 --out "$WORK/roomy.h5" >/dev/null 2>&1 || fail "the roomy run failed"
+for tight in "--max-batch-tokens 12" "--admission static"; do
+  # shellcheck disable=SC2086 # two words: the option and its value
+  "$MOETRON" "${recompute[@]}" $tight --kv-cache-tokens 48 --out "$WORK/pieces.h5" >"$WORK/pieces.log" 2>&1 ||
+    fail "the tight run ($tight) failed: $(tail -3 "$WORK/pieces.log")"
+  grep -q "KV cache ran short: [1-9][0-9]* preemption" "$WORK/pieces.log" || fail "nothing was preempted ($tight)"
+  "$COMPARE_RESULTS" "$WORK/pieces.h5" "$WORK/roomy.h5" --no-logits || fail "the tight run ($tight) changed the tokens"
+done
 
 for plan in dp=2 pp=2; do
   echo "== --prefill-chunk 7 with $plan on 2 ranks"

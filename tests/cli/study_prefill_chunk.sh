@@ -35,4 +35,23 @@ for want in "## Throughput knee" "| model=olmoe, kind=short, prefill_chunk=0 | r
             "| model=olmoe, kind=short, prefill_chunk=auto | rate |"; do
   grep -qF -- "$want" "$study/STUDY.md" || { cat "$study/STUDY.md"; fail "STUDY.md lacks '$want'"; }
 done
-echo "the study runs prefill_chunk as a factor and tables the knee per setting"
+
+# admission and max_batch map to --admission and --max-batch too (as in
+# perf/study_grids/h200-latency-capped.json): prepared only.
+cat >"$WORK/capped.json" <<'JSON'
+{"models": {"olmoe": "tests/fixtures/olmoe"},
+ "factors": {"model": ["olmoe"], "kind": ["short"], "admission": ["static"], "max_batch": [1, 4], "rate": [5]},
+ "repeats": 1, "requests": 6, "run_args": ["--backend", "cpu"]}
+JSON
+"$PYTHON" "$MOETRON_SOURCE_DIR/perf/study.py" prepare "$WORK/capped.json" --dir "$WORK/capped" --moetron "$MOETRON" \
+  --source "$MOETRON_SOURCE_DIR" >/dev/null || fail "prepare refused admission or max_batch"
+"$PYTHON" - "$WORK/capped/tasks.json" <<'PY' || fail "prepare did not map admission and max_batch"
+import json, sys
+tasks = json.load(open(sys.argv[1]))["tasks"]
+assert [t["factors"]["max_batch"] for t in tasks] == [1, 4], tasks
+for t in tasks:
+    run = t["run"]
+    assert run[run.index("--admission") + 1] == "static", run
+    assert run[run.index("--max-batch") + 1] == str(t["factors"]["max_batch"]), run
+PY
+echo "the study runs prefill_chunk as a factor and tables the knee per setting; admission and max_batch map to their options"

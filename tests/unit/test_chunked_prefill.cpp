@@ -26,7 +26,8 @@ int64_t blocks_for(int64_t tokens, int64_t block_size) { return (tokens + block_
 // stay within the chunk and the step within max_batch_tokens; a chunk continues where the
 // sequence's cache ends and samples exactly when it ends the prefill, and only the step's last
 // entry may leave prefill for later; every running sequence holds the blocks of the tokens it
-// will have cached and no block is held twice.
+// will have cached and no block is held twice. Under static admission no step holds both a
+// prefill chunk and a decode.
 void expect_well_formed(const std::vector<ScheduledSeq>& step, const std::vector<Sequence>& seqs,
                         const SchedulerLimits& limits, int64_t num_blocks) {
   int64_t prefill_tokens = 0, tokens = 0;
@@ -50,6 +51,9 @@ void expect_well_formed(const std::vector<ScheduledSeq>& step, const std::vector
     }
   }
   EXPECT_LE(prefill_tokens, limits.prefill_chunk);
+  if (limits.admission == Admission::Static && seen_prefill) {
+    EXPECT_TRUE(step.front().prefill) << "static admission: a step with prefill and decodes";
+  }
   if (seen_prefill) {
     EXPECT_LE(tokens, limits.max_batch_tokens);
   }
@@ -176,11 +180,12 @@ TEST(ChunkedPrefill, PreemptsAPartlyPrefilledRequestWhichRestartsFromZero) {
   EXPECT_EQ(seqs[1].output.size(), 1u);
 }
 
-// Random requests, arrivals, chunk sizes, limits and tight caches: every step well formed,
-// every request finished with all its tokens.
+// Random requests, arrivals, chunk sizes, limits, tight caches and both admission policies: every
+// step well formed, every request finished with all its tokens.
 TEST(ChunkedPrefill, RandomWorkloadsKeepEveryInvariant) {
-  int64_t preempted = 0;
-  for (uint32_t seed = 0; seed < 60; ++seed) {
+  int64_t preempted = 0, preempted_static = 0;
+  for (uint32_t run = 0; run < 120; ++run) {  // each of 60 workloads under both policies
+    const uint32_t seed = run % 60;
     std::mt19937 rng(seed);
     const auto pick = [&rng](int64_t lo, int64_t hi) {
       return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
@@ -200,6 +205,7 @@ TEST(ChunkedPrefill, RandomWorkloadsKeepEveryInvariant) {
     SchedulerLimits limits = chunked(pick(1, 17), block_size);
     limits.max_batch_seqs = pick(1, 6);
     limits.max_batch_tokens = pick(limits.max_batch_seqs, 64);
+    if (run >= 60) limits.admission = Admission::Static;
     const int64_t num_blocks = largest + pick(0, largest);
     Scheduler sched(ptrs, num_blocks, limits);
     int64_t steps = 0;
@@ -210,16 +216,19 @@ TEST(ChunkedPrefill, RandomWorkloadsKeepEveryInvariant) {
       expect_well_formed(step, seqs, limits, num_blocks);
       sched.complete_step(step, std::vector<int32_t>(step.size(), 5), {}, 0, 0.0, {});
       ++steps;
-      if (testing::Test::HasFailure()) FAIL() << "seed " << seed << ", step " << steps;
+      if (testing::Test::HasFailure())
+        FAIL() << "seed " << seed << " (" << admission_text(limits.admission) << "), step " << steps;
     }
     ASSERT_TRUE(sched.done()) << "seed " << seed;
     for (const Sequence& s : seqs) {
       EXPECT_EQ(static_cast<int64_t>(s.output.size()), s.max_new_tokens) << "seed " << seed;
       EXPECT_TRUE(s.blocks.empty());
       preempted += s.preemptions;
+      if (limits.admission == Admission::Static) preempted_static += s.preemptions;
     }
   }
   EXPECT_GT(preempted, 0) << "no workload was tight enough to preempt: the test lost its edge";
+  EXPECT_GT(preempted_static, 0) << "no workload preempted under static admission";
 }
 
 }  // namespace

@@ -91,6 +91,7 @@ struct RunSettings {
   int64_t max_batch = 256, max_batch_tokens = 8192, block_size = 16;
   int64_t prefill_chunk = 0;  // prefill tokens per step beyond the decodes (0: whole prompts; or kPrefillChunkAuto)
   double itl_target_ratio = 2.0;  // kPrefillChunkAuto: a step's time over a decode-only step's
+  Admission admission = Admission::Continuous;  // --admission: when a waiting request may join a step
   int64_t kv_cache_tokens = 0;  // 0: from free memory
   double gpu_memory_fraction = 0.9;
   bool save_logits = false, no_graphs = false;

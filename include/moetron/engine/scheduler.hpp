@@ -32,6 +32,24 @@
 // it is admitted again. Tokens do not change: sampling is counted per request and token. A
 // request leaves at max_new_tokens or EOS and frees its blocks.
 //
+// Admission (SchedulerLimits::admission, `--admission`): all of the above is Admission::Continuous,
+// the default: a waiting request joins any step that has room, so its prefill runs beside the
+// running requests' decodes, and in an MoE model the prefill touches most experts, making that
+// step several decode steps long (issue 14's inter-token latency). Admission::Static (gang
+// batching) never puts a prefill token and a decode in one step. A waiting request is admitted
+// only in a step where no admitted request is running (none decoding, none prefilling): then the
+// arrived requests are admitted together, first come first served, within max_batch_seqs,
+// max_batch_tokens, the cache and the prefill rules above (whole prompts, or the step's chunk:
+// with chunks, the group is what the first step's budget reaches). While one of the group is
+// still prefilling (its later chunks, or a recompute in pieces), steps hold only that prefill and
+// the group's decoders wait; then the group decodes together, step after step, until its last
+// request leaves; then the next group. A request that arrives meanwhile waits for that. When the
+// group's prefill cannot progress (the cache holds no room beyond the blocks kept for the
+// waiting decoders' next tokens) the decoders run instead, so the group always moves on.
+// Preemption works as above: a request preempted under Static waits until its group has
+// finished and is recomputed with the next group, first in line (it keeps its place in the
+// queue); the cache is then empty, so it always fits, and nothing can deadlock.
+//
 // Arrivals: a sequence that has not arrived yet is Pending and is not considered until
 // arrive() moves it to the queue. Waiting sequences are served in the order they arrived
 // (those there from the start in prompts-file order), preempted ones keeping their place.
@@ -92,6 +110,13 @@ class BlockPool {
   std::vector<int32_t> free_;  // a stack: the lowest ids are handed out first
 };
 
+// When a waiting request may join a step (see the comment at the top).
+enum class Admission { Continuous, Static };
+// `--admission` as given: "continuous" or "static"; anything else throws Error naming the option.
+Admission parse_admission(const std::string& text);
+// The setting as the results file records it (root attribute admission).
+std::string admission_text(Admission admission);
+
 struct SchedulerLimits {
   int64_t block_size = 16;
   int64_t max_batch_seqs = 256;     // sequences in one step
@@ -102,6 +127,7 @@ struct SchedulerLimits {
   // Most tokens the forward holds in one step (RunSession's max_step_tokens): the longest prompt
   // or max_batch_tokens. Only a recompute (prompt and output) can be longer: it goes in pieces.
   int64_t max_step_tokens = std::numeric_limits<int64_t>::max();
+  Admission admission = Admission::Continuous;
 };
 
 // One sequence's share of a step: `count` new tokens starting at position `start`.
@@ -125,10 +151,12 @@ class Scheduler {
   bool done() const;
   // The step's prefill token budget from the number of decodes it holds (kPrefillChunkAuto).
   using PrefillBudget = std::function<int64_t(int64_t decodes)>;
-  // The next step: every running sequence decodes one token, then prefills take what is left.
+  // The next step: every running sequence decodes one token, then prefills take what is left
+  // (Admission::Static: the group's prefill, or else its decodes, never both).
   // `budget` is required with kPrefillChunkAuto and unused otherwise.
   std::vector<ScheduledSeq> next_step(const PrefillBudget& budget = nullptr);
-  // The prefill budget of the last next_step: the chunk (fixed or adaptive); 0 with whole prompts.
+  // The prefill budget of the last next_step: the chunk (fixed or adaptive); 0 with whole prompts
+  // and in a step of Admission::Static that decodes.
   int64_t prefill_budget() const { return prefill_budget_; }
   // Records the token sampled for each scheduled sequence (same order; ignored where it does not
   // sample) at `now_s` seconds after the run started (stored as now_s - arrival_s).
@@ -149,8 +177,15 @@ class Scheduler {
   // Decodes every running sequence that is done prefilling, preempting where blocks run out;
   // returns the blocks the decoders will take in the step after (kept free for them).
   int64_t schedule_decodes(std::vector<ScheduledSeq>& step);
-  // Running sequences still prefilling (admission order), then the waiting ones (queue order).
-  std::vector<Sequence*> prefill_queue() const;
+  // Blocks the running sequences done prefilling take for their token `ahead` steps on (0: the
+  // next token they decode).
+  int64_t decode_blocks(int64_t ahead) const;
+  // Gives the step's prefill budget to prefill_queue(admit), keeping `reserved` blocks free.
+  void schedule_prefills(std::vector<ScheduledSeq>& step, const PrefillBudget& adaptive, int64_t reserved,
+                         bool admit);
+  // Running sequences still prefilling (admission order), then, when `admit`, the waiting ones
+  // (queue order).
+  std::vector<Sequence*> prefill_queue(bool admit) const;
   // Tokens of s's prefill this step may take (0: it must wait), given the step's tokens so far,
   // the prefill budget left and the blocks kept for the decoders.
   int64_t chunk_tokens(const Sequence& s, const std::vector<ScheduledSeq>& step, int64_t budget,
