@@ -714,7 +714,7 @@ TEST(Predictor, ExplainsTheWinnerAndWritesEveryPlan) {
   const std::vector<std::string> plans = read_strings(path, "/plans/plan");
   ASSERT_EQ(plans.size(), ranking.size());
   EXPECT_EQ(plans[0], ranking[0].plan.to_string());
-  EXPECT_EQ(read_dims(path, "/plans/decode_parts"), (std::vector<int64_t>{static_cast<int64_t>(ranking.size()), 8}));
+  EXPECT_EQ(read_dims(path, "/plans/decode_parts"), (std::vector<int64_t>{static_cast<int64_t>(ranking.size()), 9}));
   EXPECT_EQ(read_float64(path, "/plans/output_tokens_per_s")[0], ranking[0].output_tokens_per_s);
   EXPECT_EQ(read_string_attribute(path, "/", "workload"), describe(small_workload()));
 }
