@@ -84,7 +84,7 @@ std::string largest_part(const StepCost& c) {
       {"compute", c.compute_s - c.imbalance_s}, {"expert imbalance", c.imbalance_s},
       {"kernel gaps", c.kernel_overhead_s},     {"tp all-reduce", c.tp_comm_s},
       {"expert all-to-all", c.expert_comm_s},   {"pipeline bubble", c.bubble_s + c.pipeline_comm_s},
-      {"host sync", c.host_sync_s}};
+      {"host sync", c.host_sync_s},             {"host bookkeeping", c.host_s}};
   const auto* top = std::max_element(std::begin(parts), std::end(parts),
                                      [](const auto& a, const auto& b) { return a.second < b.second; });
   std::ostringstream os;

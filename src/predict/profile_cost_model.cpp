@@ -96,6 +96,8 @@ ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fa
       attention_inputs_.entries.push_back({s.key, static_cast<double>((s.key[0] + 2 * s.key[1]) * s.key[2]), curve_of(s)});
   if (const SeriesTable* t = p.find(tables::kSampling))
     for (const Series& s : t->series) sampling_.entries.push_back({s.key, static_cast<double>(s.key[0]), curve_of(s)});
+  for (auto& [shape, surface] : surfaces_over_last_key(p.find(tables::kHostStep)))
+    host_step_.entries.push_back({shape, static_cast<double>(shape[0] * shape[1]), std::move(surface)});
   if (const SeriesTable* t = p.find(tables::kMemoryBound))
     for (const Series& s : t->series) memory_.push_back(curve_of(s));
   eager_gap_s_ = gap_of(p.find(tables::kKernelGap), 0);
@@ -182,6 +184,13 @@ double ProfileCostModel::sampling_s(int64_t rows, int64_t vocab, int64_t bytes) 
   return c == nullptr ? memory_bound_s(bytes) : scale * own_time(c->at(static_cast<double>(rows)));
 }
 
+double ProfileCostModel::host_step_s(int64_t tokens, int64_t layers, int64_t experts, int64_t top_k) const {
+  if (tokens <= 0) return 0;
+  double scale = 1;
+  const TimeSurface* s = host_step_.lookup({experts, top_k}, static_cast<double>(experts * top_k), &scale);
+  return s == nullptr ? 0 : scale * s->at(static_cast<double>(tokens), static_cast<double>(layers));
+}
+
 double ProfileCostModel::kernel_overhead_s(bool in_graph) const {
   if (in_graph && graph_gap_s_ >= 0) return graph_gap_s_;
   if (eager_gap_s_ >= 0) return eager_gap_s_;
@@ -224,6 +233,7 @@ std::string ProfileCostModel::describe() const {
      << collectives_.size() << " collective groups";
   if (collectives_.empty()) os << " (collectives from the roofline figures)";
   else os << " (other groups from the roofline figures)";
+  if (host_step_.entries.empty()) os << "; no host_step table: the host's bookkeeping of a step priced at zero";
   return os.str();
 }
 

@@ -39,6 +39,10 @@ class StageForward {
     }
     memory_kernel(3 * T_ * H * act_);  // the last residual add
     if (s_.last_stage) logits();
+    // engine.cpp's run_micro_batch around the forward: reset_temps, the batch layout built and
+    // uploaded, the routing counted over the stage's layers (the counting rank: tp rank 0).
+    out_.host_s += cost_.host_step_s(T_, s_.layer_end - s_.layer_begin, std::max<int64_t>(c_.num_experts, 1),
+                                     std::max<int64_t>(c_.top_k, 1));
     return out_;
   }
 
@@ -211,6 +215,7 @@ void add_work(StepCost& into, const StepCost& part) {
   into.tp_comm_s += part.tp_comm_s;
   into.expert_comm_s += part.expert_comm_s;
   into.imbalance_s += part.imbalance_s;
+  into.host_s += part.host_s;
 }
 
 }  // namespace

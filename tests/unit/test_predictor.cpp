@@ -18,6 +18,7 @@
 #include "moetron/model/random_checkpoint.hpp"
 #include "moetron/predict/prediction_file.hpp"
 #include "moetron/predict/predictor.hpp"
+#include "moetron/predict/profile_cost_model.hpp"
 #include "moetron/predict/roofline_cost_model.hpp"
 #include "moetron/predict/routing_file.hpp"
 #include "model_test_helpers.hpp"
@@ -431,6 +432,63 @@ TEST(Predictor, PricesAttentionInputsAndSamplingThroughTheirOwnCalls) {
   EXPECT_EQ(composite.sampled, (std::set<std::pair<int64_t, int64_t>>{{2, c.vocab_size}}));
 }
 
+// A model that prices the host's bookkeeping of a forward, recording what it was asked.
+class HostStepSpy : public RooflineCostModel {
+ public:
+  using RooflineCostModel::RooflineCostModel;
+  double host_step_s(int64_t tokens, int64_t layers, int64_t experts, int64_t top_k) const override {
+    asked.insert({tokens, layers, experts, top_k});
+    return 1e-4 * static_cast<double>(tokens) + 1e-5 * static_cast<double>(layers);
+  }
+  mutable std::set<std::tuple<int64_t, int64_t, int64_t, int64_t>> asked;
+};
+
+// The engine resets its scratch, builds and uploads the batch layout and counts the routing once
+// a micro-batch on every stage (engine.cpp's run_micro_batch): the step prices it there, in
+// host_s, and each stage with its own layers; the roofline prices it at zero, as before.
+TEST(Predictor, PricesTheHostStepOnceAMicroBatchOnEachStage) {
+  const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");  // 16 layers, 64 experts, top-8
+  const RooflineCostModel plain(hardware_preset("cpu"));
+  const HostStepSpy spy(hardware_preset("cpu"));
+  const StepShape decode{4, 1, 100, false, 1, false, false, 4};
+  const StepCost a = step_cost(plan_geometry(c, Plan{}, 1), {}, decode, plain);
+  const StepCost b = step_cost(plan_geometry(c, Plan{}, 1), {}, decode, spy);
+  EXPECT_EQ(a.host_s, 0);
+  EXPECT_NEAR(b.host_s, 4e-4 + 16e-5, 1e-15);
+  EXPECT_NEAR(b.total_s() - a.total_s(), b.host_s, 1e-15);
+  EXPECT_EQ(spy.asked, (std::set<std::tuple<int64_t, int64_t, int64_t, int64_t>>{{4, 16, 64, 8}}));
+  // Prefill: every token of the prompts.
+  spy.asked.clear();
+  step_cost(plan_geometry(c, Plan{}, 1), {}, {2, 64, 64, true, 1, false, false, 4}, spy);
+  EXPECT_EQ(spy.asked, (std::set<std::tuple<int64_t, int64_t, int64_t, int64_t>>{{128, 16, 64, 8}}));
+  // pp = 2, two micro-batches of 2: each stage (8 layers) does it twice.
+  spy.asked.clear();
+  const StepCost pp = step_cost(plan_geometry(c, Plan{2, 1, 1, 1}, 2), {}, {4, 1, 100, false, 2, false, false, 4}, spy);
+  EXPECT_EQ(spy.asked, (std::set<std::tuple<int64_t, int64_t, int64_t, int64_t>>{{2, 8, 64, 8}}));
+  EXPECT_NEAR(pp.host_s, 2 * (2e-4 + 8e-5), 1e-15);
+}
+
+// From a profile: the step's price rises by exactly the host_step table's interpolated value, and
+// a profile without the table (made before it was measured) prices the step as before.
+TEST(Predictor, AProfilesHostStepTableAddsItsValueToTheStep) {
+  const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
+  const RooflineCostModel roofline(hardware_preset("cpu"));
+  HardwareProfile p;
+  const ProfileCostModel before(p, roofline);
+  p.table(tables::kHostStep).add({64, 8, 16}, 1, {5e-6, 5e-6, 5e-6});
+  p.table(tables::kHostStep).add({64, 8, 16}, 16, {2e-5, 2e-5, 2e-5});
+  const ProfileCostModel after(p, roofline);
+  const StepShape decode{4, 1, 100, false, 1, false, false, 4};
+  const StepCost a = step_cost(plan_geometry(c, Plan{}, 1), {}, decode, before);
+  const StepCost b = step_cost(plan_geometry(c, Plan{}, 1), {}, decode, after);
+  const StepCost r = step_cost(plan_geometry(c, Plan{}, 1), {}, decode, roofline);
+  EXPECT_DOUBLE_EQ(a.total_s(), r.total_s());
+  const double at4 = 1e-5;  // log-log between (1 token, 5 us) and (16, 20 us)
+  EXPECT_NEAR(after.host_step_s(4, 16, 64, 8), at4, 1e-15);
+  EXPECT_NEAR(b.total_s() - a.total_s(), at4, 1e-15);
+  EXPECT_NEAR(b.host_s, at4, 1e-15);
+}
+
 class ExpertCallSpy : public RooflineCostModel {
  public:
   using RooflineCostModel::RooflineCostModel;
@@ -656,7 +714,7 @@ TEST(Predictor, ExplainsTheWinnerAndWritesEveryPlan) {
   const std::vector<std::string> plans = read_strings(path, "/plans/plan");
   ASSERT_EQ(plans.size(), ranking.size());
   EXPECT_EQ(plans[0], ranking[0].plan.to_string());
-  EXPECT_EQ(read_dims(path, "/plans/decode_parts"), (std::vector<int64_t>{static_cast<int64_t>(ranking.size()), 8}));
+  EXPECT_EQ(read_dims(path, "/plans/decode_parts"), (std::vector<int64_t>{static_cast<int64_t>(ranking.size()), 9}));
   EXPECT_EQ(read_float64(path, "/plans/output_tokens_per_s")[0], ranking[0].output_tokens_per_s);
   EXPECT_EQ(read_string_attribute(path, "/", "workload"), describe(small_workload()));
 }

@@ -20,6 +20,8 @@
 #include "moetron/bench/timing.hpp"
 #include "moetron/io/hdf5.hpp"
 #include "moetron/model/random_checkpoint.hpp"
+#include "moetron/predict/profile_cost_model.hpp"
+#include "moetron/predict/roofline_cost_model.hpp"
 
 namespace moetron {
 namespace {
@@ -39,6 +41,8 @@ HardwareProfile sample_profile(const ModelConfig& c) {
   p.table(tables::kGemm).add({64, 64}, 16, {2e-5, 1.9e-5, 2.2e-5});
   p.table(tables::kGemm).add({32, 64}, 1, {3e-5, 2.9e-5, 3.2e-5});
   p.table(tables::kAllreduce).add({8, 0}, 1024, {4e-6, 3e-6, 5e-6});
+  p.table(tables::kHostStep).add({8, 2, 2}, 1, {3e-6, 2e-6, 4e-6});
+  p.table(tables::kHostStep).add({8, 2, 2}, 16, {9e-6, 8e-6, 1e-5});
   return p;
 }
 
@@ -80,6 +84,20 @@ TEST_F(ProfileFileTest, RoundTripsThroughHdf5) {
     }
   }
   EXPECT_FALSE(std::filesystem::exists(path("p.h5.tmp")));
+}
+
+// A profile saved before host_step was measured loads, and its cost model prices the host's
+// bookkeeping at zero (as every prediction before it did); one with the table answers from it.
+TEST_F(ProfileFileTest, AProfileWithoutTheHostStepTableLoadsAndPricesItAtZero) {
+  HardwareProfile old = sample_profile(tiny_config());
+  old.tables.erase(tables::kHostStep.name);
+  save_profile(path("old.h5"), old);
+  const HardwareProfile q = load_profile(path("old.h5"));
+  EXPECT_EQ(q.find(tables::kHostStep), nullptr);
+  const RooflineCostModel roofline(hardware_preset("cpu"));
+  EXPECT_EQ(ProfileCostModel(q, roofline).host_step_s(4, 2, 8, 2), 0);
+  save_profile(path("new.h5"), sample_profile(tiny_config()));
+  EXPECT_DOUBLE_EQ(ProfileCostModel(load_profile(path("new.h5")), roofline).host_step_s(16, 2, 8, 2), 9e-6);
 }
 
 TEST_F(ProfileFileTest, AFileThatIsNoProfileIsRefusedNamingIt) {
@@ -278,7 +296,8 @@ TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
   const HardwareProfile p = quick_cpu_profile();
   for (const TableSpec* spec : {&tables::kGemm, &tables::kMoeExperts, &tables::kAttentionDecode,
                                 &tables::kAttentionPrefill, &tables::kMemoryBound, &tables::kHbmCopy,
-                                &tables::kKernelGap, &tables::kAttentionInputs, &tables::kSampling}) {
+                                &tables::kKernelGap, &tables::kAttentionInputs, &tables::kSampling,
+                                &tables::kHostStep}) {
     const SeriesTable* t = p.find(*spec);
     ASSERT_NE(t, nullptr) << spec->name;
     ASSERT_FALSE(t->series.empty()) << spec->name;
@@ -291,6 +310,38 @@ TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
   EXPECT_EQ(p.find(tables::kAttentionInputs)->series.size(), bench_shapes(tiny_config()).attention.size());
   EXPECT_EQ(p.find(tables::kSampling)->series.size(), 1u);
   EXPECT_EQ(p.find(tables::kSampling)->series[0].key, std::vector<int64_t>{tiny_config().vocab_size});
+}
+
+// The host's bookkeeping of a forward, through the engine's own functions: one series a stage's
+// layer count (pp = 1, 2, 4, 8), over the decode batches and the token sizes, finite and
+// positive; 256 sequences' layout takes longer than one's.
+TEST(ComputeBench, TheHostStepIsTimedForEachStagesLayers) {
+  BenchSizes sizes;
+  const HardwareProfile p = quick_cpu_profile(&sizes);
+  const ModelConfig c = tiny_config();
+  const SeriesTable* t = p.find(tables::kHostStep);
+  ASSERT_NE(t, nullptr);
+  std::vector<int64_t> layers;
+  for (const Series& s : t->series) {
+    ASSERT_EQ(s.key.size(), 3u);
+    EXPECT_EQ(s.key[0], std::max<int64_t>(c.num_experts, 1));
+    EXPECT_EQ(s.key[1], std::max<int64_t>(c.top_k, 1));
+    layers.push_back(s.key[2]);
+    for (int64_t b : sizes.decode_batch) EXPECT_NE(std::find(s.sizes.begin(), s.sizes.end(), b), s.sizes.end()) << b;
+    EXPECT_EQ(s.sizes.back(), sizes.tokens.back());
+    for (const Measurement& m : s.times) {
+      EXPECT_TRUE(std::isfinite(m.median_s));
+      EXPECT_GT(m.median_s, 0);
+    }
+    EXPECT_GT(s.times.back().median_s, s.times.front().median_s);
+  }
+  std::vector<int64_t> stages;
+  for (int64_t pp : {1, 2, 4, 8})
+    if (pp <= c.num_layers) stages.push_back(c.num_layers / pp), stages.push_back((c.num_layers + pp - 1) / pp);
+  std::sort(stages.begin(), stages.end());
+  stages.erase(std::unique(stages.begin(), stages.end()), stages.end());
+  std::sort(layers.begin(), layers.end());
+  EXPECT_EQ(layers, stages);
 }
 
 TEST(ComputeBench, ExpertCallsAreTimedOnEachSideOfTheKernelSwitch) {

@@ -113,6 +113,29 @@ TEST(ProfileCostModel, PricesAttentionInputsAndSamplingFromTheirTables) {
   EXPECT_DOUBLE_EQ(m.sampling_s(16, 64000, 1000), 2 * (2e-5 - 2e-6));
 }
 
+// The host's bookkeeping of a forward is priced as measured (it is not a kernel: no launch gap
+// taken off), over tokens and the stage's layers; a profile without the table prices it at zero.
+TEST(ProfileCostModel, PricesTheHostStepFromItsTableAndZeroWithoutIt) {
+  const RooflineCostModel roofline(figures());
+  HardwareProfile p = profile();
+  const ProfileCostModel before(p, roofline);
+  EXPECT_EQ(before.host_step_s(4, 2, 8, 2), 0);
+  EXPECT_NE(before.describe().find("no host_step table"), std::string::npos);
+  p.table(tables::kHostStep).add({8, 2, 1}, 1, {3e-6, 3e-6, 3e-6});
+  p.table(tables::kHostStep).add({8, 2, 1}, 16, {6e-6, 6e-6, 6e-6});
+  p.table(tables::kHostStep).add({8, 2, 2}, 1, {4e-6, 4e-6, 4e-6});
+  p.table(tables::kHostStep).add({8, 2, 2}, 16, {1e-5, 1e-5, 1e-5});
+  const ProfileCostModel m(p, roofline);
+  EXPECT_EQ(m.describe().find("no host_step table"), std::string::npos);
+  EXPECT_DOUBLE_EQ(m.host_step_s(1, 1, 8, 2), 3e-6);
+  EXPECT_DOUBLE_EQ(m.host_step_s(16, 2, 8, 2), 1e-5);
+  EXPECT_DOUBLE_EQ(m.host_step_s(32, 2, 8, 2), 2e-5);  // past the largest: its rate
+  EXPECT_EQ(m.host_step_s(0, 2, 8, 2), 0);             // an empty micro-batch is skipped
+  EXPECT_LT(m.host_step_s(4, 1, 8, 2), m.host_step_s(4, 2, 8, 2));
+  // Another expert count: the measured one scaled by experts x top_k.
+  EXPECT_DOUBLE_EQ(m.host_step_s(16, 2, 16, 2), 2e-5);
+}
+
 TEST(ProfileCostModel, UnmeasuredShapesScaleTheNearestByWork) {
   const RooflineCostModel roofline(figures());
   const ProfileCostModel m(profile(), roofline);

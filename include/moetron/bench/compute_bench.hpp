@@ -24,7 +24,7 @@ struct ComputeBench {
 };
 
 // Adds the tables kGemm, kMoeExperts, kMoeExpertsGemv, kAttentionDecode, kAttentionPrefill, kMemoryBound,
-// kHbmCopy, kKernelGap, kAttentionInputs and kSampling to `profile`.
+// kHbmCopy, kKernelGap, kAttentionInputs, kSampling and kHostStep to `profile`.
 void run_compute_benchmarks(Ops& ops, const ComputeBench& bench, HardwareProfile& profile);
 
 }  // namespace moetron

@@ -57,6 +57,10 @@ extern const TableSpec kKernelGap;         // key in_graph (0, 1); size kernels 
 // backend (the CPU runs them as Ops' default composites: several ops and host-side math):
 extern const TableSpec kAttentionInputs;   // key q_heads, kv_heads, head_dim; size tokens (QK-norm, RoPE, KV append)
 extern const TableSpec kSampling;          // key vocab; size rows (greedy sampling, the ids to the host)
+// The host's bookkeeping of one forward (engine.cpp's run_micro_batch): reset_temps, the batch
+// layout built and uploaded, the step's routing counted (ModelForward::count_routing) over
+// `layers` local layers. Not a kernel: priced as measured, without a kernel gap.
+extern const TableSpec kHostStep;          // key experts, top_k, layers; size tokens (one a sequence)
 extern const TableSpec kAllreduce, kAlltoall, kSendRecv, kBroadcast;  // key ranks, spans_nodes; size bytes
 const std::vector<const TableSpec*>& all();
 }  // namespace tables

@@ -53,6 +53,13 @@ class CostModel {
     (void)rows, (void)vocab;
     return memory_bound_s(bytes);
   }
+  // The host's bookkeeping of one forward of `tokens` tokens on a rank holding `layers` layers
+  // (engine.cpp's run_micro_batch: reset_temps, the batch layout built and uploaded, the routing
+  // counted): not a kernel, no gap added. A model without a measurement of it prices it at zero.
+  virtual double host_step_s(int64_t tokens, int64_t layers, int64_t experts, int64_t top_k) const {
+    (void)tokens, (void)layers, (void)experts, (void)top_k;
+    return 0;
+  }
   // The fixed cost of one kernel inside a recorded graph (decode) or launched eagerly (prefill).
   virtual double kernel_overhead_s(bool in_graph) const = 0;
 

@@ -47,6 +47,9 @@ class ProfileCostModel : public CostModel {
   double attention_inputs_s(int64_t rows, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
                             int64_t bytes) const override;
   double sampling_s(int64_t rows, int64_t vocab, int64_t bytes) const override;
+  // From the host_step table, as measured (not a kernel: no gap taken off); a profile without it
+  // prices the host's bookkeeping at zero, as before it was measured.
+  double host_step_s(int64_t tokens, int64_t layers, int64_t experts, int64_t top_k) const override;
   double kernel_overhead_s(bool in_graph) const override;
 
   double allreduce_s(int64_t bytes, int ranks, LinkScope scope) const override;
@@ -85,6 +88,7 @@ class ProfileCostModel : public CostModel {
   std::vector<TimeCurve> memory_;
   Shapes<TimeCurve> attention_inputs_;  // key q_heads, kv_heads, head_dim; by tokens
   Shapes<TimeCurve> sampling_;          // key vocab; by rows
+  Shapes<TimeSurface> host_step_;       // key experts, top_k; surface over layers; by tokens
   double eager_gap_s_ = -1, graph_gap_s_ = -1;  // -1: not measured
   std::map<std::tuple<std::string, int, bool>, TimeCurve> collectives_;
   std::string origin_;

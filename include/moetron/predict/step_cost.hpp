@@ -46,8 +46,11 @@ struct StepCost {
   double bubble_s = 0;           // the slowest stage idle while the pipeline fills and drains
   double host_sync_s = 0;        // per-step agreement: totals, dispatch sizes, sampled tokens
   double imbalance_s = 0;        // included in compute_s
+  double host_s = 0;             // the host's bookkeeping of each micro-batch: scratch reset,
+                                 // batch layout built and uploaded, routing counted
   double total_s() const {
-    return compute_s + kernel_overhead_s + tp_comm_s + expert_comm_s + pipeline_comm_s + bubble_s + host_sync_s;
+    return compute_s + kernel_overhead_s + tp_comm_s + expert_comm_s + pipeline_comm_s + bubble_s + host_sync_s +
+           host_s;
   }
 };
 
