@@ -18,7 +18,10 @@ The grid (JSON; perf/study_grids/ has the CI grid and the GPU grid):
   models      {"name": "checkpoint dir"}: the levels of the factor `model` (relative paths are
               relative to --source, the checkout)
   factors     {"factor": [levels]}; built in: model, plan (pp=..,tp=..: its ranks are pp*tp*dp),
-              kind (moetron workload --kind), concurrency (--concurrency) or rate (--rate);
+              kind (moetron workload --kind), concurrency (--concurrency) or rate (--rate),
+              emulate_rank (one process runs only that rank's share of the plan:
+              --emulate-rank R --emulate-world <the plan's ranks>, no launcher; to study plans
+              larger than the machine);
               any other factor needs an entry in run_options (a factor whose option this
               moetron lacks is refused at prepare, e.g. routing_skew before --routing-skew exists)
   run_options {"factor": "--moetron-run-option"}; by default routing_skew -> --routing-skew,
@@ -37,7 +40,7 @@ import argparse, itertools, json, os, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_RESPONSES = ["output_tokens_per_s", "itl_p99_s", "ttft_p99_s"]
-BUILT_IN = {"model", "plan", "kind", "concurrency", "rate"}
+BUILT_IN = {"model", "plan", "kind", "concurrency", "rate", "emulate_rank"}
 DEFAULT_RUN_OPTIONS = {"routing_skew": "--routing-skew", "prefill_chunk": "--prefill-chunk",
                        "itl_target_ratio": "--itl-target-ratio", "admission": "--admission",
                        "max_batch": "--max-batch"}
@@ -120,7 +123,9 @@ def task_of(index, point, repeat, grid, models, run_options, moetron, study_dir)
             run += [run_options[name], str(level)]
     run += [str(a) for a in grid.get("run_args", [])]
     ranks = plan_ranks(plan)
-    if ranks > 1:
+    if "emulate_rank" in point:  # one process stands for one rank of the plan
+        run += ["--emulate-world", str(ranks), "--emulate-rank", str(point["emulate_rank"])]
+    elif ranks > 1:
         run = grid.get("launcher", "mpirun -np {ranks}").format(ranks=ranks).split() + run
     return {"index": index, "factors": point, "repeat": repeat, "workload": make_workload, "run": run,
             "out": out}

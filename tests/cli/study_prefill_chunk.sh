@@ -54,4 +54,30 @@ for t in tasks:
     assert run[run.index("--admission") + 1] == "static", run
     assert run[run.index("--max-batch") + 1] == str(t["factors"]["max_batch"]), run
 PY
-echo "the study runs prefill_chunk as a factor and tables the knee per setting; admission and max_batch map to their options"
+
+# emulate_rank runs one rank of a larger plan in one process (--emulate-world from the plan's
+# ranks, no launcher), and the task runs and writes its results.
+cat >"$WORK/emulated.json" <<'JSON'
+{"models": {"olmoe": "tests/fixtures/olmoe"},
+ "factors": {"model": ["olmoe"], "kind": ["short"], "plan": ["pp=1,tp=1,dp=4,ep=4"], "emulate_rank": [0, 3], "concurrency": [4]},
+ "repeats": 1, "requests": 8, "run_args": ["--backend", "cpu", "--log-level", "warn"]}
+JSON
+"$PYTHON" "$MOETRON_SOURCE_DIR/perf/study.py" prepare "$WORK/emulated.json" --dir "$WORK/emulated" --moetron "$MOETRON" \
+  --source "$MOETRON_SOURCE_DIR" >/dev/null || fail "prepare refused emulate_rank"
+"$PYTHON" - "$WORK/emulated/tasks.json" <<'PY' || fail "prepare did not map emulate_rank"
+import json, sys
+tasks = json.load(open(sys.argv[1]))["tasks"]
+for t in tasks:
+    run = t["run"]
+    assert run[0].endswith("moetron"), run  # no launcher: one process
+    assert run[run.index("--emulate-world") + 1] == "4", run
+    assert run[run.index("--emulate-rank") + 1] == str(t["factors"]["emulate_rank"]), run
+PY
+"$PYTHON" "$MOETRON_SOURCE_DIR/perf/study.py" task "$WORK/emulated" 1 >/dev/null || fail "an emulated task failed"
+"$PYTHON" - "$WORK/emulated/results/task-1.h5" <<'PY' || fail "the emulated task's results do not name its rank"
+import h5py, sys
+with h5py.File(sys.argv[1], "r") as f:
+    assert str(f.attrs["emulated_rank"]) == "3" and str(f.attrs["emulated_world"]) == "4", dict(f.attrs)
+    assert f["/summary"].attrs["requests"] == 2, dict(f["/summary"].attrs)  # its replica's share: one of the 4 clients' chains of 2
+PY
+echo "the study runs prefill_chunk as a factor and tables the knee per setting; admission, max_batch and emulate_rank map to their options"
