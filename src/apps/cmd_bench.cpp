@@ -17,6 +17,7 @@
 #include "moetron/bench/bench_grid.hpp"
 #include "moetron/bench/comm_bench.hpp"
 #include "moetron/bench/compute_bench.hpp"
+#include "moetron/engine/host_step_bench.hpp"
 #include "moetron/bench/profile_file.hpp"
 #include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/comm/mpi_runtime.hpp"
@@ -140,7 +141,7 @@ int bench(const BenchOptions& o, const std::string& command_line, int rank, int 
   HardwareProfile profile;
   if (rank == 0) {  // one rank computes, so ranks that share a device do not slow each other
     ComputeBench compute{&config, bench_shapes(config), sizes, timing,
-                         [](const std::string& line) { LOG_INFO("bench " << line); }};
+                         [](const std::string& line) { LOG_INFO("bench " << line); }, time_host_step};
     run_compute_benchmarks(*ops, compute, profile);
   }
   measure_collectives(*ops, binding, places, sizes.collective_bytes, timing, profile);

@@ -14,6 +14,7 @@
 #include "error_of.hpp"
 #include "moetron/backend/cpu_ops.hpp"
 #include "moetron/backend/expert_paths.hpp"
+#include "moetron/engine/host_step_bench.hpp"
 #include "moetron/bench/bench_grid.hpp"
 #include "moetron/bench/compute_bench.hpp"
 #include "moetron/bench/profile_file.hpp"
@@ -283,7 +284,7 @@ TEST(BenchTiming, PercentilesAndAgreement) {
 HardwareProfile quick_cpu_profile(BenchSizes* sizes = nullptr) {
   const ModelConfig c = tiny_config();
   std::unique_ptr<Ops> ops = make_cpu_ops();
-  ComputeBench b{&c, bench_shapes(c), bench_sizes(c, {false, true, 16, 0}), {}, nullptr};
+  ComputeBench b{&c, bench_shapes(c), bench_sizes(c, {false, true, 16, 0}), {}, nullptr, time_host_step};
   b.timing.reps = 1;
   b.timing.warmup = 0;
   HardwareProfile p;
@@ -315,6 +316,20 @@ TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
 // The host's bookkeeping of a forward, through the engine's own functions: one series a stage's
 // layer count (pp = 1, 2, 4, 8), over the decode batches and the token sizes, finite and
 // positive; 256 sequences' layout takes longer than one's.
+// The bench does not reach into the engine: without the engine's time_host_step there is no
+// host_step table (and the cost model prices the bookkeeping at zero).
+TEST(ComputeBench, WithoutTheEnginesTimerThereIsNoHostStepTable) {
+  const ModelConfig c = tiny_config();
+  std::unique_ptr<Ops> ops = make_cpu_ops();
+  ComputeBench b{&c, bench_shapes(c), bench_sizes(c, {false, true, 16, 0}), {}, nullptr, nullptr};
+  b.timing.reps = 1;
+  b.timing.warmup = 0;
+  HardwareProfile p;
+  run_compute_benchmarks(*ops, b, p);
+  EXPECT_EQ(p.find(tables::kHostStep), nullptr);
+  EXPECT_NE(p.find(tables::kSampling), nullptr);
+}
+
 TEST(ComputeBench, TheHostStepIsTimedForEachStagesLayers) {
   BenchSizes sizes;
   const HardwareProfile p = quick_cpu_profile(&sizes);

@@ -21,10 +21,15 @@ struct ComputeBench {
   BenchSizes sizes;
   TimingSettings timing;
   std::function<void(const std::string&)> progress;  // one line per family measured; may be empty
+  // Fills tables::kHostStep: the host's bookkeeping of a step, timed with the engine's own
+  // functions, so the engine supplies it (engine/host_step_bench.hpp: time_host_step) and the
+  // bench does not reach up into the engine. Empty: no kHostStep table (priced at zero).
+  std::function<void(Ops&, const ComputeBench&, SeriesTable&)> host_step;
 };
 
 // Adds the tables kGemm, kMoeExperts, kMoeExpertsGemv, kAttentionDecode, kAttentionPrefill, kMemoryBound,
-// kHbmCopy, kKernelGap, kAttentionInputs, kSampling and kHostStep to `profile`.
+// kHbmCopy, kKernelGap, kAttentionInputs, kSampling, and kHostStep when bench.host_step is set, to
+// `profile`.
 void run_compute_benchmarks(Ops& ops, const ComputeBench& bench, HardwareProfile& profile);
 
 }  // namespace moetron
