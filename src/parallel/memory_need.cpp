@@ -76,28 +76,58 @@ int64_t replica_weight_params(const ModelConfig& c, const Plan& plan, const Shar
   return moe_layers * replica_slots_per_set(redundant_experts, plan.ep) * 3 * c.hidden_size * s.expert_col_count;
 }
 
-size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& plan, DType activations,
+int64_t step_temp_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& plan, DType activations,
                         int64_t max_tokens, int64_t max_seqs, int64_t redundant_experts) {
   const int64_t a = size_of(activations);
-  const int64_t hd = c.head_dim, k = std::max<int64_t>(c.top_k, 1);
+  const int64_t hd = c.head_dim, k = std::max<int64_t>(c.top_k, 1), H = c.hidden_size;
   const int64_t q = s.q_head_count * hd, kv = s.kv_head_count * hd;
-  const int64_t per_token_elems =
-      4 * c.hidden_size + 3 * q + 3 * kv + c.num_experts + 4 * k +
-      k * (2 * c.hidden_size + 3 * std::max(s.expert_col_count, int64_t{1})) +
-      3 * std::max(s.shared_col_count, s.mlp_col_count) + c.hidden_size;
+  const int64_t expert_cols = std::max(s.expert_col_count, int64_t{1});
+  // Every step token's share of one layer (ModelForward::run_layers releases a layer's scratch
+  // before the next), in elements at the activation width, counted generously:
+  // - 4 H + H: the hidden state, the norm's output h and the block output delta (kept across
+  //   layers), the shared expert's output, and spare rows: the batch's int32 inputs and a
+  //   whole-projection QK norm across tp ranks (OLMoE, no shared expert), which takes q and k
+  //   out of qkv and normalises them into new copies (2 q + 2 kv, at most 2 H from tp = 2 on);
+  // - 3 q + 3 kv: the qkv projection (q + 2 kv), q after RoPE, attention's output (q), and the
+  //   k and v copies of the unfused attention_inputs;
+  // - E + 4 k: the router's float32 logits (at bf16, half their bytes: in the spare rows) and
+  //   the top-k ids, weights and copy slots;
+  // - with one replica per stage, the experts run on the step's tokens: CudaOps::moe_experts'
+  //   permuted rows in and out (2 H) and gate/up and activation columns (3 cols) per slot;
+  //   with several, they run on the dispatch's entries instead (dispatch_bytes);
+  // - 3 wider columns: the shared expert's or dense MLP's gate/up and activation (swiglu_mlp).
+  const int64_t expert_elems = plan.dp > 1 ? 0 : k * (2 * H + 3 * expert_cols);
+  const int64_t per_token_elems = 4 * H + 3 * q + 3 * kv + c.num_experts + 4 * k + expert_elems +
+                                  3 * std::max(s.shared_col_count, s.mlp_col_count) + H;
   // Per row: the hidden state and its norm, the LM head's slice at the activation width and in
   // float32, their tp-way gather and the row (float32).
   const int64_t logits_bytes =
-      max_seqs * (2 * c.hidden_size * a + s.vocab_rows * (a + 4) + (plan.tp * s.vocab_rows + c.vocab_size) * 4);
+      max_seqs * (2 * H * a + s.vocab_rows * (a + 4) + (plan.tp * s.vocab_rows + c.vocab_size) * 4);
   int64_t dispatch_bytes = 0;
   if (plan.dp > 1) {
-    const int64_t entries = static_cast<int64_t>(plan.tp) * plan.dp * ((max_seqs + plan.tp - 1) / plan.tp) *
+    // Several replicas share the stage's experts (ModelForward::exchange_with_experts). A step of
+    // T tokens per replica, a prefill of up to max_tokens (the host-counted path) or a decode of
+    // max_seqs (fixed capacity), gives this rank at most stage_size * ceil(T / tp) *
+    // dispatch_slots_per_set entries to receive (each peer sends its tp share of its replica's
+    // tokens, each at most that many times), and to send no more (its share, each token's k
+    // slots to every shard of the slot's set). An emulated rank receives its own block from
+    // every peer: the same count.
+    const int64_t tokens = std::max(max_tokens, max_seqs);
+    const int64_t entries = static_cast<int64_t>(plan.stage_size()) * ((tokens + plan.tp - 1) / plan.tp) *
                             dispatch_slots_per_set(c, plan, redundant_experts);
-    // send, received, expert output and returned rows, the permuted copies, ids and weights
-    dispatch_bytes = entries * ((6 * c.hidden_size + 2 * std::max(s.expert_col_count, int64_t{1})) * a + 32);
+    // Per entry, at the activation width: the rows sent, received, computed by the experts and
+    // returned (4 H), moe_experts' permuted rows in and out (2 H) and its gate/up and activation
+    // columns (3 cols); in bytes: the send rows, slot ids and scales, the received slot ids, an
+    // emulated rank's peer rows and slot ids and their cut copies, moe_experts' routing (44).
+    dispatch_bytes = entries * ((6 * H + 3 * expert_cols) * a + 44);
   }
+  return max_tokens * per_token_elems * a + logits_bytes + dispatch_bytes;
+}
+
+size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& plan, DType activations,
+                        int64_t max_tokens, int64_t max_seqs, int64_t redundant_experts) {
   const double bytes =
-      static_cast<double>(max_tokens * per_token_elems * a + logits_bytes + dispatch_bytes) * 1.25;
+      static_cast<double>(step_temp_bytes(c, s, plan, activations, max_tokens, max_seqs, redundant_experts)) * 1.25;
   return static_cast<size_t>(bytes) + (64u << 20);
 }
 

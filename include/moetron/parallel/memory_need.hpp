@@ -13,7 +13,8 @@
 //   (float32 on the cpu, bf16 on cuda). Which kv_tokens a check uses is the engine's policy
 //   (kv_tokens_to_fit, engine/run_session.hpp).
 // - Activations: step_arena_bytes (one layer's temporaries for the largest step, the logits of
-//   a full batch, the fixed-capacity dispatch buffers when dp > 1, x1.25 and 64 MiB of slack),
+//   a full batch, when dp > 1 the expert exchange's buffers for the largest step (a prefill of
+//   max_step_tokens or a decode of max_batch), x1.25 and 64 MiB of slack),
 //   which CudaOps reserves at once and the CPU allocates step by step at its own activation
 //   width; plus what ModelForward keeps for the whole run: per layer, the routing record
 //   (max_step_tokens x top_k int32) and the expert counts (experts x int64), and with dp > 1 the
@@ -70,9 +71,16 @@ int64_t kv_bytes_per_token(int64_t layers, int64_t kv_heads, int64_t head_dim, D
 // Bytes for one step's temporaries on a rank with this shard: the largest layer's scratch for
 // max_tokens tokens (attention, router, the permuted expert rows and their intermediate
 // activations, the shared expert) plus the logits of max_seqs rows, with slack. With several
-// replicas, a decode step's fixed-capacity expert dispatch of max_seqs tokens
-// (ModelForward::dispatch_capacity) sends, receives and runs experts on padded entries too.
+// replicas, the experts run on the entries the expert exchange receives instead: for the largest
+// step (a prefill of max_tokens, or a decode of max_seqs with its fixed capacity,
+// ModelForward::dispatch_capacity, padded entries included) every peer's tp share of its
+// replica's tokens, each up to dispatch_slots_per_set times.
 size_t step_arena_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& plan, DType activations,
+                        int64_t max_tokens, int64_t max_seqs, int64_t redundant_experts = 0);
+// What step_arena_bytes counts before its slack (x1.25 and 64 MiB): the bytes of the
+// temporaries alive at once in the largest step, as the CUDA arena counts them. A CPU run's
+// cpu_peak_temp_bytes (backend/cpu_ops.hpp) must not exceed it at activations = F32.
+int64_t step_temp_bytes(const ModelConfig& c, const ShardSpec& s, const Plan& plan, DType activations,
                         int64_t max_tokens, int64_t max_seqs, int64_t redundant_experts = 0);
 
 // The most entries one token can send one expert set's rank (ModelForward::dispatch_capacity's

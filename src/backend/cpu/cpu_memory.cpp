@@ -1,4 +1,5 @@
 // CpuOps memory: host heap tensors; "device" copies are memcpy.
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -8,6 +9,12 @@
 namespace moetron {
 
 std::unique_ptr<Ops> make_cpu_ops() { return std::make_unique<CpuOps>(); }
+
+size_t cpu_peak_temp_bytes(const Ops& ops) {
+  const auto* cpu = dynamic_cast<const CpuOps*>(&ops);
+  MOETRON_CHECK(cpu != nullptr, "cpu_peak_temp_bytes: " << ops.name() << " is not the CPU backend");
+  return cpu->peak_temp_bytes();
+}
 
 namespace {
 void copy_bytes(void* dst, const void* src, size_t n) {
@@ -32,14 +39,23 @@ Tensor CpuOps::temp(DType dtype, std::vector<int64_t> shape) {
   Tensor block = host_tensor(dtype, std::move(shape));
   temp_blocks_.push_back(block.owner);
   block.owner.reset();
+  temp_used_before_.push_back(temp_used_);
+  temp_used_ += (block.nbytes() + kCpuTempAlignment - 1) / kCpuTempAlignment * kCpuTempAlignment;
+  temp_peak_ = std::max(temp_peak_, temp_used_);
   return block;
 }
 
-void CpuOps::reset_temps() { temp_blocks_.clear(); }
+void CpuOps::reset_temps() {
+  temp_blocks_.clear();
+  temp_used_before_.clear();
+  temp_used_ = 0;
+}
 
 void CpuOps::temp_release(size_t mark) {
   MOETRON_ASSERT(mark <= temp_blocks_.size());
+  if (mark < temp_blocks_.size()) temp_used_ = temp_used_before_[mark];
   temp_blocks_.resize(mark);  // frees the blocks handed out since the mark
+  temp_used_before_.resize(mark);
 }
 
 // The Ops contract (ops_contract.cpp) has checked devices, dtypes and sizes of what follows.

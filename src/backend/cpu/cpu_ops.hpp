@@ -34,6 +34,7 @@ class CpuOps final : public Ops {
   Tensor temp(DType dtype, std::vector<int64_t> shape) override;
   void reset_temps() override;
   size_t temp_mark() override { return temp_blocks_.size(); }
+  size_t peak_temp_bytes() const { return temp_peak_; }
   void temp_release(size_t mark) override;
   void sync() override {}
   // The CPU runs every call before it returns, so a section's time is the host's clock.
@@ -86,6 +87,10 @@ class CpuOps final : public Ops {
   // Blocks handed out by temp(); the tensors are views, so a use after reset_temps() is a
   // use-after-free that sanitizers catch, as it would be a bug on the CUDA backend too.
   std::vector<std::shared_ptr<void>> temp_blocks_;
+  // The arena bytes (cpu_peak_temp_bytes' rounding) of the temporaries alive before each block
+  // of temp_blocks_, the bytes alive now and the most alive at once.
+  std::vector<size_t> temp_used_before_;
+  size_t temp_used_ = 0, temp_peak_ = 0;
   double section_start_ = -1;  // seconds on the steady clock; -1: no section open
   double timed_seconds_ = 0;
 };

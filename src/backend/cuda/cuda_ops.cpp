@@ -173,8 +173,11 @@ Tensor CudaOps::temp(DType dtype, std::vector<int64_t> shape) {
                 "CUDA temporary arena exhausted: " << t.describe() << " needs " << bytes
                                                    << " bytes, " << arena_used_ << " of "
                                                    << arena_bytes_
-                                                   << " are in use this step; give the "
-                                                      "backend a larger arena");
+                                                   << " are in use this step. The arena is sized "
+                                                      "for the largest step of --max-batch-tokens "
+                                                      "tokens and --max-batch sequences: lower "
+                                                      "them (the estimate, step_arena_bytes, "
+                                                      "missed this step's temporaries: a bug)");
   t.data = static_cast<char*>(arena_) + arena_used_;
   arena_used_ += bytes;
   return t;
