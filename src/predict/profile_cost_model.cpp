@@ -100,6 +100,14 @@ ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fa
     host_step_.entries.push_back({shape, static_cast<double>(shape[0] * shape[1]), std::move(surface)});
   if (const SeriesTable* t = p.find(tables::kMemoryBound))
     for (const Series& s : t->series) memory_.push_back(curve_of(s));
+  if (const SeriesTable* t = p.find(tables::kHbmCopy); t != nullptr && !t->series.empty()) {
+    const Series& s = t->series.front();
+    if (s.sizes.size() > 1) {
+      copy_ = curve_of(s);
+    } else if (s.sizes.size() == 1 && s.sizes.back() > 0) {  // older profiles: one large copy
+      copy_s_per_byte_ = s.times.back().median_s / static_cast<double>(s.sizes.back());
+    }
+  }
   eager_gap_s_ = gap_of(p.find(tables::kKernelGap), 0);
   graph_gap_s_ = gap_of(p.find(tables::kKernelGap), 1);
   for (const TableSpec* spec : {&tables::kAllreduce, &tables::kAlltoall, &tables::kSendRecv, &tables::kBroadcast})
@@ -168,6 +176,12 @@ double ProfileCostModel::memory_bound_s(int64_t bytes) const {
   double sum = 0;  // the mean over the kernels measured: each stands for some of the step's
   for (const TimeCurve& c : memory_) sum += own_time(c.at(static_cast<double>(bytes)));
   return sum / static_cast<double>(memory_.size());
+}
+
+double ProfileCostModel::copy_s(int64_t bytes) const {
+  if (!copy_.empty()) return own_time(copy_.at(2.0 * static_cast<double>(bytes)));
+  if (copy_s_per_byte_ < 0) return fallback_.copy_s(bytes);
+  return copy_s_per_byte_ * 2.0 * static_cast<double>(bytes);
 }
 
 double ProfileCostModel::attention_inputs_s(int64_t rows, int64_t q_heads, int64_t kv_heads, int64_t head_dim,

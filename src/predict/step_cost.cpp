@@ -52,7 +52,40 @@ class StageForward {
     out_.kernel_overhead_s += count * cost_.kernel_overhead_s(in_graph_);
   }
   void memory_kernel(int64_t bytes) { kernel(cost_.memory_bound_s(bytes)); }
-  void tp_allreduce(int64_t bytes) { out_.tp_comm_s += cost_.allreduce_s(bytes, g_.plan.tp, g_.tp); }
+  void tp_allreduce(int64_t bytes) {
+    out_.tp_comm_s += cost_.allreduce_s(bytes, g_.plan.tp, g_.tp);
+    if (g_.plan.tp > 1) emulated_copy(bytes);  // allreduce_sum: the buffer into scratch
+  }
+
+  // An emulated rank's stand-ins for its collectives (EmulatedCommunicator, assumption 13): device
+  // copies, each Ops::copy of `bytes` (CostModel::copy_s) with its gap. Kept apart in
+  // emulation_s: a real rank moves these bytes in the collective, priced in *_comm_s.
+  void emulated_copy(int64_t bytes) {
+    if (bytes <= 0) return;
+    out_.emulation_s += cost_.copy_s(bytes) + cost_.kernel_overhead_s(in_graph_);
+  }
+  // `group` blocks of `bytes` side by side, as EmulatedCommunicator::fill_repeated makes them (the
+  // allgather, and the all-to-all whose blocks are all the own block's size): the block copied
+  // once, then what is filled doubled, 1 + ceil(log2 group) copies.
+  void emulated_fill(int64_t bytes, int64_t group) {
+    emulated_copy(bytes);
+    for (int64_t filled = 1; filled < group;) {
+      const int64_t n = std::min(filled, group - filled);
+      emulated_copy(n * bytes);
+      filled += n;
+    }
+  }
+  // An all-to-all(v) of `rows` received rows of `row_bytes` over the stage group: decode's fixed
+  // capacity gives every peer the own block's rows (fill_repeated); prefill's blocks differ, and
+  // each peer's is copied apart (priced at one copy a peer of the mean block).
+  void emulated_alltoall(int64_t rows, int64_t row_bytes) {
+    const int64_t group = g_.plan.stage_size(), block = rows / group * row_bytes;
+    if (!shape_.prefill) {
+      emulated_fill(block, group);
+    } else {
+      for (int64_t p = 0; p < group; ++p) emulated_copy(block);
+    }
+  }
 
   void layer(bool first_local, int64_t moe_index) {
     const int64_t H = c_.hidden_size;
@@ -177,9 +210,16 @@ class StageForward {
     const int64_t H = c_.hidden_size, rows = dispatch_rows(received_rows);
     const int group = g_.plan.stage_size();
     if (shape_.prefill) out_.expert_comm_s += cost_.alltoall_s(group * kI64, group, g_.stage);  // counts
+    // pack_dispatch (decode's fixed capacity: route_fixed): the step's ids and weights read, each
+    // entry's row, expert and scale written. Prefill routes on the host (route_with_counts).
+    const int64_t k = c_.top_k;
+    if (!shape_.prefill) memory_kernel(T_ * k * (kI32 + kF32) + rows * (2 * kI32 + kF32));
     memory_kernel(2 * rows * H * act_);  // gather_rows
     out_.expert_comm_s += 2 * cost_.alltoall_s(rows * H * act_, group, g_.stage) +  // there and back
                           cost_.alltoall_s(rows * kI32, group, g_.stage);            // expert ids
+    emulated_alltoall(rows, H * act_);  // the rows there
+    emulated_alltoall(rows, kI32);      // their expert ids
+    emulated_alltoall(rows, H * act_);  // and the results back
   }
 
   void logits() {
@@ -192,6 +232,7 @@ class StageForward {
     if (tp > 1) {
       // An all-gather of slices of b bytes moves what an all-to-all of tp * b bytes per rank does.
       out_.tp_comm_s += cost_.alltoall_s(tp * L * rows * kF32, tp, g_.tp);
+      emulated_fill(L * rows * kF32, tp);  // the emulated allgather: the own slice in every slot
       for (int r = 0; r < tp; ++r) memory_kernel(2 * L * (V / tp) * kF32);  // copy_columns
     }
     kernel(cost_.sampling_s(L, V, L * V * kF32));  // argmax (greedy; sampling reads more), ids to the host
@@ -216,6 +257,7 @@ void add_work(StepCost& into, const StepCost& part) {
   into.expert_comm_s += part.expert_comm_s;
   into.imbalance_s += part.imbalance_s;
   into.host_s += part.host_s;
+  into.emulation_s += part.emulation_s;
 }
 
 }  // namespace
@@ -275,10 +317,19 @@ StepCost step_cost(const PlanGeometry& g, const ExpertShares& shares, const Step
   // The busiest stage's work, and what the pipeline adds around it.
   StepCost step;
   double busiest = -1;
+  int busiest_stage = 0;
   for (int s = 0; s < p.pp; ++s) {
     StepCost work;
     for (int64_t n : sizes) add_work(work, stage_cost(s, n));
-    if (work.total_s() > busiest) busiest = work.total_s(), step = work;
+    if (work.total_s() > busiest) busiest = work.total_s(), step = work, busiest_stage = s;
+  }
+  // An emulated stage's pipeline stand-ins, a copy a micro-batch each way: send copies the
+  // activations into scratch, recv fills them from the stand-in (eager: pp > 1 never records).
+  for (int64_t n : sizes) {
+    const int64_t hop_bytes = n * shape.tokens_per_sequence * H * shape.activation_bytes;
+    if (n == 0 || p.pp == 1) continue;
+    const int links = (busiest_stage > 0 ? 1 : 0) + (busiest_stage < p.pp - 1 ? 1 : 0);
+    step.emulation_s += links * (cost.copy_s(hop_bytes) + cost.kernel_overhead_s(false));
   }
   const double pipeline_extra = done.back() - busiest;
   int64_t hops_bytes = 0;

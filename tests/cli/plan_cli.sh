@@ -29,7 +29,7 @@ rates = f["/plans/output_tokens_per_s"][()]
 fits = f["/plans/fits"][()]
 good = [r for r, ok in zip(rates, fits) if ok]
 assert good == sorted(good, reverse=True)
-assert f["/plans/decode_parts"].shape == (len(plans), 9)
+assert f["/plans/decode_parts"].shape == (len(plans), 10)
 best = f.attrs["best_plan"]
 assert (best.decode() if isinstance(best, bytes) else best) == plans[0]
 PY

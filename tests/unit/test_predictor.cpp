@@ -237,6 +237,63 @@ TEST(Predictor, TinyDecodeStepAsComputedByHand) {
   EXPECT_NEAR(s.total_s(), 684e-9 + 17e-6, 1e-15);
 }
 
+// An emulated rank (moetron run --emulate-rank) copies locally what each collective would move
+// on it (EmulatedCommunicator): the predictor prices those copies in emulation_s, as the
+// communicator makes them, and keeps them out of the step. At fixed work a replica (4 decode
+// tokens, OLMoE's 64 experts top-8), dp = ep = N: every MoE layer's three all-to-alls (rows,
+// expert ids, results back) each fill N blocks of the decode capacity by 1 + ceil(log2 N) copies
+// of N blocks' bytes in all; a tp all-reduce is one copy, the vocabulary allgather fills tp slots.
+TEST(Predictor, PricesAnEmulatedRanksStandInCopiesApartFromTheStep) {
+  HardwareFigures f;
+  f.name = "unit";
+  f.gemm_flops = 1e12;
+  f.hbm_bytes_per_s = 1e9;  // a byte read or written: 1 ns
+  f.graph_node_s = 1e-6;
+  f.launch_s = 5e-6;
+  f.intra = f.inter = {1e9, 1e-3};
+  const RooflineCostModel cost(f);
+  const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
+  const int64_t H = c.hidden_size, T = 4, layers = c.num_moe_layers();
+  const StepShape decode{T, 1, 100, false, 1, true, true, 2};  // a recorded step: graph-node gaps
+  const auto copies = [](int64_t n) {  // fill_repeated's copies for n blocks
+    int64_t k = 1;
+    for (int64_t filled = 1; filled < n; filled *= 2) ++k;
+    return k;
+  };
+  EXPECT_EQ(copies(1), 1);
+  EXPECT_EQ(copies(2), 2);
+  EXPECT_EQ(copies(16), 5);
+  EXPECT_EQ(copies(64), 7);
+  EXPECT_EQ(step_cost(plan_geometry(c, Plan{}, 1), {}, decode, cost).emulation_s, 0);  // no collective
+
+  double previous = 0;
+  for (int n : {2, 4, 8, 16, 32, 64}) {
+    SCOPED_TRACE(std::to_string(n) + " ranks");
+    const Plan plan{1, 1, n, n};
+    const StepCost s = step_cost(plan_geometry(c, plan, n), {}, decode, cost);
+    const int64_t capacity = T * std::min<int64_t>(c.top_k, c.num_experts / n);  // entries a peer
+    double by_hand = 0;
+    for (const int64_t row_bytes : {H * 2, int64_t{4}, H * 2})
+      by_hand += copies(n) * f.graph_node_s + 2.0 * n * capacity * row_bytes * 1e-9;
+    EXPECT_NEAR(s.emulation_s, layers * by_hand, 1e-12);
+    EXPECT_GT(s.emulation_s, previous);  // more copies (and, to 8 ranks, more bytes) a layer
+    previous = s.emulation_s;
+    // Not the real rank's time: the step is the sum of the other parts.
+    EXPECT_NEAR(s.total_s(), s.compute_s + s.kernel_overhead_s + s.tp_comm_s + s.expert_comm_s + s.pipeline_comm_s +
+                                 s.bubble_s + s.host_sync_s + s.host_s, 1e-15);
+  }
+
+  // tp = 2, one replica: a copy per all-reduce (attention's and the MoE block's; the QK norms'
+  // sums, two a layer, when they span the whole projection) and the logits' allgather (2 slots).
+  const StepCost tp = step_cost(plan_geometry(c, Plan{1, 2, 1, 1}, 2), {}, decode, cost);
+  const double per_copy = f.graph_node_s;
+  double by_hand = c.num_layers * 2 * (per_copy + 2.0 * T * H * 2 * 1e-9);
+  if (c.qk_norm == QkNorm::WholeProjection) by_hand += c.num_layers * 2 * (per_copy + 2.0 * T * 4 * 1e-9);
+  const int64_t slice = T * ((c.vocab_size + 1) / 2) * 4;
+  by_hand += copies(2) * per_copy + 2.0 * 2 * slice * 1e-9;
+  EXPECT_NEAR(tp.emulation_s, by_hand, 1e-12);
+}
+
 // The roofline, recording the token count of every expert call it prices.
 class CallTokenSpy : public RooflineCostModel {
  public:
@@ -714,7 +771,7 @@ TEST(Predictor, ExplainsTheWinnerAndWritesEveryPlan) {
   const std::vector<std::string> plans = read_strings(path, "/plans/plan");
   ASSERT_EQ(plans.size(), ranking.size());
   EXPECT_EQ(plans[0], ranking[0].plan.to_string());
-  EXPECT_EQ(read_dims(path, "/plans/decode_parts"), (std::vector<int64_t>{static_cast<int64_t>(ranking.size()), 9}));
+  EXPECT_EQ(read_dims(path, "/plans/decode_parts"), (std::vector<int64_t>{static_cast<int64_t>(ranking.size()), 10}));
   EXPECT_EQ(read_float64(path, "/plans/output_tokens_per_s")[0], ranking[0].output_tokens_per_s);
   EXPECT_EQ(read_string_attribute(path, "/", "workload"), describe(small_workload()));
 }

@@ -160,6 +160,30 @@ TEST(ProfileCostModel, CollectivesNotMeasuredComeFromTheRoofline) {
   EXPECT_DOUBLE_EQ(empty.kernel_overhead_s(true), roofline.kernel_overhead_s(true));
 }
 
+// Ops::copy (an emulated rank's stand-ins): the hbm_copy table's streaming rate, in proportion to
+// the bytes, with no floor (the caller adds the kernel gap); without the table, the fallback's.
+TEST(ProfileCostModel, CopiesAtTheHbmCopyRate) {
+  const RooflineCostModel roofline(figures());
+  HardwareProfile p;
+  p.table(tables::kHbmCopy).add({1}, int64_t{2} << 30, {5e-4, 5e-4, 5e-4});  // 2 GiB read + written
+  const ProfileCostModel m(p, roofline);
+  EXPECT_DOUBLE_EQ(m.copy_s(int64_t{1} << 30), 5e-4);
+  EXPECT_DOUBLE_EQ(m.copy_s(4096), 5e-4 * 8192 / static_cast<double>(int64_t{2} << 30));
+  const ProfileCostModel empty(HardwareProfile{}, roofline);
+  EXPECT_DOUBLE_EQ(empty.copy_s(4096), roofline.copy_s(4096));
+  EXPECT_DOUBLE_EQ(roofline.copy_s(4096), roofline.memory_bound_s(8192));
+  // Small copies measured too (a cache-resident copy is faster than the rate): like any kernel,
+  // the measured time less the launch gap, the smallest's below it.
+  HardwareProfile q;
+  q.table(tables::kKernelGap).add({0}, 1, {1e-7, 1e-7, 1e-7});
+  q.table(tables::kHbmCopy).add({1}, 8192, {3e-7, 3e-7, 3e-7});
+  q.table(tables::kHbmCopy).add({1}, int64_t{2} << 30, {5e-4, 5e-4, 5e-4});
+  const ProfileCostModel n(q, roofline);
+  EXPECT_NEAR(n.copy_s(4096), 2e-7, 1e-15);
+  EXPECT_NEAR(n.copy_s(100), 2e-7, 1e-15);
+  EXPECT_NEAR(n.copy_s(int64_t{1} << 30), 5e-4 - 1e-7, 1e-12);
+}
+
 // Random times for both kernel paths of one expert shape: GEMV points at 1, 2, 4, 8 tokens, tile
 // points above, over awkward expert counts; each path's times drawn from its own range.
 HardwareProfile two_path_profile(std::mt19937& rng, bool with_gemv) {

@@ -53,6 +53,10 @@ class CostModel {
     (void)rows, (void)vocab;
     return memory_bound_s(bytes);
   }
+  // Ops::copy of `bytes` (read, and written elsewhere), the kernel's own time: what an emulated
+  // rank's collectives become (predictor.hpp, assumption 13). A model without a measurement of
+  // it prices it as a memory-bound kernel of both.
+  virtual double copy_s(int64_t bytes) const { return memory_bound_s(2 * bytes); }
   // The host's bookkeeping of one forward of `tokens` tokens on a rank holding `layers` layers
   // (engine.cpp's run_micro_batch: reset_temps, the batch layout built and uploaded, the routing
   // counted): not a kernel, no gap added. A model without a measurement of it prices it at zero.

@@ -47,6 +47,15 @@
 //     request within kv_memory_fraction of what is left (the engine's --gpu-memory-fraction).
 // 12. On the CUDA backend (PredictorOptions::backend) a plan whose expert slices the CUDA kernels cannot
 //     run (cuda_plan_problem) does not fit, whatever its memory.
+// 13. An emulated rank (`moetron run --emulate-rank R --emulate-world N`) replaces each collective
+//     by local copies of the bytes the real one would move on it (EmulatedCommunicator): a tp
+//     all-reduce by one copy, an allgather and decode's fixed-capacity all-to-all by
+//     1 + ceil(log2 N) copies filling the N blocks (what the rank receives from its N peers),
+//     prefill's all-to-all by a copy a peer, a pipeline hop by a copy each way. The step it
+//     measures is compute_s + kernel_overhead_s + emulation_s: those copies, each priced as
+//     CostModel::copy_s of its bytes (a profile's hbm_copy streaming rate; the roofline's HBM
+//     rate) plus a kernel gap (a graph node in recorded decode steps). A real rank spends none of it (its collectives are the *_comm_s
+//     parts), so emulation_s is left out of total_s and of every ranking.
 // Not modelled (each would only slow the engine down): scheduler and Python-free host overheads
 // between steps, preemption and recomputation, stragglers, congestion between groups that share
 // links, sampling beyond argmax, routing that changes over the run.

@@ -50,6 +50,10 @@ class ProfileCostModel : public CostModel {
   // From the host_step table, as measured (not a kernel: no gap taken off); a profile without it
   // prices the host's bookkeeping at zero, as before it was measured.
   double host_step_s(int64_t tokens, int64_t layers, int64_t experts, int64_t top_k) const override;
+  // From the hbm_copy table like any kernel (less the launch gap); a profile with one large copy
+  // only (made before the small ones were measured) at that copy's rate, in proportion to the
+  // bytes (the caller adds the gap); the fallback's without the table.
+  double copy_s(int64_t bytes) const override;
   double kernel_overhead_s(bool in_graph) const override;
 
   double allreduce_s(int64_t bytes, int ranks, LinkScope scope) const override;
@@ -90,6 +94,8 @@ class ProfileCostModel : public CostModel {
   Shapes<TimeCurve> sampling_;          // key vocab; by rows
   Shapes<TimeSurface> host_step_;       // key experts, top_k; surface over layers; by tokens
   double eager_gap_s_ = -1, graph_gap_s_ = -1;  // -1: not measured
+  TimeCurve copy_;                               // hbm_copy, by bytes read + written
+  double copy_s_per_byte_ = -1;                  // a one-point hbm_copy's rate; -1: none
   std::map<std::tuple<std::string, int, bool>, TimeCurve> collectives_;
   std::string origin_;
 };

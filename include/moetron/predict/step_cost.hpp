@@ -36,7 +36,8 @@ struct StepShape {
 };
 
 // Seconds of one step as the slowest rank sees it. total_s is the sum of the fields except
-// imbalance_s, which is the part of compute_s spent waiting for the busiest expert set.
+// imbalance_s, which is the part of compute_s spent waiting for the busiest expert set, and
+// emulation_s, which no real rank spends.
 struct StepCost {
   double compute_s = 0;          // the kernels' own time
   double kernel_overhead_s = 0;  // the gaps between kernels (graph nodes or eager launches)
@@ -48,6 +49,10 @@ struct StepCost {
   double imbalance_s = 0;        // included in compute_s
   double host_s = 0;             // the host's bookkeeping of each micro-batch: scratch reset,
                                  // batch layout built and uploaded, routing counted
+  double emulation_s = 0;        // NOT in total_s: the local copies that stand in for the step's
+                                 // collectives on an emulated rank (`moetron run --emulate-rank`,
+                                 // EmulatedCommunicator), which measures compute_s +
+                                 // kernel_overhead_s + emulation_s (assumption 13, predictor.hpp)
   double total_s() const {
     return compute_s + kernel_overhead_s + tp_comm_s + expert_comm_s + pipeline_comm_s + bubble_s + host_sync_s +
            host_s;
