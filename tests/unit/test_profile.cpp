@@ -280,11 +280,13 @@ TEST(BenchTiming, PercentilesAndAgreement) {
   EXPECT_DOUBLE_EQ(agreed_m.median_s, 1.0);
 }
 
-// The tiny model's compute benchmarks on the CPU, quick, one batch a point; *sizes: the grid.
-HardwareProfile quick_cpu_profile(BenchSizes* sizes = nullptr) {
+// The tiny model's compute benchmarks on the CPU, quick, one batch a point; *sizes: the grid;
+// host_step: the engine's timer of a step's host bookkeeping (as moetron bench hands it over).
+HardwareProfile quick_cpu_profile(BenchSizes* sizes = nullptr, bool host_step = true) {
   const ModelConfig c = tiny_config();
   std::unique_ptr<Ops> ops = make_cpu_ops();
-  ComputeBench b{&c, bench_shapes(c), bench_sizes(c, {false, true, 16, 0}), {}, nullptr, time_host_step};
+  ComputeBench b{&c, bench_shapes(c), bench_sizes(c, {false, true, 16, 0}), {}, nullptr, nullptr};
+  if (host_step) b.host_step = time_host_step;
   b.timing.reps = 1;
   b.timing.warmup = 0;
   HardwareProfile p;
@@ -313,23 +315,17 @@ TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
   EXPECT_EQ(p.find(tables::kSampling)->series[0].key, std::vector<int64_t>{tiny_config().vocab_size});
 }
 
-// The host's bookkeeping of a forward, through the engine's own functions: one series a stage's
-// layer count (pp = 1, 2, 4, 8), over the decode batches and the token sizes, finite and
-// positive; 256 sequences' layout takes longer than one's.
 // The bench does not reach into the engine: without the engine's time_host_step there is no
 // host_step table (and the cost model prices the bookkeeping at zero).
 TEST(ComputeBench, WithoutTheEnginesTimerThereIsNoHostStepTable) {
-  const ModelConfig c = tiny_config();
-  std::unique_ptr<Ops> ops = make_cpu_ops();
-  ComputeBench b{&c, bench_shapes(c), bench_sizes(c, {false, true, 16, 0}), {}, nullptr, nullptr};
-  b.timing.reps = 1;
-  b.timing.warmup = 0;
-  HardwareProfile p;
-  run_compute_benchmarks(*ops, b, p);
+  const HardwareProfile p = quick_cpu_profile(nullptr, false);
   EXPECT_EQ(p.find(tables::kHostStep), nullptr);
   EXPECT_NE(p.find(tables::kSampling), nullptr);
 }
 
+// The host's bookkeeping of a forward, through the engine's own functions: one series a stage's
+// layer count (pp = 1, 2, 4, 8), over the decode batches and the token sizes, finite and
+// positive; 256 sequences' layout takes longer than one's.
 TEST(ComputeBench, TheHostStepIsTimedForEachStagesLayers) {
   BenchSizes sizes;
   const HardwareProfile p = quick_cpu_profile(&sizes);
