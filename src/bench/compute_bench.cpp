@@ -177,24 +177,20 @@ void kernel_gaps(Ops& ops, const ComputeBench& b, SeriesTable& table) {
 
 void run_compute_benchmarks(Ops& ops, const ComputeBench& b, HardwareProfile& profile) {
   MOETRON_CHECK(b.config != nullptr && !b.sizes.tokens.empty(), "run_compute_benchmarks: no model or sizes");
-  using Family = void (*)(Ops&, const ComputeBench&, SeriesTable&);
-  const std::pair<const TableSpec*, Family> families[] = {
+  using Family = std::function<void(Ops&, const ComputeBench&, SeriesTable&)>;
+  std::vector<std::pair<const TableSpec*, Family>> families = {
       {&tables::kKernelGap, kernel_gaps}, {&tables::kHbmCopy, hbm_copy},     {&tables::kMemoryBound, memory_kernels},
       {&tables::kGemm, gemms},            {&tables::kMoeExperts, expert_gemms},
       {&tables::kMoeExpertsGemv, expert_gemvs},
       {&tables::kAttentionDecode, bench_detail::decode_attention},
       {&tables::kAttentionPrefill, bench_detail::prefill_attention},
       {&tables::kAttentionInputs, bench_detail::attention_inputs},
-      {&tables::kSampling, sampling},
-      {&tables::kHostStep, nullptr}};  // b.host_step: the engine's own functions
+      {&tables::kSampling, sampling}};
+  if (b.host_step) families.push_back({&tables::kHostStep, b.host_step});  // the engine's own functions
   for (const auto& [spec, run] : families) {
-    if (run == nullptr && !b.host_step) continue;
     const auto start = std::chrono::steady_clock::now();
     SeriesTable& table = profile.table(*spec);
-    if (run != nullptr)
-      run(ops, b, table);
-    else
-      b.host_step(ops, b, table);
+    run(ops, b, table);
     ops.reset_temps();
     if (b.progress) {
       std::ostringstream line;

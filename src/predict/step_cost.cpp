@@ -325,11 +325,10 @@ StepCost step_cost(const PlanGeometry& g, const ExpertShares& shares, const Step
   }
   // An emulated stage's pipeline stand-ins, a copy a micro-batch each way: send copies the
   // activations into scratch, recv fills them from the stand-in (eager: pp > 1 never records).
+  const int links = (busiest_stage > 0 ? 1 : 0) + (busiest_stage < p.pp - 1 ? 1 : 0);  // 0 at pp = 1
   for (int64_t n : sizes) {
     const int64_t hop_bytes = n * shape.tokens_per_sequence * H * shape.activation_bytes;
-    if (n == 0 || p.pp == 1) continue;
-    const int links = (busiest_stage > 0 ? 1 : 0) + (busiest_stage < p.pp - 1 ? 1 : 0);
-    step.emulation_s += links * (cost.copy_s(hop_bytes) + cost.kernel_overhead_s(false));
+    if (n > 0 && links > 0) step.emulation_s += links * (cost.copy_s(hop_bytes) + cost.kernel_overhead_s(false));
   }
   const double pipeline_extra = done.back() - busiest;
   int64_t hops_bytes = 0;

@@ -15,21 +15,14 @@
 #include "moetron/parallel/plan_agreement.hpp"
 #include "../common/memory_budget.hpp"
 #include "../common/moe_config.hpp"
+#include "../common/mpi_world.hpp"
 
 using namespace moetron;
 
 namespace {
 
-int world_rank() {
-  int r = 0;
-  check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &r), "MPI_Comm_rank");
-  return r;
-}
-int world_size() {
-  int n = 0;
-  check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &n), "MPI_Comm_size");
-  return n;
-}
+using test_mpi::world_rank;
+using test_mpi::world_size;
 
 // Sets an environment variable for the life of a scope.
 class ScopedEnv {

@@ -16,6 +16,7 @@
 #include "moetron/model/routing_skew.hpp"
 #include "moetron/parallel/expert_replicas.hpp"
 #include "../common/counting_ops.hpp"
+#include "../common/mpi_world.hpp"
 
 using namespace moetron;
 
@@ -108,16 +109,8 @@ int64_t served_at_batch_one(const ExpertReplicas& r, const std::vector<int64_t>&
   return served;
 }
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
+using test_mpi::world_rank;
+using test_mpi::world_size;
 
 }  // namespace
 

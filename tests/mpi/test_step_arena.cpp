@@ -16,6 +16,7 @@
 #include "moetron/engine/run_session.hpp"
 #include "moetron/model/routing_skew.hpp"
 #include "moetron/parallel/plan.hpp"
+#include "../common/mpi_world.hpp"
 
 using namespace moetron;
 
@@ -99,11 +100,7 @@ Measured run_plan(const ModelConfig& config, const ArenaCase& c, int rank, int64
   return m;
 }
 
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
+using test_mpi::world_size;
 
 }  // namespace
 

@@ -11,6 +11,7 @@
 // - Every call may run asynchronously; to_host() and sync() are the only points where the host
 //   waits for the device.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -91,6 +92,13 @@ struct ExpertWeights {
 // for every backend; it then calls the backend's protected virtual do_<name>. A backend checks
 // only its own limits (e.g. the head sizes its attention kernel has) in its do_ methods. The
 // checks are a few integer comparisons per call; a message is formatted only on failure.
+// A temporary's bytes in a step arena: its own rounded up to kTempAlignment (CudaOps::temp
+// places temporaries so; CpuOps counts its own the same way for cpu_peak_temp_bytes).
+constexpr size_t kTempAlignment = 256;
+inline size_t temp_arena_bytes(size_t nbytes) {
+  return (nbytes + kTempAlignment - 1) / kTempAlignment * kTempAlignment;
+}
+
 class Ops {
  public:
   virtual ~Ops() = default;

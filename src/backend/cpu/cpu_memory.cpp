@@ -40,7 +40,7 @@ Tensor CpuOps::temp(DType dtype, std::vector<int64_t> shape) {
   temp_blocks_.push_back(block.owner);
   block.owner.reset();
   temp_used_before_.push_back(temp_used_);
-  temp_used_ += (block.nbytes() + kCpuTempAlignment - 1) / kCpuTempAlignment * kCpuTempAlignment;
+  temp_used_ += temp_arena_bytes(block.nbytes());
   temp_peak_ = std::max(temp_peak_, temp_used_);
   return block;
 }

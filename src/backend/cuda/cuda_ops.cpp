@@ -21,7 +21,6 @@ namespace {
 
 using kernels::bf16;
 
-constexpr size_t kTempAlignment = 256;
 constexpr size_t kCublasWorkspaceBytes = 32u << 20;  // fixed, so graph replays need no allocation
 
 // The checks of what CudaOps offers beyond Ops (argmax) name the operator, the argument and
@@ -69,8 +68,9 @@ DecodeExpertKernel decode_expert_kernel_by_env() {
 }
 
 // Dummy weights are generated on the device (generate_weight) unless MOETRON_DUMMY_ON_DEVICE=0
-// (the host generator and an upload, ~11 s for the OLMoE-1B-7B shape against ~0.04 s; the GPU
-// test CudaMemory.GeneratedWeightsMatchTheHostGenerator passed on an H200, eleventh session).
+// (the host generator and an upload: startup of the OLMoE-1B-7B shape 7.8-8.8 s against 0.22-0.26 s
+// on an H200, eleventh session, perf/NOTES.md; CudaMemory.GeneratedWeightsMatchTheHostGenerator
+// passed there).
 bool generate_on_device_by_env() {
   const char* env = std::getenv("MOETRON_DUMMY_ON_DEVICE");
   const std::string v = env == nullptr ? "1" : env;
@@ -168,7 +168,7 @@ Tensor CudaOps::alloc(DType dtype, std::vector<int64_t> shape) {
 
 Tensor CudaOps::temp(DType dtype, std::vector<int64_t> shape) {
   Tensor t = unallocated(dtype, std::move(shape), Device::Cuda);
-  const size_t bytes = (t.nbytes() + kTempAlignment - 1) / kTempAlignment * kTempAlignment;
+  const size_t bytes = temp_arena_bytes(t.nbytes());
   MOETRON_CHECK(arena_used_ + bytes <= arena_bytes_,
                 "CUDA temporary arena exhausted: " << t.describe() << " needs " << bytes
                                                    << " bytes, " << arena_used_ << " of "
