@@ -327,9 +327,16 @@ TEST(ComputeBench, WithoutTheEnginesTimerThereIsNoHostStepTable) {
 // layer count (pp = 1, 2, 4, 8), over the decode batches and the token sizes, finite and
 // positive; 256 sequences' layout takes longer than one's.
 TEST(ComputeBench, TheHostStepIsTimedForEachStagesLayers) {
-  BenchSizes sizes;
-  const HardwareProfile p = quick_cpu_profile(&sizes);
+  // Its own sizes, up to 256 sequences (the quick profile's 16 are within a timer's noise of
+  // one on a busy host), warmed up, three repetitions a point.
   const ModelConfig c = tiny_config();
+  std::unique_ptr<Ops> ops = make_cpu_ops();
+  ComputeBench b{&c, bench_shapes(c), bench_sizes(c, {false, true, 256, 0}), {}, nullptr, time_host_step};
+  b.timing.reps = 3;
+  b.timing.warmup = 1;
+  const BenchSizes& sizes = b.sizes;
+  HardwareProfile p;
+  time_host_step(*ops, b, p.table(tables::kHostStep));
   const SeriesTable* t = p.find(tables::kHostStep);
   ASSERT_NE(t, nullptr);
   std::vector<int64_t> layers;
