@@ -331,7 +331,7 @@ void Ops::router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor&
 }
 
 void Ops::moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                      const ExpertWeights& experts, Tensor& out) {
+                      const ExpertWeights& experts, Tensor& out, int64_t expected_slots) {
   const Device d = device();
   const DType act = activation_dtype();
   expect(x, act, d, "moe_experts", "x");
@@ -343,6 +343,9 @@ void Ops::moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
                                          << weights.describe() << " must both be ["
                                          << x.rows() << " (rows of x), k]");
   expect_rows_cols(out, x.rows(), x.cols(), "moe_experts", "out");
+  MOETRON_CHECK(expected_slots >= -1 && expected_slots <= ids.numel(),
+                "Ops::moe_experts: expected_slots " << expected_slots << " outside [-1, " << ids.numel()
+                                                    << "] (the slots of ids " << ids.describe() << ")");
   if (experts.num_local > 0) {
     const int64_t local = experts.num_local, hidden = x.cols();
     expect(experts.gate_up, act, d, "moe_experts", "experts.gate_up");
@@ -358,7 +361,7 @@ void Ops::moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
                                                        << " is not [" << local << ", "
                                                        << 2 * inter << ", " << hidden << "]");
   }
-  do_moe_experts(x, ids, weights, experts, out);
+  do_moe_experts(x, ids, weights, experts, out, expected_slots);
 }
 
 void Ops::swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down, Tensor& out) {

@@ -90,10 +90,12 @@ void DecodeGraphs::capture() {
       groups[g]->adjust_traffic({-b.traffic[g].sent, -b.traffic[g].received});
     }
     b.temps_end = ops_.temp_mark();
+    LOG_DEBUG("decode graph for batch " << size << ": " << ops_.recording_nodes(b.recording) << " nodes");
     recorded_.push_back(std::move(b));
   }
-  LOG_INFO("recorded the decode step for batch sizes 1.." << buckets_.back() << " ("
-                                                          << buckets_.size() << " graphs)");
+  LOG_INFO("recorded the decode step for batch sizes 1.." << buckets_.back() << " (" << buckets_.size()
+                                                          << " graphs, " << ops_.recording_nodes(recorded_.back().recording)
+                                                          << " nodes in the largest)");
 }
 
 std::vector<Communicator*> DecodeGraphs::peers() const {

@@ -66,11 +66,11 @@ void ModelForward::count_routing(int64_t num_tokens) {
 // inside the forward (so a recorded step counts its padding rows too: they are computed),
 // and the time of those calls.
 void ModelForward::run_experts(const LayerWeights& w, const Tensor& x, const Tensor& ids,
-                               const Tensor& weights, Tensor& out) {
+                               const Tensor& weights, int64_t expected_slots, Tensor& out) {
   Ops& ops = *ctx_.ops;
   ops.accumulate_expert_counts(ids, served_);
   ops.begin_timed_section();
-  ops.moe_experts(x, ids, weights, w.experts, out);
+  ops.moe_experts(x, ids, weights, w.experts, out, expected_slots);
   ops.end_timed_section();
 }
 
@@ -217,7 +217,7 @@ void ModelForward::dispatch_experts(const LayerWeights& w, size_t local_layer, c
                                     Tensor& out) {
   const Tensor slots = route_to_copies(local_layer, ids);
   if (ctx_.stage == nullptr) {
-    run_experts(w, h, slots, weights, out);
+    run_experts(w, h, slots, weights, -1, out);
     return;
   }
   ExpertRoute route = dispatch_tokens > 0 ? route_fixed(slots, weights, dispatch_tokens)
@@ -326,6 +326,13 @@ ModelForward::ExpertRoute ModelForward::route_fixed(const Tensor& ids, const Ten
   route.send_counts.assign(static_cast<size_t>(group), capacity);
   route.recv_counts = route.send_counts;
   route.recv_weights = ones_for(entries);
+  // Under uniform routing this rank's set gets set_size / ids of every slot of the stage's
+  // replicas (each of the group's tp ranks sends a share of its replica's tokens); the predictor
+  // prices the expert call at these rows (StepCost's expert_work).
+  const int64_t replicas = group / ctx_.tp->size(), k = ids.numel() > 0 ? ids.cols() : ctx_.config->top_k;
+  const int64_t slots = dispatch_tokens * replicas * k * ctx_.expert_set_size, ids_count = expert_id_count();
+  const int64_t expected = (slots + ids_count - 1) / ids_count;
+  route.expected_entries = std::min(entries, expected);
   return route;
 }
 
@@ -403,7 +410,7 @@ void ModelForward::exchange_with_experts(const LayerWeights& w, const Tensor& h,
   // Each received row is one (token, expert) pair, or padding (expert -1, which no rank owns):
   // weight 1 here, the routing weight is applied where the token lives.
   Tensor recv_y = ops.temp(act, {n_recv, H});
-  run_experts(w, recv_x, recv_e, route.recv_weights, recv_y);
+  run_experts(w, recv_x, recv_e, route.recv_weights, route.expected_entries, recv_y);
 
   Tensor back = ops.temp(act, {n_send, H});
   stage.alltoallv(recv_y, route.recv_counts, back, route.send_counts);

@@ -191,10 +191,17 @@ class StageForward {
            cost_.grouped_gemm_s(per_expert, experts, H, cols, call, by_gemms);
   }
 
-  // Tokens in the rank's moe_experts call, which pick the kernel: the replica's own tokens with
-  // one replica, else the dispatch's received entries (one slot each).
+  // Tokens that pick the kernels of the rank's moe_experts call: the replica's own tokens with one
+  // replica, else the dispatch's received entries (one slot each); in decode those are mostly
+  // padding and the call is told the rows uniform routing gives (forward.cpp's route_fixed),
+  // which pick.
   int64_t expert_call_tokens(double rows) const {
-    return g_.plan.dp > 1 ? dispatch_rows(rows) : T_;
+    const Plan& p = g_.plan;
+    if (p.dp == 1) return T_;
+    const int64_t received = dispatch_rows(rows);
+    if (shape_.prefill) return received;
+    const int64_t uniform = ceil_div(T_ * p.dp * c_.top_k * (c_.num_experts / p.ep), c_.num_experts);
+    return expert_call_planned_tokens(received, uniform, 1);
   }
 
   // Entries this rank sends in the dispatch (forward.cpp): a decode step's fixed capacity for

@@ -93,8 +93,8 @@ class Bf16StorageOps : public Ops {
     record_router_gaps(l, k);
   }
   void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w, const ExpertWeights& e,
-                      Tensor& out) override {
-    cpu_->moe_experts(x, ids, w, e, out);
+                      Tensor& out, int64_t expected_slots) override {
+    cpu_->moe_experts(x, ids, w, e, out, expected_slots);
     round(out);
   }
   void do_swiglu_mlp(const Tensor& x, const Tensor& gu, const Tensor& d, Tensor& out) override {

@@ -87,8 +87,8 @@ class CountingOps : public Ops {
     note("router_topk"), inner_->router_topk(logits, k, renormalize, ids, weights);
   }
   void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights, const ExpertWeights& experts,
-                      Tensor& out) override {
-    note("moe_experts"), inner_->moe_experts(x, ids, weights, experts, out);
+                      Tensor& out, int64_t expected_slots) override {
+    note("moe_experts"), inner_->moe_experts(x, ids, weights, experts, out, expected_slots);
   }
   void do_swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down, Tensor& out) override {
     note("swiglu_mlp"), inner_->swiglu_mlp(x, gate_up, down, out);

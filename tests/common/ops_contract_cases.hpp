@@ -142,6 +142,12 @@ inline std::vector<ContractCase> ops_contract_cases() {
                       "Ops::moe_experts: weights must be F32 on " + dev(ops) + ", got " +
                           w.describe()};
   }});
+  cases.push_back({"moe_experts expecting more slots than ids holds", [](Ops& ops) {
+    Tensor x = activation(ops, {3, 8}), ids = ops.alloc(DType::I32, {3, 2}),
+           w = ops.alloc(DType::F32, {3, 2}), out = activation(ops, {3, 8});
+    return BrokenCall{[&ops, x, ids, w, out]() mutable { ops.moe_experts(x, ids, w, {}, out, 7); },
+                      "Ops::moe_experts: expected_slots 7 outside [-1, 6] (the slots of ids " + ids.describe() + ")"};
+  }});
   cases.push_back({"moe_experts gate_up of the wrong width", [](Ops& ops) {
     Tensor x = activation(ops, {3, 8}), ids = ops.alloc(DType::I32, {3, 2}),
            w = ops.alloc(DType::F32, {3, 2}), out = activation(ops, {3, 8});

@@ -64,14 +64,14 @@ std::string describe(const MoeShape& c) {
 
 // Runs moe_experts on the given routing with random activations and expert weights.
 CaseOutputs run_experts(CaseInputs& in, const MoeShape& c, const std::vector<int32_t>& ids,
-                        const std::vector<float>& weights) {
+                        const std::vector<float>& weights, int64_t expected_slots = -1) {
   Tensor x = in.activation({c.tokens, c.hidden});
   Tensor id = in.i32(ids, {c.tokens, c.k});
   Tensor w = in.f32(weights, {c.tokens, c.k});
   Tensor gate_up = in.weight({c.num_local, 2 * c.inter, c.hidden}, 1.0f / std::sqrt(float(c.hidden)));
   Tensor down = in.weight({c.num_local, c.hidden, c.inter}, 1.0f / std::sqrt(float(c.inter)));
   Tensor out = in.output_activation({c.tokens, c.hidden});
-  in.ops.moe_experts(x, id, w, ExpertWeights{c.first_local, c.num_local, gate_up, down}, out);
+  in.ops.moe_experts(x, id, w, ExpertWeights{c.first_local, c.num_local, gate_up, down}, out, expected_slots);
   // Two grouped GEMMs with a bf16 intermediate and a bf16 weighted combine: a few bf16
   // roundings, within kBf16Tolerance.
   return {{"out", host_of(in, out), kBf16Tolerance}};
@@ -142,6 +142,35 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
   run_cases(cases, {{"decode experts on tensor-core GEMVs", choose(DecodeExpertKernel::kMma)},
                     {"decode experts on CUDA cores and WMMA tiles", choose(DecodeExpertKernel::kCudaCores)}});
   gpu().set_decode_expert_kernel(initial);
+}
+
+// A decode dispatch's received buffer: every peer's fixed capacity, mostly padding (expert -1),
+// one slot a row, and the call told how many slots to expect (the kernels are picked by those:
+// 32 rows over 4 experts take the 32-row GEMV tiles, not the 64-row tiles the 256 rows would).
+// The real rows may exceed the expectation and pile onto a few experts (an emulated rank's copies
+// of its own block): more tiles an expert, the same result as the reference.
+TEST_F(CudaMoe, DispatchBuffersPickKernelsByTheExpectedRows) {
+  std::vector<OpCase> cases;
+  const MoeShape c{256, 64, 1, 2048, 264, 12, 4};  // OLMoE-like hidden, a 16-rank expert set
+  for (const int64_t real : {32, 128, 256}) {
+    for (const int64_t expected : {int64_t{3}, int64_t{32}, int64_t{-1}}) {
+      cases.push_back({describe(c) + " " + std::to_string(real) + " real rows, expected " + std::to_string(expected),
+                       [c, real, expected](CaseInputs& in) {
+        std::vector<int32_t> ids(static_cast<size_t>(c.tokens), -1);
+        std::uniform_int_distribution<int64_t> row(0, c.tokens - 1);
+        // Spread over the 4 local experts at 32 rows; on 2 of them (and a few elsewhere) above.
+        const int64_t experts_hit = real <= 32 ? c.num_local : 2;
+        for (int64_t placed = 0; placed < real;) {
+          const size_t r = static_cast<size_t>(row(in.rng));
+          if (ids[r] >= 0) continue;
+          ids[r] = static_cast<int32_t>(placed % 7 == 6 ? (placed % 12) : c.first_local + placed % experts_hit);
+          ++placed;
+        }
+        return run_experts(in, c, ids, std::vector<float>(static_cast<size_t>(c.tokens), 1.0f), expected);
+      }});
+    }
+  }
+  run_cases(cases);
 }
 
 // Ids need not be distinct within a token (a caller may repeat an expert): an expert then gets

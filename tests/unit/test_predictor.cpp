@@ -12,6 +12,7 @@
 
 #include "../common/fixtures_root.hpp"
 #include "error_of.hpp"
+#include "moetron/backend/expert_paths.hpp"
 #include "moetron/io/hdf5.hpp"
 #include "moetron/engine/run_session.hpp"
 #include "moetron/io/results.hpp"
@@ -272,9 +273,10 @@ TEST(Predictor, PricesAnEmulatedRanksStandInCopiesApartFromTheStep) {
     const Plan plan{1, 1, n, n};
     const StepCost s = step_cost(plan_geometry(c, plan, n), {}, decode, cost);
     const int64_t capacity = T * std::min<int64_t>(c.top_k, c.num_experts / n);  // entries a peer
+    const int64_t rows = n * capacity;
     double by_hand = 0;
     for (const int64_t row_bytes : {H * 2, int64_t{4}, H * 2})
-      by_hand += copies(n) * f.graph_node_s + 2.0 * n * capacity * row_bytes * 1e-9;
+      by_hand += copies(n) * f.graph_node_s + 2.0 * rows * row_bytes * 1e-9;
     EXPECT_NEAR(s.emulation_s, layers * by_hand, 1e-12);
     EXPECT_GT(s.emulation_s, previous);  // more copies (and, to 8 ranks, more bytes) a layer
     previous = s.emulation_s;
@@ -314,10 +316,20 @@ TEST(Predictor, PricesTheExpertCallAtTheTokenCountThatPicksItsKernel) {
     step_cost(plan_geometry(c, Plan{}, 1), {}, {batch, 1, 100, false, 1}, spy);
     EXPECT_EQ(spy.calls, std::set<int64_t>{batch});
   }
-  // Two replicas: the received dispatch entries, the fixed capacity 2 ranks x 4 tokens x top-8.
-  const CallTokenSpy spy(hardware_preset("h200"));
-  step_cost(plan_geometry(c, Plan{1, 1, 2, 2}, 2), {}, {4, 1, 100, false, 1}, spy);
-  EXPECT_EQ(spy.calls, std::set<int64_t>{2 * 4 * 8});
+  // Several replicas: the received dispatch entries (the fixed capacity: ranks x 4 tokens x
+  // min(top-8, experts a set)), of which the call is told to expect what uniform routing gives,
+  // ranks x 4 tokens x top-8 / ranks, and that picks the kernels (Ops::moe_experts).
+  for (int ranks : {2, 16, 64}) {
+    const CallTokenSpy spy(hardware_preset("h200"));
+    step_cost(plan_geometry(c, Plan{1, 1, ranks, ranks}, ranks), {}, {4, 1, 100, false, 1}, spy);
+    EXPECT_EQ(spy.calls, std::set<int64_t>{4 * 8}) << ranks << " ranks";
+    EXPECT_EQ(expert_call_planned_tokens(ranks * 4 * std::min<int64_t>(8, 64 / ranks), 4 * 8, 1), 4 * 8);
+  }
+  // Fewer expected than the GEMV cutoff: the tiles still (padding does not bound an expert's rows).
+  EXPECT_EQ(expert_call_planned_tokens(64, 3, 1), kExpertGemvMaxTokens + 1);
+  EXPECT_EQ(expert_call_planned_tokens(6, 3, 1), 6);
+  EXPECT_EQ(expert_call_planned_tokens(64, -1, 1), 64);
+  EXPECT_EQ(expert_call_planned_tokens(64, 17, 4), 9);
 }
 
 // Ranks sharing a GPU talk MPI through host buffers, which the engine cannot record: their

@@ -66,6 +66,7 @@ class CudaOps final : public Ops {
   void begin_recording() override;
   int end_recording() override;
   void replay(int recording) override;
+  int64_t recording_nodes(int recording) const override;
   // Events around each section outside a recording (src/backend/cuda/cuda_section_timer.cpp);
   // sections enqueued while recording are not timed.
   void begin_timed_section() override;
@@ -116,7 +117,7 @@ class CudaOps final : public Ops {
   void do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
                       Tensor& weights) override;
   void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                      const ExpertWeights& experts, Tensor& out) override;
+                      const ExpertWeights& experts, Tensor& out, int64_t expected_slots) override;
   void do_swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
                      Tensor& out) override;
   void do_add_sigmoid_gated(Tensor& acc, const Tensor& x, const Tensor& gate_w,

@@ -14,6 +14,18 @@ namespace moetron {
 constexpr int64_t kExpertGemvMaxTokens = 8;
 inline bool expert_call_is_gemv(int64_t call_tokens) { return call_tokens <= kExpertGemvMaxTokens; }
 
+// The tokens that pick a call's kernels (the GEMV, the row tiles, the GEMMs): the call's own, or
+// where the caller expects only `expected_slots` of its slots to be real (a decode dispatch's
+// fixed-capacity buffers, Ops::moe_experts), as many tokens as hold those. Never below the GEMV
+// cutoff when the call is above it: the GEMV path assumes no expert gets more rows than there are
+// tokens, which padding rows do not promise. Used by CudaOps and by the predictor alike.
+inline int64_t expert_call_planned_tokens(int64_t call_tokens, int64_t expected_slots, int64_t slots_per_token) {
+  if (expected_slots < 0) return call_tokens;
+  const int64_t k = std::max<int64_t>(slots_per_token, 1);
+  const int64_t expected_tokens = (expected_slots + k - 1) / k;
+  return std::min(call_tokens, std::max(expected_tokens, std::min(call_tokens, kExpertGemvMaxTokens + 1)));
+}
+
 // Which kernels run decode-sized expert loads (up to a few dozen rows an expert):
 // kernels::grouped_gemm_tile_rows and CudaOps (MOETRON_DECODE_EXPERTS).
 //   kMma        tensor-core GEMVs (weights as the MMA's row operand) on row tiles of 8 and 32

@@ -194,9 +194,11 @@ class Ops {
   // out [T, H] = sum over slots (t, j) whose expert is local of
   //   weights[t, j] * down_e(silu(gate_e x_t) * up_e x_t); other slots contribute nothing.
   // ids I32 and weights F32 [T, k]. The grouped path: count per expert, permute, grouped GEMMs,
-  // weighted un-permute.
+  // weighted un-permute. expected_slots: how many slots are expected to name a local expert, where
+  // most of ids is padding (-1: a decode dispatch's fixed-capacity buffers); -1 for all of them.
+  // Only the kernel choice (rows an expert) reads it: the result is the same for any value.
   void moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                   const ExpertWeights& experts, Tensor& out);
+                   const ExpertWeights& experts, Tensor& out, int64_t expected_slots = -1);
   // out [T, H] = down(silu(gate x) * up x) with gate_up [2I, H], down [H, I] (dense MLP,
   // shared expert).
   void swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down, Tensor& out);
@@ -256,6 +258,9 @@ class Ops {
   virtual void begin_recording() {}
   virtual int end_recording() { return -1; }  // an id for replay()
   virtual void replay(int /*recording*/) {}
+  // How many operations (graph nodes: kernels, copies, memsets) a recording replays: the launch
+  // count the predictor's per-kernel gap multiplies (0 where nothing is recorded).
+  virtual int64_t recording_nodes(int /*recording*/) const { return 0; }
 
   // counts I64 [E] += number of slots in ids (I32 [T, k]) routed to each expert. The default
   // goes through the host; a backend may count on the device (it must not sync the host, so
@@ -312,7 +317,7 @@ class Ops {
   virtual void do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
                               Tensor& weights) = 0;
   virtual void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                              const ExpertWeights& experts, Tensor& out) = 0;
+                              const ExpertWeights& experts, Tensor& out, int64_t expected_slots) = 0;
   virtual void do_swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
                              Tensor& out) = 0;
   virtual void do_add_sigmoid_gated(Tensor& acc, const Tensor& x, const Tensor& gate_w,

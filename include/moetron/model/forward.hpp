@@ -93,6 +93,9 @@ class ModelForward {
     Tensor scales;   // F32 [n_send]: its routing weight
     std::vector<int64_t> send_counts, recv_counts;  // entries per peer
     Tensor recv_weights;  // F32 [n_recv, 1]: ones (a view of ones_)
+    // Received entries expected to be real where the buffers are mostly padding (the fixed
+    // capacity), for the expert kernels' choice (Ops::moe_experts); -1: all of them are.
+    int64_t expected_entries = -1;
     // Rank emulation with peer tables: what each peer's own routing sends here, in peer order
     // (row -1 and expert -1: padding); undefined otherwise.
     Tensor peer_rows;     // I32 [n_recv]: token rows of this rank's h
@@ -115,7 +118,7 @@ class ModelForward {
                              Tensor& out);
   Tensor ones_for(int64_t n) const;
   void allreduce_tp(Tensor& t);
-  void run_experts(const LayerWeights& w, const Tensor& x, const Tensor& ids, const Tensor& weights,
+  void run_experts(const LayerWeights& w, const Tensor& x, const Tensor& ids, const Tensor& weights, int64_t expected_slots,
                    Tensor& out);
 
   ForwardContext ctx_;

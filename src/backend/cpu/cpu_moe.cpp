@@ -48,7 +48,7 @@ void CpuOps::do_router_topk(const Tensor& logits, int64_t k, bool renormalize, T
 }
 
 void CpuOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                            const ExpertWeights& experts, Tensor& out) {
+                            const ExpertWeights& experts, Tensor& out, int64_t /*expected_slots: one loop*/) {
   const int64_t tokens = x.rows(), h = x.cols(), k = ids.cols();
   const int64_t local = experts.num_local, inter = experts.down.cols();
   fill_zero(out);

@@ -72,7 +72,7 @@ class CpuOps final : public Ops {
   void do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
                       Tensor& weights) override;
   void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                      const ExpertWeights& experts, Tensor& out) override;
+                      const ExpertWeights& experts, Tensor& out, int64_t expected_slots) override;
   void do_swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
                      Tensor& out) override;
   void do_add_sigmoid_gated(Tensor& acc, const Tensor& x, const Tensor& gate_w,

@@ -418,7 +418,7 @@ void CudaOps::do_router_topk(const Tensor& logits, int64_t k, bool renormalize, 
 }
 
 void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                             const ExpertWeights& experts, Tensor& out) {
+                             const ExpertWeights& experts, Tensor& out, int64_t expected_slots) {
   const int64_t tokens = x.rows(), hidden = x.cols(), k = ids.cols();
   if (experts.num_local == 0 || tokens == 0) {
     fill_zero(out);
@@ -431,7 +431,13 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
 
   const int64_t slots = tokens * k;
   const DecodeExpertKernel decode = decode_expert_kernel_;
-  const int tile_rows = kernels::grouped_gemm_tile_rows(tokens, k, local, decode);
+  // The kernels are chosen by the rows an expert is expected to get: a decode dispatch's buffers
+  // hold every peer's full capacity, mostly padding (16 ranks of the OLMoE shape: 256 rows where
+  // 32 are expected; chosen by the 256, the 64-row tiles took 50 us a layer against 11 for the
+  // GEMVs, H200, twelfth session). Any choice computes every row: the tiles are counted from
+  // `slots` on the device.
+  const int64_t planned_tokens = expert_call_planned_tokens(tokens, expected_slots, k);
+  const int tile_rows = kernels::grouped_gemm_tile_rows(planned_tokens, k, local, decode);
   kernels::MoeRouting routing;
   routing.counts = i32(temp(DType::I32, {local}));
   routing.offsets = i32(temp(DType::I32, {local + 1}));
@@ -449,7 +455,8 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
                                                 tile_rows, routing, stream_);
   // The rule the predictor prices (backend/expert_paths.hpp): the GEMMs read the rows copied
   // into expert order, also when the routing resolved them (its slot ranks hold for the copy).
-  const bool by_gemms = expert_call_by_gemms(tokens, k, local, /*eager=*/true) && expert_gemms_ && !capturing(stream_);
+  const bool by_gemms =
+      expert_call_by_gemms(planned_tokens, k, local, /*eager=*/true) && expert_gemms_ && !capturing(stream_);
   const bf16* gate_up_input = bf(x);
   const int32_t* token_of_row = routing.token_of_row;
   if (!rows_resolved || by_gemms) {

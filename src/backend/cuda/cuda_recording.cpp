@@ -11,6 +11,7 @@ namespace moetron {
 
 struct CudaOps::Recordings {
   std::vector<cudaGraphExec_t> graphs;
+  std::vector<int64_t> nodes;  // each graph's node count, taken before the graph is destroyed
   ~Recordings() {
     for (cudaGraphExec_t g : graphs) cudaGraphExecDestroy(g);
   }
@@ -32,11 +33,15 @@ void CudaOps::begin_recording() {
 int CudaOps::end_recording() {
   cudaGraph_t graph = nullptr;
   check(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
+  size_t nodes = 0;
+  const cudaError_t counted = cudaGraphGetNodes(graph, nullptr, &nodes);
   cudaGraphExec_t exec = nullptr;
   const cudaError_t rc = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
+  check(counted, "cudaGraphGetNodes");
   check(rc, "cudaGraphInstantiate");
   recordings_->graphs.push_back(exec);
+  recordings_->nodes.push_back(static_cast<int64_t>(nodes));
   return static_cast<int>(recordings_->graphs.size()) - 1;
 }
 
@@ -44,6 +49,11 @@ void CudaOps::replay(int recording) {
   MOETRON_ASSERT(recordings_ && recording >= 0 &&
                  recording < static_cast<int>(recordings_->graphs.size()));
   check(cudaGraphLaunch(recordings_->graphs[static_cast<size_t>(recording)], stream_), "cudaGraphLaunch");
+}
+
+int64_t CudaOps::recording_nodes(int recording) const {
+  MOETRON_ASSERT(recordings_ && recording >= 0 && recording < static_cast<int>(recordings_->nodes.size()));
+  return recordings_->nodes[static_cast<size_t>(recording)];
 }
 
 }  // namespace moetron
