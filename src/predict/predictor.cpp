@@ -67,10 +67,13 @@ int64_t activation_bytes_of(const std::string& backend) {
   return static_cast<int64_t>(dtype_size(backend_storage(backend == "cpu" ? "cpu" : "cuda").activations));
 }
 
-// On the CPU backend no expert call runs per-expert GEMMs.
-StepShape decode_shape(const Workload& w, int64_t batch, int micro_batches, bool recordable, const std::string& backend) {
+// On the CPU backend no expert call runs per-expert GEMMs, and each op runs on the host. An eager
+// decode's launches overlap its kernels only where no collective waits for the device on the host
+// (groups through host memory, ranks sharing a GPU, copy every collective's data to the host).
+StepShape decode_shape(const Workload& w, int64_t batch, int micro_batches, bool recordable, const std::string& backend,
+                       bool device_groups_through_host) {
   return {batch, 1, w.prompt_tokens + w.output_tokens / 2, false, micro_batches, recordable, backend != "cpu",
-          activation_bytes_of(backend)};
+          activation_bytes_of(backend), backend != "cpu" && !device_groups_through_host};
 }
 
 StepShape prefill_shape(const Workload& w, int64_t prompts, int micro_batches, const std::string& backend) {
@@ -132,7 +135,9 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
   p.batch_limit = least->second;
   const bool recordable = decode_recordable(plan, options.backend, cluster.device_groups_through_host);
   const auto decode_s = [&](int64_t batch) {
-    return step_cost(g, options.expert_shares, decode_shape(w, batch, p.micro_batches, recordable, options.backend), cost);
+    return step_cost(g, options.expert_shares,
+                     decode_shape(w, batch, p.micro_batches, recordable, options.backend, cluster.device_groups_through_host),
+                     cost);
   };
   p.decode = decode_s(p.batch);
   p.prefill_prompts = std::clamp<int64_t>(w.max_batch_tokens / w.prompt_tokens, 1, p.batch);

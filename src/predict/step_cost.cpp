@@ -26,7 +26,8 @@ class StageForward {
                const StepShape& shape, int64_t sequences)
       : g_(g), c_(*g.config), s_(g.stages[static_cast<size_t>(stage)]), shares_(shares), cost_(cost),
         shape_(shape), seqs_(sequences), T_(sequences * shape.tokens_per_sequence),
-        in_graph_(!shape.prefill && shape.recordable && g.plan.pp == 1), act_(shape.activation_bytes) {}
+        in_graph_(!shape.prefill && shape.recordable && g.plan.pp == 1), act_(shape.activation_bytes),
+        pipelined_(!in_graph_ && !shape.prefill && shape.launches_overlap) {}
 
   StepCost run() {
     const int64_t H = c_.hidden_size;
@@ -43,13 +44,36 @@ class StageForward {
     // uploaded, the routing counted over the stage's layers (the counting rank: tp rank 0).
     out_.host_s += cost_.host_step_s(T_, s_.layer_end - s_.layer_begin, std::max<int64_t>(c_.num_experts, 1),
                                      std::max<int64_t>(c_.top_k, 1));
+    if (pipelined_) {  // the device's idle time, without and with the emulated rank's copies
+      out_.kernel_overhead_s = real_.device_s - out_.compute_s;
+      out_.emulation_s = emulated_.device_s - real_.device_s;
+    }
     return out_;
   }
 
  private:
+  // An eager decode step on a backend that enqueues (assumption 2): the host launches each op one
+  // launch gap after the last; the device starts it once it is launched and a graph node's gap
+  // after the previous op ended (the device's own latency between dependent kernels, which a
+  // replayed graph pays too).
+  struct LaunchPipeline {
+    double host_s = 0, device_s = 0;
+    void enqueue(double launch_gap_s, double device_gap_s, double seconds) {
+      host_s += launch_gap_s;
+      device_s = std::max(device_s + device_gap_s, host_s) + seconds;
+    }
+  };
+
   void kernel(double seconds, int count = 1) {
     out_.compute_s += seconds;
-    out_.kernel_overhead_s += count * cost_.kernel_overhead_s(in_graph_);
+    const double gap = cost_.kernel_overhead_s(in_graph_);
+    if (!pipelined_) {
+      out_.kernel_overhead_s += count * gap;
+      return;
+    }
+    const double device_gap = cost_.kernel_overhead_s(true);
+    for (int i = 0; i < count; ++i)
+      for (LaunchPipeline* p : {&real_, &emulated_}) p->enqueue(gap, device_gap, seconds / count);
   }
   void memory_kernel(int64_t bytes) { kernel(cost_.memory_bound_s(bytes)); }
   void tp_allreduce(int64_t bytes) {
@@ -62,7 +86,10 @@ class StageForward {
   // emulation_s: a real rank moves these bytes in the collective, priced in *_comm_s.
   void emulated_copy(int64_t bytes) {
     if (bytes <= 0) return;
-    out_.emulation_s += cost_.copy_s(bytes) + cost_.kernel_overhead_s(in_graph_);
+    if (pipelined_)
+      emulated_.enqueue(cost_.kernel_overhead_s(false), cost_.kernel_overhead_s(true), cost_.copy_s(bytes));
+    else
+      out_.emulation_s += cost_.copy_s(bytes) + cost_.kernel_overhead_s(in_graph_);
   }
   // `group` blocks of `bytes` side by side, as EmulatedCommunicator::fill_repeated makes them (the
   // allgather, and the all-to-all whose blocks are all the own block's size): the block copied
@@ -254,6 +281,8 @@ class StageForward {
   const int64_t seqs_, T_;
   const bool in_graph_;
   const int64_t act_;  // bytes of one activation element
+  const bool pipelined_;
+  LaunchPipeline real_, emulated_;  // pipelined_: the real rank's ops; with the emulation's copies
   StepCost out_;
 };
 

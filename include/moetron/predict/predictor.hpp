@@ -12,7 +12,15 @@
 //     call is at least one kernel (swiglu_mlp and moe_experts at least two); kernels the engine
 //     may add (uploads, host copies, syncs, sampling passes beyond argmax) are left out.
 //  2. Inside a forward the ops are serialised by their data (each collective waits for the kernel
-//     before it, the next kernel for the collective), so a rank's time is their sum.
+//     before it, the next kernel for the collective), so a rank's time is their sum, each kernel
+//     with its gap. Except an eager decode step on a backend that enqueues (CUDA with pp > 1, or
+//     an emulated rank): the host launches op i one launch gap after op i - 1 while the device
+//     runs earlier ones, and op i starts when it is launched and a graph node's gap after op i - 1
+//     ended (a two-stage pipeline; the device's idle time is the step's kernel gaps). Collectives
+//     are not in that pipeline (their time is apart), which can only add idle. Prefill stays a
+//     sum (its expert calls wait for the host in every MoE layer), and so do groups through host
+//     memory (ranks sharing a GPU: every collective waits for the device) and the CPU (each op
+//     runs on the host).
 //  3. Decode steps replay CUDA graphs where the engine records them (decode_recordable, the rule of
 //     can_record_decode): pp = 1, a backend that records, and no group of more than one rank on a
 //     transport through host memory (ranks sharing a GPU). Their kernel gap is then the graph

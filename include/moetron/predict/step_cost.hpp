@@ -33,6 +33,9 @@ struct StepShape {
   int64_t activation_bytes = 2;     // one activation element, as the backend stores and sends it
                                     // (Ops::activation_dtype: CUDA bf16, the CPU f32); the
                                     // profile's memory-bound and collective sizes are in it
+  bool launches_overlap = false;    // the backend enqueues each op and returns (CUDA), so an
+                                    // eager decode step's launches overlap its kernels; false
+                                    // where each op runs on the host (the CPU)
 };
 
 // Seconds of one step as the slowest rank sees it. total_s is the sum of the fields except
