@@ -217,7 +217,12 @@ void ModelForward::dispatch_experts(const LayerWeights& w, size_t local_layer, c
                                     Tensor& out) {
   const Tensor slots = route_to_copies(local_layer, ids);
   if (ctx_.stage == nullptr) {
-    run_experts(w, h, slots, weights, -1, out);
+    // Every slot of the replica comes here, but only those of this rank's experts are its work:
+    // with ep > 1 the kernels must be picked by those (Mixtral at ep = 8: 16 rows of the 128
+    // slots an emulated rank's one expert gets, which picked the 64-row tiles over the GEMVs).
+    const int64_t all = slots.numel(), ids_count = expert_id_count();
+    const int64_t mine = (all * ctx_.expert_set_size + ids_count - 1) / ids_count;
+    run_experts(w, h, slots, weights, mine < all ? mine : -1, out);
     return;
   }
   ExpertRoute route = dispatch_tokens > 0 ? route_fixed(slots, weights, dispatch_tokens)

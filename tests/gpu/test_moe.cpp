@@ -148,7 +148,8 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
 // one slot a row, and the call told how many slots to expect (the kernels are picked by those:
 // 32 rows over 4 experts take the 32-row GEMV tiles, not the 64-row tiles the 256 rows would).
 // The real rows may exceed the expectation and pile onto a few experts (an emulated rank's copies
-// of its own block): more tiles an expert, the same result as the reference.
+// of its own block): more tiles an expert, the same result as the reference. Likewise one
+// replica's slots on a rank that holds one expert of eight.
 TEST_F(CudaMoe, DispatchBuffersPickKernelsByTheExpectedRows) {
   std::vector<OpCase> cases;
   const MoeShape c{256, 64, 1, 2048, 264, 12, 4};  // OLMoE-like hidden, a 16-rank expert set
@@ -169,6 +170,22 @@ TEST_F(CudaMoe, DispatchBuffersPickKernelsByTheExpectedRows) {
         return run_experts(in, c, ids, std::vector<float>(static_cast<size_t>(c.tokens), 1.0f), expected);
       }});
     }
+  }
+  // One replica's step on an expert-parallel rank (dp = 1, ep = 8, Mixtral-like top-2): every
+  // token's slots arrive, an eighth of them for the rank's one expert, which is what it expects.
+  for (const int64_t tokens : {int64_t{9}, int64_t{64}, int64_t{300}}) {
+    const MoeShape e{tokens, 8, 2, 1032, 264, 5, 1};
+    cases.push_back({describe(e) + " expecting an eighth of the slots", [e](CaseInputs& in) {
+      std::vector<int32_t> ids;
+      std::uniform_int_distribution<int32_t> expert(0, 7);
+      for (int64_t t = 0; t < e.tokens; ++t) {
+        const int32_t a = expert(in.rng);
+        int32_t b = expert(in.rng);
+        while (b == a) b = expert(in.rng);
+        ids.insert(ids.end(), {a, b});
+      }
+      return run_experts(in, e, ids, in.values(e.tokens * e.k), (e.tokens * e.k + 7) / 8);
+    }});
   }
   run_cases(cases);
 }

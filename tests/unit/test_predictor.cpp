@@ -316,6 +316,13 @@ TEST(Predictor, PricesTheExpertCallAtTheTokenCountThatPicksItsKernel) {
     step_cost(plan_geometry(c, Plan{}, 1), {}, {batch, 1, 100, false, 1}, spy);
     EXPECT_EQ(spy.calls, std::set<int64_t>{batch});
   }
+  // One replica over expert sets (ep = 2): every slot of the step reaches the call, half of them
+  // this set's, and those pick the kernels: 64 tokens x top-8 / 2 = 256 slots, 32 tokens' worth.
+  {
+    const CallTokenSpy spy(hardware_preset("h200"));
+    step_cost(plan_geometry(c, Plan{1, 2, 1, 2}, 2), {}, {64, 1, 100, false, 1}, spy);
+    EXPECT_EQ(spy.calls, std::set<int64_t>{32});
+  }
   // Several replicas: the received dispatch entries (the fixed capacity: ranks x 4 tokens x
   // min(top-8, experts a set)), of which the call is told to expect what uniform routing gives,
   // ranks x 4 tokens x top-8 / ranks, and that picks the kernels (Ops::moe_experts).

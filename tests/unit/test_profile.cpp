@@ -200,8 +200,10 @@ TEST(BenchGrid, ShapesAreTheModelsOwnPerTensorParallelDegree) {
   EXPECT_TRUE(has(128, 2048));       // router
   EXPECT_TRUE(has(151936, 2048));    // LM head
   EXPECT_TRUE(has(2048, 512));       // o at tp 8
-  EXPECT_EQ(s.experts.size(), 4u);   // 768 columns over tp 1, 2, 4, 8
-  EXPECT_EQ(s.experts.back(), (std::pair<int64_t, int64_t>(2048, 96)));
+  EXPECT_TRUE(has(2048, 128));       // o at tp 32 (one head a rank)
+  EXPECT_FALSE(has(2048, 64));       // no tp 64: 32 heads do not split over 64 ranks
+  EXPECT_EQ(s.experts.size(), 6u);   // 768 columns over tp 1, 2, 4, 8, 16, 32
+  EXPECT_EQ(s.experts.back(), (std::pair<int64_t, int64_t>(2048, 24)));
   EXPECT_EQ(s.attention.front(), (std::array<int64_t, 3>{32, 4, 128}));
 }
 

@@ -19,7 +19,10 @@ struct BenchShapes {
 };
 
 // The distinct shapes of `config` for tp = 1 and each degree of `tp_degrees` that is a valid plan.
-BenchShapes bench_shapes(const ModelConfig& config, const std::vector<int>& tp_degrees = {1, 2, 4, 8});
+// Up to tp = 64: a shard below the smallest measured shape is priced by scaling a larger one
+// down by its work, which kernels with floors do not follow (emulated tp = 16 and 32 plans on
+// the H200 were under-predicted by 28-70% with tp <= 8 measured, perf/PREDICTOR.md).
+BenchShapes bench_shapes(const ModelConfig& config, const std::vector<int>& tp_degrees = {1, 2, 4, 8, 16, 32, 64});
 
 struct BenchSizes {
   std::vector<int64_t> tokens;             // dense GEMMs, memory-bound kernels
