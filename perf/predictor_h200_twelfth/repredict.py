@@ -1,5 +1,11 @@
+# Re-predicts the emulated points (section b) of a validation file from the profiles beside it
+# (the 01:12 call's: FAMILY-PRESET-profile-1r-cuda.h5) with another build's `moetron plan`:
+#   python3 perf/predictor_h200_twelfth/repredict.py BUILD/moetron [VALIDATION.h5]
+# Predictions are deterministic given a profile, so a pricing change is judged against the same
+# measurements. Workload as perf/validate_predictor.py's full mode (2-layer shapes).
 import h5py, subprocess, sys, os, numpy as np
-M = sys.argv[1]; V = sys.argv[2] if len(sys.argv) > 2 else '/tmp/r34/w34/validation.h5'
+M = sys.argv[1]
+V = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(os.path.abspath(__file__)), 'validation-1-kernel-fix.h5')
 D = os.path.dirname(V)
 shapes = {"OLMoE-1B-7B": ("olmoe", "olmoe-1b-7b"), "Qwen1.5-MoE-A2.7B": ("qwen2_moe", "qwen1.5-moe-a2.7b"),
           "Mixtral-8x7B": ("mixtral", "mixtral-8x7b")}
@@ -25,4 +31,4 @@ for shape, world, label, meas, pred_old in rows:
     e = pred / meas - 1; errs.append(abs(e))
     print(f"{shape:18} {world:3} {label:22} old {pred_old*1e3:6.3f} new {pred*1e3:6.3f} meas {meas*1e3:6.3f} err {e*100:+6.1f}%  "
           f"c {p['compute_s']*1e6:5.0f} o {p['kernel_overhead_s']*1e6:5.0f} e {p['emulation_s']*1e6:5.0f}")
-print(f"median {np.median(errs)*100:.1f}% worst {max(errs)*100:.1f}%  upper {np.mean([1 for _ in []] or [0])}")
+print(f"median {np.median(errs)*100:.1f}% worst {max(errs)*100:.1f}%")
