@@ -20,6 +20,15 @@ uint64_t parse_seed(const std::string& text) {
   return *v;
 }
 
+// An option read as text, shown with `shown` as its default, and parsed into `field` (the
+// parser's error names the option).
+template <typename T, typename Parse>
+po::typed_value<std::string>* parsed_into(T& field, const std::string& shown, Parse parse) {
+  return po::value<std::string>()->default_value(shown)->notifier([&field, parse](const std::string& s) {
+    field = parse(s);
+  });
+}
+
 // The service-level objective goodput is judged by (analysis/latency_summary.hpp).
 void add_slo_options(po::options_description& d, RunOptions& o) {
   d.add_options()
@@ -55,18 +64,13 @@ po::options_description run_options(RunOptions& o) {
       ("temperature", po::value(&o.temperature)->default_value(o.temperature), "0: greedy")
       ("top-k", po::value(&o.top_k)->default_value(o.top_k), "0: off")
       ("top-p", po::value(&o.top_p)->default_value(o.top_p), "1: off")
-      ("seed", po::value<std::string>()->default_value(std::to_string(o.seed))->notifier([&o](const std::string& s) {
-         o.seed = parse_seed(s);
-       }),
+      ("seed", parsed_into(o.seed, std::to_string(o.seed), parse_seed),
        "sampling seed (an integer >= 0); request i uses seed + i unless it gives its own")
       ("max-batch", po::value(&o.max_batch)->default_value(o.max_batch),
        "most sequences in one step")
       ("max-batch-tokens", po::value(&o.max_batch_tokens)->default_value(o.max_batch_tokens),
        "most tokens in one step (prompt tokens count here)")
-      ("prefill-chunk",
-       po::value<std::string>()->default_value(prefill_chunk_text(o.prefill_chunk))->notifier([&o](const std::string& s) {
-         o.prefill_chunk = parse_prefill_chunk(s);
-       }),
+      ("prefill-chunk", parsed_into(o.prefill_chunk, prefill_chunk_text(o.prefill_chunk), parse_prefill_chunk),
        "chunked prefill: a step takes at most N prompt tokens beyond its decodes, so a long prompt is "
        "prefilled over several steps while the running requests keep decoding (0: whole prompts, each "
        "in one step); auto: N chosen each step from the measured step times, so that the step takes at "
@@ -76,10 +80,7 @@ po::options_description run_options(RunOptions& o) {
        }),
        "with --prefill-chunk auto: the most a step that takes prefill may last over a decode-only step of "
        "the same decode batch (> 1; default 2)")
-      ("admission",
-       po::value<std::string>()->default_value(admission_text(o.admission))->notifier([&o](const std::string& s) {
-         o.admission = parse_admission(s);
-       }),
+      ("admission", parsed_into(o.admission, admission_text(o.admission), parse_admission),
        "continuous: a waiting request joins any step with room, its prefill beside the running requests' "
        "decodes; static: requests are admitted only when none is running, as a group (within --max-batch "
        "and --max-batch-tokens) that is prefilled, then decoded together until its last request finishes, "

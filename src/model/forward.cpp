@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "moetron/backend/expert_dispatch.hpp"
+#include "moetron/backend/expert_paths.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/core/range.hpp"
 
@@ -220,8 +221,7 @@ void ModelForward::dispatch_experts(const LayerWeights& w, size_t local_layer, c
     // Every slot of the replica comes here, but only those of this rank's experts are its work:
     // with ep > 1 the kernels must be picked by those (Mixtral at ep = 8: 16 rows of the 128
     // slots an emulated rank's one expert gets, which picked the 64-row tiles over the GEMVs).
-    const int64_t all = slots.numel(), ids_count = expert_id_count();
-    const int64_t mine = (all * ctx_.expert_set_size + ids_count - 1) / ids_count;
+    const int64_t all = slots.numel(), mine = expected_set_slots(all, ctx_.expert_set_size, expert_id_count());
     run_experts(w, h, slots, weights, mine < all ? mine : -1, out);
     return;
   }
@@ -335,9 +335,8 @@ ModelForward::ExpertRoute ModelForward::route_fixed(const Tensor& ids, const Ten
   // replicas (each of the group's tp ranks sends a share of its replica's tokens); the predictor
   // prices the expert call at these rows (StepCost's expert_work).
   const int64_t replicas = group / ctx_.tp->size(), k = ids.numel() > 0 ? ids.cols() : ctx_.config->top_k;
-  const int64_t slots = dispatch_tokens * replicas * k * ctx_.expert_set_size, ids_count = expert_id_count();
-  const int64_t expected = (slots + ids_count - 1) / ids_count;
-  route.expected_entries = std::min(entries, expected);
+  route.expected_entries =
+      std::min(entries, expected_set_slots(dispatch_tokens * replicas * k, ctx_.expert_set_size, expert_id_count()));
   return route;
 }
 

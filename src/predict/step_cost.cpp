@@ -227,12 +227,11 @@ class StageForward {
     const int64_t per_set = c_.num_experts / p.ep;
     if (p.dp == 1) {  // every slot of the replica, of which this set's expected (forward.cpp)
       if (p.ep == 1) return T_;
-      return expert_call_planned_tokens(T_, ceil_div(T_ * c_.top_k * per_set, c_.num_experts), c_.top_k);
+      return expert_call_planned_tokens(T_, expected_set_slots(T_ * c_.top_k, per_set, c_.num_experts), c_.top_k);
     }
     const int64_t received = dispatch_rows(rows);
     if (shape_.prefill) return received;
-    const int64_t uniform = ceil_div(T_ * p.dp * c_.top_k * per_set, c_.num_experts);
-    return expert_call_planned_tokens(received, uniform, 1);
+    return expert_call_planned_tokens(received, expected_set_slots(T_ * p.dp * c_.top_k, per_set, c_.num_experts), 1);
   }
 
   // Entries this rank sends in the dispatch (forward.cpp): a decode step's fixed capacity for

@@ -14,6 +14,13 @@ namespace moetron {
 constexpr int64_t kExpertGemvMaxTokens = 8;
 inline bool expert_call_is_gemv(int64_t call_tokens) { return call_tokens <= kExpertGemvMaxTokens; }
 
+// Of `slots` routed uniformly over `ids` expert ids, those a set of `set_size` gets (rounded up):
+// what an expert call expects when every slot reaches it but only its set's are its work. The
+// engine tells moe_experts this (forward.cpp) and the predictor prices it (step_cost.cpp).
+inline int64_t expected_set_slots(int64_t slots, int64_t set_size, int64_t ids) {
+  return (slots * set_size + ids - 1) / std::max<int64_t>(ids, 1);
+}
+
 // The tokens that pick a call's kernels (the GEMV, the row tiles, the GEMMs): the call's own, or
 // where the caller expects only `expected_slots` of its slots to be real (a decode dispatch's
 // fixed-capacity buffers, Ops::moe_experts), as many tokens as hold those. Never below the GEMV

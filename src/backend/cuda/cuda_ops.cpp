@@ -433,8 +433,8 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
   const DecodeExpertKernel decode = decode_expert_kernel_;
   // The kernels are chosen by the rows an expert is expected to get: a decode dispatch's buffers
   // hold every peer's full capacity, mostly padding (16 ranks of the OLMoE shape: 256 rows where
-  // 32 are expected; chosen by the 256, the 64-row tiles took 50 us a layer against 11 for the
-  // GEMVs, H200, twelfth session). Any choice computes every row: the tiles are counted from
+  // 32 are expected; chosen by the 256, the 64-row WMMA tiles took 50 us a launch against 9-11
+  // for the 32-row GEMVs: ncu, H200, twelfth session). Any choice computes every row: the tiles are counted from
   // `slots` on the device.
   const int64_t planned_tokens = expert_call_planned_tokens(tokens, expected_slots, k);
   const int tile_rows = kernels::grouped_gemm_tile_rows(planned_tokens, k, local, decode);
