@@ -99,9 +99,12 @@ constexpr int kSampleThreads = 256;
 constexpr int kSampleMinBlocksPerSm = 3;
 
 struct SampleShared {
-  radix::Histogram hist;
-  uint32_t warp_count[kSampleThreads / 32];  // the scan of fill_sums_before, a total a warp
+  radix::Histogram kept[radix::kKeptLevels];  // the first levels' histograms (see BlockRow)
+  radix::Histogram hist;                      // deeper levels'
+  uint32_t warp_count[kSampleThreads / 32];   // the scan of fill_sums_before, a total a warp
   unsigned long long warp_mass[kSampleThreads / 32];
+  uint64_t listed[radix::kGatherKeys];  // the keys of a narrowed range (BlockRow::narrow)
+  uint32_t listed_count;
 };
 
 struct MaxOp {
@@ -116,20 +119,26 @@ struct SlicePartial {
   unsigned long long mass[radix::kBins];
   uint32_t count[radix::kBins];
   unsigned long long max_key;
-  double sum;
+  uint32_t gathered;  // keys of a narrowed range in this block's slice
 };
 
 // The workspace of a launch with `splits` blocks per row: each row's barrier counter, then
 // each row's partials, two passes' worth (a block may publish pass p + 1 while a slower one of
-// its row still reads pass p; it cannot reach p + 2 before that one has arrived at p + 1).
+// its row still reads pass p; it cannot reach p + 2 before that one has arrived at p + 1), then
+// each row's gathered keys, two gathers' worth (likewise), kGatherKeys a block.
 constexpr size_t kCounterBytes = 256;  // per launch, rounded: keeps the partials aligned
 size_t counters_bytes(int64_t rows) {
   return (static_cast<size_t>(rows) * sizeof(unsigned) + kCounterBytes - 1) / kCounterBytes *
          kCounterBytes;
 }
+size_t partials_bytes(int64_t rows, int splits) {
+  return static_cast<size_t>(rows) * splits * 2 * sizeof(SlicePartial);
+}
+__host__ __device__ inline size_t gathered_words(int splits) { return static_cast<size_t>(splits) * 2 * radix::kGatherKeys; }
 size_t workspace_bytes(int64_t rows, int splits) {
   if (splits <= 1) return 0;
-  return counters_bytes(rows) + static_cast<size_t>(rows) * splits * 2 * sizeof(SlicePartial);
+  return counters_bytes(rows) + partials_bytes(rows, splits) +
+         static_cast<size_t>(rows) * gathered_words(splits) * sizeof(uint64_t);
 }
 
 // The blocks that share one row (splits == 1: a block has its row to itself, no exchange).
@@ -137,8 +146,10 @@ size_t workspace_bytes(int64_t rows, int splits) {
 // them the same answers), so they meet at the same barriers.
 class RowGroup {
  public:
-  __device__ RowGroup(int splits, int split, unsigned* arrivals, SlicePartial* partials)
-      : splits_(splits), split_(split), arrivals_(arrivals), partials_(partials) {}
+  __device__ RowGroup(int splits, int split, unsigned* arrivals, SlicePartial* partials,
+                      uint64_t* gathered)
+      : splits_(splits), split_(split), arrivals_(arrivals), partials_(partials),
+        gathered_(gathered) {}
 
   __device__ int splits() const { return splits_; }
   __device__ int split() const { return split_; }
@@ -163,12 +174,19 @@ class RowGroup {
   // After every thread has read this pass's partials.
   __device__ void next_pass() { ++passes_; }
 
+  // Block `split`'s keys of gather g (kGatherKeys of room; g's parity picks the buffer, as for
+  // the partials: no block is two gathers ahead of another of its row).
+  __device__ uint64_t* gathered(int g, int split) const {
+    return gathered_ + (static_cast<size_t>(g & 1) * splits_ + split) * radix::kGatherKeys;
+  }
+
  private:
   __device__ int parity() const { return (passes_ & 1) * splits_; }
 
   int splits_, split_;
   unsigned* arrivals_;
   SlicePartial* partials_;
+  uint64_t* gathered_;
   int passes_ = 0;
 };
 
@@ -190,13 +208,14 @@ class BlockRow {
 
   __device__ uint64_t max_key(const radix::Range& r) {
     unsigned long long best = 0;
-    for_each_logit([&](float logit, int64_t i, bool valid) {
+    const bool listed = is_listed(r);
+    for_each_candidate(listed, [&](float logit, int64_t i, bool valid) {
       if (!valid) return;
       const uint64_t key = radix::key_of(logit, i);
       if (radix::in_range(key, r) && key > best) best = key;
     });
     best = block_reduce(best, MaxOp{}, 0ull);
-    if (group_.splits() == 1) return best;
+    if (group_.splits() == 1 || listed) return best;
     if (threadIdx.x == 0) group_.mine().max_key = best;
     group_.arrive_and_wait();
 #pragma unroll
@@ -206,21 +225,44 @@ class BlockRow {
     return best;
   }
 
-  __device__ double mass(uint64_t lo, const radix::Weights& w) {
-    double sum = 0.0;  // each thread adds its own tokens in a fixed order, then a fixed tree
+  // Gathers the keys of r (`keys` of them over the row) into shared memory, once, when they
+  // fit: the questions that follow inside r then cost no pass over the row. Each block lists
+  // its slice's keys (in any order: every answer from the list is an integer sum or a maximum,
+  // the same in any order), a split row's blocks then copy each other's lists.
+  __device__ void narrow(const radix::Range& r, uint32_t keys) {
+    if (keys > radix::kGatherKeys || is_listed(r)) return;
+    __syncthreads();  // every thread is done with the previous list
+    if (threadIdx.x == 0) shared_.listed_count = 0;
+    __syncthreads();
     for_each_logit([&](float logit, int64_t i, bool valid) {
-      if (valid && radix::key_of(logit, i) >= lo) sum += static_cast<double>(w(logit));
+      const uint64_t key = radix::key_of(logit, i);
+      if (!valid || !radix::in_range(key, r)) return;
+      const uint32_t at = atomicAdd(&shared_.listed_count, 1u);
+      if (at < radix::kGatherKeys) shared_.listed[at] = key;  // always: r holds `keys` keys
     });
-    sum = block_reduce(sum, SumOp{}, 0.0);
-    if (group_.splits() == 1) return sum;
-    if (threadIdx.x == 0) group_.mine().sum = sum;
-    group_.arrive_and_wait();
-    sum = 0.0;
-#pragma unroll
-    for (int s = 0; s < radix::kMaxBlocksPerRow; ++s)  // in slice order: the same sum every run
-      if (s < group_.splits()) sum += __ldcg(&group_.slot(s).sum);
-    group_.next_pass();
-    return sum;
+    __syncthreads();
+    if (group_.splits() > 1) {
+      const uint32_t mine = shared_.listed_count;
+      uint64_t* out = group_.gathered(gathers_, group_.split());
+      for (uint32_t j = threadIdx.x; j < mine; j += kSampleThreads) out[j] = shared_.listed[j];
+      if (threadIdx.x == 0) group_.mine().gathered = mine;
+      group_.arrive_and_wait();
+      uint32_t at = 0;
+      for (int s = 0; s < group_.splits(); ++s) {  // in slice order
+        const uint32_t n = __ldcg(&group_.slot(s).gathered);
+        const uint64_t* in = group_.gathered(gathers_, s);
+        for (uint32_t j = threadIdx.x; j < n; j += kSampleThreads) shared_.listed[at + j] = __ldcg(in + j);
+        at += n;
+      }
+      group_.next_pass();
+      __syncthreads();  // every thread has read listed_count before it is replaced
+      if (threadIdx.x == 0) shared_.listed_count = at;
+      __syncthreads();
+    }
+    ++gathers_;
+    listed_ = r;
+    has_list_ = true;
+    list_size_ = shared_.listed_count;
   }
 
   // Keys of a level crowd into a few digits (logits share their sign and exponent), so one
@@ -229,16 +271,22 @@ class BlockRow {
   // integer sums, so the result does not depend on the order), then likewise for the next
   // digit; keys of any further digits (a level that spreads them) add one by one. A split row
   // then adds its blocks' histograms bin by bin.
+  // A histogram of the first kKeptLevels levels is kept and answers the same question again
+  // (the draw repeats the nucleus's first levels).
   __device__ const radix::Histogram& histogram(const radix::Range& r, const radix::Weights* w,
                                                double per_unit) {
-    radix::Histogram& h = shared_.hist;
+    const bool kept = r.level < radix::kKeptLevels;
+    if (kept && kept_[r.level].answers(r, w != nullptr, per_unit)) return shared_.kept[r.level];
+    radix::Histogram& h = kept ? shared_.kept[r.level] : shared_.hist;
+    if (kept) kept_[r.level] = Question{r, w != nullptr, per_unit, true};
+    const bool listed = is_listed(r);
     __syncthreads();  // every thread is done reading the previous histogram
     for (int b = threadIdx.x; b < radix::kBins; b += kSampleThreads) {
       h.count[b] = 0;
       h.mass[b] = 0;
     }
     __syncthreads();
-    for_each_logit([&](float logit, int64_t i, bool valid) {
+    for_each_candidate(listed, [&](float logit, int64_t i, bool valid) {
       int digit = 0;
       unsigned long long mass = 0;
       const uint64_t key = radix::key_of(logit, i);
@@ -250,7 +298,7 @@ class BlockRow {
       add_warp_keys(h, valid, digit, mass);
     });
     __syncthreads();
-    if (group_.splits() > 1) {
+    if (group_.splits() > 1 && !listed) {
       SlicePartial& out = group_.mine();
       for (int b = threadIdx.x; b < radix::kBins; b += kSampleThreads) {
         out.count[b] = h.count[b];
@@ -278,6 +326,37 @@ class BlockRow {
   }
 
  private:
+  // A histogram's arguments, to recognize the same question.
+  struct Question {
+    radix::Range range;
+    bool weighted = false;
+    double per_unit = 0.0;
+    bool valid = false;
+    __device__ bool answers(const radix::Range& r, bool w, double unit) const {
+      return valid && weighted == w && per_unit == unit && range.lo == r.lo &&
+             range.level == r.level && range.prefix == r.prefix;
+    }
+  };
+
+  __device__ bool is_listed(const radix::Range& r) const { return has_list_ && radix::inside(r, listed_); }
+
+  // f(logit, index, valid) over the listed keys (listed) or this block's slice of the row.
+  // Either way the trip count is the same for all lanes of a warp.
+  template <typename F>
+  __device__ void for_each_candidate(bool listed, F&& f) const {
+    if (!listed) {
+      for_each_logit(f);
+      return;
+    }
+    const int lane = threadIdx.x & 31;
+    for (uint32_t base = threadIdx.x - lane; base < list_size_; base += kSampleThreads) {
+      const uint32_t j = base + lane;
+      const bool valid = j < list_size_;
+      const uint64_t key = valid ? shared_.listed[j] : 0;
+      f(valid ? radix::logit_of(key) : 0.0f, valid ? radix::token_of(key) : 0, valid);
+    }
+  }
+
   static constexpr unsigned kWarp = 0xffffffffu;
   static constexpr int kSampleUnroll = 2;
 
@@ -382,19 +461,25 @@ class BlockRow {
   SampleShared& shared_;
   RowGroup& group_;
   bool vectorized_;
+  Question kept_[radix::kKeptLevels];
+  radix::Range listed_;  // the range whose keys shared_.listed holds, when has_list_
+  bool has_list_ = false;
+  uint32_t list_size_ = 0;
+  int gathers_ = 0;
 };
 
 // Block b samples row b / splits with the row's other blocks (workspace: see workspace_bytes).
 __global__ void __launch_bounds__(kSampleThreads, kSampleMinBlocksPerSm)
     sample_rows_kernel(const float* __restrict__ logits, int64_t cols,
                        const radix::RowParams* __restrict__ params, int32_t* ids, int splits,
-                       unsigned* arrivals, SlicePartial* partials) {
+                       unsigned* arrivals, SlicePartial* partials, uint64_t* gathered) {
   pdl_enter();  // first: see common.cuh
   __shared__ SampleShared shared;
   const int64_t r = blockIdx.x / splits;
   const int split = static_cast<int>(blockIdx.x % splits);
   RowGroup group(splits, split, arrivals == nullptr ? nullptr : arrivals + r,
-                 partials == nullptr ? nullptr : partials + r * 2 * splits);
+                 partials == nullptr ? nullptr : partials + r * 2 * splits,
+                 gathered == nullptr ? nullptr : gathered + r * gathered_words(splits));
   BlockRow row(logits + r * cols, cols, shared, group);
   const radix::RowParams p = params[r];
   const int32_t id = radix::sample_row(row, p);
@@ -435,7 +520,8 @@ void sample_rows(const float* logits, int64_t rows, int64_t cols,
   const int splits = splits_for(rows, cols);
   if (splits == 1) {
     launch(sample_rows_kernel, rows, kSampleThreads, 0, stream, logits, cols, params, ids, 1,
-           static_cast<unsigned*>(nullptr), static_cast<SlicePartial*>(nullptr));
+           static_cast<unsigned*>(nullptr), static_cast<SlicePartial*>(nullptr),
+           static_cast<uint64_t*>(nullptr));
     return;
   }
   MOETRON_CHECK(workspace != nullptr && workspace_size >= workspace_bytes(rows, splits),
@@ -445,6 +531,8 @@ void sample_rows(const float* logits, int64_t rows, int64_t cols,
   unsigned* arrivals = static_cast<unsigned*>(workspace);
   SlicePartial* partials =
       reinterpret_cast<SlicePartial*>(static_cast<char*>(workspace) + counters_bytes(rows));
+  uint64_t* gathered = reinterpret_cast<uint64_t*>(static_cast<char*>(workspace) +
+                                                   counters_bytes(rows) + partials_bytes(rows, splits));
   CUDA_CHECK(cudaMemsetAsync(arrivals, 0, static_cast<size_t>(rows) * sizeof(unsigned), stream));
   // Cooperative: every block resident at once, or the launch fails (never a barrier that waits
   // for a block that cannot start). splits_for keeps rows * splits within the resident blocks.
@@ -458,7 +546,7 @@ void sample_rows(const float* logits, int64_t rows, int64_t cols,
   config.attrs = attribute;
   config.numAttrs = 1;
   CUDA_CHECK(cudaLaunchKernelEx(&config, sample_rows_kernel, logits, cols, params, ids, splits,
-                                arrivals, partials));
+                                arrivals, partials, gathered));
 }
 
 void argmax_rows(const void* logits, bool logits_bf16, int64_t rows, int64_t cols, int32_t* ids,

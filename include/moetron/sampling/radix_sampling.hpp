@@ -12,11 +12,18 @@
 //     per digit; the candidates before a bin are exactly those in the bins above it).
 // A descent stops early once its bin holds one key (or, for top-k, only kept keys).
 //
-// Weights per digit are summed as fixed-point integers (2^52 units of an upper bound of the
-// bin's mass) so that device atomics give the same sums in any order, run after run. A unit
-// lost per candidate moves a cumulative sum by < 2^-52 of its bin's mass: the draw can differ
-// from the host's only where u * M lies that close to a boundary, far inside the expf ulps that
-// already separate the device's weights from the host's.
+// Weights per digit are summed as fixed-point integers (2^62 units of an upper bound of the
+// range's mass) so that device atomics give the same sums in any order, run after run. The
+// first level's bound is the range's key count (no weight exceeds 1), so that level also gives
+// the total weight W without a pass of its own; half a unit lost or gained per key moves a
+// cumulative sum by < count^2 * 2^-63 (3e-10 for a 50k vocabulary, W >= 1): the draw can differ
+// from the host's only where u * M lies that close to a boundary.
+//
+// Passes over the row are what the device pays for (each one a read of the row and, for a row
+// split over blocks, an exchange between them), so the Row may answer a repeated question from
+// what it kept (the draw asks the nucleus's first levels again) and, told that the descent has
+// narrowed to a range of few keys (Row::narrow), gather those keys once and answer every later
+// question inside that range from them. Neither changes an answer: only how many passes it takes.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -104,6 +111,19 @@ MOETRON_HOST_DEVICE inline Range narrowed(Range r, int digit) {
   return r;
 }
 
+// Whether every key of `inner` lies in `outer` (ranges of one descent: inner narrowed from
+// outer, or outer itself).
+MOETRON_HOST_DEVICE inline bool inside(const Range& inner, const Range& outer) {
+  if (inner.level < outer.level || inner.lo < outer.lo) return false;
+  const int shift = kDigitBits * (inner.level - outer.level);
+  return shift >= 64 ? outer.level == 0 : (inner.prefix >> shift) == outer.prefix;
+}
+
+// What a Row may keep between questions (see the header): the histograms of the first
+// kKeptLevels levels, and up to kGatherKeys keys of a narrowed range.
+constexpr int kKeptLevels = 2;
+constexpr uint32_t kGatherKeys = 1024;
+
 // ---- histograms -----------------------------------------------------------------------------
 
 // Per digit of one level: how many keys of the range, and their weights in fixed point; and per
@@ -130,10 +150,11 @@ MOETRON_HOST_DEVICE inline void fill_sums_before(Histogram& h) {
   }
 }
 
-// A weight in units of 1 / per_unit, rounded down; per_unit = 2^52 / (a bound of the range's
-// mass), so a bin's sum stays below 2^53 and the range's below 2^53 plus its key count.
+// A weight in units of 1 / per_unit, rounded to nearest; per_unit = 2^62 / (a bound of the
+// range's mass), so a range's sum stays below 2^62 plus half its key count.
+constexpr double kUnitsPerBound = 0x1p62;
 MOETRON_HOST_DEVICE inline unsigned long long fixed_point(float weight, double per_unit) {
-  return static_cast<unsigned long long>(static_cast<double>(weight) * per_unit);
+  return static_cast<unsigned long long>(static_cast<double>(weight) * per_unit + 0.5);
 }
 
 struct Pick {
@@ -224,9 +245,10 @@ inline int blocks_per_row(int64_t rows, int64_t vocab, int64_t resident_blocks) 
 // with the same arguments and gives every thread the same answer.
 //   int64_t vocab() const;
 //   uint64_t max_key(const Range& r);                  // 0 when r is empty
-//   double mass(uint64_t lo, const Weights& w);        // sum of weights of keys >= lo
 //   const Histogram& histogram(const Range& r, const Weights* w, double per_unit);
 //     (valid until the next call; w == nullptr: counts only)
+//   void narrow(const Range& r, uint32_t keys);        // a hint: the next questions lie in r,
+//                                                      // which holds `keys` keys
 
 // The smallest lo such that exactly k keys are >= lo (1 <= k < vocab).
 template <class Row>
@@ -236,9 +258,11 @@ MOETRON_HOST_DEVICE uint64_t kth_key_bound(Row& row, uint32_t k) {
     const Histogram& h = row.histogram(r, nullptr, 0.0);
     const Pick p = pick_kth(h, k);
     k -= p.count_before;
-    const bool all_kept = h.count[p.digit] == k;  // always so at the last level: keys are unique
+    const uint32_t in_bin = h.count[p.digit];
+    const bool all_kept = in_bin == k;  // always so at the last level: keys are unique
     r = narrowed(r, p.digit);
     if (all_kept || r.level == kLevels) return r.prefix << (64 - kDigitBits * r.level);
+    row.narrow(r, in_bin);
   }
 }
 
@@ -247,6 +271,9 @@ struct Found {
   uint64_t key = 0;
   double cumulative = 0.0;
 };
+
+// The fixed-point unit of a descent level whose range weighs at most `bound`.
+MOETRON_HOST_DEVICE inline double unit_of(double bound) { return bound / kUnitsPerBound; }
 
 // The first candidate among the keys >= lo whose cumulative weight reaches target (> when
 // strict), or the last of them when rounding leaves none. `bound` is at least their total weight
@@ -258,15 +285,16 @@ MOETRON_HOST_DEVICE Found first_reaching(Row& row, const Weights& w, uint64_t lo
   r.lo = lo;
   double base = 0.0;
   for (;;) {
-    const double unit = bound * 0x1p-52;
+    const double unit = unit_of(bound);
     const Histogram& h = row.histogram(r, &w, 1.0 / unit);
     const Pick p = pick_reaching(h, unit, base, target, strict);
     if (p.digit < 0) return Found{lo, base};  // not reached: the range is never empty
     const uint32_t n = h.count[p.digit];
-    // Each key lost less than one unit, so this bounds the bin's weight from above.
+    // Each key lost at most half a unit, so this bounds the bin's weight from above.
     bound = static_cast<double>(h.mass[p.digit] + n) * unit;
     base = p.mass_before;
     r = narrowed(r, p.digit);
+    if (r.level < kLevels) row.narrow(r, n);
     if (n == 1 || r.level == kLevels) {
       const uint64_t key = r.level == kLevels ? r.prefix : row.max_key(r);
       return Found{key, base + static_cast<double>(w(logit_of(key)))};
@@ -275,7 +303,9 @@ MOETRON_HOST_DEVICE Found first_reaching(Row& row, const Weights& w, uint64_t lo
 }
 
 // The token sample_token(logits, vocab, p, p.step) picks (kNonFiniteToken for a row holding a
-// NaN or +Inf: their keys are the largest); see sampling.hpp for the steps.
+// NaN or +Inf: their keys are the largest); see sampling.hpp for the steps. Both descents (the
+// nucleus's end, then the draw) run over the same range with the same first bound, so the
+// draw's first levels are the nucleus's questions again.
 template <class Row>
 MOETRON_HOST_DEVICE int32_t sample_row(Row& row, const RowParams& p) {
   const uint64_t first = row.max_key(Range{});  // the first candidate: greedy's answer
@@ -284,15 +314,21 @@ MOETRON_HOST_DEVICE int32_t sample_row(Row& row, const RowParams& p) {
   const Weights w{logit_of(first), p.temperature};
   const bool top_k = p.top_k > 0 && p.top_k < row.vocab();
   const uint64_t lo = top_k ? kth_key_bound(row, static_cast<uint32_t>(p.top_k)) : 0;
-  const double total = row.mass(lo, w);  // W
+  // No weight exceeds 1 (the first candidate's), so the key count bounds the range's weight W.
+  const double bound = static_cast<double>(top_k ? p.top_k : row.vocab());
+  Range all;
+  all.lo = lo;
+  const Histogram& level0 = row.histogram(all, &w, 1.0 / unit_of(bound));
+  const double total = static_cast<double>(level0.mass_before[0] + level0.mass[0]) * unit_of(bound);
   if (!(total > 0.0)) return token_of(first);  // not reached: the first candidate weighs 1
   Found nucleus{lo, total};                    // top_p == 1: all kept, M = W
   if (p.top_p < 1.0f)
-    nucleus = first_reaching(row, w, lo, total, static_cast<double>(p.top_p) * total, false);
+    nucleus = first_reaching(row, w, lo, bound, static_cast<double>(p.top_p) * total, false);
   const double target =
       static_cast<double>(philox::uniform(p.seed, p.step)) * nucleus.cumulative;
-  const int32_t token =
-      token_of(first_reaching(row, w, nucleus.key, nucleus.cumulative, target, true).key);
+  uint64_t key = first_reaching(row, w, lo, bound, target, true).key;
+  if (key < nucleus.key) key = nucleus.key;  // rounding never takes the draw past the nucleus
+  const int32_t token = token_of(key);
   return token >= 0 && token < row.vocab() ? token : token_of(first);  // never an invalid id
 }
 
