@@ -3,9 +3,11 @@
 //   1024 threads, 16-byte loads, several in flight per thread.
 // - Temperature / top-k / top-p: radix::sample_row (moetron/sampling/radix_sampling.hpp, shared
 //   with the CPU tests) over BlockRow below: a handful of strided passes over the row (it stays
-//   in L2 between them), 256-bin shared-memory histograms, no sort and no host sync. Few rows
-//   (decode) split each row over several blocks (radix::blocks_per_row), which add their
-//   partials through global memory between passes.
+//   in L2 between them), 256-bin shared-memory histograms, no sort and no host sync; the first
+//   levels' histograms are kept and a narrowed range's keys listed in shared memory, so that
+//   questions asked again or inside that range cost no pass. Few rows (decode) split each row
+//   over several blocks (radix::blocks_per_row), which add their partials (and share their
+//   lists) through global memory between passes.
 #include <atomic>
 #include <type_traits>
 
@@ -87,14 +89,12 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // 256 threads at most 80 registers each, so that three blocks fit an SM: the cooperative launch
-// splits a row over as many blocks as are resident, and with 512 threads at 128 registers (one
-// block an SM) a batch-64 step gave each row two blocks, its ~10 passes 305 us under ncu (H200,
-// tenth session). With three an SM sampling's share of a batch-64 step fell from +9.5% to +6.6%,
-// but the kernel still takes ~300 us with 12 blocks a row: most of it is each pass's fixed cost
-// (the barrier and exchange between a row's blocks), not the per-token work. Eleventh session:
-// picks by binary search over scanned sums (not a 256-bin walk by every thread) and unrolled
-// exchange loads took 8.5% (batch 64, 425 -> 389 us) and 11% (batch 1, ~238 -> ~210 us) off the
-// kernel under ncu, same call: the passes' cost lies mostly elsewhere.
+// splits a row over as many blocks as are resident (one block an SM gave each batch-64 row two
+// blocks and 305 us under ncu, H200, tenth session). What a launch costs is its passes over the
+// row, each a read of the slice, per-token work and, for a split row, an exchange: thirteenth
+// session, half the passes (radix_sampling.hpp: no mass pass, kept first levels, gathered narrow
+// ranges) took the kernel from 381-398 to 170-190 us at batch 64 and from ~183 to ~117 us at
+// batch 1 under ncu, same call (perf/NOTES.md).
 constexpr int kSampleThreads = 256;
 constexpr int kSampleMinBlocksPerSm = 3;
 
