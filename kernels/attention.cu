@@ -7,9 +7,12 @@
 // tensor cores: mma.sync m16n8k16 bf16 -> fp32, FlashAttention-2 style (S and O stay in
 // registers, 16 rows per warp; P is rounded to bf16 for P.V). K/V tiles stream in through
 // cp.async, two deep. For few long sequences (decode) the key range is split over blocks
-// (grid z) and a second kernel merges the partial results; in decode most warps have no rows
-// and only help stream the cache, which is what bounds decode anyway (measured: 2-3x faster
-// than a CUDA-core decode kernel with 32-row tiles).
+// (grid z) and a second kernel merges the partial results.
+// Decode (one token a sequence, at most 16 query heads per KV head) has one warp's worth of
+// rows: there a block holds 16 rows and its 4 warps take a quarter of each key tile each, every
+// warp with its own online softmax, merged in shared memory at the end (flash-decoding inside
+// the block). With 64 rows and a tile's 64 keys on the one warp that had rows, the other three
+// only streamed the cache: 36% of HBM at batch 64 under ncu (perf/NOTES.md, tenth session).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -28,7 +31,12 @@ constexpr int kMinKeysPerSplit = 128;  // default; MOETRON_ATTENTION_MIN_KEYS ov
 constexpr int kBlocksPerSm = 4;  // split the keys until the grid has this many blocks per SM
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kRows = 64;  // query rows per block: 4 warps x 16
+constexpr int kWarpRows = 16;  // query rows per block when the warps split the keys (decode)
 constexpr int kKeys = 64;  // keys per tile
+static_assert(kThreads == 2 * kKeys, "a tile's load gives each key two threads");
+
+// Query rows a block holds: 16 when its warps split each key tile, else 4 x 16.
+__host__ __device__ constexpr int block_rows(bool warp_keys) { return warp_keys ? kWarpRows : kRows; }
 
 // What one block works on.
 struct BlockWork {
@@ -43,9 +51,9 @@ struct BlockWork {
 // kRows / group tokens, numbered across sequences. False for the spare tiles at the end
 // of the grid (the grid is sized by a host-known bound).
 __device__ bool find_work(const PagedAttentionArgs& a, int num_splits, int split_len,
-                          BlockWork& w) {
+                          int rows_per_block, BlockWork& w) {
   w.group = a.num_q_heads / a.num_kv_heads;
-  const int tokens_per_tile = kRows / w.group;
+  const int tokens_per_tile = max(1, rows_per_block / w.group);
   int work = blockIdx.x;
   w.seq = -1;
   for (int s = 0; s < a.num_seqs; ++s) {
@@ -162,11 +170,25 @@ struct AttentionSmem {
   bf16 v[2][kKeys][kPitch];
 };
 
+// Each warp's softmax state for its quarter of the keys (warp-split blocks), in the K/V tiles'
+// shared memory once the key loop is done.
+template <int HD>
+struct WarpStates {
+  float o[kWarps][kWarpRows][HD];
+  float m[kWarps][kWarpRows];
+  float l[kWarps][kWarpRows];
+};
+static_assert(sizeof(WarpStates<16>) <= sizeof(AttentionSmem<16>) &&
+                  sizeof(WarpStates<128>) <= sizeof(AttentionSmem<128>),
+              "the warps' states fit where the tiles were");
+
 // Fragment layouts (PTX ISA, mma.m16n8k16): with g = lane / 4 and t = lane % 4, A holds rows g
 // and g + 8 at columns 2t, 2t + 1 (+ 8); B holds column g at rows 2t, 2t + 1 (+ 8); C holds rows
 // g and g + 8 at columns 2t, 2t + 1. So a warp's S tile in C layout is, pair by pair, the A
 // operand of P.V, with no trip through shared memory.
-template <int HD>
+// kWarpKeys: the block's (at most 16) rows are every warp's, and warp w takes keys
+// [16 w, 16 w + 16) of each tile.
+template <int HD, bool kWarpKeys>
 __global__ void __launch_bounds__(kThreads)
     attention_kernel(PagedAttentionArgs a, int num_splits, int split_len,
                              ResultSink sink) {
@@ -174,15 +196,17 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kKSteps = HD / 16;  // k16 steps of Q.K^T
   constexpr int kNTiles = HD / 8;   // n8 tiles of O
   constexpr int kChunks = HD / 8;   // 16-byte chunks per cache row
+  constexpr int kWarpKeyTiles = kWarpKeys ? kKeys / 8 / kWarps : kKeys / 8;  // n8 key tiles a warp
   extern __shared__ __align__(16) unsigned char smem_raw[];
   AttentionSmem<HD>& sm = *reinterpret_cast<AttentionSmem<HD>*>(smem_raw);
 
   BlockWork w;
-  if (!find_work(a, num_splits, split_len, w)) return;
+  if (!find_work(a, num_splits, split_len, block_rows(kWarpKeys), w)) return;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int r0 = warp * 16 + g, r1 = r0 + 8;  // this lane's two rows
-  const bool warp_active = warp * 16 < w.rows;
+  const int r0 = (kWarpKeys ? 0 : warp * 16) + g, r1 = r0 + 8;  // this lane's two rows
+  const int key0 = kWarpKeys ? warp * (kKeys / kWarps) : 0;    // the warp's first key of a tile
+  const bool warp_active = kWarpKeys || warp * 16 < w.rows;
   const int lim0 = row_limit(a, w, r0), lim1 = row_limit(a, w, r1);
 
   // Q fragments stay in registers for the whole key loop.
@@ -206,14 +230,17 @@ __global__ void __launch_bounds__(kThreads)
   const float scale = a.scale * kLog2e;
   const int32_t* table = a.block_tables + static_cast<int64_t>(w.seq) * a.max_blocks_per_seq;
 
+  // Two threads a key: one cache offset (a block-table read and a division) each, then the
+  // row's 16-byte chunks alternately, so that a warp's copies cover whole 32-byte sectors.
   auto load_tile = [&](int stage, int kt) {
-    for (int i = threadIdx.x; i < kKeys * kChunks; i += kThreads) {
-      const int j = i / kChunks, c = (i % kChunks) * 8;
-      const int key = kt + j;
-      const bool valid = key < w.key_end;
-      const int64_t off = valid ? cache_offset(a, table, key, w.kv_head, HD) + c : 0;
-      cp_async_16(&sm.k[stage][j][c], a.k_cache + off, valid);
-      cp_async_16(&sm.v[stage][j][c], a.v_cache + off, valid);
+    const int j = threadIdx.x >> 1, key = kt + j;
+    const bool valid = key < w.key_end;
+    const int64_t off = valid ? cache_offset(a, table, key, w.kv_head, HD) : 0;
+#pragma unroll
+    for (int m = 0; m < kChunks / 2; ++m) {
+      const int c = ((threadIdx.x & 1) + 2 * m) * 8;
+      cp_async_16(&sm.k[stage][j][c], a.k_cache + off + (valid ? c : 0), valid);
+      cp_async_16(&sm.v[stage][j][c], a.v_cache + off + (valid ? c : 0), valid);
     }
     asm volatile("cp.async.commit_group;\n");
   };
@@ -230,12 +257,12 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     if (warp_active) {
-      // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
-      float s[kKeys / 8][4];
+      // S = Q K^T for this warp's 16 rows and its keys of the tile.
+      float s[kWarpKeyTiles][4];
 #pragma unroll
-      for (int j = 0; j < kKeys / 8; ++j) {
+      for (int j = 0; j < kWarpKeyTiles; ++j) {
         s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-        const bf16* krow = &sm.k[st][j * 8 + g][2 * t];
+        const bf16* krow = &sm.k[st][key0 + j * 8 + g][2 * t];
 #pragma unroll
         for (int ks = 0; ks < kKSteps; ++ks)
           mma_16816(s[j], qf[ks], *reinterpret_cast<const uint32_t*>(krow + ks * 16),
@@ -244,10 +271,10 @@ __global__ void __launch_bounds__(kThreads)
       // Causal mask, scale, running max over the quad of lanes that share a row.
       float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-      for (int j = 0; j < kKeys / 8; ++j) {
+      for (int j = 0; j < kWarpKeyTiles; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int key = kt + j * 8 + 2 * t + (e & 1);
+          const int key = kt + key0 + j * 8 + 2 * t + (e & 1);
           const int lim = e < 2 ? lim0 : lim1;
           s[j][e] = key <= lim && key < w.key_end ? s[j][e] * scale : -INFINITY;
         }
@@ -266,7 +293,7 @@ __global__ void __launch_bounds__(kThreads)
       m1 = new1;
       float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
-      for (int j = 0; j < kKeys / 8; ++j) {
+      for (int j = 0; j < kWarpKeyTiles; ++j) {
         s[j][0] = exp2f(s[j][0] - base0);
         s[j][1] = exp2f(s[j][1] - base0);
         s[j][2] = exp2f(s[j][2] - base1);
@@ -290,12 +317,13 @@ __global__ void __launch_bounds__(kThreads)
       }
       // O += P V, 16 keys at a time.
 #pragma unroll
-      for (int kk = 0; kk < kKeys / 16; ++kk) {
+      for (int kk = 0; kk < kWarpKeyTiles / 2; ++kk) {
         const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
                                 pack_bf16(s[2 * kk][2], s[2 * kk][3]),
                                 pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                 pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-        const bf16* vrow = &sm.v[st][kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][(lane >> 4) * 8];
+        const bf16* vrow =
+            &sm.v[st][key0 + kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][(lane >> 4) * 8];
 #pragma unroll
         for (int np = 0; np < HD / 16; ++np) {
           uint32_t b[4];
@@ -308,6 +336,43 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // the next prefetch overwrites this stage
   }
 
+  if constexpr (kWarpKeys) {
+    // Merge the warps' states: each scaled to the largest max, summed in warp order.
+    WarpStates<HD>& ws = *reinterpret_cast<WarpStates<HD>*>(smem_raw);
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n) {
+      const int col = n * 8 + 2 * t;
+      ws.o[warp][g][col] = o[n][0];
+      ws.o[warp][g][col + 1] = o[n][1];
+      ws.o[warp][g + 8][col] = o[n][2];
+      ws.o[warp][g + 8][col + 1] = o[n][3];
+    }
+    if (t == 0) {
+      ws.m[warp][g] = m0;
+      ws.m[warp][g + 8] = m1;
+      ws.l[warp][g] = l0;
+      ws.l[warp][g + 8] = l1;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < w.rows * (HD / 2); i += kThreads) {
+      const int r = i / (HD / 2), col = (i % (HD / 2)) * 2;
+      float m = -INFINITY;
+#pragma unroll
+      for (int v = 0; v < kWarps; ++v) m = fmaxf(m, ws.m[v][r]);
+      float l = 0.0f, o0 = 0.0f, o1 = 0.0f;
+#pragma unroll
+      for (int v = 0; v < kWarps; ++v) {
+        const float f = m == -INFINITY ? 0.0f : exp2f(ws.m[v][r] - m);  // 0 for a warp that saw no key
+        l += f * ws.l[v][r];
+        o0 += f * ws.o[v][r][col];
+        o1 += f * ws.o[v][r][col + 1];
+      }
+      const int64_t row = global_row(a, w, r);
+      sink.pair<HD>(w, row, col, o0, o1, l);
+      if (col == 0) sink.stats(w, row, m, l);
+    }
+    return;
+  }
   if (r0 < w.rows) {
     const int64_t row = global_row(a, w, r0);
 #pragma unroll
@@ -362,10 +427,10 @@ __global__ void kv_append_kernel(const bf16* __restrict__ k, const bf16* __restr
   }
 }
 
-template <int HD>
+template <int HD, bool kWarpKeys>
 void launch_attention(const PagedAttentionArgs& a, const AttentionPlan& plan, void* workspace,
                       cudaStream_t stream) {
-  const int tokens_per_tile = kRows / (a.num_q_heads / a.num_kv_heads);
+  const int tokens_per_tile = std::max(1, block_rows(kWarpKeys) / (a.num_q_heads / a.num_kv_heads));
   // Tiles of all sequences together never exceed ceil(T / tokens_per_tile) + S.
   const dim3 grid(static_cast<unsigned>(ceil_div(a.num_tokens, tokens_per_tile) + a.num_seqs),
                   static_cast<unsigned>(a.num_kv_heads), static_cast<unsigned>(plan.num_splits));
@@ -378,11 +443,11 @@ void launch_attention(const PagedAttentionArgs& a, const AttentionPlan& plan, vo
   // Over 48 KiB of shared memory for HD = 128: the kernel must opt in (a host-side attribute,
   // cheap, and allowed while a graph is being captured).
   const size_t smem = sizeof(AttentionSmem<HD>);
-  CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<HD>,
+  CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<HD, kWarpKeys>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(smem)));
-  launch(attention_kernel<HD>, grid, kThreads, smem, stream, a, plan.num_splits, plan.split_len,
-      sink);
+  launch(attention_kernel<HD, kWarpKeys>, grid, kThreads, smem, stream, a, plan.num_splits,
+      plan.split_len, sink);
   if (plan.num_splits > 1) {
     launch(merge_splits_kernel, sink.rows_total, HD, 0, stream, sink.part_o, sink.part_ml,
         plan.num_splits, sink.rows_total, HD, a.out);
@@ -403,6 +468,19 @@ int min_keys_per_split() {
   return keys;
 }
 
+template <bool kWarpKeys>
+void launch_for_head_dim(const PagedAttentionArgs& a, const AttentionPlan& plan, void* workspace,
+                         cudaStream_t stream) {
+  switch (a.head_dim) {
+    case 16: launch_attention<16, kWarpKeys>(a, plan, workspace, stream); break;
+    case 32: launch_attention<32, kWarpKeys>(a, plan, workspace, stream); break;
+    case 64: launch_attention<64, kWarpKeys>(a, plan, workspace, stream); break;
+    case 96: launch_attention<96, kWarpKeys>(a, plan, workspace, stream); break;
+    case 128: launch_attention<128, kWarpKeys>(a, plan, workspace, stream); break;
+    default: MOETRON_ASSERT(attention_head_dim_supported(a.head_dim));
+  }
+}
+
 }  // namespace
 
 bool attention_head_dim_supported(int head_dim) {
@@ -415,9 +493,12 @@ bool attention_head_dim_supported(int head_dim) {
 AttentionPlan plan_attention(const PagedAttentionArgs& a, int num_sms) {
   AttentionPlan plan;
   const int group = a.num_q_heads / a.num_kv_heads;
+  // Decode: one token a sequence (T == S, and every sequence has one), one warp's rows.
+  plan.warp_keys = a.num_tokens == a.num_seqs && group <= kWarpRows;
   const int64_t max_kv = a.max_kv_len > 0 ? a.max_kv_len : 1;
   const int64_t busy_blocks =
-      std::max<int64_t>(a.num_seqs, ceil_div(a.num_tokens, kRows / group)) * a.num_kv_heads;
+      std::max<int64_t>(a.num_seqs, ceil_div(a.num_tokens, std::max(1, block_rows(plan.warp_keys) / group))) *
+      a.num_kv_heads;
   // Split only a grid that leaves SMs idle; then aim at a few blocks per SM (measured on H100:
   // splitting a grid that already fills the GPU costs more in the merge than it gains).
   int64_t splits = 1;
@@ -445,13 +526,10 @@ AttentionPlan plan_attention(const PagedAttentionArgs& a, int num_sms) {
 void paged_attention(const PagedAttentionArgs& a, const AttentionPlan& plan, void* workspace,
                      cudaStream_t stream) {
   if (a.num_tokens == 0) return;
-  switch (a.head_dim) {
-    case 16: launch_attention<16>(a, plan, workspace, stream); break;
-    case 32: launch_attention<32>(a, plan, workspace, stream); break;
-    case 64: launch_attention<64>(a, plan, workspace, stream); break;
-    case 96: launch_attention<96>(a, plan, workspace, stream); break;
-    case 128: launch_attention<128>(a, plan, workspace, stream); break;
-    default: MOETRON_ASSERT(attention_head_dim_supported(a.head_dim));
+  if (plan.warp_keys) {
+    launch_for_head_dim<true>(a, plan, workspace, stream);
+  } else {
+    launch_for_head_dim<false>(a, plan, workspace, stream);
   }
 }
 

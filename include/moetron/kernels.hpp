@@ -109,6 +109,7 @@ struct PagedAttentionArgs {
 // How the work splits along the KV length: one pass when the grid already fills the GPU, more
 // splits (then a reduction) for few long sequences, as in decode.
 struct AttentionPlan {
+  bool warp_keys = false;  // decode: a block's 16 rows shared by its warps, which split the keys
   int num_splits = 1;
   int split_len = 0;  // keys per split, a multiple of the key tile
   size_t workspace_bytes = 0;  // fp32 partial outputs, needed when num_splits > 1

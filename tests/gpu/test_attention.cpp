@@ -185,6 +185,12 @@ TEST_F(CudaAttention, PagedAttentionMatchesReference) {
       {4, 2, 16, 4, {{9, 9}, {1, 30}}},                            // the tiny fixtures' heads
       {8, 4, 32, 16, {{5, 70}, {1, 1}}},
       {12, 4, 96, 16, {{33, 40}, {1, 500}}},
+      // Decode only (one token a sequence): the warps split each key tile.
+      {16, 16, 128, 16, {{1, 1}, {1, 15}, {1, 63}, {1, 64}, {1, 65}, {1, 577}}},  // MHA, ragged tiles
+      {32, 2, 96, 16, {{1, 130}, {1, 7}, {1, 2049}}},                  // group of 16, splits
+      {12, 4, 64, 16, {{1, 1000}, {1, 3}}},                            // group of 3
+      {4, 4, 16, 4, {{1, 9}, {1, 200}}},                               // tiny head dim
+      {8, 2, 32, 8, {{1, 33}}},                                        // one sequence, group of 4
   };
   std::vector<OpCase> cases;
   for (const AttentionCase& c : shapes)
