@@ -134,7 +134,9 @@ size_t counters_bytes(int64_t rows) {
 size_t partials_bytes(int64_t rows, int splits) {
   return static_cast<size_t>(rows) * splits * 2 * sizeof(SlicePartial);
 }
-__host__ __device__ inline size_t gathered_words(int splits) { return static_cast<size_t>(splits) * 2 * radix::kGatherKeys; }
+__host__ __device__ inline size_t gathered_words(int splits) {
+  return static_cast<size_t>(splits) * 2 * radix::kGatherKeys;
+}
 size_t workspace_bytes(int64_t rows, int splits) {
   if (splits <= 1) return 0;
   return counters_bytes(rows) + partials_bytes(rows, splits) +
@@ -278,7 +280,7 @@ class BlockRow {
     const bool kept = r.level < radix::kKeptLevels;
     if (kept && kept_[r.level].answers(r, w != nullptr, per_unit)) return shared_.kept[r.level];
     radix::Histogram& h = kept ? shared_.kept[r.level] : shared_.hist;
-    if (kept) kept_[r.level] = Question{r, w != nullptr, per_unit, true};
+    if (kept) kept_[r.level] = radix::Question{r, w != nullptr, per_unit, true};
     const bool listed = is_listed(r);
     __syncthreads();  // every thread is done reading the previous histogram
     for (int b = threadIdx.x; b < radix::kBins; b += kSampleThreads) {
@@ -326,17 +328,6 @@ class BlockRow {
   }
 
  private:
-  // A histogram's arguments, to recognize the same question.
-  struct Question {
-    radix::Range range;
-    bool weighted = false;
-    double per_unit = 0.0;
-    bool valid = false;
-    __device__ bool answers(const radix::Range& r, bool w, double unit) const {
-      return valid && weighted == w && per_unit == unit && range.lo == r.lo &&
-             range.level == r.level && range.prefix == r.prefix;
-    }
-  };
 
   __device__ bool is_listed(const radix::Range& r) const { return has_list_ && radix::inside(r, listed_); }
 
@@ -461,7 +452,7 @@ class BlockRow {
   SampleShared& shared_;
   RowGroup& group_;
   bool vectorized_;
-  Question kept_[radix::kKeptLevels];
+  radix::Question kept_[radix::kKeptLevels];
   radix::Range listed_;  // the range whose keys shared_.listed holds, when has_list_
   bool has_list_ = false;
   uint32_t list_size_ = 0;

@@ -110,7 +110,7 @@ class SequentialRow {
     const bool kept = r.level < radix::kKeptLevels;
     if (kept && kept_[r.level].answers(r, w != nullptr, per_unit)) return hist_[r.level];
     radix::Histogram& h = hist_[kept ? r.level : radix::kKeptLevels];
-    if (kept) kept_[r.level] = Question{r, w != nullptr, per_unit, true};
+    if (kept) kept_[r.level] = radix::Question{r, w != nullptr, per_unit, true};
     h = radix::Histogram{};
     for (uint64_t key : candidates(r)) {
       if (!radix::in_range(key, r)) continue;
@@ -135,17 +135,6 @@ class SequentialRow {
   }
 
  private:
-  struct Question {
-    radix::Range range;
-    bool weighted = false;
-    double per_unit = 0.0;
-    bool valid = false;
-    bool answers(const radix::Range& r, bool w, double unit) const {
-      return valid && weighted == w && per_unit == unit && range.lo == r.lo &&
-             range.level == r.level && range.prefix == r.prefix;
-    }
-  };
-
   // The keys a question about r visits: the list when it covers r, else (one pass) the row's.
   std::vector<uint64_t> candidates(const radix::Range& r) {
     if (has_list_ && radix::inside(r, listed_)) return list_;
@@ -159,7 +148,7 @@ class SequentialRow {
   int64_t vocab_;
   int passes_ = 0, gathers_ = 0;
   radix::Histogram hist_[radix::kKeptLevels + 1] = {};
-  Question kept_[radix::kKeptLevels];
+  radix::Question kept_[radix::kKeptLevels];
   std::vector<uint64_t> list_;
   radix::Range listed_;
   bool has_list_ = false;

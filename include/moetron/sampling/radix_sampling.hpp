@@ -124,6 +124,18 @@ MOETRON_HOST_DEVICE inline bool inside(const Range& inner, const Range& outer) {
 constexpr int kKeptLevels = 2;
 constexpr uint32_t kGatherKeys = 1024;
 
+// A histogram's arguments, by which a Row recognizes a question it has answered.
+struct Question {
+  Range range;
+  bool weighted = false;
+  double per_unit = 0.0;
+  bool valid = false;
+  MOETRON_HOST_DEVICE bool answers(const Range& r, bool w, double unit) const {
+    return valid && weighted == w && per_unit == unit && range.lo == r.lo &&
+           range.level == r.level && range.prefix == r.prefix;
+  }
+};
+
 // ---- histograms -----------------------------------------------------------------------------
 
 // Per digit of one level: how many keys of the range, and their weights in fixed point; and per
