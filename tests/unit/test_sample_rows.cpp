@@ -94,7 +94,9 @@ TEST(SampleRows, NonFiniteRowsGiveNoToken) {
 // the passes over the whole row that the device makes.
 class SequentialRow {
  public:
-  SequentialRow(const float* logits, int64_t vocab) : logits_(logits), vocab_(vocab) {}
+  // keeps = false: every question is a pass over the row (what keeping must not change).
+  SequentialRow(const float* logits, int64_t vocab, bool keeps = true)
+      : logits_(logits), vocab_(vocab), keeps_(keeps) {}
   int64_t vocab() const { return vocab_; }
   int passes() const { return passes_; }
   int gathers() const { return gathers_; }
@@ -107,7 +109,7 @@ class SequentialRow {
   }
 
   const radix::Histogram& histogram(const radix::Range& r, const radix::Weights* w, double per_unit) {
-    const bool kept = r.level < radix::kKeptLevels;
+    const bool kept = keeps_ && r.level < radix::kKeptLevels;
     if (kept && kept_[r.level].answers(r, w != nullptr, per_unit)) return hist_[r.level];
     radix::Histogram& h = hist_[kept ? r.level : radix::kKeptLevels];
     if (kept) kept_[r.level] = radix::Question{r, w != nullptr, per_unit, true};
@@ -123,7 +125,7 @@ class SequentialRow {
   }
 
   void narrow(const radix::Range& r, uint32_t keys) {
-    if (keys > radix::kGatherKeys || (has_list_ && radix::inside(r, listed_))) return;
+    if (!keeps_ || keys > radix::kGatherKeys || (has_list_ && radix::inside(r, listed_))) return;
     std::vector<uint64_t> gathered;
     for (uint64_t key : candidates(radix::Range{}))
       if (radix::in_range(key, r)) gathered.push_back(key);
@@ -146,6 +148,7 @@ class SequentialRow {
 
   const float* logits_;
   int64_t vocab_;
+  bool keeps_;
   int passes_ = 0, gathers_ = 0;
   radix::Histogram hist_[radix::kKeptLevels + 1] = {};
   radix::Question kept_[radix::kKeptLevels];
@@ -155,8 +158,8 @@ class SequentialRow {
 };
 
 int32_t radix_draw(const std::vector<float>& logits, const SamplingParams& p, uint64_t step,
-                   int* passes = nullptr) {
-  SequentialRow row(logits.data(), static_cast<int64_t>(logits.size()));
+                   int* passes = nullptr, bool keeps = true) {
+  SequentialRow row(logits.data(), static_cast<int64_t>(logits.size()), keeps);
   radix::RowParams rp;
   rp.temperature = p.temperature;
   rp.top_k = p.top_k;
@@ -324,6 +327,27 @@ TEST(RadixSampling, EdgeRowsGiveValidTokens) {
   EXPECT_EQ(radix_draw({-1.0f, -0.0f, 0.0f}, p, 0), 1);
   EXPECT_EQ(radix_draw({-1.0f, nan, 0.0f}, p, 0), kNonFiniteToken);
   EXPECT_EQ(radix_draw({inf, -1.0f}, p, 0), kNonFiniteToken);
+}
+
+// The kept histograms and gathered keys change how many passes a draw takes, never its token:
+// the same draws with every question asked of the whole row.
+TEST(RadixSampling, KeptAnswersGiveTheSameTokens) {
+  std::mt19937_64 rng(34);
+  int gathered_rows = 0;
+  for (int64_t vocab : {3, 700, 5000, 50304}) {
+    for (int i = 0; i < (vocab > 10000 ? 60 : 300); ++i) {
+      const auto logits = sampling_test::make_logits(vocab, kKinds[i % 3], rng);
+      const SamplingParams p = sampling_test::random_params(rng, vocab);
+      const uint64_t step = rng() % 100000;
+      SequentialRow counted(logits.data(), vocab);
+      radix::RowParams rp{p.temperature, p.top_k, p.top_p, 0, p.seed, step};
+      const int32_t kept = radix::sample_row(counted, rp);
+      gathered_rows += counted.gathers() > 0;
+      ASSERT_EQ(kept, radix_draw(logits, p, step, nullptr, false))
+          << "vocab " << vocab << " " << describe(p, step);
+    }
+  }
+  EXPECT_GT(gathered_rows, 100) << "the gathered lists were exercised";
 }
 
 // Passes over a row of 50k tokens (the device's cost): the maximum, the first level (which
