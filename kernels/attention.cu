@@ -35,8 +35,12 @@ constexpr int kWarpRows = 16;  // query rows per block when the warps split the 
 constexpr int kKeys = 64;  // keys per tile
 static_assert(kThreads == 2 * kKeys, "a tile's load gives each key two threads");
 
-// Query rows a block holds: 16 when its warps split each key tile, else 4 x 16.
-__host__ __device__ constexpr int block_rows(bool warp_keys) { return warp_keys ? kWarpRows : kRows; }
+// Tokens of one sequence a block takes: its query rows (16 when its warps split each key tile,
+// else 4 x 16) over the query heads that share a KV head. The grid, the plan and the blocks'
+// work all count tiles by it.
+__host__ __device__ constexpr int tokens_per_tile(bool warp_keys, int group) {
+  return (warp_keys ? kWarpRows : kRows) / group;
+}
 
 // What one block works on.
 struct BlockWork {
@@ -50,19 +54,19 @@ struct BlockWork {
 // Finds the block's (sequence, token range): each sequence's new tokens are cut into tiles of
 // kRows / group tokens, numbered across sequences. False for the spare tiles at the end
 // of the grid (the grid is sized by a host-known bound).
-__device__ bool find_work(const PagedAttentionArgs& a, int num_splits, int split_len,
-                          int rows_per_block, BlockWork& w) {
+template <bool kWarpKeys>
+__device__ bool find_work(const PagedAttentionArgs& a, int num_splits, int split_len, BlockWork& w) {
   w.group = a.num_q_heads / a.num_kv_heads;
-  const int tokens_per_tile = max(1, rows_per_block / w.group);
+  const int tile_tokens = tokens_per_tile(kWarpKeys, w.group);
   int work = blockIdx.x;
   w.seq = -1;
   for (int s = 0; s < a.num_seqs; ++s) {
     const int qs = a.query_start[s], qe = a.query_start[s + 1];
-    const int tiles = (qe - qs + tokens_per_tile - 1) / tokens_per_tile;
+    const int tiles = (qe - qs + tile_tokens - 1) / tile_tokens;
     if (work < tiles) {
       w.seq = s;
-      w.q0 = qs + work * tokens_per_tile;
-      w.qn = min(tokens_per_tile, qe - w.q0);
+      w.q0 = qs + work * tile_tokens;
+      w.qn = min(tile_tokens, qe - w.q0);
       break;
     }
     work -= tiles;
@@ -201,7 +205,7 @@ __global__ void __launch_bounds__(kThreads)
   AttentionSmem<HD>& sm = *reinterpret_cast<AttentionSmem<HD>*>(smem_raw);
 
   BlockWork w;
-  if (!find_work(a, num_splits, split_len, block_rows(kWarpKeys), w)) return;
+  if (!find_work<kWarpKeys>(a, num_splits, split_len, w)) return;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int r0 = (kWarpKeys ? 0 : warp * 16) + g, r1 = r0 + 8;  // this lane's two rows
@@ -430,9 +434,9 @@ __global__ void kv_append_kernel(const bf16* __restrict__ k, const bf16* __restr
 template <int HD, bool kWarpKeys>
 void launch_attention(const PagedAttentionArgs& a, const AttentionPlan& plan, void* workspace,
                       cudaStream_t stream) {
-  const int tokens_per_tile = std::max(1, block_rows(kWarpKeys) / (a.num_q_heads / a.num_kv_heads));
-  // Tiles of all sequences together never exceed ceil(T / tokens_per_tile) + S.
-  const dim3 grid(static_cast<unsigned>(ceil_div(a.num_tokens, tokens_per_tile) + a.num_seqs),
+  const int tile_tokens = tokens_per_tile(kWarpKeys, a.num_q_heads / a.num_kv_heads);
+  // Tiles of all sequences together never exceed ceil(T / tile_tokens) + S.
+  const dim3 grid(static_cast<unsigned>(ceil_div(a.num_tokens, tile_tokens) + a.num_seqs),
                   static_cast<unsigned>(a.num_kv_heads), static_cast<unsigned>(plan.num_splits));
   ResultSink sink;
   sink.out = a.out;
@@ -497,7 +501,7 @@ AttentionPlan plan_attention(const PagedAttentionArgs& a, int num_sms) {
   plan.warp_keys = a.num_tokens == a.num_seqs && group <= kWarpRows;
   const int64_t max_kv = a.max_kv_len > 0 ? a.max_kv_len : 1;
   const int64_t busy_blocks =
-      std::max<int64_t>(a.num_seqs, ceil_div(a.num_tokens, std::max(1, block_rows(plan.warp_keys) / group))) *
+      std::max<int64_t>(a.num_seqs, ceil_div(a.num_tokens, tokens_per_tile(plan.warp_keys, group))) *
       a.num_kv_heads;
   // Split only a grid that leaves SMs idle; then aim at a few blocks per SM (measured on H100:
   // splitting a grid that already fills the GPU costs more in the merge than it gains).
