@@ -52,24 +52,40 @@ struct BlockWork {
 };
 
 // Finds the block's (sequence, token range): each sequence's new tokens are cut into tiles of
-// kRows / group tokens, numbered across sequences. False for the spare tiles at the end
-// of the grid (the grid is sized by a host-known bound).
+// tokens_per_tile tokens, numbered across sequences. False for the spare tiles at the end of
+// the grid (the grid is sized by a host-known bound). Each warp scans the sequences 32 at a
+// time (a prefix sum of their tile counts in registers), so a block of a batch of S sequences
+// reads S / 32 rounds of query_start, not S dependent pairs: at batch 256 the serial walk cost
+// the last sequences' blocks ~250 loads before their first cache read. Needs the whole warp.
 template <bool kWarpKeys>
 __device__ bool find_work(const PagedAttentionArgs& a, int num_splits, int split_len, BlockWork& w) {
+  constexpr unsigned kAll = 0xffffffffu;
   w.group = a.num_q_heads / a.num_kv_heads;
   const int tile_tokens = tokens_per_tile(kWarpKeys, w.group);
-  int work = blockIdx.x;
+  const int lane = threadIdx.x & 31;
+  int work = blockIdx.x;  // tiles still to skip, counted from sequence `base`
   w.seq = -1;
-  for (int s = 0; s < a.num_seqs; ++s) {
-    const int qs = a.query_start[s], qe = a.query_start[s + 1];
+  for (int base = 0; base < a.num_seqs; base += 32) {
+    const int s = base + lane;
+    const int qs = s < a.num_seqs ? a.query_start[s] : 0;
+    const int qe = s < a.num_seqs ? a.query_start[s + 1] : 0;
     const int tiles = (qe - qs + tile_tokens - 1) / tile_tokens;
-    if (work < tiles) {
-      w.seq = s;
-      w.q0 = qs + work * tile_tokens;
-      w.qn = min(tile_tokens, qe - w.q0);
+    int through = tiles;  // tiles of sequences base .. s
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+      const int before = __shfl_up_sync(kAll, through, off);
+      if (lane >= off) through += before;
+    }
+    const unsigned hit = __ballot_sync(kAll, work < through);
+    if (hit != 0u) {
+      const int src = __ffs(hit) - 1;
+      const int first_tile = __shfl_sync(kAll, through - tiles, src);
+      w.seq = base + src;
+      w.q0 = __shfl_sync(kAll, qs, src) + (work - first_tile) * tile_tokens;
+      w.qn = min(tile_tokens, __shfl_sync(kAll, qe, src) - w.q0);
       break;
     }
-    work -= tiles;
+    work -= __shfl_sync(kAll, through, 31);
   }
   if (w.seq < 0) return false;
   w.rows = w.qn * w.group;
@@ -125,12 +141,10 @@ struct ResultSink {
   }
 };
 
-// Byte offset of key `key`'s row for KV head kv_head in the paged cache.
-__device__ __forceinline__ int64_t cache_offset(const PagedAttentionArgs& a, const int32_t* table,
-                                                int key, int kv_head, int head_dim) {
-  const int64_t slot =
-      static_cast<int64_t>(table[key / a.block_size]) * a.block_size + key % a.block_size;
-  return (slot * a.num_kv_heads + kv_head) * head_dim;
+// Cache slot of key `key` of a sequence (its block table), or -1 past the split's keys.
+__device__ __forceinline__ int cache_slot(const PagedAttentionArgs& a, const int32_t* table,
+                                          int key, int key_end) {
+  return key < key_end ? table[key / a.block_size] * a.block_size + key % a.block_size : -1;
 }
 
 // Online-softmax rescale: the factor for the old sums when the running max moves to m_new.
@@ -234,17 +248,26 @@ __global__ void __launch_bounds__(kThreads)
   const float scale = a.scale * kLog2e;
   const int32_t* table = a.block_tables + static_cast<int64_t>(w.seq) * a.max_blocks_per_seq;
 
-  // Two threads a key: one cache offset (a block-table read and a division) each, then the
-  // row's 16-byte chunks alternately, so that a warp's copies cover whole 32-byte sectors.
+  // A tile's load: two threads a key look up its cache slot (a block-table read and a
+  // division each), then each warp copies its 16 keys' rows with every copy instruction
+  // covering consecutive 16-byte chunks of consecutive keys (512 bytes for a 128-wide head: two
+  // whole rows), the slots passed between lanes by shuffles. Every request then asks for whole
+  // 128-byte lines; with a key's row spread over 8 requests, one sector each (thirteenth
+  // session), ncu saw L2 70% busy at 53% of the copy rate.
   auto load_tile = [&](int stage, int kt) {
-    const int j = threadIdx.x >> 1, key = kt + j;
-    const bool valid = key < w.key_end;
-    const int64_t off = valid ? cache_offset(a, table, key, w.kv_head, HD) : 0;
+    constexpr int kWarpTileKeys = kKeys / kWarps;  // keys a warp copies: threads 2j, 2j + 1 hold key j
+    static_assert(kWarpTileKeys * 2 == 32, "a warp's lanes pair with its keys");
+    const int slot = cache_slot(a, table, kt + (threadIdx.x >> 1), w.key_end);
 #pragma unroll
     for (int m = 0; m < kChunks / 2; ++m) {
-      const int c = ((threadIdx.x & 1) + 2 * m) * 8;
-      cp_async_16(&sm.k[stage][j][c], a.k_cache + off + (valid ? c : 0), valid);
-      cp_async_16(&sm.v[stage][j][c], a.v_cache + off + (valid ? c : 0), valid);
+      const int flat = m * 32 + lane;  // the warp's chunk: (key, chunk) in key-major order
+      const int j = flat / kChunks, c = (flat % kChunks) * 8;
+      const int key_slot = __shfl_sync(0xffffffffu, slot, 2 * j);
+      const int64_t off = key_slot < 0 ? 0
+          : (static_cast<int64_t>(key_slot) * a.num_kv_heads + w.kv_head) * HD + c;
+      const int row = warp * kWarpTileKeys + j;
+      cp_async_16(&sm.k[stage][row][c], a.k_cache + off, key_slot >= 0);
+      cp_async_16(&sm.v[stage][row][c], a.v_cache + off, key_slot >= 0);
     }
     asm volatile("cp.async.commit_group;\n");
   };

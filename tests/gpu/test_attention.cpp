@@ -171,7 +171,20 @@ TEST_F(CudaAttention, AttentionInputsMatchReference) {
   run_cases(cases);
 }
 
+// n sequences of new_tokens(i) tokens each and irregular cache lengths: batches past the 32
+// sequences a warp scans at a time when blocks look for their tiles.
+std::vector<SeqSpec> many_sequences(int n, int (*new_tokens)(int)) {
+  std::vector<SeqSpec> seqs;
+  for (int i = 0; i < n; ++i) {
+    const int q = new_tokens(i);
+    seqs.push_back({q, q + (37 * i) % 301});
+  }
+  return seqs;
+}
+
 TEST_F(CudaAttention, PagedAttentionMatchesReference) {
+  const auto one_token = [](int) { return 1; };
+  const auto some_tokens = [](int i) { return 1 + (i * 7) % 23; };
   const std::vector<AttentionCase> shapes = {
       {4, 4, 64, 16, {{5, 5}, {17, 17}, {1, 1}}},                  // prefill, MHA
       {8, 2, 128, 16, {{3, 40}, {33, 33}, {1, 129}}},              // chunked prefill + decode
@@ -191,6 +204,11 @@ TEST_F(CudaAttention, PagedAttentionMatchesReference) {
       {12, 4, 64, 16, {{1, 1000}, {1, 3}}},                            // group of 3
       {4, 4, 16, 4, {{1, 9}, {1, 200}}},                               // tiny head dim
       {8, 2, 32, 8, {{1, 33}}},                                        // one sequence, group of 4
+      {16, 16, 128, 16, many_sequences(70, one_token)},  // decode past two scan rounds
+      {4, 1, 64, 16, many_sequences(33, one_token)},     // decode, group of 4
+      // Mixed batches past one scan round: tiles of 1-23 tokens.
+      {8, 2, 64, 16, many_sequences(45, some_tokens)},
+      {16, 16, 128, 16, many_sequences(40, some_tokens)},
   };
   std::vector<OpCase> cases;
   for (const AttentionCase& c : shapes)
