@@ -8,7 +8,9 @@
 //   questions asked again or inside that range cost no pass. Few rows (decode) split each row
 //   over several blocks (radix::blocks_per_row), which add their partials (and share their
 //   lists) through global memory between passes.
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <type_traits>
 
 #include "common.cuh"
@@ -494,8 +496,28 @@ int64_t resident_sample_blocks() {
   return resident;
 }
 
+// Blocks a row forced by MOETRON_SAMPLER_BLOCKS_PER_ROW (1 ... kMaxBlocksPerRow), to measure
+// other splits without a rebuild; 0 when unset.
+int forced_blocks_per_row() {
+  static const int blocks = [] {
+    const char* env = std::getenv("MOETRON_SAMPLER_BLOCKS_PER_ROW");
+    if (env == nullptr) return 0;
+    const int v = std::atoi(env);
+    MOETRON_CHECK(v >= 1 && v <= radix::kMaxBlocksPerRow,
+                  "MOETRON_SAMPLER_BLOCKS_PER_ROW='" << env << "': expected 1 to "
+                                                    << radix::kMaxBlocksPerRow);
+    return v;
+  }();
+  return blocks;
+}
+
 int splits_for(int64_t rows, int64_t cols) {
-  return radix::blocks_per_row(rows, cols, resident_sample_blocks());
+  const int64_t resident = resident_sample_blocks();
+  const int forced = forced_blocks_per_row();
+  if (forced == 0) return radix::blocks_per_row(rows, cols, resident);
+  // Still every block resident (the launch is cooperative) and a key a thread at least.
+  const int64_t cap = std::min(resident / std::max<int64_t>(rows, 1), cols / kSampleThreads);
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(forced, cap)));
 }
 
 }  // namespace
