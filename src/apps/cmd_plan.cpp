@@ -22,6 +22,7 @@
 #include "moetron/io/output_file.hpp"
 #include "moetron/io/prompts.hpp"
 #include "moetron/model/config.hpp"
+#include "moetron/predict/explain.hpp"
 #include "moetron/predict/prediction_file.hpp"
 #include "moetron/predict/predictor.hpp"
 #include "moetron/predict/profile_cost_model.hpp"
@@ -34,7 +35,8 @@ namespace moetron::apps {
 namespace {
 
 struct PlanOptions {
-  std::string model, hardware = "h200", hardware_set, interconnect, memory_per_rank, prompts, routing, out, profile;
+  std::string model, hardware = "h200", hardware_set, interconnect, memory_per_rank, prompts, routing, out, profile,
+      explain;
   int64_t ranks = 0, ranks_per_node = 0, top = 10, micro_batches = 0;
   double memory_fraction = 0.9;
   Workload workload;
@@ -77,7 +79,10 @@ po::options_description plan_options(PlanOptions& o) {
        "micro-batches per step of pipeline plans (0: pp, as moetron run)")
       ("routing", po::value(&o.routing), "results file of an earlier run: its per-expert loads (/experts/tokens)")
       ("top", po::value(&o.top)->default_value(o.top), "plans to print")
-      ("out", po::value(&o.out), "write every plan's prediction to this HDF5 file (atomically)");
+      ("out", po::value(&o.out), "write every plan's prediction to this HDF5 file (atomically)")
+      ("explain", po::value(&o.explain),
+       "PLAN (as --plan of moetron run, e.g. pp=1,tp=16,dp=1,ep=8): also print that plan's decode and prefill "
+       "steps op by op as priced (shape, count, profile table or roofline, microseconds) and their totals");
   return d;
 }
 
@@ -168,6 +173,11 @@ int plan_command(const std::vector<std::string>& args) {
   if (!o.routing.empty())
     predictor.expert_shares = expert_shares_from_counts(config, read_expert_loads(o.routing, config), o.routing);
 
+  // The plan to explain is checked before any ranking is printed: a bad one ends the command.
+  std::optional<PlanExplanation> explanation;
+  if (vm.count("explain"))
+    explanation = explain_plan(config, explained_plan(o.explain, config, cluster), o.workload, cluster, cost, predictor);
+
   const auto start = std::chrono::steady_clock::now();
   const std::vector<PlanPrediction> ranking = predict_plans(config, o.workload, cluster, cost, predictor);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -183,6 +193,7 @@ int plan_command(const std::vector<std::string>& args) {
             << "Predictions are upper bounds (docs/design-notes.md, 'The predictor').\n\n";
   print_ranking(ranking, o.top);
   std::cout << "\n" << explain_best(ranking) << "\n";
+  if (explanation) std::cout << "\n" << format_explanation(*explanation);
   if (!o.out.empty()) {
     std::string command_line = "moetron plan";
     for (const std::string& a : args) command_line += " " + a;

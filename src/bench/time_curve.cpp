@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sstream>
 
 #include "moetron/core/error.hpp"
 
@@ -18,6 +19,22 @@ double interpolate(const std::vector<double>& x, const std::vector<double>& t, d
   const double w = std::log(q / x[lo]) / std::log(x[hi] / x[lo]);
   // Clamped to the segment's ends, so rounding in exp(log) cannot break monotonicity.
   return std::clamp(std::exp(std::log(t[lo]) + w * std::log(t[hi] / t[lo])), t[lo], t[hi]);
+}
+
+std::string size_text(double size) {
+  std::ostringstream os;
+  os << std::llround(size);
+  return os.str();
+}
+
+// Which rule of interpolate() answers q over points x.
+std::string position(const std::vector<double>& x, double q, const char* name) {
+  const std::string at = std::string(name) + " " + size_text(q);
+  if (q < x.front()) return at + " below " + size_text(x.front()) + " (its time)";
+  if (q > x.back()) return at + " extrapolated past " + size_text(x.back()) + " (linear)";
+  const size_t hi = static_cast<size_t>(std::lower_bound(x.begin(), x.end(), q) - x.begin());
+  if (x[hi] == q) return at + " measured";
+  return at + " interpolated " + size_text(x[hi - 1]) + ".." + size_text(x[hi]);
 }
 
 }  // namespace
@@ -38,6 +55,11 @@ double TimeCurve::at(double size) const {
   return interpolate(x_, t_, size);
 }
 
+std::string TimeCurve::reading(double size, const char* name) const {
+  MOETRON_CHECK(!x_.empty(), "TimeCurve: no measurements");
+  return position(x_, size, name);
+}
+
 void TimeSurface::add(int64_t y, TimeCurve curve) {
   MOETRON_CHECK(y > 0 && !curve.empty(), "TimeSurface: a curve must be measured at a positive size");
   curves_[y] = std::move(curve);
@@ -51,6 +73,15 @@ double TimeSurface::at(double x, double y) const {
     ts.push_back(ts.empty() ? curve.at(x) : std::max(curve.at(x), ts.back()));
   }
   return interpolate(ys, ts, y);
+}
+
+std::string TimeSurface::reading(double x, double y, const char* x_name, const char* y_name) const {
+  MOETRON_CHECK(!curves_.empty(), "TimeSurface: no measurements");
+  std::vector<double> ys;
+  for (const auto& entry : curves_) ys.push_back(static_cast<double>(entry.first));
+  auto nearest = curves_.upper_bound(static_cast<int64_t>(std::floor(y)));
+  if (nearest != curves_.begin()) --nearest;
+  return nearest->second.reading(x, x_name) + ", " + position(ys, y, y_name);
 }
 
 }  // namespace moetron

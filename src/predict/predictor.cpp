@@ -134,14 +134,15 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
   p.batch = least->first;
   p.batch_limit = least->second;
   const bool recordable = decode_recordable(plan, options.backend, cluster.device_groups_through_host);
-  const auto decode_s = [&](int64_t batch) {
-    return step_cost(g, options.expert_shares,
-                     decode_shape(w, batch, p.micro_batches, recordable, options.backend, cluster.device_groups_through_host),
-                     cost);
+  const auto decode_at = [&](int64_t batch) {
+    return decode_shape(w, batch, p.micro_batches, recordable, options.backend, cluster.device_groups_through_host);
   };
-  p.decode = decode_s(p.batch);
+  const auto decode_s = [&](int64_t batch) { return step_cost(g, options.expert_shares, decode_at(batch), cost); };
+  p.decode_shape = decode_at(p.batch);
+  p.decode = step_cost(g, options.expert_shares, p.decode_shape, cost);
   p.prefill_prompts = std::clamp<int64_t>(w.max_batch_tokens / w.prompt_tokens, 1, p.batch);
-  p.prefill = step_cost(g, options.expert_shares, prefill_shape(w, p.prefill_prompts, p.micro_batches, options.backend), cost);
+  p.prefill_shape = prefill_shape(w, p.prefill_prompts, p.micro_batches, options.backend);
+  p.prefill = step_cost(g, options.expert_shares, p.prefill_shape, cost);
   const double t_prefill = p.prefill.total_s();
   p.prefill_tokens_per_s = static_cast<double>(plan.dp * p.prefill_prompts * w.prompt_tokens) / t_prefill;
   // Workload time per replica at the full batch (assumption 10).
@@ -162,7 +163,7 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
       if (next == b) break;
       b = next;
     }
-    if (b < p.batch) p.batch = b, p.batch_limit = "arrival rate", p.decode = decode_s(b);
+    if (b < p.batch) p.batch = b, p.batch_limit = "arrival rate", p.decode_shape = decode_at(b), p.decode = decode_s(b);
     p.ttft_s = step_cost(g, options.expert_shares, prefill_shape(w, 1, p.micro_batches, options.backend), cost).total_s();
   } else {
     const double first_steps = std::ceil(static_cast<double>(p.batch) / static_cast<double>(p.prefill_prompts));

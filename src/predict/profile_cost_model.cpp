@@ -62,7 +62,7 @@ double gap_of(const SeriesTable* table, int64_t in_graph) {
 }  // namespace
 
 template <class Table>
-const Table* ProfileCostModel::Shapes<Table>::lookup(const std::vector<int64_t>& key, double work,
+const typename ProfileCostModel::Shapes<Table>::Entry* ProfileCostModel::Shapes<Table>::lookup(const std::vector<int64_t>& key, double work,
                                                      double* scale) const {
   const Entry* best = nullptr;
   double best_distance = 0;
@@ -72,7 +72,28 @@ const Table* ProfileCostModel::Shapes<Table>::lookup(const std::vector<int64_t>&
   }
   if (best == nullptr) return nullptr;
   *scale = best->key == key ? 1.0 : work / best->work;
-  return &best->table;
+  return best;
+}
+
+namespace {
+
+std::string key_text(const std::vector<int64_t>& key) {
+  std::ostringstream os;
+  for (size_t i = 0; i < key.size(); ++i) os << (i == 0 ? "[" : ",") << key[i];
+  os << "]";
+  return os.str();
+}
+
+}  // namespace
+
+template <class Entry>
+void ProfileCostModel::note_entry(const char* table, const Entry& entry, double scale, const std::string& reading) const {
+  std::ostringstream os;
+  os.precision(3);
+  os << table << (scale == 1.0 ? " " : " nearest ") << key_text(entry.key);
+  if (scale != 1.0) os << " x" << scale;
+  os << ": " << reading;
+  note_source(os.str());
 }
 
 ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fallback) : fallback_(fallback) {
@@ -123,9 +144,10 @@ double ProfileCostModel::own_time(double measured_s) const {
 
 double ProfileCostModel::gemm_s(int64_t m, int64_t n, int64_t k) const {
   double scale = 1;
-  const TimeCurve* c = gemm_.lookup({n, k}, static_cast<double>(n) * k, &scale);
-  if (c == nullptr) return fallback_.gemm_s(m, n, k);
-  return scale * own_time(c->at(static_cast<double>(m)));
+  const auto* e = gemm_.lookup({n, k}, static_cast<double>(n) * k, &scale);
+  if (e == nullptr) return fallback_.gemm_s(m, n, k);
+  if (noting()) note_entry("gemm", *e, scale, e->table.reading(static_cast<double>(m), "m"));
+  return scale * own_time(e->table.at(static_cast<double>(m)));
 }
 
 double ProfileCostModel::grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k,
@@ -154,88 +176,130 @@ double ProfileCostModel::grouped_gemm_s(int64_t tokens_per_expert, int64_t exper
                      : even && measured(gate_up, false) ? gate_up
                                                         : down;
   double scale = 1;
-  const TimeSurface* s = path.lookup({r.hidden, r.cols}, static_cast<double>(r.hidden) * r.cols, &scale);
-  if (s == nullptr) return fallback_.grouped_gemm_s(tokens_per_expert, experts, n, k, call_tokens, by_gemms);
+  const auto* e = path.lookup({r.hidden, r.cols}, static_cast<double>(r.hidden) * r.cols, &scale);
+  if (e == nullptr) return fallback_.grouped_gemm_s(tokens_per_expert, experts, n, k, call_tokens, by_gemms);
+  const double x = static_cast<double>(tokens_per_expert), y = static_cast<double>(experts);
+  if (noting()) {
+    const char* table = &path == &experts_gemv_ ? "moe_experts_gemv" : &path == &experts_gemms_ ? "moe_experts (per-expert GEMM points)" : "moe_experts (tiles)";
+    note_entry(table, *e, scale, e->table.reading(x, y, "rows/expert", "experts"));
+  }
   // Measured with every expert active: one GEMM an expert, so fewer active experts take their share.
   if (&path == &experts_gemms_ && experts < gemm_experts_)
     scale *= static_cast<double>(experts) / static_cast<double>(gemm_experts_);
-  return r.share * scale * own_time(s->at(static_cast<double>(tokens_per_expert), static_cast<double>(experts)));
+  return r.share * scale * own_time(e->table.at(x, y));
 }
 
 double ProfileCostModel::attention_s(int64_t rows, int64_t context, int64_t q_heads, int64_t kv_heads,
                                      int64_t head_dim, bool prefill) const {
   double scale = 1;
   const double work = static_cast<double>(prefill ? q_heads : kv_heads) * head_dim;
-  const TimeSurface* s = (prefill ? prefill_ : decode_).lookup({q_heads, kv_heads, head_dim}, work, &scale);
-  if (s == nullptr) return fallback_.attention_s(rows, context, q_heads, kv_heads, head_dim, prefill);
-  return scale * own_time(s->at(static_cast<double>(rows), static_cast<double>(context)));
+  const auto* e = (prefill ? prefill_ : decode_).lookup({q_heads, kv_heads, head_dim}, work, &scale);
+  if (e == nullptr) return fallback_.attention_s(rows, context, q_heads, kv_heads, head_dim, prefill);
+  const double x = static_cast<double>(rows), y = static_cast<double>(context);
+  if (noting())
+    note_entry(prefill ? "attention_prefill" : "attention_decode", *e, scale, e->table.reading(x, y, "rows", "context"));
+  return scale * own_time(e->table.at(x, y));
 }
 
 double ProfileCostModel::memory_bound_s(int64_t bytes) const {
   if (memory_.empty()) return fallback_.memory_bound_s(bytes);
   double sum = 0;  // the mean over the kernels measured: each stands for some of the step's
   for (const TimeCurve& c : memory_) sum += own_time(c.at(static_cast<double>(bytes)));
+  if (noting())
+    note_source("memory_bound (mean of " + std::to_string(memory_.size()) + " kernels): " +
+                memory_.front().reading(static_cast<double>(bytes), "bytes"));
   return sum / static_cast<double>(memory_.size());
 }
 
 double ProfileCostModel::copy_s(int64_t bytes) const {
-  if (!copy_.empty()) return own_time(copy_.at(2.0 * static_cast<double>(bytes)));
+  const double moved = 2.0 * static_cast<double>(bytes);  // read + written
+  if (!copy_.empty()) {
+    if (noting()) note_source("hbm_copy: " + copy_.reading(moved, "bytes r+w"));
+    return own_time(copy_.at(moved));
+  }
   if (copy_s_per_byte_ < 0) return fallback_.copy_s(bytes);
-  return copy_s_per_byte_ * 2.0 * static_cast<double>(bytes);
+  note_source("hbm_copy: one large copy's rate");
+  return copy_s_per_byte_ * moved;
 }
 
 double ProfileCostModel::attention_inputs_s(int64_t rows, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
                                             int64_t bytes) const {
   double scale = 1;
-  const TimeCurve* c = attention_inputs_.lookup({q_heads, kv_heads, head_dim},
-                                                static_cast<double>((q_heads + 2 * kv_heads) * head_dim), &scale);
-  return c == nullptr ? memory_bound_s(bytes) : scale * own_time(c->at(static_cast<double>(rows)));
+  const auto* e = attention_inputs_.lookup({q_heads, kv_heads, head_dim},
+                                           static_cast<double>((q_heads + 2 * kv_heads) * head_dim), &scale);
+  if (e == nullptr) return memory_bound_s(bytes);
+  if (noting()) note_entry("attention_inputs", *e, scale, e->table.reading(static_cast<double>(rows), "rows"));
+  return scale * own_time(e->table.at(static_cast<double>(rows)));
 }
 
 double ProfileCostModel::sampling_s(int64_t rows, int64_t vocab, int64_t bytes) const {
   double scale = 1;
-  const TimeCurve* c = sampling_.lookup({vocab}, static_cast<double>(vocab), &scale);
-  return c == nullptr ? memory_bound_s(bytes) : scale * own_time(c->at(static_cast<double>(rows)));
+  const auto* e = sampling_.lookup({vocab}, static_cast<double>(vocab), &scale);
+  if (e == nullptr) return memory_bound_s(bytes);
+  if (noting()) note_entry("sampling", *e, scale, e->table.reading(static_cast<double>(rows), "rows"));
+  return scale * own_time(e->table.at(static_cast<double>(rows)));
 }
 
 double ProfileCostModel::host_step_s(int64_t tokens, int64_t layers, int64_t experts, int64_t top_k) const {
   if (tokens <= 0) return 0;
   double scale = 1;
-  const TimeSurface* s = host_step_.lookup({experts, top_k}, static_cast<double>(experts * top_k), &scale);
-  return s == nullptr ? 0 : scale * s->at(static_cast<double>(tokens), static_cast<double>(layers));
+  const auto* e = host_step_.lookup({experts, top_k}, static_cast<double>(experts * top_k), &scale);
+  if (e == nullptr) {
+    note_source("no host_step table: zero");
+    return 0;
+  }
+  const double x = static_cast<double>(tokens), y = static_cast<double>(layers);
+  if (noting()) note_entry("host_step", *e, scale, e->table.reading(x, y, "tokens", "layers"));
+  return scale * e->table.at(x, y);
 }
 
 double ProfileCostModel::kernel_overhead_s(bool in_graph) const {
-  if (in_graph && graph_gap_s_ >= 0) return graph_gap_s_;
-  if (eager_gap_s_ >= 0) return eager_gap_s_;
+  if (in_graph && graph_gap_s_ >= 0) {
+    note_source("kernel_gap (graph)");
+    return graph_gap_s_;
+  }
+  if (eager_gap_s_ >= 0) {
+    note_source("kernel_gap (eager)");
+    return eager_gap_s_;
+  }
   return fallback_.kernel_overhead_s(in_graph);
 }
 
-const TimeCurve* ProfileCostModel::collective(const TableSpec& spec, int ranks, LinkScope scope) const {
+void ProfileCostModel::attach_source_note(std::string* note) const {
+  CostModel::attach_source_note(note);
+  fallback_.attach_source_note(note);
+}
+
+const TimeCurve* ProfileCostModel::collective(const TableSpec& spec, int ranks, LinkScope scope, int64_t bytes) const {
   auto it = collectives_.find({spec.name, ranks, scope == LinkScope::InterNode});
-  return it == collectives_.end() ? nullptr : &it->second;
+  if (it == collectives_.end()) return nullptr;
+  if (noting())
+    note_source(std::string(spec.name) + " " + std::to_string(ranks) + " ranks " +
+                (scope == LinkScope::InterNode ? "across nodes" : "inside a node") + ": " +
+                it->second.reading(static_cast<double>(bytes), "bytes"));
+  return &it->second;
 }
 
 double ProfileCostModel::allreduce_s(int64_t bytes, int ranks, LinkScope scope) const {
   if (ranks <= 1) return 0;
-  const TimeCurve* c = collective(tables::kAllreduce, ranks, scope);
+  const TimeCurve* c = collective(tables::kAllreduce, ranks, scope, bytes);
   return c ? c->at(static_cast<double>(bytes)) : fallback_.allreduce_s(bytes, ranks, scope);
 }
 
 double ProfileCostModel::alltoall_s(int64_t bytes_per_rank, int ranks, LinkScope scope) const {
   if (ranks <= 1) return 0;
-  const TimeCurve* c = collective(tables::kAlltoall, ranks, scope);
+  const TimeCurve* c = collective(tables::kAlltoall, ranks, scope, bytes_per_rank);
   return c ? c->at(static_cast<double>(bytes_per_rank)) : fallback_.alltoall_s(bytes_per_rank, ranks, scope);
 }
 
 double ProfileCostModel::send_recv_s(int64_t bytes, LinkScope scope) const {
-  const TimeCurve* c = collective(tables::kSendRecv, 2, scope);
+  const TimeCurve* c = collective(tables::kSendRecv, 2, scope, bytes);
   return c ? c->at(static_cast<double>(bytes)) : fallback_.send_recv_s(bytes, scope);
 }
 
 double ProfileCostModel::broadcast_s(int64_t bytes, int ranks, LinkScope scope) const {
   if (ranks <= 1) return 0;
-  const TimeCurve* c = collective(tables::kBroadcast, ranks, scope);
+  const TimeCurve* c = collective(tables::kBroadcast, ranks, scope, bytes);
   return c ? c->at(static_cast<double>(bytes)) : fallback_.broadcast_s(bytes, ranks, scope);
 }
 

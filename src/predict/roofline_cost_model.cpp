@@ -165,10 +165,13 @@ RooflineCostModel::RooflineCostModel(HardwareFigures figures) : f_(std::move(fig
 }
 
 double RooflineCostModel::kernel_s(double flops, double bytes) const {
-  return std::max(flops / f_.gemm_flops, bytes / f_.hbm_bytes_per_s);
+  const double compute = flops / f_.gemm_flops, memory = bytes / f_.hbm_bytes_per_s;
+  note_source(compute > memory ? "roofline, FLOP-bound" : "roofline, HBM-bound");
+  return std::max(compute, memory);
 }
 
 const LinkFigures& RooflineCostModel::link(LinkScope scope) const {
+  note_source(scope == LinkScope::IntraNode ? "roofline, link inside a node" : "roofline, link across nodes");
   return scope == LinkScope::IntraNode ? f_.intra : f_.inter;
 }
 
@@ -196,10 +199,11 @@ double RooflineCostModel::attention_s(int64_t rows, int64_t context, int64_t q_h
 }
 
 double RooflineCostModel::memory_bound_s(int64_t bytes) const {
-  return static_cast<double>(bytes) / f_.hbm_bytes_per_s;
+  return kernel_s(0, static_cast<double>(bytes));
 }
 
 double RooflineCostModel::kernel_overhead_s(bool in_graph) const {
+  note_source(in_graph ? "roofline graph node" : "roofline launch");
   return in_graph ? f_.graph_node_s : f_.launch_s;
 }
 

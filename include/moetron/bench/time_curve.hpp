@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <string>
 #include <vector>
 
 namespace moetron {
@@ -22,6 +23,9 @@ class TimeCurve {
   TimeCurve(const std::vector<int64_t>& sizes, const std::vector<double>& times);
   double at(double size) const;
   bool empty() const { return x_.empty(); }
+  // How at(size) reads the points, for explanations: "name 64 measured", "name 48 interpolated
+  // 32..64", "name 512 extrapolated past 256 (linear)" or "name 2 below 4 (its time)".
+  std::string reading(double size, const char* name) const;
 
  private:
   std::vector<double> x_, t_;
@@ -35,6 +39,8 @@ class TimeSurface {
   void add(int64_t y, TimeCurve curve);  // one curve per y
   double at(double x, double y) const;
   bool empty() const { return curves_.empty(); }
+  // How at(x, y) reads the points: y over the curves, and x on the curve nearest y below it.
+  std::string reading(double x, double y, const char* x_name, const char* y_name) const;
 
  private:
   std::map<int64_t, TimeCurve> curves_;

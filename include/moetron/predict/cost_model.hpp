@@ -13,6 +13,7 @@
 // neither is counted twice. A collective's time includes its latency.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace moetron {
 
@@ -74,6 +75,21 @@ class CostModel {
   // One message between two ranks (pipeline stages).
   virtual double send_recv_s(int64_t bytes, LinkScope scope) const = 0;
   virtual double broadcast_s(int64_t bytes, int ranks, LinkScope scope) const = 0;
+
+  // ---- where the answers come from (`moetron plan --explain`, StepTrace) ----
+  // While a note is attached, each answer writes its source into it (the profile's table and how
+  // the size was read, or the roofline); nullptr detaches. A model answering through another
+  // (a fallback) attaches the note to that one too. One pricing walk at a time per model.
+  virtual void attach_source_note(std::string* note) const { note_ = note; }
+
+ protected:
+  bool noting() const { return note_ != nullptr; }  // building a note's text costs: only then
+  void note_source(const std::string& text) const {
+    if (note_ != nullptr) *note_ = text;
+  }
+
+ private:
+  mutable std::string* note_ = nullptr;
 };
 
 }  // namespace moetron

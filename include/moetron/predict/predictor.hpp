@@ -114,6 +114,7 @@ struct PlanPrediction {
   int64_t prefill_prompts = 0; // prompts in one prefill step
   int micro_batches = 1;
   StepCost decode, prefill;    // one step each
+  StepShape decode_shape, prefill_shape;  // what they were priced at (step_cost's input)
   double decode_tokens_per_s = 0;   // over the cluster, at `batch`
   double prefill_tokens_per_s = 0;  // prompt tokens, over the cluster
   double output_tokens_per_s = 0;   // the whole workload's generated tokens over its time

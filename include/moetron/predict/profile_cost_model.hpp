@@ -55,6 +55,8 @@ class ProfileCostModel : public CostModel {
   // bytes (the caller adds the gap); the fallback's without the table.
   double copy_s(int64_t bytes) const override;
   double kernel_overhead_s(bool in_graph) const override;
+  // Notes come from this model's tables or, where it answers from `fallback`, from that one.
+  void attach_source_note(std::string* note) const override;
 
   double allreduce_s(int64_t bytes, int ranks, LinkScope scope) const override;
   double alltoall_s(int64_t bytes_per_rank, int ranks, LinkScope scope) const override;
@@ -75,10 +77,14 @@ class ProfileCostModel : public CostModel {
     };
     std::vector<Entry> entries;
     // The entry for `key`, or the nearest by work; *scale = work / the entry's work.
-    const Table* lookup(const std::vector<int64_t>& key, double work, double* scale) const;
+    const Entry* lookup(const std::vector<int64_t>& key, double work, double* scale) const;
   };
+  // "TABLE [key]" or "TABLE nearest [key] x scale", then how the sizes were read: a note's text.
+  template <class Entry>
+  void note_entry(const char* table, const Entry& entry, double scale, const std::string& reading) const;
   double own_time(double measured_s) const;
-  const TimeCurve* collective(const TableSpec& spec, int ranks, LinkScope scope) const;
+  // The table of that collective, group and scope (noting how `bytes` reads it), or nullptr.
+  const TimeCurve* collective(const TableSpec& spec, int ranks, LinkScope scope, int64_t bytes) const;
 
   const CostModel& fallback_;
   Shapes<TimeCurve> gemm_;

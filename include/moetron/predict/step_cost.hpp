@@ -3,6 +3,7 @@
 // a CostModel, then composed over micro-batches and pipeline stages. Assumptions: predictor.hpp.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "moetron/predict/cost_model.hpp"
@@ -60,9 +61,40 @@ struct StepCost {
     return compute_s + kernel_overhead_s + tp_comm_s + expert_comm_s + pipeline_comm_s + bubble_s + host_sync_s +
            host_s;
   }
+  StepCost& operator+=(const StepCost& o);  // field by field
 };
 
+// The sizes one priced op was asked at (-1: not a size of this op).
+struct OpShape {
+  int64_t rows = -1;      // tokens (GEMM m, attention rows), or rows per expert in an expert call
+  int64_t n = -1, k = -1; // GEMM and expert-call dimensions
+  int64_t context = -1;   // attention: cached tokens each row attends to
+  int64_t experts = -1;   // expert call: active experts priced
+  int64_t call_tokens = -1;  // expert call: the token count that picks its kernel
+  int64_t bytes = -1;     // memory-bound kernels, copies and collectives: the bytes priced
+  int64_t ranks = -1;     // collectives: the group
+};
+
+// One op of a step as step_cost priced it (`moetron plan --explain`): what it added to each
+// field of the step, so that a step's ops sum to its StepCost.
+struct PricedOp {
+  std::string name;    // the kernel family or part: "qkv gemm", "tp all-reduce", ...
+  int kernels = 1;     // kernels (launches) it stands for
+  OpShape shape;
+  std::string source;  // the cost model's note: table and reading, or the roofline
+  StepCost cost;
+  int stage = -1;      // the pipeline stage whose forward runs it; -1: the step's own (pipeline, sync)
+};
+
+struct StepTrace {
+  std::vector<PricedOp> ops;  // every stage's ops, micro-batch by micro-batch, then the step's own
+  int reported_stage = 0;     // the stage step_cost reports (the busiest)
+  std::string gaps;           // how the kernel gaps were priced, and their sources
+};
+
+// `trace`, when given, receives every priced op (and is cleared first): the reported stage's ops
+// and the step's own sum to the result, field by field.
 StepCost step_cost(const PlanGeometry& geometry, const ExpertShares& shares, const StepShape& shape,
-                   const CostModel& cost);
+                   const CostModel& cost, StepTrace* trace = nullptr);
 
 }  // namespace moetron
