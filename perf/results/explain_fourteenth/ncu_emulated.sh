@@ -68,14 +68,14 @@ for point in "${points[@]}"; do
   python3 "$perf/make_prompts.py" "$work/$name.jsonl" "$requests" "$prompt" "$output" "$vocab" 1
   run=("$MOETRON" run --model "$dir" --prompts "$work/$name.jsonl" --out "$work/$name.h5" --plan "$plan"
        --emulate-rank $((world - 1)) --emulate-world "$world" "${workload[@]}" --backend "$backend"
-       --load-format dummy --ignore-eos --log-level warn --seed 1 --no-graphs "${window[@]}")
+       --load-format dummy --ignore-eos --log-level warn --seed 1 --no-graphs --gpu-memory-fraction 0.4 "${window[@]}")
   if [[ -n ${DRY_RUN:-} ]]; then
     echo "dry run: ncu ${ncu_flags[*]} ${run[*]} >$out/$name.csv"
     "${run[@]}" >"$work/$name.log" 2>&1 || { tail -5 "$work/$name.log"; exit 1; }
   else
     left=$((170 - SECONDS))  # the whole script stays within 3 minutes
     ((left > 10)) || { echo "past the 3-minute budget: $name and the rest not profiled"; exit 1; }
-    timeout "$left" ncu "${ncu_flags[@]}" "${run[@]}" >"$out/$name.csv" 2>"$work/$name.log" \
+    timeout -k 5 "$left" ncu "${ncu_flags[@]}" "${run[@]}" >"$out/$name.csv" 2>"$work/$name.log" \
       || { tail -5 "$work/$name.log"; exit 1; }
     python3 "$perf/ncu_summary.py" "$out/$name.csv" --steps 2 >"$out/$name-ncu.txt"
     if [[ -n ${NSYS:-} ]]; then
