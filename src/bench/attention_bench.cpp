@@ -64,7 +64,7 @@ void attention_sweep(Ops& ops, const ComputeBench& b, const Sweep& sweep, bool p
       const Tensor qr = leading(q, rows * qh * hd, qh * hd);
       Tensor o = leading(out, rows * qh * hd, qh * hd);
       table.add({qh, kvh, hd, p.context}, prefill ? rows : p.sequences,
-                time_ops_call(ops, [&] { ops.attention(qr, cache, batch, qh, kvh, hd, scale, o); }, b.timing));
+                time_ops_call_as_step(ops, [&] { ops.attention(qr, cache, batch, qh, kvh, hd, scale, o); }, b.timing));
       ops.temp_release(before_batch);
     }
   }
@@ -97,7 +97,7 @@ void attention_inputs(Ops& ops, const ComputeBench& b, SeriesTable& table) {
       const BatchTensors batch = ops.upload_batch(layout(1, t, t));
       const Tensor in = leading(qkv, t * (q_cols + 2 * kv_cols), q_cols + 2 * kv_cols);
       Tensor out = leading(q, t * q_cols, q_cols);
-      table.add({qh, kvh, hd}, t, time_ops_call(ops, [&] {
+      table.add({qh, kvh, hd}, t, time_ops_call_as_step(ops, [&] {
         ops.attention_inputs(in, norm, batch.positions, hd, c.rope_theta, cache, batch, out);
       }, b.timing));
       ops.temp_release(before_batch);

@@ -1,6 +1,7 @@
 #include "bench_tensors.hpp"
 
 #include <algorithm>
+#include <optional>
 
 #include "moetron/core/error.hpp"
 
@@ -63,6 +64,56 @@ Measurement time_ops_call(Ops& ops, const std::function<void()>& call, const Tim
   };
   work.wait = [&] { ops.sync(); };
   return measure(work, settings);
+}
+
+}  // namespace moetron::bench_detail
+
+namespace moetron::bench_detail {
+
+namespace {
+
+// The recording of kNodesPerRecording calls, or -1 when the backend refused one of them. The
+// temporaries of the calls stay reserved (from `mark`) while the recording is replayed.
+int record_calls(Ops& ops, const std::function<void()>& call) {
+  ops.begin_recording();
+  try {
+    for (int i = 0; i < kNodesPerRecording; ++i) call();
+    return ops.end_recording();
+  } catch (const Error&) {
+    try {
+      ops.end_recording();  // ends the broken capture; its own error is the same refusal
+    } catch (const Error&) {
+    }
+    return -1;
+  }
+}
+
+}  // namespace
+
+std::optional<Measurement> time_ops_recorded(Ops& ops, const std::function<void()>& call,
+                                             const TimingSettings& settings) {
+  if (!ops.can_record()) return std::nullopt;
+  const size_t mark = ops.temp_mark();
+  const int recording = record_calls(ops, call);
+  if (recording < 0) {
+    ops.temp_release(mark);
+    return std::nullopt;
+  }
+  TimingSettings per_replay = settings;
+  per_replay.max_batch = std::max(1, settings.max_batch / kNodesPerRecording);
+  TimedWork work;
+  work.call = [&] { ops.replay(recording); };
+  work.wait = [&] { ops.sync(); };
+  Measurement m = measure(work, per_replay);
+  ops.temp_release(mark);
+  for (double* t : {&m.median_s, &m.p10_s, &m.p90_s}) *t /= kNodesPerRecording;
+  return m;
+}
+
+Measurement time_ops_call_as_step(Ops& ops, const std::function<void()>& call, const TimingSettings& settings) {
+  const Measurement eager = time_ops_call(ops, call, settings);  // also warms workspaces and caches
+  if (eager.median_s >= kRecordBelowS) return eager;
+  return time_ops_recorded(ops, call, settings).value_or(eager);
 }
 
 }  // namespace moetron::bench_detail

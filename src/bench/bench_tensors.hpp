@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "moetron/backend/ops.hpp"
@@ -21,5 +22,19 @@ Tensor leading(const Tensor& t, int64_t count, int64_t cols = 0);
 
 // Times `call` on `ops`: each call's temporaries are released after it; waits are Ops::sync.
 Measurement time_ops_call(Ops& ops, const std::function<void()>& call, const TimingSettings& settings);
+
+// Times `call` as a recorded step runs it. Launched back to back eagerly, a call shorter than the
+// host's launch interval measures that interval, not the call; so where the backend records, a
+// call whose eager time is under kRecordBelowS is timed again as kNodesPerRecording nodes of a
+// replayed recording (per node: the call plus one node's gap, as in a decode step's graph).
+// Longer calls hide the launches and keep their eager time. A call the backend cannot record
+// (it waits for the host) keeps its eager time too.
+constexpr double kRecordBelowS = 50e-6;
+constexpr int kNodesPerRecording = 32;
+// Per node of a replayed recording of kNodesPerRecording calls; nullopt where the backend does
+// not record or refused a call.
+std::optional<Measurement> time_ops_recorded(Ops& ops, const std::function<void()>& call,
+                                             const TimingSettings& settings);
+Measurement time_ops_call_as_step(Ops& ops, const std::function<void()>& call, const TimingSettings& settings);
 
 }  // namespace moetron::bench_detail

@@ -19,6 +19,8 @@ using bench_detail::int32_tensor;
 using bench_detail::leading;
 using bench_detail::random_tensor;
 using bench_detail::time_ops_call;
+using bench_detail::time_ops_call_as_step;
+using bench_detail::time_ops_recorded;
 
 void gemms(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   const DType act = ops.activation_dtype();
@@ -30,7 +32,7 @@ void gemms(Ops& ops, const ComputeBench& b, SeriesTable& table) {
     for (int64_t m : b.sizes.tokens) {
       const Tensor xm = leading(x, m * k, k);
       Tensor om = leading(out, m * n, n);
-      table.add({n, k}, m, time_ops_call(ops, [&] { ops.linear(xm, w, nullptr, om); }, b.timing));
+      table.add({n, k}, m, time_ops_call_as_step(ops, [&] { ops.linear(xm, w, nullptr, om); }, b.timing));
     }
   }
 }
@@ -115,10 +117,10 @@ void memory_kernels(Ops& ops, const ComputeBench& b, SeriesTable& table) {
     Tensor am = leading(a, m * H, H), nm = leading(normed, m * H, H), qm = leading(q, m * qw, qw),
            km = leading(k, m * kw, kw);
     const Tensor dm = leading(d, m * H, H), pm = leading(pos, m);
-    table.add({0}, 3 * m * H * es, time_ops_call(ops, [&] { ops.add_inplace(am, dm); }, b.timing));
-    table.add({1}, 2 * m * H * es, time_ops_call(ops, [&] { ops.rmsnorm(am, w, 1e-6f, nm); }, b.timing));
+    table.add({0}, 3 * m * H * es, time_ops_call_as_step(ops, [&] { ops.add_inplace(am, dm); }, b.timing));
+    table.add({1}, 2 * m * H * es, time_ops_call_as_step(ops, [&] { ops.rmsnorm(am, w, 1e-6f, nm); }, b.timing));
     table.add({2}, 2 * m * (qw + kw) * es,
-              time_ops_call(ops, [&] { ops.rope(qm, km, pm, c.head_dim, c.rope_theta); }, b.timing));
+              time_ops_call_as_step(ops, [&] { ops.rope(qm, km, pm, c.head_dim, c.rope_theta); }, b.timing));
   }
 }
 
@@ -151,7 +153,7 @@ void hbm_copy(Ops& ops, const ComputeBench& b, SeriesTable& table) {
     if (n >= elements) break;
     const Tensor from = leading(src, n);
     Tensor to = leading(dst, n);
-    table.add({1}, 2 * n * es, time_ops_call(ops, [&] { ops.copy(from, to); }, b.timing));
+    table.add({1}, 2 * n * es, time_ops_call_as_step(ops, [&] { ops.copy(from, to); }, b.timing));
   }
   table.add({1}, 2 * elements * es, time_ops_call(ops, [&] { ops.copy(src, dst); }, b.timing));
 }
@@ -161,16 +163,8 @@ void kernel_gaps(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   Tensor acc = random_tensor(ops, ops.activation_dtype(), {1, 1}, 12);
   const Tensor one = random_tensor(ops, ops.activation_dtype(), {1, 1}, 13);
   table.add({0}, 1, time_ops_call(ops, [&] { ops.add_inplace(acc, one); }, b.timing));
-  if (!ops.can_record()) return;
-  constexpr int kNodes = 100;
-  ops.begin_recording();
-  for (int i = 0; i < kNodes; ++i) ops.add_inplace(acc, one);
-  const int recording = ops.end_recording();
-  TimingSettings per_replay = b.timing;
-  per_replay.max_batch = std::max(1, b.timing.max_batch / 10);
-  Measurement m = time_ops_call(ops, [&] { ops.replay(recording); }, per_replay);
-  for (double* t : {&m.median_s, &m.p10_s, &m.p90_s}) *t /= kNodes;
-  table.add({1}, 1, m);
+  if (const auto per_node = time_ops_recorded(ops, [&] { ops.add_inplace(acc, one); }, b.timing))
+    table.add({1}, 1, *per_node);
 }
 
 }  // namespace

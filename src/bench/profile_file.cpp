@@ -12,8 +12,9 @@ namespace moetron {
 namespace {
 
 constexpr const char* kFormat = "moetron hardware profile";
-// 2: the expert call on each side of the CUDA kernel switch (moe_experts_gemv). 1 is still read.
-constexpr int64_t kFormatVersion = 2;
+// 2: the expert call on each side of the CUDA kernel switch (moe_experts_gemv). 3: short calls
+// timed as recorded nodes (profile.hpp). 1 and 2 are still read.
+constexpr int64_t kFormatVersion = kProfileFormatVersion;
 
 // The origin's fields as root attributes: strings, then integers.
 std::vector<std::pair<const char*, std::string ProfileOrigin::*>> origin_strings() {
@@ -123,7 +124,7 @@ void save_profile(const std::string& path, const HardwareProfile& p) {
   write_atomically(path, [&](const std::string& tmp) {
     h5::File f = h5::File::create(tmp);
     f.set_attribute("/", "format", std::string(kFormat));
-    f.set_attribute("/", "format_version", kFormatVersion);
+    f.set_attribute("/", "format_version", static_cast<int64_t>(p.format_version));  // its timing's
     for (const auto& [name, member] : origin_strings()) f.set_attribute("/", name, p.origin.*member);
     for (const auto& [name, member] : origin_ints()) f.set_attribute("/", name, static_cast<int64_t>(p.origin.*member));
     f.set_attribute("/", "memory_bytes", p.origin.memory_bytes);
@@ -156,10 +157,12 @@ HardwareProfile load_profile(const std::string& path) {
   MOETRON_CHECK(format == kFormat, path << ": not a moetron hardware profile (its root attribute 'format' is '" << format
                                         << "'; moetron bench writes them)");
   const int64_t version = f.int64_attribute("/", "format_version");
-  MOETRON_CHECK(version == 1 || version == kFormatVersion,
+  MOETRON_CHECK(version >= 1 && version <= kFormatVersion,
                 path << ": profile format_version " << version << ", this moetron reads 1 to " << kFormatVersion
                      << ": measure it again with moetron bench");
   HardwareProfile p;
+  // Version 1's expert table is split below, which makes it a version 2 profile (same timing).
+  p.format_version = static_cast<int>(version == 1 ? 2 : version);
   for (const auto& [name, member] : origin_strings()) p.origin.*member = f.string_attribute("/", name);
   for (const auto& [name, member] : origin_ints()) p.origin.*member = static_cast<int>(f.int64_attribute("/", name));
   p.origin.memory_bytes = f.int64_attribute("/", "memory_bytes");

@@ -131,6 +131,9 @@ ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fa
   }
   eager_gap_s_ = gap_of(p.find(tables::kKernelGap), 0);
   graph_gap_s_ = gap_of(p.find(tables::kKernelGap), 1);
+  // Short calls timed as recorded nodes (format 3 where the backend records): per call is the
+  // kernel plus a node's gap. Eagerly timed profiles: the kernel plus the launch gap.
+  own_less_s_ = p.format_version >= 3 && graph_gap_s_ >= 0 ? graph_gap_s_ : std::max(0.0, eager_gap_s_);
   for (const TableSpec* spec : {&tables::kAllreduce, &tables::kAlltoall, &tables::kSendRecv, &tables::kBroadcast})
     if (const SeriesTable* t = p.find(*spec))
       for (const Series& s : t->series)
@@ -139,7 +142,7 @@ ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fa
 }
 
 double ProfileCostModel::own_time(double measured_s) const {
-  return std::max(0.0, measured_s - std::max(0.0, eager_gap_s_));
+  return std::max(0.0, measured_s - own_less_s_);
 }
 
 double ProfileCostModel::gemm_s(int64_t m, int64_t n, int64_t k) const {
@@ -237,7 +240,8 @@ double ProfileCostModel::sampling_s(int64_t rows, int64_t vocab, int64_t bytes) 
   const auto* e = sampling_.lookup({vocab}, static_cast<double>(vocab), &scale);
   if (e == nullptr) return memory_bound_s(bytes);
   if (noting()) note_entry("sampling", *e, scale, e->table.reading(static_cast<double>(rows), "rows"));
-  return scale * own_time(e->table.at(static_cast<double>(rows)));
+  // Timed eagerly in every format (each call waits for the ids on the host): less the launch gap.
+  return scale * std::max(0.0, e->table.at(static_cast<double>(rows)) - std::max(0.0, eager_gap_s_));
 }
 
 double ProfileCostModel::host_step_s(int64_t tokens, int64_t layers, int64_t experts, int64_t top_k) const {

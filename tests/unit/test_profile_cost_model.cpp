@@ -59,8 +59,10 @@ HardwareFigures figures() {
   return f;
 }
 
+// Timed eagerly (format 2): own times are per-call times less the eager launch gap.
 HardwareProfile profile() {
   HardwareProfile p;
+  p.format_version = 2;
   p.table(tables::kKernelGap).add({0}, 1, {2e-6, 2e-6, 2e-6});
   p.table(tables::kKernelGap).add({1}, 1, {1e-6, 1e-6, 1e-6});
   p.table(tables::kGemm).add({1024, 512}, 1, {1e-5, 1e-5, 1e-5});
@@ -89,6 +91,32 @@ TEST(ProfileCostModel, MeasuredPointsLessTheLaunchGapWhichIsTheOverhead) {
   const double gate_up = m.grouped_gemm_s(64, 1, 512, 512, 64), down = m.grouped_gemm_s(64, 1, 512, 256, 64);
   EXPECT_NEAR(gate_up + down, 8e-5 - 2e-6, 1e-15);
   EXPECT_NEAR(gate_up, 2 * down, 1e-15);
+}
+
+// A format-3 profile of a backend that records timed its short calls as graph nodes: every
+// per-call time is the kernel plus a node's gap, which is what own times take off (not the eager
+// launch gap, which priced every kernel shorter than a launch at zero); greedy sampling waits for
+// the host in every format and keeps the eager gap. A format-3 profile without a graph gap (the
+// CPU's) keeps the eager gap.
+TEST(ProfileCostModel, RecordedProfilesTakeTheGraphNodesGapOff) {
+  const RooflineCostModel roofline(figures());
+  HardwareProfile p = profile();
+  p.format_version = 3;
+  p.table(tables::kSampling).add({32000}, 16, {2e-5, 2e-5, 2e-5});
+  const ProfileCostModel m(p, roofline);
+  EXPECT_DOUBLE_EQ(m.gemm_s(256, 1024, 512), 4e-5 - 1e-6);
+  EXPECT_DOUBLE_EQ(m.gemm_s(1, 1024, 512), 9e-6);
+  EXPECT_DOUBLE_EQ(m.attention_s(16, 1024, 8, 2, 64, false), 2.9e-5);
+  EXPECT_DOUBLE_EQ(m.memory_bound_s(1000), 3e-6);  // (2 + 4) / 2 us
+  EXPECT_DOUBLE_EQ(m.sampling_s(16, 32000, 1000), 2e-5 - 2e-6);
+  EXPECT_DOUBLE_EQ(m.kernel_overhead_s(true), 1e-6);
+  EXPECT_DOUBLE_EQ(m.kernel_overhead_s(false), 2e-6);
+
+  HardwareProfile cpu = profile();
+  cpu.format_version = 3;
+  cpu.tables[tables::kKernelGap.name].series.pop_back();  // no graph node gap measured
+  const ProfileCostModel eager(cpu, roofline);
+  EXPECT_DOUBLE_EQ(eager.gemm_s(1, 1024, 512), 8e-6);
 }
 
 // The CPU runs attention_inputs and greedy sampling as Ops' default composites (several ops, host

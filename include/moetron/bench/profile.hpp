@@ -79,8 +79,14 @@ struct ProfileOrigin {
   int warmup = 0, reps = 0;
 };
 
+// The profile format this build writes. 3: where the backend records, calls shorter than a launch
+// interval are timed as nodes of a replayed recording (bench_tensors.hpp), so a kernel's own time
+// is its per-call time less a graph node's gap; 1 and 2 timed every call eagerly.
+constexpr int kProfileFormatVersion = 3;
+
 struct HardwareProfile {
   ProfileOrigin origin;
+  int format_version = kProfileFormatVersion;  // what the file was written as (older files are read)
   std::map<std::string, int64_t> model_shapes;  // profile_model_shapes(config)
   std::map<std::string, SeriesTable> tables;    // by TableSpec name; absent when not measured
 

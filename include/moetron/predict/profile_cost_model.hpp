@@ -4,9 +4,14 @@
 // Kernel times. The profile holds per-call times of back-to-back calls (a kernel's own time plus
 // the gap to the next), and the per-call time of the smallest kernel (kernel_gap: eager launch,
 // and per graph node where the backend records graphs). A compute answer is the measured time
-// less the eager gap (never below 0), and kernel_overhead_s is the gap, so the predictor's sum
-// over a step gives back the measured per-call times, eager, and swaps the launch gap for the
-// graph node's in decode graphs.
+// less a gap (never below 0), and kernel_overhead_s is the gap, so the predictor's sum over a
+// step gives back the measured per-call times. Which gap: in a format-3 profile of a backend that
+// records, calls shorter than a launch interval were timed as nodes of a replayed recording and
+// longer ones hide their launches, so every per-call time is the kernel plus a graph node's gap,
+// and that is taken off. Older profiles timed everything eagerly and take off the eager launch
+// gap; that priced every kernel shorter than a launch at zero (perf/PREDICTOR.md, fourteenth
+// session), so measure such profiles again. The sampling table's calls wait for the host (the
+// ids' copy): it keeps the eager gap.
 //
 // Shapes not measured (a tp degree the bench left out, heads of another plan): the nearest
 // measured shape by work (n * k for GEMMs, hidden * columns for experts, heads * head_dim for
@@ -100,6 +105,7 @@ class ProfileCostModel : public CostModel {
   Shapes<TimeCurve> sampling_;          // key vocab; by rows
   Shapes<TimeSurface> host_step_;       // key experts, top_k; surface over layers; by tokens
   double eager_gap_s_ = -1, graph_gap_s_ = -1;  // -1: not measured
+  double own_less_s_ = 0;  // what own_time takes off a measured per-call time (see the top)
   TimeCurve copy_;                               // hbm_copy, by bytes read + written
   double copy_s_per_byte_ = -1;                  // a one-point hbm_copy's rate; -1: none
   std::map<std::tuple<std::string, int, bool>, TimeCurve> collectives_;
