@@ -133,20 +133,12 @@ ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fa
   graph_gap_s_ = gap_of(p.find(tables::kKernelGap), 1);
   // Short calls timed as recorded nodes (format 3 where the backend records): per call is the
   // kernel plus a node's gap. Eagerly timed profiles: the kernel plus the launch gap.
-  graph_timed_ = p.format_version >= 3 && graph_gap_s_ >= 0;
-  own_less_s_ = graph_timed_ ? graph_gap_s_ : std::max(0.0, eager_gap_s_);
+  own_less_s_ = p.format_version >= 3 && graph_gap_s_ >= 0 ? graph_gap_s_ : std::max(0.0, eager_gap_s_);
   for (const TableSpec* spec : {&tables::kAllreduce, &tables::kAlltoall, &tables::kSendRecv, &tables::kBroadcast})
     if (const SeriesTable* t = p.find(*spec))
       for (const Series& s : t->series)
         collectives_[{spec->name, static_cast<int>(s.key[0]), s.key[1] != 0}] = curve_of(s);
   origin_ = p.origin.device + " (" + p.origin.backend + ", " + std::to_string(p.origin.world_size) + " ranks)";
-}
-
-double ProfileCostModel::serial_overhead_s(double own_s) const {
-  const double launch = kernel_overhead_s(false);
-  if (!graph_timed_) return launch;  // own times less the launch gap: add it back
-  // Eagerly back to back a call took max(launch, kernel + node gap): what the kernel adds.
-  return std::max(graph_gap_s_, launch - own_s);
 }
 
 double ProfileCostModel::own_time(double measured_s) const {

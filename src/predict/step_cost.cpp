@@ -101,10 +101,8 @@ class StageForward {
   void priced_kernel(double seconds, int count, const char* name, const OpShape& shape, std::string source) {
     StepCost amount;
     amount.compute_s = seconds;
-    if (in_graph_) {
-      amount.kernel_overhead_s = count * cost_.kernel_overhead_s(true);
-    } else if (!pipelined_) {
-      amount.kernel_overhead_s = count * cost_.serial_overhead_s(seconds / count);
+    if (!pipelined_) {
+      amount.kernel_overhead_s = count * cost_.kernel_overhead_s(in_graph_);
     } else {
       for (int i = 0; i < count; ++i) enqueue(seconds / count, true, amount);
     }
@@ -151,7 +149,7 @@ class StageForward {
     if (pipelined_)
       enqueue(seconds, false, amount);
     else
-      amount.emulation_s = seconds + (in_graph_ ? cost_.kernel_overhead_s(true) : cost_.serial_overhead_s(seconds));
+      amount.emulation_s = seconds + cost_.kernel_overhead_s(in_graph_);
     note();
     OpShape shape;
     shape.bytes = bytes;
@@ -543,7 +541,7 @@ StepCost step_cost(const PlanGeometry& g, const ExpertShares& shares, const Step
       StepCost copies;
       const double copy = cost.copy_s(hop_bytes);
       const std::string copy_source = note;  // before the gap's note replaces it
-      copies.emulation_s = links * (copy + cost.serial_overhead_s(copy));
+      copies.emulation_s = links * (copy + cost.kernel_overhead_s(false));
       note = copy_source;
       charge("emulated copy: pipeline hop", links, hop_bytes, -1, copies);
     }

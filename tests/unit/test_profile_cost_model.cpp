@@ -111,12 +111,6 @@ TEST(ProfileCostModel, RecordedProfilesTakeTheGraphNodesGapOff) {
   EXPECT_DOUBLE_EQ(m.sampling_s(16, 32000, 1000), 2e-5 - 2e-6);
   EXPECT_DOUBLE_EQ(m.kernel_overhead_s(true), 1e-6);
   EXPECT_DOUBLE_EQ(m.kernel_overhead_s(false), 2e-6);
-  // Launched and waited for in turn, a kernel costs what it took eagerly back to back: the launch
-  // interval when it is shorter (0.5 + 1.5 us), else itself and a node's gap.
-  EXPECT_DOUBLE_EQ(m.serial_overhead_s(0.5e-6), 1.5e-6);
-  EXPECT_DOUBLE_EQ(m.serial_overhead_s(9e-6), 1e-6);
-  const ProfileCostModel eager_timed(profile(), roofline);
-  EXPECT_DOUBLE_EQ(eager_timed.serial_overhead_s(9e-6), 2e-6);
 
   HardwareProfile cpu = profile();
   cpu.format_version = 3;

@@ -67,14 +67,6 @@ class CostModel {
   }
   // The fixed cost of one kernel inside a recorded graph (decode) or launched eagerly (prefill).
   virtual double kernel_overhead_s(bool in_graph) const = 0;
-  // What a kernel of `own_s` adds beyond its own time in a step whose host launches and waits in
-  // turn (eager and not pipelined: prefill, ranks sharing a GPU, the CPU): the launch gap, unless
-  // the model's own times were measured less a graph node's gap, where a kernel longer than a
-  // launch hides the launch (ProfileCostModel, format 3).
-  virtual double serial_overhead_s(double own_s) const {
-    (void)own_s;
-    return kernel_overhead_s(false);
-  }
 
   // ---- communication (over a group of `ranks` ranks) ----
   virtual double allreduce_s(int64_t bytes, int ranks, LinkScope scope) const = 0;

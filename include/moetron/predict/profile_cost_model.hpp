@@ -60,7 +60,6 @@ class ProfileCostModel : public CostModel {
   // bytes (the caller adds the gap); the fallback's without the table.
   double copy_s(int64_t bytes) const override;
   double kernel_overhead_s(bool in_graph) const override;
-  double serial_overhead_s(double own_s) const override;
   // Notes come from this model's tables or, where it answers from `fallback`, from that one.
   void attach_source_note(std::string* note) const override;
 
@@ -106,8 +105,7 @@ class ProfileCostModel : public CostModel {
   Shapes<TimeCurve> sampling_;          // key vocab; by rows
   Shapes<TimeSurface> host_step_;       // key experts, top_k; surface over layers; by tokens
   double eager_gap_s_ = -1, graph_gap_s_ = -1;  // -1: not measured
-  bool graph_timed_ = false;  // per-call times are the kernel plus a graph node's gap (format 3)
-  double own_less_s_ = 0;     // what own_time takes off a measured per-call time (see the top)
+  double own_less_s_ = 0;  // what own_time takes off a measured per-call time (see the top)
   TimeCurve copy_;                               // hbm_copy, by bytes read + written
   double copy_s_per_byte_ = -1;                  // a one-point hbm_copy's rate; -1: none
   std::map<std::tuple<std::string, int, bool>, TimeCurve> collectives_;
