@@ -66,14 +66,10 @@ Measurement time_ops_call(Ops& ops, const std::function<void()>& call, const Tim
   return measure(work, settings);
 }
 
-}  // namespace moetron::bench_detail
-
-namespace moetron::bench_detail {
-
 namespace {
 
 // The recording of kNodesPerRecording calls, or -1 when the backend refused one of them. The
-// temporaries of the calls stay reserved (from `mark`) while the recording is replayed.
+// calls' temporaries are not released between them: the caller keeps them while it replays.
 int record_calls(Ops& ops, const std::function<void()>& call) {
   ops.begin_recording();
   try {
