@@ -6,8 +6,10 @@
 //   in L2 between them), 256-bin shared-memory histograms, no sort and no host sync; the first
 //   levels' histograms are kept and a narrowed range's keys listed in shared memory, so that
 //   questions asked again or inside that range cost no pass. Few rows (decode) split each row
-//   over several blocks (radix::blocks_per_row), which add their partials (and share their
-//   lists) through global memory between passes.
+//   over several blocks (radix::blocks_per_row), which add their partials into one sum per row
+//   with integer atomics in global memory (and append their keys to one list per row) between
+//   passes: what a block reads back is the same whatever the number of blocks, so one row may
+//   spread over most of the GPU.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -96,7 +98,9 @@ __global__ void __launch_bounds__(kThreads)
 // row, each a read of the slice, per-token work and, for a split row, an exchange: thirteenth
 // session, half the passes (radix_sampling.hpp: no mass pass, kept first levels, gathered narrow
 // ranges) took the kernel from 381-398 to 170-190 us at batch 64 and from ~183 to ~117 us at
-// batch 1 under ncu, same call (perf/NOTES.md).
+// batch 1 under ncu, same call (perf/NOTES.md). Fifteenth session: a batch-1 row on 12 blocks
+// was latency-bound on 12 SMs (ncu: ~19k instructions a warp, one issued every 12 cycles); the
+// sums added by atomics (PassSums) let it spread over 49 blocks (50k vocabulary): 120 -> 80 us.
 constexpr int kSampleThreads = 256;
 constexpr int kSampleMinBlocksPerSm = 3;
 
@@ -107,6 +111,7 @@ struct SampleShared {
   unsigned long long warp_mass[kSampleThreads / 32];
   uint64_t listed[radix::kGatherKeys];  // the keys of a narrowed range (BlockRow::narrow)
   uint32_t listed_count;
+  uint32_t list_at;  // where this block's keys go in its row's list
 };
 
 struct MaxOp {
@@ -116,33 +121,35 @@ struct MaxOp {
   }
 };
 
-// What one block found in its slice of a row in one pass, for the row's other blocks.
-struct SlicePartial {
+// What the blocks of one row add up in one pass, in global memory: integer atomics (sums and a
+// maximum), so the totals do not depend on the order in which the blocks arrive.
+struct PassSums {
   unsigned long long mass[radix::kBins];
   uint32_t count[radix::kBins];
   unsigned long long max_key;
-  uint32_t gathered;  // keys of a narrowed range in this block's slice
+  uint32_t listed;  // keys appended to the row's list by a gather pass
 };
 
-// The workspace of a launch with `splits` blocks per row: each row's barrier counter, then
-// each row's partials, two passes' worth (a block may publish pass p + 1 while a slower one of
-// its row still reads pass p; it cannot reach p + 2 before that one has arrived at p + 1), then
-// each row's gathered keys, two gathers' worth (likewise), kGatherKeys a block.
-constexpr size_t kCounterBytes = 256;  // per launch, rounded: keeps the partials aligned
+// A row's pass sums rotate over three buffers: a block may add into pass p + 1's while a slower
+// one of its row still reads pass p's, and pass p + 2's buffer (pass p - 1's) is cleared once
+// every block has arrived at pass p (RowGroup::next_pass). Its gathered keys rotate over two
+// lists (no block is two gathers ahead of another of its row).
+constexpr int kPassBuffers = 3, kLists = 2;
+
+// The workspace of a launch with `splits` > 1 blocks per row: each row's barrier counter, each
+// row's pass sums, then each row's lists. The counters and sums are zeroed before each launch
+// (zeroed_bytes: one memset).
+constexpr size_t kCounterBytes = 256;  // per launch, rounded: keeps the sums aligned
 size_t counters_bytes(int64_t rows) {
   return (static_cast<size_t>(rows) * sizeof(unsigned) + kCounterBytes - 1) / kCounterBytes *
          kCounterBytes;
 }
-size_t partials_bytes(int64_t rows, int splits) {
-  return static_cast<size_t>(rows) * splits * 2 * sizeof(SlicePartial);
-}
-__host__ __device__ inline size_t gathered_words(int splits) {
-  return static_cast<size_t>(splits) * 2 * radix::kGatherKeys;
-}
+size_t sums_bytes(int64_t rows) { return static_cast<size_t>(rows) * kPassBuffers * sizeof(PassSums); }
+size_t zeroed_bytes(int64_t rows) { return counters_bytes(rows) + sums_bytes(rows); }
+constexpr size_t kListWords = static_cast<size_t>(kLists) * radix::kGatherKeys;  // a row's
 size_t workspace_bytes(int64_t rows, int splits) {
   if (splits <= 1) return 0;
-  return counters_bytes(rows) + partials_bytes(rows, splits) +
-         static_cast<size_t>(rows) * gathered_words(splits) * sizeof(uint64_t);
+  return zeroed_bytes(rows) + static_cast<size_t>(rows) * kListWords * sizeof(uint64_t);
 }
 
 // The blocks that share one row (splits == 1: a block has its row to itself, no exchange).
@@ -150,20 +157,17 @@ size_t workspace_bytes(int64_t rows, int splits) {
 // them the same answers), so they meet at the same barriers.
 class RowGroup {
  public:
-  __device__ RowGroup(int splits, int split, unsigned* arrivals, SlicePartial* partials,
-                      uint64_t* gathered)
-      : splits_(splits), split_(split), arrivals_(arrivals), partials_(partials),
-        gathered_(gathered) {}
+  __device__ RowGroup(int splits, int split, unsigned* arrivals, PassSums* sums, uint64_t* lists)
+      : splits_(splits), split_(split), arrivals_(arrivals), sums_(sums), lists_(lists) {}
 
   __device__ int splits() const { return splits_; }
   __device__ int split() const { return split_; }
-  __device__ SlicePartial& mine() { return partials_[parity() + split_]; }
-  // A block's partial of this pass. Read its fields with __ldcg (past L1, which may still hold
-  // the slot's content of two passes ago).
-  __device__ const SlicePartial& slot(int split) const { return partials_[parity() + split]; }
+  // This pass's sums: add into them before arrive_and_wait, read them (with __ldcg: past L1,
+  // which may hold the buffer's content of three passes ago) after it.
+  __device__ PassSums& sums() const { return sums_[passes_ % kPassBuffers]; }
 
-  // Publishes this block's partial (written before the call) and returns once every block of
-  // the row has published this pass's.
+  // Returns once every block of the row has added its part of this pass (its atomics, issued
+  // before the call, are visible then: each block fences before it arrives).
   __device__ void arrive_and_wait() {
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -175,22 +179,32 @@ class RowGroup {
     }
     __syncthreads();
   }
-  // After every thread has read this pass's partials.
-  __device__ void next_pass() { ++passes_; }
-
-  // Block `split`'s keys of gather g (kGatherKeys of room; g's parity picks the buffer, as for
-  // the partials: no block is two gathers ahead of another of its row).
-  __device__ uint64_t* gathered(int g, int split) const {
-    return gathered_ + (static_cast<size_t>(g & 1) * splits_ + split) * radix::kGatherKeys;
+  // After every thread has read this pass's sums. Every block has arrived at this pass, so none
+  // still reads the previous pass's buffer: the row's first block clears it for pass + 2 (its
+  // stores are visible before it arrives at the next pass, before which no block adds into it).
+  __device__ void next_pass() {
+    if (split_ == 0) {
+      PassSums& old = sums_[(passes_ + 2) % kPassBuffers];
+      for (int b = threadIdx.x; b < radix::kBins; b += blockDim.x) {
+        old.count[b] = 0;
+        old.mass[b] = 0;
+      }
+      if (threadIdx.x == 0) {
+        old.max_key = 0;
+        old.listed = 0;
+      }
+    }
+    ++passes_;
   }
 
- private:
-  __device__ int parity() const { return (passes_ & 1) * splits_; }
+  // The row's list of gather g (kGatherKeys of room).
+  __device__ uint64_t* list(int g) const { return lists_ + static_cast<size_t>(g % kLists) * radix::kGatherKeys; }
 
+ private:
   int splits_, split_;
   unsigned* arrivals_;
-  SlicePartial* partials_;
-  uint64_t* gathered_;
+  PassSums* sums_;
+  uint64_t* lists_;
   int passes_ = 0;
 };
 
@@ -220,11 +234,9 @@ class BlockRow {
     });
     best = block_reduce(best, MaxOp{}, 0ull);
     if (group_.splits() == 1 || listed) return best;
-    if (threadIdx.x == 0) group_.mine().max_key = best;
+    if (threadIdx.x == 0 && best != 0) atomicMax(&group_.sums().max_key, best);
     group_.arrive_and_wait();
-#pragma unroll
-    for (int s = 0; s < radix::kMaxBlocksPerRow; ++s)  // unrolled: the loads go out together
-      if (s < group_.splits()) best = MaxOp{}(best, __ldcg(&group_.slot(s).max_key));
+    best = __ldcg(&group_.sums().max_key);
     group_.next_pass();
     return best;
   }
@@ -232,7 +244,8 @@ class BlockRow {
   // Gathers the keys of r (`keys` of them over the row) into shared memory, once, when they
   // fit: the questions that follow inside r then cost no pass over the row. Each block lists
   // its slice's keys (in any order: every answer from the list is an integer sum or a maximum,
-  // the same in any order), a split row's blocks then copy each other's lists.
+  // the same in any order); a split row's blocks append theirs to the row's list (a place
+  // taken by one atomic a block), then each copies the whole list.
   __device__ void narrow(const radix::Range& r, uint32_t keys) {
     if (keys > radix::kGatherKeys || is_listed(r)) return;
     __syncthreads();  // every thread is done with the previous list
@@ -247,20 +260,16 @@ class BlockRow {
     __syncthreads();
     if (group_.splits() > 1) {
       const uint32_t mine = shared_.listed_count;
-      uint64_t* out = group_.gathered(gathers_, group_.split());
-      for (uint32_t j = threadIdx.x; j < mine; j += kSampleThreads) out[j] = shared_.listed[j];
-      if (threadIdx.x == 0) group_.mine().gathered = mine;
+      if (threadIdx.x == 0) shared_.list_at = mine == 0 ? 0 : atomicAdd(&group_.sums().listed, mine);
+      __syncthreads();
+      uint64_t* row_list = group_.list(gathers_);
+      for (uint32_t j = threadIdx.x; j < mine; j += kSampleThreads) row_list[shared_.list_at + j] = shared_.listed[j];
       group_.arrive_and_wait();
-      uint32_t at = 0;
-      for (int s = 0; s < group_.splits(); ++s) {  // in slice order
-        const uint32_t n = __ldcg(&group_.slot(s).gathered);
-        const uint64_t* in = group_.gathered(gathers_, s);
-        for (uint32_t j = threadIdx.x; j < n; j += kSampleThreads) shared_.listed[at + j] = __ldcg(in + j);
-        at += n;
-      }
+      const uint32_t total = __ldcg(&group_.sums().listed);
+      for (uint32_t j = threadIdx.x; j < total; j += kSampleThreads) shared_.listed[j] = __ldcg(row_list + j);
       group_.next_pass();
       __syncthreads();  // every thread has read listed_count before it is replaced
-      if (threadIdx.x == 0) shared_.listed_count = at;
+      if (threadIdx.x == 0) shared_.listed_count = total;
       __syncthreads();
     }
     ++gathers_;
@@ -273,8 +282,8 @@ class BlockRow {
   // shared atomic per key would queue whole warps on the same bin. A warp instead adds the keys
   // sharing the digit of its first key with one atomic (count and mass summed over the warp;
   // integer sums, so the result does not depend on the order), then likewise for the next
-  // digit; keys of any further digits (a level that spreads them) add one by one. A split row
-  // then adds its blocks' histograms bin by bin.
+  // digit; keys of any further digits (a level that spreads them) add one by one. A split row's
+  // blocks then add their nonempty bins into the row's sums and read the totals back.
   // A histogram of the first kKeptLevels levels is kept and answers the same question again
   // (the draw repeats the nucleus's first levels).
   __device__ const radix::Histogram& histogram(const radix::Range& r, const radix::Weights* w,
@@ -303,24 +312,15 @@ class BlockRow {
     });
     __syncthreads();
     if (group_.splits() > 1 && !listed) {
-      SlicePartial& out = group_.mine();
+      PassSums& sums = group_.sums();
       for (int b = threadIdx.x; b < radix::kBins; b += kSampleThreads) {
-        out.count[b] = h.count[b];
-        out.mass[b] = h.mass[b];
+        if (h.count[b] != 0) atomicAdd(&sums.count[b], h.count[b]);
+        if (h.mass[b] != 0) atomicAdd(&sums.mass[b], h.mass[b]);
       }
       group_.arrive_and_wait();
       for (int b = threadIdx.x; b < radix::kBins; b += kSampleThreads) {
-        uint32_t count = 0;
-        unsigned long long mass = 0;
-#pragma unroll
-        for (int s = 0; s < radix::kMaxBlocksPerRow; ++s) {  // unrolled: one L2 round trip, not 2 a block
-          if (s < group_.splits()) {
-            count += __ldcg(&group_.slot(s).count[b]);
-            mass += __ldcg(&group_.slot(s).mass[b]);
-          }
-        }
-        h.count[b] = count;
-        h.mass[b] = mass;
+        h.count[b] = __ldcg(&sums.count[b]);
+        h.mass[b] = __ldcg(&sums.mass[b]);
       }
       group_.next_pass();
       __syncthreads();
@@ -465,14 +465,14 @@ class BlockRow {
 __global__ void __launch_bounds__(kSampleThreads, kSampleMinBlocksPerSm)
     sample_rows_kernel(const float* __restrict__ logits, int64_t cols,
                        const radix::RowParams* __restrict__ params, int32_t* ids, int splits,
-                       unsigned* arrivals, SlicePartial* partials, uint64_t* gathered) {
+                       unsigned* arrivals, PassSums* sums, uint64_t* lists) {
   pdl_enter();  // first: see common.cuh
   __shared__ SampleShared shared;
   const int64_t r = blockIdx.x / splits;
   const int split = static_cast<int>(blockIdx.x % splits);
   RowGroup group(splits, split, arrivals == nullptr ? nullptr : arrivals + r,
-                 partials == nullptr ? nullptr : partials + r * 2 * splits,
-                 gathered == nullptr ? nullptr : gathered + r * gathered_words(splits));
+                 sums == nullptr ? nullptr : sums + r * kPassBuffers,
+                 lists == nullptr ? nullptr : lists + r * kListWords);
   BlockRow row(logits + r * cols, cols, shared, group);
   const radix::RowParams p = params[r];
   const int32_t id = radix::sample_row(row, p);
@@ -533,7 +533,7 @@ void sample_rows(const float* logits, int64_t rows, int64_t cols,
   const int splits = splits_for(rows, cols);
   if (splits == 1) {
     launch(sample_rows_kernel, rows, kSampleThreads, 0, stream, logits, cols, params, ids, 1,
-           static_cast<unsigned*>(nullptr), static_cast<SlicePartial*>(nullptr),
+           static_cast<unsigned*>(nullptr), static_cast<PassSums*>(nullptr),
            static_cast<uint64_t*>(nullptr));
     return;
   }
@@ -541,12 +541,11 @@ void sample_rows(const float* logits, int64_t rows, int64_t cols,
                 "sample_rows: a workspace of " << workspace_size << " bytes for " << rows
                     << " rows split " << splits << " ways, which need "
                     << workspace_bytes(rows, splits));
-  unsigned* arrivals = static_cast<unsigned*>(workspace);
-  SlicePartial* partials =
-      reinterpret_cast<SlicePartial*>(static_cast<char*>(workspace) + counters_bytes(rows));
-  uint64_t* gathered = reinterpret_cast<uint64_t*>(static_cast<char*>(workspace) +
-                                                   counters_bytes(rows) + partials_bytes(rows, splits));
-  CUDA_CHECK(cudaMemsetAsync(arrivals, 0, static_cast<size_t>(rows) * sizeof(unsigned), stream));
+  char* base = static_cast<char*>(workspace);
+  unsigned* arrivals = reinterpret_cast<unsigned*>(base);
+  PassSums* sums = reinterpret_cast<PassSums*>(base + counters_bytes(rows));
+  uint64_t* lists = reinterpret_cast<uint64_t*>(base + zeroed_bytes(rows));
+  CUDA_CHECK(cudaMemsetAsync(base, 0, zeroed_bytes(rows), stream));
   // Cooperative: every block resident at once, or the launch fails (never a barrier that waits
   // for a block that cannot start). splits_for keeps rows * splits within the resident blocks.
   cudaLaunchAttribute attribute[1];
@@ -559,7 +558,7 @@ void sample_rows(const float* logits, int64_t rows, int64_t cols,
   config.attrs = attribute;
   config.numAttrs = 1;
   CUDA_CHECK(cudaLaunchKernelEx(&config, sample_rows_kernel, logits, cols, params, ids, splits,
-                                arrivals, partials, gathered));
+                                arrivals, sums, lists));
 }
 
 void argmax_rows(const void* logits, bool logits_bf16, int64_t rows, int64_t cols, int32_t* ids,

@@ -51,6 +51,19 @@ void SeriesTable::add(const std::vector<int64_t>& key, int64_t size, const Measu
   s->times.push_back(m);
 }
 
+void SeriesTable::keep_faster(const std::vector<int64_t>& key, int64_t size, const Measurement& m) {
+  auto it = std::find_if(series.begin(), series.end(), [&](const Series& s) { return s.key == key; });
+  if (it != series.end()) {
+    const auto at = std::find(it->sizes.begin(), it->sizes.end(), size);
+    if (at != it->sizes.end()) {
+      Measurement& kept = it->times[static_cast<size_t>(at - it->sizes.begin())];
+      if (m.median_s < kept.median_s) kept = m;
+      return;
+    }
+  }
+  add(key, size, m);
+}
+
 SeriesTable& HardwareProfile::table(const TableSpec& spec) {
   auto it = tables.find(spec.name);
   if (it == tables.end()) it = tables.emplace(spec.name, SeriesTable{spec.key_names, spec.size_name, {}}).first;

@@ -169,6 +169,14 @@ TEST_F(CudaDense, ElementwiseOpsMatchReference) {
       return CaseOutputs{{"out", host_of(in, out), 0.0}};  // bf16 -> f32 is exact
     }};
   }));
+  // An output 4 bytes past a 16-byte boundary: the kernel's scalar stores, not its float4 ones.
+  run_cases({OpCase{"to_float [3, 64] into an unaligned output", [](CaseInputs& in) {
+    Tensor x = in.activation({3, 64}, 4.0f);
+    Tensor all = in.output(DType::F32, {1 + 3 * 64, 1});
+    Tensor out = all.slice_rows(1, 3 * 64);
+    in.ops.to_float(x, out);
+    return CaseOutputs{{"out", host_of(in, out), 0.0}};
+  }}});
 }
 
 TEST_F(CudaDense, ScatterAddRowsWithRepeatedRows) {

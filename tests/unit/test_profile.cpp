@@ -167,6 +167,24 @@ TEST_F(ProfileFileTest, AnUnknownVersionIsRefusedNamingFileAndAttribute) {
   EXPECT_NE(e.find("format_version " + std::to_string(next)), std::string::npos) << e;
 }
 
+// A point measured twice (the eager launch gap, first and last in a bench) keeps the faster
+// median, with its own spread; a new point is added as add() would.
+TEST(SeriesTable, KeepFasterKeepsTheFasterOfTwoMeasurements) {
+  SeriesTable t;
+  t.key_names = {"in_graph"};
+  t.size_name = "kernels";
+  t.add({0}, 1, Measurement{13.3e-6, 12.7e-6, 14.0e-6});
+  t.keep_faster({0}, 1, Measurement{6.4e-6, 6.1e-6, 7.0e-6});
+  EXPECT_DOUBLE_EQ(t.find({0})->times[0].median_s, 6.4e-6);
+  EXPECT_DOUBLE_EQ(t.find({0})->times[0].p10_s, 6.1e-6);
+  t.keep_faster({0}, 1, Measurement{9e-6, 8e-6, 10e-6});  // slower: ignored
+  EXPECT_DOUBLE_EQ(t.find({0})->times[0].median_s, 6.4e-6);
+  ASSERT_EQ(t.find({0})->sizes.size(), 1u);
+  t.keep_faster({1}, 1, Measurement{0.6e-6, 0.5e-6, 0.7e-6});  // absent: added
+  ASSERT_NE(t.find({1}), nullptr);
+  EXPECT_DOUBLE_EQ(t.find({1})->times[0].median_s, 0.6e-6);
+}
+
 TEST(ProfileCheck, RefusesAnotherModelWorldOrDeviceNamingFileAndField) {
   const ModelConfig tiny = tiny_config();
   const HardwareProfile p = sample_profile(tiny);

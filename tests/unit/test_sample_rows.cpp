@@ -179,14 +179,16 @@ std::string describe(const SamplingParams& p, uint64_t step) {
 }
 
 TEST(RadixSampling, BlocksPerRowFillTheDeviceWithinTheirBounds) {
-  // An H200 holds 264 sampling blocks of 512 threads (2 an SM); odd counts of every kind too.
-  EXPECT_EQ(radix::blocks_per_row(64, 50304, 264), 4);
-  EXPECT_EQ(radix::blocks_per_row(1, 151936, 264), radix::kMaxBlocksPerRow);
-  EXPECT_EQ(radix::blocks_per_row(256, 151936, 264), 1);
-  EXPECT_EQ(radix::blocks_per_row(7, 32001, 264), 7);  // the slice bound: 32001 / 4096 = 7
-  EXPECT_EQ(radix::blocks_per_row(3, 4095, 1000), 1);   // one block's work
-  EXPECT_EQ(radix::blocks_per_row(0, 50304, 264), 1);
-  EXPECT_EQ(radix::blocks_per_row(500, 50304, 264), 1);  // more rows than resident blocks
+  // An H200 holds 396 sampling blocks of 256 threads (3 an SM); odd counts of every kind too.
+  EXPECT_EQ(radix::blocks_per_row(64, 50304, 396), 6);
+  EXPECT_EQ(radix::blocks_per_row(1, 151936, 396), radix::kMaxBlocksPerRow);
+  EXPECT_EQ(radix::blocks_per_row(1, 50304, 396), 49);   // the slice bound: 50304 / 1024
+  EXPECT_EQ(radix::blocks_per_row(8, 151936, 396), 49);  // the device: 396 / 8
+  EXPECT_EQ(radix::blocks_per_row(256, 151936, 396), 1);
+  EXPECT_EQ(radix::blocks_per_row(7, 32001, 396), 31);  // the slice bound: 32001 / 1024 = 31
+  EXPECT_EQ(radix::blocks_per_row(3, 1023, 1000), 1);   // one block's work
+  EXPECT_EQ(radix::blocks_per_row(0, 50304, 396), 1);
+  EXPECT_EQ(radix::blocks_per_row(500, 50304, 396), 1);  // more rows than resident blocks
   std::mt19937_64 rng(11);
   for (int i = 0; i < 2000; ++i) {
     const int64_t rows = 1 + static_cast<int64_t>(rng() % 700);

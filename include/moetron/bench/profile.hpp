@@ -32,6 +32,9 @@ struct SeriesTable {
   const Series* find(const std::vector<int64_t>& key) const;  // nullptr when not measured
   // Appends a point to the series of `key` (made when new); sizes must come in ascending order.
   void add(const std::vector<int64_t>& key, int64_t size, const Measurement& m);
+  // A second measurement of a point: kept where its median is the faster (added where the point
+  // is new), for figures a busy host can only make slower (the launch gap).
+  void keep_faster(const std::vector<int64_t>& key, int64_t size, const Measurement& m);
 };
 
 // The tables a profile may hold: name, key columns, size column. Collectives (allreduce,

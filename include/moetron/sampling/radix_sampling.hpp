@@ -239,10 +239,12 @@ MOETRON_HOST_DEVICE inline Pick pick_reaching(const Histogram& h, double unit, d
 // ---- blocks per row (the device sampler) ---------------------------------------------------
 
 // How many blocks of the device sampler share one row: as many as keep the device's resident
-// blocks busy (resident_blocks / rows), at most kMaxBlocksPerRow (the exchanges between passes
-// grow with it), and never a slice under kMinSlice logits (a small vocabulary is one block's
-// work). 1: a block per row, nothing exchanged.
-constexpr int64_t kMaxBlocksPerRow = 16, kMinSlice = 4096;
+// blocks busy (resident_blocks / rows), at most kMaxBlocksPerRow, and never a slice under
+// kMinSlice logits (four a thread: below that a pass is its barrier and little else). The blocks
+// of a row add into one sum per pass (kernels/sampling.cu), so a block's exchange costs the same
+// however many share the row: a decode row of one request spreads over most of the GPU.
+// 1: a block per row, nothing exchanged.
+constexpr int64_t kMaxBlocksPerRow = 128, kMinSlice = 1024;
 inline int blocks_per_row(int64_t rows, int64_t vocab, int64_t resident_blocks) {
   if (rows <= 0 || vocab <= 0) return 1;
   int64_t blocks = resident_blocks / rows;
