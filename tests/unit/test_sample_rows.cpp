@@ -98,6 +98,7 @@ class SequentialRow {
   SequentialRow(const float* logits, int64_t vocab, bool keeps = true)
       : logits_(logits), vocab_(vocab), keeps_(keeps) {}
   int64_t vocab() const { return vocab_; }
+  radix::BinarySearch search() const { return {}; }
   int passes() const { return passes_; }
   int gathers() const { return gathers_; }
 
@@ -207,6 +208,17 @@ TEST(RadixSampling, BlocksPerRowFillTheDeviceWithinTheirBounds) {
   }
 }
 
+// The device's search (kernels/sampling.cu, BlockSearch): each digit of [0, hi] tested at once
+// and those that hold counted. The picks must give what the binary search gives.
+struct CountingSearch {
+  template <class Holds>
+  int operator()(int hi, const Holds& holds) const {
+    int n = 0;
+    for (int d = 0; d <= hi; ++d) n += holds(d) ? 1 : 0;
+    return n - 1;
+  }
+};
+
 // The picks binary-search the integer sums before each bin; the walk over the bins from the
 // highest digit down (what they replace) is the reference: the same bin always, and the same
 // cumulative weight up to the rounding of a sum added bin by bin (1e-12 of the total here).
@@ -241,6 +253,9 @@ TEST(RadixSampling, PicksAgreeWithAWalkOverTheBins) {
       const radix::Pick got = radix::pick_kth(h, k);
       ASSERT_EQ(got.digit, expect) << "trial " << trial << " k " << k;
       ASSERT_EQ(got.count_before, before) << "trial " << trial;
+      const radix::Pick counted = radix::pick_kth(h, k, CountingSearch{});
+      ASSERT_EQ(counted.digit, got.digit) << "trial " << trial << " k " << k;
+      ASSERT_EQ(counted.count_before, got.count_before) << "trial " << trial;
     }
     for (const bool strict : {false, true}) {
       // Targets below the base, inside the range, on a bin's edge and beyond the total.
@@ -259,6 +274,10 @@ TEST(RadixSampling, PicksAgreeWithAWalkOverTheBins) {
         const radix::Pick got = radix::pick_reaching(h, unit, base, target, strict);
         ASSERT_EQ(got.digit, walk.digit) << "trial " << trial << " target " << target << " strict " << strict;
         ASSERT_NEAR(got.mass_before, walk.mass_before, 1e-12 * (1.0 + span)) << "trial " << trial;
+        const radix::Pick counted = radix::pick_reaching(h, unit, base, target, strict, CountingSearch{});
+        ASSERT_EQ(counted.digit, got.digit) << "trial " << trial << " target " << target << " strict " << strict;
+        ASSERT_EQ(counted.count_before, got.count_before) << "trial " << trial;
+        ASSERT_EQ(counted.mass_before, got.mass_before) << "trial " << trial;
       }
     }
   }

@@ -191,15 +191,24 @@ MOETRON_HOST_DEVICE inline int last_holding(int hi, const Holds& holds) {
   return lo;
 }
 
+// last_holding as a functor: how the host's Row searches, and the picks' default. A Row may
+// search otherwise (Row::search(): the device's block tests every digit at once), with the
+// same answer for a monotone `holds`.
+struct BinarySearch {
+  template <class Holds>
+  MOETRON_HOST_DEVICE int operator()(int hi, const Holds& holds) const { return last_holding(hi, holds); }
+};
+
 // Keys in the bins of digits >= d: grows as d falls.
 MOETRON_HOST_DEVICE inline uint32_t count_through(const Histogram& h, int d) {
   return h.count_before[d] + h.count[d];
 }
 
 // The bin holding the k-th key (1-based) in candidate order; k <= the range's size.
-MOETRON_HOST_DEVICE inline Pick pick_kth(const Histogram& h, uint32_t k) {
+template <class Search = BinarySearch>
+MOETRON_HOST_DEVICE inline Pick pick_kth(const Histogram& h, uint32_t k, const Search& search = Search{}) {
   Pick p;
-  p.digit = last_holding(kBins - 1, [&](int d) { return count_through(h, d) >= k; });
+  p.digit = search(kBins - 1, [&](int d) { return count_through(h, d) >= k; });
   if (p.digit < 0) p.digit = 0;  // k beyond the range: not asked
   p.count_before = h.count_before[p.digit];
   return p;
@@ -208,8 +217,9 @@ MOETRON_HOST_DEVICE inline Pick pick_kth(const Histogram& h, uint32_t k) {
 // The first nonempty bin whose cumulative weight reaches target (> when strict, else >=),
 // counting from base; the last nonempty bin when rounding leaves none (digit -1: empty range).
 // The cumulative weight of a bin is base + (its integer sum through the bin) * unit.
+template <class Search = BinarySearch>
 MOETRON_HOST_DEVICE inline Pick pick_reaching(const Histogram& h, double unit, double base,
-                                              double target, bool strict) {
+                                              double target, bool strict, const Search& search = Search{}) {
   const auto cumulative = [&](int d, bool through) {
     const unsigned long long m = h.mass_before[d] + (through ? h.mass[d] : 0ull);
     return base + static_cast<double>(m) * unit;
@@ -217,7 +227,7 @@ MOETRON_HOST_DEVICE inline Pick pick_reaching(const Histogram& h, double unit, d
   const uint32_t total = count_through(h, 0);
   Pick p;
   if (total == 0) return p;
-  const int reached = last_holding(kBins - 1, [&](int d) {
+  const int reached = search(kBins - 1, [&](int d) {
     const double next = cumulative(d, true);
     return strict ? next > target : next >= target;
   });
@@ -226,10 +236,10 @@ MOETRON_HOST_DEVICE inline Pick pick_reaching(const Histogram& h, double unit, d
   int digit = -1;
   if (reached >= 0 && total > h.count_before[reached]) {
     const uint32_t before = h.count_before[reached];
-    digit = last_holding(reached, [&](int d) { return count_through(h, d) > before; });
+    digit = search(reached, [&](int d) { return count_through(h, d) > before; });
   }
   if (digit < 0)  // not reached: the lowest nonempty bin
-    digit = last_holding(kBins - 1, [&](int d) { return count_through(h, d) == total; });
+    digit = search(kBins - 1, [&](int d) { return count_through(h, d) == total; });
   p.digit = digit;
   p.count_before = h.count_before[digit];
   p.mass_before = cumulative(digit, false);
@@ -263,6 +273,8 @@ inline int blocks_per_row(int64_t rows, int64_t vocab, int64_t resident_blocks) 
 //     (valid until the next call; w == nullptr: counts only)
 //   void narrow(const Range& r, uint32_t keys);        // a hint: the next questions lie in r,
 //                                                      // which holds `keys` keys
+//   Search search() const;                             // how the picks find a bin
+//                                                      // (BinarySearch, or as last_holding)
 
 // The smallest lo such that exactly k keys are >= lo (1 <= k < vocab).
 template <class Row>
@@ -270,7 +282,7 @@ MOETRON_HOST_DEVICE uint64_t kth_key_bound(Row& row, uint32_t k) {
   Range r;
   for (;;) {
     const Histogram& h = row.histogram(r, nullptr, 0.0);
-    const Pick p = pick_kth(h, k);
+    const Pick p = pick_kth(h, k, row.search());
     k -= p.count_before;
     const uint32_t in_bin = h.count[p.digit];
     const bool all_kept = in_bin == k;  // always so at the last level: keys are unique
@@ -301,7 +313,7 @@ MOETRON_HOST_DEVICE Found first_reaching(Row& row, const Weights& w, uint64_t lo
   for (;;) {
     const double unit = unit_of(bound);
     const Histogram& h = row.histogram(r, &w, 1.0 / unit);
-    const Pick p = pick_reaching(h, unit, base, target, strict);
+    const Pick p = pick_reaching(h, unit, base, target, strict, row.search());
     if (p.digit < 0) return Found{lo, base};  // not reached: the range is never empty
     const uint32_t n = h.count[p.digit];
     // Each key lost at most half a unit, so this bounds the bin's weight from above.
