@@ -19,6 +19,7 @@
 
 #include "common.cuh"
 #include "moetron/core/error.hpp"
+#include "moetron/core/format.hpp"
 
 namespace moetron {
 namespace kernels {
@@ -487,10 +488,10 @@ int min_keys_per_split() {
   static const int keys = [] {
     const char* env = std::getenv("MOETRON_ATTENTION_MIN_KEYS");
     if (env == nullptr) return kMinKeysPerSplit;
-    const int v = std::atoi(env);
-    MOETRON_CHECK(v >= kKeys && v % kKeys == 0 && v <= 65536,
-                  "MOETRON_ATTENTION_MIN_KEYS='" << env << "': expected a multiple of " << kKeys);
-    return v;
+    const std::optional<uint64_t> v = parse_decimal(env);
+    MOETRON_CHECK(v && *v >= kKeys && *v % kKeys == 0 && *v <= 65536,
+                  "MOETRON_ATTENTION_MIN_KEYS='" << env << "': expected a multiple of " << kKeys << " up to 65536");
+    return static_cast<int>(*v);
   }();
   return keys;
 }

@@ -17,6 +17,7 @@
 
 #include "common.cuh"
 #include "moetron/core/error.hpp"
+#include "moetron/core/format.hpp"
 #include "moetron/sampling/radix_sampling.hpp"
 
 namespace moetron {
@@ -227,7 +228,7 @@ struct BlockSearch {
 
 // radix::sample_row's view of one row, for the whole block (and, when the row is split, for
 // every block of the row). Every pass gives every thread the same answer: integer atomics and
-// fixed-order reductions only (the blocks' partial sums are added in slice order), so a row
+// fixed-order reductions only (the blocks of a split row add integers, in any order), so a row
 // samples the same token on every run.
 //
 // Each block reads a slice of the row: the passes are bound by the per-token work (the key, an
@@ -520,11 +521,11 @@ int forced_blocks_per_row() {
   static const int blocks = [] {
     const char* env = std::getenv("MOETRON_SAMPLER_BLOCKS_PER_ROW");
     if (env == nullptr) return 0;
-    const int v = std::atoi(env);
-    MOETRON_CHECK(v >= 1 && v <= radix::kMaxBlocksPerRow,
+    const std::optional<uint64_t> v = parse_decimal(env);
+    MOETRON_CHECK(v && *v >= 1 && *v <= static_cast<uint64_t>(radix::kMaxBlocksPerRow),
                   "MOETRON_SAMPLER_BLOCKS_PER_ROW='" << env << "': expected 1 to "
                                                     << radix::kMaxBlocksPerRow);
-    return v;
+    return static_cast<int>(*v);
   }();
   return blocks;
 }

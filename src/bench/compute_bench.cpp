@@ -158,15 +158,17 @@ void hbm_copy(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   table.add({1}, 2 * elements * es, time_ops_call(ops, [&] { ops.copy(src, dst); }, b.timing));
 }
 
-// The per-call time of the smallest kernel, eagerly (launched back to back: the host's launch
-// rate) or per node of a replayed recording.
-Measurement smallest_kernel(Ops& ops, const ComputeBench& b, bool recorded) {
+// `time` applied to the smallest kernel: timed eagerly (launched back to back) it is the host's
+// launch rate, timed per node of a replayed recording a graph node's gap.
+template <class Time>
+auto time_smallest_kernel(Ops& ops, const Time& time) {
   Tensor acc = random_tensor(ops, ops.activation_dtype(), {1, 1}, 12);
   const Tensor one = random_tensor(ops, ops.activation_dtype(), {1, 1}, 13);
-  const auto call = [&] { ops.add_inplace(acc, one); };
-  if (!recorded) return time_ops_call(ops, call, b.timing);
-  const auto per_node = time_ops_recorded(ops, call, b.timing);
-  return per_node ? *per_node : Measurement{};
+  return time([&] { ops.add_inplace(acc, one); });
+}
+
+Measurement eager_gap(Ops& ops, const ComputeBench& b) {
+  return time_smallest_kernel(ops, [&](const std::function<void()>& call) { return time_ops_call(ops, call, b.timing); });
 }
 
 // The eager figure is measured again after every other family (remeasure_eager_gap) and the
@@ -175,12 +177,14 @@ Measurement smallest_kernel(Ops& ops, const ComputeBench& b, bool recorded) {
 // its host-bound expert points were 2.2x too), and every eager step the predictor priced from it
 // came out up to 2x too slow.
 void kernel_gaps(Ops& ops, const ComputeBench& b, SeriesTable& table) {
-  table.add({0}, 1, smallest_kernel(ops, b, /*recorded=*/false));
-  if (ops.can_record()) table.add({1}, 1, smallest_kernel(ops, b, /*recorded=*/true));
+  table.add({0}, 1, eager_gap(ops, b));
+  const auto per_node = time_smallest_kernel(
+      ops, [&](const std::function<void()>& call) { return time_ops_recorded(ops, call, b.timing); });
+  if (per_node) table.add({1}, 1, *per_node);  // none where the backend does not record
 }
 
 void remeasure_eager_gap(Ops& ops, const ComputeBench& b, SeriesTable& table) {
-  table.keep_faster({0}, 1, smallest_kernel(ops, b, /*recorded=*/false));
+  table.keep_faster({0}, 1, eager_gap(ops, b));
   ops.reset_temps();
 }
 

@@ -52,11 +52,11 @@ void SeriesTable::add(const std::vector<int64_t>& key, int64_t size, const Measu
 }
 
 void SeriesTable::keep_faster(const std::vector<int64_t>& key, int64_t size, const Measurement& m) {
-  auto it = std::find_if(series.begin(), series.end(), [&](const Series& s) { return s.key == key; });
-  if (it != series.end()) {
-    const auto at = std::find(it->sizes.begin(), it->sizes.end(), size);
-    if (at != it->sizes.end()) {
-      Measurement& kept = it->times[static_cast<size_t>(at - it->sizes.begin())];
+  if (const Series* found = find(key)) {
+    Series& s = series[static_cast<size_t>(found - series.data())];
+    const auto at = std::find(s.sizes.begin(), s.sizes.end(), size);
+    if (at != s.sizes.end()) {
+      Measurement& kept = s.times[static_cast<size_t>(at - s.sizes.begin())];
       if (m.median_s < kept.median_s) kept = m;
       return;
     }

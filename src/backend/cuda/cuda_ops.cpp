@@ -380,6 +380,11 @@ void CudaOps::do_attention(const Tensor& q, const KvCache& cache, const BatchTen
                 "attention: " << num_q_heads << " query heads over " << num_kv_heads
                               << " KV heads: groups of at most " << kernels::kAttentionMaxGroup
                               << " on CUDA");
+  // The kernel numbers cache slots (block x block size + offset) in 32 bits.
+  MOETRON_CHECK(cache.k.dim(0) * cache.k.dim(1) <= std::numeric_limits<int32_t>::max(),
+                "attention: a KV cache of " << cache.k.dim(0) * cache.k.dim(1)
+                    << " token slots is more than the CUDA kernel indexes (2^31 - 1): lower "
+                       "--gpu-memory-fraction");
   kernels::PagedAttentionArgs args;
   args.q = bf(q);
   args.positions = i32(batch.positions);
