@@ -149,11 +149,25 @@ __device__ __forceinline__ void warp_argmax(float& v, int& i) {
 // pdl_enter() for this grid to complete, so the order of effects is that of the stream.
 // Kernels launched otherwise (cuBLAS) neither trigger early nor wait: ordinary stream order.
 // Off before sm_90 (the instructions do not exist there) and with MOETRON_PDL=0.
-__device__ __forceinline__ void pdl_enter() {
+//
+// The one exception, dense_gemv.cu, uses the two halves apart: it reads its weights (which no
+// kernel writes) before pdl_wait(), and calls pdl_trigger() only after its loads, which keeps
+// a step's chain of early launches short (the measurements are in that file). Waiting before
+// triggering in every kernel was measured too, and was slower (perf/NOTES.md, sixteenth session).
+__device__ __forceinline__ void pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+}
+
+__device__ __forceinline__ void pdl_enter() {
+  pdl_trigger();
+  pdl_wait();
 }
 
 // Whether launches on the current device may overlap their predecessor (see pdl_enter).

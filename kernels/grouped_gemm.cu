@@ -23,6 +23,7 @@
 #include <algorithm>
 
 #include "common.cuh"
+#include "mma.cuh"
 #include "moetron/core/error.hpp"
 
 namespace moetron {
@@ -340,27 +341,6 @@ constexpr int kMmaWarps = 4;                  // warps per block, each a quarter
 constexpr int kMmaRowBlocks = 2;              // 16-row weight blocks per warp (MMA m-blocks)
 constexpr int kMmaRows = 16 * kMmaRowBlocks;  // weight rows per block
 constexpr int kMmaUnroll = 2;                 // 32-wide k chunks loaded ahead per warp
-constexpr int kMmaChunk = 32;                 // k per lane group: 4 lanes x 8 bf16
-
-__device__ __forceinline__ void mma_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                          uint32_t a3, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// One 32-wide chunk of k for a 16-row weight block and 8 tokens. Lane (g = lane / 4, t = lane %
-// 4) holds 8 consecutive k of weight rows g and g + 8 (lo, hi) and of token g (x). The MMA
-// reads lane t's pairs as virtual k 2t, 2t + 1 (first register of a row) and 2t + 8, 2t + 9
-// (second), so two MMAs over (lo.x, hi.x, lo.y, hi.y | x.x, x.y) and (lo.z, hi.z, lo.w, hi.w |
-// x.z, x.w) cover the chunk's 32 k once each, A and B permuted alike.
-__device__ __forceinline__ void mma_chunk(float (&c)[4], const uint4& lo, const uint4& hi,
-                                          const uint4& x) {
-  mma_16816(c, lo.x, hi.x, lo.y, hi.y, x.x, x.y);
-  mma_16816(c, lo.z, hi.z, lo.w, hi.w, x.z, x.w);
-}
 
 // Each block: kMmaRows weight rows of one tile's expert against the tile's tokens (up to
 // 8 * kTokenBlocks). Plain: output columns n0 .. n0 + 31. SwiGLU: gate rows n0 .. n0 + 15 (row

@@ -193,6 +193,18 @@ void pack_from_peers(const int32_t* ids, int64_t tokens, int64_t k, const int32_
                      int64_t cols, const int32_t* senders, int64_t peers, int64_t tp_size, int64_t set_size,
                      int64_t set, int64_t capacity, int32_t* rows, int32_t* out_experts, cudaStream_t stream);
 
+// ---- dense_gemv.cu: decode-sized dense projections ------------------------------------------
+// out [m, n] = x [m, k] . w [n, k]^T (+ bias [n], added in fp32 before the one rounding), for
+// m <= kDenseGemvMaxRows rows, on tensor cores with the weights streamed by every SM and read
+// ahead of the previous kernel's end (PDL). The caller checks dense_gemv_supports first (k a
+// multiple of 8, x and w 16-byte aligned); other shapes take cuBLAS.
+constexpr int64_t kDenseGemvMaxRows = 16;
+bool dense_gemv_supports(int64_t m, int64_t n, int64_t k, const void* x, const void* w);
+void dense_gemv(const bf16* x, const bf16* w, const bf16* bias, int64_t m, int64_t n, int64_t k,
+                bf16* out, cudaStream_t stream);
+void dense_gemv(const bf16* x, const bf16* w, const bf16* bias, int64_t m, int64_t n, int64_t k,
+                float* out, cudaStream_t stream);
+
 // ---- grouped_gemm.cu: per-expert GEMMs ------------------------------------------------------
 // Decode-sized loads (every expert has a handful to a few dozen rows, and the weights are the
 // cost) run on tensor cores with the weights as the MMA's row operand (DecodeExpertKernel::kMma,

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "gpu_test_util.hpp"
+#include "moetron/kernels.hpp"
 
 namespace moetron {
 namespace gputest {
@@ -107,10 +108,12 @@ TEST_F(CudaDense, LinearMatchesReference) {
   struct Shape { int64_t rows, k, n; };
   std::vector<OpCase> cases;
   // Decode-sized and awkward shapes too: a 2048 x 6144 QKV at one row, odd n, k not a multiple
-  // of 8.
+  // of 8 (cuBLAS then), k not a multiple of a warp's 32-wide chunk or of the dense GEMV's
+  // 1,024-wide turn (4104, 5640), n under one 16-row block (1, 17), 9-16 rows (two token blocks).
   for (Shape s : {Shape{1, 64, 96}, Shape{3, 96, 64}, Shape{1, 2048, 6144}, Shape{2, 72, 51},
                   Shape{5, 2048, 64}, Shape{8, 136, 1001}, Shape{4, 52, 40}, Shape{17, 2048, 256},
-                  Shape{129, 64, 2048}, Shape{129, 2048, 1000}}) {
+                  Shape{129, 64, 2048}, Shape{129, 2048, 1000}, Shape{1, 8, 1}, Shape{9, 4104, 33},
+                  Shape{16, 1000, 130}, Shape{12, 40, 17}, Shape{1, 5640, 48}}) {
     const std::string name = std::to_string(s.rows) + "x" + std::to_string(s.k) + "x" +
                              std::to_string(s.n);
     cases.push_back({"linear+bias " + name, [s](CaseInputs& in) {
@@ -131,7 +134,11 @@ TEST_F(CudaDense, LinearMatchesReference) {
       return CaseOutputs{{"out", host_of(in, out), 1e-3}};
     }});
   }
-  run_cases(cases);
+  // Both GPU paths of a few-row linear: the dense GEMV kernel and cuBLAS.
+  const int64_t default_rows = gpu().dense_gemv_max_rows();
+  run_cases(cases, {{"dense GEMV", [](CudaOps& g) { g.set_dense_gemv_max_rows(kernels::kDenseGemvMaxRows); }},
+                    {"cuBLAS", [](CudaOps& g) { g.set_dense_gemv_max_rows(0); }}});
+  gpu().set_dense_gemv_max_rows(default_rows);
 }
 
 TEST_F(CudaDense, ElementwiseOpsMatchReference) {

@@ -60,6 +60,11 @@ class CudaOps final : public Ops {
   void set_generate_on_device(bool on) { generate_on_device_ = on; }
   bool generate_on_device() const { return generate_on_device_; }
   DecodeExpertKernel decode_expert_kernel() const { return decode_expert_kernel_; }
+  // Linear layers of at most this many rows run on the dense GEMV kernel (kernels::dense_gemv),
+  // more on cuBLAS; 0: always cuBLAS. MOETRON_DENSE_GEMV_MAX_ROWS (0 to 16, default 16) sets
+  // it when the object is made (A/B measurements); tests set both paths.
+  void set_dense_gemv_max_rows(int64_t rows);
+  int64_t dense_gemv_max_rows() const { return dense_gemv_max_rows_; }
 
   // Recording is stream capture into a CUDA graph (src/backend/cuda/cuda_recording.cpp).
   bool can_record() const override { return true; }
@@ -166,6 +171,7 @@ class CudaOps final : public Ops {
   void* cublas_workspace_ = nullptr;
   std::shared_ptr<cuda::ExpertGemmStreams> expert_gemms_;  // prefill's per-expert GEMMs; null with the tiles
   DecodeExpertKernel decode_expert_kernel_ = DecodeExpertKernel::kMma;
+  int64_t dense_gemv_max_rows_ = 0;  // set_dense_gemv_max_rows
   bool generate_on_device_ = true;  // MOETRON_DUMMY_ON_DEVICE
   void* arena_ = nullptr;
   size_t arena_bytes_ = 0;

@@ -78,6 +78,19 @@ bool generate_on_device_by_env() {
   return v == "1";
 }
 
+// MOETRON_DENSE_GEMV_MAX_ROWS: linear layers of up to this many rows on kernels::dense_gemv
+// (default: as many as it takes), 0 for cuBLAS everywhere (A/B measurements). Against cuBLAS on
+// an H200 (perf/NOTES.md, sixteenth session): decode steps at batch 1 -3% (Mixtral) to -10%
+// (Qwen1.5), batch 8 -0.3% to -6%, batch 16 -1% to -2%.
+int64_t dense_gemv_max_rows_by_env() {
+  const char* env = std::getenv("MOETRON_DENSE_GEMV_MAX_ROWS");
+  if (env == nullptr) return kernels::kDenseGemvMaxRows;
+  const std::optional<uint64_t> n = parse_decimal(env);
+  MOETRON_CHECK(n && *n <= static_cast<uint64_t>(kernels::kDenseGemvMaxRows),
+                "MOETRON_DENSE_GEMV_MAX_ROWS='" << env << "': expected 0 to " << kernels::kDenseGemvMaxRows);
+  return static_cast<int64_t>(*n);
+}
+
 int expert_gemm_streams() {
   const char* env = std::getenv("MOETRON_EXPERT_STREAMS");
   const std::string v = env == nullptr ? "8" : env;
@@ -122,6 +135,7 @@ CudaOps::CudaOps(int device, size_t arena_bytes) : device_(device), arena_bytes_
   CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
   decode_expert_kernel_ = decode_expert_kernel_by_env();
   generate_on_device_ = generate_on_device_by_env();
+  dense_gemv_max_rows_ = dense_gemv_max_rows_by_env();
   if (prefill_experts_by_cublas()) expert_gemms_ = std::make_shared<cuda::ExpertGemmStreams>(expert_gemm_streams(), num_sms_);
   if (arena_bytes_ > 0) CUDA_CHECK(cudaMalloc(&arena_, arena_bytes_));
 }
@@ -319,14 +333,26 @@ void CudaOps::do_rmsnorm_with_sumsq(const Tensor& x, const Tensor& sumsq, int64_
                               bf(out), stream_);
 }
 
+void CudaOps::set_dense_gemv_max_rows(int64_t rows) {
+  MOETRON_CHECK(rows >= 0 && rows <= kernels::kDenseGemvMaxRows,
+                "dense GEMV rows " << rows << ": expected 0 to " << kernels::kDenseGemvMaxRows);
+  dense_gemv_max_rows_ = rows;
+}
+
 void CudaOps::do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) {
   const int64_t m = x.rows(), n = w.dim(0), k = x.cols();
-  cuda::gemm_nt(cublas_, bf(x), bf(w), m, n, k, out.data, out.dtype == DType::F32);
-  if (bias && bias->defined()) {
-    MOETRON_CHECK(out.dtype == DType::BF16, "linear: a bias needs a BF16 output, got "
-                                                << out.describe());
-    kernels::add_bias_rows(bf(out), bf(*bias), m, n, stream_);
+  const bf16* b = bias && bias->defined() ? bf(*bias) : nullptr;
+  MOETRON_CHECK(b == nullptr || out.dtype == DType::BF16,
+                "linear: a bias needs a BF16 output, got " << out.describe());
+  if (m <= dense_gemv_max_rows_ && kernels::dense_gemv_supports(m, n, k, x.data, w.data)) {
+    if (out.dtype == DType::F32)
+      kernels::dense_gemv(bf(x), bf(w), nullptr, m, n, k, f32(out), stream_);
+    else
+      kernels::dense_gemv(bf(x), bf(w), b, m, n, k, bf(out), stream_);
+    return;
   }
+  cuda::gemm_nt(cublas_, bf(x), bf(w), m, n, k, out.data, out.dtype == DType::F32);
+  if (b) kernels::add_bias_rows(bf(out), b, m, n, stream_);
 }
 
 void CudaOps::do_add_inplace(Tensor& acc, const Tensor& x) {
