@@ -13,6 +13,9 @@
 // session; decode step medians, graphs, against cuBLAS for the same linears):
 // - The first turn's weights are loaded BEFORE the PDL wait: weights are never written by a
 //   kernel of a step, so they stream while the previous kernel (whose output is x) finishes.
+//   (Early launches can reach back past several short kernels, so the weights must be complete
+//   before the first forward: the loader synchronises the stream once they are, in
+//   finish_weight_uploads, also after generating dummy weights on the device.)
 //   x, the bias and the output are touched only after the wait. Loading them after the wait
 //   made OLMoE's batch-1 step 1.36-1.38 ms, against 1.26 ms before and 1.30 ms on cuBLAS.
 // - Dependents are let in (pdl_trigger) only once the block's loads are done, not first thing.
