@@ -3,10 +3,10 @@
 # any rank's clock, and, when the engine is idle, within 0.25 s after it (a sleep's wake-up and
 # one step on a loaded 2-core machine). While waiting for an arrival the engine sleeps: the run
 # with the 1.5 s wait uses under 0.5 s more CPU time than the same run without it (a spinning
-# wait adds about a CPU second per second waited; start-up's own CPU time, 0.6-0.75 s on a busy
-# CI machine, is the baseline's too, so load does not move the difference much). With several ranks (replicas in
-# lockstep, pipeline stages) every rank admits the same requests at the same step: the tokens
-# equal one rank's.
+# wait adds about a CPU second per second waited; start-up's own CPU time, 0.6-0.78 s on this
+# 2-core machine, is the baseline's too, so load moves the difference little). With several
+# ranks (replicas in lockstep, pipeline stages) every rank admits the same requests at the same
+# step: the tokens equal one rank's.
 source "$(dirname "$0")/common.bash"
 model=$FIXTURES/olmoe
 cat > "$WORK/late.jsonl" <<'JSONL'

@@ -81,7 +81,7 @@ bool generate_on_device_by_env() {
 // MOETRON_DENSE_GEMV_MAX_ROWS: linear layers of up to this many rows on kernels::dense_gemv
 // (default: as many as it takes), 0 for cuBLAS everywhere (A/B measurements). Against cuBLAS on
 // an H200 (perf/NOTES.md, sixteenth session): decode steps at batch 1 -3% (Mixtral) to -10%
-// (Qwen1.5), batch 8 -0.3% to -6%, batch 16 -1% to -2%.
+// (Qwen1.5), batch 8 -0.3% to -6%, batch 16 -1.3% (OLMoE), -2.4% (Qwen1.5) and +0.4% (Mixtral).
 int64_t dense_gemv_max_rows_by_env() {
   const char* env = std::getenv("MOETRON_DENSE_GEMV_MAX_ROWS");
   if (env == nullptr) return kernels::kDenseGemvMaxRows;
