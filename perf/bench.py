@@ -122,13 +122,26 @@ def prefill_rate(log, after_first=False):
     return float(m.group(2)) if after_first and m.group(2) else float(m.group(1))
 
 
-def idle_shares(log):
+def idle_shares(log, untraced_step_s=None):
+    """The --measure-gpu-idle lines of a run's log. CUPTI's tracing lengthens the host's graph
+    launches (the gap before a step's first kernel; perf/NOTES.md, seventeenth session), so the
+    traced step's idle is also set against the same run's step without tracing: 1 - busy /
+    untraced step is the idle left in an untraced step if tracing does not slow the kernels."""
     m = re.search(r"GPU idle within decode steps: median ([\d.]+)% \(p90 ([\d.]+)%\); "
                   r"whole step incl. host: median ([\d.]+)%; (\d+) kernels/step", log)
     if not m:
         raise RuntimeError("no idle line in the log:\n" + log[-2000:])
-    return dict(idle_within_step=float(m.group(1)) / 100, idle_within_step_p90=float(m.group(2)) / 100,
-                idle_whole_step=float(m.group(3)) / 100, kernels_per_step=int(m.group(4)))
+    r = dict(idle_within_step=float(m.group(1)) / 100, idle_within_step_p90=float(m.group(2)) / 100,
+             idle_whole_step=float(m.group(3)) / 100, kernels_per_step=int(m.group(4)))
+    k = re.search(r"GPU idle between the kernels of decode steps: median ([\d.]+)% \(p90 ([\d.]+)%\); "
+                  r"launch gap before the first kernel: median ([\d.]+) us; busy ([\d.]+) us a step", log)
+    if k:
+        r.update(idle_between_kernels=float(k.group(1)) / 100, idle_between_kernels_p90=float(k.group(2)) / 100,
+                 launch_gap_us=float(k.group(3)), busy_us=float(k.group(4)))
+        if untraced_step_s:
+            r.update(untraced_step_s=untraced_step_s,
+                     idle_untraced_estimate=max(0.0, 1 - r["busy_us"] * 1e-6 / untraced_step_s))
+    return r
 
 
 def prefill_flops_per_token(c, prompt):
@@ -319,9 +332,12 @@ def main():
             prompts = os.path.join(args.out, f"idle-{b}.jsonl")
             make_prompts(prompts, b, args.prompt, args.steps + 1, 30000)
             for graphs in (True, False):
-                extra = ["--measure-gpu-idle"] + ([] if graphs else ["--no-graphs"])
+                mode = [] if graphs else ["--no-graphs"]
                 try:
-                    r = idle_shares(run_moetron(args.moetron, model, prompts, b, f"idle-{b}.h5", extra, args.out))
+                    untraced = decode_medians(run_moetron(args.moetron, model, prompts, b, f"idle-{b}.h5", mode,
+                                                          args.out)).get(b)
+                    r = idle_shares(run_moetron(args.moetron, model, prompts, b, f"idle-{b}.h5",
+                                                ["--measure-gpu-idle"] + mode, args.out), untraced)
                 except RuntimeError as e:
                     r = dict(error=str(e)[-2000:])
                 r.update(engine="idle-graphs" if graphs else "idle-eager", model=preset, batch=b)

@@ -12,15 +12,15 @@ def table_lines(meta, records):
              f"{meta['prompt']} tokens; median decode step over {meta['steps']} steps at each batch size "
              f"(context about {meta['prompt']}-{meta['prompt'] + meta['new_tokens']}); random bf16 weights. "
              f"HF: transformers generate(), bf16, {meta['new_tokens']} new tokens minus 1.", "",
-             "| model | batch | moetron decode tok/s (step ms) | roofline tok/s | fraction | eager step ms | GPU idle in step: graphs / eager | prefill tok/s | HF decode tok/s | speedup vs HF |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| model | batch | moetron decode tok/s (step ms) | roofline tok/s | fraction | eager step ms | GPU idle in step: graphs / eager | GPU idle between kernels (graphs), untraced estimate | prefill tok/s | HF decode tok/s | speedup vs HF |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     by = {(r["engine"], r["model"], r.get("batch")): r for r in records}
     by = {k: v for k, v in by.items() if k[2] is not None}
     for (engine, model, b), r in sorted(by.items(), key=lambda x: (x[0][1], x[0][2])):
         if engine != "moetron":
             continue
         if "decode_step_s" not in r:
-            lines.append(f"| {model} | {b} | not measured | | | | | | | |")
+            lines.append(f"| {model} | {b} | not measured | | | | | | | | |")
             continue
         eager = by.get(("moetron-eager", model, b), {})
         hf = by.get(("hf", model, b), {})
@@ -32,9 +32,11 @@ def table_lines(meta, records):
         ig, ie = by.get(("idle-graphs", model, b), {}), by.get(("idle-eager", model, b), {})
         idle = (f"{ig['idle_within_step']:.1%} / {ie['idle_within_step']:.1%}"
                 if "idle_within_step" in ig and "idle_within_step" in ie else "-")
+        between = (f"{ig['idle_between_kernels']:.1%}, {ig['idle_untraced_estimate']:.1%}"
+                   if "idle_untraced_estimate" in ig else "-")
         lines.append(
             f"| {model} | {b} | {rate:.0f} ({r['decode_step_s'] * 1e3:.2f}) | {r['roofline_tok_s']:.0f} | "
-            f"{r['fraction_of_roofline']:.0%} | {eager_ms} | {idle} | {r['prefill_tok_s']:.0f} | {hf_text} | {speedup} |")
+            f"{r['fraction_of_roofline']:.0%} | {eager_ms} | {idle} | {between} | {r['prefill_tok_s']:.0f} | {hf_text} | {speedup} |")
     lines += prefill_lines(records) + sampling_lines(records) + startup_lines(records)
     return lines
 

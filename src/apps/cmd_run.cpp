@@ -243,6 +243,9 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   if (idle_observer) {
     const DecodeIdleSummary idle = idle_observer->summarize();
     LOG_INFO(format_decode_idle(idle));
+    if (idle.decode_steps > 0) LOG_INFO(format_kernel_idle(idle));
+    constexpr size_t kGapsLogged = 12;  // where the idle time falls: the largest gaps
+    for (const std::string& line : idle_observer->gap_lines(kGapsLogged)) LOG_INFO(line);
     for (const auto& [name, value] : decode_idle_attributes(idle)) results.meta.extra[name] = value;
   }
 #endif

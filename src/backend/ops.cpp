@@ -7,13 +7,28 @@
 
 namespace moetron {
 
-namespace {
-Tensor upload_i32(Ops& ops, const std::vector<int32_t>& values) {
-  Tensor t = ops.temp(DType::I32, {static_cast<int64_t>(values.size())});
-  ops.copy_from_host(t, values.data());
-  return t;
+BatchArrays::BatchArrays(int64_t tokens, int64_t seqs, int64_t max_blocks_per_seq, int64_t logit_rows)
+    : counts_{tokens, tokens, tokens, seqs + 1, seqs, seqs * max_blocks_per_seq, logit_rows} {
+  for (size_t i = 0; i < counts_.size(); ++i) {
+    MOETRON_ASSERT(counts_[i] >= 0);
+    offsets_[i + 1] = (offsets_[i] + counts_[i] + kAlign - 1) / kAlign * kAlign;
+  }
 }
-}  // namespace
+
+void BatchArrays::bind(const Tensor& buffer, BatchTensors& t) const {
+  MOETRON_ASSERT(buffer.dtype == DType::I32 && buffer.numel() >= total());
+  const Tensor flat = buffer.reshape({buffer.numel()});
+  Tensor* views[7] = {&t.token_ids, &t.positions, &t.slot_mapping, &t.query_start,
+                      &t.kv_lens,   &t.block_tables, &t.logit_rows};
+  for (size_t i = 0; i < counts_.size(); ++i) *views[i] = flat.slice_rows(offsets_[i], counts_[i]);
+}
+
+std::vector<int32_t> BatchArrays::pack(const std::array<const int32_t*, 7>& arrays) const {
+  std::vector<int32_t> packed(static_cast<size_t>(total()), 0);
+  for (size_t i = 0; i < counts_.size(); ++i)
+    if (counts_[i] > 0) std::copy_n(arrays[i], counts_[i], packed.begin() + offsets_[i]);
+  return packed;
+}
 
 BatchTensors Ops::upload_batch(const BatchLayout& b) {
   const size_t tokens = static_cast<size_t>(b.num_tokens), seqs = static_cast<size_t>(b.num_seqs);
@@ -28,13 +43,14 @@ BatchTensors Ops::upload_batch(const BatchLayout& b) {
   t.block_size = b.block_size;
   t.dispatch_tokens = b.dispatch_tokens;
   t.max_kv_len = b.kv_lens.empty() ? 0 : *std::max_element(b.kv_lens.begin(), b.kv_lens.end());
-  t.token_ids = upload_i32(*this, b.token_ids);
-  t.positions = upload_i32(*this, b.positions);
-  t.slot_mapping = upload_i32(*this, b.slot_mapping);
-  t.query_start = upload_i32(*this, b.query_start);
-  t.kv_lens = upload_i32(*this, b.kv_lens);
-  t.block_tables = upload_i32(*this, b.block_tables);
-  t.logit_rows = upload_i32(*this, b.logit_rows);
+  const BatchArrays arrays(b.num_tokens, b.num_seqs, b.max_blocks_per_seq,
+                           static_cast<int64_t>(b.logit_rows.size()));
+  Tensor buffer = temp(DType::I32, {arrays.total()});
+  arrays.bind(buffer, t);
+  const std::vector<int32_t> packed =
+      arrays.pack({b.token_ids.data(), b.positions.data(), b.slot_mapping.data(), b.query_start.data(),
+                   b.kv_lens.data(), b.block_tables.data(), b.logit_rows.data()});
+  copy_from_host(buffer, packed.data());
   return t;
 }
 

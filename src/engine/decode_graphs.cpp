@@ -38,14 +38,13 @@ void DecodeGraphs::write_inputs(Bucket& b, const std::vector<ScheduledSeq>& grou
     std::copy_n(&real.block_tables[static_cast<size_t>(i * real.max_blocks_per_seq)],
                 real.max_blocks_per_seq, &tables[static_cast<size_t>(i * max_blocks_per_seq_)]);
   }
-  BatchTensors& in = b.inputs;
-  ops_.copy_from_host(in.token_ids, ids.data());
-  ops_.copy_from_host(in.positions, pos.data());
-  ops_.copy_from_host(in.slot_mapping, slots.data());
-  ops_.copy_from_host(in.query_start, qs.data());
-  ops_.copy_from_host(in.kv_lens, lens.data());
-  ops_.copy_from_host(in.block_tables, tables.data());
-  ops_.copy_from_host(in.logit_rows, rows.data());
+  const std::vector<int32_t> packed = arrays_of(B).pack(
+      {ids.data(), pos.data(), slots.data(), qs.data(), lens.data(), tables.data(), rows.data()});
+  ops_.copy_from_host(b.input_arrays, packed.data());
+}
+
+BatchArrays DecodeGraphs::arrays_of(int64_t bucket_size) const {
+  return BatchArrays(bucket_size, bucket_size, max_blocks_per_seq_, bucket_size);
 }
 
 void DecodeGraphs::capture() {
@@ -59,13 +58,8 @@ void DecodeGraphs::capture() {
     in.block_size = block_size_;
     in.max_kv_len = max_blocks_per_seq_ * block_size_;
     in.dispatch_tokens = replicas_meet_ ? size : 0;  // the dispatch buffers fit the bucket
-    in.token_ids = ops_.alloc(DType::I32, {size});
-    in.positions = ops_.alloc(DType::I32, {size});
-    in.slot_mapping = ops_.alloc(DType::I32, {size});
-    in.query_start = ops_.alloc(DType::I32, {size + 1});
-    in.kv_lens = ops_.alloc(DType::I32, {size});
-    in.block_tables = ops_.alloc(DType::I32, {size, max_blocks_per_seq_});
-    in.logit_rows = ops_.alloc(DType::I32, {size});
+    b.input_arrays = ops_.alloc(DType::I32, {arrays_of(size).total()});
+    arrays_of(size).bind(b.input_arrays, in);
     write_inputs(b, {});  // all padding: valid inputs, writing only the scratch block
     // One eager run first: lazy module loading and library workspaces must not happen while
     // recording.

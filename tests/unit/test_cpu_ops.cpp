@@ -222,6 +222,42 @@ TEST_F(CpuOpsTest, UploadBatchCopiesEveryVector) {
   EXPECT_THROW(ops->upload_batch(b), Error);
 }
 
+TEST_F(CpuOpsTest, BatchArraysShareOneAlignedBuffer) {
+  // Odd counts: 3 tokens, 2 sequences of 5 blocks each, 1 logit row; every array starts at a
+  // multiple of kAlign and the padding between them is zero.
+  const BatchArrays arrays(3, 2, 5, 1);
+  constexpr int64_t a = BatchArrays::kAlign;
+  EXPECT_EQ(arrays.total(), 7 * a);  // each array fits in one aligned run here
+  const std::vector<int32_t> ids = {11, 12, 13}, pos = {1, 2, 3}, slots = {7, 8, 9}, qs = {0, 2, 3},
+                             lens = {4, 40}, tables = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, rows = {2};
+  const std::vector<int32_t> packed =
+      arrays.pack({ids.data(), pos.data(), slots.data(), qs.data(), lens.data(), tables.data(), rows.data()});
+  ASSERT_EQ(static_cast<int64_t>(packed.size()), arrays.total());
+  EXPECT_EQ(packed[0], 11);
+  EXPECT_EQ(packed[3], 0);  // padding after token_ids
+  EXPECT_EQ(packed[a], 1);
+  EXPECT_EQ(packed[5 * a + 9], 10);
+  EXPECT_EQ(packed[6 * a], 2);
+
+  Tensor buffer = ops->alloc(DType::I32, {arrays.total()});
+  ops->copy_from_host(buffer, packed.data());
+  BatchTensors t;
+  arrays.bind(buffer, t);
+  EXPECT_EQ(download_ids(t.token_ids), ids);
+  EXPECT_EQ(download_ids(t.positions), pos);
+  EXPECT_EQ(download_ids(t.slot_mapping), slots);
+  EXPECT_EQ(download_ids(t.query_start), qs);
+  EXPECT_EQ(download_ids(t.kv_lens), lens);
+  EXPECT_EQ(download_ids(t.block_tables), tables);
+  EXPECT_EQ(download_ids(t.logit_rows), rows);
+  for (const Tensor* v : {&t.positions, &t.block_tables, &t.logit_rows})
+    EXPECT_EQ((static_cast<const int32_t*>(v->data) - static_cast<const int32_t*>(buffer.data)) % a, 0);
+  // Larger than one aligned run: 40 tokens take two.
+  EXPECT_EQ(BatchArrays(40, 1, 1, 1).total(), (2 + 2 + 2 + 1 + 1 + 1 + 1) * a);
+  Tensor small = ops->alloc(DType::I32, {arrays.total() - 1});
+  EXPECT_THROW(arrays.bind(small, t), Error);
+}
+
 // ---- dense math ----
 
 TEST_F(CpuOpsTest, EmbedCopiesRowsAndRejectsBadIds) {

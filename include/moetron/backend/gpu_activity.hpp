@@ -3,6 +3,7 @@
 // `moetron run --measure-gpu-idle`. Part of the CUDA backend; no CUPTI types in this header.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "moetron/backend/idle_math.hpp"
@@ -25,6 +26,9 @@ class GpuActivity {
   // Flushes CUPTI's buffers and hands over what was recorded since the last call. Work still
   // running on the GPU may be missing: call it once that work has finished.
   std::vector<GpuInterval> collect();
+  // What GpuInterval::name indexes: kernel names without namespaces or arguments, "[memcpy]",
+  // "[memset]".
+  std::vector<std::string> names() const;
   // Records CUPTI gave without timestamps (left out of collect()'s intervals).
   int64_t untimed_records() const;
 };
@@ -36,6 +40,9 @@ class GpuIdleObserver final : public StepObserver {
   void step_end() override;
   // The decode steps so far (call after the run; warns about steps it could not measure).
   DecodeIdleSummary summarize();
+  // The log lines of where the decode steps' idle time falls (the `top` largest gaps by the
+  // work on either side; format_idle_gaps). Call after the run.
+  std::vector<std::string> gap_lines(size_t top);
 
  private:
   GpuActivity activity_;

@@ -11,6 +11,7 @@
 // - Every call may run asynchronously; to_host() and sync() are the only points where the host
 //   waits for the device.
 #pragma once
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -58,6 +59,27 @@ struct BatchTensors {
   int64_t max_kv_len = 0;  // host-known bound, for kernels that size their work by it
   int64_t dispatch_tokens = 0;  // see BatchLayout
   Tensor token_ids, positions, slot_mapping, query_start, kv_lens, block_tables, logit_rows;
+};
+
+// BatchTensors' seven index arrays in one I32 buffer, so that a step uploads them in one copy:
+// seven small copies cost a few microseconds each before the step's first kernel can start
+// (perf/NOTES.md, seventeenth session). Each array starts at a multiple of kAlign elements.
+class BatchArrays {
+ public:
+  static constexpr int64_t kAlign = 32;  // 128 bytes: whole lines for vector loads
+  // Element counts in BatchTensors' order: token_ids, positions, slot_mapping, query_start,
+  // kv_lens, block_tables (seqs x max_blocks_per_seq), logit_rows.
+  BatchArrays(int64_t tokens, int64_t seqs, int64_t max_blocks_per_seq, int64_t logit_rows);
+  int64_t total() const { return offsets_.back(); }  // the buffer's elements
+  // Points t's seven tensors (1-D views) into `buffer` (I32, total() elements).
+  void bind(const Tensor& buffer, BatchTensors& t) const;
+  // The seven host arrays (in the order above, each counts[i] elements) in the buffer's layout;
+  // the padding between them is zero.
+  std::vector<int32_t> pack(const std::array<const int32_t*, 7>& arrays) const;
+
+ private:
+  std::array<int64_t, 7> counts_{};
+  std::array<int64_t, 8> offsets_{};
 };
 
 // One layer's paged KV cache: [num_blocks, block_size, kv_heads, head_dim] each.

@@ -37,6 +37,7 @@ class DecodeGraphs {
   struct Bucket {
     int64_t size = 0;
     BatchTensors inputs;  // persistent: written before each replay
+    Tensor input_arrays;  // the one buffer inputs' index arrays view (BatchArrays)
     Tensor logits;        // where the recording leaves them
     int recording = -1;
     size_t temps_end = 0;  // where the recording's temporaries end (its logits lie below)
@@ -45,6 +46,7 @@ class DecodeGraphs {
   // The forward's groups that a recorded step moves data over.
   std::vector<Communicator*> peers() const;
   void write_inputs(Bucket& b, const std::vector<ScheduledSeq>& group);
+  BatchArrays arrays_of(int64_t bucket_size) const;  // the layout of a bucket's input_arrays
 
   Ops& ops_;
   ModelForward& forward_;

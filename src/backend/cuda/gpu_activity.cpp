@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <string>
 
@@ -36,6 +37,8 @@ void check_cupti(CUptiResult r, const char* call) {
 struct Collected {
   std::mutex mutex;
   std::vector<GpuInterval> intervals;
+  std::vector<std::string> names;           // GpuInterval::name indexes this
+  std::map<std::string, int32_t> name_ids;  // and this finds a name's index
   int64_t untimed = 0;
   size_t dropped = 0;
   std::string error;
@@ -49,27 +52,43 @@ void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_recor
   *max_records = 0;                                // as many as fit
 }
 
-void add_record(const CUpti_Activity* record, std::vector<GpuInterval>& out, int64_t& untimed) {
+// The name table's index of `name` (the caller holds g_collected.mutex).
+int32_t name_id(const std::string& name) {
+  auto it = g_collected.name_ids.find(name);
+  if (it != g_collected.name_ids.end()) return it->second;
+  const auto id = static_cast<int32_t>(g_collected.names.size());
+  g_collected.names.push_back(name);
+  g_collected.name_ids.emplace(name, id);
+  return id;
+}
+
+// One activity record as an interval and its name ("" for work without a record we keep).
+void add_record(const CUpti_Activity* record, std::vector<std::pair<GpuInterval, std::string>>& out,
+                int64_t& untimed) {
   uint64_t start = 0, end = 0;
   bool kernel = false;
+  std::string name;
   switch (record->kind) {
     case CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL: {
       const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(record);
       start = k->start;
       end = k->end;
       kernel = true;
+      name = short_kernel_name(k->name != nullptr ? k->name : "?");
       break;
     }
     case CUPTI_ACTIVITY_KIND_MEMCPY: {
       const auto* m = reinterpret_cast<const CUpti_ActivityMemcpy6*>(record);
       start = m->start;
       end = m->end;
+      name = "[memcpy]";
       break;
     }
     case CUPTI_ACTIVITY_KIND_MEMSET: {
       const auto* m = reinterpret_cast<const CUpti_ActivityMemset4*>(record);
       start = m->start;
       end = m->end;
+      name = "[memset]";
       break;
     }
     default:
@@ -79,12 +98,12 @@ void add_record(const CUpti_Activity* record, std::vector<GpuInterval>& out, int
     ++untimed;
     return;
   }
-  out.push_back({start, end, kernel});
+  out.push_back({GpuInterval{start, end, kernel, -1}, std::move(name)});
 }
 
 void CUPTIAPI buffer_completed(CUcontext context, uint32_t stream, uint8_t* buffer, size_t /*size*/,
                                size_t valid_bytes) {
-  std::vector<GpuInterval> parsed;
+  std::vector<std::pair<GpuInterval, std::string>> parsed;
   int64_t untimed = 0;
   std::string error;
   CUpti_Activity* record = nullptr;
@@ -104,7 +123,10 @@ void CUPTIAPI buffer_completed(CUcontext context, uint32_t stream, uint8_t* buff
   std::free(buffer);
 
   std::lock_guard<std::mutex> lock(g_collected.mutex);
-  g_collected.intervals.insert(g_collected.intervals.end(), parsed.begin(), parsed.end());
+  for (auto& [interval, name] : parsed) {
+    interval.name = name_id(name);
+    g_collected.intervals.push_back(interval);
+  }
   g_collected.untimed += untimed;
   g_collected.dropped += dropped;
   if (g_collected.error.empty()) g_collected.error = error;
@@ -117,6 +139,8 @@ GpuActivity::GpuActivity() {
   {
     std::lock_guard<std::mutex> lock(g_collected.mutex);
     g_collected.intervals.clear();
+    g_collected.names.clear();
+    g_collected.name_ids.clear();
     g_collected.untimed = 0;
     g_collected.dropped = 0;
     g_collected.error.clear();
@@ -162,6 +186,11 @@ std::vector<GpuInterval> GpuActivity::collect() {
   return out;
 }
 
+std::vector<std::string> GpuActivity::names() const {
+  std::lock_guard<std::mutex> lock(g_collected.mutex);
+  return g_collected.names;
+}
+
 int64_t GpuActivity::untimed_records() const {
   std::lock_guard<std::mutex> lock(g_collected.mutex);
   return g_collected.untimed;
@@ -189,6 +218,13 @@ DecodeIdleSummary GpuIdleObserver::summarize() {
     LOG_WARN("--measure-gpu-idle: CUPTI could not time " << activity_.untimed_records()
                                                          << " GPU activity record(s); they are left out");
   return s;
+}
+
+std::vector<std::string> GpuIdleObserver::gap_lines(size_t top) {
+  MOETRON_ASSERT(steps_.empty() || steps_.back().end != 0);
+  const std::vector<GpuInterval> fresh = activity_.collect();
+  recorded_.insert(recorded_.end(), fresh.begin(), fresh.end());
+  return format_idle_gaps(decode_idle_gaps(steps_, recorded_), activity_.names(), top);
 }
 
 }  // namespace moetron
