@@ -97,8 +97,11 @@ __global__ void route_one_block_kernel(const int32_t* __restrict__ ids, int64_t 
   counts_s[threadIdx.x] = 0;
   __syncthreads();
   for (int64_t s = threadIdx.x; s < num_slots; s += kScanThreads) {
-    const int64_t e = ids[s] - first_expert;
+    const int32_t id = ids[s];
+    const int64_t e = id - first_expert;
     routing.slot_rank[s] = (e >= 0 && e < num_local) ? atomicAdd(&counts_s[e], 1) : -1;
+    if (routing.served != nullptr && id >= 0 && id < routing.served_experts)
+      atomicAdd(reinterpret_cast<unsigned long long*>(routing.served + id), 1ull);
   }
   __syncthreads();
   const int count = threadIdx.x < num_local ? counts_s[threadIdx.x] : 0;
@@ -234,6 +237,8 @@ bool moe_route(const int32_t* ids, int64_t num_tokens, int64_t k, int64_t first_
            static_cast<int>(num_local), tile_rows, routing);
     return true;
   }
+  if (routing.served != nullptr)
+    accumulate_expert_counts(ids, slots, routing.served_experts, routing.served, stream);
   CUDA_CHECK(cudaMemsetAsync(routing.counts, 0, num_local * sizeof(int32_t), stream));
   if (slots > 0) {
     launch(count_slots_kernel, grid_for(slots, 256), 256, 0, stream, ids, slots, first_expert,

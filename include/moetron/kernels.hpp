@@ -144,6 +144,10 @@ struct MoeRouting {
   // is 0 past the last tile. One load tells a GEMM block its work (no search over offsets).
   int4* tiles = nullptr;
   int64_t max_tiles = 0;  // grouped_gemm_max_tiles
+  // Optional: every id in [0, served_experts) counted here too (accumulate_expert_counts), by
+  // the one routing block where it runs, else by a launch of its own.
+  int64_t* served = nullptr;
+  int64_t served_experts = 0;
 };
 // counts, ranks, offsets, tile offsets and the tile table (tiles of tile_rows rows) from ids
 // [T, k]. Returns true when it also wrote row_of_slot and token_of_row (few slots: one block

@@ -331,7 +331,7 @@ void Ops::router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor&
 }
 
 void Ops::moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                      const ExpertWeights& experts, Tensor& out, int64_t expected_slots) {
+                      const ExpertWeights& experts, Tensor& out, int64_t expected_slots, Tensor* served) {
   const Device d = device();
   const DType act = activation_dtype();
   expect(x, act, d, "moe_experts", "x");
@@ -361,7 +361,10 @@ void Ops::moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
                                                        << " is not [" << local << ", "
                                                        << 2 * inter << ", " << hidden << "]");
   }
-  do_moe_experts(x, ids, weights, experts, out, expected_slots);
+  if (served == nullptr) return do_moe_experts(x, ids, weights, experts, out, expected_slots);
+  expect(*served, DType::I64, d, "moe_experts", "served");
+  MOETRON_CHECK(served->ndim() == 1, "Ops::moe_experts: served " << served->describe() << " is not [E]");
+  do_moe_experts_counted(x, ids, weights, experts, out, expected_slots, *served);
 }
 
 void Ops::swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down, Tensor& out) {

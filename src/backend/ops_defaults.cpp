@@ -30,6 +30,13 @@ Tensor Ops::generate_weight(const std::vector<GeneratedRows>& parts, DType sourc
   return upload_weight(host);
 }
 
+void Ops::do_moe_experts_counted(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                                 const ExpertWeights& experts, Tensor& out, int64_t expected_slots,
+                                 Tensor& served) {
+  do_accumulate_expert_counts(ids, served);
+  do_moe_experts(x, ids, weights, experts, out, expected_slots);
+}
+
 void Ops::do_accumulate_expert_counts(const Tensor& ids, Tensor& counts) {
   if (ids.numel() == 0) return;
   std::vector<int32_t> host_ids(static_cast<size_t>(ids.numel()));

@@ -69,9 +69,8 @@ void ModelForward::count_routing(int64_t num_tokens) {
 void ModelForward::run_experts(const LayerWeights& w, const Tensor& x, const Tensor& ids,
                                const Tensor& weights, int64_t expected_slots, Tensor& out) {
   Ops& ops = *ctx_.ops;
-  ops.accumulate_expert_counts(ids, served_);
   ops.begin_timed_section();
-  ops.moe_experts(x, ids, weights, w.experts, out, expected_slots);
+  ops.moe_experts(x, ids, weights, w.experts, out, expected_slots, &served_);
   ops.end_timed_section();
 }
 

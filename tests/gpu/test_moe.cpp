@@ -231,6 +231,48 @@ TEST_F(CudaMoe, ExpertCountsAccumulateOnTheDevice) {
   }}});
 }
 
+// moe_experts given `served`: the count rides in the one-block routing kernel (few slots) or
+// takes its own launch (many slots), over every id in [0, E), local or not, padding (-1) left
+// out; the CPU reference counts first, then computes. Counts exact, outputs as the plain call.
+TEST_F(CudaMoe, ExpertCountsRideTheRouting) {
+  std::vector<OpCase> cases;
+  struct CountCase {
+    int64_t tokens, experts, k, first_local, num_local;
+  };
+  // One token (the batch-1 path), a slice of 60 experts, no local expert, and 1,100 tokens of 8
+  // slots (past the one routing block's 8,192).
+  for (const CountCase cc : {CountCase{1, 64, 8, 0, 64}, CountCase{9, 60, 4, 8, 16}, CountCase{3, 60, 4, 0, 0},
+                             CountCase{1100, 16, 8, 0, 16}}) {
+    const std::string name = "moe_experts counting served T=" + std::to_string(cc.tokens) + " E=" +
+                             std::to_string(cc.experts) + " local=[" + std::to_string(cc.first_local) + ", +" +
+                             std::to_string(cc.num_local) + ")";
+    cases.push_back({name, [cc](CaseInputs& in) {
+      const int64_t hidden = 64, inter = 32, slots = cc.tokens * cc.k;
+      std::vector<int32_t> ids;
+      for (int64_t t = 0; t < cc.tokens; ++t) {  // k distinct experts a token, as the router gives
+        const std::vector<int32_t> pick = in.ints(cc.k, 0, static_cast<int32_t>(cc.experts - 1));
+        for (int64_t j = 0; j < cc.k; ++j)
+          ids.push_back(static_cast<int32_t>((pick[0] + j * 7) % cc.experts));
+      }
+      ids[static_cast<size_t>(slots - 1)] = -1;  // a dispatch's padding: not counted
+      std::vector<int64_t> start(static_cast<size_t>(cc.experts));
+      for (int64_t e = 0; e < cc.experts; ++e) start[static_cast<size_t>(e)] = 5 * e;
+      Tensor served = in.i64(start, {cc.experts});
+      Tensor x = in.activation({cc.tokens, hidden});
+      Tensor id = in.i32(ids, {cc.tokens, cc.k});
+      Tensor w = in.f32(in.values(slots), {cc.tokens, cc.k});
+      ExpertWeights experts;
+      if (cc.num_local > 0)
+        experts = ExpertWeights{cc.first_local, cc.num_local, in.weight({cc.num_local, 2 * inter, hidden}, 0.125f),
+                                in.weight({cc.num_local, hidden, inter}, 0.18f)};
+      Tensor out = in.output_activation({cc.tokens, hidden});
+      in.ops.moe_experts(x, id, w, experts, out, -1, &served);
+      return CaseOutputs{{"served", host_of(in, served), 0.0}, {"out", host_of(in, out), kBf16Tolerance}};
+    }});
+  }
+  run_cases(cases);
+}
+
 // Expert counts and co-activation pairs of every layer's routing record in one call:
 // distinct top-k ids per token (as the router gives), a dispatch's padding (-1) among them, a
 // layer without experts (all -1), records longer than the tokens counted, over steps that add

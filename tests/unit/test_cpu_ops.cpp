@@ -614,6 +614,32 @@ TEST_F(CpuOpsTest, MoeExpertsUsesOnlyLocalExperts) {
   expect_close(got, want, 1e-5);
 }
 
+TEST_F(CpuOpsTest, MoeExpertsCountsServedIdsWhenAsked) {
+  // Experts 2..3 of 6 live here; every id in [0, 6) is counted, local or not, padding (-1) not.
+  const int64_t tokens = 3, k = 2, h = 8, inter = 8;
+  const Ids ids = {2, 5, 3, 0, -1, 2};
+  ExpertWeights experts{2, 2, upload(normal(2 * 2 * inter * h, 0.2f), {2, 2 * inter, h}),
+                        upload(normal(2 * h * inter, 0.2f), {2, h, inter})};
+  Tensor served = zeros({6}, DType::I64);
+  ops->copy_from_host(served, std::vector<int64_t>{1, 1, 1, 1, 1, 1}.data());
+  Tensor out = zeros({tokens, h}), plain = zeros({tokens, h});
+  const Tensor x = upload(normal(tokens * h), {tokens, h}), id = upload(ids, {tokens, k}),
+               w = upload(Vec(tokens * k, 0.5f), {tokens, k});
+  ops->moe_experts(x, id, w, experts, out, -1, &served);
+  ops->moe_experts(x, id, w, experts, plain);
+  std::vector<int64_t> counts(6);
+  ops->to_host(served, counts.data());
+  EXPECT_EQ(counts, (std::vector<int64_t>{2, 1, 3, 2, 1, 2}));
+  EXPECT_EQ(download(out), download(plain));
+  Tensor wrong = zeros({6}, DType::I32);
+  try {
+    ops->moe_experts(x, id, w, experts, out, -1, &wrong);
+    FAIL() << "an I32 served was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("served"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(CpuOpsTest, SwigluMlpMatchesReference) {
   const int64_t rows = 6, h = 20, inter = 12;
   const Vec x = normal(rows * h), gate_up = normal(2 * inter * h, 0.3f), down = normal(h * inter, 0.3f);

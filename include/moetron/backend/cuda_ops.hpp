@@ -123,6 +123,9 @@ class CudaOps final : public Ops {
                       Tensor& weights) override;
   void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
                       const ExpertWeights& experts, Tensor& out, int64_t expected_slots) override;
+  void do_moe_experts_counted(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                              const ExpertWeights& experts, Tensor& out, int64_t expected_slots,
+                              Tensor& served) override;
   void do_swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
                      Tensor& out) override;
   void do_add_sigmoid_gated(Tensor& acc, const Tensor& x, const Tensor& gate_w,
@@ -149,6 +152,9 @@ class CudaOps final : public Ops {
                       const std::vector<uint64_t>& steps, Tensor& ids) override;
 
  private:
+  // do_moe_experts, and with served the experts' count (in the routing kernel where it runs).
+  void run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                       const ExpertWeights& experts, Tensor& out, int64_t expected_slots, Tensor* served);
   // The experts' gate/up and down GEMMs as one cuBLASLt call per expert on its rows (x_perm in
   // expert order, device_offsets [num_local + 1] its experts' first rows), several experts at
   // once (expert_gemms_): act [rows, inter], y_perm [rows, hidden]. Syncs the stream to read the

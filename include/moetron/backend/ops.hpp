@@ -219,8 +219,11 @@ class Ops {
   // weighted un-permute. expected_slots: how many slots are expected to name a local expert, where
   // most of ids is padding (-1: a decode dispatch's fixed-capacity buffers); -1 for all of them.
   // Only the kernel choice (rows an expert) reads it: the result is the same for any value.
+  // served (I64 [E], optional): also counts every id in [0, E) into it, as
+  // accumulate_expert_counts does (a backend may do it inside the routing, without a launch).
   void moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                   const ExpertWeights& experts, Tensor& out, int64_t expected_slots = -1);
+                   const ExpertWeights& experts, Tensor& out, int64_t expected_slots = -1,
+                   Tensor* served = nullptr);
   // out [T, H] = down(silu(gate x) * up x) with gate_up [2I, H], down [H, I] (dense MLP,
   // shared expert).
   void swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down, Tensor& out);
@@ -340,6 +343,10 @@ class Ops {
                               Tensor& weights) = 0;
   virtual void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
                               const ExpertWeights& experts, Tensor& out, int64_t expected_slots) = 0;
+  // moe_experts with served: by default the count, then do_moe_experts.
+  virtual void do_moe_experts_counted(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                                      const ExpertWeights& experts, Tensor& out, int64_t expected_slots,
+                                      Tensor& served);
   virtual void do_swiglu_mlp(const Tensor& x, const Tensor& gate_up, const Tensor& down,
                              Tensor& out) = 0;
   virtual void do_add_sigmoid_gated(Tensor& acc, const Tensor& x, const Tensor& gate_w,

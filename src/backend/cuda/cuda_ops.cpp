@@ -450,8 +450,24 @@ void CudaOps::do_router_topk(const Tensor& logits, int64_t k, bool renormalize, 
 
 void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
                              const ExpertWeights& experts, Tensor& out, int64_t expected_slots) {
+  run_moe_experts(x, ids, weights, experts, out, expected_slots, nullptr);
+}
+
+// The count rides in the routing kernel: at batch 1 its own launch was a link of ~3 us in the
+// chain of dependent kernels between the router and the expert GEMVs (perf/NOTES.md,
+// seventeenth session).
+void CudaOps::do_moe_experts_counted(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                                     const ExpertWeights& experts, Tensor& out, int64_t expected_slots,
+                                     Tensor& served) {
+  run_moe_experts(x, ids, weights, experts, out, expected_slots, &served);
+}
+
+void CudaOps::run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                              const ExpertWeights& experts, Tensor& out, int64_t expected_slots,
+                              Tensor* served) {
   const int64_t tokens = x.rows(), hidden = x.cols(), k = ids.cols();
   if (experts.num_local == 0 || tokens == 0) {
+    if (served != nullptr) do_accumulate_expert_counts(ids, *served);
     fill_zero(out);
     return;
   }
@@ -478,6 +494,10 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
   routing.token_of_row = i32(temp(DType::I32, {slots}));
   routing.max_tiles = kernels::grouped_gemm_max_tiles(tile_rows, slots, local);
   routing.tiles = static_cast<int4*>(temp(DType::I32, {routing.max_tiles, 4}).data);
+  if (served != nullptr) {
+    routing.served = static_cast<int64_t*>(served->data);
+    routing.served_experts = served->numel();
+  }
   Tensor act = temp(DType::BF16, {slots, inter});
 
   // Few slots: the routing kernel also resolves each permuted row's token, and the gate/up GEMM
