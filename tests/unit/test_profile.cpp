@@ -376,7 +376,9 @@ TEST(ComputeBench, TheHostStepIsTimedForEachStagesLayers) {
       EXPECT_TRUE(std::isfinite(m.median_s));
       EXPECT_GT(m.median_s, 0);
     }
-    EXPECT_GT(s.times.back().median_s, s.times.front().median_s);
+    // No order between the sizes' times is asserted: for this tiny model both ends take a few
+    // microseconds, within a shared CI host's noise (7.6 us at 1 sequence against 6.9 us at 256
+    // failed the suite once, seventeenth session).
   }
   std::vector<int64_t> stages;
   for (int64_t pp : {1, 2, 4, 8})
