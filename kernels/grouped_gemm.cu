@@ -519,6 +519,7 @@ void launch_grouped_gemm(int tile_rows, DecodeExpertKernel decode, const Grouped
       return launch_shape<kTinyTileRows, kSwiGLU ? 64 : 128, 16, kSwiGLU ? 16 : 32, kSwiGLU>(
           op, stream);
     case kSmallTileRows:
+      if (decode == DecodeExpertKernel::kMma) return launch_mma_gemv<kSmallTileRows / 8, kSwiGLU>(op, stream);
       return launch_shape<kSmallTileRows, 64, 32, 32, kSwiGLU>(op, stream);
     case kLargeTileRows: {
       // 4 warps of 64 x 64 (SwiGLU: 64 x 32 of gate and of up, the same accumulators).

@@ -214,16 +214,19 @@ void dense_gemv(const bf16* x, const bf16* w, const bf16* bias, int64_t m, int64
 // cost) run on tensor cores with the weights as the MMA's row operand (DecodeExpertKernel::kMma,
 // the default: row tiles of kMmaMinTileRows to kGemvMaxRows rows, then kMmaTileRows up to that
 // many rows an expert on average), or as GEMVs on CUDA cores for tiles of up to kGemvMaxRows rows
-// and 16-row WMMA tiles (kCudaCores). kSmallTileRows and kLargeTileRows rows run as WMMA tiles.
+// and 16-row WMMA tiles (kCudaCores). kLargeTileRows rows run as WMMA tiles; kSmallTileRows rows
+// as WMMA tiles under kCudaCores and as 64-row tensor-core GEMV tiles under kMma (each expert's
+// weights then streamed once per 64 rows).
 // grouped_gemm_tile_rows picks one from the step's token count, top-k and number of local
 // experts; moe_route must count tiles of the same size (MoeRouting::tile_offsets) as the two
 // GEMMs then use. Any tile size is correct for any routing (an expert with more rows than a
 // tile gets several tiles).
 constexpr int kGemvMaxRows = static_cast<int>(kExpertGemvMaxTokens);
-// 64-row tensor-core GEMV tiles (8 token groups) were tried for 17-255 rows an expert and lost
-// everywhere they ran (H200, tenth session: OLMoE 256 tokens 421 against 319 us, Qwen1.5 454
-// against 294, decode batch 256 9-13% slower): every warp loads all the tile's token rows for
-// its k chunk, so at 64 rows it reads twice the bytes of weights it streams.
+// Up to kMmaTileRows rows an expert on average, 32-row tensor-core GEMV tiles: 64-row ones lost
+// there (H200, tenth session: OLMoE 256 tokens 421 against 319 us, Qwen1.5 454 against 294,
+// decode batch 256 9-13% slower; every warp loads all the tile's token rows for its k chunk, so
+// at 64 rows it reads twice the bytes of weights it streams, from L2). Past it (Mixtral-like
+// experts at batch 129-256) they replace the 64-row WMMA tiles (perf/NOTES.md, seventeenth session).
 constexpr int kMmaTileRows = 32;
 // Tiles of 1, 2 and 4 rows (decode batches up to 4) stay on the CUDA-core GEMVs under kMma too:
 // there the expert call alone was as fast or faster on them (H200, perf/expert_gemm_bench, four
