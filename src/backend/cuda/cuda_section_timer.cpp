@@ -6,6 +6,7 @@
 // a graph would be replayed with it, and replays are not timed here.
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <utility>
 #include <vector>
 
@@ -34,13 +35,15 @@ struct CudaOps::SectionTimer {
   }
 
   // Adds the elapsed time of finished pairs (all of them when `wait`) and keeps them for reuse.
+  // Every pair is recorded on the same stream, so they finish in order: the first one still
+  // running ends the scan. (Querying every pending pair made each section's start O(layers)
+  // CUDA calls: eager decode showed 8-13 us of host time before each expert call, growing with
+  // the layer count, perf/NOTES.md, seventeenth session.)
   void read(bool wait) {
-    std::vector<Pair> still;
-    for (const Pair& p : pending) {
-      if (!wait && cudaEventQuery(p.second) == cudaErrorNotReady) {
-        still.push_back(p);
-        continue;
-      }
+    size_t done = 0;
+    for (; done < pending.size(); ++done) {
+      const Pair& p = pending[done];
+      if (!wait && cudaEventQuery(p.second) == cudaErrorNotReady) break;
       float ms = 0;
       MOETRON_CHECK(cudaEventSynchronize(p.second) == cudaSuccess &&
                         cudaEventElapsedTime(&ms, p.first, p.second) == cudaSuccess,
@@ -48,7 +51,7 @@ struct CudaOps::SectionTimer {
       seconds += ms * 1e-3;
       spare.push_back(p);
     }
-    pending.swap(still);
+    pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(done));
   }
 
   Pair take() {
