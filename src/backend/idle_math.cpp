@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <numeric>
 #include <utility>
 
 #include "moetron/analysis/percentiles.hpp"
@@ -14,24 +13,6 @@
 
 namespace moetron {
 namespace {
-
-// The bubbles between a step's kernels (from the first kernel's start to the last end) and the
-// launch gap before its first kernel (sorted by start).
-void measure_kernel_span(const std::vector<GpuInterval>& sorted, StepIdle& r) {
-  auto first = std::find_if(sorted.begin(), sorted.end(), [](const GpuInterval& a) { return a.kernel; });
-  if (first == sorted.end()) return;
-  uint64_t before_end = 0;  // the latest end of the work that started before the first kernel
-  for (auto it = sorted.begin(); it != first; ++it) before_end = std::max(before_end, it->end);
-  if (first != sorted.begin() && before_end < first->start) r.launch_gap_ns = first->start - before_end;
-  uint64_t run_end = first->end, last_end = first->end, gaps = 0;
-  for (auto it = first + 1; it != sorted.end(); ++it) {
-    if (it->start > run_end) gaps += it->start - run_end;
-    run_end = std::max(run_end, it->end);
-    last_end = std::max(last_end, it->end);
-  }
-  const uint64_t span = last_end - first->start;
-  r.kernel_span_idle = span > 0 ? static_cast<double>(gaps) / static_cast<double>(span) : 0;
-}
 
 // Busy time and idle fractions of one step's intervals (sorted by start, clipped to the window).
 StepIdle measure_one(const StepWindow& w, const std::vector<GpuInterval>& sorted) {
@@ -41,17 +22,29 @@ StepIdle measure_one(const StepWindow& w, const std::vector<GpuInterval>& sorted
     return r;
   }
   uint64_t run_start = sorted.front().start, run_end = sorted.front().end, last_end = 0;
+  uint64_t kernel_gaps = 0, first_kernel_start = 0;  // gaps once the first kernel has started
+  bool kernel_started = false;
   for (const GpuInterval& a : sorted) {
     r.kernels += a.kernel ? 1 : 0;
     last_end = std::max(last_end, a.end);
     if (a.start > run_end) {  // a gap: close the merged run
       r.busy_ns += run_end - run_start;
+      if (kernel_started) {
+        kernel_gaps += a.start - run_end;
+      } else if (a.kernel) {
+        r.launch_gap_ns = a.start - run_end;  // the wait for the first kernel
+      }
       run_start = a.start;
+    }
+    if (a.kernel && !kernel_started) {
+      kernel_started = true;
+      first_kernel_start = a.start;
     }
     run_end = std::max(run_end, a.end);
   }
   r.busy_ns += run_end - run_start;
-  measure_kernel_span(sorted, r);
+  if (kernel_started && last_end > first_kernel_start)
+    r.kernel_span_idle = static_cast<double>(kernel_gaps) / static_cast<double>(last_end - first_kernel_start);
   const uint64_t span = last_end - sorted.front().start;
   const uint64_t window = w.end - w.begin;
   r.within_idle = span > 0 ? static_cast<double>(span - r.busy_ns) / static_cast<double>(span) : 0;
@@ -138,8 +131,8 @@ DecodeGapSummary decode_idle_gaps(const std::vector<StepWindow>& steps,
         g.total_ns += a.start - run_end;
         ++g.count;
       }
-      if (a.end >= run_end || a.start > run_end) {
-        run_end = std::max(run_end, a.end);
+      if (a.end >= run_end) {  // this piece now ends the run (a gap's far side always does)
+        run_end = a.end;
         run_end_name = a.name;
       }
     }
@@ -158,15 +151,14 @@ std::vector<std::string> format_idle_gaps(const DecodeGapSummary& s,
   };
   const double steps = static_cast<double>(s.decode_steps);
   uint64_t total = 0;
-  for (const IdleGap& g : s.gaps) total += g.total_ns;
+  int64_t count = 0;
+  for (const IdleGap& g : s.gaps) total += g.total_ns, count += g.count;
   std::vector<std::string> lines;
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "GPU idle gaps within decode steps: %.1f us a step in %.1f gaps; %lld of %lld kernel "
                 "starts overlapped earlier work (launched early)",
-                static_cast<double>(total) / steps / 1e3,
-                static_cast<double>(std::accumulate(s.gaps.begin(), s.gaps.end(), int64_t{0},
-                                                    [](int64_t n, const IdleGap& g) { return n + g.count; })) / steps,
+                static_cast<double>(total) / steps / 1e3, static_cast<double>(count) / steps,
                 static_cast<long long>(s.overlapped_starts), static_cast<long long>(s.later_starts));
   lines.emplace_back(buf);
   for (size_t i = 0; i < s.gaps.size() && i < top; ++i) {

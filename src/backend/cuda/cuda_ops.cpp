@@ -453,8 +453,9 @@ void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w
   run_moe_experts(x, ids, weights, experts, out, expected_slots, nullptr);
 }
 
-// The count rides in the routing kernel: at batch 1 its own launch was a link of ~3 us in the
-// chain of dependent kernels between the router and the expert GEMVs (perf/NOTES.md,
+// The count rides in the routing kernel: at batch 1 its own launch was one more link in the
+// chain of dependent kernels between the router and the expert GEMVs (2.1 us alone under ncu;
+// dropping it saved about 0.4 us a launch in a replayed step on an H200, perf/NOTES.md,
 // seventeenth session).
 void CudaOps::do_moe_experts_counted(const Tensor& x, const Tensor& ids, const Tensor& weights,
                                      const ExpertWeights& experts, Tensor& out, int64_t expected_slots,
