@@ -342,6 +342,67 @@ constexpr int kMmaRowBlocks = 2;              // 16-row weight blocks per warp (
 constexpr int kMmaRows = 16 * kMmaRowBlocks;  // weight rows per block
 constexpr int kMmaUnroll = 2;                 // 32-wide k chunks loaded ahead per warp
 
+// Row i (0..15) of a warp's 16-row MMA block rb, the warp's output columns starting at n0 (null
+// past the matrix). Plain: columns n0 .. n0 + 31. SwiGLU: gate rows of columns n0 .. n0 + 15
+// (row block 0) and up rows of the same columns (row block 1), so that a lane holds gate and up
+// of the same outputs.
+template <bool kSwiGLU>
+__device__ __forceinline__ const bf16* mma_weight_row(const bf16* __restrict__ w, int e, int64_t w_expert_stride,
+                                                      int n0, int rb, int i, int n_dim, int k_dim) {
+  const int col = kSwiGLU ? n0 + i : n0 + rb * 16 + i;
+  const int64_t row = kSwiGLU ? col + static_cast<int64_t>(rb) * n_dim : col;
+  return col < n_dim ? w + e * w_expert_stride + row * k_dim : nullptr;
+}
+
+// This lane's weight rows: g and g + 8 of each row block (the MMA's A fragment rows).
+template <bool kSwiGLU>
+__device__ __forceinline__ void mma_weight_rows(const bf16* __restrict__ w, int e, int64_t w_expert_stride,
+                                                int n0, int n_dim, int k_dim, int g,
+                                                const bf16* (&wrow)[kMmaRowBlocks][2]) {
+#pragma unroll
+  for (int rb = 0; rb < kMmaRowBlocks; ++rb)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) wrow[rb][h] = mma_weight_row<kSwiGLU>(w, e, w_expert_stride, n0, rb, g + 8 * h, n_dim, k_dim);
+}
+
+// The 16 bytes at k of each of this lane's weight rows (zeros past k_dim or the matrix).
+__device__ __forceinline__ void load_weight_chunk(const bf16* const (&wrow)[kMmaRowBlocks][2], int k, bool in,
+                                                  uint4 (&wv)[kMmaRowBlocks][2]) {
+#pragma unroll
+  for (int rb = 0; rb < kMmaRowBlocks; ++rb)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      wv[rb][h] = in && wrow[rb][h] ? __ldcs(reinterpret_cast<const uint4*>(wrow[rb][h] + k))
+                                    : make_uint4(0, 0, 0, 0);
+}
+
+// Writes a warp's sums (lane (g, t): acc[rb][tb][i] for weight row rb * 16 + g (i < 2) or + 8
+// (i >= 2) against tile row tb * 8 + 2t + (i & 1)) as the outputs of the tile's rows, starting
+// at output column n0. SwiGLU: row block 0 holds gate, 1 up of the same columns.
+template <int kTokenBlocks, bool kSwiGLU>
+__device__ __forceinline__ void store_mma_tile(const float (&acc)[kMmaRowBlocks][kTokenBlocks][4], int token_blocks,
+                                               int g, int t, int rows, int row0, int n0, int n_dim,
+                                               bf16* __restrict__ c) {
+#pragma unroll
+  for (int tb = 0; tb < kTokenBlocks; ++tb) {
+    if (tb >= token_blocks) break;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int r = tb * 8 + 2 * t + (i & 1);
+      if (r >= rows) continue;
+      bf16* out = c + static_cast<int64_t>(row0 + r) * n_dim;
+      const int col = n0 + g + (i >= 2 ? 8 : 0);
+      if constexpr (kSwiGLU) {
+        if (col < n_dim) out[col] = __float2bfloat16(silu(acc[0][tb][i]) * acc[1][tb][i]);
+      } else {
+#pragma unroll
+        for (int rb = 0; rb < kMmaRowBlocks; ++rb)
+          if (col + rb * 16 < n_dim) out[col + rb * 16] = __float2bfloat16(acc[rb][tb][i]);
+      }
+    }
+  }
+}
+
 // Each block: kMmaRows weight rows of one tile's expert against the tile's tokens (up to
 // 8 * kTokenBlocks). Plain: output columns n0 .. n0 + 31. SwiGLU: gate rows n0 .. n0 + 15 (row
 // block 0) and up rows of the same columns (row block 1), so a lane holds gate and up of the
@@ -362,16 +423,9 @@ __global__ void __launch_bounds__(32 * kMmaWarps)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int token_blocks = (rows + 7) / 8;  // groups of 8 tokens holding a row (warp-uniform)
 
-  // This lane's weight rows (null past the matrix: zeros) and token rows (null past the tile).
+  // This lane's weight rows and token rows (null past the tile).
   const bf16* wrow[kMmaRowBlocks][2];
-#pragma unroll
-  for (int rb = 0; rb < kMmaRowBlocks; ++rb)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int col = kSwiGLU ? n0 + g + 8 * h : n0 + rb * 16 + g + 8 * h;
-      const int64_t row = kSwiGLU ? col + static_cast<int64_t>(rb) * n_dim : col;
-      wrow[rb][h] = col < n_dim ? w + e * w_expert_stride + row * k_dim : nullptr;
-    }
+  mma_weight_rows<kSwiGLU>(w, e, w_expert_stride, n0, n_dim, k_dim, g, wrow);
   const bf16* xrow[kTokenBlocks];
 #pragma unroll
   for (int tb = 0; tb < kTokenBlocks; ++tb) {
@@ -392,11 +446,7 @@ __global__ void __launch_bounds__(32 * kMmaWarps)
     for (int u = 0; u < kMmaUnroll; ++u) {
       const int k = kc + u * kMmaWarps * kMmaChunk + t * 8;
       const bool in = k < k_dim;  // k_dim is a multiple of 8: a lane's 8 are all in or all out
-#pragma unroll
-      for (int rb = 0; rb < kMmaRowBlocks; ++rb)
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-          wv[u][rb][h] = in && wrow[rb][h] ? __ldcs(reinterpret_cast<const uint4*>(wrow[rb][h] + k)) : zero;
+      load_weight_chunk(wrow, k, in, wv[u]);
 #pragma unroll
       for (int tb = 0; tb < kTokenBlocks; ++tb)
         xv[u][tb] = in && tb < token_blocks && xrow[tb] ? __ldg(reinterpret_cast<const uint4*>(xrow[tb] + k)) : zero;
@@ -423,30 +473,130 @@ __global__ void __launch_bounds__(32 * kMmaWarps)
   __syncthreads();
   if (warp > 0) return;
 #pragma unroll
-  for (int tb = 0; tb < kTokenBlocks; ++tb) {
-    if (tb >= token_blocks) break;
+  for (int rb = 0; rb < kMmaRowBlocks; ++rb)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      float v[kMmaRowBlocks];
+    for (int tb = 0; tb < kTokenBlocks; ++tb)
 #pragma unroll
-      for (int rb = 0; rb < kMmaRowBlocks; ++rb) {
-        v[rb] = acc[rb][tb][i];
+      for (int i = 0; i < 4; ++i)
 #pragma unroll
-        for (int p = 0; p < kMmaWarps - 1; ++p) v[rb] += partial[p][rb][tb][i][lane];
-      }
-      const int r = tb * 8 + 2 * t + (i & 1);  // the tile row (token) of this accumulator
-      if (r >= rows) continue;
-      bf16* out = c + static_cast<int64_t>(row0 + r) * n_dim;
-      const int col = n0 + g + (i >= 2 ? 8 : 0);
-      if constexpr (kSwiGLU) {
-        if (col < n_dim) out[col] = __float2bfloat16(silu(v[0]) * v[1]);
-      } else {
+        for (int p = 0; p < kMmaWarps - 1; ++p) acc[rb][tb][i] += partial[p][rb][tb][i][lane];
+  store_mma_tile<kTokenBlocks, kSwiGLU>(acc, token_blocks, g, t, rows, row0, n0, n_dim, c);
+}
+
+// Wide tiles (decode, more than kMmaTileRows rows an expert on average: Mixtral-like experts
+// at batch 128-256). At 64 rows a tile, the kernel above read the weights at 48% of HBM (ncu,
+// Mixtral 256 sequences, seventeenth session): its warps, each a quarter of K of the same 32
+// weight rows, load all 64 token rows of their chunk, twice the weight bytes, from L2, and wait
+// for them; and an expert with more rows than a tile streams its weights once per tile (1.41x
+// the weights there). Here a block's 4 warps own 32 weight rows each over the whole K; the
+// block's weight and token chunks stream through shared memory in a kWideStages-deep cp.async
+// pipeline (the token chunk loaded once for the 128 weight rows), and the warps read their
+// fragments with the same permuted-k layout as mma_chunk. A tile holds up to kWideTileRows
+// rows, so an expert a few rows above the average still streams its weights once; only the
+// token blocks the tile fills are multiplied. (Weights straight into registers and tokens read
+// through L1 per token block lost: each token block's loads waited on the one before, 2.4 ms
+// against 1.3 for the Mixtral expert call at 256 tokens.)
+constexpr int kWideWarps = 4;
+constexpr int kWideWeightRows = kWideWarps * kMmaRows;  // weight rows per block
+constexpr int kWideK = 64;                              // k per pipeline stage: 128-byte rows
+// Two stages (56 KiB of shared memory at 96-row tiles: 4 blocks an SM on an H200) beat three (2
+// blocks) and four (1): Mixtral at 256 sequences 50.0 / 53.1 / 89.5 ms a decode step, the expert
+// call alone at 256 tokens 1.34 / 1.42 / 2.56 ms (H200, perf/NOTES.md, eighteenth session).
+constexpr int kWideStages = 2;
+
+// A stage's rows are 8 chunks of 16 bytes; chunk c of row r is stored at c ^ 4 (r & 1), so that
+// the 8 lanes of a quarter warp (two rows, chunks t and t + 4 u) hit distinct banks.
+__device__ __forceinline__ int wide_chunk_slot(int r, int c) { return c ^ ((r & 1) << 2); }
+
+template <int kTokenRows>
+struct WideStage {
+  uint4 w[kWideWeightRows][kWideK / 8];
+  uint4 x[kTokenRows][kWideK / 8];
+};
+
+template <int kTokenBlocks, bool kSwiGLU>
+__global__ void __launch_bounds__(32 * kWideWarps)
+    grouped_mma_wide_kernel(const bf16* __restrict__ a, const int32_t* __restrict__ token_of_row,
+                            const bf16* __restrict__ w, const int4* __restrict__ tiles, int k_dim,
+                            int n_dim, int64_t w_expert_stride, bf16* __restrict__ c) {
+  pdl_enter();  // first: see common.cuh
+  constexpr int kTokenRows = 8 * kTokenBlocks;
+  constexpr int kChunks = kWideK / 8;
+  constexpr int kCols = kSwiGLU ? 16 : kMmaRows;  // output columns per warp
+  using Stage = WideStage<kTokenRows>;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Stage* stages = reinterpret_cast<Stage*>(smem_raw);
+  __shared__ const bf16* token_ptr[kTokenRows];  // each tile row's input row (null past the tile)
+  __shared__ const bf16* weight_ptr[kWideWeightRows];  // each weight row (null past the matrix)
+
+  const int4 work = tiles[blockIdx.y];  // {expert, first row, rows, -}
+  const int e = work.x, row0 = work.y, rows = work.z;
+  const int block_n0 = blockIdx.x * kWideWarps * kCols;
+  if (rows == 0 || block_n0 >= n_dim) return;  // the whole block
+  for (int r = threadIdx.x; r < kTokenRows; r += blockDim.x)
+    token_ptr[r] = r < rows ? a + static_cast<int64_t>(tile_input_row(token_of_row, row0, r)) * k_dim : nullptr;
+  // Block weight row j = warp * 32 + rb * 16 + i is the row lane (g, t) of that warp reads for
+  // row block rb as g + 8h = i (mma_weight_rows' order).
+  for (int j = threadIdx.x; j < kWideWeightRows; j += blockDim.x) {
+    const int wp = j / kMmaRows, rb = (j % kMmaRows) / 16, i = j % 16;
+    weight_ptr[j] = mma_weight_row<kSwiGLU>(w, e, w_expert_stride, block_n0 + wp * kCols, rb, i, n_dim, k_dim);
+  }
+  __syncthreads();
+  const int token_rows = ((rows + 7) / 8) * 8;  // rows of the token blocks the tile fills
+
+  auto load_stage = [&](Stage& st, int k0) {
+    for (int i = threadIdx.x; i < kWideWeightRows * kChunks; i += blockDim.x) {
+      const int r = i / kChunks, ch = i % kChunks, k = k0 + ch * 8;
+      const bool valid = weight_ptr[r] != nullptr && k < k_dim;
+      cp_async_16(&st.w[r][wide_chunk_slot(r, ch)], valid ? weight_ptr[r] + k : w, valid);
+    }
+    for (int i = threadIdx.x; i < token_rows * kChunks; i += blockDim.x) {
+      const int r = i / kChunks, ch = i % kChunks, k = k0 + ch * 8;
+      const bool valid = token_ptr[r] != nullptr && k < k_dim;
+      cp_async_16(&st.x[r][wide_chunk_slot(r, ch)], valid ? token_ptr[r] + k : a, valid);
+    }
+  };
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int token_blocks = token_rows / 8;  // warp-uniform
+  float acc[kMmaRowBlocks][kTokenBlocks][4] = {};
+  const int k_steps = (k_dim + kWideK - 1) / kWideK;
 #pragma unroll
-        for (int rb = 0; rb < kMmaRowBlocks; ++rb)
-          if (col + rb * 16 < n_dim) out[col + rb * 16] = __float2bfloat16(v[rb]);
+  for (int s = 0; s < kWideStages - 1; ++s) {
+    if (s < k_steps) load_stage(stages[s], s * kWideK);
+    cp_async_commit();
+  }
+  for (int s = 0; s < k_steps; ++s) {
+    cp_async_wait<kWideStages - 2>();  // stage s has landed
+    __syncthreads();                   // ... for every thread; and stage s - 1 is consumed
+    if (s + kWideStages - 1 < k_steps)
+      load_stage(stages[(s + kWideStages - 1) % kWideStages], (s + kWideStages - 1) * kWideK);
+    cp_async_commit();
+    const Stage& st = stages[s % kWideStages];
+#pragma unroll
+    for (int u = 0; u < kWideK / kMmaChunk; ++u) {
+      const int ch = u * (kMmaChunk / 8) + t;  // this lane's chunk: k u * 32 + t * 8 .. + 7
+      uint4 wv[kMmaRowBlocks][2];
+#pragma unroll
+      for (int rb = 0; rb < kMmaRowBlocks; ++rb)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int r = warp * kMmaRows + rb * 16 + g + 8 * h;
+          wv[rb][h] = st.w[r][wide_chunk_slot(r, ch)];
+        }
+#pragma unroll
+      for (int tb = 0; tb < kTokenBlocks; ++tb) {
+        if (tb >= token_blocks) break;
+        const int r = tb * 8 + g;
+        const uint4 xv = st.x[r][wide_chunk_slot(r, ch)];
+#pragma unroll
+        for (int rb = 0; rb < kMmaRowBlocks; ++rb) mma_chunk(acc[rb][tb], wv[rb][0], wv[rb][1], xv);
       }
     }
   }
+  cp_async_wait<0>();
+
+  store_mma_tile<kTokenBlocks, kSwiGLU>(acc, token_blocks, g, t, rows, row0, block_n0 + warp * kCols, n_dim, c);
 }
 
 // What one grouped GEMM multiplies: c[r] = a_r . W_e^T over the row tiles of `tiles`.
@@ -467,6 +617,17 @@ void launch_gemv(const GroupedOperands& op, cudaStream_t stream) {
   launch(grouped_gemv_kernel<R, kSwiGLU>, grid, 32 * kGemvWarps, 0, stream, op.a,
          op.token_of_row, op.w, op.tiles, static_cast<int>(op.k_dim), static_cast<int>(op.n_dim),
          op.w_expert_stride, op.c);
+}
+
+template <bool kSwiGLU>
+void launch_mma_wide(const GroupedOperands& op, cudaStream_t stream) {
+  constexpr int kColsPerBlock = kWideWarps * (kSwiGLU ? 16 : kMmaRows);
+  constexpr size_t kSmemBytes = kWideStages * sizeof(WideStage<kWideTileRows>);
+  auto kernel = grouped_mma_wide_kernel<kWideTileRows / 8, kSwiGLU>;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes)));
+  const dim3 grid(static_cast<unsigned>(ceil_div(op.n_dim, kColsPerBlock)), static_cast<unsigned>(op.max_tiles));
+  launch(kernel, grid, 32 * kWideWarps, kSmemBytes, stream, op.a, op.token_of_row, op.w, op.tiles,
+         static_cast<int>(op.k_dim), static_cast<int>(op.n_dim), op.w_expert_stride, op.c);
 }
 
 template <int kTokenBlocks, bool kSwiGLU>
@@ -514,12 +675,13 @@ void launch_grouped_gemm(int tile_rows, DecodeExpertKernel decode, const Grouped
       return launch_gemv<kGemvMaxRows, kSwiGLU>(op, stream);
     case kMmaTileRows:
       return launch_mma_gemv<kMmaTileRows / 8, kSwiGLU>(op, stream);
+    case kWideTileRows:
+      return launch_mma_wide<kSwiGLU>(op, stream);
     case kTinyTileRows:
       // 4 warps side by side, each 16 rows (SwiGLU: 16 columns of gate and of up).
       return launch_shape<kTinyTileRows, kSwiGLU ? 64 : 128, 16, kSwiGLU ? 16 : 32, kSwiGLU>(
           op, stream);
     case kSmallTileRows:
-      if (decode == DecodeExpertKernel::kMma) return launch_mma_gemv<kSmallTileRows / 8, kSwiGLU>(op, stream);
       return launch_shape<kSmallTileRows, 64, 32, 32, kSwiGLU>(op, stream);
     case kLargeTileRows: {
       // 4 warps of 64 x 64 (SwiGLU: 64 x 32 of gate and of up, the same accumulators).
@@ -542,6 +704,7 @@ int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local, Dec
   }
   const int64_t rows_per_expert = num_tokens * k / std::max<int64_t>(num_local, 1);
   if (decode == DecodeExpertKernel::kMma && rows_per_expert <= kMmaTileRows) return kMmaTileRows;
+  if (decode == DecodeExpertKernel::kMma && rows_per_expert < 2 * kLargeTileRows) return kWideTileRows;
   if (rows_per_expert <= 2 * kTinyTileRows) return kTinyTileRows;
   return rows_per_expert >= 2 * kLargeTileRows ? kLargeTileRows : kSmallTileRows;
 }

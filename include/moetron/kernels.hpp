@@ -213,10 +213,9 @@ void dense_gemv(const bf16* x, const bf16* w, const bf16* bias, int64_t m, int64
 // Decode-sized loads (every expert has a handful to a few dozen rows, and the weights are the
 // cost) run on tensor cores with the weights as the MMA's row operand (DecodeExpertKernel::kMma,
 // the default: row tiles of kMmaMinTileRows to kGemvMaxRows rows, then kMmaTileRows up to that
-// many rows an expert on average), or as GEMVs on CUDA cores for tiles of up to kGemvMaxRows rows
-// and 16-row WMMA tiles (kCudaCores). kLargeTileRows rows run as WMMA tiles; kSmallTileRows rows
-// as WMMA tiles under kCudaCores and as 64-row tensor-core GEMV tiles under kMma (each expert's
-// weights then streamed once per 64 rows).
+// many rows an expert on average, then kWideTileRows up to 2 x kLargeTileRows), or as GEMVs on
+// CUDA cores for tiles of up to kGemvMaxRows rows, 16-row WMMA tiles and kSmallTileRows-row WMMA
+// tiles (kCudaCores). kLargeTileRows rows run as WMMA tiles under both.
 // grouped_gemm_tile_rows picks one from the step's token count, top-k and number of local
 // experts; moe_route must count tiles of the same size (MoeRouting::tile_offsets) as the two
 // GEMMs then use. Any tile size is correct for any routing (an expert with more rows than a
@@ -225,9 +224,13 @@ constexpr int kGemvMaxRows = static_cast<int>(kExpertGemvMaxTokens);
 // Up to kMmaTileRows rows an expert on average, 32-row tensor-core GEMV tiles: 64-row ones lost
 // there (H200, tenth session: OLMoE 256 tokens 421 against 319 us, Qwen1.5 454 against 294,
 // decode batch 256 9-13% slower; every warp loads all the tile's token rows for its k chunk, so
-// at 64 rows it reads twice the bytes of weights it streams, from L2). Past it (Mixtral-like
-// experts at batch 129-256) they replace the 64-row WMMA tiles (perf/NOTES.md, seventeenth session).
+// at 64 rows it reads twice the bytes of weights it streams, from L2).
 constexpr int kMmaTileRows = 32;
+// Past it (Mixtral-like experts at batch 129-256), tiles of up to 96 rows whose block's warps
+// share the token loads (grouped_mma_wide_kernel): sized so that an expert some way above the
+// average (Mixtral at batch 256: 64 rows an expert on average) still gets a single tile, as
+// every tile streams its expert's weights once; 12 token blocks of accumulators per lane.
+constexpr int kWideTileRows = 96;
 // Tiles of 1, 2 and 4 rows (decode batches up to 4) stay on the CUDA-core GEMVs under kMma too:
 // there the expert call alone was as fast or faster on them (H200, perf/expert_gemm_bench, four
 // shapes: 2 tokens 1-18% faster on the GEMVs, 4 tokens within -3%..+8%), while at 8 tokens the

@@ -97,10 +97,11 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       {48, 64, 8, 264, 136, 0, 64},  {100, 60, 4, 1032, 88, 0, 60},
       {256, 64, 8, 520, 72, 0, 64},  {33, 64, 8, 264, 136, 8, 16},
       // A Mixtral-like routing at 32 rows an expert on average (popular experts take several
-      // 32-row tiles), 40 and 64 rows an expert (64-row tiles: tensor-core GEMVs under the
-      // default, WMMA on CUDA cores), and 175 rows an expert (several 64-row tiles).
+      // 32-row tiles), 40, 64 and 96 rows an expert (96-row wide tensor-core tiles under the
+      // default, the popular experts several; 64-row WMMA tiles on CUDA cores), and 175 rows an
+      // expert (several tiles), with partial blocks of output columns and a partial k chunk.
       {128, 8, 2, 1032, 264, 0, 8},  {160, 8, 2, 264, 136, 0, 8},  {256, 8, 2, 4096, 520, 0, 8},
-      {700, 16, 4, 264, 136, 0, 16},
+      {384, 8, 2, 1032, 200, 0, 8},  {700, 16, 4, 264, 136, 0, 16},
       // One token: the down projections and the weighted sum in one kernel (gemv_down_combine):
       // an expert-parallel slice (slots of other ranks' experts skipped), more slots than the
       // kernel's warps, a Mixtral-like width.
