@@ -682,6 +682,7 @@ void launch_grouped_gemm(int tile_rows, DecodeExpertKernel decode, const Grouped
       return launch_shape<kTinyTileRows, kSwiGLU ? 64 : 128, 16, kSwiGLU ? 16 : 32, kSwiGLU>(
           op, stream);
     case kSmallTileRows:
+      if (decode == DecodeExpertKernel::kMma) return launch_mma_gemv<kSmallTileRows / 8, kSwiGLU>(op, stream);
       return launch_shape<kSmallTileRows, 64, 32, 32, kSwiGLU>(op, stream);
     case kLargeTileRows: {
       // 4 warps of 64 x 64 (SwiGLU: 64 x 32 of gate and of up, the same accumulators).
@@ -695,7 +696,13 @@ void launch_grouped_gemm(int tile_rows, DecodeExpertKernel decode, const Grouped
 
 }  // namespace
 
-int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local, DecodeExpertKernel decode) {
+bool wide_tiles_fill(int64_t num_local, int64_t hidden, int64_t inter, int sms) {
+  const int64_t gate_up_blocks = ceil_div(inter, kWideWarps * 16), down_blocks = ceil_div(hidden, kWideWeightRows);
+  return std::min(gate_up_blocks, down_blocks) * num_local >= sms;
+}
+
+int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local, int64_t hidden, int64_t inter,
+                           int sms, DecodeExpertKernel decode) {
   // A token picks k distinct experts, so no expert gets more rows than there are tokens.
   if (num_tokens <= kGemvMaxRows) {
     int rows = 1;
@@ -704,7 +711,8 @@ int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local, Dec
   }
   const int64_t rows_per_expert = num_tokens * k / std::max<int64_t>(num_local, 1);
   if (decode == DecodeExpertKernel::kMma && rows_per_expert <= kMmaTileRows) return kMmaTileRows;
-  if (decode == DecodeExpertKernel::kMma && rows_per_expert < 2 * kLargeTileRows) return kWideTileRows;
+  if (decode == DecodeExpertKernel::kMma && rows_per_expert < 2 * kLargeTileRows)
+    return wide_tiles_fill(num_local, hidden, inter, sms) ? kWideTileRows : kSmallTileRows;
   if (rows_per_expert <= 2 * kTinyTileRows) return kTinyTileRows;
   return rows_per_expert >= 2 * kLargeTileRows ? kLargeTileRows : kSmallTileRows;
 }

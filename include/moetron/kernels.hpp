@@ -213,11 +213,12 @@ void dense_gemv(const bf16* x, const bf16* w, const bf16* bias, int64_t m, int64
 // Decode-sized loads (every expert has a handful to a few dozen rows, and the weights are the
 // cost) run on tensor cores with the weights as the MMA's row operand (DecodeExpertKernel::kMma,
 // the default: row tiles of kMmaMinTileRows to kGemvMaxRows rows, then kMmaTileRows up to that
-// many rows an expert on average, then kWideTileRows up to 2 x kLargeTileRows), or as GEMVs on
-// CUDA cores for tiles of up to kGemvMaxRows rows, 16-row WMMA tiles and kSmallTileRows-row WMMA
-// tiles (kCudaCores). kLargeTileRows rows run as WMMA tiles under both.
-// grouped_gemm_tile_rows picks one from the step's token count, top-k and number of local
-// experts; moe_route must count tiles of the same size (MoeRouting::tile_offsets) as the two
+// many rows an expert on average, then kWideTileRows up to 2 x kLargeTileRows where those fill
+// the device, else kSmallTileRows), or as GEMVs on CUDA cores for tiles of up to kGemvMaxRows
+// rows, 16-row WMMA tiles and kSmallTileRows-row WMMA tiles (kCudaCores). kLargeTileRows rows
+// run as WMMA tiles under both.
+// grouped_gemm_tile_rows picks one from the step's token count, top-k, number of local experts,
+// their widths and the device's SMs; moe_route must count tiles of the same size (MoeRouting::tile_offsets) as the two
 // GEMMs then use. Any tile size is correct for any routing (an expert with more rows than a
 // tile gets several tiles).
 constexpr int kGemvMaxRows = static_cast<int>(kExpertGemvMaxTokens);
@@ -229,7 +230,11 @@ constexpr int kMmaTileRows = 32;
 // Past it (Mixtral-like experts at batch 129-256), tiles of up to 96 rows whose block's warps
 // share the token loads (grouped_mma_wide_kernel): sized so that an expert some way above the
 // average (Mixtral at batch 256: 64 rows an expert on average) still gets a single tile, as
-// every tile streams its expert's weights once; 12 token blocks of accumulators per lane.
+// every tile streams its expert's weights once; 12 token blocks of accumulators per lane. Its
+// blocks take 128 weight rows over the whole K, so where the local experts' first tiles would
+// not give every SM a block (wide_tiles_fill: an expert-parallel rank with one Mixtral expert,
+// 32 blocks for the down projection, ran its decode step 41% slower), 64-row tensor-core GEMV
+// tiles (their warps split K) run instead.
 constexpr int kWideTileRows = 96;
 // Tiles of 1, 2 and 4 rows (decode batches up to 4) stay on the CUDA-core GEMVs under kMma too:
 // there the expert call alone was as fast or faster on them (H200, perf/expert_gemm_bench, four
@@ -239,7 +244,11 @@ constexpr int kMmaMinTileRows = 8;
 constexpr int kTinyTileRows = 16;
 constexpr int kSmallTileRows = 64;
 constexpr int kLargeTileRows = static_cast<int>(kExpertLargeTileRows);
-int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local, DecodeExpertKernel decode);
+int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local, int64_t hidden, int64_t inter,
+                           int sms, DecodeExpertKernel decode);
+// Whether the wide tiles' two GEMMs give each of `sms` SMs a block over num_local experts' first
+// tiles (hidden and inter: the expert's widths on this rank).
+bool wide_tiles_fill(int64_t num_local, int64_t hidden, int64_t inter, int sms);
 // Row tiles the GEMMs launch for at most max_rows permuted rows: each expert's last tile may be
 // partial, and no tile is empty.
 int64_t grouped_gemm_max_tiles(int tile_rows, int64_t max_rows, int64_t num_local);

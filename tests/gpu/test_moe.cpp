@@ -97,11 +97,16 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       {48, 64, 8, 264, 136, 0, 64},  {100, 60, 4, 1032, 88, 0, 60},
       {256, 64, 8, 520, 72, 0, 64},  {33, 64, 8, 264, 136, 8, 16},
       // A Mixtral-like routing at 32 rows an expert on average (popular experts take several
-      // 32-row tiles), 40, 64 and 96 rows an expert (96-row wide tensor-core tiles under the
-      // default, the popular experts several; 64-row WMMA tiles on CUDA cores), and 175 rows an
-      // expert (several tiles), with partial blocks of output columns and a partial k chunk.
+      // 32-row tiles), 40, 64 and 96 rows an expert, and 175 rows an expert (several tiles),
+      // with partial blocks of output columns and a partial k chunk. Under the default these
+      // narrow experts take 64-row tensor-core GEMV tiles (the wide tiles would leave SMs
+      // idle: kernels::wide_tiles_fill), on CUDA cores 64-row WMMA tiles.
       {128, 8, 2, 1032, 264, 0, 8},  {160, 8, 2, 264, 136, 0, 8},  {256, 8, 2, 4096, 520, 0, 8},
       {384, 8, 2, 1032, 200, 0, 8},  {700, 16, 4, 264, 136, 0, 16},
+      // Experts wide and many enough for the 96-row wide tiles on GPUs of up to 288 SMs (64 and
+      // 80 rows an expert on average, the popular ones several tiles; an expert-parallel slice;
+      // gate/up columns and down k that end in partial blocks and chunks).
+      {512, 32, 4, 2048, 520, 0, 32}, {320, 64, 8, 2056, 520, 16, 32},
       // One token: the down projections and the weighted sum in one kernel (gemv_down_combine):
       // an expert-parallel slice (slots of other ranks' experts skipped), more slots than the
       // kernel's warps, a Mixtral-like width.

@@ -485,7 +485,7 @@ void CudaOps::run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& 
   // for the 32-row GEMVs: ncu, H200, twelfth session). Any choice computes every row: the tiles are counted from
   // `slots` on the device.
   const int64_t planned_tokens = expert_call_planned_tokens(tokens, expected_slots, k);
-  const int tile_rows = kernels::grouped_gemm_tile_rows(planned_tokens, k, local, decode);
+  const int tile_rows = kernels::grouped_gemm_tile_rows(planned_tokens, k, local, hidden, inter, num_sms_, decode);
   kernels::MoeRouting routing;
   routing.counts = i32(temp(DType::I32, {local}));
   routing.offsets = i32(temp(DType::I32, {local + 1}));
