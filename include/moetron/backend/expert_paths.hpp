@@ -36,7 +36,8 @@ inline int64_t expert_call_planned_tokens(int64_t call_tokens, int64_t expected_
 // Which kernels run decode-sized expert loads (up to a few dozen rows an expert):
 // kernels::grouped_gemm_tile_rows and CudaOps (MOETRON_DECODE_EXPERTS).
 //   kMma        tensor-core GEMVs (weights as the MMA's row operand) on row tiles of 8, 32 and
-//               96 rows, then 128-row WMMA tiles (`mma`, the default);
+//               96 rows (64 where the 96-row tiles' blocks would not fill the SMs), then
+//               128-row WMMA tiles (`mma`, the default);
 //   kCudaCores  CUDA-core GEMVs on tiles of up to 8 rows, then 16-row WMMA tiles (`cuda-cores`,
 //               for A/B measurements).
 enum class DecodeExpertKernel { kMma, kCudaCores };
