@@ -494,14 +494,15 @@ __global__ void __launch_bounds__(32 * kMmaWarps)
 // fragments with the same permuted-k layout as mma_chunk. A tile holds up to kWideTileRows
 // rows, so an expert a few rows above the average still streams its weights once; only the
 // token blocks the tile fills are multiplied. (Weights straight into registers and tokens read
-// through L1 per token block lost: each token block's loads waited on the one before, 2.4 ms
-// against 1.3 for the Mixtral expert call at 256 tokens.)
+// through L1 per token block lost: 2.4 ms against 1.3 for the Mixtral expert call at 256
+// tokens; each token block's loads likely waited on the one before, not profiled.)
 constexpr int kWideWarps = 4;
 constexpr int kWideWeightRows = kWideWarps * kMmaRows;  // weight rows per block
 constexpr int kWideK = 64;                              // k per pipeline stage: 128-byte rows
-// Two stages (56 KiB of shared memory at 96-row tiles: 4 blocks an SM on an H200) beat three (2
-// blocks) and four (1): Mixtral at 256 sequences 50.0 / 53.1 / 89.5 ms a decode step, the expert
-// call alone at 256 tokens 1.34 / 1.42 / 2.56 ms (H200, perf/NOTES.md, eighteenth session).
+// Two stages (56 KiB of shared memory at 96-row tiles: 3 blocks an SM on an H200, bound by the
+// 150 registers a thread) beat three (84 KiB: 2 blocks) and four (112 KiB: 1; blocks an SM as
+// computed, not profiled): Mixtral at 256 sequences 50.0 / 53.1 / 89.5 ms a decode step, the
+// expert call alone at 256 tokens 1.34 / 1.42 / 2.56 ms (H200, perf/NOTES.md, eighteenth session).
 constexpr int kWideStages = 2;
 
 // A stage's rows are 8 chunks of 16 bytes; chunk c of row r is stored at c ^ 4 (r & 1), so that

@@ -23,10 +23,17 @@ void BatchArrays::bind(const Tensor& buffer, BatchTensors& t) const {
   for (size_t i = 0; i < counts_.size(); ++i) *views[i] = flat.slice_rows(offsets_[i], counts_[i]);
 }
 
+std::array<int32_t*, 7> BatchArrays::views(std::vector<int32_t>& packed) const {
+  MOETRON_ASSERT(static_cast<int64_t>(packed.size()) == total());
+  std::array<int32_t*, 7> at{};
+  for (size_t i = 0; i < counts_.size(); ++i) at[i] = packed.data() + offsets_[i];
+  return at;
+}
+
 std::vector<int32_t> BatchArrays::pack(const std::array<const int32_t*, 7>& arrays) const {
   std::vector<int32_t> packed(static_cast<size_t>(total()), 0);
-  for (size_t i = 0; i < counts_.size(); ++i)
-    if (counts_[i] > 0) std::copy_n(arrays[i], counts_[i], packed.begin() + offsets_[i]);
+  const std::array<int32_t*, 7> at = views(packed);
+  for (size_t i = 0; i < counts_.size(); ++i) std::copy_n(arrays[i], counts_[i], at[i]);
   return packed;
 }
 

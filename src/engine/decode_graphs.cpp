@@ -22,24 +22,25 @@ DecodeGraphs::DecodeGraphs(Ops& ops, ModelForward& forward, int64_t max_batch,
 void DecodeGraphs::write_inputs(Bucket& b, const std::vector<ScheduledSeq>& group) {
   const int64_t B = b.size, n = static_cast<int64_t>(group.size());
   MOETRON_ASSERT(n <= B);
-  std::vector<int32_t> ids(B, 0), pos(B, 0), slots(B, scratch_block_ * static_cast<int32_t>(block_size_)),
-      qs(B + 1), lens(B, 1), rows(B), tables(static_cast<size_t>(B * max_blocks_per_seq_), scratch_block_);
+  // Written in place in the upload's layout. Padding rows: token 0 at position 0 (zeros), one
+  // KV entry in the scratch block, their own logit row.
+  const BatchArrays arrays = arrays_of(B);
+  std::vector<int32_t> packed(static_cast<size_t>(arrays.total()), 0);
+  const auto [ids, pos, slots, qs, lens, tables, rows] = arrays.views(packed);
+  std::fill_n(slots, B, scratch_block_ * static_cast<int32_t>(block_size_));
+  std::fill_n(lens, B, 1);
+  std::fill_n(tables, B * max_blocks_per_seq_, scratch_block_);
+  for (int64_t i = 0; i <= B; ++i) qs[i] = static_cast<int32_t>(i);
+  for (int64_t i = 0; i < B; ++i) rows[i] = static_cast<int32_t>(i);
   const BatchLayout real = build_batch_layout(group, block_size_);
-  for (int64_t i = 0; i < B; ++i) {
-    qs[i] = static_cast<int32_t>(i);
-    rows[i] = static_cast<int32_t>(i);
-  }
-  qs[B] = static_cast<int32_t>(B);
   for (int64_t i = 0; i < n; ++i) {
     ids[i] = real.token_ids[i];
     pos[i] = real.positions[i];
     slots[i] = real.slot_mapping[i];
     lens[i] = real.kv_lens[i];
     std::copy_n(&real.block_tables[static_cast<size_t>(i * real.max_blocks_per_seq)],
-                real.max_blocks_per_seq, &tables[static_cast<size_t>(i * max_blocks_per_seq_)]);
+                real.max_blocks_per_seq, tables + i * max_blocks_per_seq_);
   }
-  const std::vector<int32_t> packed = arrays_of(B).pack(
-      {ids.data(), pos.data(), slots.data(), qs.data(), lens.data(), tables.data(), rows.data()});
   ops_.copy_from_host(b.input_arrays, packed.data());
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -238,6 +239,14 @@ TEST_F(CpuOpsTest, BatchArraysShareOneAlignedBuffer) {
   EXPECT_EQ(packed[a], 1);
   EXPECT_EQ(packed[5 * a + 9], 10);
   EXPECT_EQ(packed[6 * a], 2);
+  // Filling the arrays in place through views gives the same buffer.
+  std::vector<int32_t> in_place(static_cast<size_t>(arrays.total()), 0);
+  const std::array<int32_t*, 7> at = arrays.views(in_place);
+  const std::array<const std::vector<int32_t>*, 7> sources = {&ids, &pos, &slots, &qs, &lens, &tables, &rows};
+  for (size_t i = 0; i < at.size(); ++i) std::copy(sources[i]->begin(), sources[i]->end(), at[i]);
+  EXPECT_EQ(in_place, packed);
+  std::vector<int32_t> short_buffer(static_cast<size_t>(arrays.total() - 1));
+  EXPECT_THROW(arrays.views(short_buffer), Error);
 
   Tensor buffer = ops->alloc(DType::I32, {arrays.total()});
   ops->copy_from_host(buffer, packed.data());

@@ -76,6 +76,9 @@ class BatchArrays {
   // The seven host arrays (in the order above, each counts[i] elements) in the buffer's layout;
   // the padding between them is zero.
   std::vector<int32_t> pack(const std::array<const int32_t*, 7>& arrays) const;
+  // Where each of the seven arrays starts in `packed` (total() elements, the buffer's layout), so
+  // that a caller can fill them in place.
+  std::array<int32_t*, 7> views(std::vector<int32_t>& packed) const;
 
  private:
   std::array<int64_t, 7> counts_{};

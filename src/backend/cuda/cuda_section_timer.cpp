@@ -37,8 +37,8 @@ struct CudaOps::SectionTimer {
   // Adds the elapsed time of finished pairs (all of them when `wait`) and keeps them for reuse.
   // Every pair is recorded on the same stream, so they finish in order: the first one still
   // running ends the scan. (Querying every pending pair made each section's start O(layers)
-  // CUDA calls: eager decode showed 8-13 us of host time before each expert call, growing with
-  // the layer count, perf/NOTES.md, seventeenth session.)
+  // CUDA calls; eager decode showed 8.4-12.7 us of host time before each expert call, of which
+  // this is a likely part, not measured alone: perf/NOTES.md, seventeenth session.)
   void read(bool wait) {
     size_t done = 0;
     for (; done < pending.size(); ++done) {
