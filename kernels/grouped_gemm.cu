@@ -515,11 +515,43 @@ struct WideStage {
   uint4 x[kTokenRows][kWideK / 8];
 };
 
+// Split K (the down projection only, where its blocks alone would leave SMs idle: grid z is the
+// split). Each split's block writes its sums as float32 to partial[split][row][column] and counts
+// itself in counters[tile, column block]; the last of them to arrive adds every split's sums in
+// split order (the same result whichever arrives last), stores the outputs and resets the count
+// to zero for the next launch. Counters start at zero (the caller's persistent buffer).
+struct WideSplit {
+  int k_steps;     // kWideK steps of K a split covers
+  float* partial;  // [splits, max_rows, n_dim]; null without a split
+  int* counters;   // [max_tiles, column blocks]
+  int64_t max_rows;
+};
+
+// This lane's sums as they sit in the accumulators (store_mma_tile's order) in split s's rows of
+// partial: for each token block the tile fills, row tb * 8 + 2t + (i & 1) and column
+// n0 + rb * 16 + g + 8 (i >= 2).
+template <int kTokenBlocks, typename Visit>
+__device__ __forceinline__ void for_each_partial(const WideSplit& split, int s, int token_blocks, int g, int t,
+                                                 int rows, int row0, int n0, int n_dim, Visit visit) {
+#pragma unroll
+  for (int rb = 0; rb < kMmaRowBlocks; ++rb)
+#pragma unroll
+    for (int tb = 0; tb < kTokenBlocks; ++tb) {
+      if (tb >= token_blocks) break;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int r = tb * 8 + 2 * t + (i & 1), col = n0 + rb * 16 + g + (i >= 2 ? 8 : 0);
+        if (r < rows && col < n_dim)
+          visit(rb, tb, i, split.partial + (static_cast<int64_t>(s) * split.max_rows + row0 + r) * n_dim + col);
+      }
+    }
+}
+
 template <int kTokenBlocks, bool kSwiGLU>
 __global__ void __launch_bounds__(32 * kWideWarps)
     grouped_mma_wide_kernel(const bf16* __restrict__ a, const int32_t* __restrict__ token_of_row,
                             const bf16* __restrict__ w, const int4* __restrict__ tiles, int k_dim,
-                            int n_dim, int64_t w_expert_stride, bf16* __restrict__ c) {
+                            int n_dim, int64_t w_expert_stride, bf16* __restrict__ c, WideSplit split) {
   pdl_enter();  // first: see common.cuh
   constexpr int kTokenRows = 8 * kTokenBlocks;
   constexpr int kChunks = kWideK / 8;
@@ -561,17 +593,19 @@ __global__ void __launch_bounds__(32 * kWideWarps)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int token_blocks = token_rows / 8;  // warp-uniform
   float acc[kMmaRowBlocks][kTokenBlocks][4] = {};
-  const int k_steps = (k_dim + kWideK - 1) / kWideK;
+  // This block's share of K: steps k_first .. k_first + k_steps - 1 of kWideK.
+  const int k_first = blockIdx.z * split.k_steps;
+  const int k_steps = min(split.k_steps, (k_dim + kWideK - 1) / kWideK - k_first);
 #pragma unroll
   for (int s = 0; s < kWideStages - 1; ++s) {
-    if (s < k_steps) load_stage(stages[s], s * kWideK);
+    if (s < k_steps) load_stage(stages[s], (k_first + s) * kWideK);
     cp_async_commit();
   }
   for (int s = 0; s < k_steps; ++s) {
     cp_async_wait<kWideStages - 2>();  // stage s has landed
     __syncthreads();                   // ... for every thread; and stage s - 1 is consumed
     if (s + kWideStages - 1 < k_steps)
-      load_stage(stages[(s + kWideStages - 1) % kWideStages], (s + kWideStages - 1) * kWideK);
+      load_stage(stages[(s + kWideStages - 1) % kWideStages], (k_first + s + kWideStages - 1) * kWideK);
     cp_async_commit();
     const Stage& st = stages[s % kWideStages];
 #pragma unroll
@@ -597,7 +631,31 @@ __global__ void __launch_bounds__(32 * kWideWarps)
   }
   cp_async_wait<0>();
 
-  store_mma_tile<kTokenBlocks, kSwiGLU>(acc, token_blocks, g, t, rows, row0, block_n0 + warp * kCols, n_dim, c);
+  const int n0 = block_n0 + warp * kCols;
+  if constexpr (!kSwiGLU) {
+    if (gridDim.z > 1) {
+      for_each_partial<kTokenBlocks>(split, blockIdx.z, token_blocks, g, t, rows, row0, n0, n_dim,
+                                     [&](int rb, int tb, int i, float* p) { *p = acc[rb][tb][i]; });
+      __threadfence();  // the sums are visible device-wide before the count says so
+      __syncthreads();
+      __shared__ bool last;
+      int* count = split.counters + blockIdx.y * gridDim.x + blockIdx.x;
+      if (threadIdx.x == 0) {
+        last = atomicAdd(count, 1) == static_cast<int>(gridDim.z) - 1;
+        if (last) *count = 0;  // every split has counted: ready for the next launch
+      }
+      __syncthreads();
+      if (!last) return;
+      __threadfence();  // the other splits' sums, seen after their counts
+      // Every split's sums, this block's own included, read back in split order into acc.
+      for (int s = 0; s < static_cast<int>(gridDim.z); ++s)
+        for_each_partial<kTokenBlocks>(split, s, token_blocks, g, t, rows, row0, n0, n_dim,
+                                       [&](int rb, int tb, int i, const float* p) {
+                                         acc[rb][tb][i] = s == 0 ? __ldcg(p) : acc[rb][tb][i] + __ldcg(p);
+                                       });
+    }
+  }
+  store_mma_tile<kTokenBlocks, kSwiGLU>(acc, token_blocks, g, t, rows, row0, n0, n_dim, c);
 }
 
 // What one grouped GEMM multiplies: c[r] = a_r . W_e^T over the row tiles of `tiles`.
@@ -608,6 +666,8 @@ struct GroupedOperands {
   const int4* tiles;
   int64_t max_tiles, k_dim, n_dim, w_expert_stride;
   bf16* c;
+  DownSplit split;  // the wide tiles' split K (plain products only)
+  int64_t max_rows;
 };
 
 template <int R, bool kSwiGLU>
@@ -620,15 +680,32 @@ void launch_gemv(const GroupedOperands& op, cudaStream_t stream) {
          op.w_expert_stride, op.c);
 }
 
+constexpr size_t kWideSmemBytes = kWideStages * sizeof(WideStage<kWideTileRows>);
+
+// The wide kernel with its shared memory opted in on the current device.
+template <bool kSwiGLU>
+auto wide_kernel() {
+  auto kernel = grouped_mma_wide_kernel<kWideTileRows / 8, kSwiGLU>;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kWideSmemBytes)));
+  return kernel;
+}
+
 template <bool kSwiGLU>
 void launch_mma_wide(const GroupedOperands& op, cudaStream_t stream) {
   constexpr int kColsPerBlock = kWideWarps * (kSwiGLU ? 16 : kMmaRows);
-  constexpr size_t kSmemBytes = kWideStages * sizeof(WideStage<kWideTileRows>);
-  auto kernel = grouped_mma_wide_kernel<kWideTileRows / 8, kSwiGLU>;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes)));
-  const dim3 grid(static_cast<unsigned>(ceil_div(op.n_dim, kColsPerBlock)), static_cast<unsigned>(op.max_tiles));
-  launch(kernel, grid, 32 * kWideWarps, kSmemBytes, stream, op.a, op.token_of_row, op.w, op.tiles,
-         static_cast<int>(op.k_dim), static_cast<int>(op.n_dim), op.w_expert_stride, op.c);
+  const int64_t k_steps = ceil_div(op.k_dim, kWideK);
+  const DownSplit& ds = op.split;
+  const int64_t col_blocks = ceil_div(op.n_dim, kColsPerBlock);
+  const bool split = !kSwiGLU && ds.splits > 1 && ds.partial != nullptr &&
+                     op.max_tiles * col_blocks <= ds.counter_capacity;
+  // Splits of equal kWideK steps; none left empty (k_steps >= splits).
+  const int64_t splits = split ? std::min<int64_t>(ds.splits, k_steps) : 1;
+  const int64_t steps_per_split = ceil_div(k_steps, splits);
+  const WideSplit ws{static_cast<int>(steps_per_split), split ? ds.partial : nullptr, ds.counters, op.max_rows};
+  const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(op.max_tiles),
+                  static_cast<unsigned>(ceil_div(k_steps, steps_per_split)));
+  launch(wide_kernel<kSwiGLU>(), grid, 32 * kWideWarps, kWideSmemBytes, stream, op.a, op.token_of_row, op.w,
+         op.tiles, static_cast<int>(op.k_dim), static_cast<int>(op.n_dim), op.w_expert_stride, op.c, ws);
 }
 
 template <int kTokenBlocks, bool kSwiGLU>
@@ -697,6 +774,23 @@ void launch_grouped_gemm(int tile_rows, DecodeExpertKernel decode, const Grouped
 
 }  // namespace
 
+int wide_blocks_per_sm() {
+  int per_sm = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, wide_kernel<false>(), 32 * kWideWarps,
+                                                           kWideSmemBytes));
+  return per_sm;
+}
+
+int wide_down_splits(int64_t num_tokens, int64_t k, int64_t num_local, int64_t hidden, int64_t inter, int sms,
+                     int blocks_per_sm) {
+  if (num_local <= 0 || hidden <= 0) return 1;
+  const int64_t rows_per_expert = std::max<int64_t>(num_tokens * k / num_local, 1);
+  const int64_t blocks = num_local * ceil_div(rows_per_expert, kWideTileRows) * ceil_div(hidden, kWideWeightRows);
+  const int64_t two_waves = int64_t{2} * sms * std::max(blocks_per_sm, 1);
+  const int64_t splits = std::clamp<int64_t>(two_waves / blocks, 1, kMaxDownSplits);
+  return static_cast<int>(std::min(splits, ceil_div(inter, kWideK)));
+}
+
 bool wide_tiles_fill(int64_t num_local, int64_t hidden, int64_t inter, int sms) {
   const int64_t gate_up_blocks = ceil_div(inter, kWideWarps * 16), down_blocks = ceil_div(hidden, kWideWeightRows);
   return std::min(gate_up_blocks, down_blocks) * num_local >= sms;
@@ -711,9 +805,10 @@ int grouped_gemm_tile_rows(int64_t num_tokens, int64_t k, int64_t num_local, int
     return rows;
   }
   const int64_t rows_per_expert = num_tokens * k / std::max<int64_t>(num_local, 1);
-  if (decode == DecodeExpertKernel::kMma && rows_per_expert <= kMmaTileRows) return kMmaTileRows;
-  if (decode == DecodeExpertKernel::kMma && rows_per_expert < 2 * kLargeTileRows)
-    return wide_tiles_fill(num_local, hidden, inter, sms) ? kWideTileRows : kSmallTileRows;
+  if (decode == DecodeExpertKernel::kMma && rows_per_expert < 2 * kLargeTileRows) {
+    if (rows_per_expert > kMmaTileMaxMeanRows && wide_tiles_fill(num_local, hidden, inter, sms)) return kWideTileRows;
+    return rows_per_expert <= kMmaTileRows ? kMmaTileRows : kSmallTileRows;
+  }
   if (rows_per_expert <= 2 * kTinyTileRows) return kTinyTileRows;
   return rows_per_expert >= 2 * kLargeTileRows ? kLargeTileRows : kSmallTileRows;
 }
@@ -729,15 +824,15 @@ void grouped_gemm_swiglu(int tile_rows, DecodeExpertKernel decode, const bf16* x
                          cudaStream_t stream) {
   MOETRON_ASSERT(routing.max_tiles == grouped_gemm_max_tiles(tile_rows, max_rows, num_local));
   launch_grouped_gemm<true>(tile_rows, decode, {x, token_of_row, gate_up, routing.tiles, routing.max_tiles,
-                                        hidden, inter, 2 * inter * hidden, act}, stream);
+                                        hidden, inter, 2 * inter * hidden, act, DownSplit{}, max_rows}, stream);
 }
 
 void grouped_gemm_down(int tile_rows, DecodeExpertKernel decode, const bf16* act, const bf16* down,
                        const MoeRouting& routing, int64_t num_local, int64_t max_rows,
-                       int64_t inter, int64_t hidden, bf16* y, cudaStream_t stream) {
+                       int64_t inter, int64_t hidden, bf16* y, cudaStream_t stream, const DownSplit& split) {
   MOETRON_ASSERT(routing.max_tiles == grouped_gemm_max_tiles(tile_rows, max_rows, num_local));
   launch_grouped_gemm<false>(tile_rows, decode, {act, nullptr, down, routing.tiles, routing.max_tiles,
-                                         inter, hidden, hidden * inter, y}, stream);
+                                         inter, hidden, hidden * inter, y, split, max_rows}, stream);
 }
 
 void gemv_down_combine(const bf16* act, const int32_t* row_of_slot, const int32_t* ids,

@@ -212,9 +212,10 @@ void dense_gemv(const bf16* x, const bf16* w, const bf16* bias, int64_t m, int64
 // ---- grouped_gemm.cu: per-expert GEMMs ------------------------------------------------------
 // Decode-sized loads (every expert has a handful to a few dozen rows, and the weights are the
 // cost) run on tensor cores with the weights as the MMA's row operand (DecodeExpertKernel::kMma,
-// the default: row tiles of kMmaMinTileRows to kGemvMaxRows rows, then kMmaTileRows up to that
-// many rows an expert on average, then kWideTileRows up to 2 x kLargeTileRows where those fill
-// the device, else kSmallTileRows), or as GEMVs on CUDA cores for tiles of up to kGemvMaxRows
+// the default: row tiles of kMmaMinTileRows to kGemvMaxRows rows, then kMmaTileRows up to
+// kMmaTileMaxMeanRows rows an expert on average, then kWideTileRows up to 2 x kLargeTileRows
+// where those fill the device, else kMmaTileRows up to that many rows and kSmallTileRows past
+// it), or as GEMVs on CUDA cores for tiles of up to kGemvMaxRows
 // rows, 16-row WMMA tiles and kSmallTileRows-row WMMA tiles (kCudaCores). kLargeTileRows rows
 // run as WMMA tiles under both.
 // grouped_gemm_tile_rows picks one from the step's token count, top-k, number of local experts,
@@ -227,6 +228,12 @@ constexpr int kGemvMaxRows = static_cast<int>(kExpertGemvMaxTokens);
 // decode batch 256 9-13% slower; every warp loads all the tile's token rows for its k chunk, so
 // at 64 rows it reads twice the bytes of weights it streams, from L2).
 constexpr int kMmaTileRows = 32;
+// ... but only up to 24 rows an expert on average where the wide tiles below fill the device: at
+// 25-32 the busier half of the experts gets a second 32-row tile and streams its weights twice,
+// and the wide tiles took less time (expert_gemm_bench, H200, nineteenth session: Mixtral 112 /
+// 120 / 128 tokens 0.97 / 1.05 / 1.20 ms -> 0.88 / 0.88 / 0.90; OLMoE 256 tokens 0.32 -> 0.29 ms;
+// equal at 24-26 rows).
+constexpr int kMmaTileMaxMeanRows = 24;
 // Past it (Mixtral-like experts at batch 129-256), tiles of up to 96 rows whose block's warps
 // share the token loads (grouped_mma_wide_kernel): sized so that an expert some way above the
 // average (Mixtral at batch 256: 64 rows an expert on average) still gets a single tile, as
@@ -261,10 +268,33 @@ void grouped_gemm_swiglu(int tile_rows, DecodeExpertKernel decode, const bf16* x
                          const bf16* gate_up, const MoeRouting& routing, int64_t num_local,
                          int64_t max_rows, int64_t hidden, int64_t inter, bf16* act,
                          cudaStream_t stream);
-// y[r, :] = act[r] . D_e^T with down [num_local, hidden, inter].
+// Split K for the wide tiles' down projection. Its blocks each take 128 output columns of a tile
+// over the whole of inter, so Mixtral's 8 experts give 256 blocks: two of the three an H200 SM
+// holds, and that GEMM read its weights at 1.31 TB/s against the gate/up GEMM's 1.89 (ncu, 256
+// tokens, nineteenth session). `splits` blocks share each output tile's K; the last to finish
+// adds their float32 sums (in split order: deterministic). partial: splits x max_rows x hidden
+// floats of scratch; counters: counter_capacity ints, zero before the first launch, left zero
+// after each. A launch whose tiles x column blocks exceed counter_capacity runs unsplit.
+constexpr int kMaxDownSplits = 4;
+struct DownSplit {
+  int splits = 1;
+  float* partial = nullptr;
+  int* counters = nullptr;
+  int64_t counter_capacity = 0;
+};
+// The splits that bring the wide down projection's blocks (an expected tile per expert per 96 of
+// its rows, 128 columns each) to about two full waves on `sms` SMs: at most kMaxDownSplits and
+// the K steps inter has; 1 where one split already fills them. blocks_per_sm: wide_blocks_per_sm.
+int wide_down_splits(int64_t num_tokens, int64_t k, int64_t num_local, int64_t hidden, int64_t inter, int sms,
+                     int blocks_per_sm);
+// The wide tiles' blocks an SM of the current device holds at once (3 on an H200: registers).
+int wide_blocks_per_sm();
+// y[r, :] = act[r] . D_e^T with down [num_local, hidden, inter]. `split` applies to the wide
+// tiles only (tile_rows == kWideTileRows).
 void grouped_gemm_down(int tile_rows, DecodeExpertKernel decode, const bf16* act, const bf16* down,
                        const MoeRouting& routing, int64_t num_local, int64_t max_rows,
-                       int64_t inter, int64_t hidden, bf16* y, cudaStream_t stream);
+                       int64_t inter, int64_t hidden, bf16* y, cudaStream_t stream,
+                       const DownSplit& split = {});
 // One token's expert outputs, weighted and summed (decode at batch 1; replaces grouped_gemm_down
 // and moe_unpermute_combine): out [1, hidden] = sum over j < k with row_of_slot[j] >= 0 of
 // weights[j] * bf16(down_{ids[j] - first_expert} act[row_of_slot[j]]).

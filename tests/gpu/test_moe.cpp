@@ -77,6 +77,34 @@ CaseOutputs run_experts(CaseInputs& in, const MoeShape& c, const std::vector<int
   return {{"out", host_of(in, out), kBf16Tolerance}};
 }
 
+// One case a shape: skewed routing (low experts popular, the top quarter gets nothing), random
+// combine weights.
+std::vector<OpCase> skewed_routing_cases(const std::vector<MoeShape>& shapes) {
+  std::vector<OpCase> cases;
+  for (const MoeShape& c : shapes) {
+    cases.push_back({describe(c), [c](CaseInputs& in) {
+      std::vector<int32_t> ids;
+      std::vector<float> weights;
+      std::exponential_distribution<double> skew(4.0 / c.experts);
+      std::uniform_real_distribution<float> wdist(0.05f, 1.0f);
+      const int64_t reachable = std::max<int64_t>(c.k, c.experts * 3 / 4);
+      for (int64_t t = 0; t < c.tokens; ++t) {
+        std::vector<int32_t> chosen;
+        while (static_cast<int64_t>(chosen.size()) < c.k) {
+          const int32_t e = static_cast<int32_t>(std::min<double>(skew(in.rng), reachable - 1));
+          if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
+        }
+        for (int32_t e : chosen) {
+          ids.push_back(e);
+          weights.push_back(wdist(in.rng));
+        }
+      }
+      return run_experts(in, c, ids, weights);
+    }});
+  }
+  return cases;
+}
+
 TEST_F(CudaMoe, GroupedExpertsMatchReference) {
   const std::vector<MoeShape> shapes = {
       {1, 8, 2, 64, 32, 0, 8},       {3, 8, 1, 96, 40, 0, 8},
@@ -120,36 +148,43 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       // experts that get nothing) and an expert-parallel slice.
       {4100, 60, 4, 136, 88, 0, 60},  {3000, 64, 8, 264, 72, 16, 16},
   };
-  std::vector<OpCase> cases;
-  for (const MoeShape& c : shapes) {
-    cases.push_back({describe(c), [c](CaseInputs& in) {
-      // Skewed routing: low experts are popular, the top quarter gets nothing.
-      std::vector<int32_t> ids;
-      std::vector<float> weights;
-      std::exponential_distribution<double> skew(4.0 / c.experts);
-      std::uniform_real_distribution<float> wdist(0.05f, 1.0f);
-      const int64_t reachable = std::max<int64_t>(c.k, c.experts * 3 / 4);
-      for (int64_t t = 0; t < c.tokens; ++t) {
-        std::vector<int32_t> chosen;
-        while (static_cast<int64_t>(chosen.size()) < c.k) {
-          const int32_t e = static_cast<int32_t>(std::min<double>(skew(in.rng), reachable - 1));
-          if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
-        }
-        for (int32_t e : chosen) {
-          ids.push_back(e);
-          weights.push_back(wdist(in.rng));
-        }
-      }
-      return run_experts(in, c, ids, weights);
-    }});
-  }
   // The decode-sized calls on both kernel families (the tensor-core GEMVs, the default, and the
   // CUDA-core GEMVs with 16-row WMMA tiles), against one reference.
   const DecodeExpertKernel initial = gpu().decode_expert_kernel();
   auto choose = [](DecodeExpertKernel kernel) { return [kernel](CudaOps& o) { o.set_decode_expert_kernel(kernel); }; };
-  run_cases(cases, {{"decode experts on tensor-core GEMVs", choose(DecodeExpertKernel::kMma)},
-                    {"decode experts on CUDA cores and WMMA tiles", choose(DecodeExpertKernel::kCudaCores)}});
+  run_cases(skewed_routing_cases(shapes),
+            {{"decode experts on tensor-core GEMVs", choose(DecodeExpertKernel::kMma)},
+             {"decode experts on CUDA cores and WMMA tiles", choose(DecodeExpertKernel::kCudaCores)}});
   gpu().set_decode_expert_kernel(initial);
+}
+
+// The wide tiles' down projection with its K split 1 to 4 ways and as picked
+// (kernels::DownSplit): the split blocks' float32 sums added by the last to arrive, the counters
+// reused launch after launch (a count left behind would leave a later tile unwritten).
+TEST_F(CudaMoe, SplitDownProjectionMatchesReference) {
+  const std::vector<MoeShape> shapes = {
+      // Wide enough for the wide tiles on GPUs of up to 288 SMs (as above); inter = 520 is 9 k
+      // steps of 64 (the last 8 wide), so 4 splits asked give 3 of 3 steps.
+      {512, 32, 4, 2048, 520, 0, 32}, {320, 64, 8, 2056, 520, 16, 32},
+      // A down projection that alone would not fill an H200 twice (136 blocks for 132 SMs): split
+      // 4 ways as picked there (kernels::wide_down_splits); 1032 = 16 x 64 + 8.
+      {160, 8, 2, 2176, 1032, 0, 8},
+  };
+  const DecodeExpertKernel initial = gpu().decode_expert_kernel();
+  const int initial_splits = gpu().down_splits();
+  auto split = [](int splits) {
+    return [splits](CudaOps& o) {
+      o.set_decode_expert_kernel(DecodeExpertKernel::kMma);
+      o.set_down_splits(splits);
+    };
+  };
+  run_cases(skewed_routing_cases(shapes), {{"unsplit", split(1)},
+                                           {"split 2 ways", split(2)},
+                                           {"split 3 ways", split(3)},
+                                           {"split 4 ways", split(4)},
+                                           {"splits as picked", split(0)}});
+  gpu().set_decode_expert_kernel(initial);
+  gpu().set_down_splits(initial_splits);
 }
 
 // A decode dispatch's received buffer: every peer's fixed capacity, mostly padding (expert -1),

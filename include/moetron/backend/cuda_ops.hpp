@@ -20,6 +20,9 @@ namespace moetron {
 namespace cuda {
 class ExpertGemmStreams;  // src/backend/cuda/expert_gemm_streams.hpp
 }  // namespace cuda
+namespace kernels {
+struct DownSplit;  // moetron/kernels.hpp
+}  // namespace kernels
 
 // True when the CUDA runtime sees at least one device.
 bool cuda_device_available();
@@ -60,6 +63,11 @@ class CudaOps final : public Ops {
   void set_generate_on_device(bool on) { generate_on_device_ = on; }
   bool generate_on_device() const { return generate_on_device_; }
   DecodeExpertKernel decode_expert_kernel() const { return decode_expert_kernel_; }
+  // The wide tiles' down-projection K splits: 0 picks them (kernels::wide_down_splits), 1 to
+  // kernels::kMaxDownSplits forces that many. MOETRON_DOWN_SPLITS sets it when the object is
+  // made (A/B measurements); tests force each.
+  void set_down_splits(int splits) { down_splits_ = splits; }
+  int down_splits() const { return down_splits_; }
   // Linear layers of at most this many rows run on the dense GEMV kernel (kernels::dense_gemv),
   // more on cuBLAS; 0: always cuBLAS. MOETRON_DENSE_GEMV_MAX_ROWS (0 to 16, default 16) sets
   // it when the object is made (A/B measurements); tests set both paths.
@@ -159,6 +167,9 @@ class CudaOps final : public Ops {
   // expert order, device_offsets [num_local + 1] its experts' first rows), several experts at
   // once (expert_gemms_): act [rows, inter], y_perm [rows, hidden]. Syncs the stream to read the
   // offsets; work enqueued on stream_ afterwards waits for the GEMMs.
+  // The wide tiles' down-projection split (kernels::DownSplit) for a call of `slots` rows.
+  kernels::DownSplit down_split(int64_t planned_tokens, int64_t k, int64_t local, int64_t hidden, int64_t inter,
+                                int64_t slots);
   void expert_gemms_by_cublas(const void* x_perm, const ExpertWeights& experts,
                               const int32_t* device_offsets, int64_t hidden, int64_t inter,
                               Tensor& act, Tensor& y_perm);
@@ -179,6 +190,13 @@ class CudaOps final : public Ops {
   DecodeExpertKernel decode_expert_kernel_ = DecodeExpertKernel::kMma;
   int64_t dense_gemv_max_rows_ = 0;  // set_dense_gemv_max_rows
   bool generate_on_device_ = true;  // MOETRON_DUMMY_ON_DEVICE
+  int down_splits_ = 0;             // MOETRON_DOWN_SPLITS (0: kernels::wide_down_splits)
+  int wide_blocks_per_sm_ = 0;
+  // The split down projection's arrival counts, one per (row tile, column block) of a launch:
+  // zero between launches (the last block of each tile resets its own), so kept across steps
+  // and graph replays rather than drawn from the arena.
+  static constexpr int64_t kSplitCounters = 16384;
+  int* split_counters_ = nullptr;
   void* arena_ = nullptr;
   size_t arena_bytes_ = 0;
   size_t arena_used_ = 0;

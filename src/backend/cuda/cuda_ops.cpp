@@ -91,6 +91,17 @@ int64_t dense_gemv_max_rows_by_env() {
   return static_cast<int64_t>(*n);
 }
 
+// MOETRON_DOWN_SPLITS: the wide tiles' down-projection K splits (kernels::DownSplit): 0 or unset
+// picks them (kernels::wide_down_splits), 1 to kMaxDownSplits forces that many (A/B measurements).
+int down_splits_by_env() {
+  const char* env = std::getenv("MOETRON_DOWN_SPLITS");
+  if (env == nullptr) return 0;
+  const std::optional<uint64_t> n = parse_decimal(env);
+  MOETRON_CHECK(n && *n <= static_cast<uint64_t>(kernels::kMaxDownSplits),
+                "MOETRON_DOWN_SPLITS='" << env << "': expected 0 (automatic) to " << kernels::kMaxDownSplits);
+  return static_cast<int>(*n);
+}
+
 int expert_gemm_streams() {
   const char* env = std::getenv("MOETRON_EXPERT_STREAMS");
   const std::string v = env == nullptr ? "8" : env;
@@ -136,6 +147,10 @@ CudaOps::CudaOps(int device, size_t arena_bytes) : device_(device), arena_bytes_
   decode_expert_kernel_ = decode_expert_kernel_by_env();
   generate_on_device_ = generate_on_device_by_env();
   dense_gemv_max_rows_ = dense_gemv_max_rows_by_env();
+  down_splits_ = down_splits_by_env();
+  wide_blocks_per_sm_ = kernels::wide_blocks_per_sm();
+  CUDA_CHECK(cudaMalloc(&split_counters_, kSplitCounters * sizeof(int)));
+  CUDA_CHECK(cudaMemset(split_counters_, 0, kSplitCounters * sizeof(int)));
   if (prefill_experts_by_cublas()) expert_gemms_ = std::make_shared<cuda::ExpertGemmStreams>(expert_gemm_streams(), num_sms_);
   if (arena_bytes_ > 0) CUDA_CHECK(cudaMalloc(&arena_, arena_bytes_));
 }
@@ -146,6 +161,7 @@ CudaOps::~CudaOps() {
   expert_gemms_.reset();
   if (cublas_) cublasDestroy(cublas_);
   cudaFree(cublas_workspace_);
+  cudaFree(split_counters_);
   cudaFree(arena_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -536,10 +552,24 @@ void CudaOps::run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& 
     return;
   }
   Tensor y_perm = temp(DType::BF16, {slots, hidden});
+  const kernels::DownSplit split =
+      tile_rows == kernels::kWideTileRows ? down_split(planned_tokens, k, local, hidden, inter, slots) : kernels::DownSplit{};
   kernels::grouped_gemm_down(tile_rows, decode, bf(act), bf(experts.down), routing, local, slots, inter,
-                             hidden, bf(y_perm), stream_);
+                             hidden, bf(y_perm), stream_, split);
   kernels::moe_unpermute_combine(bf(y_perm), routing.row_of_slot, f32(weights), tokens, k,
                                  hidden, bf(out), stream_);
+}
+
+// The split's float32 partial sums take only the arena's free room: where the step's estimate
+// (step_arena_bytes) left too little, the down projection runs unsplit rather than fail.
+kernels::DownSplit CudaOps::down_split(int64_t planned_tokens, int64_t k, int64_t local, int64_t hidden,
+                                       int64_t inter, int64_t slots) {
+  const int splits = down_splits_ > 0 ? down_splits_
+                                      : kernels::wide_down_splits(planned_tokens, k, local, hidden, inter,
+                                                                  num_sms_, wide_blocks_per_sm_);
+  const int64_t partial_floats = splits * slots * hidden;
+  if (splits <= 1 || arena_used_ + temp_arena_bytes(partial_floats * sizeof(float)) > arena_bytes_) return {};
+  return {splits, f32(temp(DType::F32, {partial_floats})), split_counters_, kSplitCounters};
 }
 
 void CudaOps::expert_gemms_by_cublas(const void* x_perm, const ExpertWeights& experts,
