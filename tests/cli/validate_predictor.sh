@@ -11,8 +11,12 @@ command -v "$MPIEXEC" >/dev/null || fail "no MPI launcher '$MPIEXEC'"
 mpirun_wrapper="$WORK/mpirun"
 printf '#!/usr/bin/env bash\nexec bash "%s" "%s" "$@"\n' "$MOETRON_SOURCE_DIR/tests/mpi/run_mpi.sh" "$MPIEXEC" >"$mpirun_wrapper"
 chmod +x "$mpirun_wrapper"
+# The checks below need every section whole, so the time budget (quick: 150 s, cut at 85%) is
+# raised: alone the study takes ~65 s on 2 cores, but beside the suite's other tests it took
+# 132 s once and the budget cut emulated plans (nineteenth session). ctest stops it at 600 s.
 "$PYTHON" "$MOETRON_SOURCE_DIR/perf/validate_predictor.py" --moetron "$MOETRON" --backend cpu --quick \
-  --mpirun "$mpirun_wrapper" --out-dir "$WORK/v" >"$WORK/log" 2>&1 || { cat "$WORK/log"; fail "the study failed"; }
+  --budget-s 500 --mpirun "$mpirun_wrapper" --out-dir "$WORK/v" >"$WORK/log" 2>&1 ||
+  { cat "$WORK/log"; fail "the study failed"; }
 
 "$PYTHON" - "$WORK/v/validation.h5" <<'PY' || fail "validation.h5 lacks data"
 import sys, h5py, numpy as np
