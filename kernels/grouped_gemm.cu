@@ -483,8 +483,8 @@ __global__ void __launch_bounds__(32 * kMmaWarps)
   store_mma_tile<kTokenBlocks, kSwiGLU>(acc, token_blocks, g, t, rows, row0, n0, n_dim, c);
 }
 
-// Wide tiles (decode, more than kMmaTileRows rows an expert on average: Mixtral-like experts
-// at batch 128-256). At 64 rows a tile, the kernel above read the weights at 48% of HBM (ncu,
+// Wide tiles (decode, more than kMmaTileMaxMeanRows rows an expert on average: Mixtral-like
+// experts from batch 100). At 64 rows a tile, the kernel above read the weights at 48% of HBM (ncu,
 // Mixtral 256 sequences, seventeenth session): its warps, each a quarter of K of the same 32
 // weight rows, load all 64 token rows of their chunk, twice the weight bytes, from L2, and wait
 // for them; and an expert with more rows than a tile streams its weights once per tile (1.41x

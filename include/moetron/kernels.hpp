@@ -234,7 +234,7 @@ constexpr int kMmaTileRows = 32;
 // 120 / 128 tokens 0.97 / 1.05 / 1.20 ms -> 0.88 / 0.88 / 0.90; OLMoE 256 tokens 0.32 -> 0.29 ms;
 // equal at 24-26 rows).
 constexpr int kMmaTileMaxMeanRows = 24;
-// Past it (Mixtral-like experts at batch 129-256), tiles of up to 96 rows whose block's warps
+// Past it (Mixtral-like experts from batch 100), tiles of up to 96 rows whose block's warps
 // share the token loads (grouped_mma_wide_kernel): sized so that an expert some way above the
 // average (Mixtral at batch 256: 64 rows an expert on average) still gets a single tile, as
 // every tile streams its expert's weights once; 12 token blocks of accumulators per lane. Its
