@@ -12,7 +12,7 @@ shapes = {"OLMoE-1B-7B": ("olmoe", "olmoe-1b-7b"), "Qwen1.5-MoE-A2.7B": ("qwen2_
 f = h5py.File(V)
 s = lambda a: [x.decode() if isinstance(x, bytes) else x for x in a]
 g = f['emulated']; rows = zip(s(g['shape'][()]), g['world'][()], s(g['label'][()]), g['measured_s'][()], g['predicted_s'][()])
-cache = {}; errs = []
+cache = {}; errs = []; upper = 0
 for shape, world, label, meas, pred_old in rows:
     fam, pre = shapes[shape]; mdir = f"/tmp/rp-{fam}"
     if not os.path.exists(mdir + "/config.json"):
@@ -28,7 +28,7 @@ for shape, world, label, meas, pred_old in rows:
         h = h5py.File(out); cols = h['plans/decode_parts'].attrs['columns'].split(',')
         cache[key] = {n: dict(zip(cols, r)) for n, r in zip(s(h['plans/plan'][()]), h['plans/decode_parts'][()])}
     p = cache[key][label]; pred = p['compute_s'] + p['kernel_overhead_s'] + p['emulation_s']
-    e = pred / meas - 1; errs.append(abs(e))
+    e = pred / meas - 1; errs.append(abs(e)); upper += pred <= meas
     print(f"{shape:18} {world:3} {label:22} old {pred_old*1e3:6.3f} new {pred*1e3:6.3f} meas {meas*1e3:6.3f} err {e*100:+6.1f}%  "
           f"c {p['compute_s']*1e6:5.0f} o {p['kernel_overhead_s']*1e6:5.0f} e {p['emulation_s']*1e6:5.0f}")
-print(f"median {np.median(errs)*100:.1f}% worst {max(errs)*100:.1f}%")
+print(f"median {np.median(errs)*100:.1f}% worst {max(errs)*100:.1f}% upper bounds {upper}/{len(errs)}")

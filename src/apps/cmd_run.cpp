@@ -129,10 +129,12 @@ int run(const RunOptions& o, int world_rank, int world_size) {
                 "--profile-decode-steps and --measure-gpu-idle exclude each other (a profiler and CUPTI "
                 "tracing cannot both hold the GPU's counters)");
 
-  const Emulation emulation{o.emulate_rank, o.emulate_world};
+  const Emulation emulation{o.emulate_rank, o.emulate_world, parse_emulated_peers(o.emulate_peers)};
   const std::string emulation_refused =
       emulation_problem(o.emulate_rank_given, o.emulate_world_given, emulation, o.plan, world_size);
   MOETRON_CHECK(emulation_refused.empty(), emulation_refused);
+  MOETRON_CHECK(!o.emulate_peers_given || o.emulate_rank_given,
+                "--emulate-peers needs --emulate-rank R --emulate-world N (it says how emulated peers route)");
   // An emulated rank is predicted and described as one rank of its plan's world, on nodes of
   // up to kEmulatedNodeRanks ranks.
   constexpr int kEmulatedNodeRanks = 8;

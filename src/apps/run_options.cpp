@@ -124,6 +124,12 @@ po::options_description run_options(RunOptions& o) {
        "would receive) in one process, each collective a local copy of the same size; records its step times")
       ("emulate-world", po::value<int>()->notifier([&o](int n) { o.emulate_world = n, o.emulate_world_given = true; }),
        "with --emulate-rank: the ranks of the plan being emulated (pp x tp x dp of --plan)")
+      ("emulate-peers",
+       po::value<std::string>()->notifier([&o](const std::string& m) { o.emulate_peers = m, o.emulate_peers_given = true; }),
+       "with --emulate-rank: how the emulated expert-parallel peers route what they send this rank: rotated "
+       "(default: this rank's picks moved within each EP set by the peer's distance, as replicas serving other "
+       "requests spread a set's load) or same (every peer picks this rank's experts: exact when every replica "
+       "gets the same requests)")
       ("log-level", po::value(&o.log_level)->default_value(o.log_level), "debug, info, warn, error or off");
   add_slo_options(d, o);
   return d;

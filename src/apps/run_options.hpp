@@ -39,6 +39,8 @@ struct RunOptions {
   // --emulate-rank R --emulate-world N: run rank R's share of an N-rank plan in this process.
   int emulate_rank = -1, emulate_world = 0;
   bool emulate_rank_given = false, emulate_world_given = false;
+  std::string emulate_peers = "rotated";  // --emulate-peers (rank_emulation.hpp's EmulatedPeers)
+  bool emulate_peers_given = false;
   std::string command_line;
   LatencySlo slo;  // --slo-ttft, --slo-itl
 };

@@ -174,6 +174,7 @@ void mark_emulated(RunResults& results, const Emulation& emulation, const Plan& 
   results.meta.extra["emulated_rank"] = std::to_string(emulation.rank);
   results.meta.extra["emulated_world"] = std::to_string(emulation.world);
   results.meta.extra["emulated_plan"] = plan.to_string();
+  results.meta.extra["emulated_peers"] = emulated_peers_name(emulation.peers);
 }
 
 }  // namespace moetron::apps

@@ -37,7 +37,7 @@ void add_comm_wait(RunResults& results, const RanksCommWait& wait);
 // emulates: every rank's share would be timed there.
 RankPlaces emulated_places(const RankPlaces& here, int plan_world);
 // Root attributes saying the results are one emulated rank's (emulated_rank, emulated_world,
-// emulated_plan): its step times are that rank's compute, its tokens are not meaningful.
+// emulated_plan, emulated_peers): its step times are that rank's compute, its tokens are not meaningful.
 void mark_emulated(RunResults& results, const Emulation& emulation, const Plan& plan);
 // One log line: TTFT, ITL and end-to-end percentiles, and goodput under the SLO.
 std::string describe_latency(const RunSummary& summary);

@@ -69,8 +69,8 @@ Measurement time_expert_call(Ops& ops, const ComputeBench& b, const ExpertOperan
 }
 
 // Calls of more than kExpertGemvMaxTokens tokens, one slot each, so `experts` experts get
-// `per_expert` rows each: the tiles, and on CUDA from 256 rows an expert of all experts the
-// per-expert GEMMs (expert_call_by_gemms; the cost model files each point by its path). Up to
+// `per_expert` rows each: the tiles, and on CUDA from 256 rows an expert of all experts (128 for
+// large experts) the per-expert GEMMs (expert_call_by_gemms; the cost model files each point by its path). Up to
 // max_expert_rows slots.
 void expert_gemms(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   const int64_t local = b.sizes.experts.back();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 #include "moetron/core/error.hpp"
@@ -9,6 +10,9 @@
 namespace moetron {
 
 namespace {
+
+// A median this many times what both neighbours allow is a disturbed measurement (time_curve.hpp).
+constexpr double kIsolatedPeak = 2.0;
 
 // The rule of time_curve.hpp over points x (ascending) and t (non-decreasing).
 double interpolate(const std::vector<double>& x, const std::vector<double>& t, double q) {
@@ -46,8 +50,14 @@ TimeCurve::TimeCurve(const std::vector<int64_t>& sizes, const std::vector<double
     MOETRON_CHECK(sizes[i] > 0 && (i == 0 || sizes[i] > sizes[i - 1]), "TimeCurve: sizes must be positive and ascend");
     MOETRON_CHECK(times[i] > 0, "TimeCurve: times must be positive");
     x_.push_back(static_cast<double>(sizes[i]));
-    t_.push_back(i == 0 ? times[i] : std::max(times[i], t_.back()));
   }
+  t_ = times;
+  for (size_t i = 0; i + 1 < t_.size(); ++i) {
+    // What the neighbours allow: the next size's time, and the previous size's scaled linearly.
+    const double allowed = i == 0 ? times[1] : std::max(times[i + 1], times[i - 1] * x_[i] / x_[i - 1]);
+    if (times[i] > kIsolatedPeak * allowed) t_[i] = allowed;
+  }
+  for (size_t i = 1; i < t_.size(); ++i) t_[i] = std::max(t_[i], t_[i - 1]);
 }
 
 double TimeCurve::at(double size) const {
@@ -65,14 +75,31 @@ void TimeSurface::add(int64_t y, TimeCurve curve) {
   curves_[y] = std::move(curve);
 }
 
+// Each curve's time at x, in y's order; where a curve was not measured down to x its time is a
+// guess (its smallest size's), capped by the measured times of larger y.
+std::vector<double> TimeSurface::times_at(double x) const {
+  std::vector<double> ts;
+  std::vector<bool> guessed;
+  for (const auto& entry : curves_) {
+    ts.push_back(entry.second.at(x));
+    guessed.push_back(!entry.second.covers(x));
+  }
+  double measured_above = std::numeric_limits<double>::infinity();
+  for (size_t i = ts.size(); i-- > 0;) {
+    if (guessed[i])
+      ts[i] = std::min(ts[i], measured_above);
+    else
+      measured_above = std::min(measured_above, ts[i]);
+  }
+  for (size_t i = 1; i < ts.size(); ++i) ts[i] = std::max(ts[i], ts[i - 1]);  // y never faster
+  return ts;
+}
+
 double TimeSurface::at(double x, double y) const {
   MOETRON_CHECK(!curves_.empty(), "TimeSurface: no measurements");
-  std::vector<double> ys, ts;
-  for (const auto& [size, curve] : curves_) {
-    ys.push_back(static_cast<double>(size));
-    ts.push_back(ts.empty() ? curve.at(x) : std::max(curve.at(x), ts.back()));
-  }
-  return interpolate(ys, ts, y);
+  std::vector<double> ys;
+  for (const auto& entry : curves_) ys.push_back(static_cast<double>(entry.first));
+  return interpolate(ys, times_at(x), y);
 }
 
 std::string TimeSurface::reading(double x, double y, const char* x_name, const char* y_name) const {

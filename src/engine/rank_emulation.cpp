@@ -33,6 +33,34 @@ std::string emulation_problem(bool emulate_rank_given, bool emulate_world_given,
   return os.str();
 }
 
+EmulatedPeers parse_emulated_peers(const std::string& text) {
+  if (text == "rotated") return EmulatedPeers::Rotated;
+  MOETRON_CHECK(text == "same", "--emulate-peers: unknown mode '" << text << "' (expected rotated or same)");
+  return EmulatedPeers::Same;
+}
+
+const char* emulated_peers_name(EmulatedPeers peers) { return peers == EmulatedPeers::Rotated ? "rotated" : "same"; }
+
+std::vector<int32_t> emulated_peer_table(const std::vector<int32_t>& base, int64_t experts, int64_t set_size,
+                                         int64_t distance) {
+  MOETRON_CHECK(experts > 0 && set_size > 0 && experts % set_size == 0 && distance >= 0,
+                "emulated_peer_table: " << experts << " experts in sets of " << set_size << ", distance " << distance);
+  const int64_t cols = base.empty() ? 2 : static_cast<int64_t>(base.size()) / experts;
+  MOETRON_CHECK(base.empty() || (cols >= 2 && static_cast<int64_t>(base.size()) == experts * cols),
+                "emulated_peer_table: a table of " << base.size() << " entries for " << experts << " experts");
+  std::vector<int32_t> table(static_cast<size_t>(experts * cols));
+  for (int64_t e = 0; e < experts; ++e) {
+    const int64_t moved = e / set_size * set_size + (e % set_size + distance) % set_size;
+    int32_t* row = &table[static_cast<size_t>(e * cols)];
+    if (base.empty()) {
+      row[0] = 1, row[1] = static_cast<int32_t>(moved);
+    } else {
+      std::copy_n(&base[static_cast<size_t>(moved * cols)], cols, row);
+    }
+  }
+  return table;
+}
+
 namespace {
 
 std::shared_ptr<Communicator> emulated_group(const std::vector<int>& members, int world_rank,

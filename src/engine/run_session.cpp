@@ -55,18 +55,27 @@ std::vector<Tensor> replica_tables(const ExpertReplicas& replicas, const ModelWe
   return upload_tables(host_replica_tables(replicas, weights, dp_index), replicas.experts, ops);
 }
 
-// Rank emulation (ForwardContext::peer_tables): the tables of every rank of the stage group, so
-// that each emulated peer routes with its own rotation. Replicas whose rotations give the same
-// tables share one; each layer's distinct tables are stacked into one upload at setup, and each
-// rank (dp index * tp + tp index) names its table and tp rank. None without replicas or without
-// dispatch (dp = 1).
-void set_peer_tables(const ExpertReplicas& replicas, const ModelWeights& weights, const Plan& plan, Ops& ops,
-                     ForwardContext& ctx) {
-  if (!replicas.active() || plan.dp == 1) return;
+// Rank emulation (ForwardContext::peer_tables): the route tables of every rank of the stage
+// group, so that each emulated peer routes as its replica would (emulated_peer_table: its own
+// copy rotation with redundant experts; its picks moved within each EP set by its distance from
+// this replica under --emulate-peers rotated). Replicas whose tables are the same share one;
+// each layer's distinct tables are stacked into one upload at setup, and each rank (dp index *
+// tp + tp index) names its table and tp rank. None without dispatch (dp = 1), nor where every
+// peer would route as this rank (no replicas, peers Same: the all-to-all's copies are right).
+void set_peer_tables(const ExpertReplicas& replicas, const ModelWeights& weights, const Plan& plan,
+                     const ModelConfig& config, int own_dp, EmulatedPeers peers, Ops& ops, ForwardContext& ctx) {
+  const bool rotated = peers == EmulatedPeers::Rotated;
+  if (plan.dp == 1 || (!replicas.active() && !rotated)) return;
+  const int64_t experts = config.num_experts, set_size = experts / plan.ep;
   std::vector<std::vector<std::vector<int32_t>>> distinct;  // [table][layer]: host tables
   std::vector<int32_t> senders;
   for (int d = 0; d < plan.dp; ++d) {
-    const std::vector<std::vector<int32_t>> host = host_replica_tables(replicas, weights, d);
+    std::vector<std::vector<int32_t>> host =
+        replicas.active() ? host_replica_tables(replicas, weights, d)
+                          : std::vector<std::vector<int32_t>>(weights.layers.size());
+    const int64_t distance = rotated ? (d - own_dp + plan.dp) % plan.dp : 0;
+    for (size_t l = 0; l < host.size(); ++l)
+      if (weights.layers[l].is_moe) host[l] = emulated_peer_table(host[l], experts, set_size, distance);
     const size_t i = static_cast<size_t>(std::find(distinct.begin(), distinct.end(), host) - distinct.begin());
     if (i == distinct.size()) distinct.push_back(host);
     for (int t = 0; t < plan.tp; ++t) senders.insert(senders.end(), {static_cast<int32_t>(i), t});
@@ -74,7 +83,7 @@ void set_peer_tables(const ExpertReplicas& replicas, const ModelWeights& weights
   std::vector<std::vector<int32_t>> stacked(distinct.front().size());  // per layer: every distinct table
   for (const auto& tables : distinct)
     for (size_t l = 0; l < stacked.size(); ++l) stacked[l].insert(stacked[l].end(), tables[l].begin(), tables[l].end());
-  ctx.peer_tables = upload_tables(stacked, replicas.experts, ops, static_cast<int64_t>(distinct.size()));
+  ctx.peer_tables = upload_tables(stacked, experts, ops, static_cast<int64_t>(distinct.size()));
   ctx.peer_senders = ops.alloc(DType::I32, {static_cast<int64_t>(senders.size()) / 2, 2});
   ops.copy_from_host(ctx.peer_senders, senders.data());
 }
@@ -266,7 +275,8 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
   forward_context_.stage = plan.dp > 1 ? groups_.stage.get() : nullptr;
   forward_context_.expert_set_size = replicas_.active() ? replicas_.slot_width() : config_.num_experts / plan.ep;
   forward_context_.replica_tables = replica_tables(replicas_, weights_, groups_.coords.dp, *ops_);
-  if (emulation.active()) set_peer_tables(replicas_, weights_, plan, *ops_, forward_context_);
+  if (emulation.active())
+    set_peer_tables(replicas_, weights_, plan, config_, groups_.coords.dp, emulation.peers, *ops_, forward_context_);
   forward_context_.expert_shards = plan.expert_shards();
   forward_context_.count_experts = groups_.coords.tp == 0;
   forward_context_.max_tokens = max_step_tokens_;

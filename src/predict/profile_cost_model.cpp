@@ -33,8 +33,12 @@ std::map<std::vector<int64_t>, TimeSurface> surfaces_over_last_key(const SeriesT
 // table's largest expert count, *local), eagerly. Off CUDA every point is the tiles'. The GEMM
 // path keeps the series of all experts only: with fewer, its points lie at many times the rows
 // an expert of any step, which a surface would carry down to the step's rows unchanged.
-void split_expert_points(const SeriesTable* table, bool cuda, std::map<std::vector<int64_t>, TimeSurface>* tiles,
+void split_expert_points(const SeriesTable* table, bool cuda, int format_version,
+                         std::map<std::vector<int64_t>, TimeSurface>* tiles,
                          std::map<std::vector<int64_t>, TimeSurface>* gemms, int64_t* local_out) {
+  // Older formats were measured when only 256 rows an expert took the GEMMs: experts of no size
+  // (hidden 0) follow that rule.
+  const bool large_experts_from_128 = format_version >= kProfileFormatGemmsFrom128Rows;
   if (table == nullptr) return;
   int64_t local = 1;
   for (const Series& s : table->series) local = std::max(local, s.key.back());
@@ -44,7 +48,8 @@ void split_expert_points(const SeriesTable* table, bool cuda, std::map<std::vect
     std::vector<int64_t> sizes[2];
     std::vector<double> medians[2];
     for (size_t i = 0; i < s.sizes.size(); ++i) {
-      const bool by_gemms = cuda && expert_call_by_gemms(s.sizes[i] * s.key.back(), 1, local, true);
+      const bool by_gemms = cuda && expert_call_by_gemms(s.sizes[i] * s.key.back(), 1, local, large_experts_from_128 ? s.key[0] : 0,
+                                                          s.key[1], true);
       sizes[by_gemms].push_back(s.sizes[i]);
       medians[by_gemms].push_back(s.times[i].median_s);
     }
@@ -101,7 +106,8 @@ ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fa
     for (const Series& s : t->series)
       gemm_.entries.push_back({s.key, static_cast<double>(s.key[0] * s.key[1]), curve_of(s)});
   std::map<std::vector<int64_t>, TimeSurface> tiles, gemms;
-  split_expert_points(p.find(tables::kMoeExperts), p.origin.backend == "cuda", &tiles, &gemms, &gemm_experts_);
+  split_expert_points(p.find(tables::kMoeExperts), p.origin.backend == "cuda", p.format_version, &tiles, &gemms,
+                      &gemm_experts_);
   for (auto& [shape, surface] : tiles)
     experts_.entries.push_back({shape, static_cast<double>(shape[0] * shape[1]), std::move(surface)});
   for (auto& [shape, surface] : gemms)

@@ -143,7 +143,11 @@ class StageForward {
   // emulation_s: a real rank moves these bytes in the collective, priced in *_comm_s.
   void emulated_copy(const char* name, int64_t bytes) {
     if (bytes <= 0) return;
-    const double seconds = cost_.copy_s(bytes);
+    emulated_kernel(name, cost_.copy_s(bytes), bytes);
+  }
+  // A kernel only an emulated rank runs, of `seconds` (priced just before: its note is the
+  // source), with its gap; `bytes` for the trace.
+  void emulated_kernel(const char* name, double seconds, int64_t bytes) {
     const std::string source = note();
     StepCost amount;
     if (pipelined_)
@@ -300,7 +304,7 @@ class StageForward {
     // The dispatch hands the expert call its entries one slot each; one replica's call has top_k.
     const int64_t slots = g_.plan.dp > 1 ? 1 : c_.top_k;
     call.by_gemms = shape_.expert_gemms &&
-                    expert_call_by_gemms(call.call_tokens, slots, c_.num_experts / g_.plan.ep, !in_graph_);
+                    expert_call_by_gemms(call.call_tokens, slots, c_.num_experts / g_.plan.ep, H, cols, !in_graph_);
     call.experts = std::max<int64_t>(1, std::llround(active));
     call.per_expert = std::max<int64_t>(1, std::llround(rows / static_cast<double>(call.experts)));
     const double gate_up =
@@ -354,7 +358,20 @@ class StageForward {
     all_to_all("all-to-all: results back", rows * H * act_);
     emulated_alltoall("emulated copy: all-to-all rows", rows, H * act_);
     emulated_alltoall("emulated copy: all-to-all expert ids", rows, kI32);
+    emulated_peers(rows);
     emulated_alltoall("emulated copy: all-to-all results back", rows, H * act_);
+  }
+
+  // An emulated rank's peers, routing as their replicas would (forward.cpp's route_as_peers,
+  // under --emulate-peers rotated, the default): one pack_from_peers of every peer's block of
+  // `rows` entries (each peer reads its share's ids, writes its block's rows and experts), then
+  // the rows gathered and the expert ids copied over the all-to-all's copies.
+  void emulated_peers(int64_t rows) {
+    const int64_t H = c_.hidden_size, group = g_.plan.stage_size();
+    const int64_t pack = group * ceil_div(T_, g_.plan.tp) * c_.top_k * kI32 + rows * 2 * kI32;
+    emulated_kernel("emulated peers: pack_from_peers", cost_.memory_bound_s(pack), pack);
+    emulated_kernel("emulated peers: gather_rows", cost_.memory_bound_s(2 * rows * H * act_), 2 * rows * H * act_);
+    emulated_copy("emulated peers: copy expert ids", rows * kI32);
   }
 
   void logits() {

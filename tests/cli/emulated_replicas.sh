@@ -40,7 +40,8 @@ compare() {
   local emulated=()
   for rank in 0 1 2 3; do
     "$MOETRON" run "${quiet[@]}" --model "$model" --prompts "$WORK/$workload.jsonl" --plan "$plan" "$@" --emulate-rank $rank \
-      --emulate-world 4 --out "$WORK/emu-$tag-$rank.h5" 2>"$WORK/emu.err" || fail "$tag rank $rank: $(cat "$WORK/emu.err")"
+      --emulate-world 4 --emulate-peers "$PEERS" --out "$WORK/emu-$tag-$rank.h5" 2>"$WORK/emu.err" ||
+      fail "$tag rank $rank: $(cat "$WORK/emu.err")"
     local real emu
     real=$(served "$WORK/real-$tag.h5" $rank) emu=$(served "$WORK/emu-$tag-$rank.h5" $rank)
     [[ -n "$emu" && "$emu" -gt 0 ]] || fail "$tag rank $rank: the emulated rank served no expert tokens"
@@ -58,12 +59,18 @@ compare() {
   ratio=$(printf '%s\n' "${emulated[@]}" | awk '{ s += $1; if ($1 > m) m = $1 } END { printf "%.4f", m / (s / NR) }')
 }
 
+# Identical requests: peers that route as this rank (--emulate-peers same) are exactly the real
+# ones. Distinct requests: the default, peers' picks moved within each set.
+PEERS=same
 compare "$WORK/one" same 0
 plain=$ratio
 compare "$WORK/one" same 0 --redundant-experts 4 --expert-loads "$WORK/loads-one.h5"
 with=$ratio
 echo "one layer, identical requests: emulated = real on every rank; emulated ranks' max/mean $plain without replicas, $with with 4"
 awk -v a="$with" -v b="$plain" 'BEGIN { exit !(a < b) }' || fail "replicas did not balance the emulated ranks ($with vs $plain)"
+h5_attr() { h5dump -a "$2" "$1" | sed -n 's/.*(0): "\(.*\)".*/\1/p'; }
+[[ "$(h5_attr "$WORK/emu-same-0-0.h5" /emulated_peers)" == same ]] || fail "/@emulated_peers is not 'same'"
+PEERS=rotated
 compare "$MODEL" distinct 0.6 --redundant-experts 4 --expert-loads "$WORK/loads.h5"
 echo "4 layers, distinct requests, 4 replicas: emulated ranks within 60% of the real ones, in all within 12%"
 

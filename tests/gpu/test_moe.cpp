@@ -147,6 +147,9 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       // graph capture, with Qwen1.5-like awkward widths (60 experts, a tp slice of 88 columns,
       // experts that get nothing) and an expert-parallel slice.
       {4100, 60, 4, 136, 88, 0, 60},  {3000, 64, 8, 264, 72, 16, 16},
+      // Large experts take those GEMMs from 128 rows an expert (expert_call_by_gemms: 6 x 128 x
+      // 4096 x 1608 = 5.06 GFLOP an expert): one expert of eight held, 128 slots planned for it.
+      {128, 8, 1, 4096, 1608, 3, 1},
   };
   // The decode-sized calls on both kernel families (the tensor-core GEMVs, the default, and the
   // CUDA-core GEMVs with 16-row WMMA tiles), against one reference.

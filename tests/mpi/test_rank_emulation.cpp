@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -114,6 +115,23 @@ using test_mpi::world_size;
 
 }  // namespace
 
+// Whether `real` is `emulated` less the ops rank emulation adds where its peers route as their
+// replicas would (forward.cpp's route_as_peers): pack_from_peers, the rows gathered and the
+// expert ids copied over the all-to-all's copies, and on the counts path the blocks cut on the
+// host. Returns the first op that breaks it, or "".
+std::string real_ops_within(const std::vector<std::string>& real, const std::vector<std::string>& emulated) {
+  const std::vector<std::string> added = {"pack_from_peers", "gather_rows", "copy", "to_host", "copy_from_host"};
+  size_t r = 0;
+  for (const std::string& op : emulated) {
+    if (r < real.size() && op == real[r]) {
+      ++r;
+    } else if (std::find(added.begin(), added.end(), op) == added.end()) {
+      return "emulated op '" + op + "' where the real rank ran '" + (r < real.size() ? real[r] : "nothing") + "'";
+    }
+  }
+  return r == real.size() ? "" : "the real rank's op '" + real[r] + "' has no emulated counterpart";
+}
+
 TEST(RankEmulation, EveryPlanOfTheJobTakesTheRealRanksOperators) {
   const ModelConfig config = emulation_config();
   const std::vector<RequestSpec> requests = symmetric_requests();
@@ -122,10 +140,18 @@ TEST(RankEmulation, EveryPlanOfTheJobTakesTheRealRanksOperators) {
   for (const Plan& plan : plans) {
     SCOPED_TRACE("plan " + plan.to_string() + ", rank " + std::to_string(world_rank()));
     const std::vector<std::string> real = traced_run(config, requests, plan, Emulation{}, MPI_COMM_WORLD);
-    const std::vector<std::string> emulated =
-        traced_run(config, requests, plan, Emulation{world_rank(), world_size()}, MPI_COMM_SELF);
+    // Peers that route as this rank: exactly the real rank's operators.
+    const std::vector<std::string> same =
+        traced_run(config, requests, plan, Emulation{world_rank(), world_size(), EmulatedPeers::Same}, MPI_COMM_SELF);
     EXPECT_GT(real.size(), 0u);
-    EXPECT_EQ(emulated, real);
+    EXPECT_EQ(same, real);
+    // Rotated peers (the default): the real rank's operators, and the packing of the peers'
+    // blocks where there is an expert dispatch (dp > 1), in order.
+    const std::vector<std::string> rotated =
+        traced_run(config, requests, plan, Emulation{world_rank(), world_size()}, MPI_COMM_SELF);
+    EXPECT_EQ(real_ops_within(real, rotated), "");
+    const bool packs = std::find(rotated.begin(), rotated.end(), "pack_from_peers") != rotated.end();
+    EXPECT_EQ(packs, plan.dp > 1);
   }
 }
 
@@ -162,7 +188,7 @@ TEST(RankEmulation, EachEmulatedPeerRoutesWithItsOwnReplicasRotation) {
         settings.expert_loads[static_cast<size_t>(l * experts)] = 50, settings.expert_loads[static_cast<size_t>(l * experts + 1)] = 20;
       settings.plan = parse_plan("dp=" + std::to_string(dp) + ",ep=" + std::to_string(dp));
       settings.defaults.ignore_eos = true;
-      settings.emulation = Emulation{rank, dp};
+      settings.emulation = Emulation{rank, dp, EmulatedPeers::Same};  // every replica routes alike
       DeviceAccess device;
       device.make_ops = [](size_t) { return make_cpu_ops(); };
       device.bind_transports = [](ParallelGroups&, Ops&) {};
@@ -177,5 +203,39 @@ TEST(RankEmulation, EachEmulatedPeerRoutesWithItsOwnReplicasRotation) {
       if (served_at_batch_one(placed, per_replica, dp, rank, rank) != real) rotation_mattered = true;
     }
     EXPECT_TRUE(rotation_mattered) << "dp=" << dp << ": no emulated rank's served slots depend on the peers' rotation";
+  }
+}
+
+// Rotated peers move each peer's picks within the EP sets, so an emulated rank serves exactly
+// the token-slots it serves when every peer routes as it does (its set's load), now spread over
+// the set's experts; its own tokens' results, which steer the later layers and steps, come from
+// its own block (distance 0) either way. dp = 4 over 2 sets of 4 experts, dp = 3 (awkward: 3
+// replicas over sets of 2 of 6 experts); tp = 1, where both modes send each peer's same tokens.
+TEST(RankEmulation, RotatedPeersServeTheSetsOwnLoad) {
+  if (world_size() > 1) GTEST_SKIP() << "runs its emulated ranks on one MPI rank";
+  for (const auto& [experts, plan_text] : {std::make_pair<int64_t, std::string>(8, "dp=4,ep=2"),
+                                           std::make_pair<int64_t, std::string>(6, "dp=3,ep=3")}) {
+    const ModelConfig config = emulation_config(experts, 2);
+    const Plan plan = parse_plan(plan_text);
+    for (int rank = 0; rank < plan.world_size(); ++rank) {
+      SCOPED_TRACE(plan_text + ", emulated rank " + std::to_string(rank));
+      int64_t served[2] = {0, 0};
+      for (const EmulatedPeers peers : {EmulatedPeers::Same, EmulatedPeers::Rotated}) {
+        RunSettings settings;
+        settings.dummy_weights = true;
+        settings.weights_seed = 3;
+        settings.plan = plan;
+        settings.defaults.ignore_eos = true;
+        settings.emulation = Emulation{rank, plan.world_size(), peers};
+        DeviceAccess device;
+        device.make_ops = [](size_t) { return make_cpu_ops(); };
+        device.bind_transports = [](ParallelGroups&, Ops&) {};
+        device.storage = backend_storage("cpu");
+        RunSession session(config, symmetric_requests(), settings, device, MPI_COMM_SELF);
+        served[peers == EmulatedPeers::Rotated] = session.run().expert_work.tokens.at(static_cast<size_t>(rank));
+      }
+      EXPECT_GT(served[0], 0);
+      EXPECT_EQ(served[1], served[0]);
+    }
   }
 }

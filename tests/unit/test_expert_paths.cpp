@@ -84,3 +84,44 @@ TEST(ExpertPaths, StreamsFollowTheExpertsSize) {
 
 }  // namespace
 }  // namespace moetron
+
+namespace moetron {
+namespace {
+
+// The per-expert GEMMs from 256 rows an expert on average, and from 128 for experts whose two
+// GEMMs reach kExpertGemmMinFlops (Mixtral's, not OLMoE's or Qwen1.5's); never while a graph is
+// recorded, nor for GEMV-sized calls. Rows are counted over the local experts, at awkward counts.
+TEST(ExpertPaths, PerExpertGemmsFrom128RowsForLargeExperts) {
+  struct Shape {
+    const char* name;
+    int64_t hidden, cols, experts, k;
+  };
+  const Shape mixtral{"mixtral", 4096, 14336, 8, 2}, mixtral_tp8{"mixtral tp=8", 4096, 1792, 8, 2},
+      mixtral_tp16{"mixtral tp=16", 4096, 896, 8, 2}, olmoe{"olmoe", 2048, 1024, 64, 8},
+      qwen{"qwen1.5", 2048, 1408, 60, 4};
+  const auto by_gemms = [](const Shape& s, int64_t tokens, bool eager = true) {
+    return expert_call_by_gemms(tokens, s.k, s.experts, s.hidden, s.cols, eager);
+  };
+  for (const Shape& s : {mixtral, mixtral_tp8}) {
+    EXPECT_TRUE(by_gemms(s, 512)) << s.name;   // 128 rows an expert
+    EXPECT_TRUE(by_gemms(s, 777)) << s.name;   // 194
+    EXPECT_FALSE(by_gemms(s, 511)) << s.name;  // 127
+    EXPECT_FALSE(by_gemms(s, 256)) << s.name;  // 64: decode batch 256's wide tiles
+    EXPECT_FALSE(by_gemms(s, 512, false)) << s.name;
+  }
+  // 896 columns: 2.8 GFLOP an expert at 128 rows, below the bound; 256 rows as before.
+  EXPECT_FALSE(by_gemms(mixtral_tp16, 600));
+  EXPECT_TRUE(by_gemms(mixtral_tp16, 1024));
+  for (const Shape& s : {olmoe, qwen}) {
+    const int64_t at_128 = (128 * s.experts + s.k - 1) / s.k, at_256 = 256 * s.experts / s.k;
+    EXPECT_FALSE(by_gemms(s, at_128)) << s.name;
+    EXPECT_FALSE(by_gemms(s, at_256 - 1)) << s.name;
+    EXPECT_TRUE(by_gemms(s, at_256)) << s.name;
+    EXPECT_FALSE(by_gemms(s, at_256, false)) << s.name;
+  }
+  EXPECT_FALSE(expert_call_by_gemms(kExpertGemvMaxTokens, 8, 1, 8192, 65536, true));  // the GEMVs' calls
+  EXPECT_FALSE(expert_call_by_gemms(4096, 2, 0, 4096, 14336, true));                 // no local experts
+}
+
+}  // namespace
+}  // namespace moetron

@@ -243,7 +243,8 @@ TEST(Predictor, TinyDecodeStepAsComputedByHand) {
 // communicator makes them, and keeps them out of the step. At fixed work a replica (4 decode
 // tokens, OLMoE's 64 experts top-8), dp = ep = N: every MoE layer's three all-to-alls (rows,
 // expert ids, results back) each fill N blocks of the decode capacity by 1 + ceil(log2 N) copies
-// of N blocks' bytes in all; a tp all-reduce is one copy, the vocabulary allgather fills tp slots.
+// of N blocks' bytes in all, and the peers' blocks are packed as their replicas route them; a tp
+// all-reduce is one copy, the vocabulary allgather fills tp slots.
 TEST(Predictor, PricesAnEmulatedRanksStandInCopiesApartFromTheStep) {
   HardwareFigures f;
   f.name = "unit";
@@ -277,6 +278,11 @@ TEST(Predictor, PricesAnEmulatedRanksStandInCopiesApartFromTheStep) {
     double by_hand = 0;
     for (const int64_t row_bytes : {H * 2, int64_t{4}, H * 2})
       by_hand += copies(n) * f.graph_node_s + 2.0 * rows * row_bytes * 1e-9;
+    // The peers' blocks as their replicas route them (--emulate-peers rotated): one
+    // pack_from_peers (each peer reads its T x k ids, the block's rows and experts are written),
+    // the rows gathered over the all-to-all's copies, the expert ids copied.
+    by_hand += 3 * f.graph_node_s + (n * T * c.top_k * 4 + rows * 8) * 1e-9 + 2.0 * rows * H * 2 * 1e-9 +
+               2.0 * rows * 4 * 1e-9;
     EXPECT_NEAR(s.emulation_s, layers * by_hand, 1e-12);
     EXPECT_GT(s.emulation_s, previous);  // more copies (and, to 8 ranks, more bytes) a layer
     previous = s.emulation_s;

@@ -43,6 +43,49 @@ TEST(TimeCurve, ClampedPastTheMeasuredRange) {
   EXPECT_NE(error_of([] { TimeCurve({1}, {0}); }), "");
 }
 
+// A median over twice what both neighbours allow (the next size's time; the previous size's
+// scaled linearly) is a disturbed measurement: it would raise every larger size's time through
+// the running maximum (an H200 profile's GEMM read 51 us at one row, 6 us from two rows on).
+TEST(TimeCurve, AnIsolatedSlowMedianTakesWhatItsNeighboursAllow) {
+  const TimeCurve first({1, 2, 4, 8}, {51.3e-6, 6.0e-6, 5.9e-6, 6.1e-6});
+  EXPECT_DOUBLE_EQ(first.at(1), 6.0e-6);
+  EXPECT_DOUBLE_EQ(first.at(4), 6.0e-6);  // then the running maximum, as before
+  EXPECT_DOUBLE_EQ(first.at(8), 6.1e-6);
+  const TimeCurve inside({1, 2, 4, 8}, {5e-6, 5e-6, 30e-6, 6e-6});
+  EXPECT_DOUBLE_EQ(inside.at(4), 10e-6);  // the previous size's 5 us, scaled from 2 to 4
+  EXPECT_DOUBLE_EQ(inside.at(8), 10e-6);
+  // Growth the neighbours allow stays: a kernel that switches to a slower path, then a faster one
+  // (up to twice what they allow), and the last size, which has no larger neighbour.
+  const TimeCurve rise({1, 2, 4, 8}, {5e-6, 5e-6, 19e-6, 6e-6});
+  EXPECT_DOUBLE_EQ(rise.at(4), 19e-6);
+  const TimeCurve last({1, 2}, {5e-6, 50e-6});
+  EXPECT_DOUBLE_EQ(last.at(2), 50e-6);
+}
+
+// A curve read below its smallest measured size answers a guess (that size's time); where a
+// curve of a larger second size measured x, the guess is capped by it rather than raising it:
+// an H200 profile's one-expert tiles start at 16 rows (34.5 us, slower than its 27.9 us at 32),
+// and raised the measured 27.2 us of 4 experts x 4 rows to 34.5.
+TEST(TimeSurface, AGuessBelowACurvesRangeNeverRaisesMeasuredTimes) {
+  TimeSurface s;
+  s.add(1, TimeCurve({16, 32}, {34.5e-6, 27.9e-6}));
+  s.add(4, TimeCurve({4, 16}, {27.2e-6, 29.6e-6}));
+  s.add(16, TimeCurve({1, 4}, {61.2e-6, 62.4e-6}));
+  EXPECT_NEAR(s.at(4, 4), 27.2e-6, 1e-15);
+  EXPECT_NEAR(s.at(4, 1), 27.2e-6, 1e-15);
+  EXPECT_NEAR(s.at(4, 8), std::sqrt(27.2e-6 * 62.4e-6), 1e-15);
+  EXPECT_NEAR(s.at(16, 1), 34.5e-6, 1e-15);  // measured there: the one-expert curve's own time
+  // A guess below the measurements stays (it raises nothing): 2 experts between 1's and 4's.
+  TimeSurface low;
+  low.add(1, TimeCurve({16}, {100e-6}));
+  low.add(4, TimeCurve({4}, {300e-6}));
+  EXPECT_NEAR(low.at(4, 1), 100e-6, 1e-15);
+  EXPECT_NEAR(low.at(4, 2), std::sqrt(100e-6 * 300e-6), 1e-15);
+  // Where no curve measured x, every curve's guess is read, as before.
+  EXPECT_NEAR(low.at(2, 1), 100e-6, 1e-15);
+  EXPECT_NEAR(low.at(2, 4), 300e-6, 1e-15);
+}
+
 TEST(TimeSurface, InterpolatesOverTheSecondSizeAndNeverFallsAsItGrows) {
   TimeSurface s;
   s.add(1, TimeCurve({1, 100}, {1e-5, 1e-4}));
@@ -311,6 +354,31 @@ TEST(ProfileCostModel, PerExpertGemmCallsAnswerFromTheGemmPointsOnly) {
     EXPECT_DOUBLE_EQ(on_cpu.grouped_gemm_s(300, 64, 1024, 1024, 2400, true),
                      on_cpu.grouped_gemm_s(300, 64, 1024, 1024, 2400, false));
   }
+}
+
+// Large experts take the per-expert GEMMs from 128 rows an expert since profile format 4; an
+// older profile's 128-row points were measured on the tiles and are read as tiles.
+TEST(ProfileCostModel, FilesLargeExpertsPointsByTheRuleTheirFormatWasMeasuredUnder) {
+  const RooflineCostModel roofline(figures());
+  const double gap = 1e-7;
+  const auto mixtral_profile = [&](int format) {
+    HardwareProfile p;
+    p.format_version = format;
+    p.origin.backend = "cuda";
+    p.table(tables::kKernelGap).add({0}, 1, {gap, gap, gap});
+    for (const auto& [rows, seconds] : {std::make_pair<int64_t, double>(64, 1.9e-3), std::make_pair<int64_t, double>(128, 0.7e-3),
+                                        std::make_pair<int64_t, double>(256, 1.2e-3)})
+      p.table(tables::kMoeExperts).add({4096, 14336, 8}, rows, {seconds, seconds, seconds});
+    return p;
+  };
+  const auto call = [](const ProfileCostModel& m, bool by_gemms) {  // 128 rows x 8 experts, 512 tokens
+    return m.grouped_gemm_s(128, 8, 2 * 14336, 4096, 512, by_gemms) + m.grouped_gemm_s(128, 8, 4096, 14336, 512, by_gemms);
+  };
+  const ProfileCostModel old_format(mixtral_profile(3), roofline), new_format(mixtral_profile(4), roofline);
+  EXPECT_NEAR(call(old_format, false), 0.7e-3 - gap, 1e-12);  // the tiles' point
+  EXPECT_NEAR(call(old_format, true), 1.2e-3 - gap, 1e-12);   // the GEMMs' smallest: 256 rows
+  EXPECT_NEAR(call(new_format, true), 0.7e-3 - gap, 1e-12);
+  EXPECT_NEAR(call(new_format, false), 2 * 1.9e-3 - gap, 1e-12);  // past the tiles' 64 rows: linear
 }
 
 TEST(ProfileCostModel, AProfileWithoutGemvPointsPricesGemvCallsFromTheRooflineNotTheTiles) {

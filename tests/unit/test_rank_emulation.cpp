@@ -150,3 +150,71 @@ TEST(EmulatedGroups, EachGroupHasThePlansSizeAndThisRanksPlaceInIt) {
   }
   EXPECT_THROW(emulated_groups(plan, config, Emulation{0, 4}, e.buffers), Error);
 }
+
+TEST(RankEmulationOptions, EmulatedPeersModesAreNamed) {
+  EXPECT_EQ(parse_emulated_peers("rotated"), EmulatedPeers::Rotated);
+  EXPECT_EQ(parse_emulated_peers("same"), EmulatedPeers::Same);
+  EXPECT_EQ(Emulation{}.peers, EmulatedPeers::Rotated);  // the default
+  EXPECT_STREQ(emulated_peers_name(EmulatedPeers::Same), "same");
+  try {
+    parse_emulated_peers("shuffled");
+    ADD_FAILURE() << "an unknown mode was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--emulate-peers: unknown mode 'shuffled'"), std::string::npos) << e.what();
+  }
+}
+
+// Peer d replicas away routes expert e as e moved d places within its EP set: each set keeps its
+// load, spread over the set's experts. 12 experts in sets of 3 (an awkward size), distance 0..5.
+TEST(EmulatedPeerTable, MovesEachExpertWithinItsSet) {
+  for (int64_t distance = 0; distance < 6; ++distance) {
+    const std::vector<int32_t> t = emulated_peer_table({}, 12, 3, distance);
+    ASSERT_EQ(t.size(), 24u);
+    std::vector<int> hits(12, 0);
+    for (int64_t e = 0; e < 12; ++e) {
+      EXPECT_EQ(t[static_cast<size_t>(2 * e)], 1);
+      const int32_t to = t[static_cast<size_t>(2 * e + 1)];
+      EXPECT_EQ(to / 3, e / 3) << "expert " << e << " left its set at distance " << distance;
+      EXPECT_EQ(to, e / 3 * 3 + (e % 3 + distance) % 3);
+      ++hits[static_cast<size_t>(to)];
+    }
+    for (int h : hits) EXPECT_EQ(h, 1);  // a permutation
+  }
+  // One expert a set: nothing moves. A base table (redundant experts: 2 copies, cols 3) moves
+  // whole rows: expert e takes the copies of the expert it is moved to.
+  EXPECT_EQ(emulated_peer_table({}, 4, 1, 3), (std::vector<int32_t>{1, 0, 1, 1, 1, 2, 1, 3}));
+  const std::vector<int32_t> base = {1, 0, -1, 2, 1, 5, 1, 2, -1, 1, 3, -1};  // 4 experts, sets of 2
+  EXPECT_EQ(emulated_peer_table(base, 4, 2, 1), (std::vector<int32_t>{2, 1, 5, 1, 0, -1, 1, 3, -1, 1, 2, -1}));
+  EXPECT_THROW(emulated_peer_table({}, 12, 5, 1), Error);       // sets must divide the experts
+  EXPECT_THROW(emulated_peer_table({1, 0}, 4, 2, 0), Error);    // a table of another size
+}
+
+// What CPU pack_from_peers makes of rotated tables: peer p's block holds the own tokens' picks in
+// the destination's set, each moved by p's distance, in token order.
+TEST(EmulatedPeerTable, PeersPackTheirMovedPicks) {
+  auto ops = make_cpu_ops();
+  const int64_t experts = 8, set_size = 4, tokens = 3, k = 2, capacity = tokens * k;
+  const std::vector<int32_t> ids = {0, 5, 3, 4, 1, 2};  // tokens' picks
+  std::vector<int32_t> stacked, senders;
+  for (int64_t d = 0; d < 2; ++d) {
+    const std::vector<int32_t> t = emulated_peer_table({}, experts, set_size, d);
+    stacked.insert(stacked.end(), t.begin(), t.end());
+    senders.insert(senders.end(), {static_cast<int32_t>(d), 0});
+  }
+  Tensor id_t = ops->alloc(DType::I32, {tokens, k}), tables = ops->alloc(DType::I32, {2, experts, 2});
+  Tensor send_t = ops->alloc(DType::I32, {2, 2});
+  ops->copy_from_host(id_t, ids.data());
+  ops->copy_from_host(tables, stacked.data());
+  ops->copy_from_host(send_t, senders.data());
+  Tensor rows = ops->alloc(DType::I32, {2 * capacity}), out = ops->alloc(DType::I32, {2 * capacity, 1});
+  ops->pack_from_peers(id_t, tables, send_t, 1, set_size, 1, /*destination=*/0, capacity, rows, out);
+  std::vector<int32_t> r(static_cast<size_t>(2 * capacity)), x(r.size());
+  ops->to_host(rows, r.data());
+  ops->to_host(out, x.data());
+  // Set 0 = experts 0..3. Peer 0 (itself): picks 0 (token 0), 3 (token 1), 1, 2 (token 2).
+  EXPECT_EQ(std::vector<int32_t>(x.begin(), x.begin() + 4), (std::vector<int32_t>{0, 3, 1, 2}));
+  EXPECT_EQ(std::vector<int32_t>(r.begin(), r.begin() + 4), (std::vector<int32_t>{0, 1, 2, 2}));
+  // Peer 1: the same picks moved one place within the set: 1, 0, 2, 3; expert 5 stays in set 1.
+  EXPECT_EQ(std::vector<int32_t>(x.begin() + capacity, x.begin() + capacity + 4), (std::vector<int32_t>{1, 0, 2, 3}));
+  EXPECT_EQ(x[static_cast<size_t>(capacity + 4)], -1);  // padding past the count
+}

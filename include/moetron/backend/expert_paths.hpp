@@ -44,18 +44,30 @@ enum class DecodeExpertKernel { kMma, kCudaCores };
 
 // Prefill-sized calls run one cuBLASLt GEMM per expert on its exact rows instead of the tiles,
 // several experts at once on side streams (CudaOps::do_moe_experts, MOETRON_EXPERT_GEMM=cublas,
-// the default): when the call takes the largest row tiles (at least 2 x 128 rows per local expert
-// on average: kernels::grouped_gemm_tile_rows) and the stream is not being captured (the call
-// syncs with the host). Its rows are then always copied into expert order (kernels::moe_permute),
+// the default), where the stream is not being captured (the call syncs with the host) and the
+// experts' mean rows reach 2 x 128 (the largest row tiles: kernels::grouped_gemm_tile_rows), or
+// 128 for experts of at least kExpertGemmMinFlops a call: each GEMM then outweighs what the path
+// costs an expert (its launches, ~20-30 us an expert where 60-64 narrow experts take it: 1.2-1.9
+// ms for 256 rows each, H200 profiles of the fifteenth session). Mixtral's experts at 128 rows
+// (45 GFLOP each; 512-token prefill) ran 2.8 ms on the tiles against 1.2 ms for the GEMMs at 256
+// rows, and the nineteenth session's 512-token prefill step took longer (5.28 ms) than its
+// 1,024-token step (3.76 ms): the GEMMs at 128 rows, less work than at 256, cannot be slower.
+// Its rows are then always copied into expert order (kernels::moe_permute),
 // also where one routing block could have resolved them in place (at most
 // kExpertRouteOneBlockMaxSlots slots and kExpertRouteOneBlockMaxExperts experts: Mixtral's
 // 4,096-token steps, whose tiles ran at a quarter of the GEMMs' rate).
 constexpr int64_t kExpertLargeTileRows = 128;
+constexpr double kExpertGemmMinFlops = 5e9;  // an expert's gate/up and down GEMMs at its mean rows
 constexpr int64_t kExpertRouteOneBlockMaxSlots = 8192;
 constexpr int64_t kExpertRouteOneBlockMaxExperts = 1024;
-inline bool expert_call_by_gemms(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts, bool eager) {
+// hidden: the model's; cols: an expert's intermediate columns on this rank.
+inline bool expert_call_by_gemms(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts, int64_t hidden,
+                                 int64_t cols, bool eager) {
   if (!eager || local_experts <= 0 || expert_call_is_gemv(call_tokens)) return false;
-  return call_tokens * slots_per_token / local_experts >= 2 * kExpertLargeTileRows;
+  const int64_t mean_rows = call_tokens * slots_per_token / local_experts;
+  if (mean_rows >= 2 * kExpertLargeTileRows) return true;
+  const double expert_flops = 6.0 * static_cast<double>(mean_rows) * static_cast<double>(hidden) * static_cast<double>(cols);
+  return mean_rows >= kExpertLargeTileRows && expert_flops >= kExpertGemmMinFlops;
 }
 
 // Streams the GEMM path spreads one call's experts over: enough that the experts' GEMMs in

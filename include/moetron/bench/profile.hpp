@@ -84,8 +84,12 @@ struct ProfileOrigin {
 
 // The profile format this build writes. 3: where the backend records, calls shorter than a launch
 // interval are timed as nodes of a replayed recording (bench_tensors.hpp), so a kernel's own time
-// is its per-call time less a graph node's gap; 1 and 2 timed every call eagerly.
-constexpr int kProfileFormatVersion = 3;
+// is its per-call time less a graph node's gap; 1 and 2 timed every call eagerly. 4: as 3, and
+// on CUDA the expert calls of large experts take the per-expert GEMMs from 128 rows an expert
+// (expert_call_by_gemms); 3 and earlier took them from 256 only, and their points are filed so.
+constexpr int kProfileFormatVersion = 4;
+// The first format whose expert points follow today's expert_call_by_gemms.
+constexpr int kProfileFormatGemmsFrom128Rows = 4;
 
 struct HardwareProfile {
   ProfileOrigin origin;

@@ -62,7 +62,11 @@
 //     prefill's all-to-all by a copy a peer, a pipeline hop by a copy each way. The step it
 //     measures is compute_s + kernel_overhead_s + emulation_s: those copies, each priced as
 //     CostModel::copy_s of its bytes (a profile's hbm_copy streaming rate; the roofline's HBM
-//     rate) plus a kernel gap (a graph node in recorded decode steps). A real rank spends none of it (its collectives are the *_comm_s
+//     rate) plus a kernel gap (a graph node in recorded decode steps). With dp > 1 the peers'
+//     blocks are then packed as their replicas would route (--emulate-peers rotated, the default:
+//     one pack_from_peers, a gather of the rows and a copy of the expert ids, in emulation_s too),
+//     and the emulated rank's expert call gets the rows a real one would (expert_work's). A real
+//     rank spends none of it (its collectives are the *_comm_s
 //     parts), so emulation_s is left out of total_s and of every ranking.
 // Not modelled (each would only slow the engine down): scheduler and Python-free host overheads
 // between steps, preemption and recomputation, stragglers, congestion between groups that share

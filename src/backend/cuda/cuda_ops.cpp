@@ -501,7 +501,13 @@ void CudaOps::run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& 
   // for the 32-row GEMVs: ncu, H200, twelfth session). Any choice computes every row: the tiles are counted from
   // `slots` on the device.
   const int64_t planned_tokens = expert_call_planned_tokens(tokens, expected_slots, k);
-  const int tile_rows = kernels::grouped_gemm_tile_rows(planned_tokens, k, local, hidden, inter, num_sms_, decode);
+  // The rule the predictor prices (backend/expert_paths.hpp): the GEMMs read the rows copied
+  // into expert order, also when the routing resolved them (its slot ranks hold for the copy);
+  // their routing is the largest tiles' (their offsets are all the GEMMs read).
+  const bool by_gemms = expert_call_by_gemms(planned_tokens, k, local, hidden, inter, /*eager=*/true) &&
+                        expert_gemms_ && !capturing(stream_);
+  const int tile_rows = by_gemms ? kernels::kLargeTileRows
+                                 : kernels::grouped_gemm_tile_rows(planned_tokens, k, local, hidden, inter, num_sms_, decode);
   kernels::MoeRouting routing;
   routing.counts = i32(temp(DType::I32, {local}));
   routing.offsets = i32(temp(DType::I32, {local + 1}));
@@ -521,10 +527,6 @@ void CudaOps::run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& 
   // reads the tokens' rows in place; otherwise they are copied into expert order first.
   const bool rows_resolved = kernels::moe_route(i32(ids), tokens, k, experts.first_expert, local,
                                                 tile_rows, routing, stream_);
-  // The rule the predictor prices (backend/expert_paths.hpp): the GEMMs read the rows copied
-  // into expert order, also when the routing resolved them (its slot ranks hold for the copy).
-  const bool by_gemms =
-      expert_call_by_gemms(planned_tokens, k, local, /*eager=*/true) && expert_gemms_ && !capturing(stream_);
   const bf16* gate_up_input = bf(x);
   const int32_t* token_of_row = routing.token_of_row;
   if (!rows_resolved || by_gemms) {
@@ -535,7 +537,6 @@ void CudaOps::run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& 
     token_of_row = nullptr;
   }
   if (by_gemms) {
-    MOETRON_ASSERT(tile_rows == kernels::kLargeTileRows);  // the kernels' own regime agrees
     Tensor y_perm = temp(DType::BF16, {slots, hidden});
     expert_gemms_by_cublas(gate_up_input, experts, routing.offsets, hidden, inter, act, y_perm);
     kernels::moe_unpermute_combine(bf(y_perm), routing.row_of_slot, f32(weights), tokens, k,
