@@ -460,12 +460,9 @@ void launch_attention(const PagedAttentionArgs& a, const AttentionPlan& plan, vo
   sink.num_splits = plan.num_splits;
   sink.part_o = static_cast<float*>(workspace);
   sink.part_ml = sink.part_o ? sink.part_o + plan.num_splits * sink.rows_total * HD : nullptr;
-  // Over 48 KiB of shared memory for HD = 128: the kernel must opt in (a host-side attribute,
-  // cheap, and allowed while a graph is being captured).
+  // Over 48 KiB of shared memory for HD = 128: the kernel must opt in (once: common.cuh).
   const size_t smem = sizeof(AttentionSmem<HD>);
-  CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<HD, kWarpKeys>,
-                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(smem)));
+  opt_in_dynamic_smem(attention_kernel<HD, kWarpKeys>, smem);
   launch(attention_kernel<HD, kWarpKeys>, grid, kThreads, smem, stream, a, plan.num_splits,
       plan.split_len, sink);
   if (plan.num_splits > 1) {

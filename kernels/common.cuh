@@ -173,6 +173,16 @@ __device__ __forceinline__ void pdl_enter() {
 // Whether launches on the current device may overlap their predecessor (see pdl_enter).
 bool pdl_enabled();
 
+// Lets `kernel` use `bytes` of dynamic shared memory (past the 48 KiB default) on the current
+// device. The attribute stays set, so the driver is asked once per kernel, device and size: set
+// before every launch, it cost an eager step's host a driver call a launch. Host-side; allowed
+// while a graph is being captured.
+void opt_in_dynamic_smem(const void* kernel, size_t bytes);
+template <typename... Params>
+void opt_in_dynamic_smem(void (*kernel)(Params...), size_t bytes) {
+  opt_in_dynamic_smem(reinterpret_cast<const void*>(kernel), bytes);
+}
+
 template <typename... Params, typename... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes,
             cudaStream_t stream, Args&&... args) {

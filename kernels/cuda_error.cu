@@ -1,6 +1,8 @@
 // The one place CUDA failures turn into moetron::Error; and the launch policy of common.cuh.
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <vector>
 
 #include "common.cuh"
 #include "moetron/core/error.hpp"
@@ -31,6 +33,23 @@ bool pdl_enabled() {
   if (major[device] == 0)
     CUDA_CHECK(cudaDeviceGetAttribute(&major[device], cudaDevAttrComputeCapabilityMajor, device));
   return major[device] >= 9;
+}
+
+void opt_in_dynamic_smem(const void* kernel, size_t bytes) {
+  struct Granted {
+    const void* kernel;
+    int device;
+    size_t bytes;
+  };
+  static std::mutex mutex;
+  static std::vector<Granted> granted;  // a few kernels a process
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(mutex);
+  for (const Granted& g : granted)
+    if (g.kernel == kernel && g.device == device && g.bytes >= bytes) return;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  granted.push_back({kernel, device, bytes});
 }
 
 }  // namespace kernels

@@ -686,7 +686,7 @@ constexpr size_t kWideSmemBytes = kWideStages * sizeof(WideStage<kWideTileRows>)
 template <bool kSwiGLU>
 auto wide_kernel() {
   auto kernel = grouped_mma_wide_kernel<kWideTileRows / 8, kSwiGLU>;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kWideSmemBytes)));
+  opt_in_dynamic_smem(kernel, kWideSmemBytes);
   return kernel;
 }
 
@@ -723,8 +723,7 @@ template <int BM, int BN, int WM, int WN, bool kSwiGLU>
 void launch_shape(const GroupedOperands& op, cudaStream_t stream) {
   using Shape = GemmShape<BM, BN, WM, WN, kSwiGLU>;
   auto kernel = grouped_gemm_kernel<BM, BN, WM, WN, kSwiGLU>;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(Shape::kSmemBytes)));
+  opt_in_dynamic_smem(kernel, Shape::kSmemBytes);
   const dim3 grid(static_cast<unsigned>(op.max_tiles),
                   static_cast<unsigned>(ceil_div(op.n_dim, BN)));
   launch(kernel, grid, Shape::kThreads, Shape::kSmemBytes, stream, op.a, op.token_of_row, op.w,

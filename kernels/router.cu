@@ -14,11 +14,16 @@ constexpr int kWarpsPerBlock = 4;
 template <typename T>
 __global__ void router_topk_kernel(const T* __restrict__ logits, int64_t num_tokens,
                                    int num_experts, int k, bool renormalize,
+                                   const int32_t* __restrict__ valid_tokens,
                                    int32_t* __restrict__ ids, float* __restrict__ weights) {
   pdl_enter();  // first: see common.cuh
   const int64_t t = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (t >= num_tokens) return;
   const int lane = threadIdx.x & 31;
+  if (valid_tokens != nullptr && t >= *valid_tokens) {  // padding: routed to no expert
+    for (int j = lane; j < k; j += 32) ids[t * k + j] = -1, weights[t * k + j] = 0.0f;
+    return;
+  }
   const T* row = logits + t * num_experts;
 
   float prob[kPerLane];
@@ -72,16 +77,17 @@ __global__ void router_topk_kernel(const T* __restrict__ logits, int64_t num_tok
 }  // namespace
 
 void router_topk(const void* logits, bool logits_bf16, int64_t num_tokens, int64_t num_experts,
-                 int64_t k, bool renormalize, int32_t* ids, float* weights, cudaStream_t stream) {
+                 int64_t k, bool renormalize, const int32_t* valid_tokens, int32_t* ids, float* weights,
+                 cudaStream_t stream) {
   if (num_tokens == 0) return;
   const unsigned blocks = static_cast<unsigned>(ceil_div(num_tokens, kWarpsPerBlock));
   const int threads = 32 * kWarpsPerBlock;
   if (logits_bf16)
     launch(router_topk_kernel<bf16>, blocks, threads, 0, stream, static_cast<const bf16*>(logits),
-        num_tokens, static_cast<int>(num_experts), static_cast<int>(k), renormalize, ids, weights);
+        num_tokens, static_cast<int>(num_experts), static_cast<int>(k), renormalize, valid_tokens, ids, weights);
   else
     launch(router_topk_kernel<float>, blocks, threads, 0, stream, static_cast<const float*>(logits),
-        num_tokens, static_cast<int>(num_experts), static_cast<int>(k), renormalize, ids, weights);
+        num_tokens, static_cast<int>(num_experts), static_cast<int>(k), renormalize, valid_tokens, ids, weights);
 }
 
 }  // namespace kernels

@@ -29,6 +29,11 @@
 #   ncu       Nsight Compute on an eager batch-1 decode (OLMoE-1B-7B shape, dummy weights): time
 #             and DRAM bytes of every kernel of 4 decode steps (moetron run
 #             --profile-decode-steps opens ncu's window), tabled by perf/ncu_summary.py
+#   buckets   decode steps of part-filled graph buckets against full ones (Mixtral-8x7B and
+#             OLMoE-1B-7B shapes, dummy weights, 512-token prompts, phased batches 256, 200,
+#             133, 128, 80): each part-filled batch should cost no more than its full bucket
+#             (a bucket's padding rows route to no expert); BUCKETS_BASE=BINARY runs a second
+#             build on the same prompts for an A/B
 #   bench     the benchmark table, perf/bench.py (models: BENCH_MODELS, default olmoe-1b-7b;
 #             further options: BENCH_ARGS, e.g. "--idle-batches 64 --no-eager")
 #   plans     two GPUs: tests/cli/gpu_plans.sh (TP2, EP2, PP2, DP2 over NCCL against one GPU)
@@ -58,7 +63,7 @@ gpu_tests=$build/tests/moetron_gpu_tests
 [ -x "$gpu_tests" ] || fail "BUILD_DIR '$build' has no executable tests/moetron_gpu_tests"
 fixtures=$src/tests/fixtures
 
-all_sections=(tests kernels mma sanitize sampling pdl profile ncu bench plans expert_load)
+all_sections=(tests kernels mma sanitize sampling pdl profile ncu buckets bench plans expert_load)
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=(tests kernels sanitize sampling bench)
 for s in "${sections[@]}"; do
@@ -194,6 +199,24 @@ section_ncu() {
   python3 "$src/perf/ncu_summary.py" "$logs/ncu-batch1.csv" --steps 4
 }
 
+section_buckets() {
+  python3 "$src/perf/make_prompts.py" "$work/buckets.jsonl" --phases 256,200,133,128,80 --steps 8 \
+    --prompt 512 || return 1
+  local status=0 preset family binary
+  for preset in ${BUCKETS_PRESETS:-mixtral-8x7b olmoe-1b-7b}; do
+    family=${preset%%-*}
+    "$moetron" model make --family "$family" --preset "$preset" --config-only \
+      --out "$work/$preset" >/dev/null || return 1
+    for binary in "$moetron" ${BUCKETS_BASE:-}; do
+      echo "== $preset, $binary"
+      "$binary" run --model "$work/$preset" --load-format dummy --prompts "$work/buckets.jsonl" \
+        --out "$work/o.h5" --ignore-eos --max-batch 256 --max-batch-tokens 16384 | grep -o "by batch: .*" ||
+        status=1
+    done
+  done
+  return $status
+}
+
 section_bench() {
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
   timeout 540 python3 "$src/perf/bench.py" --moetron "$moetron" \
@@ -223,7 +246,7 @@ for s in "${sections[@]}"; do
   line="$s: exit $rc, $(( $(date +%s) - start )) s"
   echo "$line" | tee -a "$logs/summary.txt"
   # The lines that say how it went, so the console shows the outcome without the log.
-  grep -E '^\[  (PASSED|FAILED|SKIPPED)|ERROR SUMMARY|RACECHECK SUMMARY|decode step median|GPU idle within|^== |done:|FAIL|ok:' \
+  grep -E '^\[  (PASSED|FAILED|SKIPPED)|ERROR SUMMARY|RACECHECK SUMMARY|decode step median|GPU idle within|^== |by batch|done:|FAIL|ok:' \
     "$logs/$s.log" | head -n 20
   [ "$rc" = 0 ] || status=1
 done

@@ -125,9 +125,12 @@ void paged_attention(const PagedAttentionArgs& args, const AttentionPlan& plan, 
 // ---- router.cu -------------------------------------------------------------------------------
 // Per token: softmax over E logits (fp32), top-k in descending probability (ties: lower expert
 // index), optionally renormalised to sum 1. logits are bf16 or fp32 ([T, E], E <= 256).
+// valid_tokens (device, may be null): tokens at or past *valid_tokens are padding, ids -1 and
+// weights 0 (a recorded decode step's bucket past its real batch).
 constexpr int kRouterMaxExperts = 256;
 void router_topk(const void* logits, bool logits_bf16, int64_t num_tokens, int64_t num_experts,
-                 int64_t k, bool renormalize, int32_t* ids, float* weights, cudaStream_t stream);
+                 int64_t k, bool renormalize, const int32_t* valid_tokens, int32_t* ids, float* weights,
+                 cudaStream_t stream);
 
 // ---- moe_permute.cu: expert-contiguous order, built on the device ----------------------------
 // The permutation of one MoE layer's (token, slot) pairs into expert-contiguous rows. Every

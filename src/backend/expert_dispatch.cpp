@@ -12,9 +12,10 @@ std::vector<DispatchEntries> entries_by_destination(const int32_t* ids, const fl
   std::vector<DispatchEntries> out(static_cast<size_t>(destinations));
   for (int64_t slot = first * k; slot < last * k; ++slot) {
     const int32_t e = ids[slot];
+    if (e < 0) continue;  // padding (a recorded step's rows past its real tokens): sent nowhere
     for (int64_t shard = 0; shard < expert_shards; ++shard) {
       const int64_t d = (e / expert_set_size) * expert_shards + shard;
-      MOETRON_ASSERT(e >= 0 && d < destinations);
+      MOETRON_ASSERT(d < destinations);
       DispatchEntries& to = out[static_cast<size_t>(d)];
       to.rows.push_back(static_cast<int32_t>(slot / k));
       to.experts.push_back(e);

@@ -317,7 +317,7 @@ void Ops::attention(const Tensor& q, const KvCache& cache, const BatchTensors& b
 // ---- mixture of experts -------------------------------------------------------------------------
 
 void Ops::router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
-                      Tensor& weights) {
+                      Tensor& weights, const Tensor& valid_tokens) {
   const Device d = device();
   expect_either(logits, activation_dtype(), DType::F32, d, "router_topk", "logits");
   expect(ids, DType::I32, d, "router_topk", "ids");
@@ -327,7 +327,11 @@ void Ops::router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor&
                                                                          << "] (the experts)");
   expect_rows_cols(ids, logits.rows(), k, "router_topk", "ids");
   expect_rows_cols(weights, logits.rows(), k, "router_topk", "weights");
-  do_router_topk(logits, k, renormalize, ids, weights);
+  if (valid_tokens.defined()) {
+    expect(valid_tokens, DType::I32, d, "router_topk", "valid_tokens");
+    expect_numel(valid_tokens, 1, "router_topk", "valid_tokens", "one count");
+  }
+  do_router_topk(logits, k, renormalize, ids, weights, valid_tokens);
 }
 
 void Ops::moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,

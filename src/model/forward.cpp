@@ -64,7 +64,7 @@ void ModelForward::count_routing(int64_t num_tokens) {
 }
 
 // What this rank's experts computed: every slot given to moe_experts, counted on the device
-// inside the forward (so a recorded step counts its padding rows too: they are computed),
+// inside the forward (a recorded step's padding rows route to no expert and are not counted),
 // and the time of those calls.
 void ModelForward::run_experts(const LayerWeights& w, const Tensor& x, const Tensor& ids,
                                const Tensor& weights, int64_t expected_slots, Tensor& out) {
@@ -106,7 +106,7 @@ void ModelForward::run_layers(Tensor& hidden, const BatchTensors& batch) {
     }
     attention_block(w, i, h, batch, delta);
     ops.add_rmsnorm(hidden, delta, w.post_attention_norm, eps, h);
-    mlp_block(w, i, h, batch.dispatch_tokens, delta);
+    mlp_block(w, i, h, batch, delta);
     ops.temp_release(mark);
   }
   ops.add_inplace(hidden, delta);
@@ -170,7 +170,7 @@ void ModelForward::attention_block(const LayerWeights& w, size_t local_layer, co
 }
 
 void ModelForward::mlp_block(const LayerWeights& w, size_t local_layer, const Tensor& h,
-                             int64_t dispatch_tokens, Tensor& out) {
+                             const BatchTensors& batch, Tensor& out) {
   const ModelConfig& c = *ctx_.config;
   Ops& ops = *ctx_.ops;
   const int64_t T = h.rows();
@@ -189,8 +189,10 @@ void ModelForward::mlp_block(const LayerWeights& w, size_t local_layer, const Te
   Tensor ids = ctx_.count_experts ? routing_[local_layer].slice_rows(0, T)
                                   : ops.temp(DType::I32, {T, c.top_k});
   Tensor weights = ops.temp(DType::F32, {T, c.top_k});
-  ops.router_topk(logits, c.top_k, c.norm_topk_prob, ids, weights);
-  dispatch_experts(w, local_layer, h, ids, weights, dispatch_tokens, out);
+  // A recorded step's padding rows (past batch.valid_tokens) go to no expert: they would all pick
+  // the same experts (one token at one position) and pile onto their tiles.
+  ops.router_topk(logits, c.top_k, c.norm_topk_prob, ids, weights, batch.valid_tokens);
+  dispatch_experts(w, local_layer, h, ids, weights, batch.dispatch_tokens, out);
   if (w.shared.gate_up.defined()) {
     Tensor shared = ops.temp(act, {T, c.hidden_size});
     ops.swiglu_mlp(h, w.shared.gate_up, w.shared.down, shared);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a GPU: decode steps replayed from CUDA graphs give the same tokens as running them eagerly,
-# over batches that shrink through every bucket as requests finish; and the CUDA backend's
+# over batches that shrink through every bucket as requests finish, and their experts serve the
+# same token-slots (a bucket's padding rows route to no expert); and the CUDA backend's
 # greedy tokens on the HF fixtures' real-width twin agree with the CPU backend's.
 source "$(dirname "$0")/common.bash"
 require_gpu
@@ -12,6 +13,11 @@ args=(run --model "$model" --prompts "$WORK/prompts.jsonl" --backend cuda --igno
 grep -q "recorded the decode step" "$WORK/graphs.log" || fail "no decode graphs were recorded"
 "$MOETRON" "${args[@]}" --no-graphs --out "$WORK/eager.h5"
 "$COMPARE_RESULTS" "$WORK/graphs.h5" "$WORK/eager.h5" --no-logits || fail "graph replay differs from eager"
+# A replayed bucket's padding rows route to no expert: the experts serve what eager steps serve
+# (21 requests finishing one by one pass through every bucket size between the powers of two).
+served_graphs=$(h5_values "$WORK/graphs.h5" /ranks/expert_tokens) served_eager=$(h5_values "$WORK/eager.h5" /ranks/expert_tokens)
+[[ -n "$served_eager" && "$served_graphs" == "$served_eager" ]] ||
+  fail "expert token-slots served: $served_graphs with graphs, $served_eager eagerly (padding rows routed?)"
 "$MOETRON" run --model "$model" --prompts "$WORK/prompts.jsonl" --backend cpu --ignore-eos \
   --log-level warn --out "$WORK/cpu.h5"
 # bf16 on the GPU against float32 on the CPU, free-running greedy (one flip changes the rest of

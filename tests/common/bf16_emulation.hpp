@@ -88,8 +88,8 @@ class Bf16StorageOps : public Ops {
     cpu_->attention(q, c, b, nq, nk, hd, scale, out);
     round(out);
   }
-  void do_router_topk(const Tensor& l, int64_t k, bool r, Tensor& ids, Tensor& w) override {
-    cpu_->router_topk(l, k, r, ids, w);
+  void do_router_topk(const Tensor& l, int64_t k, bool r, Tensor& ids, Tensor& w, const Tensor& valid) override {
+    cpu_->router_topk(l, k, r, ids, w, valid);
     record_router_gaps(l, k);
   }
   void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& w, const ExpertWeights& e,

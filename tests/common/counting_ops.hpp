@@ -83,8 +83,9 @@ class CountingOps : public Ops {
                     int64_t num_kv_heads, int64_t head_dim, float scale, Tensor& out) override {
     note("attention"), inner_->attention(q, cache, batch, num_q_heads, num_kv_heads, head_dim, scale, out);
   }
-  void do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids, Tensor& weights) override {
-    note("router_topk"), inner_->router_topk(logits, k, renormalize, ids, weights);
+  void do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids, Tensor& weights,
+                      const Tensor& valid_tokens) override {
+    note("router_topk"), inner_->router_topk(logits, k, renormalize, ids, weights, valid_tokens);
   }
   void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights, const ExpertWeights& experts,
                       Tensor& out, int64_t expected_slots) override {

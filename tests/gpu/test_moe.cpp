@@ -23,9 +23,11 @@ TEST_F(CudaMoe, RouterTopkMatchesReference) {
       if (k > experts) continue;
       for (bool renorm : {false, true}) {
         for (int64_t tokens : {1, 3, 17, 129}) {
+          // A recorded step's bucket: the rows past valid_tokens are padding (no expert).
+          const int32_t valid = tokens == 129 ? 100 : tokens == 17 ? 0 : -1;  // -1: not given
           const std::string name = "router_topk E=" + std::to_string(experts) +
                                    " k=" + std::to_string(k) + " T=" + std::to_string(tokens) +
-                                   (renorm ? " renorm" : "");
+                                   (renorm ? " renorm" : "") + (valid >= 0 ? " valid=" + std::to_string(valid) : "");
           cases.push_back({name, [=](CaseInputs& in) {
             // Distinct logits (multiples of 1/16, exact in bf16), so the top-k is unambiguous.
             std::vector<float> logits(static_cast<size_t>(tokens * experts));
@@ -39,7 +41,9 @@ TEST_F(CudaMoe, RouterTopkMatchesReference) {
             Tensor l = in.activation(logits, {tokens, experts});
             Tensor ids = in.output(DType::I32, {tokens, k});
             Tensor w = in.output(DType::F32, {tokens, k});
-            in.ops.router_topk(l, k, renorm, ids, w);
+            // Padding rows' weights must be written 0 (outputs start as NaN; their ids as -1).
+            const Tensor count = valid >= 0 ? in.i32({valid}, {1}) : Tensor{};
+            in.ops.router_topk(l, k, renorm, ids, w, count);
             // Ids: exact (no ties). Weights: an fp32 softmax of the same inputs, only the
             // order of the exp sums differs.
             return CaseOutputs{{"ids", host_of(in, ids), 0.0}, {"weights", host_of(in, w), 1e-5}};

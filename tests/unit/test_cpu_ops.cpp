@@ -224,25 +224,26 @@ TEST_F(CpuOpsTest, UploadBatchCopiesEveryVector) {
 }
 
 TEST_F(CpuOpsTest, BatchArraysShareOneAlignedBuffer) {
-  // Odd counts: 3 tokens, 2 sequences of 5 blocks each, 1 logit row; every array starts at a
-  // multiple of kAlign and the padding between them is zero.
+  // Odd counts: 3 tokens (2 of them real), 2 sequences of 5 blocks each, 1 logit row; every
+  // array starts at a multiple of kAlign and the padding between them is zero.
   const BatchArrays arrays(3, 2, 5, 1);
   constexpr int64_t a = BatchArrays::kAlign;
-  EXPECT_EQ(arrays.total(), 7 * a);  // each array fits in one aligned run here
+  EXPECT_EQ(arrays.total(), 8 * a);  // each array fits in one aligned run here
   const std::vector<int32_t> ids = {11, 12, 13}, pos = {1, 2, 3}, slots = {7, 8, 9}, qs = {0, 2, 3},
-                             lens = {4, 40}, tables = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, rows = {2};
-  const std::vector<int32_t> packed =
-      arrays.pack({ids.data(), pos.data(), slots.data(), qs.data(), lens.data(), tables.data(), rows.data()});
+                             lens = {4, 40}, tables = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, rows = {2}, valid = {2};
+  const std::vector<int32_t> packed = arrays.pack(
+      {ids.data(), pos.data(), slots.data(), qs.data(), lens.data(), tables.data(), rows.data(), valid.data()});
   ASSERT_EQ(static_cast<int64_t>(packed.size()), arrays.total());
   EXPECT_EQ(packed[0], 11);
   EXPECT_EQ(packed[3], 0);  // padding after token_ids
   EXPECT_EQ(packed[a], 1);
   EXPECT_EQ(packed[5 * a + 9], 10);
   EXPECT_EQ(packed[6 * a], 2);
+  EXPECT_EQ(packed[7 * a], 2);
   // Filling the arrays in place through views gives the same buffer.
   std::vector<int32_t> in_place(static_cast<size_t>(arrays.total()), 0);
-  const std::array<int32_t*, 7> at = arrays.views(in_place);
-  const std::array<const std::vector<int32_t>*, 7> sources = {&ids, &pos, &slots, &qs, &lens, &tables, &rows};
+  const std::array<int32_t*, 8> at = arrays.views(in_place);
+  const std::array<const std::vector<int32_t>*, 8> sources = {&ids, &pos, &slots, &qs, &lens, &tables, &rows, &valid};
   for (size_t i = 0; i < at.size(); ++i) std::copy(sources[i]->begin(), sources[i]->end(), at[i]);
   EXPECT_EQ(in_place, packed);
   std::vector<int32_t> short_buffer(static_cast<size_t>(arrays.total() - 1));
@@ -259,10 +260,11 @@ TEST_F(CpuOpsTest, BatchArraysShareOneAlignedBuffer) {
   EXPECT_EQ(download_ids(t.kv_lens), lens);
   EXPECT_EQ(download_ids(t.block_tables), tables);
   EXPECT_EQ(download_ids(t.logit_rows), rows);
+  EXPECT_EQ(download_ids(t.valid_tokens), valid);
   for (const Tensor* v : {&t.positions, &t.block_tables, &t.logit_rows})
     EXPECT_EQ((static_cast<const int32_t*>(v->data) - static_cast<const int32_t*>(buffer.data)) % a, 0);
   // Larger than one aligned run: 40 tokens take two.
-  EXPECT_EQ(BatchArrays(40, 1, 1, 1).total(), (2 + 2 + 2 + 1 + 1 + 1 + 1) * a);
+  EXPECT_EQ(BatchArrays(40, 1, 1, 1).total(), (2 + 2 + 2 + 1 + 1 + 1 + 1 + 1) * a);
   Tensor small = ops->alloc(DType::I32, {arrays.total() - 1});
   EXPECT_THROW(arrays.bind(small, t), Error);
 }
@@ -584,6 +586,34 @@ TEST_F(CpuOpsTest, RouterTopkMatchesReference) {
     }
 }
 
+// A recorded step's padding rows (at or past valid_tokens) route to no expert: ids -1, weights
+// 0; the real rows as without it. valid_tokens of 0, of some, of all and past the rows.
+TEST_F(CpuOpsTest, RouterTopkSendsPaddingRowsToNoExpert) {
+  const int64_t tokens = 7, experts = 6, k = 2;
+  const Vec logits = normal(tokens * experts, 2.0f);
+  Tensor all_ids = zeros({tokens, k}, DType::I32), all_w = zeros({tokens, k});
+  ops->router_topk(upload(logits, {tokens, experts}), k, true, all_ids, all_w);
+  const Ids want_ids = download_ids(all_ids);
+  const Vec want_w = download(all_w);
+  for (const int32_t valid : {0, 3, 7, 9}) {
+    SCOPED_TRACE("valid " + std::to_string(valid));
+    Tensor count = zeros({1}, DType::I32);
+    ops->copy_from_host(count, &valid);
+    Tensor ids = zeros({tokens, k}, DType::I32), weights = zeros({tokens, k});
+    ops->router_topk(upload(logits, {tokens, experts}), k, true, ids, weights, count);
+    const Ids got_ids = download_ids(ids);
+    const Vec got_w = download(weights);
+    for (int64_t s = 0; s < tokens * k; ++s) {
+      const bool real = s / k < valid;
+      EXPECT_EQ(got_ids[s], real ? want_ids[s] : -1) << "slot " << s;
+      EXPECT_EQ(got_w[s], real ? want_w[s] : 0.0f) << "slot " << s;
+    }
+  }
+  // The count is one I32.
+  Tensor wide = zeros({2}, DType::I32), ids = zeros({tokens, k}, DType::I32), weights = zeros({tokens, k});
+  EXPECT_THROW(ops->router_topk(upload(logits, {tokens, experts}), k, true, ids, weights, wide), Error);
+}
+
 TEST_F(CpuOpsTest, RouterTopkBreaksTiesByLowerExpert) {
   Tensor ids = zeros({1, 5}, DType::I32), weights = zeros({1, 5});
   ops->router_topk(upload(Vec{1.0f, 3.0f, 3.0f, 0.0f, 3.0f}, {1, 5}), 5, false, ids, weights);
@@ -727,6 +757,15 @@ TEST_F(CpuOpsTest, PackDispatchFillsEachDestinationInSlotOrder) {
   Tensor r2 = zeros({8}, DType::I32), e2 = zeros({8, 1}, DType::I32), s2 = zeros({8});
   EXPECT_THROW(ops->pack_dispatch(upload(ids, {4, 2}), upload(w, {4, 2}), 1, 3, 2, 2, 2, r2, e2, s2),
                Error);
+  // A recorded step's padding rows (ids -1, router_topk past valid_tokens) are sent nowhere: with
+  // token 2 padding, set 1 gets only (1, 0); set 0 as before.
+  Ids padded = ids;
+  padded[4] = padded[5] = -1;
+  Tensor pr = zeros({entries}, DType::I32), pe = zeros({entries, 1}, DType::I32), ps = zeros({entries});
+  ops->pack_dispatch(upload(padded, {4, 2}), upload(w, {4, 2}), 1, 3, 2, 2, capacity, pr, pe, ps);
+  const Ids got = download_ids(pe);
+  EXPECT_EQ(Ids(got.begin(), got.begin() + 3), set0_experts);
+  EXPECT_EQ(Ids(got.begin() + 6, got.begin() + 9), (Ids{3, -1, -1}));
 }
 
 // Rank emulation's one call for every peer gives each peer's block exactly as the per-peer path

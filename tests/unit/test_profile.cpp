@@ -338,6 +338,12 @@ TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
   EXPECT_EQ(p.find(tables::kAttentionInputs)->series.size(), bench_shapes(tiny_config()).attention.size());
   EXPECT_EQ(p.find(tables::kSampling)->series.size(), 1u);
   EXPECT_EQ(p.find(tables::kSampling)->series[0].key, std::vector<int64_t>{tiny_config().vocab_size});
+  // hbm_copy doubles from the largest token count's rows up to the streaming buffer: no wider
+  // gap for the largest stand-in copies (a vocabulary allgather) to be read across.
+  const Series& copies = p.find(tables::kHbmCopy)->series.front();
+  ASSERT_GE(copies.sizes.size(), 4u);
+  for (size_t i = copies.sizes.size() - 4; i + 1 < copies.sizes.size(); ++i)
+    EXPECT_LE(copies.sizes[i + 1], 2 * copies.sizes[i]) << "between " << copies.sizes[i] << " and " << copies.sizes[i + 1];
 }
 
 // The bench does not reach into the engine: without the engine's time_host_step there is no

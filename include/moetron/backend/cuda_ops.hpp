@@ -128,7 +128,7 @@ class CudaOps final : public Ops {
                     Tensor& out) override;
 
   void do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
-                      Tensor& weights) override;
+                      Tensor& weights, const Tensor& valid_tokens) override;
   void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
                       const ExpertWeights& experts, Tensor& out, int64_t expected_slots) override;
   void do_moe_experts_counted(const Tensor& x, const Tensor& ids, const Tensor& weights,

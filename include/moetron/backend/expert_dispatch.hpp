@@ -15,7 +15,8 @@ struct DispatchEntries {
   std::vector<float> scales;     // routing weights
 };
 
-// ids and weights are [*, k] row-major on the host; returns `destinations` entries.
+// ids and weights are [*, k] row-major on the host; returns `destinations` entries. Ids below 0
+// (a recorded step's padding rows: Ops::router_topk) go nowhere, as on the device.
 std::vector<DispatchEntries> entries_by_destination(const int32_t* ids, const float* weights,
                                                     int64_t k, int64_t first, int64_t last,
                                                     int64_t expert_set_size,

@@ -59,30 +59,35 @@ struct BatchTensors {
   int64_t max_kv_len = 0;  // host-known bound, for kernels that size their work by it
   int64_t dispatch_tokens = 0;  // see BatchLayout
   Tensor token_ids, positions, slot_mapping, query_start, kv_lens, block_tables, logit_rows;
+  // I32 [1]: how many of the tokens are real (the first ones). A recorded decode step pads its
+  // batch to the bucket it was recorded for; the router sends the padding rows to no expert.
+  // Undefined: every token is real.
+  Tensor valid_tokens;
 };
 
-// BatchTensors' seven index arrays in one I32 buffer, so that a step uploads them in one copy:
+// BatchTensors' eight index arrays in one I32 buffer, so that a step uploads them in one copy:
 // seven small copies cost a few microseconds each before the step's first kernel can start
 // (perf/NOTES.md, seventeenth session). Each array starts at a multiple of kAlign elements.
 class BatchArrays {
  public:
   static constexpr int64_t kAlign = 32;  // 128 bytes: whole lines for vector loads
+  static constexpr size_t kArrays = 8;
   // Element counts in BatchTensors' order: token_ids, positions, slot_mapping, query_start,
-  // kv_lens, block_tables (seqs x max_blocks_per_seq), logit_rows.
+  // kv_lens, block_tables (seqs x max_blocks_per_seq), logit_rows, valid_tokens (1).
   BatchArrays(int64_t tokens, int64_t seqs, int64_t max_blocks_per_seq, int64_t logit_rows);
   int64_t total() const { return offsets_.back(); }  // the buffer's elements
-  // Points t's seven tensors (1-D views) into `buffer` (I32, total() elements).
+  // Points t's eight tensors (1-D views) into `buffer` (I32, total() elements).
   void bind(const Tensor& buffer, BatchTensors& t) const;
-  // The seven host arrays (in the order above, each counts[i] elements) in the buffer's layout;
+  // The eight host arrays (in the order above, each counts[i] elements) in the buffer's layout;
   // the padding between them is zero.
-  std::vector<int32_t> pack(const std::array<const int32_t*, 7>& arrays) const;
-  // Where each of the seven arrays starts in `packed` (total() elements, the buffer's layout), so
+  std::vector<int32_t> pack(const std::array<const int32_t*, kArrays>& arrays) const;
+  // Where each of the eight arrays starts in `packed` (total() elements, the buffer's layout), so
   // that a caller can fill them in place.
-  std::array<int32_t*, 7> views(std::vector<int32_t>& packed) const;
+  std::array<int32_t*, kArrays> views(std::vector<int32_t>& packed) const;
 
  private:
-  std::array<int64_t, 7> counts_{};
-  std::array<int64_t, 8> offsets_{};
+  std::array<int64_t, kArrays> counts_{};
+  std::array<int64_t, kArrays + 1> offsets_{};
 };
 
 // One layer's paged KV cache: [num_blocks, block_size, kv_heads, head_dim] each.
@@ -213,9 +218,11 @@ class Ops {
 
   // ---- mixture of experts ----
   // Softmax over E router logits [T, E] (activation dtype or F32; in float32), top-k, optional
-  // renormalisation. ids I32 [T, k], weights F32 [T, k], in descending weight order.
+  // renormalisation. ids I32 [T, k], weights F32 [T, k], in descending weight order. With
+  // valid_tokens (I32 [1], BatchTensors'), rows at or past its value are padding: ids -1 (no
+  // expert's) and weights 0.
   void router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
-                   Tensor& weights);
+                   Tensor& weights, const Tensor& valid_tokens = Tensor{});
   // out [T, H] = sum over slots (t, j) whose expert is local of
   //   weights[t, j] * down_e(silu(gate_e x_t) * up_e x_t); other slots contribute nothing.
   // ids I32 and weights F32 [T, k]. The grouped path: count per expert, permute, grouped GEMMs,
@@ -343,7 +350,7 @@ class Ops {
                             int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
                             float scale, Tensor& out) = 0;
   virtual void do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
-                              Tensor& weights) = 0;
+                              Tensor& weights, const Tensor& valid_tokens) = 0;
   virtual void do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
                               const ExpertWeights& experts, Tensor& out, int64_t expected_slots) = 0;
   // moe_experts with served: by default the count, then do_moe_experts.

@@ -83,7 +83,7 @@ class ModelForward {
   Tensor qk_norm_across_tp(const Tensor& x, const Tensor& w, int64_t total_cols,
                            int64_t replication);
   void mlp_block(const LayerWeights& w, size_t local_layer, const Tensor& h,
-                 int64_t dispatch_tokens, Tensor& out);
+                 const BatchTensors& batch, Tensor& out);
 
   // Expert dispatch between replicas: where each entry this rank sends goes, and what comes
   // back (see dispatch_experts).

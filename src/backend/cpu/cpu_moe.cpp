@@ -20,11 +20,14 @@ void CpuOps::do_add_row_bias(Tensor& x, const Tensor& bias) {
 }
 
 void CpuOps::do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
-                            Tensor& weights) {
+                            Tensor& weights, const Tensor& valid_tokens) {
   const int64_t tokens = logits.rows(), experts = logits.cols();
+  const int64_t valid = valid_tokens.defined() ? std::clamp<int64_t>(i32(valid_tokens)[0], 0, tokens) : tokens;
+  std::fill(i32(ids) + valid * k, i32(ids) + tokens * k, -1);  // padding rows: no expert's
+  std::fill(f32(weights) + valid * k, f32(weights) + tokens * k, 0.0f);
   std::vector<float> probs(experts);
   std::vector<int32_t> order(experts);
-  for (int64_t t = 0; t < tokens; ++t) {
+  for (int64_t t = 0; t < valid; ++t) {
     const float* z = f32(logits) + t * experts;
     const float max_z = *std::max_element(z, z + experts);
     float sum = 0.0f;

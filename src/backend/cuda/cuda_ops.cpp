@@ -455,13 +455,13 @@ void CudaOps::do_attention(const Tensor& q, const KvCache& cache, const BatchTen
 // ---- mixture of experts -------------------------------------------------------------------------
 
 void CudaOps::do_router_topk(const Tensor& logits, int64_t k, bool renormalize, Tensor& ids,
-                             Tensor& weights) {
+                             Tensor& weights, const Tensor& valid_tokens) {
   const int64_t experts = logits.cols();
   MOETRON_CHECK(experts <= kernels::kRouterMaxExperts,
                 "router_topk: " << experts << " experts; the CUDA router handles at most "
                                 << kernels::kRouterMaxExperts);
-  kernels::router_topk(logits.data, logits.dtype == DType::BF16, logits.rows(), experts, k,
-                       renormalize, i32(ids), f32(weights), stream_);
+  kernels::router_topk(logits.data, logits.dtype == DType::BF16, logits.rows(), experts, k, renormalize,
+                       valid_tokens.defined() ? i32(valid_tokens) : nullptr, i32(ids), f32(weights), stream_);
 }
 
 void CudaOps::do_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
