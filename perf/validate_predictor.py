@@ -9,8 +9,8 @@
     times `moetron plan --profile` predicts from a `moetron bench` profile of the same shape;
 (b) emulated ranks (`moetron run --emulate-rank R --emulate-world N`) of plans for 2 ... 64
     ranks: each plan's busiest emulated rank's decode step (its compute: collectives are local
-    copies) against the predicted compute of that step and those copies (compute_s +
-    kernel_overhead_s + emulation_s);
+    copies) against the predicted compute of that step, those copies and the host's bookkeeping
+    (compute_s + kernel_overhead_s + emulation_s + host_s: StepCost::emulated_rank_s);
 (c) end to end over MPI: several ranks on one GPU (cuda), and 4 CPU ranks, each run's measured
     decode step and output tokens/s against its own /predictions (from a profile of that world).
 
@@ -309,10 +309,11 @@ class Plans:
         return sum(v for c, v in r.items() if c not in ("imbalance_s", "emulation_s"))
 
     def compute(self, kind, plan):
-        """What an emulated rank measures: its kernels and the gaps between them, no waiting, and
-        the local copies standing in for its collectives (emulation_s; absent from older files)."""
+        """What an emulated rank measures (StepCost::emulated_rank_s): its kernels and the gaps
+        between them, the local copies standing in for its collectives (emulation_s; absent from
+        older files) and its host's bookkeeping (host_s, inside every step's clock); no waiting."""
         r = self.row(kind, plan)
-        return r["compute_s"] + r["kernel_overhead_s"] + r.get("emulation_s", 0.0)
+        return r["compute_s"] + r["kernel_overhead_s"] + r.get("emulation_s", 0.0) + r.get("host_s", 0.0)
 
 
 def read_plans(path):

@@ -27,8 +27,8 @@ for shape, world, label, meas, pred_old in rows:
                        check=True, capture_output=True)
         h = h5py.File(out); cols = h['plans/decode_parts'].attrs['columns'].split(',')
         cache[key] = {n: dict(zip(cols, r)) for n, r in zip(s(h['plans/plan'][()]), h['plans/decode_parts'][()])}
-    p = cache[key][label]; pred = p['compute_s'] + p['kernel_overhead_s'] + p['emulation_s']
+    p = cache[key][label]; pred = p['compute_s'] + p['kernel_overhead_s'] + p['emulation_s'] + p.get('host_s', 0)  # StepCost::emulated_rank_s
     e = pred / meas - 1; errs.append(abs(e)); upper += pred <= meas
     print(f"{shape:18} {world:3} {label:22} old {pred_old*1e3:6.3f} new {pred*1e3:6.3f} meas {meas*1e3:6.3f} err {e*100:+6.1f}%  "
-          f"c {p['compute_s']*1e6:5.0f} o {p['kernel_overhead_s']*1e6:5.0f} e {p['emulation_s']*1e6:5.0f}")
+          f"c {p['compute_s']*1e6:5.0f} o {p['kernel_overhead_s']*1e6:5.0f} e {p['emulation_s']*1e6:5.0f} h {p.get('host_s', 0)*1e6:4.0f}")
 print(f"median {np.median(errs)*100:.1f}% worst {max(errs)*100:.1f}% upper bounds {upper}/{len(errs)}")

@@ -111,14 +111,14 @@ void print_step(std::ostringstream& os, const char* kind, const StepShape& shape
   char line[256];
   std::snprintf(line, sizeof line,
                 "  step %.2f us (a real rank: all but emulation); an emulated rank measures compute + kernel gaps + "
-                "emulation = %.2f us\n",
-                reported.total_s() * 1e6, (reported.compute_s + reported.kernel_overhead_s + reported.emulation_s) * 1e6);
+                "emulation + host = %.2f us\n",
+                reported.total_s() * 1e6, reported.emulated_rank_s() * 1e6);
   os << line;
   for (int s = 0; s < plan.pp; ++s) {
     if (s == trace.reported_stage) continue;
     const StepCost other = sum_of(trace, s);
-    std::snprintf(line, sizeof line, "  stage %d (not reported): compute + kernel gaps + emulation = %.2f us\n", s,
-                  (other.compute_s + other.kernel_overhead_s + other.emulation_s) * 1e6);
+    std::snprintf(line, sizeof line, "  stage %d (not reported): compute + kernel gaps + emulation + host = %.2f us\n", s,
+                  other.emulated_rank_s() * 1e6);
     os << line;
   }
 }
@@ -169,7 +169,7 @@ std::string format_explanation(const PlanExplanation& e) {
     os << ".\n          An emulated rank prices differently from a real one: `moetron run --emulate-rank " << last
        << " --emulate-world " << p.plan.world_size() << "` (the last rank, as perf/validate_predictor.py runs it) "
        << "replaces each collective by the local copies marked 'emulated copy' (the emu column) and measures compute + "
-       << "kernel gaps + emulation; a real rank spends the comm column instead. Both are shown.";
+       << "kernel gaps + emulation + host (its own bookkeeping); a real rank spends the comm column instead. Both are shown.";
     if (p.plan.pp > 1)
       os << " The last rank is in stage " << p.plan.pp - 1 << "; the tables show the stage the prediction reports.";
   }

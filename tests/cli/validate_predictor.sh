@@ -36,8 +36,9 @@ rho = f["emulated/groups/spearman"][()]
 assert len(rho) == 9 and np.isfinite(rho).any(), rho
 assert np.all((f["emulated/groups/pick_distance"][()] >= 0) & (f["emulated/groups/pick_distance"][()] <= 1))
 PY
-# An emulated point's prediction is what the emulated rank runs: compute, kernel gaps, and the
-# local copies standing in for its collectives (emulation_s, > 0 for every plan of 2+ ranks).
+# An emulated point's prediction is what the emulated rank runs: compute, kernel gaps, the local
+# copies standing in for its collectives (emulation_s, > 0 for every plan of 2+ ranks) and its
+# host's bookkeeping (host_s): StepCost::emulated_rank_s.
 "$PYTHON" - "$WORK/v" <<'PY' || fail "emulated predictions leave out the stand-in copies"
 import os, sys, h5py, numpy as np
 d = sys.argv[1]
@@ -50,7 +51,9 @@ for shape, label, world, predicted in zip(f["shape"][()], f["label"][()], f["wor
     names = [text(p) for p in plans["plan"][()]]
     row = dict(zip(cols, plans["decode_parts"][()][names.index(text(label))]))
     assert row["emulation_s"] > 0, (text(label), row)
-    assert np.isclose(predicted, row["compute_s"] + row["kernel_overhead_s"] + row["emulation_s"], rtol=1e-12), (text(label), predicted, row)
+    assert row["host_s"] > 0, (text(label), row)
+    assert np.isclose(predicted, row["compute_s"] + row["kernel_overhead_s"] + row["emulation_s"] + row["host_s"],
+                      rtol=1e-12), (text(label), predicted, row)
 PY
 for needle in "(a) one device" "(b) emulated ranks" "(c) end to end over MPI" "| tiny Mixtral | 8 |" "Spearman"; do
   grep -qF -- "$needle" "$WORK/v/report.md" || fail "report.md lacks '$needle'"

@@ -289,6 +289,9 @@ TEST(Predictor, PricesAnEmulatedRanksStandInCopiesApartFromTheStep) {
     // Not the real rank's time: the step is the sum of the other parts.
     EXPECT_NEAR(s.total_s(), s.compute_s + s.kernel_overhead_s + s.tp_comm_s + s.expert_comm_s + s.pipeline_comm_s +
                                  s.bubble_s + s.host_sync_s + s.host_s, 1e-15);
+    // What the emulated rank measures: its kernels, gaps, copies and host bookkeeping, no comm.
+    EXPECT_NEAR(s.emulated_rank_s(), s.compute_s + s.kernel_overhead_s + s.emulation_s + s.host_s, 1e-15);
+    EXPECT_GT(s.expert_comm_s, 0);
   }
 
   // tp = 2, one replica: a copy per all-reduce (attention's and the MoE block's; the QK norms'

@@ -60,7 +60,8 @@
 //     all-reduce by one copy, an allgather and decode's fixed-capacity all-to-all by
 //     1 + ceil(log2 N) copies filling the N blocks (what the rank receives from its N peers),
 //     prefill's all-to-all by a copy a peer, a pipeline hop by a copy each way. The step it
-//     measures is compute_s + kernel_overhead_s + emulation_s: those copies, each priced as
+//     measures is compute_s + kernel_overhead_s + emulation_s + host_s (StepCost::emulated_rank_s:
+//     its host's bookkeeping is inside every step's clock): those copies, each priced as
 //     CostModel::copy_s of its bytes (a profile's hbm_copy streaming rate; the roofline's HBM
 //     rate) plus a kernel gap (a graph node in recorded decode steps). With dp > 1 the peers'
 //     blocks are then packed as their replicas would route (--emulate-peers rotated, the default:

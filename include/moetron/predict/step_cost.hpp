@@ -55,12 +55,15 @@ struct StepCost {
                                  // batch layout built and uploaded, routing counted
   double emulation_s = 0;        // NOT in total_s: the local copies that stand in for the step's
                                  // collectives on an emulated rank (`moetron run --emulate-rank`,
-                                 // EmulatedCommunicator), which measures compute_s +
-                                 // kernel_overhead_s + emulation_s (assumption 13, predictor.hpp)
+                                 // EmulatedCommunicator; assumption 13, predictor.hpp)
   double total_s() const {
     return compute_s + kernel_overhead_s + tp_comm_s + expert_comm_s + pipeline_comm_s + bubble_s + host_sync_s +
            host_s;
   }
+  // What an emulated rank measures of this step: its kernels and their gaps, the copies standing
+  // in for its collectives, and its host's own bookkeeping (inside every step's clock, engine.cpp);
+  // none of the waiting for peers or their messages (*_comm_s, bubble_s, host_sync_s).
+  double emulated_rank_s() const { return compute_s + kernel_overhead_s + emulation_s + host_s; }
   StepCost& operator+=(const StepCost& o);  // field by field
 };
 
