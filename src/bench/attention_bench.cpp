@@ -105,6 +105,21 @@ void attention_inputs(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   }
 }
 
+Measurement attention_launch_cost(Ops& ops, const ComputeBench& b,
+                                  const std::function<Measurement(const std::function<void()>&)>& time) {
+  const DType act = ops.activation_dtype();
+  const int64_t qh = b.shapes.attention.front()[0], kvh = b.shapes.attention.front()[1];
+  const int64_t hd = b.shapes.attention.front()[2], sequences = 16, context = 128;
+  KvCache cache;
+  cache.k = random_tensor(ops, act, {sequences * blocks_for(context), kBlockSize, kvh, hd}, 27);
+  cache.v = random_tensor(ops, act, {sequences * blocks_for(context), kBlockSize, kvh, hd}, 28);
+  const Tensor q = random_tensor(ops, act, {sequences, qh * hd}, 29);
+  Tensor out = ops.alloc(act, {sequences, qh * hd});
+  const BatchTensors batch = ops.upload_batch(layout(sequences, context, 1));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  return time([&] { ops.attention(q, cache, batch, qh, kvh, hd, scale, out); });
+}
+
 void decode_attention(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   Sweep sweep;
   for (int64_t context : b.sizes.contexts)

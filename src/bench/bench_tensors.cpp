@@ -55,7 +55,11 @@ Tensor float32_tensor(Ops& ops, const std::vector<float>& values, std::vector<in
   return t;
 }
 
-Measurement time_ops_call(Ops& ops, const std::function<void()>& call, const TimingSettings& settings) {
+namespace {
+
+// Calls of `call`, each releasing its temporaries, timed to the device's end or (host_only) to
+// the last one enqueued.
+Measurement time_calls(Ops& ops, const std::function<void()>& call, const TimingSettings& settings, bool host_only) {
   TimedWork work;
   work.call = [&] {
     const size_t mark = ops.temp_mark();
@@ -63,7 +67,18 @@ Measurement time_ops_call(Ops& ops, const std::function<void()>& call, const Tim
     ops.temp_release(mark);
   };
   work.wait = [&] { ops.sync(); };
+  work.host_only = host_only;
   return measure(work, settings);
+}
+
+}  // namespace
+
+Measurement time_ops_call(Ops& ops, const std::function<void()>& call, const TimingSettings& settings) {
+  return time_calls(ops, call, settings, false);
+}
+
+Measurement time_ops_enqueue(Ops& ops, const std::function<void()>& call, const TimingSettings& settings) {
+  return time_calls(ops, call, settings, true);
 }
 
 namespace {

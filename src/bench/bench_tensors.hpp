@@ -22,6 +22,9 @@ Tensor leading(const Tensor& t, int64_t count, int64_t cols = 0);
 
 // Times `call` on `ops`: each call's temporaries are released after it; waits are Ops::sync.
 Measurement time_ops_call(Ops& ops, const std::function<void()>& call, const TimingSettings& settings);
+// The host's time to enqueue one call (TimedWork::host_only): meaningful where calls run
+// asynchronously; at most settings.max_batch calls a batch.
+Measurement time_ops_enqueue(Ops& ops, const std::function<void()>& call, const TimingSettings& settings);
 
 // Times `call` as a recorded step runs it. Launched back to back eagerly, a call shorter than the
 // host's launch interval measures that interval, not the call; so where the backend records, a

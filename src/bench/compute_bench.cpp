@@ -7,6 +7,7 @@
 #include "attention_bench.hpp"
 #include "bench_tensors.hpp"
 #include "moetron/backend/expert_paths.hpp"
+#include "moetron/bench/launch_family.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/parallel/plan.hpp"
 
@@ -168,6 +169,42 @@ void hbm_copy(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   table.add({1}, 2 * elements * es, time_ops_call(ops, [&] { ops.copy(src, dst); }, b.timing));
 }
 
+// The host's cost of one call of each launch family (bench/launch_family.hpp): calls timed
+// from the first enqueued to the last, not waiting for the device (TimedWork::host_only), at
+// shapes a decode step has (64 tokens; the model's first GEMM and expert shapes), where calls
+// run asynchronously. At most 32 calls a batch, so that a launch queue never fills and blocks
+// the host on the device.
+void launch_costs(Ops& ops, const ComputeBench& b, SeriesTable& table) {
+  const DType act = ops.activation_dtype();
+  const int64_t tokens = 64, hidden = b.config->hidden_size;
+  TimingSettings settings = b.timing;
+  settings.max_batch = std::min(settings.max_batch, 32);
+  const auto host_time = [&](const std::function<void()>& call) { return bench_detail::time_ops_enqueue(ops, call, settings); };
+  const auto add = [&](LaunchFamily family, const Measurement& m) {
+    table.add({static_cast<int64_t>(family)}, 1, m);
+  };
+  const Tensor x = random_tensor(ops, act, {tokens, hidden}, 31), norm_w = random_tensor(ops, act, {hidden}, 32);
+  Tensor y = ops.alloc(act, {tokens, hidden});
+  add(LaunchFamily::kMemory, host_time([&] { ops.rmsnorm(x, norm_w, 1e-6f, y); }));
+  const auto [n, k] = b.shapes.gemms.front();
+  const Tensor w = random_tensor(ops, act, {n, k}, 33), xk = random_tensor(ops, act, {tokens, k}, 34);
+  Tensor out = ops.alloc(act, {tokens, n});
+  add(LaunchFamily::kGemm, host_time([&] { ops.linear(xk, w, nullptr, out); }));
+  if (!b.shapes.experts.empty()) {
+    const auto [e_hidden, cols] = b.shapes.experts.front();
+    const int64_t local = b.sizes.experts.back(), slots = std::min<int64_t>(std::max<int64_t>(b.config->top_k, 1), local);
+    const ExpertOperands o = expert_operands(ops, local, e_hidden, cols, tokens);
+    std::vector<int32_t> ids(static_cast<size_t>(tokens * slots));
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(static_cast<int64_t>(i) % local);
+    const Tensor id_t = int32_tensor(ops, ids, {tokens, slots});
+    const Tensor weight_t = float32_tensor(ops, std::vector<float>(ids.size(), 1.0f), {tokens, slots});
+    Tensor expert_out = o.out;
+    add(LaunchFamily::kExperts, host_time([&] { ops.moe_experts(o.x, id_t, weight_t, o.w, expert_out); }));
+  }
+  if (!b.shapes.attention.empty()) add(LaunchFamily::kAttention, bench_detail::attention_launch_cost(ops, b, host_time));
+  add(LaunchFamily::kCopy, host_time([&] { ops.copy(x, y); }));
+}
+
 // `time` applied to the smallest kernel: timed eagerly (launched back to back) it is the host's
 // launch rate, timed per node of a replayed recording a graph node's gap.
 template <class Time>
@@ -212,6 +249,8 @@ void run_compute_benchmarks(Ops& ops, const ComputeBench& b, HardwareProfile& pr
       {&tables::kAttentionInputs, bench_detail::attention_inputs},
       {&tables::kSampling, sampling}};
   if (b.host_step) families.push_back({&tables::kHostStep, b.host_step});  // the engine's own functions
+  // Launch costs where calls are asynchronous (on the CPU a call is its work, already measured).
+  if (ops.can_record()) families.push_back({&tables::kLaunchCost, launch_costs});
   for (const auto& [spec, run] : families) {
     const auto start = std::chrono::steady_clock::now();
     SeriesTable& table = profile.table(*spec);

@@ -18,6 +18,7 @@ const TableSpec kKernelGap{"kernel_gap", {"in_graph"}, "kernels"};
 const TableSpec kAttentionInputs{"attention_inputs", {"q_heads", "kv_heads", "head_dim"}, "tokens"};
 const TableSpec kSampling{"sampling", {"vocab"}, "rows"};
 const TableSpec kHostStep{"host_step", {"experts", "top_k", "layers"}, "tokens"};
+const TableSpec kLaunchCost{"launch_cost", {"op"}, "calls"};
 const TableSpec kAllreduce{"allreduce", {"ranks", "spans_nodes"}, "bytes"};
 const TableSpec kAlltoall{"alltoall", {"ranks", "spans_nodes"}, "bytes"};
 const TableSpec kSendRecv{"send_recv", {"ranks", "spans_nodes"}, "bytes"};
@@ -26,7 +27,8 @@ const TableSpec kBroadcast{"broadcast", {"ranks", "spans_nodes"}, "bytes"};
 const std::vector<const TableSpec*>& all() {
   static const std::vector<const TableSpec*> specs = {
       &kGemm,     &kMoeExperts, &kMoeExpertsGemv, &kAttentionDecode, &kAttentionPrefill, &kMemoryBound, &kHbmCopy,
-      &kKernelGap, &kAttentionInputs, &kSampling, &kHostStep, &kAllreduce, &kAlltoall,        &kSendRecv,         &kBroadcast};
+      &kKernelGap, &kAttentionInputs, &kSampling, &kHostStep, &kLaunchCost, &kAllreduce, &kAlltoall, &kSendRecv,
+      &kBroadcast};
   return specs;
 }
 }  // namespace tables

@@ -135,6 +135,9 @@ ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fa
       copy_s_per_byte_ = s.times.back().median_s / static_cast<double>(s.sizes.back());
     }
   }
+  if (const SeriesTable* t = p.find(tables::kLaunchCost))
+    for (const Series& s : t->series)
+      if (!s.times.empty()) launch_s_[s.key[0]] = s.times.front().median_s;
   eager_gap_s_ = gap_of(p.find(tables::kKernelGap), 0);
   graph_gap_s_ = gap_of(p.find(tables::kKernelGap), 1);
   // Short calls timed as recorded nodes (format 3 where the backend records): per call is the
@@ -273,6 +276,13 @@ double ProfileCostModel::kernel_overhead_s(bool in_graph) const {
     return eager_gap_s_;
   }
   return fallback_.kernel_overhead_s(in_graph);
+}
+
+double ProfileCostModel::launch_s(LaunchFamily family) const {
+  const auto it = launch_s_.find(static_cast<int64_t>(family));
+  if (it == launch_s_.end()) return kernel_overhead_s(false);  // as a launch gap, with its note
+  note_source("launch_cost op " + std::to_string(static_cast<int64_t>(family)));
+  return it->second;
 }
 
 void ProfileCostModel::attach_source_note(std::string* note) const {

@@ -86,10 +86,11 @@ class StageForward {
     if (note_ != nullptr) out_.ops.push_back({name, kernels, shape, std::move(source), amount, stage_});
   }
 
-  // One op of `seconds` through the pipelined launches: the device's idle time it adds (real ops)
-  // is a kernel gap, and what it adds to the emulated rank's device beyond that is emulation.
-  void enqueue(double seconds, bool real_op, StepCost& amount) {
-    const double launch = cost_.kernel_overhead_s(false), device_gap = cost_.kernel_overhead_s(true);
+  // One kernel of `seconds` through the pipelined launches, `launch` of host time after the last:
+  // the device's idle time it adds (real ops) is a kernel gap, and what it adds to the emulated
+  // rank's device beyond that is emulation.
+  void enqueue(double seconds, double launch, bool real_op, StepCost& amount) {
+    const double device_gap = cost_.kernel_overhead_s(true);
     const double real_before = real_.device_s, emulated_before = emulated_.device_s;
     if (real_op) real_.enqueue(launch, device_gap, seconds);
     emulated_.enqueue(launch, device_gap, seconds);
@@ -98,18 +99,26 @@ class StageForward {
     amount.emulation_s += (emulated_.device_s - emulated_before) - real_added;
   }
 
-  void priced_kernel(double seconds, int count, const char* name, const OpShape& shape, std::string source) {
+  // An op of `count` kernels of `seconds` in all, made by `calls` calls of its family. Launched
+  // eagerly through the pipeline, the op costs the host its calls' launches (CostModel::launch_s)
+  // and never less than an eager launch gap a kernel (the cheapest op's), shared by its kernels.
+  void priced_kernel(double seconds, int count, const char* name, const OpShape& shape, std::string source,
+                     LaunchFamily family = LaunchFamily::kMemory, int calls = 1) {
     StepCost amount;
     amount.compute_s = seconds;
     if (!pipelined_) {
       amount.kernel_overhead_s = count * cost_.kernel_overhead_s(in_graph_);
     } else {
-      for (int i = 0; i < count; ++i) enqueue(seconds / count, true, amount);
+      const double gap = cost_.kernel_overhead_s(false);
+      const double launch = std::max(cost_.launch_s(family) * calls, gap * count) / count;
+      for (int i = 0; i < count; ++i) enqueue(seconds / count, launch, true, amount);
     }
     note();  // the gap's note: the trace gives it once (StepTrace::gaps)
     charge(name, count, shape, std::move(source), amount);
   }
-  void kernel(double seconds, const char* name, const OpShape& shape) { priced_kernel(seconds, 1, name, shape, note()); }
+  void kernel(double seconds, const char* name, const OpShape& shape, LaunchFamily family = LaunchFamily::kMemory) {
+    priced_kernel(seconds, 1, name, shape, note(), family);
+  }
   void memory_kernel(const char* name, int64_t bytes) {
     OpShape shape;
     shape.bytes = bytes;
@@ -117,7 +126,7 @@ class StageForward {
   }
   void gemm(const char* name, int64_t m, int64_t n, int64_t k) {
     const double seconds = cost_.gemm_s(m, n, k);
-    kernel(seconds, name, gemm_shape(m, n, k));
+    kernel(seconds, name, gemm_shape(m, n, k), LaunchFamily::kGemm);
   }
   static OpShape gemm_shape(int64_t m, int64_t n, int64_t k) {
     OpShape shape;
@@ -143,15 +152,15 @@ class StageForward {
   // emulation_s: a real rank moves these bytes in the collective, priced in *_comm_s.
   void emulated_copy(const char* name, int64_t bytes) {
     if (bytes <= 0) return;
-    emulated_kernel(name, cost_.copy_s(bytes), bytes);
+    emulated_kernel(name, cost_.copy_s(bytes), bytes, LaunchFamily::kCopy);
   }
   // A kernel only an emulated rank runs, of `seconds` (priced just before: its note is the
   // source), with its gap; `bytes` for the trace.
-  void emulated_kernel(const char* name, double seconds, int64_t bytes) {
+  void emulated_kernel(const char* name, double seconds, int64_t bytes, LaunchFamily family) {
     const std::string source = note();
     StepCost amount;
     if (pipelined_)
-      enqueue(seconds, false, amount);
+      enqueue(seconds, std::max(cost_.launch_s(family), cost_.kernel_overhead_s(false)), false, amount);
     else
       amount.emulation_s = seconds + cost_.kernel_overhead_s(in_graph_);
     note();
@@ -220,7 +229,7 @@ class StageForward {
     kernel(inputs, "attention inputs (qk-norm, rope, kv append)", shape);
     const double seconds = cost_.attention_s(T_, shape_.context, s_.q_head_count, s_.kv_head_count, hd, shape_.prefill);
     shape.bytes = -1, shape.context = shape_.context, shape.n = s_.q_head_count, shape.k = s_.kv_head_count;
-    kernel(seconds, "attention (n: q heads, k: kv heads)", shape);
+    kernel(seconds, "attention (n: q heads, k: kv heads)", shape, LaunchFamily::kAttention);
     gemm("o gemm", T_, H, q);
     tp_allreduce("tp all-reduce: attention out", T_ * H * act_);
   }
@@ -230,7 +239,8 @@ class StageForward {
     const double gate_up = cost_.gemm_s(T_, 2 * cols, H);
     const std::string gate_up_source = note();
     const double down = cost_.gemm_s(T_, H, cols);
-    priced_kernel(gate_up + down, 2, name, gemm_shape(T_, 2 * cols, H), "gate/up " + gate_up_source + "; down " + note());
+    priced_kernel(gate_up + down, 2, name, gemm_shape(T_, 2 * cols, H), "gate/up " + gate_up_source + "; down " + note(),
+                  LaunchFamily::kGemm, /*calls=*/2);
   }
 
   void moe(int64_t moe_index) {
@@ -244,7 +254,8 @@ class StageForward {
     shape.rows = call.per_expert, shape.experts = call.experts, shape.n = 2 * s_.expert_col_count, shape.k = H;
     shape.call_tokens = call.call_tokens;
     priced_kernel(call.seconds, 2, call.by_gemms ? "expert call by per-expert gemms (gate/up + down)"
-                                                 : "expert call (gate/up + down)", shape, call.source);
+                                                 : "expert call (gate/up + down)", shape, call.source,
+                  LaunchFamily::kExperts);
     StepCost imbalance;
     imbalance.imbalance_s = call.seconds - work.mean_s;
     if (imbalance.imbalance_s != 0) charge("expert imbalance (part of compute)", 0, {}, "busiest set - mean", imbalance);
@@ -369,8 +380,9 @@ class StageForward {
   void emulated_peers(int64_t rows) {
     const int64_t H = c_.hidden_size, group = g_.plan.stage_size();
     const int64_t pack = group * ceil_div(T_, g_.plan.tp) * c_.top_k * kI32 + rows * 2 * kI32;
-    emulated_kernel("emulated peers: pack_from_peers", cost_.memory_bound_s(pack), pack);
-    emulated_kernel("emulated peers: gather_rows", cost_.memory_bound_s(2 * rows * H * act_), 2 * rows * H * act_);
+    emulated_kernel("emulated peers: pack_from_peers", cost_.memory_bound_s(pack), pack, LaunchFamily::kMemory);
+    emulated_kernel("emulated peers: gather_rows", cost_.memory_bound_s(2 * rows * H * act_), 2 * rows * H * act_,
+                    LaunchFamily::kMemory);
     emulated_copy("emulated peers: copy expert ids", rows * kI32);
   }
 
@@ -443,6 +455,16 @@ std::string describe_gaps(const CostModel& cost, const StepShape& shape, const P
                      : "eager: one launch gap a kernel")
      << "; graph node " << node * 1e6 << " us (" << node_source << "), launch " << launch * 1e6 << " us (" << note
      << ")";
+  if (pipelined) {  // what each op family's call costs the host (CostModel::launch_s)
+    const std::pair<LaunchFamily, const char*> families[] = {{LaunchFamily::kMemory, "memory"},
+                                                             {LaunchFamily::kGemm, "gemm"},
+                                                             {LaunchFamily::kExperts, "experts"},
+                                                             {LaunchFamily::kAttention, "attention"},
+                                                             {LaunchFamily::kCopy, "copy"}};
+    os << "; host a call:";
+    for (const auto& [family, name] : families) os << " " << name << " " << cost.launch_s(family) * 1e6 << " us";
+    note.clear();
+  }
   return os.str();
 }
 

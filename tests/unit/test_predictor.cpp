@@ -392,6 +392,59 @@ TEST(Predictor, PricesAnEagerDecodeAsLaunchesOverlappingKernels) {
   }
 }
 
+// The roofline with a measured host cost a call of each op family (a profile's launch_cost).
+class LaunchCosts : public RooflineCostModel {
+ public:
+  LaunchCosts(const HardwareFigures& f, std::map<LaunchFamily, double> costs)
+      : RooflineCostModel(f), costs_(std::move(costs)) {}
+  double launch_s(LaunchFamily family) const override {
+    const auto it = costs_.find(family);
+    return it == costs_.end() ? RooflineCostModel::launch_s(family) : it->second;
+  }
+
+ private:
+  std::map<LaunchFamily, double> costs_;
+};
+
+// An eager pipelined decode step prices each op's launch at its family's host cost a call, never
+// below an eager gap a kernel: with the families at the gap the step is priced as before; with a
+// GEMM call costing 1 ms the host sets the pace, and the step takes at least its GEMM calls' host
+// time (OLMoE: q/k/v, o and the router a layer, the LM head); an expert call costing less than its
+// two kernels' gaps still pays the gaps. Recorded and CPU-style steps do not change.
+TEST(Predictor, PricesEachOpFamilysHostCostInTheLaunchPipeline) {
+  const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
+  HardwareFigures f = hardware_preset("h200");
+  f.launch_s = 4e-6;
+  const RooflineCostModel base(f);
+  const LaunchCosts at_gap(f, {{LaunchFamily::kGemm, 4e-6}, {LaunchFamily::kExperts, 4e-6}, {LaunchFamily::kCopy, 4e-6}});
+  const LaunchCosts slow_gemm(f, {{LaunchFamily::kGemm, 1e-3}});
+  const LaunchCosts cheap_experts(f, {{LaunchFamily::kExperts, 1e-9}});
+  for (const Plan& plan : {Plan{2, 1, 1, 1}, Plan{2, 2, 2, 2}}) {
+    SCOPED_TRACE(plan.to_string());
+    const PlanGeometry g = plan_geometry(c, plan, plan.pp * plan.tp * plan.dp);
+    StepShape eager{8, 1, 100, false, 2, /*recordable=*/false, true, 2};
+    eager.launches_overlap = true;
+    const StepCost before = step_cost(g, {}, eager, base);
+    const StepCost same = step_cost(g, {}, eager, at_gap);
+    EXPECT_DOUBLE_EQ(same.kernel_overhead_s, before.kernel_overhead_s);
+    EXPECT_DOUBLE_EQ(same.emulation_s, before.emulation_s);
+    EXPECT_DOUBLE_EQ(step_cost(g, {}, eager, cheap_experts).kernel_overhead_s, before.kernel_overhead_s);
+    const StepCost slow = step_cost(g, {}, eager, slow_gemm);
+    const int64_t layers = c.num_layers / plan.pp;  // the busiest stage's: the last holds the LM head
+    const double gemm_calls = 2.0 * (3 * layers + 1);  // two micro-batches
+    EXPECT_GE(slow.compute_s + slow.kernel_overhead_s, gemm_calls * 1e-3 - 1e-9);
+    EXPECT_DOUBLE_EQ(slow.compute_s, before.compute_s);
+    // Not where the device's own gaps or each op's own time set the step.
+    StepShape graph = eager;
+    graph.recordable = true;
+    const PlanGeometry one = plan_geometry(c, Plan{}, 1);
+    EXPECT_DOUBLE_EQ(step_cost(one, {}, graph, slow_gemm).kernel_overhead_s, step_cost(one, {}, graph, base).kernel_overhead_s);
+    StepShape on_host = eager;
+    on_host.launches_overlap = false;
+    EXPECT_DOUBLE_EQ(step_cost(g, {}, on_host, slow_gemm).kernel_overhead_s, step_cost(g, {}, on_host, base).kernel_overhead_s);
+  }
+}
+
 // Ranks sharing a GPU talk MPI through host buffers, which the engine cannot record: their
 // decode steps launch eagerly, and the predictor must price each kernel's gap at the launch's
 // cost, not a graph node's. Every plan of 2, 4 and 8 ranks, two model shapes.

@@ -284,6 +284,19 @@ TEST(BenchGrid, ExpertRowsMeasureEachCudaKernelRegime) {
   EXPECT_EQ(bench_sizes(c, {false, false, 0, 0}).tokens_per_expert, geometric_sizes(1, 64, 4));
 }
 
+// host_only stops the clock when the calls are enqueued: a wait of 100 ms a batch (the device
+// finishing) is outside it, and inside it otherwise (margins wide enough for a loaded host).
+TEST(BenchTiming, HostOnlyLeavesTheWaitOut) {
+  TimedWork w;
+  w.call = [] {};
+  w.wait = [] { usleep(100000); };
+  TimingSettings s;
+  s.reps = 3, s.warmup = 1, s.max_batch = 1;
+  EXPECT_GE(measure(w, s).median_s, 0.09);
+  w.host_only = true;
+  EXPECT_LT(measure(w, s).median_s, 0.05);
+}
+
 TEST(BenchTiming, PercentilesAndAgreement) {
   const Measurement m = summarize_times({5, 1, 3, 2, 4});
   EXPECT_DOUBLE_EQ(m.median_s, 3);

@@ -162,6 +162,21 @@ TEST(ProfileCostModel, RecordedProfilesTakeTheGraphNodesGapOff) {
   EXPECT_DOUBLE_EQ(eager.gemm_s(1, 1024, 512), 8e-6);
 }
 
+// A profile's launch_cost answers launch_s by family; a family it lacks, or a profile without
+// the table, answers the eager launch gap.
+TEST(ProfileCostModel, LaunchCostsByFamilyElseTheEagerGap) {
+  const RooflineCostModel roofline(figures());
+  HardwareProfile p = profile();
+  const ProfileCostModel without(p, roofline);
+  EXPECT_DOUBLE_EQ(without.launch_s(LaunchFamily::kGemm), 2e-6);
+  p.table(tables::kLaunchCost).add({static_cast<int64_t>(LaunchFamily::kGemm)}, 1, {7e-6, 6e-6, 9e-6});
+  p.table(tables::kLaunchCost).add({static_cast<int64_t>(LaunchFamily::kExperts)}, 1, {2.5e-5, 2e-5, 3e-5});
+  const ProfileCostModel with(p, roofline);
+  EXPECT_DOUBLE_EQ(with.launch_s(LaunchFamily::kGemm), 7e-6);
+  EXPECT_DOUBLE_EQ(with.launch_s(LaunchFamily::kExperts), 2.5e-5);
+  EXPECT_DOUBLE_EQ(with.launch_s(LaunchFamily::kAttention), 2e-6);
+}
+
 // The CPU runs attention_inputs and greedy sampling as Ops' default composites (several ops, host
 // sin/cos, copies to the host): the bench measures them, and a profile that has them answers
 // from them; one made before prices them as one memory-bound kernel of `bytes`, as before.

@@ -64,6 +64,9 @@ extern const TableSpec kSampling;          // key vocab; size rows (greedy sampl
 // layout built and uploaded, the step's routing counted (ModelForward::count_routing) over
 // `layers` local layers. Not a kernel: priced as measured, without a kernel gap.
 extern const TableSpec kHostStep;          // key experts, top_k, layers; size tokens (one a sequence)
+// The host's time to enqueue one call of each op family (launch_family.hpp), timed without
+// waiting for the device, where calls run asynchronously (a backend that records).
+extern const TableSpec kLaunchCost;        // key op (LaunchFamily); size calls (1)
 extern const TableSpec kAllreduce, kAlltoall, kSendRecv, kBroadcast;  // key ranks, spans_nodes; size bytes
 const std::vector<const TableSpec*>& all();
 }  // namespace tables

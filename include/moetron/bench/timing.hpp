@@ -25,6 +25,9 @@ struct TimedWork {
   // Replaces each rank's per-batch times by the group's (the slowest rank's), so that every
   // rank agrees on the batch size and the result; identity when not set.
   std::function<void(std::vector<double>&)> agree;
+  // The clock stops when the calls are enqueued, before the wait: the host's cost of a call on
+  // a backend whose calls run asynchronously (the wait still ends every batch, untimed).
+  bool host_only = false;
 };
 
 // Seconds per call. Throws Error when settings are out of range.

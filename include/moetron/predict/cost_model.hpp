@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <string>
 
+#include "moetron/bench/launch_family.hpp"
+
 namespace moetron {
 
 // Where the ranks of a collective sit: all on one node (NVLink / shared memory) or spread over
@@ -67,6 +69,13 @@ class CostModel {
   }
   // The fixed cost of one kernel inside a recorded graph (decode) or launched eagerly (prefill).
   virtual double kernel_overhead_s(bool in_graph) const = 0;
+  // The host's time to enqueue one call of an op of `family` (an eager step's launch pipeline:
+  // where the host cannot keep the device busy, these set the pace). A model without a
+  // measurement of it prices every family at the eager launch gap.
+  virtual double launch_s(LaunchFamily family) const {
+    (void)family;
+    return kernel_overhead_s(false);
+  }
 
   // ---- communication (over a group of `ranks` ranks) ----
   virtual double allreduce_s(int64_t bytes, int ranks, LinkScope scope) const = 0;

@@ -17,7 +17,11 @@
 //     an emulated rank): the host launches op i one launch gap after op i - 1 while the device
 //     runs earlier ones, and op i starts when it is launched and a graph node's gap after op i - 1
 //     ended (a two-stage pipeline; the device's idle time is the step's kernel gaps). Collectives
-//     are not in that pipeline (their time is apart), which can only add idle. Prefill stays a
+//     are not in that pipeline (their time is apart), which can only add idle. An op's launch
+//     costs the host its family's measured call (CostModel::launch_s: a GEMM, an expert call,
+//     attention, a copy, a memory-bound kernel; the profile's launch_cost) and never less than
+//     an eager launch gap a kernel (the cheapest op's, which is all a profile without
+//     launch_cost gives). Prefill stays a
 //     sum (its expert calls wait for the host in every MoE layer), and so do groups through host
 //     memory (ranks sharing a GPU: every collective waits for the device) and the CPU (each op
 //     runs on the host).

@@ -60,6 +60,7 @@ class ProfileCostModel : public CostModel {
   // bytes (the caller adds the gap); the fallback's without the table.
   double copy_s(int64_t bytes) const override;
   double kernel_overhead_s(bool in_graph) const override;
+  double launch_s(LaunchFamily family) const override;
   // Notes come from this model's tables or, where it answers from `fallback`, from that one.
   void attach_source_note(std::string* note) const override;
 
@@ -105,6 +106,7 @@ class ProfileCostModel : public CostModel {
   Shapes<TimeCurve> sampling_;          // key vocab; by rows
   Shapes<TimeSurface> host_step_;       // key experts, top_k; surface over layers; by tokens
   double eager_gap_s_ = -1, graph_gap_s_ = -1;  // -1: not measured
+  std::map<int64_t, double> launch_s_;          // launch_cost's median by LaunchFamily
   double own_less_s_ = 0;  // what own_time takes off a measured per-call time (see the top)
   TimeCurve copy_;                               // hbm_copy, by bytes read + written
   double copy_s_per_byte_ = -1;                  // a one-point hbm_copy's rate; -1: none
