@@ -266,4 +266,8 @@ void run_compute_benchmarks(Ops& ops, const ComputeBench& b, HardwareProfile& pr
   remeasure_eager_gap(ops, b, profile.table(tables::kKernelGap));
 }
 
+void launch_cost_benchmarks(Ops& ops, const ComputeBench& bench, SeriesTable& table) {
+  launch_costs(ops, bench, table);
+}
+
 }  // namespace moetron

@@ -14,6 +14,7 @@
 #include "error_of.hpp"
 #include "moetron/backend/cpu_ops.hpp"
 #include "moetron/backend/expert_paths.hpp"
+#include "moetron/bench/launch_family.hpp"
 #include "moetron/engine/host_step_bench.hpp"
 #include "moetron/bench/bench_grid.hpp"
 #include "moetron/bench/compute_bench.hpp"
@@ -318,15 +319,21 @@ TEST(BenchTiming, PercentilesAndAgreement) {
   EXPECT_DOUBLE_EQ(agreed_m.median_s, 1.0);
 }
 
+// The CPU bench of model `c`, quick sizes up to `max_tokens`, `reps` timed batches after `warmup`.
+ComputeBench cpu_bench(const ModelConfig& c, int64_t max_tokens, int reps, int warmup) {
+  ComputeBench b{&c, bench_shapes(c), bench_sizes(c, {false, true, max_tokens, 0}), {}, nullptr, nullptr};
+  b.timing.reps = reps;
+  b.timing.warmup = warmup;
+  return b;
+}
+
 // The tiny model's compute benchmarks on the CPU, quick, one batch a point; *sizes: the grid;
 // host_step: the engine's timer of a step's host bookkeeping (as moetron bench hands it over).
 HardwareProfile quick_cpu_profile(BenchSizes* sizes = nullptr, bool host_step = true) {
   const ModelConfig c = tiny_config();
   std::unique_ptr<Ops> ops = make_cpu_ops();
-  ComputeBench b{&c, bench_shapes(c), bench_sizes(c, {false, true, 16, 0}), {}, nullptr, nullptr};
+  ComputeBench b = cpu_bench(c, 16, 1, 0);
   if (host_step) b.host_step = time_host_step;
-  b.timing.reps = 1;
-  b.timing.warmup = 0;
   HardwareProfile p;
   run_compute_benchmarks(*ops, b, p);
   if (sizes != nullptr) *sizes = b.sizes;
@@ -359,6 +366,26 @@ TEST(ComputeBench, TheCpuBackendFillsEveryComputeTable) {
     EXPECT_LE(copies.sizes[i + 1], 2 * copies.sizes[i]) << "between " << copies.sizes[i] << " and " << copies.sizes[i + 1];
 }
 
+// The launch-cost family runs its five op calls at a decode step's shapes (on the CPU each call
+// is its work, so only the shapes and the rows are checked here; CUDA times the enqueue), and the
+// CPU's compute benchmarks leave the table out (calls there are not asynchronous).
+TEST(ComputeBench, LaunchCostsOneRowAFamily) {
+  const ModelConfig c = tiny_config();
+  std::unique_ptr<Ops> ops = make_cpu_ops();
+  const ComputeBench b = cpu_bench(c, 16, 1, 0);
+  HardwareProfile p;
+  SeriesTable& table = p.table(tables::kLaunchCost);
+  launch_cost_benchmarks(*ops, b, table);
+  ASSERT_EQ(table.series.size(), static_cast<size_t>(kLaunchFamilies));
+  for (int64_t f = 0; f < kLaunchFamilies; ++f) {
+    const Series* s = table.find({f});
+    ASSERT_NE(s, nullptr) << "family " << f;
+    ASSERT_EQ(s->times.size(), 1u);
+    EXPECT_GT(s->times.front().median_s, 0) << "family " << f;
+  }
+  EXPECT_EQ(quick_cpu_profile().find(tables::kLaunchCost), nullptr);
+}
+
 // The bench does not reach into the engine: without the engine's time_host_step there is no
 // host_step table (and the cost model prices the bookkeeping at zero).
 TEST(ComputeBench, WithoutTheEnginesTimerThereIsNoHostStepTable) {
@@ -375,9 +402,8 @@ TEST(ComputeBench, TheHostStepIsTimedForEachStagesLayers) {
   // one on a busy host), warmed up, three repetitions a point.
   const ModelConfig c = tiny_config();
   std::unique_ptr<Ops> ops = make_cpu_ops();
-  ComputeBench b{&c, bench_shapes(c), bench_sizes(c, {false, true, 256, 0}), {}, nullptr, time_host_step};
-  b.timing.reps = 3;
-  b.timing.warmup = 1;
+  ComputeBench b = cpu_bench(c, 256, 3, 1);
+  b.host_step = time_host_step;
   const BenchSizes& sizes = b.sizes;
   HardwareProfile p;
   time_host_step(*ops, b, p.table(tables::kHostStep));

@@ -28,8 +28,13 @@ struct ComputeBench {
 };
 
 // Adds the tables kGemm, kMoeExperts, kMoeExpertsGemv, kAttentionDecode, kAttentionPrefill, kMemoryBound,
-// kHbmCopy, kKernelGap, kAttentionInputs, kSampling, and kHostStep when bench.host_step is set, to
-// `profile`.
+// kHbmCopy, kKernelGap, kAttentionInputs, kSampling, kHostStep when bench.host_step is set, and
+// kLaunchCost where the backend's calls run asynchronously (Ops::can_record), to `profile`.
 void run_compute_benchmarks(Ops& ops, const ComputeBench& bench, HardwareProfile& profile);
+
+// The kLaunchCost family alone: one row a LaunchFamily, each the host's time to enqueue a call.
+// run_compute_benchmarks runs it only where calls are asynchronous; on a synchronous backend a
+// call's enqueue is its whole work (what tests can run anywhere).
+void launch_cost_benchmarks(Ops& ops, const ComputeBench& bench, SeriesTable& table);
 
 }  // namespace moetron
