@@ -56,9 +56,9 @@ ExpertOperands expert_operands(Ops& ops, int64_t local, int64_t hidden, int64_t 
 
 // One moe_experts call as a step makes it: `tokens` tokens with `slots` slots each, weight 1,
 // token t's slot j to expert (t * slots + j) mod experts (distinct within a token while slots <=
-// experts), so the backend picks its kernel from the same token count as in a step.
-Measurement time_expert_call(Ops& ops, const ComputeBench& b, const ExpertOperands& o, int64_t tokens,
-                             int64_t slots, int64_t experts) {
+// experts), so the backend picks its kernel from the same token count as in a step. Its inputs
+// are made here, once; the call refers to `o`, which must outlive it.
+std::function<void()> expert_call(Ops& ops, const ExpertOperands& o, int64_t tokens, int64_t slots, int64_t experts) {
   const int64_t hidden = o.x.cols();
   std::vector<int32_t> ids(static_cast<size_t>(tokens * slots));
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(static_cast<int64_t>(i) % experts);
@@ -66,7 +66,12 @@ Measurement time_expert_call(Ops& ops, const ComputeBench& b, const ExpertOperan
   const Tensor weight_t = float32_tensor(ops, std::vector<float>(ids.size(), 1.0f), {tokens, slots});
   const Tensor xr = leading(o.x, tokens * hidden, hidden);
   Tensor out = leading(o.out, tokens * hidden, hidden);
-  return time_ops_call(ops, [&] { ops.moe_experts(xr, id_t, weight_t, o.w, out); }, b.timing);
+  return [&ops, &o, id_t, weight_t, xr, out]() mutable { ops.moe_experts(xr, id_t, weight_t, o.w, out); };
+}
+
+Measurement time_expert_call(Ops& ops, const ComputeBench& b, const ExpertOperands& o, int64_t tokens,
+                             int64_t slots, int64_t experts) {
+  return time_ops_call(ops, expert_call(ops, o, tokens, slots, experts), b.timing);
 }
 
 // Calls of more than kExpertGemvMaxTokens tokens, one slot each, so `experts` experts get
@@ -194,12 +199,7 @@ void launch_costs(Ops& ops, const ComputeBench& b, SeriesTable& table) {
     const auto [e_hidden, cols] = b.shapes.experts.front();
     const int64_t local = b.sizes.experts.back(), slots = std::min<int64_t>(std::max<int64_t>(b.config->top_k, 1), local);
     const ExpertOperands o = expert_operands(ops, local, e_hidden, cols, tokens);
-    std::vector<int32_t> ids(static_cast<size_t>(tokens * slots));
-    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(static_cast<int64_t>(i) % local);
-    const Tensor id_t = int32_tensor(ops, ids, {tokens, slots});
-    const Tensor weight_t = float32_tensor(ops, std::vector<float>(ids.size(), 1.0f), {tokens, slots});
-    Tensor expert_out = o.out;
-    add(LaunchFamily::kExperts, host_time([&] { ops.moe_experts(o.x, id_t, weight_t, o.w, expert_out); }));
+    add(LaunchFamily::kExperts, host_time(expert_call(ops, o, tokens, slots, local)));
   }
   if (!b.shapes.attention.empty()) add(LaunchFamily::kAttention, bench_detail::attention_launch_cost(ops, b, host_time));
   add(LaunchFamily::kCopy, host_time([&] { ops.copy(x, y); }));

@@ -22,12 +22,16 @@ DecodeGraphs::DecodeGraphs(Ops& ops, ModelForward& forward, int64_t max_batch,
 void DecodeGraphs::write_inputs(Bucket& b, const std::vector<ScheduledSeq>& group) {
   const int64_t B = b.size, n = static_cast<int64_t>(group.size());
   MOETRON_ASSERT(n <= B);
-  // Written in place in the upload's layout. Padding rows: token 0 at position 0 (zeros), one
-  // KV entry in the scratch block, their own logit row, and no expert (valid: the real rows).
+  // Written in place in the upload's layout (the bucket's host image: the gaps between arrays stay
+  // zero). Padding rows: token 0 at position 0, one KV entry in the scratch block, their own
+  // logit row, and no expert (valid: the real rows).
   const BatchArrays arrays = arrays_of(B);
-  std::vector<int32_t> packed(static_cast<size_t>(arrays.total()), 0);
+  std::vector<int32_t>& packed = b.host_arrays;
+  packed.resize(static_cast<size_t>(arrays.total()), 0);
   const auto [ids, pos, slots, qs, lens, tables, rows, valid] = arrays.views(packed);
   *valid = static_cast<int32_t>(n);
+  std::fill_n(ids, B, 0);
+  std::fill_n(pos, B, 0);
   std::fill_n(slots, B, scratch_block_ * static_cast<int32_t>(block_size_));
   std::fill_n(lens, B, 1);
   std::fill_n(tables, B * max_blocks_per_seq_, scratch_block_);

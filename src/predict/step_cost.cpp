@@ -99,9 +99,15 @@ class StageForward {
     amount.emulation_s += (emulated_.device_s - emulated_before) - real_added;
   }
 
-  // An op of `count` kernels of `seconds` in all, made by `calls` calls of its family. Launched
-  // eagerly through the pipeline, the op costs the host its calls' launches (CostModel::launch_s)
-  // and never less than an eager launch gap a kernel (the cheapest op's), shared by its kernels.
+  // The host's time to launch each of an op's `count` kernels, made by `calls` calls of
+  // `family`: the calls' cost (CostModel::launch_s) shared by the kernels, and never less than an
+  // eager launch gap a kernel (the cheapest op's).
+  double launch_per_kernel(LaunchFamily family, int calls, int count) const {
+    return std::max(cost_.launch_s(family) * calls, cost_.kernel_overhead_s(false) * count) / count;
+  }
+
+  // An op of `count` kernels of `seconds` in all, made by `calls` calls of its family (the host's
+  // side of an eagerly pipelined launch: launch_per_kernel).
   void priced_kernel(double seconds, int count, const char* name, const OpShape& shape, std::string source,
                      LaunchFamily family = LaunchFamily::kMemory, int calls = 1) {
     StepCost amount;
@@ -109,8 +115,7 @@ class StageForward {
     if (!pipelined_) {
       amount.kernel_overhead_s = count * cost_.kernel_overhead_s(in_graph_);
     } else {
-      const double gap = cost_.kernel_overhead_s(false);
-      const double launch = std::max(cost_.launch_s(family) * calls, gap * count) / count;
+      const double launch = launch_per_kernel(family, calls, count);
       for (int i = 0; i < count; ++i) enqueue(seconds / count, launch, true, amount);
     }
     note();  // the gap's note: the trace gives it once (StepTrace::gaps)
@@ -160,7 +165,7 @@ class StageForward {
     const std::string source = note();
     StepCost amount;
     if (pipelined_)
-      enqueue(seconds, std::max(cost_.launch_s(family), cost_.kernel_overhead_s(false)), false, amount);
+      enqueue(seconds, launch_per_kernel(family, 1, 1), false, amount);
     else
       amount.emulation_s = seconds + cost_.kernel_overhead_s(in_graph_);
     note();

@@ -163,13 +163,13 @@ class CudaOps final : public Ops {
   // do_moe_experts, and with served the experts' count (in the routing kernel where it runs).
   void run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights,
                        const ExpertWeights& experts, Tensor& out, int64_t expected_slots, Tensor* served);
+  // The wide tiles' down-projection split (kernels::DownSplit) for a call of `slots` rows.
+  kernels::DownSplit down_split(int64_t planned_tokens, int64_t k, int64_t local, int64_t hidden, int64_t inter,
+                                int64_t slots);
   // The experts' gate/up and down GEMMs as one cuBLASLt call per expert on its rows (x_perm in
   // expert order, device_offsets [num_local + 1] its experts' first rows), several experts at
   // once (expert_gemms_): act [rows, inter], y_perm [rows, hidden]. Syncs the stream to read the
   // offsets; work enqueued on stream_ afterwards waits for the GEMMs.
-  // The wide tiles' down-projection split (kernels::DownSplit) for a call of `slots` rows.
-  kernels::DownSplit down_split(int64_t planned_tokens, int64_t k, int64_t local, int64_t hidden, int64_t inter,
-                                int64_t slots);
   void expert_gemms_by_cublas(const void* x_perm, const ExpertWeights& experts,
                               const int32_t* device_offsets, int64_t hidden, int64_t inter,
                               Tensor& act, Tensor& y_perm);

@@ -51,7 +51,8 @@ enum class DecodeExpertKernel { kMma, kCudaCores };
 // ms for 256 rows each, H200 profiles of the fifteenth session). Mixtral's experts at 128 rows
 // (45 GFLOP each; 512-token prefill) ran 2.8 ms on the tiles against 1.2 ms for the GEMMs at 256
 // rows, and the nineteenth session's 512-token prefill step took longer (5.28 ms) than its
-// 1,024-token step (3.76 ms): the GEMMs at 128 rows, less work than at 256, cannot be slower.
+// 1,024-token step (3.76 ms; H200, 2-layer shape): the GEMMs at 128 rows, less work than at 256,
+// cannot be slower (inferred; the switch itself is not yet measured).
 // Its rows are then always copied into expert order (kernels::moe_permute),
 // also where one routing block could have resolved them in place (at most
 // kExpertRouteOneBlockMaxSlots slots and kExpertRouteOneBlockMaxExperts experts: Mixtral's

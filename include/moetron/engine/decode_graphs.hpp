@@ -38,6 +38,7 @@ class DecodeGraphs {
     int64_t size = 0;
     BatchTensors inputs;  // persistent: written before each replay
     Tensor input_arrays;  // the one buffer inputs' index arrays view (BatchArrays)
+    std::vector<int32_t> host_arrays;  // its host image, kept: written in place each step
     Tensor logits;        // where the recording leaves them
     int recording = -1;
     size_t temps_end = 0;  // where the recording's temporaries end (its logits lie below)
