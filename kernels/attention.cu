@@ -564,5 +564,7 @@ void kv_append(const bf16* k, const bf16* v, const int32_t* slot_mapping, int64_
   }
 }
 
+int attention_min_keys_per_split() { return min_keys_per_split(); }
+
 }  // namespace kernels
 }  // namespace moetron

@@ -170,8 +170,8 @@ __device__ __forceinline__ void pdl_enter() {
   pdl_wait();
 }
 
-// Whether launches on the current device may overlap their predecessor (see pdl_enter).
-bool pdl_enabled();
+// pdl_enabled() (kernels.hpp): whether launches on the current device may overlap their
+// predecessor (see pdl_enter).
 
 // Lets `kernel` use `bytes` of dynamic shared memory (past the 48 KiB default) on the current
 // device. The attribute stays set, so the driver is asked once per kernel, device and size: set

@@ -592,5 +592,7 @@ void argmax_rows(const void* logits, bool logits_bf16, int64_t rows, int64_t col
         cols, ids);
 }
 
+int sampler_forced_blocks_per_row() { return forced_blocks_per_row(); }
+
 }  // namespace kernels
 }  // namespace moetron

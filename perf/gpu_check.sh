@@ -34,6 +34,12 @@
 #             133, 128, 80): each part-filled batch should cost no more than its full bucket
 #             (a bucket's padding rows route to no expert); BUCKETS_BASE=BINARY runs a second
 #             build on the same prompts for an A/B
+#   hopper    the Hopper grouped expert GEMM (MOETRON_EXPERT_GEMM=wgmma, kernels/grouped_gemm_sm90.cu):
+#             its op and graph tests against the CPU reference, memcheck of the op test, the
+#             expert GEMMs alone by path (BUILD_DIR/expert_gemm_bench: wgmma, cuBLAS on 8 streams,
+#             WMMA tiles; 512-8,192 tokens, the bench's shapes), and whole prefill steps of
+#             4,096-token prompts on the OLMoE-1B-7B, Qwen1.5-MoE-A2.7B and Mixtral-8x7B shapes
+#             (dummy weights) under cublas and wgmma
 #   bench     the benchmark table, perf/bench.py (models: BENCH_MODELS, default olmoe-1b-7b;
 #             further options: BENCH_ARGS, e.g. "--idle-batches 64 --no-eager")
 #   plans     two GPUs: tests/cli/gpu_plans.sh (TP2, EP2, PP2, DP2 over NCCL against one GPU)
@@ -63,7 +69,7 @@ gpu_tests=$build/tests/moetron_gpu_tests
 [ -x "$gpu_tests" ] || fail "BUILD_DIR '$build' has no executable tests/moetron_gpu_tests"
 fixtures=$src/tests/fixtures
 
-all_sections=(tests kernels mma sanitize sampling pdl profile ncu buckets bench plans expert_load)
+all_sections=(tests kernels mma sanitize sampling pdl profile ncu buckets hopper bench plans expert_load)
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=(tests kernels sanitize sampling bench)
 for s in "${sections[@]}"; do
@@ -217,6 +223,29 @@ section_buckets() {
   return $status
 }
 
+section_hopper() {
+  local status=0 preset family path
+  local filter='CudaMoe.PrefillPathsMatchReference:CudaGraph.HopperExpertGemmsReplayLikeEagerRuns'
+  MOETRON_TEST_PROGRESS=1 timeout 240 "$gpu_tests" --fixtures "$fixtures" --gtest_filter="$filter" || return 1
+  timeout 240 compute-sanitizer --tool memcheck --leak-check no --error-exitcode 1 "$gpu_tests" \
+    --fixtures "$fixtures" --gtest_filter=CudaMoe.PrefillPathsMatchReference || status=1
+  timeout 200 "$build/expert_gemm_bench" --variants wgmma,8,tiles --tokens 512,2048,4096,8192 || status=1
+  python3 "$src/perf/make_prompts.py" "$work/prefill4k.jsonl" 12 4096 1 30000 || return 1
+  for preset in olmoe-1b-7b qwen1.5-moe-a2.7b mixtral-8x7b; do
+    family=${preset%%-*}
+    [ "$family" = qwen1.5 ] && family=qwen2_moe
+    "$moetron" model make --family "$family" --preset "$preset" --config-only --out "$work/$preset" >/dev/null ||
+      return 1
+    for path in cublas wgmma; do
+      echo "== $preset, MOETRON_EXPERT_GEMM=$path"
+      MOETRON_EXPERT_GEMM=$path timeout 120 "$moetron" run --model "$work/$preset" --load-format dummy \
+        --prompts "$work/prefill4k.jsonl" --out "$work/p.h5" --ignore-eos --max-batch 12 \
+        --max-batch-tokens 16384 | grep -E "^prefill:" || status=1
+    done
+  done
+  return $status
+}
+
 section_bench() {
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
   timeout 540 python3 "$src/perf/bench.py" --moetron "$moetron" \
@@ -246,7 +275,7 @@ for s in "${sections[@]}"; do
   line="$s: exit $rc, $(( $(date +%s) - start )) s"
   echo "$line" | tee -a "$logs/summary.txt"
   # The lines that say how it went, so the console shows the outcome without the log.
-  grep -E '^\[  (PASSED|FAILED|SKIPPED)|ERROR SUMMARY|RACECHECK SUMMARY|decode step median|GPU idle within|^== |by batch|done:|FAIL|ok:' \
+  grep -E '^\[  (PASSED|FAILED|SKIPPED)|ERROR SUMMARY|RACECHECK SUMMARY|decode step median|GPU idle within|^== |by batch|done:|FAIL|ok:|^prefill:|"variant"' \
     "$logs/$s.log" | head -n 20
   [ "$rc" = 0 ] || status=1
 done

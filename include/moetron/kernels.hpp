@@ -305,6 +305,32 @@ void gemv_down_combine(const bf16* act, const int32_t* row_of_slot, const int32_
                        const float* weights, int64_t k, int64_t first_expert, const bf16* down,
                        int64_t inter, int64_t hidden, bf16* out, cudaStream_t stream);
 
+// ---- settings read from the environment once a process (A/B measurements) ---------------------
+// CudaOps::kernel_settings reports them with its own, so that profiles and results say which
+// kernels they timed.
+// Whether launches on the current device may overlap their predecessor (MOETRON_PDL; sm_90+;
+// common.cuh).
+bool pdl_enabled();
+// Keys a decode attention split holds at least (MOETRON_ATTENTION_MIN_KEYS; attention.cu).
+int attention_min_keys_per_split();
+// Blocks a row the device sampler is forced to take (MOETRON_SAMPLER_BLOCKS_PER_ROW), 0 where it
+// picks them itself (sampling.cu).
+int sampler_forced_blocks_per_row();
+
+// ---- grouped_gemm_sm90.cu: prefill-sized expert GEMMs on Hopper (wgmma + TMA, sm_90a) -----
+// The large tiles' two products (tile table of kLargeTileRows rows from moe_route) on warpgroup
+// MMA fed by TMA: one launch for every expert, no host sync (graph-capturable). The input rows
+// must be permuted (x_perm, not read through token_of_row); hidden and inter multiples of 8, the
+// operands 16-byte aligned. Only where grouped_gemm_sm90_available() (CudaOps checks).
+// Whether the current device runs this binary's sm_90a image (compute capability 9.0).
+bool grouped_gemm_sm90_available();
+// act [rows, inter] = silu(x_perm G_e^T) * (x_perm U_e^T), gate_up [num_local, 2 * inter, hidden].
+void grouped_gemm_sm90_swiglu(const bf16* x_perm, const bf16* gate_up, const MoeRouting& routing, int64_t num_local,
+                              int64_t max_rows, int64_t hidden, int64_t inter, bf16* act, cudaStream_t stream);
+// y [rows, hidden] = act D_e^T, down [num_local, hidden, inter].
+void grouped_gemm_sm90_down(const bf16* act, const bf16* down, const MoeRouting& routing, int64_t num_local,
+                            int64_t max_rows, int64_t inter, int64_t hidden, bf16* y, cudaStream_t stream);
+
 // ---- random_fill.cu --------------------------------------------------------------------------
 // out[r * cols + c] = bf16 of the generator's element first + r * row_stride + c of `fill`'s
 // tensor, rounded to `source` (BF16, F16 or F32) first: what the host writes and uploads.

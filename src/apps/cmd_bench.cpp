@@ -151,7 +151,7 @@ int bench(const BenchOptions& o, const std::string& command_line, int rank, int 
   const DeviceIdentity device = identify_device(backend, binding);
   ProfileOrigin& origin = profile.origin;
   origin = {device.name, device.driver, backend, places.host, kVersion, kGitCommit, utc_now(), command_line,
-            world_size, places.ranks_per_node, places.nodes, memory, o.warmup, o.reps};
+            world_size, places.ranks_per_node, places.nodes, memory, o.warmup, o.reps, ops->kernel_settings()};
   profile.model_shapes = profile_model_shapes(config);
   save_profile(o.out, profile);
   LOG_INFO("bench: " << device.name << " (" << backend << "), " << world_size << " rank(s) on " << places.nodes

@@ -168,6 +168,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     // An emulated rank's groups are local copies (recordable); real ones follow the binding.
     in.device_groups_through_host = !emulation.active() && binding.transport == "mpi";
     in.backend = backend;
+    in.kernels = kernel_settings_by_env(backend);
     return in;
   };
   std::optional<PlanChoice> auto_choice;  // rank 0, --plan auto
@@ -236,6 +237,8 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   RunResults results = assemble_results(facts, specs, all, report, outcome.expert_tokens, outcome.traffic);
   if (emulation.active()) mark_emulated(results, emulation, plan);
   results.startup = outcome.startup;
+  const std::string kernels = kernel_settings_by_env(backend);
+  if (!kernels.empty()) results.meta.extra["kernels"] = kernels;  // which kernels these times are of
   results.predictions = predictions;
   add_expert_routing(results, outcome.routing, outcome.expert_work, o.routing_skew);
   add_comm_wait(results, outcome.comm_wait);

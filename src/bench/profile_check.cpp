@@ -26,6 +26,10 @@ void check_profile_matches(const HardwareProfile& p, const ProfileUse& use, cons
   MOETRON_CHECK(use.backend.empty() || p.origin.backend == use.backend,
                 path << ": measured on the " << p.origin.backend << " backend (backend), this job uses " << use.backend
                      << again);
+  MOETRON_CHECK(use.kernels.empty() || p.origin.kernels.empty() || p.origin.kernels == use.kernels,
+                path << ": measured with the kernels " << p.origin.kernels << " (kernels), this job runs "
+                     << use.kernels << ": set the MOETRON_* variables as they were when it was measured, or"
+                     << again.substr(1));
   MOETRON_CHECK(use.device.empty() || p.origin.device == use.device,
                 path << ": measured on device '" << p.origin.device << "' (device), this job runs on '" << use.device
                      << "'" << again);

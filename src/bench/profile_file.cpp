@@ -128,6 +128,9 @@ void save_profile(const std::string& path, const HardwareProfile& p) {
     for (const auto& [name, member] : origin_strings()) f.set_attribute("/", name, p.origin.*member);
     for (const auto& [name, member] : origin_ints()) f.set_attribute("/", name, static_cast<int64_t>(p.origin.*member));
     f.set_attribute("/", "memory_bytes", p.origin.memory_bytes);
+    // Only where there are kernel choices (CUDA): an absent attribute reads as none, as in
+    // profiles made before it was recorded.
+    if (!p.origin.kernels.empty()) f.set_attribute("/", "kernels", p.origin.kernels);
     f.create_group("/model");
     std::vector<std::string> names;
     std::vector<int64_t> values;
@@ -166,6 +169,8 @@ HardwareProfile load_profile(const std::string& path) {
   for (const auto& [name, member] : origin_strings()) p.origin.*member = f.string_attribute("/", name);
   for (const auto& [name, member] : origin_ints()) p.origin.*member = static_cast<int>(f.int64_attribute("/", name));
   p.origin.memory_bytes = f.int64_attribute("/", "memory_bytes");
+  // Absent from profiles made before it was recorded: left empty, not checked.
+  if (f.has_attribute("/", "kernels")) p.origin.kernels = f.string_attribute("/", "kernels");
   const auto names = f.read_strings("/model/names");
   const auto values = f.read<int64_t>("/model/values");
   MOETRON_CHECK(names.size() == values.size(), path << ": /model/names and /model/values differ in length");

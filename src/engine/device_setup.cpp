@@ -151,6 +151,14 @@ std::unique_ptr<Ops> make_ops(const std::string& backend, const DeviceBinding& b
 #endif
 }
 
+std::string kernel_settings_by_env(const std::string& backend) {
+#ifdef MOETRON_HAVE_CUDA
+  if (backend == "cuda") return cuda_kernel_settings_by_env();
+#endif
+  (void)backend;
+  return "";  // the CPU backend has no kernel choices
+}
+
 DeviceIdentity identify_device(const std::string& backend, const DeviceBinding& binding) {
 #ifdef MOETRON_HAVE_CUDA
   if (backend == "cuda") {

@@ -70,6 +70,7 @@ PlanRanking rank_plans(const PlanChoiceInputs& in) {
     use.ranks_per_node = in.profile_of_any_world ? 0 : in.ranks_per_node;
     use.device = in.device_name;
     use.backend = in.backend;
+    use.kernels = in.kernels;
     check_profile_matches(*profile, use, in.profile_path);
     measured = std::make_unique<ProfileCostModel>(*profile, roofline);
     out.figures = "the profile " + in.profile_path + " (" + measured->describe() + ")";

@@ -36,8 +36,7 @@ std::map<std::vector<int64_t>, TimeSurface> surfaces_over_last_key(const SeriesT
 void split_expert_points(const SeriesTable* table, bool cuda, int format_version,
                          std::map<std::vector<int64_t>, TimeSurface>* tiles,
                          std::map<std::vector<int64_t>, TimeSurface>* gemms, int64_t* local_out) {
-  // Older formats were measured when only 256 rows an expert took the GEMMs: experts of no size
-  // (hidden 0) follow that rule.
+  // Older formats were measured when only 256 rows an expert took the GEMMs.
   const bool large_experts_from_128 = format_version >= kProfileFormatGemmsFrom128Rows;
   if (table == nullptr) return;
   int64_t local = 1;
@@ -48,8 +47,10 @@ void split_expert_points(const SeriesTable* table, bool cuda, int format_version
     std::vector<int64_t> sizes[2];
     std::vector<double> medians[2];
     for (size_t i = 0; i < s.sizes.size(); ++i) {
-      const bool by_gemms = cuda && expert_call_by_gemms(s.sizes[i] * s.key.back(), 1, local, large_experts_from_128 ? s.key[0] : 0,
-                                                          s.key[1], true);
+      const int64_t call_tokens = s.sizes[i] * s.key.back();
+      const bool by_gemms = cuda && (large_experts_from_128
+                                         ? expert_call_by_gemms(call_tokens, 1, local, s.key[0], s.key[1], true)
+                                         : expert_call_by_gemms_from_256_rows(call_tokens, 1, local));
       sizes[by_gemms].push_back(s.sizes[i]);
       medians[by_gemms].push_back(s.times[i].median_s);
     }

@@ -3,12 +3,25 @@
 #include <numeric>
 
 #include "gpu_test_util.hpp"
+#include "moetron/kernels.hpp"
 
 namespace moetron {
 namespace gputest {
 namespace {
 
 using CudaGraph = GpuVsCpu;
+
+// A MoE layer's routing and experts on x into out, from a fresh set of temporaries.
+void route_and_run_experts(CudaOps& ops, const Tensor& x, const Tensor& router_w, int64_t k,
+                           const ExpertWeights& experts, Tensor& out) {
+  const int64_t tokens = x.rows(), num_experts = router_w.rows();
+  Tensor logits = ops.temp(DType::BF16, {tokens, num_experts});
+  Tensor ids = ops.temp(DType::I32, {tokens, k});
+  Tensor weights = ops.temp(DType::F32, {tokens, k});
+  ops.linear(x, router_w, nullptr, logits);
+  ops.router_topk(logits, k, true, ids, weights);
+  ops.moe_experts(x, ids, weights, experts, out);
+}
 
 TEST_F(CudaGraph, MoeAndAttentionStepReplaysLikeEagerRuns) {
   const int64_t T = 16, H = 256, E = 16, K = 4, I = 128, nq = 8, nk = 2, hd = 64, bs = 16;
@@ -40,12 +53,7 @@ TEST_F(CudaGraph, MoeAndAttentionStepReplaysLikeEagerRuns) {
   Tensor attn_out = gpu().alloc(DType::BF16, {T, nq * hd});
   auto step = [&] {
     gpu().reset_temps();
-    Tensor logits = gpu().temp(DType::BF16, {T, E});
-    Tensor ids = gpu().temp(DType::I32, {T, K});
-    Tensor weights = gpu().temp(DType::F32, {T, K});
-    gpu().linear(x, router_w.gpu, nullptr, logits);
-    gpu().router_topk(logits, K, true, ids, weights);
-    gpu().moe_experts(x, ids, weights, experts, moe_out);
+    route_and_run_experts(gpu(), x, router_w.gpu, K, experts, moe_out);
     gpu().attention(q, cache, batch, nq, nk, hd, 0.125f, attn_out);
   };
   auto set_inputs = [&] {
@@ -69,6 +77,36 @@ TEST_F(CudaGraph, MoeAndAttentionStepReplaysLikeEagerRuns) {
     EXPECT_EQ(relative_l2(read(gpu(), moe_out), eager_moe), 0.0) << "round " << round;
     EXPECT_EQ(relative_l2(read(gpu(), attn_out), eager_attn), 0.0) << "round " << round;
   }
+}
+
+// A prefill-sized expert call on the Hopper grouped GEMM records too (no host sync: the tile
+// table and the TMA boxes' coordinates come from the device) and replays what it computes eagerly.
+TEST_F(CudaGraph, HopperExpertGemmsReplayLikeEagerRuns) {
+  if (!kernels::grouped_gemm_sm90_available()) GTEST_SKIP() << "the device cannot run the sm_90a image";
+  const int64_t T = 1024, H = 264, E = 8, K = 2, I = 136;  // 256 rows an expert on average
+  Pair router_w = random_weight({E, H}, 0.2f);
+  ExpertWeights experts{0, E, random_weight({E, 2 * I, H}, 0.06f).gpu, random_weight({E, H, I}, 0.09f).gpu};
+  const PrefillExpertPath initial = gpu().prefill_expert_path();
+  gpu().set_prefill_expert_path(PrefillExpertPath::kHopper);
+  Tensor x = gpu().alloc(DType::BF16, {T, H});
+  Tensor out = gpu().alloc(DType::BF16, {T, H});
+  auto step = [&] {
+    gpu().reset_temps();
+    route_and_run_experts(gpu(), x, router_w.gpu, K, experts, out);
+  };
+  gpu().copy(random_activation({T, H}).gpu, x);
+  gpu().begin_recording();
+  step();
+  const int recording = gpu().end_recording();
+  for (int round = 0; round < 2; ++round) {
+    gpu().copy(random_activation({T, H}).gpu, x);
+    step();
+    const std::vector<float> eager = read(gpu(), out);
+    poison(gpu(), out);
+    gpu().replay(recording);
+    EXPECT_EQ(relative_l2(read(gpu(), out), eager), 0.0) << "round " << round;
+  }
+  gpu().set_prefill_expert_path(initial);
 }
 
 }  // namespace

@@ -4,9 +4,11 @@
 // expert range, and the device-side expert counts and dispatch packing.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 
 #include "gpu_test_util.hpp"
+#include "moetron/kernels.hpp"
 
 namespace moetron {
 namespace gputest {
@@ -163,6 +165,31 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
             {{"decode experts on tensor-core GEMVs", choose(DecodeExpertKernel::kMma)},
              {"decode experts on CUDA cores and WMMA tiles", choose(DecodeExpertKernel::kCudaCores)}});
   gpu().set_decode_expert_kernel(initial);
+}
+
+// Prefill-sized calls on each prefill path against one reference: the per-expert cuBLAS GEMMs
+// (the default), the WMMA tiles, and where the device runs it the Hopper grouped GEMM
+// (kernels/grouped_gemm_sm90.cu: TMA boxes of 128 rows x 64 k, 64 SwiGLU or 128 down columns a
+// block). Rows an expert that end in partial 128-row tiles and experts that get nothing (skewed
+// routing), k that ends in a partial 64-wide step (96, 136, 264, 1032), output columns that end
+// in a partial block (96, 88, 72, 520, 1608), expert-parallel slices, and one Mixtral-sized
+// expert at 128 rows. Every case is large enough for expert_call_by_gemms.
+TEST_F(CudaMoe, PrefillPathsMatchReference) {
+  const std::vector<MoeShape> shapes = {
+      {1100, 8, 2, 128, 96, 0, 8},       {1500, 16, 4, 96, 64, 4, 8},   {4100, 60, 4, 136, 88, 0, 60},
+      {3000, 64, 8, 264, 72, 16, 16},    {1100, 8, 2, 1032, 520, 0, 8}, {128, 8, 1, 4096, 1608, 3, 1},
+      {700, 4, 2, 2048, 256, 0, 4},
+  };
+  const PrefillExpertPath initial = gpu().prefill_expert_path();
+  auto path = [](PrefillExpertPath p) { return [p](CudaOps& o) { o.set_prefill_expert_path(p); }; };
+  std::vector<GpuVariant> variants = {{"per-expert cuBLAS GEMMs", path(PrefillExpertPath::kCublas)},
+                                      {"WMMA tiles", path(PrefillExpertPath::kTiles)}};
+  if (kernels::grouped_gemm_sm90_available())
+    variants.push_back({"Hopper grouped GEMM (wgmma + TMA)", path(PrefillExpertPath::kHopper)});
+  else
+    std::printf("[ NOTE ] the Hopper grouped GEMM is not tested: this device cannot run the sm_90a image\n");
+  run_cases(skewed_routing_cases(shapes), variants);
+  gpu().set_prefill_expert_path(initial);
 }
 
 // The wide tiles' down projection with its K split 1 to 4 ways and as picked

@@ -1,4 +1,5 @@
-// The split of a layer's experts over the per-expert GEMM path's streams (split_experts_by_rows).
+// The split of a layer's experts over the per-expert GEMM path's streams (split_experts_by_rows),
+// the GEMM rule, and the Hopper grouped GEMM's block order (hopper_tile_order.hpp).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -6,6 +7,7 @@
 #include <vector>
 
 #include "moetron/backend/expert_paths.hpp"
+#include "moetron/backend/hopper_tile_order.hpp"
 
 namespace moetron {
 namespace {
@@ -121,6 +123,44 @@ TEST(ExpertPaths, PerExpertGemmsFrom128RowsForLargeExperts) {
   }
   EXPECT_FALSE(expert_call_by_gemms(kExpertGemvMaxTokens, 8, 1, 8192, 65536, true));  // the GEMVs' calls
   EXPECT_FALSE(expert_call_by_gemms(4096, 2, 0, 4096, 14336, true));                 // no local experts
+  // The rule older profiles were measured under (format 3 and earlier): 256 rows for any size.
+  EXPECT_FALSE(expert_call_by_gemms_from_256_rows(512, 2, 8));  // Mixtral's 128 rows
+  EXPECT_TRUE(expert_call_by_gemms_from_256_rows(1024, 2, 8));
+  EXPECT_FALSE(expert_call_by_gemms_from_256_rows(kExpertGemvMaxTokens, 8, 1));
+  EXPECT_FALSE(expert_call_by_gemms_from_256_rows(4096, 2, 0));
+}
+
+// The Hopper grouped GEMM's block order: every (row tile, column block) pair exactly once, and
+// groups of kHopperColumnGroup column blocks (the last one narrower) taken for every row tile
+// before the next group starts. Column counts of the shapes in use: OLMoE's 1,024 intermediate
+// (16 SwiGLU blocks of 64), Qwen1.5's 1,408 (22), a tp slice of 352 (6, one partial group),
+// Mixtral's 14,336 (224) and hidden 4,096 (32 down blocks of 128); one column block, one tile.
+TEST(ExpertPaths, HopperBlockOrderCoversEveryTileAndColumnOnce) {
+  for (const int tiles : {1, 3, 8, 37, 192}) {
+    for (const int columns : {1, 5, 6, 8, 9, 16, 22, 32, 224}) {
+      std::vector<int> seen(static_cast<size_t>(tiles * columns), 0);
+      int group_start = 0;
+      for (int block = 0; block < tiles * columns; ++block) {
+        const HopperBlockWork w = hopper_block_work(block, tiles, columns);
+        ASSERT_TRUE(w.tile >= 0 && w.tile < tiles && w.column_block >= 0 && w.column_block < columns)
+            << "block " << block << " of " << tiles << " x " << columns;
+        ++seen[static_cast<size_t>(w.tile * columns + w.column_block)];
+        // Within a group's blocks, the column blocks stay inside the group.
+        if (block % (kHopperColumnGroup * tiles) == 0) group_start = w.column_block;
+        EXPECT_GE(w.column_block, group_start);
+        EXPECT_LT(w.column_block, group_start + kHopperColumnGroup);
+      }
+      for (size_t i = 0; i < seen.size(); ++i)
+        EXPECT_EQ(seen[i], 1) << "pair " << i << " of " << tiles << " x " << columns;
+    }
+  }
+  // Blocks 0-7 are the first row tile's first eight column blocks, block 8 the second tile's first.
+  EXPECT_EQ(hopper_block_work(7, 4, 22).column_block, 7);
+  EXPECT_EQ(hopper_block_work(8, 4, 22).tile, 1);
+  EXPECT_EQ(hopper_block_work(8, 4, 22).column_block, 0);
+  // The last group of 22 columns holds 6: block 2 x 8 x 4 + 7 is tile 1, column 17.
+  EXPECT_EQ(hopper_block_work(2 * 8 * 4 + 7, 4, 22).tile, 1);
+  EXPECT_EQ(hopper_block_work(2 * 8 * 4 + 7, 4, 22).column_block, 17);
 }
 
 }  // namespace

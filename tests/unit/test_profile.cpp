@@ -37,7 +37,7 @@ ModelConfig tiny_config(Family family = Family::Olmoe) {
 HardwareProfile sample_profile(const ModelConfig& c) {
   HardwareProfile p;
   p.origin = {"NVIDIA H200", "CUDA driver 12.8, runtime 13.0", "cuda", "gpu01", "0.1.0", "abc", "2026-01-01T00:00:00Z",
-              "moetron bench", 8, 8, 1, 140ll << 30, 2, 5};
+              "moetron bench", 8, 8, 1, 140ll << 30, 2, 5, "expert_gemm=cublas,pdl=1"};
   p.model_shapes = profile_model_shapes(c);
   p.table(tables::kGemm).add({64, 64}, 1, {1e-5, 0.9e-5, 1.2e-5});
   p.table(tables::kGemm).add({64, 64}, 16, {2e-5, 1.9e-5, 2.2e-5});
@@ -69,6 +69,7 @@ TEST_F(ProfileFileTest, RoundTripsThroughHdf5) {
   EXPECT_EQ(q.origin.world_size, 8);
   EXPECT_EQ(q.origin.memory_bytes, 140ll << 30);
   EXPECT_EQ(q.origin.reps, 5);
+  EXPECT_EQ(q.origin.kernels, "expert_gemm=cublas,pdl=1");
   EXPECT_EQ(q.format_version, kProfileFormatVersion);
   EXPECT_EQ(q.model_shapes, p.model_shapes);
   ASSERT_EQ(q.tables.size(), p.tables.size());
@@ -210,6 +211,35 @@ TEST(ProfileCheck, RefusesAnotherModelWorldOrDeviceNamingFileAndField) {
   const std::string device = error_of([&] { check_profile_matches(p, use, "p.h5"); });
   EXPECT_NE(device.find("p.h5: measured on device 'NVIDIA H200' (device)"), std::string::npos) << device;
   EXPECT_NE(device.find("moetron bench"), std::string::npos) << device;
+}
+
+// A profile times the kernels the MOETRON_* variables chose when it was measured
+// (Ops::kernel_settings); a job that runs others is refused, naming both. Where either side
+// records none (a CPU profile, an older profile, `moetron plan` for a cluster not at hand) it is
+// not checked; a profile without kernels is saved without the attribute and loads as none.
+TEST_F(ProfileFileTest, RefusesAProfileOfOtherKernelsAndReadsOlderOnes) {
+  const ModelConfig tiny = tiny_config();
+  HardwareProfile p = sample_profile(tiny);
+  ProfileUse use;
+  use.model = &tiny;
+  use.kernels = "expert_gemm=cublas,pdl=1";
+  EXPECT_EQ(error_of([&] { check_profile_matches(p, use, "p.h5"); }), "");
+  use.kernels = "expert_gemm=wgmma,pdl=1";
+  const std::string other = error_of([&] { check_profile_matches(p, use, "p.h5"); });
+  EXPECT_NE(other.find("p.h5: measured with the kernels expert_gemm=cublas,pdl=1 (kernels), this job runs "
+                       "expert_gemm=wgmma,pdl=1"),
+            std::string::npos)
+      << other;
+  EXPECT_NE(other.find("MOETRON_"), std::string::npos) << other;
+  use.kernels = "";
+  EXPECT_EQ(error_of([&] { check_profile_matches(p, use, "p.h5"); }), "");
+
+  p.origin.kernels = "";
+  save_profile(path("older.h5"), p);
+  const HardwareProfile older = load_profile(path("older.h5"));
+  EXPECT_EQ(older.origin.kernels, "");
+  use.kernels = "expert_gemm=wgmma,pdl=1";
+  EXPECT_EQ(error_of([&] { check_profile_matches(older, use, "older.h5"); }), "");
 }
 
 TEST(BenchGrid, ShapesAreTheModelsOwnPerTensorParallelDegree) {

@@ -24,6 +24,12 @@ namespace kernels {
 struct DownSplit;  // moetron/kernels.hpp
 }  // namespace kernels
 
+// Which kernels run prefill-sized expert loads (where expert_call_by_gemms holds): per-expert
+// cuBLASLt GEMMs on side streams (kCublas, the default; not while capturing: it reads the row
+// counts on the host), the portable WMMA tiles (kTiles), or one grouped wgmma + TMA launch a GEMM
+// (kHopper: compute capability 9.0 and an sm_90a build; also while capturing).
+enum class PrefillExpertPath { kCublas, kTiles, kHopper };
+
 // True when the CUDA runtime sees at least one device.
 bool cuda_device_available();
 
@@ -38,6 +44,9 @@ class CudaOps final : public Ops {
   Device device() const override { return Device::Cuda; }
   DType activation_dtype() const override { return DType::BF16; }
   std::string name() const override;
+  // expert_gemm, expert_streams, decode_experts, dense_gemv_max_rows, down_splits, pdl,
+  // attention_min_keys, sampler_blocks_per_row (0: picked by the kernel).
+  std::string kernel_settings() const override;
 
   Tensor upload_weight(const Tensor& host) override;
   // Generates on the device (kernels/random_fill.cu) unless MOETRON_DUMMY_ON_DEVICE=0, which
@@ -61,6 +70,10 @@ class CudaOps final : public Ops {
   // sets it when the object is made.
   void set_decode_expert_kernel(DecodeExpertKernel kernel) { decode_expert_kernel_ = kernel; }
   void set_generate_on_device(bool on) { generate_on_device_ = on; }
+  // The prefill expert path; the environment's MOETRON_EXPERT_GEMM (cublas, tiles or wgmma) sets
+  // it when the object is made. kHopper is refused on a device that cannot run it.
+  void set_prefill_expert_path(PrefillExpertPath path);
+  PrefillExpertPath prefill_expert_path() const { return prefill_path_; }
   bool generate_on_device() const { return generate_on_device_; }
   DecodeExpertKernel decode_expert_kernel() const { return decode_expert_kernel_; }
   // The wide tiles' down-projection K splits: 0 picks them (kernels::wide_down_splits), 1 to
@@ -186,7 +199,8 @@ class CudaOps final : public Ops {
   cudaStream_t stream_ = nullptr;
   cublasContext* cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
-  std::shared_ptr<cuda::ExpertGemmStreams> expert_gemms_;  // prefill's per-expert GEMMs; null with the tiles
+  std::shared_ptr<cuda::ExpertGemmStreams> expert_gemms_;  // the kCublas path's streams, made when first chosen
+  PrefillExpertPath prefill_path_ = PrefillExpertPath::kCublas;
   DecodeExpertKernel decode_expert_kernel_ = DecodeExpertKernel::kMma;
   int64_t dense_gemv_max_rows_ = 0;  // set_dense_gemv_max_rows
   bool generate_on_device_ = true;  // MOETRON_DUMMY_ON_DEVICE
@@ -215,5 +229,9 @@ class CudaOps final : public Ops {
 
 // The CUDA backend on `device` with arena_bytes of temporaries per step.
 std::unique_ptr<Ops> make_cuda_ops(int device, size_t arena_bytes);
+
+// What CudaOps::kernel_settings reports for an object made now on the current device (the
+// MOETRON_* environment), without making one: for checking a profile before the ops exist.
+std::string cuda_kernel_settings_by_env();
 
 }  // namespace moetron

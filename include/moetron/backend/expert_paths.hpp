@@ -61,12 +61,22 @@ constexpr int64_t kExpertLargeTileRows = 128;
 constexpr double kExpertGemmMinFlops = 5e9;  // an expert's gate/up and down GEMMs at its mean rows
 constexpr int64_t kExpertRouteOneBlockMaxSlots = 8192;
 constexpr int64_t kExpertRouteOneBlockMaxExperts = 1024;
-// hidden: the model's; cols: an expert's intermediate columns on this rank.
+// The rows an expert of the call gets on average; -1 where no GEMM path applies (no local
+// experts, or a GEMV-sized call).
+inline int64_t expert_call_mean_rows(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts) {
+  if (local_experts <= 0 || expert_call_is_gemv(call_tokens)) return -1;
+  return call_tokens * slots_per_token / local_experts;
+}
+// The rule as profiles of format 3 and earlier were measured: 2 x 128 rows an expert, any size.
+inline bool expert_call_by_gemms_from_256_rows(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts) {
+  return expert_call_mean_rows(call_tokens, slots_per_token, local_experts) >= 2 * kExpertLargeTileRows;
+}
+// Today's rule. hidden: the model's; cols: an expert's intermediate columns on this rank.
 inline bool expert_call_by_gemms(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts, int64_t hidden,
                                  int64_t cols, bool eager) {
-  if (!eager || local_experts <= 0 || expert_call_is_gemv(call_tokens)) return false;
-  const int64_t mean_rows = call_tokens * slots_per_token / local_experts;
-  if (mean_rows >= 2 * kExpertLargeTileRows) return true;
+  if (!eager) return false;
+  if (expert_call_by_gemms_from_256_rows(call_tokens, slots_per_token, local_experts)) return true;
+  const int64_t mean_rows = expert_call_mean_rows(call_tokens, slots_per_token, local_experts);
   const double expert_flops = 6.0 * static_cast<double>(mean_rows) * static_cast<double>(hidden) * static_cast<double>(cols);
   return mean_rows >= kExpertLargeTileRows && expert_flops >= kExpertGemmMinFlops;
 }

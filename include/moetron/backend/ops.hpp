@@ -135,6 +135,11 @@ class Ops {
   virtual Device device() const = 0;
   virtual DType activation_dtype() const = 0;
   virtual std::string name() const = 0;
+  // The kernel choices that change what an operator costs without changing what it computes
+  // (set from MOETRON_* environment variables for A/B measurements), as "name=value,..." in a
+  // fixed order; "" where the backend has none (CPU). Profiles record it, so that predictions
+  // use only the kernels they timed, and results files, so that a measurement names its kernels.
+  virtual std::string kernel_settings() const { return ""; }
 
   // ---- memory ----
   // Converts a host tensor (F32/F16/BF16, read-only) into the backend's weight format.

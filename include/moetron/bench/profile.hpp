@@ -83,6 +83,9 @@ struct ProfileOrigin {
   int world_size = 1, ranks_per_node = 1, nodes = 1;
   int64_t memory_bytes = 0;    // memory a rank plans with (device memory, or host / node ranks)
   int warmup = 0, reps = 0;
+  // Ops::kernel_settings of the ops measured ("" on CPU, and in profiles made before it was
+  // recorded: then not checked).
+  std::string kernels;
 };
 
 // The profile format this build writes. 3: where the backend records, calls shorter than a launch

@@ -19,6 +19,7 @@ struct ProfileUse {
   const ModelConfig* model = nullptr;
   int world_size = 0, ranks_per_node = 0;
   std::string device, backend;
+  std::string kernels;  // Ops::kernel_settings of the job; checked where both sides record one
 };
 
 // Throws Error naming `path`, the field, the profile's value and the expected one, e.g.

@@ -40,6 +40,9 @@ int64_t memory_per_rank(int64_t requested, const std::string& backend, const Dev
 // The backend's Ops, on the bound GPU for cuda.
 std::unique_ptr<Ops> make_ops(const std::string& backend, const DeviceBinding& binding, size_t arena_bytes);
 
+// Ops::kernel_settings of the backend's ops as the environment sets them, without making them.
+std::string kernel_settings_by_env(const std::string& backend);
+
 // What a hardware profile records about the device a rank computes on.
 struct DeviceIdentity {
   std::string name;    // "NVIDIA H200", or the CPU's model name

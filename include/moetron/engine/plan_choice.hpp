@@ -33,6 +33,7 @@ struct PlanChoiceInputs {
   // measurements answer, the roofline what it lacks. Empty: the roofline alone.
   std::string profile_path;
   std::string device_name, backend;  // what the profile must have been measured on
+  std::string kernels;               // ... and with which kernels (Ops::kernel_settings)
   // An emulated rank's plan spans more ranks than the job: its profile's kernels are this
   // device's, its collectives (of fewer ranks) are not the plan's, so the world is not
   // checked and what the profile lacks comes from the roofline, as for `moetron plan`.

@@ -40,19 +40,22 @@ bf16* bf(const Tensor& t) { return static_cast<bf16*>(t.data); }
 int32_t* i32(const Tensor& t) { return static_cast<int32_t*>(t.data); }
 float* f32(const Tensor& t) { return static_cast<float*>(t.data); }
 
-// Prefill-sized expert loads (the large row tiles: hundreds of rows per expert on average) run
-// as one cuBLASLt GEMM per expert on its exact rows, the experts spread over a few streams
+// Prefill-sized expert loads (the large row tiles: hundreds of rows per expert on average) take
+// one of three paths (PrefillExpertPath, MOETRON_EXPERT_GEMM): `cublas` (the default) runs one
+// cuBLASLt GEMM per expert on its exact rows, the experts spread over a few streams
 // (ExpertGemmStreams, expert_paths.hpp): the portable WMMA tiles reach about a quarter of the
-// bf16 GEMM rate there (ncu, perf/NOTES.md). It needs the experts' row counts on the host (one
-// stream sync per MoE layer), so only outside graph capture; decode steps keep the tiles.
-// MOETRON_EXPERT_GEMM=tiles keeps the tiles, MOETRON_EXPERT_STREAMS=N (1-16, default 8) caps
-// the streams (A/B measurements without a rebuild).
-// Read when a CudaOps is made (not once per process), so that a benchmark can compare paths.
-bool prefill_experts_by_cublas() {
+// bf16 GEMM rate there (ncu, perf/NOTES.md); it needs the experts' row counts on the host (one
+// stream sync per MoE layer), so only outside graph capture. `tiles` keeps the WMMA tiles.
+// `wgmma` runs kernels/grouped_gemm_sm90.cu (Hopper only: one launch for all experts, no sync).
+// MOETRON_EXPERT_STREAMS=N (1-16, default 8) caps the cuBLAS path's streams. Read when a CudaOps
+// is made (not once per process), so that a benchmark can compare paths.
+PrefillExpertPath prefill_expert_path_by_env() {
   const char* env = std::getenv("MOETRON_EXPERT_GEMM");
   const std::string v = env == nullptr ? "cublas" : env;
-  MOETRON_CHECK(v == "cublas" || v == "tiles", "MOETRON_EXPERT_GEMM='" << v << "': expected cublas or tiles");
-  return v == "cublas";
+  if (v == "cublas") return PrefillExpertPath::kCublas;
+  if (v == "tiles") return PrefillExpertPath::kTiles;
+  MOETRON_CHECK(v == "wgmma", "MOETRON_EXPERT_GEMM='" << v << "': expected cublas, tiles or wgmma");
+  return PrefillExpertPath::kHopper;
 }
 
 // MOETRON_DECODE_EXPERTS: which kernels run decode-sized expert loads (expert_paths.hpp): `mma`
@@ -116,6 +119,21 @@ bool capturing(cudaStream_t stream) {
   return status != cudaStreamCaptureStatusNone;
 }
 
+// Ops::kernel_settings: the object's own choices, then the process-wide ones (kernels.hpp).
+std::string format_kernel_settings(PrefillExpertPath prefill, DecodeExpertKernel decode, int64_t dense_gemv_max_rows,
+                                   int down_splits) {
+  const char* expert_gemm = prefill == PrefillExpertPath::kCublas ? "cublas"
+                            : prefill == PrefillExpertPath::kTiles ? "tiles"
+                                                                   : "wgmma";
+  std::ostringstream os;
+  os << "expert_gemm=" << expert_gemm << ",expert_streams=" << expert_gemm_streams()
+     << ",decode_experts=" << (decode == DecodeExpertKernel::kMma ? "mma" : "cuda-cores")
+     << ",dense_gemv_max_rows=" << dense_gemv_max_rows << ",down_splits=" << down_splits
+     << ",pdl=" << (kernels::pdl_enabled() ? 1 : 0) << ",attention_min_keys=" << kernels::attention_min_keys_per_split()
+     << ",sampler_blocks_per_row=" << kernels::sampler_forced_blocks_per_row();
+  return os.str();
+}
+
 // Shared memory a kernel may take without opting in (every supported architecture).
 constexpr size_t kDefaultSmemPerBlock = 48 * 1024;
 
@@ -151,7 +169,7 @@ CudaOps::CudaOps(int device, size_t arena_bytes) : device_(device), arena_bytes_
   wide_blocks_per_sm_ = kernels::wide_blocks_per_sm();
   CUDA_CHECK(cudaMalloc(&split_counters_, kSplitCounters * sizeof(int)));
   CUDA_CHECK(cudaMemset(split_counters_, 0, kSplitCounters * sizeof(int)));
-  if (prefill_experts_by_cublas()) expert_gemms_ = std::make_shared<cuda::ExpertGemmStreams>(expert_gemm_streams(), num_sms_);
+  set_prefill_expert_path(prefill_expert_path_by_env());
   if (arena_bytes_ > 0) CUDA_CHECK(cudaMalloc(&arena_, arena_bytes_));
 }
 
@@ -170,6 +188,15 @@ std::string CudaOps::name() const {
   std::ostringstream os;
   os << "cuda:" << device_ << " (" << device_name_ << ")";
   return os.str();
+}
+
+std::string CudaOps::kernel_settings() const {
+  return format_kernel_settings(prefill_path_, decode_expert_kernel_, dense_gemv_max_rows_, down_splits_);
+}
+
+std::string cuda_kernel_settings_by_env() {
+  return format_kernel_settings(prefill_expert_path_by_env(), decode_expert_kernel_by_env(),
+                                dense_gemv_max_rows_by_env(), down_splits_by_env());
 }
 
 // ---- memory -------------------------------------------------------------------------------------
@@ -349,6 +376,16 @@ void CudaOps::do_rmsnorm_with_sumsq(const Tensor& x, const Tensor& sumsq, int64_
                               bf(out), stream_);
 }
 
+void CudaOps::set_prefill_expert_path(PrefillExpertPath path) {
+  MOETRON_CHECK(path != PrefillExpertPath::kHopper || kernels::grouped_gemm_sm90_available(),
+                "MOETRON_EXPERT_GEMM=wgmma: the Hopper expert GEMMs need a compute capability 9.0 GPU and a build "
+                "for sm_90a (CMAKE_CUDA_ARCHITECTURES with 90a); device "
+                    << device_ << " (" << device_name_ << ") cannot run them");
+  prefill_path_ = path;
+  if (path == PrefillExpertPath::kCublas && !expert_gemms_)
+    expert_gemms_ = std::make_shared<cuda::ExpertGemmStreams>(expert_gemm_streams(), num_sms_);
+}
+
 void CudaOps::set_dense_gemv_max_rows(int64_t rows) {
   MOETRON_CHECK(rows >= 0 && rows <= kernels::kDenseGemvMaxRows,
                 "dense GEMV rows " << rows << ": expected 0 to " << kernels::kDenseGemvMaxRows);
@@ -504,9 +541,12 @@ void CudaOps::run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& 
   // The rule the predictor prices (backend/expert_paths.hpp): the GEMMs read the rows copied
   // into expert order, also when the routing resolved them (its slot ranks hold for the copy);
   // their routing is the largest tiles' (their offsets are all the GEMMs read).
-  const bool by_gemms = expert_call_by_gemms(planned_tokens, k, local, hidden, inter, /*eager=*/true) &&
-                        expert_gemms_ && !capturing(stream_);
-  const int tile_rows = by_gemms ? kernels::kLargeTileRows
+  // The Hopper GEMMs replace the cuBLAS ones where those would run, and also while capturing
+  // (nothing goes to the host).
+  const bool large = expert_call_by_gemms(planned_tokens, k, local, hidden, inter, /*eager=*/true);
+  const bool by_gemms = large && prefill_path_ == PrefillExpertPath::kCublas && !capturing(stream_);
+  const bool by_hopper = large && prefill_path_ == PrefillExpertPath::kHopper;
+  const int tile_rows = by_gemms || by_hopper ? kernels::kLargeTileRows
                                  : kernels::grouped_gemm_tile_rows(planned_tokens, k, local, hidden, inter, num_sms_, decode);
   kernels::MoeRouting routing;
   routing.counts = i32(temp(DType::I32, {local}));
@@ -529,16 +569,23 @@ void CudaOps::run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& 
                                                 tile_rows, routing, stream_);
   const bf16* gate_up_input = bf(x);
   const int32_t* token_of_row = routing.token_of_row;
-  if (!rows_resolved || by_gemms) {
+  if (!rows_resolved || by_gemms || by_hopper) {  // TMA and cuBLAS read rows in expert order
     Tensor x_perm = temp(DType::BF16, {slots, hidden});
     kernels::moe_permute(bf(x), i32(ids), tokens, k, hidden, experts.first_expert, routing,
                          bf(x_perm), stream_);
     gate_up_input = bf(x_perm);
     token_of_row = nullptr;
   }
-  if (by_gemms) {
+  if (by_gemms || by_hopper) {
     Tensor y_perm = temp(DType::BF16, {slots, hidden});
-    expert_gemms_by_cublas(gate_up_input, experts, routing.offsets, hidden, inter, act, y_perm);
+    if (by_gemms) {
+      expert_gemms_by_cublas(gate_up_input, experts, routing.offsets, hidden, inter, act, y_perm);
+    } else {
+      kernels::grouped_gemm_sm90_swiglu(gate_up_input, bf(experts.gate_up), routing, local, slots, hidden, inter,
+                                        bf(act), stream_);
+      kernels::grouped_gemm_sm90_down(bf(act), bf(experts.down), routing, local, slots, inter, hidden, bf(y_perm),
+                                      stream_);
+    }
     kernels::moe_unpermute_combine(bf(y_perm), routing.row_of_slot, f32(weights), tokens, k,
                                    hidden, bf(out), stream_);
     return;

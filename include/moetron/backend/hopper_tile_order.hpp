@@ -1,0 +1,30 @@
+// The order in which the Hopper grouped expert GEMM (kernels/grouped_gemm_sm90.cu) walks its
+// (row tile, column block) pairs, in a header of its own so that the CPU tests check it.
+//
+// Blocks start in order of their index, so the order decides what the blocks resident at once
+// share through L2: kHopperColumnGroup column blocks of every row tile in turn, then the next
+// group. Row tiles of one expert are adjacent in the routing's tile table, so a group's weight
+// rows are read from HBM about once for all of that expert's tiles, and a row tile's inputs once a
+// group. (Row tile by row tile over all columns would stream an expert's weights again for each of
+// its row tiles; column block by column block, every input row again for each column block.)
+#pragma once
+#include "moetron/core/host_device.hpp"
+
+namespace moetron {
+
+constexpr int kHopperColumnGroup = 8;
+
+struct HopperBlockWork {
+  int tile, column_block;
+};
+
+// Block `block` of max_tiles x column_blocks: every pair exactly once.
+MOETRON_HOST_DEVICE inline HopperBlockWork hopper_block_work(int block, int max_tiles, int column_blocks) {
+  const int group = block / (kHopperColumnGroup * max_tiles);
+  const int in_group = block - group * kHopperColumnGroup * max_tiles;
+  const int left = column_blocks - group * kHopperColumnGroup;  // the last group may be narrower
+  const int width = left < kHopperColumnGroup ? left : kHopperColumnGroup;
+  return {in_group / width, group * kHopperColumnGroup + in_group % width};
+}
+
+}  // namespace moetron
