@@ -5,29 +5,22 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <filesystem>
 #include <iostream>
-#include <set>
 
 #include <boost/program_options.hpp>
 
 #include "commands.hpp"
 #include "option_parsing.hpp"
-#include "moetron/bench/bench_grid.hpp"
-#include "moetron/bench/comm_bench.hpp"
-#include "moetron/bench/compute_bench.hpp"
 #include "moetron/bench/profile_file.hpp"
-#include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/comm/mpi_runtime.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/core/log.hpp"
 #include "moetron/engine/device_setup.hpp"
-#include "moetron/engine/host_step_bench.hpp"
+#include "moetron/engine/job_profile.hpp"
 #include "moetron/io/input_files.hpp"
 #include "moetron/io/output_file.hpp"
 #include "moetron/model/config.hpp"
-#include "moetron/version.hpp"
 
 namespace po = boost::program_options;
 
@@ -67,52 +60,6 @@ void check_bench_options(const BenchOptions& o) {
   MOETRON_CHECK(o.max_tokens >= 0 && o.max_tokens <= (1 << 20), "--max-tokens must be in [0, 2^20], got " << o.max_tokens);
 }
 
-// Where the job's ranks sit: hosts, and the peer that rank 0 ping-pongs with over the world.
-struct JobPlaces {
-  int nodes = 1, ranks_per_node = 1, world_peer = 1;
-  std::string host;  // world rank 0's
-};
-
-JobPlaces job_places() {
-  const std::vector<std::string> hosts = allgather_strings(host_name(), MPI_COMM_WORLD);
-  JobPlaces p;
-  p.host = hosts[0];
-  p.nodes = static_cast<int>(std::set<std::string>(hosts.begin(), hosts.end()).size());
-  for (const std::string& h : hosts)
-    p.ranks_per_node = std::max(p.ranks_per_node, static_cast<int>(std::count(hosts.begin(), hosts.end(), h)));
-  for (size_t r = 1; r < hosts.size() && p.nodes > 1; ++r)
-    if (hosts[r] != hosts[0]) {
-      p.world_peer = static_cast<int>(r);
-      break;
-    }
-  return p;
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
-}
-
-void measure_collectives(Ops& ops, const DeviceBinding& binding, const JobPlaces& places,
-                         const std::vector<int64_t>& bytes, const TimingSettings& timing, HardwareProfile& profile) {
-  std::shared_ptr<MpiCommunicator> world = make_mpi_communicator(MPI_COMM_WORLD);
-  MPI_Comm node_comm = MPI_COMM_NULL;
-  check_mpi(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world->rank(), MPI_INFO_NULL, &node_comm),
-            "MPI_Comm_split_type (the ranks of this node)");
-  auto node = std::make_shared<MpiCommunicator>(node_comm);
-  const auto world_group = device_transport(world, ops, binding);
-  run_comm_benchmarks(ops, {world_group.get(), places.nodes > 1, places.world_peer}, bytes, timing, profile);
-  if (places.nodes > 1) {  // on one node the node's group is the world's
-    const auto node_group = device_transport(node, ops, binding);
-    run_comm_benchmarks(ops, {node_group.get(), false, 1}, bytes, timing, profile);
-  }
-  world->barrier();
-}
-
 int bench(const BenchOptions& o, const std::string& command_line, int rank, int world_size) {
   const std::string config_path = (std::filesystem::path(o.model) / "config.json").string();
   const ModelConfig config = load_model_config(config_path);
@@ -122,40 +69,22 @@ int bench(const BenchOptions& o, const std::string& command_line, int rank, int 
   }
   const std::string backend = resolve_backend(o.backend);
   const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
-  const int64_t memory = memory_per_rank(0, backend, binding);
-  // The arena holds the temporaries of the largest expert sweep; a quarter of the memory at most.
-  const size_t arena = static_cast<size_t>(std::min<int64_t>(8ll << 30, std::max<int64_t>(256ll << 20, memory / 4)));
-  std::unique_ptr<Ops> ops = make_ops(backend, binding, arena);
-  SizeChoice choice;
-  choice.gpu = backend == "cuda";
-  choice.quick = o.quick;
-  choice.max_tokens = o.max_tokens;
-  if (!o.max_bytes.empty()) choice.max_bytes = static_cast<int64_t>(parse_byte_size(o.max_bytes, "--max-bytes"));
-  const BenchSizes sizes = bench_sizes(config, choice);
-  TimingSettings timing;
-  timing.reps = o.reps;
-  timing.warmup = o.warmup;
-  const JobPlaces places = job_places();
+  JobProfileSettings settings;
+  settings.sizes.quick = o.quick;
+  settings.sizes.max_tokens = o.max_tokens;
+  if (!o.max_bytes.empty()) settings.sizes.max_bytes = static_cast<int64_t>(parse_byte_size(o.max_bytes, "--max-bytes"));
+  settings.timing.reps = o.reps;
+  settings.timing.warmup = o.warmup;
+  settings.command_line = command_line;
+  settings.report = [](const std::string& line) { LOG_INFO("bench " << line); };
 
   const auto start = std::chrono::steady_clock::now();
-  HardwareProfile profile;
-  if (rank == 0) {  // one rank computes, so ranks that share a device do not slow each other
-    ComputeBench compute{&config, bench_shapes(config), sizes, timing,
-                         [](const std::string& line) { LOG_INFO("bench " << line); }, time_host_step};
-    run_compute_benchmarks(*ops, compute, profile);
-  }
-  measure_collectives(*ops, binding, places, sizes.collective_bytes, timing, profile);
+  const HardwareProfile profile = measure_job_profile(config, backend, binding, settings);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (rank != 0) return 0;
-
-  const DeviceIdentity device = identify_device(backend, binding);
-  ProfileOrigin& origin = profile.origin;
-  origin = {device.name, device.driver, backend, places.host, kVersion, kGitCommit, utc_now(), command_line,
-            world_size, places.ranks_per_node, places.nodes, memory, o.warmup, o.reps, ops->kernel_settings()};
-  profile.model_shapes = profile_model_shapes(config);
   save_profile(o.out, profile);
-  LOG_INFO("bench: " << device.name << " (" << backend << "), " << world_size << " rank(s) on " << places.nodes
-                     << " node(s): measured in " << seconds << " s; profile in " << o.out);
+  LOG_INFO("bench: " << profile.origin.device << " (" << backend << "), " << world_size << " rank(s) on "
+                     << profile.origin.nodes << " node(s): measured in " << seconds << " s; profile in " << o.out);
   return 0;
 }
 

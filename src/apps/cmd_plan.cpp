@@ -190,7 +190,10 @@ int plan_command(const std::vector<std::string>& args) {
             << "workload  " << describe(o.workload)
             << (o.routing.empty() ? ", uniform routing" : ", expert loads of " + o.routing) << "\n"
             << "plans     " << ranking.size() << " ranked in " << ms << " ms; " << refusals(ranking) << "\n"
-            << "Predictions are upper bounds (docs/design-notes.md, 'The predictor').\n\n";
+            << (measured ? "Predictions from a profile are estimates centred on what the engine measures, not bounds "
+                           "(perf/PREDICTOR.md: median |error| about 5% on one H200).\n\n"
+                         : "Predictions from roofline figures are upper bounds: every time is a floor "
+                           "(docs/design-notes.md, 'The predictor').\n\n");
   print_ranking(ranking, o.top);
   std::cout << "\n" << explain_best(ranking) << "\n";
   if (explanation) std::cout << "\n" << format_explanation(*explanation);

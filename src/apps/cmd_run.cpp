@@ -1,18 +1,21 @@
 // moetron run: load a model (or its shard, under a parallel plan), generate for every request
 // of a prompts file, write the results file. Every rank runs this; rank 0 writes the file.
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
 
 #include "commands.hpp"
+#include "moetron/bench/profile_file.hpp"
 #include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/comm/mpi_runtime.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/core/format.hpp"
 #include "moetron/core/log.hpp"
 #include "moetron/engine/device_setup.hpp"
+#include "moetron/engine/job_profile.hpp"
 #include "moetron/engine/plan_choice.hpp"
 #include "moetron/engine/rank_emulation.hpp"
 #include "moetron/engine/run_session.hpp"
@@ -66,6 +69,25 @@ MemoryBudget memory_budget(const RunOptions& o, const RunSettings& settings, con
   budget.storage = backend_storage(backend);
   budget.run = run_shape(settings, backend, specs);
   return budget;
+}
+
+// --plan auto among several ranks' plans without --profile: the bootstrap rank's measurement of
+// this job's machines (collective: every rank calls it), whole on rank 0.
+HardwareProfile bootstrap_profile(const RunOptions& o, const ModelConfig& config, const std::string& backend,
+                                  const DeviceBinding& binding, int world_rank, int world_size) {
+  JobProfileSettings s;
+  s.sizes.quick = o.bootstrap_bench == "quick";
+  s.command_line = o.command_line;
+  s.report = [](const std::string& line) { LOG_DEBUG("bootstrap bench " << line); };
+  const auto start = std::chrono::steady_clock::now();
+  HardwareProfile profile = measure_job_profile(config, backend, binding, s);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (world_rank == 0)
+    LOG_INFO("bootstrap bench (" << o.bootstrap_bench << "): " << profile.origin.device << "'s kernels with the model's "
+                                 << "shapes and collectives over " << world_size << " ranks measured in " << seconds
+                                 << " s; the results file keeps the profile (/profile: --profile FILE reuses it, "
+                                 << "--bootstrap-bench quick|off measures less)");
+  return profile;
 }
 
 // What the results file records of the predictor: --plan auto's ranking, or for an explicit plan
@@ -141,6 +163,18 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   const int plan_world = emulation.active() ? emulation.world : world_size;
 
   const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
+  // What rank 0 predicts from: --profile's profile, or where --plan auto chooses among several
+  // ranks' plans, one the job measures first; the results file keeps it (/profile).
+  std::optional<HardwareProfile> profile;
+  std::string profile_name;
+  if (!o.profile.empty()) {
+    if (world_rank == 0) profile = load_profile(o.profile);
+    profile_name = "the profile " + o.profile;
+  } else if (o.plan == "auto" && world_size > 1 && o.bootstrap_bench != "off") {
+    profile = bootstrap_profile(o, config, backend, binding, world_rank, world_size);
+    if (world_rank != 0) profile.reset();
+    profile_name = "the profile this run measured (/profile)";
+  }
   RunSettings settings = settings_from(o);
   settings.emulation = emulation;
   // Every rank reads the loads, so that every rank places the replicas alike.
@@ -163,7 +197,8 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     if (!note.empty()) LOG_WARN(note);
     in.max_batch = o.max_batch;
     in.max_batch_tokens = o.max_batch_tokens;
-    in.profile_path = o.profile;
+    in.profile = profile ? &*profile : nullptr;
+    in.profile_name = profile_name;
     in.profile_of_any_world = emulation.active();
     // An emulated rank's groups are local copies (recordable); real ones follow the binding.
     in.device_groups_through_host = !emulation.active() && binding.transport == "mpi";
@@ -240,6 +275,9 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   const std::string kernels = kernel_settings_by_env(backend);
   if (!kernels.empty()) results.meta.extra["kernels"] = kernels;  // which kernels these times are of
   results.predictions = predictions;
+  if (profile)
+    results.attachments.push_back(
+        {"/profile", [&profile](h5::File& f, const std::string& group) { write_profile(f, group, *profile); }});
   add_expert_routing(results, outcome.routing, outcome.expert_work, o.routing_skew);
   add_comm_wait(results, outcome.comm_wait);
   results.redundant_experts = o.redundant_experts;

@@ -59,8 +59,14 @@ po::options_description run_options(RunOptions& o) {
        "parallel plan: auto (rank 0 predicts every plan and takes the best), or pp=P,tp=T,dp=D,ep=E "
        "(omitted factors are 1)")
       ("profile", po::value(&o.profile),
-       "with --plan auto: predict from this `moetron bench` profile (measured for this model, world "
-       "and device) instead of the device's roofline figures")
+       "with --plan auto: predict from this `moetron bench` profile (measured for this model, world, "
+       "device and kernels), or the one a results file of an earlier --plan auto run keeps (/profile), "
+       "instead of measuring one first (--bootstrap-bench)")
+      ("bootstrap-bench", po::value(&o.bootstrap_bench)->default_value(o.bootstrap_bench),
+       "with --plan auto on more than one rank and no --profile: what rank 0 measures before it "
+       "predicts (compute on its device, collectives over every rank): full (`moetron bench`'s "
+       "defaults), quick (its --quick) or off (the device's roofline figures); the profile is kept "
+       "in the results file (/profile)")
       ("temperature", po::value(&o.temperature)->default_value(o.temperature), "0: greedy")
       ("top-k", po::value(&o.top_k)->default_value(o.top_k), "0: off")
       ("top-p", po::value(&o.top_p)->default_value(o.top_p), "1: off")
@@ -150,6 +156,10 @@ void check_options(const RunOptions& o) {
                 "--itl-target-ratio must be a number > 1, got " << o.itl_target_ratio);
   MOETRON_CHECK(!o.itl_target_ratio_given || o.prefill_chunk == kPrefillChunkAuto,
                 "--itl-target-ratio sizes adaptive chunks: it needs --prefill-chunk auto");
+  MOETRON_CHECK(o.bootstrap_bench == "full" || o.bootstrap_bench == "quick" || o.bootstrap_bench == "off",
+                "--bootstrap-bench must be full, quick or off, got '" << o.bootstrap_bench << "'");
+  MOETRON_CHECK(o.bootstrap_bench == "full" || (o.plan == "auto" && o.profile.empty()),
+                "--bootstrap-bench " << o.bootstrap_bench << " is only read with --plan auto and no --profile");
   MOETRON_CHECK(o.kv_cache_tokens >= 0, "--kv-cache-tokens must be >= 0");
   MOETRON_CHECK(o.memory_per_rank >= 0, "--memory-per-rank must be >= 0");
   MOETRON_CHECK(o.block_size >= 1 && o.block_size <= 1024, "--block-size must be in [1, 1024]");

@@ -14,6 +14,9 @@ namespace moetron::apps {
 struct RunOptions {
   std::string model, prompts, out, backend = "auto", plan = "auto", load_format = "auto";
   std::string profile;  // --profile: `moetron bench` results that --plan auto predicts from
+  // --bootstrap-bench full|quick|off: what rank 0 measures before --plan auto chooses among
+  // several ranks' plans when no --profile is given.
+  std::string bootstrap_bench = "full";
   std::string log_level = "info";
   int64_t max_new_tokens = 64;
   bool ignore_eos = false, save_logits = false, no_graphs = false, measure_gpu_idle = false;

@@ -118,66 +118,85 @@ void split_version_1_experts(HardwareProfile& p) {
   it->second = std::move(tiles);
 }
 
+// A path inside `root` ("/" or "/profile").
+std::string inside(const std::string& root, const std::string& name) {
+  return root == "/" ? "/" + name : root + "/" + name;
+}
+
 }  // namespace
+
+void write_profile(h5::File& f, const std::string& root, const HardwareProfile& p) {
+  if (root != "/") f.create_group(root);
+  f.set_attribute(root, "format", std::string(kFormat));
+  f.set_attribute(root, "format_version", static_cast<int64_t>(p.format_version));  // its timing's
+  for (const auto& [name, member] : origin_strings()) f.set_attribute(root, name, p.origin.*member);
+  for (const auto& [name, member] : origin_ints()) f.set_attribute(root, name, static_cast<int64_t>(p.origin.*member));
+  f.set_attribute(root, "memory_bytes", p.origin.memory_bytes);
+  // Only where there are kernel choices (CUDA): an absent attribute reads as none, as in
+  // profiles made before it was recorded.
+  if (!p.origin.kernels.empty()) f.set_attribute(root, "kernels", p.origin.kernels);
+  f.create_group(inside(root, "model"));
+  std::vector<std::string> names;
+  std::vector<int64_t> values;
+  for (const auto& [name, value] : p.model_shapes) names.push_back(name), values.push_back(value);
+  f.write_strings(inside(root, "model/names"), names);
+  f.write(inside(root, "model/values"), values);
+  f.create_group(inside(root, "tables"));
+  std::vector<std::string> table_names;
+  for (const auto& [name, table] : p.tables) {
+    if (table.series.empty()) continue;
+    table_names.push_back(name);
+    write_table(f, inside(root, "tables/" + name), table);
+  }
+  f.write_strings(inside(root, "tables/names"), table_names);
+}
 
 void save_profile(const std::string& path, const HardwareProfile& p) {
   write_atomically(path, [&](const std::string& tmp) {
     h5::File f = h5::File::create(tmp);
-    f.set_attribute("/", "format", std::string(kFormat));
-    f.set_attribute("/", "format_version", static_cast<int64_t>(p.format_version));  // its timing's
-    for (const auto& [name, member] : origin_strings()) f.set_attribute("/", name, p.origin.*member);
-    for (const auto& [name, member] : origin_ints()) f.set_attribute("/", name, static_cast<int64_t>(p.origin.*member));
-    f.set_attribute("/", "memory_bytes", p.origin.memory_bytes);
-    // Only where there are kernel choices (CUDA): an absent attribute reads as none, as in
-    // profiles made before it was recorded.
-    if (!p.origin.kernels.empty()) f.set_attribute("/", "kernels", p.origin.kernels);
-    f.create_group("/model");
-    std::vector<std::string> names;
-    std::vector<int64_t> values;
-    for (const auto& [name, value] : p.model_shapes) names.push_back(name), values.push_back(value);
-    f.write_strings("/model/names", names);
-    f.write("/model/values", values);
-    f.create_group("/tables");
-    std::vector<std::string> table_names;
-    for (const auto& [name, table] : p.tables) {
-      if (table.series.empty()) continue;
-      table_names.push_back(name);
-      write_table(f, "/tables/" + name, table);
-    }
-    f.write_strings("/tables/names", table_names);
+    write_profile(f, "/", p);
     f.close();
   });
 }
 
-HardwareProfile load_profile(const std::string& path) {
-  h5::File f = h5::File::open_read(path);
-  std::string format;
-  try {
-    format = f.string_attribute("/", "format");
-  } catch (const Error&) {
-    // Another HDF5 file (results, predictions) has no such attribute.
-  }
-  MOETRON_CHECK(format == kFormat, path << ": not a moetron hardware profile (its root attribute 'format' is '" << format
-                                        << "'; moetron bench writes them)");
-  const int64_t version = f.int64_attribute("/", "format_version");
+HardwareProfile read_profile(const h5::File& f, const std::string& root) {
+  const std::string& path = f.path();
+  const int64_t version = f.int64_attribute(root, "format_version");
   MOETRON_CHECK(version >= 1 && version <= kFormatVersion,
                 path << ": profile format_version " << version << ", this moetron reads 1 to " << kFormatVersion
                      << ": measure it again with moetron bench");
   HardwareProfile p;
   // Version 1's expert table is split below, which makes it a version 2 profile (same timing).
   p.format_version = static_cast<int>(version == 1 ? 2 : version);
-  for (const auto& [name, member] : origin_strings()) p.origin.*member = f.string_attribute("/", name);
-  for (const auto& [name, member] : origin_ints()) p.origin.*member = static_cast<int>(f.int64_attribute("/", name));
-  p.origin.memory_bytes = f.int64_attribute("/", "memory_bytes");
+  for (const auto& [name, member] : origin_strings()) p.origin.*member = f.string_attribute(root, name);
+  for (const auto& [name, member] : origin_ints()) p.origin.*member = static_cast<int>(f.int64_attribute(root, name));
+  p.origin.memory_bytes = f.int64_attribute(root, "memory_bytes");
   // Absent from profiles made before it was recorded: left empty, not checked.
-  if (f.has_attribute("/", "kernels")) p.origin.kernels = f.string_attribute("/", "kernels");
-  const auto names = f.read_strings("/model/names");
-  const auto values = f.read<int64_t>("/model/values");
-  MOETRON_CHECK(names.size() == values.size(), path << ": /model/names and /model/values differ in length");
+  if (f.has_attribute(root, "kernels")) p.origin.kernels = f.string_attribute(root, "kernels");
+  const auto names = f.read_strings(inside(root, "model/names"));
+  const auto values = f.read<int64_t>(inside(root, "model/values"));
+  MOETRON_CHECK(names.size() == values.size(),
+                path << ": " << inside(root, "model/names") << " and " << inside(root, "model/values")
+                     << " differ in length");
   for (size_t i = 0; i < names.size(); ++i) p.model_shapes[names[i]] = values[i];
-  for (const std::string& name : f.read_strings("/tables/names")) p.tables[name] = read_table(f, "/tables/" + name);
+  for (const std::string& name : f.read_strings(inside(root, "tables/names")))
+    p.tables[name] = read_table(f, inside(root, "tables/" + name));
   if (version == 1) split_version_1_experts(p);
   return p;
+}
+
+HardwareProfile load_profile(const std::string& path) {
+  h5::File f = h5::File::open_read(path);
+  // A profile file, or a results file that embeds the profile its run measured (/profile).
+  auto format_at = [&](const std::string& root) {
+    return f.exists(root) && f.has_attribute(root, "format") ? f.string_attribute(root, "format") : std::string();
+  };
+  const std::string format = format_at("/");
+  if (format == kFormat) return read_profile(f, "/");
+  if (format_at("/profile") == kFormat) return read_profile(f, "/profile");
+  MOETRON_FAIL(path << ": not a moetron hardware profile (its root attribute 'format' is '" << format
+                    << "', and it holds no /profile; moetron bench writes them, and moetron run --plan auto "
+                       "keeps the one it measures in its results)");
 }
 
 }  // namespace moetron

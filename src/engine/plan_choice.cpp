@@ -59,11 +59,9 @@ PlanRanking rank_plans(const PlanChoiceInputs& in) {
   cluster.device_groups_through_host = in.device_groups_through_host;
   const RooflineCostModel roofline(in.hardware);
   std::unique_ptr<ProfileCostModel> measured;
-  std::optional<HardwareProfile> profile;
   PlanRanking out;
   out.figures = in.hardware.name + " figures";
-  if (!in.profile_path.empty()) {
-    profile = load_profile(in.profile_path);
+  if (in.profile != nullptr) {
     ProfileUse use;
     use.model = &config;
     use.world_size = in.profile_of_any_world ? 0 : in.world_size;
@@ -71,9 +69,9 @@ PlanRanking rank_plans(const PlanChoiceInputs& in) {
     use.device = in.device_name;
     use.backend = in.backend;
     use.kernels = in.kernels;
-    check_profile_matches(*profile, use, in.profile_path);
-    measured = std::make_unique<ProfileCostModel>(*profile, roofline);
-    out.figures = "the profile " + in.profile_path + " (" + measured->describe() + ")";
+    check_profile_matches(*in.profile, use, in.profile_name);
+    measured = std::make_unique<ProfileCostModel>(*in.profile, roofline);
+    out.figures = in.profile_name + " (" + measured->describe() + ")";
   }
   const CostModel& cost = measured ? static_cast<const CostModel&>(*measured) : roofline;
   PredictorOptions options;

@@ -320,6 +320,7 @@ void write_results(const std::string& path, const RunResults& results) {
     write_predictions(f, results.predictions);
     if (!results.ranks.empty()) write_ranks(f, results.ranks, results.meta.plan);
     if (!results.ranks.empty()) write_rank_seconds(f, results.ranks);
+    for (const ResultsAttachment& a : results.attachments) a.write(f, a.group);
     f.close();
   });
 }

@@ -90,6 +90,37 @@ TEST_F(ProfileFileTest, RoundTripsThroughHdf5) {
   EXPECT_FALSE(std::filesystem::exists(path("p.h5.tmp")));
 }
 
+// A results file keeps the profile its run predicted from under /profile (write_profile into a
+// group of another file); load_profile reads it from there as from a profile file, and a file
+// with neither says so, naming both places.
+TEST_F(ProfileFileTest, AResultsFileHoldingAProfileUnderProfileLoadsLikeAProfileFile) {
+  const HardwareProfile p = sample_profile(tiny_config());
+  {
+    h5::File f = h5::File::create(path("results.h5"));
+    f.set_attribute("/", "plan", std::string("pp=1,tp=1,dp=2,ep=2"));  // a results file's own root
+    f.create_group("/steps");
+    write_profile(f, "/profile", p);
+    f.close();
+  }
+  const HardwareProfile q = load_profile(path("results.h5"));
+  EXPECT_EQ(q.origin.device, p.origin.device);
+  EXPECT_EQ(q.origin.kernels, p.origin.kernels);
+  EXPECT_EQ(q.model_shapes, p.model_shapes);
+  ASSERT_EQ(q.tables.size(), p.tables.size());
+  for (const auto& [name, table] : p.tables) {
+    ASSERT_EQ(q.tables.at(name).series.size(), table.series.size()) << name;
+    EXPECT_EQ(q.tables.at(name).series[0].times[0].median_s, table.series[0].times[0].median_s) << name;
+  }
+  {
+    h5::File f = h5::File::create(path("plain.h5"));
+    f.create_group("/steps");
+    f.close();
+  }
+  const std::string error = error_of([&] { load_profile(path("plain.h5")); });
+  EXPECT_NE(error.find(path("plain.h5") + ": not a moetron hardware profile"), std::string::npos) << error;
+  EXPECT_NE(error.find("/profile"), std::string::npos) << error;
+}
+
 // A profile saved before host_step was measured loads, and its cost model prices the host's
 // bookkeeping at zero (as every prediction before it did); one with the table answers from it.
 TEST_F(ProfileFileTest, AProfileWithoutTheHostStepTableLoadsAndPricesItAtZero) {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "moetron/bench/profile.hpp"
 #include "moetron/io/prompts.hpp"
 #include "moetron/io/results.hpp"
 #include "moetron/model/config.hpp"
@@ -29,9 +30,11 @@ struct PlanChoiceInputs {
   int world_size = 1, ranks_per_node = 1;
   MemoryBudget memory;        // agreed over the ranks (the smallest rank's memory)
   HardwareFigures hardware;   // for the roofline cost model
-  // `moetron bench`'s profile (checked against the model, world, device and backend): its
-  // measurements answer, the roofline what it lacks. Empty: the roofline alone.
-  std::string profile_path;
+  // `moetron bench`'s profile (checked against the model, world, device, backend and kernels):
+  // its measurements answer, the roofline what it lacks. Null: the roofline alone. profile_name
+  // names it in messages and in the predictions' figures (the --profile file, or the run's own).
+  const HardwareProfile* profile = nullptr;
+  std::string profile_name;
   std::string device_name, backend;  // what the profile must have been measured on
   std::string kernels;               // ... and with which kernels (Ops::kernel_settings)
   // An emulated rank's plan spans more ranks than the job: its profile's kernels are this

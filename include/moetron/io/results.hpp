@@ -3,12 +3,14 @@
 // rank did. docs/results-schema.md is the contract: dataset and attribute names are stable.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "moetron/analysis/latency_summary.hpp"
 #include "moetron/engine/finish_reason.hpp"
+#include "moetron/io/hdf5.hpp"
 #include "moetron/io/output_file.hpp"  // check_output_writable: call it before the run
 #include "moetron/version.hpp"
 
@@ -103,6 +105,13 @@ struct PlanPredictions {
   std::string explanation;                      // why the best wins ("" for an explicit --plan)
 };
 
+// A group written by a layer above this one (io knows nothing of what it holds): the hardware
+// profile the run measured for --plan auto (/profile, bench/profile_file.hpp's write_profile).
+struct ResultsAttachment {
+  std::string group;                                            // "/profile"
+  std::function<void(h5::File&, const std::string&)> write;    // fills `group` (and makes it)
+};
+
 struct RunResults {
   RunMetadata meta;
   StartupRecord startup;
@@ -120,6 +129,7 @@ struct RunResults {
   double total_seconds = 0;       // wall time of the generation (the summary's denominator)
   std::vector<RankRecord> ranks;  // one per MPI rank, in rank order; empty for a single process
   LatencySlo slo;                 // what goodput is judged against (--slo-ttft, --slo-itl)
+  std::vector<ResultsAttachment> attachments;
 };
 
 // The /summary attributes, derived from RunResults so they can never disagree with the data.
