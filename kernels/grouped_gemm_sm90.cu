@@ -321,6 +321,9 @@ bool grouped_gemm_sm90_available() {
   int answer = 0;
   CUDA_CHECK(cudaMemcpy(&answer, runs, sizeof(int), cudaMemcpyDeviceToHost));
   CUDA_CHECK(cudaFree(runs));
+  // The driver's encoder is looked up here, once, rather than at the first launch, which may be
+  // inside a graph capture; a driver without it fails here with its message.
+  if (answer == 1) (void)tensor_map_encoder();
   return answer == 1;
 }
 
