@@ -149,6 +149,7 @@ ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fa
       for (const Series& s : t->series)
         collectives_[{spec->name, static_cast<int>(s.key[0]), s.key[1] != 0}] = curve_of(s);
   origin_ = p.origin.device + " (" + p.origin.backend + ", " + std::to_string(p.origin.world_size) + " ranks)";
+  expert_gemms_record_ = p.origin.kernels.find("expert_gemm=wgmma") != std::string::npos;
 }
 
 double ProfileCostModel::own_time(double measured_s) const {

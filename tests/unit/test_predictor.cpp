@@ -713,6 +713,15 @@ TEST(Predictor, PricesPerExpertGemmsAtTheirMeanRows) {
   step_cost(plan_geometry(c, Plan{2, 1, 1, 1}, 2), {}, {3000, 1, 100, false, 1}, eager);
   for (const auto& call : graph.calls) EXPECT_FALSE(call.by_gemms);
   for (const auto& call : eager.calls) EXPECT_TRUE(call.by_gemms);
+  // ... unless the GEMM path records too (the Hopper grouped GEMM: a profile measured under it).
+  struct RecordingGemms : ExpertCallSpy {
+    using ExpertCallSpy::ExpertCallSpy;
+    bool expert_gemms_record() const override { return true; }
+  };
+  const RecordingGemms hopper(hardware_preset("h200"));
+  step_cost(plan_geometry(c, Plan{}, 1), {}, {3000, 1, 100, false, 1}, hopper);
+  ASSERT_FALSE(hopper.calls.empty());
+  for (const auto& call : hopper.calls) EXPECT_TRUE(call.by_gemms);
   // A backend without the GEMM path (the CPU's): the tiles' pricing, at the same mean rows.
   const ExpertCallSpy cpu(hardware_preset("h200"));
   StepShape on_cpu{1, 3001, 3001, true, 1};

@@ -90,6 +90,19 @@ TEST_F(ProfileFileTest, RoundTripsThroughHdf5) {
   EXPECT_FALSE(std::filesystem::exists(path("p.h5.tmp")));
 }
 
+// The expert GEMMs of a profile measured under MOETRON_EXPERT_GEMM=wgmma run in recorded steps
+// too (the Hopper kernel needs no host sync), so its cost model says so; cuBLAS's and a profile
+// without kernels (CPU, older) do not.
+TEST(ProfileCostModelKernels, HopperExpertGemmsRecordWhereTheProfileRanThem) {
+  const RooflineCostModel roofline(hardware_preset("h200"));
+  HardwareProfile p = sample_profile(tiny_config());
+  EXPECT_FALSE(ProfileCostModel(p, roofline).expert_gemms_record());  // expert_gemm=cublas
+  p.origin.kernels = "expert_gemm=wgmma,expert_streams=8,decode_experts=mma";
+  EXPECT_TRUE(ProfileCostModel(p, roofline).expert_gemms_record());
+  p.origin.kernels = "";
+  EXPECT_FALSE(ProfileCostModel(p, roofline).expert_gemms_record());
+}
+
 // A results file keeps the profile its run predicted from under /profile (write_profile into a
 // group of another file); load_profile reads it from there as from a profile file, and a file
 // with neither says so, naming both places.
