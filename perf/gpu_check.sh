@@ -39,7 +39,8 @@
 #             expert GEMMs alone by path (BUILD_DIR/expert_gemm_bench: wgmma, cuBLAS on 8 streams,
 #             WMMA tiles; 512-8,192 tokens, the bench's shapes), and whole prefill steps of
 #             4,096-token prompts on the OLMoE-1B-7B, Qwen1.5-MoE-A2.7B and Mixtral-8x7B shapes
-#             (dummy weights) under cublas and wgmma
+#             (dummy weights) under cublas and wgmma, and Mixtral decode at 256/160/128 sequences
+#             (25-64 rows an expert, which wgmma also takes) under both
 #   bench     the benchmark table, perf/bench.py (models: BENCH_MODELS, default olmoe-1b-7b;
 #             further options: BENCH_ARGS, e.g. "--idle-batches 64 --no-eager")
 #   plans     two GPUs: tests/cli/gpu_plans.sh (TP2, EP2, PP2, DP2 over NCCL against one GPU)
@@ -225,12 +226,13 @@ section_buckets() {
 
 section_hopper() {
   local status=0 preset family path
-  local filter='CudaMoe.PrefillPathsMatchReference:CudaGraph.HopperExpertGemmsReplayLikeEagerRuns'
+  local filter='CudaMoe.ExpertGemmPathsMatchReference:CudaGraph.HopperExpertGemmsReplayLikeEagerRuns'
   MOETRON_TEST_PROGRESS=1 timeout 240 "$gpu_tests" --fixtures "$fixtures" --gtest_filter="$filter" || return 1
   timeout 240 compute-sanitizer --tool memcheck --leak-check no --error-exitcode 1 "$gpu_tests" \
-    --fixtures "$fixtures" --gtest_filter=CudaMoe.PrefillPathsMatchReference || status=1
+    --fixtures "$fixtures" --gtest_filter=CudaMoe.ExpertGemmPathsMatchReference || status=1
   timeout 200 "$build/expert_gemm_bench" --variants wgmma,8,tiles --tokens 512,2048,4096,8192 || status=1
   python3 "$src/perf/make_prompts.py" "$work/prefill4k.jsonl" 12 4096 1 30000 || return 1
+  python3 "$src/perf/make_prompts.py" "$work/decode.jsonl" --phases 256,160,128 --steps 8 --prompt 512 || return 1
   for preset in olmoe-1b-7b qwen1.5-moe-a2.7b mixtral-8x7b; do
     family=${preset%%-*}
     [ "$family" = qwen1.5 ] && family=qwen2_moe
@@ -242,6 +244,13 @@ section_hopper() {
         --prompts "$work/prefill4k.jsonl" --out "$work/p.h5" --ignore-eos --max-batch 12 \
         --max-batch-tokens 16384 | grep -E "^prefill:" || status=1
     done
+  done
+  # Decode batches the Hopper path takes from 25 rows an expert (Mixtral: 128-256 sequences).
+  for path in cublas wgmma; do
+    echo "== mixtral-8x7b decode, MOETRON_EXPERT_GEMM=$path"
+    MOETRON_EXPERT_GEMM=$path timeout 150 "$moetron" run --model "$work/mixtral-8x7b" --load-format dummy \
+      --prompts "$work/decode.jsonl" --out "$work/d.h5" --ignore-eos --max-batch 256 --max-batch-tokens 16384 |
+      grep -o "by batch: .*" || status=1
   done
   return $status
 }

@@ -79,32 +79,35 @@ TEST_F(CudaGraph, MoeAndAttentionStepReplaysLikeEagerRuns) {
   }
 }
 
-// A prefill-sized expert call on the Hopper grouped GEMM records too (no host sync: the tile
-// table and the TMA boxes' coordinates come from the device) and replays what it computes eagerly.
+// Expert calls on the Hopper grouped GEMM record too (no host sync: the tile table and the TMA
+// boxes' coordinates come from the device) and replay what they compute eagerly: a prefill-sized
+// call (256 rows an expert on average) and a decode batch it takes (64 rows an expert).
 TEST_F(CudaGraph, HopperExpertGemmsReplayLikeEagerRuns) {
   if (!kernels::grouped_gemm_sm90_available()) GTEST_SKIP() << "the device cannot run the sm_90a image";
-  const int64_t T = 1024, H = 264, E = 8, K = 2, I = 136;  // 256 rows an expert on average
+  const int64_t H = 264, E = 8, K = 2, I = 136;
   Pair router_w = random_weight({E, H}, 0.2f);
   ExpertWeights experts{0, E, random_weight({E, 2 * I, H}, 0.06f).gpu, random_weight({E, H, I}, 0.09f).gpu};
   const PrefillExpertPath initial = gpu().prefill_expert_path();
   gpu().set_prefill_expert_path(PrefillExpertPath::kHopper);
-  Tensor x = gpu().alloc(DType::BF16, {T, H});
-  Tensor out = gpu().alloc(DType::BF16, {T, H});
-  auto step = [&] {
-    gpu().reset_temps();
-    route_and_run_experts(gpu(), x, router_w.gpu, K, experts, out);
-  };
-  gpu().copy(random_activation({T, H}).gpu, x);
-  gpu().begin_recording();
-  step();
-  const int recording = gpu().end_recording();
-  for (int round = 0; round < 2; ++round) {
+  for (const int64_t T : {int64_t{1024}, int64_t{256}}) {
+    Tensor x = gpu().alloc(DType::BF16, {T, H});
+    Tensor out = gpu().alloc(DType::BF16, {T, H});
+    auto step = [&] {
+      gpu().reset_temps();
+      route_and_run_experts(gpu(), x, router_w.gpu, K, experts, out);
+    };
     gpu().copy(random_activation({T, H}).gpu, x);
+    gpu().begin_recording();
     step();
-    const std::vector<float> eager = read(gpu(), out);
-    poison(gpu(), out);
-    gpu().replay(recording);
-    EXPECT_EQ(relative_l2(read(gpu(), out), eager), 0.0) << "round " << round;
+    const int recording = gpu().end_recording();
+    for (int round = 0; round < 2; ++round) {
+      gpu().copy(random_activation({T, H}).gpu, x);
+      step();
+      const std::vector<float> eager = read(gpu(), out);
+      poison(gpu(), out);
+      gpu().replay(recording);
+      EXPECT_EQ(relative_l2(read(gpu(), out), eager), 0.0) << T << " tokens, round " << round;
+    }
   }
   gpu().set_prefill_expert_path(initial);
 }

@@ -173,12 +173,17 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
 // block). Rows an expert that end in partial 128-row tiles and experts that get nothing (skewed
 // routing), k that ends in a partial 64-wide step (96, 136, 264, 1032), output columns that end
 // in a partial block (96, 88, 72, 520, 1608), expert-parallel slices, and one Mixtral-sized
-// expert at 128 rows. Every case is large enough for expert_call_by_gemms.
-TEST_F(CudaMoe, PrefillPathsMatchReference) {
+// expert at 128 rows: large enough for expert_call_by_gemms. Then decode-sized calls the Hopper
+// path takes too (25-255 rows an expert on average: expert_call_by_hopper_gemms), which the
+// other variants run on the decode kernels: Mixtral-like at 64 and 40 rows, OLMoE-like at 32,
+// an expert-parallel slice holding one expert.
+TEST_F(CudaMoe, ExpertGemmPathsMatchReference) {
   const std::vector<MoeShape> shapes = {
       {1100, 8, 2, 128, 96, 0, 8},       {1500, 16, 4, 96, 64, 4, 8},   {4100, 60, 4, 136, 88, 0, 60},
       {3000, 64, 8, 264, 72, 16, 16},    {1100, 8, 2, 1032, 520, 0, 8}, {128, 8, 1, 4096, 1608, 3, 1},
       {700, 4, 2, 2048, 256, 0, 4},
+      {256, 8, 2, 4096, 520, 0, 8},      {160, 8, 2, 264, 136, 0, 8},   {256, 64, 8, 520, 72, 0, 64},
+      {200, 8, 2, 1032, 264, 5, 1},
   };
   const PrefillExpertPath initial = gpu().prefill_expert_path();
   auto path = [](PrefillExpertPath p) { return [p](CudaOps& o) { o.set_prefill_expert_path(p); }; };

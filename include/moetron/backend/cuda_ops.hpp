@@ -27,7 +27,8 @@ struct DownSplit;  // moetron/kernels.hpp
 // Which kernels run prefill-sized expert loads (where expert_call_by_gemms holds): per-expert
 // cuBLASLt GEMMs on side streams (kCublas, the default; not while capturing: it reads the row
 // counts on the host), the portable WMMA tiles (kTiles), or one grouped wgmma + TMA launch a GEMM
-// (kHopper: compute capability 9.0 and an sm_90a build; also while capturing).
+// (kHopper: compute capability 9.0 and an sm_90a build; also while capturing, and also for
+// decode-sized loads from kExpertHopperMinMeanRows rows an expert: expert_call_by_hopper_gemms).
 enum class PrefillExpertPath { kCublas, kTiles, kHopper };
 
 // True when the CUDA runtime sees at least one device.

@@ -134,6 +134,9 @@ std::string format_kernel_settings(PrefillExpertPath prefill, DecodeExpertKernel
   return os.str();
 }
 
+static_assert(kExpertHopperMinMeanRows == kernels::kMmaTileMaxMeanRows + 1,
+              "the Hopper GEMMs take over where the 32-row tensor-core GEMVs stop");
+
 // Shared memory a kernel may take without opting in (every supported architecture).
 constexpr size_t kDefaultSmemPerBlock = 48 * 1024;
 
@@ -541,11 +544,12 @@ void CudaOps::run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& 
   // The rule the predictor prices (backend/expert_paths.hpp): the GEMMs read the rows copied
   // into expert order, also when the routing resolved them (its slot ranks hold for the copy);
   // their routing is the largest tiles' (their offsets are all the GEMMs read).
-  // The Hopper GEMMs replace the cuBLAS ones where those would run, and also while capturing
-  // (nothing goes to the host).
+  // The Hopper GEMMs run where the cuBLAS ones would and on decode-sized loads from
+  // kExpertHopperMinMeanRows rows an expert, also while capturing (nothing goes to the host).
   const bool large = expert_call_by_gemms(planned_tokens, k, local, hidden, inter, /*eager=*/true);
   const bool by_gemms = large && prefill_path_ == PrefillExpertPath::kCublas && !capturing(stream_);
-  const bool by_hopper = large && prefill_path_ == PrefillExpertPath::kHopper;
+  const bool by_hopper = prefill_path_ == PrefillExpertPath::kHopper &&
+                         expert_call_by_hopper_gemms(planned_tokens, k, local, hidden, inter);
   const int tile_rows = by_gemms || by_hopper ? kernels::kLargeTileRows
                                  : kernels::grouped_gemm_tile_rows(planned_tokens, k, local, hidden, inter, num_sms_, decode);
   kernels::MoeRouting routing;
