@@ -275,7 +275,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   const std::string kernels = kernel_settings_by_env(backend);
   if (!kernels.empty()) results.meta.extra["kernels"] = kernels;  // which kernels these times are of
   results.predictions = predictions;
-  if (profile)
+  if (profile && !predictions.candidates.empty())  // the profile the predictions rest on
     results.attachments.push_back(
         {"/profile", [&profile](h5::File& f, const std::string& group) { write_profile(f, group, *profile); }});
   add_expert_routing(results, outcome.routing, outcome.expert_work, o.routing_skew);
