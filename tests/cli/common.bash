@@ -113,3 +113,14 @@ for v in h5py.File(sys.argv[1], "r")[sys.argv[2]][()].ravel(): print(v.decode() 
       "$1" "$2"
   fi
 }
+
+# h5_root_attr FILE NAME: a root attribute's value as text (a string without quotes), by h5dump
+# or h5py as h5_values.
+h5_root_attr() {
+  if command -v h5dump >/dev/null; then
+    h5dump -a "/$2" "$1" | sed -n 's/^ *(0): "\{0,1\}\([^"]*\)"\{0,1\}$/\1/p'
+  else
+    "$PYTHON" -c 'import sys, h5py
+v = h5py.File(sys.argv[1], "r").attrs[sys.argv[2]]; print(v.decode() if isinstance(v, bytes) else v)' "$1" "$2"
+  fi
+}

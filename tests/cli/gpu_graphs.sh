@@ -13,6 +13,10 @@ args=(run --model "$model" --prompts "$WORK/prompts.jsonl" --backend cuda --igno
 grep -q "recorded the decode step" "$WORK/graphs.log" || fail "no decode graphs were recorded"
 "$MOETRON" "${args[@]}" --no-graphs --out "$WORK/eager.h5"
 "$COMPARE_RESULTS" "$WORK/graphs.h5" "$WORK/eager.h5" --no-logits || fail "graph replay differs from eager"
+# A CUDA results file names the kernel choices its times are of (Ops::kernel_settings).
+kernels=$(h5_root_attr "$WORK/graphs.h5" kernels)
+[[ "$kernels" == expert_gemm=cublas,expert_streams=8,decode_experts=mma,* ]] ||
+  fail "graphs.h5 does not record its kernels: '$kernels'"
 # A replayed bucket's padding rows route to no expert: the experts serve what eager steps serve
 # (21 requests finishing one by one pass through every bucket size between the powers of two).
 served_graphs=$(h5_values "$WORK/graphs.h5" /ranks/expert_tokens) served_eager=$(h5_values "$WORK/eager.h5" /ranks/expert_tokens)
