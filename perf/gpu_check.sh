@@ -231,6 +231,9 @@ section_hopper() {
   timeout 240 compute-sanitizer --tool memcheck --leak-check no --error-exitcode 1 "$gpu_tests" \
     --fixtures "$fixtures" --gtest_filter=CudaMoe.ExpertGemmPathsMatchReference || status=1
   timeout 200 "$build/expert_gemm_bench" --variants wgmma,8,tiles --tokens 512,2048,4096,8192 || status=1
+  # Decode-sized calls (25-64 rows an expert for Mixtral and OLMoE): the decode kernels against wgmma.
+  timeout 100 "$build/expert_gemm_bench" --variants mma,wgmma --tokens 100,160,256 \
+    --shapes mixtral-8x7b,olmoe-1b-7b || status=1
   python3 "$src/perf/make_prompts.py" "$work/prefill4k.jsonl" 12 4096 1 30000 || return 1
   python3 "$src/perf/make_prompts.py" "$work/decode.jsonl" --phases 256,160,128 --steps 8 --prompt 512 || return 1
   for preset in olmoe-1b-7b qwen1.5-moe-a2.7b mixtral-8x7b; do
