@@ -77,16 +77,25 @@ __device__ __forceinline__ void mbar_expect_bytes(uint64_t* bar, uint32_t bytes)
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(shared_address(bar)) : "memory");
 }
-// Waits until the barrier's phase of this parity has completed.
+// Waits until the barrier's phase of this parity has completed. A phase that never completes is
+// a bug (a load that was never issued, a count that does not match); rather than hang the GPU and
+// every rank waiting on it, the block traps after ~10 s of waiting, and the launch fails with an
+// error the engine reports.
+constexpr long long kHangCycles = 20'000'000'000LL;  // ~10 s at 2 GHz
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   uint32_t done = 0;
-  do {
+  long long since = 0;
+  for (;;) {
     asm volatile(
         "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
         : "=r"(done)
         : "r"(shared_address(bar)), "r"(parity)
         : "memory");
-  } while (!done);
+    if (done) return;
+    const long long now = clock64();
+    if (since == 0) since = now;
+    if (now - since > kHangCycles) __trap();
+  }
 }
 
 // TMA: the box of `map` at (k, row) into shared memory; its bytes complete a transaction on bar.
