@@ -1,12 +1,14 @@
-// Prefill-sized expert GEMMs on Hopper (sm_90a): warpgroup MMA (wgmma) fed by the tensor memory
-// accelerator (TMA), one 128-row tile of one expert per block, for the same tile table
-// (MoeRouting::tiles, kLargeTileRows rows) and the same two products as grouped_gemm.cu's large
-// tiles: act = silu(x G^T) * (x U^T) and y = act D^T.
+// Expert GEMMs on Hopper (sm_90a): warpgroup MMA (wgmma) fed by the tensor memory accelerator
+// (TMA), one 128-row tile of one expert per block, for the same tile table (MoeRouting::tiles,
+// kLargeTileRows rows) and the same two products as grouped_gemm.cu's large tiles:
+// act = silu(x G^T) * (x U^T) and y = act D^T. Under MOETRON_EXPERT_GEMM=wgmma it runs the
+// prefill-sized calls and the decode calls of 25 rows an expert or more
+// (expert_call_by_hopper_gemms).
 //
 // Why: the portable WMMA tiles reach about a quarter of the bf16 GEMM rate, and the per-expert
 // cuBLASLt calls that replace them at prefill cost the host ~20-30 us an expert and a stream sync
 // a layer (expert_paths.hpp). Here one launch does every expert on the device, so it also runs in
-// a captured graph.
+// a captured graph; at decode sizes one tile an expert streams its weights once.
 //
 // A block: one producer warpgroup, of which one thread issues the TMA loads of each k step (a
 // 128 x 64 slice of the tile's input rows, and 128 x 64 of weights: 128 output columns, or 64
