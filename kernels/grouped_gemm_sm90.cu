@@ -225,18 +225,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (threadIdx.x % kWarpgroup == 0) mbar_arrive(&sh.empty[s]);
   }
 
-  // Accumulator layout of m64nN (PTX ISA, "wgmma 64N16 D"): warp w of the warpgroup holds rows
-  // 16w + lane / 4 (d[4i], d[4i + 1]) and that + 8 (d[4i + 2], d[4i + 3]) of columns 8i + 2 x
-  // (lane % 4) and the next. SwiGLU's up column j sits 64 columns (8 i-steps) after gate column j.
-  const int lane = threadIdx.x % 32, warp = (threadIdx.x % kWarpgroup) / 32;
+  // Each thread stores pairs of columns (d[4i + 2 half] and the next: hopper_accumulator_at).
+  // SwiGLU's up column j sits 64 columns (8 i-steps) after gate column j, in the same thread.
+  const int thread = threadIdx.x % kWarpgroup;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
-    const int r = consumer * 64 + warp * 16 + lane / 4 + 8 * half;
+    const int r = consumer * 64 + hopper_accumulator_at(thread, 0, half, 0).row;
     if (r >= rows) continue;
     bf16* out = c + static_cast<int64_t>(row0 + r) * n_dim + n0;
 #pragma unroll
     for (int i = 0; i < kColumns / 8; ++i) {
-      const int col = 8 * i + 2 * (lane % 4);
+      const int col = hopper_accumulator_at(thread, i, half, 0).col;
       if (n0 + col >= n_dim) continue;  // n_dim is a multiple of 8: col + 1 is in too
       float v[2] = {d[4 * i + 2 * half], d[4 * i + 2 * half + 1]};
       if constexpr (kSwiGLU) {

@@ -143,6 +143,33 @@ TEST(ExpertPaths, HopperGemmsFrom25RowsAnExpert) {
   EXPECT_FALSE(expert_call_by_hopper_gemms(4096, 2, 0, 4096, 14336));                  // no local experts
 }
 
+// The Hopper epilogue's map from a consumer warpgroup's accumulators to its 64-row tile: every
+// element of 64 x 128 (the down projection's N) exactly once, 64 registers a thread; and for
+// SwiGLU each gate column c (c < 64) and its up column c + 64 in the same thread and row, 8
+// i-steps apart.
+TEST(ExpertPaths, HopperAccumulatorsCoverTheTileOnce) {
+  std::vector<int> seen(64 * 128, 0);
+  for (int t = 0; t < 128; ++t)
+    for (int i = 0; i < 16; ++i)
+      for (int half = 0; half < 2; ++half)
+        for (int j = 0; j < 2; ++j) {
+          const HopperAccumulatorAt at = hopper_accumulator_at(t, i, half, j);
+          ASSERT_TRUE(at.row >= 0 && at.row < 64 && at.col >= 0 && at.col < 128) << t << " " << i;
+          ++seen[static_cast<size_t>(at.row * 128 + at.col)];
+          if (i < 8) {
+            const HopperAccumulatorAt up = hopper_accumulator_at(t, i + 8, half, j);
+            EXPECT_EQ(up.row, at.row);
+            EXPECT_EQ(up.col, at.col + 64);
+          }
+        }
+  for (size_t e = 0; e < seen.size(); ++e) EXPECT_EQ(seen[e], 1) << "element " << e;
+  // Spot checks against the PTX ISA's figure: thread 0 holds (0, 0), (0, 1), (8, 0), (8, 1) first;
+  // thread 37 (warp 1, lane 5) starts at row 17, column 2.
+  EXPECT_EQ(hopper_accumulator_at(0, 0, 1, 0).row, 8);
+  EXPECT_EQ(hopper_accumulator_at(37, 0, 0, 0).row, 17);
+  EXPECT_EQ(hopper_accumulator_at(37, 0, 0, 0).col, 2);
+}
+
 // The Hopper grouped GEMM's block order: every (row tile, column block) pair exactly once, and
 // groups of kHopperColumnGroup column blocks (the last one narrower) taken for every row tile
 // before the next group starts. Column counts of the shapes in use: OLMoE's 1,024 intermediate

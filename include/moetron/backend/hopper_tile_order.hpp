@@ -18,6 +18,17 @@ struct HopperBlockWork {
   int tile, column_block;
 };
 
+// Where a consumer warpgroup's accumulator lands in its 64-row output tile (PTX ISA, the D
+// fragment of wgmma .m64nNk16 with fp32 sums): thread t (0-127) holds d[4i + 2 half + j] at row
+// 16 (t / 32) + (t % 32) / 4 + 8 half and column 8i + 2 (t % 4) + j, for i < N / 8, half and j
+// in {0, 1}. The kernel's epilogue stores through it; the CPU tests check it covers the tile once.
+struct HopperAccumulatorAt {
+  int row, col;
+};
+MOETRON_HOST_DEVICE inline HopperAccumulatorAt hopper_accumulator_at(int thread, int i, int half, int j) {
+  return {16 * (thread / 32) + (thread % 32) / 4 + 8 * half, 8 * i + 2 * (thread % 4) + j};
+}
+
 // Block `block` of max_tiles x column_blocks: every pair exactly once.
 MOETRON_HOST_DEVICE inline HopperBlockWork hopper_block_work(int block, int max_tiles, int column_blocks) {
   const int group = block / (kHopperColumnGroup * max_tiles);
