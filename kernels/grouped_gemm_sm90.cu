@@ -27,7 +27,7 @@
 #include <cudaTypedefs.h>
 
 #include "common.cuh"
-#include "moetron/backend/hopper_tile_order.hpp"
+#include "moetron/backend/hopper_gemm_layout.hpp"
 #include "moetron/core/error.hpp"
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -109,13 +109,9 @@ __device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, uint
       : "memory");
 }
 
-// A wgmma operand in shared memory: K-major rows of 128 bytes, 128-byte swizzle, 8-row atoms of
-// 1,024 bytes (the stride-dimension offset); the leading-dimension offset is unused for this
-// layout (set to 1 x 16 bytes). Moving along k inside the span moves the start address.
-__device__ __forceinline__ uint64_t smem_operand(const bf16* p) {
-  const uint64_t address = shared_address(p);
-  return ((address & 0x3FFFF) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
-}
+// A wgmma operand in shared memory (hopper_smem_descriptor): moving along k inside the 128-byte
+// span moves the start address.
+__device__ __forceinline__ uint64_t smem_operand(const bf16* p) { return hopper_smem_descriptor(shared_address(p)); }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }

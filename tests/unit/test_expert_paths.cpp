@@ -1,5 +1,5 @@
 // The split of a layer's experts over the per-expert GEMM path's streams (split_experts_by_rows),
-// the GEMM rule, and the Hopper grouped GEMM's block order (hopper_tile_order.hpp).
+// the GEMM rule, and the Hopper grouped GEMM's index arithmetic (hopper_gemm_layout.hpp).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "moetron/backend/expert_paths.hpp"
-#include "moetron/backend/hopper_tile_order.hpp"
+#include "moetron/backend/hopper_gemm_layout.hpp"
 
 namespace moetron {
 namespace {
@@ -168,6 +168,22 @@ TEST(ExpertPaths, HopperAccumulatorsCoverTheTileOnce) {
   EXPECT_EQ(hopper_accumulator_at(0, 0, 1, 0).row, 8);
   EXPECT_EQ(hopper_accumulator_at(37, 0, 0, 0).row, 17);
   EXPECT_EQ(hopper_accumulator_at(37, 0, 0, 0).col, 2);
+}
+
+// The descriptor's fields where the PTX ISA puts them, for a stage's start and a k step into it.
+TEST(ExpertPaths, HopperDescriptorFields) {
+  for (const uint32_t address : {0x0u, 0x400u, 0x420u, 0x2460u, 0x3FFE0u}) {
+    const uint64_t d = hopper_smem_descriptor(address);
+    EXPECT_EQ(d & 0x3FFF, address >> 4) << address;         // start address >> 4
+    EXPECT_EQ((d >> 16) & 0x3FFF, 1u) << address;            // leading-dimension offset: 16 bytes
+    EXPECT_EQ((d >> 32) & 0x3FFF, 1024u >> 4) << address;    // stride-dimension offset: 1,024 bytes
+    EXPECT_EQ((d >> 49) & 0x7, 0u) << address;               // base offset
+    EXPECT_EQ(d >> 62, 1u) << address;                       // 128-byte swizzle
+    EXPECT_EQ(d & ((uint64_t{0x3} << 14) | (uint64_t{0x3} << 30) | (uint64_t{0x7} << 46) | (uint64_t{0x3FF} << 52)), 0u)
+        << address;                                         // reserved bits stay clear
+  }
+  // A k step of 16 bf16 moves the start by 32 bytes: 2 in the field.
+  EXPECT_EQ(hopper_smem_descriptor(0x1000 + 32) - hopper_smem_descriptor(0x1000), 2u);
 }
 
 // The Hopper grouped GEMM's block order: every (row tile, column block) pair exactly once, and
