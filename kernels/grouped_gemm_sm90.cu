@@ -26,6 +26,8 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
+#include <mutex>
+
 #include "common.cuh"
 #include "moetron/backend/hopper_gemm_layout.hpp"
 #include "moetron/core/error.hpp"
@@ -307,11 +309,9 @@ void launch_hopper(const bf16* x, const bf16* w, const MoeRouting& routing, int6
          static_cast<int>(n_dim), static_cast<int>(w_rows), c);
 }
 
-}  // namespace
-
-bool grouped_gemm_sm90_available() {
-  int device = 0, major = 0, minor = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
+// Whether `device` (the current one) runs the sm_90a image: a probe launch.
+bool probe_sm90a(int device) {
+  int major = 0, minor = 0;
   CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
   if (major != 9 || minor != 0) return false;
@@ -331,6 +331,21 @@ bool grouped_gemm_sm90_available() {
   // inside a graph capture; a driver without it fails here with its message.
   if (answer == 1) (void)tensor_map_encoder();
   return answer == 1;
+}
+
+}  // namespace
+
+// Probed once a device (the answer cannot change), since callers ask each time they pick a path.
+bool grouped_gemm_sm90_available() {
+  constexpr int kMaxDevices = 64;
+  static std::mutex mutex;
+  static int known[kMaxDevices] = {};  // 0: not probed yet, 1: runs, -1: does not
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  if (device < 0 || device >= kMaxDevices) return probe_sm90a(device);
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (known[device] == 0) known[device] = probe_sm90a(device) ? 1 : -1;
+  return known[device] == 1;
 }
 
 void grouped_gemm_sm90_swiglu(const bf16* x_perm, const bf16* gate_up, const MoeRouting& routing, int64_t num_local,

@@ -191,7 +191,7 @@ int plan_command(const std::vector<std::string>& args) {
             << (o.routing.empty() ? ", uniform routing" : ", expert loads of " + o.routing) << "\n"
             << "plans     " << ranking.size() << " ranked in " << ms << " ms; " << refusals(ranking) << "\n"
             << (measured ? "Predictions from a profile are estimates centred on what the engine measures, not bounds "
-                           "(perf/PREDICTOR.md: median |error| about 5% on one H200).\n\n"
+                           "(perf/PREDICTOR.md: median |error| 3-6% in the H200 validations).\n\n"
                          : "Predictions from roofline figures are upper bounds: every time is a floor "
                            "(docs/design-notes.md, 'The predictor').\n\n");
   print_ranking(ranking, o.top);

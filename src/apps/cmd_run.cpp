@@ -74,7 +74,7 @@ MemoryBudget memory_budget(const RunOptions& o, const RunSettings& settings, con
 // --plan auto among several ranks' plans without --profile: the bootstrap rank's measurement of
 // this job's machines (collective: every rank calls it), whole on rank 0.
 HardwareProfile bootstrap_profile(const RunOptions& o, const ModelConfig& config, const std::string& backend,
-                                  const DeviceBinding& binding, int world_rank, int world_size) {
+                                  const DeviceBinding& binding, int world_rank) {
   JobProfileSettings s;
   s.sizes.quick = o.bootstrap_bench == "quick";
   s.command_line = o.command_line;
@@ -84,7 +84,7 @@ HardwareProfile bootstrap_profile(const RunOptions& o, const ModelConfig& config
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (world_rank == 0)
     LOG_INFO("bootstrap bench (" << o.bootstrap_bench << "): " << profile.origin.device << "'s kernels with the model's "
-                                 << "shapes and collectives over " << world_size << " ranks measured in " << seconds
+                                 << "shapes and collectives over " << profile.origin.world_size << " ranks measured in " << seconds
                                  << " s; the results file keeps the profile (/profile: --profile FILE reuses it, "
                                  << "--bootstrap-bench quick|off measures less)");
   return profile;
@@ -163,6 +163,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   const int plan_world = emulation.active() ? emulation.world : world_size;
 
   const DeviceBinding binding = bind_rank_devices(MPI_COMM_WORLD, backend);
+  const std::string kernels = kernel_settings_by_env(backend);  // "" on the CPU
   // What rank 0 predicts from: --profile's profile, or where --plan auto chooses among several
   // ranks' plans, one the job measures first; the results file keeps it (/profile).
   std::optional<HardwareProfile> profile;
@@ -171,7 +172,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     if (world_rank == 0) profile = load_profile(o.profile);
     profile_name = "the profile " + o.profile;
   } else if (o.plan == "auto" && world_size > 1 && o.bootstrap_bench != "off") {
-    profile = bootstrap_profile(o, config, backend, binding, world_rank, world_size);
+    profile = bootstrap_profile(o, config, backend, binding, world_rank);
     if (world_rank != 0) profile.reset();
     profile_name = "the profile this run measured (/profile)";
   }
@@ -203,7 +204,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     // An emulated rank's groups are local copies (recordable); real ones follow the binding.
     in.device_groups_through_host = !emulation.active() && binding.transport == "mpi";
     in.backend = backend;
-    in.kernels = kernel_settings_by_env(backend);
+    in.kernels = kernels;
     return in;
   };
   std::optional<PlanChoice> auto_choice;  // rank 0, --plan auto
@@ -272,7 +273,6 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   RunResults results = assemble_results(facts, specs, all, report, outcome.expert_tokens, outcome.traffic);
   if (emulation.active()) mark_emulated(results, emulation, plan);
   results.startup = outcome.startup;
-  const std::string kernels = kernel_settings_by_env(backend);
   if (!kernels.empty()) results.meta.extra["kernels"] = kernels;  // which kernels these times are of
   results.predictions = predictions;
   if (profile && !predictions.candidates.empty())  // the profile the predictions rest on

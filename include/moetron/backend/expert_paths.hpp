@@ -85,8 +85,8 @@ inline bool expert_call_by_gemms(int64_t call_tokens, int64_t slots_per_token, i
 // kExpertLargeTileRows rows) runs where the GEMMs would and also from this many rows an expert
 // on average (decode batches where the 32-row tensor-core GEMVs stop and the 96-row wide tiles
 // start: kernels::kMmaTileMaxMeanRows): one tile an expert up to 128 rows streams each expert's
-// weights once through TMA, where the wide tiles read them at about half of HBM's rate (Mixtral,
-// 256 sequences, perf/NOTES.md nineteenth session). Expected, not yet measured.
+// weights once through TMA, where the wide tiles read them at 1.31-1.89 TB/s (Mixtral, 256
+// sequences, ncu on an H200, perf/NOTES.md nineteenth session). Expected, not yet measured.
 constexpr int64_t kExpertHopperMinMeanRows = 25;
 inline bool expert_call_by_hopper_gemms(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts,
                                         int64_t hidden, int64_t cols) {
