@@ -10,7 +10,8 @@
 (b) emulated ranks (`moetron run --emulate-rank R --emulate-world N`) of plans for 2 ... 64
     ranks: each plan's busiest emulated rank's decode step (its compute: collectives are local
     copies) against the predicted compute of that step, those copies and the host's bookkeeping
-    (compute_s + kernel_overhead_s + emulation_s + host_s: StepCost::emulated_rank_s);
+    (compute_s + kernel_overhead_s + emulation_s + host_s: StepCost::emulated_rank_s); its peers
+    route under --emulate-peers spread by default (a set's load as distinct requests give it);
 (c) end to end over MPI: several ranks on one GPU (cuda), and 4 CPU ranks, each run's measured
     decode step and output tokens/s against its own /predictions (from a profile of that world).
 
@@ -237,7 +238,8 @@ class Study:
                 for r in ranks:
                     out = os.path.join(self.work, f"{shape['key']}-emu-{world}-{name}-r{r}.h5")
                     self.moetron("run", "--model", shape["dir"], "--prompts", prompts, "--out", out, "--plan", name,
-                                 "--emulate-rank", r, "--emulate-world", world, "--max-batch", g["requests"],
+                                 "--emulate-rank", r, "--emulate-world", world, "--emulate-peers", self.args.emulate_peers,
+                                 "--max-batch", g["requests"],
                                  "--max-batch-tokens", g["requests"] * g["prompt"], *self.run_flags(), log=out + ".log")
                     measured.append(read_steps(out).decode_median())
             except RuntimeError as e:
@@ -506,6 +508,9 @@ def main():
     ap.add_argument("--cpu-ranks", type=int, default=4, help="ranks of the CPU end-to-end runs (default 4)")
     ap.add_argument("--cpu-plans", nargs="+", default=CPU_E2E_PLANS,
                     help=f"plans of the CPU end-to-end runs (default: {' '.join(CPU_E2E_PLANS)})")
+    ap.add_argument("--emulate-peers", choices=["spread", "rotated", "same"], default="spread",
+                    help="moetron run --emulate-peers for (b) (default spread: each set's load as distinct requests "
+                         "give it under the uniform routing the predictor assumes)")
     ap.add_argument("--e2e-output-tokens", type=int, default=0,
                     help="tokens each end-to-end request generates (default: the mode's; more gives more decode steps)")
     args = ap.parse_args()

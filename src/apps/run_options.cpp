@@ -134,8 +134,9 @@ po::options_description run_options(RunOptions& o) {
        po::value<std::string>()->notifier([&o](const std::string& m) { o.emulate_peers = m, o.emulate_peers_given = true; }),
        "with --emulate-rank: how the emulated expert-parallel peers route what they send this rank: rotated "
        "(default: this rank's picks moved within each EP set by the peer's distance, as replicas serving other "
-       "requests spread a set's load) or same (every peer picks this rank's experts: exact when every replica "
-       "gets the same requests)")
+       "requests spread a set's load), spread (moved as many sets on too: a set's load as distinct requests "
+       "give it under uniform routing, its skew flattened) or same (every peer picks this rank's experts: exact "
+       "when every replica gets the same requests)")
       ("log-level", po::value(&o.log_level)->default_value(o.log_level), "debug, info, warn, error or off");
   add_slo_options(d, o);
   return d;

@@ -35,14 +35,22 @@ std::string emulation_problem(bool emulate_rank_given, bool emulate_world_given,
 
 EmulatedPeers parse_emulated_peers(const std::string& text) {
   if (text == "rotated") return EmulatedPeers::Rotated;
-  MOETRON_CHECK(text == "same", "--emulate-peers: unknown mode '" << text << "' (expected rotated or same)");
+  if (text == "spread") return EmulatedPeers::Spread;
+  MOETRON_CHECK(text == "same", "--emulate-peers: unknown mode '" << text << "' (expected rotated, spread or same)");
   return EmulatedPeers::Same;
 }
 
-const char* emulated_peers_name(EmulatedPeers peers) { return peers == EmulatedPeers::Rotated ? "rotated" : "same"; }
+const char* emulated_peers_name(EmulatedPeers peers) {
+  switch (peers) {
+    case EmulatedPeers::Rotated: return "rotated";
+    case EmulatedPeers::Spread: return "spread";
+    case EmulatedPeers::Same: break;
+  }
+  return "same";
+}
 
 std::vector<int32_t> emulated_peer_table(const std::vector<int32_t>& base, int64_t experts, int64_t set_size,
-                                         int64_t distance) {
+                                         int64_t distance, bool across_sets) {
   MOETRON_CHECK(experts > 0 && set_size > 0 && experts % set_size == 0 && distance >= 0,
                 "emulated_peer_table: " << experts << " experts in sets of " << set_size << ", distance " << distance);
   const int64_t cols = base.empty() ? 2 : static_cast<int64_t>(base.size()) / experts;
@@ -50,7 +58,9 @@ std::vector<int32_t> emulated_peer_table(const std::vector<int32_t>& base, int64
                 "emulated_peer_table: a table of " << base.size() << " entries for " << experts << " experts");
   std::vector<int32_t> table(static_cast<size_t>(experts * cols));
   for (int64_t e = 0; e < experts; ++e) {
-    const int64_t moved = e / set_size * set_size + (e % set_size + distance) % set_size;
+    const int64_t sets = experts / set_size;
+    const int64_t set = across_sets ? (e / set_size + distance) % sets : e / set_size;
+    const int64_t moved = set * set_size + (e % set_size + distance) % set_size;
     int32_t* row = &table[static_cast<size_t>(e * cols)];
     if (base.empty()) {
       row[0] = 1, row[1] = static_cast<int32_t>(moved);

@@ -58,13 +58,13 @@ std::vector<Tensor> replica_tables(const ExpertReplicas& replicas, const ModelWe
 // Rank emulation (ForwardContext::peer_tables): the route tables of every rank of the stage
 // group, so that each emulated peer routes as its replica would (emulated_peer_table: its own
 // copy rotation with redundant experts; its picks moved within each EP set by its distance from
-// this replica under --emulate-peers rotated). Replicas whose tables are the same share one;
+// this replica under --emulate-peers rotated, and as many sets on under spread). Replicas whose tables are the same share one;
 // each layer's distinct tables are stacked into one upload at setup, and each rank (dp index *
 // tp + tp index) names its table and tp rank. None without dispatch (dp = 1), nor where every
 // peer would route as this rank (no replicas, peers Same: the all-to-all's copies are right).
 void set_peer_tables(const ExpertReplicas& replicas, const ModelWeights& weights, const Plan& plan,
                      const ModelConfig& config, int own_dp, EmulatedPeers peers, Ops& ops, ForwardContext& ctx) {
-  const bool rotated = peers == EmulatedPeers::Rotated;
+  const bool rotated = peers != EmulatedPeers::Same, across_sets = peers == EmulatedPeers::Spread;
   if (plan.dp == 1 || (!replicas.active() && !rotated)) return;
   const int64_t experts = config.num_experts, set_size = experts / plan.ep;
   std::vector<std::vector<std::vector<int32_t>>> distinct;  // [table][layer]: host tables
@@ -75,7 +75,7 @@ void set_peer_tables(const ExpertReplicas& replicas, const ModelWeights& weights
                           : std::vector<std::vector<int32_t>>(weights.layers.size());
     const int64_t distance = rotated ? (d - own_dp + plan.dp) % plan.dp : 0;
     for (size_t l = 0; l < host.size(); ++l)
-      if (weights.layers[l].is_moe) host[l] = emulated_peer_table(host[l], experts, set_size, distance);
+      if (weights.layers[l].is_moe) host[l] = emulated_peer_table(host[l], experts, set_size, distance, across_sets);
     const size_t i = static_cast<size_t>(std::find(distinct.begin(), distinct.end(), host) - distinct.begin());
     if (i == distinct.size()) distinct.push_back(host);
     for (int t = 0; t < plan.tp; ++t) senders.insert(senders.end(), {static_cast<int32_t>(i), t});

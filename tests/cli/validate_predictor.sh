@@ -55,6 +55,15 @@ for shape, label, world, predicted in zip(f["shape"][()], f["label"][()], f["wor
     assert np.isclose(predicted, row["compute_s"] + row["kernel_overhead_s"] + row["emulation_s"] + row["host_s"],
                       rtol=1e-12), (text(label), predicted, row)
 PY
+# Section (b) runs its emulated ranks under --emulate-peers spread (the study's default).
+"$PYTHON" - "$WORK/v/work" <<'PY' || fail "emulated runs did not record --emulate-peers spread"
+import glob, sys, h5py
+runs = [p for p in glob.glob(sys.argv[1] + "/*-emu-*.h5")]
+assert runs, "no emulated results files"
+for p in runs:
+    v = h5py.File(p, "r").attrs["emulated_peers"]
+    assert (v.decode() if isinstance(v, bytes) else str(v)) == "spread", (p, v)
+PY
 for needle in "(a) one device" "(b) emulated ranks" "(c) end to end over MPI" "| tiny Mixtral | 8 |" "Spearman"; do
   grep -qF -- "$needle" "$WORK/v/report.md" || fail "report.md lacks '$needle'"
 done

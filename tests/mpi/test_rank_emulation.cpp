@@ -206,6 +206,27 @@ TEST(RankEmulation, EachEmulatedPeerRoutesWithItsOwnReplicasRotation) {
   }
 }
 
+namespace {
+
+// The expert token-slots emulated rank `rank` of `plan` serves over symmetric_requests() (dummy
+// weights, CPU backend) with its peers routing as `peers` says.
+int64_t served_by_emulated_rank(const ModelConfig& config, const Plan& plan, int rank, EmulatedPeers peers) {
+  RunSettings settings;
+  settings.dummy_weights = true;
+  settings.weights_seed = 3;
+  settings.plan = plan;
+  settings.defaults.ignore_eos = true;
+  settings.emulation = Emulation{rank, plan.world_size(), peers};
+  DeviceAccess device;
+  device.make_ops = [](size_t) { return make_cpu_ops(); };
+  device.bind_transports = [](ParallelGroups&, Ops&) {};
+  device.storage = backend_storage("cpu");
+  RunSession session(config, symmetric_requests(), settings, device, MPI_COMM_SELF);
+  return session.run().expert_work.tokens.at(static_cast<size_t>(rank));
+}
+
+}  // namespace
+
 // Rotated peers move each peer's picks within the EP sets, so an emulated rank serves exactly
 // the token-slots it serves when every peer routes as it does (its set's load), now spread over
 // the set's experts; its own tokens' results, which steer the later layers and steps, come from
@@ -221,21 +242,38 @@ TEST(RankEmulation, RotatedPeersServeTheSetsOwnLoad) {
       SCOPED_TRACE(plan_text + ", emulated rank " + std::to_string(rank));
       int64_t served[2] = {0, 0};
       for (const EmulatedPeers peers : {EmulatedPeers::Same, EmulatedPeers::Rotated}) {
-        RunSettings settings;
-        settings.dummy_weights = true;
-        settings.weights_seed = 3;
-        settings.plan = plan;
-        settings.defaults.ignore_eos = true;
-        settings.emulation = Emulation{rank, plan.world_size(), peers};
-        DeviceAccess device;
-        device.make_ops = [](size_t) { return make_cpu_ops(); };
-        device.bind_transports = [](ParallelGroups&, Ops&) {};
-        device.storage = backend_storage("cpu");
-        RunSession session(config, symmetric_requests(), settings, device, MPI_COMM_SELF);
-        served[peers == EmulatedPeers::Rotated] = session.run().expert_work.tokens.at(static_cast<size_t>(rank));
+        served[peers == EmulatedPeers::Rotated] = served_by_emulated_rank(config, plan, rank, peers);
       }
       EXPECT_GT(served[0], 0);
       EXPECT_EQ(served[1], served[0]);
     }
+  }
+}
+
+// Spread peers where a set holds one expert (8 experts, dp = ep = 8) and where dp equals the
+// sets (dp = ep = 4, sets of 2): peer d's picks land d sets on, so over the dp replicas each set
+// receives every pick of the rank's own tokens once, whatever the routing: every rank serves a
+// replica's token-slots, the mean a real rank serves (each replica's 8 / dp requests of 5 prompt
+// and 2 decoded tokens, top-2, 4 MoE layers). Same and Rotated (alike here, where dp is the
+// number of sets) give each rank dp times its own tokens' count for its set, which varies.
+TEST(RankEmulation, SpreadPeersGiveEverySetTheMeanLoad) {
+  if (world_size() > 1) GTEST_SKIP() << "runs its emulated ranks on one MPI rank";
+  for (const auto& [experts, plan_text] : {std::make_pair<int64_t, std::string>(8, "dp=8,ep=8"),
+                                           std::make_pair<int64_t, std::string>(8, "dp=4,ep=4")}) {
+    const ModelConfig config = emulation_config(experts, 2);
+    const Plan plan = parse_plan(plan_text);
+    std::vector<int64_t> served[3];  // per rank: Same, Rotated, Spread
+    for (const EmulatedPeers peers : {EmulatedPeers::Same, EmulatedPeers::Rotated, EmulatedPeers::Spread}) {
+      for (int rank = 0; rank < plan.world_size(); ++rank) {
+        served[static_cast<int>(peers)].push_back(served_by_emulated_rank(config, plan, rank, peers));
+      }
+    }
+    const auto& same = served[static_cast<int>(EmulatedPeers::Same)];
+    const auto& spread = served[static_cast<int>(EmulatedPeers::Spread)];
+    SCOPED_TRACE(plan_text);
+    EXPECT_EQ(served[static_cast<int>(EmulatedPeers::Rotated)], same);  // sets of one or two, dp = sets: see above
+    EXPECT_GT(*std::max_element(same.begin(), same.end()), *std::min_element(same.begin(), same.end()));
+    const int64_t replica_slots = 8 / plan.dp * (5 + 2) * 2 * 4;
+    for (int64_t s : spread) EXPECT_EQ(s, replica_slots);
   }
 }

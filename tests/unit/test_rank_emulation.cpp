@@ -154,8 +154,10 @@ TEST(EmulatedGroups, EachGroupHasThePlansSizeAndThisRanksPlaceInIt) {
 TEST(RankEmulationOptions, EmulatedPeersModesAreNamed) {
   EXPECT_EQ(parse_emulated_peers("rotated"), EmulatedPeers::Rotated);
   EXPECT_EQ(parse_emulated_peers("same"), EmulatedPeers::Same);
+  EXPECT_EQ(parse_emulated_peers("spread"), EmulatedPeers::Spread);
   EXPECT_EQ(Emulation{}.peers, EmulatedPeers::Rotated);  // the default
-  EXPECT_STREQ(emulated_peers_name(EmulatedPeers::Same), "same");
+  for (const EmulatedPeers p : {EmulatedPeers::Rotated, EmulatedPeers::Same, EmulatedPeers::Spread})
+    EXPECT_EQ(parse_emulated_peers(emulated_peers_name(p)), p);
   try {
     parse_emulated_peers("shuffled");
     ADD_FAILURE() << "an unknown mode was taken";
@@ -186,7 +188,34 @@ TEST(EmulatedPeerTable, MovesEachExpertWithinItsSet) {
   const std::vector<int32_t> base = {1, 0, -1, 2, 1, 5, 1, 2, -1, 1, 3, -1};  // 4 experts, sets of 2
   EXPECT_EQ(emulated_peer_table(base, 4, 2, 1), (std::vector<int32_t>{2, 1, 5, 1, 0, -1, 1, 3, -1, 1, 2, -1}));
   EXPECT_THROW(emulated_peer_table({}, 12, 5, 1), Error);       // sets must divide the experts
+  EXPECT_THROW(emulated_peer_table({}, 12, 5, 1, true), Error);  // the same across sets
   EXPECT_THROW(emulated_peer_table({1, 0}, 4, 2, 0), Error);    // a table of another size
+}
+
+// Spread: peer d also moves each pick d sets on, so with one expert a set (where rotating within
+// the set moves nothing) expert x receives peer d's picks of expert x - d: over dp = experts
+// peers, every pick of this rank's tokens once. 12 experts in 4 sets of 3: still a permutation,
+// each pick moved d sets and d places within the set; distance 0 moves nothing.
+TEST(EmulatedPeerTable, SpreadAlsoMovesEachExpertAcrossSets) {
+  for (int64_t distance = 0; distance < 9; ++distance) {
+    const std::vector<int32_t> t = emulated_peer_table({}, 12, 3, distance, true);
+    std::vector<int> hits(12, 0);
+    for (int64_t e = 0; e < 12; ++e) {
+      const int32_t to = t[static_cast<size_t>(2 * e + 1)];
+      EXPECT_EQ(to / 3, (e / 3 + distance) % 4) << "expert " << e << ", distance " << distance;
+      EXPECT_EQ(to % 3, (e % 3 + distance) % 3);
+      ++hits[static_cast<size_t>(to)];
+    }
+    for (int h : hits) EXPECT_EQ(h, 1);
+  }
+  std::vector<int> reached(4, 0);  // one expert a set: expert 2's sources over 4 peers
+  for (int64_t d = 0; d < 4; ++d) {
+    const std::vector<int32_t> t = emulated_peer_table({}, 4, 1, d, true);
+    for (int64_t e = 0; e < 4; ++e)
+      if (t[static_cast<size_t>(2 * e + 1)] == 2) ++reached[static_cast<size_t>(e)];
+  }
+  EXPECT_EQ(reached, (std::vector<int>{1, 1, 1, 1}));
+  EXPECT_EQ(emulated_peer_table({}, 4, 1, 3, false), emulated_peer_table({}, 4, 1, 0, true));  // within: nothing moves
 }
 
 // What CPU pack_from_peers makes of rotated tables: peer p's block holds the own tokens' picks in

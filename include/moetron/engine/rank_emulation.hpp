@@ -19,10 +19,14 @@ namespace moetron {
 // requests. Rotated (the default) keeps the picks but moves peer d's within every EP set by d's
 // distance from this replica: each set's load, and so the imbalance between ranks, is this
 // rank's routing's, spread over the set's experts as distinct requests spread it. With one
-// expert a set the two are the same.
-enum class EmulatedPeers { Rotated, Same };
+// expert a set the two are the same: a set's rows are then dp times this rank's own count (0,
+// dp, 2 dp ... where a real set receives about the mean). Spread also moves peer d's picks d
+// sets on, so a set's load sums this rank's counts over several sets, as distinct requests
+// would under uniform routing (the predictor's assumption); it flattens the per-set skew that
+// --routing-skew makes, which Rotated keeps.
+enum class EmulatedPeers { Rotated, Same, Spread };
 
-// "rotated" or "same"; anything else is refused naming --emulate-peers.
+// "rotated", "same" or "spread"; anything else is refused naming --emulate-peers.
 EmulatedPeers parse_emulated_peers(const std::string& text);
 const char* emulated_peers_name(EmulatedPeers peers);
 
@@ -36,9 +40,10 @@ struct Emulation {
 // The route table (replica_route_table's layout: [experts, cols], row e = copies of e, then
 // their slot ids) emulated peer replica `distance` replicas from this one routes with: row e is
 // base's row for e moved `distance` places within its EP set of `set_size` experts (e's set
-// keeps its load). An empty base stands for no redundant experts: row e = (1, e).
+// keeps its load), and with `across_sets` also `distance` sets on (modulo the sets). An empty
+// base stands for no redundant experts: row e = (1, e).
 std::vector<int32_t> emulated_peer_table(const std::vector<int32_t>& base, int64_t experts, int64_t set_size,
-                                         int64_t distance);
+                                         int64_t distance, bool across_sets = false);
 
 // The first reason these options cannot run, naming them, or "" when they can: both options
 // given together, the rank inside [0, world), an explicit plan of `world` ranks (plan_text is
