@@ -113,9 +113,18 @@ void ExpertGemmStreams::matmul(int s, const __nv_bfloat16* x, const __nv_bfloat1
     return cublasLtMatmul(lt_, desc_, &alpha, w, l.a, x, l.b, &beta, out, l.c, out, l.c, &a.algo,
                           workspace_[si], a.workspace_bytes, side_[si]);
   };
+  const auto exact = std::make_tuple(m, n, k);
+  auto own = exact_algos_.find(exact);
+  if (own != exact_algos_.end()) {
+    CUBLAS_CHECK(call(own->second));
+    return;
+  }
   cublasStatus_t status = call(it->second);
-  // The bucket's algorithm may not take this exact count: then the count's own (not kept).
-  if (status == CUBLAS_STATUS_NOT_SUPPORTED) status = call(heuristic(m, n, k));
+  // The bucket's algorithm may not take this exact count: then the count's own, kept.
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED) {
+    own = exact_algos_.emplace(exact, heuristic(m, n, k)).first;
+    status = call(own->second);
+  }
   CUBLAS_CHECK(status);
 }
 

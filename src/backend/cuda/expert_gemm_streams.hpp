@@ -69,6 +69,9 @@ class ExpertGemmStreams {
   cudaEvent_t forked_ = nullptr;
   int sms_ = 1;
   std::map<std::tuple<int64_t, int64_t, int64_t>, Algo> algos_;  // by (row bucket, n, k)
+  // By (exact rows, n, k): the counts their bucket's algorithm refused, so that a count seen
+  // again (prefill repeats its expert shapes) does not ask the heuristic on every call.
+  std::map<std::tuple<int64_t, int64_t, int64_t>, Algo> exact_algos_;
 };
 
 }  // namespace cuda
