@@ -66,8 +66,9 @@ BenchSizes bench_sizes(const ModelConfig& c, const SizeChoice& choice) {
     // The CUDA call changes kernels with the rows an expert (kernels::grouped_gemm_tile_rows):
     // 32-row tiles up to 24 rows, 96-row tiles from 25 to 255 (one tile an expert up to 96 rows;
     // where those would leave SMs idle, 32-row tiles up to 32 rows and 64-row ones past it:
-    // kernels::wide_tiles_fill; decode batch 256 of OLMoE lands at 32), then from 256 one GEMM
-    // per expert, from 128 for large experts (expert_call_by_gemms; prefill of 512-8k tokens). Points at 24, 32, 96, 128, 384,
+    // kernels::wide_tiles_fill; decode batch 256 of OLMoE lands at 32), then one GEMM per expert
+    // where those beat the tiles (expert_call_by_gemms: from 128 rows for large experts, from 256
+    // for mid-sized ones or few experts; prefill of 512-8k tokens). Points at 24, 32, 96, 128, 384,
     // 512 and 768, so that no regime is read off a line drawn between other kernels' points.
     for (int64_t rows : {int64_t{24}, int64_t{32}, int64_t{96}, int64_t{128}, int64_t{384}, int64_t{512}, int64_t{768}})
       add_unique(s.tokens_per_expert, rows);

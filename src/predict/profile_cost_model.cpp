@@ -36,8 +36,8 @@ std::map<std::vector<int64_t>, TimeSurface> surfaces_over_last_key(const SeriesT
 void split_expert_points(const SeriesTable* table, bool cuda, int format_version,
                          std::map<std::vector<int64_t>, TimeSurface>* tiles,
                          std::map<std::vector<int64_t>, TimeSurface>* gemms, int64_t* local_out) {
-  // Older formats were measured when only 256 rows an expert took the GEMMs.
-  const bool large_experts_from_128 = format_version >= kProfileFormatGemmsFrom128Rows;
+  // Each format's points took the GEMMs by the rule of its day.
+  const ExpertGemmRule rule = expert_gemm_rule_of_format(format_version);
   if (table == nullptr) return;
   int64_t local = 1;
   for (const Series& s : table->series) local = std::max(local, s.key.back());
@@ -48,9 +48,7 @@ void split_expert_points(const SeriesTable* table, bool cuda, int format_version
     std::vector<double> medians[2];
     for (size_t i = 0; i < s.sizes.size(); ++i) {
       const int64_t call_tokens = s.sizes[i] * s.key.back();
-      const bool by_gemms = cuda && (large_experts_from_128
-                                         ? expert_call_by_gemms(call_tokens, 1, local, s.key[0], s.key[1], true)
-                                         : expert_call_by_gemms_from_256_rows(call_tokens, 1, local));
+      const bool by_gemms = cuda && expert_call_by_gemms(call_tokens, 1, local, s.key[0], s.key[1], true, rule);
       sizes[by_gemms].push_back(s.sizes[i]);
       medians[by_gemms].push_back(s.times[i].median_s);
     }

@@ -92,20 +92,26 @@ TEST(ExpertPaths, StreamsFollowTheExpertsSize) {
 namespace moetron {
 namespace {
 
-// The per-expert GEMMs from 256 rows an expert on average, and from 128 for experts whose two
-// GEMMs reach kExpertGemmMinFlops (Mixtral's, not OLMoE's or Qwen1.5's); never while a graph is
-// recorded, nor for GEMV-sized calls. Rows are counted over the local experts, at awkward counts.
-TEST(ExpertPaths, PerExpertGemmsFrom128RowsForLargeExperts) {
+// Today's rule (ExpertGemmRule::kHostCost): the per-expert GEMMs from 128 rows an expert for
+// experts whose two GEMMs reach kExpertGemmMinFlops (Mixtral's), from 256 for experts of
+// kExpertGemmHostBoundFlops (OLMoE's 3.2 and Qwen1.5's 4.4 GFLOP there) or calls of few local
+// experts (any Mixtral slice), not for 60-64 narrow slices of tp plans (OLMoE tp=16 up to 3,814 rows,
+// OLMoE tp=2 until 512, Qwen1.5 tp=2 until 347); never while a graph is recorded, nor for GEMV-sized calls.
+// Rows are counted over the local experts, at awkward counts. Then the rules of older formats.
+TEST(ExpertPaths, PerExpertGemmsWhereTheyBeatTheTiles) {
   struct Shape {
     const char* name;
     int64_t hidden, cols, experts, k;
   };
   const Shape mixtral{"mixtral", 4096, 14336, 8, 2}, mixtral_tp8{"mixtral tp=8", 4096, 1792, 8, 2},
-      mixtral_tp16{"mixtral tp=16", 4096, 896, 8, 2}, olmoe{"olmoe", 2048, 1024, 64, 8},
-      qwen{"qwen1.5", 2048, 1408, 60, 4};
-  const auto by_gemms = [](const Shape& s, int64_t tokens, bool eager = true) {
-    return expert_call_by_gemms(tokens, s.k, s.experts, s.hidden, s.cols, eager);
+      mixtral_tp16{"mixtral tp=16", 4096, 896, 8, 2}, mixtral_tp32{"mixtral tp=32", 4096, 448, 8, 2},
+      olmoe{"olmoe", 2048, 1024, 64, 8}, olmoe_tp16{"olmoe tp=16", 2048, 64, 64, 8},
+      qwen{"qwen1.5", 2048, 1408, 60, 4}, qwen_tp2{"qwen1.5 tp=2", 2048, 704, 60, 4};
+  const auto by_gemms = [](const Shape& s, int64_t tokens, bool eager = true,
+                           ExpertGemmRule rule = ExpertGemmRule::kHostCost) {
+    return expert_call_by_gemms(tokens, s.k, s.experts, s.hidden, s.cols, eager, rule);
   };
+  const auto tokens_at = [](const Shape& s, int64_t rows) { return (rows * s.experts + s.k - 1) / s.k; };
   for (const Shape& s : {mixtral, mixtral_tp8}) {
     EXPECT_TRUE(by_gemms(s, 512)) << s.name;   // 128 rows an expert
     EXPECT_TRUE(by_gemms(s, 777)) << s.name;   // 194
@@ -113,23 +119,39 @@ TEST(ExpertPaths, PerExpertGemmsFrom128RowsForLargeExperts) {
     EXPECT_FALSE(by_gemms(s, 256)) << s.name;  // 64: decode batch 256's wide tiles
     EXPECT_FALSE(by_gemms(s, 512, false)) << s.name;
   }
-  // 896 columns: 2.8 GFLOP an expert at 128 rows, below the bound; 256 rows as before.
-  EXPECT_FALSE(by_gemms(mixtral_tp16, 600));
-  EXPECT_TRUE(by_gemms(mixtral_tp16, 1024));
-  for (const Shape& s : {olmoe, qwen}) {
-    const int64_t at_128 = (128 * s.experts + s.k - 1) / s.k, at_256 = 256 * s.experts / s.k;
-    EXPECT_FALSE(by_gemms(s, at_128)) << s.name;
-    EXPECT_FALSE(by_gemms(s, at_256 - 1)) << s.name;
-    EXPECT_TRUE(by_gemms(s, at_256)) << s.name;
-    EXPECT_FALSE(by_gemms(s, at_256, false)) << s.name;
+  // 896 and 448 columns: under the bound at 128 rows; from 256 rows as few experts.
+  for (const Shape& s : {mixtral_tp16, mixtral_tp32}) {
+    EXPECT_FALSE(by_gemms(s, 600)) << s.name;
+    EXPECT_TRUE(by_gemms(s, 1024)) << s.name;
   }
+  EXPECT_FALSE(by_gemms(olmoe, tokens_at(olmoe, 255)));
+  EXPECT_TRUE(by_gemms(olmoe, tokens_at(olmoe, 256)));   // 3.2 GFLOP an expert
+  const Shape olmoe_tp2{"olmoe tp=2", 2048, 512, 64, 8};
+  EXPECT_FALSE(by_gemms(olmoe_tp2, tokens_at(olmoe_tp2, 256)));  // 1.6 GFLOP: the tiles
+  EXPECT_FALSE(by_gemms(olmoe_tp2, tokens_at(olmoe_tp2, 476)));
+  EXPECT_TRUE(by_gemms(olmoe_tp2, tokens_at(olmoe_tp2, 477)));   // 3.0 GFLOP
+  for (int64_t rows : {256, 512, 1024, 2048}) EXPECT_FALSE(by_gemms(olmoe_tp16, tokens_at(olmoe_tp16, rows))) << rows;
+  EXPECT_FALSE(by_gemms(qwen, tokens_at(qwen, 128)));
+  EXPECT_FALSE(by_gemms(qwen, tokens_at(qwen, 256) - 1));
+  EXPECT_TRUE(by_gemms(qwen, tokens_at(qwen, 256)));     // 4.4 GFLOP
+  EXPECT_FALSE(by_gemms(qwen, tokens_at(qwen, 256), false));
+  EXPECT_FALSE(by_gemms(qwen_tp2, tokens_at(qwen_tp2, 256)));  // 2.2 GFLOP
+  EXPECT_FALSE(by_gemms(qwen_tp2, tokens_at(qwen_tp2, 346)));
+  EXPECT_TRUE(by_gemms(qwen_tp2, tokens_at(qwen_tp2, 347)));   // 3.0 GFLOP
   EXPECT_FALSE(expert_call_by_gemms(kExpertGemvMaxTokens, 8, 1, 8192, 65536, true));  // the GEMVs' calls
   EXPECT_FALSE(expert_call_by_gemms(4096, 2, 0, 4096, 14336, true));                 // no local experts
-  // The rule older profiles were measured under (format 3 and earlier): 256 rows for any size.
-  EXPECT_FALSE(expert_call_by_gemms_from_256_rows(512, 2, 8));  // Mixtral's 128 rows
-  EXPECT_TRUE(expert_call_by_gemms_from_256_rows(1024, 2, 8));
-  EXPECT_FALSE(expert_call_by_gemms_from_256_rows(kExpertGemvMaxTokens, 8, 1));
-  EXPECT_FALSE(expert_call_by_gemms_from_256_rows(4096, 2, 0));
+  // The rules older profiles were measured under. Format 4: from 256 rows for any size, from 128
+  // for experts of kExpertGemmMinFlops. Formats 1-3: from 256 rows for any size.
+  const ExpertGemmRule four = ExpertGemmRule::kLargeFrom128Rows, three = ExpertGemmRule::kFrom256Rows;
+  EXPECT_TRUE(by_gemms(olmoe_tp2, tokens_at(olmoe_tp2, 256), true, four));
+  EXPECT_TRUE(by_gemms(olmoe_tp16, tokens_at(olmoe_tp16, 256), true, four));
+  EXPECT_FALSE(by_gemms(olmoe_tp16, tokens_at(olmoe_tp16, 255), true, four));
+  EXPECT_TRUE(by_gemms(mixtral, 512, true, four));
+  EXPECT_FALSE(by_gemms(mixtral, 512, true, three));  // Mixtral's 128 rows
+  EXPECT_TRUE(by_gemms(mixtral, 1024, true, three));
+  EXPECT_FALSE(by_gemms(olmoe, tokens_at(olmoe, 256), false, three));
+  EXPECT_FALSE(expert_call_by_gemms(kExpertGemvMaxTokens, 8, 1, 8192, 65536, true, three));
+  EXPECT_FALSE(expert_call_by_gemms(4096, 2, 0, 4096, 14336, true, three));
 }
 
 // Under MOETRON_EXPERT_GEMM=wgmma the Hopper GEMMs take every call the GEMMs would and decode

@@ -317,6 +317,8 @@ TEST(ProfileCostModel, AnExpertCallAnswersFromItsOwnKernelPathOnly) {
 
 // A CUDA profile's moe_experts points, filed by the path the bench's call took: one slot a token,
 // per_expert x experts tokens over the model's 64 experts. Returned apart too (tiles, GEMMs).
+// Format 4, whose rule sent every call of 256 rows an expert to the GEMMs (today's sends these
+// small experts to the tiles: FilesEachFormatsPointsByItsRule below).
 struct GemmPathProfiles {
   HardwareProfile both, tiles, gemms;
 };
@@ -324,6 +326,7 @@ GemmPathProfiles gemm_path_profiles(std::mt19937& rng) {
   std::uniform_real_distribution<double> tile_s(5e-5, 5e-4), gemm_s(1e-3, 2e-3);
   GemmPathProfiles out;
   for (HardwareProfile* p : {&out.both, &out.tiles, &out.gemms}) {
+    p->format_version = 4;
     p->origin.backend = "cuda";
     p->table(tables::kKernelGap).add({0}, 1, {1e-7, 1e-7, 1e-7});
   }
@@ -394,6 +397,37 @@ TEST(ProfileCostModel, FilesLargeExpertsPointsByTheRuleTheirFormatWasMeasuredUnd
   EXPECT_NEAR(call(old_format, true), 1.2e-3 - gap, 1e-12);   // the GEMMs' smallest: 256 rows
   EXPECT_NEAR(call(new_format, true), 0.7e-3 - gap, 1e-12);
   EXPECT_NEAR(call(new_format, false), 2 * 1.9e-3 - gap, 1e-12);  // past the tiles' 64 rows: linear
+}
+
+// Format 5 (ExpertGemmRule::kHostCost): 64 experts of OLMoE's tp=2 slice (2048 x 512: 1.6 GFLOP
+// each at 256 rows) stay on the tiles up to 476 rows and take the GEMMs from 477 (3 GFLOP): the
+// 512-row point is the GEMMs' smallest; in a format-4 profile they were GEMM points from 256.
+TEST(ProfileCostModel, FilesEachFormatsPointsByItsRule) {
+  const RooflineCostModel roofline(figures());
+  const double gap = 1e-7, tiles_s = 1.5e-3, gemms_s = 1.9e-3;
+  const auto olmoe_profile = [&](int format) {
+    HardwareProfile p;
+    p.format_version = format;
+    p.origin.backend = "cuda";
+    p.table(tables::kKernelGap).add({0}, 1, {gap, gap, gap});
+    for (int64_t rows : {128, 256, 384, 512, 768}) {
+      const bool gemms = expert_call_by_gemms(rows * 64, 1, 64, 2048, 512, true, expert_gemm_rule_of_format(format));
+      const double t = gemms ? gemms_s : tiles_s * rows / 256;
+      p.table(tables::kMoeExperts).add({2048, 512, 64}, rows, {t, t, t});
+    }
+    return p;
+  };
+  const auto call = [](const ProfileCostModel& m, int64_t rows, bool by_gemms) {
+    return m.grouped_gemm_s(rows, 64, 2 * 512, 2048, rows * 8, by_gemms) +
+           m.grouped_gemm_s(rows, 64, 2048, 512, rows * 8, by_gemms);
+  };
+  const ProfileCostModel format4(olmoe_profile(4), roofline), format5(olmoe_profile(5), roofline);
+  EXPECT_NEAR(call(format5, 256, false), tiles_s - gap, 1e-12);  // a tiles point now
+  EXPECT_NEAR(call(format4, 256, true), gemms_s - gap, 1e-12);   // a GEMM point then
+  EXPECT_NEAR(call(format5, 384, false), 1.5 * tiles_s - gap, 1e-12);
+  EXPECT_NEAR(call(format5, 512, true), gemms_s - gap, 1e-12);   // the GEMMs' smallest today
+  EXPECT_EQ(expert_gemm_rule_of_format(3), ExpertGemmRule::kFrom256Rows);
+  EXPECT_EQ(expert_gemm_rule_of_format(kProfileFormatVersion), ExpertGemmRule::kHostCost);
 }
 
 TEST(ProfileCostModel, AProfileWithoutGemvPointsPricesGemvCallsFromTheRooflineNotTheTiles) {

@@ -45,20 +45,34 @@ enum class DecodeExpertKernel { kMma, kCudaCores };
 // Prefill-sized calls run one cuBLASLt GEMM per expert on its exact rows instead of the tiles,
 // several experts at once on side streams (CudaOps::do_moe_experts, MOETRON_EXPERT_GEMM=cublas,
 // the default), where the stream is not being captured (the call syncs with the host) and the
-// experts' mean rows reach 2 x 128 (the largest row tiles: kernels::grouped_gemm_tile_rows), or
-// 128 for experts of at least kExpertGemmMinFlops a call: each GEMM then outweighs what the path
-// costs an expert (its launches, ~20-30 us an expert where 60-64 narrow experts take it: 1.2-1.9
-// ms for 256 rows each, H200 profiles of the fifteenth session). Mixtral's experts at 128 rows
-// (45 GFLOP each; 512-token prefill) ran 2.8 ms on the tiles against 1.2 ms for the GEMMs at 256
-// rows, and the nineteenth session's 512-token prefill step took longer (5.28 ms) than its
-// 1,024-token step (3.76 ms; H200, 2-layer shape): the GEMMs at 128 rows, less work than at 256,
-// cannot be slower (inferred; the switch itself is not yet measured).
-// Its rows are then always copied into expert order (kernels::moe_permute),
+// GEMMs beat the tiles. The path costs the host about 20-30 us a local expert whatever its size
+// (its calls, layouts and events: 60-64 experts of any width took 1.2-1.9 ms at 256 rows each in
+// the H200 profiles of the fifteenth session, `perf/predictor_h200_fifteenth/`), while the
+// tiles run wide calls at about 140 TFLOP/s there (19% of the bf16 GEMM rate). So the GEMMs win
+// where an expert's work is large beside that host cost, or where there are few experts to pay
+// it (whose tiles also leave SMs idle). Today's rule (ExpertGemmRule::kHostCost), fitted to every
+// stored point (the tiles read at 128 rows and scaled by the rows, against the GEMMs measured):
+//   - from 128 rows an expert on average, experts whose gate/up and down GEMMs reach
+//     kExpertGemmMinFlops (Mixtral's: 45 GFLOP at 128 rows, 2.8 ms on the tiles against 1.2 ms for
+//     the GEMMs at 256 rows);
+//   - from 256 rows, experts of at least kExpertGemmHostBoundFlops (OLMoE's 3.2 GFLOP there:
+//     1.86 ms on the GEMMs against ~1.5 extrapolated for the tiles, a tie that the engine's own
+//     2,048-token steps, faster than the profile's GEMM point, leave on the GEMMs; Qwen1.5's 4.4
+//     GFLOP: 1.19 ms against ~1.8) or calls of at most kExpertGemmFewExperts local experts
+//     (Mixtral's tp slices: 0.30 ms on the GEMMs at 256 rows against ~0.46 on the tiles).
+//   Not the 60-64 narrow expert slices of tp plans, where the GEMMs' host cost is all there is:
+//   OLMoE's 64-512 columns 1.8-1.9 ms at 256-512 rows against ~0.3-0.8 ms on the tiles, Qwen1.5's
+//   88-704 columns 1.2-1.6 ms at 256 rows against ~0.3-1.1.
+// Profiles were measured under earlier rules (their format says which: profile.hpp), and the
+// cost model files their points by the rule they ran under.
+// The call's rows are then always copied into expert order (kernels::moe_permute),
 // also where one routing block could have resolved them in place (at most
 // kExpertRouteOneBlockMaxSlots slots and kExpertRouteOneBlockMaxExperts experts: Mixtral's
 // 4,096-token steps, whose tiles ran at a quarter of the GEMMs' rate).
 constexpr int64_t kExpertLargeTileRows = 128;
-constexpr double kExpertGemmMinFlops = 5e9;  // an expert's gate/up and down GEMMs at its mean rows
+constexpr double kExpertGemmMinFlops = 5e9;        // an expert's gate/up and down GEMMs at its mean rows
+constexpr double kExpertGemmHostBoundFlops = 3e9;  // the same, from 2 x kExpertLargeTileRows rows
+constexpr int64_t kExpertGemmFewExperts = 16;
 constexpr int64_t kExpertRouteOneBlockMaxSlots = 8192;
 constexpr int64_t kExpertRouteOneBlockMaxExperts = 1024;
 // The rows an expert of the call gets on average; -1 where no GEMM path applies (no local
@@ -67,18 +81,24 @@ inline int64_t expert_call_mean_rows(int64_t call_tokens, int64_t slots_per_toke
   if (local_experts <= 0 || expert_call_is_gemv(call_tokens)) return -1;
   return call_tokens * slots_per_token / local_experts;
 }
-// The rule as profiles of format 3 and earlier were measured: 2 x 128 rows an expert, any size.
-inline bool expert_call_by_gemms_from_256_rows(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts) {
-  return expert_call_mean_rows(call_tokens, slots_per_token, local_experts) >= 2 * kExpertLargeTileRows;
-}
-// Today's rule. hidden: the model's; cols: an expert's intermediate columns on this rank.
+// Which calls took the GEMMs, by the profile formats measured under each rule:
+//   kFrom256Rows      formats 1-3: from 2 x 128 rows an expert, any size;
+//   kLargeFrom128Rows format 4: also from 128 rows for experts of kExpertGemmMinFlops;
+//   kHostCost         format 5 and the engine today (above).
+enum class ExpertGemmRule { kFrom256Rows, kLargeFrom128Rows, kHostCost };
+// hidden: the model's; cols: an expert's intermediate columns on this rank; eager: the stream is
+// not being captured.
 inline bool expert_call_by_gemms(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts, int64_t hidden,
-                                 int64_t cols, bool eager) {
+                                 int64_t cols, bool eager, ExpertGemmRule rule = ExpertGemmRule::kHostCost) {
   if (!eager) return false;
-  if (expert_call_by_gemms_from_256_rows(call_tokens, slots_per_token, local_experts)) return true;
   const int64_t mean_rows = expert_call_mean_rows(call_tokens, slots_per_token, local_experts);
+  const bool from_256 = mean_rows >= 2 * kExpertLargeTileRows;
+  if (rule == ExpertGemmRule::kFrom256Rows) return from_256;
   const double expert_flops = 6.0 * static_cast<double>(mean_rows) * static_cast<double>(hidden) * static_cast<double>(cols);
-  return mean_rows >= kExpertLargeTileRows && expert_flops >= kExpertGemmMinFlops;
+  const bool large_from_128 = mean_rows >= kExpertLargeTileRows && expert_flops >= kExpertGemmMinFlops;
+  if (rule == ExpertGemmRule::kLargeFrom128Rows) return from_256 || large_from_128;
+  return large_from_128 ||
+         (from_256 && (expert_flops >= kExpertGemmHostBoundFlops || local_experts <= kExpertGemmFewExperts));
 }
 
 // Under MOETRON_EXPERT_GEMM=wgmma, the Hopper grouped GEMM (kernels/grouped_gemm_sm90.cu, tiles of

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "moetron/backend/expert_paths.hpp"
 #include "moetron/model/config.hpp"
 
 namespace moetron {
@@ -91,11 +92,15 @@ struct ProfileOrigin {
 // The profile format this build writes. 3: where the backend records, calls shorter than a launch
 // interval are timed as nodes of a replayed recording (bench_tensors.hpp), so a kernel's own time
 // is its per-call time less a graph node's gap; 1 and 2 timed every call eagerly. 4: as 3, and
-// on CUDA the expert calls of large experts take the per-expert GEMMs from 128 rows an expert
-// (expert_call_by_gemms); 3 and earlier took them from 256 only, and their points are filed so.
-constexpr int kProfileFormatVersion = 4;
-// The first format whose expert points follow today's expert_call_by_gemms.
-constexpr int kProfileFormatGemmsFrom128Rows = 4;
+// on CUDA the expert calls of large experts take the per-expert GEMMs from 128 rows an expert;
+// 3 and earlier took them from 256 only. 5: as 4, and from 256 rows only experts large enough or
+// few enough to beat the tiles (ExpertGemmRule::kHostCost). The cost model files each format's
+// points by the rule it was measured under (expert_gemm_rule_of_format).
+constexpr int kProfileFormatVersion = 5;
+inline ExpertGemmRule expert_gemm_rule_of_format(int format_version) {
+  if (format_version <= 3) return ExpertGemmRule::kFrom256Rows;
+  return format_version == 4 ? ExpertGemmRule::kLargeFrom128Rows : ExpertGemmRule::kHostCost;
+}
 
 struct HardwareProfile {
   ProfileOrigin origin;
