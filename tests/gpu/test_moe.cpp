@@ -150,9 +150,11 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
       // kernels, the rows copied into expert order before the gate/up GEMM.
       {2100, 16, 4, 64, 32, 0, 16},
       // Prefill-sized loads (hundreds of rows per expert): one cuBLAS GEMM per expert outside
-      // graph capture, with Qwen1.5-like awkward widths (60 experts, a tp slice of 88 columns,
-      // experts that get nothing) and an expert-parallel slice.
-      {4100, 60, 4, 136, 88, 0, 60},  {3000, 64, 8, 264, 72, 16, 16},
+      // graph capture where they beat the tiles (expert_call_by_gemms: few local experts here),
+      // with Qwen1.5-like awkward widths (a tp slice of 88 columns, experts that get nothing) on
+      // expert-parallel slices of 12 of 60 and 16 of 64 experts; all 60 of those narrow experts
+      // at 273 rows each stay on the tiles (past the tiles' 255 rows of the older rule).
+      {4100, 60, 4, 136, 88, 12, 12}, {3000, 64, 8, 264, 72, 16, 16}, {4100, 60, 4, 136, 88, 0, 60},
       // Large experts take those GEMMs from 128 rows an expert (expert_call_by_gemms: 6 x 128 x
       // 4096 x 1608 = 5.06 GFLOP an expert): one expert of eight held, 128 slots planned for it.
       {128, 8, 1, 4096, 1608, 3, 1},
@@ -190,7 +192,7 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
 // an expert-parallel slice holding one expert.
 TEST_F(CudaMoe, ExpertGemmPathsMatchReference) {
   const std::vector<MoeShape> shapes = {
-      {1100, 8, 2, 128, 96, 0, 8},       {1500, 16, 4, 96, 64, 4, 8},   {4100, 60, 4, 136, 88, 0, 60},
+      {1100, 8, 2, 128, 96, 0, 8},       {1500, 16, 4, 96, 64, 4, 8},   {4100, 60, 4, 136, 88, 12, 12},
       {3000, 64, 8, 264, 72, 16, 16},    {1100, 8, 2, 1032, 520, 0, 8}, {128, 8, 1, 4096, 1608, 3, 1},
       {700, 4, 2, 2048, 256, 0, 4},
       {256, 8, 2, 4096, 520, 0, 8},      {160, 8, 2, 264, 136, 0, 8},   {256, 64, 8, 520, 72, 0, 64},
