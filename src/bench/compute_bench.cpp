@@ -75,9 +75,8 @@ Measurement time_expert_call(Ops& ops, const ComputeBench& b, const ExpertOperan
 }
 
 // Calls of more than kExpertGemvMaxTokens tokens, one slot each, so `experts` experts get
-// `per_expert` rows each: the tiles, and on CUDA from 256 rows an expert of all experts (128 for
-// large experts) the per-expert GEMMs (expert_call_by_gemms; the cost model files each point by its path). Up to
-// max_expert_rows slots.
+// `per_expert` rows each: the tiles, and on CUDA, where expert_call_by_gemms says, the per-expert
+// GEMMs (the cost model files each point by its path). Up to max_expert_rows slots.
 void expert_gemms(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   const int64_t local = b.sizes.experts.back();
   const int64_t max_rows = b.sizes.max_expert_rows;
@@ -174,12 +173,14 @@ void hbm_copy(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   table.add({1}, 2 * elements * es, time_ops_call(ops, [&] { ops.copy(src, dst); }, b.timing));
 }
 
+}  // namespace
+
 // The host's cost of one call of each launch family (bench/launch_family.hpp): calls timed
 // from the first enqueued to the last, not waiting for the device (TimedWork::host_only), at
 // shapes a decode step has (64 tokens; the model's first GEMM and expert shapes), where calls
 // run asynchronously. At most 32 calls a batch, so that a launch queue never fills and blocks
 // the host on the device.
-void launch_costs(Ops& ops, const ComputeBench& b, SeriesTable& table) {
+void launch_cost_benchmarks(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   const DType act = ops.activation_dtype();
   const int64_t tokens = 64, hidden = b.config->hidden_size;
   TimingSettings settings = b.timing;
@@ -204,6 +205,8 @@ void launch_costs(Ops& ops, const ComputeBench& b, SeriesTable& table) {
   if (!b.shapes.attention.empty()) add(LaunchFamily::kAttention, bench_detail::attention_launch_cost(ops, b, host_time));
   add(LaunchFamily::kCopy, host_time([&] { ops.copy(x, y); }));
 }
+
+namespace {
 
 // `time` applied to the smallest kernel: timed eagerly (launched back to back) it is the host's
 // launch rate, timed per node of a replayed recording a graph node's gap.
@@ -250,7 +253,7 @@ void run_compute_benchmarks(Ops& ops, const ComputeBench& b, HardwareProfile& pr
       {&tables::kSampling, sampling}};
   if (b.host_step) families.push_back({&tables::kHostStep, b.host_step});  // the engine's own functions
   // Launch costs where calls are asynchronous (on the CPU a call is its work, already measured).
-  if (ops.can_record()) families.push_back({&tables::kLaunchCost, launch_costs});
+  if (ops.can_record()) families.push_back({&tables::kLaunchCost, launch_cost_benchmarks});
   for (const auto& [spec, run] : families) {
     const auto start = std::chrono::steady_clock::now();
     SeriesTable& table = profile.table(*spec);
@@ -264,10 +267,6 @@ void run_compute_benchmarks(Ops& ops, const ComputeBench& b, HardwareProfile& pr
     }
   }
   remeasure_eager_gap(ops, b, profile.table(tables::kKernelGap));
-}
-
-void launch_cost_benchmarks(Ops& ops, const ComputeBench& bench, SeriesTable& table) {
-  launch_costs(ops, bench, table);
 }
 
 }  // namespace moetron

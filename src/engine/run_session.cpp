@@ -58,9 +58,9 @@ std::vector<Tensor> replica_tables(const ExpertReplicas& replicas, const ModelWe
 // Rank emulation (ForwardContext::peer_tables): the route tables of every rank of the stage
 // group, so that each emulated peer routes as its replica would (emulated_peer_table: its own
 // copy rotation with redundant experts; its picks moved within each EP set by its distance from
-// this replica under --emulate-peers rotated, and as many sets on under spread). Replicas whose tables are the same share one;
-// each layer's distinct tables are stacked into one upload at setup, and each rank (dp index *
-// tp + tp index) names its table and tp rank. None without dispatch (dp = 1), nor where every
+// this replica under --emulate-peers rotated, and as many sets on under spread). Replicas whose
+// tables are the same share one; each layer's distinct tables are stacked into one upload at
+// setup, and each rank (dp index * tp + tp index) names its table and tp rank. None without dispatch (dp = 1), nor where every
 // peer would route as this rank (no replicas, peers Same: the all-to-all's copies are right).
 void set_peer_tables(const ExpertReplicas& replicas, const ModelWeights& weights, const Plan& plan,
                      const ModelConfig& config, int own_dp, EmulatedPeers peers, Ops& ops, ForwardContext& ctx) {

@@ -379,7 +379,7 @@ class StageForward {
   }
 
   // An emulated rank's peers, routing as their replicas would (forward.cpp's route_as_peers,
-  // under --emulate-peers rotated, the default): one pack_from_peers of every peer's block of
+  // under --emulate-peers rotated, the default, or spread): one pack_from_peers of every peer's block of
   // `rows` entries (each peer reads its share's ids, writes its block's rows and experts), then
   // the rows gathered and the expert ids copied over the all-to-all's copies.
   void emulated_peers(int64_t rows) {

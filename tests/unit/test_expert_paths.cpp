@@ -157,14 +157,14 @@ TEST(ExpertPaths, PerExpertGemmsWhereTheyBeatTheTiles) {
 // Under MOETRON_EXPERT_GEMM=wgmma the Hopper GEMMs take every call the GEMMs would and decode
 // calls from 25 rows an expert on average (where the 32-row tensor-core GEMVs stop).
 TEST(ExpertPaths, HopperGemmsFrom25RowsAnExpert) {
-  EXPECT_TRUE(expert_call_by_hopper_gemms(256, 2, 8, 4096, 14336));   // Mixtral, 64 rows
-  EXPECT_TRUE(expert_call_by_hopper_gemms(100, 2, 8, 4096, 14336));   // 25 rows
-  EXPECT_FALSE(expert_call_by_hopper_gemms(96, 2, 8, 4096, 14336));   // 24 rows: the GEMVs
-  EXPECT_TRUE(expert_call_by_hopper_gemms(256, 8, 64, 2048, 1024));   // OLMoE, 32 rows
-  EXPECT_FALSE(expert_call_by_hopper_gemms(64, 8, 64, 2048, 1024));   // 8 rows
-  EXPECT_TRUE(expert_call_by_hopper_gemms(4096, 4, 60, 2048, 1408));  // Qwen1.5 prefill
-  EXPECT_FALSE(expert_call_by_hopper_gemms(kExpertGemvMaxTokens, 8, 1, 4096, 14336));  // GEMV-sized
-  EXPECT_FALSE(expert_call_by_hopper_gemms(4096, 2, 0, 4096, 14336));                  // no local experts
+  EXPECT_TRUE(expert_call_by_hopper_gemms(256, 2, 8));   // Mixtral, 64 rows
+  EXPECT_TRUE(expert_call_by_hopper_gemms(100, 2, 8));   // 25 rows
+  EXPECT_FALSE(expert_call_by_hopper_gemms(96, 2, 8));   // 24 rows: the GEMVs
+  EXPECT_TRUE(expert_call_by_hopper_gemms(256, 8, 64));   // OLMoE, 32 rows
+  EXPECT_FALSE(expert_call_by_hopper_gemms(64, 8, 64));   // 8 rows
+  EXPECT_TRUE(expert_call_by_hopper_gemms(4096, 4, 60));  // Qwen1.5 prefill
+  EXPECT_FALSE(expert_call_by_hopper_gemms(kExpertGemvMaxTokens, 8, 1));  // GEMV-sized
+  EXPECT_FALSE(expert_call_by_hopper_gemms(4096, 2, 0));                  // no local experts
 }
 
 // The Hopper epilogue's map from a consumer warpgroup's accumulators to its 64-row tile: every

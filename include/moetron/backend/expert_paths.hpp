@@ -102,16 +102,15 @@ inline bool expert_call_by_gemms(int64_t call_tokens, int64_t slots_per_token, i
 }
 
 // Under MOETRON_EXPERT_GEMM=wgmma, the Hopper grouped GEMM (kernels/grouped_gemm_sm90.cu, tiles of
-// kExpertLargeTileRows rows) runs where the GEMMs would and also from this many rows an expert
-// on average (decode batches where the 32-row tensor-core GEMVs stop and the 96-row wide tiles
+// kExpertLargeTileRows rows) runs from this many rows an expert on average, which covers every
+// call the GEMMs would take (they start at kExpertLargeTileRows rows) (decode batches where the 32-row tensor-core GEMVs stop and the 96-row wide tiles
 // start: kernels::kMmaTileMaxMeanRows): one tile an expert up to 128 rows streams each expert's
 // weights once through TMA, where the wide tiles read them at 1.31-1.89 TB/s (Mixtral, 256
 // sequences, ncu on an H200, perf/NOTES.md nineteenth session). Expected, not yet measured.
 constexpr int64_t kExpertHopperMinMeanRows = 25;
-inline bool expert_call_by_hopper_gemms(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts,
-                                        int64_t hidden, int64_t cols) {
-  return expert_call_by_gemms(call_tokens, slots_per_token, local_experts, hidden, cols, true) ||
-         expert_call_mean_rows(call_tokens, slots_per_token, local_experts) >= kExpertHopperMinMeanRows;
+static_assert(kExpertHopperMinMeanRows <= kExpertLargeTileRows, "the Hopper path covers the GEMMs' calls");
+inline bool expert_call_by_hopper_gemms(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts) {
+  return expert_call_mean_rows(call_tokens, slots_per_token, local_experts) >= kExpertHopperMinMeanRows;
 }
 
 // Streams the GEMM path spreads one call's experts over: enough that the experts' GEMMs in

@@ -567,10 +567,9 @@ void CudaOps::run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& 
   // their routing is the largest tiles' (their offsets are all the GEMMs read).
   // The Hopper GEMMs run where the cuBLAS ones would and on decode-sized loads from
   // kExpertHopperMinMeanRows rows an expert, also while capturing (nothing goes to the host).
-  const bool large = expert_call_by_gemms(planned_tokens, k, local, hidden, inter, /*eager=*/true);
-  const bool by_gemms = large && prefill_path_ == PrefillExpertPath::kCublas && !capturing(stream_);
-  const bool by_hopper = prefill_path_ == PrefillExpertPath::kHopper &&
-                         expert_call_by_hopper_gemms(planned_tokens, k, local, hidden, inter);
+  const bool by_gemms = prefill_path_ == PrefillExpertPath::kCublas &&
+                        expert_call_by_gemms(planned_tokens, k, local, hidden, inter, /*eager=*/true) && !capturing(stream_);
+  const bool by_hopper = prefill_path_ == PrefillExpertPath::kHopper && expert_call_by_hopper_gemms(planned_tokens, k, local);
   const int tile_rows = by_gemms || by_hopper ? kernels::kLargeTileRows
                                  : kernels::grouped_gemm_tile_rows(planned_tokens, k, local, hidden, inter, num_sms_, decode);
   kernels::MoeRouting routing;
