@@ -1,6 +1,6 @@
 // The expert GEMMs alone, by path, against the measured dense bf16 GEMM rate and HBM bandwidth.
 //
-//   expert_gemm_bench [--variants tiles,wgmma,1,2,4,8] [--tokens 2048,4096,8192,16384] [--shapes NAME,...]
+//   expert_gemm_bench [--variants tiles,wgmma,wgmma+cublas,1,2,4,8] [--tokens 2048,4096,8192,16384] [--shapes NAME,...]
 //   expert_gemm_bench --variants mma,cuda-cores --tokens 1,8,32,64,128,256     (decode sizes)
 //
 // For each model shape (hidden, expert columns, experts, top-k) and each prefill step size
@@ -8,7 +8,8 @@
 // experts drawn at random (seeded; an expert's rows vary as under a uniform router). Each
 // variant is a fresh CudaOps made under its environment: `tiles` (MOETRON_EXPERT_GEMM=tiles,
 // the WMMA grouped GEMM), `wgmma` (MOETRON_EXPERT_GEMM=wgmma, the Hopper grouped GEMM of
-// kernels/grouped_gemm_sm90.cu) or N (the per-expert cuBLASLt GEMMs on at most N streams,
+// kernels/grouped_gemm_sm90.cu), `wgmma+cublas` (the default on Hopper: wgmma but cuBLAS for the
+// largest experts, expert_call_by_hopper_cublas) or N (the per-expert cuBLASLt GEMMs on at most N streams,
 // MOETRON_EXPERT_STREAMS=N; the engine's default is 8, fewer where the experts need fewer:
 // expert_gemm_streams_for). Prints one JSON line per point: the call's median time, its
 // TFLOP/s (2 x tokens x top-k x 3 x hidden x columns FLOPs, SwiGLU's gate, up and down) and that
@@ -110,8 +111,9 @@ void run_variant(const std::string& variant, const std::vector<const ExpertShape
   setenv("MOETRON_DECODE_EXPERTS", decode_variant ? variant.c_str() : "mma", 1);
   if (variant == "tiles" || decode_variant) {
     setenv("MOETRON_EXPERT_GEMM", "tiles", 1);
-  } else if (variant == "wgmma") {
-    setenv("MOETRON_EXPERT_GEMM", "wgmma", 1);
+  } else if (variant == "wgmma" || variant == "wgmma+cublas") {
+    setenv("MOETRON_EXPERT_GEMM", variant.c_str(), 1);  // wgmma+cublas: the default on Hopper
+    setenv("MOETRON_EXPERT_STREAMS", "8", 1);
   } else {
     setenv("MOETRON_EXPERT_GEMM", "cublas", 1);
     setenv("MOETRON_EXPERT_STREAMS", variant.c_str(), 1);

@@ -39,13 +39,15 @@
 #             133, 128, 80): each part-filled batch should cost no more than its full bucket
 #             (a bucket's padding rows route to no expert); BUCKETS_BASE=BINARY runs a second
 #             build on the same prompts for an A/B
-#   hopper    the Hopper grouped expert GEMM (MOETRON_EXPERT_GEMM=wgmma, kernels/grouped_gemm_sm90.cu):
+#   hopper    the Hopper grouped expert GEMM (MOETRON_EXPERT_GEMM=wgmma, kernels/grouped_gemm_sm90.cu;
+#             the default there as wgmma+cublas):
 #             its op and graph tests against the CPU reference, memcheck of the op test, the
 #             expert GEMMs alone by path (BUILD_DIR/expert_gemm_bench: wgmma, cuBLAS on 8 streams,
 #             WMMA tiles; 512-8,192 tokens, the bench's shapes), and whole prefill steps of
-#             4,096-token prompts on the OLMoE-1B-7B, Qwen1.5-MoE-A2.7B and Mixtral-8x7B shapes
-#             (dummy weights) under cublas and wgmma, and Mixtral decode at 256/160/128 sequences
-#             (25-64 rows an expert, which wgmma also takes) under both
+#             4,095-token prompts on the OLMoE-1B-7B, Qwen1.5-MoE-A2.7B and Mixtral-8x7B shapes
+#             (dummy weights) under cublas, wgmma and wgmma+cublas, and Mixtral decode at
+#             256/160/128 sequences (25-64 rows an expert, which wgmma also takes) under cublas
+#             and the default
 #   bench     the benchmark table, perf/bench.py (models: BENCH_MODELS, default olmoe-1b-7b;
 #             further options: BENCH_ARGS, e.g. "--idle-batches 64 --no-eager")
 #   plans     two GPUs: tests/cli/gpu_plans.sh (TP2, EP2, PP2, DP2 over NCCL against one GPU)
@@ -258,18 +260,19 @@ section_hopper() {
   MOETRON_TEST_PROGRESS=1 timeout 240 "$gpu_tests" --fixtures "$fixtures" --gtest_filter="$filter" || return 1
   timeout 240 compute-sanitizer --tool memcheck --leak-check no --error-exitcode 1 "$gpu_tests" \
     --fixtures "$fixtures" --gtest_filter=CudaMoe.ExpertGemmPathsMatchReference || status=1
-  timeout 200 "$build/expert_gemm_bench" --variants wgmma,8,tiles --tokens 512,2048,4096,8192 || status=1
+  timeout 200 "$build/expert_gemm_bench" --variants wgmma+cublas,wgmma,8,tiles --tokens 512,2048,4096,8192 || status=1
   # Decode-sized calls (25-64 rows an expert for Mixtral and OLMoE): the decode kernels against wgmma.
   timeout 100 "$build/expert_gemm_bench" --variants mma,wgmma --tokens 100,160,256 \
     --shapes mixtral-8x7b,olmoe-1b-7b || status=1
-  python3 "$src/perf/make_prompts.py" "$work/prefill4k.jsonl" 12 4096 1 30000 || return 1
+  # 4,095 prompt tokens: one more to generate fits OLMoE's 4,096-token context.
+  python3 "$src/perf/make_prompts.py" "$work/prefill4k.jsonl" 12 4095 1 30000 || return 1
   python3 "$src/perf/make_prompts.py" "$work/decode.jsonl" --phases 256,160,128 --steps 8 --prompt 512 || return 1
   for preset in olmoe-1b-7b qwen1.5-moe-a2.7b mixtral-8x7b; do
     family=${preset%%-*}
     [ "$family" = qwen1.5 ] && family=qwen2_moe
     "$moetron" model make --family "$family" --preset "$preset" --config-only --out "$work/$preset" >/dev/null ||
       return 1
-    for path in cublas wgmma; do
+    for path in cublas wgmma wgmma+cublas; do
       echo "== $preset, MOETRON_EXPERT_GEMM=$path"
       MOETRON_EXPERT_GEMM=$path timeout 120 "$moetron" run --model "$work/$preset" --load-format dummy \
         --prompts "$work/prefill4k.jsonl" --out "$work/p.h5" --ignore-eos --max-batch 12 \
@@ -277,7 +280,7 @@ section_hopper() {
     done
   done
   # Decode batches the Hopper path takes from 25 rows an expert (Mixtral: 128-256 sequences).
-  for path in cublas wgmma; do
+  for path in cublas auto; do
     echo "== mixtral-8x7b decode, MOETRON_EXPERT_GEMM=$path"
     MOETRON_EXPERT_GEMM=$path timeout 150 "$moetron" run --model "$work/mixtral-8x7b" --load-format dummy \
       --prompts "$work/decode.jsonl" --out "$work/d.h5" --ignore-eos --max-batch 256 --max-batch-tokens 16384 |

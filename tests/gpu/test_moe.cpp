@@ -180,8 +180,9 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
   gpu().set_l2_prefetch_mib(initial_prefetch);
 }
 
-// Prefill-sized calls on each prefill path against one reference: the per-expert cuBLAS GEMMs
-// (the default), the WMMA tiles, and where the device runs it the Hopper grouped GEMM
+// Prefill-sized calls on each prefill path against one reference: the per-expert cuBLAS GEMMs,
+// the WMMA tiles, and where the device runs it the Hopper grouped GEMM, alone and as the default
+// there (cuBLAS for experts of 10 GFLOP from 128 rows: the last case)
 // (kernels/grouped_gemm_sm90.cu: TMA boxes of 128 rows x 64 k, 64 SwiGLU or 128 down columns a
 // block). Rows an expert that end in partial 128-row tiles and experts that get nothing (skewed
 // routing), k that ends in a partial 64-wide step (96, 136, 264, 1032), output columns that end
@@ -197,13 +198,16 @@ TEST_F(CudaMoe, ExpertGemmPathsMatchReference) {
       {700, 4, 2, 2048, 256, 0, 4},
       {256, 8, 2, 4096, 520, 0, 8},      {160, 8, 2, 264, 136, 0, 8},   {256, 64, 8, 520, 72, 0, 64},
       {200, 8, 2, 1032, 264, 5, 1},
+      {128, 8, 1, 4096, 3336, 2, 1},  // 10.5 GFLOP at 128 rows: the Hopper default's cuBLAS call
   };
   const PrefillExpertPath initial = gpu().prefill_expert_path();
   auto path = [](PrefillExpertPath p) { return [p](CudaOps& o) { o.set_prefill_expert_path(p); }; };
   std::vector<GpuVariant> variants = {{"per-expert cuBLAS GEMMs", path(PrefillExpertPath::kCublas)},
                                       {"WMMA tiles", path(PrefillExpertPath::kTiles)}};
-  if (kernels::grouped_gemm_sm90_available())
+  if (kernels::grouped_gemm_sm90_available()) {
     variants.push_back({"Hopper grouped GEMM (wgmma + TMA)", path(PrefillExpertPath::kHopper)});
+    variants.push_back({"Hopper default (wgmma, cuBLAS for large experts)", path(PrefillExpertPath::kHopperCublas)});
+  }
   else
     std::printf("[ NOTE ] the Hopper grouped GEMM is not tested: this device cannot run the sm_90a image\n");
   run_cases(skewed_routing_cases(shapes), variants);

@@ -167,6 +167,23 @@ TEST(ExpertPaths, HopperGemmsFrom25RowsAnExpert) {
   EXPECT_FALSE(expert_call_by_hopper_gemms(4096, 2, 0));                  // no local experts
 }
 
+// The default on Hopper (wgmma+cublas) hands the cuBLAS GEMMs only the eager calls of experts of
+// at least 10 GFLOP from 128 rows an expert: Mixtral's prefill, OLMoE's 1,024-row calls; the
+// grouped wgmma kernel keeps OLMoE, Qwen1.5 and Qwen3 at 4,096 tokens, and every captured call.
+TEST(ExpertPaths, HopperDefaultLeavesTheLargestExpertsToCublas) {
+  EXPECT_TRUE(expert_call_by_hopper_cublas(2048, 2, 8, 4096, 14336, true));    // Mixtral, 512 rows
+  EXPECT_TRUE(expert_call_by_hopper_cublas(512, 2, 8, 4096, 14336, true));     // 128 rows: 45 GFLOP
+  EXPECT_FALSE(expert_call_by_hopper_cublas(512, 2, 8, 4096, 14336, false));   // captured
+  EXPECT_FALSE(expert_call_by_hopper_cublas(256, 2, 8, 4096, 14336, true));    // 64 rows: decode
+  EXPECT_TRUE(expert_call_by_hopper_cublas(8192, 8, 64, 2048, 1024, true));    // OLMoE, 12.9 GFLOP
+  EXPECT_FALSE(expert_call_by_hopper_cublas(4096, 8, 64, 2048, 1024, true));   // 6.4 GFLOP
+  EXPECT_FALSE(expert_call_by_hopper_cublas(8192, 4, 60, 2048, 1408, true));   // Qwen1.5, 9.4 GFLOP
+  EXPECT_FALSE(expert_call_by_hopper_cublas(8192, 8, 128, 2048, 768, true));   // Qwen3, 4.8 GFLOP
+  // 10 GFLOP at fewer than 128 rows stays on wgmma (one tile an expert streams its weights once).
+  EXPECT_FALSE(expert_call_by_hopper_cublas(127 * 8, 1, 8, 8192, 65536, true));
+  EXPECT_FALSE(expert_call_by_hopper_cublas(4096, 2, 0, 4096, 14336, true));   // no local experts
+}
+
 // The Hopper epilogue's map from a consumer warpgroup's accumulators to its 64-row tile: every
 // element of 64 x 128 (the down projection's N) exactly once, 64 registers a thread; and for
 // SwiGLU each gate column c (c < 64) and its up column c + 64 in the same thread and row, 8

@@ -25,11 +25,13 @@ struct DownSplit;  // moetron/kernels.hpp
 }  // namespace kernels
 
 // Which kernels run prefill-sized expert loads (where expert_call_by_gemms holds): per-expert
-// cuBLASLt GEMMs on side streams (kCublas, the default; not while capturing: it reads the row
-// counts on the host), the portable WMMA tiles (kTiles), or one grouped wgmma + TMA launch a GEMM
-// (kHopper: compute capability 9.0 and an sm_90a build; also while capturing, and also for
-// decode-sized loads from kExpertHopperMinMeanRows rows an expert: expert_call_by_hopper_gemms).
-enum class PrefillExpertPath { kCublas, kTiles, kHopper };
+// cuBLASLt GEMMs on side streams (kCublas; not while capturing: it reads the row counts on the
+// host), the portable WMMA tiles (kTiles), or one grouped wgmma + TMA launch a GEMM (kHopper:
+// compute capability 9.0 and an sm_90a build; also while capturing, and also for decode-sized
+// loads from kExpertHopperMinMeanRows rows an expert: expert_call_by_hopper_gemms). kHopperCublas,
+// the default where kHopper runs (MOETRON_EXPERT_GEMM=auto), is kHopper except for the eager calls
+// of large experts that the cuBLAS GEMMs run faster (expert_call_by_hopper_cublas).
+enum class PrefillExpertPath { kCublas, kTiles, kHopper, kHopperCublas };
 
 // True when the CUDA runtime sees at least one device.
 bool cuda_device_available();
@@ -72,8 +74,9 @@ class CudaOps final : public Ops {
   // sets it when the object is made.
   void set_decode_expert_kernel(DecodeExpertKernel kernel) { decode_expert_kernel_ = kernel; }
   void set_generate_on_device(bool on) { generate_on_device_ = on; }
-  // The prefill expert path; the environment's MOETRON_EXPERT_GEMM (cublas, tiles or wgmma) sets
-  // it when the object is made. kHopper is refused on a device that cannot run it.
+  // The prefill expert path; the environment's MOETRON_EXPERT_GEMM (auto, cublas, tiles, wgmma or
+  // wgmma+cublas) sets it when the object is made. The Hopper paths are refused on a device that
+  // cannot run them.
   void set_prefill_expert_path(PrefillExpertPath path);
   PrefillExpertPath prefill_expert_path() const { return prefill_path_; }
   bool generate_on_device() const { return generate_on_device_; }

@@ -106,11 +106,30 @@ inline bool expert_call_by_gemms(int64_t call_tokens, int64_t slots_per_token, i
 // call the GEMMs would take (they start at kExpertLargeTileRows rows) (decode batches where the 32-row tensor-core GEMVs stop and the 96-row wide tiles
 // start: kernels::kMmaTileMaxMeanRows): one tile an expert up to 128 rows streams each expert's
 // weights once through TMA, where the wide tiles read them at 1.31-1.89 TB/s (Mixtral, 256
-// sequences, ncu on an H200, perf/NOTES.md nineteenth session). Expected, not yet measured.
+// sequences, ncu on an H200, perf/NOTES.md nineteenth session). Measured (expert_gemm_bench, H200,
+// twenty-third session): Mixtral's call at 256 sequences (64 rows an expert) 0.84 ms against
+// 1.28 on the wide tiles, at 160 sequences 0.80 against 0.95; OLMoE's at 100-256 tokens within 5%.
 constexpr int64_t kExpertHopperMinMeanRows = 25;
 static_assert(kExpertHopperMinMeanRows <= kExpertLargeTileRows, "the Hopper path covers the GEMMs' calls");
 inline bool expert_call_by_hopper_gemms(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts) {
   return expert_call_mean_rows(call_tokens, slots_per_token, local_experts) >= kExpertHopperMinMeanRows;
+}
+
+// Under the default on Hopper (kHopperCublas), the eager calls whose experts are large enough
+// that the per-expert cuBLAS GEMMs beat the grouped wgmma kernel still take them: from
+// kExpertLargeTileRows rows an expert and kExpertHopperCublasMinFlops an expert (gate/up and down
+// at its mean rows). expert_gemm_bench on an H200 (twenty-third session; wgmma against cuBLAS on
+// 8 streams): Mixtral 512 rows an expert (180 GFLOP) 3.23 against 2.30 ms, 1,024 rows 5.81 against
+// 4.35; OLMoE 1,024 rows (12.9 GFLOP) 2.12 against 1.87; at 128 rows Mixtral ties (1.06 / 1.06).
+// Below it wgmma wins: OLMoE 512 rows (6.4 GFLOP) 1.17 against 1.47, 256 rows 0.62 against 1.42;
+// Qwen1.5 273 rows (4.4 GFLOP) 0.90 against 1.11, 546 rows (9.4) 1.55 against 1.50 (a tie);
+// Qwen3-30B-A3B 512 rows (4.8) 1.89 against 2.65.
+constexpr double kExpertHopperCublasMinFlops = 10e9;
+inline bool expert_call_by_hopper_cublas(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts,
+                                         int64_t hidden, int64_t cols, bool eager) {
+  const int64_t mean_rows = expert_call_mean_rows(call_tokens, slots_per_token, local_experts);
+  const double expert_flops = 6.0 * static_cast<double>(mean_rows) * static_cast<double>(hidden) * static_cast<double>(cols);
+  return eager && mean_rows >= kExpertLargeTileRows && expert_flops >= kExpertHopperCublasMinFlops;
 }
 
 // Streams the GEMM path spreads one call's experts over: enough that the experts' GEMMs in

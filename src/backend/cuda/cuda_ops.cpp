@@ -42,20 +42,28 @@ int32_t* i32(const Tensor& t) { return static_cast<int32_t*>(t.data); }
 float* f32(const Tensor& t) { return static_cast<float*>(t.data); }
 
 // Prefill-sized expert loads (the large row tiles: hundreds of rows per expert on average) take
-// one of three paths (PrefillExpertPath, MOETRON_EXPERT_GEMM): `cublas` (the default) runs one
-// cuBLASLt GEMM per expert on its exact rows, the experts spread over a few streams
-// (ExpertGemmStreams, expert_paths.hpp): the portable WMMA tiles reach about a quarter of the
-// bf16 GEMM rate there (ncu, perf/NOTES.md); it needs the experts' row counts on the host (one
-// stream sync per MoE layer), so only outside graph capture. `tiles` keeps the WMMA tiles.
-// `wgmma` runs kernels/grouped_gemm_sm90.cu (Hopper only: one launch for all experts, no sync).
-// MOETRON_EXPERT_STREAMS=N (1-16, default 8) caps the cuBLAS path's streams. Read when a CudaOps
-// is made (not once per process), so that a benchmark can compare paths.
+// one of the paths of PrefillExpertPath, by MOETRON_EXPERT_GEMM: `cublas` runs one cuBLASLt GEMM
+// per expert on its exact rows, the experts spread over a few streams (ExpertGemmStreams,
+// expert_paths.hpp): the portable WMMA tiles reach about a quarter of the bf16 GEMM rate there
+// (ncu, perf/NOTES.md); it needs the experts' row counts on the host (one stream sync per MoE
+// layer), so only outside graph capture. `tiles` keeps the WMMA tiles. `wgmma` runs
+// kernels/grouped_gemm_sm90.cu (Hopper only: one launch for all experts, no sync), `wgmma+cublas`
+// the same but the large experts' eager calls on cuBLAS (expert_call_by_hopper_cublas). `auto`
+// (the default) is `wgmma+cublas` where the Hopper kernel runs, else `cublas`: on an H200 it ran
+// the expert calls of OLMoE, Qwen1.5 and Qwen3 at 512-4,096 tokens 1.2-2.3x faster than cuBLAS,
+// and Mixtral's at 128-256 decode sequences 1.2-1.5x faster than the tiles (twenty-third
+// session, perf/NOTES.md). MOETRON_EXPERT_STREAMS=N (1-16, default 8) caps the cuBLAS streams.
+// Read when a CudaOps is made (not once per process), so that a benchmark can compare paths.
 PrefillExpertPath prefill_expert_path_by_env() {
   const char* env = std::getenv("MOETRON_EXPERT_GEMM");
-  const std::string v = env == nullptr ? "cublas" : env;
+  const std::string v = env == nullptr ? "auto" : env;
+  if (v == "auto")
+    return kernels::grouped_gemm_sm90_available() ? PrefillExpertPath::kHopperCublas : PrefillExpertPath::kCublas;
   if (v == "cublas") return PrefillExpertPath::kCublas;
   if (v == "tiles") return PrefillExpertPath::kTiles;
-  MOETRON_CHECK(v == "wgmma", "MOETRON_EXPERT_GEMM='" << v << "': expected cublas, tiles or wgmma");
+  if (v == "wgmma+cublas") return PrefillExpertPath::kHopperCublas;
+  MOETRON_CHECK(v == "wgmma",
+                "MOETRON_EXPERT_GEMM='" << v << "': expected auto, cublas, tiles, wgmma or wgmma+cublas");
   return PrefillExpertPath::kHopper;
 }
 
@@ -135,9 +143,10 @@ bool capturing(cudaStream_t stream) {
 // Ops::kernel_settings: the object's own choices, then the process-wide ones (kernels.hpp).
 std::string format_kernel_settings(PrefillExpertPath prefill, DecodeExpertKernel decode, int64_t dense_gemv_max_rows,
                                    int down_splits, int l2_prefetch_mib) {
-  const char* expert_gemm = prefill == PrefillExpertPath::kCublas ? "cublas"
+  const char* expert_gemm = prefill == PrefillExpertPath::kCublas  ? "cublas"
                             : prefill == PrefillExpertPath::kTiles ? "tiles"
-                                                                   : "wgmma";
+                            : prefill == PrefillExpertPath::kHopper ? "wgmma"
+                                                                    : "wgmma+cublas";
   std::ostringstream os;
   os << "expert_gemm=" << expert_gemm << ",expert_streams=" << expert_gemm_streams()
      << ",decode_experts=" << (decode == DecodeExpertKernel::kMma ? "mma" : "cuda-cores")
@@ -396,12 +405,13 @@ void CudaOps::do_rmsnorm_with_sumsq(const Tensor& x, const Tensor& sumsq, int64_
 }
 
 void CudaOps::set_prefill_expert_path(PrefillExpertPath path) {
-  MOETRON_CHECK(path != PrefillExpertPath::kHopper || kernels::grouped_gemm_sm90_available(),
+  const bool hopper = path == PrefillExpertPath::kHopper || path == PrefillExpertPath::kHopperCublas;
+  MOETRON_CHECK(!hopper || kernels::grouped_gemm_sm90_available(),
                 "MOETRON_EXPERT_GEMM=wgmma: the Hopper expert GEMMs need a compute capability 9.0 GPU and a build "
                 "for sm_90a (CMAKE_CUDA_ARCHITECTURES with 90a); device "
                     << device_ << " (" << device_name_ << ") cannot run them");
   prefill_path_ = path;
-  if (path == PrefillExpertPath::kCublas && !expert_gemms_)
+  if ((path == PrefillExpertPath::kCublas || path == PrefillExpertPath::kHopperCublas) && !expert_gemms_)
     expert_gemms_ = std::make_shared<cuda::ExpertGemmStreams>(expert_gemm_streams(), num_sms_);
 }
 
@@ -567,9 +577,15 @@ void CudaOps::run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& 
   // their routing is the largest tiles' (their offsets are all the GEMMs read).
   // The Hopper GEMMs run where the cuBLAS ones would and on decode-sized loads from
   // kExpertHopperMinMeanRows rows an expert, also while capturing (nothing goes to the host).
-  const bool by_gemms = prefill_path_ == PrefillExpertPath::kCublas &&
-                        expert_call_by_gemms(planned_tokens, k, local, hidden, inter, /*eager=*/true) && !capturing(stream_);
-  const bool by_hopper = prefill_path_ == PrefillExpertPath::kHopper && expert_call_by_hopper_gemms(planned_tokens, k, local);
+  const bool by_gemms =
+      (prefill_path_ == PrefillExpertPath::kCublas
+           ? expert_call_by_gemms(planned_tokens, k, local, hidden, inter, /*eager=*/true)
+           : prefill_path_ == PrefillExpertPath::kHopperCublas &&
+                 expert_call_by_hopper_cublas(planned_tokens, k, local, hidden, inter, /*eager=*/true)) &&
+      !capturing(stream_);
+  const bool by_hopper = !by_gemms &&
+                         (prefill_path_ == PrefillExpertPath::kHopper || prefill_path_ == PrefillExpertPath::kHopperCublas) &&
+                         expert_call_by_hopper_gemms(planned_tokens, k, local);
   const int tile_rows = by_gemms || by_hopper ? kernels::kLargeTileRows
                                  : kernels::grouped_gemm_tile_rows(planned_tokens, k, local, hidden, inter, num_sms_, decode);
   kernels::MoeRouting routing;
