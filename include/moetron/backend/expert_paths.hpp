@@ -81,6 +81,10 @@ inline int64_t expert_call_mean_rows(int64_t call_tokens, int64_t slots_per_toke
   if (local_experts <= 0 || expert_call_is_gemv(call_tokens)) return -1;
   return call_tokens * slots_per_token / local_experts;
 }
+// One expert's gate/up and down GEMMs at `mean_rows` rows: 2 x 3 x rows x hidden x cols.
+inline double expert_call_flops(int64_t mean_rows, int64_t hidden, int64_t cols) {
+  return 6.0 * static_cast<double>(mean_rows) * static_cast<double>(hidden) * static_cast<double>(cols);
+}
 // Which calls took the GEMMs, by the profile formats measured under each rule:
 //   kFrom256Rows      formats 1-3: from 2 x 128 rows an expert, any size;
 //   kLargeFrom128Rows format 4: also from 128 rows for experts of kExpertGemmMinFlops;
@@ -94,7 +98,7 @@ inline bool expert_call_by_gemms(int64_t call_tokens, int64_t slots_per_token, i
   const int64_t mean_rows = expert_call_mean_rows(call_tokens, slots_per_token, local_experts);
   const bool from_256 = mean_rows >= 2 * kExpertLargeTileRows;
   if (rule == ExpertGemmRule::kFrom256Rows) return from_256;
-  const double expert_flops = 6.0 * static_cast<double>(mean_rows) * static_cast<double>(hidden) * static_cast<double>(cols);
+  const double expert_flops = expert_call_flops(mean_rows, hidden, cols);
   const bool large_from_128 = mean_rows >= kExpertLargeTileRows && expert_flops >= kExpertGemmMinFlops;
   if (rule == ExpertGemmRule::kLargeFrom128Rows) return from_256 || large_from_128;
   return large_from_128 ||
@@ -128,7 +132,7 @@ constexpr double kExpertHopperCublasMinFlops = 10e9;
 inline bool expert_call_by_hopper_cublas(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts,
                                          int64_t hidden, int64_t cols, bool eager) {
   const int64_t mean_rows = expert_call_mean_rows(call_tokens, slots_per_token, local_experts);
-  const double expert_flops = 6.0 * static_cast<double>(mean_rows) * static_cast<double>(hidden) * static_cast<double>(cols);
+  const double expert_flops = expert_call_flops(mean_rows, hidden, cols);
   return eager && mean_rows >= kExpertLargeTileRows && expert_flops >= kExpertHopperCublasMinFlops;
 }
 

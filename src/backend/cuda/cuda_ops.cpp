@@ -50,9 +50,9 @@ float* f32(const Tensor& t) { return static_cast<float*>(t.data); }
 // kernels/grouped_gemm_sm90.cu (Hopper only: one launch for all experts, no sync), `wgmma+cublas`
 // the same but the large experts' eager calls on cuBLAS (expert_call_by_hopper_cublas). `auto`
 // (the default) is `wgmma+cublas` where the Hopper kernel runs, else `cublas`: on an H200 it ran
-// the expert calls of OLMoE, Qwen1.5 and Qwen3 at 512-4,096 tokens 1.2-2.3x faster than cuBLAS,
-// and Mixtral's at 128-256 decode sequences 1.2-1.5x faster than the tiles (twenty-third
-// session, perf/NOTES.md). MOETRON_EXPERT_STREAMS=N (1-16, default 8) caps the cuBLAS streams.
+// the expert calls of OLMoE, Qwen1.5 and Qwen3 at 512-4,096 tokens 1.0-2.3x as fast as cuBLAS,
+// and Mixtral's at 160-256 decode sequences 1.2-1.5x as fast as the tiles (expert_gemm_bench,
+// twenty-third session, perf/NOTES.md). MOETRON_EXPERT_STREAMS=N (1-16, default 8) caps the cuBLAS streams.
 // Read when a CudaOps is made (not once per process), so that a benchmark can compare paths.
 PrefillExpertPath prefill_expert_path_by_env() {
   const char* env = std::getenv("MOETRON_EXPERT_GEMM");
@@ -132,6 +132,11 @@ int expert_gemm_streams() {
   const std::optional<uint64_t> n = parse_decimal(v);
   MOETRON_CHECK(n && *n >= 1 && *n <= 16, "MOETRON_EXPERT_STREAMS='" << v << "': expected 1 to 16");
   return static_cast<int>(*n);
+}
+
+// Whether the path runs the Hopper grouped kernel (alone or beside cuBLAS).
+bool runs_hopper_kernel(PrefillExpertPath path) {
+  return path == PrefillExpertPath::kHopper || path == PrefillExpertPath::kHopperCublas;
 }
 
 bool capturing(cudaStream_t stream) {
@@ -405,8 +410,7 @@ void CudaOps::do_rmsnorm_with_sumsq(const Tensor& x, const Tensor& sumsq, int64_
 }
 
 void CudaOps::set_prefill_expert_path(PrefillExpertPath path) {
-  const bool hopper = path == PrefillExpertPath::kHopper || path == PrefillExpertPath::kHopperCublas;
-  MOETRON_CHECK(!hopper || kernels::grouped_gemm_sm90_available(),
+  MOETRON_CHECK(!runs_hopper_kernel(path) || kernels::grouped_gemm_sm90_available(),
                 "MOETRON_EXPERT_GEMM=wgmma: the Hopper expert GEMMs need a compute capability 9.0 GPU and a build "
                 "for sm_90a (CMAKE_CUDA_ARCHITECTURES with 90a); device "
                     << device_ << " (" << device_name_ << ") cannot run them");
@@ -583,9 +587,8 @@ void CudaOps::run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& 
            : prefill_path_ == PrefillExpertPath::kHopperCublas &&
                  expert_call_by_hopper_cublas(planned_tokens, k, local, hidden, inter, /*eager=*/true)) &&
       !capturing(stream_);
-  const bool by_hopper = !by_gemms &&
-                         (prefill_path_ == PrefillExpertPath::kHopper || prefill_path_ == PrefillExpertPath::kHopperCublas) &&
-                         expert_call_by_hopper_gemms(planned_tokens, k, local);
+  const bool by_hopper =
+      !by_gemms && runs_hopper_kernel(prefill_path_) && expert_call_by_hopper_gemms(planned_tokens, k, local);
   const int tile_rows = by_gemms || by_hopper ? kernels::kLargeTileRows
                                  : kernels::grouped_gemm_tile_rows(planned_tokens, k, local, hidden, inter, num_sms_, decode);
   kernels::MoeRouting routing;
