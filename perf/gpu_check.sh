@@ -276,14 +276,14 @@ section_hopper() {
       echo "== $preset, MOETRON_EXPERT_GEMM=$path"
       MOETRON_EXPERT_GEMM=$path timeout 120 "$moetron" run --model "$work/$preset" --load-format dummy \
         --prompts "$work/prefill4k.jsonl" --out "$work/p.h5" --ignore-eos --max-batch 12 \
-        --max-batch-tokens 16384 | grep -E "^prefill:" || status=1
+        --max-batch-tokens 16384 2>&1 | grep -E "prefill:" || status=1
     done
   done
   # Decode batches the Hopper path takes from 25 rows an expert (Mixtral: 128-256 sequences).
   for path in cublas auto; do
     echo "== mixtral-8x7b decode, MOETRON_EXPERT_GEMM=$path"
     MOETRON_EXPERT_GEMM=$path timeout 150 "$moetron" run --model "$work/mixtral-8x7b" --load-format dummy \
-      --prompts "$work/decode.jsonl" --out "$work/d.h5" --ignore-eos --max-batch 256 --max-batch-tokens 16384 |
+      --prompts "$work/decode.jsonl" --out "$work/d.h5" --ignore-eos --max-batch 256 --max-batch-tokens 16384 2>&1 |
       grep -o "by batch: .*" || status=1
   done
   return $status

@@ -45,7 +45,7 @@ po::options_description bench_options(BenchOptions& o) {
       ("max-tokens", po::value(&o.max_tokens)->default_value(o.max_tokens),
        "largest token count of the GEMM and kernel sweeps (0: 16384 on GPUs, 1024 on the CPU, 256 with --quick)")
       ("max-bytes", po::value(&o.max_bytes),
-       "largest collective (e.g. 64MiB; default 256MiB on GPUs, 16MiB on the CPU or with --quick)")
+       "largest collective (e.g. 64MiB; default 256MiB on GPUs, 16MiB on the CPU, with --quick or where ranks share a GPU)")
       ("reps", po::value(&o.reps)->default_value(o.reps), "timed batches per point (median, p10, p90)")
       ("warmup", po::value(&o.warmup)->default_value(o.warmup), "batches run and discarded before timing")
       ("log-level", po::value(&o.log_level)->default_value(o.log_level), "error, warn, info or debug");

@@ -78,7 +78,11 @@ HardwareProfile bootstrap_profile(const RunOptions& o, const ModelConfig& config
   JobProfileSettings s;
   s.sizes.quick = o.bootstrap_bench == "quick";
   s.command_line = o.command_line;
-  s.report = [](const std::string& line) { LOG_DEBUG("bootstrap bench " << line); };
+  // A line a family: the bench takes seconds to a minute, and a silent start reads as a hang.
+  s.report = [](const std::string& line) { LOG_INFO("bootstrap bench: " << line); };
+  if (world_rank == 0)
+    LOG_INFO("bootstrap bench (" << o.bootstrap_bench << "): measuring this job's machines before choosing the plan "
+                                 << "(--profile FILE skips it, --bootstrap-bench quick measures less)");
   const auto start = std::chrono::steady_clock::now();
   HardwareProfile profile = measure_job_profile(config, backend, binding, s);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -84,7 +84,9 @@ BenchSizes bench_sizes(const ModelConfig& c, const SizeChoice& choice) {
   for (int64_t& ctx : s.contexts) ctx = std::min(ctx, context_cap);
   s.contexts.erase(std::unique(s.contexts.begin(), s.contexts.end()), s.contexts.end());
   s.prefill_sequences = quick ? std::vector<int64_t>{1, 4} : geometric_sizes(1, gpu ? 8 : 4, 2);
-  const int64_t default_bytes = (gpu && !quick) ? (256ll << 20) : (gpu || !quick) ? (16ll << 20) : (1ll << 20);
+  const int64_t default_bytes = (gpu && !quick && !choice.host_staged) ? (256ll << 20)
+                                : (gpu || !quick)                     ? (16ll << 20)
+                                                                      : (1ll << 20);
   s.collective_bytes = geometric_sizes(1024, std::max<int64_t>(1024, choice.max_bytes > 0 ? choice.max_bytes : default_bytes), 4);
   s.copy_bytes = gpu ? (quick ? (256ll << 20) : (1ll << 30)) : (quick ? (16ll << 20) : (64ll << 20));
   return s;

@@ -12,6 +12,7 @@
 #include "moetron/bench/compute_bench.hpp"
 #include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/comm/mpi_runtime.hpp"
+#include "moetron/core/format.hpp"
 #include "moetron/engine/host_step_bench.hpp"
 #include "moetron/version.hpp"
 
@@ -77,6 +78,7 @@ HardwareProfile measure_job_profile(const ModelConfig& config, const std::string
   std::unique_ptr<Ops> ops = make_ops(backend, binding, arena);
   SizeChoice choice = settings.sizes;
   choice.gpu = backend == "cuda";
+  choice.host_staged = binding.world_shares_gpu;  // the same on every rank: the sizes must agree
   const BenchSizes sizes = bench_sizes(config, choice);
   const JobPlaces places = job_places();
 
@@ -85,6 +87,11 @@ HardwareProfile measure_job_profile(const ModelConfig& config, const std::string
     ComputeBench compute{&config, bench_shapes(config), sizes, settings.timing, settings.report, time_host_step};
     run_compute_benchmarks(*ops, compute, profile);
   }
+  if (rank == 0 && settings.report)
+    settings.report("collectives over " + std::to_string(world_size) + " ranks, " +
+                    human_bytes(static_cast<double>(sizes.collective_bytes.front())) + " to " +
+                    human_bytes(static_cast<double>(sizes.collective_bytes.back())) +
+                    (choice.host_staged ? " (through host buffers: ranks share a GPU)" : ""));
   measure_collectives(*ops, binding, places, sizes.collective_bytes, settings.timing, profile);
   if (rank != 0) return {};
 

@@ -317,6 +317,13 @@ TEST(BenchGrid, SizesAreLogSpacedAndSmallerOnTheCpuAndQuick) {
   const BenchSizes quick = bench_sizes(c, {true, true, 0, 0});
   EXPECT_LT(quick.tokens.size(), gpu.tokens.size());
   EXPECT_EQ(quick.collective_bytes.back(), 16ll << 20);
+  // Ranks sharing a GPU move collectives through host buffers: 16 MiB unless --max-bytes says more.
+  SizeChoice shared_gpu{true, false, 0, 0};
+  shared_gpu.host_staged = true;
+  EXPECT_EQ(bench_sizes(c, shared_gpu).collective_bytes.back(), 16ll << 20);
+  EXPECT_EQ(bench_sizes(c, shared_gpu).tokens, gpu.tokens);
+  shared_gpu.max_bytes = 64ll << 20;
+  EXPECT_EQ(bench_sizes(c, shared_gpu).collective_bytes.back(), 64ll << 20);
   const BenchSizes cpu = bench_sizes(tiny_config(), {false, false, 0, 0});
   EXPECT_EQ(cpu.tokens.back(), 1024);
   EXPECT_LE(cpu.contexts.back(), 256);  // the tiny model's max_position_embeddings

@@ -40,6 +40,10 @@ struct SizeChoice {
   bool gpu = false, quick = false;
   int64_t max_tokens = 0;  // 0: the default's
   int64_t max_bytes = 0;   // 0: the default's
+  // Collectives go through host buffers (GPU ranks sharing a GPU: the MPI transport). A 256 MiB
+  // step there takes a large fraction of a second, so the default stops at 16 MiB; the predictor
+  // extrapolates past the largest point linearly, which a copy-bound transport follows.
+  bool host_staged = false;
 };
 
 BenchSizes bench_sizes(const ModelConfig& config, const SizeChoice& choice);
