@@ -7,7 +7,6 @@
 #include <cfloat>
 #include <cstdint>
 
-#include "moetron/backend/l2_prefetch.hpp"
 #include "moetron/kernels.hpp"
 
 namespace moetron {
@@ -171,23 +170,6 @@ __device__ __forceinline__ void pdl_enter() {
   pdl_wait();
 }
 
-// ---- L2 prefetch (sm_90+; backend/l2_prefetch.hpp says why and how much) ------------------
-// Asks the L2 for [p, p + bytes) ahead of use, in chunks of one bulk prefetch each: a hint that
-// changes no value, and no instruction at all before sm_90. p 16-byte aligned, bytes a multiple
-// of 16 (expert_prefetch_bytes rounds so).
-__device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const char* at = static_cast<const char*>(p);
-  for (int64_t done = 0; done < bytes; done += kL2PrefetchChunkBytes) {
-    const int64_t left = bytes - done;
-    const uint32_t size = static_cast<uint32_t>(left < kL2PrefetchChunkBytes ? left : kL2PrefetchChunkBytes);
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(at + done), "r"(size) : "memory");
-  }
-#else
-  (void)p;
-  (void)bytes;
-#endif
-}
 
 // pdl_enabled() (kernels.hpp): whether launches on the current device may overlap their
 // predecessor (see pdl_enter).

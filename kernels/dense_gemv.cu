@@ -42,8 +42,7 @@ __device__ __forceinline__ void store_out(bf16* p, float v) { *p = __float2bfloa
 template <int kTokenBlocks, typename OutT>
 __global__ void __launch_bounds__(32 * kWarps)
     dense_gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                      const bf16* __restrict__ bias, int m, int n, int k, OutT* __restrict__ out,
-                      bool prefetch_slab) {
+                      const bf16* __restrict__ bias, int m, int n, int k, OutT* __restrict__ out) {
   __shared__ float partial[kWarps - 1][kTokenBlocks][4][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int n0 = blockIdx.x * kBlockRows;
@@ -65,10 +64,6 @@ __global__ void __launch_bounds__(32 * kWarps)
   };
   uint4 next[kUnroll][2];
   const int kc0 = warp * kMmaChunk;
-  // The block's rows are one contiguous slab: the L2 is asked for all of it (the loads below
-  // take only the first turn into registers) while the previous kernel finishes.
-  if (prefetch_slab && threadIdx.x == 0)
-    prefetch_l2(w + static_cast<int64_t>(n0) * k, static_cast<int64_t>(min(kBlockRows, n - n0)) * k * 2);
   load_weights(next, kc0);  // before the wait: see the file comment
   pdl_wait();
 
@@ -125,18 +120,18 @@ __global__ void __launch_bounds__(32 * kWarps)
 
 template <int kTokenBlocks, typename OutT>
 void launch_dense_gemv(const bf16* x, const bf16* w, const bf16* bias, int64_t m, int64_t n,
-                       int64_t k, OutT* out, cudaStream_t stream, bool prefetch) {
+                       int64_t k, OutT* out, cudaStream_t stream) {
   launch(dense_gemv_kernel<kTokenBlocks, OutT>, static_cast<unsigned>(ceil_div(n, kBlockRows)),
          32 * kWarps, 0, stream, x, w, bias, static_cast<int>(m), static_cast<int>(n),
-         static_cast<int>(k), out, prefetch);
+         static_cast<int>(k), out);
 }
 
 template <typename OutT>
 void dispatch_dense_gemv(const bf16* x, const bf16* w, const bf16* bias, int64_t m, int64_t n,
-                         int64_t k, OutT* out, cudaStream_t stream, bool prefetch) {
+                         int64_t k, OutT* out, cudaStream_t stream) {
   MOETRON_ASSERT(dense_gemv_supports(m, n, k, x, w));
-  if (m <= 8) return launch_dense_gemv<1>(x, w, bias, m, n, k, out, stream, prefetch);
-  launch_dense_gemv<2>(x, w, bias, m, n, k, out, stream, prefetch);
+  if (m <= 8) return launch_dense_gemv<1>(x, w, bias, m, n, k, out, stream);
+  launch_dense_gemv<2>(x, w, bias, m, n, k, out, stream);
 }
 
 }  // namespace
@@ -148,13 +143,13 @@ bool dense_gemv_supports(int64_t m, int64_t n, int64_t k, const void* x, const v
 }
 
 void dense_gemv(const bf16* x, const bf16* w, const bf16* bias, int64_t m, int64_t n, int64_t k,
-                bf16* out, cudaStream_t stream, bool prefetch_l2) {
-  dispatch_dense_gemv(x, w, bias, m, n, k, out, stream, prefetch_l2);
+                bf16* out, cudaStream_t stream) {
+  dispatch_dense_gemv(x, w, bias, m, n, k, out, stream);
 }
 
 void dense_gemv(const bf16* x, const bf16* w, const bf16* bias, int64_t m, int64_t n, int64_t k,
-                float* out, cudaStream_t stream, bool prefetch_l2) {
-  dispatch_dense_gemv(x, w, bias, m, n, k, out, stream, prefetch_l2);
+                float* out, cudaStream_t stream) {
+  dispatch_dense_gemv(x, w, bias, m, n, k, out, stream);
 }
 
 }  // namespace kernels

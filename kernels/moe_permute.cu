@@ -85,20 +85,6 @@ __global__ void scan_offsets_kernel(const int32_t* __restrict__ counts, int num_
   clear_tiles(tile_carry, max_tiles, tiles);
 }
 
-// Called by every thread of the routing block once the counts are in (a block-wide count):
-// thread e asks the L2 for the head of local expert e's gate, up and down matrices if it has
-// rows, each expert_prefetch_bytes of the layer's budget shared by the experts with rows.
-__device__ void prefetch_routed_expert(const MoeRouting::Prefetch& p, int e, int count) {
-  const int active = __syncthreads_count(count > 0);
-  if (count == 0) return;
-  const int64_t bytes = expert_prefetch_bytes(p.budget_bytes, active, p.hidden, p.inter);
-  const int64_t matrix = p.hidden * p.inter;  // elements
-  const bf16* gate = p.gate_up + 2 * matrix * e;
-  prefetch_l2(gate, bytes);
-  prefetch_l2(gate + matrix, bytes);  // up: the rows after gate's
-  prefetch_l2(p.down + matrix * e, bytes);
-}
-
 // The whole routing in one block, for up to kScanThreads local experts and few slots (decode):
 // counts and ranks with shared-memory atomics, the scan, then each slot's permuted row and each
 // row's token (what moe_permute would record), so the GEMMs can read the tokens in place.
@@ -119,7 +105,6 @@ __global__ void route_one_block_kernel(const int32_t* __restrict__ ids, int64_t 
   }
   __syncthreads();
   const int count = threadIdx.x < num_local ? counts_s[threadIdx.x] : 0;
-  if (routing.prefetch.budget_bytes > 0) prefetch_routed_expert(routing.prefetch, threadIdx.x, count);
   if (threadIdx.x < num_local) routing.counts[threadIdx.x] = count;
   int row_carry = 0, tile_carry = 0;
   scan_offsets_chunk(count, 0, num_local, tile_rows, row_carry, tile_carry, routing.offsets,

@@ -23,11 +23,6 @@
 #   pdl       programmatic dependent launch on and off (MOETRON_PDL=1/0): decode step medians
 #             at batch 1, 8 and 64 (OLMoE-1B-7B and Qwen1.5-MoE-A2.7B shapes, dummy weights,
 #             512-token prompts), and the GPU idle share within a batch-1 step with it on
-#   prefetch  the L2 prefetch of decode weights (MOETRON_L2_PREFETCH_MIB, backend/l2_prefetch.hpp):
-#             the dense-linear and MoE op tests and the graph tests with it on, memcheck of an
-#             eager decode with it, then decode step medians at batch 1, 8 and 64 (512-token
-#             prompts, dummy weights; PREFETCH_PRESETS, default the OLMoE-1B-7B, Qwen1.5-MoE-A2.7B
-#             and Mixtral-8x7B shapes) for budgets PREFETCH_SETTINGS (default 0 16 0 16 8 32 MiB)
 #   profile   `moetron bench` on the OLMoE-1B-7B shape (the time it takes; the profile is kept
 #             in the logs), then a batch-64 decode run with --plan auto predicted from that
 #             profile, its results file kept beside it (predicted against measured: /predictions)
@@ -77,7 +72,7 @@ gpu_tests=$build/tests/moetron_gpu_tests
 [ -x "$gpu_tests" ] || fail "BUILD_DIR '$build' has no executable tests/moetron_gpu_tests"
 fixtures=$src/tests/fixtures
 
-all_sections=(tests kernels mma sanitize sampling pdl prefetch profile ncu buckets hopper bench plans expert_load)
+all_sections=(tests kernels mma sanitize sampling pdl profile ncu buckets hopper bench plans expert_load)
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=(tests kernels sanitize sampling bench)
 for s in "${sections[@]}"; do
@@ -184,29 +179,6 @@ section_pdl() {
     echo "== $preset, MOETRON_PDL=1, GPU idle at batch 1"
     "$moetron" run --model "$work/$preset" --load-format dummy --prompts "$work/one.jsonl" \
       --out "$work/o.h5" --ignore-eos --measure-gpu-idle || status=1
-  done
-  return $status
-}
-
-section_prefetch() {
-  local status=0 preset family mib
-  MOETRON_L2_PREFETCH_MIB=16 MOETRON_TEST_PROGRESS=1 timeout 300 "$gpu_tests" --fixtures "$fixtures" \
-    --gtest_filter='CudaDense.Linear*:CudaMoe.GroupedExperts*:CudaGraph.*' || return 1
-  small_model || return 1
-  MOETRON_L2_PREFETCH_MIB=16 timeout 150 compute-sanitizer --tool memcheck --leak-check no --error-exitcode 1 \
-    "$moetron" run --model "$work/small" --prompts "$work/small.jsonl" --ignore-eos --kv-cache-tokens 2048 \
-    --log-level warn --no-graphs --out "$work/pf.h5" || status=1
-  python3 "$src/perf/make_prompts.py" "$work/phased.jsonl" --phases 64,8,1 --steps 16 \
-    --prompt 512 || return 1
-  for preset in ${PREFETCH_PRESETS:-olmoe-1b-7b qwen1.5-moe-a2.7b mixtral-8x7b}; do
-    case "$preset" in olmoe*) family=olmoe ;; mixtral*) family=mixtral ;; *) family=qwen2_moe ;; esac
-    "$moetron" model make --family "$family" --preset "$preset" --config-only \
-      --out "$work/$preset" >/dev/null || return 1
-    for mib in ${PREFETCH_SETTINGS:-0 16 0 16 8 32}; do  # 0 and 16 twice, interleaved: the noise
-      echo "== $preset, MOETRON_L2_PREFETCH_MIB=$mib"
-      MOETRON_L2_PREFETCH_MIB=$mib "$moetron" run --model "$work/$preset" --load-format dummy \
-        --prompts "$work/phased.jsonl" --out "$work/o.h5" --ignore-eos --max-batch 64 || status=1
-    done
   done
   return $status
 }

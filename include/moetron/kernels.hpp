@@ -151,15 +151,6 @@ struct MoeRouting {
   // the one routing block where it runs, else by a launch of its own.
   int64_t* served = nullptr;
   int64_t served_experts = 0;
-  // Optional (budget_bytes > 0; backend/l2_prefetch.hpp): once the one routing block has counted
-  // the rows, the head of each local expert's gate, up and down matrices that has rows
-  // (expert_prefetch_bytes of each) is asked of the L2. gate_up [num_local, 2 inter, hidden],
-  // down [num_local, hidden, inter].
-  struct Prefetch {
-    const bf16* gate_up = nullptr;
-    const bf16* down = nullptr;
-    int64_t hidden = 0, inter = 0, budget_bytes = 0;
-  } prefetch;
 };
 // counts, ranks, offsets, tile offsets and the tile table (tiles of tile_rows rows) from ids
 // [T, k]. Returns true when it also wrote row_of_slot and token_of_row (few slots: one block
@@ -216,11 +207,10 @@ void pack_from_peers(const int32_t* ids, int64_t tokens, int64_t k, const int32_
 // multiple of 8, x and w 16-byte aligned); other shapes take cuBLAS.
 constexpr int64_t kDenseGemvMaxRows = 16;
 bool dense_gemv_supports(int64_t m, int64_t n, int64_t k, const void* x, const void* w);
-// prefetch_l2: each block first asks the L2 for its whole weight slab (backend/l2_prefetch.hpp).
 void dense_gemv(const bf16* x, const bf16* w, const bf16* bias, int64_t m, int64_t n, int64_t k,
-                bf16* out, cudaStream_t stream, bool prefetch_l2 = false);
+                bf16* out, cudaStream_t stream);
 void dense_gemv(const bf16* x, const bf16* w, const bf16* bias, int64_t m, int64_t n, int64_t k,
-                float* out, cudaStream_t stream, bool prefetch_l2 = false);
+                float* out, cudaStream_t stream);
 
 // ---- grouped_gemm.cu: per-expert GEMMs ------------------------------------------------------
 // Decode-sized loads (every expert has a handful to a few dozen rows, and the weights are the

@@ -134,21 +134,11 @@ TEST_F(CudaDense, LinearMatchesReference) {
       return CaseOutputs{{"out", host_of(in, out), 1e-3}};
     }});
   }
-  // Both GPU paths of a few-row linear: the dense GEMV kernel (also with each block's weight slab
-  // asked of the L2 first: a hint, the same values) and cuBLAS.
+  // Both GPU paths of a few-row linear: the dense GEMV kernel and cuBLAS.
   const int64_t default_rows = gpu().dense_gemv_max_rows();
-  const int default_prefetch = gpu().l2_prefetch_mib();
-  auto dense = [](int prefetch_mib) {
-    return [prefetch_mib](CudaOps& g) {
-      g.set_dense_gemv_max_rows(kernels::kDenseGemvMaxRows);
-      g.set_l2_prefetch_mib(prefetch_mib);
-    };
-  };
-  run_cases(cases, {{"dense GEMV", dense(0)},
-                    {"dense GEMV, slabs prefetched into L2", dense(16)},
+  run_cases(cases, {{"dense GEMV", [](CudaOps& g) { g.set_dense_gemv_max_rows(kernels::kDenseGemvMaxRows); }},
                     {"cuBLAS", [](CudaOps& g) { g.set_dense_gemv_max_rows(0); }}});
   gpu().set_dense_gemv_max_rows(default_rows);
-  gpu().set_l2_prefetch_mib(default_prefetch);
 }
 
 TEST_F(CudaDense, ElementwiseOpsMatchReference) {

@@ -161,23 +161,12 @@ TEST_F(CudaMoe, GroupedExpertsMatchReference) {
   };
   // The decode-sized calls on both kernel families (the tensor-core GEMVs, the default, and the
   // CUDA-core GEMVs with 16-row WMMA tiles), against one reference.
-  // The tensor-core family again with the routed experts' weights asked of the L2 by the routing
-  // block (a hint: the same values; budgets that cover an expert whole and only its head).
   const DecodeExpertKernel initial = gpu().decode_expert_kernel();
-  const int initial_prefetch = gpu().l2_prefetch_mib();
-  auto choose = [](DecodeExpertKernel kernel, int prefetch_mib = 0) {
-    return [kernel, prefetch_mib](CudaOps& o) {
-      o.set_decode_expert_kernel(kernel);
-      o.set_l2_prefetch_mib(prefetch_mib);
-    };
-  };
+  auto choose = [](DecodeExpertKernel kernel) { return [kernel](CudaOps& o) { o.set_decode_expert_kernel(kernel); }; };
   run_cases(skewed_routing_cases(shapes),
             {{"decode experts on tensor-core GEMVs", choose(DecodeExpertKernel::kMma)},
-             {"decode experts on CUDA cores and WMMA tiles", choose(DecodeExpertKernel::kCudaCores)},
-             {"tensor-core GEMVs, 16 MiB of routed experts prefetched into L2", choose(DecodeExpertKernel::kMma, 16)},
-             {"tensor-core GEMVs, 1 MiB of routed experts prefetched into L2", choose(DecodeExpertKernel::kMma, 1)}});
+             {"decode experts on CUDA cores and WMMA tiles", choose(DecodeExpertKernel::kCudaCores)}});
   gpu().set_decode_expert_kernel(initial);
-  gpu().set_l2_prefetch_mib(initial_prefetch);
 }
 
 // Prefill-sized calls on each prefill path against one reference: the per-expert cuBLAS GEMMs,

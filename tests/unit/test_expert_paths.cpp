@@ -1,6 +1,5 @@
 // The split of a layer's experts over the per-expert GEMM path's streams (split_experts_by_rows),
-// the GEMM rule, the Hopper grouped GEMM's index arithmetic (hopper_gemm_layout.hpp), and the
-// L2 prefetch's shares (l2_prefetch.hpp).
+// the GEMM rule and the Hopper grouped GEMM's index arithmetic (hopper_gemm_layout.hpp).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,7 +8,6 @@
 
 #include "moetron/backend/expert_paths.hpp"
 #include "moetron/backend/hopper_gemm_layout.hpp"
-#include "moetron/backend/l2_prefetch.hpp"
 
 namespace moetron {
 namespace {
@@ -258,34 +256,6 @@ TEST(ExpertPaths, HopperBlockOrderCoversEveryTileAndColumnOnce) {
   // The last group of 22 columns holds 6: block 2 x 8 x 4 + 7 is tile 1, column 17.
   EXPECT_EQ(hopper_block_work(2 * 8 * 4 + 7, 4, 22).tile, 1);
   EXPECT_EQ(hopper_block_work(2 * 8 * 4 + 7, 4, 22).column_block, 17);
-}
-
-// What the routing kernel asks the L2 for (expert_prefetch_bytes): the experts with rows share
-// the budget, each of gate, up and down a third of a share, never past the matrix, in multiples
-// of 16 bytes (the bulk prefetch's unit), so all of it stays within the budget; nothing without
-// a budget or rows. Shapes from the checkpoints: OLMoE (2048 x 1024, 8 active), Qwen1.5-MoE
-// (2048 x 1408, 4), Mixtral (4096 x 14336, 2), a tp slice of 88 columns, and a tiny expert that
-// fits whole.
-TEST(L2Prefetch, ExpertSharesStayInTheBudgetAndTheMatrix) {
-  const int64_t mib = 1 << 20;
-  struct Case {
-    int64_t budget, active, hidden, inter;
-  };
-  for (const Case c : {Case{16 * mib, 8, 2048, 1024}, Case{16 * mib, 4, 2048, 1408}, Case{48 * mib, 2, 4096, 14336},
-                       Case{7 * mib + 5, 3, 2056, 88}, Case{16 * mib, 64, 64, 32}, Case{1 * mib, 60, 1032, 264}}) {
-    const int64_t bytes = expert_prefetch_bytes(c.budget, c.active, c.hidden, c.inter);
-    const int64_t matrix = c.hidden * c.inter * 2;
-    EXPECT_GT(bytes, 0);
-    EXPECT_EQ(bytes % 16, 0);
-    EXPECT_LE(bytes, matrix);
-    EXPECT_LE(3 * c.active * bytes, c.budget);
-    // Within 16 bytes of the share unless the matrix is smaller.
-    EXPECT_GE(bytes, std::min(matrix, c.budget / c.active / 3) - 15) << c.hidden << " x " << c.inter;
-  }
-  EXPECT_EQ(expert_prefetch_bytes(16 * mib, 64, 64, 32), 64 * 32 * 2);  // the whole tiny matrix
-  EXPECT_EQ(expert_prefetch_bytes(16 * mib, 8, 2048, 1024), 16 * mib / 8 / 3 / 16 * 16);
-  EXPECT_EQ(expert_prefetch_bytes(0, 8, 2048, 1024), 0);
-  EXPECT_EQ(expert_prefetch_bytes(16 * mib, 0, 2048, 1024), 0);
 }
 
 }  // namespace

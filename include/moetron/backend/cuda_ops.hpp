@@ -48,8 +48,7 @@ class CudaOps final : public Ops {
   DType activation_dtype() const override { return DType::BF16; }
   std::string name() const override;
   // expert_gemm, expert_streams, decode_experts, dense_gemv_max_rows, down_splits, pdl,
-  // attention_min_keys, sampler_blocks_per_row (0: picked by the kernel), and l2_prefetch_mib
-  // where it is on.
+  // attention_min_keys, sampler_blocks_per_row (0: picked by the kernel).
   std::string kernel_settings() const override;
 
   Tensor upload_weight(const Tensor& host) override;
@@ -91,11 +90,6 @@ class CudaOps final : public Ops {
   // it when the object is made (A/B measurements); tests set both paths.
   void set_dense_gemv_max_rows(int64_t rows);
   int64_t dense_gemv_max_rows() const { return dense_gemv_max_rows_; }
-  // The L2 prefetch of decode weights (backend/l2_prefetch.hpp): MiB a MoE layer's routed
-  // experts may ask for (0: none, and no dense slabs either; at most kMaxL2PrefetchMib).
-  // MOETRON_L2_PREFETCH_MIB sets it when the object is made; tests compare both.
-  void set_l2_prefetch_mib(int mib);
-  int l2_prefetch_mib() const { return l2_prefetch_mib_; }
 
   // Recording is stream capture into a CUDA graph (src/backend/cuda/cuda_recording.cpp).
   bool can_record() const override { return true; }
@@ -215,7 +209,6 @@ class CudaOps final : public Ops {
   int64_t dense_gemv_max_rows_ = 0;  // set_dense_gemv_max_rows
   bool generate_on_device_ = true;  // MOETRON_DUMMY_ON_DEVICE
   int down_splits_ = 0;             // MOETRON_DOWN_SPLITS (0: kernels::wide_down_splits)
-  int l2_prefetch_mib_ = 0;         // MOETRON_L2_PREFETCH_MIB (0: off)
   int wide_blocks_per_sm_ = 0;
   // The split down projection's arrival counts, one per (row tile, column block) of a launch:
   // zero between launches (the last block of each tile resets its own), so kept across steps

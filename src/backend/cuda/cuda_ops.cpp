@@ -11,7 +11,6 @@
 #include "cublas_gemm.hpp"
 #include "expert_gemm_streams.hpp"
 #include "moetron/backend/expert_paths.hpp"
-#include "moetron/backend/l2_prefetch.hpp"
 #include "moetron/core/error.hpp"
 #include "moetron/core/format.hpp"
 #include "moetron/sampling/radix_sampling.hpp"
@@ -114,18 +113,6 @@ int down_splits_by_env() {
   return static_cast<int>(*n);
 }
 
-// MOETRON_L2_PREFETCH_MIB: the L2 prefetch of decode weights (backend/l2_prefetch.hpp), 0 or
-// unset for none (the default until measured on a GPU), else the MiB a MoE layer's routed experts
-// may ask for; dense GEMVs then ask for their whole slabs too. No effect before sm_90.
-int l2_prefetch_mib_by_env() {
-  const char* env = std::getenv("MOETRON_L2_PREFETCH_MIB");
-  if (env == nullptr) return 0;
-  const std::optional<uint64_t> n = parse_decimal(env);
-  MOETRON_CHECK(n && *n <= static_cast<uint64_t>(kMaxL2PrefetchMib),
-                "MOETRON_L2_PREFETCH_MIB='" << env << "': expected 0 (off) to " << kMaxL2PrefetchMib);
-  return static_cast<int>(*n);
-}
-
 int expert_gemm_streams() {
   const char* env = std::getenv("MOETRON_EXPERT_STREAMS");
   const std::string v = env == nullptr ? "8" : env;
@@ -147,7 +134,7 @@ bool capturing(cudaStream_t stream) {
 
 // Ops::kernel_settings: the object's own choices, then the process-wide ones (kernels.hpp).
 std::string format_kernel_settings(PrefillExpertPath prefill, DecodeExpertKernel decode, int64_t dense_gemv_max_rows,
-                                   int down_splits, int l2_prefetch_mib) {
+                                   int down_splits) {
   const char* expert_gemm = prefill == PrefillExpertPath::kCublas  ? "cublas"
                             : prefill == PrefillExpertPath::kTiles ? "tiles"
                             : prefill == PrefillExpertPath::kHopper ? "wgmma"
@@ -158,7 +145,6 @@ std::string format_kernel_settings(PrefillExpertPath prefill, DecodeExpertKernel
      << ",dense_gemv_max_rows=" << dense_gemv_max_rows << ",down_splits=" << down_splits
      << ",pdl=" << (kernels::pdl_enabled() ? 1 : 0) << ",attention_min_keys=" << kernels::attention_min_keys_per_split()
      << ",sampler_blocks_per_row=" << kernels::sampler_forced_blocks_per_row();
-  if (l2_prefetch_mib > 0) os << ",l2_prefetch_mib=" << l2_prefetch_mib;  // absent when off: older profiles match
   return os.str();
 }
 
@@ -197,7 +183,6 @@ CudaOps::CudaOps(int device, size_t arena_bytes) : device_(device), arena_bytes_
   generate_on_device_ = generate_on_device_by_env();
   dense_gemv_max_rows_ = dense_gemv_max_rows_by_env();
   down_splits_ = down_splits_by_env();
-  set_l2_prefetch_mib(l2_prefetch_mib_by_env());
   wide_blocks_per_sm_ = kernels::wide_blocks_per_sm();
   CUDA_CHECK(cudaMalloc(&split_counters_, kSplitCounters * sizeof(int)));
   CUDA_CHECK(cudaMemset(split_counters_, 0, kSplitCounters * sizeof(int)));
@@ -223,13 +208,12 @@ std::string CudaOps::name() const {
 }
 
 std::string CudaOps::kernel_settings() const {
-  return format_kernel_settings(prefill_path_, decode_expert_kernel_, dense_gemv_max_rows_, down_splits_,
-                                l2_prefetch_mib_);
+  return format_kernel_settings(prefill_path_, decode_expert_kernel_, dense_gemv_max_rows_, down_splits_);
 }
 
 std::string cuda_kernel_settings_by_env() {
   return format_kernel_settings(prefill_expert_path_by_env(), decode_expert_kernel_by_env(),
-                                dense_gemv_max_rows_by_env(), down_splits_by_env(), l2_prefetch_mib_by_env());
+                                dense_gemv_max_rows_by_env(), down_splits_by_env());
 }
 
 // ---- memory -------------------------------------------------------------------------------------
@@ -425,11 +409,6 @@ void CudaOps::set_dense_gemv_max_rows(int64_t rows) {
   dense_gemv_max_rows_ = rows;
 }
 
-void CudaOps::set_l2_prefetch_mib(int mib) {
-  MOETRON_CHECK(mib >= 0 && mib <= kMaxL2PrefetchMib, "L2 prefetch of " << mib << " MiB: expected 0 to " << kMaxL2PrefetchMib);
-  l2_prefetch_mib_ = mib;
-}
-
 void CudaOps::do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) {
   const int64_t m = x.rows(), n = w.dim(0), k = x.cols();
   const bf16* b = bias && bias->defined() ? bf(*bias) : nullptr;
@@ -437,9 +416,9 @@ void CudaOps::do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Te
                 "linear: a bias needs a BF16 output, got " << out.describe());
   if (m <= dense_gemv_max_rows_ && kernels::dense_gemv_supports(m, n, k, x.data, w.data)) {
     if (out.dtype == DType::F32)
-      kernels::dense_gemv(bf(x), bf(w), nullptr, m, n, k, f32(out), stream_, l2_prefetch_mib_ > 0);
+      kernels::dense_gemv(bf(x), bf(w), nullptr, m, n, k, f32(out), stream_);
     else
-      kernels::dense_gemv(bf(x), bf(w), b, m, n, k, bf(out), stream_, l2_prefetch_mib_ > 0);
+      kernels::dense_gemv(bf(x), bf(w), b, m, n, k, bf(out), stream_);
     return;
   }
   cuda::gemm_nt(cublas_, bf(x), bf(w), m, n, k, out.data, out.dtype == DType::F32);
@@ -603,13 +582,6 @@ void CudaOps::run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& 
   if (served != nullptr) {
     routing.served = static_cast<int64_t*>(served->data);
     routing.served_experts = served->numel();
-  }
-  if (l2_prefetch_mib_ > 0 && !by_gemms && !by_hopper) {  // decode-sized calls: the GEMVs and tiles
-    routing.prefetch.gate_up = bf(experts.gate_up);
-    routing.prefetch.down = bf(experts.down);
-    routing.prefetch.hidden = hidden;
-    routing.prefetch.inter = inter;
-    routing.prefetch.budget_bytes = static_cast<int64_t>(l2_prefetch_mib_) << 20;
   }
   Tensor act = temp(DType::BF16, {slots, inter});
 
