@@ -313,7 +313,8 @@ TEST(BenchGrid, SizesAreLogSpacedAndSmallerOnTheCpuAndQuick) {
   EXPECT_EQ(gpu.tokens.size(), 15u);
   EXPECT_EQ(gpu.collective_bytes.front(), 1024);
   EXPECT_EQ(gpu.collective_bytes.back(), 256ll << 20);
-  EXPECT_EQ(gpu.experts.back(), 128);
+  EXPECT_EQ(gpu.experts, (std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128}));  // by 2 on a GPU
+  EXPECT_EQ(bench_sizes(c, {false, false, 0, 0}).experts, (std::vector<int64_t>{1, 4, 16, 64, 128}));
   const BenchSizes quick = bench_sizes(c, {true, true, 0, 0});
   EXPECT_LT(quick.tokens.size(), gpu.tokens.size());
   EXPECT_EQ(quick.collective_bytes.back(), 16ll << 20);
