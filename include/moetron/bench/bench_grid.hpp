@@ -40,9 +40,10 @@ struct SizeChoice {
   bool gpu = false, quick = false;
   int64_t max_tokens = 0;  // 0: the default's
   int64_t max_bytes = 0;   // 0: the default's
-  // Collectives go through host buffers (GPU ranks sharing a GPU: the MPI transport). A 256 MiB
-  // step there takes a large fraction of a second, so the default stops at 16 MiB; the predictor
-  // extrapolates past the largest point linearly, which a copy-bound transport follows.
+  // Collectives go through host buffers (GPU ranks sharing a GPU: the MPI transport). Up to
+  // 256 MiB there, every collective and repetition staged through the host, a 2-rank bench on one
+  // H200 had not finished after 150 s, so the default stops at 16 MiB; the predictor extrapolates
+  // past the largest point linearly, as a copy-bound transport behaves.
   bool host_staged = false;
 };
 
