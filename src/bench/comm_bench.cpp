@@ -1,9 +1,12 @@
 #include "moetron/bench/comm_bench.hpp"
 
+#include <chrono>
 #include <cmath>
+#include <sstream>
 
 #include "bench_tensors.hpp"
 #include "moetron/core/error.hpp"
+#include "moetron/core/format.hpp"
 
 namespace moetron {
 
@@ -44,19 +47,21 @@ void run_comm_benchmarks(Ops& ops, const CommBenchGroup& g, const std::vector<in
   ops.fill_zero(received);
   const std::vector<int64_t> key{n, g.spans_nodes ? 1 : 0};
   for (int64_t b : bytes) {
+    const auto start = std::chrono::steady_clock::now();
     const int64_t elements = std::max<int64_t>(1, b / es);
     Tensor part = leading(buffer, elements);
-    profile.table(tables::kAllreduce).add(key, elements * es,
-                                          time_collective(ops, comm, [&] { comm.allreduce_sum(part); }, timing));
-    profile.table(tables::kBroadcast).add(key, elements * es,
-                                          time_collective(ops, comm, [&] { comm.broadcast(part, 0); }, timing));
+    const Measurement allreduce = time_collective(ops, comm, [&] { comm.allreduce_sum(part); }, timing);
+    profile.table(tables::kAllreduce).add(key, elements * es, allreduce);
+    const Measurement broadcast = time_collective(ops, comm, [&] { comm.broadcast(part, 0); }, timing);
+    profile.table(tables::kBroadcast).add(key, elements * es, broadcast);
     // All-to-all(v): the same rows to every peer, `elements` (rounded to whole peers) from each rank.
     const int64_t rows = std::max<int64_t>(n, elements / n * n);
     const Tensor send = leading(buffer, rows, 1);
     Tensor recv = leading(received, rows, 1);
     const std::vector<int64_t> per_peer(static_cast<size_t>(n), rows / n);
-    profile.table(tables::kAlltoall).add(
-        key, rows * es, time_collective(ops, comm, [&] { comm.alltoallv(send, per_peer, recv, per_peer); }, timing));
+    const Measurement alltoall =
+        time_collective(ops, comm, [&] { comm.alltoallv(send, per_peer, recv, per_peer); }, timing);
+    profile.table(tables::kAlltoall).add(key, rows * es, alltoall);
     // Ping-pong between rank 0 and the peer; a call is a round trip, so half of it is one message.
     Measurement round_trip = time_collective(
         ops, comm,
@@ -67,6 +72,16 @@ void run_comm_benchmarks(Ops& ops, const CommBenchGroup& g, const std::vector<in
         timing);
     for (double* t : {&round_trip.median_s, &round_trip.p10_s, &round_trip.p90_s}) *t /= 2;
     profile.table(tables::kSendRecv).add({2, key[1]}, elements * es, round_trip);
+    if (me == 0 && g.progress) {
+      std::ostringstream line;
+      line.precision(3);
+      line << "collectives over " << n << " ranks at " << human_bytes(static_cast<double>(elements * es))
+           << ": all-reduce " << allreduce.median_s * 1e3 << " ms, broadcast " << broadcast.median_s * 1e3
+           << " ms, all-to-all " << alltoall.median_s * 1e3 << " ms, send " << round_trip.median_s * 1e3
+           << " ms; measured in " << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()
+           << " s";
+      g.progress(line.str());
+    }
   }
 }
 

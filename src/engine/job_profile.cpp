@@ -50,17 +50,20 @@ std::string utc_now() {
 }
 
 void measure_collectives(Ops& ops, const DeviceBinding& binding, const JobPlaces& places,
-                         const std::vector<int64_t>& bytes, const TimingSettings& timing, HardwareProfile& profile) {
+                         const std::vector<int64_t>& bytes, const JobProfileSettings& settings, HardwareProfile& profile) {
+  const TimingSettings& timing = settings.timing;
   std::shared_ptr<MpiCommunicator> world = make_mpi_communicator(MPI_COMM_WORLD);
   MPI_Comm node_comm = MPI_COMM_NULL;
   check_mpi(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world->rank(), MPI_INFO_NULL, &node_comm),
             "MPI_Comm_split_type (the ranks of this node)");
   auto node = std::make_shared<MpiCommunicator>(node_comm);
   const auto world_group = device_transport(world, ops, binding);
-  run_comm_benchmarks(ops, {world_group.get(), places.nodes > 1, places.world_peer}, bytes, timing, profile);
+  // A line a size from world rank 0 only (each node's group has a rank 0 of its own).
+  const auto progress = world->rank() == 0 ? settings.report : nullptr;
+  run_comm_benchmarks(ops, {world_group.get(), places.nodes > 1, places.world_peer, progress}, bytes, timing, profile);
   if (places.nodes > 1) {  // on one node the node's group is the world's
     const auto node_group = device_transport(node, ops, binding);
-    run_comm_benchmarks(ops, {node_group.get(), false, 1}, bytes, timing, profile);
+    run_comm_benchmarks(ops, {node_group.get(), false, 1, progress}, bytes, timing, profile);
   }
   world->barrier();
 }
@@ -92,7 +95,7 @@ HardwareProfile measure_job_profile(const ModelConfig& config, const std::string
                     human_bytes(static_cast<double>(sizes.collective_bytes.front())) + " to " +
                     human_bytes(static_cast<double>(sizes.collective_bytes.back())) +
                     (choice.host_staged ? " (through host buffers: ranks share a GPU)" : ""));
-  measure_collectives(*ops, binding, places, sizes.collective_bytes, settings.timing, profile);
+  measure_collectives(*ops, binding, places, sizes.collective_bytes, settings, profile);
   if (rank != 0) return {};
 
   const DeviceIdentity device = identify_device(backend, binding);

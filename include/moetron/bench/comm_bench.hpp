@@ -5,6 +5,8 @@
 // point is the slowest rank's time, agreed over the group.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "moetron/backend/ops.hpp"
@@ -18,6 +20,8 @@ struct CommBenchGroup {
   Communicator* comm = nullptr;
   bool spans_nodes = false;
   int send_peer = 1;  // the rank that ping-pongs with rank 0 (on another node when spans_nodes)
+  // Called on the group's rank 0 after each size with one line of its four medians; may be empty.
+  std::function<void(const std::string&)> progress;
 };
 
 // Adds kAllreduce, kAlltoall, kSendRecv and kBroadcast series keyed (group size, spans_nodes).

@@ -18,7 +18,7 @@ struct JobProfileSettings {
   SizeChoice sizes;  // sizes.gpu is set from the backend
   TimingSettings timing;
   std::string command_line;                        // recorded in the profile's origin
-  std::function<void(const std::string&)> report;  // one line per measured family (rank 0)
+  std::function<void(const std::string&)> report;  // a line per measured family and collective size (rank 0)
 };
 
 // Collective over MPI_COMM_WORLD: every rank calls it with its own binding. Each rank makes an
