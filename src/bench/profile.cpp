@@ -77,6 +77,18 @@ const SeriesTable* HardwareProfile::find(const TableSpec& spec) const {
   return it == tables.end() ? nullptr : &it->second;
 }
 
+ExpertGemmRule expert_gemm_rule_of_profile(int format_version, const std::string& kernels) {
+  // Ops::kernel_settings: "expert_gemm=PATH,..." (comma-separated, expert_gemm first today).
+  const std::string key = "expert_gemm=";
+  size_t at = kernels.rfind(key, 0) == 0 ? 0 : kernels.find("," + key);
+  if (at == std::string::npos) return expert_gemm_rule_of_format(format_version);
+  at = kernels.find(key, at) + key.size();
+  const std::string path = kernels.substr(at, kernels.find(',', at) - at);
+  if (path == "wgmma+cublas") return ExpertGemmRule::kHopperCublas;
+  if (path == "wgmma" || path == "tiles") return ExpertGemmRule::kNone;
+  return expert_gemm_rule_of_format(format_version);
+}
+
 std::map<std::string, int64_t> profile_model_shapes(const ModelConfig& c) {
   return {{"hidden_size", c.hidden_size},
           {"num_attention_heads", c.num_heads},

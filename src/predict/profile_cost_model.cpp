@@ -33,11 +33,9 @@ std::map<std::vector<int64_t>, TimeSurface> surfaces_over_last_key(const SeriesT
 // table's largest expert count, *local), eagerly. Off CUDA every point is the tiles'. The GEMM
 // path keeps the series of all experts only: with fewer, its points lie at many times the rows
 // an expert of any step, which a surface would carry down to the step's rows unchanged.
-void split_expert_points(const SeriesTable* table, bool cuda, int format_version,
+void split_expert_points(const SeriesTable* table, bool cuda, ExpertGemmRule rule,
                          std::map<std::vector<int64_t>, TimeSurface>* tiles,
                          std::map<std::vector<int64_t>, TimeSurface>* gemms, int64_t* local_out) {
-  // Each format's points took the GEMMs by the rule of its day.
-  const ExpertGemmRule rule = expert_gemm_rule_of_format(format_version);
   if (table == nullptr) return;
   int64_t local = 1;
   for (const Series& s : table->series) local = std::max(local, s.key.back());
@@ -104,8 +102,10 @@ ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fa
   if (const SeriesTable* t = p.find(tables::kGemm))
     for (const Series& s : t->series)
       gemm_.entries.push_back({s.key, static_cast<double>(s.key[0] * s.key[1]), curve_of(s)});
+  // Each profile's points took the GEMMs by the rule it was measured under.
+  expert_gemm_rule_ = expert_gemm_rule_of_profile(p.format_version, p.origin.kernels);
   std::map<std::vector<int64_t>, TimeSurface> tiles, gemms;
-  split_expert_points(p.find(tables::kMoeExperts), p.origin.backend == "cuda", p.format_version, &tiles, &gemms,
+  split_expert_points(p.find(tables::kMoeExperts), p.origin.backend == "cuda", expert_gemm_rule_, &tiles, &gemms,
                       &gemm_experts_);
   for (auto& [shape, surface] : tiles)
     experts_.entries.push_back({shape, static_cast<double>(shape[0] * shape[1]), std::move(surface)});
@@ -147,7 +147,6 @@ ProfileCostModel::ProfileCostModel(const HardwareProfile& p, const CostModel& fa
       for (const Series& s : t->series)
         collectives_[{spec->name, static_cast<int>(s.key[0]), s.key[1] != 0}] = curve_of(s);
   origin_ = p.origin.device + " (" + p.origin.backend + ", " + std::to_string(p.origin.world_size) + " ranks)";
-  expert_gemms_record_ = p.origin.kernels.find("expert_gemm=wgmma") != std::string::npos;
 }
 
 double ProfileCostModel::own_time(double measured_s) const {

@@ -320,7 +320,7 @@ class StageForward {
     // The dispatch hands the expert call its entries one slot each; one replica's call has top_k.
     const int64_t slots = g_.plan.dp > 1 ? 1 : c_.top_k;
     call.by_gemms = shape_.expert_gemms && expert_call_by_gemms(call.call_tokens, slots, c_.num_experts / g_.plan.ep,
-                                                                H, cols, !in_graph_ || cost_.expert_gemms_record());
+                                                                H, cols, !in_graph_, cost_.expert_gemm_rule());
     call.experts = std::max<int64_t>(1, std::llround(active));
     call.per_expert = std::max<int64_t>(1, std::llround(rows / static_cast<double>(call.experts)));
     const double gate_up =

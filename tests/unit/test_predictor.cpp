@@ -714,15 +714,26 @@ TEST(Predictor, PricesPerExpertGemmsAtTheirMeanRows) {
   step_cost(plan_geometry(c, Plan{2, 1, 1, 1}, 2), {}, {3000, 1, 100, false, 1}, eager);
   for (const auto& call : graph.calls) EXPECT_FALSE(call.by_gemms);
   for (const auto& call : eager.calls) EXPECT_TRUE(call.by_gemms);
-  // ... unless the GEMM path records too (the Hopper grouped GEMM: a profile measured under it).
-  struct RecordingGemms : ExpertCallSpy {
-    using ExpertCallSpy::ExpertCallSpy;
-    bool expert_gemms_record() const override { return true; }
+  // Under a profile's own rule (its kernels): the Hopper default gives cuBLAS only the eager calls
+  // of experts of 10 GFLOP (OLMoE's 375 rows an expert: 4.7 GFLOP stay on the grouped kernel;
+  // Mixtral's at 128 rows: 45 GFLOP go to cuBLAS), never a recorded one; wgmma alone, none.
+  struct RuledSpy : ExpertCallSpy {
+    RuledSpy(const HardwareFigures& h, ExpertGemmRule r) : ExpertCallSpy(h), rule(r) {}
+    ExpertGemmRule expert_gemm_rule() const override { return rule; }
+    ExpertGemmRule rule;
   };
-  const RecordingGemms hopper(hardware_preset("h200"));
-  step_cost(plan_geometry(c, Plan{}, 1), {}, {3000, 1, 100, false, 1}, hopper);
-  ASSERT_FALSE(hopper.calls.empty());
-  for (const auto& call : hopper.calls) EXPECT_TRUE(call.by_gemms);
+  const ModelConfig mixtral = preset(Family::Mixtral, "mixtral-8x7b");  // 8 experts, top-2
+  for (const ExpertGemmRule rule : {ExpertGemmRule::kHopperCublas, ExpertGemmRule::kNone}) {
+    const RuledSpy olmoe_eager(hardware_preset("h200"), rule), mixtral_eager(hardware_preset("h200"), rule),
+        mixtral_graph(hardware_preset("h200"), rule);
+    step_cost(plan_geometry(c, Plan{2, 1, 1, 1}, 2), {}, {3000, 1, 100, false, 1}, olmoe_eager);
+    step_cost(plan_geometry(mixtral, Plan{}, 1), {}, {1, 512, 512, true, 1}, mixtral_eager);
+    step_cost(plan_geometry(mixtral, Plan{}, 1), {}, {512, 1, 100, false, 1}, mixtral_graph);
+    for (const RuledSpy* spy : {&olmoe_eager, &mixtral_eager, &mixtral_graph}) ASSERT_FALSE(spy->calls.empty());
+    for (const auto& call : olmoe_eager.calls) EXPECT_FALSE(call.by_gemms);
+    for (const auto& call : mixtral_eager.calls) EXPECT_EQ(call.by_gemms, rule == ExpertGemmRule::kHopperCublas);
+    for (const auto& call : mixtral_graph.calls) EXPECT_FALSE(call.by_gemms);
+  }
   // A backend without the GEMM path (the CPU's): the tiles' pricing, at the same mean rows.
   const ExpertCallSpy cpu(hardware_preset("h200"));
   StepShape on_cpu{1, 3001, 3001, true, 1};

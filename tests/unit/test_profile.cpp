@@ -90,17 +90,24 @@ TEST_F(ProfileFileTest, RoundTripsThroughHdf5) {
   EXPECT_FALSE(std::filesystem::exists(path("p.h5.tmp")));
 }
 
-// The expert GEMMs of a profile measured under MOETRON_EXPERT_GEMM=wgmma run in recorded steps
-// too (the Hopper kernel needs no host sync), so its cost model says so; cuBLAS's and a profile
-// without kernels (CPU, older) do not.
-TEST(ProfileCostModelKernels, HopperExpertGemmsRecordWhereTheProfileRanThem) {
+// The rule a profile's expert points ran under, read from its kernels: the Hopper default
+// (cuBLAS for its largest eager calls only), the grouped kernels alone (never), cuBLAS or no
+// record (the format's rule), wherever expert_gemm sits in the list.
+TEST(ProfileCostModelKernels, ExpertGemmRuleComesFromTheProfilesKernels) {
   const RooflineCostModel roofline(hardware_preset("h200"));
   HardwareProfile p = sample_profile(tiny_config());
-  EXPECT_FALSE(ProfileCostModel(p, roofline).expert_gemms_record());  // expert_gemm=cublas
+  EXPECT_EQ(ProfileCostModel(p, roofline).expert_gemm_rule(), ExpertGemmRule::kHostCost);  // expert_gemm=cublas
+  p.origin.kernels = "expert_gemm=wgmma+cublas,expert_streams=8,decode_experts=mma";
+  EXPECT_EQ(ProfileCostModel(p, roofline).expert_gemm_rule(), ExpertGemmRule::kHopperCublas);
   p.origin.kernels = "expert_gemm=wgmma,expert_streams=8,decode_experts=mma";
-  EXPECT_TRUE(ProfileCostModel(p, roofline).expert_gemms_record());
+  EXPECT_EQ(ProfileCostModel(p, roofline).expert_gemm_rule(), ExpertGemmRule::kNone);
+  p.origin.kernels = "pdl=1,expert_gemm=tiles";
+  EXPECT_EQ(ProfileCostModel(p, roofline).expert_gemm_rule(), ExpertGemmRule::kNone);
   p.origin.kernels = "";
-  EXPECT_FALSE(ProfileCostModel(p, roofline).expert_gemms_record());
+  EXPECT_EQ(ProfileCostModel(p, roofline).expert_gemm_rule(), ExpertGemmRule::kHostCost);
+  EXPECT_EQ(expert_gemm_rule_of_profile(4, ""), ExpertGemmRule::kLargeFrom128Rows);
+  EXPECT_EQ(expert_gemm_rule_of_profile(3, "expert_gemm=cublas,pdl=1"), ExpertGemmRule::kFrom256Rows);
+  EXPECT_EQ(expert_gemm_rule_of_profile(5, "my_expert_gemm=wgmma"), ExpertGemmRule::kHostCost);  // not the key
 }
 
 // A results file keeps the profile its run predicted from under /profile (write_profile into a

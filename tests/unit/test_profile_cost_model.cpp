@@ -430,6 +430,37 @@ TEST(ProfileCostModel, FilesEachFormatsPointsByItsRule) {
   EXPECT_EQ(expert_gemm_rule_of_format(kProfileFormatVersion), ExpertGemmRule::kHostCost);
 }
 
+// A profile measured under the Hopper default (kernels expert_gemm=wgmma+cublas) files its points
+// by that rule: OLMoE's full experts (2048 x 1024, 64 of them) stay on the grouped kernel up to
+// 768 rows an expert (9.7 GFLOP) and take cuBLAS from 1,024 (12.9 GFLOP), where the cuBLAS rule
+// (format 5, no kernels record) had its GEMMs from 256 rows (3.2 GFLOP).
+TEST(ProfileCostModel, FilesAHopperProfilesPointsByTheHopperRule) {
+  const RooflineCostModel roofline(figures());
+  const double gap = 1e-7, grouped_s = 1e-3, cublas_s = 4e-3;
+  HardwareProfile p;
+  p.origin.backend = "cuda";
+  p.origin.kernels = "expert_gemm=wgmma+cublas,expert_streams=8,decode_experts=mma";
+  p.table(tables::kKernelGap).add({0}, 1, {gap, gap, gap});
+  for (int64_t rows : {128, 256, 512, 768, 1024, 2048}) {
+    const bool cublas = expert_call_by_gemms(rows * 64, 1, 64, 2048, 1024, true, ExpertGemmRule::kHopperCublas);
+    EXPECT_EQ(cublas, rows >= 1024) << rows;
+    const double t = (cublas ? cublas_s : grouped_s) * rows / 512;
+    p.table(tables::kMoeExperts).add({2048, 1024, 64}, rows, {t, t, t});
+  }
+  const auto call = [](const ProfileCostModel& m, int64_t rows, bool by_gemms) {
+    return m.grouped_gemm_s(rows, 64, 2 * 1024, 2048, rows * 8, by_gemms) +
+           m.grouped_gemm_s(rows, 64, 2048, 1024, rows * 8, by_gemms);
+  };
+  const ProfileCostModel hopper(p, roofline);
+  EXPECT_EQ(hopper.expert_gemm_rule(), ExpertGemmRule::kHopperCublas);
+  EXPECT_NEAR(call(hopper, 512, false), grouped_s - gap, 1e-12);      // a grouped-kernel point
+  EXPECT_NEAR(call(hopper, 1024, true), 2 * cublas_s - gap, 1e-12);   // the cuBLAS GEMMs' smallest
+  EXPECT_NEAR(call(hopper, 768, false), 1.5 * grouped_s - gap, 1e-12);
+  p.origin.kernels = "";  // the same points read by the cuBLAS rule: 256-768 rows were GEMM points
+  EXPECT_NEAR(call(ProfileCostModel(p, roofline), 512, true), grouped_s - gap, 1e-12);
+  EXPECT_NEAR(call(ProfileCostModel(p, roofline), 128, false), 0.25 * grouped_s - gap, 1e-12);
+}
+
 TEST(ProfileCostModel, AProfileWithoutGemvPointsPricesGemvCallsFromTheRooflineNotTheTiles) {
   const RooflineCostModel roofline(figures());
   std::mt19937 rng(7);

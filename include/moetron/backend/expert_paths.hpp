@@ -85,16 +85,38 @@ inline int64_t expert_call_mean_rows(int64_t call_tokens, int64_t slots_per_toke
 inline double expert_call_flops(int64_t mean_rows, int64_t hidden, int64_t cols) {
   return 6.0 * static_cast<double>(mean_rows) * static_cast<double>(hidden) * static_cast<double>(cols);
 }
-// Which calls took the GEMMs, by the profile formats measured under each rule:
+// Under the default on Hopper (PrefillExpertPath::kHopperCublas), the eager calls whose experts are large enough
+// that the per-expert cuBLAS GEMMs beat the grouped wgmma kernel still take them: from
+// kExpertLargeTileRows rows an expert and kExpertHopperCublasMinFlops an expert (gate/up and down
+// at its mean rows). expert_gemm_bench on an H200 (twenty-third session; wgmma against cuBLAS on
+// 8 streams): Mixtral 512 rows an expert (180 GFLOP) 3.23 against 2.30 ms, 1,024 rows 5.81 against
+// 4.35; OLMoE 1,024 rows (12.9 GFLOP) 2.12 against 1.87; at 128 rows Mixtral ties (1.06 / 1.06).
+// Below it wgmma wins: OLMoE 512 rows (6.4 GFLOP) 1.17 against 1.47, 256 rows 0.62 against 1.42;
+// Qwen1.5 273 rows (4.4 GFLOP) 0.90 against 1.11, 546 rows (9.4) 1.55 against 1.50 (a tie);
+// Qwen3-30B-A3B 512 rows (4.8) 1.89 against 2.65.
+constexpr double kExpertHopperCublasMinFlops = 10e9;
+inline bool expert_call_by_hopper_cublas(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts,
+                                         int64_t hidden, int64_t cols, bool eager) {
+  const int64_t mean_rows = expert_call_mean_rows(call_tokens, slots_per_token, local_experts);
+  const double expert_flops = expert_call_flops(mean_rows, hidden, cols);
+  return eager && mean_rows >= kExpertLargeTileRows && expert_flops >= kExpertHopperCublasMinFlops;
+}
+
+// Which calls take the per-expert cuBLAS GEMMs, by the rule the engine ran (each profile's
+// points are filed by the rule it was measured under: bench/profile.hpp):
 //   kFrom256Rows      formats 1-3: from 2 x 128 rows an expert, any size;
 //   kLargeFrom128Rows format 4: also from 128 rows for experts of kExpertGemmMinFlops;
-//   kHostCost         format 5 and the engine today (above).
-enum class ExpertGemmRule { kFrom256Rows, kLargeFrom128Rows, kHostCost };
+//   kHostCost         format 5 and MOETRON_EXPERT_GEMM=cublas (above);
+//   kHopperCublas     the default on sm_90a (wgmma+cublas): expert_call_by_hopper_cublas;
+//   kNone             MOETRON_EXPERT_GEMM=wgmma or tiles: never (the grouped kernels run every call).
+enum class ExpertGemmRule { kFrom256Rows, kLargeFrom128Rows, kHostCost, kHopperCublas, kNone };
 // hidden: the model's; cols: an expert's intermediate columns on this rank; eager: the stream is
 // not being captured.
 inline bool expert_call_by_gemms(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts, int64_t hidden,
                                  int64_t cols, bool eager, ExpertGemmRule rule = ExpertGemmRule::kHostCost) {
-  if (!eager) return false;
+  if (!eager || rule == ExpertGemmRule::kNone) return false;
+  if (rule == ExpertGemmRule::kHopperCublas)
+    return expert_call_by_hopper_cublas(call_tokens, slots_per_token, local_experts, hidden, cols, eager);
   const int64_t mean_rows = expert_call_mean_rows(call_tokens, slots_per_token, local_experts);
   const bool from_256 = mean_rows >= 2 * kExpertLargeTileRows;
   if (rule == ExpertGemmRule::kFrom256Rows) return from_256;
@@ -117,23 +139,6 @@ constexpr int64_t kExpertHopperMinMeanRows = 25;
 static_assert(kExpertHopperMinMeanRows <= kExpertLargeTileRows, "the Hopper path covers the GEMMs' calls");
 inline bool expert_call_by_hopper_gemms(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts) {
   return expert_call_mean_rows(call_tokens, slots_per_token, local_experts) >= kExpertHopperMinMeanRows;
-}
-
-// Under the default on Hopper (kHopperCublas), the eager calls whose experts are large enough
-// that the per-expert cuBLAS GEMMs beat the grouped wgmma kernel still take them: from
-// kExpertLargeTileRows rows an expert and kExpertHopperCublasMinFlops an expert (gate/up and down
-// at its mean rows). expert_gemm_bench on an H200 (twenty-third session; wgmma against cuBLAS on
-// 8 streams): Mixtral 512 rows an expert (180 GFLOP) 3.23 against 2.30 ms, 1,024 rows 5.81 against
-// 4.35; OLMoE 1,024 rows (12.9 GFLOP) 2.12 against 1.87; at 128 rows Mixtral ties (1.06 / 1.06).
-// Below it wgmma wins: OLMoE 512 rows (6.4 GFLOP) 1.17 against 1.47, 256 rows 0.62 against 1.42;
-// Qwen1.5 273 rows (4.4 GFLOP) 0.90 against 1.11, 546 rows (9.4) 1.55 against 1.50 (a tie);
-// Qwen3-30B-A3B 512 rows (4.8) 1.89 against 2.65.
-constexpr double kExpertHopperCublasMinFlops = 10e9;
-inline bool expert_call_by_hopper_cublas(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts,
-                                         int64_t hidden, int64_t cols, bool eager) {
-  const int64_t mean_rows = expert_call_mean_rows(call_tokens, slots_per_token, local_experts);
-  const double expert_flops = expert_call_flops(mean_rows, hidden, cols);
-  return eager && mean_rows >= kExpertLargeTileRows && expert_flops >= kExpertHopperCublasMinFlops;
 }
 
 // Streams the GEMM path spreads one call's experts over: enough that the experts' GEMMs in

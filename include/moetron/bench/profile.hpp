@@ -101,6 +101,10 @@ inline ExpertGemmRule expert_gemm_rule_of_format(int format_version) {
   if (format_version <= 3) return ExpertGemmRule::kFrom256Rows;
   return format_version == 4 ? ExpertGemmRule::kLargeFrom128Rows : ExpertGemmRule::kHostCost;
 }
+// The rule a profile's points ran under: its `kernels` say which prefill path the engine took
+// (expert_gemm=wgmma+cublas: the Hopper default's cuBLAS calls only; wgmma or tiles: none);
+// `cublas`, or no record (the CPU, older profiles), the format's rule.
+ExpertGemmRule expert_gemm_rule_of_profile(int format_version, const std::string& kernels);
 
 struct HardwareProfile {
   ProfileOrigin origin;

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <string>
 
+#include "moetron/backend/expert_paths.hpp"
 #include "moetron/bench/launch_family.hpp"
 
 namespace moetron {
@@ -36,10 +37,10 @@ class CostModel {
   // once (expert_call_by_gemms), and is priced from points measured on that path.
   virtual double grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k,
                                 int64_t call_tokens, bool by_gemms = false) const = 0;
-  // Whether the GEMM path also runs in recorded (graph-replayed) steps: the per-expert cuBLAS
-  // GEMMs read the row counts on the host and cannot (the default); the Hopper grouped GEMM can
-  // (a profile measured under MOETRON_EXPERT_GEMM=wgmma: its origin's kernels say so).
-  virtual bool expert_gemms_record() const { return false; }
+  // Which eager calls the engine priced here gives to the per-expert cuBLAS GEMMs (recorded,
+  // graph-replayed calls never: they read the row counts on the host): a profile's own kernels
+  // say (expert_gemm_rule_of_profile); without one, the rule of MOETRON_EXPERT_GEMM=cublas.
+  virtual ExpertGemmRule expert_gemm_rule() const { return ExpertGemmRule::kHostCost; }
   // Paged attention of `rows` query tokens over `context` cached tokens each, for q_heads query
   // and kv_heads key/value heads of head_dim (decode: rows = batch, one token each).
   virtual double attention_s(int64_t rows, int64_t context, int64_t q_heads, int64_t kv_heads,

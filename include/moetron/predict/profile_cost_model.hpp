@@ -60,7 +60,7 @@ class ProfileCostModel : public CostModel {
   // bytes (the caller adds the gap); the fallback's without the table.
   double copy_s(int64_t bytes) const override;
   double kernel_overhead_s(bool in_graph) const override;
-  bool expert_gemms_record() const override { return expert_gemms_record_; }
+  ExpertGemmRule expert_gemm_rule() const override { return expert_gemm_rule_; }
   double launch_s(LaunchFamily family) const override;
   // Notes come from this model's tables or, where it answers from `fallback`, from that one.
   void attach_source_note(std::string* note) const override;
@@ -113,7 +113,7 @@ class ProfileCostModel : public CostModel {
   double copy_s_per_byte_ = -1;                  // a one-point hbm_copy's rate; -1: none
   std::map<std::tuple<std::string, int, bool>, TimeCurve> collectives_;
   std::string origin_;
-  bool expert_gemms_record_ = false;  // the profile's kernels ran the Hopper expert GEMMs
+  ExpertGemmRule expert_gemm_rule_ = ExpertGemmRule::kHostCost;  // expert_gemm_rule_of_profile
 };
 
 }  // namespace moetron

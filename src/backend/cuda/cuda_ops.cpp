@@ -126,6 +126,18 @@ bool runs_hopper_kernel(PrefillExpertPath path) {
   return path == PrefillExpertPath::kHopper || path == PrefillExpertPath::kHopperCublas;
 }
 
+// Which calls the path gives to the per-expert cuBLAS GEMMs: the rule the predictor prices a
+// profile measured under it by (bench/profile.hpp, expert_gemm_rule_of_profile).
+ExpertGemmRule expert_gemm_rule_of(PrefillExpertPath path) {
+  switch (path) {
+    case PrefillExpertPath::kCublas: return ExpertGemmRule::kHostCost;
+    case PrefillExpertPath::kHopperCublas: return ExpertGemmRule::kHopperCublas;
+    case PrefillExpertPath::kTiles:
+    case PrefillExpertPath::kHopper: return ExpertGemmRule::kNone;
+  }
+  return ExpertGemmRule::kNone;
+}
+
 bool capturing(cudaStream_t stream) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
@@ -560,12 +572,8 @@ void CudaOps::run_moe_experts(const Tensor& x, const Tensor& ids, const Tensor& 
   // their routing is the largest tiles' (their offsets are all the GEMMs read).
   // The Hopper GEMMs run where the cuBLAS ones would and on decode-sized loads from
   // kExpertHopperMinMeanRows rows an expert, also while capturing (nothing goes to the host).
-  const bool by_gemms =
-      (prefill_path_ == PrefillExpertPath::kCublas
-           ? expert_call_by_gemms(planned_tokens, k, local, hidden, inter, /*eager=*/true)
-           : prefill_path_ == PrefillExpertPath::kHopperCublas &&
-                 expert_call_by_hopper_cublas(planned_tokens, k, local, hidden, inter, /*eager=*/true)) &&
-      !capturing(stream_);
+  const bool by_gemms = expert_call_by_gemms(planned_tokens, k, local, hidden, inter, !capturing(stream_),
+                                             expert_gemm_rule_of(prefill_path_));
   const bool by_hopper =
       !by_gemms && runs_hopper_kernel(prefill_path_) && expert_call_by_hopper_gemms(planned_tokens, k, local);
   const int tile_rows = by_gemms || by_hopper ? kernels::kLargeTileRows
