@@ -75,7 +75,7 @@ BenchSizes bench_sizes(const ModelConfig& c, const SizeChoice& choice) {
     std::sort(s.tokens_per_expert.begin(), s.tokens_per_expert.end());
   }
   // On a GPU by 2: a call's time is far from linear in its experts where a few experts leave the
-  // SMs part idle (one Mixtral expert reads at 54% of an H200's HBM, four at 93%), and plans with
+  // SMs part idle (at 16 rows one Mixtral expert read at 54% of an H200's HBM, four at 88%), and plans with
   // 2 or 8 local experts (ep) sat between points 4x apart, over-predicted by 13-20%
   // (perf/PREDICTOR.md, twenty-fourth session).
   s.experts = quick ? std::vector<int64_t>{1} : geometric_sizes(1, c.num_experts, gpu ? 2 : 4);

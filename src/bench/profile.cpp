@@ -83,10 +83,8 @@ ExpertGemmRule expert_gemm_rule_of_profile(int format_version, const std::string
   size_t at = kernels.rfind(key, 0) == 0 ? 0 : kernels.find("," + key);
   if (at == std::string::npos) return expert_gemm_rule_of_format(format_version);
   at = kernels.find(key, at) + key.size();
-  const std::string path = kernels.substr(at, kernels.find(',', at) - at);
-  if (path == "wgmma+cublas") return ExpertGemmRule::kHopperCublas;
-  if (path == "wgmma" || path == "tiles") return ExpertGemmRule::kNone;
-  return expert_gemm_rule_of_format(format_version);
+  return expert_gemm_rule_of_path_name(kernels.substr(at, kernels.find(',', at) - at),
+                                       expert_gemm_rule_of_format(format_version));
 }
 
 std::map<std::string, int64_t> profile_model_shapes(const ModelConfig& c) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace moetron {
@@ -110,6 +111,14 @@ inline bool expert_call_by_hopper_cublas(int64_t call_tokens, int64_t slots_per_
 //   kHopperCublas     the default on sm_90a (wgmma+cublas): expert_call_by_hopper_cublas;
 //   kNone             MOETRON_EXPERT_GEMM=wgmma or tiles: never (the grouped kernels run every call).
 enum class ExpertGemmRule { kFrom256Rows, kLargeFrom128Rows, kHostCost, kHopperCublas, kNone };
+// The rule of a MOETRON_EXPERT_GEMM path by its name (as kernel settings record it): the
+// Hopper default's `wgmma+cublas`, the grouped kernels alone (`wgmma`, `tiles`: none); `cublas`
+// or any other name, `cublas_rule` (today's kHostCost; a profile's format says which it ran).
+inline ExpertGemmRule expert_gemm_rule_of_path_name(const std::string& name, ExpertGemmRule cublas_rule) {
+  if (name == "wgmma+cublas") return ExpertGemmRule::kHopperCublas;
+  if (name == "wgmma" || name == "tiles") return ExpertGemmRule::kNone;
+  return cublas_rule;
+}
 // hidden: the model's; cols: an expert's intermediate columns on this rank; eager: the stream is
 // not being captured.
 inline bool expert_call_by_gemms(int64_t call_tokens, int64_t slots_per_token, int64_t local_experts, int64_t hidden,

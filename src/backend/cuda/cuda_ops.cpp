@@ -126,16 +126,21 @@ bool runs_hopper_kernel(PrefillExpertPath path) {
   return path == PrefillExpertPath::kHopper || path == PrefillExpertPath::kHopperCublas;
 }
 
-// Which calls the path gives to the per-expert cuBLAS GEMMs: the rule the predictor prices a
-// profile measured under it by (bench/profile.hpp, expert_gemm_rule_of_profile).
-ExpertGemmRule expert_gemm_rule_of(PrefillExpertPath path) {
+// The path's MOETRON_EXPERT_GEMM name, as kernel settings record it.
+const char* prefill_path_name(PrefillExpertPath path) {
   switch (path) {
-    case PrefillExpertPath::kCublas: return ExpertGemmRule::kHostCost;
-    case PrefillExpertPath::kHopperCublas: return ExpertGemmRule::kHopperCublas;
-    case PrefillExpertPath::kTiles:
-    case PrefillExpertPath::kHopper: return ExpertGemmRule::kNone;
+    case PrefillExpertPath::kCublas: return "cublas";
+    case PrefillExpertPath::kTiles: return "tiles";
+    case PrefillExpertPath::kHopper: return "wgmma";
+    case PrefillExpertPath::kHopperCublas: return "wgmma+cublas";
   }
-  return ExpertGemmRule::kNone;
+  return "?";
+}
+
+// Which calls the path gives to the per-expert cuBLAS GEMMs: by its name, as the predictor reads
+// it from a profile measured under it (bench/profile.hpp, expert_gemm_rule_of_profile).
+ExpertGemmRule expert_gemm_rule_of(PrefillExpertPath path) {
+  return expert_gemm_rule_of_path_name(prefill_path_name(path), ExpertGemmRule::kHostCost);
 }
 
 bool capturing(cudaStream_t stream) {
@@ -147,12 +152,8 @@ bool capturing(cudaStream_t stream) {
 // Ops::kernel_settings: the object's own choices, then the process-wide ones (kernels.hpp).
 std::string format_kernel_settings(PrefillExpertPath prefill, DecodeExpertKernel decode, int64_t dense_gemv_max_rows,
                                    int down_splits) {
-  const char* expert_gemm = prefill == PrefillExpertPath::kCublas  ? "cublas"
-                            : prefill == PrefillExpertPath::kTiles ? "tiles"
-                            : prefill == PrefillExpertPath::kHopper ? "wgmma"
-                                                                    : "wgmma+cublas";
   std::ostringstream os;
-  os << "expert_gemm=" << expert_gemm << ",expert_streams=" << expert_gemm_streams()
+  os << "expert_gemm=" << prefill_path_name(prefill) << ",expert_streams=" << expert_gemm_streams()
      << ",decode_experts=" << (decode == DecodeExpertKernel::kMma ? "mma" : "cuda-cores")
      << ",dense_gemv_max_rows=" << dense_gemv_max_rows << ",down_splits=" << down_splits
      << ",pdl=" << (kernels::pdl_enabled() ? 1 : 0) << ",attention_min_keys=" << kernels::attention_min_keys_per_split()
@@ -407,11 +408,12 @@ void CudaOps::do_rmsnorm_with_sumsq(const Tensor& x, const Tensor& sumsq, int64_
 
 void CudaOps::set_prefill_expert_path(PrefillExpertPath path) {
   MOETRON_CHECK(!runs_hopper_kernel(path) || kernels::grouped_gemm_sm90_available(),
-                "MOETRON_EXPERT_GEMM=wgmma: the Hopper expert GEMMs need a compute capability 9.0 GPU and a build "
-                "for sm_90a (CMAKE_CUDA_ARCHITECTURES with 90a); device "
-                    << device_ << " (" << device_name_ << ") cannot run them");
+                "MOETRON_EXPERT_GEMM=" << prefill_path_name(path)
+                                       << ": the Hopper expert GEMMs need a compute capability 9.0 GPU and a build "
+                                          "for sm_90a (CMAKE_CUDA_ARCHITECTURES with 90a); device "
+                                       << device_ << " (" << device_name_ << ") cannot run them");
   prefill_path_ = path;
-  if ((path == PrefillExpertPath::kCublas || path == PrefillExpertPath::kHopperCublas) && !expert_gemms_)
+  if (expert_gemm_rule_of(path) != ExpertGemmRule::kNone && !expert_gemms_)  // it runs cuBLAS GEMMs
     expert_gemms_ = std::make_shared<cuda::ExpertGemmStreams>(expert_gemm_streams(), num_sms_);
 }
 
