@@ -8,7 +8,7 @@
 #include "moetron/core/log.hpp"
 #include "moetron/core/stopwatch.hpp"
 #include "moetron/engine/gather.hpp"
-#include "moetron/model/weight_source.hpp"
+#include "moetron/model/checkpoint_source.hpp"
 
 namespace moetron {
 

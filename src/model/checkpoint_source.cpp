@@ -7,7 +7,7 @@
 #include "moetron/model/random_checkpoint.hpp"
 #include "moetron/model/safetensors.hpp"
 #include "moetron/model/slice_reader.hpp"
-#include "moetron/model/weight_source.hpp"
+#include "moetron/model/checkpoint_source.hpp"
 
 namespace moetron {
 namespace {

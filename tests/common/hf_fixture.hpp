@@ -14,7 +14,7 @@
 #include "moetron/comm/communicator.hpp"
 #include "moetron/engine/scheduler.hpp"
 #include "moetron/model/forward.hpp"
-#include "moetron/model/weight_source.hpp"
+#include "moetron/model/checkpoint_source.hpp"
 
 namespace moetron::test {
 

@@ -12,7 +12,7 @@
 #include "model_test_helpers.hpp"
 #include "moetron/core/dtype.hpp"
 #include "moetron/model/safetensors.hpp"
-#include "moetron/model/weight_source.hpp"
+#include "moetron/model/checkpoint_source.hpp"
 
 namespace moetron {
 namespace {

@@ -16,7 +16,7 @@
 #include "moetron/backend/cpu_ops.hpp"
 #include "moetron/model/random_checkpoint.hpp"
 #include "moetron/model/slice_reader.hpp"
-#include "moetron/model/weight_source.hpp"
+#include "moetron/model/checkpoint_source.hpp"
 
 namespace moetron {
 namespace {

@@ -4,17 +4,8 @@
 #include <cstring>
 
 #include "cpu_ops.hpp"
-#include "moetron/backend/cpu_ops.hpp"
 
 namespace moetron {
-
-std::unique_ptr<Ops> make_cpu_ops() { return std::make_unique<CpuOps>(); }
-
-size_t cpu_peak_temp_bytes(const Ops& ops) {
-  const auto* cpu = dynamic_cast<const CpuOps*>(&ops);
-  MOETRON_CHECK(cpu != nullptr, "cpu_peak_temp_bytes: " << ops.name() << " is not the CPU backend");
-  return cpu->peak_temp_bytes();
-}
 
 namespace {
 void copy_bytes(void* dst, const void* src, size_t n) {
