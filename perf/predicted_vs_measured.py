@@ -8,7 +8,8 @@ plan's row) and what the run measured (/steps, /requests). For each file: the me
 at the batch size the prediction assumed (the nearest measured batch), and the mean time to first
 token. Draws DIR/decode_step.png and DIR/ttft.png (predicted on x, measured on y, the diagonal
 y = x: points above it are runs slower than predicted, as an upper-bound predictor wants) and
-writes DIR/predicted_vs_measured.csv. Files without /predictions are skipped with a message.
+writes DIR/predicted_vs_measured.csv, with the chosen plan's ceiling decode step (the bound no run
+beats, `ceiling_step_s`; nan in files written before it was recorded). Files without /predictions are skipped with a message.
 """
 import argparse, csv, os, sys
 
@@ -56,8 +57,11 @@ def one_file(path):
         nearest = decode_sizes[np.argmin(np.abs(decode_sizes - batch * replicas))]
         measured_step = float(np.median(seconds[~prefill][decode_sizes == nearest]))
         measured_ttft = float(np.mean(f["requests/ttft_s"][()]))
+        # The bound no run beats (absent from files written before it was priced: nan).
+        ceiling = f["predictions/ceiling_decode_step_s"][i] if "predictions/ceiling_decode_step_s" in f else np.nan
         return dict(file=path, plan=chosen, batch=batch, measured_batch=int(nearest) // replicas,
                     predicted_step_s=predicted_step, measured_step_s=measured_step,
+                    ceiling_step_s=float(ceiling),
                     predicted_ttft_s=predicted_ttft, measured_ttft_s=measured_ttft,
                     predicted_tps=float(f["predictions/output_tokens_per_s"][i]),
                     measured_tps=float(f["summary"].attrs["output_tokens_per_s"]))

@@ -24,9 +24,8 @@
 #include "moetron/model/config.hpp"
 #include "moetron/predict/explain.hpp"
 #include "moetron/predict/prediction_file.hpp"
+#include "moetron/predict/plan_costs.hpp"
 #include "moetron/predict/predictor.hpp"
-#include "moetron/predict/profile_cost_model.hpp"
-#include "moetron/predict/roofline_cost_model.hpp"
 #include "moetron/predict/routing_file.hpp"
 
 namespace po = boost::program_options;
@@ -110,14 +109,15 @@ HardwareFigures hardware_figures(const PlanOptions& o) {
 }
 
 void print_ranking(const std::vector<PlanPrediction>& ranking, int64_t top) {
-  std::printf("%4s  %-28s %12s %12s %13s %9s %8s %10s %11s  %s\n", "#", "plan", "output tok/s", "decode tok/s",
-              "prefill tok/s", "TTFT ms", "ITL ms", "mem/rank", "batch", "bottleneck");
+  std::printf("%4s  %-28s %12s %10s %12s %13s %9s %8s %10s %11s  %s\n", "#", "plan", "output tok/s", "ceiling",
+              "decode tok/s", "prefill tok/s", "TTFT ms", "ITL ms", "mem/rank", "batch", "bottleneck");
   int64_t shown = 0;
   for (const PlanPrediction& p : ranking) {
     if (!p.fits || shown == top) break;
     const std::string batch = std::to_string(p.batch) + (p.batch_limit == "KV cache" ? " kv" : "");
-    std::printf("%4lld  %-28s %12.0f %12.0f %13.0f %9.2f %8.3f %10s %11s  %s\n", static_cast<long long>(++shown),
-                p.plan.to_string().c_str(), p.output_tokens_per_s, p.decode_tokens_per_s, p.prefill_tokens_per_s,
+    std::printf("%4lld  %-28s %12.0f %10.0f %12.0f %13.0f %9.2f %8.3f %10s %11s  %s\n",
+                static_cast<long long>(++shown), p.plan.to_string().c_str(), p.output_tokens_per_s,
+                p.ceiling.output_tokens_per_s, p.decode_tokens_per_s, p.prefill_tokens_per_s,
                 p.ttft_s * 1e3, p.itl_s * 1e3, human_bytes(static_cast<double>(p.memory.total())).c_str(),
                 batch.c_str(), p.bottleneck.c_str());
   }
@@ -158,16 +158,16 @@ int plan_command(const std::vector<std::string>& args) {
   if (!o.prompts.empty()) o.workload = workload_from_requests(read_prompts(o.prompts), o.workload, o.prompts);
   HardwareFigures figures = hardware_figures(o);
   if (profile && o.memory_per_rank.empty()) figures.memory_bytes = profile->origin.memory_bytes;
-  const RooflineCostModel roofline(figures);
-  std::unique_ptr<ProfileCostModel> measured;
-  if (profile) measured = std::make_unique<ProfileCostModel>(*profile, roofline);
-  const CostModel& cost = measured ? static_cast<const CostModel&>(*measured) : roofline;
-  const std::string hardware = measured ? measured->describe() + "; roofline " + describe(figures) : describe(figures);
+  const PlanCosts costs(figures, profile ? &*profile : nullptr);
+  const CostModel& cost = costs.estimate();
+  const std::string hardware =
+      costs.measured() ? costs.measured()->describe() + "; roofline " + describe(figures) : describe(figures);
   const Cluster cluster{static_cast<int>(o.ranks), static_cast<int>(o.ranks_per_node), figures.memory_bytes,
                         figures.reserved_bytes};
   PredictorOptions predictor;
   predictor.micro_batches = static_cast<int>(o.micro_batches);
   predictor.kv_memory_fraction = o.memory_fraction;
+  predictor.ceiling = &costs.ceiling();
   // The backend the plans will run on: the profile's, else the CPU's for --hardware cpu, else CUDA.
   predictor.backend = profile ? profile->origin.backend : o.hardware == "cpu" ? "cpu" : "cuda";
   if (!o.routing.empty())
@@ -190,10 +190,12 @@ int plan_command(const std::vector<std::string>& args) {
             << "workload  " << describe(o.workload)
             << (o.routing.empty() ? ", uniform routing" : ", expert loads of " + o.routing) << "\n"
             << "plans     " << ranking.size() << " ranked in " << ms << " ms; " << refusals(ranking) << "\n"
-            << (measured ? "Predictions from a profile are estimates centred on what the engine measures, not bounds "
-                           "(perf/PREDICTOR.md: median |error| 3-6% in the H200 validations).\n\n"
-                         : "Predictions from roofline figures are upper bounds: every time is a floor "
-                           "(docs/design-notes.md, 'The predictor').\n\n");
+            << "ceiling   " << describe(costs.ceiling().figures()) << "\n"
+            << (costs.measured() ? "Predictions from a profile are estimates centred on what the engine measures "
+                                   "(perf/PREDICTOR.md: median |error| 3-6% in the H200 validations); "
+                                 : "Predictions from roofline figures are upper bounds: every time is a floor; ")
+            << "'ceiling' prices the same steps at the ceiling's figures, a bound no run beats "
+               "(docs/design-notes.md, 'The predictor').\n\n";
   print_ranking(ranking, o.top);
   std::cout << "\n" << explain_best(ranking) << "\n";
   if (explanation) std::cout << "\n" << format_explanation(*explanation);

@@ -9,7 +9,7 @@
 
 #include "moetron/bench/profile_file.hpp"
 #include "moetron/core/format.hpp"
-#include "moetron/predict/profile_cost_model.hpp"
+#include "moetron/predict/plan_costs.hpp"
 #include "moetron/predict/predictor.hpp"
 #include "moetron/predict/workload.hpp"
 
@@ -27,7 +27,8 @@ constexpr size_t kLoggedPlans = 5;
 std::string describe_prediction(size_t place, const PlanPrediction& p) {
   std::ostringstream os;
   os << std::setprecision(3) << "  #" << place + 1 << " " << p.plan.to_string() << ": "
-     << p.output_tokens_per_s << " output tok/s, TTFT " << p.ttft_s * 1e3 << " ms, ITL " << p.itl_s * 1e3
+     << p.output_tokens_per_s << " output tok/s (ceiling " << p.ceiling.output_tokens_per_s << "), TTFT "
+     << p.ttft_s * 1e3 << " ms, ITL " << p.itl_s * 1e3
      << " ms, memory/rank " << human_bytes(static_cast<double>(p.memory.total())) << ", batch " << p.batch
      << " (" << p.batch_limit << "), bottleneck " << p.bottleneck;
   return os.str();
@@ -57,8 +58,6 @@ PlanRanking rank_plans(const PlanChoiceInputs& in) {
   cluster.ranks_per_node = in.ranks_per_node;
   cluster.memory_per_rank = in.memory.bytes_per_rank;
   cluster.device_groups_through_host = in.device_groups_through_host;
-  const RooflineCostModel roofline(in.hardware);
-  std::unique_ptr<ProfileCostModel> measured;
   PlanRanking out;
   out.figures = in.hardware.name + " figures";
   if (in.profile != nullptr) {
@@ -70,13 +69,13 @@ PlanRanking rank_plans(const PlanChoiceInputs& in) {
     use.backend = in.backend;
     use.kernels = in.kernels;
     check_profile_matches(*in.profile, use, in.profile_name);
-    measured = std::make_unique<ProfileCostModel>(*in.profile, roofline);
-    out.figures = in.profile_name + " (" + measured->describe() + ")";
   }
-  const CostModel& cost = measured ? static_cast<const CostModel&>(*measured) : roofline;
+  const PlanCosts costs(in.hardware, in.profile);
+  if (costs.measured()) out.figures = in.profile_name + " (" + costs.measured()->describe() + ")";
   PredictorOptions options;
   options.backend = in.backend;  // on CUDA, plans its kernels cannot run are refused
-  out.ranking = predict_plans(config, workload, cluster, cost, options);
+  options.ceiling = &costs.ceiling();
+  out.ranking = predict_plans(config, workload, cluster, costs.estimate(), options);
   out.figures = describe(workload) + " on " + out.figures;
   return out;
 }
@@ -124,6 +123,8 @@ PlanPredictions prediction_records(const PlanRanking& predicted, const Plan& cho
     c.memory_per_rank = p.memory.total();
     c.batch = p.batch;
     c.bottleneck = p.bottleneck;
+    c.ceiling_output_tokens_per_s = p.ceiling.output_tokens_per_s;
+    c.ceiling_decode_step_s = p.ceiling.decode.total_s();
     out.candidates.push_back(std::move(c));
   }
   return out;

@@ -210,7 +210,9 @@ void write_predictions(h5::File& f, const PlanPredictions& p) {
   const std::pair<const char*, double C::*> rates[] = {
       {"output_tokens_per_s", &C::output_tokens_per_s}, {"decode_tokens_per_s", &C::decode_tokens_per_s},
       {"prefill_tokens_per_s", &C::prefill_tokens_per_s}, {"decode_step_s", &C::decode_step_s},
-      {"ttft_s", &C::ttft_s}, {"itl_s", &C::itl_s}};
+      {"ttft_s", &C::ttft_s}, {"itl_s", &C::itl_s},
+      {"ceiling_output_tokens_per_s", &C::ceiling_output_tokens_per_s},
+      {"ceiling_decode_step_s", &C::ceiling_decode_step_s}};
   for (const auto& [name, member] : rates)
     f.write(std::string("/predictions/") + name, column<double>(cs, [m = member](const C& c) { return c.*m; }));
   f.write("/predictions/memory_per_rank", column<int64_t>(cs, [](const C& c) { return c.memory_per_rank; }));

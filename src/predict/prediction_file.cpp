@@ -28,10 +28,10 @@ const std::vector<std::pair<const char*, double StepCost::*>> kParts = {
     {"host_s", &StepCost::host_s},               {"emulation_s", &StepCost::emulation_s}};
 
 void write_parts(h5::File& f, const std::string& name, const std::vector<PlanPrediction>& ranking,
-                 StepCost PlanPrediction::*step) {
+                 const std::function<const StepCost&(const PlanPrediction&)>& step) {
   std::vector<double> flat;
   for (const PlanPrediction& p : ranking)
-    for (const auto& part : kParts) flat.push_back(p.*step.*part.second);
+    for (const auto& part : kParts) flat.push_back(step(p).*part.second);
   f.write(name, flat, {static_cast<int64_t>(ranking.size()), static_cast<int64_t>(kParts.size())});
   std::string columns;
   for (const auto& part : kParts) columns += (columns.empty() ? "" : ",") + std::string(part.first);
@@ -65,8 +65,16 @@ void write_predictions(const std::string& path, const std::vector<PlanPrediction
     f.write("/plans/weights_per_rank", column<int64_t>(ranking, [](const P& p) { return p.memory.weights; }));
     f.write_strings("/plans/batch_limit", column<std::string>(ranking, [](const P& p) { return p.batch_limit; }));
     f.write_strings("/plans/bottleneck", column<std::string>(ranking, [](const P& p) { return p.bottleneck; }));
-    write_parts(f, "/plans/decode_parts", ranking, &P::decode);
-    write_parts(f, "/plans/prefill_parts", ranking, &P::prefill);
+    write_parts(f, "/plans/decode_parts", ranking, [](const P& p) -> const StepCost& { return p.decode; });
+    write_parts(f, "/plans/prefill_parts", ranking, [](const P& p) -> const StepCost& { return p.prefill; });
+    // The bound (predictor.hpp, assumption 14): the same columns, priced at the ceiling's figures.
+    f.write("/plans/ceiling_output_tokens_per_s",
+            column<double>(ranking, [](const P& p) { return p.ceiling.output_tokens_per_s; }));
+    f.write("/plans/ceiling_decode_tokens_per_s",
+            column<double>(ranking, [](const P& p) { return p.ceiling.decode_tokens_per_s; }));
+    write_parts(f, "/plans/ceiling_decode_parts", ranking, [](const P& p) -> const StepCost& { return p.ceiling.decode; });
+    write_parts(f, "/plans/ceiling_prefill_parts", ranking,
+                [](const P& p) -> const StepCost& { return p.ceiling.prefill; });
     f.close();
   });
 }

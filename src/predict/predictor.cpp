@@ -95,6 +95,20 @@ std::string largest_part(const StepCost& c) {
   return os.str();
 }
 
+// Assumption 10: the workload's generated tokens over its time (all requests at once, full
+// batches of `batch` sequences a replica, prompts in steps of `prefill_prompts`); with an arrival
+// rate, what arrives when that is less.
+double workload_output_tokens_per_s(const Workload& w, const Plan& plan, int64_t batch, int64_t prefill_prompts,
+                                    double prefill_step_s, double decode_step_s) {
+  const double per_replica = static_cast<double>(w.requests) / plan.dp;
+  const double prefill_steps = std::ceil(per_replica / static_cast<double>(prefill_prompts));
+  const double free_rows = prefill_steps * static_cast<double>(batch - prefill_prompts);
+  const double decode_rows = std::max(0.0, per_replica * static_cast<double>(w.output_tokens - 1) - free_rows);
+  const double seconds = prefill_steps * prefill_step_s + decode_rows / static_cast<double>(batch) * decode_step_s;
+  const double rate = static_cast<double>(w.requests * w.output_tokens) / seconds;
+  return w.arrival_rate > 0 ? std::min(rate, w.arrival_rate * static_cast<double>(w.output_tokens)) : rate;
+}
+
 bool better(const PlanPrediction& a, const PlanPrediction& b) {
   if (a.output_tokens_per_s != b.output_tokens_per_s) return a.output_tokens_per_s > b.output_tokens_per_s;
   if (a.decode_tokens_per_s != b.decode_tokens_per_s) return a.decode_tokens_per_s > b.decode_tokens_per_s;
@@ -124,7 +138,6 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
   p.kv_tokens = cluster.memory_per_rank > 0 ? fit.kv_tokens : -1;
 
   // Sequences per replica (assumption 8).
-  const double per_replica = static_cast<double>(w.requests) / plan.dp;
   const int64_t requests = ceil_div(w.requests, plan.dp);
   const int64_t footprint = whole_blocks(w.prompt_tokens + w.output_tokens / 2, w.block_size);
   const int64_t by_kv = std::max<int64_t>(1, fit.kv_tokens / footprint);
@@ -145,16 +158,13 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
   p.prefill = step_cost(g, options.expert_shares, p.prefill_shape, cost);
   const double t_prefill = p.prefill.total_s();
   p.prefill_tokens_per_s = static_cast<double>(plan.dp * p.prefill_prompts * w.prompt_tokens) / t_prefill;
-  // Workload time per replica at the full batch (assumption 10).
-  const double prefill_steps = std::ceil(per_replica / static_cast<double>(p.prefill_prompts));
-  const double free_rows = prefill_steps * static_cast<double>(p.batch - p.prefill_prompts);
-  const double decode_rows = std::max(0.0, per_replica * static_cast<double>(w.output_tokens - 1) - free_rows);
-  const double seconds = prefill_steps * t_prefill + decode_rows / static_cast<double>(p.batch) * p.decode.total_s();
-  p.output_tokens_per_s = static_cast<double>(w.requests * w.output_tokens) / seconds;
+  // The workload at the full batch (assumption 10); with arrivals, what arrives when less.
+  const int64_t capacity_batch = p.batch;
+  p.output_tokens_per_s = workload_output_tokens_per_s(w, plan, capacity_batch, p.prefill_prompts, t_prefill,
+                                                       p.decode.total_s());
   if (w.arrival_rate > 0) {
     // Arrivals keep at least the least batch B with B = rate per replica * output tokens * ITL(B)
-    // busy (Little's law); the throughput is what arrives, or the capacity when more arrives.
-    p.output_tokens_per_s = std::min(p.output_tokens_per_s, w.arrival_rate * static_cast<double>(w.output_tokens));
+    // busy (Little's law).
     const double rate = w.arrival_rate / plan.dp;
     int64_t b = 1;
     for (int i = 0; i < 64; ++i) {
@@ -179,6 +189,20 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
     if (need.total() > p.memory.total()) p.memory = need;
   }
   p.bottleneck = largest_part(p.decode);
+
+  // The same steps and schedule priced by floors (assumption 14).
+  if (options.ceiling != nullptr) {
+    const CostModel& floors = *options.ceiling;
+    PlanCeiling& c = p.ceiling;
+    c.decode = step_cost(g, options.expert_shares, p.decode_shape, floors);
+    c.prefill = step_cost(g, options.expert_shares, p.prefill_shape, floors);
+    const double capacity_decode_s = capacity_batch == p.batch
+                                         ? c.decode.total_s()
+                                         : step_cost(g, options.expert_shares, decode_at(capacity_batch), floors).total_s();
+    c.output_tokens_per_s = workload_output_tokens_per_s(w, plan, capacity_batch, p.prefill_prompts,
+                                                         c.prefill.total_s(), capacity_decode_s);
+    c.decode_tokens_per_s = static_cast<double>(plan.dp * p.batch) / c.decode.total_s();
+  }
   return p;
 }
 

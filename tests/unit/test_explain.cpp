@@ -15,14 +15,13 @@
 #include "moetron/predict/plan_geometry.hpp"
 #include "moetron/predict/profile_cost_model.hpp"
 #include "moetron/predict/roofline_cost_model.hpp"
+#include "predictor_test_helpers.hpp"
 #include "../common/moe_config.hpp"
 
 namespace moetron {
 namespace {
 
-ModelConfig preset(Family family, const std::string& name) {
-  return parse_model_config(hf_preset_json(family, name), name);
-}
+using predictor_test::preset;
 
 Workload workload() {  // perf/validate_predictor.py's section (b) at 16 ranks
   Workload w;

@@ -23,27 +23,17 @@
 #include "moetron/predict/roofline_cost_model.hpp"
 #include "moetron/predict/routing_file.hpp"
 #include "model_test_helpers.hpp"
+#include "predictor_test_helpers.hpp"
 #include "../common/moe_config.hpp"
 
 namespace moetron {
 namespace {
 
-ModelConfig preset(Family family, const std::string& name) {
-  return parse_model_config(hf_preset_json(family, name), name);
-}
+using predictor_test::preset;
+using predictor_test::small_workload;
 
 ModelConfig fixture(const std::string& family) {
   return load_model_config(test::fixture_dir(family) + "/config.json");
-}
-
-Workload small_workload() {
-  Workload w;
-  w.prompt_tokens = 16;
-  w.output_tokens = 8;
-  w.requests = 32;
-  w.max_batch = 16;
-  w.max_batch_tokens = 64;
-  return w;
 }
 
 Cluster cluster_of(int ranks, int per_node, int64_t memory = 0) { return {ranks, per_node, memory, 0}; }

@@ -95,6 +95,9 @@ struct PlanCandidateRecord {
   int64_t memory_per_rank = 0;     // bytes, the rank needing the most
   int64_t batch = 0;               // sequences per replica
   std::string bottleneck;          // largest part of the decode step
+  // The bound no run beats (predict/predictor.hpp, assumption 14): the workload's throughput and
+  // the decode step at the ceiling's figures; 0 where no ceiling was priced.
+  double ceiling_output_tokens_per_s = 0, ceiling_decode_step_s = 0;
 };
 
 // Every plan predicted for this run, best first, and what the predictions rest on.

@@ -3,10 +3,12 @@
 // ranked. Hardware enters only through a CostModel.
 //
 // ---- Assumptions (all of them; docs/design-notes.md "The predictor" says the same) ----
-// The prediction is an UPPER BOUND on what the engine achieves (times are lower bounds), given a
-// CostModel whose answers are floors (RooflineCostModel's are; a measured profile's medians are
-// close to, not below, the truth). It holds because every step below only leaves work out or
-// takes the cheaper reading, never adds any:
+// Each plan gets two predictions from the same steps (assumption 14): the estimate, priced by the
+// CostModel given (a profile's medians: centred on what the engine measures; it ranks the plans),
+// and the ceiling, priced by PredictorOptions::ceiling, whose answers are floors. The ceiling is an
+// UPPER BOUND on what the engine achieves (times are lower bounds), and so is the estimate when its
+// CostModel's answers are floors (RooflineCostModel's are). It holds because every step below only
+// leaves work out or takes the cheaper reading, never adds any:
 //  1. A step's ops are the ones forward.cpp and engine.cpp run, each stage priced for its own
 //     shard (the rank holding the most; ranks of a stage differ only in expert loads). Each Ops
 //     call is at least one kernel (swiglu_mlp and moe_experts at least two); kernels the engine
@@ -73,6 +75,12 @@
 //     and the emulated rank's expert call gets the rows a real one would (expert_work's). A real
 //     rank spends none of it (its collectives are the *_comm_s
 //     parts), so emulation_s is left out of total_s and of every ranking.
+// 14. The ceiling: the plan's decode and prefill steps, at the estimate's batch, prompts and
+//     schedule, priced by a CostModel whose every answer is a floor (plan_costs.hpp: the roofline
+//     at the higher of the hardware figures' and the profile's fastest measured rates, no kernel
+//     gaps, no host bookkeeping). Its throughput follows assumption 10 from those steps. Nothing
+//     in it is fitted to measurements: how far the engine lands below it is what perf/PREDICTOR.md
+//     reports as the share of the ceiling reached.
 // Not modelled (each would only slow the engine down): scheduler and Python-free host overheads
 // between steps, preemption and recomputation, stragglers, congestion between groups that share
 // links, sampling beyond argmax, routing that changes over the run.
@@ -105,12 +113,23 @@ struct PredictorOptions {
   double kv_memory_fraction = 0.9;  // share of the memory left that the KV cache takes
   ExpertShares expert_shares;       // empty: uniform routing
   std::string backend;              // "cuda": plans the CUDA kernels cannot run are refused (cuda_plan_problem)
+  // Prices PlanPrediction::ceiling (assumption 14; PlanCosts::ceiling). nullptr: no ceiling.
+  const CostModel* ceiling = nullptr;
 };
 
 // Whether the engine records this plan's decode steps as graphs (can_record_decode for the
 // transports the plan's groups get): pp = 1, a backend that records (CUDA), and neither the tp
 // group (tp > 1) nor the expert dispatch's stage group (dp > 1) on the host-staged transport.
 bool decode_recordable(const Plan& plan, const std::string& backend, bool device_groups_through_host);
+
+// What no run of a plan beats (assumption 14): its steps priced by PredictorOptions::ceiling.
+// All zero when no ceiling model was given.
+struct PlanCeiling {
+  StepCost decode, prefill;        // at the prediction's decode_shape and prefill_shape
+  double decode_tokens_per_s = 0;  // over the cluster, at the prediction's batch
+  double output_tokens_per_s = 0;  // the workload's, as PlanPrediction::output_tokens_per_s
+  bool known() const { return output_tokens_per_s > 0; }
+};
 
 struct PlanPrediction {
   Plan plan;
@@ -129,6 +148,7 @@ struct PlanPrediction {
   double output_tokens_per_s = 0;   // the whole workload's generated tokens over its time
   double ttft_s = 0, itl_s = 0;
   std::string bottleneck;      // the largest part of the decode step, e.g. "compute 71%"
+  PlanCeiling ceiling;         // the bound (PredictorOptions::ceiling); the fields above: the estimate
 };
 
 // One plan (valid for config: plan_problem empty, world size = cluster.ranks).

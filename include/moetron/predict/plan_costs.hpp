@@ -1,0 +1,44 @@
+// PlanCosts: the two cost models one ranking is priced with, made once from the hardware figures
+// (a preset, --hardware-set, --interconnect) and an optional `moetron bench` profile:
+//   estimate  the profile's measurements, the roofline figures for what it lacks (without a
+//             profile: the roofline alone). What the ranking, the errors of perf/PREDICTOR.md and
+//             every logged figure use: centred on what the engine measures, not a bound.
+//   ceiling   the roofline at ceiling_figures: the figures' rates raised to the fastest the profile
+//             measured, no kernel gaps. Every answer is a floor of what the engine can do on that
+//             machine, so a plan priced by it (PlanPrediction::ceiling) is a bound no run beats.
+#pragma once
+#include <memory>
+
+#include "moetron/bench/profile.hpp"
+#include "moetron/predict/profile_cost_model.hpp"
+#include "moetron/predict/roofline_cost_model.hpp"
+
+namespace moetron {
+
+// `figures` with no kernel gaps (a recorded step's PDL launches leave the GPU idle well under 1%
+// between kernels: perf/NOTES.md), and, with a profile, each rate raised to the fastest the profile
+// measured where that is faster: the dense GEMM rate and the HBM rate from the fast tail (p10) of
+// its gemm and hbm_copy points, each link's bus bandwidth from its all-reduce and all-to-all points
+// (nccl-tests' busbw), each link's latency lowered to its fastest collective's time over the
+// hops the roofline counts. The memory figures stay.
+HardwareFigures ceiling_figures(HardwareFigures figures, const HardwareProfile* profile);
+
+class PlanCosts {
+ public:
+  // `profile` (may be null) must outlive this object.
+  PlanCosts(const HardwareFigures& figures, const HardwareProfile* profile);
+  PlanCosts(const PlanCosts&) = delete;  // the profile model refers to the roofline member
+  PlanCosts& operator=(const PlanCosts&) = delete;
+
+  const CostModel& estimate() const;
+  const RooflineCostModel& ceiling() const { return ceiling_; }
+  const RooflineCostModel& roofline() const { return roofline_; }
+  const ProfileCostModel* measured() const { return measured_.get(); }  // nullptr without a profile
+
+ private:
+  RooflineCostModel roofline_;
+  std::unique_ptr<ProfileCostModel> measured_;
+  RooflineCostModel ceiling_;
+};
+
+}  // namespace moetron
