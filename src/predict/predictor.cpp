@@ -190,8 +190,9 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
   }
   p.bottleneck = largest_part(p.decode);
 
-  // The same steps and schedule priced by floors (assumption 14).
-  if (options.ceiling != nullptr) {
+  // The same steps and schedule priced by floors (assumption 14); a plan that cannot run has no
+  // run to bound.
+  if (options.ceiling != nullptr && p.fits) {
     const CostModel& floors = *options.ceiling;
     PlanCeiling& c = p.ceiling;
     c.decode = step_cost(g, options.expert_shares, p.decode_shape, floors);

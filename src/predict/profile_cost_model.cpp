@@ -280,7 +280,7 @@ double ProfileCostModel::kernel_overhead_s(bool in_graph) const {
 double ProfileCostModel::launch_s(LaunchFamily family) const {
   const auto it = launch_s_.find(static_cast<int64_t>(family));
   if (it == launch_s_.end()) return kernel_overhead_s(false);  // as a launch gap, with its note
-  note_source("launch_cost op " + std::to_string(static_cast<int64_t>(family)));
+  if (noting()) note_source("launch_cost op " + std::to_string(static_cast<int64_t>(family)));
   return it->second;
 }
 

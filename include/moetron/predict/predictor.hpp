@@ -123,7 +123,7 @@ struct PredictorOptions {
 bool decode_recordable(const Plan& plan, const std::string& backend, bool device_groups_through_host);
 
 // What no run of a plan beats (assumption 14): its steps priced by PredictorOptions::ceiling.
-// All zero when no ceiling model was given.
+// All zero when no ceiling model was given or the plan does not fit.
 struct PlanCeiling {
   StepCost decode, prefill;        // at the prediction's decode_shape and prefill_shape
   double decode_tokens_per_s = 0;  // over the cluster, at the prediction's batch
