@@ -75,7 +75,8 @@ po::options_description plan_options(PlanOptions& o) {
       ("gpu-memory-fraction", po::value(&o.memory_fraction)->default_value(o.memory_fraction),
        "share of the memory left after weights and temporaries that the KV cache takes (as moetron run)")
       ("micro-batches", po::value(&o.micro_batches)->default_value(o.micro_batches),
-       "micro-batches per step of pipeline plans (0: pp, as moetron run)")
+       "rank pipeline plans (pp > 1) with this many micro-batches a step only (0: each pipeline layout with 1, pp "
+       "and 2 pp, mb=M in its name where M is not pp)")
       ("routing", po::value(&o.routing), "results file of an earlier run: its per-expert loads (/experts/tokens)")
       ("top", po::value(&o.top)->default_value(o.top), "plans to print")
       ("out", po::value(&o.out), "write every plan's prediction to this HDF5 file (atomically)")

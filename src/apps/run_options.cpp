@@ -56,8 +56,8 @@ po::options_description run_options(RunOptions& o) {
       ("backend", po::value(&o.backend)->default_value(o.backend),
        "cpu, cuda, or auto (cuda where a GPU is present, else cpu)")
       ("plan", po::value(&o.plan)->default_value(o.plan),
-       "parallel plan: auto (rank 0 predicts every plan and takes the best), or pp=P,tp=T,dp=D,ep=E "
-       "(omitted factors are 1)")
+       "parallel plan: auto (rank 0 predicts every plan and takes the best), or pp=P,tp=T,dp=D,ep=E[,mb=M] "
+       "(omitted factors are 1; mb: micro-batches a step through a pipeline, pp when omitted)")
       ("profile", po::value(&o.profile),
        "with --plan auto: predict from this `moetron bench` profile (measured for this model, world, "
        "device and kernels), or the one a results file of an earlier --plan auto run keeps (/profile), "

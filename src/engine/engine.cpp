@@ -104,6 +104,9 @@ void idle_until(Clock::time_point t0, double arrival_s) {
 Engine::Engine(const ModelConfig& config, Ops& ops, ModelForward& forward,
                const EngineGroups& groups, const EngineOptions& options, DecodeGraphs* graphs)
     : config_(config), ops_(ops), forward_(forward), groups_(groups), options_(options), graphs_(graphs) {
+  MOETRON_CHECK(options.micro_batches >= 1 && (groups.pp_size > 1 || options.micro_batches == 1),
+                "engine: " << options.micro_batches << " micro-batches a step on " << groups.pp_size
+                           << " pipeline stages (plan_problem lets only a pipeline split a step)");
   sampled_ids_ = ops_.alloc(DType::I32, {std::max<int64_t>(options.limits.max_batch_seqs, 1)});
 }
 
@@ -282,7 +285,7 @@ EngineReport Engine::run(std::vector<Sequence>& sequences) {
 
     std::vector<int32_t> tokens;
     std::vector<float> logits;
-    const auto parts = split_micro_batches(step, groups_.pp_size);
+    const auto parts = split_micro_batches(step, options_.micro_batches);
     const std::vector<int64_t> dispatch_tokens = agree_dispatch_tokens(parts, totals[2] > 0);
     for (size_t i = 0; i < parts.size(); ++i) {
       // Without other replicas an empty micro-batch has no one to meet: skip it.

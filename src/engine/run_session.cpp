@@ -374,6 +374,7 @@ RunOutcome RunSession::run() {
   eo.save_logits = settings_.save_logits;
   eo.observer = settings_.observer;
   eo.routing_window = settings_.routing_window;
+  eo.micro_batches = plan.micro_batch_count();
 
   RunOutcome out;
   Engine engine(config_, *ops_, *forward_, eg, eo, graphs_.get());

@@ -13,7 +13,9 @@ namespace moetron {
 
 namespace {
 
-constexpr const char* kPlanForm = "expected pp=P,tp=T,dp=D,ep=E (omitted factors are 1) or auto";
+constexpr const char* kPlanForm =
+    "expected pp=P,tp=T,dp=D,ep=E[,mb=M] (omitted factors are 1; mb, micro-batches a step on a pipeline, is pp "
+    "when omitted) or auto";
 
 std::string trim(const std::string& s) {
   size_t b = s.find_first_not_of(" \t");
@@ -61,6 +63,7 @@ bool is_moe_layer(const ModelConfig& c, int64_t layer) {
 std::string Plan::to_string() const {
   std::ostringstream os;
   os << "pp=" << pp << ",tp=" << tp << ",dp=" << dp << ",ep=" << ep;
+  if (micro_batch_count() != pp) os << ",mb=" << micro_batch_count();
   return os.str();
 }
 
@@ -81,9 +84,10 @@ Plan parse_plan(const std::string& text) {
                 : key == "tp" ? &plan.tp
                 : key == "dp" ? &plan.dp
                 : key == "ep" ? &plan.ep
+                : key == "mb" ? &plan.mb
                               : nullptr;
     MOETRON_CHECK(slot, "--plan: unknown factor '" << key << "' in '" << token
-                                                   << "' (expected pp, tp, dp or ep)");
+                                                   << "' (expected pp, tp, dp, ep or mb)");
     auto [prev, fresh] = seen.emplace(key, token);
     MOETRON_CHECK(fresh, "--plan: '" << key << "' given twice ('" << prev->second << "' and '"
                                      << token << "')");
@@ -120,8 +124,12 @@ Range split_range(int64_t total, int64_t parts, int64_t index) {
 std::string plan_problem(const Plan& p, const ModelConfig& c) {
   std::ostringstream os;
   os << "--plan " << p.to_string() << ": ";
-  if (p.pp < 1 || p.tp < 1 || p.dp < 1 || p.ep < 1) {
+  if (p.pp < 1 || p.tp < 1 || p.dp < 1 || p.ep < 1 || p.mb < 0) {
     os << "every factor must be positive";
+  } else if (p.micro_batch_count() > kMaxMicroBatches) {
+    os << "mb=" << p.mb << " micro-batches: at most " << kMaxMicroBatches;
+  } else if (p.pp == 1 && p.micro_batch_count() != 1) {
+    os << "mb=" << p.mb << " splits a step between pipeline stages, and pp=1 has one stage";
   } else if (c.num_heads % p.tp != 0) {
     os << "the " << c.num_heads << " attention heads do not split evenly over tp=" << p.tp;
   } else if (p.tp <= c.num_kv_heads && c.num_kv_heads % p.tp != 0) {

@@ -16,7 +16,7 @@ Plan agree_plan(Communicator& world, const std::string& text, const ModelConfig&
   MemoryBudget memory = memory_here;
   memory.bytes_per_rank = least[0] == std::numeric_limits<int64_t>::min() ? 0 : -least[0];
 
-  // Rank 0's answer: {1, pp, tp, dp, ep}, or {0, message bytes...}.
+  // Rank 0's answer: {1, pp, tp, dp, ep, mb}, or {0, message bytes...}.
   std::vector<int64_t> answer;
   if (world.rank() == 0) {
     try {
@@ -27,7 +27,7 @@ Plan agree_plan(Communicator& world, const std::string& text, const ModelConfig&
       } else {
         p = resolve_plan(text, config, world.size(), memory, ranks_per_node);
       }
-      answer = {1, p.pp, p.tp, p.dp, p.ep};
+      answer = {1, p.pp, p.tp, p.dp, p.ep, p.mb};
     } catch (const std::exception& e) {
       const std::string msg = e.what();
       answer = {0};
@@ -37,12 +37,13 @@ Plan agree_plan(Communicator& world, const std::string& text, const ModelConfig&
   world.broadcast_host(answer, 0);
   MOETRON_CHECK(!answer.empty(), "agree_plan: rank 0 sent no plan");
   if (answer[0] == 0) throw Error(std::string(answer.begin() + 1, answer.end()));
-  MOETRON_CHECK(answer.size() == 5, "agree_plan: rank 0 sent " << answer.size() << " values for a plan");
+  MOETRON_CHECK(answer.size() == 6, "agree_plan: rank 0 sent " << answer.size() << " values for a plan");
   Plan p;
   p.pp = static_cast<int>(answer[1]);
   p.tp = static_cast<int>(answer[2]);
   p.dp = static_cast<int>(answer[3]);
   p.ep = static_cast<int>(answer[4]);
+  p.mb = static_cast<int>(answer[5]);
   return p;
 }
 

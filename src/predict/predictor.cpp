@@ -117,6 +117,12 @@ bool better(const PlanPrediction& a, const PlanPrediction& b) {
 
 }  // namespace
 
+std::vector<int> micro_batch_choices(int pp, int fixed) {
+  if (pp == 1) return {1};
+  if (fixed > 0) return {fixed};
+  return {1, pp, 2 * pp};
+}
+
 bool decode_recordable(const Plan& plan, const std::string& backend, bool device_groups_through_host) {
   if (plan.pp > 1 || backend == "cpu") return false;
   return !(device_groups_through_host && (plan.tp > 1 || plan.dp > 1));
@@ -129,7 +135,7 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
                                    << cluster.ranks);
   PlanPrediction p;
   p.plan = plan;
-  p.micro_batches = plan.pp > 1 && options.micro_batches > 0 ? options.micro_batches : plan.pp;
+  p.micro_batches = plan.micro_batch_count();
   const PlanGeometry g = plan_geometry(config, plan, cluster.ranks_per_node);
   const MemoryFit fit = fit_memory(config, g, w, cluster, options);
   const std::string kernels = options.backend == "cuda" ? cuda_plan_problem(plan, config) : "";
@@ -212,9 +218,22 @@ std::vector<PlanPrediction> predict_plans(const ModelConfig& config, const Workl
   check_workload(w);
   MOETRON_CHECK(cluster.ranks >= 1, "--ranks must be at least 1, got " << cluster.ranks);
   MOETRON_CHECK(cluster.ranks_per_node >= 1, "--ranks-per-node must be at least 1, got " << cluster.ranks_per_node);
+  MOETRON_CHECK(options.micro_batches >= 0 && options.micro_batches <= kMaxMicroBatches,
+                "--micro-batches must be in [0, " << kMaxMicroBatches << "], got " << options.micro_batches);
   std::vector<PlanPrediction> all;
-  for (const Plan& plan : enumerate_plans(config, cluster.ranks))
-    all.push_back(predict_plan(config, plan, w, cluster, cost, options));
+  for (const Plan& layout : enumerate_plans(config, cluster.ranks)) {
+    std::pair<int64_t, int64_t> previous{-1, -1};  // the last choice's non-empty micro-batches
+    for (int m : micro_batch_choices(layout.pp, options.micro_batches)) {
+      Plan plan = layout;
+      plan.mb = m == layout.pp ? 0 : m;  // the engine's default stays unwritten ("pp=2,...")
+      PlanPrediction p = predict_plan(config, plan, w, cluster, cost, options);
+      // More micro-batches than a step has sequences only add empty ones: the same plan again.
+      const std::pair<int64_t, int64_t> filled{std::min<int64_t>(m, p.batch), std::min<int64_t>(m, p.prefill_prompts)};
+      if (filled == previous) continue;
+      previous = filled;
+      all.push_back(std::move(p));
+    }
+  }
   std::stable_partition(all.begin(), all.end(), [](const PlanPrediction& p) { return p.fits; });
   const auto fitting_end = std::partition_point(all.begin(), all.end(), [](const PlanPrediction& p) { return p.fits; });
   std::stable_sort(all.begin(), fitting_end, better);

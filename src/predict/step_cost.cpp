@@ -155,23 +155,25 @@ class StageForward {
   // An emulated rank's stand-ins for its collectives (EmulatedCommunicator, assumption 13): device
   // copies, each Ops::copy of `bytes` (CostModel::copy_s) with its gap. Kept apart in
   // emulation_s: a real rank moves these bytes in the collective, priced in *_comm_s.
-  void emulated_copy(const char* name, int64_t bytes) {
+  void emulated_copy(const char* name, int64_t bytes, int count = 1) {
     if (bytes <= 0) return;
-    emulated_kernel(name, cost_.copy_s(bytes), bytes, LaunchFamily::kCopy);
+    emulated_kernel(name, cost_.copy_s(bytes), bytes, LaunchFamily::kCopy, count);
   }
-  // A kernel only an emulated rank runs, of `seconds` (priced just before: its note is the
-  // source), with its gap; `bytes` for the trace.
-  void emulated_kernel(const char* name, double seconds, int64_t bytes, LaunchFamily family) {
+  // `count` alike kernels only an emulated rank runs, of `seconds` each (priced just before: its
+  // note is the source), each with its gap; `bytes` (each) for the trace. Outside the launch
+  // pipeline they are one charge (prefill's copy a peer: up to a stage's 1,024 a layer).
+  void emulated_kernel(const char* name, double seconds, int64_t bytes, LaunchFamily family, int count = 1) {
     const std::string source = note();
     StepCost amount;
-    if (pipelined_)
-      enqueue(seconds, launch_per_kernel(family, 1, 1), false, amount);
-    else
-      amount.emulation_s = seconds + cost_.kernel_overhead_s(in_graph_);
+    if (pipelined_) {
+      for (int i = 0; i < count; ++i) enqueue(seconds, launch_per_kernel(family, 1, 1), false, amount);
+    } else {
+      amount.emulation_s = count * (seconds + cost_.kernel_overhead_s(in_graph_));
+    }
     note();
     OpShape shape;
     shape.bytes = bytes;
-    charge(name, 1, shape, source, amount);
+    charge(name, count, shape, source, amount);
   }
   // `group` blocks of `bytes` side by side, as EmulatedCommunicator::fill_repeated makes them (the
   // allgather, and the all-to-all whose blocks are all the own block's size): the block copied
@@ -192,7 +194,7 @@ class StageForward {
     if (!shape_.prefill) {
       emulated_fill(name, block, group);
     } else {
-      for (int64_t p = 0; p < group; ++p) emulated_copy(name, block);
+      emulated_copy(name, block, static_cast<int>(group));
     }
   }
 

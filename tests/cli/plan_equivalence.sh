@@ -9,6 +9,8 @@ PLANS=(
   "4 tp=4" "4 pp=4" "4 pp=2,tp=2" "4 pp=2,tp=2,ep=2" "4 dp=2,tp=2" "4 dp=4,ep=4"
   "4 tp=2,dp=2,ep=4" "4 pp=2,dp=2,ep=2" "4 dp=4"
   "8 pp=2,tp=2,dp=2,ep=4" "8 dp=8,ep=8" "8 pp=2,tp=4" "8 pp=4,tp=2" "8 pp=2,dp=4,ep=4"
+  # Micro-batch counts other than pp: one (no overlap), more than the step has sequences, uneven.
+  "2 pp=2,mb=1" "4 pp=2,tp=2,mb=8" "4 pp=2,dp=2,ep=2,mb=3"
 )
 # Uneven prompt lengths, more requests than replicas, some with sampling (seeded per request).
 cat >"$WORK/prompts.jsonl" <<'JSONL'

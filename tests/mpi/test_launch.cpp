@@ -112,14 +112,17 @@ ModelConfig plan_config() { return moe_config({64, 64, 8, 8, 8, 8, 64, 8, 2}); }
 // Each rank's plan, as all ranks see it.
 std::vector<Plan> everyones(const Plan& mine) {
   auto comm = make_mpi_communicator(MPI_COMM_WORLD);
-  std::vector<int64_t> v(static_cast<size_t>(4 * world_size()), 0);
-  const size_t at = static_cast<size_t>(4 * world_rank());
-  v[at] = mine.pp, v[at + 1] = mine.tp, v[at + 2] = mine.dp, v[at + 3] = mine.ep;
+  constexpr size_t kFields = 5;
+  std::vector<int64_t> v(kFields * static_cast<size_t>(world_size()), 0);
+  const size_t at = kFields * static_cast<size_t>(world_rank());
+  v[at] = mine.pp, v[at + 1] = mine.tp, v[at + 2] = mine.dp, v[at + 3] = mine.ep, v[at + 4] = mine.mb;
   comm->allreduce_host(v, false);
   std::vector<Plan> plans;
-  for (int r = 0; r < world_size(); ++r)
-    plans.push_back(Plan{static_cast<int>(v[4 * r]), static_cast<int>(v[4 * r + 1]),
-                         static_cast<int>(v[4 * r + 2]), static_cast<int>(v[4 * r + 3])});
+  for (size_t r = 0; r < static_cast<size_t>(world_size()); ++r) {
+    const int64_t* f = &v[kFields * r];
+    plans.push_back(Plan{static_cast<int>(f[0]), static_cast<int>(f[1]), static_cast<int>(f[2]),
+                         static_cast<int>(f[3]), static_cast<int>(f[4])});
+  }
   return plans;
 }
 
@@ -154,6 +157,18 @@ TEST(Launch, OthersTakeRankZerosExplicitPlan) {
   const std::string text = world_rank() == 0 ? "pp=" + std::to_string(n) : "auto";
   const Plan agreed = agree_plan(*world, text, c, MemoryBudget{}, n);
   for (const Plan& p : everyones(agreed)) EXPECT_EQ(p, (Plan{n, 1, 1, 1}));
+}
+
+// A pipeline's micro-batch count (mb=) travels with the plan.
+TEST(Launch, EveryRankGetsThePlansMicroBatches) {
+  const int n = world_size();
+  if (n < 2) GTEST_SKIP() << "a pipeline needs two ranks";
+  const ModelConfig c = plan_config();
+  auto world = make_mpi_communicator(MPI_COMM_WORLD);
+  const std::string text = world_rank() == 0 ? "pp=" + std::to_string(n) + ",mb=3" : "auto";
+  const Plan agreed = agree_plan(*world, text, c, MemoryBudget{}, n);
+  for (const Plan& p : everyones(agreed)) EXPECT_EQ(p, (Plan{n, 1, 1, 1, 3})) << p.to_string();
+  EXPECT_EQ(agreed.micro_batch_count(), 3);
 }
 
 // Rank 0 cannot resolve its plan: every rank throws rank 0's message, and none waits.

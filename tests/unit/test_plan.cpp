@@ -106,12 +106,23 @@ TEST(PlanParse, AcceptsFactorsInAnyOrderWithDefaults) {
   EXPECT_EQ(parse_plan("dp=8,ep=8"), (Plan{1, 1, 8, 8}));
   EXPECT_EQ(parse_plan("ep=2, tp=2 "), (Plan{1, 2, 1, 2}));
   EXPECT_EQ(parse_plan("tp=1"), Plan{});
+  EXPECT_EQ(parse_plan("mb=3,pp=2"), (Plan{2, 1, 1, 1, 3}));
 }
 
 TEST(PlanParse, ToStringRoundTrips) {
   Plan p{2, 2, 2, 4};
   EXPECT_EQ(p.to_string(), "pp=2,tp=2,dp=2,ep=4");
   EXPECT_EQ(parse_plan(p.to_string()), p);
+  // A pipeline's micro-batches: written only when they are not the engine's default (pp).
+  const Plan three{2, 2, 2, 4, 3};
+  EXPECT_EQ(three.to_string(), "pp=2,tp=2,dp=2,ep=4,mb=3");
+  EXPECT_EQ(parse_plan(three.to_string()), three);
+  EXPECT_EQ(three.micro_batch_count(), 3);
+  EXPECT_NE(three, p);
+  const Plan by_default{4, 1, 1, 1, 4};
+  EXPECT_EQ(by_default.to_string(), "pp=4,tp=1,dp=1,ep=1");
+  EXPECT_EQ(by_default, (Plan{4, 1, 1, 1}));  // mb=pp is the default, however it was written
+  EXPECT_EQ((Plan{4, 1, 1, 1}).micro_batch_count(), 4);
 }
 
 TEST(PlanParse, RefusesEachBadFormNamingTheToken) {
@@ -120,6 +131,8 @@ TEST(PlanParse, RefusesEachBadFormNamingTheToken) {
       {"tp", "'tp' is not key=value"},
       {"auto", "'auto' is not key=value"},
       {"xp=2", "unknown factor 'xp'"},
+      {"xp=2", "expected pp, tp, dp, ep or mb"},
+      {"pp=2,mb=0", "'mb=0' must be positive"},
       {"tp=2,tp=4", "'tp' given twice ('tp=2' and 'tp=4')"},
       {"tp=0", "'tp=0' must be positive"},
       {"tp=-1", "'tp=-1' is not a positive integer"},
@@ -301,6 +314,8 @@ TEST(PlanValidate, RefusesEachImpossibleCaseWithItsReason) {
       {{1, 4, 1, 4}, shared, 4, 0, "shared expert intermediate size 50"},
       {{1, 1, 1, 1}, olmoe_like(), 1, 1000, "rank 0 needs"},
       {{0, 1, 1, 1}, olmoe_like(), 0, 0, "every factor must be positive"},
+      {{1, 1, 1, 1, 2}, olmoe_like(), 1, 0, "mb=2 splits a step between pipeline stages, and pp=1 has one"},
+      {{2, 1, 1, 1, kMaxMicroBatches + 1}, olmoe_like(), 2, 0, "micro-batches: at most 4096"},
   };
   for (const Case& k : cases) {
     std::string msg = error_of([&] { validate_plan(k.plan, k.config, k.world, cpu_test_memory(k.memory)); });
@@ -308,6 +323,8 @@ TEST(PlanValidate, RefusesEachImpossibleCaseWithItsReason) {
     EXPECT_NE(msg.find(k.reason), std::string::npos) << k.plan.to_string() << ": " << msg;
   }
   EXPECT_NO_THROW(validate_plan({2, 2, 2, 4}, olmoe_like(), 8, cpu_test_memory(1 << 30)));
+  EXPECT_NO_THROW(validate_plan({2, 2, 2, 4, 1}, olmoe_like(), 8, cpu_test_memory(1 << 30)));
+  EXPECT_NO_THROW(validate_plan({1, 2, 2, 4, 1}, olmoe_like(), 4, cpu_test_memory(1 << 30)));
 }
 
 TEST(PlanEnumerate, MatchesBruteForce) {

@@ -38,22 +38,26 @@ ModelConfig fixture(const std::string& family) {
 
 Cluster cluster_of(int ranks, int per_node, int64_t memory = 0) { return {ranks, per_node, memory, 0}; }
 
-std::tuple<int, int, int, int> key(const Plan& p) { return {p.pp, p.tp, p.dp, p.ep}; }
+std::tuple<int, int, int, int, int> key(const Plan& p) { return {p.pp, p.tp, p.dp, p.ep, p.micro_batch_count()}; }
 
+// Every layout a brute-force search finds, pipelines with 1, pp and 2 pp micro-batches (the small
+// workload's 16 sequences and 4 prompts a step tell every count apart up to pp = 12).
 TEST(Predictor, RanksEveryPlanABruteForceSearchFinds) {
   const RooflineCostModel cost(hardware_preset("cpu"));
   for (const std::string family : {"mixtral", "qwen2_moe", "olmoe", "qwen3_moe"}) {
     const ModelConfig c = fixture(family);
     for (int world = 1; world <= 12; ++world) {
-      std::set<std::tuple<int, int, int, int>> brute;
+      std::set<std::tuple<int, int, int, int, int>> brute;
       for (int pp = 1; pp <= world; ++pp)
         for (int tp = 1; tp <= world; ++tp)
           for (int dp = 1; dp <= world; ++dp)
-            for (int ep = 1; ep <= world; ++ep) {
-              const Plan p{pp, tp, dp, ep};
-              if (p.world_size() == world && plan_problem(p, c).empty()) brute.insert(key(p));
-            }
-      std::set<std::tuple<int, int, int, int>> ranked;
+            for (int ep = 1; ep <= world; ++ep)
+              for (int mb = 1; mb <= 2 * world; ++mb) {
+                const Plan p{pp, tp, dp, ep, mb};
+                const bool tried = pp == 1 || mb == 1 || mb == pp || mb == 2 * pp;
+                if (tried && p.world_size() == world && plan_problem(p, c).empty()) brute.insert(key(p));
+              }
+      std::set<std::tuple<int, int, int, int, int>> ranked;
       for (const PlanPrediction& p : predict_plans(c, small_workload(), cluster_of(world, 4), cost, {})) {
         EXPECT_TRUE(ranked.insert(key(p.plan)).second) << family << ": " << p.plan.to_string() << " twice";
         EXPECT_TRUE(p.fits) << family << " " << p.plan.to_string() << ": " << p.refusal;  // memory unknown
@@ -344,6 +348,44 @@ TEST(Predictor, PricesTheExpertCallAtTheTokenCountThatPicksItsKernel) {
 // and a graph node's gap before each (the device's own latency). Where each op runs on the host
 // (launches_overlap false: the CPU) the gaps add up as before. An emulated rank's stand-in copies
 // join the same pipeline.
+// A pipeline's micro-batches (Plan::mb, assumption 6): more of them shorten the fill and drain,
+// and each reads its stage's weights again, so a decode step's compute grows with them.
+TEST(Predictor, MoreMicroBatchesShortenThePipelineButReadTheWeightsAgain) {
+  const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
+  const RooflineCostModel cost(hardware_preset("h200"));
+  const PlanGeometry g = plan_geometry(c, Plan{4, 1, 1, 1}, 4);
+  StepCost previous;
+  for (int m : {1, 4, 8}) {
+    SCOPED_TRACE("mb=" + std::to_string(m));
+    const StepCost step = step_cost(g, {}, {64, 1, 528, false, m, /*recordable=*/false, true, 2, true}, cost);
+    if (m > 1) {
+      EXPECT_LT(step.bubble_s, previous.bubble_s);
+      EXPECT_GT(step.compute_s, previous.compute_s);
+    }
+    previous = step;
+  }
+  // With one micro-batch the stages run one after another: the busiest waits for the other three.
+  const StepCost one = step_cost(g, {}, {64, 1, 528, false, 1, false, true, 2, true}, cost);
+  EXPECT_GT(one.bubble_s + one.pipeline_comm_s, 2 * (one.compute_s + one.kernel_overhead_s));
+
+  // predict_plan prices the plan's own count; predict_plans ranks 1, pp and 2 pp.
+  Workload w = small_workload();
+  const PlanPrediction p = predict_plan(c, Plan{4, 1, 1, 1, 1}, w, cluster_of(4, 4), cost, {});
+  EXPECT_EQ(p.micro_batches, 1);
+  EXPECT_EQ(p.decode_shape.micro_batches, 1);
+  EXPECT_EQ(p.prefill_shape.micro_batches, 1);
+  EXPECT_EQ(micro_batch_choices(4, 0), (std::vector<int>{1, 4, 8}));
+  EXPECT_EQ(micro_batch_choices(1, 0), (std::vector<int>{1}));
+  EXPECT_EQ(micro_batch_choices(4, 6), (std::vector<int>{6}));
+  PredictorOptions fixed;
+  fixed.micro_batches = 6;
+  for (const PlanPrediction& q : predict_plans(c, w, cluster_of(4, 4), cost, fixed))
+    EXPECT_EQ(q.plan.micro_batch_count(), q.plan.pp == 1 ? 1 : 6) << q.plan.to_string();
+  fixed.micro_batches = kMaxMicroBatches + 1;
+  EXPECT_NE(test::error_of([&] { predict_plans(c, w, cluster_of(4, 4), cost, fixed); }).find("--micro-batches"),
+            std::string::npos);
+}
+
 TEST(Predictor, PricesAnEagerDecodeAsLaunchesOverlappingKernels) {
   const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
   for (const Plan& plan : {Plan{}, Plan{1, 1, 4, 4}, Plan{2, 2, 1, 1}}) {
@@ -514,7 +556,7 @@ class BytesSpy : public RooflineCostModel {
 TEST(Predictor, PricesActivationsInTheBackendsElementSize) {
   const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
   const int64_t H = c.hidden_size, batch = 4;
-  const Workload w = small_workload();
+  Workload w = small_workload();
   for (const Plan& plan : {Plan{1, 2, 1, 1}, Plan{2, 1, 1, 1}, Plan{1, 1, 2, 2}}) {
     SCOPED_TRACE(plan.to_string());
     std::map<std::string, PlanPrediction> by_backend;
@@ -871,7 +913,10 @@ TEST(Predictor, RanksA1024GpuClusterQuickly) {
   const auto start = std::chrono::steady_clock::now();
   const auto ranking = predict_plans(c, Workload{}, {1024, 8, f.memory_bytes, f.reserved_bytes}, RooflineCostModel(f), {});
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_EQ(ranking.size(), enumerate_plans(c, 1024).size());
+  std::set<std::tuple<int, int, int, int>> layouts;
+  for (const PlanPrediction& p : ranking) layouts.insert({p.plan.pp, p.plan.tp, p.plan.dp, p.plan.ep});
+  EXPECT_EQ(layouts.size(), enumerate_plans(c, 1024).size());
+  EXPECT_GT(ranking.size(), layouts.size()) << "pipelines are ranked with several micro-batch counts";
   ASSERT_FALSE(ranking.empty());
   EXPECT_TRUE(ranking[0].fits);
   EXPECT_LT(s, 5.0) << "the target is 1 s (measured in perf/, not here)";

@@ -41,6 +41,8 @@ struct EngineOptions {
   StepObserver* observer = nullptr;
   // Steps per window of the routed-token record (engine/routing_windows.hpp); 0: automatic.
   int64_t routing_window = 0;
+  // Micro-batches each step is split into through the pipeline (Plan::micro_batch_count).
+  int micro_batches = 1;
 };
 
 struct EngineReport {

@@ -19,19 +19,23 @@ namespace moetron {
 
 struct Plan {
   int pp = 1, tp = 1, dp = 1, ep = 1;
+  // Micro-batches a step is split into through the pipeline (`mb=` of --plan); 0: one a stage,
+  // the engine's default. Only a pipeline (pp > 1) may ask for another count (plan_problem).
+  int mb = 0;
 
   int world_size() const { return pp * tp * dp; }
   int stage_size() const { return tp * dp; }          // ranks of one pipeline stage
   int expert_shards() const { return tp * dp / ep; }  // m: ranks that share one expert set
-  std::string to_string() const;                      // "pp=2,tp=2,dp=2,ep=4"
+  int micro_batch_count() const { return mb > 0 ? mb : pp; }
+  std::string to_string() const;                      // "pp=2,tp=2,dp=2,ep=4", ",mb=M" unless M = pp
   bool operator==(const Plan& o) const {
-    return pp == o.pp && tp == o.tp && dp == o.dp && ep == o.ep;
+    return pp == o.pp && tp == o.tp && dp == o.dp && ep == o.ep && micro_batch_count() == o.micro_batch_count();
   }
   bool operator!=(const Plan& o) const { return !(*this == o); }
 };
 
-// Parses "pp=P,tp=T,dp=D,ep=E" (any order, omitted factors are 1). Errors name --plan and the
-// offending token. Does not accept "auto": see resolve_plan.
+// Parses "pp=P,tp=T,dp=D,ep=E[,mb=M]" (any order, omitted factors are 1, an omitted mb is pp).
+// Errors name --plan and the offending token. Does not accept "auto": see resolve_plan.
 Plan parse_plan(const std::string& text);
 
 struct Coords {
@@ -84,7 +88,10 @@ void validate_plan(const Plan& plan, const ModelConfig& config, int world_size, 
 std::string describe(const Plan& plan, const ShardLayout& layout, int rank);
 
 // Every plan valid for config on world_size ranks (memory not considered), ordered by
-// (pp, tp, dp, ep).
+// (pp, tp, dp, ep), each with the engine's default micro-batches (mb unset: pp). The predictor
+// tries other counts on pipelines (predict_plans).
+// The most micro-batches a plan may ask for (mb=).
+constexpr int kMaxMicroBatches = 4096;
 std::vector<Plan> enumerate_plans(const ModelConfig& config, int world_size);
 
 // The plan `--plan auto` picks until the predictor ranks plans by cost. Among the valid plans

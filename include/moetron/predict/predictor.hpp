@@ -37,9 +37,12 @@
 //     combine all-to-all), so a layer's expert time is the busiest set's.
 //  5. Expert dispatch (dp > 1): decode moves the fixed capacity forward.cpp sends (padding too),
 //     prefill the real entries and a count exchange; compute counts real rows only.
-//  6. Pipeline: the engine splits a step into micro_batches (pp, as the engine does; a parameter)
-//     and stages wait on blocking sends: micro-batch i leaves stage s when s has finished i - 1
-//     and received i. The bubble is what that schedule adds to the busiest stage's work.
+//  6. Pipeline: the engine splits a step into the plan's micro-batches (Plan::micro_batch_count:
+//     mb=, else pp) and stages wait on blocking sends: micro-batch i leaves stage s when s has
+//     finished i - 1 and received i. The bubble is what that schedule adds to the busiest stage's
+//     work. Each pipeline layout is ranked with 1, pp and 2 pp micro-batches
+//     (micro_batch_choices): one reads each stage's weights once a step and leaves the pipeline
+//     idle but for one stage; more shorten the fill and drain and read the weights again each.
 //  7. Replicas run in lockstep (they meet in every MoE layer), every replica alike: requests are
 //     spread evenly, all prompts are `prompt_tokens` long and every request generates
 //     `output_tokens` (no early EOS).
@@ -109,7 +112,8 @@ struct Cluster {
 };
 
 struct PredictorOptions {
-  int micro_batches = 0;            // per step when pp > 1; 0: pp, as the engine splits
+  int micro_batches = 0;            // predict_plans: pipelines with this many micro-batches only;
+                                    // 0: each with micro_batch_choices
   double kv_memory_fraction = 0.9;  // share of the memory left that the KV cache takes
   ExpertShares expert_shares;       // empty: uniform routing
   std::string backend;              // "cuda": plans the CUDA kernels cannot run are refused (cuda_plan_problem)
@@ -151,12 +155,18 @@ struct PlanPrediction {
   PlanCeiling ceiling;         // the bound (PredictorOptions::ceiling); the fields above: the estimate
 };
 
-// One plan (valid for config: plan_problem empty, world size = cluster.ranks).
+// The micro-batch counts predict_plans ranks a layout of `pp` stages with: 1 without a pipeline;
+// `fixed` when positive (moetron plan --micro-batches); else 1, pp and 2 pp.
+std::vector<int> micro_batch_choices(int pp, int fixed);
+
+// One plan (valid for config: plan_problem empty, world size = cluster.ranks), at its own
+// micro-batch count (Plan::micro_batch_count).
 PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const Workload& workload,
                             const Cluster& cluster, const CostModel& cost, const PredictorOptions& options);
 
-// Every plan of enumerate_plans: those that fit first, best first (output tokens/s, then decode
-// tokens/s, then TTFT), then those that do not, in enumeration order.
+// Every plan of enumerate_plans, pipelines once per micro_batch_choices count (Plan::mb): those
+// that fit first, best first (output tokens/s, then decode tokens/s, then TTFT), then those that
+// do not, in enumeration order.
 std::vector<PlanPrediction> predict_plans(const ModelConfig& config, const Workload& workload,
                                           const Cluster& cluster, const CostModel& cost,
                                           const PredictorOptions& options);
