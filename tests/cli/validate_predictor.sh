@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # perf/validate_predictor.py --backend cpu --quick: the whole study on tiny models. Every section
 # (one device, emulated ranks, 4 CPU ranks end to end) holds measured and predicted times that
-# are finite and positive, the emulated section spans worlds 2, 4 and 8 with group statistics,
-# and the markdown report has each section's table.
+# are finite and positive, a ceiling at every point that no measured time beats, the emulated
+# section spans worlds 2, 4 and 8 with group statistics, and the markdown report has each
+# section's table.
 source "$(dirname "$0")/common.bash"
 "$PYTHON" -c "import h5py, numpy" 2>/dev/null ||
   fail "$PYTHON lacks h5py or numpy (make deps installs python3-h5py python3-numpy)"
@@ -30,6 +31,11 @@ for section, least in (("single", 21), ("emulated", 9), ("end_to_end", 2)):
         v = g[key][()]
         assert np.all(np.isfinite(v)) and np.all(v > 0), f"{section}/{key}: {v}"
     assert 0 <= g.attrs["upper_bound_share"] <= 1 and g.attrs["median_abs_error"] >= 0
+    # The ceiling (predictor.hpp, assumption 14) is priced at every point and no run beats it.
+    ceiling = g["ceiling_s"][()]
+    assert np.all(np.isfinite(ceiling)) and np.all(ceiling > 0), f"{section}/ceiling_s: {ceiling}"
+    assert g.attrs["ceiling_holds_share"] == 1, (section, ceiling, g["measured_s"][()])
+    assert 0 < g.attrs["ceiling_reached_median"] <= 1, g.attrs["ceiling_reached_median"]
 worlds = set(f["emulated/world"][()].tolist())
 assert worlds == {2, 4, 8}, worlds
 rho = f["emulated/groups/spearman"][()]
@@ -64,7 +70,8 @@ for p in runs:
     v = h5py.File(p, "r").attrs["emulated_peers"]
     assert (v.decode() if isinstance(v, bytes) else str(v)) == "spread", (p, v)
 PY
-for needle in "(a) one device" "(b) emulated ranks" "(c) end to end over MPI" "| tiny Mixtral | 8 |" "Spearman"; do
+for needle in "(a) one device" "(b) emulated ranks" "(c) end to end over MPI" "| tiny Mixtral | 8 |" "Spearman" \
+  "ceiling holds"; do
   grep -qF -- "$needle" "$WORK/v/report.md" || fail "report.md lacks '$needle'"
 done
 echo "validate_predictor: $(grep -c '^| tiny' "$WORK/v/report.md") rows in the report"
