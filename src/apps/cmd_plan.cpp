@@ -91,8 +91,8 @@ void check_plan_options(const PlanOptions& o, const po::variables_map& vm) {
   MOETRON_CHECK(o.ranks_per_node >= 1 && o.ranks_per_node <= o.ranks,
                 "--ranks-per-node must be in [1, --ranks], got " << o.ranks_per_node);
   MOETRON_CHECK(o.top >= 1, "--top must be at least 1, got " << o.top);
-  MOETRON_CHECK(o.micro_batches >= 0 && o.micro_batches <= 4096, "--micro-batches must be in [0, 4096], got "
-                                                                     << o.micro_batches);
+  MOETRON_CHECK(o.micro_batches >= 0 && o.micro_batches <= kMaxMicroBatches,
+                "--micro-batches must be in [0, " << kMaxMicroBatches << "], got " << o.micro_batches);
   MOETRON_CHECK(o.memory_fraction > 0 && o.memory_fraction <= 1, "--gpu-memory-fraction must be in (0, 1]");
   for (const char* given : {"prompt-tokens", "requests"})
     MOETRON_CHECK(o.prompts.empty() || vm[given].defaulted(),

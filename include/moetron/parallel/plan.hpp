@@ -17,6 +17,9 @@
 
 namespace moetron {
 
+// The most micro-batches a plan may ask for (mb=).
+constexpr int kMaxMicroBatches = 4096;
+
 struct Plan {
   int pp = 1, tp = 1, dp = 1, ep = 1;
   // Micro-batches a step is split into through the pipeline (`mb=` of --plan); 0: one a stage,
@@ -90,8 +93,6 @@ std::string describe(const Plan& plan, const ShardLayout& layout, int rank);
 // Every plan valid for config on world_size ranks (memory not considered), ordered by
 // (pp, tp, dp, ep), each with the engine's default micro-batches (mb unset: pp). The predictor
 // tries other counts on pipelines (predict_plans).
-// The most micro-batches a plan may ask for (mb=).
-constexpr int kMaxMicroBatches = 4096;
 std::vector<Plan> enumerate_plans(const ModelConfig& config, int world_size);
 
 // The plan `--plan auto` picks until the predictor ranks plans by cost. Among the valid plans
