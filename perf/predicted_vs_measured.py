@@ -74,10 +74,15 @@ def scatter(rows, key, label, out):
     x = np.array([r[f"predicted_{key}"] for r in rows]) * 1e3
     y = np.array([r[f"measured_{key}"] for r in rows]) * 1e3
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(x, y)
+    ax.scatter(x, y, label="estimate")
     for r, xi, yi in zip(rows, x, y):
         ax.annotate(r["plan"], (xi, yi), fontsize=7)
     hi = max(x.max(), y.max()) * 1.1
+    # The decode step's ceiling beside its estimate (files that record it): left of the diagonal
+    # wherever it holds.
+    ceiling = np.array([r.get(f"ceiling_{key}", np.nan) for r in rows]) * 1e3
+    if np.isfinite(ceiling).any():
+        ax.scatter(ceiling, y, marker="^", label="ceiling (no run beats it)")
     ax.plot([0, hi], [0, hi], "k--", linewidth=1, label="measured = predicted")
     ax.set_xlabel(f"predicted {label} (ms)")
     ax.set_ylabel(f"measured {label} (ms)")
