@@ -17,6 +17,7 @@
 #include "moetron/engine/run_session.hpp"
 #include "moetron/io/results.hpp"
 #include "moetron/model/random_checkpoint.hpp"
+#include "moetron/predict/plan_costs.hpp"
 #include "moetron/predict/prediction_file.hpp"
 #include "moetron/predict/predictor.hpp"
 #include "moetron/predict/profile_cost_model.hpp"
@@ -130,7 +131,10 @@ std::vector<PlanPrediction> by_plan(const ModelConfig& c, const HardwareFigures&
   w.max_batch = 128;
   w.prompt_tokens = 256;
   w.max_batch_tokens = 2048;
-  auto all = predict_plans(c, w, cluster_of(64, 8, f.memory_bytes), RooflineCostModel(f), {});
+  const PlanCosts costs(f, nullptr);
+  PredictorOptions options;
+  options.ceiling = &costs.ceiling();
+  auto all = predict_plans(c, w, cluster_of(64, 8, f.memory_bytes), costs.estimate(), options);
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return key(a.plan) < key(b.plan); });
   return all;
 }
@@ -159,6 +163,8 @@ TEST(Predictor, FasterHardwareNeverPredictsSlower) {
       EXPECT_LE(a.prefill.total_s(), b.prefill.total_s() * (1 + 1e-12)) << where;
       EXPECT_GE(a.output_tokens_per_s, b.output_tokens_per_s * (1 - 1e-12)) << where;
       EXPECT_LE(a.ttft_s, b.ttft_s * (1 + 1e-12)) << where;
+      EXPECT_GE(a.ceiling.output_tokens_per_s, b.ceiling.output_tokens_per_s * (1 - 1e-12)) << where;
+      EXPECT_LE(a.ceiling.decode.total_s(), b.ceiling.decode.total_s() * (1 + 1e-12)) << where;
     }
   }
 }
