@@ -7,30 +7,60 @@ namespace moetron {
 
 namespace {
 
-// The fastest rate a table's points reached: max over points of work(key, size) / p10 time.
-template <class Work>
-double fastest_rate(const SeriesTable* table, Work work) {
-  double best = 0;
-  if (table == nullptr) return best;
+// Each measured point of a profile as the roofline counts it: work(key, size) over its fast-tail
+// (p10) time, for `visit(work, seconds)`.
+template <class Work, class Visit>
+void each_point(const SeriesTable* table, Work work, Visit visit) {
+  if (table == nullptr) return;
   for (const Series& s : table->series)
     for (size_t i = 0; i < s.sizes.size(); ++i)
-      if (s.times[i].p10_s > 0) best = std::max(best, work(s.key, static_cast<double>(s.sizes[i])) / s.times[i].p10_s);
-  return best;
+      if (s.times[i].p10_s > 0) visit(work(s.key, s.sizes[i]), s.times[i].p10_s);
+}
+
+// The fastest FLOP and byte rates among the profile's kernels (0 where none was measured), each
+// counted as the roofline counts that kernel: priced by these rates, no measured point takes
+// longer than it was measured to.
+struct Rates {
+  double flops = 0, bytes = 0;
+};
+Rates fastest_kernels(const HardwareProfile& p) {
+  Rates r;
+  const auto visit = [&r](const KernelWork& w, double seconds) {
+    r.flops = std::max(r.flops, w.flops / seconds);
+    r.bytes = std::max(r.bytes, w.bytes / seconds);
+  };
+  using Key = std::vector<int64_t>;
+  each_point(p.find(tables::kGemm), [](const Key& k, int64_t m) { return gemm_work(m, k[0], k[1]); }, visit);
+  // The expert call: its gate/up and down GEMMs (key hidden, expert_cols, experts; rows an expert).
+  const auto expert_call = [](const Key& k, int64_t rows) {
+    const KernelWork up = grouped_gemm_work(rows, k[2], 2 * k[1], k[0]), down = grouped_gemm_work(rows, k[2], k[0], k[1]);
+    return KernelWork{up.flops + down.flops, up.bytes + down.bytes};
+  };
+  each_point(p.find(tables::kMoeExperts), expert_call, visit);
+  each_point(p.find(tables::kMoeExpertsGemv), expert_call, visit);
+  for (const bool prefill : {false, true})
+    each_point(p.find(prefill ? tables::kAttentionPrefill : tables::kAttentionDecode),
+               [prefill](const Key& k, int64_t rows) { return attention_work(rows, k[3], k[0], k[1], k[2], prefill); },
+               visit);
+  const auto moved = [](const Key&, int64_t bytes) { return KernelWork{0, static_cast<double>(bytes)}; };
+  each_point(p.find(tables::kMemoryBound), moved, visit);
+  each_point(p.find(tables::kHbmCopy), moved, visit);
+  return r;
 }
 
 int hops(int ranks) { return static_cast<int>(std::ceil(std::log2(static_cast<double>(ranks)))); }
 
-// A link's figures raised to what the profile's collectives of that scope reached.
+// A link's figures raised to what the profile's collectives of that scope reached (a sum of a
+// latency and a bandwidth term is not a floor of each point at its own fastest terms, so the
+// figures only ever move toward faster).
 void raise_link(LinkFigures& link, const HardwareProfile& p, bool spans_nodes) {
   const auto of_scope = [&](const std::vector<int64_t>& key) { return key[0] > 1 && (key[1] != 0) == spans_nodes; };
-  const auto busbw = [&](const TableSpec& spec, double factor_of_n) {
-    return fastest_rate(p.find(spec), [&](const std::vector<int64_t>& key, double bytes) {
-      if (!of_scope(key)) return 0.0;
+  for (const auto& [spec, factor] : {std::pair{&tables::kAllreduce, 2.0}, std::pair{&tables::kAlltoall, 1.0}})
+    each_point(p.find(*spec), [&](const std::vector<int64_t>& key, int64_t bytes) {
+      if (!of_scope(key)) return KernelWork{};
       const double n = static_cast<double>(key[0]);
-      return factor_of_n * (n - 1) / n * bytes;
-    });
-  };
-  link.bytes_per_s = std::max({link.bytes_per_s, busbw(tables::kAllreduce, 2.0), busbw(tables::kAlltoall, 1.0)});
+      return KernelWork{0, factor * (n - 1) / n * static_cast<double>(bytes)};  // nccl-tests' busbw
+    }, [&](const KernelWork& w, double seconds) { link.bytes_per_s = std::max(link.bytes_per_s, w.bytes / seconds); });
   if (const SeriesTable* t = p.find(tables::kAllreduce))
     for (const Series& s : t->series)
       if (of_scope(s.key) && !s.times.empty() && s.times.front().p10_s > 0)
@@ -43,16 +73,14 @@ HardwareFigures ceiling_figures(HardwareFigures f, const HardwareProfile* profil
   f.launch_s = 0;
   f.graph_node_s = 0;
   if (profile != nullptr) {
-    const auto gemm_flops = [](const std::vector<int64_t>& key, double m) {
-      return 2 * m * static_cast<double>(key[0]) * static_cast<double>(key[1]);
-    };
-    const auto copied_bytes = [](const std::vector<int64_t>&, double bytes) { return bytes; };
-    f.gemm_flops = std::max(f.gemm_flops, fastest_rate(profile->find(tables::kGemm), gemm_flops));
-    f.hbm_bytes_per_s = std::max(f.hbm_bytes_per_s, fastest_rate(profile->find(tables::kHbmCopy), copied_bytes));
+    const Rates fastest = fastest_kernels(*profile);
+    if (fastest.flops > 0) f.gemm_flops = fastest.flops;
+    if (fastest.bytes > 0) f.hbm_bytes_per_s = fastest.bytes;
     raise_link(f.intra, *profile, false);
     raise_link(f.inter, *profile, true);
   }
-  f.name += " ceiling";
+  f.name = profile != nullptr ? "ceiling (the profile's fastest kernels; links: " + f.name + " or faster)"
+                               : f.name + " ceiling";
   return f;
 }
 

@@ -145,9 +145,9 @@ void apply_hardware_overrides(HardwareFigures& f, const std::string& text, const
 }
 
 std::string describe(const HardwareFigures& f) {
-  char buf[320];
+  char buf[512];
   std::snprintf(buf, sizeof buf,
-                "%s: %.0f TFLOP/s bf16, %.2f TB/s HBM, kernel gap %.1f us (graph %.1f us), "
+                "%s: %.3g TFLOP/s bf16, %.3g TB/s HBM, kernel gap %.1f us (graph %.1f us), "
                 "links %.0f GB/s + %.1f us inside a node, %.1f GB/s + %.1f us across, memory %s",
                 f.name.c_str(), f.gemm_flops / 1e12, f.hbm_bytes_per_s / 1e12, f.launch_s / kUs,
                 f.graph_node_s / kUs, f.intra.bytes_per_s / kGB, f.intra.latency_s / kUs,
@@ -164,8 +164,28 @@ RooflineCostModel::RooflineCostModel(HardwareFigures figures) : f_(std::move(fig
                 "hardware " << f_.name << ": no time may be negative");
 }
 
-double RooflineCostModel::kernel_s(double flops, double bytes) const {
-  const double compute = flops / f_.gemm_flops, memory = bytes / f_.hbm_bytes_per_s;
+KernelWork gemm_work(int64_t m, int64_t n, int64_t k) {
+  const double M = static_cast<double>(m), N = static_cast<double>(n), K = static_cast<double>(k);
+  return {2 * M * N * K, kBf16 * (M * K + K * N + M * N)};
+}
+
+KernelWork grouped_gemm_work(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k) {
+  const double rows = static_cast<double>(tokens_per_expert) * static_cast<double>(experts);
+  const double N = static_cast<double>(n), K = static_cast<double>(k);
+  return {2 * rows * N * K, kBf16 * (static_cast<double>(experts) * K * N + rows * (K + N))};
+}
+
+KernelWork attention_work(int64_t rows, int64_t context, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                          bool prefill) {
+  const double R = static_cast<double>(rows), C = static_cast<double>(context);
+  const double q = static_cast<double>(q_heads * head_dim), kv = static_cast<double>(kv_heads * head_dim);
+  const double seen = prefill ? (C + 1) / 2 : C;  // keys each query attends to
+  const double kv_rows = prefill ? R : R * C;     // K/V rows read
+  return {4 * R * seen * q, kBf16 * (2 * kv_rows * kv + 2 * R * q)};  // QK^T and PV
+}
+
+double RooflineCostModel::kernel_s(const KernelWork& work) const {
+  const double compute = work.flops / f_.gemm_flops, memory = work.bytes / f_.hbm_bytes_per_s;
   note_source(compute > memory ? "roofline, FLOP-bound" : "roofline, HBM-bound");
   return std::max(compute, memory);
 }
@@ -175,32 +195,19 @@ const LinkFigures& RooflineCostModel::link(LinkScope scope) const {
   return scope == LinkScope::IntraNode ? f_.intra : f_.inter;
 }
 
-double RooflineCostModel::gemm_s(int64_t m, int64_t n, int64_t k) const {
-  const double M = static_cast<double>(m), N = static_cast<double>(n), K = static_cast<double>(k);
-  return kernel_s(2 * M * N * K, kBf16 * (M * K + K * N + M * N));
-}
+double RooflineCostModel::gemm_s(int64_t m, int64_t n, int64_t k) const { return kernel_s(gemm_work(m, n, k)); }
 
 double RooflineCostModel::grouped_gemm_s(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k,
                                          int64_t /*call_tokens*/, bool /*by_gemms*/) const {
-  const double rows = static_cast<double>(tokens_per_expert) * static_cast<double>(experts);
-  const double N = static_cast<double>(n), K = static_cast<double>(k);
-  // Each active expert's weights are read once; each row is read and its output written once.
-  return kernel_s(2 * rows * N * K, kBf16 * (static_cast<double>(experts) * K * N + rows * (K + N)));
+  return kernel_s(grouped_gemm_work(tokens_per_expert, experts, n, k));
 }
 
 double RooflineCostModel::attention_s(int64_t rows, int64_t context, int64_t q_heads,
                                       int64_t kv_heads, int64_t head_dim, bool prefill) const {
-  const double R = static_cast<double>(rows), C = static_cast<double>(context);
-  const double q = static_cast<double>(q_heads * head_dim), kv = static_cast<double>(kv_heads * head_dim);
-  const double seen = prefill ? (C + 1) / 2 : C;  // keys each query attends to
-  const double flops = 4 * R * seen * q;          // QK^T and PV
-  const double kv_rows = prefill ? R : R * C;     // K/V rows read
-  return kernel_s(flops, kBf16 * (2 * kv_rows * kv + 2 * R * q));
+  return kernel_s(attention_work(rows, context, q_heads, kv_heads, head_dim, prefill));
 }
 
-double RooflineCostModel::memory_bound_s(int64_t bytes) const {
-  return kernel_s(0, static_cast<double>(bytes));
-}
+double RooflineCostModel::memory_bound_s(int64_t bytes) const { return kernel_s({0, static_cast<double>(bytes)}); }
 
 double RooflineCostModel::kernel_overhead_s(bool in_graph) const {
   note_source(in_graph ? "roofline graph node" : "roofline launch");

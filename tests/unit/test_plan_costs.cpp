@@ -1,6 +1,6 @@
-// The ceiling (predictor.hpp, assumption 14; predict/plan_costs.hpp): its figures take the faster
-// of the preset's and the profile's rates and drop the kernel gaps, it prices the estimate's own
-// steps, it is never below the estimate's throughput when both rest on the roofline, it stays
+// The ceiling (predictor.hpp, assumption 14; predict/plan_costs.hpp): its figures take the rates
+// of the profile's fastest kernels and drop the kernel gaps, it prices no measured kernel above its
+// time, it prices the estimate's own steps, it is never below the estimate's throughput when both rest on the roofline, it stays
 // below what the engine measured, and it reaches the prediction file and the run's /predictions.
 #include <gtest/gtest.h>
 
@@ -22,13 +22,14 @@ using predictor_test::small_workload;
 
 Measurement at(double seconds) { return {seconds, seconds, seconds}; }
 
-// A profile whose fastest points beat the h200 preset in `faster` of: GEMM, HBM, link (busbw
-// inside a node); the others run well below it.
+// A profile whose fastest points beat the h200 preset (`faster`) or run well below it: a large
+// GEMM at `gemm_rate`, a device copy at `hbm_rate`, an all-reduce of 8 ranks inside a node at
+// `busbw`; a small GEMM slower in both FLOPs and bytes.
 HardwareProfile profile_with(bool faster) {
   HardwareProfile p;
   const double gemm_rate = faster ? 900e12 : 300e12, hbm_rate = faster ? 5e12 : 2e12, busbw = faster ? 600e9 : 100e9;
   const int64_t m = 8192, n = 4096, k = 4096;
-  p.table(tables::kGemm).add({n, k}, 16, at(2.0 * 16 * n * k / 100e12));  // a small, slow point
+  p.table(tables::kGemm).add({n, k}, 16, at(2.0 * 16 * n * k / 10e12));  // 33.8 MB at ~0.6 TB/s
   p.table(tables::kGemm).add({n, k}, m, at(2.0 * m * n * k / gemm_rate));
   p.table(tables::kHbmCopy).add({1}, int64_t{1} << 30, at(static_cast<double>(int64_t{1} << 30) / hbm_rate));
   // 8 ranks inside a node: busbw = 2 (n - 1) / n bytes / time.
@@ -38,7 +39,7 @@ HardwareProfile profile_with(bool faster) {
   return p;
 }
 
-TEST(PlanCosts, CeilingFiguresTakeTheFasterRatesAndNoKernelGaps) {
+TEST(PlanCosts, CeilingFiguresTakeTheMachinesOwnRatesAndNoKernelGaps) {
   const HardwareFigures h200 = hardware_preset("h200");
   const HardwareFigures plain = ceiling_figures(h200, nullptr);
   EXPECT_EQ(plain.launch_s, 0);
@@ -56,11 +57,30 @@ TEST(PlanCosts, CeilingFiguresTakeTheFasterRatesAndNoKernelGaps) {
   // 20 us over ceil(log2 8) = 3 hops is above the preset's 2 us: the preset's latency stays.
   EXPECT_EQ(raised.intra.latency_s, h200.intra.latency_s);
 
+  // Slower than the preset: the machine's own kernels set the compute rates (a bound of what they
+  // did there); the links only ever move toward faster (a latency and a bandwidth term are summed).
   const HardwareProfile slow = profile_with(false);
-  const HardwareFigures kept = ceiling_figures(h200, &slow);
-  EXPECT_EQ(kept.gemm_flops, h200.gemm_flops);
-  EXPECT_EQ(kept.hbm_bytes_per_s, h200.hbm_bytes_per_s);
-  EXPECT_EQ(kept.intra.bytes_per_s, h200.intra.bytes_per_s);
+  const HardwareFigures own = ceiling_figures(h200, &slow);
+  EXPECT_NEAR(own.gemm_flops, 300e12, 1e8);
+  EXPECT_NEAR(own.hbm_bytes_per_s, 2e12, 1e6);
+  EXPECT_EQ(own.intra.bytes_per_s, h200.intra.bytes_per_s);
+}
+
+// Priced at the ceiling's figures, no measured point of the profile takes longer than it was
+// measured to: the fastest kernel sets each rate, the others are slower than it.
+TEST(PlanCosts, CeilingPricesEveryMeasuredKernelAtMostItsTime) {
+  HardwareProfile p = profile_with(false);
+  p.table(tables::kMoeExperts).add({2048, 1024, 8}, 64, at(90e-6));
+  p.table(tables::kAttentionDecode).add({16, 4, 128, 512}, 32, at(12e-6));
+  p.table(tables::kMemoryBound).add({0}, int64_t{32} << 20, at(6e-6));  // in a cache: 5.6 TB/s
+  const RooflineCostModel ceiling(ceiling_figures(hardware_preset("h200"), &p));
+  EXPECT_LE(ceiling.gemm_s(16, 4096, 4096), 2.0 * 16 * 4096 * 4096 / 10e12 * (1 + 1e-12));
+  EXPECT_LE(ceiling.gemm_s(8192, 4096, 4096), 2.0 * 8192 * 4096 * 4096 / 300e12 * (1 + 1e-12));
+  EXPECT_LE(ceiling.grouped_gemm_s(64, 8, 2 * 1024, 2048, 512) + ceiling.grouped_gemm_s(64, 8, 2048, 1024, 512),
+            90e-6 * (1 + 1e-12));
+  EXPECT_LE(ceiling.attention_s(32, 512, 16, 4, 128, false), 12e-6 * (1 + 1e-12));
+  EXPECT_LE(ceiling.memory_bound_s(int64_t{32} << 20), 6e-6 * (1 + 1e-12));
+  EXPECT_NEAR(ceiling.figures().hbm_bytes_per_s, static_cast<double>(int64_t{32} << 20) / 6e-6, 1e6);
 }
 
 TEST(PlanCosts, EstimateIsTheProfilesWhereThereIsOne) {

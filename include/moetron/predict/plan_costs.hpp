@@ -3,9 +3,10 @@
 //   estimate  the profile's measurements, the roofline figures for what it lacks (without a
 //             profile: the roofline alone). What the ranking, the errors of perf/PREDICTOR.md and
 //             every logged figure use: centred on what the engine measures, not a bound.
-//   ceiling   the roofline at ceiling_figures: the figures' rates raised to the fastest the profile
-//             measured, no kernel gaps. Every answer is a floor of what the engine can do on that
-//             machine, so a plan priced by it (PlanPrediction::ceiling) is a bound no run beats.
+//   ceiling   the roofline at ceiling_figures: the rates of the profile's fastest kernels (the
+//             figures' without a profile), no kernel gaps. Every answer is a floor of what the
+//             engine's kernels did on that machine, so a plan priced by it (PlanPrediction::ceiling)
+//             is a bound no run beats.
 #pragma once
 #include <memory>
 
@@ -16,11 +17,12 @@
 namespace moetron {
 
 // `figures` with no kernel gaps (a recorded step's PDL launches leave the GPU idle well under 1%
-// between kernels: perf/NOTES.md), and, with a profile, each rate raised to the fastest the profile
-// measured where that is faster: the dense GEMM rate and the HBM rate from the fast tail (p10) of
-// its gemm and hbm_copy points, each link's bus bandwidth from its all-reduce and all-to-all points
-// (nccl-tests' busbw), each link's latency lowered to its fastest collective's time over the
-// hops the roofline counts. The memory figures stay.
+// between kernels: perf/NOTES.md), and, with a profile, the machine's own rates: the FLOP and byte
+// rates of its fastest kernels (each point of the gemm, expert, attention, memory-bound and
+// hbm_copy tables counted as the roofline counts that kernel, over its fast-tail p10 time), so
+// that no measured point is priced above its measurement; each link's bus bandwidth raised to its
+// all-reduce and all-to-all points' (nccl-tests' busbw) and its latency lowered to its fastest
+// all-reduce over the hops the roofline counts. The memory figures stay.
 HardwareFigures ceiling_figures(HardwareFigures figures, const HardwareProfile* profile);
 
 class PlanCosts {

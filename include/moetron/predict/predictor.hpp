@@ -80,8 +80,9 @@
 //     parts), so emulation_s is left out of total_s and of every ranking.
 // 14. The ceiling: the plan's decode and prefill steps, at the estimate's batch, prompts and
 //     schedule, priced by a CostModel whose every answer is a floor (plan_costs.hpp: the roofline
-//     at the higher of the hardware figures' and the profile's fastest measured rates, no kernel
-//     gaps, no host bookkeeping). Its throughput follows assumption 10 from those steps. Nothing
+//     at the FLOP and byte rates of the profile's fastest kernels, so that no measured kernel is
+//     priced above its time, or the hardware figures' without a profile; no kernel gaps, no host
+//     bookkeeping). Its throughput follows assumption 10 from those steps. Nothing
 //     in it is fitted to measurements: how far the engine lands below it is what perf/PREDICTOR.md
 //     reports as the share of the ceiling reached.
 // Not modelled (each would only slow the engine down): scheduler and Python-free host overheads

@@ -51,6 +51,21 @@ void apply_hardware_overrides(HardwareFigures& figures, const std::string& text,
 // One line for logs and reports: "h200: 751 TFLOP/s, 4.18 TB/s HBM, ...".
 std::string describe(const HardwareFigures& figures);
 
+// What the roofline counts of one kernel: its FLOPs and the bytes it must move (bf16 elements).
+// The same counts price a kernel (RooflineCostModel) and read a profile's points as rates
+// (ceiling_figures, plan_costs.hpp).
+struct KernelWork {
+  double flops = 0, bytes = 0;
+};
+// A dense GEMM [m x k] x [k x n]: the three operands read or written once.
+KernelWork gemm_work(int64_t m, int64_t n, int64_t k);
+// A grouped expert GEMM: each active expert's [k x n] weights read once, each row read and its
+// output written once.
+KernelWork grouped_gemm_work(int64_t tokens_per_expert, int64_t experts, int64_t n, int64_t k);
+// Paged attention (RooflineCostModel::attention_s says what each shape reads).
+KernelWork attention_work(int64_t rows, int64_t context, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                          bool prefill);
+
 class RooflineCostModel : public CostModel {
  public:
   // Throws Error when a rate is not positive or a time is negative.
@@ -75,7 +90,7 @@ class RooflineCostModel : public CostModel {
   double broadcast_s(int64_t bytes, int ranks, LinkScope scope) const override;
 
  private:
-  double kernel_s(double flops, double bytes) const;
+  double kernel_s(const KernelWork& work) const;
   const LinkFigures& link(LinkScope scope) const;
   HardwareFigures f_;
 };
