@@ -58,7 +58,8 @@ po::options_description plan_options(PlanOptions& o) {
        "hardware figures of the roofline model (with --profile: for what the profile did not measure): "
        "h200, h100, a100 or cpu")
       ("hardware-set", po::value(&o.hardware_set),
-       "override figures: gemm_tflops=,hbm_tbps=,launch_us=,graph_node_us=,memory_gib=,reserved_gib=")
+       "override figures: gemm_tflops=,hbm_tbps=,launch_us=,graph_node_us=,memory_gib=,reserved_gib=,cache_mib= "
+       "(the last-level cache, which only the ceiling uses)")
       ("interconnect", po::value(&o.interconnect),
        "bus bandwidth (GB/s) and latency (us) of groups inside a node and across nodes: intra=GBps:us,inter=GBps:us")
       ("prompt-tokens", po::value(&w.prompt_tokens)->default_value(w.prompt_tokens), "prompt length of each request")

@@ -18,16 +18,18 @@ void each_point(const SeriesTable* table, Work work, Visit visit) {
 }
 
 // The fastest FLOP and byte rates among the profile's kernels (0 where none was measured), each
-// counted as the roofline counts that kernel: priced by these rates, no measured point takes
+// counted as the roofline counts that kernel, the byte rates apart for kernels that move at most
+// `cache_bytes` (which a cache may hold) and more: priced by these rates, no measured point takes
 // longer than it was measured to.
 struct Rates {
-  double flops = 0, bytes = 0;
+  double flops = 0, cached_bytes = 0, streamed_bytes = 0;
 };
-Rates fastest_kernels(const HardwareProfile& p) {
+Rates fastest_kernels(const HardwareProfile& p, int64_t cache_bytes) {
   Rates r;
-  const auto visit = [&r](const KernelWork& w, double seconds) {
+  const auto visit = [&](const KernelWork& w, double seconds) {
     r.flops = std::max(r.flops, w.flops / seconds);
-    r.bytes = std::max(r.bytes, w.bytes / seconds);
+    double& rate = w.bytes <= static_cast<double>(cache_bytes) ? r.cached_bytes : r.streamed_bytes;
+    rate = std::max(rate, w.bytes / seconds);
   };
   using Key = std::vector<int64_t>;
   each_point(p.find(tables::kGemm), [](const Key& k, int64_t m) { return gemm_work(m, k[0], k[1]); }, visit);
@@ -73,9 +75,19 @@ HardwareFigures ceiling_figures(HardwareFigures f, const HardwareProfile* profil
   f.launch_s = 0;
   f.graph_node_s = 0;
   if (profile != nullptr) {
-    const Rates fastest = fastest_kernels(*profile);
+    const Rates fastest = fastest_kernels(*profile, f.cache_bytes);
     if (fastest.flops > 0) f.gemm_flops = fastest.flops;
-    if (fastest.bytes > 0) f.hbm_bytes_per_s = fastest.bytes;
+    // Kernels larger than the cache stream from memory at the fastest such rate, and up to a
+    // cache's worth of any kernel's bytes at the fastest rate of all (never below the stream's,
+    // so that a point beyond the cache, priced partly at it, still costs no more than measured).
+    // Without such points every byte is priced at the fastest rate seen.
+    const double fastest_bytes = std::max(fastest.cached_bytes, fastest.streamed_bytes);
+    if (fastest.streamed_bytes > 0 && f.cache_bytes > 0) {
+      f.hbm_bytes_per_s = fastest.streamed_bytes;
+      f.cache_bytes_per_s = fastest_bytes;
+    } else if (fastest_bytes > 0) {
+      f.hbm_bytes_per_s = fastest_bytes;
+    }
     raise_link(f.intra, *profile, false);
     raise_link(f.inter, *profile, true);
   }

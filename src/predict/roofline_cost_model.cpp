@@ -31,7 +31,7 @@ struct Preset {
 
 HardwareFigures figures(const char* name, double tflops, double hbm_tbps, double launch_us,
                         double graph_us, LinkFigures intra, LinkFigures inter, double memory_mib,
-                        double reserved_gib) {
+                        double reserved_gib, double cache_mib) {
   HardwareFigures f;
   f.name = name;
   f.gemm_flops = tflops * 1e12;
@@ -42,15 +42,16 @@ HardwareFigures figures(const char* name, double tflops, double hbm_tbps, double
   f.inter = inter;
   f.memory_bytes = static_cast<int64_t>(memory_mib * 1024 * 1024);
   f.reserved_bytes = static_cast<int64_t>(reserved_gib * kGiB);
+  f.cache_bytes = static_cast<int64_t>(cache_mib * 1024 * 1024);
   return f;
 }
 
 const std::vector<Preset>& presets() {
   static const std::vector<Preset> all = {
-      {"h200", figures("h200", 751, 4.18, 1.5, 1.0, {360 * kGB, 2 * kUs}, {45 * kGB, 4 * kUs}, 143771, 1.0)},
-      {"h100", figures("h100", 790, 3.00, 1.5, 1.0, {360 * kGB, 2 * kUs}, {45 * kGB, 4 * kUs}, 81559, 1.0)},
-      {"a100", figures("a100", 290, 1.80, 2.0, 1.2, {230 * kGB, 2 * kUs}, {23 * kGB, 4 * kUs}, 81920, 1.0)},
-      {"cpu", figures("cpu", 0.2, 0.05, 0.1, 0.1, {10 * kGB, 1 * kUs}, {1.25 * kGB, 10 * kUs}, 16384, 0.0)},
+      {"h200", figures("h200", 751, 4.18, 1.5, 1.0, {360 * kGB, 2 * kUs}, {45 * kGB, 4 * kUs}, 143771, 1.0, 50)},
+      {"h100", figures("h100", 790, 3.00, 1.5, 1.0, {360 * kGB, 2 * kUs}, {45 * kGB, 4 * kUs}, 81559, 1.0, 50)},
+      {"a100", figures("a100", 290, 1.80, 2.0, 1.2, {230 * kGB, 2 * kUs}, {23 * kGB, 4 * kUs}, 81920, 1.0, 40)},
+      {"cpu", figures("cpu", 0.2, 0.05, 0.1, 0.1, {10 * kGB, 1 * kUs}, {1.25 * kGB, 10 * kUs}, 16384, 0.0, 0)},
   };
   return all;
 }
@@ -137,9 +138,12 @@ void apply_hardware_overrides(HardwareFigures& f, const std::string& text, const
       f.memory_bytes = static_cast<int64_t>(parse_number(value, option, key, true) * kGiB);
     else if (key == "reserved_gib")
       f.reserved_bytes = static_cast<int64_t>(parse_number(value, option, key, false) * kGiB);
+    else if (key == "cache_mib")
+      f.cache_bytes = static_cast<int64_t>(parse_number(value, option, key, false) * 1024 * 1024);
     else
       MOETRON_FAIL(option << ": unknown key '" << key
-                          << "' (expected gemm_tflops, hbm_tbps, launch_us, graph_node_us, memory_gib, reserved_gib)");
+                          << "' (expected gemm_tflops, hbm_tbps, launch_us, graph_node_us, memory_gib, reserved_gib, "
+                             "cache_mib)");
   }
   if (f.name.find('+') == std::string::npos) f.name += " + overrides";
 }
@@ -153,7 +157,13 @@ std::string describe(const HardwareFigures& f) {
                 f.graph_node_s / kUs, f.intra.bytes_per_s / kGB, f.intra.latency_s / kUs,
                 f.inter.bytes_per_s / kGB, f.inter.latency_s / kUs,
                 human_bytes(static_cast<double>(f.memory_bytes)).c_str());
-  return buf;
+  std::string out = buf;
+  if (f.cache_bytes_per_s > 0) {
+    std::snprintf(buf, sizeof buf, "; up to %s of a kernel's bytes at %.3g TB/s (cache)",
+                  human_bytes(static_cast<double>(f.cache_bytes)).c_str(), f.cache_bytes_per_s / 1e12);
+    out += buf;
+  }
+  return out;
 }
 
 RooflineCostModel::RooflineCostModel(HardwareFigures figures) : f_(std::move(figures)) {
@@ -162,6 +172,7 @@ RooflineCostModel::RooflineCostModel(HardwareFigures figures) : f_(std::move(fig
                 "hardware " << f_.name << ": every rate must be positive");
   MOETRON_CHECK(f_.launch_s >= 0 && f_.graph_node_s >= 0 && f_.intra.latency_s >= 0 && f_.inter.latency_s >= 0,
                 "hardware " << f_.name << ": no time may be negative");
+  MOETRON_CHECK(f_.cache_bytes >= 0 && f_.cache_bytes_per_s >= 0, "hardware " << f_.name << ": no cache figure may be negative");
 }
 
 KernelWork gemm_work(int64_t m, int64_t n, int64_t k) {
@@ -185,7 +196,12 @@ KernelWork attention_work(int64_t rows, int64_t context, int64_t q_heads, int64_
 }
 
 double RooflineCostModel::kernel_s(const KernelWork& work) const {
-  const double compute = work.flops / f_.gemm_flops, memory = work.bytes / f_.hbm_bytes_per_s;
+  double memory = work.bytes / f_.hbm_bytes_per_s;
+  if (f_.cache_bytes_per_s > 0) {  // up to the cache's size at its rate, the rest from memory
+    const double cached = std::min(work.bytes, static_cast<double>(f_.cache_bytes));
+    memory = cached / f_.cache_bytes_per_s + (work.bytes - cached) / f_.hbm_bytes_per_s;
+  }
+  const double compute = work.flops / f_.gemm_flops;
   note_source(compute > memory ? "roofline, FLOP-bound" : "roofline, HBM-bound");
   return std::max(compute, memory);
 }

@@ -72,15 +72,25 @@ TEST(PlanCosts, CeilingPricesEveryMeasuredKernelAtMostItsTime) {
   HardwareProfile p = profile_with(false);
   p.table(tables::kMoeExperts).add({2048, 1024, 8}, 64, at(90e-6));
   p.table(tables::kAttentionDecode).add({16, 4, 128, 512}, 32, at(12e-6));
-  p.table(tables::kMemoryBound).add({0}, int64_t{32} << 20, at(6e-6));  // in a cache: 5.6 TB/s
+  p.table(tables::kMemoryBound).add({0}, int64_t{32} << 20, at(6e-6));  // in the 50 MiB L2: 5.6 TB/s
   const RooflineCostModel ceiling(ceiling_figures(hardware_preset("h200"), &p));
+  // Beyond the cache the 1 GiB copy sets the rate (2 TB/s), within it the cached kernel.
+  EXPECT_NEAR(ceiling.figures().hbm_bytes_per_s, 2e12, 1e6);
+  EXPECT_NEAR(ceiling.figures().cache_bytes_per_s, static_cast<double>(int64_t{32} << 20) / 6e-6, 1e6);
+  EXPECT_LE(ceiling.memory_bound_s(int64_t{1} << 30), static_cast<double>(int64_t{1} << 30) / 2e12 * (1 + 1e-12));
   EXPECT_LE(ceiling.gemm_s(16, 4096, 4096), 2.0 * 16 * 4096 * 4096 / 10e12 * (1 + 1e-12));
   EXPECT_LE(ceiling.gemm_s(8192, 4096, 4096), 2.0 * 8192 * 4096 * 4096 / 300e12 * (1 + 1e-12));
   EXPECT_LE(ceiling.grouped_gemm_s(64, 8, 2 * 1024, 2048, 512) + ceiling.grouped_gemm_s(64, 8, 2048, 1024, 512),
             90e-6 * (1 + 1e-12));
   EXPECT_LE(ceiling.attention_s(32, 512, 16, 4, 128, false), 12e-6 * (1 + 1e-12));
   EXPECT_LE(ceiling.memory_bound_s(int64_t{32} << 20), 6e-6 * (1 + 1e-12));
-  EXPECT_NEAR(ceiling.figures().hbm_bytes_per_s, static_cast<double>(int64_t{32} << 20) / 6e-6, 1e6);
+
+  // A device without a cache figure: every byte at the fastest rate seen.
+  HardwareFigures no_cache = hardware_preset("h200");
+  no_cache.cache_bytes = 0;
+  const HardwareFigures flat = ceiling_figures(no_cache, &p);
+  EXPECT_EQ(flat.cache_bytes_per_s, 0);
+  EXPECT_NEAR(flat.hbm_bytes_per_s, static_cast<double>(int64_t{32} << 20) / 6e-6, 1e6);
 }
 
 TEST(PlanCosts, EstimateIsTheProfilesWhereThereIsOne) {

@@ -68,6 +68,24 @@ TEST(RooflineCostModel, PresetsAreKnownAndUnknownOnesNamed) {
   EXPECT_NE(e.find("h200"), std::string::npos) << e;
 }
 
+// With a cache rate (the ceiling's figures), up to the cache's size of a kernel's bytes move at
+// it and the rest at the memory's; without one every byte at the memory's.
+TEST(RooflineCostModel, KernelBytesUpToTheCacheMoveAtItsRate) {
+  HardwareFigures f = unit_figures();
+  f.cache_bytes = 4000;
+  const RooflineCostModel plain(f);
+  EXPECT_DOUBLE_EQ(plain.memory_bound_s(10000), 10e-6);
+  f.cache_bytes_per_s = 4e9;
+  const RooflineCostModel cached(f);
+  EXPECT_DOUBLE_EQ(cached.memory_bound_s(2000), 0.5e-6);
+  EXPECT_DOUBLE_EQ(cached.memory_bound_s(10000), 1e-6 + 6e-6);
+  EXPECT_DOUBLE_EQ(cached.gemm_s(64, 64, 64), 524288e-9);  // FLOPs still bound it
+  EXPECT_NE(describe(f).find("(cache)"), std::string::npos) << describe(f);
+  EXPECT_EQ(describe(unit_figures()).find("cache"), std::string::npos);
+  EXPECT_EQ(hardware_preset("h200").cache_bytes, int64_t{50} << 20);
+  EXPECT_EQ(hardware_preset("h200").cache_bytes_per_s, 0);  // the estimate's roofline has none
+}
+
 TEST(RooflineCostModel, InterconnectAndOverridesParse) {
   HardwareFigures f = hardware_preset("h100");
   apply_interconnect(f, "intra=400:3,inter=50:8.5");
@@ -78,7 +96,8 @@ TEST(RooflineCostModel, InterconnectAndOverridesParse) {
   apply_interconnect(f, "inter=25:0");
   EXPECT_DOUBLE_EQ(f.inter.bytes_per_s, 25e9);
   EXPECT_DOUBLE_EQ(f.intra.bytes_per_s, 400e9);
-  apply_hardware_overrides(f, "gemm_tflops=500,hbm_tbps=2,memory_gib=40,graph_node_us=0.5");
+  apply_hardware_overrides(f, "gemm_tflops=500,hbm_tbps=2,memory_gib=40,graph_node_us=0.5,cache_mib=60");
+  EXPECT_EQ(f.cache_bytes, int64_t{60} << 20);
   EXPECT_DOUBLE_EQ(f.gemm_flops, 500e12);
   EXPECT_DOUBLE_EQ(f.hbm_bytes_per_s, 2e12);
   EXPECT_EQ(f.memory_bytes, int64_t{40} << 30);

@@ -20,7 +20,9 @@ namespace moetron {
 // between kernels: perf/NOTES.md), and, with a profile, the machine's own rates: the FLOP and byte
 // rates of its fastest kernels (each point of the gemm, expert, attention, memory-bound and
 // hbm_copy tables counted as the roofline counts that kernel, over its fast-tail p10 time), so
-// that no measured point is priced above its measurement; each link's bus bandwidth raised to its
+// that no measured point is priced above its measurement; where the figures give the device's
+// cache size, kernels moving more than it set the memory rate and the fastest of all the cache
+// rate (a kernel's bytes up to the cache's size at it); each link's bus bandwidth raised to its
 // all-reduce and all-to-all points' (nccl-tests' busbw) and its latency lowered to its fastest
 // all-reduce over the hops the roofline counts. The memory figures stay.
 HardwareFigures ceiling_figures(HardwareFigures figures, const HardwareProfile* profile);

@@ -1,6 +1,7 @@
 // RooflineCostModel: a CostModel from a handful of hardware figures, for clusters that are not at
 // hand (`moetron plan`) and for tests. Every answer is a floor the hardware cannot beat:
-//   kernels      max(FLOPs / gemm_flops, bytes / hbm_bytes_per_s)
+//   kernels      max(FLOPs / gemm_flops, bytes / hbm_bytes_per_s), or where a cache rate is given
+//                max(FLOPs / gemm_flops, min(bytes, cache) / cache rate + the rest / hbm rate)
 //   all-reduce   ceil(log2 n) * latency + 2 (n - 1) / n * bytes / bus bandwidth
 //   all-to-all   latency + (n - 1) / n * bytes_per_rank / bus bandwidth
 //   send/recv    latency + bytes / bus bandwidth
@@ -32,6 +33,11 @@ struct HardwareFigures {
   LinkFigures intra, inter;      // groups inside one node, groups that span nodes
   int64_t memory_bytes = 0;      // device memory per rank
   int64_t reserved_bytes = 0;    // taken before the model (runtime context, library workspaces)
+  // The last-level cache (the GPU's L2): its size, and the rate a kernel may read and write
+  // through it (0: not modelled, every byte at hbm_bytes_per_s). Only the ceiling sets the rate
+  // (ceiling_figures, plan_costs.hpp): up to cache_bytes of a kernel's bytes may move at it.
+  int64_t cache_bytes = 0;
+  double cache_bytes_per_s = 0;
 };
 
 // Preset names, for help texts and errors: "h200, h100, a100, cpu".
@@ -44,7 +50,8 @@ HardwareFigures hardware_preset(const std::string& name, const std::string& opti
 // and latency in microseconds. Errors name `option` and the part.
 void apply_interconnect(HardwareFigures& figures, const std::string& text,
                         const std::string& option = "--interconnect");
-// "key=value,...": gemm_tflops, hbm_tbps, launch_us, graph_node_us, memory_gib, reserved_gib.
+// "key=value,...": gemm_tflops, hbm_tbps, launch_us, graph_node_us, memory_gib, reserved_gib,
+// cache_mib.
 // Errors name `option` and the key.
 void apply_hardware_overrides(HardwareFigures& figures, const std::string& text,
                               const std::string& option = "--hardware-set");
