@@ -1,7 +1,6 @@
 #include "moetron/predict/plan_costs.hpp"
 
 #include <algorithm>
-#include <cmath>
 
 namespace moetron {
 
@@ -50,8 +49,6 @@ Rates fastest_kernels(const HardwareProfile& p, int64_t cache_bytes) {
   return r;
 }
 
-int hops(int ranks) { return static_cast<int>(std::ceil(std::log2(static_cast<double>(ranks)))); }
-
 // A link's figures raised to what the profile's collectives of that scope reached (a sum of a
 // latency and a bandwidth term is not a floor of each point at its own fastest terms, so the
 // figures only ever move toward faster).
@@ -66,7 +63,7 @@ void raise_link(LinkFigures& link, const HardwareProfile& p, bool spans_nodes) {
   if (const SeriesTable* t = p.find(tables::kAllreduce))
     for (const Series& s : t->series)
       if (of_scope(s.key) && !s.times.empty() && s.times.front().p10_s > 0)
-        link.latency_s = std::min(link.latency_s, s.times.front().p10_s / hops(static_cast<int>(s.key[0])));
+        link.latency_s = std::min(link.latency_s, s.times.front().p10_s / collective_hops(static_cast<int>(s.key[0])));
 }
 
 }  // namespace

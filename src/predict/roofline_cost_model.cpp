@@ -94,8 +94,6 @@ double parse_number(const std::string& text, const std::string& option, const st
   return v;
 }
 
-int hops(int ranks) { return static_cast<int>(std::ceil(std::log2(static_cast<double>(ranks)))); }
-
 }  // namespace
 
 std::vector<std::string> hardware_preset_names() {
@@ -175,6 +173,8 @@ RooflineCostModel::RooflineCostModel(HardwareFigures figures) : f_(std::move(fig
   MOETRON_CHECK(f_.cache_bytes >= 0 && f_.cache_bytes_per_s >= 0, "hardware " << f_.name << ": no cache figure may be negative");
 }
 
+int collective_hops(int ranks) { return static_cast<int>(std::ceil(std::log2(static_cast<double>(ranks)))); }
+
 KernelWork gemm_work(int64_t m, int64_t n, int64_t k) {
   const double M = static_cast<double>(m), N = static_cast<double>(n), K = static_cast<double>(k);
   return {2 * M * N * K, kBf16 * (M * K + K * N + M * N)};
@@ -233,7 +233,7 @@ double RooflineCostModel::kernel_overhead_s(bool in_graph) const {
 double RooflineCostModel::allreduce_s(int64_t bytes, int ranks, LinkScope scope) const {
   if (ranks <= 1) return 0;
   const LinkFigures& l = link(scope);
-  return hops(ranks) * l.latency_s + 2.0 * (ranks - 1) / ranks * static_cast<double>(bytes) / l.bytes_per_s;
+  return collective_hops(ranks) * l.latency_s + 2.0 * (ranks - 1) / ranks * static_cast<double>(bytes) / l.bytes_per_s;
 }
 
 double RooflineCostModel::alltoall_s(int64_t bytes_per_rank, int ranks, LinkScope scope) const {
@@ -250,7 +250,7 @@ double RooflineCostModel::send_recv_s(int64_t bytes, LinkScope scope) const {
 double RooflineCostModel::broadcast_s(int64_t bytes, int ranks, LinkScope scope) const {
   if (ranks <= 1) return 0;
   const LinkFigures& l = link(scope);
-  return hops(ranks) * l.latency_s + static_cast<double>(bytes) / l.bytes_per_s;
+  return collective_hops(ranks) * l.latency_s + static_cast<double>(bytes) / l.bytes_per_s;
 }
 
 }  // namespace moetron

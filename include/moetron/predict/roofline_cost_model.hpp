@@ -64,6 +64,9 @@ std::string describe(const HardwareFigures& figures);
 struct KernelWork {
   double flops = 0, bytes = 0;
 };
+// The message latencies the roofline charges an all-reduce or a broadcast of `ranks` ranks:
+// ceil(log2 ranks), the least any algorithm needs.
+int collective_hops(int ranks);
 // A dense GEMM [m x k] x [k x n]: the three operands read or written once.
 KernelWork gemm_work(int64_t m, int64_t n, int64_t k);
 // A grouped expert GEMM: each active expert's [k x n] weights read once, each row read and its
