@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -37,7 +38,7 @@ struct PlanOptions {
   std::string model, hardware = "h200", hardware_set, interconnect, memory_per_rank, prompts, routing, out, profile,
       explain;
   int64_t ranks = 0, ranks_per_node = 0, top = 10, micro_batches = 0;
-  double memory_fraction = 0.9;
+  double memory_fraction = 0.9, ranks_per_device = 1;
   Workload workload;
 };
 
@@ -49,6 +50,9 @@ po::options_description plan_options(PlanOptions& o) {
       ("model", po::value(&o.model)->required(), "checkpoint directory (only its config.json is read)")
       ("ranks", po::value(&o.ranks)->required(), "ranks (GPUs) in the cluster")
       ("ranks-per-node", po::value(&o.ranks_per_node)->required(), "ranks on each node")
+      ("ranks-per-device", po::value(&o.ranks_per_device)->default_value(o.ranks_per_device),
+       "ranks taking turns on one device: 2 for two ranks on each GPU (their groups then go through host "
+       "memory and share the GPU's memory); for CPU ranks, ranks x threads over the node's cores")
       ("memory-per-rank", po::value(&o.memory_per_rank),
        "device memory of a rank (bytes, or 80GB, 141GiB...; default: the profile's, else the hardware's)")
       ("profile", po::value(&o.profile),
@@ -91,6 +95,8 @@ void check_plan_options(const PlanOptions& o, const po::variables_map& vm) {
   MOETRON_CHECK(o.ranks >= 1 && o.ranks <= (1 << 20), "--ranks must be in [1, 2^20], got " << o.ranks);
   MOETRON_CHECK(o.ranks_per_node >= 1 && o.ranks_per_node <= o.ranks,
                 "--ranks-per-node must be in [1, --ranks], got " << o.ranks_per_node);
+  MOETRON_CHECK(o.ranks_per_device >= 1 && o.ranks_per_device <= static_cast<double>(o.ranks_per_node),
+                "--ranks-per-device must be in [1, --ranks-per-node], got " << o.ranks_per_device);
   MOETRON_CHECK(o.top >= 1, "--top must be at least 1, got " << o.top);
   MOETRON_CHECK(o.micro_batches >= 0 && o.micro_batches <= kMaxMicroBatches,
                 "--micro-batches must be in [0, " << kMaxMicroBatches << "], got " << o.micro_batches);
@@ -135,6 +141,14 @@ std::string refusals(const std::vector<PlanPrediction>& ranking) {
   return std::to_string(refused) + " do not fit (e.g. " + first->plan.to_string() + ": " + first->refusal + ")";
 }
 
+// ", 2 ranks a device" for the cluster line; "" when each rank has its own.
+std::string sharing_note(double ranks_per_device) {
+  if (ranks_per_device <= 1) return "";
+  std::ostringstream os;
+  os << ", " << ranks_per_device << " ranks a device";
+  return os.str();
+}
+
 }  // namespace
 
 int plan_command(const std::vector<std::string>& args) {
@@ -159,19 +173,25 @@ int plan_command(const std::vector<std::string>& args) {
   }
   if (!o.prompts.empty()) o.workload = workload_from_requests(read_prompts(o.prompts), o.workload, o.prompts);
   HardwareFigures figures = hardware_figures(o);
+  // The backend the plans will run on: the profile's, else the CPU's for --hardware cpu, else CUDA.
+  const std::string backend = profile ? profile->origin.backend : o.hardware == "cpu" ? "cpu" : "cuda";
   if (profile && o.memory_per_rank.empty()) figures.memory_bytes = profile->origin.memory_bytes;
+  else if (o.memory_per_rank.empty() && backend == "cuda")  // ranks sharing a GPU share its memory
+    figures.memory_bytes = static_cast<int64_t>(static_cast<double>(figures.memory_bytes) / o.ranks_per_device);
   const PlanCosts costs(figures, profile ? &*profile : nullptr);
   const CostModel& cost = costs.estimate();
   const std::string hardware =
       costs.measured() ? costs.measured()->describe() + "; roofline " + describe(figures) : describe(figures);
-  const Cluster cluster{static_cast<int>(o.ranks), static_cast<int>(o.ranks_per_node), figures.memory_bytes,
-                        figures.reserved_bytes};
+  Cluster cluster{static_cast<int>(o.ranks), static_cast<int>(o.ranks_per_node), figures.memory_bytes,
+                  figures.reserved_bytes};
+  cluster.ranks_per_device = o.ranks_per_device;
+  // GPUs serving several ranks put the groups on MPI through host buffers (DeviceBinding::transport).
+  cluster.device_groups_through_host = backend == "cuda" && o.ranks_per_device > 1;
   PredictorOptions predictor;
   predictor.micro_batches = static_cast<int>(o.micro_batches);
   predictor.kv_memory_fraction = o.memory_fraction;
   predictor.ceiling = &costs.ceiling();
-  // The backend the plans will run on: the profile's, else the CPU's for --hardware cpu, else CUDA.
-  predictor.backend = profile ? profile->origin.backend : o.hardware == "cpu" ? "cpu" : "cuda";
+  predictor.backend = backend;
   if (!o.routing.empty())
     predictor.expert_shares = expert_shares_from_counts(config, read_expert_loads(o.routing, config), o.routing);
 
@@ -187,7 +207,8 @@ int plan_command(const std::vector<std::string>& args) {
   const int64_t nodes = (o.ranks + o.ranks_per_node - 1) / o.ranks_per_node;
   std::cout << "model     " << o.model << ": " << family_name(config.family) << ", " << config.num_layers
             << " layers, " << config.num_experts << " experts, top-" << config.top_k << "\n"
-            << "cluster   " << o.ranks << " ranks (" << nodes << " nodes x " << o.ranks_per_node << ")\n"
+            << "cluster   " << o.ranks << " ranks (" << nodes << " nodes x " << o.ranks_per_node << ")"
+            << sharing_note(o.ranks_per_device) << "\n"
             << "hardware  " << hardware << "\n"
             << "workload  " << describe(o.workload)
             << (o.routing.empty() ? ", uniform routing" : ", expert loads of " + o.routing) << "\n"

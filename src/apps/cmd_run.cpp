@@ -207,6 +207,8 @@ int run(const RunOptions& o, int world_rank, int world_size) {
     in.profile_of_any_world = emulation.active();
     // An emulated rank's groups are local copies (recordable); real ones follow the binding.
     in.device_groups_through_host = !emulation.active() && binding.transport == "mpi";
+    // An emulated rank has its device to itself, whatever the plan's ranks would share.
+    in.ranks_per_device = emulation.active() ? 1 : ranks_per_device(backend, binding);
     in.backend = backend;
     in.kernels = kernels;
     return in;

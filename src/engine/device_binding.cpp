@@ -1,9 +1,11 @@
 #include "moetron/engine/device_binding.hpp"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "moetron/comm/mpi_communicator.hpp"
@@ -54,12 +56,19 @@ std::vector<DeviceBinding> bind_devices(const std::vector<RankDevices>& ranks) {
                             << "launcher's GPU options): every rank needs one");
 
   std::map<std::string, int> on_node;  // host -> ranks
-  for (const RankDevices& r : ranks) ++on_node[r.host];
+  std::map<std::string, std::set<int>> node_cpus;  // host -> the union of its ranks' cores
+  std::map<std::string, bool> cpus_unknown;        // host -> some rank did not say
+  for (const RankDevices& r : ranks) {
+    ++on_node[r.host];
+    node_cpus[r.host].insert(r.cpus.begin(), r.cpus.end());
+    if (r.cpus.empty()) cpus_unknown[r.host] = true;
+  }
   std::map<std::string, int> users;  // uuid -> ranks bound to it
   for (int r = 0; r < n; ++r) {
     DeviceBinding& b = out[r];
     b.node_local_rank = ranks[r].node_local_rank;
     b.ranks_on_node = on_node[ranks[r].host];
+    b.cores_on_node = cpus_unknown[ranks[r].host] ? 0 : static_cast<int>(node_cpus[ranks[r].host].size());
     const std::vector<std::string>& seen = ranks[r].uuids;
     if (seen.empty()) continue;
     // Position among the node's ranks (by node-local rank) that see the same devices.
@@ -149,21 +158,36 @@ std::vector<RankDevices> gather_rank_devices(MPI_Comm world, RankDevices mine) {
             "MPI_Comm_split_type");
   check_mpi(MPI_Comm_rank(local, &mine.node_local_rank), "MPI_Comm_rank");
   check_mpi(MPI_Comm_free(&local), "MPI_Comm_free");
-  // One string per rank: "host\nlocal_rank\nuuid,uuid,..." (host names and UUIDs hold no
-  // newline or comma).
-  const std::string packed =
-      mine.host + "\n" + std::to_string(mine.node_local_rank) + "\n" + join(mine.uuids, ',');
+  if (mine.cpus.empty()) mine.cpus = affinity_cpus();
+  // One string per rank: "host\nlocal_rank\nuuid,uuid,...\ncpu,cpu,..." (host names and UUIDs
+  // hold no newline or comma).
+  std::vector<std::string> cpus;
+  for (int c : mine.cpus) cpus.push_back(std::to_string(c));
+  const std::string packed = mine.host + "\n" + std::to_string(mine.node_local_rank) + "\n" +
+                             join(mine.uuids, ',') + "\n" + join(cpus, ',');
   std::vector<RankDevices> all;
   for (const std::string& s : allgather_strings(packed, world)) {
     const std::vector<std::string> f = split(s, '\n');
-    MOETRON_ASSERT(f.size() == 3);
+    MOETRON_ASSERT(f.size() == 4);
     RankDevices r;
     r.host = f[0];
     r.node_local_rank = std::stoi(f[1]);
     if (!f[2].empty()) r.uuids = split(f[2], ',');
+    if (!f[3].empty())
+      for (const std::string& c : split(f[3], ',')) r.cpus.push_back(std::stoi(c));
     all.push_back(std::move(r));
   }
   return all;
+}
+
+std::vector<int> affinity_cpus() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof mask, &mask) != 0) return cpus;  // unknown
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &mask)) cpus.push_back(c);
+  return cpus;
 }
 
 bool test_hook_uuids(int world_rank, std::vector<std::string>* uuids) {

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
+#include <stdexcept>
+#include <string>
 
 #include "moetron/backend/cpu_ops.hpp"
 #include "moetron/comm/mpi_communicator.hpp"
@@ -139,8 +141,44 @@ int64_t memory_per_rank(int64_t requested, const std::string& backend, const Dev
   return host / std::max(1, binding.ranks_on_node);
 }
 
+namespace {
+// The cores the node's ranks run on together: the binding's union of their affinities, else the
+// host's.
+int cores_of_node(const DeviceBinding& binding) {
+  return binding.cores_on_node > 0 ? binding.cores_on_node : cpu_node_cores();
+}
+}  // namespace
+
+int cpu_threads_of_rank(const DeviceBinding& binding) {
+  if (const char* set = std::getenv("MOETRON_CPU_THREADS")) {
+    const std::string text = set;
+    try {
+      size_t used = 0;
+      const int threads = std::stoi(text, &used);
+      if (used == text.size() && threads > 0) return threads;
+    } catch (const std::exception&) {
+    }
+    MOETRON_FAIL("MOETRON_CPU_THREADS: '" << text << "' is not a positive number of threads");
+  }
+  return cpu_threads_for_rank(cpu_usable_cores(), cores_of_node(binding), binding.ranks_on_node);
+}
+
+double ranks_per_device(const std::string& backend, const DeviceBinding& binding) {
+  if (backend != "cpu") return std::max(1, binding.ranks_sharing_device);
+  const double wanted = static_cast<double>(binding.ranks_on_node) * cpu_threads_of_rank(binding);
+  return std::max(1.0, wanted / cores_of_node(binding));
+}
+
 std::unique_ptr<Ops> make_ops(const std::string& backend, const DeviceBinding& binding, size_t arena_bytes) {
-  if (backend == "cpu") return make_cpu_ops();
+  if (backend == "cpu") {
+    const int threads = cpu_threads_of_rank(binding);
+    set_cpu_threads(threads);
+    if (binding.node_local_rank == 0)
+      LOG_INFO("cpu backend: " << threads << " thread(s) a rank, " << binding.ranks_on_node << " rank(s) on "
+                               << cores_of_node(binding) << " cores of this node"
+                               << (std::getenv("MOETRON_CPU_THREADS") ? " (MOETRON_CPU_THREADS)" : ""));
+    return make_cpu_ops();
+  }
 #ifdef MOETRON_HAVE_CUDA
   MOETRON_CHECK(binding.device >= 0, "--backend " << backend << ": no CUDA device is bound to this rank");
   return make_cuda_ops(binding.device, arena_bytes);

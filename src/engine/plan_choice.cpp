@@ -58,6 +58,7 @@ PlanRanking rank_plans(const PlanChoiceInputs& in) {
   cluster.ranks_per_node = in.ranks_per_node;
   cluster.memory_per_rank = in.memory.bytes_per_rank;
   cluster.device_groups_through_host = in.device_groups_through_host;
+  cluster.ranks_per_device = in.ranks_per_device;
   PlanRanking out;
   out.figures = in.hardware.name + " figures";
   if (in.profile != nullptr) {
@@ -77,6 +78,12 @@ PlanRanking rank_plans(const PlanChoiceInputs& in) {
   options.ceiling = &costs.ceiling();
   out.ranking = predict_plans(config, workload, cluster, costs.estimate(), options);
   out.figures = describe(workload) + " on " + out.figures;
+  out.ranks_per_device = in.ranks_per_device;
+  if (in.ranks_per_device > 1) {
+    std::ostringstream sharing;
+    sharing << std::setprecision(3) << "; " << in.ranks_per_device << " ranks take turns on each device";
+    out.figures += sharing.str();
+  }
   return out;
 }
 
@@ -109,6 +116,7 @@ PlanPredictions prediction_records(const PlanRanking& predicted, const Plan& cho
   out.figures = predicted.figures;
   out.chosen = chosen.to_string();
   out.explanation = explanation;
+  out.ranks_per_device = predicted.ranks_per_device;
   for (const PlanPrediction& p : predicted.ranking) {
     PlanCandidateRecord c;
     c.plan = p.plan.to_string();

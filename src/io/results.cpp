@@ -204,6 +204,7 @@ void write_predictions(h5::File& f, const PlanPredictions& p) {
   f.set_attribute("/predictions", "figures", p.figures);
   f.set_attribute("/predictions", "chosen", p.chosen);
   f.set_attribute("/predictions", "explanation", p.explanation);
+  f.set_attribute("/predictions", "ranks_per_device", p.ranks_per_device);
   f.write_strings("/predictions/plan", column<std::string>(cs, [](const C& c) { return c.plan; }));
   f.write("/predictions/fits", column<int8_t>(cs, [](const C& c) { return static_cast<int8_t>(c.fits); }));
   f.write_strings("/predictions/refusal", column<std::string>(cs, [](const C& c) { return c.refusal; }));

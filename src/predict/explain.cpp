@@ -57,12 +57,16 @@ StepCost sum_of(const StepTrace& trace, int stage) {
   return sum;
 }
 
-double comm_of(const StepCost& c) { return c.tp_comm_s + c.expert_comm_s + c.pipeline_comm_s + c.bubble_s + c.host_sync_s; }
+// The rank's time off its own kernels and host work: collectives, the bubble, and the kernels
+// of ranks sharing its device.
+double waits_of(const StepCost& c) {
+  return c.tp_comm_s + c.expert_comm_s + c.pipeline_comm_s + c.bubble_s + c.host_sync_s + c.sharing_s;
+}
 
 void print_rows(std::ostringstream& os, const std::vector<Row>& rows) {
   char line[512];
   std::snprintf(line, sizeof line, "  %-46s %5s %-44s %9s %9s %8s %8s %8s %8s  %s\n", "op", "n", "shape", "us/call",
-                "kernel us", "gap us", "comm us", "host us", "emu us", "source");
+                "kernel us", "gap us", "wait us", "host us", "emu us", "source");
   os << line;
   for (const Row& r : rows) {
     const StepCost& c = r.cost;
@@ -75,7 +79,7 @@ void print_rows(std::ostringstream& os, const std::vector<Row>& rows) {
     }
     std::snprintf(line, sizeof line, "  %-46s %5lld %-44s %9.3f %9.2f %8.2f %8.2f %8.2f %8.2f  ", r.name.c_str(),
                   static_cast<long long>(r.calls), r.shape.c_str(), c.compute_s * 1e6 / static_cast<double>(r.calls),
-                  c.compute_s * 1e6, c.kernel_overhead_s * 1e6, comm_of(c) * 1e6, c.host_s * 1e6, c.emulation_s * 1e6);
+                  c.compute_s * 1e6, c.kernel_overhead_s * 1e6, waits_of(c) * 1e6, c.host_s * 1e6, c.emulation_s * 1e6);
     os << line << source << "\n";
   }
 }
@@ -84,10 +88,10 @@ void print_fields(std::ostringstream& os, const char* label, const StepCost& c) 
   char line[512];
   std::snprintf(line, sizeof line,
                 "  %-12s compute %.2f (imbalance %.2f), kernel gaps %.2f, tp comm %.2f, expert comm %.2f, pipeline "
-                "comm %.2f, bubble %.2f, host sync %.2f, host %.2f | emulation %.2f\n",
+                "comm %.2f, bubble %.2f, host sync %.2f, host %.2f, device sharing %.2f | emulation %.2f\n",
                 label, c.compute_s * 1e6, c.imbalance_s * 1e6, c.kernel_overhead_s * 1e6, c.tp_comm_s * 1e6,
                 c.expert_comm_s * 1e6, c.pipeline_comm_s * 1e6, c.bubble_s * 1e6, c.host_sync_s * 1e6, c.host_s * 1e6,
-                c.emulation_s * 1e6);
+                c.sharing_s * 1e6, c.emulation_s * 1e6);
   os << line;
 }
 
@@ -169,7 +173,8 @@ std::string format_explanation(const PlanExplanation& e) {
     os << ".\n          An emulated rank prices differently from a real one: `moetron run --emulate-rank " << last
        << " --emulate-world " << p.plan.world_size() << "` (the last rank, as perf/validate_predictor.py runs it) "
        << "replaces each collective by the local copies marked 'emulated copy' (the emu column) and measures compute + "
-       << "kernel gaps + emulation + host (its own bookkeeping); a real rank spends the comm column instead. Both are shown.";
+       << "kernel gaps + emulation + host (its own bookkeeping); a real rank spends the wait column instead (its "
+       << "collectives, and the kernels of ranks sharing its device). Both are shown.";
     if (p.plan.pp > 1)
       os << " The last rank is in stage " << p.plan.pp - 1 << "; the tables show the stage the prediction reports.";
   }

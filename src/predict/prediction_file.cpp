@@ -18,14 +18,15 @@ std::vector<T> column(const std::vector<PlanPrediction>& ranking, const std::fun
   return out;
 }
 
-// /plans/decode_parts and /plans/prefill_parts columns, in this order (host_s and emulation_s
-// last: they came after the others, and a reader by position keeps the first eight).
+// /plans/decode_parts and /plans/prefill_parts columns, in this order (host_s, emulation_s and
+// sharing_s last: they came after the others, and a reader by position keeps the first eight).
 const std::vector<std::pair<const char*, double StepCost::*>> kParts = {
     {"compute_s", &StepCost::compute_s},         {"kernel_overhead_s", &StepCost::kernel_overhead_s},
     {"tp_comm_s", &StepCost::tp_comm_s},         {"expert_comm_s", &StepCost::expert_comm_s},
     {"pipeline_comm_s", &StepCost::pipeline_comm_s}, {"bubble_s", &StepCost::bubble_s},
     {"host_sync_s", &StepCost::host_sync_s},     {"imbalance_s", &StepCost::imbalance_s},
-    {"host_s", &StepCost::host_s},               {"emulation_s", &StepCost::emulation_s}};
+    {"host_s", &StepCost::host_s},               {"emulation_s", &StepCost::emulation_s},
+    {"sharing_s", &StepCost::sharing_s}};
 
 void write_parts(h5::File& f, const std::string& name, const std::vector<PlanPrediction>& ranking,
                  const std::function<const StepCost&(const PlanPrediction&)>& step) {

@@ -71,14 +71,23 @@ int64_t activation_bytes_of(const std::string& backend) {
 // decode's launches overlap its kernels only where no collective waits for the device on the host
 // (groups through host memory, ranks sharing a GPU, copy every collective's data to the host).
 StepShape decode_shape(const Workload& w, int64_t batch, int micro_batches, bool recordable, const std::string& backend,
-                       bool device_groups_through_host) {
-  return {batch, 1, w.prompt_tokens + w.output_tokens / 2, false, micro_batches, recordable, backend != "cpu",
-          activation_bytes_of(backend), backend != "cpu" && !device_groups_through_host};
+                       const Cluster& cluster) {
+  return {batch,
+          1,
+          w.prompt_tokens + w.output_tokens / 2,
+          false,
+          micro_batches,
+          recordable,
+          backend != "cpu",
+          activation_bytes_of(backend),
+          backend != "cpu" && !cluster.device_groups_through_host,
+          cluster.ranks_per_device};
 }
 
-StepShape prefill_shape(const Workload& w, int64_t prompts, int micro_batches, const std::string& backend) {
-  return {prompts, w.prompt_tokens, w.prompt_tokens, true, micro_batches, false, backend != "cpu",
-          activation_bytes_of(backend)};
+StepShape prefill_shape(const Workload& w, int64_t prompts, int micro_batches, const std::string& backend,
+                        const Cluster& cluster) {
+  return {prompts,     w.prompt_tokens, w.prompt_tokens, true, micro_batches, false, backend != "cpu",
+          activation_bytes_of(backend), false, cluster.ranks_per_device};
 }
 
 // The parts of a step, largest first, as "name NN%".
@@ -87,7 +96,8 @@ std::string largest_part(const StepCost& c) {
       {"compute", c.compute_s - c.imbalance_s}, {"expert imbalance", c.imbalance_s},
       {"kernel gaps", c.kernel_overhead_s},     {"tp all-reduce", c.tp_comm_s},
       {"expert all-to-all", c.expert_comm_s},   {"pipeline bubble", c.bubble_s + c.pipeline_comm_s},
-      {"host sync", c.host_sync_s},             {"host bookkeeping", c.host_s}};
+      {"host sync", c.host_sync_s},             {"host bookkeeping", c.host_s},
+      {"device sharing", c.sharing_s}};
   const auto* top = std::max_element(std::begin(parts), std::end(parts),
                                      [](const auto& a, const auto& b) { return a.second < b.second; });
   std::ostringstream os;
@@ -154,13 +164,13 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
   p.batch_limit = least->second;
   const bool recordable = decode_recordable(plan, options.backend, cluster.device_groups_through_host);
   const auto decode_at = [&](int64_t batch) {
-    return decode_shape(w, batch, p.micro_batches, recordable, options.backend, cluster.device_groups_through_host);
+    return decode_shape(w, batch, p.micro_batches, recordable, options.backend, cluster);
   };
   const auto decode_s = [&](int64_t batch) { return step_cost(g, options.expert_shares, decode_at(batch), cost); };
   p.decode_shape = decode_at(p.batch);
   p.decode = step_cost(g, options.expert_shares, p.decode_shape, cost);
   p.prefill_prompts = std::clamp<int64_t>(w.max_batch_tokens / w.prompt_tokens, 1, p.batch);
-  p.prefill_shape = prefill_shape(w, p.prefill_prompts, p.micro_batches, options.backend);
+  p.prefill_shape = prefill_shape(w, p.prefill_prompts, p.micro_batches, options.backend, cluster);
   p.prefill = step_cost(g, options.expert_shares, p.prefill_shape, cost);
   const double t_prefill = p.prefill.total_s();
   p.prefill_tokens_per_s = static_cast<double>(plan.dp * p.prefill_prompts * w.prompt_tokens) / t_prefill;
@@ -180,7 +190,8 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
       b = next;
     }
     if (b < p.batch) p.batch = b, p.batch_limit = "arrival rate", p.decode_shape = decode_at(b), p.decode = decode_s(b);
-    p.ttft_s = step_cost(g, options.expert_shares, prefill_shape(w, 1, p.micro_batches, options.backend), cost).total_s();
+    const StepShape one_prompt = prefill_shape(w, 1, p.micro_batches, options.backend, cluster);
+    p.ttft_s = step_cost(g, options.expert_shares, one_prompt, cost).total_s();
   } else {
     const double first_steps = std::ceil(static_cast<double>(p.batch) / static_cast<double>(p.prefill_prompts));
     p.ttft_s = t_prefill * (first_steps + 1) / 2;
@@ -200,12 +211,17 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
   // run to bound.
   if (options.ceiling != nullptr && p.fits) {
     const CostModel& floors = *options.ceiling;
+    const auto as_floor = [](StepShape shape) {  // ranks sharing a device: the floor (assumption 15)
+      shape.sharing_as_floor = true;
+      return shape;
+    };
     PlanCeiling& c = p.ceiling;
-    c.decode = step_cost(g, options.expert_shares, p.decode_shape, floors);
-    c.prefill = step_cost(g, options.expert_shares, p.prefill_shape, floors);
-    const double capacity_decode_s = capacity_batch == p.batch
-                                         ? c.decode.total_s()
-                                         : step_cost(g, options.expert_shares, decode_at(capacity_batch), floors).total_s();
+    c.decode = step_cost(g, options.expert_shares, as_floor(p.decode_shape), floors);
+    c.prefill = step_cost(g, options.expert_shares, as_floor(p.prefill_shape), floors);
+    const double capacity_decode_s =
+        capacity_batch == p.batch
+            ? c.decode.total_s()
+            : step_cost(g, options.expert_shares, as_floor(decode_at(capacity_batch)), floors).total_s();
     c.output_tokens_per_s = workload_output_tokens_per_s(w, plan, capacity_batch, p.prefill_prompts,
                                                          c.prefill.total_s(), capacity_decode_s);
     c.decode_tokens_per_s = static_cast<double>(plan.dp * p.batch) / c.decode.total_s();
@@ -218,6 +234,8 @@ std::vector<PlanPrediction> predict_plans(const ModelConfig& config, const Workl
   check_workload(w);
   MOETRON_CHECK(cluster.ranks >= 1, "--ranks must be at least 1, got " << cluster.ranks);
   MOETRON_CHECK(cluster.ranks_per_node >= 1, "--ranks-per-node must be at least 1, got " << cluster.ranks_per_node);
+  MOETRON_CHECK(cluster.ranks_per_device >= 1 && std::isfinite(cluster.ranks_per_device),
+                "--ranks-per-device must be at least 1, got " << cluster.ranks_per_device);
   MOETRON_CHECK(options.micro_batches >= 0 && options.micro_batches <= kMaxMicroBatches,
                 "--micro-batches must be in [0, " << kMaxMicroBatches << "], got " << options.micro_batches);
   std::vector<PlanPrediction> all;

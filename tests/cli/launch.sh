@@ -65,4 +65,24 @@ set -e
 grep -q "error: --plan auto: no plan fits on 2 ranks; .* but a rank has 1.00 B (MOETRON_TEST_MEMORY_PER_RANK)" "$WORK/log" ||
   { cat "$WORK/log"; fail "rank 0's message is missing"; }
 [[ ! -e "$WORK/none.h5" ]] || fail "a results file was written"
-echo "ok: binding lines, one plan for every rank"
+
+# CPU ranks take their share of the cores their node's ranks may use (the union of their
+# affinities), and the predictions have ranks sharing cores take turns: two ranks held to one
+# core (taskset) compute single-threaded and the predictor prices them as two ranks a device; on
+# two cores each has one of its own. MOETRON_CPU_THREADS replaces the share.
+sharing_of() { h5dump -a /predictions/ranks_per_device "$1" | sed -n 's/^ *(0): \(.*\)$/\1/p'; }
+expect_sharing() {  # expect_sharing CORES THREADS_ENV LOG_LINE RANKS_PER_DEVICE
+  env ${2:+MOETRON_CPU_THREADS=$2} taskset -c "$1" "${MPI_RUN[@]}" 2 --bind-to none "$MOETRON" "${args[@]}" --plan tp=2 \
+    --out "$WORK/share.h5" >"$WORK/log" 2>&1 || { cat "$WORK/log"; fail "2 ranks on cores $1 failed"; }
+  grep -qF "info rank 0] cpu backend: $3" "$WORK/log" || { cat "$WORK/log"; fail "cores $1: no line 'cpu backend: $3'"; }
+  [[ "$(sharing_of "$WORK/share.h5")" == "$4" ]] ||
+    fail "cores $1, MOETRON_CPU_THREADS '$2': /predictions@ranks_per_device $(sharing_of "$WORK/share.h5"), expected $4"
+}
+expect_sharing 0 "" "1 thread(s) a rank, 2 rank(s) on 1 cores of this node" 2
+expect_sharing 0 3 "3 thread(s) a rank, 2 rank(s) on 1 cores of this node (MOETRON_CPU_THREADS)" 6
+if (( $(nproc) >= 2 )); then
+  expect_sharing 0,1 "" "1 thread(s) a rank, 2 rank(s) on 2 cores of this node" 1
+fi
+expect_exit_1 cpu_threads "MOETRON_CPU_THREADS: 'two' is not a positive number of threads" \
+  env MOETRON_CPU_THREADS=two "$MOETRON" "${args[@]}" --out "$WORK/threads.h5"
+echo "ok: binding lines, one plan for every rank, CPU ranks' cores"

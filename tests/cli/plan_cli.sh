@@ -29,7 +29,7 @@ rates = f["/plans/output_tokens_per_s"][()]
 fits = f["/plans/fits"][()]
 good = [r for r, ok in zip(rates, fits) if ok]
 assert good == sorted(good, reverse=True)
-assert f["/plans/decode_parts"].shape == (len(plans), 10)
+assert f["/plans/decode_parts"].shape == (len(plans), 11)
 best = f.attrs["best_plan"]
 assert (best.decode() if isinstance(best, bytes) else best) == plans[0]
 PY
@@ -82,6 +82,8 @@ expect_failure "--hardware-set: unknown key 'tflops'" plan "${q3[@]}" --ranks 8 
 expect_failure "--memory-per-rank: '-5' is not a byte count" plan "${q3[@]}" --ranks 8 --ranks-per-node 8 --memory-per-rank -5
 expect_failure "--prompt-tokens must be at least 1" plan "${q3[@]}" --ranks 8 --ranks-per-node 8 --prompt-tokens 0
 expect_failure "--arrival-rate must be" plan "${q3[@]}" --ranks 8 --ranks-per-node 8 --arrival-rate -1
+expect_failure "--ranks-per-device must be in [1, --ranks-per-node]" plan "${q3[@]}" --ranks 8 --ranks-per-node 8 --ranks-per-device 0.5
+expect_failure "--ranks-per-device must be in [1, --ranks-per-node]" plan "${q3[@]}" --ranks 8 --ranks-per-node 4 --ranks-per-device 8
 expect_failure "--top must be at least 1" plan "${q3[@]}" --ranks 8 --ranks-per-node 8 --top 0
 expect_failure "leave out --requests" plan "${q3[@]}" --ranks 8 --ranks-per-node 8 --prompts "$WORK/prompts.jsonl" --requests 3
 expect_failure "--bogus" plan "${q3[@]}" --ranks 8 --ranks-per-node 8 --bogus
@@ -91,4 +93,35 @@ expect_failure "/experts/tokens is not" plan "${q3[@]}" --ranks 8 --ranks-per-no
 expect_failure "$WORK/no-dir/p.h5" plan "${q3[@]}" --ranks 8 --ranks-per-node 8 --out "$WORK/no-dir/p.h5"
 "$MOETRON" plan --help | grep -qF -- "--interconnect" || fail "plan --help lacks --interconnect"
 "$MOETRON" --help | grep -qF "plan " || fail "moetron --help does not list plan"
+# Two ranks on each GPU: the cluster line says so, and every plan's decode step takes at least
+# twice its compute and no less than alone (the device serves both ranks' kernels in turn; the
+# sharing_s column, 11th, is what that adds). The same memory for both, so the batches agree.
+"$MOETRON" plan "${q3[@]}" --ranks 8 --ranks-per-node 8 --ranks-per-device 2 --hardware h200 --memory-per-rank 70GiB \
+  --out "$WORK/shared.h5" >"$WORK/shared.txt" || fail "--ranks-per-device 2 failed"
+grep -qF "8 ranks (1 nodes x 8), 2 ranks a device" "$WORK/shared.txt" || fail "no sharing on the cluster line: $(head -3 "$WORK/shared.txt")"
+"$MOETRON" plan "${q3[@]}" --ranks 8 --ranks-per-node 8 --hardware h200 --memory-per-rank 70GiB \
+  --out "$WORK/alone.h5" >/dev/null
+if python3 -c 'import h5py' 2>/dev/null; then
+  python3 - "$WORK/shared.h5" "$WORK/alone.h5" <<'PY' || fail "--ranks-per-device 2 did not price the sharing"
+import h5py, sys
+shared, alone = (h5py.File(p, "r")["plans"] for p in sys.argv[1:])
+name = lambda g: [p.decode() if isinstance(p, bytes) else p for p in g["plan"][()]]
+cols = shared["decode_parts"].attrs["columns"]
+cols = (cols.decode() if isinstance(cols, bytes) else cols).split(",")
+assert cols[-1] == "sharing_s", cols
+total = lambda row: sum(v for c, v in zip(cols, row) if c not in ("imbalance_s", "emulation_s"))
+fits = dict(zip(name(shared), shared["fits"][()]))
+rows = dict(zip(name(shared), shared["decode_parts"][()]))
+base = dict(zip(name(alone), alone["decode_parts"][()]))
+checked = added = 0
+for plan, ok in fits.items():
+    if not ok or plan not in base:
+        continue
+    row = dict(zip(cols, rows[plan]))
+    assert total(rows[plan]) >= max(total(base[plan]), 2 * row["compute_s"]) * (1 - 1e-9), (plan, rows[plan], base[plan])
+    checked += 1
+    added += row["sharing_s"] > 0
+assert checked > 0 and added > 0, (checked, added)
+PY
+fi
 echo "plan_cli: ok"

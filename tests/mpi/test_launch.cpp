@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 
@@ -96,6 +97,32 @@ TEST(Launch, TwoVisibleGpusAreDealtByNodeLocalRank) {
     EXPECT_EQ(all[r].ranks_sharing_device, all[r].device == 0 ? (world_size() + 1) / 2 : world_size() / 2);
   }
   EXPECT_EQ(all[0].transport, world_size() > 2 ? "mpi" : "nccl");
+}
+
+// Ranks taking turns on a device, as the predictions of a run price them: the ranks bound to a
+// GPU; on the CPU, the node's ranks times each one's threads over the cores they share (the
+// union of their affinities, gathered here); MOETRON_CPU_THREADS, when set, is each one's count.
+TEST(Launch, RanksPerDeviceFollowTheBinding) {
+  const std::vector<DeviceBinding> shared = bind_with_hook("GPU-only");
+  const DeviceBinding& gpu = shared[static_cast<size_t>(world_rank())];
+  EXPECT_EQ(ranks_per_device("cuda", gpu), world_size());
+
+  const DeviceBinding cpu = bind_rank_devices(MPI_COMM_WORLD, "cpu");
+  ASSERT_GE(cpu.cores_on_node, 1);
+  EXPECT_LE(cpu.cores_on_node, cpu_node_cores());
+  const int threads = cpu_threads_of_rank(cpu);
+  EXPECT_EQ(threads, cpu_threads_for_rank(cpu_usable_cores(), cpu.cores_on_node, world_size()));
+  EXPECT_DOUBLE_EQ(ranks_per_device("cpu", cpu),
+                   std::max(1.0, static_cast<double>(world_size()) * threads / cpu.cores_on_node));
+  {
+    ScopedEnv env("MOETRON_CPU_THREADS", "3");
+    EXPECT_EQ(cpu_threads_of_rank(cpu), 3);
+    EXPECT_DOUBLE_EQ(ranks_per_device("cpu", cpu), std::max(1.0, 3.0 * world_size() / cpu.cores_on_node));
+  }
+  {
+    ScopedEnv env("MOETRON_CPU_THREADS", "0");
+    EXPECT_THROW(cpu_threads_of_rank(cpu), Error);
+  }
 }
 
 TEST(Launch, MemoryHookGivesEachRankItsEntry) {

@@ -885,5 +885,38 @@ TEST_F(CpuOpsTest, AddRowBiasAddsToEveryRow) {
   EXPECT_EQ(got, (Vec{1.5f, 1, 5, 4.5f, 4, 8}));
 }
 
+// A CPU rank's threads: its share of the cores its node's ranks use together, never more than its
+// own affinity allows, at least one; set process-wide, 0 going back to every usable core.
+TEST(CpuThreads, EachRankTakesItsShareOfTheNodesCores) {
+  EXPECT_EQ(cpu_threads_for_rank(16, 16, 4), 4);  // unbound, four ranks
+  EXPECT_EQ(cpu_threads_for_rank(1, 2, 2), 1);    // mpirun bound each to one core
+  EXPECT_EQ(cpu_threads_for_rank(8, 16, 8), 2);   // bound to a socket of 8 cores with 3 others
+  EXPECT_EQ(cpu_threads_for_rank(4, 64, 4), 4);   // srun --cpus-per-task=4 on a 64-core node
+  EXPECT_EQ(cpu_threads_for_rank(2, 2, 4), 1);    // more ranks than cores
+  EXPECT_EQ(cpu_threads_for_rank(6, 6, 0), 6);    // no count: the rank alone
+  const int usable = cpu_usable_cores();
+  ASSERT_GE(usable, 1);
+  EXPECT_LE(usable, cpu_node_cores());
+  set_cpu_threads(1);
+  EXPECT_EQ(cpu_threads(), 1);
+  set_cpu_threads(0);
+  EXPECT_EQ(cpu_threads(), usable);
+}
+
+// One thread or four: the same numbers (each output is one dot product, whatever the split).
+TEST_F(CpuOpsTest, LinearGivesTheSameNumbersOnOneThreadAndOnMany) {
+  const int64_t rows = 67, k = 129, n = 131;  // 1.1e6 multiply-adds: split over up to 4 threads
+  const Vec x = normal(static_cast<size_t>(rows * k)), w = normal(static_cast<size_t>(n * k));
+  const auto run = [&](int threads) {
+    set_cpu_threads(threads);
+    Tensor out = ops->alloc(DType::F32, {rows, n});
+    ops->linear(upload(x, {rows, k}), upload(w, {n, k}), nullptr, out);
+    return download(out);
+  };
+  const Vec one = run(1), many = run(4);
+  set_cpu_threads(0);
+  EXPECT_EQ(one, many);
+}
+
 }  // namespace
 }  // namespace moetron

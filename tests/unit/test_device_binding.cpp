@@ -193,3 +193,28 @@ TEST(DeviceBinding, DescribeNcclAndNoGpu) {
   const std::vector<RankDevices> cpu = {rank_on("n0", 0, {})};
   EXPECT_EQ(describe_bindings(cpu, bind_devices(cpu)), (std::vector<std::string>{"node n0: rank 0, no GPU: transport mpi"}));
 }
+
+// The cores a node's ranks run on together: the union of their affinities (mpirun binding each
+// rank to a core, taskset over all of them, srun --cpus-per-task), per node; unknown (0) when a
+// rank of the node did not say.
+TEST(DeviceBinding, CoresOnNodeAreTheUnionOfTheRanksAffinities) {
+  std::vector<RankDevices> ranks = {rank_on("n0", 0, {}), rank_on("n0", 1, {}), rank_on("n1", 0, {}),
+                                    rank_on("n1", 1, {}), rank_on("n2", 0, {})};
+  ranks[0].cpus = {0, 1};  // n0: each rank bound to two cores of its own
+  ranks[1].cpus = {2, 3};
+  ranks[2].cpus = {0};     // n1: both on one core (taskset -c 0)
+  ranks[3].cpus = {0};
+  const auto b = bind_devices(ranks);  // n2's rank said nothing
+  EXPECT_EQ(b[0].cores_on_node, 4);
+  EXPECT_EQ(b[1].cores_on_node, 4);
+  EXPECT_EQ(b[2].cores_on_node, 1);
+  EXPECT_EQ(b[3].cores_on_node, 1);
+  EXPECT_EQ(b[4].cores_on_node, 0);
+  EXPECT_EQ(b[2].ranks_on_node, 2);
+}
+
+TEST(DeviceBinding, AffinityListsThisProcesssCores) {
+  const std::vector<int> cpus = affinity_cpus();
+  ASSERT_FALSE(cpus.empty());
+  for (size_t i = 1; i < cpus.size(); ++i) EXPECT_LT(cpus[i - 1], cpus[i]);
+}

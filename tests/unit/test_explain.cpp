@@ -46,6 +46,7 @@ void expect_same_fields(const StepCost& a, const StepCost& b) {
   near(a.imbalance_s, b.imbalance_s, "imbalance_s");
   near(a.host_s, b.host_s, "host_s");
   near(a.emulation_s, b.emulation_s, "emulation_s");
+  near(a.sharing_s, b.sharing_s, "sharing_s");
 }
 
 // Skewed loads: expert 0 of every MoE layer takes half of each token's picks.

@@ -187,8 +187,8 @@ TEST(PlanCosts, CeilingReachesThePredictionFileAndTheRunsRecords) {
   const std::string path = dir.file("plans.h5");
   write_predictions(path, ranking, {});
   const auto n = static_cast<int64_t>(ranking.size());
-  EXPECT_EQ(read_dims(path, "/plans/ceiling_decode_parts"), (std::vector<int64_t>{n, 10}));
-  EXPECT_EQ(read_dims(path, "/plans/ceiling_prefill_parts"), (std::vector<int64_t>{n, 10}));
+  EXPECT_EQ(read_dims(path, "/plans/ceiling_decode_parts"), (std::vector<int64_t>{n, 11}));
+  EXPECT_EQ(read_dims(path, "/plans/ceiling_prefill_parts"), (std::vector<int64_t>{n, 11}));
   EXPECT_EQ(read_float64(path, "/plans/ceiling_output_tokens_per_s")[1], ranking[1].ceiling.output_tokens_per_s);
   EXPECT_EQ(read_float64(path, "/plans/ceiling_decode_tokens_per_s")[0], ranking[0].ceiling.decode_tokens_per_s);
   EXPECT_EQ(read_float64(path, "/plans/ceiling_decode_parts")[0], ranking[0].ceiling.decode.compute_s);

@@ -10,6 +10,17 @@ namespace moetron {
 
 std::unique_ptr<Ops> make_cpu_ops();
 
+// Threads the CPU backend's ops may start, for the whole process (a process is one rank): every
+// usable core (the process's affinity: taskset, srun --cpus-per-task, mpirun's binding) unless
+// set. Ranks sharing a node share its cores, so the engine gives each its share
+// (cpu_threads_for_rank) before computing; MOETRON_CPU_THREADS, when set, replaces that share.
+void set_cpu_threads(int threads);  // 0: every usable core again
+int cpu_threads();
+int cpu_usable_cores();
+int cpu_node_cores();  // every core of the host
+// A rank's share: the node's cores over its ranks, never more than the rank may use, at least 1.
+int cpu_threads_for_rank(int usable_cores, int node_cores, int ranks_on_node);
+
 // The most bytes of temporaries (Ops::temp) that were alive at once on `ops`, a CPU backend from
 // make_cpu_ops, since it was made: each temporary counted as CudaOps::temp counts it in its step
 // arena (temp_arena_bytes, backend/ops.hpp), so a run on the CPU measures what the CUDA

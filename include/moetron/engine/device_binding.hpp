@@ -22,6 +22,7 @@ struct RankDevices {
   std::string host;
   std::vector<std::string> uuids;  // the devices visible to the rank, in CUDA's order
   int node_local_rank = 0;         // index among the ranks of its node
+  std::vector<int> cpus;           // the cores it may run on (its affinity); empty: unknown
 };
 
 // What one rank is bound to.
@@ -31,6 +32,8 @@ struct DeviceBinding {
   int ranks_sharing_device = 1;  // ranks bound to this rank's GPU, itself included
   int ranks_on_node = 1;
   int node_local_rank = 0;
+  int cores_on_node = 0;  // the cores its node's ranks may run on together (the union of their
+                          // affinities: taskset, srun, mpirun's binding); 0: unknown
   bool node_shares_gpu = false;   // some GPU of this rank's node serves several ranks
   bool world_shares_gpu = false;  // some GPU anywhere serves several ranks
   // Transport for groups carrying device tensors: "nccl" when every rank has a GPU of its own
@@ -54,8 +57,12 @@ std::vector<std::string> describe_bindings(const std::vector<RankDevices>& ranks
 // This process's host name.
 std::string host_name();
 
+// The cores this process may run on (sched_getaffinity), in increasing order.
+std::vector<int> affinity_cpus();
+
 // Every rank's record, in world rank order (collective over `world`). `mine.host` and
-// `mine.node_local_rank` are filled in here (host name; MPI_COMM_TYPE_SHARED split).
+// `mine.node_local_rank` are filled in here (host name; MPI_COMM_TYPE_SHARED split), and
+// `mine.cpus` from affinity_cpus() when empty.
 std::vector<RankDevices> gather_rank_devices(MPI_Comm world, RankDevices mine);
 
 // Test hook MOETRON_TEST_GPU_UUIDS: ';'-separated per world rank (rank r takes entry

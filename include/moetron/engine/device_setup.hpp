@@ -37,8 +37,18 @@ DeviceBinding bind_rank_devices(MPI_Comm world, const std::string& backend,
 int64_t memory_per_rank(int64_t requested, const std::string& backend, const DeviceBinding& binding,
                         std::string* source = nullptr);
 
-// The backend's Ops, on the bound GPU for cuda.
+// The backend's Ops, on the bound GPU for cuda. For cpu it first sets the process's threads to
+// cpu_threads_of_rank's.
 std::unique_ptr<Ops> make_ops(const std::string& backend, const DeviceBinding& binding, size_t arena_bytes);
+
+// The threads a CPU rank computes with: MOETRON_CPU_THREADS when set (a positive integer, else an
+// Error naming it), else its share of the node's cores (cpu_threads_for_rank).
+int cpu_threads_of_rank(const DeviceBinding& binding);
+
+// How many ranks take turns on this rank's compute device (Cluster::ranks_per_device): the ranks
+// bound to its GPU; on the CPU, the node's ranks times each one's threads over the node's cores,
+// at least 1 (4 single-threaded ranks on 2 cores: 2).
+double ranks_per_device(const std::string& backend, const DeviceBinding& binding);
 
 // Ops::kernel_settings of the backend's ops as the environment sets them, without making them.
 std::string kernel_settings_by_env(const std::string& backend);

@@ -44,6 +44,8 @@ struct PlanChoiceInputs {
   // The job's device groups talk MPI through host buffers (ranks share a GPU): decode steps then
   // run eagerly (can_record_decode), and the predictor prices them so.
   bool device_groups_through_host = false;
+  // Ranks taking turns on each device (Cluster::ranks_per_device; device_setup's ranks_per_device).
+  double ranks_per_device = 1;
   int64_t max_batch = 256, max_batch_tokens = 8192;
 };
 
@@ -51,6 +53,7 @@ struct PlanChoiceInputs {
 struct PlanRanking {
   std::vector<PlanPrediction> ranking;
   std::string figures;  // "h200 figures", or "the profile FILE (...)"
+  double ranks_per_device = 1;  // what the predictions assumed (PlanChoiceInputs::ranks_per_device)
 };
 PlanRanking rank_plans(const PlanChoiceInputs& in);
 

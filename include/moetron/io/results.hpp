@@ -106,6 +106,7 @@ struct PlanPredictions {
   std::string figures;                          // the hardware figures or profile used
   std::string chosen;                           // the plan that ran
   std::string explanation;                      // why the best wins ("" for an explicit --plan)
+  double ranks_per_device = 1;                  // ranks the predictions had take turns on a device
 };
 
 // A group written by a layer above this one (io knows nothing of what it holds): the hardware

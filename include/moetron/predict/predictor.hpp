@@ -85,6 +85,15 @@
 //     bookkeeping). Its throughput follows assumption 10 from those steps. Nothing
 //     in it is fitted to measurements: how far the engine lands below it is what perf/PREDICTOR.md
 //     reports as the share of the ceiling reached.
+// 15. Ranks sharing a device (Cluster::ranks_per_device = s > 1: ranks bound to one GPU, or CPU
+//     ranks whose threads outnumber the node's cores): the device serves the s ranks' kernels in
+//     turn, each rank computing as much as this one (plan_problem keeps shards even). The
+//     estimate has them in lockstep (they compute when this rank does and wait in the same
+//     collectives, so only its pipeline bubble leaves the device to them): sharing_s =
+//     max(0, (s - 1) * compute_s - bubble_s). The ceiling takes only the floor every schedule
+//     obeys, the rest of the step overlapping the others' kernels: a step of max(its own time,
+//     s * compute_s). The profile's kernels are one rank's alone (the bench computes on rank 0
+//     while the others wait); its collectives were measured by the sharing ranks themselves.
 // Not modelled (each would only slow the engine down): scheduler and Python-free host overheads
 // between steps, preemption and recomputation, stragglers, congestion between groups that share
 // links, sampling beyond argmax, routing that changes over the run.
@@ -110,6 +119,9 @@ struct Cluster {
   // Groups carrying device tensors talk MPI through host buffers (some GPU serves several ranks:
   // DeviceBinding::transport "mpi"), which CUDA graphs cannot record.
   bool device_groups_through_host = false;
+  // Ranks whose kernels take turns on one device (assumption 15): 1 where each rank has its own
+  // GPU, 2 for two ranks on one GPU; on the CPU, ranks times threads over the node's cores.
+  double ranks_per_device = 1;
 };
 
 struct PredictorOptions {

@@ -37,6 +37,10 @@ struct StepShape {
   bool launches_overlap = false;    // the backend enqueues each op and returns (CUDA), so an
                                     // eager decode step's launches overlap its kernels; false
                                     // where each op runs on the host (the CPU)
+  double ranks_per_device = 1;      // ranks whose kernels take turns on this rank's device
+                                    // (Cluster::ranks_per_device; assumption 15, predictor.hpp)
+  bool sharing_as_floor = false;    // price that sharing as the floor max(step, ranks x compute)
+                                    // (the ceiling), not in lockstep (the estimate)
 };
 
 // Seconds of one step as the slowest rank sees it. total_s is the sum of the fields except
@@ -56,13 +60,16 @@ struct StepCost {
   double emulation_s = 0;        // NOT in total_s: the local copies that stand in for the step's
                                  // collectives on an emulated rank (`moetron run --emulate-rank`,
                                  // EmulatedCommunicator; assumption 13, predictor.hpp)
+  double sharing_s = 0;          // what the kernels of the other ranks sharing this rank's device
+                                 // add beyond its own step (assumption 15, predictor.hpp)
   double total_s() const {
     return compute_s + kernel_overhead_s + tp_comm_s + expert_comm_s + pipeline_comm_s + bubble_s + host_sync_s +
-           host_s;
+           host_s + sharing_s;
   }
   // What an emulated rank measures of this step: its kernels and their gaps, the copies standing
   // in for its collectives, and its host's own bookkeeping (inside every step's clock, engine.cpp);
-  // none of the waiting for peers or their messages (*_comm_s, bubble_s, host_sync_s).
+  // none of the waiting for peers or their messages (*_comm_s, bubble_s, host_sync_s), and no
+  // other rank's kernels (sharing_s: an emulated rank has its device to itself).
   double emulated_rank_s() const { return compute_s + kernel_overhead_s + emulation_s + host_s; }
   StepCost& operator+=(const StepCost& o);  // field by field
 };

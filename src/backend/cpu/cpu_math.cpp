@@ -1,6 +1,9 @@
 #include "cpu_math.hpp"
 
+#include <sched.h>
+
 #include <algorithm>
+#include <atomic>
 #include <exception>
 #include <system_error>
 #include <thread>
@@ -13,11 +16,31 @@ namespace {
 // Below this many multiply-adds per thread, starting a thread costs more than it saves.
 constexpr int64_t kMinWorkPerThread = 1 << 18;
 
+// 0 until set_threads: then every usable core.
+std::atomic<int64_t> thread_limit{0};
+
 int64_t max_threads() {
-  static const int64_t n = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  return n;
+  const int64_t set = thread_limit.load(std::memory_order_relaxed);
+  return set > 0 ? set : usable_cores();
 }
 }  // namespace
+
+int usable_cores() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (sched_getaffinity(0, sizeof mask, &mask) == 0) return std::max(1, CPU_COUNT(&mask));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+int node_cores() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+void set_threads(int threads) { thread_limit.store(std::max(0, threads), std::memory_order_relaxed); }
+
+int threads() { return static_cast<int>(max_threads()); }
+
+int threads_for_rank(int usable, int node, int ranks_on_node) {
+  return std::max(1, std::min(usable, node / std::max(1, ranks_on_node)));
+}
 
 void parallel_for(int64_t n, int64_t work_per_item,
                   const std::function<void(int64_t begin, int64_t end)>& body) {

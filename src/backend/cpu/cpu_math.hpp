@@ -8,6 +8,16 @@
 namespace moetron {
 namespace cpu {
 
+// How many threads parallel_for may use, for the whole process (a process is one rank). Ranks
+// sharing a node share its cores: each starting a thread a core would oversubscribe the node
+// `ranks` times over, so the engine sets its share (threads_for_rank) before computing.
+int usable_cores();  // the cores this process may run on (its affinity mask: taskset, srun, mpirun binding)
+int node_cores();    // every core of the host
+void set_threads(int threads);  // 0: back to every usable core
+int threads();
+// A rank's share: the node's cores over its ranks, never more than the rank may use, at least 1.
+int threads_for_rank(int usable, int node, int ranks_on_node);
+
 // Splits [0, n) into contiguous ranges run on a few std::threads when the job is big enough to
 // pay for starting them (work_per_item: a rough cost of one item in multiply-adds); small jobs
 // run inline on the caller's thread.
