@@ -61,7 +61,9 @@ BenchSizes bench_sizes(const ModelConfig& c, const SizeChoice& choice) {
   const int64_t context_cap = std::max<int64_t>(1, c.max_position_embeddings);
   BenchSizes s;
   s.tokens = geometric_sizes(1, max_tokens, step);
-  s.tokens_per_expert = geometric_sizes(1, gpu ? 1024 : 64, quick ? 16 : 4);
+  // The CPU's quick grid by 4 too: its expert calls scale with their rows (no weight-read floor),
+  // so a 4-row call read at the 16-row point was priced 3-4 times its time.
+  s.tokens_per_expert = geometric_sizes(1, gpu ? 1024 : 64, gpu && quick ? 16 : 4);
   if (gpu && !quick) {
     // The CUDA call changes kernels with the rows an expert (kernels::grouped_gemm_tile_rows):
     // 32-row tiles up to 24 rows, 96-row tiles from 25 to 255 (one tile an expert up to 96 rows;
@@ -83,8 +85,10 @@ BenchSizes bench_sizes(const ModelConfig& c, const SizeChoice& choice) {
   s.max_expert_rows = max_tokens * c.top_k;
   s.gemv_tokens = geometric_sizes(1, kExpertGemvMaxTokens, 2);
   s.decode_batch = geometric_sizes(1, gpu ? 256 : 16, quick ? 16 : 4);
+  // The CPU's quick grid from 16: below its smallest context a prompt's attention is read at that
+  // point's time, which for 16-token prompts against a 64-token point was 4-16 times the work.
   s.contexts = gpu ? (quick ? std::vector<int64_t>{512, 8192} : geometric_sizes(128, 8192, 4))
-                   : (quick ? std::vector<int64_t>{64, 256} : geometric_sizes(16, 256, 4));
+                   : (quick ? std::vector<int64_t>{16, 64, 256} : geometric_sizes(16, 256, 4));
   for (int64_t& ctx : s.contexts) ctx = std::min(ctx, context_cap);
   s.contexts.erase(std::unique(s.contexts.begin(), s.contexts.end()), s.contexts.end());
   s.prefill_sequences = quick ? std::vector<int64_t>{1, 4} : geometric_sizes(1, gpu ? 8 : 4, 2);

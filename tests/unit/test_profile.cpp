@@ -368,10 +368,15 @@ TEST(BenchGrid, ExpertRowsMeasureEachCudaKernelRegime) {
     // A prefill of the bench's most tokens is measured at (or past) its mean rows an expert.
     EXPECT_GE(rows.back(), std::min<int64_t>(1024, 4096 * c.top_k / c.num_experts)) << name;
   }
-  // The quick and CPU grids are unchanged.
+  // The GPU's quick grid and the CPU's full one are unchanged.
   const ModelConfig c = parse_model_config(hf_preset_json(Family::Olmoe, "olmoe-1b-7b"), "olmoe");
   EXPECT_EQ(bench_sizes(c, {true, true, 0, 0}).tokens_per_expert, geometric_sizes(1, 1024, 16));
   EXPECT_EQ(bench_sizes(c, {false, false, 0, 0}).tokens_per_expert, geometric_sizes(1, 64, 4));
+  // The CPU's quick grid reaches the few rows an expert and short prompts of a tiny model's steps
+  // (read below the smallest point, they were priced at its time: 3-16 times their work).
+  const BenchSizes quick_cpu = bench_sizes(c, {false, true, 0, 0});
+  EXPECT_EQ(quick_cpu.tokens_per_expert, geometric_sizes(1, 64, 4));
+  EXPECT_EQ(quick_cpu.contexts.front(), 16);
 }
 
 // host_only stops the clock when the calls are enqueued: a wait of 100 ms a batch (the device
