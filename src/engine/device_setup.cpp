@@ -9,6 +9,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "moetron/backend/cpu_ops.hpp"
 #include "moetron/comm/mpi_communicator.hpp"
@@ -173,7 +174,8 @@ std::unique_ptr<Ops> make_ops(const std::string& backend, const DeviceBinding& b
   if (backend == "cpu") {
     const int threads = cpu_threads_of_rank(binding);
     set_cpu_threads(threads);
-    if (binding.node_local_rank == 0)
+    static bool told = false;  // once a process, though a run makes its Ops more than once
+    if (binding.node_local_rank == 0 && !std::exchange(told, true))
       LOG_INFO("cpu backend: " << threads << " thread(s) a rank, " << binding.ranks_on_node << " rank(s) on "
                                << cores_of_node(binding) << " cores of this node"
                                << (std::getenv("MOETRON_CPU_THREADS") ? " (MOETRON_CPU_THREADS)" : ""));
