@@ -93,7 +93,9 @@
 //     max(0, (s - 1) * compute_s - bubble_s). The ceiling takes only the floor every schedule
 //     obeys, the rest of the step overlapping the others' kernels: a step of max(its own time,
 //     s * compute_s). The profile's kernels are one rank's alone (the bench computes on rank 0
-//     while the others wait); its collectives were measured by the sharing ranks themselves.
+//     while the others wait); its collectives were measured by the sharing ranks themselves. A
+//     run takes s from rank 0's device (device_setup's ranks_per_device): a job whose nodes share
+//     their devices unevenly is priced as rank 0's node.
 // Not modelled (each would only slow the engine down): scheduler and Python-free host overheads
 // between steps, preemption and recomputation, stragglers, congestion between groups that share
 // links, sampling beyond argmax, routing that changes over the run.
