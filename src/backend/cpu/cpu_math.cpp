@@ -21,7 +21,9 @@ std::atomic<int64_t> thread_limit{0};
 
 int64_t max_threads() {
   const int64_t set = thread_limit.load(std::memory_order_relaxed);
-  return set > 0 ? set : usable_cores();
+  if (set > 0) return set;
+  static const int64_t usable = usable_cores();  // once: not a system call every op
+  return usable;
 }
 }  // namespace
 
