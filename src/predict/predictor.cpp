@@ -211,17 +211,12 @@ PlanPrediction predict_plan(const ModelConfig& config, const Plan& plan, const W
   // run to bound.
   if (options.ceiling != nullptr && p.fits) {
     const CostModel& floors = *options.ceiling;
-    const auto as_floor = [](StepShape shape) {  // ranks sharing a device: the floor (assumption 15)
-      shape.sharing_as_floor = true;
-      return shape;
-    };
     PlanCeiling& c = p.ceiling;
-    c.decode = step_cost(g, options.expert_shares, as_floor(p.decode_shape), floors);
-    c.prefill = step_cost(g, options.expert_shares, as_floor(p.prefill_shape), floors);
-    const double capacity_decode_s =
-        capacity_batch == p.batch
-            ? c.decode.total_s()
-            : step_cost(g, options.expert_shares, as_floor(decode_at(capacity_batch)), floors).total_s();
+    c.decode = step_cost(g, options.expert_shares, p.decode_shape, floors);
+    c.prefill = step_cost(g, options.expert_shares, p.prefill_shape, floors);
+    const double capacity_decode_s = capacity_batch == p.batch
+                                         ? c.decode.total_s()
+                                         : step_cost(g, options.expert_shares, decode_at(capacity_batch), floors).total_s();
     c.output_tokens_per_s = workload_output_tokens_per_s(w, plan, capacity_batch, p.prefill_prompts,
                                                          c.prefill.total_s(), capacity_decode_s);
     c.decode_tokens_per_s = static_cast<double>(plan.dp * p.batch) / c.decode.total_s();

@@ -616,19 +616,19 @@ StepCost step_cost(const PlanGeometry& g, const ExpertShares& shares, const Step
     charge("host sync: dispatch sizes all-reduce (world)", 0, M * kI64, p.world_size(), sync);
   }
   // Ranks sharing the device (assumption 15): each of the others computes as much as this rank,
-  // on the same device, which serves their kernels in turn. In lockstep (the estimate) they
-  // compute when it does and wait in the same collectives, so only its bubble leaves the device
-  // to them; as a floor (the ceiling) the rest of the step may overlap them all.
+  // on the same device, which serves their kernels in turn. Priced by measurements they run in
+  // lockstep (compute when it does, wait in the same collectives), so only its bubble leaves the
+  // device to them; priced by floors, only the floor holds: the rest of the step may overlap them.
   if (shape.ranks_per_device > 1) {
     StepCost shared;
     const double s = shape.ranks_per_device;
-    shared.sharing_s = shape.sharing_as_floor ? std::max(0.0, s * step.compute_s - step.total_s())
-                                              : std::max(0.0, (s - 1) * step.compute_s - step.bubble_s);
+    const bool floor = cost.prices_floors();
+    shared.sharing_s = floor ? std::max(0.0, s * step.compute_s - step.total_s())
+                             : std::max(0.0, (s - 1) * step.compute_s - step.bubble_s);
     if (trace != nullptr) {
       std::ostringstream why;
       why << s << " ranks a device: "
-          << (shape.sharing_as_floor ? "the step at least ranks x compute"
-                                     : "in lockstep, (ranks - 1) x compute less the bubble");
+          << (floor ? "the step at least ranks x compute" : "in lockstep, (ranks - 1) x compute less the bubble");
       note = why.str();
     }
     charge("ranks sharing the device: their kernels", 0, -1, -1, shared);

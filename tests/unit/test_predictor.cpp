@@ -392,55 +392,72 @@ TEST(Predictor, MoreMicroBatchesShortenThePipelineButReadTheWeightsAgain) {
             std::string::npos);
 }
 
-// Ranks sharing a device (assumption 15): in lockstep (the estimate) the others' kernels add
-// (s - 1) x compute to a step, less the bubble where the device would otherwise idle; as a floor
-// (the ceiling) a step takes max(its own time, s x compute). An emulated rank has its device to
-// itself.
+// The roofline's prices read as a profile's would: centred, not floors (a profile without the
+// file), so that a step composes as the estimate from measurements does.
+class CentredRoofline : public RooflineCostModel {
+ public:
+  using RooflineCostModel::RooflineCostModel;
+  bool prices_floors() const override { return false; }
+};
+
+// Ranks sharing a device (assumption 15): in lockstep (a profile's estimate) the others' kernels
+// add (s - 1) x compute to a step, less the bubble where the device would otherwise idle; priced
+// by floors (the ceiling, a roofline estimate) a step takes max(its own time, s x compute). An
+// emulated rank has its device to itself.
 TEST(Predictor, RanksSharingADeviceTakeTurnsOnIt) {
   const ModelConfig c = preset(Family::Olmoe, "olmoe-1b-7b");
-  const RooflineCostModel cost(hardware_preset("h200"));
-  const auto shape = [](int micro_batches, double s, bool floor) {
+  const RooflineCostModel floors(hardware_preset("h200"));
+  const CentredRoofline centred(hardware_preset("h200"));
+  ASSERT_TRUE(floors.prices_floors());
+  const auto shape = [](int micro_batches, double s) {
     StepShape x{64, 1, 528, false, micro_batches, false, true, 2, false};
-    x.ranks_per_device = s, x.sharing_as_floor = floor;
+    x.ranks_per_device = s;
     return x;
   };
+  // The same shape priced by measurements (lockstep) or by floors.
+  const auto priced = [&](const PlanGeometry& g, int micro_batches, double s, bool floor) {
+    return step_cost(g, {}, shape(micro_batches, s), floor ? static_cast<const CostModel&>(floors) : centred);
+  };
   const PlanGeometry tp = plan_geometry(c, Plan{1, 2, 1, 1}, 2);
-  const StepCost alone = step_cost(tp, {}, shape(1, 1, false), cost);
+  const StepCost alone = priced(tp, 1, 1, false);
   EXPECT_EQ(alone.sharing_s, 0);
-  EXPECT_EQ(step_cost(tp, {}, shape(1, 1, true), cost).sharing_s, 0);
+  EXPECT_EQ(priced(tp, 1, 1, true).sharing_s, 0);
   for (double s : {1.5, 2.0, 3.0, 8.0}) {
     SCOPED_TRACE("ranks per device " + std::to_string(s));
-    const StepCost lockstep = step_cost(tp, {}, shape(1, s, false), cost);
+    const StepCost lockstep = priced(tp, 1, s, false);
     EXPECT_NEAR(lockstep.sharing_s, (s - 1) * alone.compute_s, 1e-15);
     EXPECT_NEAR(lockstep.total_s(), alone.total_s() + (s - 1) * alone.compute_s, 1e-12);
     EXPECT_DOUBLE_EQ(lockstep.emulated_rank_s(), alone.emulated_rank_s());
-    const StepCost floor = step_cost(tp, {}, shape(1, s, true), cost);
+    const StepCost floor = priced(tp, 1, s, true);
     EXPECT_NEAR(floor.total_s(), std::max(alone.total_s(), s * alone.compute_s), 1e-12);
     EXPECT_LE(floor.total_s(), lockstep.total_s());
   }
   // Two stages, one micro-batch: they run one after the other, so the other stage's kernels fall
   // in this one's bubble and add only what the bubble cannot hold.
   const PlanGeometry pp = plan_geometry(c, Plan{2, 1, 1, 1}, 2);
-  const StepCost piped = step_cost(pp, {}, shape(1, 1, false), cost);
+  const StepCost piped = priced(pp, 1, 1, false);
   ASSERT_GT(piped.bubble_s, 0.5 * piped.compute_s);
-  const StepCost piped_shared = step_cost(pp, {}, shape(1, 2, false), cost);
+  const StepCost piped_shared = priced(pp, 1, 2, false);
   EXPECT_NEAR(piped_shared.sharing_s, std::max(0.0, piped.compute_s - piped.bubble_s), 1e-15);
-  EXPECT_EQ(step_cost(pp, {}, shape(1, 2, true), cost).sharing_s, 0);
+  EXPECT_EQ(priced(pp, 1, 2, true).sharing_s, 0);
 
-  // Through predict_plan: never faster, for every plan; the ceiling (floors, priced as the floor)
-  // stays below the estimate and obeys s x compute; a count below 1 is refused naming the option.
+  // Through predict_plan, a centred estimate with a ceiling of floors: never faster, for every
+  // plan; the estimate in lockstep, the ceiling below it obeying s x compute; a count below 1 is
+  // refused naming the option.
+  const CostModel& cost = centred;
   Workload w = small_workload();
   Cluster one = cluster_of(4, 4), four = cluster_of(4, 4);
   four.ranks_per_device = 4;
   PredictorOptions options;
-  options.ceiling = &cost;
+  options.ceiling = &floors;
   for (const Plan& plan : {Plan{1, 4, 1, 1}, Plan{2, 2, 1, 1}, Plan{1, 1, 4, 4}, Plan{4, 1, 1, 1}}) {
     const PlanPrediction a = predict_plan(c, plan, w, one, cost, options);
     const PlanPrediction b = predict_plan(c, plan, w, four, cost, options);
     SCOPED_TRACE(plan.to_string());
     EXPECT_EQ(b.decode_shape.ranks_per_device, 4);
     EXPECT_EQ(b.prefill_shape.ranks_per_device, 4);
-    EXPECT_FALSE(b.decode_shape.sharing_as_floor);
+    // The estimate in lockstep (was: its shape not marked as the floor's).
+    EXPECT_NEAR(b.decode.sharing_s, std::max(0.0, 3 * b.decode.compute_s - b.decode.bubble_s), 1e-15);
     EXPECT_GE(b.decode.total_s(), a.decode.total_s());
     EXPECT_LE(b.output_tokens_per_s, a.output_tokens_per_s);
     EXPECT_LE(b.ceiling.decode.total_s(), b.decode.total_s() * (1 + 1e-12));

@@ -28,6 +28,12 @@ class CostModel {
  public:
   virtual ~CostModel() = default;
 
+  // Whether every answer is a floor of what the hardware can do (the roofline's), so that a step
+  // priced by this model bounds what the engine achieves and composes its parts by the cheaper
+  // reading (predictor.hpp: assumption 15 for ranks sharing a device); false for measurements,
+  // which are centred on the engine's times.
+  virtual bool prices_floors() const { return false; }
+
   // ---- compute (one rank, one device) ----
   // A dense bf16 GEMM: [m x k] times [k x n] (m = tokens).
   virtual double gemm_s(int64_t m, int64_t n, int64_t k) const = 0;

@@ -87,12 +87,13 @@
 //     reports as the share of the ceiling reached.
 // 15. Ranks sharing a device (Cluster::ranks_per_device = s > 1: ranks bound to one GPU, or CPU
 //     ranks whose threads outnumber the node's cores): the device serves the s ranks' kernels in
-//     turn, each rank computing as much as this one (plan_problem keeps shards even). The
+//     turn, each rank computing as much as this one (plan_problem keeps shards even). A profile's
 //     estimate has them in lockstep (they compute when this rank does and wait in the same
 //     collectives, so only its pipeline bubble leaves the device to them): sharing_s =
-//     max(0, (s - 1) * compute_s - bubble_s). The ceiling takes only the floor every schedule
-//     obeys, the rest of the step overlapping the others' kernels: a step of max(its own time,
-//     s * compute_s). The profile's kernels are one rank's alone (the bench computes on rank 0
+//     max(0, (s - 1) * compute_s - bubble_s). A cost model of floors (CostModel::prices_floors:
+//     the ceiling, and the roofline estimate without a profile) takes only the floor every
+//     schedule obeys, the rest of the step overlapping the others' kernels: a step of max(its own
+//     time, s * compute_s). The profile's kernels are one rank's alone (the bench computes on rank 0
 //     while the others wait); its collectives were measured by the sharing ranks themselves. A
 //     run takes s from rank 0's device (device_setup's ranks_per_device): a job whose nodes share
 //     their devices unevenly is priced as rank 0's node.

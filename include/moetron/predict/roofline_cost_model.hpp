@@ -81,6 +81,7 @@ class RooflineCostModel : public CostModel {
   // Throws Error when a rate is not positive or a time is negative.
   explicit RooflineCostModel(HardwareFigures figures);
   const HardwareFigures& figures() const { return f_; }
+  bool prices_floors() const override { return true; }
 
   double gemm_s(int64_t m, int64_t n, int64_t k) const override;
   // The same bound on every kernel path (the rows as given): call_tokens does not enter it.

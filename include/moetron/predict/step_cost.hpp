@@ -39,8 +39,6 @@ struct StepShape {
                                     // where each op runs on the host (the CPU)
   double ranks_per_device = 1;      // ranks whose kernels take turns on this rank's device
                                     // (Cluster::ranks_per_device; assumption 15, predictor.hpp)
-  bool sharing_as_floor = false;    // price that sharing as the floor max(step, ranks x compute)
-                                    // (the ceiling), not in lockstep (the estimate)
 };
 
 // Seconds of one step as the slowest rank sees it. total_s is the sum of the fields except
