@@ -52,5 +52,5 @@ expect_failure "--explain pp=1,tp=1,dp=16,ep=3: ep=3 does not divide" "${olmoe[@
 expect_failure "--explain pp=1,tp=2,dp=8,ep=8 is not feasible on this cluster: stage 0 needs" \
   "${olmoe[@]}" --memory-per-rank 1GiB --explain tp=2,dp=8,ep=8
 [[ ! -s "$WORK/out" ]] || fail "a refused --explain printed: $(cat "$WORK/out")"
-"$MOETRON" plan --help | grep -qF -- "--explain" || fail "plan --help lacks --explain"
+"$MOETRON" plan --help | grep -F -- "--explain" >/dev/null || fail "plan --help lacks --explain"
 echo "plan_explain: ok"
