@@ -87,7 +87,10 @@ BenchSizes bench_sizes(const ModelConfig& c, const SizeChoice& choice) {
   s.decode_batch = geometric_sizes(1, gpu ? 256 : 16, quick ? 16 : 4);
   // The CPU's quick grid from 16: below its smallest context a prompt's attention is read at that
   // point's time, which for 16-token prompts against a 64-token point was 4-16 times the work.
-  s.contexts = gpu ? (quick ? std::vector<int64_t>{512, 8192} : geometric_sizes(128, 8192, 4))
+  // The GPU's full grid by 2: a prompt's attention grows with the square of its length, and a
+  // 4,096-token prompt read on the line between the 2,048- and 8,192-token points was priced
+  // ~1.4x its time (Mixtral's 4,096-token prefill +15%, perf/PREDICTOR.md twenty-seventh session).
+  s.contexts = gpu ? (quick ? std::vector<int64_t>{512, 8192} : geometric_sizes(128, 8192, 2))
                    : (quick ? std::vector<int64_t>{16, 64, 256} : geometric_sizes(16, 256, 4));
   for (int64_t& ctx : s.contexts) ctx = std::min(ctx, context_cap);
   s.contexts.erase(std::unique(s.contexts.begin(), s.contexts.end()), s.contexts.end());

@@ -335,6 +335,10 @@ TEST(BenchGrid, SizesAreLogSpacedAndSmallerOnTheCpuAndQuick) {
   const BenchSizes cpu = bench_sizes(tiny_config(), {false, false, 0, 0});
   EXPECT_EQ(cpu.tokens.back(), 1024);
   EXPECT_LE(cpu.contexts.back(), 256);  // the tiny model's max_position_embeddings
+  // Prompts of 2^k tokens (the validation's 512-4,096) are read at their own context on a GPU, not
+  // on a line drawn between points 4x apart under a cost quadratic in the prompt.
+  for (int64_t prompt : {128, 256, 512, 1024, 2048, 4096})
+    EXPECT_NE(std::find(gpu.contexts.begin(), gpu.contexts.end(), prompt), gpu.contexts.end()) << prompt;
   EXPECT_EQ(geometric_sizes(1, 100, 4), (std::vector<int64_t>{1, 4, 16, 64, 100}));
 }
 
