@@ -7,7 +7,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -141,14 +140,6 @@ std::string refusals(const std::vector<PlanPrediction>& ranking) {
   return std::to_string(refused) + " do not fit (e.g. " + first->plan.to_string() + ": " + first->refusal + ")";
 }
 
-// ", 2 ranks a device" for the cluster line; "" when each rank has its own.
-std::string sharing_note(double ranks_per_device) {
-  if (ranks_per_device <= 1) return "";
-  std::ostringstream os;
-  os << ", " << ranks_per_device << " ranks a device";
-  return os.str();
-}
-
 }  // namespace
 
 int plan_command(const std::vector<std::string>& args) {
@@ -208,7 +199,7 @@ int plan_command(const std::vector<std::string>& args) {
   std::cout << "model     " << o.model << ": " << family_name(config.family) << ", " << config.num_layers
             << " layers, " << config.num_experts << " experts, top-" << config.top_k << "\n"
             << "cluster   " << o.ranks << " ranks (" << nodes << " nodes x " << o.ranks_per_node << ")"
-            << sharing_note(o.ranks_per_device) << "\n"
+            << (o.ranks_per_device > 1 ? ", " + describe_device_sharing(o.ranks_per_device) : "") << "\n"
             << "hardware  " << hardware << "\n"
             << "workload  " << describe(o.workload)
             << (o.routing.empty() ? ", uniform routing" : ", expert loads of " + o.routing) << "\n"

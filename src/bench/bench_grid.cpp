@@ -89,7 +89,8 @@ BenchSizes bench_sizes(const ModelConfig& c, const SizeChoice& choice) {
   // point's time, which for 16-token prompts against a 64-token point was 4-16 times the work.
   // The GPU's full grid by 2: a prompt's attention grows with the square of its length, and a
   // 4,096-token prompt read on the line between the 2,048- and 8,192-token points was priced
-  // ~1.4x its time (Mixtral's 4,096-token prefill +15%, perf/PREDICTOR.md twenty-seventh session).
+  // 1.3-1.6x what those points' rates give (Mixtral's 4,096-token prefill +15%, perf/PREDICTOR.md
+  // twenty-seventh session).
   s.contexts = gpu ? (quick ? std::vector<int64_t>{512, 8192} : geometric_sizes(128, 8192, 2))
                    : (quick ? std::vector<int64_t>{16, 64, 256} : geometric_sizes(16, 256, 4));
   for (int64_t& ctx : s.contexts) ctx = std::min(ctx, context_cap);

@@ -1,6 +1,5 @@
 #include "moetron/engine/device_binding.hpp"
 
-#include <sched.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -8,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "moetron/backend/cpu_ops.hpp"
 #include "moetron/comm/mpi_communicator.hpp"
 #include "moetron/comm/mpi_runtime.hpp"
 #include "moetron/core/error.hpp"
@@ -158,7 +158,7 @@ std::vector<RankDevices> gather_rank_devices(MPI_Comm world, RankDevices mine) {
             "MPI_Comm_split_type");
   check_mpi(MPI_Comm_rank(local, &mine.node_local_rank), "MPI_Comm_rank");
   check_mpi(MPI_Comm_free(&local), "MPI_Comm_free");
-  if (mine.cpus.empty()) mine.cpus = affinity_cpus();
+  if (mine.cpus.empty()) mine.cpus = cpu_affinity_cores();
   // One string per rank: "host\nlocal_rank\nuuid,uuid,...\ncpu,cpu,..." (host names and UUIDs
   // hold no newline or comma).
   std::vector<std::string> cpus;
@@ -178,16 +178,6 @@ std::vector<RankDevices> gather_rank_devices(MPI_Comm world, RankDevices mine) {
     all.push_back(std::move(r));
   }
   return all;
-}
-
-std::vector<int> affinity_cpus() {
-  cpu_set_t mask;
-  CPU_ZERO(&mask);
-  std::vector<int> cpus;
-  if (sched_getaffinity(0, sizeof mask, &mask) != 0) return cpus;  // unknown
-  for (int c = 0; c < CPU_SETSIZE; ++c)
-    if (CPU_ISSET(c, &mask)) cpus.push_back(c);
-  return cpus;
 }
 
 bool test_hook_uuids(int world_rank, std::vector<std::string>* uuids) {

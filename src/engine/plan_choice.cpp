@@ -79,11 +79,7 @@ PlanRanking rank_plans(const PlanChoiceInputs& in) {
   out.ranking = predict_plans(config, workload, cluster, costs.estimate(), options);
   out.figures = describe(workload) + " on " + out.figures;
   out.ranks_per_device = in.ranks_per_device;
-  if (in.ranks_per_device > 1) {
-    std::ostringstream sharing;
-    sharing << std::setprecision(3) << "; " << in.ranks_per_device << " ranks take turns on each device";
-    out.figures += sharing.str();
-  }
+  if (in.ranks_per_device > 1) out.figures += "; " + describe_device_sharing(in.ranks_per_device);
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "error_of.hpp"
+#include "moetron/backend/cpu_ops.hpp"
 #include "moetron/engine/device_binding.hpp"
 
 using namespace moetron;
@@ -214,7 +215,7 @@ TEST(DeviceBinding, CoresOnNodeAreTheUnionOfTheRanksAffinities) {
 }
 
 TEST(DeviceBinding, AffinityListsThisProcesssCores) {
-  const std::vector<int> cpus = affinity_cpus();
+  const std::vector<int> cpus = cpu_affinity_cores();
   ASSERT_FALSE(cpus.empty());
   for (size_t i = 1; i < cpus.size(); ++i) EXPECT_LT(cpus[i - 1], cpus[i]);
 }

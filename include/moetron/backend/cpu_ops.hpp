@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <memory>
+#include <vector>
 
 #include "moetron/backend/ops.hpp"
 
@@ -17,6 +18,7 @@ std::unique_ptr<Ops> make_cpu_ops();
 void set_cpu_threads(int threads);  // 0: every usable core again
 int cpu_threads();
 int cpu_usable_cores();
+std::vector<int> cpu_affinity_cores();  // the cores this process may run on, ascending; empty: unknown
 int cpu_node_cores();  // every core of the host
 // A rank's share: the node's cores over its ranks, never more than the rank may use, at least 1.
 int cpu_threads_for_rank(int usable_cores, int node_cores, int ranks_on_node);

@@ -57,12 +57,9 @@ std::vector<std::string> describe_bindings(const std::vector<RankDevices>& ranks
 // This process's host name.
 std::string host_name();
 
-// The cores this process may run on (sched_getaffinity), in increasing order.
-std::vector<int> affinity_cpus();
-
 // Every rank's record, in world rank order (collective over `world`). `mine.host` and
 // `mine.node_local_rank` are filled in here (host name; MPI_COMM_TYPE_SHARED split), and
-// `mine.cpus` from affinity_cpus() when empty.
+// `mine.cpus` from cpu_affinity_cores() (backend/cpu_ops.hpp) when empty.
 std::vector<RankDevices> gather_rank_devices(MPI_Comm world, RankDevices mine);
 
 // Test hook MOETRON_TEST_GPU_UUIDS: ';'-separated per world rank (rank r takes entry

@@ -27,10 +27,19 @@ int64_t max_threads() {
 }
 }  // namespace
 
-int usable_cores() {
+std::vector<int> affinity_cores() {
   cpu_set_t mask;
   CPU_ZERO(&mask);
-  if (sched_getaffinity(0, sizeof mask, &mask) == 0) return std::max(1, CPU_COUNT(&mask));
+  std::vector<int> cores;
+  if (sched_getaffinity(0, sizeof mask, &mask) != 0) return cores;  // unknown
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &mask)) cores.push_back(c);
+  return cores;
+}
+
+int usable_cores() {
+  const size_t affinity = affinity_cores().size();
+  if (affinity > 0) return static_cast<int>(affinity);
   return std::max(1u, std::thread::hardware_concurrency());
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 namespace moetron {
 namespace cpu {
@@ -11,7 +12,10 @@ namespace cpu {
 // How many threads parallel_for may use, for the whole process (a process is one rank). Ranks
 // sharing a node share its cores: each starting a thread a core would oversubscribe the node
 // `ranks` times over, so the engine sets its share (threads_for_rank) before computing.
-int usable_cores();  // the cores this process may run on (its affinity mask: taskset, srun, mpirun binding)
+// The cores this process may run on (its affinity mask: taskset, srun, mpirun binding), in
+// increasing order; empty when the system does not say.
+std::vector<int> affinity_cores();
+int usable_cores();  // how many: affinity_cores' count, else every core of the host
 int node_cores();    // every core of the host
 void set_threads(int threads);  // 0: back to every usable core
 int threads();

@@ -13,6 +13,7 @@ std::unique_ptr<Ops> make_cpu_ops() { return std::make_unique<CpuOps>(); }
 void set_cpu_threads(int threads) { cpu::set_threads(threads); }
 int cpu_threads() { return cpu::threads(); }
 int cpu_usable_cores() { return cpu::usable_cores(); }
+std::vector<int> cpu_affinity_cores() { return cpu::affinity_cores(); }
 int cpu_node_cores() { return cpu::node_cores(); }
 int cpu_threads_for_rank(int usable_cores, int node_cores, int ranks_on_node) {
   return cpu::threads_for_rank(usable_cores, node_cores, ranks_on_node);
