@@ -12,14 +12,6 @@
 
 namespace moetron {
 
-std::string describe_device_sharing(double ranks_per_device) {
-  if (ranks_per_device <= 1) return "";
-  std::ostringstream os;
-  os.precision(3);
-  os << ranks_per_device << " ranks a device";
-  return os.str();
-}
-
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

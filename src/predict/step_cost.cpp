@@ -11,6 +11,14 @@
 
 namespace moetron {
 
+std::string describe_device_sharing(double ranks_per_device) {
+  if (ranks_per_device <= 1) return "";
+  std::ostringstream os;
+  os.precision(3);
+  os << ranks_per_device << " ranks a device";
+  return os.str();
+}
+
 namespace {
 
 // Activations (hidden rows, the messages between ranks) take the backend's activation element
@@ -627,7 +635,7 @@ StepCost step_cost(const PlanGeometry& g, const ExpertShares& shares, const Step
                              : std::max(0.0, (s - 1) * step.compute_s - step.bubble_s);
     if (trace != nullptr) {
       std::ostringstream why;
-      why << s << " ranks a device: "
+      why << describe_device_sharing(s) << ": "
           << (floor ? "the step at least ranks x compute" : "in lockstep, (ranks - 1) x compute less the bubble");
       note = why.str();
     }

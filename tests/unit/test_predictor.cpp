@@ -400,6 +400,15 @@ class CentredRoofline : public RooflineCostModel {
   bool prices_floors() const override { return false; }
 };
 
+// One wording of a device's sharing for the plan's cluster line, --plan auto's log and the
+// sharing term's note: nothing for a device of its own, three significant digits otherwise.
+TEST(Predictor, DescribesRanksSharingADevice) {
+  EXPECT_EQ(describe_device_sharing(1), "");
+  EXPECT_EQ(describe_device_sharing(0.5), "");
+  EXPECT_EQ(describe_device_sharing(2), "2 ranks a device");
+  EXPECT_EQ(describe_device_sharing(4.0 / 3.0), "1.33 ranks a device");
+}
+
 // Ranks sharing a device (assumption 15): in lockstep (a profile's estimate) the others' kernels
 // add (s - 1) x compute to a step, less the bubble where the device would otherwise idle; priced
 // by floors (the ceiling, a roofline estimate) a step takes max(its own time, s x compute). An

@@ -127,9 +127,6 @@ struct Cluster {
   double ranks_per_device = 1;
 };
 
-// "2 ranks a device" for logs and the plan's cluster line; "" when each rank has its own device.
-std::string describe_device_sharing(double ranks_per_device);
-
 struct PredictorOptions {
   int micro_batches = 0;            // predict_plans: pipelines with this many micro-batches only;
                                     // 0: each with micro_batch_choices

@@ -105,4 +105,8 @@ struct StepTrace {
 StepCost step_cost(const PlanGeometry& geometry, const ExpertShares& shares, const StepShape& shape,
                    const CostModel& cost, StepTrace* trace = nullptr);
 
+// "2 ranks a device" for the sharing term's note, logs and the plan's cluster line; "" when each
+// rank has its own device.
+std::string describe_device_sharing(double ranks_per_device);
+
 }  // namespace moetron

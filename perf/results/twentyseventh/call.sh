@@ -10,12 +10,13 @@ set -uo pipefail
 src=$(cd "$(dirname "$0")/../../.." && pwd); out=${OUT:?}
 total=${1:-580}
 start=$SECONDS
-"$src/perf/results/device_call.sh" 270 tests sanitize; echo "tests+sanitize: exit $?, $((SECONDS - start)) s"
+"$src/perf/results/device_call.sh" $((total < 270 ? total : 270)) tests sanitize; echo "tests+sanitize: exit $?, $((SECONDS - start)) s"
 b=$src/build-xz/b   # unpacked by device_call.sh
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)   # H100 or H200, whichever came
 cap=$((total - (SECONDS - start) - 60)); [ "$cap" -gt 250 ] && cap=250
 if [ "$cap" -ge 90 ]; then
   timeout "$cap" python3 "$src/perf/validate_predictor.py" --moetron "$b/moetron" --out-dir "$out/val" \
-    --budget-s $((cap - 35)) --title "H200, full mode, all sections (twenty-seventh session)" 2>&1 | tee "$out/validate.txt"
+    --budget-s $((cap - 35)) --title "$gpu, full mode, all sections" 2>&1 | tee "$out/validate.txt"
   echo "validate: exit ${PIPESTATUS[0]}, $((SECONDS - start)) s"
   tar -czf "$out/val.tgz" -C "$out" val && rm -rf "$out/val"
 fi
