@@ -52,9 +52,12 @@ QUICK_SHAPES = [("tiny OLMoE", "olmoe", "tiny"), ("tiny Qwen2-MoE", "qwen2_moe",
 SETTINGS = {
     # Full: one H200 within about five minutes. Four plans a workload, so that Spearman's rank
     # correlation (the target's measure of the ranking) is defined for each.
+    # 32 output tokens: 31 decode steps a run, so that a transient of a few steps (eager pipeline
+    # ranks slowed 2-6x for 6-8 steps, twenty-ninth session's emulated-steps.txt) cannot carry
+    # the median; 11 steps could.
     False: dict(layers=2, decode_batches=[256, 64, 16, 4, 1], steps_per_batch=6, decode_prompt=64,
                 prefill_lengths=[512, 1024, 2048, 4096], prefill_reps=3, worlds=[2, 4, 8, 16, 64],
-                plans_per_group=4, emulated_prompt=64, emulated_output=12, bench=["--max-tokens", "4096"],
+                plans_per_group=4, emulated_prompt=64, emulated_output=32, bench=["--max-tokens", "4096"],
                 # Collectives to 16 MiB: a larger message is not a decode step's, and staged
                 # transfers of 256 MiB between ranks sharing a GPU take long.
                 bench_ranks=["--max-bytes", "16MiB"], bench_cpu=[],

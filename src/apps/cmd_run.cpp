@@ -182,6 +182,7 @@ int run(const RunOptions& o, int world_rank, int world_size) {
   }
   RunSettings settings = settings_from(o);
   settings.emulation = emulation;
+  settings.warm_up = o.warmup == "on" || (o.warmup == "auto" && backend == "cuda");
   // Every rank reads the loads, so that every rank places the replicas alike.
   if (!o.expert_loads.empty())
     settings.expert_loads = read_expert_loads(o.expert_loads, config.num_layers, config.num_experts);

@@ -103,6 +103,10 @@ po::options_description run_options(RunOptions& o) {
       ("load-format", po::value(&o.load_format)->default_value(o.load_format),
        "auto|safetensors: read the checkpoint; dummy: only config.json, deterministic random weights")
       ("no-graphs", po::bool_switch(&o.no_graphs), "run the decode step eagerly (no CUDA graphs)")
+      ("warmup", po::value(&o.warmup)->default_value(o.warmup),
+       "auto|on|off: run one forward of the largest prefill step (and of the largest batch where "
+       "decode runs eagerly) before the first request, so the GPU's first-use costs are startup time "
+       "and not the first requests' TTFT (auto: on for the cuda backend)")
       ("measure-gpu-idle", po::bool_switch(&o.measure_gpu_idle),
        "trace rank 0's GPU with CUPTI and report how long it idles within decode steps (cuda backend)")
       ("profile-decode-steps", po::value(&o.profile_decode_steps),
@@ -157,6 +161,8 @@ void check_options(const RunOptions& o) {
                 "--itl-target-ratio must be a number > 1, got " << o.itl_target_ratio);
   MOETRON_CHECK(!o.itl_target_ratio_given || o.prefill_chunk == kPrefillChunkAuto,
                 "--itl-target-ratio sizes adaptive chunks: it needs --prefill-chunk auto");
+  MOETRON_CHECK(o.warmup == "auto" || o.warmup == "on" || o.warmup == "off",
+                "--warmup must be auto, on or off, got '" << o.warmup << "'");
   MOETRON_CHECK(o.bootstrap_bench == "full" || o.bootstrap_bench == "quick" || o.bootstrap_bench == "off",
                 "--bootstrap-bench must be full, quick or off, got '" << o.bootstrap_bench << "'");
   MOETRON_CHECK(o.bootstrap_bench == "full" || (o.plan == "auto" && o.profile.empty()),

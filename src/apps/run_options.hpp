@@ -17,6 +17,9 @@ struct RunOptions {
   // --bootstrap-bench full|quick|off: what rank 0 measures before --plan auto chooses among
   // several ranks' plans when no --profile is given.
   std::string bootstrap_bench = "full";
+  // --warmup auto|on|off: one forward of the largest step before the first request (auto: on
+  // where kernels load at their first use, the cuda backend).
+  std::string warmup = "auto";
   std::string log_level = "info";
   int64_t max_new_tokens = 64;
   bool ignore_eos = false, save_logits = false, no_graphs = false, measure_gpu_idle = false;

@@ -129,6 +129,7 @@ class EmulatedCommunicator : public Communicator {
   Traffic traffic() const override { return counter_.total(); }
   // Device copies can be recorded (CUDA graphs): a replay moves the recorded bytes again.
   void adjust_traffic(const Traffic& delta) override { counter_.add(delta.sent, delta.received); }
+  void forget_traffic(const Traffic& moved) override { counter_.add(-moved.sent, -moved.received); }
 
   void allreduce_sum(Tensor& t) override {
     Tensor scratch = buffers_->sink(t);

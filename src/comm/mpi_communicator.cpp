@@ -112,9 +112,7 @@ void MpiCommunicator::allreduce_sum(Tensor& t) {
     std::vector<float> wide(static_cast<size_t>(n));
     convert_to_float(t.data, t.dtype, wide.data(), wide.size());
     reduce_in_place(wide.data(), n, MPI_FLOAT, MPI_SUM);
-    auto* bits = t.as<uint16_t>();
-    for (int64_t i = 0; i < n; ++i)
-      bits[i] = t.dtype == DType::BF16 ? float_to_bf16(wide[i]) : float_to_f16(wide[i]);
+    convert_from_float(wide.data(), t.dtype, t.data, wide.size());
   } else {
     reduce_in_place(t.data, n, element_type(t.dtype), MPI_SUM);
   }

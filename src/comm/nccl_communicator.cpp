@@ -45,6 +45,8 @@ class NcclCommunicator : public Communicator {
   int size() const override { return mpi_->size(); }
   std::string transport() const override { return "nccl"; }
   void adjust_traffic(const Traffic& delta) override { counter_.add(delta.sent, delta.received); }
+  // Taken back from the device count: only the total (traffic()) is ever read.
+  void forget_traffic(const Traffic& moved) override { counter_.add(-moved.sent, -moved.received); }
   // Device tensors counted here, host values by the MPI group that carries them.
   Traffic traffic() const override {
     const Traffic device = counter_.total(), host = mpi_->traffic();

@@ -14,6 +14,7 @@ class StagedCommunicator : public Communicator {
   std::string transport() const override { return inner_->transport() + "+staged"; }
   // The host transport moves (and counts) everything.
   Traffic traffic() const override { return inner_->traffic(); }
+  void forget_traffic(const Traffic& moved) override { inner_->forget_traffic(moved); }
   double blocked_seconds() const override { return inner_->blocked_seconds(); }
 
   void allreduce_sum(Tensor& t) override {

@@ -84,4 +84,21 @@ void convert_to_float(const void* src, DType from, float* dst, size_t n) {
   }
 }
 
+void convert_from_float(const float* src, DType to, void* dst, size_t n) {
+  switch (to) {
+    case DType::F32: std::memcpy(dst, src, n * 4); return;
+    case DType::BF16: {
+      auto d = static_cast<uint16_t*>(dst);
+      for (size_t i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
+      return;
+    }
+    case DType::F16: {
+      auto d = static_cast<uint16_t*>(dst);
+      for (size_t i = 0; i < n; ++i) d[i] = float_to_f16(src[i]);
+      return;
+    }
+    default: MOETRON_FAIL("cannot convert float to " << dtype_name(to));
+  }
+}
+
 }  // namespace moetron

@@ -76,7 +76,7 @@ void DecodeGraphs::capture() {
     ops_.sync();
     ops_.reset_temps();
     // Traffic: the calls made while recording move nothing now; each replay moves them.
-    const std::vector<Communicator*> groups = peers();
+    const std::vector<Communicator*> groups = forward_.groups();
     std::vector<Traffic> before;
     for (Communicator* c : groups) before.push_back(c->traffic());
     ops_.begin_recording();
@@ -96,13 +96,6 @@ void DecodeGraphs::capture() {
   LOG_INFO("recorded the decode step for batch sizes 1.." << buckets_.back() << " (" << buckets_.size()
                                                           << " graphs, " << ops_.recording_nodes(recorded_.back().recording)
                                                           << " nodes in the largest)");
-}
-
-std::vector<Communicator*> DecodeGraphs::peers() const {
-  std::vector<Communicator*> groups;
-  for (Communicator* c : {forward_.context().tp, forward_.context().stage})
-    if (c != nullptr && std::find(groups.begin(), groups.end(), c) == groups.end()) groups.push_back(c);
-  return groups;
 }
 
 bool DecodeGraphs::fits(const std::vector<ScheduledSeq>& group, int64_t dispatch_tokens) const {
@@ -129,7 +122,7 @@ Tensor DecodeGraphs::run(const std::vector<ScheduledSeq>& group, int64_t dispatc
   Bucket& b = recorded_[bucket - 1];
   write_inputs(b, group);
   ops_.replay(b.recording);
-  const std::vector<Communicator*> groups = peers();
+  const std::vector<Communicator*> groups = forward_.groups();
   for (size_t g = 0; g < groups.size(); ++g) groups[g]->adjust_traffic(b.traffic[g]);
   ops_.temp_resume(b.temps_end);  // what the step does next must not overwrite the logits
   return b.logits;

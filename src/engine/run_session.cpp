@@ -8,6 +8,7 @@
 #include "moetron/core/log.hpp"
 #include "moetron/core/stopwatch.hpp"
 #include "moetron/engine/gather.hpp"
+#include "moetron/engine/warm_up.hpp"
 #include "moetron/model/checkpoint_source.hpp"
 
 namespace moetron {
@@ -195,7 +196,8 @@ StartupRecord slowest_startup(Communicator& world, const StartupRecord& mine) {
   // Times travel as integer nanoseconds: the host all-reduce takes int64.
   const auto ns = [](double s) { return static_cast<int64_t>(s * 1e9); };
   std::vector<int64_t> v = {ns(mine.weights_seconds), mine.weights_bytes_read, ns(mine.kv_cache_seconds),
-                            ns(mine.graphs_seconds), mine.graphs, ns(mine.total_seconds)};
+                            ns(mine.graphs_seconds), mine.graphs, ns(mine.total_seconds),
+                            ns(mine.warmup_seconds)};
   world.allreduce_host(v, /*max_instead_of_sum=*/true);
   StartupRecord s;
   s.weights_seconds = v[0] * 1e-9;
@@ -204,6 +206,7 @@ StartupRecord slowest_startup(Communicator& world, const StartupRecord& mine) {
   s.graphs_seconds = v[3] * 1e-9;
   s.graphs = v[4];
   s.total_seconds = v[5] * 1e-9;
+  s.warmup_seconds = v[6] * 1e-9;
   return s;
 }
 
@@ -215,6 +218,7 @@ std::string describe_startup(const StartupRecord& s) {
   os << ", KV cache " << s.kv_cache_seconds << " s";
   if (s.graphs > 0)
     os << ", " << s.graphs << " decode graphs recorded in " << s.graphs_seconds << " s";
+  if (s.warmup_seconds > 0) os << ", warm-up forward " << s.warmup_seconds << " s";
   os << " (slowest rank for each part)";
   return os.str();
 }
@@ -294,6 +298,11 @@ RunSession::RunSession(const ModelConfig& config, const std::vector<RequestSpec>
     startup_.graphs_seconds = recording.seconds();
     startup_.graphs = static_cast<int64_t>(graphs_->buckets().size());
   }
+  if (settings_.warm_up) {
+    const Stopwatch warming;
+    warm_up();
+    startup_.warmup_seconds = warming.seconds();
+  }
   startup_.total_seconds = setup.seconds();
   startup_ = slowest_startup(*groups_.world, startup_);
   LOG_INFO(describe_startup(startup_));
@@ -344,6 +353,20 @@ void RunSession::set_up_graphs() {
   graphs_ = std::make_unique<DecodeGraphs>(*ops_, *forward_, max_batch, max_blocks, block,
                                            static_cast<int32_t>(kv_blocks_), /*replicas_meet=*/plan.dp > 1);
   graphs_->capture();
+}
+
+void RunSession::warm_up() {
+  WarmUpShape shape;
+  shape.prefill_tokens = max_step_tokens_;
+  // The largest batch the decode graphs do not already hold (they ran each bucket once).
+  shape.decode_rows = graphs_ ? 0 : std::min<int64_t>(settings_.max_batch, std::max<int64_t>(mine_.size(), 1));
+  shape.block_size = settings_.block_size;
+  shape.scratch_block = static_cast<int32_t>(kv_blocks_);
+  shape.first_stage = groups_.coords.pp == 0;
+  shape.last_stage = groups_.coords.pp == settings_.plan.pp - 1;
+  shape.vocab_size = config_.vocab_size;
+  shape.hidden_size = config_.hidden_size;
+  warm_up_forward(*forward_, *ops_, shape);
 }
 
 RunOutcome RunSession::run() {

@@ -194,6 +194,7 @@ void write_startup(h5::File& f, const StartupRecord& s) {
   f.set_attribute("/startup", "graphs_seconds", s.graphs_seconds);
   f.set_attribute("/startup", "graphs", s.graphs);
   f.set_attribute("/startup", "total_seconds", s.total_seconds);
+  f.set_attribute("/startup", "warmup_seconds", s.warmup_seconds);
 }
 
 void write_predictions(h5::File& f, const PlanPredictions& p) {

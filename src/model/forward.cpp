@@ -477,8 +477,20 @@ ExpertWork ModelForward::expert_work() {
   ExpertWork work;
   const Range mine = my_expert_ids();
   for (int64_t e = mine.begin; e < mine.end && e < served_.numel(); ++e) work.tokens += by_expert[static_cast<size_t>(e)];
-  work.seconds = ctx_.ops->timed_section_seconds();
+  work.seconds = ctx_.ops->timed_section_seconds() - expert_seconds_before_;
   return work;
+}
+
+void ModelForward::forget_expert_work() {
+  ctx_.ops->fill_zero(served_);
+  expert_seconds_before_ = ctx_.ops->timed_section_seconds();
+}
+
+std::vector<Communicator*> ModelForward::groups() const {
+  std::vector<Communicator*> out;
+  for (Communicator* c : {ctx_.tp, ctx_.stage})
+    if (c != nullptr && std::find(out.begin(), out.end(), c) == out.end()) out.push_back(c);
+  return out;
 }
 
 }  // namespace moetron

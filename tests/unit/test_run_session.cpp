@@ -127,6 +127,9 @@ TEST(Startup, TheLogLineGivesEachPartAndTheReadRate) {
   EXPECT_NE(line.find("ready in 4 s"), std::string::npos) << line;
   EXPECT_NE(line.find("4 GB read in 2 s (2 GB/s)"), std::string::npos) << line;
   EXPECT_NE(line.find("3 decode graphs recorded in 1.25 s"), std::string::npos) << line;
+  EXPECT_EQ(line.find("warm-up"), std::string::npos) << line;  // none ran
+  s.warmup_seconds = 0.25;
+  EXPECT_NE(describe_startup(s).find("warm-up forward 0.25 s"), std::string::npos) << describe_startup(s);
   s.graphs = 0;
   EXPECT_EQ(describe_startup(s).find("graphs"), std::string::npos) << describe_startup(s);
 }

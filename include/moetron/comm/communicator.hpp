@@ -70,6 +70,14 @@ class Communicator {
                   "the " << transport() << " transport moved data inside a recorded step");
   }
 
+  // Takes back what this rank moved for a warm-up forward (engine/warm_up.hpp): not the run's
+  // traffic. Every transport that counts overrides it; a group that counts nothing has nothing
+  // to take back.
+  virtual void forget_traffic(const Traffic& moved) {
+    MOETRON_CHECK(moved.sent == 0 && moved.received == 0,
+                  "the " << transport() << " transport cannot take back the traffic it counted");
+  }
+
   // Seconds this rank has spent blocked in the group's calls so far: waiting for the peers to
   // arrive and the transfer itself. Only a transport that blocks the host counts it (MPI, also
   // under staging); the others (self, NCCL, emulated) report 0.

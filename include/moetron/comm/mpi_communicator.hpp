@@ -45,6 +45,7 @@ class MpiCommunicator : public Communicator {
 
   MPI_Comm comm() const { return comm_; }
   Traffic traffic() const override { return counter_.total(); }
+  void forget_traffic(const Traffic& moved) override { counter_.add(-moved.sent, -moved.received); }
   double blocked_seconds() const override { return blocked_s_; }
   int64_t bytes_sent() const { return counter_.total().sent; }
   int64_t bytes_received() const { return counter_.total().received; }

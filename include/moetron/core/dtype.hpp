@@ -44,5 +44,7 @@ inline float load_as_float(const void* data, DType t, size_t i) {
 }
 // Converts n elements of type `from` into floats.
 void convert_to_float(const void* src, DType from, float* dst, size_t n);
+// Stores n floats as type `to` (F32, F16, BF16 only; rounding to nearest even).
+void convert_from_float(const float* src, DType to, void* dst, size_t n);
 
 }  // namespace moetron

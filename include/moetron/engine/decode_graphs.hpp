@@ -42,10 +42,9 @@ class DecodeGraphs {
     Tensor logits;        // where the recording leaves them
     int recording = -1;
     size_t temps_end = 0;  // where the recording's temporaries end (its logits lie below)
-    std::vector<Traffic> traffic;  // what one replay moves, per group of peers()
+    std::vector<Traffic> traffic;  // what one replay moves, per group of ModelForward::groups()
   };
   // The forward's groups that a recorded step moves data over.
-  std::vector<Communicator*> peers() const;
   void write_inputs(Bucket& b, const std::vector<ScheduledSeq>& group);
   BatchArrays arrays_of(int64_t bucket_size) const;  // the layout of a bucket's input_arrays
 

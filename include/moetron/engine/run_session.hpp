@@ -95,6 +95,7 @@ struct RunSettings {
   int64_t kv_cache_tokens = 0;  // 0: from free memory
   double gpu_memory_fraction = 0.9;
   bool save_logits = false, no_graphs = false;
+  bool warm_up = false;  // --warmup: one forward of the largest step before the first request (warm_up.hpp)
   RequestDefaults defaults;
   StepObserver* observer = nullptr;  // optional, on this rank
   Emulation emulation;               // --emulate-rank/--emulate-world: one rank of a larger plan
@@ -140,6 +141,7 @@ class RunSession {
  private:
   void set_up_kv_cache();
   void set_up_graphs();
+  void warm_up();
 
   const ModelConfig& config_;
   const std::vector<RequestSpec>& requests_;

@@ -81,6 +81,7 @@ struct StartupRecord {
   double graphs_seconds = 0;      // recording the decode graphs (0 without graphs)
   int64_t graphs = 0;             // decode graphs recorded (batch-size buckets)
   double total_seconds = 0;       // the whole set-up, from the groups to the first step
+  double warmup_seconds = 0;      // the warm-up forward (engine/warm_up.hpp; 0 without one)
 };
 
 // One plan of the job as the predictor saw it (rank 0, before the run): what it predicted, to

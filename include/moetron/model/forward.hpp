@@ -73,8 +73,12 @@ class ModelForward {
   std::vector<int64_t> coactivation_counts();
   // This rank's expert work so far (waits for the backend).
   ExpertWork expert_work();
-  // The groups this forward moves data over (DecodeGraphs counts a recorded step's traffic).
+  // Starts expert_work() afresh: what a warm-up forward served and timed is not the run's.
+  void forget_expert_work();
   const ForwardContext& context() const { return ctx_; }
+  // The groups this forward moves data over (tp, then the expert dispatch's), each once: a
+  // recorded step's or a warm-up's traffic is counted (and taken back) over them.
+  std::vector<Communicator*> groups() const;
   size_t kv_cache_bytes() const { return kv_bytes_; }
 
  private:
@@ -127,6 +131,7 @@ class ModelForward {
   Tensor coactivation_all_;                    // I64 [local layers, E, E]
   Tensor routing_all_;                        // I32 [local layers, max_tokens, k]: the records
   std::vector<Tensor> routing_;               // per local layer: its [max_tokens, k] record
+  double expert_seconds_before_ = 0;  // the backend's timed-section total when expert_work starts
   Tensor served_;  // I64 [E]: slots this rank's moe_experts calls were given, by global expert
   Tensor ones_;  // F32: weights of the entries an expert dispatch receives
   size_t kv_bytes_ = 0;
