@@ -357,7 +357,11 @@ void RunSession::set_up_graphs() {
 
 void RunSession::warm_up() {
   WarmUpShape shape;
-  shape.prefill_tokens = max_step_tokens_;
+  // The largest step this replica's requests can make: its arena's size, unless they are fewer
+  // tokens in all (a larger warm-up would take kernels no step of this run takes).
+  int64_t all_tokens = 0;
+  for (const Sequence& s : mine_) all_tokens += s.total_tokens();
+  shape.prefill_tokens = std::min(max_step_tokens_, std::max<int64_t>(all_tokens, 1));
   // The largest batch the decode graphs do not already hold (they ran each bucket once).
   shape.decode_rows = graphs_ ? 0 : std::min<int64_t>(settings_.max_batch, std::max<int64_t>(mine_.size(), 1));
   shape.block_size = settings_.block_size;
