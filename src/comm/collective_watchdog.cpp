@@ -20,8 +20,9 @@ using Clock = std::chrono::steady_clock;
 // is long because a large transfer advances only while both ends poll: without a single-copy
 // path (CMA refused, as in containers) shared memory moves it in small fragments, one per poll,
 // and with the sleeping phase starting at 1 ms a 16 MiB all-reduce took 305 ms against 6.7 ms
-// under MPI_Wait (2-rank Open MPI 4.1, `btl_vader_single_copy_mechanism none`, twenty-ninth
-// session; ranks sharing a GPU measured the same 45 ms a MiB through host buffers).
+// under MPI_Wait (2 ranks on the 2-core CI machine, Open MPI 4.1 without CMA; 280-325 against
+// 7-9 ms on the H200 machine's host; twenty-ninth session's wait_modes.cpp), and 2 ranks sharing
+// an H100 measured ~45 ms a MiB through host buffers.
 constexpr auto kBusyPoll = std::chrono::microseconds(20);
 constexpr auto kSpin = std::chrono::milliseconds(50);
 constexpr auto kFirstPause = std::chrono::microseconds(50);

@@ -5,6 +5,7 @@
 
 #include "moetron/comm/communicator.hpp"
 #include "moetron/core/error.hpp"
+#include "moetron/core/random_fill.hpp"
 #include "moetron/engine/scheduler.hpp"
 
 namespace moetron {
@@ -20,28 +21,15 @@ Sequence scratch_sequence(int64_t tokens, const WarmUpShape& s) {
   return seq;
 }
 
-// A later pipeline stage has no embedding: it starts from a few distinct pseudo-random rows,
-// repeated, so that its routers spread the tokens over the experts as a prompt would (rows of
-// zeros would all pick the same experts and take other kernels).
+// A later pipeline stage has no embedding: it starts from rows of the dummy-weight generator
+// (core/random_fill.hpp), so that its routers spread the tokens over the experts as a prompt would
+// (rows of zeros would all pick the same experts and take other kernels).
 Tensor made_up_stream(Ops& ops, int64_t rows, int64_t hidden) {
-  constexpr int64_t kDistinctRows = 61;
-  const int64_t distinct = std::min(rows, kDistinctRows);
-  std::vector<float> values(static_cast<size_t>(distinct * hidden));
-  uint32_t state = 12345u;
-  for (float& v : values) {
-    state = state * 1664525u + 1013904223u;  // a linear congruential generator: reproducible
-    v = static_cast<float>(state >> 8) / 16777216.0f - 0.5f;
-  }
-  Tensor block = host_tensor(ops.activation_dtype(), {distinct, hidden});
-  convert_from_float(values.data(), block.dtype, block.data, values.size());
-  Tensor stream = ops.temp(ops.activation_dtype(), {rows, hidden});
-  Tensor head = stream.slice_rows(0, distinct);
-  ops.copy_from_host(head, block.data);
-  for (int64_t r = distinct; r < rows; r += distinct) {
-    const int64_t n = std::min(distinct, rows - r);
-    Tensor to = stream.slice_rows(r, n);
-    ops.copy(stream.slice_rows(0, n), to);
-  }
+  const RandomFill fill{/*key=*/0x5741524D55505F31ull, static_cast<float>(0.5 / kCenteredStd), 0.0f};
+  Tensor host = host_tensor(ops.activation_dtype(), {rows, hidden});
+  fill_random_rows(fill, host.dtype, 0, hidden, rows, hidden, host.data);
+  Tensor stream = ops.temp(host.dtype, {rows, hidden});
+  ops.copy_from_host(stream, host.data);
   return stream;
 }
 

@@ -1,7 +1,8 @@
 // One eager forward of the largest prefill step and of the largest decode batch before the first
 // request. On a GPU the first forward of a process is slow: CUDA loads each kernel's module at its
-// first launch and cuBLAS its kernels at their first use (a 512-4,096-token first prefill took
-// 150-370 ms where the next took 1-4 ms, twenty-ninth session). Warmed up here, that cost is
+// first launch and cuBLAS its kernels at their first use (one H200, 512-token prompts: a first
+// prefill step of 150-171 ms where the next took 1.7-5.1 ms, twenty-ninth session). Warmed up
+// here, that cost is
 // startup time (/startup@warmup_seconds), not the first requests' time to first token.
 #pragma once
 #include <cstdint>
